@@ -1,0 +1,634 @@
+//! The embedded log: a directory of segment files written by one thread with group commit.
+//!
+//! Appenders hand their records to the writer thread over a channel. The writer takes
+//! everything waiting, writes it with one `write`, makes it durable with one `fdatasync`,
+//! and only then answers each appender. While one fsync runs, the next group gathers, so
+//! the number of fsyncs per second stays bounded by the disk while throughput grows with
+//! the number of concurrent appenders.
+//!
+//! Segments are named by the position of their first record (`00000000000000000000.log`).
+//! On open, every segment is checked record by record; a torn record at the end of the
+//! last segment (a crash mid-write) is cut off, and damage anywhere else stops the open.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::record::{self, HEADER_BYTES};
+use crate::{AppendFuture, EventLog, LogError, MAX_RECORD_BYTES, Position, Record};
+
+const SEGMENT_SUFFIX: &str = ".log";
+/// A sparse index entry every this many records bounds the scan to reach a position.
+const INDEX_EVERY: u64 = 1024;
+
+/// Called after each group commit with the fsync's duration and the records it made durable.
+pub type GroupCommitObserver = Box<dyn Fn(Duration, usize) + Send + 'static>;
+
+pub struct FileLogConfig {
+    /// A segment is closed and a new one started once it reaches this size.
+    pub segment_bytes: u64,
+    /// The most bytes one group commit writes before it syncs.
+    pub max_group_bytes: usize,
+}
+
+impl Default for FileLogConfig {
+    fn default() -> Self {
+        FileLogConfig {
+            segment_bytes: 128 * 1024 * 1024,
+            max_group_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+struct Segment {
+    base: Position,
+    path: PathBuf,
+    /// Durable bytes: readers never look past this.
+    len: u64,
+    /// Records in the segment.
+    count: u64,
+    /// (position, byte offset) every [`INDEX_EVERY`] records.
+    index: Vec<(Position, u64)>,
+}
+
+impl Segment {
+    fn end(&self) -> Position {
+        self.base + self.count
+    }
+
+    fn note_record(&mut self, offset: u64, len: u64) {
+        if self.count % INDEX_EVERY == 0 {
+            self.index.push((self.base + self.count, offset));
+        }
+        self.count += 1;
+        self.len = offset + len;
+    }
+}
+
+struct Shared {
+    dir: PathBuf,
+    segments: RwLock<Vec<Segment>>,
+    end: AtomicU64,
+    failed: AtomicBool,
+}
+
+struct AppendRequest {
+    records: Vec<Vec<u8>>,
+    reply: oneshot::Sender<Result<Position, LogError>>,
+}
+
+/// The embedded, file-backed [`EventLog`].
+pub struct FileLog {
+    shared: Arc<Shared>,
+    sender: Option<mpsc::Sender<AppendRequest>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl FileLog {
+    /// Opens (creating if needed) the log in `dir` for appending, recovering from a crash.
+    pub fn open(
+        dir: &Path,
+        config: FileLogConfig,
+        observer: Option<GroupCommitObserver>,
+    ) -> Result<Self, LogError> {
+        fs::create_dir_all(dir)
+            .map_err(|e| LogError::io(format!("create {}", dir.display()), e))?;
+        let mut segments = recover(dir, true)?;
+        if segments.is_empty() {
+            segments.push(create_segment(dir, 0)?);
+        }
+        let tail = segments.last().expect("at least one segment");
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&tail.path)
+            .map_err(|e| LogError::io(format!("open {}", tail.path.display()), e))?;
+        let end = tail.end();
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            segments: RwLock::new(segments),
+            end: AtomicU64::new(end),
+            failed: AtomicBool::new(false),
+        });
+        let (sender, receiver) = mpsc::channel();
+        let writer = Writer {
+            shared: shared.clone(),
+            file,
+            config,
+            observer,
+            buf: Vec::new(),
+        };
+        let writer = std::thread::Builder::new()
+            .name("spoor-log-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| LogError::io("start the log writer thread", e))?;
+        Ok(FileLog {
+            shared,
+            sender: Some(sender),
+            writer: Some(writer),
+        })
+    }
+
+    /// Opens the log for reading only, alongside a server that may be appending to it.
+    /// Nothing is repaired: a torn tail is simply where reading stops.
+    pub fn open_read_only(dir: &Path) -> Result<Self, LogError> {
+        let segments = recover(dir, false)?;
+        let end = segments.last().map_or(0, Segment::end);
+        Ok(FileLog {
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                segments: RwLock::new(segments),
+                end: AtomicU64::new(end),
+                failed: AtomicBool::new(false),
+            }),
+            sender: None,
+            writer: None,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Bytes on disk across all segments.
+    pub fn size_bytes(&self) -> u64 {
+        let segments = self.shared.segments.read().expect("segment lock");
+        segments.iter().map(|s| s.len).sum()
+    }
+
+    /// Whether a write or fsync has failed (the log then refuses further appends).
+    pub fn has_failed(&self) -> bool {
+        self.shared.failed.load(Ordering::Acquire)
+    }
+
+    /// Stops the writer after it has finished every append already handed to it.
+    pub fn close(&mut self) {
+        self.sender.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for FileLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl EventLog for FileLog {
+    fn append(&self, records: Vec<Vec<u8>>) -> AppendFuture {
+        let submitted = self.submit(records);
+        Box::pin(async move { submitted?.await.map_err(|_| LogError::Closed)? })
+    }
+
+    fn read(&self, from: Position, max: usize) -> Result<Vec<Record>, LogError> {
+        let segments = self.shared.segments.read().expect("segment lock");
+        let mut out = Vec::new();
+        let first = segments.partition_point(|s| s.end() <= from);
+        for segment in &segments[first..] {
+            if out.len() >= max {
+                break;
+            }
+            read_segment(segment, from.max(segment.base), max - out.len(), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn end(&self) -> Position {
+        self.shared.end.load(Ordering::Acquire)
+    }
+}
+
+impl FileLog {
+    fn submit(
+        &self,
+        records: Vec<Vec<u8>>,
+    ) -> Result<oneshot::Receiver<Result<Position, LogError>>, LogError> {
+        let sender = self.sender.as_ref().ok_or(LogError::ReadOnly)?;
+        if let Some(big) = records.iter().find(|r| r.len() > MAX_RECORD_BYTES) {
+            return Err(LogError::RecordTooLarge(big.len()));
+        }
+        if self.has_failed() {
+            return Err(LogError::Failed);
+        }
+        let (reply, receiver) = oneshot::channel();
+        sender
+            .send(AppendRequest { records, reply })
+            .map_err(|_| LogError::Closed)?;
+        Ok(receiver)
+    }
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    file: File,
+    config: FileLogConfig,
+    observer: Option<GroupCommitObserver>,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn run(mut self, receiver: mpsc::Receiver<AppendRequest>) {
+        while let Ok(first) = receiver.recv() {
+            let mut group = vec![first];
+            let mut bytes: usize = group[0].records.iter().map(Vec::len).sum();
+            while bytes < self.config.max_group_bytes {
+                let Ok(next) = receiver.try_recv() else { break };
+                bytes += next.records.iter().map(Vec::len).sum::<usize>();
+                group.push(next);
+            }
+            self.commit(group);
+        }
+    }
+
+    /// Writes and syncs one group, then answers every appender in it.
+    fn commit(&mut self, group: Vec<AppendRequest>) {
+        if self.shared.failed.load(Ordering::Acquire) {
+            for request in group {
+                let _ = request.reply.send(Err(LogError::Failed));
+            }
+            return;
+        }
+        let start = self.shared.end.load(Ordering::Acquire);
+        match self.write_group(&group, start) {
+            Ok(()) => {
+                let mut position = start;
+                for request in group {
+                    let count = request.records.len() as u64;
+                    let _ = request.reply.send(Ok(position));
+                    position += count;
+                }
+            }
+            Err(error) => {
+                // After a failed fsync the page cache can no longer be trusted to match the
+                // disk, so refuse all further writes; a restart recovers from what is on disk.
+                tracing::error!(%error, "log write failed; refusing further appends");
+                self.shared.failed.store(true, Ordering::Release);
+                for request in group {
+                    let _ = request.reply.send(Err(LogError::Failed));
+                }
+            }
+        }
+    }
+
+    fn write_group(&mut self, group: &[AppendRequest], start: Position) -> Result<(), LogError> {
+        let records = group.iter().flat_map(|r| r.records.iter());
+        let count = group.iter().map(|r| r.records.len()).sum::<usize>();
+        if self.tail_len() >= self.config.segment_bytes {
+            self.roll(start)?;
+        }
+        self.buf.clear();
+        let mut layout = Vec::with_capacity(count);
+        let base_offset = self.tail_len();
+        for (i, payload) in records.enumerate() {
+            let offset = base_offset + self.buf.len() as u64;
+            record::encode_into(&mut self.buf, start + i as u64, payload);
+            layout.push((offset, (HEADER_BYTES + payload.len()) as u64));
+        }
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| LogError::io("append to the log", e))?;
+        let sync_start = Instant::now();
+        self.file
+            .sync_data()
+            .map_err(|e| LogError::io("fsync the log", e))?;
+        if let Some(observer) = &self.observer {
+            observer(sync_start.elapsed(), count);
+        }
+        let mut segments = self.shared.segments.write().expect("segment lock");
+        let tail = segments.last_mut().expect("at least one segment");
+        for (offset, len) in layout {
+            tail.note_record(offset, len);
+        }
+        self.shared
+            .end
+            .store(start + count as u64, Ordering::Release);
+        Ok(())
+    }
+
+    fn tail_len(&self) -> u64 {
+        let segments = self.shared.segments.read().expect("segment lock");
+        segments.last().map_or(0, |s| s.len)
+    }
+
+    /// Closes the full tail segment and starts a new one at `base`.
+    fn roll(&mut self, base: Position) -> Result<(), LogError> {
+        let segment = create_segment(&self.shared.dir, base)?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&segment.path)
+            .map_err(|e| LogError::io(format!("open {}", segment.path.display()), e))?;
+        self.shared
+            .segments
+            .write()
+            .expect("segment lock")
+            .push(segment);
+        Ok(())
+    }
+}
+
+fn segment_path(dir: &Path, base: Position) -> PathBuf {
+    dir.join(format!("{base:020}{SEGMENT_SUFFIX}"))
+}
+
+/// Creates an empty segment and makes its directory entry durable.
+fn create_segment(dir: &Path, base: Position) -> Result<Segment, LogError> {
+    let path = segment_path(dir, base);
+    File::create(&path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| LogError::io(format!("create {}", path.display()), e))?;
+    sync_dir(dir)?;
+    Ok(Segment {
+        base,
+        path,
+        len: 0,
+        count: 0,
+        index: Vec::new(),
+    })
+}
+
+fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io(format!("fsync directory {}", dir.display()), e))
+}
+
+/// Finds and checks every segment. With `repair`, a torn tail of the last segment is cut
+/// off on disk; without, reading simply ends there.
+fn recover(dir: &Path, repair: bool) -> Result<Vec<Segment>, LogError> {
+    let mut bases = list_segments(dir)?;
+    bases.sort_unstable();
+    let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+    for (i, base) in bases.iter().copied().enumerate() {
+        let is_last = i + 1 == bases.len();
+        if let Some(previous) = segments.last()
+            && previous.end() != base
+        {
+            return Err(LogError::Corrupt {
+                segment: segment_path(dir, base).display().to_string(),
+                offset: 0,
+                reason: format!(
+                    "starts at record {base}, but the previous segment ends at {}",
+                    previous.end()
+                ),
+            });
+        }
+        segments.push(scan_segment(dir, base, is_last, repair)?);
+    }
+    Ok(segments)
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<Position>, LogError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(LogError::io(format!("list {}", dir.display()), e)),
+    };
+    let mut bases = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| LogError::io(format!("list {}", dir.display()), e))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) else {
+            continue;
+        };
+        if let Ok(base) = stem.parse::<Position>() {
+            bases.push(base);
+        }
+    }
+    Ok(bases)
+}
+
+fn scan_segment(
+    dir: &Path,
+    base: Position,
+    is_last: bool,
+    repair: bool,
+) -> Result<Segment, LogError> {
+    let path = segment_path(dir, base);
+    let bytes = fs::read(&path).map_err(|e| LogError::io(format!("read {}", path.display()), e))?;
+    let mut segment = Segment {
+        base,
+        path,
+        len: 0,
+        count: 0,
+        index: Vec::new(),
+    };
+    let mut offset = 0usize;
+    while offset < bytes.len() {
+        match record::decode(&bytes[offset..], segment.end()) {
+            Ok((_, len)) => {
+                segment.note_record(offset as u64, len as u64);
+                offset += len;
+            }
+            Err(invalid) if is_last => {
+                if repair {
+                    tracing::warn!(
+                        segment = %segment.path.display(),
+                        offset,
+                        dropped_bytes = bytes.len() - offset,
+                        reason = %invalid,
+                        "cutting off an incomplete record at the end of the log (a write interrupted by a crash; it was never acknowledged)"
+                    );
+                    truncate(&segment.path, offset as u64)?;
+                }
+                break;
+            }
+            Err(invalid) => {
+                return Err(LogError::Corrupt {
+                    segment: segment.path.display().to_string(),
+                    offset: offset as u64,
+                    reason: invalid.to_string(),
+                });
+            }
+        }
+    }
+    Ok(segment)
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), LogError> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| {
+            f.set_len(len)?;
+            f.sync_all()
+        })
+        .map_err(|e| LogError::io(format!("truncate {}", path.display()), e))
+}
+
+fn read_segment(
+    segment: &Segment,
+    from: Position,
+    max: usize,
+    out: &mut Vec<Record>,
+) -> Result<(), LogError> {
+    let io = |e| LogError::io(format!("read {}", segment.path.display()), e);
+    let start = segment.index.partition_point(|(pos, _)| *pos <= from);
+    let (mut position, offset) = match start {
+        0 => (segment.base, 0),
+        i => segment.index[i - 1],
+    };
+    let mut file = File::open(&segment.path).map_err(io)?;
+    file.seek(SeekFrom::Start(offset)).map_err(io)?;
+    // Read only what was durable when we looked: a concurrent append may be mid-write.
+    let mut bytes = Vec::new();
+    file.take(segment.len - offset)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    let mut at = 0usize;
+    while at < bytes.len() && out.len() < max {
+        let (payload, len) =
+            record::decode(&bytes[at..], position).map_err(|invalid| LogError::Corrupt {
+                segment: segment.path.display().to_string(),
+                offset: offset + at as u64,
+                reason: invalid.to_string(),
+            })?;
+        if position >= from {
+            out.push(Record {
+                position,
+                payload: payload.to_vec(),
+            });
+        }
+        position += 1;
+        at += len;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_segments() -> FileLogConfig {
+        FileLogConfig {
+            segment_bytes: 256,
+            max_group_bytes: 1024,
+        }
+    }
+
+    fn payloads(log: &FileLog) -> Vec<String> {
+        log.read(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|r| String::from_utf8(r.payload).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn appends_are_read_back_in_order_across_segments_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let expected: Vec<String> = (0..100).map(|i| format!("record-{i}")).collect();
+        {
+            let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+            for chunk in expected.chunks(7) {
+                let records = chunk.iter().map(|s| s.as_bytes().to_vec()).collect();
+                log.append(records).await.unwrap();
+            }
+            assert_eq!(log.end(), 100);
+            assert_eq!(payloads(&log), expected);
+            assert!(list_segments(dir.path()).unwrap().len() > 3);
+        }
+        let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+        assert_eq!(log.end(), 100);
+        assert_eq!(payloads(&log), expected);
+        let middle = log.read(42, 3).unwrap();
+        assert_eq!(
+            middle.iter().map(|r| r.position).collect::<Vec<_>>(),
+            [42, 43, 44]
+        );
+        assert_eq!(log.append(vec![b"next".to_vec()]).await.unwrap(), 100);
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_share_fsyncs_and_get_distinct_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let groups = Arc::new(AtomicU64::new(0));
+        let counter = groups.clone();
+        let observer: GroupCommitObserver = Box::new(move |_, _| {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let log =
+            Arc::new(FileLog::open(dir.path(), FileLogConfig::default(), Some(observer)).unwrap());
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(
+                    async move { log.append(vec![format!("{i}").into_bytes()]).await.unwrap() },
+                )
+            })
+            .collect();
+        let mut positions = Vec::new();
+        for task in tasks {
+            positions.push(task.await.unwrap());
+        }
+        positions.sort_unstable();
+        assert_eq!(positions, (0..200).collect::<Vec<_>>());
+        assert!(groups.load(Ordering::Relaxed) <= 200);
+    }
+
+    #[tokio::test]
+    async fn torn_tail_is_cut_off_on_open_and_nothing_before_it_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = FileLog::open(dir.path(), FileLogConfig::default(), None).unwrap();
+            log.append(vec![b"one".to_vec(), b"two".to_vec()])
+                .await
+                .unwrap();
+        }
+        let path = segment_path(dir.path(), 0);
+        let intact = fs::metadata(&path).unwrap().len();
+        // A crash mid-write: half a record, then zeros as after power loss.
+        let mut torn = Vec::new();
+        record::encode_into(&mut torn, 2, b"three-never-acknowledged");
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&torn[..torn.len() / 2]).unwrap();
+        file.write_all(&[0u8; 64]).unwrap();
+        drop(file);
+
+        let reader = FileLog::open_read_only(dir.path()).unwrap();
+        assert_eq!(payloads(&reader), ["one", "two"]);
+        let log = FileLog::open(dir.path(), FileLogConfig::default(), None).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), intact);
+        assert_eq!(log.append(vec![b"three".to_vec()]).await.unwrap(), 2);
+        assert_eq!(payloads(&log), ["one", "two", "three"]);
+    }
+
+    #[tokio::test]
+    async fn damage_before_the_tail_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+            for i in 0..40 {
+                log.append(vec![format!("record-{i:04}").into_bytes()])
+                    .await
+                    .unwrap();
+            }
+        }
+        let first = segment_path(dir.path(), 0);
+        let mut bytes = fs::read(&first).unwrap();
+        bytes[HEADER_BYTES + 2] ^= 0xFF;
+        fs::write(&first, bytes).unwrap();
+        let err = FileLog::open(dir.path(), small_segments(), None)
+            .err()
+            .unwrap();
+        assert!(matches!(err, LogError::Corrupt { offset: 0, .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn read_only_log_refuses_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = FileLog::open_read_only(dir.path()).unwrap();
+        assert!(matches!(
+            log.append(vec![vec![1]]).await,
+            Err(LogError::ReadOnly)
+        ));
+        assert_eq!(log.end(), 0);
+    }
+}

@@ -1,0 +1,78 @@
+//! The durable event log: the source of truth everything else is rebuilt from.
+//!
+//! [`EventLog`] is the interface the rest of spoor sees: append a batch of records durably
+//! and learn their positions; read records in order from a position. [`FileLog`] is the
+//! embedded implementation (segment files, checksummed records, group commit). A
+//! Kafka-protocol log for multi-node deployments implements the same trait.
+
+mod file;
+mod record;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use file::{FileLog, FileLogConfig, GroupCommitObserver};
+
+/// A record's place in the log: 0 for the first record, counting up without gaps.
+pub type Position = u64;
+
+/// The largest record the log accepts.
+pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
+
+/// A record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub position: Position,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("log I/O failed: {context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "log segment {segment} is damaged at byte {offset} ({reason}); it is not the last \
+         segment, so this is not a torn write from a crash: restore the file from a backup"
+    )]
+    Corrupt {
+        segment: String,
+        offset: u64,
+        reason: String,
+    },
+    #[error("record of {0} bytes is larger than the log's limit of {MAX_RECORD_BYTES}")]
+    RecordTooLarge(usize),
+    #[error("the log stopped accepting writes after an earlier write or fsync failed; restart")]
+    Failed,
+    #[error("the log is closed")]
+    Closed,
+    #[error("the log was opened read-only")]
+    ReadOnly,
+}
+
+impl LogError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        LogError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Position, LogError>> + Send>>;
+
+/// An ordered, durable sequence of opaque records.
+pub trait EventLog: Send + Sync + 'static {
+    /// Appends `records` in order. The future resolves, to the position of the first record,
+    /// only once all of them are durable: an acknowledged append survives a crash.
+    fn append(&self, records: Vec<Vec<u8>>) -> AppendFuture;
+
+    /// Up to `max` records at or after `from`, in order; empty at the end of the log.
+    fn read(&self, from: Position, max: usize) -> Result<Vec<Record>, LogError>;
+
+    /// The position the next appended record will get: the count of durable records.
+    fn end(&self) -> Position;
+}

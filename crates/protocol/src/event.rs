@@ -1,0 +1,312 @@
+//! The normalised, typed form of every event the tracker API accepts.
+//!
+//! This is what the log stores and what `spoor events export` prints: one shape per event
+//! whatever variant the client sent (nested or flat, `product_id` or `productKey`, prices as
+//! numbers or strings). Field names are camelCase; absent values are omitted.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// `tag_*` fields of a product, or the arrays of an event's `Tags` object.
+pub type TagMap = BTreeMap<String, Vec<String>>;
+
+/// An amount with the currency it was sent with, when one was (`"754 USD"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Price {
+    pub amount: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+}
+
+/// Who did it: every identifier and profile field `GeneralInfo` carried.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Visitor {
+    /// The `sc` cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_customer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `user_es_contact_id`: the contact id in the vendor's system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub es_contact_id: Option<String>,
+    /// Further `GeneralInfo` fields (`user_card_id`, `user_city`, `user_tags_gender`...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+impl Visitor {
+    /// Whether anything identifies the visitor at all.
+    pub fn is_identified(&self) -> bool {
+        self.sc.is_some()
+            || self.external_customer_id.is_some()
+            || self.email.is_some()
+            || self.phone.is_some()
+            || self.es_contact_id.is_some()
+    }
+}
+
+/// One behaviour event of one site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackerEvent {
+    pub site_id: String,
+    /// When it happened, in milliseconds since the epoch, as the client sent it.
+    /// Absent on the wire means "now": ingest fills in the receive time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datetime: Option<i64>,
+    #[serde(default, skip_serializing_if = "visitor_is_empty")]
+    pub visitor: Visitor,
+    #[serde(flatten)]
+    pub body: EventBody,
+    /// The event's `Tags` object.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: TagMap,
+}
+
+fn visitor_is_empty(v: &Visitor) -> bool {
+    *v == Visitor::default()
+}
+
+impl TrackerEvent {
+    pub fn kind(&self) -> EventKind {
+        self.body.kind()
+    }
+}
+
+/// What happened. The tag is the wire's `eventName`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "eventName")]
+pub enum EventBody {
+    ProductPage {
+        product: ProductSeen,
+    },
+    StatusCart {
+        cart: Cart,
+    },
+    AddToWishlist {
+        product: ProductSeen,
+    },
+    PurchasedItems {
+        purchase: Purchase,
+    },
+    ProductImpressions {
+        impressions: Vec<Impression>,
+    },
+    CategoryPage {
+        #[serde(rename = "categoryKey")]
+        category_key: String,
+    },
+    CustomerData,
+    SearchRequest {
+        search: Search,
+    },
+    ProductUpdate {
+        products: Vec<ProductUpdate>,
+    },
+}
+
+impl EventBody {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            EventBody::ProductPage { .. } => EventKind::ProductPage,
+            EventBody::StatusCart { .. } => EventKind::StatusCart,
+            EventBody::AddToWishlist { .. } => EventKind::AddToWishlist,
+            EventBody::PurchasedItems { .. } => EventKind::PurchasedItems,
+            EventBody::ProductImpressions { .. } => EventKind::ProductImpressions,
+            EventBody::CategoryPage { .. } => EventKind::CategoryPage,
+            EventBody::CustomerData => EventKind::CustomerData,
+            EventBody::SearchRequest { .. } => EventKind::SearchRequest,
+            EventBody::ProductUpdate { .. } => EventKind::ProductUpdate,
+        }
+    }
+}
+
+/// The event names of the API, as they appear in `GeneralInfo.eventName`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    ProductPage,
+    StatusCart,
+    AddToWishlist,
+    PurchasedItems,
+    ProductImpressions,
+    CategoryPage,
+    CustomerData,
+    SearchRequest,
+    ProductUpdate,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 9] = [
+        EventKind::ProductPage,
+        EventKind::StatusCart,
+        EventKind::AddToWishlist,
+        EventKind::PurchasedItems,
+        EventKind::ProductImpressions,
+        EventKind::CategoryPage,
+        EventKind::CustomerData,
+        EventKind::SearchRequest,
+        EventKind::ProductUpdate,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::ProductPage => "ProductPage",
+            EventKind::StatusCart => "StatusCart",
+            EventKind::AddToWishlist => "AddToWishlist",
+            EventKind::PurchasedItems => "PurchasedItems",
+            EventKind::ProductImpressions => "ProductImpressions",
+            EventKind::CategoryPage => "CategoryPage",
+            EventKind::CustomerData => "CustomerData",
+            EventKind::SearchRequest => "SearchRequest",
+            EventKind::ProductUpdate => "ProductUpdate",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+/// A product as seen on a product page or added to the wishlist.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductSeen {
+    pub product_key: String,
+    pub price: Price,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_stock: Option<bool>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: TagMap,
+}
+
+/// The whole current cart. An empty `products` list is an emptied cart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cart {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
+    pub products: Vec<CartLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CartLine {
+    pub product_key: String,
+    pub price: Price,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount: Option<Decimal>,
+    pub quantity: u32,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: TagMap,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Purchase {
+    pub order_number: String,
+    /// The GUID of the cart state that became this order, when the client sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracked_order_id: Option<String>,
+    pub products: Vec<OrderLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderLine {
+    pub product_key: String,
+    pub unit_price: Price,
+    pub quantity: u32,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: TagMap,
+}
+
+/// One product shown in one recommendation block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Impression {
+    pub product_key: String,
+    pub container_type: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Search {
+    pub query: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<bool>,
+}
+
+/// A catalogue update. Only the fields sent are present: a partial update changes only them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProductUpdate {
+    pub product_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_stock: Option<bool>,
+    /// A category path, `level1 > level2 > level3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category_ids: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: TagMap,
+    /// Any other field the client sent, kept as given.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// A contact-link body, posted by a shop plugin without `GeneralInfo`: joins a cookie to
+/// a customer id, email or phone. It names no site.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactLink {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_customer_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+/// A shop plugin's own diagnostic record, posted to the tracker URL. Acknowledged so the
+/// plugin keeps working; not behaviour, so not stored as an event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PluginLog {
+    pub type_cms: Option<String>,
+    pub log_level: Option<String>,
+}
+
+/// Whatever a body posted to `/api/v2` turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Incoming {
+    Event(TrackerEvent),
+    ContactLink(ContactLink),
+    PluginLog(PluginLog),
+}

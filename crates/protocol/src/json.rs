@@ -1,0 +1,85 @@
+//! The JSON front end: what bytes count as a JSON document here.
+//!
+//! The vendor's published examples are indented in places with U+00A0 NO-BREAK SPACE, and
+//! shops paste them into their code. JSON allows only ASCII whitespace, so before parsing we
+//! turn each no-break space that stands *outside* a string into two ASCII spaces (the same
+//! byte length, so serde_json's line and column numbers stay true). Inside strings the
+//! character is data and is left alone. A leading UTF-8 byte-order mark is dropped too.
+
+use std::borrow::Cow;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::ProtocolError;
+
+const NBSP: [u8; 2] = [0xC2, 0xA0];
+const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
+
+/// Parses one JSON document, tolerating no-break-space indentation and a byte-order mark.
+pub fn from_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtocolError> {
+    let cleaned = tolerate_nbsp(body);
+    serde_json::from_slice(&cleaned).map_err(|e| ProtocolError::invalid_json(&e))
+}
+
+/// `body` with every U+00A0 outside string literals replaced by two spaces.
+pub fn tolerate_nbsp(body: &[u8]) -> Cow<'_, [u8]> {
+    let body = body.strip_prefix(&BOM).unwrap_or(body);
+    if !body.windows(2).any(|w| w == NBSP) {
+        return Cow::Borrowed(body);
+    }
+    let mut out = body.to_vec();
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut i = 0;
+    while i < out.len() {
+        let byte = out[i];
+        if in_string {
+            match (escaped, byte) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else if byte == b'"' {
+            in_string = true;
+        } else if byte == NBSP[0] && out.get(i + 1) == Some(&NBSP[1]) {
+            out[i] = b' ';
+            out[i + 1] = b' ';
+            i += 1;
+        }
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    #[test]
+    fn nbsp_indentation_is_whitespace_but_nbsp_in_strings_is_kept() {
+        let body = "{\u{a0}\u{a0}\"name\": \"a\u{a0}b\",\n\u{a0}\"x\": \"q\\\"\u{a0}\"}";
+        let value: Value = from_slice(body.as_bytes()).unwrap();
+        assert_eq!(value["name"], "a\u{a0}b");
+        assert_eq!(value["x"], "q\"\u{a0}");
+    }
+
+    #[test]
+    fn invalid_json_reports_line_and_column() {
+        let err = from_slice::<Value>(b"{\n  \"a\": 1,\n  oops\n}").unwrap_err();
+        assert!(
+            err.message().contains("line 3, column 3"),
+            "{}",
+            err.message()
+        );
+    }
+
+    #[test]
+    fn byte_order_mark_is_dropped() {
+        let mut body = BOM.to_vec();
+        body.extend_from_slice(b"{\"a\":1}");
+        let value: Value = from_slice(&body).unwrap();
+        assert_eq!(value["a"], 1);
+    }
+}

@@ -1,0 +1,712 @@
+//! From a JSON body to a typed [`Incoming`]: every event of the tracker API in the nested
+//! form the page documents and the flat forms real clients send (see COMPAT.md).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::error::{ErrorCode, ProtocolError};
+use crate::event::*;
+use crate::json;
+use crate::reader::{Node, Obj, Result};
+
+/// Earliest plausible event time: 2000-01-01T00:00:00Z, in milliseconds.
+const EARLIEST_DATETIME_MS: i64 = 946_684_800_000;
+/// How far ahead of the receive time an event's clock may run.
+const MAX_CLOCK_SKEW_MS: i64 = 24 * 60 * 60 * 1000;
+/// Longest accepted siteId.
+const MAX_SITE_ID_LEN: usize = 64;
+
+/// `GeneralInfo` fields with a meaning of their own; any other is kept in `Visitor::extra`.
+const GENERAL_INFO_FIELDS: [&str; 9] = [
+    "eventName",
+    "siteId",
+    "datetime",
+    "cookies",
+    "externalCustomerId",
+    "user_phone",
+    "user_email",
+    "user_name",
+    "user_es_contact_id",
+];
+
+/// Parses the bytes of one request body.
+pub fn parse_request(body: &[u8], now_ms: i64) -> Result<Incoming> {
+    let value: Value = json::from_slice(body)?;
+    parse_value(&value, now_ms)
+}
+
+/// Parses one JSON document. `now_ms` is the receive time, used to refuse event times
+/// implausibly far in the future.
+pub fn parse_value(value: &Value, now_ms: i64) -> Result<Incoming> {
+    let Value::Object(root) = value else {
+        return Err(ProtocolError::new(
+            ErrorCode::InvalidValue,
+            "",
+            format!(
+                "expected a JSON object, got {}",
+                crate::reader::describe(value)
+            ),
+        ));
+    };
+    let expanded = expand_json_strings(root);
+    let root = Obj::new(expanded.as_ref().unwrap_or(root), "");
+    if let Some((_, info)) = root.get_any(&["GeneralInfo"]) {
+        return parse_event(&root, info, now_ms).map(Incoming::Event);
+    }
+    if root
+        .get_any(&["typeCMS", "log_level", "errorMessage"])
+        .is_some()
+    {
+        return Ok(Incoming::PluginLog(PluginLog {
+            type_cms: root.text(&["typeCMS"])?,
+            log_level: root.text(&["log_level"])?,
+        }));
+    }
+    if root.get_any(&["webId", "orgId"]).is_some() {
+        return parse_contact_link(&root).map(Incoming::ContactLink);
+    }
+    Err(root.missing("GeneralInfo"))
+}
+
+/// The tables type `GeneralInfo` and some bodies "object, string": a string holding JSON.
+/// Returns a copy with such strings parsed, or `None` when there are none (the usual case,
+/// which then costs no copy).
+fn expand_json_strings(root: &Map<String, Value>) -> Option<Map<String, Value>> {
+    let holds_json = |key: &str| {
+        matches!(root.get(key), Some(Value::String(s))
+            if s.trim_start().starts_with(['{', '[']))
+    };
+    let keys: Vec<&String> = root.keys().filter(|k| holds_json(k)).collect();
+    if keys.is_empty() {
+        return None;
+    }
+    let mut copy = root.clone();
+    for key in keys {
+        if let Some(Value::String(text)) = root.get(key)
+            && let Ok(parsed) = serde_json::from_str::<Value>(text)
+        {
+            copy.insert(key.clone(), parsed);
+        }
+    }
+    Some(copy)
+}
+
+fn parse_event(root: &Obj<'_>, info: &Value, now_ms: i64) -> Result<TrackerEvent> {
+    let Value::Object(info) = info else {
+        return Err(Node::root(info, "GeneralInfo").invalid("an object"));
+    };
+    let info = Obj::new(info, "GeneralInfo");
+    let name = info.required_text(&["eventName"])?;
+    let kind = EventKind::from_name(&name).ok_or_else(|| unknown_event(&name))?;
+    let site_id = info.require(&["siteId"], site_id)?;
+    let datetime = info.read(&["datetime"], |n| event_time(n, now_ms))?;
+    let mut visitor = parse_visitor(&info)?;
+    if kind != EventKind::ProductUpdate && !visitor.is_identified() {
+        return Err(ProtocolError::new(
+            ErrorCode::MissingField,
+            "GeneralInfo.cookies.sc",
+            "an sc cookie is required unless the event carries externalCustomerId, \
+             user_email, user_phone or user_es_contact_id",
+        ));
+    }
+    let mut tags = root.tags_object()?;
+    let body = parse_body(kind, root, &mut visitor, &mut tags)?;
+    Ok(TrackerEvent {
+        site_id,
+        datetime,
+        visitor,
+        body,
+        tags,
+    })
+}
+
+fn unknown_event(name: &str) -> ProtocolError {
+    let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+    ProtocolError::new(
+        ErrorCode::UnknownEvent,
+        "GeneralInfo.eventName",
+        format!(
+            "unknown event {:?}; expected one of {}",
+            name,
+            known.join(", ")
+        ),
+    )
+}
+
+fn site_id(node: &Node<'_>) -> Result<Option<String>> {
+    let Some(id) = node.text()? else {
+        return Ok(None);
+    };
+    let printable = id.chars().all(|c| !c.is_control() && !c.is_whitespace());
+    if id.len() > MAX_SITE_ID_LEN || !printable {
+        return Err(node.invalid(&format!(
+            "a site id of at most {MAX_SITE_ID_LEN} characters without spaces"
+        )));
+    }
+    Ok(Some(id))
+}
+
+fn event_time(node: &Node<'_>, now_ms: i64) -> Result<Option<i64>> {
+    let Some(ms) = node.integer()? else {
+        return Ok(None);
+    };
+    let seconds_range = EARLIEST_DATETIME_MS / 1000..EARLIEST_DATETIME_MS;
+    if seconds_range.contains(&ms) {
+        return Err(node.out_of_range(
+            "expected milliseconds since the epoch (this looks like seconds: multiply by 1000)",
+        ));
+    }
+    if ms < EARLIEST_DATETIME_MS {
+        return Err(
+            node.out_of_range("expected milliseconds since the epoch, no earlier than 2000-01-01")
+        );
+    }
+    if ms > now_ms + MAX_CLOCK_SKEW_MS {
+        return Err(node.out_of_range("expected a time no more than a day in the future"));
+    }
+    Ok(Some(ms))
+}
+
+fn parse_visitor(info: &Obj<'_>) -> Result<Visitor> {
+    let mut extra = BTreeMap::new();
+    for (key, value) in info.entries() {
+        if GENERAL_INFO_FIELDS.contains(&key.as_str()) {
+            continue;
+        }
+        if let Some(text) = scalar_text(value) {
+            extra.insert(key.clone(), text);
+        }
+    }
+    Ok(Visitor {
+        sc: info.read(&["cookies"], sc_cookie)?,
+        external_customer_id: info.text(&["externalCustomerId"])?,
+        email: info.text(&["user_email"])?,
+        phone: info.text(&["user_phone"])?,
+        name: info.text(&["user_name"])?,
+        es_contact_id: info.text(&["user_es_contact_id"])?,
+        extra,
+    })
+}
+
+/// A field value kept as text: scalars as written, structures as compact JSON.
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) if s.trim().is_empty() => None,
+        Value::String(s) => Some(s.trim().to_string()),
+        Value::Number(_) | Value::Bool(_) => Some(value.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// `cookies` is `{"sc": "..."}`, a raw cookie header (`sc=...; _ga=...`) or the bare value.
+fn sc_cookie(node: &Node<'_>) -> Result<Option<String>> {
+    match node.value {
+        Value::Object(map) => Obj::new(map, node.path()).text(&["sc"]),
+        Value::String(raw) if raw.contains('=') => Ok(raw.split(';').find_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            let value = value.trim();
+            (name.trim() == "sc" && !value.is_empty()).then(|| value.to_string())
+        })),
+        _ => node.text(),
+    }
+}
+
+fn parse_contact_link(root: &Obj<'_>) -> Result<ContactLink> {
+    let link = ContactLink {
+        org_id: root.text(&["orgId"])?,
+        web_id: root.text(&["webId"])?,
+        external_customer_id: root.text(&["externalCustomerId"])?,
+        email: root.text(&["email", "user_email"])?,
+        phone: root.text(&["phone", "user_phone"])?,
+    };
+    if link.web_id.is_none()
+        && link.external_customer_id.is_none()
+        && link.email.is_none()
+        && link.phone.is_none()
+    {
+        return Err(root.missing("webId"));
+    }
+    Ok(link)
+}
+
+fn parse_body(
+    kind: EventKind,
+    root: &Obj<'_>,
+    visitor: &mut Visitor,
+    tags: &mut TagMap,
+) -> Result<EventBody> {
+    let body_keys: &[&str] = match kind {
+        EventKind::ProductImpressions => &["ProductImpression", "ProductImpressions"],
+        _ => &[kind.as_str()],
+    };
+    let Some((key, body)) = root.get_any(body_keys) else {
+        return match kind {
+            EventKind::CustomerData => Ok(EventBody::CustomerData),
+            _ => Err(ProtocolError::new(
+                ErrorCode::MissingField,
+                kind.as_str(),
+                format!(
+                    "the event body is missing: expected a \"{}\" object",
+                    kind.as_str()
+                ),
+            )),
+        };
+    };
+    let node = Node::root(body, key);
+    if let Value::Object(map) = body {
+        tags.extend(Obj::new(map, key).tags_object()?);
+    }
+    Ok(match kind {
+        EventKind::ProductPage => EventBody::ProductPage {
+            product: product_seen(&node)?,
+        },
+        EventKind::AddToWishlist => EventBody::AddToWishlist {
+            product: product_seen(&node)?,
+        },
+        EventKind::StatusCart => EventBody::StatusCart {
+            cart: cart(&node, root)?,
+        },
+        EventKind::PurchasedItems => EventBody::PurchasedItems {
+            purchase: purchase(&node, root)?,
+        },
+        EventKind::ProductImpressions => EventBody::ProductImpressions {
+            impressions: list_of(&node, &["Products", "products"], impression)?,
+        },
+        EventKind::CategoryPage => EventBody::CategoryPage {
+            category_key: category_key(&node)?,
+        },
+        EventKind::CustomerData => {
+            customer_fields(&node, visitor)?;
+            EventBody::CustomerData
+        }
+        EventKind::SearchRequest => EventBody::SearchRequest {
+            search: search(&node)?,
+        },
+        EventKind::ProductUpdate => EventBody::ProductUpdate {
+            products: non_empty(
+                &node,
+                list_of(&node, &["Products", "products"], product_update)?,
+            )?,
+        },
+    })
+}
+
+fn as_object<'a>(node: &Node<'a>) -> Result<Obj<'a>> {
+    match node.value {
+        Value::Object(map) => Ok(Obj::new(map, node.path())),
+        _ => Err(node.invalid("an object")),
+    }
+}
+
+/// The body's list of items: the body itself when it is an array (the flat form), or the
+/// array under one of `keys`; a lone object counts as a list of one.
+fn list_of<T>(
+    node: &Node<'_>,
+    keys: &[&str],
+    item: impl Fn(&Obj<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let (items, path) = match node.value {
+        Value::Array(items) => (items, node.path().to_string()),
+        Value::Object(map) => {
+            let obj = Obj::new(map, node.path());
+            match obj.get_any(keys) {
+                Some((key, Value::Array(items))) => (items, obj.child_path(key)),
+                Some((key, value)) => {
+                    let path = obj.child_path(key);
+                    return Err(Node::root(value, &path).invalid("an array of objects"));
+                }
+                // A single product object, not wrapped in a list.
+                None if keys.iter().all(|k| !map.contains_key(*k)) && !map.is_empty() => {
+                    return Ok(vec![item(&obj)?]);
+                }
+                None => return Err(obj.missing(keys[0])),
+            }
+        }
+        _ => return Err(node.invalid("an object or an array")),
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, value)| {
+            let item_path = format!("{path}[{i}]");
+            item(&as_object(&Node::root(value, &item_path))?)
+        })
+        .collect()
+}
+
+fn non_empty<T>(node: &Node<'_>, items: Vec<T>) -> Result<Vec<T>> {
+    if items.is_empty() {
+        return Err(node.out_of_range("expected at least one product"));
+    }
+    Ok(items)
+}
+
+/// A price, with the currency taken from `price_currency_code` when the price has none.
+fn price_with_currency(obj: &Obj<'_>, keys: &[&str]) -> Result<Option<Price>> {
+    let Some(mut price) = obj.read(keys, Node::price)? else {
+        return Ok(None);
+    };
+    if price.currency.is_none() {
+        price.currency = obj.text(&["price_currency_code", "currency"])?;
+    }
+    Ok(Some(price))
+}
+
+fn required_price(obj: &Obj<'_>, keys: &[&str]) -> Result<Price> {
+    price_with_currency(obj, keys)?.ok_or_else(|| obj.missing(keys[0]))
+}
+
+const PRODUCT_KEY: &[&str] = &["productKey", "product_id"];
+const ORDER_PRODUCT_KEY: &[&str] = &["product_id", "productKey"];
+const IN_STOCK: &[&str] = &["isInStock", "isinStock", "is_in_stock"];
+
+/// `{"Product": {...}, "Tags": {...}}`, or the flat `{productKey, price, isInStock}`.
+fn product_seen(node: &Node<'_>) -> Result<ProductSeen> {
+    let body = as_object(node)?;
+    let product = match body.get_any(&["Product", "product"]) {
+        Some((key, value)) => as_object(&Node::root(value, &body.child_path(key)))?,
+        None => body,
+    };
+    Ok(ProductSeen {
+        product_key: product.required_text(PRODUCT_KEY)?,
+        price: required_price(&product, &["price", "unit_price"])?,
+        in_stock: product.read(IN_STOCK, Node::flag)?,
+        tags: product.tag_fields()?,
+    })
+}
+
+fn cart(node: &Node<'_>, root: &Obj<'_>) -> Result<Cart> {
+    let guid = match node.value {
+        Value::Object(map) => Obj::new(map, node.path()).text(&["GUID", "guid"])?,
+        _ => None,
+    };
+    let guid = match guid {
+        Some(guid) => Some(guid),
+        None => root.text(&["GUID", "guid"])?,
+    };
+    Ok(Cart {
+        guid,
+        products: list_of(node, &["Products", "products"], cart_line)?,
+    })
+}
+
+fn cart_line(line: &Obj<'_>) -> Result<CartLine> {
+    Ok(CartLine {
+        product_key: line.required_text(PRODUCT_KEY)?,
+        price: required_price(line, &["price", "unit_price"])?,
+        discount: line.read(&["discount"], Node::decimal)?,
+        quantity: line.require(&["quantity"], Node::quantity)?,
+        tags: line.tag_fields()?,
+    })
+}
+
+/// Reads a field from the body object first, then from the top level of the request.
+fn body_or_root(node: &Node<'_>, root: &Obj<'_>, keys: &[&str]) -> Result<Option<String>> {
+    if let Value::Object(map) = node.value
+        && let Some(text) = Obj::new(map, node.path()).text(keys)?
+    {
+        return Ok(Some(text));
+    }
+    root.text(keys)
+}
+
+fn purchase(node: &Node<'_>, root: &Obj<'_>) -> Result<Purchase> {
+    let order_number = body_or_root(node, root, &["OrderNumber", "orderNumber"])?;
+    let order_number = order_number.ok_or_else(|| match node.value {
+        Value::Object(map) => Obj::new(map, node.path()).missing("OrderNumber"),
+        _ => root.missing("OrderNumber"),
+    })?;
+    let products = list_of(node, &["Products", "products"], order_line)?;
+    Ok(Purchase {
+        order_number,
+        guid: body_or_root(node, root, &["GUID", "guid"])?,
+        tracked_order_id: body_or_root(node, root, &["TrackedOrderId", "trackedOrderId"])?,
+        products: non_empty(node, products)?,
+    })
+}
+
+fn order_line(line: &Obj<'_>) -> Result<OrderLine> {
+    Ok(OrderLine {
+        product_key: line.required_text(ORDER_PRODUCT_KEY)?,
+        unit_price: required_price(line, &["unit_price", "price"])?,
+        quantity: line.require(&["quantity"], Node::quantity)?,
+        tags: line.tag_fields()?,
+    })
+}
+
+fn impression(item: &Obj<'_>) -> Result<Impression> {
+    Ok(Impression {
+        product_key: item.required_text(ORDER_PRODUCT_KEY)?,
+        container_type: item.required_text(&["container_type", "containerType"])?,
+    })
+}
+
+fn category_key(node: &Node<'_>) -> Result<String> {
+    let body = as_object(node)?;
+    match body.get_any(&["Category", "category"]) {
+        Some((key, value)) => {
+            as_object(&Node::root(value, &body.child_path(key)))?.required_text(&["categoryKey"])
+        }
+        None => body.required_text(&["categoryKey"]),
+    }
+}
+
+/// A `CustomerData` body object, when one is sent, adds profile fields.
+fn customer_fields(node: &Node<'_>, visitor: &mut Visitor) -> Result<()> {
+    let body = as_object(node)?;
+    for (key, value) in body.entries() {
+        if key == "Tags" {
+            continue;
+        }
+        let Some(text) = scalar_text(value) else {
+            continue;
+        };
+        match key.as_str() {
+            "user_email" => visitor.email = Some(text),
+            "user_phone" => visitor.phone = Some(text),
+            "user_name" => visitor.name = Some(text),
+            "externalCustomerId" => visitor.external_customer_id = Some(text),
+            _ => {
+                visitor.extra.insert(key.clone(), text);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn search(node: &Node<'_>) -> Result<Search> {
+    let body = as_object(node)?;
+    Ok(Search {
+        query: body.required_text(&["search", "query"])?,
+        found: body.read(&["isFound", "is_found"], Node::flag)?,
+    })
+}
+
+/// Product fields with a meaning of their own; any other is kept in `ProductUpdate::extra`.
+const PRODUCT_UPDATE_FIELDS: [&str; 17] = [
+    "product_id",
+    "productKey",
+    "name",
+    "description",
+    "brand",
+    "url",
+    "imgurl",
+    "image_url",
+    "unit_price",
+    "price",
+    "isInStock",
+    "isinStock",
+    "is_in_stock",
+    "price_currency_code",
+    "currency",
+    "category",
+    "category_id",
+];
+
+fn product_update(item: &Obj<'_>) -> Result<ProductUpdate> {
+    let extra = item
+        .entries()
+        .filter(|(key, value)| {
+            !PRODUCT_UPDATE_FIELDS.contains(&key.as_str())
+                && !key.starts_with("tag_")
+                && !value.is_null()
+        })
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    Ok(ProductUpdate {
+        product_key: item.required_text(ORDER_PRODUCT_KEY)?,
+        name: item.text(&["name"])?,
+        description: item.text(&["description"])?,
+        brand: item.text(&["brand"])?,
+        url: item.text(&["url"])?,
+        image_url: item.text(&["imgurl", "image_url"])?,
+        price: price_with_currency(item, &["unit_price", "price"])?,
+        in_stock: item.read(IN_STOCK, Node::flag)?,
+        category: item.text(&["category"])?,
+        category_ids: item.read(&["category_id"], |n| Ok(Some(n.string_list()?)))?,
+        tags: item.tag_fields()?,
+        extra,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn event(value: Value) -> TrackerEvent {
+        match parse_value(&value, NOW).unwrap() {
+            Incoming::Event(e) => e,
+            other => panic!("not an event: {other:?}"),
+        }
+    }
+
+    fn error(value: Value) -> String {
+        parse_value(&value, NOW).unwrap_err().message()
+    }
+
+    fn info(name: &str) -> Value {
+        json!({"eventName": name, "siteId": "S1", "datetime": NOW, "cookies": {"sc": "c1"}})
+    }
+
+    #[test]
+    fn flat_cart_form_with_top_level_guid() {
+        let e = event(json!({
+            "GeneralInfo": info("StatusCart"),
+            "StatusCart": [{"productKey": "1", "price": "10.50", "quantity": "2"}],
+            "GUID": "g1"
+        }));
+        let EventBody::StatusCart { cart } = e.body else {
+            panic!()
+        };
+        assert_eq!(cart.guid.as_deref(), Some("g1"));
+        assert_eq!(cart.products[0].quantity, 2);
+        assert_eq!(cart.products[0].price.amount.to_string(), "10.5");
+    }
+
+    #[test]
+    fn flat_product_page_without_product_wrapper() {
+        let e = event(json!({
+            "GeneralInfo": info("ProductPage"),
+            "ProductPage": {"productKey": 72354, "price": 754, "isInStock": true}
+        }));
+        let EventBody::ProductPage { product } = e.body else {
+            panic!()
+        };
+        assert_eq!(product.product_key, "72354");
+        assert_eq!(product.in_stock, Some(true));
+    }
+
+    #[test]
+    fn general_info_as_a_json_string_and_cookie_header() {
+        let mut gi = info("CategoryPage");
+        gi["cookies"] = json!("_ga=GA1.2; sc=ABC-1; other=x");
+        let e = event(json!({
+            "GeneralInfo": gi.to_string(),
+            "CategoryPage": {"Category": {"categoryKey": "Babies"}}
+        }));
+        assert_eq!(e.visitor.sc.as_deref(), Some("ABC-1"));
+        assert_eq!(
+            e.body,
+            EventBody::CategoryPage {
+                category_key: "Babies".into()
+            }
+        );
+    }
+
+    #[test]
+    fn null_cookie_is_fine_when_an_email_identifies_the_visitor() {
+        let e = event(json!({
+            "GeneralInfo": {"eventName": "CustomerData", "siteId": "S1",
+                            "cookies": {"sc": null}, "user_email": "a@b.c",
+                            "externalCustomerId": 17, "user_city": "Kyiv"}
+        }));
+        assert_eq!(e.visitor.sc, None);
+        assert_eq!(e.visitor.external_customer_id.as_deref(), Some("17"));
+        assert_eq!(e.visitor.extra["user_city"], "Kyiv");
+        let err = error(json!({"GeneralInfo": {"eventName": "CustomerData", "siteId": "S1"}}));
+        assert!(err.starts_with("GeneralInfo.cookies.sc: "), "{err}");
+    }
+
+    #[test]
+    fn purchase_with_product_key_price_and_top_level_tracked_order() {
+        let e = event(json!({
+            "GeneralInfo": info("PurchasedItems"),
+            "PurchasedItems": {"Products": [{"productKey": "9", "price": "5 UAH", "quantity": 1}],
+                               "OrderNumber": 42, "GUID": "g"},
+            "TrackedOrderId": "T-1"
+        }));
+        let EventBody::PurchasedItems { purchase } = e.body else {
+            panic!()
+        };
+        assert_eq!(purchase.order_number, "42");
+        assert_eq!(purchase.tracked_order_id.as_deref(), Some("T-1"));
+        assert_eq!(
+            purchase.products[0].unit_price.currency.as_deref(),
+            Some("UAH")
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field_path() {
+        let cases = [
+            (
+                json!({"GeneralInfo": info("StatusCart"), "StatusCart": {"GUID": "g", "Products": [
+                    {"productKey": "1", "price": 1, "quantity": 1},
+                    {"productKey": "2", "price": 1, "quantity": "two"}]}}),
+                "StatusCart.Products[1].quantity: expected an integer, got \"two\"",
+            ),
+            (
+                json!({"GeneralInfo": info("ProductPage")}),
+                "ProductPage: the event body is missing: expected a \"ProductPage\" object",
+            ),
+            (
+                json!({"GeneralInfo": info("ProductPage"), "ProductPage": {"Product": {"price": 1}}}),
+                "ProductPage.Product.productKey: required field is missing",
+            ),
+            (
+                json!({"GeneralInfo": {"siteId": "S"}}),
+                "GeneralInfo.eventName: required field is missing",
+            ),
+            (json!([1]), "expected a JSON object, got an array"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(error(input), want);
+        }
+    }
+
+    #[test]
+    fn unknown_event_lists_the_known_ones() {
+        let err = error(json!({"GeneralInfo": info("PageView")}));
+        assert!(err.contains("unknown event \"PageView\""), "{err}");
+        assert!(err.contains("ProductUpdate"), "{err}");
+    }
+
+    #[test]
+    fn implausible_times_are_refused() {
+        let mut gi = info("CustomerData");
+        gi["datetime"] = json!(NOW / 1000);
+        assert!(error(json!({"GeneralInfo": gi})).contains("looks like seconds"));
+        let mut gi = info("CustomerData");
+        gi["datetime"] = json!(NOW + 3 * 365 * 24 * 3_600_000);
+        assert!(error(json!({"GeneralInfo": gi})).contains("future"));
+    }
+
+    #[test]
+    fn plugin_bodies_without_general_info() {
+        let link = parse_value(
+            &json!({"externalCustomerId": null, "webId": "sc-1", "orgId": "7", "email": "a@b.c"}),
+            NOW,
+        )
+        .unwrap();
+        assert!(matches!(
+            link,
+            Incoming::ContactLink(ContactLink {
+                web_id: Some(_),
+                ..
+            })
+        ));
+        let log = parse_value(
+            &json!({"orgId": 123, "typeCMS": "Shopify", "errorMessage": "x", "log_level": "INFO"}),
+            NOW,
+        )
+        .unwrap();
+        assert!(matches!(log, Incoming::PluginLog(_)));
+    }
+
+    #[test]
+    fn normalised_form_round_trips_through_serde() {
+        let e = event(json!({
+            "GeneralInfo": info("ProductUpdate"),
+            "ProductUpdate": [{"product_id": 1, "unit_price": "2", "category_id": "3",
+                               "tag_x": ["a"], "weight": 1.5}]
+        }));
+        let text = serde_json::to_string(&e).unwrap();
+        let back: TrackerEvent = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, e);
+    }
+}

@@ -1,0 +1,444 @@
+//! A JSON value together with the path it was reached by, and the lenient coercions real
+//! clients need (numbers as strings, strings as numbers, `"1"`/`1`/`true` flags, empty
+//! string meaning absent). Every failure names the path and what was expected.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+
+use crate::error::{ErrorCode, ProtocolError};
+use crate::event::Price;
+
+/// Longest excerpt of a bad value quoted back in an error message.
+const QUOTE_LIMIT: usize = 40;
+/// Quantities beyond this are a client bug, not an order.
+pub const MAX_QUANTITY: i64 = 1_000_000;
+/// Prices at or beyond this are a client bug (a timestamp or an id in the price field).
+const MAX_PRICE: i64 = 1_000_000_000_000;
+
+pub type Result<T> = std::result::Result<T, ProtocolError>;
+
+pub struct Node<'a> {
+    pub value: &'a Value,
+    path: String,
+}
+
+/// Field lookups on a JSON object, each child carrying its own path.
+pub struct Obj<'a> {
+    map: &'a Map<String, Value>,
+    path: String,
+}
+
+impl<'a> Node<'a> {
+    pub fn root(value: &'a Value, path: impl Into<String>) -> Self {
+        Node {
+            value,
+            path: path.into(),
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn invalid(&self, expected: &str) -> ProtocolError {
+        ProtocolError::new(
+            ErrorCode::InvalidValue,
+            &self.path,
+            format!("expected {expected}, got {}", describe(self.value)),
+        )
+    }
+
+    pub fn out_of_range(&self, why: &str) -> ProtocolError {
+        ProtocolError::new(
+            ErrorCode::InvalidValue,
+            &self.path,
+            format!("{why}, got {}", describe(self.value)),
+        )
+    }
+
+    /// Text: strings are trimmed, numbers written out; empty means absent.
+    pub fn text(&self) -> Result<Option<String>> {
+        match self.value {
+            Value::Null => Ok(None),
+            Value::String(s) => {
+                let trimmed = s.trim();
+                Ok((!trimmed.is_empty()).then(|| trimmed.to_string()))
+            }
+            Value::Number(n) => Ok(Some(n.to_string())),
+            _ => Err(self.invalid("a string")),
+        }
+    }
+
+    /// A whole number, sent as a JSON number or as a numeric string.
+    pub fn integer(&self) -> Result<Option<i64>> {
+        match self.value {
+            Value::Null => Ok(None),
+            Value::Number(n) => {
+                if let Some(i) = n.as_i64() {
+                    return Ok(Some(i));
+                }
+                match n.as_f64() {
+                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+                    _ => Err(self.invalid("an integer")),
+                }
+            }
+            Value::String(s) if s.trim().is_empty() => Ok(None),
+            Value::String(s) => s
+                .trim()
+                .parse::<i64>()
+                .map(Some)
+                .map_err(|_| self.invalid("an integer")),
+            _ => Err(self.invalid("an integer")),
+        }
+    }
+
+    /// A count of items: a whole number from 0 to [`MAX_QUANTITY`].
+    pub fn quantity(&self) -> Result<Option<u32>> {
+        match self.integer()? {
+            None => Ok(None),
+            Some(q) if q < 0 => Err(self.out_of_range("expected a quantity of 0 or more")),
+            Some(q) if q > MAX_QUANTITY => {
+                Err(self.out_of_range(&format!("expected a quantity of at most {MAX_QUANTITY}")))
+            }
+            Some(q) => Ok(Some(q as u32)),
+        }
+    }
+
+    /// A yes/no flag as clients send it: `1`/`0`, `"1"`/`"0"`, `true`/`false`.
+    pub fn flag(&self) -> Result<Option<bool>> {
+        let expected = "0 or 1 (or true/false)";
+        match self.value {
+            Value::Null => Ok(None),
+            Value::Bool(b) => Ok(Some(*b)),
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if f == 0.0 => Ok(Some(false)),
+                Some(f) if f == 1.0 => Ok(Some(true)),
+                _ => Err(self.invalid(expected)),
+            },
+            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "" => Ok(None),
+                "1" | "true" => Ok(Some(true)),
+                "0" | "false" => Ok(Some(false)),
+                _ => Err(self.invalid(expected)),
+            },
+            _ => Err(self.invalid(expected)),
+        }
+    }
+
+    /// A non-negative decimal, sent as a number or a numeric string.
+    pub fn decimal(&self) -> Result<Option<Decimal>> {
+        let amount = match self.value {
+            Value::Null => return Ok(None),
+            Value::Number(n) => parse_decimal(&n.to_string()),
+            Value::String(s) if s.trim().is_empty() => return Ok(None),
+            Value::String(s) => parse_decimal(s.trim()),
+            _ => None,
+        };
+        let amount = amount.ok_or_else(|| self.invalid("a number"))?;
+        self.check_amount(amount).map(Some)
+    }
+
+    /// A price: `201.95`, `"201.95"`, `"754 USD"`, `"USD 754"`, `"1,234.50 €"`.
+    pub fn price(&self) -> Result<Option<Price>> {
+        let price = match self.value {
+            Value::Null => return Ok(None),
+            Value::Number(n) => parse_decimal(&n.to_string()).map(|amount| Price {
+                amount,
+                currency: None,
+            }),
+            Value::String(s) if s.trim().is_empty() => return Ok(None),
+            Value::String(s) => parse_price_text(s.trim()),
+            _ => None,
+        };
+        let mut price = price.ok_or_else(|| {
+            self.invalid("a price (a number, optionally with a currency code: \"754 USD\")")
+        })?;
+        price.amount = self.check_amount(price.amount)?;
+        Ok(Some(price))
+    }
+
+    fn check_amount(&self, amount: Decimal) -> Result<Decimal> {
+        if amount.is_sign_negative() && !amount.is_zero() {
+            return Err(self.out_of_range("expected an amount of 0 or more"));
+        }
+        if amount >= Decimal::from(MAX_PRICE) {
+            return Err(self.out_of_range(&format!("expected an amount below {MAX_PRICE}")));
+        }
+        Ok(amount.normalize())
+    }
+
+    /// An array of strings (`tag_*` values). A lone string or number counts as one element.
+    pub fn string_list(&self) -> Result<Vec<String>> {
+        let expected = "an array of strings";
+        match self.value {
+            Value::Null => Ok(Vec::new()),
+            Value::String(_) | Value::Number(_) => Ok(self.text()?.into_iter().collect()),
+            Value::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let path = format!("{}[{i}]", self.path);
+                    let node = Node::root(item, &path);
+                    match item {
+                        Value::String(s) => out.push(s.clone()),
+                        Value::Number(n) => out.push(n.to_string()),
+                        Value::Bool(b) => out.push(b.to_string()),
+                        _ => return Err(node.invalid("a string")),
+                    }
+                }
+                Ok(out)
+            }
+            _ => Err(self.invalid(expected)),
+        }
+    }
+}
+
+impl<'a> Obj<'a> {
+    pub fn new(map: &'a Map<String, Value>, path: impl Into<String>) -> Self {
+        Obj {
+            map,
+            path: path.into(),
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn child_path(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = (&'a String, &'a Value)> {
+        self.map.iter()
+    }
+
+    /// The value under the first of `keys` present and not null.
+    pub fn get_any(&self, keys: &[&str]) -> Option<(&'a str, &'a Value)> {
+        keys.iter().find_map(|k| {
+            self.map
+                .get_key_value(*k)
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.as_str(), v))
+        })
+    }
+
+    /// Applies `read` to the first of `keys` present; `None` when none is.
+    pub fn read<T>(
+        &self,
+        keys: &[&str],
+        read: impl FnOnce(&Node<'a>) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
+        match self.get_any(keys) {
+            None => Ok(None),
+            Some((key, value)) => read(&Node::root(value, self.child_path(key))),
+        }
+    }
+
+    /// Like [`Obj::read`], but absence is an error naming the first key.
+    pub fn require<T>(
+        &self,
+        keys: &[&str],
+        read: impl FnOnce(&Node<'a>) -> Result<Option<T>>,
+    ) -> Result<T> {
+        self.read(keys, read)?.ok_or_else(|| self.missing(keys[0]))
+    }
+
+    pub fn missing(&self, key: &str) -> ProtocolError {
+        ProtocolError::new(
+            ErrorCode::MissingField,
+            self.child_path(key),
+            "required field is missing",
+        )
+    }
+
+    pub fn text(&self, keys: &[&str]) -> Result<Option<String>> {
+        self.read(keys, Node::text)
+    }
+
+    pub fn required_text(&self, keys: &[&str]) -> Result<String> {
+        self.require(keys, Node::text)
+    }
+
+    /// The `tag_*` fields of a product, each an array of strings.
+    pub fn tag_fields(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        let mut tags = BTreeMap::new();
+        for (key, value) in self.map {
+            if key.starts_with("tag_") {
+                let path = self.child_path(key);
+                tags.insert(key.clone(), Node::root(value, &path).string_list()?);
+            }
+        }
+        Ok(tags)
+    }
+
+    /// The event-level `Tags` object: named arrays of strings.
+    pub fn tags_object(&self) -> Result<BTreeMap<String, Vec<String>>> {
+        let Some((key, value)) = self.get_any(&["Tags", "tags"]) else {
+            return Ok(BTreeMap::new());
+        };
+        let path = self.child_path(key);
+        let node = Node::root(value, &path);
+        let Value::Object(map) = value else {
+            return Err(node.invalid("an object of string arrays"));
+        };
+        let tags = Obj::new(map, path.clone());
+        let mut out = BTreeMap::new();
+        for (name, list) in map {
+            let list_path = tags.child_path(name);
+            out.insert(name.clone(), Node::root(list, &list_path).string_list()?);
+        }
+        Ok(out)
+    }
+}
+
+/// How a bad value is quoted back: short, and never a whole object.
+pub fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => {
+            if s.chars().count() > QUOTE_LIMIT {
+                let head: String = s.chars().take(QUOTE_LIMIT).collect();
+                format!("{:?}", format!("{head}…"))
+            } else {
+                format!("{s:?}")
+            }
+        }
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// Parses `201.95`, `1,234.50`, `201,95` (decimal comma) and `1e3`.
+fn parse_decimal(text: &str) -> Option<Decimal> {
+    let cleaned: String = match (text.contains(','), text.contains('.')) {
+        (true, true) => text.replace(',', ""),
+        (true, false) => {
+            let after = text.rsplit(',').next().unwrap_or("");
+            if text.matches(',').count() == 1 && after.len() <= 2 {
+                text.replace(',', ".")
+            } else {
+                text.replace(',', "")
+            }
+        }
+        _ => text.to_string(),
+    };
+    let cleaned = cleaned.replace([' ', '\u{a0}'], "");
+    if cleaned.is_empty() || cleaned.starts_with('+') {
+        return None;
+    }
+    cleaned
+        .parse::<Decimal>()
+        .ok()
+        .or_else(|| Decimal::from_scientific(&cleaned).ok())
+}
+
+/// A number with a currency before or after it: a code (`USD`, `грн`) or a sign (`$`, `€`).
+fn parse_price_text(text: &str) -> Option<Price> {
+    let is_number_char = |c: char| c.is_ascii_digit() || matches!(c, '.' | ',' | '-' | ' ');
+    let start = text.find(|c: char| c.is_ascii_digit() || c == '-')?;
+    let end = text
+        .char_indices()
+        .skip_while(|(i, _)| *i < start)
+        .find(|(_, c)| !is_number_char(*c))
+        .map_or(text.len(), |(i, _)| i);
+    let amount = parse_decimal(text[start..end].trim())?;
+    let currency = format!("{}{}", text[..start].trim(), text[end..].trim());
+    let currency = currency.trim();
+    if currency.chars().count() > 8 || currency.chars().any(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some(Price {
+        amount,
+        currency: (!currency.is_empty()).then(|| currency.to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn price(value: Value) -> Result<Option<Price>> {
+        Node::root(&value, "p").price()
+    }
+
+    fn dec(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn prices_in_the_shapes_clients_send() {
+        let cases = [
+            (json!("754 USD"), "754", Some("USD")),
+            (json!("201.95"), "201.95", None),
+            (json!(201.95), "201.95", None),
+            (json!("USD 12.5"), "12.5", Some("USD")),
+            (json!("1,234.50 €"), "1234.5", Some("€")),
+            (json!("201,95"), "201.95", None),
+            (json!("33.333333333333"), "33.333333333333", None),
+            (json!(596), "596", None),
+        ];
+        for (input, amount, currency) in cases {
+            let got = price(input.clone()).unwrap().unwrap();
+            assert_eq!(got.amount, dec(amount), "{input}");
+            assert_eq!(got.currency.as_deref(), currency, "{input}");
+        }
+    }
+
+    #[test]
+    fn bad_prices_name_the_path() {
+        let err = price(json!("-5")).unwrap_err();
+        assert_eq!(
+            err.message(),
+            "p: expected an amount of 0 or more, got \"-5\""
+        );
+        assert!(price(json!("cheap")).is_err());
+        assert!(price(json!("12 34 56 abc 1")).is_err());
+        assert!(price(json!({"a": 1})).is_err());
+        assert_eq!(price(json!("")).unwrap(), None);
+    }
+
+    #[test]
+    fn flags_accept_strings_numbers_and_booleans() {
+        for (v, want) in [
+            (json!("1"), true),
+            (json!(1), true),
+            (json!(true), true),
+            (json!("0"), false),
+            (json!(0), false),
+            (json!("false"), false),
+        ] {
+            assert_eq!(Node::root(&v, "f").flag().unwrap(), Some(want), "{v}");
+        }
+        let v = json!(2);
+        assert!(Node::root(&v, "f").flag().is_err());
+    }
+
+    #[test]
+    fn quantities_are_whole_and_plausible() {
+        let ok = json!("3");
+        assert_eq!(Node::root(&ok, "q").quantity().unwrap(), Some(3));
+        let bad = json!("two");
+        assert_eq!(
+            Node::root(&bad, "q").quantity().unwrap_err().message(),
+            "q: expected an integer, got \"two\""
+        );
+        for v in [json!(-1), json!(1.5), json!(10_000_000)] {
+            assert!(Node::root(&v, "q").quantity().is_err(), "{v}");
+        }
+    }
+
+    #[test]
+    fn long_values_are_cut_when_quoted() {
+        let long = Value::String("x".repeat(500));
+        assert!(describe(&long).chars().count() < 50);
+    }
+}
