@@ -1,1 +1,382 @@
+//! From request bytes to a durable log record.
+//!
+//! [`Ingestor`] parses and validates each event (`spoor_protocol`), refuses sites that are
+//! not registered, recognises retries and repeated orders, and appends the rest to the
+//! [`EventLog`]; it answers only once the records are durable. It knows nothing of HTTP:
+//! the server hands it bytes and a receive time.
 
+pub mod dedup;
+pub mod export;
+pub mod sites;
+pub mod stored;
+
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use spoor_log::{EventLog, LogError, Position};
+use spoor_protocol::{EventBody, EventKind, Incoming, ProtocolError, TrackerEvent};
+
+use dedup::{Claim, DedupIndex, DuplicateOf, Keys, order_key};
+pub use sites::{Registration, Site, SiteRegistry};
+use stored::{RecordContent, StoredRecord, hash_hex, request_hash};
+
+/// Records read per step when scanning the log.
+const SCAN_CHUNK: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{error}")]
+    Rejected {
+        error: ProtocolError,
+        /// The event's name, when the body got far enough to tell.
+        event: Option<EventKind>,
+    },
+    #[error(
+        "site {site_id:?} is not registered: register it with `spoor serve --site {site_id}` \
+         or POST /admin/v1/sites {{\"siteId\": \"{site_id}\"}}"
+    )]
+    UnknownSite { site_id: String, event: EventKind },
+    #[error("{0}")]
+    InvalidSite(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// What became of an accepted request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Durable in the log at this position.
+    Stored(Position),
+    /// Acknowledged, but already stored: not stored again.
+    Duplicate(DuplicateOf),
+    /// A shop plugin's diagnostic record: acknowledged and not stored.
+    Ignored,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub outcome: Outcome,
+    pub event: Option<EventKind>,
+}
+
+/// A request parsed, checked and encoded, waiting to be appended.
+struct Prepared {
+    bytes: Vec<u8>,
+    keys: Keys,
+    event: Option<EventKind>,
+}
+
+enum Step {
+    Done(Result<Accepted, IngestError>),
+    Append(Prepared),
+}
+
+pub struct Ingestor {
+    log: Arc<dyn EventLog>,
+    sites: SiteRegistry,
+    dedup: Mutex<DedupIndex>,
+}
+
+impl Ingestor {
+    /// Builds the ingestor over an opened log, rebuilding the duplicate index from it.
+    pub fn open(
+        log: Arc<dyn EventLog>,
+        sites: SiteRegistry,
+        now_ms: i64,
+    ) -> Result<Self, IngestError> {
+        let mut dedup = DedupIndex::default();
+        scan(&*log, |record| {
+            dedup.insert_durable(keys_of(&record)?, record.received_at, now_ms);
+            Ok(())
+        })?;
+        Ok(Ingestor {
+            log,
+            sites,
+            dedup: Mutex::new(dedup),
+        })
+    }
+
+    pub fn sites(&self) -> &SiteRegistry {
+        &self.sites
+    }
+
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
+    /// Ingests one request body.
+    pub async fn ingest_one(&self, body: &[u8], now_ms: i64) -> Result<Accepted, IngestError> {
+        let mut results = self.ingest_many(&[body], now_ms).await;
+        results.pop().expect("one result per item")
+    }
+
+    /// Ingests several events (a batch): one result per item, in order. Valid items are
+    /// stored even when others are rejected; all that are stored share one durable append.
+    pub async fn ingest_many(
+        &self,
+        items: &[&[u8]],
+        now_ms: i64,
+    ) -> Vec<Result<Accepted, IngestError>> {
+        let steps: Vec<Step> = items
+            .iter()
+            .map(|item| match self.prepare(item, now_ms) {
+                Ok(Some(prepared)) => Step::Append(prepared),
+                Ok(None) => Step::Done(Ok(Accepted {
+                    outcome: Outcome::Ignored,
+                    event: None,
+                })),
+                Err(e) => Step::Done(Err(e)),
+            })
+            .collect();
+        self.commit(steps, now_ms).await
+    }
+
+    /// Parses and checks one item; `None` for a plugin log record, which is not stored.
+    fn prepare(&self, body: &[u8], now_ms: i64) -> Result<Option<Prepared>, IngestError> {
+        let rejected = |error, event| IngestError::Rejected { error, event };
+        let value: Value = spoor_protocol::json::from_slice(body).map_err(|e| rejected(e, None))?;
+        let named = peek_event_name(&value);
+        let content = match spoor_protocol::parse_value(&value, now_ms) {
+            Ok(Incoming::Event(mut event)) => {
+                if !self.sites.contains(&event.site_id) {
+                    return Err(IngestError::UnknownSite {
+                        event: event.kind(),
+                        site_id: event.site_id,
+                    });
+                }
+                event.datetime.get_or_insert(now_ms);
+                RecordContent::Event(event)
+            }
+            Ok(Incoming::ContactLink(link)) => RecordContent::ContactLink(link),
+            Ok(Incoming::PluginLog(_)) => return Ok(None),
+            Err(error) => return Err(rejected(error, named)),
+        };
+        let record = StoredRecord {
+            received_at: now_ms,
+            request_hash: hash_hex(request_hash(body)),
+            content,
+        };
+        Ok(Some(self.encode(&record)))
+    }
+
+    fn encode(&self, record: &StoredRecord) -> Prepared {
+        Prepared {
+            bytes: serde_json::to_vec(record).expect("records serialise"),
+            keys: keys_of(record).expect("a record made here has a valid hash"),
+            event: record.event().map(TrackerEvent::kind),
+        }
+    }
+
+    /// Claims each prepared record's keys, appends the new ones in one durable write,
+    /// settles the claims, and waits for duplicates of records that were in flight.
+    async fn commit(&self, steps: Vec<Step>, now_ms: i64) -> Vec<Result<Accepted, IngestError>> {
+        enum Pending {
+            Done(Result<Accepted, IngestError>),
+            New(Keys, Option<EventKind>),
+            Waiting(
+                DuplicateOf,
+                Option<EventKind>,
+                tokio::sync::oneshot::Receiver<bool>,
+            ),
+        }
+        let mut to_append = Vec::new();
+        let pending: Vec<Pending> = {
+            let mut dedup = self.dedup.lock().expect("dedup lock");
+            steps
+                .into_iter()
+                .map(|step| match step {
+                    Step::Done(result) => Pending::Done(result),
+                    Step::Append(p) => match dedup.claim(p.keys, now_ms) {
+                        Claim::New => {
+                            to_append.push(p.bytes);
+                            Pending::New(p.keys, p.event)
+                        }
+                        Claim::Duplicate(of) => Pending::Done(Ok(Accepted {
+                            outcome: Outcome::Duplicate(of),
+                            event: p.event,
+                        })),
+                        Claim::InFlight(of, rx) => Pending::Waiting(of, p.event, rx),
+                    },
+                })
+                .collect()
+        };
+        let appended = if to_append.is_empty() {
+            Ok(self.log.end())
+        } else {
+            self.log.append(to_append).await
+        };
+        {
+            let mut dedup = self.dedup.lock().expect("dedup lock");
+            for p in &pending {
+                if let Pending::New(keys, _) = p {
+                    dedup.settle(*keys, appended.is_ok());
+                }
+            }
+        }
+        let mut next = appended.as_ref().ok().copied();
+        let mut results = Vec::with_capacity(pending.len());
+        for p in pending {
+            results.push(match p {
+                Pending::Done(result) => result,
+                Pending::New(_, event) => match (&appended, next.as_mut()) {
+                    (Ok(_), Some(position)) => {
+                        let stored = *position;
+                        *position += 1;
+                        Ok(Accepted {
+                            outcome: Outcome::Stored(stored),
+                            event,
+                        })
+                    }
+                    (Err(e), _) => Err(IngestError::Log(clone_log_error(e))),
+                    (Ok(_), None) => unreachable!("a position exists when the append succeeded"),
+                },
+                Pending::Waiting(of, event, rx) => match rx.await {
+                    Ok(true) => Ok(Accepted {
+                        outcome: Outcome::Duplicate(of),
+                        event,
+                    }),
+                    _ => Err(IngestError::Log(LogError::Failed)),
+                },
+            });
+        }
+        results
+    }
+
+    /// Loads exported records (NDJSON lines of `spoor events export`), skipping any that
+    /// this log holds already, so importing the same file twice stores it once. Sites the
+    /// records name are registered when missing.
+    pub async fn import(
+        &self,
+        lines: &[&str],
+        now_ms: i64,
+    ) -> Result<export::ImportSummary, IngestError> {
+        let mut summary = export::ImportSummary::default();
+        let present = export::record_identities(&*self.log)?;
+        let mut steps = Vec::new();
+        for (number, line) in lines.iter().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let record = match serde_json::from_str::<stored::ExportedRecord>(line) {
+                Ok(exported) => exported.record,
+                Err(e) => {
+                    summary.note_error(number + 1, format!("not an exported record: {e}"));
+                    continue;
+                }
+            };
+            let Some(identity) = export::identity(&record) else {
+                summary.note_error(number + 1, "requestHash: expected 32 hex digits".into());
+                continue;
+            };
+            if present.contains(&identity) {
+                summary.already_present += 1;
+                continue;
+            }
+            if let Some(site) = record.site_id()
+                && let (_, Registration::Created) = self.sites.register(Some(site), None, now_ms)?
+            {
+                summary.sites_registered.push(site.to_string());
+            }
+            let mut prepared = self.encode(&record);
+            // Claim by identity rather than request bytes: an import keeps every record
+            // that is not the same record, while orders are still stored once.
+            prepared.keys.request = identity;
+            steps.push(Step::Append(prepared));
+        }
+        for result in self.commit(steps, now_ms).await {
+            match result? {
+                Accepted {
+                    outcome: Outcome::Stored(_),
+                    ..
+                } => summary.imported += 1,
+                _ => summary.duplicate_orders += 1,
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Counts for `/metrics`: request hashes in the retry window, and order numbers held.
+    pub fn dedup_sizes(&self) -> (usize, usize) {
+        self.dedup.lock().expect("dedup lock").len()
+    }
+}
+
+fn clone_log_error(error: &LogError) -> LogError {
+    match error {
+        LogError::Closed => LogError::Closed,
+        LogError::ReadOnly => LogError::ReadOnly,
+        LogError::RecordTooLarge(n) => LogError::RecordTooLarge(*n),
+        _ => LogError::Failed,
+    }
+}
+
+/// The event name of a body, when it has a recognisable one, for metrics on rejections.
+fn peek_event_name(value: &Value) -> Option<EventKind> {
+    let info = value.get("GeneralInfo")?;
+    let name = match info {
+        Value::String(text) => serde_json::from_str::<Value>(text)
+            .ok()?
+            .get("eventName")?
+            .as_str()?
+            .to_string(),
+        _ => info.get("eventName")?.as_str()?.to_string(),
+    };
+    EventKind::from_name(&name)
+}
+
+fn keys_of(record: &StoredRecord) -> Result<Keys, IngestError> {
+    let request = stored::parse_hash_hex(&record.request_hash).ok_or_else(|| {
+        IngestError::Storage(format!(
+            "record has a bad requestHash {:?}",
+            record.request_hash
+        ))
+    })?;
+    let order = match record.event() {
+        Some(TrackerEvent {
+            site_id,
+            body: EventBody::PurchasedItems { purchase },
+            ..
+        }) => Some(order_key(site_id, &purchase.order_number)),
+        _ => None,
+    };
+    Ok(Keys { request, order })
+}
+
+/// Calls `visit` with every record of the log, in order.
+pub fn scan(
+    log: &dyn EventLog,
+    mut visit: impl FnMut(StoredRecord) -> Result<(), IngestError>,
+) -> Result<(), IngestError> {
+    scan_from(log, 0, |_, record| visit(record))
+}
+
+/// Calls `visit` with every record at or after `from`, with its position.
+pub fn scan_from(
+    log: &dyn EventLog,
+    from: Position,
+    mut visit: impl FnMut(Position, StoredRecord) -> Result<(), IngestError>,
+) -> Result<(), IngestError> {
+    let mut next = from;
+    loop {
+        let records = log.read(next, SCAN_CHUNK)?;
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        next = last.position + 1;
+        for record in records {
+            let stored = decode_record(&record.payload).map_err(|e| {
+                IngestError::Storage(format!(
+                    "log record {} is not readable: {e}",
+                    record.position
+                ))
+            })?;
+            visit(record.position, stored)?;
+        }
+    }
+}
+
+pub fn decode_record(payload: &[u8]) -> Result<StoredRecord, serde_json::Error> {
+    serde_json::from_slice(payload)
+}

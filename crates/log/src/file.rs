@@ -86,6 +86,8 @@ struct AppendRequest {
 
 /// The embedded, file-backed [`EventLog`].
 pub struct FileLog {
+    /// Held while open for writing: one writer per directory.
+    _lock: Option<File>,
     shared: Arc<Shared>,
     sender: Option<mpsc::Sender<AppendRequest>>,
     writer: Option<JoinHandle<()>>,
@@ -100,6 +102,7 @@ impl FileLog {
     ) -> Result<Self, LogError> {
         fs::create_dir_all(dir)
             .map_err(|e| LogError::io(format!("create {}", dir.display()), e))?;
+        let lock = lock_dir(dir)?;
         let mut segments = recover(dir, true)?;
         if segments.is_empty() {
             segments.push(create_segment(dir, 0)?);
@@ -129,6 +132,7 @@ impl FileLog {
             .spawn(move || writer.run(receiver))
             .map_err(|e| LogError::io("start the log writer thread", e))?;
         Ok(FileLog {
+            _lock: Some(lock),
             shared,
             sender: Some(sender),
             writer: Some(writer),
@@ -141,6 +145,7 @@ impl FileLog {
         let segments = recover(dir, false)?;
         let end = segments.last().map_or(0, Segment::end);
         Ok(FileLog {
+            _lock: None,
             shared: Arc::new(Shared {
                 dir: dir.to_path_buf(),
                 segments: RwLock::new(segments),
@@ -331,6 +336,24 @@ impl Writer {
             .expect("segment lock")
             .push(segment);
         Ok(())
+    }
+}
+
+/// Takes the directory's writer lock, released when the process exits however it exits.
+fn lock_dir(dir: &Path) -> Result<File, LogError> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LogError::io(format!("open {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(LogError::Locked(dir.display().to_string())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(LogError::io(format!("lock {}", path.display()), e))
+        }
     }
 }
 
@@ -619,6 +642,17 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(err, LogError::Corrupt { offset: 0, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_while_the_first_holds_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = FileLog::open(dir.path(), FileLogConfig::default(), None).unwrap();
+        let second = FileLog::open(dir.path(), FileLogConfig::default(), None);
+        assert!(matches!(second, Err(LogError::Locked(_))));
+        assert!(FileLog::open_read_only(dir.path()).is_ok());
+        drop(first);
+        assert!(FileLog::open(dir.path(), FileLogConfig::default(), None).is_ok());
     }
 
     #[tokio::test]

@@ -47,6 +47,11 @@ pub enum LogError {
     RecordTooLarge(usize),
     #[error("the log stopped accepting writes after an earlier write or fsync failed; restart")]
     Failed,
+    #[error(
+        "another spoor process is writing to {0} (a running server?): stop it first, or send \
+         the data through that server (`--url`)"
+    )]
+    Locked(String),
     #[error("the log is closed")]
     Closed,
     #[error("the log was opened read-only")]

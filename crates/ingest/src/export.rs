@@ -1,0 +1,95 @@
+//! Reading the log out as NDJSON, and what an import reports.
+
+use std::collections::HashSet;
+use std::io::Write;
+
+use serde::Serialize;
+use spoor_log::EventLog;
+
+use crate::stored::{ExportedRecord, StoredRecord, parse_hash_hex};
+use crate::{IngestError, scan_from};
+
+/// Which records an export includes.
+#[derive(Debug, Clone, Default)]
+pub struct ExportFilter {
+    /// Only this site's events (contact links, which name no site, are then left out).
+    pub site_id: Option<String>,
+    /// Only records received at or after this time (ms). Receive time, not event time, so
+    /// that repeated exports with `--since` of the last one miss nothing that arrived late.
+    pub since_ms: Option<i64>,
+}
+
+impl ExportFilter {
+    pub fn matches(&self, record: &StoredRecord) -> bool {
+        let site_ok = match &self.site_id {
+            Some(site) => record.site_id() == Some(site.as_str()),
+            None => true,
+        };
+        site_ok
+            && self
+                .since_ms
+                .is_none_or(|since| record.received_at >= since)
+    }
+}
+
+/// Writes every matching record as one JSON line; returns how many were written.
+pub fn export(
+    log: &dyn EventLog,
+    filter: &ExportFilter,
+    out: &mut dyn Write,
+) -> Result<u64, IngestError> {
+    let mut written = 0;
+    scan_from(log, 0, |position, record| {
+        if !filter.matches(&record) {
+            return Ok(());
+        }
+        let line = ExportedRecord { position, record };
+        serde_json::to_writer(&mut *out, &line)
+            .and_then(|()| out.write_all(b"\n").map_err(serde_json::Error::io))
+            .map_err(|e| IngestError::Storage(format!("write the export: {e}")))?;
+        written += 1;
+        Ok(())
+    })?;
+    Ok(written)
+}
+
+/// A record's identity across logs: its request hash and receive time together.
+pub fn identity(record: &StoredRecord) -> Option<u128> {
+    let hash = parse_hash_hex(&record.request_hash)?;
+    let mut bytes = hash.to_le_bytes().to_vec();
+    bytes.extend_from_slice(&record.received_at.to_le_bytes());
+    Some(xxhash_rust::xxh3::xxh3_128(&bytes))
+}
+
+/// The identities of every record in the log.
+pub fn record_identities(log: &dyn EventLog) -> Result<HashSet<u128>, IngestError> {
+    let mut present = HashSet::new();
+    scan_from(log, 0, |_, record| {
+        present.extend(identity(&record));
+        Ok(())
+    })?;
+    Ok(present)
+}
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportSummary {
+    pub imported: u64,
+    /// Records this log held already (the same file imported again).
+    pub already_present: u64,
+    /// Purchases whose order number the site had already sent.
+    pub duplicate_orders: u64,
+    pub sites_registered: Vec<String>,
+    /// Lines that could not be read: (line number, why). At most the first 100.
+    pub errors: Vec<(usize, String)>,
+    pub error_count: u64,
+}
+
+impl ImportSummary {
+    pub fn note_error(&mut self, line: usize, why: String) {
+        self.error_count += 1;
+        if self.errors.len() < 100 {
+            self.errors.push((line, why));
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The ingestor over a real file log: storing, refusing, deduplicating across restarts,
+//! exporting and importing.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use spoor_ingest::dedup::DuplicateOf;
+use spoor_ingest::export::{ExportFilter, export};
+use spoor_ingest::{IngestError, Ingestor, Outcome, SiteRegistry};
+use spoor_log::{FileLog, FileLogConfig};
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn open(dir: &Path) -> Ingestor {
+    let log = FileLog::open(&dir.join("log"), FileLogConfig::default(), None).unwrap();
+    let sites = SiteRegistry::open(dir).unwrap();
+    sites.register(Some("S1"), None, NOW).unwrap();
+    Ingestor::open(Arc::new(log), sites, NOW).unwrap()
+}
+
+fn view(sc: &str, product: &str) -> Vec<u8> {
+    format!(
+        r#"{{"GeneralInfo": {{"eventName": "ProductPage", "siteId": "S1", "cookies": {{"sc": "{sc}"}}}},
+            "ProductPage": {{"Product": {{"productKey": "{product}", "price": "10 USD"}}}}}}"#
+    )
+    .into_bytes()
+}
+
+fn purchase(sc: &str, order: &str) -> Vec<u8> {
+    format!(
+        r#"{{"GeneralInfo": {{"eventName": "PurchasedItems", "siteId": "S1", "cookies": "{sc}"}},
+            "PurchasedItems": {{"OrderNumber": "{order}",
+              "Products": [{{"product_id": "1", "unit_price": 2, "quantity": 1}}]}}}}"#
+    )
+    .into_bytes()
+}
+
+fn outcome(result: Result<spoor_ingest::Accepted, IngestError>) -> Outcome {
+    result.unwrap().outcome
+}
+
+#[tokio::test]
+async fn retries_and_repeated_orders_are_stored_once_even_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ingestor = open(dir.path());
+        assert_eq!(
+            outcome(ingestor.ingest_one(&view("a", "1"), NOW).await),
+            Outcome::Stored(0)
+        );
+        assert_eq!(
+            outcome(ingestor.ingest_one(&view("a", "1"), NOW + 5).await),
+            Outcome::Duplicate(DuplicateOf::Request)
+        );
+        assert_eq!(
+            outcome(ingestor.ingest_one(&purchase("a", "77"), NOW).await),
+            Outcome::Stored(1)
+        );
+    }
+    let ingestor = open(dir.path());
+    assert_eq!(
+        outcome(ingestor.ingest_one(&view("a", "1"), NOW + 10).await),
+        Outcome::Duplicate(DuplicateOf::Request)
+    );
+    // Another visitor's body, but an order number the site already sent.
+    assert_eq!(
+        outcome(ingestor.ingest_one(&purchase("b", "77"), NOW + 10).await),
+        Outcome::Duplicate(DuplicateOf::Order)
+    );
+    assert_eq!(ingestor.log().end(), 2);
+}
+
+#[tokio::test]
+async fn a_batch_stores_its_valid_items_and_rejects_the_rest_with_nothing_stored_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let ingestor = open(dir.path());
+    let unknown_site = String::from_utf8(view("c", "3"))
+        .unwrap()
+        .replace("S1", "NOPE");
+    let items: Vec<Vec<u8>> = vec![
+        b"{\"GeneralInfo\": 5}".to_vec(),
+        view("a", "1"),
+        unknown_site.into_bytes(),
+        view("a", "1"),
+        view("b", "2"),
+    ];
+    let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+    let results = ingestor.ingest_many(&refs, NOW).await;
+    assert!(matches!(results[0], Err(IngestError::Rejected { .. })));
+    assert!(matches!(results[1], Ok(ref a) if a.outcome == Outcome::Stored(0)));
+    let Err(IngestError::UnknownSite { site_id, .. }) = &results[2] else {
+        panic!()
+    };
+    assert_eq!(site_id, "NOPE");
+    assert!(
+        results[2]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("POST /admin/v1/sites")
+    );
+    assert!(
+        matches!(results[3], Ok(ref a) if a.outcome == Outcome::Duplicate(DuplicateOf::Request))
+    );
+    assert!(matches!(results[4], Ok(ref a) if a.outcome == Outcome::Stored(1)));
+    assert_eq!(ingestor.log().end(), 2);
+}
+
+#[tokio::test]
+async fn export_then_import_elsewhere_twice_stores_each_record_once() {
+    let source_dir = tempfile::tempdir().unwrap();
+    let source = open(source_dir.path());
+    for i in 0..5 {
+        source
+            .ingest_one(&view("a", &i.to_string()), NOW + i)
+            .await
+            .unwrap();
+    }
+    source.ingest_one(&purchase("a", "9"), NOW).await.unwrap();
+    let mut exported = Vec::new();
+    assert_eq!(
+        export(&**source.log(), &ExportFilter::default(), &mut exported).unwrap(),
+        6
+    );
+    let text = String::from_utf8(exported).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+
+    let target_dir = tempfile::tempdir().unwrap();
+    let log = FileLog::open(
+        &target_dir.path().join("log"),
+        FileLogConfig::default(),
+        None,
+    )
+    .unwrap();
+    let target = Ingestor::open(
+        Arc::new(log),
+        SiteRegistry::open(target_dir.path()).unwrap(),
+        NOW,
+    )
+    .unwrap();
+    let first = target.import(&lines, NOW).await.unwrap();
+    assert_eq!(
+        (first.imported, first.sites_registered.clone()),
+        (6, vec!["S1".to_string()])
+    );
+    let second = target.import(&lines, NOW).await.unwrap();
+    assert_eq!((second.imported, second.already_present), (0, 6));
+
+    let mut again = Vec::new();
+    export(&**target.log(), &ExportFilter::default(), &mut again).unwrap();
+    assert_eq!(String::from_utf8(again).unwrap(), text);
+
+    let filtered = ExportFilter {
+        site_id: Some("S1".into()),
+        since_ms: Some(NOW + 3),
+    };
+    let mut some = Vec::new();
+    assert_eq!(export(&**target.log(), &filtered, &mut some).unwrap(), 2);
+}
