@@ -1,1 +1,81 @@
-fn main() {}
+//! `spoor`: a self-hosted drop-in for a website-behaviour tracker's REST API.
+
+mod events;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "spoor",
+    version,
+    about = "Self-hosted website-behaviour tracker: takes the tracker REST API's events unchanged \
+             and keeps them in a durable embedded log.",
+    after_help = "Start with `spoor serve --site 8A412DC`, then POST events to \
+                  http://127.0.0.1:8080/api/v2. Each subcommand has its own --help."
+)]
+struct Cli {
+    /// Log format: `plain` for people, `json` for log collectors.
+    #[arg(long, global = true, env = "SPOOR_LOG_FORMAT", default_value = "plain")]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server: the tracker API on /api/v2, administration on /admin/v1.
+    Serve(serve::ServeArgs),
+    /// Read the event log out, or load an export back in.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
+}
+
+/// The data directory flag, shared by the subcommands that open one.
+#[derive(clap::Args, Clone)]
+pub struct DataDir {
+    /// Where spoor keeps its log, sites and admin token.
+    #[arg(long = "data", env = "SPOOR_DATA", default_value = "./spoor-data")]
+    pub path: PathBuf,
+}
+
+impl DataDir {
+    pub fn log_dir(&self) -> PathBuf {
+        self.path.join("log")
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    // Verbosity from SPOOR_LOG (or RUST_LOG), e.g. `SPOOR_LOG=debug`; info by default.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SPOOR_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(serve::run(args)),
+        Command::Events(command) => runtime.block_on(events::run(command)),
+    }
+}

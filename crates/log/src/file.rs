@@ -161,12 +161,6 @@ impl FileLog {
         &self.shared.dir
     }
 
-    /// Bytes on disk across all segments.
-    pub fn size_bytes(&self) -> u64 {
-        let segments = self.shared.segments.read().expect("segment lock");
-        segments.iter().map(|s| s.len).sum()
-    }
-
     /// Whether a write or fsync has failed (the log then refuses further appends).
     pub fn has_failed(&self) -> bool {
         self.shared.failed.load(Ordering::Acquire)
@@ -208,6 +202,15 @@ impl EventLog for FileLog {
 
     fn end(&self) -> Position {
         self.shared.end.load(Ordering::Acquire)
+    }
+
+    fn size_bytes(&self) -> Option<u64> {
+        let segments = self.shared.segments.read().expect("segment lock");
+        Some(segments.iter().map(|s| s.len).sum())
+    }
+
+    fn is_healthy(&self) -> bool {
+        !self.has_failed() && self.sender.is_some()
     }
 }
 

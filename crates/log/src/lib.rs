@@ -80,4 +80,14 @@ pub trait EventLog: Send + Sync + 'static {
 
     /// The position the next appended record will get: the count of durable records.
     fn end(&self) -> Position;
+
+    /// Bytes the log takes in storage, when the implementation knows.
+    fn size_bytes(&self) -> Option<u64> {
+        None
+    }
+
+    /// False once the log can no longer accept appends (a failed write or fsync).
+    fn is_healthy(&self) -> bool {
+        true
+    }
 }

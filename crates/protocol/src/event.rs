@@ -184,6 +184,10 @@ pub struct ProductSeen {
     pub price: Price,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_stock: Option<bool>,
+    /// Where the visit came from when a recommendation block led to it: the block's
+    /// `sc_content` (its container type) or `s_location`, as the client echoed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: TagMap,
 }

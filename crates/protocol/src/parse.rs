@@ -365,14 +365,26 @@ const IN_STOCK: &[&str] = &["isInStock", "isinStock", "is_in_stock"];
 /// `{"Product": {...}, "Tags": {...}}`, or the flat `{productKey, price, isInStock}`.
 fn product_seen(node: &Node<'_>) -> Result<ProductSeen> {
     let body = as_object(node)?;
-    let product = match body.get_any(&["Product", "product"]) {
-        Some((key, value)) => as_object(&Node::root(value, &body.child_path(key)))?,
-        None => body,
+    const LOCATION: &[&str] = &["sc_content", "s_location"];
+    let (product, location) = match body.get_any(&["Product", "product"]) {
+        Some((key, value)) => {
+            let product = as_object(&Node::root(value, body.child_path(key)))?;
+            let location = match product.text(LOCATION)? {
+                Some(location) => Some(location),
+                None => body.text(LOCATION)?,
+            };
+            (product, location)
+        }
+        None => {
+            let location = body.text(LOCATION)?;
+            (body, location)
+        }
     };
     Ok(ProductSeen {
         product_key: product.required_text(PRODUCT_KEY)?,
         price: required_price(&product, &["price", "unit_price"])?,
         in_stock: product.read(IN_STOCK, Node::flag)?,
+        location,
         tags: product.tag_fields()?,
     })
 }

@@ -1,1 +1,139 @@
+//! The HTTP edge of spoor. Translates requests into [`Ingestor`] calls and answers back;
+//! every route, with its handler, is declared in [`router`].
 
+pub mod admin;
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod metrics;
+pub mod tracker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use spoor_ingest::Ingestor;
+
+use crate::error::ApiError;
+pub use crate::metrics::Metrics;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub ingestor: Arc<Ingestor>,
+    pub metrics: Arc<Metrics>,
+    pub admin_token: Arc<str>,
+}
+
+/// Every route spoor serves.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        // The tracker API, as shops already call it.
+        .route("/api/v2", post(tracker::track))
+        .route("/api/v2/batch", post(tracker::track_batch))
+        // Administration: admin token required.
+        .route(
+            "/admin/v1/sites",
+            get(admin::list_sites).post(admin::create_site),
+        )
+        .route("/admin/v1/events/export", get(admin::export_events))
+        .route("/admin/v1/events/import", post(admin::import_events))
+        // Operations.
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// The current time in milliseconds since the epoch: the receive time of an event.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    state.metrics.request(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        start.elapsed(),
+    );
+    response
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready while the log accepts writes; 503 after a failed write or fsync.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.ingestor.log().is_healthy() {
+        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::unavailable(
+            "the event log refuses writes after a failed write or fsync; restart spoor",
+        )
+        .into_response()
+    }
+}
+
+async fn metrics_text(State(state): State<AppState>) -> Response {
+    let log = state.ingestor.log();
+    let text = state
+        .metrics
+        .render(log.size_bytes(), log.end(), state.ingestor.dedup_sizes());
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no route for {method} {}; the tracker endpoint is POST /api/v2",
+            uri.path()
+        ),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

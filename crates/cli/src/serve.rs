@@ -1,0 +1,113 @@
+//! `spoor serve`: wire the log, the ingestor and the HTTP server together, and stop cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use spoor_ingest::{Ingestor, Registration, SiteRegistry};
+use spoor_log::{FileLog, FileLogConfig, GroupCommitObserver};
+use spoor_server::auth::{self, TokenSource};
+use spoor_server::{AppState, Metrics, now_ms};
+
+use crate::DataDir;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "SPOOR_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+
+    #[command(flatten)]
+    data: DataDir,
+
+    /// Register this site at start (repeatable; a site registered already is left as is).
+    #[arg(long = "site", value_name = "ID")]
+    sites: Vec<String>,
+
+    /// Token for /admin/v1 (`Authorization: Bearer <token>`). When absent, one is
+    /// generated at first start and kept in <data>/admin-token, readable by its owner only.
+    #[arg(long, env = "SPOOR_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let data_dir = &args.data.path;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("create the data directory {}", data_dir.display()))?;
+    let metrics = Arc::new(Metrics::new());
+    let observer: GroupCommitObserver = {
+        let metrics = metrics.clone();
+        Box::new(move |fsync, records| metrics.group_commit(fsync, records))
+    };
+    let log = FileLog::open(
+        &args.data.log_dir(),
+        FileLogConfig::default(),
+        Some(observer),
+    )
+    .with_context(|| format!("open the event log in {}", args.data.log_dir().display()))?;
+    let sites = SiteRegistry::open(data_dir)?;
+    for site in &args.sites {
+        let (_, registration) = sites.register(Some(site), None, now_ms())?;
+        if registration == Registration::Created {
+            tracing::info!(site_id = %site, "site registered");
+        }
+    }
+    let ingestor = Ingestor::open(Arc::new(log), sites, now_ms())?;
+    let (admin_token, source) =
+        auth::admin_token(args.admin_token, data_dir).context("load or create the admin token")?;
+    match source {
+        TokenSource::Given => tracing::info!("admin token: as given by --admin-token"),
+        TokenSource::Stored(path) => {
+            tracing::info!(path = %path.display(), "admin token: read from the data directory")
+        }
+        TokenSource::Generated(path) => tracing::info!(
+            path = %path.display(),
+            "admin token: generated and stored (mode 0600); send it as `Authorization: Bearer <token>`"
+        ),
+    }
+    let state = AppState {
+        ingestor: Arc::new(ingestor),
+        metrics,
+        admin_token: admin_token.into(),
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listen on {}", args.listen))?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        data = %data_dir.display(),
+        records = state.ingestor.log().end(),
+        sites = state.ingestor.sites().list().len(),
+        "spoor is serving: POST events to /api/v2"
+    );
+    spoor_server::serve(listener, state.clone(), shutdown_signal()).await?;
+    let log = state.ingestor.log().clone();
+    drop(state);
+    // Every acknowledged append was fsynced before its answer; this only waits for the
+    // writer thread, once the last reference to the log is gone.
+    tracing::info!(records = log.end(), "stopped cleanly");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
+}

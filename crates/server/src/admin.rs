@@ -1,0 +1,183 @@
+//! `/admin/v1/...`: sites, and the log read out or loaded in. Every route needs the admin
+//! token.
+
+use std::io::Write;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use spoor_ingest::export::{ExportFilter, ImportSummary, export};
+use spoor_ingest::{Registration, Site};
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+use crate::{AppState, auth, body, now_ms};
+
+/// The largest import body; `spoor events import --url` sends files in pieces below it.
+pub const IMPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;
+const EXPORT_CHUNK_BYTES: usize = 64 * 1024;
+
+fn require_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if auth::is_admin(headers, &state.admin_token) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+#[derive(Serialize)]
+pub struct SiteList {
+    sites: Vec<Site>,
+}
+
+pub async fn list_sites(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<SiteList>, ApiError> {
+    require_admin(&state, &headers)?;
+    Ok(Json(SiteList {
+        sites: state.ingestor.sites().list(),
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewSite {
+    site_id: Option<String>,
+    name: Option<String>,
+}
+
+/// `POST /admin/v1/sites`: 201 with the new site; 409 when the id is taken.
+pub async fn create_site(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let request: NewSite = if body.trim_ascii().is_empty() {
+        NewSite::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("expected {{\"siteId\": \"...\", \"name\": \"...\"}} (both optional): {e}"),
+            )
+        })?
+    };
+    let (site, registration) = state.ingestor.sites().register(
+        request.site_id.as_deref().map(str::trim),
+        request.name.as_deref(),
+        now_ms(),
+    )?;
+    match registration {
+        Registration::Created => {
+            tracing::info!(site_id = %site.site_id, "site registered");
+            Ok((StatusCode::CREATED, Json(site)).into_response())
+        }
+        Registration::Existing => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "site_exists",
+            format!("site {:?} is registered already", site.site_id),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    site: Option<String>,
+    since: Option<i64>,
+}
+
+/// `GET /admin/v1/events/export?site=&since=`: the log as NDJSON, streamed.
+pub async fn export_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<ExportQuery>,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let filter = ExportFilter {
+        site_id: query.site,
+        since_ms: query.since,
+    };
+    let (sender, receiver) = mpsc::channel::<std::io::Result<Bytes>>(8);
+    let log = state.ingestor.log().clone();
+    tokio::task::spawn_blocking(move || {
+        let mut writer = ChunkWriter {
+            sender,
+            buf: Vec::with_capacity(EXPORT_CHUNK_BYTES),
+        };
+        let result = export(&*log, &filter, &mut writer).map(|_| ());
+        let result = result
+            .map_err(std::io::Error::other)
+            .and_then(|()| writer.flush());
+        if let Err(error) = result {
+            tracing::error!(%error, "export stopped");
+            // Abort the response, so the client sees a failed transfer, not a short file.
+            let _ = writer.sender.blocking_send(Err(error));
+        }
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    Ok(response)
+}
+
+/// Hands the export to the response in chunks, from a blocking thread.
+struct ChunkWriter {
+    sender: mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= EXPORT_CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(EXPORT_CHUNK_BYTES),
+        ));
+        self.sender
+            .blocking_send(Ok(chunk))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
+}
+
+/// `POST /admin/v1/events/import`: NDJSON lines of an export, loaded idempotently.
+pub async fn import_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    request_body: Body,
+) -> Result<Json<ImportSummary>, ApiError> {
+    require_admin(&state, &headers)?;
+    let bytes = body::read(&headers, request_body, IMPORT_BODY_LIMIT).await?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        ApiError::bad_request("invalid_body", format!("the body is not UTF-8: {e}"))
+    })?;
+    let lines: Vec<&str> = text.lines().collect();
+    let summary = state.ingestor.import(&lines, now_ms()).await?;
+    tracing::info!(
+        imported = summary.imported,
+        already_present = summary.already_present,
+        errors = summary.error_count,
+        "import finished"
+    );
+    Ok(Json(summary))
+}

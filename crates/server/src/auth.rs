@@ -1,0 +1,107 @@
+//! The admin token: given on the command line, or generated once and kept in the data
+//! directory, readable by its owner only.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+
+const TOKEN_FILE: &str = "admin-token";
+
+/// Where the admin token came from, for the startup message.
+pub enum TokenSource {
+    Given,
+    Stored(PathBuf),
+    Generated(PathBuf),
+}
+
+/// The token to use: `given` when set, else the one stored in `data_dir`, else a new one
+/// written there with mode 0600.
+pub fn admin_token(
+    given: Option<String>,
+    data_dir: &Path,
+) -> std::io::Result<(String, TokenSource)> {
+    if let Some(token) = given.filter(|t| !t.trim().is_empty()) {
+        return Ok((token.trim().to_string(), TokenSource::Given));
+    }
+    let path = data_dir.join(TOKEN_FILE);
+    match fs::read_to_string(&path) {
+        Ok(token) if !token.trim().is_empty() => {
+            return Ok((token.trim().to_string(), TokenSource::Stored(path)));
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    fs::create_dir_all(data_dir)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    file.write_all(token.as_bytes())?;
+    file.sync_all()?;
+    Ok((token, TokenSource::Generated(path)))
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`.
+pub fn is_admin(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+}
+
+/// Compares without stopping at the first difference, so timing tells nothing of the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn generated_token_is_private_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, source) = admin_token(None, dir.path()).unwrap();
+        let TokenSource::Generated(path) = source else {
+            panic!()
+        };
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let (again, source) = admin_token(None, dir.path()).unwrap();
+        assert_eq!(first, again);
+        assert!(matches!(source, TokenSource::Stored(_)));
+        let (given, _) = admin_token(Some("s3cret".into()), dir.path()).unwrap();
+        assert_eq!(given, "s3cret");
+    }
+
+    #[test]
+    fn bearer_token_must_match_exactly() {
+        let mut headers = HeaderMap::new();
+        assert!(!is_admin(&headers, "abc"));
+        headers.insert(AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert!(is_admin(&headers, "abc"));
+        assert!(!is_admin(&headers, "abcd"));
+        headers.insert(AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert!(!is_admin(&headers, "abc"));
+    }
+}

@@ -1,0 +1,97 @@
+//! Every refusal as `{"error": "<code>", "message": "..."}` with the status that fits.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use spoor_ingest::IngestError;
+use spoor_log::LogError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send the admin token as `Authorization: Bearer <token>` (see `spoor serve --help`)",
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            message,
+        )
+    }
+}
+
+impl From<&IngestError> for ApiError {
+    fn from(error: &IngestError) -> Self {
+        match error {
+            IngestError::Rejected { error, .. } => {
+                ApiError::bad_request(error.code.as_str(), error.message())
+            }
+            IngestError::UnknownSite { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_site", error.to_string())
+            }
+            IngestError::InvalidSite(message) => ApiError::bad_request("invalid_site", message),
+            IngestError::Log(LogError::RecordTooLarge(_)) => ApiError::too_large(error.to_string()),
+            IngestError::Log(_) | IngestError::Storage(_) => ApiError::unavailable(
+                "the event could not be stored; it was not acknowledged, so retry later",
+            ),
+        }
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(error: IngestError) -> Self {
+        ApiError::from(&error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code,
+            message: &self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,188 @@
+//! `/metrics`: what an operator watches. Label values are fixed names (event types, error
+//! codes, routes), never anything a client sent.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use spoor_ingest::IngestError;
+use spoor_protocol::EventKind;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AcceptedLabels {
+    pub event: &'static str,
+    /// `stored`, `duplicate` or `ignored`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectedLabels {
+    pub event: &'static str,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    accepted: Family<AcceptedLabels, Counter>,
+    rejected: Family<RejectedLabels, Counter>,
+    requests: Family<RouteLabels, Histogram>,
+    fsync: Histogram,
+    group_size: Histogram,
+    log_bytes: Gauge,
+    log_records: Gauge,
+    dedup_requests: Gauge,
+    dedup_orders: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to ~1.6 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("spoor");
+        let accepted = Family::<AcceptedLabels, Counter>::default();
+        registry.register(
+            "events_accepted",
+            "Events acknowledged, by event type and outcome",
+            accepted.clone(),
+        );
+        let rejected = Family::<RejectedLabels, Counter>::default();
+        registry.register(
+            "events_rejected",
+            "Events refused, by event type (`unknown` when unreadable) and reason",
+            rejected.clone(),
+        );
+        let requests =
+            Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route, method and status",
+            requests.clone(),
+        );
+        let fsync = latency_histogram();
+        registry.register(
+            "log_fsync_duration_seconds",
+            "Duration of each group commit's fdatasync",
+            fsync.clone(),
+        );
+        let group_size = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        registry.register(
+            "log_group_commit_records",
+            "Records made durable by one fsync",
+            group_size.clone(),
+        );
+        let log_bytes = Gauge::default();
+        registry.register(
+            "log_size_bytes",
+            "Bytes in the event log",
+            log_bytes.clone(),
+        );
+        let log_records = Gauge::default();
+        registry.register(
+            "log_records",
+            "Records in the event log",
+            log_records.clone(),
+        );
+        let dedup_requests = Gauge::default();
+        registry.register(
+            "dedup_recent_requests",
+            "Request hashes held to recognise client retries (24 h window)",
+            dedup_requests.clone(),
+        );
+        let dedup_orders = Gauge::default();
+        registry.register(
+            "dedup_orders",
+            "Order numbers held to recognise repeated purchases",
+            dedup_orders.clone(),
+        );
+        Metrics {
+            registry,
+            accepted,
+            rejected,
+            requests,
+            fsync,
+            group_size,
+            log_bytes,
+            log_records,
+            dedup_requests,
+            dedup_orders,
+        }
+    }
+
+    pub fn accepted(&self, event: Option<EventKind>, outcome: &'static str) {
+        let event = event.map_or("plugin", EventKind::as_str);
+        self.accepted
+            .get_or_create(&AcceptedLabels { event, outcome })
+            .inc();
+    }
+
+    pub fn rejected(&self, error: &IngestError) {
+        let (event, reason) = match error {
+            IngestError::Rejected { error, event } => (*event, error.code.as_str()),
+            IngestError::UnknownSite { event, .. } => (Some(*event), "unknown_site"),
+            IngestError::InvalidSite(_) => (None, "invalid_site"),
+            IngestError::Log(_) | IngestError::Storage(_) => (None, "storage_unavailable"),
+        };
+        self.rejected_as(event.map_or("unknown", EventKind::as_str), reason);
+    }
+
+    /// A refusal of a whole request before any event in it was read.
+    pub fn rejected_as(&self, event: &'static str, reason: &'static str) {
+        self.rejected
+            .get_or_create(&RejectedLabels { event, reason })
+            .inc();
+    }
+
+    pub fn request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RouteLabels {
+                route: route.to_string(),
+                method: method.to_string(),
+                status,
+            })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn group_commit(&self, fsync: Duration, records: usize) {
+        self.fsync.observe(fsync.as_secs_f64());
+        self.group_size.observe(records as f64);
+    }
+
+    /// The exposition text, with point-in-time gauges refreshed.
+    pub fn render(
+        &self,
+        log_bytes: Option<u64>,
+        log_records: u64,
+        dedup: (usize, usize),
+    ) -> String {
+        if let Some(bytes) = log_bytes {
+            self.log_bytes.set(bytes as i64);
+        }
+        self.log_records.set(log_records as i64);
+        self.dedup_requests.set(dedup.0 as i64);
+        self.dedup_orders.set(dedup.1 as i64);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}

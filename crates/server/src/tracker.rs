@@ -1,0 +1,259 @@
+//! The tracker endpoints shops already call: `POST /api/v2` and `POST /api/v2/batch`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use serde::Serialize;
+use serde_json::value::RawValue;
+use spoor_ingest::dedup::DuplicateOf;
+use spoor_ingest::{Accepted, IngestError, Outcome};
+
+use crate::body::{self, Framing};
+use crate::error::ApiError;
+use crate::{AppState, now_ms};
+
+/// The largest single event body, before and after decompression.
+pub const EVENT_BODY_LIMIT: usize = 1024 * 1024;
+/// The largest batch body, before and after decompression.
+pub const BATCH_BODY_LIMIT: usize = 16 * 1024 * 1024;
+/// The most events one batch may carry.
+pub const BATCH_MAX_EVENTS: usize = 500;
+
+#[derive(Serialize)]
+pub struct EventAnswer {
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'static str>,
+}
+
+impl From<&Accepted> for EventAnswer {
+    fn from(accepted: &Accepted) -> Self {
+        match accepted.outcome {
+            Outcome::Stored(position) => EventAnswer {
+                status: "ok",
+                position: Some(position),
+                message: None,
+            },
+            // "Duplicated request" is the phrase shop plugins look for.
+            Outcome::Duplicate(DuplicateOf::Request) => EventAnswer {
+                status: "duplicate",
+                position: None,
+                message: Some(
+                    "Duplicated request: an identical request was accepted within the last \
+                     24 hours; it is stored once",
+                ),
+            },
+            Outcome::Duplicate(DuplicateOf::Order) => EventAnswer {
+                status: "duplicate",
+                position: None,
+                message: Some(
+                    "Duplicated request: this site already sent a purchase with this \
+                     OrderNumber; it is stored once",
+                ),
+            },
+            Outcome::Ignored => EventAnswer {
+                status: "ignored",
+                position: None,
+                message: Some("plugin log record acknowledged; spoor does not store plugin logs"),
+            },
+        }
+    }
+}
+
+fn outcome_label(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Stored(_) => "stored",
+        Outcome::Duplicate(_) => "duplicate",
+        Outcome::Ignored => "ignored",
+    }
+}
+
+/// Counts an item's result and logs a rejection by code and field path: never its message,
+/// which may quote a value the client sent (an email, a phone).
+fn record(state: &AppState, result: &Result<Accepted, IngestError>) {
+    match result {
+        Ok(accepted) => state
+            .metrics
+            .accepted(accepted.event, outcome_label(&accepted.outcome)),
+        Err(error) => {
+            state.metrics.rejected(error);
+            match error {
+                IngestError::Rejected { error, event } => tracing::debug!(
+                    code = error.code.as_str(),
+                    path = error.path.as_deref().unwrap_or(""),
+                    event = event.map(|e| e.as_str()),
+                    "event rejected"
+                ),
+                IngestError::UnknownSite { event, .. } => {
+                    tracing::debug!(
+                        event = event.as_str(),
+                        "event for an unregistered site rejected"
+                    )
+                }
+                other => tracing::warn!(error = %other, "event not stored"),
+            }
+        }
+    }
+}
+
+/// `POST /api/v2`: one event, acknowledged once durable.
+pub async fn track(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<EventAnswer>, ApiError> {
+    let bytes = read_body(&state, &headers, body, false, EVENT_BODY_LIMIT)
+        .await?
+        .1;
+    let result = state.ingestor.ingest_one(&bytes, now_ms()).await;
+    record(&state, &result);
+    result
+        .map(|accepted| Json(EventAnswer::from(&accepted)))
+        .map_err(ApiError::from)
+}
+
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    allow_ndjson: bool,
+    limit: usize,
+) -> Result<(Framing, Vec<u8>), ApiError> {
+    let read = async {
+        let framing = body::framing(headers, allow_ndjson)?;
+        Ok((framing, body::read(headers, body, limit).await?))
+    };
+    read.await
+        .inspect_err(|e: &ApiError| state.metrics.rejected_as("unknown", e.code))
+}
+
+#[derive(Serialize)]
+pub struct BatchAnswer {
+    accepted: usize,
+    duplicates: usize,
+    rejected: usize,
+    results: Vec<ItemAnswer>,
+}
+
+#[derive(Serialize)]
+pub struct ItemAnswer {
+    index: usize,
+    #[serde(flatten)]
+    answer: ItemResult,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ItemResult {
+    Accepted(EventAnswer),
+    Rejected {
+        status: &'static str,
+        error: &'static str,
+        message: String,
+    },
+}
+
+/// `POST /api/v2/batch`: a JSON array or NDJSON of up to [`BATCH_MAX_EVENTS`] events.
+pub async fn track_batch(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<BatchAnswer>, ApiError> {
+    let (framing, bytes) = read_body(&state, &headers, body, true, BATCH_BODY_LIMIT).await?;
+    let cleaned = spoor_protocol::json::tolerate_nbsp(&bytes);
+    let items = split_batch(&cleaned, framing)
+        .inspect_err(|e| state.metrics.rejected_as("unknown", e.code))?;
+    let results = state.ingestor.ingest_many(&items, now_ms()).await;
+    let mut answer = BatchAnswer {
+        accepted: 0,
+        duplicates: 0,
+        rejected: 0,
+        results: Vec::with_capacity(results.len()),
+    };
+    for (index, result) in results.iter().enumerate() {
+        record(&state, result);
+        let item = match result {
+            Ok(accepted) => {
+                match accepted.outcome {
+                    Outcome::Duplicate(_) => answer.duplicates += 1,
+                    _ => answer.accepted += 1,
+                }
+                ItemResult::Accepted(EventAnswer::from(accepted))
+            }
+            Err(error) => {
+                answer.rejected += 1;
+                let api = ApiError::from(error);
+                ItemResult::Rejected {
+                    status: "rejected",
+                    error: api.code,
+                    message: api.message,
+                }
+            }
+        };
+        answer.results.push(ItemAnswer {
+            index,
+            answer: item,
+        });
+    }
+    Ok(Json(answer))
+}
+
+/// The items of a batch body: the elements of a JSON array, or the lines of NDJSON.
+fn split_batch(body: &[u8], framing: Framing) -> Result<Vec<&[u8]>, ApiError> {
+    let is_array = framing == Framing::Json && body.trim_ascii_start().starts_with(b"[");
+    let items: Vec<&[u8]> = if is_array {
+        serde_json::from_slice::<Vec<&RawValue>>(body)
+            .map_err(|e| {
+                let e = spoor_protocol::ProtocolError::invalid_json(&e);
+                ApiError::bad_request(e.code.as_str(), e.message())
+            })?
+            .into_iter()
+            .map(|raw| raw.get().as_bytes())
+            .collect()
+    } else {
+        body.split(|b| *b == b'\n')
+            .map(<[u8]>::trim_ascii)
+            .filter(|line| !line.is_empty())
+            .collect()
+    };
+    if items.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_batch",
+            "the batch holds no events: send a JSON array or NDJSON lines of events",
+        ));
+    }
+    if items.len() > BATCH_MAX_EVENTS {
+        return Err(ApiError::too_large(format!(
+            "the batch holds {} events; at most {BATCH_MAX_EVENTS} are accepted per request",
+            items.len()
+        )));
+    }
+    Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_as_arrays_or_lines() {
+        let array = split_batch(br#" [{"a": 1}, {"b": [2]}] "#, Framing::Json).unwrap();
+        assert_eq!(array, [&b"{\"a\": 1}"[..], &b"{\"b\": [2]}"[..]]);
+        let lines = split_batch(b"{\"a\":1}\r\n\n{\"b\":2}\n", Framing::Ndjson).unwrap();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            split_batch(b"  ", Framing::Json).unwrap_err().code,
+            "empty_batch"
+        );
+        let many = format!("[{}]", vec!["{}"; 501].join(","));
+        assert_eq!(
+            split_batch(many.as_bytes(), Framing::Json)
+                .unwrap_err()
+                .status,
+            413
+        );
+    }
+}
