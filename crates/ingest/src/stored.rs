@@ -18,6 +18,9 @@ pub struct StoredRecord {
     pub content: RecordContent,
 }
 
+/// Nearly every record is an event, so boxing it to shrink the rare contact link would
+/// cost an allocation on every record for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum RecordContent {

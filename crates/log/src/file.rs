@@ -64,7 +64,7 @@ impl Segment {
     }
 
     fn note_record(&mut self, offset: u64, len: u64) {
-        if self.count % INDEX_EVERY == 0 {
+        if self.count.is_multiple_of(INDEX_EVERY) {
             self.index.push((self.base + self.count, offset));
         }
         self.count += 1;

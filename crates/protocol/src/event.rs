@@ -308,6 +308,9 @@ pub struct PluginLog {
 }
 
 /// Whatever a body posted to `/api/v2` turned out to be.
+// Made once per request and taken apart at once: boxing the event would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
     Event(TrackerEvent),

@@ -459,7 +459,7 @@ fn category_key(node: &Node<'_>) -> Result<String> {
     let body = as_object(node)?;
     match body.get_any(&["Category", "category"]) {
         Some((key, value)) => {
-            as_object(&Node::root(value, &body.child_path(key)))?.required_text(&["categoryKey"])
+            as_object(&Node::root(value, body.child_path(key)))?.required_text(&["categoryKey"])
         }
         None => body.required_text(&["categoryKey"]),
     }

@@ -113,8 +113,8 @@ impl<'a> Node<'a> {
             Value::Null => Ok(None),
             Value::Bool(b) => Ok(Some(*b)),
             Value::Number(n) => match n.as_f64() {
-                Some(f) if f == 0.0 => Ok(Some(false)),
-                Some(f) if f == 1.0 => Ok(Some(true)),
+                Some(0.0) => Ok(Some(false)),
+                Some(1.0) => Ok(Some(true)),
                 _ => Err(self.invalid(expected)),
             },
             Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {

@@ -105,7 +105,7 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u
 }
 
 pub fn human_bytes(bytes: usize) -> String {
-    if bytes >= 1024 * 1024 && bytes % (1024 * 1024) == 0 {
+    if bytes >= 1024 * 1024 && bytes.is_multiple_of(1024 * 1024) {
         format!("{} MiB", bytes / (1024 * 1024))
     } else {
         format!("{bytes} bytes")

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Ingest benchmark: durable spoor against a bare axum server that parses the same body
+# without storing it, loaded in turn by wrk on loopback, plus the disk's fdatasync latency
+# measured in the same run. Prints every figure and the comparison; changes nothing kept.
+#
+#   bench/ingest.sh                 # 2 rounds of 15 s per server
+#   ROUNDS=3 DURATION=20s bench/ingest.sh
+#
+# Needs wrk (installed with apt-get when missing) and python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-256}
+DURATION=${DURATION:-15s}
+ROUNDS=${ROUNDS:-2}
+BARE_ADDR=127.0.0.1:18081
+SPOOR_ADDR=127.0.0.1:18080
+SPEC=../shared/spec/yespo-tracker-rest-api.md
+
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+cargo build --release -q -p spoor -p spoor-server --example bare_server
+cargo build --release -q -p spoor-log --example fsync_probe
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The spec's ProductPage example, exactly as printed, with a unique sc cookie per request.
+python3 - "$SPEC" "$work/load.lua" <<'PY'
+import re, sys
+spec = open(sys.argv[1], encoding="utf-8").read()
+example = re.findall(r"```json\n(.*?)```", spec, re.S)[0]
+assert '"eventName": "ProductPage"' in example
+template = example.replace("CDA68358-94FB-4D83-9655-3FEB3C4114A3", "bench-%d-%d")
+lua = """
+local counter = 0
+local next_thread = 0
+function setup(thread)
+  thread:set("id", next_thread)
+  next_thread = next_thread + 1
+end
+local template = [==[%s]==]
+local headers = { ["Content-Type"] = "application/json" }
+function request()
+  counter = counter + 1
+  return wrk.format("POST", "/api/v2", headers, string.format(template, id, counter))
+end
+""" % template.replace("%", "%%").replace("bench-%%d-%%d", "bench-%d-%d")
+open(sys.argv[2], "w", encoding="utf-8").write(lua)
+PY
+
+target/release/examples/bare_server "$BARE_ADDR" 2>"$work/bare.log" &
+pids+=($!)
+SPOOR_LOG=warn target/release/spoor serve --listen "$SPOOR_ADDR" --data "$work/data" \
+  --site 8A412DC --admin-token bench 2>"$work/spoor.log" &
+pids+=($!)
+for addr in "$BARE_ADDR" "$SPOOR_ADDR"; do
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://$addr/" && break
+    sleep 0.1
+  done
+done
+
+# Prints "<requests/s> <p99 ms> <non-2xx>" for one wrk run.
+load() {
+  local out
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$1" --latency -s "$work/load.lua" "http://$2/api/v2")
+  echo "$out" >>"$work/wrk.txt"
+  python3 - "$out" <<'PY'
+import re, sys
+text = sys.argv[1]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+value, unit = re.search(r"\s99%\s+([\d.]+)(us|ms|s)\b", text).groups()
+p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+errors = re.search(r"Socket errors: .*", text)
+print(f"{rps:.0f} {p99:.2f} {bad.group(1) if bad else 0} {errors.group(0) if errors else ''}")
+PY
+}
+
+echo "warm-up..."
+load 3s "$BARE_ADDR" >/dev/null
+load 3s "$SPOOR_ADDR" >/dev/null
+
+bare_rps=(); bare_p99=(); spoor_rps=(); spoor_p99=()
+for round in $(seq "$ROUNDS"); do
+  read -r rps p99 bad rest <<<"$(load "$DURATION" "$BARE_ADDR")"
+  echo "round $round  bare : $rps req/s  p99 $p99 ms  non-2xx $bad $rest"
+  bare_rps+=("$rps"); bare_p99+=("$p99")
+  read -r rps p99 bad rest <<<"$(load "$DURATION" "$SPOOR_ADDR")"
+  echo "round $round  spoor: $rps req/s  p99 $p99 ms  non-2xx $bad $rest"
+  spoor_rps+=("$rps"); spoor_p99+=("$p99")
+done
+
+fsync=$(target/release/examples/fsync_probe "$work" 1000)
+groups=$(curl -s "http://$SPOOR_ADDR/metrics" | python3 -c '
+import re, sys
+text = sys.stdin.read()
+count = float(re.search(r"^spoor_log_group_commit_records_count (\S+)", text, re.M).group(1))
+total = float(re.search(r"^spoor_log_group_commit_records_sum (\S+)", text, re.M).group(1))
+print(f"{count:.0f} fsyncs, {total / count:.1f} records per fsync on average")')
+
+python3 - "${bare_rps[*]}" "${bare_p99[*]}" "${spoor_rps[*]}" "${spoor_p99[*]}" "$fsync" "$groups" <<'PY'
+import json, statistics, sys
+bare_rps, bare_p99, spoor_rps, spoor_p99 = ([float(x) for x in a.split()] for a in sys.argv[1:5])
+fsync, groups = json.loads(sys.argv[5]), sys.argv[6]
+b, s = statistics.mean(bare_rps), statistics.mean(spoor_rps)
+bp, sp = statistics.mean(bare_p99), statistics.mean(spoor_p99)
+print()
+print(f"bare server   : {b:,.0f} req/s, p99 {bp:.2f} ms")
+print(f"spoor (fsync) : {s:,.0f} req/s, p99 {sp:.2f} ms")
+print(f"throughput ratio spoor/bare: {s / b:.1%}   (goal >= 70%)")
+print(f"p99 difference: {sp - bp:+.2f} ms          (goal <= +10 ms)")
+print(f"disk fdatasync: p50 {fsync['fdatasync_ms_p50']:.2f} ms, p99 {fsync['fdatasync_ms_p99']:.2f} ms")
+print(f"group commit  : {groups}")
+PY

@@ -1,0 +1,253 @@
+//! The server's life: start, administration, graceful shutdown, restart, export and
+//! import, through the real binary.
+
+mod common;
+
+use std::io::Write;
+
+use common::{ADMIN_TOKEN, Server, client, export, post_json, spoor};
+use serde_json::{Value, json};
+
+fn view(site: &str, sc: &str) -> String {
+    json!({"GeneralInfo": {"eventName": "ProductPage", "siteId": site, "cookies": {"sc": sc}},
+           "ProductPage": {"Product": {"productKey": "1", "price": 5}}})
+    .to_string()
+}
+
+async fn admin_get(server: &Server, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = client().get(server.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn graceful_shutdown_restart_and_duplicates_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &["S1"]);
+    for i in 0..20 {
+        let (status, _) = post_json(&server.url("/api/v2"), view("S1", &format!("v{i}"))).await;
+        assert_eq!(status, 200);
+    }
+    let status = server.terminate();
+    assert!(status.success(), "SIGTERM should exit 0, got {status}");
+    assert!(server.log_text().contains("stopped cleanly"));
+
+    let server = Server::start(&data, &["S1"]);
+    let (status, answer) = post_json(&server.url("/api/v2"), view("S1", "v3")).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("duplicate"))
+    );
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("Duplicated request")
+    );
+    let (status, answer) = post_json(&server.url("/api/v2"), view("S1", "v20")).await;
+    assert_eq!((status, answer["position"].as_u64()), (200, Some(20)));
+
+    assert_eq!(admin_get(&server, "/healthz", None).await.0, 200);
+    assert_eq!(admin_get(&server, "/readyz", None).await.0, 200);
+    let (_, metrics) = admin_get(&server, "/metrics", None).await;
+    assert!(metrics.contains("spoor_log_records 21"), "{metrics}");
+    assert!(metrics.contains("spoor_log_fsync_duration_seconds_count"));
+    let (status, body) = admin_get(&server, "/nowhere", None).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("POST /api/v2"));
+
+    // A gzip body is accepted like a plain one.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(view("S1", "gzipped").as_bytes()).unwrap();
+    let response = client()
+        .post(server.url("/api/v2"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(export(&data, &[]).len(), 22);
+}
+
+#[tokio::test]
+async fn sites_are_administered_with_the_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &[]);
+
+    let (status, body) = post_json(&server.url("/api/v2"), view("8A412DC", "a")).await;
+    assert_eq!(status, 404);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("spoor serve --site 8A412DC")
+    );
+
+    assert_eq!(admin_get(&server, "/admin/v1/sites", None).await.0, 401);
+    assert_eq!(
+        admin_get(&server, "/admin/v1/sites", Some("wrong")).await.0,
+        401
+    );
+
+    let create = |body: Value| {
+        client()
+            .post(server.url("/admin/v1/sites"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+    };
+    let response = create(json!({"siteId": "8A412DC", "name": "Demo shop"}))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let response = create(json!({"siteId": "8A412DC"})).await.unwrap();
+    assert_eq!(response.status(), 409);
+    let response = create(json!({"name": "Generated"})).await.unwrap();
+    assert_eq!(response.status(), 201);
+    let generated: Value = response.json().await.unwrap();
+    let id = generated["siteId"].as_str().unwrap();
+    assert!(
+        id.len() == 7
+            && id
+                .chars()
+                .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+    );
+    let response = create(json!({"siteId": "has space"})).await.unwrap();
+    assert_eq!(response.status(), 400);
+
+    let (status, list) = admin_get(&server, "/admin/v1/sites", Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["sites"].as_array().unwrap().len(), 2);
+
+    let (status, _) = post_json(&server.url("/api/v2"), view("8A412DC", "a")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn export_and_import_through_the_cli_and_the_admin_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let source_data = dir.path().join("source");
+    let source = Server::start(&source_data, &["S1", "S2"]);
+    for i in 0..30 {
+        let site = if i % 3 == 0 { "S2" } else { "S1" };
+        post_json(&source.url("/api/v2"), view(site, &format!("e{i}"))).await;
+    }
+
+    // The admin endpoint streams the same export the CLI writes.
+    let (status, streamed) = admin_get(&source, "/admin/v1/events/export", Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 200);
+    let cli_export = export(&source_data, &[]);
+    let streamed: Vec<Value> = streamed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(streamed, cli_export);
+    assert_eq!(export(&source_data, &["--site", "S2"]).len(), 10);
+    let (_, only_s2) = admin_get(
+        &source,
+        "/admin/v1/events/export?site=S2",
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(only_s2.lines().count(), 10);
+    assert_eq!(
+        admin_get(&source, "/admin/v1/events/export", None).await.0,
+        401
+    );
+
+    let file = dir.path().join("events.ndjson");
+    let output = spoor()
+        .args(["events", "export", "--data"])
+        .arg(&source_data)
+        .arg("--output")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+
+    // Into a running server, twice: stored once.
+    let target = Server::start(&dir.path().join("target"), &[]);
+    for expected_imported in [30, 0] {
+        let output = spoor()
+            .args([
+                "events",
+                "import",
+                "--url",
+                &target.base,
+                "--admin-token",
+                ADMIN_TOKEN,
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert_eq!(summary["imported"], expected_imported, "{summary}");
+    }
+    let (_, target_export) = admin_get(&target, "/admin/v1/events/export", Some(ADMIN_TOKEN)).await;
+    let target_export: Vec<Value> = target_export
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(target_export, cli_export);
+
+    // Into a data directory no server holds; refused while a server holds it.
+    let offline = dir.path().join("offline");
+    let output = spoor()
+        .args(["events", "import", "--data"])
+        .arg(&offline)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(export(&offline, &[]), cli_export);
+    let output = spoor()
+        .args(["events", "import", "--data"])
+        .arg(&source_data)
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("another spoor process"));
+}
+
+#[test]
+fn help_documents_every_command_and_flag() {
+    let output = spoor().arg("--help").output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(help.contains("serve") && help.contains("events"));
+    let output = spoor().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    for flag in [
+        "--listen",
+        "SPOOR_LISTEN",
+        "--data",
+        "SPOOR_DATA",
+        "--site",
+        "--admin-token",
+        "SPOOR_ADMIN_TOKEN",
+    ] {
+        assert!(help.contains(flag), "serve --help lacks {flag}");
+    }
+    let output = spoor()
+        .args(["events", "export", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(help.contains("--since") && help.contains("--site"));
+}
