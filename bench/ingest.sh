@@ -19,7 +19,8 @@ SPOOR_ADDR=127.0.0.1:18080
 SPEC=../shared/spec/yespo-tracker-rest-api.md
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release -q -p spoor -p spoor-server --example bare_server
+cargo build --release -q -p spoor
+cargo build --release -q -p spoor-server --example bare_server
 cargo build --release -q -p spoor-log --example fsync_probe
 
 work=$(mktemp -d)
@@ -61,8 +62,9 @@ SPOOR_LOG=warn target/release/spoor serve --listen "$SPOOR_ADDR" --data "$work/d
   --site 8A412DC --admin-token bench 2>"$work/spoor.log" &
 pids+=($!)
 for addr in "$BARE_ADDR" "$SPOOR_ADDR"; do
-  for _ in $(seq 100); do
+  for attempt in $(seq 100); do
     curl -s -o /dev/null "http://$addr/" && break
+    [ "$attempt" -lt 100 ] || { echo "nothing answers on $addr:"; cat "$work"/*.log; exit 1; }
     sleep 0.1
   done
 done

@@ -24,6 +24,11 @@ pub struct ServeArgs {
     #[arg(long = "site", value_name = "ID")]
     sites: Vec<String>,
 
+    /// Size of each event log segment file, in MiB. Segments are created at full size
+    /// (zero-filled) so that commits sync only data.
+    #[arg(long, env = "SPOOR_LOG_SEGMENT_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    log_segment_mib: u64,
+
     /// Token for /admin/v1 (`Authorization: Bearer <token>`). When absent, one is
     /// generated at first start and kept in <data>/admin-token, readable by its owner only.
     #[arg(long, env = "SPOOR_ADMIN_TOKEN", hide_env_values = true)]
@@ -39,12 +44,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let metrics = metrics.clone();
         Box::new(move |fsync, records| metrics.group_commit(fsync, records))
     };
-    let log = FileLog::open(
-        &args.data.log_dir(),
-        FileLogConfig::default(),
-        Some(observer),
-    )
-    .with_context(|| format!("open the event log in {}", args.data.log_dir().display()))?;
+    let config = FileLogConfig {
+        segment_bytes: args.log_segment_mib * 1024 * 1024,
+        ..FileLogConfig::default()
+    };
+    let log = FileLog::open(&args.data.log_dir(), config, Some(observer))
+        .with_context(|| format!("open the event log in {}", args.data.log_dir().display()))?;
     let sites = SiteRegistry::open(data_dir)?;
     for site in &args.sites {
         let (_, registration) = sites.register(Some(site), None, now_ms())?;

@@ -11,8 +11,15 @@ use spoor_log::{FileLog, FileLogConfig};
 
 const NOW: i64 = 1_700_000_000_000;
 
+fn small_log() -> FileLogConfig {
+    FileLogConfig {
+        segment_bytes: 1024 * 1024,
+        ..FileLogConfig::default()
+    }
+}
+
 fn open(dir: &Path) -> Ingestor {
-    let log = FileLog::open(&dir.join("log"), FileLogConfig::default(), None).unwrap();
+    let log = FileLog::open(&dir.join("log"), small_log(), None).unwrap();
     let sites = SiteRegistry::open(dir).unwrap();
     sites.register(Some("S1"), None, NOW).unwrap();
     Ingestor::open(Arc::new(log), sites, NOW).unwrap()
@@ -126,12 +133,7 @@ async fn export_then_import_elsewhere_twice_stores_each_record_once() {
     let lines: Vec<&str> = text.lines().collect();
 
     let target_dir = tempfile::tempdir().unwrap();
-    let log = FileLog::open(
-        &target_dir.path().join("log"),
-        FileLogConfig::default(),
-        None,
-    )
-    .unwrap();
+    let log = FileLog::open(&target_dir.path().join("log"), small_log(), None).unwrap();
     let target = Ingestor::open(
         Arc::new(log),
         SiteRegistry::open(target_dir.path()).unwrap(),

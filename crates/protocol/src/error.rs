@@ -60,6 +60,19 @@ impl ProtocolError {
         }
     }
 
+    /// The same error, for a value that was reached through `prefix`: paths are built
+    /// from the inside out, and only when something is wrong.
+    pub fn within(mut self, prefix: &str) -> Self {
+        self.path = Some(match self.path.take() {
+            None => prefix.to_string(),
+            Some(inner) if inner.starts_with('[') || prefix.is_empty() => {
+                format!("{prefix}{inner}")
+            }
+            Some(inner) => format!("{prefix}.{inner}"),
+        });
+        self
+    }
+
     /// `path: detail`, or just the detail when the problem is the whole body.
     pub fn message(&self) -> String {
         match &self.path {

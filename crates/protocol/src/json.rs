@@ -24,7 +24,7 @@ pub fn from_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtocolError> 
 /// `body` with every U+00A0 outside string literals replaced by two spaces.
 pub fn tolerate_nbsp(body: &[u8]) -> Cow<'_, [u8]> {
     let body = body.strip_prefix(&BOM).unwrap_or(body);
-    if !body.windows(2).any(|w| w == NBSP) {
+    if memchr::memmem::find(body, &NBSP).is_none() {
         return Cow::Borrowed(body);
     }
     let mut out = body.to_vec();

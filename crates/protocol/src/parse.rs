@@ -330,8 +330,9 @@ fn list_of<T>(
         .iter()
         .enumerate()
         .map(|(i, value)| {
-            let item_path = format!("{path}[{i}]");
-            item(&as_object(&Node::root(value, &item_path))?)
+            as_object(&Node::root(value, String::new()))
+                .and_then(|obj| item(&obj))
+                .map_err(|e| e.within(&format!("{path}[{i}]")))
         })
         .collect()
 }

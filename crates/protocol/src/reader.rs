@@ -178,13 +178,14 @@ impl<'a> Node<'a> {
             Value::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
-                    let path = format!("{}[{i}]", self.path);
-                    let node = Node::root(item, &path);
                     match item {
                         Value::String(s) => out.push(s.clone()),
                         Value::Number(n) => out.push(n.to_string()),
                         Value::Bool(b) => out.push(b.to_string()),
-                        _ => return Err(node.invalid("a string")),
+                        _ => {
+                            let path = format!("{}[{i}]", self.path);
+                            return Err(Node::root(item, path).invalid("a string"));
+                        }
                     }
                 }
                 Ok(out)
@@ -236,7 +237,9 @@ impl<'a> Obj<'a> {
     ) -> Result<Option<T>> {
         match self.get_any(keys) {
             None => Ok(None),
-            Some((key, value)) => read(&Node::root(value, self.child_path(key))),
+            Some((key, value)) => {
+                read(&Node::root(value, String::new())).map_err(|e| e.within(&self.child_path(key)))
+            }
         }
     }
 
@@ -270,8 +273,11 @@ impl<'a> Obj<'a> {
         let mut tags = BTreeMap::new();
         for (key, value) in self.map {
             if key.starts_with("tag_") {
-                let path = self.child_path(key);
-                tags.insert(key.clone(), Node::root(value, &path).string_list()?);
+                let list = Node::root(value, String::new()).string_list();
+                tags.insert(
+                    key.clone(),
+                    list.map_err(|e| e.within(&self.child_path(key)))?,
+                );
             }
         }
         Ok(tags)
@@ -290,8 +296,11 @@ impl<'a> Obj<'a> {
         let tags = Obj::new(map, path.clone());
         let mut out = BTreeMap::new();
         for (name, list) in map {
-            let list_path = tags.child_path(name);
-            out.insert(name.clone(), Node::root(list, &list_path).string_list()?);
+            let list = Node::root(list, String::new()).string_list();
+            out.insert(
+                name.clone(),
+                list.map_err(|e| e.within(&tags.child_path(name)))?,
+            );
         }
         Ok(out)
     }

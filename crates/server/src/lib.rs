@@ -31,23 +31,54 @@ pub struct AppState {
     pub admin_token: Arc<str>,
 }
 
+/// Route templates. Also the `route` label of request metrics: a fixed set, whatever path
+/// a client sends.
+mod routes {
+    pub const TRACK: &str = "/api/v2";
+    pub const TRACK_BATCH: &str = "/api/v2/batch";
+    pub const SITES: &str = "/admin/v1/sites";
+    pub const EXPORT: &str = "/admin/v1/events/export";
+    pub const IMPORT: &str = "/admin/v1/events/import";
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
+    pub const METRICS: &str = "/metrics";
+    pub const ALL: [&str; 8] = [
+        TRACK,
+        TRACK_BATCH,
+        SITES,
+        EXPORT,
+        IMPORT,
+        HEALTHZ,
+        READYZ,
+        METRICS,
+    ];
+}
+
+fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    let path = matched.map_or("", MatchedPath::as_str);
+    routes::ALL
+        .into_iter()
+        .find(|r| *r == path)
+        .unwrap_or("unmatched")
+}
+
 /// Every route spoor serves.
 pub fn router(state: AppState) -> Router {
     Router::new()
         // The tracker API, as shops already call it.
-        .route("/api/v2", post(tracker::track))
-        .route("/api/v2/batch", post(tracker::track_batch))
+        .route(routes::TRACK, post(tracker::track))
+        .route(routes::TRACK_BATCH, post(tracker::track_batch))
         // Administration: admin token required.
         .route(
-            "/admin/v1/sites",
+            routes::SITES,
             get(admin::list_sites).post(admin::create_site),
         )
-        .route("/admin/v1/events/export", get(admin::export_events))
-        .route("/admin/v1/events/import", post(admin::import_events))
+        .route(routes::EXPORT, get(admin::export_events))
+        .route(routes::IMPORT, post(admin::import_events))
         // Operations.
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        .route(routes::HEALTHZ, get(healthz))
+        .route(routes::READYZ, get(readyz))
+        .route(routes::METRICS, get(metrics_text))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -74,19 +105,12 @@ pub fn now_ms() -> i64 {
 
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let start = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_string();
+    let route = route_label(request.extensions().get::<MatchedPath>());
     let method = request.method().clone();
     let response = next.run(request).await;
-    state.metrics.request(
-        &route,
-        method.as_str(),
-        response.status().as_u16(),
-        start.elapsed(),
-    );
+    state
+        .metrics
+        .request(route, &method, response.status().as_u16(), start.elapsed());
     response
 }
 

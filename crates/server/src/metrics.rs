@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use axum::http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,8 +28,8 @@ pub struct RejectedLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
-    pub method: String,
+    pub route: &'static str,
+    pub method: &'static str,
     pub status: u16,
 }
 
@@ -152,11 +153,12 @@ impl Metrics {
             .inc();
     }
 
-    pub fn request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+    /// `route` is a route template from the router, never a client's path.
+    pub fn request(&self, route: &'static str, method: &Method, status: u16, elapsed: Duration) {
         self.requests
             .get_or_create(&RouteLabels {
-                route: route.to_string(),
-                method: method.to_string(),
+                route,
+                method: method_label(method),
                 status,
             })
             .observe(elapsed.as_secs_f64());
@@ -184,5 +186,18 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
         out
+    }
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
     }
 }

@@ -35,6 +35,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--admin-token",
                 ADMIN_TOKEN,
+                "--log-segment-mib",
+                "2",
             ])
             .arg("--data")
             .arg(data)

@@ -1,17 +1,20 @@
 //! The embedded log: a directory of segment files written by one thread with group commit.
 //!
 //! Appenders hand their records to the writer thread over a channel. The writer takes
-//! everything waiting, writes it with one `write`, makes it durable with one `fdatasync`,
+//! everything waiting, writes it with one `pwrite`, makes it durable with one `fdatasync`,
 //! and only then answers each appender. While one fsync runs, the next group gathers, so
 //! the number of fsyncs per second stays bounded by the disk while throughput grows with
 //! the number of concurrent appenders.
 //!
-//! Segments are named by the position of their first record (`00000000000000000000.log`).
-//! On open, every segment is checked record by record; a torn record at the end of the
-//! last segment (a crash mid-write) is cut off, and damage anywhere else stops the open.
+//! Segments are named by the position of their first record (`00000000000000000000.log`)
+//! and preallocated (see [`segment`]). On open, every segment is checked record by record;
+//! a torn write at the end of the last segment (a crash mid-write) is cleared, and damage
+//! anywhere else stops the open.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+mod segment;
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -23,16 +26,14 @@ use tokio::sync::oneshot;
 
 use crate::record::{self, HEADER_BYTES};
 use crate::{AppendFuture, EventLog, LogError, MAX_RECORD_BYTES, Position, Record};
-
-const SEGMENT_SUFFIX: &str = ".log";
-/// A sparse index entry every this many records bounds the scan to reach a position.
-const INDEX_EVERY: u64 = 1024;
+use segment::{Preparer, Segment, create_segment, read_segment, recover};
 
 /// Called after each group commit with the fsync's duration and the records it made durable.
 pub type GroupCommitObserver = Box<dyn Fn(Duration, usize) + Send + 'static>;
 
 pub struct FileLogConfig {
-    /// A segment is closed and a new one started once it reaches this size.
+    /// The size each segment file is created at; a new segment starts when a group of
+    /// records no longer fits.
     pub segment_bytes: u64,
     /// The most bytes one group commit writes before it syncs.
     pub max_group_bytes: usize,
@@ -41,34 +42,9 @@ pub struct FileLogConfig {
 impl Default for FileLogConfig {
     fn default() -> Self {
         FileLogConfig {
-            segment_bytes: 128 * 1024 * 1024,
-            max_group_bytes: 8 * 1024 * 1024,
+            segment_bytes: 64 * 1024 * 1024,
+            max_group_bytes: 4 * 1024 * 1024,
         }
-    }
-}
-
-struct Segment {
-    base: Position,
-    path: PathBuf,
-    /// Durable bytes: readers never look past this.
-    len: u64,
-    /// Records in the segment.
-    count: u64,
-    /// (position, byte offset) every [`INDEX_EVERY`] records.
-    index: Vec<(Position, u64)>,
-}
-
-impl Segment {
-    fn end(&self) -> Position {
-        self.base + self.count
-    }
-
-    fn note_record(&mut self, offset: u64, len: u64) {
-        if self.count.is_multiple_of(INDEX_EVERY) {
-            self.index.push((self.base + self.count, offset));
-        }
-        self.count += 1;
-        self.len = offset + len;
     }
 }
 
@@ -100,23 +76,21 @@ impl FileLog {
         config: FileLogConfig,
         observer: Option<GroupCommitObserver>,
     ) -> Result<Self, LogError> {
-        fs::create_dir_all(dir)
+        std::fs::create_dir_all(dir)
             .map_err(|e| LogError::io(format!("create {}", dir.display()), e))?;
         let lock = lock_dir(dir)?;
         let mut segments = recover(dir, true)?;
         if segments.is_empty() {
-            segments.push(create_segment(dir, 0)?);
+            segments.push(create_segment(dir, 0, config.segment_bytes, None)?);
         }
+        let preparer = Preparer::start(dir, config.segment_bytes)?;
+        preparer.request();
         let tail = segments.last().expect("at least one segment");
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&tail.path)
-            .map_err(|e| LogError::io(format!("open {}", tail.path.display()), e))?;
-        let end = tail.end();
+        let file = open_for_writing(&tail.path)?;
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
+            end: AtomicU64::new(tail.end()),
             segments: RwLock::new(segments),
-            end: AtomicU64::new(end),
             failed: AtomicBool::new(false),
         });
         let (sender, receiver) = mpsc::channel();
@@ -125,6 +99,7 @@ impl FileLog {
             file,
             config,
             observer,
+            preparer,
             buf: Vec::new(),
         };
         let writer = std::thread::Builder::new()
@@ -173,6 +148,24 @@ impl FileLog {
             let _ = writer.join();
         }
     }
+
+    fn submit(
+        &self,
+        records: Vec<Vec<u8>>,
+    ) -> Result<oneshot::Receiver<Result<Position, LogError>>, LogError> {
+        let sender = self.sender.as_ref().ok_or(LogError::ReadOnly)?;
+        if let Some(big) = records.iter().find(|r| r.len() > MAX_RECORD_BYTES) {
+            return Err(LogError::RecordTooLarge(big.len()));
+        }
+        if self.has_failed() {
+            return Err(LogError::Failed);
+        }
+        let (reply, receiver) = oneshot::channel();
+        sender
+            .send(AppendRequest { records, reply })
+            .map_err(|_| LogError::Closed)?;
+        Ok(receiver)
+    }
 }
 
 impl Drop for FileLog {
@@ -214,24 +207,11 @@ impl EventLog for FileLog {
     }
 }
 
-impl FileLog {
-    fn submit(
-        &self,
-        records: Vec<Vec<u8>>,
-    ) -> Result<oneshot::Receiver<Result<Position, LogError>>, LogError> {
-        let sender = self.sender.as_ref().ok_or(LogError::ReadOnly)?;
-        if let Some(big) = records.iter().find(|r| r.len() > MAX_RECORD_BYTES) {
-            return Err(LogError::RecordTooLarge(big.len()));
-        }
-        if self.has_failed() {
-            return Err(LogError::Failed);
-        }
-        let (reply, receiver) = oneshot::channel();
-        sender
-            .send(AppendRequest { records, reply })
-            .map_err(|_| LogError::Closed)?;
-        Ok(receiver)
-    }
+fn open_for_writing(path: &Path) -> Result<File, LogError> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| LogError::io(format!("open {}", path.display()), e))
 }
 
 struct Writer {
@@ -239,6 +219,7 @@ struct Writer {
     file: File,
     config: FileLogConfig,
     observer: Option<GroupCommitObserver>,
+    preparer: Preparer,
     buf: Vec<u8>,
 }
 
@@ -289,20 +270,23 @@ impl Writer {
     fn write_group(&mut self, group: &[AppendRequest], start: Position) -> Result<(), LogError> {
         let records = group.iter().flat_map(|r| r.records.iter());
         let count = group.iter().map(|r| r.records.len()).sum::<usize>();
-        if self.tail_len() >= self.config.segment_bytes {
-            self.roll(start)?;
-        }
         self.buf.clear();
         let mut layout = Vec::with_capacity(count);
-        let base_offset = self.tail_len();
         for (i, payload) in records.enumerate() {
-            let offset = base_offset + self.buf.len() as u64;
+            let offset = self.buf.len() as u64;
             record::encode_into(&mut self.buf, start + i as u64, payload);
             layout.push((offset, (HEADER_BYTES + payload.len()) as u64));
         }
+        let (len, capacity) = self.tail_len_and_capacity();
+        let at = if len > 0 && len + self.buf.len() as u64 > capacity {
+            self.roll(start)?;
+            0
+        } else {
+            len
+        };
         self.file
-            .write_all(&self.buf)
-            .map_err(|e| LogError::io("append to the log", e))?;
+            .write_all_at(&self.buf, at)
+            .map_err(|e| LogError::io("write to the log", e))?;
         let sync_start = Instant::now();
         self.file
             .sync_data()
@@ -313,26 +297,30 @@ impl Writer {
         let mut segments = self.shared.segments.write().expect("segment lock");
         let tail = segments.last_mut().expect("at least one segment");
         for (offset, len) in layout {
-            tail.note_record(offset, len);
+            tail.note_record(at + offset, len);
         }
+        tail.capacity = tail.capacity.max(tail.len);
         self.shared
             .end
             .store(start + count as u64, Ordering::Release);
         Ok(())
     }
 
-    fn tail_len(&self) -> u64 {
+    fn tail_len_and_capacity(&self) -> (u64, u64) {
         let segments = self.shared.segments.read().expect("segment lock");
-        segments.last().map_or(0, |s| s.len)
+        segments.last().map_or((0, 0), |s| (s.len, s.capacity))
     }
 
-    /// Closes the full tail segment and starts a new one at `base`.
+    /// Starts a new segment at `base` and asks for the one after it to be prepared.
     fn roll(&mut self, base: Position) -> Result<(), LogError> {
-        let segment = create_segment(&self.shared.dir, base)?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(&segment.path)
-            .map_err(|e| LogError::io(format!("open {}", segment.path.display()), e))?;
+        let segment = create_segment(
+            &self.shared.dir,
+            base,
+            self.config.segment_bytes,
+            Some(&self.preparer),
+        )?;
+        self.file = open_for_writing(&segment.path)?;
+        self.preparer.request();
         self.shared
             .segments
             .write()
@@ -360,177 +348,31 @@ fn lock_dir(dir: &Path) -> Result<File, LogError> {
     }
 }
 
-fn segment_path(dir: &Path, base: Position) -> PathBuf {
-    dir.join(format!("{base:020}{SEGMENT_SUFFIX}"))
-}
-
-/// Creates an empty segment and makes its directory entry durable.
-fn create_segment(dir: &Path, base: Position) -> Result<Segment, LogError> {
-    let path = segment_path(dir, base);
-    File::create(&path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| LogError::io(format!("create {}", path.display()), e))?;
-    sync_dir(dir)?;
-    Ok(Segment {
-        base,
-        path,
-        len: 0,
-        count: 0,
-        index: Vec::new(),
-    })
-}
-
-fn sync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| LogError::io(format!("fsync directory {}", dir.display()), e))
-}
-
-/// Finds and checks every segment. With `repair`, a torn tail of the last segment is cut
-/// off on disk; without, reading simply ends there.
-fn recover(dir: &Path, repair: bool) -> Result<Vec<Segment>, LogError> {
-    let mut bases = list_segments(dir)?;
-    bases.sort_unstable();
-    let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
-    for (i, base) in bases.iter().copied().enumerate() {
-        let is_last = i + 1 == bases.len();
-        if let Some(previous) = segments.last()
-            && previous.end() != base
-        {
-            return Err(LogError::Corrupt {
-                segment: segment_path(dir, base).display().to_string(),
-                offset: 0,
-                reason: format!(
-                    "starts at record {base}, but the previous segment ends at {}",
-                    previous.end()
-                ),
-            });
-        }
-        segments.push(scan_segment(dir, base, is_last, repair)?);
-    }
-    Ok(segments)
-}
-
-fn list_segments(dir: &Path) -> Result<Vec<Position>, LogError> {
-    let entries = match fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(LogError::io(format!("list {}", dir.display()), e)),
-    };
-    let mut bases = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| LogError::io(format!("list {}", dir.display()), e))?;
-        let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) else {
-            continue;
-        };
-        if let Ok(base) = stem.parse::<Position>() {
-            bases.push(base);
-        }
-    }
-    Ok(bases)
-}
-
-fn scan_segment(
-    dir: &Path,
-    base: Position,
-    is_last: bool,
-    repair: bool,
-) -> Result<Segment, LogError> {
-    let path = segment_path(dir, base);
-    let bytes = fs::read(&path).map_err(|e| LogError::io(format!("read {}", path.display()), e))?;
-    let mut segment = Segment {
-        base,
-        path,
-        len: 0,
-        count: 0,
-        index: Vec::new(),
-    };
-    let mut offset = 0usize;
-    while offset < bytes.len() {
-        match record::decode(&bytes[offset..], segment.end()) {
-            Ok((_, len)) => {
-                segment.note_record(offset as u64, len as u64);
-                offset += len;
-            }
-            Err(invalid) if is_last => {
-                if repair {
-                    tracing::warn!(
-                        segment = %segment.path.display(),
-                        offset,
-                        dropped_bytes = bytes.len() - offset,
-                        reason = %invalid,
-                        "cutting off an incomplete record at the end of the log (a write interrupted by a crash; it was never acknowledged)"
-                    );
-                    truncate(&segment.path, offset as u64)?;
-                }
-                break;
-            }
-            Err(invalid) => {
-                return Err(LogError::Corrupt {
-                    segment: segment.path.display().to_string(),
-                    offset: offset as u64,
-                    reason: invalid.to_string(),
-                });
-            }
-        }
-    }
-    Ok(segment)
-}
-
-fn truncate(path: &Path, len: u64) -> Result<(), LogError> {
-    OpenOptions::new()
-        .write(true)
-        .open(path)
-        .and_then(|f| {
-            f.set_len(len)?;
-            f.sync_all()
-        })
-        .map_err(|e| LogError::io(format!("truncate {}", path.display()), e))
-}
-
-fn read_segment(
-    segment: &Segment,
-    from: Position,
-    max: usize,
-    out: &mut Vec<Record>,
-) -> Result<(), LogError> {
-    let io = |e| LogError::io(format!("read {}", segment.path.display()), e);
-    let start = segment.index.partition_point(|(pos, _)| *pos <= from);
-    let (mut position, offset) = match start {
-        0 => (segment.base, 0),
-        i => segment.index[i - 1],
-    };
-    let mut file = File::open(&segment.path).map_err(io)?;
-    file.seek(SeekFrom::Start(offset)).map_err(io)?;
-    // Read only what was durable when we looked: a concurrent append may be mid-write.
-    let mut bytes = Vec::new();
-    file.take(segment.len - offset)
-        .read_to_end(&mut bytes)
-        .map_err(io)?;
-    let mut at = 0usize;
-    while at < bytes.len() && out.len() < max {
-        let (payload, len) =
-            record::decode(&bytes[at..], position).map_err(|invalid| LogError::Corrupt {
-                segment: segment.path.display().to_string(),
-                offset: offset + at as u64,
-                reason: invalid.to_string(),
-            })?;
-        if position >= from {
-            out.push(Record {
-                position,
-                payload: payload.to_vec(),
-            });
-        }
-        position += 1;
-        at += len;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use segment::segment_path;
+    use std::fs;
+
+    fn segment_files(dir: &Path) -> usize {
+        fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "log")
+            })
+            .count()
+    }
+
+    /// Byte length of the records in the first segment.
+    fn data_len(dir: &Path) -> u64 {
+        let log = FileLog::open_read_only(dir).unwrap();
+        let segments = log.shared.segments.read().unwrap();
+        segments[0].len
+    }
 
     fn small_segments() -> FileLogConfig {
         FileLogConfig {
@@ -559,7 +401,7 @@ mod tests {
             }
             assert_eq!(log.end(), 100);
             assert_eq!(payloads(&log), expected);
-            assert!(list_segments(dir.path()).unwrap().len() > 3);
+            assert!(segment_files(dir.path()) > 3);
         }
         let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
         assert_eq!(log.end(), 100);
@@ -580,8 +422,7 @@ mod tests {
         let observer: GroupCommitObserver = Box::new(move |_, _| {
             counter.fetch_add(1, Ordering::Relaxed);
         });
-        let log =
-            Arc::new(FileLog::open(dir.path(), FileLogConfig::default(), Some(observer)).unwrap());
+        let log = Arc::new(FileLog::open(dir.path(), small_segments(), Some(observer)).unwrap());
         let tasks: Vec<_> = (0..200)
             .map(|i| {
                 let log = log.clone();
@@ -600,30 +441,57 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn torn_tail_is_cut_off_on_open_and_nothing_before_it_is_lost() {
+    async fn torn_tail_is_cleared_on_open_and_nothing_before_it_is_lost() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let log = FileLog::open(dir.path(), FileLogConfig::default(), None).unwrap();
+            let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
             log.append(vec![b"one".to_vec(), b"two".to_vec()])
                 .await
                 .unwrap();
         }
         let path = segment_path(dir.path(), 0);
-        let intact = fs::metadata(&path).unwrap().len();
-        // A crash mid-write: half a record, then zeros as after power loss.
+        let capacity = fs::metadata(&path).unwrap().len();
+        let end = data_len(dir.path());
+        // A crash mid-write: half of a record that was never acknowledged.
         let mut torn = Vec::new();
         record::encode_into(&mut torn, 2, b"three-never-acknowledged");
-        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(&torn[..torn.len() / 2]).unwrap();
-        file.write_all(&[0u8; 64]).unwrap();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        file.write_all_at(&torn[..torn.len() / 2], end).unwrap();
         drop(file);
 
         let reader = FileLog::open_read_only(dir.path()).unwrap();
         assert_eq!(payloads(&reader), ["one", "two"]);
-        let log = FileLog::open(dir.path(), FileLogConfig::default(), None).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().len(), intact);
+        let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+        let bytes = fs::read(&path).unwrap();
+        assert_eq!(
+            bytes.len() as u64,
+            capacity,
+            "the preallocated size is kept"
+        );
+        assert!(
+            bytes[end as usize..].iter().all(|b| *b == 0),
+            "the torn write is cleared"
+        );
         assert_eq!(log.append(vec![b"three".to_vec()]).await.unwrap(), 2);
         assert_eq!(payloads(&log), ["one", "two", "three"]);
+    }
+
+    #[tokio::test]
+    async fn segments_are_preallocated_and_prepared_files_left_over_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+            log.append(vec![b"x".to_vec()]).await.unwrap();
+        }
+        let first = segment_path(dir.path(), 0);
+        assert_eq!(
+            fs::metadata(&first).unwrap().len(),
+            small_segments().segment_bytes
+        );
+        fs::write(dir.path().join("prepared-7.tmp"), b"half made").unwrap();
+        let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+        assert!(!dir.path().join("prepared-7.tmp").exists());
+        assert_eq!(payloads(&log), ["x"]);
     }
 
     #[tokio::test]
@@ -650,12 +518,12 @@ mod tests {
     #[test]
     fn a_second_writer_is_refused_while_the_first_holds_the_directory() {
         let dir = tempfile::tempdir().unwrap();
-        let first = FileLog::open(dir.path(), FileLogConfig::default(), None).unwrap();
-        let second = FileLog::open(dir.path(), FileLogConfig::default(), None);
+        let first = FileLog::open(dir.path(), small_segments(), None).unwrap();
+        let second = FileLog::open(dir.path(), small_segments(), None);
         assert!(matches!(second, Err(LogError::Locked(_))));
         assert!(FileLog::open_read_only(dir.path()).is_ok());
         drop(first);
-        assert!(FileLog::open(dir.path(), FileLogConfig::default(), None).is_ok());
+        assert!(FileLog::open(dir.path(), small_segments(), None).is_ok());
     }
 
     #[tokio::test]
