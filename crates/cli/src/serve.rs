@@ -29,6 +29,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SPOOR_LOG_SEGMENT_MIB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
     log_segment_mib: u64,
 
+    /// Under load, start at most one log fsync per this many microseconds, so that each
+    /// covers more events (a lone client never waits). 0 syncs as often as the disk allows.
+    #[arg(long, env = "SPOOR_LOG_COMMIT_INTERVAL_US", default_value_t = 1000)]
+    log_commit_interval_us: u64,
+
     /// Token for /admin/v1 (`Authorization: Bearer <token>`). When absent, one is
     /// generated at first start and kept in <data>/admin-token, readable by its owner only.
     #[arg(long, env = "SPOOR_ADMIN_TOKEN", hide_env_values = true)]
@@ -46,6 +51,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let config = FileLogConfig {
         segment_bytes: args.log_segment_mib * 1024 * 1024,
+        commit_interval: std::time::Duration::from_micros(args.log_commit_interval_us),
         ..FileLogConfig::default()
     };
     let log = FileLog::open(&args.data.log_dir(), config, Some(observer))

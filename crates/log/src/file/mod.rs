@@ -28,6 +28,10 @@ use crate::record::{self, HEADER_BYTES};
 use crate::{AppendFuture, EventLog, LogError, MAX_RECORD_BYTES, Position, Record};
 use segment::{Preparer, Segment, create_segment, read_segment, recover};
 
+/// Appenders in one group from which the log counts as busy (see
+/// [`FileLogConfig::commit_interval`]). Below it, waiting would only add latency.
+pub const BUSY_GROUP: usize = 8;
+
 /// Called after each group commit with the fsync's duration and the records it made durable.
 pub type GroupCommitObserver = Box<dyn Fn(Duration, usize) + Send + 'static>;
 
@@ -37,6 +41,12 @@ pub struct FileLogConfig {
     pub segment_bytes: u64,
     /// The most bytes one group commit writes before it syncs.
     pub max_group_bytes: usize,
+    /// While the log is busy (the previous group had [`BUSY_GROUP`] appenders or more),
+    /// fsyncs start at most this often: the writer waits out the rest of the interval
+    /// before taking the next group, so each fsync covers more records. Every fsync costs
+    /// the kernel CPU time; under load, fewer and larger groups leave more of it to the
+    /// requests. A few concurrent appenders never wait. Zero disables the wait.
+    pub commit_interval: Duration,
 }
 
 impl Default for FileLogConfig {
@@ -44,6 +54,7 @@ impl Default for FileLogConfig {
         FileLogConfig {
             segment_bytes: 64 * 1024 * 1024,
             max_group_bytes: 4 * 1024 * 1024,
+            commit_interval: Duration::from_millis(1),
         }
     }
 }
@@ -225,7 +236,14 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, receiver: mpsc::Receiver<AppendRequest>) {
+        let mut busy = false;
+        let mut last_commit = Instant::now();
         while let Ok(first) = receiver.recv() {
+            let since = last_commit.elapsed();
+            if busy && since < self.config.commit_interval {
+                std::thread::sleep(self.config.commit_interval - since);
+            }
+            last_commit = Instant::now();
             let mut group = vec![first];
             let mut bytes: usize = group[0].records.iter().map(Vec::len).sum();
             while bytes < self.config.max_group_bytes {
@@ -233,6 +251,7 @@ impl Writer {
                 bytes += next.records.iter().map(Vec::len).sum::<usize>();
                 group.push(next);
             }
+            busy = group.len() >= BUSY_GROUP;
             self.commit(group);
         }
     }
@@ -378,6 +397,7 @@ mod tests {
         FileLogConfig {
             segment_bytes: 256,
             max_group_bytes: 1024,
+            commit_interval: Duration::from_millis(1),
         }
     }
 
