@@ -38,21 +38,27 @@ import re, sys
 spec = open(sys.argv[1], encoding="utf-8").read()
 example = re.findall(r"```json\n(.*?)```", spec, re.S)[0]
 assert '"eventName": "ProductPage"' in example
-template = example.replace("CDA68358-94FB-4D83-9655-3FEB3C4114A3", "bench-%d-%d")
+template = example.replace("CDA68358-94FB-4D83-9655-3FEB3C4114A3", "bench-%s-%d-%d")
+# Each run passes its own tag (wrk's script arguments), so no body repeats across runs:
+# a repeated body is a client retry to spoor, acknowledged without being stored again.
 lua = """
 local counter = 0
 local next_thread = 0
+local run = "run"
 function setup(thread)
   thread:set("id", next_thread)
   next_thread = next_thread + 1
+end
+function init(args)
+  run = args[1] or run
 end
 local template = [==[%s]==]
 local headers = { ["Content-Type"] = "application/json" }
 function request()
   counter = counter + 1
-  return wrk.format("POST", "/api/v2", headers, string.format(template, id, counter))
+  return wrk.format("POST", "/api/v2", headers, string.format(template, run, id, counter))
 end
-""" % template.replace("%", "%%").replace("bench-%%d-%%d", "bench-%d-%d")
+""" % template.replace("%", "%%").replace("bench-%%s-%%d-%%d", "bench-%s-%d-%d")
 open(sys.argv[2], "w", encoding="utf-8").write(lua)
 PY
 
@@ -69,10 +75,12 @@ for addr in "$BARE_ADDR" "$SPOOR_ADDR"; do
   done
 done
 
-# Prints "<requests/s> <p99 ms> <non-2xx>" for one wrk run.
+# load DURATION ADDRESS TAG: prints "<requests/s> <p99 ms> <non-2xx>" for one wrk run.
+# TAG makes this run's bodies unique.
 load() {
   local out
-  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$1" --latency -s "$work/load.lua" "http://$2/api/v2")
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$1" --latency -s "$work/load.lua" \
+    "http://$2/api/v2" -- "$3")
   echo "$out" >>"$work/wrk.txt"
   python3 - "$out" <<'PY'
 import re, sys
@@ -87,15 +95,15 @@ PY
 }
 
 echo "warm-up..."
-load 3s "$BARE_ADDR" >/dev/null
-load 3s "$SPOOR_ADDR" >/dev/null
+load 3s "$BARE_ADDR" warm >/dev/null
+load 3s "$SPOOR_ADDR" warm >/dev/null
 
 bare_rps=(); bare_p99=(); spoor_rps=(); spoor_p99=()
 for round in $(seq "$ROUNDS"); do
-  read -r rps p99 bad rest <<<"$(load "$DURATION" "$BARE_ADDR")"
+  read -r rps p99 bad rest <<<"$(load "$DURATION" "$BARE_ADDR" "round$round")"
   echo "round $round  bare : $rps req/s  p99 $p99 ms  non-2xx $bad $rest"
   bare_rps+=("$rps"); bare_p99+=("$p99")
-  read -r rps p99 bad rest <<<"$(load "$DURATION" "$SPOOR_ADDR")"
+  read -r rps p99 bad rest <<<"$(load "$DURATION" "$SPOOR_ADDR" "round$round")"
   echo "round $round  spoor: $rps req/s  p99 $p99 ms  non-2xx $bad $rest"
   spoor_rps+=("$rps"); spoor_p99+=("$p99")
 done
@@ -104,6 +112,9 @@ fsync=$(target/release/examples/fsync_probe "$work" 1000)
 groups=$(curl -s "http://$SPOOR_ADDR/metrics" | python3 -c '
 import re, sys
 text = sys.stdin.read()
+dup = re.search(r"^spoor_events_accepted_total\{event=\"ProductPage\",outcome=\"duplicate\"\} (\S+)", text, re.M)
+assert dup is None, "the load repeated bodies: spoor counted duplicates, so the figures are not of storing"
+
 count = float(re.search(r"^spoor_log_group_commit_records_count (\S+)", text, re.M).group(1))
 total = float(re.search(r"^spoor_log_group_commit_records_sum (\S+)", text, re.M).group(1))
 print(f"{count:.0f} fsyncs, {total / count:.1f} records per fsync on average")')

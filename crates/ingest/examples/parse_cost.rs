@@ -1,0 +1,49 @@
+//! How long parsing, validating and encoding one event takes, outside HTTP and storage:
+//! `cargo run --release -p spoor-ingest --example parse_cost -- ../shared/spec/yespo-tracker-rest-api.md`
+
+use std::time::Instant;
+
+use spoor_ingest::stored::{RecordContent, StoredRecord, hash_hex, request_hash};
+use spoor_protocol::Incoming;
+
+fn main() {
+    let spec_path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "../shared/spec/yespo-tracker-rest-api.md".into());
+    let spec = std::fs::read_to_string(&spec_path).expect("the tracker spec");
+    let start = spec.find("```json\n").expect("an example") + 8;
+    let end = start + spec[start..].find("```").expect("the example's end");
+    let example = &spec[start..end];
+    let bodies: Vec<Vec<u8>> = (0..10_000)
+        .map(|i| example.replace("CDA68358", &format!("{i:08}")).into_bytes())
+        .collect();
+    let now = 1_700_000_000_000;
+    let rounds = 20;
+    let timed = |name: &str, work: &dyn Fn(&[u8])| {
+        let started = Instant::now();
+        for _ in 0..rounds {
+            for body in &bodies {
+                work(body);
+            }
+        }
+        let per = started.elapsed().as_secs_f64() * 1e6 / (rounds * bodies.len()) as f64;
+        println!("{name:28} {per:6.2} us per event");
+    };
+    timed("JSON to Value", &|b| {
+        let _: serde_json::Value = spoor_protocol::json::from_slice(b).unwrap();
+    });
+    timed("JSON to typed event", &|b| {
+        spoor_protocol::parse_request(b, now).unwrap();
+    });
+    timed("typed event + record JSON", &|b| {
+        let Incoming::Event(event) = spoor_protocol::parse_request(b, now).unwrap() else {
+            unreachable!()
+        };
+        let record = StoredRecord {
+            received_at: now,
+            request_hash: hash_hex(request_hash(b)),
+            content: RecordContent::Event(event),
+        };
+        serde_json::to_vec(&record).unwrap();
+    });
+}
