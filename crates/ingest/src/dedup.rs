@@ -5,13 +5,24 @@
 //! A key is *claimed* before its record is appended and *settled* once the append is
 //! durable (or failed). A duplicate that arrives while the original is still being written
 //! waits for the original's outcome, so it is never acknowledged before the data is safe.
+//!
+//! The index sits on every request's path and grows with traffic, so it is built not to
+//! stall: request keys are spread over [`SHARDS`] independently locked shards (a table
+//! resize blocks one shard for a fraction of the time a single table would), the keys are
+//! already hashes and are not hashed again, and instead of a timestamp per key each shard
+//! keeps two generations of keys and drops the older one wholesale. A retry is therefore
+//! recognised for at least [`RETRY_WINDOW_MS`] and at most twice that.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Mutex;
 
 use tokio::sync::oneshot;
 
-/// How long a byte-identical request counts as a retry.
+/// How long a byte-identical request is at least recognised as a retry.
 pub const RETRY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+/// Independently locked parts of the request-key index.
+pub const SHARDS: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DuplicateOf {
@@ -19,11 +30,6 @@ pub enum DuplicateOf {
     Request,
     /// The site already sent a purchase with this order number.
     Order,
-}
-
-enum State {
-    Durable,
-    Pending(Vec<oneshot::Sender<bool>>),
 }
 
 pub enum Claim {
@@ -50,53 +56,135 @@ pub fn order_key(site_id: &str, order_number: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(&bytes)
 }
 
+/// The keys are xxh3 hashes already: their low bits serve as the table hash.
 #[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        self.0 = key as u64;
+    }
+}
+
+type KeySet = HashSet<u128, BuildHasherDefault<KeyHasher>>;
+type Waiting = HashMap<u128, Vec<oneshot::Sender<bool>>, BuildHasherDefault<KeyHasher>>;
+
+/// Durable keys, and the keys whose records are being written with who waits on them.
+#[derive(Default)]
+struct Keyed {
+    durable: KeySet,
+    /// Older durable keys, still recognised until the next rotation (request keys only).
+    previous: KeySet,
+    in_flight: Waiting,
+}
+
+impl Keyed {
+    fn check(&mut self, key: u128, of: DuplicateOf) -> Option<Claim> {
+        if self.durable.contains(&key) || self.previous.contains(&key) {
+            return Some(Claim::Duplicate(of));
+        }
+        let waiters = self.in_flight.get_mut(&key)?;
+        let (tx, rx) = oneshot::channel();
+        waiters.push(tx);
+        Some(Claim::InFlight(of, rx))
+    }
+
+    fn settle(&mut self, key: u128, durable: bool) -> Vec<oneshot::Sender<bool>> {
+        if durable {
+            self.durable.insert(key);
+        }
+        self.in_flight.remove(&key).unwrap_or_default()
+    }
+
+    fn len(&self) -> usize {
+        self.durable.len() + self.previous.len()
+    }
+}
+
+#[derive(Default)]
+struct RequestShard {
+    keys: Keyed,
+    /// When the current generation began; `None` until the first key.
+    generation_start: Option<i64>,
+}
+
+impl RequestShard {
+    /// Starts a new generation once the current one is a window old: the previous one,
+    /// at least a window old throughout, is dropped.
+    fn rotate(&mut self, now_ms: i64) {
+        match self.generation_start {
+            Some(start) if now_ms - start < RETRY_WINDOW_MS => {}
+            Some(_) => {
+                self.keys.previous = std::mem::take(&mut self.keys.durable);
+                self.generation_start = Some(now_ms);
+            }
+            None => self.generation_start = Some(now_ms),
+        }
+    }
+}
+
 pub struct DedupIndex {
-    /// Request hash -> (receive time, state).
-    requests: HashMap<u128, (i64, State)>,
-    /// Order keys are kept for good: an order number is never reused.
-    orders: HashMap<u128, State>,
-    /// Request hashes in arrival order, for expiry.
-    expiry: VecDeque<(i64, u128)>,
+    requests: Vec<Mutex<RequestShard>>,
+    /// Order keys are kept for good: an order number is never reused. Always locked
+    /// after a request shard, never before, so the two cannot deadlock.
+    orders: Mutex<Keyed>,
+}
+
+impl Default for DedupIndex {
+    fn default() -> Self {
+        DedupIndex {
+            requests: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            orders: Mutex::default(),
+        }
+    }
 }
 
 impl DedupIndex {
-    pub fn claim(&mut self, keys: Keys, now_ms: i64) -> Claim {
-        self.expire(now_ms);
-        if let Some((_, state)) = self.requests.get_mut(&keys.request) {
-            return state.duplicate(DuplicateOf::Request);
+    fn shard(&self, request: u128) -> &Mutex<RequestShard> {
+        // The high bits pick the shard; the low bits are the table hash within it.
+        &self.requests[(request >> 122) as usize % SHARDS]
+    }
+
+    pub fn claim(&self, keys: Keys, now_ms: i64) -> Claim {
+        let mut shard = self.shard(keys.request).lock().expect("dedup shard");
+        shard.rotate(now_ms);
+        if let Some(claim) = shard.keys.check(keys.request, DuplicateOf::Request) {
+            return claim;
         }
-        if let Some(order) = keys.order
-            && let Some(state) = self.orders.get_mut(&order)
-        {
-            return state.duplicate(DuplicateOf::Order);
-        }
-        self.requests
-            .insert(keys.request, (now_ms, State::Pending(Vec::new())));
-        self.expiry.push_back((now_ms, keys.request));
         if let Some(order) = keys.order {
-            self.orders.insert(order, State::Pending(Vec::new()));
+            let mut orders = self.orders.lock().expect("dedup orders");
+            if let Some(claim) = orders.check(order, DuplicateOf::Order) {
+                return claim;
+            }
+            orders.in_flight.insert(order, Vec::new());
         }
+        shard.keys.in_flight.insert(keys.request, Vec::new());
         Claim::New
     }
 
     /// Records the outcome of a claimed append and wakes the duplicates that waited on it.
-    pub fn settle(&mut self, keys: Keys, durable: bool) {
-        let mut waiters = Vec::new();
-        if durable {
-            if let Some((_, state)) = self.requests.get_mut(&keys.request) {
-                waiters.extend(state.make_durable());
-            }
-            if let Some(state) = keys.order.and_then(|o| self.orders.get_mut(&o)) {
-                waiters.extend(state.make_durable());
-            }
-        } else {
-            if let Some((_, state)) = self.requests.remove(&keys.request) {
-                waiters.extend(state.into_waiters());
-            }
-            if let Some(state) = keys.order.and_then(|o| self.orders.remove(&o)) {
-                waiters.extend(state.into_waiters());
-            }
+    pub fn settle(&self, keys: Keys, durable: bool) {
+        let mut waiters = self
+            .shard(keys.request)
+            .lock()
+            .expect("dedup shard")
+            .keys
+            .settle(keys.request, durable);
+        if let Some(order) = keys.order {
+            let mut orders = self.orders.lock().expect("dedup orders");
+            waiters.extend(orders.settle(order, durable));
         }
         for waiter in waiters {
             let _ = waiter.send(durable);
@@ -104,69 +192,29 @@ impl DedupIndex {
     }
 
     /// Notes a record already in the log (when rebuilding the index at start or on import).
-    pub fn insert_durable(&mut self, keys: Keys, received_at: i64, now_ms: i64) {
+    pub fn insert_durable(&self, keys: Keys, received_at: i64, now_ms: i64) {
         if received_at > now_ms - RETRY_WINDOW_MS {
-            self.requests
-                .insert(keys.request, (received_at, State::Durable));
-            self.expiry.push_back((received_at, keys.request));
+            let mut shard = self.shard(keys.request).lock().expect("dedup shard");
+            shard.rotate(now_ms);
+            shard.keys.durable.insert(keys.request);
         }
         if let Some(order) = keys.order {
-            self.orders.insert(order, State::Durable);
+            self.orders
+                .lock()
+                .expect("dedup orders")
+                .durable
+                .insert(order);
         }
     }
 
-    /// Whether this record would be a duplicate, without claiming anything.
-    pub fn contains(&self, keys: Keys) -> bool {
-        self.requests.contains_key(&keys.request)
-            || keys.order.is_some_and(|o| self.orders.contains_key(&o))
-    }
-
+    /// Request keys held for the retry window, and order keys held.
     pub fn len(&self) -> (usize, usize) {
-        (self.requests.len(), self.orders.len())
-    }
-
-    fn expire(&mut self, now_ms: i64) {
-        let horizon = now_ms - RETRY_WINDOW_MS;
-        while let Some(&(at, hash)) = self.expiry.front() {
-            if at > horizon {
-                break;
-            }
-            self.expiry.pop_front();
-            // Only the entry this queue slot was made for: the hash may have been
-            // claimed again since, with a later time.
-            if let Some((stored_at, State::Durable)) = self.requests.get(&hash)
-                && *stored_at == at
-            {
-                self.requests.remove(&hash);
-            }
-        }
-    }
-}
-
-impl State {
-    fn duplicate(&mut self, of: DuplicateOf) -> Claim {
-        match self {
-            State::Durable => Claim::Duplicate(of),
-            State::Pending(waiters) => {
-                let (tx, rx) = oneshot::channel();
-                waiters.push(tx);
-                Claim::InFlight(of, rx)
-            }
-        }
-    }
-
-    fn make_durable(&mut self) -> Vec<oneshot::Sender<bool>> {
-        match std::mem::replace(self, State::Durable) {
-            State::Pending(waiters) => waiters,
-            State::Durable => Vec::new(),
-        }
-    }
-
-    fn into_waiters(self) -> Vec<oneshot::Sender<bool>> {
-        match self {
-            State::Pending(waiters) => waiters,
-            State::Durable => Vec::new(),
-        }
+        let requests = self
+            .requests
+            .iter()
+            .map(|s| s.lock().expect("dedup shard").keys.len())
+            .sum();
+        (requests, self.orders.lock().expect("dedup orders").len())
     }
 }
 
@@ -180,47 +228,81 @@ mod tests {
         Keys { request, order }
     }
 
+    fn is_new(claim: Claim) -> bool {
+        matches!(claim, Claim::New)
+    }
+
+    fn is_duplicate(claim: Claim, of: DuplicateOf) -> bool {
+        matches!(claim, Claim::Duplicate(o) if o == of)
+    }
+
     #[test]
-    fn retries_are_duplicates_within_the_window_only() {
-        let mut index = DedupIndex::default();
-        assert!(matches!(index.claim(keys(1, None), 0), Claim::New));
-        index.settle(keys(1, None), true);
-        assert!(matches!(
-            index.claim(keys(1, None), 23 * HOUR),
-            Claim::Duplicate(DuplicateOf::Request)
+    fn retries_are_duplicates_for_at_least_the_window_and_at_most_twice_it() {
+        let index = DedupIndex::default();
+        let key = keys(order_key("S", "request body"), None);
+        assert!(is_new(index.claim(key, 0)));
+        index.settle(key, true);
+        assert!(is_duplicate(
+            index.claim(key, 23 * HOUR),
+            DuplicateOf::Request
         ));
-        assert!(matches!(index.claim(keys(1, None), 25 * HOUR), Claim::New));
+        // Past one window: kept in the previous generation.
+        assert!(is_duplicate(
+            index.claim(key, 25 * HOUR),
+            DuplicateOf::Request
+        ));
+        // Past two windows: forgotten.
+        assert!(is_new(index.claim(key, 50 * HOUR)));
     }
 
     #[test]
     fn order_numbers_are_remembered_for_good() {
-        let mut index = DedupIndex::default();
+        let index = DedupIndex::default();
         let order = order_key("S", "123/2017");
-        assert!(matches!(index.claim(keys(1, Some(order)), 0), Claim::New));
-        index.settle(keys(1, Some(order)), true);
+        let first = keys(order_key("S", "a"), Some(order));
+        assert!(is_new(index.claim(first, 0)));
+        index.settle(first, true);
         let later = 400 * 24 * HOUR;
-        assert!(matches!(
-            index.claim(keys(2, Some(order)), later),
-            Claim::Duplicate(DuplicateOf::Order)
+        let other_body = keys(order_key("S", "b"), Some(order));
+        assert!(is_duplicate(
+            index.claim(other_body, later),
+            DuplicateOf::Order
         ));
         assert_ne!(order_key("S", "1"), order_key("T", "1"));
     }
 
     #[tokio::test]
     async fn a_duplicate_in_flight_learns_the_outcome_of_the_original() {
-        let mut index = DedupIndex::default();
-        assert!(matches!(index.claim(keys(7, None), 0), Claim::New));
-        let Claim::InFlight(_, waiting) = index.claim(keys(7, None), 0) else {
-            panic!()
+        let index = DedupIndex::default();
+        let key = keys(order_key("S", "x"), None);
+        assert!(is_new(index.claim(key, 0)));
+        let Claim::InFlight(_, waiting) = index.claim(key, 0) else {
+            panic!("expected in flight")
         };
-        index.settle(keys(7, None), false);
+        index.settle(key, false);
         assert!(!waiting.await.unwrap());
         // The failed original left no trace: the retry is new.
-        assert!(matches!(index.claim(keys(7, None), 0), Claim::New));
-        let Claim::InFlight(_, waiting) = index.claim(keys(7, None), 0) else {
-            panic!()
+        assert!(is_new(index.claim(key, 0)));
+        let Claim::InFlight(_, waiting) = index.claim(key, 0) else {
+            panic!("expected in flight")
         };
-        index.settle(keys(7, None), true);
+        index.settle(key, true);
         assert!(waiting.await.unwrap());
+        assert_eq!(index.len(), (1, 0));
+    }
+
+    #[test]
+    fn keys_spread_over_the_shards() {
+        let index = DedupIndex::default();
+        for i in 0..10_000u32 {
+            let key = keys(xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes()), None);
+            index.insert_durable(key, 0, 0);
+        }
+        let sizes: Vec<usize> = index
+            .requests
+            .iter()
+            .map(|s| s.lock().unwrap().keys.len())
+            .collect();
+        assert!(sizes.iter().all(|&n| n > 80 && n < 250), "{sizes:?}");
     }
 }

@@ -10,7 +10,7 @@ pub mod export;
 pub mod sites;
 pub mod stored;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::Value;
 use spoor_log::{EventLog, LogError, Position};
@@ -76,7 +76,7 @@ enum Step {
 pub struct Ingestor {
     log: Arc<dyn EventLog>,
     sites: SiteRegistry,
-    dedup: Mutex<DedupIndex>,
+    dedup: DedupIndex,
 }
 
 impl Ingestor {
@@ -86,16 +86,12 @@ impl Ingestor {
         sites: SiteRegistry,
         now_ms: i64,
     ) -> Result<Self, IngestError> {
-        let mut dedup = DedupIndex::default();
+        let dedup = DedupIndex::default();
         scan(&*log, |record| {
             dedup.insert_durable(keys_of(&record)?, record.received_at, now_ms);
             Ok(())
         })?;
-        Ok(Ingestor {
-            log,
-            sites,
-            dedup: Mutex::new(dedup),
-        })
+        Ok(Ingestor { log, sites, dedup })
     }
 
     pub fn sites(&self) -> &SiteRegistry {
@@ -182,37 +178,31 @@ impl Ingestor {
             ),
         }
         let mut to_append = Vec::new();
-        let pending: Vec<Pending> = {
-            let mut dedup = self.dedup.lock().expect("dedup lock");
-            steps
-                .into_iter()
-                .map(|step| match step {
-                    Step::Done(result) => Pending::Done(result),
-                    Step::Append(p) => match dedup.claim(p.keys, now_ms) {
-                        Claim::New => {
-                            to_append.push(p.bytes);
-                            Pending::New(p.keys, p.event)
-                        }
-                        Claim::Duplicate(of) => Pending::Done(Ok(Accepted {
-                            outcome: Outcome::Duplicate(of),
-                            event: p.event,
-                        })),
-                        Claim::InFlight(of, rx) => Pending::Waiting(of, p.event, rx),
-                    },
-                })
-                .collect()
-        };
+        let pending: Vec<Pending> = steps
+            .into_iter()
+            .map(|step| match step {
+                Step::Done(result) => Pending::Done(result),
+                Step::Append(p) => match self.dedup.claim(p.keys, now_ms) {
+                    Claim::New => {
+                        to_append.push(p.bytes);
+                        Pending::New(p.keys, p.event)
+                    }
+                    Claim::Duplicate(of) => Pending::Done(Ok(Accepted {
+                        outcome: Outcome::Duplicate(of),
+                        event: p.event,
+                    })),
+                    Claim::InFlight(of, rx) => Pending::Waiting(of, p.event, rx),
+                },
+            })
+            .collect();
         let appended = if to_append.is_empty() {
             Ok(self.log.end())
         } else {
             self.log.append(to_append).await
         };
-        {
-            let mut dedup = self.dedup.lock().expect("dedup lock");
-            for p in &pending {
-                if let Pending::New(keys, _) = p {
-                    dedup.settle(*keys, appended.is_ok());
-                }
+        for p in &pending {
+            if let Pending::New(keys, _) = p {
+                self.dedup.settle(*keys, appended.is_ok());
             }
         }
         let mut next = appended.as_ref().ok().copied();
@@ -299,7 +289,7 @@ impl Ingestor {
 
     /// Counts for `/metrics`: request hashes in the retry window, and order numbers held.
     pub fn dedup_sizes(&self) -> (usize, usize) {
-        self.dedup.lock().expect("dedup lock").len()
+        self.dedup.len()
     }
 }
 

@@ -106,7 +106,7 @@ impl Metrics {
         let dedup_requests = Gauge::default();
         registry.register(
             "dedup_recent_requests",
-            "Request hashes held to recognise client retries (24 h window)",
+            "Request hashes held to recognise client retries (kept 24 to 48 hours)",
             dedup_requests.clone(),
         );
         let dedup_orders = Gauge::default();

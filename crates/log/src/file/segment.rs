@@ -148,8 +148,11 @@ pub fn create_segment(
     capacity: u64,
     preparer: Option<&Preparer>,
 ) -> Result<Segment, LogError> {
+    let started = std::time::Instant::now();
     let path = segment_path(dir, base);
-    let prepared = match preparer.and_then(Preparer::take_ready) {
+    let ready = preparer.and_then(Preparer::take_ready);
+    let was_prepared = ready.is_some();
+    let prepared = match ready {
         Some(prepared) => prepared,
         None => {
             let fresh = dir.join(format!("{PREPARED_PREFIX}now.tmp"));
@@ -163,6 +166,12 @@ pub fn create_segment(
         .len();
     fs::rename(&prepared, &path).map_err(io_error(format!("create {}", path.display())))?;
     sync_dir(dir)?;
+    tracing::info!(
+        segment = %path.display(),
+        prepared_ahead = was_prepared,
+        took_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "new log segment"
+    );
     Ok(Segment {
         base,
         path,
