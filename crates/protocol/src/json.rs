@@ -29,25 +29,22 @@ pub fn tolerate_nbsp(body: &[u8]) -> Cow<'_, [u8]> {
     }
     let mut out = body.to_vec();
     let mut in_string = false;
-    let mut escaped = false;
-    let mut i = 0;
-    while i < out.len() {
-        let byte = out[i];
-        if in_string {
-            match (escaped, byte) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-        } else if byte == b'"' {
-            in_string = true;
-        } else if byte == NBSP[0] && out.get(i + 1) == Some(&NBSP[1]) {
-            out[i] = b' ';
-            out[i + 1] = b' ';
-            i += 1;
+    // Positions below this are escaped characters inside a string.
+    let mut escaped_until = 0;
+    // Only quotes, backslashes and the no-break space's lead byte matter: jump between them.
+    for i in memchr::memchr3_iter(b'"', b'\\', NBSP[0], body) {
+        if i < escaped_until {
+            continue;
         }
-        i += 1;
+        match body[i] {
+            b'\\' if in_string => escaped_until = i + 2,
+            b'"' => in_string = !in_string,
+            lead if lead == NBSP[0] && !in_string && body.get(i + 1) == Some(&NBSP[1]) => {
+                out[i] = b' ';
+                out[i + 1] = b' ';
+            }
+            _ => {}
+        }
     }
     Cow::Owned(out)
 }
@@ -63,6 +60,10 @@ mod tests {
         let value: Value = from_slice(body.as_bytes()).unwrap();
         assert_eq!(value["name"], "a\u{a0}b");
         assert_eq!(value["x"], "q\"\u{a0}");
+        // An escaped backslash ends just before the closing quote; the space after is outside.
+        let body = "{\"y\": \"a\\\\\"\u{a0}}";
+        let value: Value = from_slice(body.as_bytes()).unwrap();
+        assert_eq!(value["y"], "a\\");
     }
 
     #[test]

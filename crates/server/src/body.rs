@@ -3,7 +3,7 @@
 
 use std::io::Read;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
 use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http_body_util::LengthLimitError;
@@ -56,7 +56,7 @@ pub fn framing(headers: &HeaderMap, allow_ndjson: bool) -> Result<Framing, ApiEr
 
 /// Reads the whole body, at most `limit` bytes on the wire and `limit` bytes once
 /// decompressed (a small gzip body must not expand into gigabytes).
-pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let gzip = match headers
         .get(CONTENT_ENCODING)
         .map(|v| v.to_str().unwrap_or("?"))
@@ -85,7 +85,7 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u
         }
     })?;
     if !gzip {
-        return Ok(raw.to_vec());
+        return Ok(raw);
     }
     let mut out = Vec::new();
     let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);
@@ -101,7 +101,7 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Vec<u
             human_bytes(limit)
         )));
     }
-    Ok(out)
+    Ok(Bytes::from(out))
 }
 
 pub fn human_bytes(bytes: usize) -> String {

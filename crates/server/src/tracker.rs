@@ -1,7 +1,7 @@
 //! The tracker endpoints shops already call: `POST /api/v2` and `POST /api/v2/batch`.
 
 use axum::Json;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use serde::Serialize;
@@ -121,7 +121,7 @@ async fn read_body(
     body: Body,
     allow_ndjson: bool,
     limit: usize,
-) -> Result<(Framing, Vec<u8>), ApiError> {
+) -> Result<(Framing, Bytes), ApiError> {
     let read = async {
         let framing = body::framing(headers, allow_ndjson)?;
         Ok((framing, body::read(headers, body, limit).await?))
