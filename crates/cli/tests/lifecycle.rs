@@ -5,7 +5,7 @@ mod common;
 
 use std::io::Write;
 
-use common::{ADMIN_TOKEN, Server, client, export, post_json, spoor};
+use common::{ADMIN_TOKEN, Server, client, export, ndjson, post_json, run_ok, spoor};
 use serde_json::{Value, json};
 
 fn view(site: &str, sc: &str) -> String {
@@ -144,11 +144,7 @@ async fn export_and_import_through_the_cli_and_the_admin_api() {
     let (status, streamed) = admin_get(&source, "/admin/v1/events/export", Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 200);
     let cli_export = export(&source_data, &[]);
-    let streamed: Vec<Value> = streamed
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(streamed, cli_export);
+    assert_eq!(ndjson(&streamed), cli_export);
     assert_eq!(export(&source_data, &["--site", "S2"]).len(), 10);
     let (_, only_s2) = admin_get(
         &source,
@@ -163,57 +159,36 @@ async fn export_and_import_through_the_cli_and_the_admin_api() {
     );
 
     let file = dir.path().join("events.ndjson");
-    let output = spoor()
-        .args(["events", "export", "--data"])
-        .arg(&source_data)
-        .arg("--output")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(output.status.success());
+    run_ok(
+        spoor()
+            .args(["events", "export", "--data"])
+            .arg(&source_data)
+            .arg("--output")
+            .arg(&file),
+    );
 
     // Into a running server, twice: stored once.
     let target = Server::start(&dir.path().join("target"), &[]);
     for expected_imported in [30, 0] {
-        let output = spoor()
-            .args([
-                "events",
-                "import",
-                "--url",
-                &target.base,
-                "--admin-token",
-                ADMIN_TOKEN,
-            ])
-            .arg(&file)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        let output = run_ok(
+            spoor()
+                .args(["events", "import", "--url", &target.base])
+                .args(["--admin-token", ADMIN_TOKEN])
+                .arg(&file),
         );
         let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(summary["imported"], expected_imported, "{summary}");
     }
     let (_, target_export) = admin_get(&target, "/admin/v1/events/export", Some(ADMIN_TOKEN)).await;
-    let target_export: Vec<Value> = target_export
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(target_export, cli_export);
+    assert_eq!(ndjson(&target_export), cli_export);
 
     // Into a data directory no server holds; refused while a server holds it.
     let offline = dir.path().join("offline");
-    let output = spoor()
-        .args(["events", "import", "--data"])
-        .arg(&offline)
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        spoor()
+            .args(["events", "import", "--data"])
+            .arg(&offline)
+            .arg(&file),
     );
     assert_eq!(export(&offline, &[]), cli_export);
     let output = spoor()

@@ -147,24 +147,33 @@ pub async fn post_json(url: &str, body: impl Into<reqwest::Body>) -> (u16, serde
     (status, value)
 }
 
-/// `spoor events export --data DIR`, parsed line by line.
-pub fn export(data: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
-    let output = spoor()
-        .args(["events", "export", "--data"])
-        .arg(data)
-        .args(extra)
-        .output()
-        .unwrap();
+/// Runs a `spoor` command to completion; fails the test, with its stderr, if it fails.
+pub fn run_ok(command: &mut Command) -> std::process::Output {
+    let output = command.output().unwrap();
     assert!(
         output.status.success(),
-        "export failed: {}",
+        "{command:?} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
+    output
+}
+
+/// NDJSON text as JSON values.
+pub fn ndjson(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// `spoor events export --data DIR`, parsed line by line.
+pub fn export(data: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let output = run_ok(
+        spoor()
+            .args(["events", "export", "--data"])
+            .arg(data)
+            .args(extra),
+    );
+    ndjson(&String::from_utf8(output.stdout).unwrap())
 }
 
 /// The shared folder beside the repository (`../shared`), as CI lays it out.
