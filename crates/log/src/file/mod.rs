@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 
 use crate::record::{self, HEADER_BYTES};
 use crate::{AppendFuture, EventLog, LogError, MAX_RECORD_BYTES, Position, Record};
-use segment::{Preparer, Segment, create_segment, read_segment, recover};
+use segment::{Preparer, Segment, SegmentView, create_segment, read_segment, recover};
 
 /// Appenders in one group from which the log counts as busy (see
 /// [`FileLogConfig::commit_interval`]). Below it, waiting would only add latency.
@@ -192,14 +192,21 @@ impl EventLog for FileLog {
     }
 
     fn read(&self, from: Position, max: usize) -> Result<Vec<Record>, LogError> {
-        let segments = self.shared.segments.read().expect("segment lock");
+        // Copy out what the read needs, so the writer is never held up by a reader's I/O.
+        let views: Vec<(Position, SegmentView)> = {
+            let segments = self.shared.segments.read().expect("segment lock");
+            let first = segments.partition_point(|s| s.end() <= from);
+            segments[first..]
+                .iter()
+                .map(|s| (s.base, s.view(from.max(s.base))))
+                .collect()
+        };
         let mut out = Vec::new();
-        let first = segments.partition_point(|s| s.end() <= from);
-        for segment in &segments[first..] {
+        for (base, view) in &views {
             if out.len() >= max {
                 break;
             }
-            read_segment(segment, from.max(segment.base), max - out.len(), &mut out)?;
+            read_segment(view, from.max(*base), max - out.len(), &mut out)?;
         }
         Ok(out)
     }
@@ -533,6 +540,33 @@ mod tests {
             .err()
             .unwrap();
         assert!(matches!(err, LogError::Corrupt { offset: 0, .. }), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_running_beside_appends_see_a_consistent_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(FileLog::open(dir.path(), small_segments(), None).unwrap());
+        let reader = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut longest = 0;
+                while longest < 300 {
+                    let records = log.read(0, usize::MAX).unwrap();
+                    for (i, record) in records.iter().enumerate() {
+                        assert_eq!(record.position, i as u64);
+                        assert_eq!(record.payload, format!("record-{i}").into_bytes());
+                    }
+                    longest = longest.max(records.len());
+                }
+            })
+        };
+        for i in 0..300 {
+            log.append(vec![format!("record-{i}").into_bytes()])
+                .await
+                .unwrap();
+        }
+        reader.join().unwrap();
+        assert!(segment_files(dir.path()) > 10);
     }
 
     #[test]

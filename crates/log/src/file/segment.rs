@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
-use crate::record;
+use crate::record::{self, HEADER_BYTES};
 use crate::{LogError, Position, Record};
 
 const SEGMENT_SUFFIX: &str = ".log";
@@ -306,35 +306,64 @@ fn zero_from(path: &Path, from: u64, to: u64) -> Result<(), LogError> {
     file.sync_data().map_err(io_error(context))
 }
 
-/// Appends to `out` up to `max` records of `segment` at or after `from`.
+/// What a reader needs of a segment, copied out so no lock is held during file I/O.
+pub struct SegmentView {
+    path: PathBuf,
+    /// Durable bytes when the view was taken.
+    len: u64,
+    /// The indexed record at or before the position to read from: (position, offset).
+    start: (Position, u64),
+}
+
+impl Segment {
+    /// A view for reading at or after `from`.
+    pub fn view(&self, from: Position) -> SegmentView {
+        let after = self.index.partition_point(|(pos, _)| *pos <= from);
+        SegmentView {
+            path: self.path.clone(),
+            len: self.len,
+            start: match after {
+                0 => (self.base, 0),
+                i => self.index[i - 1],
+            },
+        }
+    }
+}
+
+/// Appends to `out` up to `max` records at or after `from`, reading record by record
+/// from the nearest indexed offset, and only as far as needed.
 pub fn read_segment(
-    segment: &Segment,
+    view: &SegmentView,
     from: Position,
     max: usize,
     out: &mut Vec<Record>,
 ) -> Result<(), LogError> {
-    let context = format!("read {}", segment.path.display());
-    let start = segment.index.partition_point(|(pos, _)| *pos <= from);
-    let (mut position, offset) = match start {
-        0 => (segment.base, 0),
-        i => segment.index[i - 1],
-    };
-    let mut file = File::open(&segment.path).map_err(io_error(context.clone()))?;
-    file.seek(SeekFrom::Start(offset))
-        .map_err(io_error(context.clone()))?;
-    // Read only what was durable when we looked: a concurrent append may be mid-write.
-    let mut bytes = Vec::new();
-    file.take(segment.len - offset)
-        .read_to_end(&mut bytes)
-        .map_err(io_error(context))?;
-    let mut at = 0usize;
-    while at < bytes.len() && out.len() < max {
-        let (payload, len) =
-            record::decode(&bytes[at..], position).map_err(|invalid| LogError::Corrupt {
-                segment: segment.path.display().to_string(),
-                offset: offset + at as u64,
-                reason: invalid.to_string(),
-            })?;
+    let context = || format!("read {}", view.path.display());
+    let (mut position, mut offset) = view.start;
+    let file = File::open(&view.path).map_err(io_error(context()))?;
+    let mut reader = std::io::BufReader::with_capacity(256 * 1024, file);
+    reader
+        .seek(SeekFrom::Start(offset))
+        .map_err(io_error(context()))?;
+    let mut buf = Vec::new();
+    while offset < view.len && out.len() < max {
+        buf.resize(HEADER_BYTES, 0);
+        reader.read_exact(&mut buf).map_err(io_error(context()))?;
+        let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+        let total = HEADER_BYTES + len;
+        if offset + total as u64 > view.len {
+            return Err(corrupt(
+                view,
+                offset,
+                "record runs past the durable end".into(),
+            ));
+        }
+        buf.resize(total, 0);
+        reader
+            .read_exact(&mut buf[HEADER_BYTES..])
+            .map_err(io_error(context()))?;
+        let (payload, _) = record::decode(&buf, position)
+            .map_err(|invalid| corrupt(view, offset, invalid.to_string()))?;
         if position >= from {
             out.push(Record {
                 position,
@@ -342,7 +371,15 @@ pub fn read_segment(
             });
         }
         position += 1;
-        at += len;
+        offset += total as u64;
     }
     Ok(())
+}
+
+fn corrupt(view: &SegmentView, offset: u64, reason: String) -> LogError {
+    LogError::Corrupt {
+        segment: view.path.display().to_string(),
+        offset,
+        reason,
+    }
 }
