@@ -6,7 +6,7 @@ mod common;
 
 use common::{Server, export, post_json, spec_examples};
 use serde_json::json;
-use spoor_ingest::stored::{ExportedRecord, RecordContent};
+use spoor_protocol::stored::{ExportedRecord, RecordContent};
 use spoor_protocol::{Incoming, parse_request};
 
 /// The sites the spec's examples name.

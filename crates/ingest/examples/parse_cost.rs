@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
-use spoor_ingest::stored::{RecordContent, StoredRecord, hash_hex, request_hash};
+use spoor_ingest::request_hash;
 use spoor_protocol::Incoming;
+use spoor_protocol::stored::{RecordContent, StoredRecord, hash_hex};
 
 fn main() {
     let spec_path = std::env::args()

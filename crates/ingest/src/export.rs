@@ -6,8 +6,8 @@ use std::io::Write;
 use serde::Serialize;
 use spoor_log::EventLog;
 
-use crate::stored::{ExportedRecord, StoredRecord, parse_hash_hex};
 use crate::{IngestError, scan_from};
+use spoor_protocol::stored::{ExportedRecord, StoredRecord, parse_hash_hex};
 
 /// Which records an export includes.
 #[derive(Debug, Clone, Default)]

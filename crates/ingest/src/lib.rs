@@ -8,7 +8,6 @@
 pub mod dedup;
 pub mod export;
 pub mod sites;
-pub mod stored;
 
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use spoor_protocol::{EventBody, EventKind, Incoming, ProtocolError, TrackerEvent
 
 use dedup::{Claim, DedupIndex, DuplicateOf, Keys, order_key};
 pub use sites::{Registration, Site, SiteRegistry};
-use stored::{RecordContent, StoredRecord, hash_hex, request_hash};
+use spoor_protocol::stored::{self, RecordContent, StoredRecord, hash_hex};
 
 /// Records read per step when scanning the log.
 const SCAN_CHUNK: usize = 4096;
@@ -291,6 +290,11 @@ impl Ingestor {
     pub fn dedup_sizes(&self) -> (usize, usize) {
         self.dedup.len()
     }
+}
+
+/// The hash that makes a client's retry recognisable: xxh3-128 of the request bytes.
+pub fn request_hash(bytes: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(bytes)
 }
 
 fn clone_log_error(error: &LogError) -> LogError {

@@ -13,6 +13,7 @@ pub mod event;
 pub mod json;
 pub mod parse;
 pub mod reader;
+pub mod stored;
 
 pub use error::{ErrorCode, ProtocolError};
 pub use event::*;

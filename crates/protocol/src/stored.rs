@@ -1,11 +1,13 @@
-//! The format of a log record, and of a line of `spoor events export`.
+//! The format of a log record, and of a line of `spoor events export`: the log's own wire
+//! format, read by everything downstream of the log.
 //!
 //! A record is the normalised event (see `spoor_protocol::TrackerEvent`) plus what ingest
 //! knew when it arrived: the receive time and a hash of the request bytes. JSON, so the log
 //! is readable with ordinary tools and an export line is a record with its position added.
 
 use serde::{Deserialize, Serialize};
-use spoor_protocol::{ContactLink, TrackerEvent};
+
+use crate::event::{ContactLink, TrackerEvent};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -51,10 +53,6 @@ pub struct ExportedRecord {
     pub position: u64,
     #[serde(flatten)]
     pub record: StoredRecord,
-}
-
-pub fn request_hash(bytes: &[u8]) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(bytes)
 }
 
 pub fn hash_hex(hash: u128) -> String {
