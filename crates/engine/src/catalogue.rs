@@ -1,0 +1,268 @@
+//! A site's products: upserted by ProductUpdate (a partial update changes only the fields
+//! sent), with the price and stock state the site shows kept up to date from the events
+//! that carry them (product pages, carts, wishlists), and their history kept.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+use spoor_protocol::{Price, ProductUpdate, TagMap};
+
+use crate::contact::Timed;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Product {
+    pub product_key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    /// The current price: the latest the site sent, in an update or shown on a page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<Timed<Price>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_stock: Option<Timed<bool>>,
+    /// Category path segments, `level1 > level2 > level3` split.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub category_path: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub category_ids: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: TagMap,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+    /// When the site first mentioned the product (for new arrivals).
+    pub first_seen: i64,
+    /// Every price change, oldest first.
+    pub price_history: Vec<Timed<Decimal>>,
+    /// Every stock change, oldest first.
+    pub stock_history: Vec<Timed<bool>>,
+}
+
+impl Product {
+    fn new(product_key: &str, at: i64) -> Product {
+        Product {
+            product_key: product_key.to_string(),
+            name: None,
+            description: None,
+            brand: None,
+            url: None,
+            image_url: None,
+            price: None,
+            in_stock: None,
+            category_path: Vec::new(),
+            category_ids: Vec::new(),
+            tags: TagMap::new(),
+            extra: BTreeMap::new(),
+            first_seen: at,
+            price_history: Vec::new(),
+            stock_history: Vec::new(),
+        }
+    }
+
+    /// Sets the price as of `at`, unless a later one is known; records a change.
+    fn observe_price(&mut self, price: &Price, at: i64) {
+        record_change(&mut self.price_history, price.amount, at);
+        if self.price.as_ref().is_none_or(|p| p.at <= at) {
+            self.price = Some(Timed {
+                value: price.clone(),
+                at,
+            });
+        }
+    }
+
+    fn observe_stock(&mut self, in_stock: bool, at: i64) {
+        record_change(&mut self.stock_history, in_stock, at);
+        if self.in_stock.as_ref().is_none_or(|s| s.at <= at) {
+            self.in_stock = Some(Timed {
+                value: in_stock,
+                at,
+            });
+        }
+    }
+}
+
+/// Inserts `value` at its time in a history of changes, where it differs from what was
+/// in force at that time; later entries equal to it are then no longer changes.
+fn record_change<T: PartialEq + Clone>(history: &mut Vec<Timed<T>>, value: T, at: i64) {
+    let index = history.partition_point(|h| h.at <= at);
+    if index > 0 && history[index - 1].value == value {
+        return;
+    }
+    history.insert(index, Timed { value, at });
+    if history
+        .get(index + 1)
+        .is_some_and(|next| next.value == history[index].value)
+    {
+        history.remove(index + 1);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Catalogue {
+    products: HashMap<String, Product>,
+}
+
+impl Catalogue {
+    pub fn get(&self, product_key: &str) -> Option<&Product> {
+        self.products.get(product_key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.products.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.products.is_empty()
+    }
+
+    fn entry(&mut self, product_key: &str, at: i64) -> &mut Product {
+        let product = self
+            .products
+            .entry(product_key.to_string())
+            .or_insert_with(|| Product::new(product_key, at));
+        product.first_seen = product.first_seen.min(at);
+        product
+    }
+
+    /// A ProductUpdate: only the fields it carries change.
+    pub fn update(&mut self, update: &ProductUpdate, at: i64) {
+        let product = self.entry(&update.product_key, at);
+        let set = |slot: &mut Option<String>, value: &Option<String>| {
+            if value.is_some() {
+                slot.clone_from(value);
+            }
+        };
+        set(&mut product.name, &update.name);
+        set(&mut product.description, &update.description);
+        set(&mut product.brand, &update.brand);
+        set(&mut product.url, &update.url);
+        set(&mut product.image_url, &update.image_url);
+        if let Some(path) = &update.category {
+            product.category_path = path
+                .split('>')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+        }
+        if let Some(ids) = &update.category_ids {
+            product.category_ids.clone_from(ids);
+        }
+        for (key, values) in &update.tags {
+            product.tags.insert(key.clone(), values.clone());
+        }
+        for (key, value) in &update.extra {
+            product.extra.insert(key.clone(), value.clone());
+        }
+        if let Some(price) = &update.price {
+            product.observe_price(price, at);
+        }
+        if let Some(in_stock) = update.in_stock {
+            product.observe_stock(in_stock, at);
+        }
+    }
+
+    /// A price or stock state the site showed in an event (product page, cart, wishlist).
+    pub fn observe(
+        &mut self,
+        product_key: &str,
+        price: Option<&Price>,
+        in_stock: Option<bool>,
+        at: i64,
+    ) {
+        let product = self.entry(product_key, at);
+        if let Some(price) = price {
+            product.observe_price(price, at);
+        }
+        if let Some(in_stock) = in_stock {
+            product.observe_stock(in_stock, at);
+        }
+    }
+
+    /// Notes that a product exists (named in an order or an impression), without any state.
+    pub fn mention(&mut self, product_key: &str, at: i64) {
+        self.entry(product_key, at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn price(amount: &str) -> Price {
+        Price {
+            amount: amount.parse().unwrap(),
+            currency: None,
+        }
+    }
+
+    #[test]
+    fn partial_update_changes_only_the_fields_sent() {
+        let mut catalogue = Catalogue::default();
+        catalogue.update(
+            &ProductUpdate {
+                product_key: "1".into(),
+                name: Some("Mug".into()),
+                brand: Some("Acme".into()),
+                price: Some(price("10")),
+                category: Some("Home > Kitchen > Mugs".into()),
+                ..ProductUpdate::default()
+            },
+            100,
+        );
+        catalogue.update(
+            &ProductUpdate {
+                product_key: "1".into(),
+                price: Some(price("8")),
+                in_stock: Some(false),
+                ..ProductUpdate::default()
+            },
+            200,
+        );
+        let mug = catalogue.get("1").unwrap();
+        assert_eq!(mug.name.as_deref(), Some("Mug"));
+        assert_eq!(mug.brand.as_deref(), Some("Acme"));
+        assert_eq!(mug.category_path, ["Home", "Kitchen", "Mugs"]);
+        assert_eq!(mug.price.as_ref().unwrap().value.amount.to_string(), "8");
+        assert!(!mug.in_stock.as_ref().unwrap().value);
+        let history: Vec<String> = mug
+            .price_history
+            .iter()
+            .map(|h| h.value.to_string())
+            .collect();
+        assert_eq!(history, ["10", "8"]);
+    }
+
+    #[test]
+    fn the_latest_price_wins_whatever_the_arrival_order() {
+        let mut in_order = Catalogue::default();
+        let mut shuffled = Catalogue::default();
+        let seen = [(100, "10"), (300, "12"), (200, "9"), (400, "12")];
+        for (at, amount) in seen {
+            in_order.observe("p", Some(&price(amount)), Some(true), at);
+        }
+        for (at, amount) in seen.iter().rev() {
+            shuffled.observe("p", Some(&price(amount)), Some(true), *at);
+        }
+        let (a, b) = (in_order.get("p").unwrap(), shuffled.get("p").unwrap());
+        assert_eq!(a, b);
+        assert_eq!(a.price.as_ref().unwrap().value.amount.to_string(), "12");
+        let history: Vec<(i64, String)> = a
+            .price_history
+            .iter()
+            .map(|h| (h.at, h.value.to_string()))
+            .collect();
+        assert_eq!(
+            history,
+            [(100, "10".into()), (200, "9".into()), (300, "12".into())]
+        );
+    }
+}

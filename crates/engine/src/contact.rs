@@ -1,0 +1,318 @@
+//! One contact's state. Every part is keyed by the events' `datetime`, not by arrival, so
+//! events that arrive out of order end in the same state as in order: the latest cart
+//! wins, profile fields keep their latest value, bounded lists keep their latest entries.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+use spoor_protocol::{Cart as WireCart, CartLine, OrderLine, Purchase, Visitor};
+
+use crate::identity::{ContactId, Identifiers};
+
+/// How many recent product views, category views and searches a contact keeps.
+pub const RECENT_LIMIT: usize = 50;
+
+/// A value and the event time that set it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Timed<T> {
+    pub value: T,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<Timed<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<Timed<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<Timed<String>>,
+    /// Further CustomerData fields (`user_city`, `user_card_id`...).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, Timed<String>>,
+}
+
+fn set_latest(slot: &mut Option<Timed<String>>, value: &Option<String>, at: i64) {
+    if let Some(value) = value
+        && slot.as_ref().is_none_or(|old| old.at <= at)
+    {
+        *slot = Some(Timed {
+            value: value.clone(),
+            at,
+        });
+    }
+}
+
+impl Profile {
+    fn update(&mut self, visitor: &Visitor, at: i64) {
+        set_latest(&mut self.name, &visitor.name, at);
+        set_latest(&mut self.email, &visitor.email, at);
+        set_latest(&mut self.phone, &visitor.phone, at);
+        for (key, value) in &visitor.extra {
+            let slot = self.fields.entry(key.clone());
+            let field = slot.or_insert_with(|| Timed {
+                value: value.clone(),
+                at,
+            });
+            if field.at <= at {
+                *field = Timed {
+                    value: value.clone(),
+                    at,
+                };
+            }
+        }
+    }
+
+    fn absorb(&mut self, other: Profile) {
+        let keep_latest = |mine: &mut Option<Timed<String>>, theirs: Option<Timed<String>>| {
+            if let Some(theirs) = theirs
+                && mine.as_ref().is_none_or(|m| m.at < theirs.at)
+            {
+                *mine = Some(theirs);
+            }
+        };
+        keep_latest(&mut self.name, other.name);
+        keep_latest(&mut self.email, other.email);
+        keep_latest(&mut self.phone, other.phone);
+        for (key, theirs) in other.fields {
+            let mine = self.fields.entry(key).or_insert_with(|| theirs.clone());
+            if mine.at < theirs.at {
+                *mine = theirs;
+            }
+        }
+    }
+}
+
+/// The contact's cart as of its latest StatusCart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cart {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guid: Option<String>,
+    pub lines: Vec<CartLine>,
+    pub at: i64,
+}
+
+impl Cart {
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Order {
+    pub order_number: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cart_guid: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracked_order_id: Option<String>,
+    pub lines: Vec<OrderLine>,
+    /// Sum of unit price times quantity over the lines.
+    pub total: Decimal,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    pub at: i64,
+}
+
+impl Order {
+    fn from_purchase(purchase: &Purchase, at: i64) -> Order {
+        let total = purchase
+            .products
+            .iter()
+            .map(|line| line.unit_price.amount * Decimal::from(line.quantity))
+            .sum::<Decimal>()
+            .normalize();
+        Order {
+            order_number: purchase.order_number.clone(),
+            cart_guid: purchase.guid.clone(),
+            tracked_order_id: purchase.tracked_order_id.clone(),
+            lines: purchase.products.clone(),
+            total,
+            currency: purchase
+                .products
+                .iter()
+                .find_map(|l| l.unit_price.currency.clone()),
+            at,
+        }
+    }
+}
+
+/// Something seen at a time: a product, a category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Seen {
+    pub key: String,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SearchSeen {
+    pub query: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub found: Option<bool>,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Merge {
+    /// The contact that was merged into this one.
+    pub absorbed: ContactId,
+    /// Time of the event that joined them.
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Contact {
+    pub id: ContactId,
+    pub identifiers: Identifiers,
+    pub profile: Profile,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// The latest cart state; `None` before any StatusCart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cart: Option<Cart>,
+    /// Product key -> when it was added.
+    pub wishlist: BTreeMap<String, i64>,
+    pub orders: BTreeMap<String, Order>,
+    /// Latest first, at most [`RECENT_LIMIT`].
+    pub viewed_products: Vec<Seen>,
+    pub viewed_categories: Vec<Seen>,
+    pub searches: Vec<SearchSeen>,
+    pub merges: Vec<Merge>,
+}
+
+/// Inserts keeping the list latest-first and bounded; order-independent for equal input.
+fn remember<T: Clone>(list: &mut Vec<T>, item: T, at: impl Fn(&T) -> i64) {
+    let position = list.partition_point(|x| at(x) >= at(&item));
+    list.insert(position, item);
+    list.truncate(RECENT_LIMIT);
+}
+
+impl Contact {
+    pub fn new(id: ContactId, at: i64) -> Contact {
+        Contact {
+            id,
+            identifiers: Identifiers::default(),
+            profile: Profile::default(),
+            first_seen: at,
+            last_seen: at,
+            cart: None,
+            wishlist: BTreeMap::new(),
+            orders: BTreeMap::new(),
+            viewed_products: Vec::new(),
+            viewed_categories: Vec::new(),
+            searches: Vec::new(),
+            merges: Vec::new(),
+        }
+    }
+
+    pub fn touch(&mut self, visitor: &Visitor, at: i64) {
+        self.first_seen = self.first_seen.min(at);
+        self.last_seen = self.last_seen.max(at);
+        self.profile.update(visitor, at);
+    }
+
+    pub fn set_cart(&mut self, cart: &WireCart, at: i64) {
+        if self.cart.as_ref().is_some_and(|c| c.at > at) {
+            return;
+        }
+        self.cart = Some(Cart {
+            guid: cart.guid.clone(),
+            lines: cart.products.clone(),
+            at,
+        });
+    }
+
+    /// Records an order; the cart it was bought from is emptied, as of the purchase.
+    pub fn add_order(&mut self, purchase: &Purchase, at: i64) {
+        let order = Order::from_purchase(purchase, at);
+        let bought_cart = self.cart.as_ref().is_some_and(|cart| {
+            cart.at <= at && order.cart_guid.is_some() && cart.guid == order.cart_guid
+        });
+        if bought_cart {
+            self.cart = Some(Cart {
+                guid: None,
+                lines: Vec::new(),
+                at,
+            });
+        }
+        self.orders
+            .entry(order.order_number.clone())
+            .or_insert(order);
+    }
+
+    pub fn add_to_wishlist(&mut self, product_key: &str, at: i64) {
+        let added = self.wishlist.entry(product_key.to_string()).or_insert(at);
+        *added = (*added).min(at);
+    }
+
+    pub fn viewed_product(&mut self, key: &str, at: i64) {
+        remember(
+            &mut self.viewed_products,
+            Seen {
+                key: key.into(),
+                at,
+            },
+            |s| s.at,
+        );
+    }
+
+    pub fn viewed_category(&mut self, key: &str, at: i64) {
+        remember(
+            &mut self.viewed_categories,
+            Seen {
+                key: key.into(),
+                at,
+            },
+            |s| s.at,
+        );
+    }
+
+    pub fn searched(&mut self, query: &str, found: Option<bool>, at: i64) {
+        let search = SearchSeen {
+            query: query.into(),
+            found,
+            at,
+        };
+        remember(&mut self.searches, search, |s| s.at);
+    }
+
+    /// Takes over everything of `other`, which is merged into this contact.
+    pub fn absorb(&mut self, other: Contact, at: i64) {
+        self.identifiers.absorb(other.identifiers);
+        self.profile.absorb(other.profile);
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        if let Some(cart) = other.cart
+            && self.cart.as_ref().is_none_or(|mine| mine.at < cart.at)
+        {
+            self.cart = Some(cart);
+        }
+        for (key, added) in other.wishlist {
+            self.add_to_wishlist(&key, added);
+        }
+        for (number, order) in other.orders {
+            self.orders.entry(number).or_insert(order);
+        }
+        for seen in other.viewed_products {
+            remember(&mut self.viewed_products, seen, |s| s.at);
+        }
+        for seen in other.viewed_categories {
+            remember(&mut self.viewed_categories, seen, |s| s.at);
+        }
+        for search in other.searches {
+            remember(&mut self.searches, search, |s| s.at);
+        }
+        self.merges.extend(other.merges);
+        self.merges.push(Merge {
+            absorbed: other.id,
+            at,
+        });
+    }
+}

@@ -1,0 +1,234 @@
+//! Who is who: the identifiers that name a contact, how they are normalised, and which
+//! contacts an event's identifiers join.
+//!
+//! # Precedence rules
+//!
+//! A contact is known by any of: the `sc` cookie, `externalCustomerId`, email (trimmed,
+//! lowercased), phone (digits only, international prefix `+`/`00` dropped) and
+//! `user_es_contact_id`. External id and email are *permanent*: a contact holds at most one
+//! of each, and they never change hands. Cookies, phones and vendor contact ids are
+//! *shared*: a contact may have many, and one can move to another contact.
+//!
+//! For each event, in log order:
+//! 1. The contacts its identifiers point at are the *candidates*.
+//! 2. A candidate is *compatible* with the event when, for each permanent kind, it holds
+//!    no value or the event's value. Two candidates are compatible when no permanent kind
+//!    holds different values in them.
+//! 3. The *anchor* is the contact the event belongs to: the first compatible candidate,
+//!    preferring one matched by a permanent identifier, then the oldest. When none is
+//!    compatible, a new contact is the anchor.
+//! 4. Every other candidate compatible with the anchor merges into it; of the merged
+//!    contacts the oldest survives and takes the others' identifiers, views, cart,
+//!    wishlist and orders. The merge is recorded on the survivor.
+//! 5. A candidate that is not compatible is never merged: the shared identifiers that
+//!    pointed at it move to the anchor (a shop's shared computer: the cookie follows the
+//!    person who signed in last).
+//! 6. The anchor takes all of the event's identifiers.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use spoor_protocol::Visitor;
+
+/// A contact's number within its site, in order of creation.
+pub type ContactId = u32;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(tag = "type", content = "value", rename_all = "camelCase")]
+pub enum Identifier {
+    Sc(String),
+    ExternalCustomerId(String),
+    Email(String),
+    Phone(String),
+    EsContactId(String),
+}
+
+impl Identifier {
+    /// External id and email: at most one per contact, never moved to another.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            Identifier::ExternalCustomerId(_) | Identifier::Email(_)
+        )
+    }
+
+    /// An identifier from an API query: `kind` as in the query string.
+    pub fn from_query(kind: &str, value: &str) -> Option<Identifier> {
+        let value = value.trim();
+        if value.is_empty() {
+            return None;
+        }
+        Some(match kind {
+            "sc" => Identifier::Sc(value.to_string()),
+            "externalCustomerId" => Identifier::ExternalCustomerId(value.to_string()),
+            "email" => Identifier::Email(normalize_email(value)),
+            "phone" => Identifier::Phone(normalize_phone(value)?),
+            "esContactId" => Identifier::EsContactId(value.to_string()),
+            _ => return None,
+        })
+    }
+}
+
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+/// Digits only, with the international prefix (`+` or `00`) dropped:
+/// `+1-541-754-3010` and `0015417543010` are both `15417543010`.
+pub fn normalize_phone(phone: &str) -> Option<String> {
+    let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+    let digits = digits.strip_prefix("00").unwrap_or(&digits).to_string();
+    (digits.len() >= 5).then_some(digits)
+}
+
+/// The identifiers an event carries, normalised.
+pub fn identifiers_of(visitor: &Visitor) -> Vec<Identifier> {
+    let mut ids = Vec::new();
+    if let Some(id) = &visitor.external_customer_id {
+        ids.push(Identifier::ExternalCustomerId(id.clone()));
+    }
+    if let Some(email) = &visitor.email {
+        ids.push(Identifier::Email(normalize_email(email)));
+    }
+    if let Some(phone) = visitor.phone.as_deref().and_then(normalize_phone) {
+        ids.push(Identifier::Phone(phone));
+    }
+    if let Some(es) = &visitor.es_contact_id {
+        ids.push(Identifier::EsContactId(es.clone()));
+    }
+    if let Some(sc) = &visitor.sc {
+        ids.push(Identifier::Sc(sc.clone()));
+    }
+    ids
+}
+
+/// The identifiers one contact holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Identifiers {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_customer_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub phones: BTreeSet<String>,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub cookies: BTreeSet<String>,
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub es_contact_ids: BTreeSet<String>,
+}
+
+impl Identifiers {
+    pub fn all(&self) -> Vec<Identifier> {
+        let mut out = Vec::new();
+        out.extend(
+            self.external_customer_id
+                .clone()
+                .map(Identifier::ExternalCustomerId),
+        );
+        out.extend(self.email.clone().map(Identifier::Email));
+        out.extend(self.phones.iter().cloned().map(Identifier::Phone));
+        out.extend(self.cookies.iter().cloned().map(Identifier::Sc));
+        out.extend(
+            self.es_contact_ids
+                .iter()
+                .cloned()
+                .map(Identifier::EsContactId),
+        );
+        out
+    }
+
+    pub fn insert(&mut self, id: Identifier) {
+        match id {
+            Identifier::ExternalCustomerId(v) => self.external_customer_id = Some(v),
+            Identifier::Email(v) => self.email = Some(v),
+            Identifier::Phone(v) => {
+                self.phones.insert(v);
+            }
+            Identifier::Sc(v) => {
+                self.cookies.insert(v);
+            }
+            Identifier::EsContactId(v) => {
+                self.es_contact_ids.insert(v);
+            }
+        }
+    }
+
+    pub fn remove(&mut self, id: &Identifier) {
+        match id {
+            Identifier::ExternalCustomerId(_) => self.external_customer_id = None,
+            Identifier::Email(_) => self.email = None,
+            Identifier::Phone(v) => {
+                self.phones.remove(v);
+            }
+            Identifier::Sc(v) => {
+                self.cookies.remove(v);
+            }
+            Identifier::EsContactId(v) => {
+                self.es_contact_ids.remove(v);
+            }
+        }
+    }
+
+    /// Whether `ids` could belong to this contact: no permanent kind would get a second,
+    /// different value.
+    pub fn accepts(&self, ids: &[Identifier]) -> bool {
+        ids.iter().all(|id| match id {
+            Identifier::ExternalCustomerId(v) => self
+                .external_customer_id
+                .as_ref()
+                .is_none_or(|own| own == v),
+            Identifier::Email(v) => self.email.as_ref().is_none_or(|own| own == v),
+            _ => true,
+        })
+    }
+
+    /// Whether two contacts may merge: no permanent kind holds different values.
+    pub fn compatible(&self, other: &Identifiers) -> bool {
+        let same = |a: &Option<String>, b: &Option<String>| match (a, b) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        same(&self.external_customer_id, &other.external_customer_id)
+            && same(&self.email, &other.email)
+    }
+
+    pub fn absorb(&mut self, other: Identifiers) {
+        for id in other.all() {
+            self.insert(id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_and_emails_normalise() {
+        assert_eq!(
+            normalize_phone("+1-541-754-3010").as_deref(),
+            Some("15417543010")
+        );
+        assert_eq!(
+            normalize_phone("0015417543010").as_deref(),
+            Some("15417543010")
+        );
+        assert_eq!(normalize_phone("12"), None);
+        assert_eq!(normalize_email("  User@Mail.COM "), "user@mail.com");
+    }
+
+    #[test]
+    fn permanent_identifiers_decide_compatibility() {
+        let mut a = Identifiers::default();
+        a.insert(Identifier::Email("a@x".into()));
+        a.insert(Identifier::Sc("c1".into()));
+        assert!(a.accepts(&[Identifier::Email("a@x".into()), Identifier::Sc("c2".into())]));
+        assert!(!a.accepts(&[Identifier::Email("b@x".into())]));
+        let mut b = Identifiers::default();
+        b.insert(Identifier::ExternalCustomerId("7".into()));
+        assert!(a.compatible(&b));
+        b.insert(Identifier::Email("b@x".into()));
+        assert!(!a.compatible(&b));
+    }
+}

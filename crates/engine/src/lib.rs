@@ -1,0 +1,340 @@
+//! The state spoor derives from its event log: per site, the contacts (identity across
+//! cookie, customer id, email and phone, with their carts, wishlists, orders, views and
+//! searches) and the catalogue (products, prices, stock, with history).
+//!
+//! The engine knows nothing of HTTP or of where records come from: it is fed the log's
+//! records in log order, and the same records always give the same state, so it can be
+//! rebuilt from the log at any time.
+
+pub mod catalogue;
+pub mod contact;
+pub mod identity;
+pub mod site;
+
+use std::collections::HashMap;
+
+use spoor_protocol::stored::{RecordContent, StoredRecord};
+
+pub use catalogue::Product;
+pub use contact::Contact;
+pub use identity::{ContactId, Identifier};
+pub use site::{SiteCounts, SiteState};
+
+#[derive(Default)]
+pub struct Engine {
+    sites: HashMap<String, SiteState>,
+}
+
+impl Engine {
+    /// Applies one record; records must come in log order.
+    pub fn apply(&mut self, record: &StoredRecord) {
+        match &record.content {
+            RecordContent::Event(event) => {
+                let at = event.datetime.unwrap_or(record.received_at);
+                self.sites
+                    .entry(event.site_id.clone())
+                    .or_default()
+                    .apply(event, at);
+            }
+            RecordContent::ContactLink(link) => {
+                for site in self.sites.values_mut() {
+                    site.link(link, record.received_at);
+                }
+            }
+        }
+    }
+
+    pub fn site(&self, site_id: &str) -> Option<&SiteState> {
+        self.sites.get(site_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use spoor_protocol::{Incoming, parse_value};
+
+    const T0: i64 = 1_700_000_000_000;
+
+    /// A record as ingest stores it, from a wire body.
+    fn record(body: serde_json::Value) -> StoredRecord {
+        let content = match parse_value(&body, T0 + 1_000_000).unwrap() {
+            Incoming::Event(event) => RecordContent::Event(event),
+            Incoming::ContactLink(link) => RecordContent::ContactLink(link),
+            Incoming::PluginLog(_) => panic!("not stored"),
+        };
+        StoredRecord {
+            received_at: T0,
+            request_hash: "0".repeat(32),
+            content,
+        }
+    }
+
+    fn info(at: i64, ids: serde_json::Value) -> serde_json::Value {
+        let mut info = json!({"eventName": "CustomerData", "siteId": "S", "datetime": T0 + at});
+        for (k, v) in ids.as_object().unwrap() {
+            info[k] = v.clone();
+        }
+        info
+    }
+
+    fn customer(at: i64, ids: serde_json::Value) -> StoredRecord {
+        record(json!({"GeneralInfo": info(at, ids)}))
+    }
+
+    fn cart(at: i64, sc: &str, guid: &str, keys: &[&str]) -> StoredRecord {
+        let mut general = info(at, json!({"cookies": {"sc": sc}}));
+        general["eventName"] = json!("StatusCart");
+        let products: Vec<_> = keys
+            .iter()
+            .map(|k| json!({"productKey": k, "price": 10, "quantity": 1}))
+            .collect();
+        record(json!({"GeneralInfo": general, "StatusCart": {"GUID": guid, "Products": products}}))
+    }
+
+    fn view(at: i64, sc: &str, key: &str) -> StoredRecord {
+        let mut general = info(at, json!({"cookies": {"sc": sc}}));
+        general["eventName"] = json!("ProductPage");
+        record(
+            json!({"GeneralInfo": general, "ProductPage": {"Product": {"productKey": key, "price": "5 USD", "isInStock": 1}}}),
+        )
+    }
+
+    fn purchase(at: i64, ids: serde_json::Value, order: &str, guid: Option<&str>) -> StoredRecord {
+        let mut general = info(at, ids);
+        general["eventName"] = json!("PurchasedItems");
+        let mut body = json!({"OrderNumber": order, "Products": [
+            {"product_id": "a", "unit_price": "2.50", "quantity": 2},
+            {"product_id": "b", "unit_price": "1", "quantity": 1}]});
+        if let Some(guid) = guid {
+            body["GUID"] = json!(guid);
+        }
+        record(json!({"GeneralInfo": general, "PurchasedItems": body}))
+    }
+
+    fn engine(records: &[StoredRecord]) -> Engine {
+        let mut engine = Engine::default();
+        for r in records {
+            engine.apply(r);
+        }
+        engine
+    }
+
+    fn sc(value: &str) -> Identifier {
+        Identifier::Sc(value.into())
+    }
+
+    fn email(value: &str) -> Identifier {
+        Identifier::Email(value.into())
+    }
+
+    #[test]
+    fn a_cookie_and_an_email_join_and_views_follow_the_survivor() {
+        let engine = engine(&[
+            view(1, "c1", "p1"),
+            customer(
+                2,
+                json!({"user_email": "Ann@Mail.com", "cookies": {"sc": "c2"}}),
+            ),
+            view(3, "c2", "p2"),
+            // One event names both: the two contacts merge, the older survives.
+            customer(
+                4,
+                json!({"user_email": "ann@mail.com", "cookies": {"sc": "c1"}}),
+            ),
+        ]);
+        let site = engine.site("S").unwrap();
+        let ann = site.contact(&email("ann@mail.com")).unwrap();
+        assert_eq!(ann.id, 0);
+        assert_eq!(site.contact(&sc("c2")).unwrap().id, 0);
+        let viewed: Vec<&str> = ann.viewed_products.iter().map(|s| s.key.as_str()).collect();
+        assert_eq!(viewed, ["p2", "p1"]);
+        assert_eq!(ann.merges.len(), 1);
+        assert_eq!(ann.merges[0].absorbed, 1);
+        assert_eq!(
+            site.contact_by_id(1).unwrap().id,
+            0,
+            "a merged id answers with the survivor"
+        );
+        assert_eq!(site.counts().contacts, 1);
+    }
+
+    #[test]
+    fn merge_chains_end_in_one_contact() {
+        let engine = engine(&[
+            view(1, "c1", "p1"),
+            view(2, "c2", "p2"),
+            view(3, "c3", "p3"),
+            customer(4, json!({"externalCustomerId": 9, "cookies": {"sc": "c2"}})),
+            customer(
+                5,
+                json!({"externalCustomerId": "9", "user_phone": "+380 50 111 22 33"}),
+            ),
+            customer(
+                6,
+                json!({"user_phone": "380501112233", "cookies": {"sc": "c3"}}),
+            ),
+            customer(
+                7,
+                json!({"externalCustomerId": "9", "cookies": {"sc": "c1"}}),
+            ),
+        ]);
+        let site = engine.site("S").unwrap();
+        let one = site
+            .contact(&Identifier::ExternalCustomerId("9".into()))
+            .unwrap();
+        for cookie in ["c1", "c2", "c3"] {
+            assert_eq!(site.contact(&sc(cookie)).unwrap().id, one.id, "{cookie}");
+        }
+        assert_eq!(one.viewed_products.len(), 3);
+        assert_eq!(site.counts().contacts, 1);
+        assert_eq!(site.counts().merged_contacts, 2);
+    }
+
+    #[test]
+    fn different_emails_never_merge_and_the_cookie_moves_to_the_newer() {
+        let engine = engine(&[
+            customer(
+                1,
+                json!({"user_email": "a@x.com", "cookies": {"sc": "shared"}}),
+            ),
+            cart(2, "shared", "g1", &["p1"]),
+            // Someone else signs in on the same computer.
+            customer(
+                3,
+                json!({"user_email": "b@x.com", "cookies": {"sc": "shared"}}),
+            ),
+            view(4, "shared", "p9"),
+        ]);
+        let site = engine.site("S").unwrap();
+        let a = site.contact(&email("a@x.com")).unwrap();
+        let b = site.contact(&email("b@x.com")).unwrap();
+        assert_ne!(a.id, b.id);
+        assert!(!a.identifiers.cookies.contains("shared"));
+        assert!(b.identifiers.cookies.contains("shared"));
+        assert_eq!(a.cart.as_ref().unwrap().lines.len(), 1, "a keeps its cart");
+        assert_eq!(
+            b.viewed_products[0].key, "p9",
+            "the cookie's new events go to b"
+        );
+        assert!(a.merges.is_empty() && b.merges.is_empty());
+    }
+
+    #[test]
+    fn the_cart_with_the_latest_datetime_wins_in_any_arrival_order() {
+        let events = [
+            cart(1, "c", "g1", &["a"]),
+            cart(3, "c", "g3", &["a", "b", "c"]),
+            cart(2, "c", "g2", &["a", "b"]),
+        ];
+        let in_order = engine(&[events[0].clone(), events[2].clone(), events[1].clone()]);
+        let shuffled = engine(&events);
+        let cart_of = |e: &Engine| e.site("S").unwrap().contact(&sc("c")).unwrap().cart.clone();
+        assert_eq!(cart_of(&in_order), cart_of(&shuffled));
+        assert_eq!(cart_of(&shuffled).unwrap().guid.as_deref(), Some("g3"));
+        // An empty cart clears it; an older non-empty state arriving late does not undo that.
+        let cleared = engine(&[
+            cart(1, "c", "g1", &["a"]),
+            cart(5, "c", "g5", &[]),
+            cart(2, "c", "g2", &["a"]),
+        ]);
+        let cart = cart_of(&cleared).unwrap();
+        assert!(cart.is_empty());
+        assert_eq!(cart.guid.as_deref(), Some("g5"));
+    }
+
+    #[test]
+    fn a_purchase_linked_by_guid_empties_the_cart_and_is_stored_once() {
+        let engine = engine(&[
+            cart(1, "c", "g1", &["a", "b"]),
+            purchase(2, json!({"cookies": {"sc": "c"}}), "A-1", Some("g1")),
+            purchase(3, json!({"cookies": {"sc": "c"}}), "A-1", None),
+        ]);
+        let site = engine.site("S").unwrap();
+        let contact = site.contact(&sc("c")).unwrap();
+        assert!(contact.cart.as_ref().unwrap().is_empty());
+        assert_eq!(contact.orders.len(), 1);
+        let order = &contact.orders["A-1"];
+        assert_eq!(order.cart_guid.as_deref(), Some("g1"));
+        assert_eq!(order.total.to_string(), "6");
+        assert_eq!(site.counts().orders, 1);
+        // A purchase of another cart leaves the current one alone.
+        let other = engine_with_other_guid();
+        assert_eq!(
+            other
+                .site("S")
+                .unwrap()
+                .contact(&sc("c"))
+                .unwrap()
+                .cart
+                .as_ref()
+                .unwrap()
+                .lines
+                .len(),
+            2
+        );
+    }
+
+    fn engine_with_other_guid() -> Engine {
+        engine(&[
+            cart(1, "c", "g1", &["a", "b"]),
+            purchase(2, json!({"cookies": {"sc": "c"}}), "A-2", Some("other")),
+        ])
+    }
+
+    #[test]
+    fn product_updates_and_observed_prices_build_the_catalogue() {
+        let update = record(json!({
+            "GeneralInfo": {"eventName": "ProductUpdate", "siteId": "S", "datetime": T0 + 1},
+            "ProductUpdate": [{"product_id": "p1", "name": "Mug", "unit_price": "10", "isInStock": 1,
+                               "category": "Home > Kitchen"}]}));
+        let engine = engine(&[update, view(5, "c", "p1")]);
+        let site = engine.site("S").unwrap();
+        let mug = site.product("p1").unwrap();
+        assert_eq!(mug.name.as_deref(), Some("Mug"));
+        let price = &mug.price.as_ref().unwrap().value;
+        assert_eq!(
+            (price.amount.to_string(), price.currency.as_deref()),
+            ("5".into(), Some("USD"))
+        );
+        assert_eq!(mug.price_history.len(), 2);
+        assert_eq!(mug.first_seen, T0 + 1);
+    }
+
+    #[test]
+    fn a_contact_link_joins_only_known_contacts() {
+        let link =
+            |web: &str, mail: &str| record(json!({"webId": web, "email": mail, "orgId": "1"}));
+        let engine = engine(&[
+            view(1, "c1", "p1"),
+            customer(2, json!({"user_email": "z@x.com"})),
+            link("c1", "z@x.com"),
+            link("nobody", "nobody@x.com"),
+        ]);
+        let site = engine.site("S").unwrap();
+        assert_eq!(
+            site.contact(&sc("c1")).unwrap().id,
+            site.contact(&email("z@x.com")).unwrap().id
+        );
+        assert!(site.contact(&email("nobody@x.com")).is_none());
+    }
+
+    #[test]
+    fn profile_fields_keep_their_latest_value() {
+        let engine = engine(&[
+            customer(
+                5,
+                json!({"cookies": {"sc": "c"}, "user_name": "New", "user_city": "Lviv"}),
+            ),
+            customer(
+                1,
+                json!({"cookies": {"sc": "c"}, "user_name": "Old", "user_city": "Kyiv"}),
+            ),
+        ]);
+        let contact = engine.site("S").unwrap().contact(&sc("c")).unwrap().clone();
+        assert_eq!(contact.profile.name.unwrap().value, "New");
+        assert_eq!(contact.profile.fields["user_city"].value, "Lviv");
+        assert_eq!((contact.first_seen, contact.last_seen), (T0 + 1, T0 + 5));
+    }
+}

@@ -1,0 +1,274 @@
+//! One site's state: its contacts, the identifier index over them, and its catalogue.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use spoor_protocol::{ContactLink, EventBody, TrackerEvent};
+
+use crate::catalogue::{Catalogue, Product};
+use crate::contact::Contact;
+use crate::identity::{
+    ContactId, Identifier, Identifiers, identifiers_of, normalize_email, normalize_phone,
+};
+
+enum Slot {
+    Live(Box<Contact>),
+    /// Merged into another contact, which holds everything it had.
+    Merged(ContactId),
+}
+
+#[derive(Default)]
+pub struct SiteState {
+    slots: Vec<Slot>,
+    index: HashMap<Identifier, ContactId>,
+    catalogue: Catalogue,
+    events: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteCounts {
+    pub events: u64,
+    pub contacts: u64,
+    pub merged_contacts: u64,
+    pub products: u64,
+    pub orders: u64,
+}
+
+impl SiteState {
+    /// The contact an identifier names now.
+    pub fn contact(&self, id: &Identifier) -> Option<&Contact> {
+        self.index.get(id).and_then(|c| self.contact_by_id(*c))
+    }
+
+    /// A contact by number; a merged one answers with the contact it was merged into.
+    pub fn contact_by_id(&self, mut id: ContactId) -> Option<&Contact> {
+        loop {
+            match self.slots.get(id as usize)? {
+                Slot::Live(contact) => return Some(contact),
+                Slot::Merged(into) => id = *into,
+            }
+        }
+    }
+
+    pub fn product(&self, product_key: &str) -> Option<&Product> {
+        self.catalogue.get(product_key)
+    }
+
+    pub fn counts(&self) -> SiteCounts {
+        let live = self.live().count() as u64;
+        SiteCounts {
+            events: self.events,
+            contacts: live,
+            merged_contacts: self.slots.len() as u64 - live,
+            products: self.catalogue.len() as u64,
+            orders: self.live().map(|c| c.orders.len() as u64).sum(),
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = &Contact> {
+        self.slots.iter().filter_map(|slot| match slot {
+            Slot::Live(contact) => Some(contact.as_ref()),
+            Slot::Merged(_) => None,
+        })
+    }
+
+    fn live_mut(&mut self, id: ContactId) -> &mut Contact {
+        match &mut self.slots[id as usize] {
+            Slot::Live(contact) => contact,
+            Slot::Merged(_) => unreachable!("the index names only live contacts"),
+        }
+    }
+
+    fn identifiers(&self, id: ContactId) -> &Identifiers {
+        match &self.slots[id as usize] {
+            Slot::Live(contact) => &contact.identifiers,
+            Slot::Merged(_) => unreachable!("the index names only live contacts"),
+        }
+    }
+
+    pub fn apply(&mut self, event: &TrackerEvent, at: i64) {
+        self.events += 1;
+        if let EventBody::ProductUpdate { products } = &event.body {
+            for update in products {
+                self.catalogue.update(update, at);
+            }
+            return;
+        }
+        let ids = identifiers_of(&event.visitor);
+        if ids.is_empty() {
+            return;
+        }
+        let id = self.resolve(&ids, at);
+        let catalogue = &mut self.catalogue;
+        let contact = match &mut self.slots[id as usize] {
+            Slot::Live(contact) => contact,
+            Slot::Merged(_) => unreachable!("resolve returns a live contact"),
+        };
+        contact.touch(&event.visitor, at);
+        match &event.body {
+            EventBody::ProductPage { product } => {
+                contact.viewed_product(&product.product_key, at);
+                catalogue.observe(
+                    &product.product_key,
+                    Some(&product.price),
+                    product.in_stock,
+                    at,
+                );
+            }
+            EventBody::AddToWishlist { product } => {
+                contact.add_to_wishlist(&product.product_key, at);
+                catalogue.observe(
+                    &product.product_key,
+                    Some(&product.price),
+                    product.in_stock,
+                    at,
+                );
+            }
+            EventBody::StatusCart { cart } => {
+                contact.set_cart(cart, at);
+                for line in &cart.products {
+                    catalogue.observe(&line.product_key, Some(&line.price), None, at);
+                }
+            }
+            EventBody::PurchasedItems { purchase } => {
+                contact.add_order(purchase, at);
+                for line in &purchase.products {
+                    catalogue.mention(&line.product_key, at);
+                }
+            }
+            EventBody::CategoryPage { category_key } => contact.viewed_category(category_key, at),
+            EventBody::SearchRequest { search } => {
+                contact.searched(&search.query, search.found, at)
+            }
+            EventBody::ProductImpressions { .. }
+            | EventBody::CustomerData
+            | EventBody::ProductUpdate { .. } => {}
+        }
+    }
+
+    /// A plugin's contact link joins its identifiers, but only where one of them already
+    /// names a contact of this site: a link alone creates no one.
+    pub fn link(&mut self, link: &ContactLink, at: i64) {
+        let mut ids = Vec::new();
+        ids.extend(
+            link.external_customer_id
+                .clone()
+                .map(Identifier::ExternalCustomerId),
+        );
+        ids.extend(
+            link.email
+                .as_deref()
+                .map(|e| Identifier::Email(normalize_email(e))),
+        );
+        ids.extend(
+            link.phone
+                .as_deref()
+                .and_then(normalize_phone)
+                .map(Identifier::Phone),
+        );
+        ids.extend(link.web_id.clone().map(Identifier::Sc));
+        if ids.iter().any(|id| self.index.contains_key(id)) {
+            self.resolve(&ids, at);
+        }
+    }
+
+    /// The contact an event with `ids` belongs to, merging and moving identifiers by the
+    /// rules in [`crate::identity`].
+    fn resolve(&mut self, ids: &[Identifier], at: i64) -> ContactId {
+        // Candidates: matched by a permanent identifier first, then the oldest first.
+        let mut candidates: Vec<(bool, ContactId)> = ids
+            .iter()
+            .filter_map(|id| self.index.get(id).map(|c| (!id.is_permanent(), *c)))
+            .collect();
+        candidates.sort_unstable();
+        let mut seen = Vec::new();
+        candidates.retain(|(_, c)| {
+            let new = !seen.contains(c);
+            seen.push(*c);
+            new
+        });
+        let anchor = candidates
+            .iter()
+            .map(|(_, c)| *c)
+            .find(|c| self.identifiers(*c).accepts(ids))
+            .unwrap_or_else(|| self.create(at));
+
+        // Who joins the anchor: checked one by one against everything joined so far.
+        let mut joined = self.identifiers(anchor).clone();
+        for id in ids.iter().filter(|id| id.is_permanent()) {
+            if joined.accepts(std::slice::from_ref(id)) && !self.index.contains_key(id) {
+                joined.insert(id.clone());
+            }
+        }
+        let mut group = vec![anchor];
+        for (_, candidate) in candidates {
+            if candidate == anchor {
+                continue;
+            }
+            let theirs = self.identifiers(candidate);
+            if theirs.compatible(&joined) && theirs.accepts(ids) {
+                joined.absorb(theirs.clone());
+                group.push(candidate);
+            } else {
+                // Never merged: the shared identifiers that led here move to the anchor.
+                let moving: Vec<Identifier> = ids
+                    .iter()
+                    .filter(|id| !id.is_permanent() && self.index.get(*id) == Some(&candidate))
+                    .cloned()
+                    .collect();
+                let contact = self.live_mut(candidate);
+                for id in &moving {
+                    contact.identifiers.remove(id);
+                }
+            }
+        }
+        let survivor = *group.iter().min().expect("the anchor is in the group");
+        for member in group {
+            if member != survivor {
+                self.merge(member, survivor, at);
+            }
+        }
+        self.attach(survivor, ids);
+        survivor
+    }
+
+    fn create(&mut self, at: i64) -> ContactId {
+        let id = self.slots.len() as ContactId;
+        self.slots.push(Slot::Live(Box::new(Contact::new(id, at))));
+        id
+    }
+
+    fn merge(&mut self, absorbed: ContactId, survivor: ContactId, at: i64) {
+        let Slot::Live(contact) =
+            std::mem::replace(&mut self.slots[absorbed as usize], Slot::Merged(survivor))
+        else {
+            unreachable!("only live contacts merge");
+        };
+        for id in contact.identifiers.all() {
+            self.index.insert(id, survivor);
+        }
+        self.live_mut(survivor).absorb(*contact, at);
+    }
+
+    /// Gives the contact every identifier of the event that it can hold: a shared one
+    /// leaves its previous holder; a permanent one held by another contact stays there.
+    fn attach(&mut self, contact: ContactId, ids: &[Identifier]) {
+        for id in ids {
+            match self.index.get(id) {
+                Some(holder) if *holder == contact => continue,
+                Some(_) if id.is_permanent() => continue,
+                Some(holder) => {
+                    let holder = *holder;
+                    self.live_mut(holder).identifiers.remove(id);
+                }
+                None => {}
+            }
+            if id.is_permanent() && !self.identifiers(contact).accepts(std::slice::from_ref(id)) {
+                continue;
+            }
+            self.index.insert(id.clone(), contact);
+            self.live_mut(contact).identifiers.insert(id.clone());
+        }
+    }
+}
