@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use spoor_engine::LiveState;
 use spoor_ingest::{Ingestor, Registration, SiteRegistry};
 use spoor_log::{FileLog, FileLogConfig, GroupCommitObserver};
 use spoor_server::auth::{self, TokenSource};
@@ -63,7 +64,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(site_id = %site, "site registered");
         }
     }
-    let ingestor = Ingestor::open(Arc::new(log), sites, now_ms())?;
+    let log: Arc<dyn spoor_log::EventLog> = Arc::new(log);
+    let ingestor = Ingestor::open(log.clone(), sites, now_ms())?;
+    let live = Arc::new(LiveState::default());
+    let follower = spoor_engine::follow(log, live.clone()).context("start the state follower")?;
     let (admin_token, source) =
         auth::admin_token(args.admin_token, data_dir).context("load or create the admin token")?;
     match source {
@@ -78,6 +82,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let state = AppState {
         ingestor: Arc::new(ingestor),
+        live: live.clone(),
         metrics,
         admin_token: admin_token.into(),
     };
@@ -92,6 +97,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "spoor is serving: POST events to /api/v2"
     );
     spoor_server::serve(listener, state.clone(), shutdown_signal()).await?;
+    live.stop();
+    let _ = follower.join();
     let log = state.ingestor.log().clone();
     drop(state);
     // Every acknowledged append was fsynced before its answer; this only waits for the

@@ -9,6 +9,7 @@
 pub mod catalogue;
 pub mod contact;
 pub mod identity;
+pub mod live;
 pub mod site;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use spoor_protocol::stored::{RecordContent, StoredRecord};
 pub use catalogue::Product;
 pub use contact::Contact;
 pub use identity::{ContactId, Identifier};
+pub use live::{LiveState, follow};
 pub use site::{SiteCounts, SiteState};
 
 #[derive(Default)]

@@ -81,6 +81,10 @@ pub trait EventLog: Send + Sync + 'static {
     /// The position the next appended record will get: the count of durable records.
     fn end(&self) -> Position;
 
+    /// Blocks until the log holds a record at `position` (its end is beyond it) or
+    /// `timeout` passes; returns the end. For consumers that follow the log.
+    fn wait_beyond(&self, position: Position, timeout: std::time::Duration) -> Position;
+
     /// Bytes the log takes in storage, when the implementation knows.
     fn size_bytes(&self) -> Option<u64> {
         None

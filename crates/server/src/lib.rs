@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod metrics;
+pub mod state;
 pub mod tracker;
 
 use std::future::Future;
@@ -18,6 +19,7 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use spoor_engine::LiveState;
 use spoor_ingest::Ingestor;
 
 use crate::error::ApiError;
@@ -27,6 +29,8 @@ pub use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct AppState {
     pub ingestor: Arc<Ingestor>,
+    /// The state derived from the log, kept current by its follower thread.
+    pub live: Arc<LiveState>,
     pub metrics: Arc<Metrics>,
     pub admin_token: Arc<str>,
 }
@@ -42,7 +46,10 @@ mod routes {
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const METRICS: &str = "/metrics";
-    pub const ALL: [&str; 8] = [
+    pub const SITE_STATE: &str = "/api/v1/sites/{site_id}";
+    pub const CONTACT: &str = "/api/v1/sites/{site_id}/contacts";
+    pub const PRODUCT: &str = "/api/v1/sites/{site_id}/products/{product_key}";
+    pub const ALL: [&str; 11] = [
         TRACK,
         TRACK_BATCH,
         SITES,
@@ -51,6 +58,9 @@ mod routes {
         HEALTHZ,
         READYZ,
         METRICS,
+        SITE_STATE,
+        CONTACT,
+        PRODUCT,
     ];
 }
 
@@ -75,6 +85,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route(routes::EXPORT, get(admin::export_events))
         .route(routes::IMPORT, post(admin::import_events))
+        // The state derived from the log: admin token required.
+        .route(routes::SITE_STATE, get(state::site))
+        .route(routes::CONTACT, get(state::contact))
+        .route(routes::PRODUCT, get(state::product))
         // Operations.
         .route(routes::HEALTHZ, get(healthz))
         .route(routes::READYZ, get(readyz))
@@ -132,9 +146,13 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics_text(State(state): State<AppState>) -> Response {
     let log = state.ingestor.log();
-    let text = state
-        .metrics
-        .render(log.size_bytes(), log.end(), state.ingestor.dedup_sizes());
+    let lag = log.end().saturating_sub(state.live.applied());
+    let text = state.metrics.render(
+        log.size_bytes(),
+        log.end(),
+        state.ingestor.dedup_sizes(),
+        lag,
+    );
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -44,6 +44,7 @@ pub struct Metrics {
     log_records: Gauge,
     dedup_requests: Gauge,
     dedup_orders: Gauge,
+    state_lag: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -115,7 +116,14 @@ impl Metrics {
             "Order numbers held to recognise repeated purchases",
             dedup_orders.clone(),
         );
+        let state_lag = Gauge::default();
+        registry.register(
+            "state_lag_records",
+            "Log records not yet applied to the derived state",
+            state_lag.clone(),
+        );
         Metrics {
+            state_lag,
             registry,
             accepted,
             rejected,
@@ -175,7 +183,9 @@ impl Metrics {
         log_bytes: Option<u64>,
         log_records: u64,
         dedup: (usize, usize),
+        state_lag: u64,
     ) -> String {
+        self.state_lag.set(state_lag as i64);
         if let Some(bytes) = log_bytes {
             self.log_bytes.set(bytes as i64);
         }

@@ -18,7 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,20 @@ struct Shared {
     segments: RwLock<Vec<Segment>>,
     end: AtomicU64,
     failed: AtomicBool,
+    /// Signalled after every commit, for [`EventLog::wait_beyond`].
+    appended: (Mutex<()>, Condvar),
+}
+
+impl Shared {
+    fn new(dir: &Path, segments: Vec<Segment>) -> Shared {
+        Shared {
+            dir: dir.to_path_buf(),
+            end: AtomicU64::new(segments.last().map_or(0, Segment::end)),
+            segments: RwLock::new(segments),
+            failed: AtomicBool::new(false),
+            appended: (Mutex::new(()), Condvar::new()),
+        }
+    }
 }
 
 struct AppendRequest {
@@ -98,12 +112,7 @@ impl FileLog {
         preparer.request();
         let tail = segments.last().expect("at least one segment");
         let file = open_for_writing(&tail.path)?;
-        let shared = Arc::new(Shared {
-            dir: dir.to_path_buf(),
-            end: AtomicU64::new(tail.end()),
-            segments: RwLock::new(segments),
-            failed: AtomicBool::new(false),
-        });
+        let shared = Arc::new(Shared::new(dir, segments));
         let (sender, receiver) = mpsc::channel();
         let writer = Writer {
             shared: shared.clone(),
@@ -129,15 +138,9 @@ impl FileLog {
     /// Nothing is repaired: a torn tail is simply where reading stops.
     pub fn open_read_only(dir: &Path) -> Result<Self, LogError> {
         let segments = recover(dir, false)?;
-        let end = segments.last().map_or(0, Segment::end);
         Ok(FileLog {
             _lock: None,
-            shared: Arc::new(Shared {
-                dir: dir.to_path_buf(),
-                segments: RwLock::new(segments),
-                end: AtomicU64::new(end),
-                failed: AtomicBool::new(false),
-            }),
+            shared: Arc::new(Shared::new(dir, segments)),
             sender: None,
             writer: None,
         })
@@ -213,6 +216,23 @@ impl EventLog for FileLog {
 
     fn end(&self) -> Position {
         self.shared.end.load(Ordering::Acquire)
+    }
+
+    fn wait_beyond(&self, position: Position, timeout: Duration) -> Position {
+        let (lock, appended) = &self.shared.appended;
+        let deadline = Instant::now() + timeout;
+        let mut guard = lock.lock().expect("append signal lock");
+        loop {
+            let end = self.end();
+            let now = Instant::now();
+            if end > position || now >= deadline {
+                return end;
+            }
+            guard = appended
+                .wait_timeout(guard, deadline - now)
+                .expect("append signal lock")
+                .0;
+        }
     }
 
     fn size_bytes(&self) -> Option<u64> {
@@ -329,6 +349,11 @@ impl Writer {
         self.shared
             .end
             .store(start + count as u64, Ordering::Release);
+        drop(segments);
+        let (lock, appended) = &self.shared.appended;
+        // Taking the lock orders this signal after a waiter's check of `end`.
+        drop(lock.lock().expect("append signal lock"));
+        appended.notify_all();
         Ok(())
     }
 

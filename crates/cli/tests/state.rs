@@ -1,0 +1,130 @@
+//! The state derived from the log, read through the real server: contacts joined across
+//! identifiers, carts, orders and products; the same after a restart rebuilds it.
+
+mod common;
+
+use common::{ADMIN_TOKEN, Server, client, post_json};
+use serde_json::{Value, json};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn info(event: &str, at: i64, ids: Value) -> Value {
+    let mut info = json!({"eventName": event, "siteId": "S1", "datetime": T0 + at});
+    for (k, v) in ids.as_object().unwrap() {
+        info[k] = v.clone();
+    }
+    info
+}
+
+fn events() -> Vec<Value> {
+    vec![
+        // Dated before the page view: the price the page then shows is the later one.
+        json!({"GeneralInfo": {"eventName": "ProductUpdate", "siteId": "S1", "datetime": T0},
+               "ProductUpdate": [{"product_id": "mug", "name": "Mug", "unit_price": "12", "isInStock": 1,
+                                  "url": "https://shop.example/mug", "category": "Home > Kitchen"}]}),
+        json!({"GeneralInfo": info("ProductPage", 1, json!({"cookies": {"sc": "anon-1"}})),
+               "ProductPage": {"Product": {"productKey": "mug", "price": "10 EUR", "isInStock": "1"}}}),
+        json!({"GeneralInfo": info("StatusCart", 2, json!({"cookies": {"sc": "anon-1"}})),
+               "StatusCart": {"GUID": "cart-1", "Products": [{"productKey": "mug", "price": 10, "quantity": 2}]}}),
+        json!({"GeneralInfo": info("CustomerData", 3, json!({"cookies": {"sc": "anon-1"},
+               "user_email": " Olena@Example.com ", "user_name": "Olena"}))}),
+        json!({"GeneralInfo": info("PurchasedItems", 4, json!({"user_email": "olena@example.com"})),
+               "PurchasedItems": {"OrderNumber": "1001", "GUID": "cart-1",
+                                  "Products": [{"product_id": "mug", "unit_price": "10", "quantity": 2}]}}),
+    ]
+}
+
+async fn get(server: &Server, path: &str) -> (u16, Value) {
+    let response = client()
+        .get(server.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn events_become_state_and_a_restart_rebuilds_the_same_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &["S1"]);
+    let mut last = 0;
+    for event in events() {
+        let (status, answer) = post_json(&server.url("/api/v2"), event.to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+        last = answer["position"].as_u64().unwrap();
+    }
+
+    let by_email = format!("/api/v1/sites/S1/contacts?email=OLENA@example.com&after={last}");
+    let (status, olena) = get(&server, &by_email).await;
+    assert_eq!(status, 200, "{olena}");
+    assert_eq!(olena["identifiers"]["email"], "olena@example.com");
+    assert_eq!(olena["identifiers"]["cookies"], json!(["anon-1"]));
+    assert_eq!(olena["profile"]["name"]["value"], "Olena");
+    assert_eq!(olena["viewedProducts"][0]["key"], "mug");
+    assert_eq!(
+        olena["cart"]["lines"],
+        json!([]),
+        "the purchase of cart-1 emptied it"
+    );
+    assert_eq!(olena["orders"]["1001"]["total"], "20");
+    assert_eq!(olena["orders"]["1001"]["cartGuid"], "cart-1");
+    let (_, by_cookie) = get(&server, "/api/v1/sites/S1/contacts?sc=anon-1").await;
+    assert_eq!(by_cookie, olena);
+
+    let (status, mug) = get(&server, "/api/v1/sites/S1/products/mug").await;
+    assert_eq!(status, 200);
+    assert_eq!(mug["name"], "Mug");
+    // The latest price the site showed: the cart's, after the page's "10 EUR" and the update's 12.
+    assert_eq!(mug["price"]["value"], json!({"amount": "10"}));
+    assert_eq!(mug["priceHistory"].as_array().unwrap().len(), 2);
+    assert_eq!(mug["categoryPath"], json!(["Home", "Kitchen"]));
+
+    let (_, site) = get(&server, "/api/v1/sites/S1").await;
+    assert_eq!(
+        (
+            site["contacts"].as_u64(),
+            site["orders"].as_u64(),
+            site["products"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+
+    assert_eq!(
+        get(&server, "/api/v1/sites/S1/contacts?sc=nobody").await.0,
+        404
+    );
+    assert_eq!(
+        get(&server, "/api/v1/sites/NOPE/contacts?sc=anon-1")
+            .await
+            .0,
+        404
+    );
+    assert_eq!(get(&server, "/api/v1/sites/S1/contacts").await.0, 400);
+    let anonymous = client()
+        .get(server.url("/api/v1/sites/S1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    assert!(server.terminate().success());
+    let server = Server::start(&data, &["S1"]);
+    let (status, rebuilt) = get(&server, &by_email).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        rebuilt, olena,
+        "the state rebuilt from the log equals the live state"
+    );
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("spoor_state_lag_records 0"), "{metrics}");
+}

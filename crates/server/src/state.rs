@@ -1,0 +1,179 @@
+//! `/api/v1/sites/{siteId}/...`: the state derived from the log, read-only.
+//!
+//! The state follows the log a moment behind the 200 of an event. A client that wants to
+//! read its own write passes `after=<position>` (the `position` of its POST's answer): the
+//! answer then waits, up to [`READ_YOUR_WRITE_WAIT`], for the state to include it.
+
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use spoor_engine::{Identifier, SiteCounts};
+
+use crate::error::ApiError;
+use crate::{AppState, auth};
+
+pub const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(2);
+
+fn require_reader(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    if auth::is_admin(headers, &state.admin_token) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+fn not_found(what: String) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
+}
+
+/// Waits until the state includes the record at `after`, if one was named.
+async fn wait_for(state: &AppState, after: Option<u64>) -> Result<(), ApiError> {
+    let Some(after) = after else { return Ok(()) };
+    let deadline = Instant::now() + READ_YOUR_WRITE_WAIT;
+    while state.live.applied() <= after {
+        if Instant::now() >= deadline {
+            return Err(ApiError::unavailable(format!(
+                "the state has not reached position {after} yet (it is at {}); retry",
+                state.live.applied()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+fn known_site(state: &AppState, site_id: &str) -> Result<(), ApiError> {
+    if state.ingestor.sites().contains(site_id) {
+        Ok(())
+    } else {
+        Err(not_found(format!("site {site_id:?} is not registered")))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AfterQuery {
+    after: Option<u64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SiteAnswer {
+    site_id: String,
+    #[serde(flatten)]
+    counts: SiteCounts,
+    /// Log records the state reflects, of all sites.
+    state_position: u64,
+    log_end: u64,
+}
+
+/// `GET /api/v1/sites/{siteId}`: counts of what the site's state holds.
+pub async fn site(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site_id): Path<String>,
+    Query(query): Query<AfterQuery>,
+) -> Result<Json<SiteAnswer>, ApiError> {
+    require_reader(&state, &headers)?;
+    known_site(&state, &site_id)?;
+    wait_for(&state, query.after).await?;
+    let counts = state.live.read().site(&site_id).map(|s| s.counts());
+    Ok(Json(SiteAnswer {
+        site_id,
+        counts: counts.unwrap_or(SiteCounts {
+            events: 0,
+            contacts: 0,
+            merged_contacts: 0,
+            products: 0,
+            orders: 0,
+        }),
+        state_position: state.live.applied(),
+        log_end: state.ingestor.log().end(),
+    }))
+}
+
+/// `GET /api/v1/sites/{siteId}/contacts?sc=|externalCustomerId=|email=|phone=|esContactId=|contactId=`
+pub async fn contact(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site_id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, ApiError> {
+    require_reader(&state, &headers)?;
+    known_site(&state, &site_id)?;
+    let mut after = None;
+    let mut lookup = None;
+    for (key, value) in &query {
+        match key.as_str() {
+            "after" => {
+                after = Some(value.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request("invalid_value", "after: expected a log position")
+                })?)
+            }
+            _ if lookup.is_some() => {
+                return Err(ApiError::bad_request(
+                    "invalid_value",
+                    "name the contact by one identifier only",
+                ));
+            }
+            _ => lookup = Some((key.as_str(), value.as_str())),
+        }
+    }
+    let (kind, value) = lookup.ok_or_else(|| {
+        ApiError::bad_request(
+            "missing_field",
+            "name the contact: sc, externalCustomerId, email, phone, esContactId or contactId",
+        )
+    })?;
+    wait_for(&state, after).await?;
+    let engine = state.live.read();
+    let site = engine.site(&site_id);
+    let contact = match kind {
+        "contactId" => {
+            let id = value.parse().map_err(|_| {
+                ApiError::bad_request("invalid_value", "contactId: expected a number")
+            })?;
+            site.and_then(|s| s.contact_by_id(id))
+        }
+        _ => {
+            let id = Identifier::from_query(kind, value).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_value",
+                    format!(
+                        "{kind}: expected one of sc, externalCustomerId, email, phone, \
+                         esContactId, contactId with a value"
+                    ),
+                )
+            })?;
+            site.and_then(|s| s.contact(&id))
+        }
+    };
+    let contact = contact.ok_or_else(|| not_found(format!("no contact with this {kind}")))?;
+    Ok(Json(
+        serde_json::to_value(contact).expect("contacts serialise"),
+    ))
+}
+
+/// `GET /api/v1/sites/{siteId}/products/{productKey}`
+pub async fn product(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((site_id, product_key)): Path<(String, String)>,
+    Query(query): Query<AfterQuery>,
+) -> Result<Json<Value>, ApiError> {
+    require_reader(&state, &headers)?;
+    known_site(&state, &site_id)?;
+    wait_for(&state, query.after).await?;
+    let engine = state.live.read();
+    let product = engine
+        .site(&site_id)
+        .and_then(|s| s.product(&product_key))
+        .ok_or_else(|| not_found(format!("no product {product_key:?}")))?;
+    Ok(Json(
+        serde_json::to_value(product).expect("products serialise"),
+    ))
+}
