@@ -128,3 +128,56 @@ async fn events_become_state_and_a_restart_rebuilds_the_same_state() {
         .unwrap();
     assert!(metrics.contains("spoor_state_lag_records 0"), "{metrics}");
 }
+
+#[tokio::test]
+async fn a_site_key_reads_its_own_site_only_and_rotation_revokes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["OTHER"]);
+    let create = client()
+        .post(server.url("/admin/v1/sites"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"siteId": "MINE"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(create.status(), 201);
+    let created: Value = create.json().await.unwrap();
+    let key = created["apiKey"].as_str().unwrap().to_string();
+    let read = |path: &'static str, key: String| {
+        let request = client().get(server.url(path)).bearer_auth(key);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(read("/api/v1/sites/MINE", key.clone()).await, 200);
+    assert_eq!(read("/api/v1/sites/OTHER", key.clone()).await, 401);
+    let listed = client()
+        .get(server.url("/admin/v1/sites"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !listed.contains(&key) && !listed.contains("apiKey"),
+        "{listed}"
+    );
+
+    let rotated: Value = client()
+        .post(server.url("/admin/v1/sites/MINE/api-key"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new_key = rotated["apiKey"].as_str().unwrap().to_string();
+    assert_eq!(read("/api/v1/sites/MINE", key).await, 401);
+    assert_eq!(read("/api/v1/sites/MINE", new_key).await, 200);
+    let stored = std::fs::read_to_string(dir.path().join("data/sites.json")).unwrap();
+    assert!(
+        !stored.contains("spoor_"),
+        "sites.json holds a key in clear"
+    );
+}

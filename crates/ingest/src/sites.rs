@@ -25,14 +25,24 @@ pub struct Site {
     pub created_at: i64,
 }
 
+/// A site as kept in `sites.json`: with the SHA-256 of its API key, never the key.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredSite {
+    #[serde(flatten)]
+    site: Site,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    api_key_sha256: Option<String>,
+}
+
 #[derive(Default, Serialize, Deserialize)]
 struct SitesFile {
-    sites: Vec<Site>,
+    sites: Vec<StoredSite>,
 }
 
 pub struct SiteRegistry {
     path: PathBuf,
-    sites: RwLock<BTreeMap<String, Site>>,
+    sites: RwLock<BTreeMap<String, StoredSite>>,
 }
 
 /// Whether [`SiteRegistry::register`] added the site or found it there already.
@@ -61,7 +71,10 @@ impl SiteRegistry {
                 )));
             }
         };
-        let sites = sites.into_iter().map(|s| (s.site_id.clone(), s)).collect();
+        let sites = sites
+            .into_iter()
+            .map(|s| (s.site.site_id.clone(), s))
+            .collect();
         Ok(SiteRegistry {
             path,
             sites: RwLock::new(sites),
@@ -73,20 +86,41 @@ impl SiteRegistry {
     }
 
     pub fn get(&self, site_id: &str) -> Option<Site> {
-        self.sites.read().expect("sites lock").get(site_id).cloned()
+        let sites = self.sites.read().expect("sites lock");
+        sites.get(site_id).map(|s| s.site.clone())
     }
 
     pub fn list(&self) -> Vec<Site> {
-        self.sites
-            .read()
-            .expect("sites lock")
-            .values()
-            .cloned()
-            .collect()
+        let sites = self.sites.read().expect("sites lock");
+        sites.values().map(|s| s.site.clone()).collect()
+    }
+
+    /// Issues a new API key for the site's read API, replacing any earlier one. The key
+    /// is returned once; only its SHA-256 is kept.
+    pub fn issue_api_key(&self, site_id: &str) -> Result<String, IngestError> {
+        let mut sites = self.sites.write().expect("sites lock");
+        let site = sites.get_mut(site_id).ok_or_else(|| {
+            IngestError::InvalidSite(format!("site {site_id:?} is not registered"))
+        })?;
+        let key = fresh_api_key()?;
+        site.api_key_sha256 = Some(sha256_hex(&key));
+        self.persist(&sites)?;
+        Ok(key)
+    }
+
+    /// Whether `key` is the site's current API key.
+    pub fn verify_api_key(&self, site_id: &str, key: &str) -> bool {
+        let sites = self.sites.read().expect("sites lock");
+        let Some(expected) = sites.get(site_id).and_then(|s| s.api_key_sha256.as_ref()) else {
+            return false;
+        };
+        // Comparing digests: timing reveals nothing usable about the key itself.
+        *expected == sha256_hex(key)
     }
 
     /// Registers a site; with no id, a fresh 7-character hex id (`8A412DC`) is generated.
-    /// Registering an existing id changes nothing and says so.
+    /// Registering an existing id changes nothing and says so. A new site gets an API key
+    /// for its read API: use [`SiteRegistry::issue_api_key`] to get one to show.
     pub fn register(
         &self,
         site_id: Option<&str>,
@@ -102,7 +136,7 @@ impl SiteRegistry {
             None => fresh_site_id(&sites)?,
         };
         if let Some(existing) = sites.get(&site_id) {
-            return Ok((existing.clone(), Registration::Existing));
+            return Ok((existing.site.clone(), Registration::Existing));
         }
         let name = name
             .map(str::trim)
@@ -118,12 +152,16 @@ impl SiteRegistry {
             name: name.to_string(),
             created_at: now_ms,
         };
-        sites.insert(site_id, site.clone());
+        let stored = StoredSite {
+            site: site.clone(),
+            api_key_sha256: None,
+        };
+        sites.insert(site_id, stored);
         self.persist(&sites)?;
         Ok((site, Registration::Created))
     }
 
-    fn persist(&self, sites: &BTreeMap<String, Site>) -> Result<(), IngestError> {
+    fn persist(&self, sites: &BTreeMap<String, StoredSite>) -> Result<(), IngestError> {
         let file = SitesFile {
             sites: sites.values().cloned().collect(),
         };
@@ -149,10 +187,30 @@ fn validate_site_id(id: &str) -> Result<(), IngestError> {
     }
 }
 
-fn fresh_site_id(existing: &BTreeMap<String, Site>) -> Result<String, IngestError> {
+fn random_bytes<const N: usize>() -> Result<[u8; N], IngestError> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).map_err(|e| IngestError::Storage(format!("random: {e}")))?;
+    Ok(bytes)
+}
+
+/// `spoor_` and 64 hex digits: 256 random bits, recognisable in a config file.
+fn fresh_api_key() -> Result<String, IngestError> {
+    let bytes: [u8; 32] = random_bytes()?;
+    Ok(format!("spoor_{}", hex(&bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(text.as_bytes()))
+}
+
+fn fresh_site_id(existing: &BTreeMap<String, StoredSite>) -> Result<String, IngestError> {
     for _ in 0..64 {
-        let mut bytes = [0u8; 4];
-        getrandom::fill(&mut bytes).map_err(|e| IngestError::Storage(format!("random: {e}")))?;
+        let bytes: [u8; 4] = random_bytes()?;
         let id = format!("{:07X}", u32::from_le_bytes(bytes) & 0x0FFF_FFFF);
         if !existing.contains_key(&id) {
             return Ok(id);
@@ -199,5 +257,25 @@ mod tests {
         assert_eq!(reopened.list().len(), 2);
         assert_eq!(reopened.get("8A412DC").unwrap().name, "Shop");
         assert!(registry.register(Some("bad id"), None, 4).is_err());
+    }
+
+    #[test]
+    fn api_keys_are_kept_only_as_digests_and_replaced_when_reissued() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = SiteRegistry::open(dir.path()).unwrap();
+        registry.register(Some("S1"), None, 1).unwrap();
+        assert!(!registry.verify_api_key("S1", ""));
+        let key = registry.issue_api_key("S1").unwrap();
+        assert!(key.starts_with("spoor_") && key.len() == 70);
+        assert!(registry.verify_api_key("S1", &key));
+        assert!(!registry.verify_api_key("S2", &key));
+        let stored = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        assert!(!stored.contains(&key));
+        let reopened = SiteRegistry::open(dir.path()).unwrap();
+        assert!(reopened.verify_api_key("S1", &key));
+        let newer = reopened.issue_api_key("S1").unwrap();
+        assert!(!reopened.verify_api_key("S1", &key));
+        assert!(reopened.verify_api_key("S1", &newer));
+        assert!(reopened.issue_api_key("S9").is_err());
     }
 }

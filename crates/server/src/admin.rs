@@ -5,7 +5,7 @@ use std::io::Write;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -75,7 +75,9 @@ pub async fn create_site(
     match registration {
         Registration::Created => {
             tracing::info!(site_id = %site.site_id, "site registered");
-            Ok((StatusCode::CREATED, Json(site)).into_response())
+            let api_key = state.ingestor.sites().issue_api_key(&site.site_id)?;
+            let created = NewSiteAnswer { site, api_key };
+            Ok((StatusCode::CREATED, Json(created)).into_response())
         }
         Registration::Existing => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -83,6 +85,41 @@ pub async fn create_site(
             format!("site {:?} is registered already", site.site_id),
         )),
     }
+}
+
+/// A created site, with its read-API key: shown this once, kept only as a digest.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewSiteAnswer {
+    #[serde(flatten)]
+    site: Site,
+    api_key: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyAnswer {
+    site_id: String,
+    api_key: String,
+}
+
+/// `POST /admin/v1/sites/{siteId}/api-key`: a new read-API key, replacing the old one.
+pub async fn issue_api_key(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site_id): Path<String>,
+) -> Result<Json<ApiKeyAnswer>, ApiError> {
+    require_admin(&state, &headers)?;
+    if !state.ingestor.sites().contains(&site_id) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_site",
+            format!("site {site_id:?} is not registered"),
+        ));
+    }
+    let api_key = state.ingestor.sites().issue_api_key(&site_id)?;
+    tracing::info!(site_id = %site_id, "site API key issued");
+    Ok(Json(ApiKeyAnswer { site_id, api_key }))
 }
 
 #[derive(Deserialize)]

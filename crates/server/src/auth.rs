@@ -51,16 +51,18 @@ pub fn admin_token(
     Ok((token, TokenSource::Generated(path)))
 }
 
-/// Whether the request carries `Authorization: Bearer <token>`.
-pub fn is_admin(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
+/// The token of `Authorization: Bearer <token>`, when there is one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    constant_time_eq(given.trim().as_bytes(), token.as_bytes())
+        .map(str::trim)
+}
+
+/// Whether the request carries `Authorization: Bearer <token>`.
+pub fn is_admin(headers: &HeaderMap, token: &str) -> bool {
+    bearer(headers).is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
 }
 
 /// Compares without stopping at the first difference, so timing tells nothing of the token.

@@ -41,6 +41,7 @@ mod routes {
     pub const TRACK: &str = "/api/v2";
     pub const TRACK_BATCH: &str = "/api/v2/batch";
     pub const SITES: &str = "/admin/v1/sites";
+    pub const SITE_KEY: &str = "/admin/v1/sites/{site_id}/api-key";
     pub const EXPORT: &str = "/admin/v1/events/export";
     pub const IMPORT: &str = "/admin/v1/events/import";
     pub const HEALTHZ: &str = "/healthz";
@@ -49,10 +50,11 @@ mod routes {
     pub const SITE_STATE: &str = "/api/v1/sites/{site_id}";
     pub const CONTACT: &str = "/api/v1/sites/{site_id}/contacts";
     pub const PRODUCT: &str = "/api/v1/sites/{site_id}/products/{product_key}";
-    pub const ALL: [&str; 11] = [
+    pub const ALL: [&str; 12] = [
         TRACK,
         TRACK_BATCH,
         SITES,
+        SITE_KEY,
         EXPORT,
         IMPORT,
         HEALTHZ,
@@ -83,6 +85,7 @@ pub fn router(state: AppState) -> Router {
             routes::SITES,
             get(admin::list_sites).post(admin::create_site),
         )
+        .route(routes::SITE_KEY, post(admin::issue_api_key))
         .route(routes::EXPORT, get(admin::export_events))
         .route(routes::IMPORT, post(admin::import_events))
         // The state derived from the log: admin token required.

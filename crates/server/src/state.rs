@@ -18,11 +18,18 @@ use crate::{AppState, auth};
 
 pub const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(2);
 
-fn require_reader(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    if auth::is_admin(headers, &state.admin_token) {
+/// The site's API key, or the admin token.
+fn require_reader(state: &AppState, headers: &HeaderMap, site_id: &str) -> Result<(), ApiError> {
+    let site_key = auth::bearer(headers)
+        .is_some_and(|key| state.ingestor.sites().verify_api_key(site_id, key));
+    if site_key || auth::is_admin(headers, &state.admin_token) {
         Ok(())
     } else {
-        Err(ApiError::unauthorized())
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send the site's API key (or the admin token) as `Authorization: Bearer <key>`",
+        ))
     }
 }
 
@@ -78,7 +85,7 @@ pub async fn site(
     Path(site_id): Path<String>,
     Query(query): Query<AfterQuery>,
 ) -> Result<Json<SiteAnswer>, ApiError> {
-    require_reader(&state, &headers)?;
+    require_reader(&state, &headers, &site_id)?;
     known_site(&state, &site_id)?;
     wait_for(&state, query.after).await?;
     let counts = state.live.read().site(&site_id).map(|s| s.counts());
@@ -103,7 +110,7 @@ pub async fn contact(
     Path(site_id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
-    require_reader(&state, &headers)?;
+    require_reader(&state, &headers, &site_id)?;
     known_site(&state, &site_id)?;
     let mut after = None;
     let mut lookup = None;
@@ -165,7 +172,7 @@ pub async fn product(
     Path((site_id, product_key)): Path<(String, String)>,
     Query(query): Query<AfterQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    require_reader(&state, &headers)?;
+    require_reader(&state, &headers, &site_id)?;
     known_site(&state, &site_id)?;
     wait_for(&state, query.after).await?;
     let engine = state.live.read();
