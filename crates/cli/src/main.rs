@@ -1,6 +1,7 @@
 //! `spoor`: a self-hosted drop-in for a website-behaviour tracker's REST API.
 
 mod events;
+mod load;
 mod serve;
 
 use std::path::PathBuf;
@@ -44,6 +45,25 @@ enum Command {
     /// Read the event log out, or load an export back in.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Load a public data set into a running server, through its tracker API.
+    #[command(subcommand)]
+    Load(LoadCommand),
+}
+
+#[derive(Subcommand)]
+enum LoadCommand {
+    /// UCI Online Retail (a UK gift shop's invoices, 2010-2011): the catalogue, customers,
+    /// carts and purchases, as the shop's site would have sent them.
+    OnlineRetail {
+        /// online_retail.csv or online_retail.csv.gz
+        file: PathBuf,
+        /// The running server.
+        #[arg(long, env = "SPOOR_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The site to load into; it must be registered.
+        #[arg(long)]
+        site: String,
+    },
 }
 
 /// The data directory flag, shared by the subcommands that open one.
@@ -83,5 +103,8 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Events(command) => runtime.block_on(events::run(command)),
+        Command::Load(LoadCommand::OnlineRetail { file, url, site }) => {
+            runtime.block_on(load::online_retail(&file, &url, &site))
+        }
     }
 }

@@ -1,0 +1,316 @@
+//! `spoor load online-retail`: a real shop's year of invoices (UCI Online Retail), turned
+//! into the events its site would have sent, and posted through the public tracker API.
+//!
+//! - The catalogue: ProductUpdate events, each product sent on the day it first sold, with
+//!   its description and price then (GBP).
+//! - Customers: a CustomerData event per customer (`externalCustomerId`, country).
+//! - Each invoice: the cart as it stood a minute before (StatusCart, GUID `cart-<invoice>`),
+//!   then the purchase (PurchasedItems, OrderNumber = invoice number, same GUID). Guest
+//!   invoices (no CustomerID) get a cookie of their own, `guest-<invoice>`.
+//! - Cancellations (invoice numbers starting with C) are not sent: the tracker API has no
+//!   cancellation event. Lines with a quantity of 0 or less or a negative price (stock
+//!   adjustments, bad-debt entries) are skipped. The summary counts both.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Events per batch request, at the API's limit.
+const BATCH: usize = 500;
+/// Batch requests in flight at once.
+const IN_FLIGHT: usize = 4;
+/// Products per ProductUpdate event.
+const PRODUCTS_PER_UPDATE: usize = 100;
+const CART_LEAD_MS: i64 = 60_000;
+
+#[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadSummary {
+    pub invoices: u64,
+    pub cancellations_skipped: u64,
+    pub lines_skipped: u64,
+    pub customers: u64,
+    pub products: u64,
+    pub events: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub rejected: u64,
+    /// The first few rejections, as the server worded them.
+    pub rejections: Vec<String>,
+}
+
+struct Line {
+    invoice: String,
+    stock_code: String,
+    description: String,
+    quantity: i64,
+    at: i64,
+    unit_price: String,
+    customer: Option<String>,
+    country: String,
+}
+
+/// Reads the CSV (gzip or plain), in file order.
+fn read_lines(path: &Path) -> anyhow::Result<Vec<Line>> {
+    let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::GzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    let mut csv = csv::Reader::from_reader(reader);
+    let headers = csv.headers()?.clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("the CSV has no {name} column"))
+    };
+    let (invoice, code, description, quantity, date, price, customer, country) = (
+        column("InvoiceNo")?,
+        column("StockCode")?,
+        column("Description")?,
+        column("Quantity")?,
+        column("InvoiceDate")?,
+        column("UnitPrice")?,
+        column("CustomerID")?,
+        column("Country")?,
+    );
+    let mut lines = Vec::new();
+    for (number, row) in csv.records().enumerate() {
+        let row = row.with_context(|| format!("CSV line {}", number + 2))?;
+        let field = |i: usize| row.get(i).unwrap_or("").trim();
+        let customer_id = field(customer);
+        lines.push(Line {
+            invoice: field(invoice).to_string(),
+            stock_code: field(code).to_string(),
+            description: field(description).to_string(),
+            quantity: field(quantity)
+                .parse()
+                .with_context(|| format!("CSV line {}: Quantity", number + 2))?,
+            at: parse_time(field(date))
+                .with_context(|| format!("CSV line {}: InvoiceDate", number + 2))?,
+            unit_price: field(price).to_string(),
+            customer: (!customer_id.is_empty())
+                .then(|| customer_id.trim_end_matches(".0").to_string()),
+            country: field(country).to_string(),
+        });
+    }
+    Ok(lines)
+}
+
+/// `2010-12-01 08:26:00` (UTC) in milliseconds since the epoch.
+fn parse_time(text: &str) -> anyhow::Result<i64> {
+    let (date, time) = text
+        .split_once(' ')
+        .context("expected `YYYY-MM-DD HH:MM[:SS]`")?;
+    let numbers = |s: &str, sep: char| -> anyhow::Result<Vec<i64>> {
+        s.split(sep).map(|n| Ok(n.parse::<i64>()?)).collect()
+    };
+    let (d, t) = (numbers(date, '-')?, numbers(time, ':')?);
+    if d.len() != 3 || t.len() < 2 {
+        bail!("expected `YYYY-MM-DD HH:MM[:SS]`, got {text:?}");
+    }
+    let seconds = t.get(2).copied().unwrap_or(0);
+    let days = days_from_civil(d[0], d[1], d[2]);
+    Ok(((days * 24 + t[0]) * 60 + t[1]) * 60_000 + seconds * 1000)
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The events a site would have sent for these invoice lines, in time order.
+fn events(lines: &[Line], site: &str, summary: &mut LoadSummary) -> Vec<Value> {
+    let general =
+        |event: &str, at: i64| json!({"eventName": event, "siteId": site, "datetime": at});
+    let mut timed: Vec<(i64, Value)> = Vec::new();
+
+    // The catalogue: each product on the day it first sold.
+    let mut first_sale: HashMap<&str, &Line> = HashMap::new();
+    for line in lines.iter().filter(|l| l.quantity > 0) {
+        first_sale.entry(&line.stock_code).or_insert(line);
+    }
+    let mut by_day: BTreeMap<i64, Vec<&Line>> = BTreeMap::new();
+    for line in first_sale.values() {
+        by_day.entry(line.at / 86_400_000).or_default().push(line);
+    }
+    summary.products = first_sale.len() as u64;
+    for firsts in by_day.values_mut() {
+        firsts.sort_by_key(|l| (l.at, &l.stock_code));
+        for chunk in firsts.chunks(PRODUCTS_PER_UPDATE) {
+            let products: Vec<Value> = chunk
+                .iter()
+                .map(|l| {
+                    json!({"product_id": l.stock_code, "name": l.description,
+                           "unit_price": l.unit_price, "price_currency_code": "GBP", "isInStock": 1})
+                })
+                .collect();
+            let at = chunk[0].at;
+            timed.push((
+                at,
+                json!({"GeneralInfo": general("ProductUpdate", at), "ProductUpdate": products}),
+            ));
+        }
+    }
+
+    // Customers, when first seen.
+    let mut customers: BTreeMap<&str, &Line> = BTreeMap::new();
+    for line in lines {
+        if let Some(customer) = &line.customer {
+            customers.entry(customer).or_insert(line);
+        }
+    }
+    summary.customers = customers.len() as u64;
+    for (customer, line) in &customers {
+        let mut info = general("CustomerData", line.at);
+        info["externalCustomerId"] = json!(customer);
+        info["user_country"] = json!(line.country);
+        timed.push((line.at, json!({"GeneralInfo": info})));
+    }
+
+    // Invoices: the cart, then the purchase.
+    let mut invoices: BTreeMap<&str, Vec<&Line>> = BTreeMap::new();
+    for line in lines {
+        if line.invoice.starts_with('C') {
+            summary.cancellations_skipped += 1;
+        } else if line.quantity <= 0 || line.unit_price.starts_with('-') {
+            summary.lines_skipped += 1;
+        } else {
+            invoices.entry(&line.invoice).or_default().push(line);
+        }
+    }
+    summary.invoices = invoices.len() as u64;
+    for (invoice, items) in &invoices {
+        let first = items[0];
+        let identify = |event: &str, at: i64| {
+            let mut info = general(event, at);
+            match &first.customer {
+                Some(customer) => info["externalCustomerId"] = json!(customer),
+                None => info["cookies"] = json!({"sc": format!("guest-{invoice}")}),
+            }
+            info
+        };
+        let guid = format!("cart-{invoice}");
+        let cart: Vec<Value> = items
+            .iter()
+            .map(|l| {
+                json!({"productKey": l.stock_code, "price": l.unit_price, "quantity": l.quantity,
+                       "price_currency_code": "GBP"})
+            })
+            .collect();
+        let bought: Vec<Value> = items
+            .iter()
+            .map(|l| json!({"product_id": l.stock_code, "unit_price": format!("{} GBP", l.unit_price), "quantity": l.quantity}))
+            .collect();
+        let cart_at = first.at - CART_LEAD_MS;
+        timed.push((
+            cart_at,
+            json!({"GeneralInfo": identify("StatusCart", cart_at),
+                                    "StatusCart": {"GUID": guid, "Products": cart}}),
+        ));
+        timed.push((first.at, json!({"GeneralInfo": identify("PurchasedItems", first.at),
+                                     "PurchasedItems": {"OrderNumber": invoice, "GUID": guid, "Products": bought}})));
+    }
+    timed.sort_by_key(|(at, _)| *at);
+    summary.events = timed.len() as u64;
+    timed.into_iter().map(|(_, event)| event).collect()
+}
+
+pub async fn online_retail(file: &Path, url: &str, site: &str) -> anyhow::Result<()> {
+    let mut summary = LoadSummary::default();
+    let lines = read_lines(file)?;
+    let events = events(&lines, site, &mut summary);
+    drop(lines);
+
+    let endpoint = format!("{}/api/v2/batch", url.trim_end_matches('/'));
+    let client = reqwest::Client::new();
+    let progress = indicatif::ProgressBar::new(events.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} loading {bar:40} {pos}/{len} events ({per_sec}, {eta} left)",
+        )
+        .expect("a valid progress template"),
+    );
+    let limit = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
+    let mut tasks = Vec::new();
+    for chunk in events.chunks(BATCH) {
+        let body = serde_json::to_vec(chunk).expect("events serialise");
+        let permit = limit.clone().acquire_owned().await.expect("semaphore open");
+        let (client, endpoint, progress) = (client.clone(), endpoint.clone(), progress.clone());
+        let count = chunk.len() as u64;
+        tasks.push(tokio::spawn(async move {
+            let answer = post_batch(&client, &endpoint, body).await;
+            progress.inc(count);
+            drop(permit);
+            answer
+        }));
+    }
+    for task in tasks {
+        let answer = task.await??;
+        let count = |key: &str| answer[key].as_u64().unwrap_or(0);
+        summary.accepted += count("accepted");
+        summary.duplicates += count("duplicates");
+        summary.rejected += count("rejected");
+        for result in answer["results"].as_array().into_iter().flatten() {
+            if result["status"] == "rejected" && summary.rejections.len() < 10 {
+                summary
+                    .rejections
+                    .push(result["message"].as_str().unwrap_or("").to_string());
+            }
+        }
+    }
+    progress.finish_and_clear();
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    if summary.rejected > 0 {
+        bail!("{} events were rejected", summary.rejected);
+    }
+    Ok(())
+}
+
+async fn post_batch(
+    client: &reqwest::Client,
+    endpoint: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<Value> {
+    let response = client
+        .post(endpoint)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .with_context(|| format!("POST {endpoint}"))?;
+    let status = response.status();
+    let text = response.text().await.context("read the server's answer")?;
+    if !status.is_success() {
+        bail!("the server answered {status}: {text}");
+    }
+    serde_json::from_str(&text).context("the server's answer is not JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoice_dates_become_utc_milliseconds() {
+        assert_eq!(parse_time("1970-01-01 00:00:00").unwrap(), 0);
+        assert_eq!(
+            parse_time("2010-12-01 08:26:00").unwrap(),
+            1_291_191_960_000
+        );
+        assert_eq!(parse_time("2011-12-09 12:50").unwrap(), 1_323_435_000_000);
+        assert!(parse_time("12/1/2010 8:26").is_err());
+    }
+}
