@@ -10,6 +10,7 @@ pub mod catalogue;
 pub mod contact;
 pub mod identity;
 pub mod live;
+pub mod privacy;
 pub mod site;
 
 use std::collections::HashMap;

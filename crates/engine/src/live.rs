@@ -2,7 +2,7 @@
 //! is durable, while readers query the state it has reached.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -23,6 +23,10 @@ pub struct LiveState {
     applied: AtomicU64,
     undecodable: AtomicU64,
     stop: AtomicBool,
+    /// Rebuilds asked for and done: a rebuild replays the whole log into a fresh engine
+    /// (after records were redacted) and swaps it in.
+    rebuilds: Mutex<(u64, u64)>,
+    rebuilt: Condvar,
 }
 
 impl LiveState {
@@ -39,6 +43,43 @@ impl LiveState {
     /// Records that could not be read as stored records and were skipped.
     pub fn undecodable(&self) -> u64 {
         self.undecodable.load(Ordering::Relaxed)
+    }
+
+    /// Asks for the state to be rebuilt from the whole log; returns a ticket for
+    /// [`LiveState::wait_rebuilt`].
+    pub fn request_rebuild(&self) -> u64 {
+        let mut rebuilds = self.rebuilds.lock().expect("rebuild lock");
+        rebuilds.0 += 1;
+        rebuilds.0
+    }
+
+    /// Waits until the rebuild with this ticket (or a later one) is in place.
+    pub fn wait_rebuilt(&self, ticket: u64, timeout: Duration) -> bool {
+        let rebuilds = self.rebuilds.lock().expect("rebuild lock");
+        let (rebuilds, _) = self
+            .rebuilt
+            .wait_timeout_while(rebuilds, timeout, |r| r.1 < ticket)
+            .expect("rebuild lock");
+        rebuilds.1 >= ticket
+    }
+
+    /// Replays the log into a fresh engine and swaps it in, if a rebuild was asked for.
+    fn rebuild_if_asked(&self, log: &dyn EventLog) -> Result<(), spoor_log::LogError> {
+        let ticket = self.rebuilds.lock().expect("rebuild lock").0;
+        if self.rebuilds.lock().expect("rebuild lock").1 >= ticket {
+            return Ok(());
+        }
+        let fresh = LiveState::default();
+        while fresh.catch_up(log)? > 0 {}
+        let mut engine = self.engine.write().expect("engine lock");
+        *engine = fresh.engine.into_inner().expect("engine lock");
+        self.applied
+            .store(fresh.applied.load(Ordering::Acquire), Ordering::Release);
+        drop(engine);
+        self.rebuilds.lock().expect("rebuild lock").1 = ticket;
+        self.rebuilt.notify_all();
+        tracing::info!(records = self.applied(), "state rebuilt from the log");
+        Ok(())
     }
 
     /// Asks the follower to stop; it does within [`IDLE_WAIT`].
@@ -79,6 +120,11 @@ pub fn follow(log: Arc<dyn EventLog>, state: Arc<LiveState>) -> std::io::Result<
         .spawn(move || {
             let mut caught_up = false;
             while !state.stop.load(Ordering::Acquire) {
+                if let Err(error) = state.rebuild_if_asked(&*log) {
+                    tracing::error!(%error, "rebuilding the state failed; retrying");
+                    std::thread::sleep(IDLE_WAIT);
+                    continue;
+                }
                 match state.catch_up(&*log) {
                     Ok(0) => {
                         if !caught_up {

@@ -89,54 +89,23 @@ impl SiteState {
 
     pub fn apply(&mut self, event: &TrackerEvent, at: i64) {
         self.events += 1;
-        if let EventBody::ProductUpdate { products } = &event.body {
-            for update in products {
-                self.catalogue.update(update, at);
-            }
-            return;
-        }
+        self.apply_to_catalogue(event, at);
+        // An event that names no one (one whose personal data was erased) still tells
+        // about products, but about no contact.
         let ids = identifiers_of(&event.visitor);
-        if ids.is_empty() {
+        if ids.is_empty() || matches!(event.body, EventBody::ProductUpdate { .. }) {
             return;
         }
         let id = self.resolve(&ids, at);
-        let catalogue = &mut self.catalogue;
-        let contact = match &mut self.slots[id as usize] {
-            Slot::Live(contact) => contact,
-            Slot::Merged(_) => unreachable!("resolve returns a live contact"),
-        };
+        let contact = self.live_mut(id);
         contact.touch(&event.visitor, at);
         match &event.body {
-            EventBody::ProductPage { product } => {
-                contact.viewed_product(&product.product_key, at);
-                catalogue.observe(
-                    &product.product_key,
-                    Some(&product.price),
-                    product.in_stock,
-                    at,
-                );
-            }
+            EventBody::ProductPage { product } => contact.viewed_product(&product.product_key, at),
             EventBody::AddToWishlist { product } => {
-                contact.add_to_wishlist(&product.product_key, at);
-                catalogue.observe(
-                    &product.product_key,
-                    Some(&product.price),
-                    product.in_stock,
-                    at,
-                );
+                contact.add_to_wishlist(&product.product_key, at)
             }
-            EventBody::StatusCart { cart } => {
-                contact.set_cart(cart, at);
-                for line in &cart.products {
-                    catalogue.observe(&line.product_key, Some(&line.price), None, at);
-                }
-            }
-            EventBody::PurchasedItems { purchase } => {
-                contact.add_order(purchase, at);
-                for line in &purchase.products {
-                    catalogue.mention(&line.product_key, at);
-                }
-            }
+            EventBody::StatusCart { cart } => contact.set_cart(cart, at),
+            EventBody::PurchasedItems { purchase } => contact.add_order(purchase, at),
             EventBody::CategoryPage { category_key } => contact.viewed_category(category_key, at),
             EventBody::SearchRequest { search } => {
                 contact.searched(&search.query, search.found, at)
@@ -144,6 +113,35 @@ impl SiteState {
             EventBody::ProductImpressions { .. }
             | EventBody::CustomerData
             | EventBody::ProductUpdate { .. } => {}
+        }
+    }
+
+    fn apply_to_catalogue(&mut self, event: &TrackerEvent, at: i64) {
+        let catalogue = &mut self.catalogue;
+        match &event.body {
+            EventBody::ProductUpdate { products } => {
+                for update in products {
+                    catalogue.update(update, at);
+                }
+            }
+            EventBody::ProductPage { product } | EventBody::AddToWishlist { product } => catalogue
+                .observe(
+                    &product.product_key,
+                    Some(&product.price),
+                    product.in_stock,
+                    at,
+                ),
+            EventBody::StatusCart { cart } => {
+                for line in &cart.products {
+                    catalogue.observe(&line.product_key, Some(&line.price), None, at);
+                }
+            }
+            EventBody::PurchasedItems { purchase } => {
+                for line in &purchase.products {
+                    catalogue.mention(&line.product_key, at);
+                }
+            }
+            _ => {}
         }
     }
 

@@ -52,6 +52,10 @@ pub enum LogError {
          the data through that server (`--url`)"
     )]
     Locked(String),
+    #[error("this log does not support {0}")]
+    Unsupported(&'static str),
+    #[error("record {position} cannot be redacted: {reason}")]
+    CannotRedact { position: Position, reason: String },
     #[error("the log is closed")]
     Closed,
     #[error("the log was opened read-only")]
@@ -93,5 +97,12 @@ pub trait EventLog: Send + Sync + 'static {
     /// False once the log can no longer accept appends (a failed write or fsync).
     fn is_healthy(&self) -> bool {
         true
+    }
+
+    /// Replaces the record at `position` with `payload` of exactly the same length,
+    /// durably: how personal data is erased from the log without moving anything.
+    fn redact(&self, position: Position, payload: &[u8]) -> Result<(), LogError> {
+        let _ = (position, payload);
+        Err(LogError::Unsupported("redact"))
     }
 }

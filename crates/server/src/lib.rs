@@ -49,8 +49,9 @@ mod routes {
     pub const METRICS: &str = "/metrics";
     pub const SITE_STATE: &str = "/api/v1/sites/{site_id}";
     pub const CONTACT: &str = "/api/v1/sites/{site_id}/contacts";
+    pub const CONTACT_EXPORT: &str = "/api/v1/sites/{site_id}/contacts/export";
     pub const PRODUCT: &str = "/api/v1/sites/{site_id}/products/{product_key}";
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         TRACK,
         TRACK_BATCH,
         SITES,
@@ -62,6 +63,7 @@ mod routes {
         METRICS,
         SITE_STATE,
         CONTACT,
+        CONTACT_EXPORT,
         PRODUCT,
     ];
 }
@@ -90,7 +92,11 @@ pub fn router(state: AppState) -> Router {
         .route(routes::IMPORT, post(admin::import_events))
         // The state derived from the log: admin token required.
         .route(routes::SITE_STATE, get(state::site))
-        .route(routes::CONTACT, get(state::contact))
+        .route(
+            routes::CONTACT,
+            get(state::contact).delete(state::erase_contact),
+        )
+        .route(routes::CONTACT_EXPORT, get(state::export_contact))
         .route(routes::PRODUCT, get(state::product))
         // Operations.
         .route(routes::HEALTHZ, get(healthz))

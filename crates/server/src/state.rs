@@ -11,6 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use spoor_engine::privacy::{self, ContactExport, Erasure, PrivacyError};
 use spoor_engine::{Identifier, SiteCounts};
 
 use crate::error::ApiError;
@@ -103,6 +104,64 @@ pub async fn site(
     }))
 }
 
+/// How a query names a contact: one identifier, or its number; and `after`.
+enum Who {
+    Identifier(Identifier),
+    Number(u32),
+}
+
+const NAMING: &str = "sc, externalCustomerId, email, phone, esContactId or contactId";
+
+fn who_and_after(query: &[(String, String)]) -> Result<(Who, Option<u64>), ApiError> {
+    let mut after = None;
+    let mut who = None;
+    for (key, value) in query {
+        if key == "after" {
+            let position = value.parse::<u64>().map_err(|_| {
+                ApiError::bad_request("invalid_value", "after: expected a log position")
+            })?;
+            after = Some(position);
+            continue;
+        }
+        if who.is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                "name the contact by one identifier only",
+            ));
+        }
+        who = Some(match key.as_str() {
+            "contactId" => Who::Number(value.parse().map_err(|_| {
+                ApiError::bad_request("invalid_value", "contactId: expected a number")
+            })?),
+            kind => Who::Identifier(Identifier::from_query(kind, value).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_value",
+                    format!("{kind}: expected one of {NAMING}, with a value"),
+                )
+            })?),
+        });
+    }
+    let who = who.ok_or_else(|| {
+        ApiError::bad_request("missing_field", format!("name the contact: {NAMING}"))
+    })?;
+    Ok((who, after))
+}
+
+/// The identifier to act on: a number is turned into one of the contact's identifiers.
+fn identifier_of(state: &AppState, site_id: &str, who: Who) -> Result<Identifier, ApiError> {
+    match who {
+        Who::Identifier(id) => Ok(id),
+        Who::Number(number) => {
+            let engine = state.live.read();
+            engine
+                .site(site_id)
+                .and_then(|s| s.contact_by_id(number))
+                .and_then(|c| c.identifiers.all().into_iter().next())
+                .ok_or_else(|| not_found("no contact with this contactId".into()))
+        }
+    }
+}
+
 /// `GET /api/v1/sites/{siteId}/contacts?sc=|externalCustomerId=|email=|phone=|esContactId=|contactId=`
 pub async fn contact(
     State(state): State<AppState>,
@@ -112,57 +171,69 @@ pub async fn contact(
 ) -> Result<Json<Value>, ApiError> {
     require_reader(&state, &headers, &site_id)?;
     known_site(&state, &site_id)?;
-    let mut after = None;
-    let mut lookup = None;
-    for (key, value) in &query {
-        match key.as_str() {
-            "after" => {
-                after = Some(value.parse::<u64>().map_err(|_| {
-                    ApiError::bad_request("invalid_value", "after: expected a log position")
-                })?)
-            }
-            _ if lookup.is_some() => {
-                return Err(ApiError::bad_request(
-                    "invalid_value",
-                    "name the contact by one identifier only",
-                ));
-            }
-            _ => lookup = Some((key.as_str(), value.as_str())),
-        }
-    }
-    let (kind, value) = lookup.ok_or_else(|| {
-        ApiError::bad_request(
-            "missing_field",
-            "name the contact: sc, externalCustomerId, email, phone, esContactId or contactId",
-        )
-    })?;
+    let (who, after) = who_and_after(&query)?;
     wait_for(&state, after).await?;
     let engine = state.live.read();
     let site = engine.site(&site_id);
-    let contact = match kind {
-        "contactId" => {
-            let id = value.parse().map_err(|_| {
-                ApiError::bad_request("invalid_value", "contactId: expected a number")
-            })?;
-            site.and_then(|s| s.contact_by_id(id))
-        }
-        _ => {
-            let id = Identifier::from_query(kind, value).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_value",
-                    format!(
-                        "{kind}: expected one of sc, externalCustomerId, email, phone, \
-                         esContactId, contactId with a value"
-                    ),
-                )
-            })?;
-            site.and_then(|s| s.contact(&id))
-        }
+    let contact = match &who {
+        Who::Number(number) => site.and_then(|s| s.contact_by_id(*number)),
+        Who::Identifier(id) => site.and_then(|s| s.contact(id)),
     };
-    let contact = contact.ok_or_else(|| not_found(format!("no contact with this {kind}")))?;
+    let contact = contact.ok_or_else(|| not_found("no such contact".into()))?;
     Ok(Json(
         serde_json::to_value(contact).expect("contacts serialise"),
     ))
+}
+
+/// `GET /api/v1/sites/{siteId}/contacts/export?<identifier>=`: everything held about a
+/// contact: its state and every log record naming it.
+pub async fn export_contact(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site_id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Json<ContactExport>, ApiError> {
+    require_reader(&state, &headers, &site_id)?;
+    known_site(&state, &site_id)?;
+    let (who, after) = who_and_after(&query)?;
+    wait_for(&state, after).await?;
+    let id = identifier_of(&state, &site_id, who)?;
+    let (log, live) = (state.ingestor.log().clone(), state.live.clone());
+    let found = tokio::task::spawn_blocking(move || privacy::export(&*log, &live, &site_id, &id))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the export stopped: {e}")))?
+        .map_err(privacy_error)?;
+    found
+        .map(Json)
+        .ok_or_else(|| not_found("no such contact".into()))
+}
+
+/// `DELETE /api/v1/sites/{siteId}/contacts?<identifier>=`: erases the contact's personal
+/// data from the log and the state.
+pub async fn erase_contact(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site_id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<Json<Erasure>, ApiError> {
+    require_reader(&state, &headers, &site_id)?;
+    known_site(&state, &site_id)?;
+    let (who, after) = who_and_after(&query)?;
+    wait_for(&state, after).await?;
+    let id = identifier_of(&state, &site_id, who)?;
+    let (log, live) = (state.ingestor.log().clone(), state.live.clone());
+    let erased = tokio::task::spawn_blocking(move || privacy::erase(&*log, &live, &site_id, &id))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the erasure stopped: {e}")))?
+        .map_err(privacy_error)?;
+    erased
+        .map(Json)
+        .ok_or_else(|| not_found("no such contact".into()))
+}
+
+fn privacy_error(error: PrivacyError) -> ApiError {
+    tracing::error!(%error, "privacy request failed");
+    ApiError::unavailable(format!("{error}; retry"))
 }
 
 /// `GET /api/v1/sites/{siteId}/products/{productKey}`

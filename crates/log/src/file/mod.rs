@@ -66,6 +66,9 @@ struct Shared {
     failed: AtomicBool,
     /// Signalled after every commit, for [`EventLog::wait_beyond`].
     appended: (Mutex<()>, Condvar),
+    /// Readers hold it shared while reading records; a redaction holds it exclusively
+    /// while it rewrites one, so no reader sees a record half rewritten.
+    rewriting: RwLock<()>,
 }
 
 impl Shared {
@@ -76,6 +79,7 @@ impl Shared {
             segments: RwLock::new(segments),
             failed: AtomicBool::new(false),
             appended: (Mutex::new(()), Condvar::new()),
+            rewriting: RwLock::new(()),
         }
     }
 }
@@ -204,6 +208,7 @@ impl EventLog for FileLog {
                 .map(|s| (s.base, s.view(from.max(s.base))))
                 .collect()
         };
+        let _no_rewrite = self.shared.rewriting.read().expect("rewrite lock");
         let mut out = Vec::new();
         for (base, view) in &views {
             if out.len() >= max {
@@ -233,6 +238,26 @@ impl EventLog for FileLog {
                 .expect("append signal lock")
                 .0;
         }
+    }
+
+    fn redact(&self, position: Position, payload: &[u8]) -> Result<(), LogError> {
+        if self.sender.is_none() {
+            return Err(LogError::ReadOnly);
+        }
+        let (path, offset) = {
+            let segments = self.shared.segments.read().expect("segment lock");
+            let index = segments.partition_point(|s| s.end() <= position);
+            let segment = segments
+                .get(index)
+                .filter(|s| s.base <= position && position < s.end())
+                .ok_or_else(|| LogError::CannotRedact {
+                    position,
+                    reason: "no such record".into(),
+                })?;
+            (segment.path.clone(), segment.offset_of(position)?)
+        };
+        let _exclusive = self.shared.rewriting.write().expect("rewrite lock");
+        segment::overwrite(&path, offset, position, payload)
     }
 
     fn size_bytes(&self) -> Option<u64> {
@@ -592,6 +617,33 @@ mod tests {
         }
         reader.join().unwrap();
         assert!(segment_files(dir.path()) > 10);
+    }
+
+    #[tokio::test]
+    async fn a_record_is_redacted_in_place_and_reads_back_changed_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+            for i in 0..40 {
+                log.append(vec![format!("record-{i:02}-secret").into_bytes()])
+                    .await
+                    .unwrap();
+            }
+            log.redact(17, b"record-17-XXXXXX").unwrap();
+            let too_long = log.redact(18, b"a longer replacement");
+            assert!(matches!(too_long, Err(LogError::CannotRedact { .. })));
+            assert!(log.redact(99, b"x").is_err());
+        }
+        let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+        let all = payloads(&log);
+        assert_eq!(all.len(), 40);
+        assert_eq!(all[17], "record-17-XXXXXX");
+        assert_eq!(all[18], "record-18-secret");
+        let on_disk: Vec<u8> = fs::read_dir(dir.path())
+            .unwrap()
+            .flat_map(|e| fs::read(e.unwrap().path()).unwrap_or_default())
+            .collect();
+        assert!(!on_disk.windows(16).any(|w| w == b"record-17-secret"));
     }
 
     #[test]

@@ -330,6 +330,57 @@ impl Segment {
     }
 }
 
+impl Segment {
+    /// The byte offset of the record at `position`, found by reading from the nearest
+    /// indexed record.
+    pub fn offset_of(&self, position: Position) -> Result<u64, LogError> {
+        let view = self.view(position);
+        let (mut at, mut offset) = view.start;
+        let file =
+            File::open(&view.path).map_err(io_error(format!("read {}", view.path.display())))?;
+        let mut header = [0u8; HEADER_BYTES];
+        while at < position {
+            file.read_exact_at(&mut header, offset)
+                .map_err(io_error(format!("read {}", view.path.display())))?;
+            let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
+            offset += (HEADER_BYTES + len as usize) as u64;
+            at += 1;
+        }
+        Ok(offset)
+    }
+}
+
+/// Overwrites the record at `offset` (which holds `position`) with `payload`, which must
+/// be exactly as long as what it replaces, and syncs.
+pub fn overwrite(
+    path: &Path,
+    offset: u64,
+    position: Position,
+    payload: &[u8],
+) -> Result<(), LogError> {
+    let context = || format!("redact in {}", path.display());
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_error(context()))?;
+    let mut header = [0u8; HEADER_BYTES];
+    file.read_exact_at(&mut header, offset)
+        .map_err(io_error(context()))?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    if len != payload.len() {
+        return Err(LogError::CannotRedact {
+            position,
+            reason: format!("replacement is {} bytes, the record {len}", payload.len()),
+        });
+    }
+    let mut record = Vec::with_capacity(HEADER_BYTES + len);
+    record::encode_into(&mut record, position, payload);
+    file.write_all_at(&record, offset)
+        .map_err(io_error(context()))?;
+    file.sync_data().map_err(io_error(context()))
+}
+
 /// Appends to `out` up to `max` records at or after `from`, reading record by record
 /// from the nearest indexed offset, and only as far as needed.
 pub fn read_segment(

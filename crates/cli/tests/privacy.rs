@@ -1,0 +1,173 @@
+//! Export and erasure of a contact, through the real server: after an erasure, none of
+//! the person's email, phone or name is in any answer, export or file of the data
+//! directory, and everyone else's data is untouched.
+
+mod common;
+
+use std::path::Path;
+
+use common::{ADMIN_TOKEN, Server, client, export, post_json};
+use serde_json::{Value, json};
+
+const EMAIL: &str = "maryna.erase-me@example.com";
+const PHONE: &str = "+380 67 765 43 21";
+const PHONE_DIGITS: &str = "380677654321";
+const NAME: &str = "Maryna Erasable";
+const OTHER_EMAIL: &str = "keep.me@example.com";
+
+fn events() -> Vec<Value> {
+    let info = |event: &str, ids: Value| {
+        let mut info = json!({"eventName": event, "siteId": "S1"});
+        for (k, v) in ids.as_object().unwrap() {
+            info[k] = v.clone();
+        }
+        info
+    };
+    vec![
+        json!({"GeneralInfo": info("ProductPage", json!({"cookies": {"sc": "maryna-cookie"}})),
+               "ProductPage": {"Product": {"productKey": "lamp", "price": "30 EUR"}}}),
+        json!({"GeneralInfo": info("CustomerData", json!({"cookies": {"sc": "maryna-cookie"},
+               "user_email": EMAIL, "user_phone": PHONE, "user_name": NAME, "user_city": "Odesa"}))}),
+        json!({"GeneralInfo": info("PurchasedItems", json!({"user_email": EMAIL, "user_name": NAME})),
+               "PurchasedItems": {"OrderNumber": "M-1", "Products": [{"product_id": "lamp", "unit_price": 30, "quantity": 1}]}}),
+        json!({"user_email": EMAIL, "webId": "maryna-cookie", "orgId": "1", "email": EMAIL}),
+        json!({"GeneralInfo": info("CustomerData", json!({"cookies": {"sc": "other"}, "user_email": OTHER_EMAIL}))}),
+        json!({"GeneralInfo": info("ProductPage", json!({"cookies": {"sc": "other"}})),
+               "ProductPage": {"Product": {"productKey": "lamp", "price": "30 EUR"}}}),
+    ]
+}
+
+fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                found.push(path.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+async fn call(method: reqwest::Method, server: &Server, path: &str) -> (u16, Value) {
+    let response = client()
+        .request(method, server.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn an_erased_contact_leaves_no_personal_data_anywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &["S1"]);
+    let mut last = 0;
+    for event in events() {
+        let (status, answer) = post_json(&server.url("/api/v2"), event.to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+        last = answer["position"].as_u64().unwrap_or(last);
+    }
+    assert!(
+        !files_containing(&data, EMAIL).is_empty(),
+        "the test must start with the email on disk"
+    );
+
+    let (status, held) = call(
+        reqwest::Method::GET,
+        &server,
+        &format!("/api/v1/sites/S1/contacts/export?phone={PHONE_DIGITS}&after={last}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{held}");
+    assert_eq!(held["contact"]["identifiers"]["email"], EMAIL);
+    assert_eq!(held["records"].as_array().unwrap().len(), 4, "{held}");
+
+    let (status, erased) = call(
+        reqwest::Method::DELETE,
+        &server,
+        &format!("/api/v1/sites/S1/contacts?email={EMAIL}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{erased}");
+    assert_eq!(erased["recordsRedacted"], 4);
+
+    let check_gone = |server: &Server| {
+        let server_url = server.base.clone();
+        async move {
+            for query in [
+                format!("email={EMAIL}"),
+                "sc=maryna-cookie".to_string(),
+                format!("phone={PHONE_DIGITS}"),
+            ] {
+                let response = client()
+                    .get(format!("{server_url}/api/v1/sites/S1/contacts?{query}"))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 404, "{query}");
+            }
+        }
+    };
+    check_gone(&server).await;
+    let everything = serde_json::to_string(&export(&data, &[])).unwrap();
+    for secret in [EMAIL, PHONE, PHONE_DIGITS, NAME, "maryna-cookie", "Odesa"] {
+        assert!(
+            !everything.contains(secret),
+            "the export still holds {secret:?}"
+        );
+        assert!(
+            files_containing(&data, secret).is_empty(),
+            "files still hold {secret:?}: {:?}",
+            files_containing(&data, secret)
+        );
+    }
+    // Everyone else, and what the events said about products, is intact.
+    let (status, other) = call(
+        reqwest::Method::GET,
+        &server,
+        &format!("/api/v1/sites/S1/contacts?email={OTHER_EMAIL}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(other["viewedProducts"][0]["key"], "lamp");
+    let (_, lamp) = call(
+        reqwest::Method::GET,
+        &server,
+        "/api/v1/sites/S1/products/lamp",
+    )
+    .await;
+    assert_eq!(lamp["price"]["value"]["amount"], "30");
+    let (_, site) = call(reqwest::Method::GET, &server, "/api/v1/sites/S1").await;
+    assert_eq!(site["contacts"], 1);
+
+    // The erasure is in the log: a restart rebuilds the same.
+    assert!(server.terminate().success());
+    let server = Server::start(&data, &["S1"]);
+    let (_, site) = call(
+        reqwest::Method::GET,
+        &server,
+        &format!("/api/v1/sites/S1?after={last}"),
+    )
+    .await;
+    assert_eq!(site["contacts"], 1);
+    check_gone(&server).await;
+    assert_eq!(
+        call(
+            reqwest::Method::DELETE,
+            &server,
+            &format!("/api/v1/sites/S1/contacts?email={EMAIL}")
+        )
+        .await
+        .0,
+        404
+    );
+}

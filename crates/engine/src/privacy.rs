@@ -1,0 +1,201 @@
+//! A contact's right to see and to erase what spoor holds about them.
+//!
+//! **Export** gives the contact's state and every log record that names one of its
+//! identifiers.
+//!
+//! **Erase** redacts those records in the log itself: each loses its visitor (every
+//! identifier and profile field: cookie, customer id, email, phone, name, extra fields)
+//! and the hash of its original request bytes, and is rewritten in place at the same
+//! length (the JSON padded with spaces). What the events said about products stays: a
+//! redacted event still counts as a view of its product or a sale, of nobody. The state is
+//! then rebuilt from the log, so the contact is gone from it too, and no export, answer or
+//! file in the data directory holds its personal data afterwards.
+//!
+//! A record names the contact when it carries one of the identifiers the contact holds at
+//! the time of the erasure (merged contacts included). An identifier that moved to another
+//! contact earlier (a shared computer's cookie) is that contact's now, and its records
+//! carrying nothing else of the erased person stay as they are.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde::Serialize;
+use spoor_log::{EventLog, LogError, Position};
+use spoor_protocol::stored::{ExportedRecord, RecordContent, StoredRecord};
+use spoor_protocol::{ContactLink, Visitor};
+
+use crate::identity::{Identifier, identifiers_of, normalize_email, normalize_phone};
+use crate::{Contact, LiveState};
+
+/// How long an erasure waits for the rebuilt state.
+const REBUILD_WAIT: Duration = Duration::from_secs(120);
+const SCAN_STEP: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrivacyError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("log record {0} is not readable")]
+    Unreadable(Position),
+    #[error("the records are redacted, but the state was not rebuilt within {0:?}; it will be")]
+    RebuildTimeout(Duration),
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Erasure {
+    pub contact_id: u32,
+    pub records_redacted: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContactExport {
+    pub contact: Contact,
+    pub records: Vec<ExportedRecord>,
+}
+
+fn link_identifiers(link: &ContactLink) -> Vec<Identifier> {
+    let mut ids = Vec::new();
+    ids.extend(
+        link.external_customer_id
+            .clone()
+            .map(Identifier::ExternalCustomerId),
+    );
+    ids.extend(
+        link.email
+            .as_deref()
+            .map(|e| Identifier::Email(normalize_email(e))),
+    );
+    ids.extend(
+        link.phone
+            .as_deref()
+            .and_then(normalize_phone)
+            .map(Identifier::Phone),
+    );
+    ids.extend(link.web_id.clone().map(Identifier::Sc));
+    ids
+}
+
+/// Whether the record carries one of `ids` (events only of `site_id`).
+fn names(record: &StoredRecord, site_id: &str, ids: &HashSet<Identifier>) -> bool {
+    let carried = match &record.content {
+        RecordContent::Event(event) if event.site_id == site_id => identifiers_of(&event.visitor),
+        RecordContent::Event(_) => return false,
+        RecordContent::ContactLink(link) => link_identifiers(link),
+    };
+    carried.iter().any(|id| ids.contains(id))
+}
+
+/// The record without anything that identifies or describes the person.
+fn redacted(record: &StoredRecord) -> StoredRecord {
+    let mut clean = record.clone();
+    clean.request_hash = "0".repeat(record.request_hash.len());
+    match &mut clean.content {
+        RecordContent::Event(event) => event.visitor = Visitor::default(),
+        RecordContent::ContactLink(link) => *link = ContactLink::default(),
+    }
+    clean
+}
+
+/// The redacted record's JSON, padded with spaces to `len` bytes.
+fn padded(record: &StoredRecord, len: usize, position: Position) -> Result<Vec<u8>, LogError> {
+    let mut bytes = serde_json::to_vec(record).expect("records serialise");
+    if bytes.len() > len {
+        return Err(LogError::CannotRedact {
+            position,
+            reason: "the redacted record is longer than the original".into(),
+        });
+    }
+    bytes.resize(len, b' ');
+    Ok(bytes)
+}
+
+/// Calls `visit` with every record of the log that names one of `ids`.
+fn each_naming(
+    log: &dyn EventLog,
+    site_id: &str,
+    ids: &HashSet<Identifier>,
+    mut visit: impl FnMut(Position, usize, StoredRecord) -> Result<(), PrivacyError>,
+) -> Result<(), PrivacyError> {
+    let mut next = 0;
+    loop {
+        let records = log.read(next, SCAN_STEP)?;
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        next = last.position + 1;
+        for record in records {
+            let stored: StoredRecord = serde_json::from_slice(&record.payload)
+                .map_err(|_| PrivacyError::Unreadable(record.position))?;
+            if names(&stored, site_id, ids) {
+                visit(record.position, record.payload.len(), stored)?;
+            }
+        }
+    }
+}
+
+/// The contact `who` names, and every identifier it holds.
+fn find(
+    live: &LiveState,
+    site_id: &str,
+    who: &Identifier,
+) -> Option<(Contact, HashSet<Identifier>)> {
+    let engine = live.read();
+    let contact = engine.site(site_id)?.contact(who)?.clone();
+    let ids = contact.identifiers.all().into_iter().collect();
+    Some((contact, ids))
+}
+
+/// Everything held about the contact `who` names; `None` when it names no one.
+pub fn export(
+    log: &dyn EventLog,
+    live: &LiveState,
+    site_id: &str,
+    who: &Identifier,
+) -> Result<Option<ContactExport>, PrivacyError> {
+    let Some((contact, ids)) = find(live, site_id, who) else {
+        return Ok(None);
+    };
+    let mut records = Vec::new();
+    each_naming(log, site_id, &ids, |position, _, record| {
+        records.push(ExportedRecord { position, record });
+        Ok(())
+    })?;
+    Ok(Some(ContactExport { contact, records }))
+}
+
+/// Erases the contact `who` names: its records redacted in the log, then the state
+/// rebuilt without it. `None` when it names no one.
+pub fn erase(
+    log: &dyn EventLog,
+    live: &LiveState,
+    site_id: &str,
+    who: &Identifier,
+) -> Result<Option<Erasure>, PrivacyError> {
+    let Some((contact, ids)) = find(live, site_id, who) else {
+        return Ok(None);
+    };
+    let mut redactions = Vec::new();
+    each_naming(log, site_id, &ids, |position, len, record| {
+        redactions.push((position, padded(&redacted(&record), len, position)?));
+        Ok(())
+    })?;
+    for (position, payload) in &redactions {
+        log.redact(*position, payload)?;
+    }
+    let ticket = live.request_rebuild();
+    if !live.wait_rebuilt(ticket, REBUILD_WAIT) {
+        return Err(PrivacyError::RebuildTimeout(REBUILD_WAIT));
+    }
+    tracing::info!(
+        site_id,
+        contact_id = contact.id,
+        records = redactions.len(),
+        "contact erased"
+    );
+    Ok(Some(Erasure {
+        contact_id: contact.id,
+        records_redacted: redactions.len() as u64,
+    }))
+}
