@@ -1,5 +1,6 @@
 //! `spoor`: a self-hosted drop-in for a website-behaviour tracker's REST API.
 
+mod contacts;
 mod events;
 mod load;
 mod serve;
@@ -45,6 +46,9 @@ enum Command {
     /// Read the event log out, or load an export back in.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// A person's data: export everything held, or erase it (through a running server).
+    #[command(subcommand)]
+    Contacts(contacts::ContactsCommand),
     /// Load a public data set into a running server, through its tracker API.
     #[command(subcommand)]
     Load(LoadCommand),
@@ -103,6 +107,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Events(command) => runtime.block_on(events::run(command)),
+        Command::Contacts(command) => runtime.block_on(contacts::run(command)),
         Command::Load(LoadCommand::OnlineRetail { file, url, site }) => {
             runtime.block_on(load::online_retail(&file, &url, &site))
         }

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{ADMIN_TOKEN, Server, client, export, post_json};
+use common::{ADMIN_TOKEN, Server, client, export, post_json, run_ok, spoor};
 use serde_json::{Value, json};
 
 const EMAIL: &str = "maryna.erase-me@example.com";
@@ -89,15 +89,36 @@ async fn an_erased_contact_leaves_no_personal_data_anywhere() {
     assert_eq!(status, 200, "{held}");
     assert_eq!(held["contact"]["identifiers"]["email"], EMAIL);
     assert_eq!(held["records"].as_array().unwrap().len(), 4, "{held}");
+    let output = run_ok(
+        spoor()
+            .args([
+                "contacts",
+                "export",
+                "--url",
+                &server.base,
+                "--key",
+                ADMIN_TOKEN,
+            ])
+            .args(["--site", "S1", "--phone", PHONE]),
+    );
+    let by_cli: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(by_cli, held);
 
-    let (status, erased) = call(
-        reqwest::Method::DELETE,
-        &server,
-        &format!("/api/v1/sites/S1/contacts?email={EMAIL}"),
-    )
-    .await;
-    assert_eq!(status, 200, "{erased}");
-    assert_eq!(erased["recordsRedacted"], 4);
+    // Erased with the command line, as an operator would.
+    let output = run_ok(
+        spoor()
+            .args([
+                "contacts",
+                "erase",
+                "--url",
+                &server.base,
+                "--key",
+                ADMIN_TOKEN,
+            ])
+            .args(["--site", "S1", "--email", EMAIL]),
+    );
+    let erased: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(erased["recordsRedacted"], 4, "{erased}");
 
     let check_gone = |server: &Server| {
         let server_url = server.base.clone();
