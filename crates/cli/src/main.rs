@@ -2,6 +2,7 @@
 
 mod contacts;
 mod events;
+mod feed;
 mod load;
 mod serve;
 
@@ -49,6 +50,9 @@ enum Command {
     /// A person's data: export everything held, or erase it (through a running server).
     #[command(subcommand)]
     Contacts(contacts::ContactsCommand),
+    /// Product feeds: import one into a running server.
+    #[command(subcommand)]
+    Feed(feed::FeedCommand),
     /// Load a public data set into a running server, through its tracker API.
     #[command(subcommand)]
     Load(LoadCommand),
@@ -108,6 +112,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
         Command::Events(command) => runtime.block_on(events::run(command)),
         Command::Contacts(command) => runtime.block_on(contacts::run(command)),
+        Command::Feed(command) => runtime.block_on(feed::run(command)),
         Command::Load(LoadCommand::OnlineRetail { file, url, site }) => {
             runtime.block_on(load::online_retail(&file, &url, &site))
         }

@@ -181,3 +181,64 @@ async fn a_site_key_reads_its_own_site_only_and_rotation_revokes_it() {
         "sites.json holds a key in clear"
     );
 }
+
+const FEED: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0" xmlns:g="http://base.google.com/ns/1.0"><channel>
+ <item><g:id>lamp</g:id><g:title>Desk lamp</g:title><g:price>20.00 EUR</g:price>
+       <g:availability>in stock</g:availability><g:product_type>Home &gt; Lighting</g:product_type>
+       <g:link>https://shop.example/lamp</g:link></item>
+ <item><g:title>No id</g:title></item>
+ <item><g:id>rug</g:id><g:price>ten</g:price></item>
+ <item><g:id>vase</g:id><g:title>Vase</g:title><g:price>7 EUR</g:price></item>
+</channel></rss>"#;
+
+#[tokio::test]
+async fn a_feed_import_keeps_good_items_reports_bad_ones_and_the_site_value_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["S1"]);
+    let feed_path = dir.path().join("feed.xml");
+    std::fs::write(&feed_path, FEED).unwrap();
+    let import = || {
+        common::run_ok(
+            common::spoor()
+                .args(["feed", "import"])
+                .arg(&feed_path)
+                .args(["--site", "S1", "--url", &server.base, "--key", ADMIN_TOKEN]),
+        )
+    };
+    let summary: Value = serde_json::from_slice(&import().stdout).unwrap();
+    assert_eq!(
+        (summary["items"].as_u64(), summary["imported"].as_u64()),
+        (Some(4), Some(2)),
+        "{summary}"
+    );
+    let rejected = summary["rejected"].as_array().unwrap();
+    assert_eq!(rejected[0]["item"], 2);
+    assert_eq!(rejected[0]["reason"], "g:id is missing");
+    assert_eq!(rejected[1]["id"], "rug");
+
+    // The site shows another price since; the same feed again does not undo it.
+    let view = json!({"GeneralInfo": {"eventName": "ProductPage", "siteId": "S1", "cookies": {"sc": "v"}},
+                      "ProductPage": {"Product": {"productKey": "lamp", "price": "17.50 EUR"}}});
+    let (_, answer) = post_json(&server.url("/api/v2"), view.to_string()).await;
+    let after = answer["position"].as_u64().unwrap();
+    let again: Value = serde_json::from_slice(&import().stdout).unwrap();
+    assert_eq!(again["unchangedRepeat"], true);
+    let (status, lamp) = get(
+        &server,
+        &format!("/api/v1/sites/S1/products/lamp?after={after}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(lamp["name"], "Desk lamp");
+    assert_eq!(lamp["url"], "https://shop.example/lamp");
+    assert_eq!(lamp["categoryPath"], json!(["Home", "Lighting"]));
+    assert_eq!(
+        lamp["price"]["value"],
+        json!({"amount": "17.5", "currency": "EUR"})
+    );
+    let (status, _) = get(&server, "/api/v1/sites/S1/products/vase").await;
+    assert_eq!(status, 200);
+    let (status, _) = get(&server, "/api/v1/sites/S1/products/rug").await;
+    assert_eq!(status, 404);
+}

@@ -44,6 +44,10 @@ pub struct Product {
     pub price_history: Vec<Timed<Decimal>>,
     /// Every stock change, oldest first.
     pub stock_history: Vec<Timed<bool>>,
+    /// The price and stock state the feed last said, to tell a change in the feed from
+    /// the same value sent again.
+    #[serde(skip)]
+    feed_said: (Option<Price>, Option<bool>),
 }
 
 impl Product {
@@ -64,6 +68,7 @@ impl Product {
             first_seen: at,
             price_history: Vec::new(),
             stock_history: Vec::new(),
+            feed_said: (None, None),
         }
     }
 
@@ -130,6 +135,30 @@ impl Catalogue {
             .or_insert_with(|| Product::new(product_key, at));
         product.first_seen = product.first_seen.min(at);
         product
+    }
+
+    /// A feed item: descriptive fields as in an update; its price and stock state only
+    /// where the feed changed them since its last import, so that a value the site showed
+    /// since (in an update or on a page) wins over a feed that still says the old one.
+    pub fn feed(&mut self, item: &ProductUpdate, at: i64) {
+        let product = self.entry(&item.product_key, at);
+        let (said_price, said_stock) = &product.feed_said;
+        let changed_price = item
+            .price
+            .as_ref()
+            .filter(|p| said_price.as_ref() != Some(*p))
+            .cloned();
+        let changed_stock = item.in_stock.filter(|s| said_stock != &Some(*s));
+        product.feed_said = (
+            item.price.clone().or(product.feed_said.0.take()),
+            item.in_stock.or(product.feed_said.1),
+        );
+        let descriptive = ProductUpdate {
+            price: changed_price,
+            in_stock: changed_stock,
+            ..item.clone()
+        };
+        self.update(&descriptive, at);
     }
 
     /// A ProductUpdate: only the fields it carries change.
@@ -239,6 +268,33 @@ mod tests {
             .map(|h| h.value.to_string())
             .collect();
         assert_eq!(history, ["10", "8"]);
+    }
+
+    #[test]
+    fn the_site_value_wins_over_a_feed_that_did_not_change() {
+        let mut catalogue = Catalogue::default();
+        let item = |amount: &str| ProductUpdate {
+            product_key: "p".into(),
+            name: Some("Lamp".into()),
+            price: Some(price(amount)),
+            in_stock: Some(true),
+            ..ProductUpdate::default()
+        };
+        catalogue.feed(&item("20"), 100);
+        catalogue.observe("p", Some(&price("18")), Some(false), 200);
+        // The next import still says 20 and in stock: the site's 18, out of stock, stands.
+        catalogue.feed(&item("20"), 300);
+        let lamp = catalogue.get("p").unwrap();
+        assert_eq!(lamp.price.as_ref().unwrap().value.amount.to_string(), "18");
+        assert!(!lamp.in_stock.as_ref().unwrap().value);
+        // A feed that changes the price is news.
+        catalogue.feed(&item("15"), 400);
+        let lamp = catalogue.get("p").unwrap();
+        assert_eq!(lamp.price.as_ref().unwrap().value.amount.to_string(), "15");
+        assert!(
+            !lamp.in_stock.as_ref().unwrap().value,
+            "the feed's stock state did not change"
+        );
     }
 
     #[test]

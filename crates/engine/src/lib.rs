@@ -44,6 +44,10 @@ impl Engine {
                     site.link(link, record.received_at);
                 }
             }
+            RecordContent::Feed(feed) => {
+                let site = self.sites.entry(feed.site_id.clone()).or_default();
+                site.apply_feed(&feed.items, record.received_at);
+            }
         }
     }
 

@@ -81,7 +81,7 @@ fn link_identifiers(link: &ContactLink) -> Vec<Identifier> {
 fn names(record: &StoredRecord, site_id: &str, ids: &HashSet<Identifier>) -> bool {
     let carried = match &record.content {
         RecordContent::Event(event) if event.site_id == site_id => identifiers_of(&event.visitor),
-        RecordContent::Event(_) => return false,
+        RecordContent::Event(_) | RecordContent::Feed(_) => return false,
         RecordContent::ContactLink(link) => link_identifiers(link),
     };
     carried.iter().any(|id| ids.contains(id))
@@ -94,6 +94,7 @@ fn redacted(record: &StoredRecord) -> StoredRecord {
     match &mut clean.content {
         RecordContent::Event(event) => event.visitor = Visitor::default(),
         RecordContent::ContactLink(link) => *link = ContactLink::default(),
+        RecordContent::Feed(_) => {}
     }
     clean
 }

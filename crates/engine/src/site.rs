@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use spoor_protocol::{ContactLink, EventBody, TrackerEvent};
+use spoor_protocol::{ContactLink, EventBody, ProductUpdate, TrackerEvent};
 
 use crate::catalogue::{Catalogue, Product};
 use crate::contact::Contact;
@@ -113,6 +113,13 @@ impl SiteState {
             EventBody::ProductImpressions { .. }
             | EventBody::CustomerData
             | EventBody::ProductUpdate { .. } => {}
+        }
+    }
+
+    /// Items of the site's product feed, as of `at`.
+    pub fn apply_feed(&mut self, items: &[ProductUpdate], at: i64) {
+        for item in items {
+            self.catalogue.feed(item, at);
         }
     }
 

@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod event;
+pub mod feed;
 pub mod json;
 pub mod parse;
 pub mod reader;

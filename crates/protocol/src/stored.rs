@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{ContactLink, TrackerEvent};
+use crate::event::{ContactLink, ProductUpdate, TrackerEvent};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -29,12 +29,23 @@ pub enum RecordContent {
     Event(TrackerEvent),
     /// A plugin's cookie-to-customer link; it names no site.
     ContactLink(ContactLink),
+    /// Items of an imported product feed (part of one, for a large feed).
+    Feed(FeedItems),
+}
+
+/// Products read from a site's feed, as of the import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedItems {
+    pub site_id: String,
+    pub items: Vec<ProductUpdate>,
 }
 
 impl StoredRecord {
     pub fn site_id(&self) -> Option<&str> {
         match &self.content {
             RecordContent::Event(e) => Some(&e.site_id),
+            RecordContent::Feed(feed) => Some(&feed.site_id),
             RecordContent::ContactLink(_) => None,
         }
     }
@@ -42,7 +53,7 @@ impl StoredRecord {
     pub fn event(&self) -> Option<&TrackerEvent> {
         match &self.content {
             RecordContent::Event(e) => Some(e),
-            RecordContent::ContactLink(_) => None,
+            RecordContent::ContactLink(_) | RecordContent::Feed(_) => None,
         }
     }
 }

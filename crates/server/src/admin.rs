@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use spoor_ingest::export::{ExportFilter, ImportSummary, export};
-use spoor_ingest::{Registration, Site};
+use spoor_ingest::{FeedSummary, Registration, Site};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
@@ -195,6 +195,30 @@ impl Write for ChunkWriter {
             .blocking_send(Ok(chunk))
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
     }
+}
+
+/// The largest feed body.
+pub const FEED_BODY_LIMIT: usize = 128 * 1024 * 1024;
+
+/// `POST /admin/v1/sites/{siteId}/feed`: a Google Merchant RSS 2.0 (or Atom) product
+/// feed. The site's API key or the admin token.
+pub async fn import_feed(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site_id): Path<String>,
+    request_body: Body,
+) -> Result<Json<FeedSummary>, ApiError> {
+    auth::require_site(&headers, &state, &site_id)?;
+    let xml = body::read(&headers, request_body, FEED_BODY_LIMIT).await?;
+    let summary = state.ingestor.import_feed(&site_id, &xml, now_ms()).await?;
+    tracing::info!(
+        site_id = %site_id,
+        items = summary.items,
+        imported = summary.imported,
+        rejected = summary.rejected.len(),
+        "feed imported"
+    );
+    Ok(Json(summary))
 }
 
 /// `POST /admin/v1/events/import`: NDJSON lines of an export, loaded idempotently.

@@ -6,7 +6,10 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
+
+use crate::AppState;
+use crate::error::ApiError;
 use axum::http::header::AUTHORIZATION;
 
 const TOKEN_FILE: &str = "admin-token";
@@ -63,6 +66,21 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 /// Whether the request carries `Authorization: Bearer <token>`.
 pub fn is_admin(headers: &HeaderMap, token: &str) -> bool {
     bearer(headers).is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+}
+
+/// The site's API key, or the admin token.
+pub fn require_site(headers: &HeaderMap, state: &AppState, site_id: &str) -> Result<(), ApiError> {
+    let site_key =
+        bearer(headers).is_some_and(|key| state.ingestor.sites().verify_api_key(site_id, key));
+    if site_key || is_admin(headers, &state.admin_token) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send the site's API key (or the admin token) as `Authorization: Bearer <key>`",
+        ))
+    }
 }
 
 /// Compares without stopping at the first difference, so timing tells nothing of the token.

@@ -42,6 +42,7 @@ mod routes {
     pub const TRACK_BATCH: &str = "/api/v2/batch";
     pub const SITES: &str = "/admin/v1/sites";
     pub const SITE_KEY: &str = "/admin/v1/sites/{site_id}/api-key";
+    pub const FEED: &str = "/admin/v1/sites/{site_id}/feed";
     pub const EXPORT: &str = "/admin/v1/events/export";
     pub const IMPORT: &str = "/admin/v1/events/import";
     pub const HEALTHZ: &str = "/healthz";
@@ -51,11 +52,12 @@ mod routes {
     pub const CONTACT: &str = "/api/v1/sites/{site_id}/contacts";
     pub const CONTACT_EXPORT: &str = "/api/v1/sites/{site_id}/contacts/export";
     pub const PRODUCT: &str = "/api/v1/sites/{site_id}/products/{product_key}";
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         TRACK,
         TRACK_BATCH,
         SITES,
         SITE_KEY,
+        FEED,
         EXPORT,
         IMPORT,
         HEALTHZ,
@@ -88,6 +90,7 @@ pub fn router(state: AppState) -> Router {
             get(admin::list_sites).post(admin::create_site),
         )
         .route(routes::SITE_KEY, post(admin::issue_api_key))
+        .route(routes::FEED, post(admin::import_feed))
         .route(routes::EXPORT, get(admin::export_events))
         .route(routes::IMPORT, post(admin::import_events))
         // The state derived from the log: admin token required.

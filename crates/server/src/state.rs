@@ -19,21 +19,6 @@ use crate::{AppState, auth};
 
 pub const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(2);
 
-/// The site's API key, or the admin token.
-fn require_reader(state: &AppState, headers: &HeaderMap, site_id: &str) -> Result<(), ApiError> {
-    let site_key = auth::bearer(headers)
-        .is_some_and(|key| state.ingestor.sites().verify_api_key(site_id, key));
-    if site_key || auth::is_admin(headers, &state.admin_token) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send the site's API key (or the admin token) as `Authorization: Bearer <key>`",
-        ))
-    }
-}
-
 fn not_found(what: String) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", what)
 }
@@ -86,7 +71,7 @@ pub async fn site(
     Path(site_id): Path<String>,
     Query(query): Query<AfterQuery>,
 ) -> Result<Json<SiteAnswer>, ApiError> {
-    require_reader(&state, &headers, &site_id)?;
+    auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
     wait_for(&state, query.after).await?;
     let counts = state.live.read().site(&site_id).map(|s| s.counts());
@@ -169,7 +154,7 @@ pub async fn contact(
     Path(site_id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
-    require_reader(&state, &headers, &site_id)?;
+    auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
     let (who, after) = who_and_after(&query)?;
     wait_for(&state, after).await?;
@@ -193,7 +178,7 @@ pub async fn export_contact(
     Path(site_id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<ContactExport>, ApiError> {
-    require_reader(&state, &headers, &site_id)?;
+    auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
     let (who, after) = who_and_after(&query)?;
     wait_for(&state, after).await?;
@@ -216,7 +201,7 @@ pub async fn erase_contact(
     Path(site_id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<Erasure>, ApiError> {
-    require_reader(&state, &headers, &site_id)?;
+    auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
     let (who, after) = who_and_after(&query)?;
     wait_for(&state, after).await?;
@@ -243,7 +228,7 @@ pub async fn product(
     Path((site_id, product_key)): Path<(String, String)>,
     Query(query): Query<AfterQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    require_reader(&state, &headers, &site_id)?;
+    auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
     wait_for(&state, query.after).await?;
     let engine = state.live.read();
