@@ -226,3 +226,40 @@ fn help_documents_every_command_and_flag() {
     let help = String::from_utf8(output.stdout).unwrap();
     assert!(help.contains("--since") && help.contains("--site"));
 }
+
+#[tokio::test]
+async fn every_operation_in_openapi_json_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["S1"]);
+    let document: Value = client()
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut operations = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{site_id}", "S1")
+            .replace("{product_key}", "p1");
+        for method in item.as_object().unwrap().keys() {
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = client()
+                .request(method.clone(), server.url(&concrete))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap();
+            assert_ne!(status, 405, "{method} {path}: {body}");
+            assert!(
+                !body.contains("no route for"),
+                "{method} {path} is not routed: {body}"
+            );
+            operations += 1;
+        }
+    }
+    assert!(operations >= 17, "{operations} operations documented");
+}

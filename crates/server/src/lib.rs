@@ -48,11 +48,12 @@ mod routes {
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const METRICS: &str = "/metrics";
+    pub const OPENAPI: &str = "/openapi.json";
     pub const SITE_STATE: &str = "/api/v1/sites/{site_id}";
     pub const CONTACT: &str = "/api/v1/sites/{site_id}/contacts";
     pub const CONTACT_EXPORT: &str = "/api/v1/sites/{site_id}/contacts/export";
     pub const PRODUCT: &str = "/api/v1/sites/{site_id}/products/{product_key}";
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         TRACK,
         TRACK_BATCH,
         SITES,
@@ -63,6 +64,7 @@ mod routes {
         HEALTHZ,
         READYZ,
         METRICS,
+        OPENAPI,
         SITE_STATE,
         CONTACT,
         CONTACT_EXPORT,
@@ -105,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route(routes::HEALTHZ, get(healthz))
         .route(routes::READYZ, get(readyz))
         .route(routes::METRICS, get(metrics_text))
+        .route(routes::OPENAPI, get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -173,6 +176,18 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     response
 }
 
+/// Every route, described: kept true by a test that compares it with the router.
+const OPENAPI_DOCUMENT: &str = include_str!("../openapi.json");
+
+async fn openapi() -> Response {
+    let mut response = OPENAPI_DOCUMENT.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 async fn not_found(method: Method, uri: Uri) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -190,4 +205,22 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         "method_not_allowed",
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_describes_exactly_the_routes_served() {
+        let document: serde_json::Value = serde_json::from_str(OPENAPI_DOCUMENT).unwrap();
+        let documented: std::collections::BTreeSet<&str> = document["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let served: std::collections::BTreeSet<&str> = routes::ALL.into_iter().collect();
+        assert_eq!(documented, served);
+    }
 }
