@@ -177,14 +177,27 @@ pub struct Contact {
     /// The latest cart state; `None` before any StatusCart.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cart: Option<Cart>,
-    /// Product key -> when it was added.
-    pub wishlist: BTreeMap<String, i64>,
-    pub orders: BTreeMap<String, Order>,
+    /// Product key -> when it was added; a map in JSON.
+    #[serde(serialize_with = "wishlist_as_map")]
+    pub wishlist: Vec<Seen>,
+    /// One per order number, oldest first; a map by order number in JSON.
+    #[serde(serialize_with = "orders_as_map")]
+    pub orders: Vec<Order>,
     /// Latest first, at most [`RECENT_LIMIT`].
     pub viewed_products: Vec<Seen>,
     pub viewed_categories: Vec<Seen>,
     pub searches: Vec<SearchSeen>,
     pub merges: Vec<Merge>,
+}
+
+// A contact holds few orders and wishlist items: vectors cost a fraction of the memory
+// of one-entry tree maps, which allocate a whole node each. The API shows them as maps.
+fn orders_as_map<S: serde::Serializer>(orders: &[Order], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(orders.iter().map(|o| (&o.order_number, o)))
+}
+
+fn wishlist_as_map<S: serde::Serializer>(wishlist: &[Seen], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(wishlist.iter().map(|w| (&w.key, w.at)))
 }
 
 /// Inserts keeping the list latest-first and bounded; order-independent for equal input.
@@ -203,8 +216,8 @@ impl Contact {
             first_seen: at,
             last_seen: at,
             cart: None,
-            wishlist: BTreeMap::new(),
-            orders: BTreeMap::new(),
+            wishlist: Vec::new(),
+            orders: Vec::new(),
             viewed_products: Vec::new(),
             viewed_categories: Vec::new(),
             searches: Vec::new(),
@@ -242,14 +255,28 @@ impl Contact {
                 at,
             });
         }
-        self.orders
-            .entry(order.order_number.clone())
-            .or_insert(order);
+        if !self
+            .orders
+            .iter()
+            .any(|o| o.order_number == order.order_number)
+        {
+            self.orders.push(order);
+        }
     }
 
     pub fn add_to_wishlist(&mut self, product_key: &str, at: i64) {
-        let added = self.wishlist.entry(product_key.to_string()).or_insert(at);
-        *added = (*added).min(at);
+        match self.wishlist.iter_mut().find(|w| w.key == product_key) {
+            Some(added) => added.at = added.at.min(at),
+            None => self.wishlist.push(Seen {
+                key: product_key.to_string(),
+                at,
+            }),
+        }
+    }
+
+    /// The order with this number.
+    pub fn order(&self, order_number: &str) -> Option<&Order> {
+        self.orders.iter().find(|o| o.order_number == order_number)
     }
 
     pub fn viewed_product(&mut self, key: &str, at: i64) {
@@ -294,12 +321,15 @@ impl Contact {
         {
             self.cart = Some(cart);
         }
-        for (key, added) in other.wishlist {
-            self.add_to_wishlist(&key, added);
+        for added in other.wishlist {
+            self.add_to_wishlist(&added.key, added.at);
         }
-        for (number, order) in other.orders {
-            self.orders.entry(number).or_insert(order);
+        for order in other.orders {
+            if self.order(&order.order_number).is_none() {
+                self.orders.push(order);
+            }
         }
+        self.orders.sort_by_key(|o| o.at);
         for seen in other.viewed_products {
             remember(&mut self.viewed_products, seen, |s| s.at);
         }

@@ -25,8 +25,6 @@
 //!    person who signed in last).
 //! 6. The anchor takes all of the event's identifiers.
 
-use std::collections::BTreeSet;
-
 use serde::Serialize;
 use spoor_protocol::Visitor;
 
@@ -102,6 +100,13 @@ pub fn identifiers_of(visitor: &Visitor) -> Vec<Identifier> {
     ids
 }
 
+/// Adds `value` unless present, keeping the list sorted.
+fn add(list: &mut Vec<String>, value: String) {
+    if let Err(at) = list.binary_search(&value) {
+        list.insert(at, value);
+    }
+}
+
 /// The identifiers one contact holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -110,12 +115,14 @@ pub struct Identifiers {
     pub external_customer_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
-    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
-    pub phones: BTreeSet<String>,
-    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
-    pub cookies: BTreeSet<String>,
-    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
-    pub es_contact_ids: BTreeSet<String>,
+    // Vectors: a contact has one or a few of each, and a one-entry tree set would
+    // allocate a whole node.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub phones: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cookies: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub es_contact_ids: Vec<String>,
 }
 
 impl Identifiers {
@@ -142,15 +149,9 @@ impl Identifiers {
         match id {
             Identifier::ExternalCustomerId(v) => self.external_customer_id = Some(v),
             Identifier::Email(v) => self.email = Some(v),
-            Identifier::Phone(v) => {
-                self.phones.insert(v);
-            }
-            Identifier::Sc(v) => {
-                self.cookies.insert(v);
-            }
-            Identifier::EsContactId(v) => {
-                self.es_contact_ids.insert(v);
-            }
+            Identifier::Phone(v) => add(&mut self.phones, v),
+            Identifier::Sc(v) => add(&mut self.cookies, v),
+            Identifier::EsContactId(v) => add(&mut self.es_contact_ids, v),
         }
     }
 
@@ -158,15 +159,9 @@ impl Identifiers {
         match id {
             Identifier::ExternalCustomerId(_) => self.external_customer_id = None,
             Identifier::Email(_) => self.email = None,
-            Identifier::Phone(v) => {
-                self.phones.remove(v);
-            }
-            Identifier::Sc(v) => {
-                self.cookies.remove(v);
-            }
-            Identifier::EsContactId(v) => {
-                self.es_contact_ids.remove(v);
-            }
+            Identifier::Phone(v) => self.phones.retain(|p| p != v),
+            Identifier::Sc(v) => self.cookies.retain(|c| c != v),
+            Identifier::EsContactId(v) => self.es_contact_ids.retain(|e| e != v),
         }
     }
 
