@@ -1,7 +1,7 @@
 //! `spoor contacts export|erase`: a person's right of access and erasure, through a
 //! running server's API.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 #[derive(clap::Args)]
 pub struct ContactArgs {
@@ -70,13 +70,7 @@ pub async fn run(command: ContactsCommand) -> anyhow::Result<()> {
         .send()
         .await
         .with_context(|| format!("call {endpoint}"))?;
-    let status = response.status();
-    let body = response.text().await.context("read the server's answer")?;
-    if !status.is_success() {
-        bail!("the server answered {status}: {body}");
-    }
-    let answer: serde_json::Value =
-        serde_json::from_str(&body).context("the answer is not JSON")?;
+    let answer = crate::http::json_answer(response).await?;
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }

@@ -127,13 +127,7 @@ async fn import_over_http(
             .send()
             .await
             .with_context(|| format!("POST {endpoint}"))?;
-        let status = response.status();
-        let body = response.text().await.context("read the server's answer")?;
-        if !status.is_success() {
-            bail!("the server answered {status}: {body}");
-        }
-        let summary: serde_json::Value =
-            serde_json::from_str(&body).context("the server's answer is not JSON")?;
+        let summary = crate::http::json_answer(response).await?;
         add(&mut total, &summary);
     }
     report(&total)

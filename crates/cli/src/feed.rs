@@ -50,13 +50,7 @@ pub async fn run(command: FeedCommand) -> anyhow::Result<()> {
         .send()
         .await
         .with_context(|| format!("POST {endpoint}"))?;
-    let status = response.status();
-    let body = response.text().await.context("read the server's answer")?;
-    if !status.is_success() {
-        bail!("the server answered {status}: {body}");
-    }
-    let summary: serde_json::Value =
-        serde_json::from_str(&body).context("the answer is not JSON")?;
+    let summary = crate::http::json_answer(response).await?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

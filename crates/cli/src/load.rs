@@ -291,12 +291,7 @@ async fn post_batch(
         .send()
         .await
         .with_context(|| format!("POST {endpoint}"))?;
-    let status = response.status();
-    let text = response.text().await.context("read the server's answer")?;
-    if !status.is_success() {
-        bail!("the server answered {status}: {text}");
-    }
-    serde_json::from_str(&text).context("the server's answer is not JSON")
+    crate::http::json_answer(response).await
 }
 
 #[cfg(test)]

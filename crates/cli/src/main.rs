@@ -3,6 +3,7 @@
 mod contacts;
 mod events;
 mod feed;
+mod http;
 mod load;
 mod serve;
 

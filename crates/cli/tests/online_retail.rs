@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN_TOKEN, Server, client, run_ok, shared_dir, spoor};
+use common::{Server, run_ok, shared_dir, spoor};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
@@ -37,15 +37,11 @@ fn expected(csv_text: &str) -> BTreeMap<String, (BTreeSet<String>, Decimal)> {
     per_customer
 }
 
-async fn get(server: &Server, path: &str) -> Value {
-    let response = client()
-        .get(server.url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{path}");
-    response.json().await.unwrap()
+/// `GET path`, which must answer 200.
+async fn get_ok(server: &Server, path: &str) -> Value {
+    let (status, answer) = common::get(server, path).await;
+    assert_eq!(status, 200, "{path}: {answer}");
+    answer
 }
 
 #[tokio::test]
@@ -83,7 +79,7 @@ async fn loaded_orders_and_revenue_per_customer_match_the_csv() {
     // Wait for the state to catch up with the log.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let site = get(&server, "/api/v1/sites/RETAIL").await;
+        let site = get_ok(&server, "/api/v1/sites/RETAIL").await;
         if site["statePosition"] == site["logEnd"] {
             break;
         }
@@ -100,7 +96,7 @@ async fn loaded_orders_and_revenue_per_customer_match_the_csv() {
         "the slice should hold hundreds of customers"
     );
     for (customer, (invoices, revenue)) in &expected {
-        let contact = get(
+        let contact = get_ok(
             &server,
             &format!("/api/v1/sites/RETAIL/contacts?externalCustomerId={customer}"),
         )

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{ADMIN_TOKEN, Server, client, export, post_json, run_ok, spoor};
+use common::{ADMIN_TOKEN, Server, call, client, export, post_json, run_ok, spoor};
 use serde_json::{Value, json};
 
 const EMAIL: &str = "maryna.erase-me@example.com";
@@ -51,17 +51,6 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
         }
     }
     found
-}
-
-async fn call(method: reqwest::Method, server: &Server, path: &str) -> (u16, Value) {
-    let response = client()
-        .request(method, server.url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Server, client, post_json};
+use common::{ADMIN_TOKEN, Server, client, get, post_json};
 use serde_json::{Value, json};
 
 const T0: i64 = 1_700_000_000_000;
@@ -32,17 +32,6 @@ fn events() -> Vec<Value> {
                "PurchasedItems": {"OrderNumber": "1001", "GUID": "cart-1",
                                   "Products": [{"product_id": "mug", "unit_price": "10", "quantity": 2}]}}),
     ]
-}
-
-async fn get(server: &Server, path: &str) -> (u16, Value) {
-    let response = client()
-        .get(server.url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]

@@ -26,7 +26,7 @@
 //! 6. The anchor takes all of the event's identifiers.
 
 use serde::Serialize;
-use spoor_protocol::Visitor;
+use spoor_protocol::{ContactLink, Visitor};
 
 /// A contact's number within its site, in order of creation.
 pub type ContactId = u32;
@@ -105,6 +105,29 @@ fn add(list: &mut Vec<String>, value: String) {
     if let Err(at) = list.binary_search(&value) {
         list.insert(at, value);
     }
+}
+
+/// The identifiers a shop plugin's contact link carries, normalised.
+pub fn identifiers_of_link(link: &ContactLink) -> Vec<Identifier> {
+    let mut ids = Vec::new();
+    ids.extend(
+        link.external_customer_id
+            .clone()
+            .map(Identifier::ExternalCustomerId),
+    );
+    ids.extend(
+        link.email
+            .as_deref()
+            .map(|e| Identifier::Email(normalize_email(e))),
+    );
+    ids.extend(
+        link.phone
+            .as_deref()
+            .and_then(normalize_phone)
+            .map(Identifier::Phone),
+    );
+    ids.extend(link.web_id.clone().map(Identifier::Sc));
+    ids
 }
 
 /// The identifiers one contact holds.

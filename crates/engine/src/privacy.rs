@@ -24,7 +24,7 @@ use spoor_log::{EventLog, LogError, Position};
 use spoor_protocol::stored::{ExportedRecord, RecordContent, StoredRecord};
 use spoor_protocol::{ContactLink, Visitor};
 
-use crate::identity::{Identifier, identifiers_of, normalize_email, normalize_phone};
+use crate::identity::{Identifier, identifiers_of, identifiers_of_link};
 use crate::{Contact, LiveState};
 
 /// How long an erasure waits for the rebuilt state.
@@ -55,34 +55,12 @@ pub struct ContactExport {
     pub records: Vec<ExportedRecord>,
 }
 
-fn link_identifiers(link: &ContactLink) -> Vec<Identifier> {
-    let mut ids = Vec::new();
-    ids.extend(
-        link.external_customer_id
-            .clone()
-            .map(Identifier::ExternalCustomerId),
-    );
-    ids.extend(
-        link.email
-            .as_deref()
-            .map(|e| Identifier::Email(normalize_email(e))),
-    );
-    ids.extend(
-        link.phone
-            .as_deref()
-            .and_then(normalize_phone)
-            .map(Identifier::Phone),
-    );
-    ids.extend(link.web_id.clone().map(Identifier::Sc));
-    ids
-}
-
 /// Whether the record carries one of `ids` (events only of `site_id`).
 fn names(record: &StoredRecord, site_id: &str, ids: &HashSet<Identifier>) -> bool {
     let carried = match &record.content {
         RecordContent::Event(event) if event.site_id == site_id => identifiers_of(&event.visitor),
         RecordContent::Event(_) | RecordContent::Feed(_) => return false,
-        RecordContent::ContactLink(link) => link_identifiers(link),
+        RecordContent::ContactLink(link) => identifiers_of_link(link),
     };
     carried.iter().any(|id| ids.contains(id))
 }

@@ -7,9 +7,7 @@ use spoor_protocol::{ContactLink, EventBody, ProductUpdate, TrackerEvent};
 
 use crate::catalogue::{Catalogue, Product};
 use crate::contact::Contact;
-use crate::identity::{
-    ContactId, Identifier, Identifiers, identifiers_of, normalize_email, normalize_phone,
-};
+use crate::identity::{ContactId, Identifier, Identifiers, identifiers_of, identifiers_of_link};
 
 enum Slot {
     Live(Box<Contact>),
@@ -155,24 +153,7 @@ impl SiteState {
     /// A plugin's contact link joins its identifiers, but only where one of them already
     /// names a contact of this site: a link alone creates no one.
     pub fn link(&mut self, link: &ContactLink, at: i64) {
-        let mut ids = Vec::new();
-        ids.extend(
-            link.external_customer_id
-                .clone()
-                .map(Identifier::ExternalCustomerId),
-        );
-        ids.extend(
-            link.email
-                .as_deref()
-                .map(|e| Identifier::Email(normalize_email(e))),
-        );
-        ids.extend(
-            link.phone
-                .as_deref()
-                .and_then(normalize_phone)
-                .map(Identifier::Phone),
-        );
-        ids.extend(link.web_id.clone().map(Identifier::Sc));
+        let ids = identifiers_of_link(link);
         if ids.iter().any(|id| self.index.contains_key(id)) {
             self.resolve(&ids, at);
         }

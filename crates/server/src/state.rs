@@ -12,7 +12,8 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use spoor_engine::privacy::{self, ContactExport, Erasure, PrivacyError};
-use spoor_engine::{Identifier, SiteCounts};
+use spoor_engine::{Identifier, LiveState, SiteCounts};
+use spoor_log::EventLog;
 
 use crate::error::ApiError;
 use crate::{AppState, auth};
@@ -170,6 +171,34 @@ pub async fn contact(
     ))
 }
 
+/// An export or an erasure, as `spoor_engine::privacy` offers them.
+type PrivacyRequest<T> =
+    fn(&dyn EventLog, &LiveState, &str, &Identifier) -> Result<Option<T>, PrivacyError>;
+
+/// Runs a privacy request (export or erasure) for the contact the query names, on a
+/// blocking thread: both read the whole log.
+async fn on_contact<T: Send + 'static>(
+    state: &AppState,
+    headers: &HeaderMap,
+    site_id: String,
+    query: &[(String, String)],
+    request: PrivacyRequest<T>,
+) -> Result<Json<T>, ApiError> {
+    auth::require_site(headers, state, &site_id)?;
+    known_site(state, &site_id)?;
+    let (who, after) = who_and_after(query)?;
+    wait_for(state, after).await?;
+    let id = identifier_of(state, &site_id, who)?;
+    let (log, live) = (state.ingestor.log().clone(), state.live.clone());
+    let answer = tokio::task::spawn_blocking(move || request(&*log, &live, &site_id, &id))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the request stopped: {e}")))?
+        .map_err(privacy_error)?;
+    answer
+        .map(Json)
+        .ok_or_else(|| not_found("no such contact".into()))
+}
+
 /// `GET /api/v1/sites/{siteId}/contacts/export?<identifier>=`: everything held about a
 /// contact: its state and every log record naming it.
 pub async fn export_contact(
@@ -178,19 +207,7 @@ pub async fn export_contact(
     Path(site_id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<ContactExport>, ApiError> {
-    auth::require_site(&headers, &state, &site_id)?;
-    known_site(&state, &site_id)?;
-    let (who, after) = who_and_after(&query)?;
-    wait_for(&state, after).await?;
-    let id = identifier_of(&state, &site_id, who)?;
-    let (log, live) = (state.ingestor.log().clone(), state.live.clone());
-    let found = tokio::task::spawn_blocking(move || privacy::export(&*log, &live, &site_id, &id))
-        .await
-        .map_err(|e| ApiError::unavailable(format!("the export stopped: {e}")))?
-        .map_err(privacy_error)?;
-    found
-        .map(Json)
-        .ok_or_else(|| not_found("no such contact".into()))
+    on_contact(&state, &headers, site_id, &query, privacy::export).await
 }
 
 /// `DELETE /api/v1/sites/{siteId}/contacts?<identifier>=`: erases the contact's personal
@@ -201,19 +218,7 @@ pub async fn erase_contact(
     Path(site_id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<Erasure>, ApiError> {
-    auth::require_site(&headers, &state, &site_id)?;
-    known_site(&state, &site_id)?;
-    let (who, after) = who_and_after(&query)?;
-    wait_for(&state, after).await?;
-    let id = identifier_of(&state, &site_id, who)?;
-    let (log, live) = (state.ingestor.log().clone(), state.live.clone());
-    let erased = tokio::task::spawn_blocking(move || privacy::erase(&*log, &live, &site_id, &id))
-        .await
-        .map_err(|e| ApiError::unavailable(format!("the erasure stopped: {e}")))?
-        .map_err(privacy_error)?;
-    erased
-        .map(Json)
-        .ok_or_else(|| not_found("no such contact".into()))
+    on_contact(&state, &headers, site_id, &query, privacy::erase).await
 }
 
 fn privacy_error(error: PrivacyError) -> ApiError {

@@ -147,6 +147,30 @@ pub async fn post_json(url: &str, body: impl Into<reqwest::Body>) -> (u16, serde
     (status, value)
 }
 
+/// `method path` with the admin token: the status and the JSON answer (null if none).
+pub async fn call(
+    method: reqwest::Method,
+    server: &Server,
+    path: &str,
+) -> (u16, serde_json::Value) {
+    let response = client()
+        .request(method, server.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// `GET path` with the admin token.
+pub async fn get(server: &Server, path: &str) -> (u16, serde_json::Value) {
+    call(reqwest::Method::GET, server, path).await
+}
+
 /// Runs a `spoor` command to completion; fails the test, with its stderr, if it fails.
 pub fn run_ok(command: &mut Command) -> std::process::Output {
     let output = command.output().unwrap();
