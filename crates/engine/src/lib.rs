@@ -327,6 +327,71 @@ mod tests {
         assert!(site.contact(&email("nobody@x.com")).is_none());
     }
 
+    /// Contacts as arrival order cannot change them: identifiers, orders, cart, views.
+    fn normalised(engine: &Engine) -> Vec<String> {
+        let site = engine.site("S").unwrap();
+        let mut contacts: Vec<String> = (0..100)
+            .filter_map(|id| site.contact_by_id(id))
+            .map(|c| {
+                let orders: Vec<&str> = c.orders.iter().map(|o| o.order_number.as_str()).collect();
+                let mut orders = orders;
+                orders.sort_unstable();
+                format!(
+                    "{:?} {:?} {:?} {:?} {:?}",
+                    c.identifiers,
+                    orders,
+                    c.cart.as_ref().map(|cart| &cart.guid),
+                    c.viewed_products,
+                    c.profile.name.as_ref().map(|n| &n.value)
+                )
+            })
+            .collect();
+        contacts.sort_unstable();
+        contacts.dedup();
+        contacts
+    }
+
+    #[test]
+    fn arrival_order_does_not_change_the_state_when_no_permanent_ids_clash() {
+        // Three people, each seen first anonymously on two cookies, then identified.
+        let mut events = Vec::new();
+        for person in 0..3 {
+            let (c1, c2) = (format!("p{person}-a"), format!("p{person}-b"));
+            let mail = format!("p{person}@x.com");
+            events.push(view(10 + person, &c1, &format!("v{person}-1")));
+            events.push(view(20 + person, &c2, &format!("v{person}-2")));
+            events.push(cart(30 + person, &c2, &format!("g{person}"), &["a"]));
+            events.push(customer(
+                40 + person,
+                json!({"user_email": mail, "cookies": {"sc": c1},
+                                                      "user_name": format!("P{person}")}),
+            ));
+            events.push(customer(
+                50 + person,
+                json!({"user_email": mail, "cookies": {"sc": c2}}),
+            ));
+            events.push(purchase(
+                60 + person,
+                json!({"user_email": mail}),
+                &format!("o{person}"),
+                None,
+            ));
+        }
+        let expected = normalised(&engine(&events));
+        assert_eq!(expected.len(), 3, "{expected:#?}");
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        for _ in 0..20 {
+            let mut shuffled = events.clone();
+            for i in (1..shuffled.len()).rev() {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                shuffled.swap(i, (seed % (i as u64 + 1)) as usize);
+            }
+            assert_eq!(normalised(&engine(&shuffled)), expected);
+        }
+    }
+
     #[test]
     fn profile_fields_keep_their_latest_value() {
         let engine = engine(&[
