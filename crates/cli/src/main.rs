@@ -6,6 +6,7 @@ mod feed;
 mod http;
 mod load;
 mod serve;
+mod state;
 
 use std::path::PathBuf;
 
@@ -54,6 +55,9 @@ enum Command {
     /// Product feeds: import one into a running server.
     #[command(subcommand)]
     Feed(feed::FeedCommand),
+    /// The state derived from the log: rebuild it offline and print its digest.
+    #[command(subcommand)]
+    State(state::StateCommand),
     /// Load a public data set into a running server, through its tracker API.
     #[command(subcommand)]
     Load(LoadCommand),
@@ -114,6 +118,7 @@ fn main() -> anyhow::Result<()> {
         Command::Events(command) => runtime.block_on(events::run(command)),
         Command::Contacts(command) => runtime.block_on(contacts::run(command)),
         Command::Feed(command) => runtime.block_on(feed::run(command)),
+        Command::State(command) => state::run(command),
         Command::Load(LoadCommand::OnlineRetail { file, url, site }) => {
             runtime.block_on(load::online_retail(&file, &url, &site))
         }

@@ -124,6 +124,13 @@ impl Catalogue {
         self.products.len()
     }
 
+    /// Every product, in product key order.
+    pub fn sorted(&self) -> Vec<&Product> {
+        let mut products: Vec<&Product> = self.products.values().collect();
+        products.sort_unstable_by(|a, b| a.product_key.cmp(&b.product_key));
+        products
+    }
+
     pub fn is_empty(&self) -> bool {
         self.products.is_empty()
     }

@@ -54,6 +54,14 @@ impl Engine {
     pub fn site(&self, site_id: &str) -> Option<&SiteState> {
         self.sites.get(site_id)
     }
+
+    /// Every site with state, in site id order.
+    pub fn sites(&self) -> Vec<(&str, &SiteState)> {
+        let mut sites: Vec<(&str, &SiteState)> =
+            self.sites.iter().map(|(id, s)| (id.as_str(), s)).collect();
+        sites.sort_unstable_by_key(|(id, _)| *id);
+        sites
+    }
 }
 
 #[cfg(test)]

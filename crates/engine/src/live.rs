@@ -45,6 +45,13 @@ impl LiveState {
         self.undecodable.load(Ordering::Relaxed)
     }
 
+    /// Builds the state of the whole log, once, on this thread: `spoor state rebuild`.
+    pub fn replay(log: &dyn EventLog) -> Result<LiveState, spoor_log::LogError> {
+        let state = LiveState::default();
+        while state.catch_up(log)? > 0 {}
+        Ok(state)
+    }
+
     /// Asks for the state to be rebuilt from the whole log; returns a ticket for
     /// [`LiveState::wait_rebuilt`].
     pub fn request_rebuild(&self) -> u64 {
@@ -69,8 +76,7 @@ impl LiveState {
         if self.rebuilds.lock().expect("rebuild lock").1 >= ticket {
             return Ok(());
         }
-        let fresh = LiveState::default();
-        while fresh.catch_up(log)? > 0 {}
+        let fresh = LiveState::replay(log)?;
         let mut engine = self.engine.write().expect("engine lock");
         *engine = fresh.engine.into_inner().expect("engine lock");
         self.applied

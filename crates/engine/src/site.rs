@@ -64,6 +64,25 @@ impl SiteState {
         }
     }
 
+    /// SHA-256 over the site's whole state (contacts in number order, products in key
+    /// order), as hex: equal digests mean equal state, to compare a rebuild with a
+    /// running server.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        for contact in self.live() {
+            hasher.update(serde_json::to_vec(contact).expect("contacts serialise"));
+        }
+        for product in self.catalogue.sorted() {
+            hasher.update(serde_json::to_vec(product).expect("products serialise"));
+        }
+        hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     fn live(&self) -> impl Iterator<Item = &Contact> {
         self.slots.iter().filter_map(|slot| match slot {
             Slot::Live(contact) => Some(contact.as_ref()),

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use spoor_engine::privacy::{self, ContactExport, Erasure, PrivacyError};
-use spoor_engine::{Identifier, LiveState, SiteCounts};
+use spoor_engine::{Identifier, LiveState, SiteCounts, SiteState};
 use spoor_log::EventLog;
 
 use crate::error::ApiError;
@@ -54,6 +54,14 @@ pub struct AfterQuery {
     after: Option<u64>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteQuery {
+    after: Option<u64>,
+    /// `1` (or `true`) to include the state's digest: compares with `spoor state rebuild`.
+    digest: Option<String>,
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SiteAnswer {
@@ -63,6 +71,8 @@ pub struct SiteAnswer {
     /// Log records the state reflects, of all sites.
     state_position: u64,
     log_end: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_digest: Option<String>,
 }
 
 /// `GET /api/v1/sites/{siteId}`: counts of what the site's state holds.
@@ -70,23 +80,25 @@ pub async fn site(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
-    Query(query): Query<AfterQuery>,
+    Query(query): Query<SiteQuery>,
 ) -> Result<Json<SiteAnswer>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
     wait_for(&state, query.after).await?;
-    let counts = state.live.read().site(&site_id).map(|s| s.counts());
+    let with_digest = matches!(query.digest.as_deref(), Some("1" | "true"));
+    let engine = state.live.read();
+    let site = engine.site(&site_id);
+    let empty = SiteState::default();
+    let site = site.unwrap_or(&empty);
+    let counts = site.counts();
+    let state_digest = with_digest.then(|| site.digest());
+    drop(engine);
     Ok(Json(SiteAnswer {
         site_id,
-        counts: counts.unwrap_or(SiteCounts {
-            events: 0,
-            contacts: 0,
-            merged_contacts: 0,
-            products: 0,
-            orders: 0,
-        }),
+        counts,
         state_position: state.live.applied(),
         log_end: state.ingestor.log().end(),
+        state_digest,
     }))
 }
 
