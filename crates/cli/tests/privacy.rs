@@ -180,4 +180,38 @@ async fn an_erased_contact_leaves_no_personal_data_anywhere() {
         .0,
         404
     );
+
+    // After the erasure, the same person coming back is a new contact, and merges as usual.
+    let back = [
+        json!({"GeneralInfo": {"eventName": "ProductPage", "siteId": "S1", "cookies": {"sc": "maryna-cookie"}},
+               "ProductPage": {"Product": {"productKey": "rug", "price": 80}}}),
+        json!({"GeneralInfo": {"eventName": "CustomerData", "siteId": "S1", "user_email": EMAIL,
+                               "cookies": {"sc": "new-device"}}}),
+        json!({"GeneralInfo": {"eventName": "CustomerData", "siteId": "S1", "user_email": EMAIL,
+                               "cookies": {"sc": "maryna-cookie"}}}),
+    ];
+    for event in back {
+        let (status, answer) = post_json(&server.url("/api/v2"), event.to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+        last = answer["position"].as_u64().unwrap();
+    }
+    let (status, again) = call(
+        reqwest::Method::GET,
+        &server,
+        &format!("/api/v1/sites/S1/contacts?email={EMAIL}&after={last}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        again["identifiers"]["cookies"],
+        json!(["maryna-cookie", "new-device"])
+    );
+    assert_eq!(again["viewedProducts"][0]["key"], "rug");
+    assert_eq!(
+        again["viewedProducts"].as_array().unwrap().len(),
+        1,
+        "nothing from before the erasure"
+    );
+    assert_eq!(again["merges"].as_array().unwrap().len(), 1);
+    assert!(again["orders"].as_object().unwrap().is_empty());
 }
