@@ -56,12 +56,22 @@ async fn main() -> anyhow::Result<()> {
     let replayed = started.elapsed().as_secs_f64();
     live.stop();
     let _ = follower.join();
+
+    // The same start from a snapshot of that state.
+    let snapshot = dir.path().join("state.snapshot");
+    spoor_engine::snapshot::save(&live.read(), live.applied(), &snapshot)?;
+    let resumed_at = Instant::now();
+    let resumed = LiveState::resume(&*log, &snapshot);
+    let resume_s = resumed_at.elapsed().as_secs_f64();
+    assert_eq!(resumed.applied(), records);
     println!(
         "{{\"records\": {records}, \"log_bytes\": {}, \"open_log_s\": {opened:.2}, \
-         \"dedup_index_s\": {:.2}, \"state_replay_s\": {:.2}, \"ready_s\": {replayed:.2}}}",
+         \"dedup_index_s\": {:.2}, \"state_replay_s\": {:.2}, \"ready_s\": {replayed:.2}, \
+         \"snapshot_bytes\": {}, \"state_from_snapshot_s\": {resume_s:.2}}}",
         log.size_bytes().unwrap_or(0),
         indexed - opened,
         replayed - indexed,
+        std::fs::metadata(&snapshot)?.len(),
     );
     Ok(())
 }

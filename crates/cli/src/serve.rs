@@ -66,7 +66,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let log: Arc<dyn spoor_log::EventLog> = Arc::new(log);
     let ingestor = Ingestor::open(log.clone(), sites, now_ms())?;
-    let live = Arc::new(LiveState::default());
+    let live = Arc::new(LiveState::resume(&*log, &data_dir.join("state.snapshot")));
     let follower = spoor_engine::follow(log, live.clone()).context("start the state follower")?;
     let (admin_token, source) =
         auth::admin_token(args.admin_token, data_dir).context("load or create the admin token")?;

@@ -5,38 +5,38 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use spoor_protocol::{Price, ProductUpdate, TagMap};
 
 use crate::contact::Timed;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Product {
     pub product_key: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub brand: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_url: Option<String>,
     /// The current price: the latest the site sent, in an update or shown on a page.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<Timed<Price>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_stock: Option<Timed<bool>>,
     /// Category path segments, `level1 > level2 > level3` split.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub category_path: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub category_ids: Vec<String>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: TagMap,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, serde_json::Value>,
     /// When the site first mentioned the product (for new arrivals).
     pub first_seen: i64,
@@ -44,10 +44,10 @@ pub struct Product {
     pub price_history: Vec<Timed<Decimal>>,
     /// Every stock change, oldest first.
     pub stock_history: Vec<Timed<bool>>,
-    /// The price and stock state the feed last said, to tell a change in the feed from
-    /// the same value sent again.
-    #[serde(skip)]
-    feed_said: (Option<Price>, Option<bool>),
+    /// The price and stock state the product feed last said, to tell a change in the
+    /// feed from the same value sent again.
+    #[serde(default, skip_serializing_if = "FeedSaid::is_empty")]
+    pub feed_said: FeedSaid,
 }
 
 impl Product {
@@ -68,7 +68,7 @@ impl Product {
             first_seen: at,
             price_history: Vec::new(),
             stock_history: Vec::new(),
-            feed_said: (None, None),
+            feed_said: FeedSaid::default(),
         }
     }
 
@@ -110,6 +110,22 @@ fn record_change<T: PartialEq + Clone>(history: &mut Vec<Timed<T>>, value: T, at
     }
 }
 
+/// What a product feed last said of a product.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FeedSaid {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_stock: Option<bool>,
+}
+
+impl FeedSaid {
+    fn is_empty(&self) -> bool {
+        self.price.is_none() && self.in_stock.is_none()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Catalogue {
     products: HashMap<String, Product>,
@@ -122,6 +138,10 @@ impl Catalogue {
 
     pub fn len(&self) -> usize {
         self.products.len()
+    }
+
+    pub fn insert(&mut self, product: Product) {
+        self.products.insert(product.product_key.clone(), product);
     }
 
     /// Every product, in product key order.
@@ -149,17 +169,19 @@ impl Catalogue {
     /// since (in an update or on a page) wins over a feed that still says the old one.
     pub fn feed(&mut self, item: &ProductUpdate, at: i64) {
         let product = self.entry(&item.product_key, at);
-        let (said_price, said_stock) = &product.feed_said;
+        let said = &mut product.feed_said;
         let changed_price = item
             .price
             .as_ref()
-            .filter(|p| said_price.as_ref() != Some(*p))
+            .filter(|p| said.price.as_ref() != Some(*p))
             .cloned();
-        let changed_stock = item.in_stock.filter(|s| said_stock != &Some(*s));
-        product.feed_said = (
-            item.price.clone().or(product.feed_said.0.take()),
-            item.in_stock.or(product.feed_said.1),
-        );
+        let changed_stock = item.in_stock.filter(|s| said.in_stock != Some(*s));
+        if item.price.is_some() {
+            said.price.clone_from(&item.price);
+        }
+        if item.in_stock.is_some() {
+            said.in_stock = item.in_stock;
+        }
         let descriptive = ProductUpdate {
             price: changed_price,
             in_stock: changed_stock,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use spoor_protocol::{Cart as WireCart, CartLine, OrderLine, Purchase, Visitor};
 
 use crate::identity::{ContactId, Identifiers};
@@ -14,23 +14,23 @@ use crate::identity::{ContactId, Identifiers};
 pub const RECENT_LIMIT: usize = 50;
 
 /// A value and the event time that set it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timed<T> {
     pub value: T,
     pub at: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Profile {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<Timed<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<Timed<String>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phone: Option<Timed<String>>,
     /// Further CustomerData fields (`user_city`, `user_card_id`...).
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, Timed<String>>,
 }
 
@@ -86,10 +86,10 @@ impl Profile {
 }
 
 /// The contact's cart as of its latest StatusCart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Cart {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guid: Option<String>,
     pub lines: Vec<CartLine>,
     pub at: i64,
@@ -101,18 +101,18 @@ impl Cart {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     pub order_number: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cart_guid: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracked_order_id: Option<String>,
     pub lines: Vec<OrderLine>,
     /// Sum of unit price times quantity over the lines.
     pub total: Decimal,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
     pub at: i64,
 }
@@ -141,23 +141,23 @@ impl Order {
 }
 
 /// Something seen at a time: a product, a category.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Seen {
     pub key: String,
     pub at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchSeen {
     pub query: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub found: Option<bool>,
     pub at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Merge {
     /// The contact that was merged into this one.
@@ -166,7 +166,7 @@ pub struct Merge {
     pub at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Contact {
     pub id: ContactId,
@@ -175,13 +175,16 @@ pub struct Contact {
     pub first_seen: i64,
     pub last_seen: i64,
     /// The latest cart state; `None` before any StatusCart.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cart: Option<Cart>,
     /// Product key -> when it was added; a map in JSON.
-    #[serde(serialize_with = "wishlist_as_map")]
+    #[serde(
+        serialize_with = "wishlist_as_map",
+        deserialize_with = "wishlist_from_map"
+    )]
     pub wishlist: Vec<Seen>,
     /// One per order number, oldest first; a map by order number in JSON.
-    #[serde(serialize_with = "orders_as_map")]
+    #[serde(serialize_with = "orders_as_map", deserialize_with = "orders_from_map")]
     pub orders: Vec<Order>,
     /// Latest first, at most [`RECENT_LIMIT`].
     pub viewed_products: Vec<Seen>,
@@ -198,6 +201,21 @@ fn orders_as_map<S: serde::Serializer>(orders: &[Order], s: S) -> Result<S::Ok, 
 
 fn wishlist_as_map<S: serde::Serializer>(wishlist: &[Seen], s: S) -> Result<S::Ok, S::Error> {
     s.collect_map(wishlist.iter().map(|w| (&w.key, w.at)))
+}
+
+fn orders_from_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Order>, D::Error> {
+    let orders = BTreeMap::<String, Order>::deserialize(d)?.into_values();
+    let mut orders: Vec<Order> = orders.collect();
+    orders.sort_by_key(|o| o.at);
+    Ok(orders)
+}
+
+fn wishlist_from_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Seen>, D::Error> {
+    let items = BTreeMap::<String, i64>::deserialize(d)?;
+    Ok(items
+        .into_iter()
+        .map(|(key, at)| Seen { key, at })
+        .collect())
 }
 
 /// Inserts keeping the list latest-first and bounded; order-independent for equal input.

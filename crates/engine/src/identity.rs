@@ -25,7 +25,7 @@
 //!    person who signed in last).
 //! 6. The anchor takes all of the event's identifiers.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use spoor_protocol::{ContactLink, Visitor};
 
 /// A contact's number within its site, in order of creation.
@@ -131,20 +131,20 @@ pub fn identifiers_of_link(link: &ContactLink) -> Vec<Identifier> {
 }
 
 /// The identifiers one contact holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Identifiers {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_customer_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
     // Vectors: a contact has one or a few of each, and a one-entry tree set would
     // allocate a whole node.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phones: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cookies: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub es_contact_ids: Vec<String>,
 }
 

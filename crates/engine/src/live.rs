@@ -1,10 +1,11 @@
 //! The engine kept current: a thread that follows the log and applies each record once it
 //! is durable, while readers query the state it has reached.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use spoor_log::{EventLog, Position};
 use spoor_protocol::stored::StoredRecord;
@@ -15,6 +16,8 @@ use crate::Engine;
 const STEP: usize = 1024;
 /// How long the follower sleeps on an idle log before checking whether to stop.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// Records applied between two snapshots.
+const SNAPSHOT_EVERY: u64 = 250_000;
 
 /// The engine's state and how far into the log it has got.
 #[derive(Default)]
@@ -27,6 +30,10 @@ pub struct LiveState {
     /// (after records were redacted) and swaps it in.
     rebuilds: Mutex<(u64, u64)>,
     rebuilt: Condvar,
+    /// Where snapshots go, if they are kept; only the follower thread writes them.
+    snapshot_path: Option<PathBuf>,
+    /// The position of the last snapshot written or loaded.
+    snapshot_at: AtomicU64,
 }
 
 impl LiveState {
@@ -43,6 +50,60 @@ impl LiveState {
     /// Records that could not be read as stored records and were skipped.
     pub fn undecodable(&self) -> u64 {
         self.undecodable.load(Ordering::Relaxed)
+    }
+
+    /// The state to follow `log` from: the snapshot at `snapshot_path` when it is usable
+    /// (the log then replays from its position), else empty (the log replays whole).
+    /// Snapshots are then kept at that path.
+    pub fn resume(log: &dyn EventLog, snapshot_path: &Path) -> LiveState {
+        let started = Instant::now();
+        let mut state = LiveState {
+            snapshot_path: Some(snapshot_path.to_path_buf()),
+            ..LiveState::default()
+        };
+        match crate::snapshot::load(snapshot_path) {
+            Some((_, position)) if position > log.end() => tracing::warn!(
+                position,
+                log_end = log.end(),
+                "state snapshot is ahead of the log (records were lost); replaying the whole log"
+            ),
+            Some((engine, position)) => {
+                state.engine = RwLock::new(engine);
+                state.applied = AtomicU64::new(position);
+                state.snapshot_at = AtomicU64::new(position);
+                tracing::info!(
+                    position,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "state loaded from its snapshot; replaying the log from there"
+                );
+            }
+            None => {}
+        }
+        state
+    }
+
+    /// Saves a snapshot if one is kept and `due` says so.
+    fn snapshot_if(&self, due: impl FnOnce(u64, u64) -> bool) {
+        let Some(path) = &self.snapshot_path else {
+            return;
+        };
+        let (applied, saved) = (self.applied(), self.snapshot_at.load(Ordering::Acquire));
+        if !due(applied, saved) {
+            return;
+        }
+        let started = Instant::now();
+        let engine = self.engine.read().expect("engine lock");
+        match crate::snapshot::save(&engine, applied, path) {
+            Ok(()) => {
+                self.snapshot_at.store(applied, Ordering::Release);
+                tracing::info!(
+                    position = applied,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "state snapshot saved"
+                );
+            }
+            Err(error) => tracing::error!(%error, "saving the state snapshot failed"),
+        }
     }
 
     /// Builds the state of the whole log, once, on this thread: `spoor state rebuild`.
@@ -82,6 +143,14 @@ impl LiveState {
         self.applied
             .store(fresh.applied.load(Ordering::Acquire), Ordering::Release);
         drop(engine);
+        // The snapshot may hold what was just erased: remove it before anyone is told
+        // the rebuild is done. A new one is saved once enough records follow.
+        if let Some(path) = &self.snapshot_path
+            && let Err(error) = crate::snapshot::remove(path)
+        {
+            tracing::error!(%error, "removing the state snapshot failed");
+        }
+        self.snapshot_at.store(0, Ordering::Release);
         self.rebuilds.lock().expect("rebuild lock").1 = ticket;
         self.rebuilt.notify_all();
         tracing::info!(records = self.applied(), "state rebuilt from the log");
@@ -131,6 +200,7 @@ pub fn follow(log: Arc<dyn EventLog>, state: Arc<LiveState>) -> std::io::Result<
                     std::thread::sleep(IDLE_WAIT);
                     continue;
                 }
+                state.snapshot_if(|applied, saved| applied >= saved + SNAPSHOT_EVERY);
                 match state.catch_up(&*log) {
                     Ok(0) => {
                         if !caught_up {
@@ -149,6 +219,8 @@ pub fn follow(log: Arc<dyn EventLog>, state: Arc<LiveState>) -> std::io::Result<
                     }
                 }
             }
+            // Stopping: save what was reached, so the next start replays little.
+            state.snapshot_if(|applied, saved| applied > saved);
         })
 }
 

@@ -8,6 +8,7 @@ use spoor_protocol::{ContactLink, EventBody, ProductUpdate, TrackerEvent};
 use crate::catalogue::{Catalogue, Product};
 use crate::contact::Contact;
 use crate::identity::{ContactId, Identifier, Identifiers, identifiers_of, identifiers_of_link};
+use crate::snapshot::{SiteSnapshot, SlotSnapshot};
 
 enum Slot {
     Live(Box<Contact>),
@@ -62,6 +63,44 @@ impl SiteState {
             products: self.catalogue.len() as u64,
             orders: self.live().map(|c| c.orders.len() as u64).sum(),
         }
+    }
+
+    pub fn to_snapshot(&self) -> SiteSnapshot {
+        SiteSnapshot {
+            events: self.events,
+            slots: self
+                .slots
+                .iter()
+                .map(|slot| match slot {
+                    Slot::Live(contact) => SlotSnapshot::Live(contact.clone()),
+                    Slot::Merged(into) => SlotSnapshot::MergedInto(*into),
+                })
+                .collect(),
+            products: self.catalogue.sorted().into_iter().cloned().collect(),
+        }
+    }
+
+    /// The state saved in `snapshot`; the identifier index is derived from the contacts.
+    pub fn from_snapshot(snapshot: SiteSnapshot) -> SiteState {
+        let mut site = SiteState {
+            events: snapshot.events,
+            ..SiteState::default()
+        };
+        for slot in snapshot.slots {
+            site.slots.push(match slot {
+                SlotSnapshot::Live(contact) => {
+                    for id in contact.identifiers.all() {
+                        site.index.insert(id, contact.id);
+                    }
+                    Slot::Live(contact)
+                }
+                SlotSnapshot::MergedInto(into) => Slot::Merged(into),
+            });
+        }
+        for product in snapshot.products {
+            site.catalogue.insert(product);
+        }
+        site
     }
 
     /// SHA-256 over the site's whole state (contacts in number order, products in key
