@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let opened = started.elapsed().as_secs_f64();
     let sites = SiteRegistry::open(dir.path())?;
     sites.register(Some("S"), None, T0)?;
-    let _ingestor = Ingestor::open(log.clone(), sites, T0 + records as i64)?;
+    let ingestor = Ingestor::open(log.clone(), sites, T0 + records as i64)?;
     let indexed = started.elapsed().as_secs_f64();
     let live = Arc::new(LiveState::default());
     let follower = spoor_engine::follow(log.clone(), live.clone())?;
@@ -64,10 +64,18 @@ async fn main() -> anyhow::Result<()> {
     let resumed = LiveState::resume(&*log, &snapshot);
     let resume_s = resumed_at.elapsed().as_secs_f64();
     assert_eq!(resumed.applied(), records);
+    let index_snapshot = dir.path().join("dedup.snapshot");
+    ingestor.save_index(&index_snapshot)?;
+    let index_at = Instant::now();
+    let sites = SiteRegistry::open(dir.path())?;
+    let _reopened =
+        Ingestor::open_with_snapshot(log.clone(), sites, T0 + records as i64, &index_snapshot)?;
+    let index_s = index_at.elapsed().as_secs_f64();
     println!(
         "{{\"records\": {records}, \"log_bytes\": {}, \"open_log_s\": {opened:.2}, \
          \"dedup_index_s\": {:.2}, \"state_replay_s\": {:.2}, \"ready_s\": {replayed:.2}, \
-         \"snapshot_bytes\": {}, \"state_from_snapshot_s\": {resume_s:.2}}}",
+         \"snapshot_bytes\": {}, \"state_from_snapshot_s\": {resume_s:.2}, \
+         \"dedup_index_from_snapshot_s\": {index_s:.2}}}",
         log.size_bytes().unwrap_or(0),
         indexed - opened,
         replayed - indexed,

@@ -65,7 +65,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let log: Arc<dyn spoor_log::EventLog> = Arc::new(log);
-    let ingestor = Ingestor::open(log.clone(), sites, now_ms())?;
+    let index_snapshot = data_dir.join("dedup.snapshot");
+    let ingestor = Ingestor::open_with_snapshot(log.clone(), sites, now_ms(), &index_snapshot)?;
     let live = Arc::new(LiveState::resume(&*log, &data_dir.join("state.snapshot")));
     let follower = spoor_engine::follow(log, live.clone()).context("start the state follower")?;
     let (admin_token, source) =
@@ -99,6 +100,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     spoor_server::serve(listener, state.clone(), shutdown_signal()).await?;
     live.stop();
     let _ = follower.join();
+    // Nothing is in flight any more: the duplicate index matches the log exactly.
+    if let Err(error) = state.ingestor.save_index(&index_snapshot) {
+        tracing::warn!(%error, "saving the duplicate index failed; the next start rebuilds it");
+    }
     let log = state.ingestor.log().clone();
     drop(state);
     // Every acknowledged append was fsynced before its answer; this only waits for the

@@ -218,6 +218,68 @@ impl DedupIndex {
     }
 }
 
+const SNAPSHOT_MAGIC: &[u8; 8] = b"SPOORDX1";
+
+fn put_keys(out: &mut Vec<u8>, keys: &KeySet) {
+    out.extend_from_slice(&(keys.len() as u64).to_le_bytes());
+    for key in keys {
+        out.extend_from_slice(&key.to_le_bytes());
+    }
+}
+
+/// Reads what [`put_keys`] wrote, advancing `at`.
+fn take_keys(bytes: &[u8], at: &mut usize) -> Option<KeySet> {
+    let count = u64::from_le_bytes(bytes.get(*at..*at + 8)?.try_into().ok()?) as usize;
+    *at += 8;
+    let end = at.checked_add(count.checked_mul(16)?)?;
+    let keys = bytes
+        .get(*at..end)?
+        .chunks_exact(16)
+        .map(|k| u128::from_le_bytes(k.try_into().expect("16 bytes")))
+        .collect();
+    *at = end;
+    Some(keys)
+}
+
+impl DedupIndex {
+    /// The durable keys, as bytes: for a snapshot taken while nothing is in flight.
+    pub fn to_bytes(&self, position: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&position.to_le_bytes());
+        for shard in &self.requests {
+            let shard = shard.lock().expect("dedup shard");
+            out.extend_from_slice(&shard.generation_start.unwrap_or(i64::MIN).to_le_bytes());
+            put_keys(&mut out, &shard.keys.durable);
+            put_keys(&mut out, &shard.keys.previous);
+        }
+        put_keys(&mut out, &self.orders.lock().expect("dedup orders").durable);
+        out
+    }
+
+    /// The index and log position [`DedupIndex::to_bytes`] wrote; `None` if the bytes
+    /// are not such a snapshot.
+    pub fn from_bytes(bytes: &[u8]) -> Option<(DedupIndex, u64)> {
+        if bytes.get(..8)? != SNAPSHOT_MAGIC {
+            return None;
+        }
+        let mut at = 8;
+        let position = u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?);
+        at += 8;
+        let index = DedupIndex::default();
+        for shard in &index.requests {
+            let mut shard = shard.lock().expect("dedup shard");
+            let start = i64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?);
+            at += 8;
+            shard.generation_start = (start != i64::MIN).then_some(start);
+            shard.keys.durable = take_keys(bytes, &mut at)?;
+            shard.keys.previous = take_keys(bytes, &mut at)?;
+        }
+        index.orders.lock().expect("dedup orders").durable = take_keys(bytes, &mut at)?;
+        (at == bytes.len()).then_some((index, position))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,6 +351,33 @@ mod tests {
         index.settle(key, true);
         assert!(waiting.await.unwrap());
         assert_eq!(index.len(), (1, 0));
+    }
+
+    #[test]
+    fn a_snapshot_keeps_every_durable_key_and_generation() {
+        let index = DedupIndex::default();
+        for i in 0..1000u32 {
+            let order = (i % 10 == 0).then(|| order_key("S", &i.to_string()));
+            let key = keys(xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes()), order);
+            index.insert_durable(key, 5 * HOUR, 5 * HOUR);
+        }
+        let (restored, position) = DedupIndex::from_bytes(&index.to_bytes(42)).unwrap();
+        assert_eq!(position, 42);
+        assert_eq!(restored.len(), index.len());
+        let again = keys(xxhash_rust::xxh3::xxh3_128(&7u32.to_le_bytes()), None);
+        assert!(is_duplicate(
+            restored.claim(again, 6 * HOUR),
+            DuplicateOf::Request
+        ));
+        let order = keys(1, Some(order_key("S", "990")));
+        assert!(is_duplicate(
+            restored.claim(order, 6 * HOUR),
+            DuplicateOf::Order
+        ));
+        assert!(DedupIndex::from_bytes(b"not a snapshot").is_none());
+        let mut cut = index.to_bytes(1);
+        cut.pop();
+        assert!(DedupIndex::from_bytes(&cut).is_none());
     }
 
     #[test]

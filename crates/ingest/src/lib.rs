@@ -102,22 +102,36 @@ impl Ingestor {
         now_ms: i64,
     ) -> Result<Self, IngestError> {
         let dedup = DedupIndex::default();
-        let mut next = 0;
-        loop {
-            let records = log.read(next, SCAN_CHUNK)?;
-            let Some(last) = records.last() else { break };
-            next = last.position + 1;
-            for record in records {
-                let view: KeysView = serde_json::from_slice(&record.payload).map_err(|e| {
-                    IngestError::Storage(format!(
-                        "log record {} is not readable: {e}",
-                        record.position
-                    ))
-                })?;
-                dedup.insert_durable(view.keys()?, view.received_at, now_ms);
-            }
-        }
+        index_records(&dedup, &*log, 0, now_ms)?;
         Ok(Ingestor { log, sites, dedup })
+    }
+
+    /// Like [`Ingestor::open`], but starting from the index saved at `snapshot` (by
+    /// [`Ingestor::save_index`] at a clean stop) and reading only the log after it. A
+    /// snapshot that is missing, unreadable or ahead of the log is not used.
+    pub fn open_with_snapshot(
+        log: Arc<dyn EventLog>,
+        sites: SiteRegistry,
+        now_ms: i64,
+        snapshot: &std::path::Path,
+    ) -> Result<Self, IngestError> {
+        let loaded = std::fs::read(snapshot)
+            .ok()
+            .and_then(|bytes| DedupIndex::from_bytes(&bytes))
+            .filter(|(_, position)| *position <= log.end());
+        let Some((dedup, position)) = loaded else {
+            return Self::open(log, sites, now_ms);
+        };
+        index_records(&dedup, &*log, position, now_ms)?;
+        tracing::info!(position, "duplicate index loaded from its snapshot");
+        Ok(Ingestor { log, sites, dedup })
+    }
+
+    /// Saves the duplicate index for [`Ingestor::open_with_snapshot`]. Only at a clean
+    /// stop: with no request in flight, the index holds exactly the log's records.
+    pub fn save_index(&self, snapshot: &std::path::Path) -> std::io::Result<()> {
+        let bytes = self.dedup.to_bytes(self.log.end());
+        sites::write_atomically(snapshot, &bytes)
     }
 
     pub fn sites(&self) -> &SiteRegistry {
@@ -394,6 +408,32 @@ fn peek_event_name(value: &Value) -> Option<EventKind> {
         _ => info.get("eventName")?.as_str()?.to_string(),
     };
     EventKind::from_name(&name)
+}
+
+/// Adds to the index every record of the log from `from` on.
+fn index_records(
+    dedup: &DedupIndex,
+    log: &dyn EventLog,
+    from: Position,
+    now_ms: i64,
+) -> Result<(), IngestError> {
+    let mut next = from;
+    loop {
+        let records = log.read(next, SCAN_CHUNK)?;
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        next = last.position + 1;
+        for record in records {
+            let view: KeysView = serde_json::from_slice(&record.payload).map_err(|e| {
+                IngestError::Storage(format!(
+                    "log record {} is not readable: {e}",
+                    record.position
+                ))
+            })?;
+            dedup.insert_durable(view.keys()?, view.received_at, now_ms);
+        }
+    }
 }
 
 /// Just what the duplicate index needs of a stored record: rebuilding the index at start

@@ -159,3 +159,39 @@ async fn export_then_import_elsewhere_twice_stores_each_record_once() {
     let mut some = Vec::new();
     assert_eq!(export(&**target.log(), &filtered, &mut some).unwrap(), 2);
 }
+
+#[tokio::test]
+async fn an_index_snapshot_from_an_earlier_clean_stop_plus_the_tail_misses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("dedup.snapshot");
+    let reopen = || {
+        let log = FileLog::open(&dir.path().join("log"), small_log(), None).unwrap();
+        let sites = SiteRegistry::open(dir.path()).unwrap();
+        Ingestor::open_with_snapshot(Arc::new(log), sites, NOW, &snapshot).unwrap()
+    };
+    {
+        let ingestor = open(dir.path());
+        ingestor.ingest_one(&purchase("a", "1"), NOW).await.unwrap();
+        ingestor.save_index(&snapshot).unwrap();
+    }
+    {
+        // Records after the snapshot, then a crash: no new snapshot.
+        let ingestor = reopen();
+        assert_eq!(
+            outcome(ingestor.ingest_one(&purchase("b", "2"), NOW).await),
+            Outcome::Stored(1)
+        );
+    }
+    let ingestor = reopen();
+    assert_eq!(
+        outcome(ingestor.ingest_one(&purchase("c", "1"), NOW).await),
+        Outcome::Duplicate(DuplicateOf::Order),
+        "from the snapshot"
+    );
+    assert_eq!(
+        outcome(ingestor.ingest_one(&purchase("c", "2"), NOW).await),
+        Outcome::Duplicate(DuplicateOf::Order),
+        "from the log's tail"
+    );
+    assert_eq!(ingestor.log().end(), 2);
+}
