@@ -389,6 +389,15 @@ impl Writer {
 
     /// Starts a new segment at `base` and asks for the one after it to be prepared.
     fn roll(&mut self, base: Position) -> Result<(), LogError> {
+        {
+            // The segment being closed holds only durable records: index it, so a start
+            // need not read it through.
+            let segments = self.shared.segments.read().expect("segment lock");
+            let closing = segments.last().expect("at least one segment");
+            if let Err(error) = segment::write_index(closing) {
+                tracing::warn!(%error, "writing a segment index failed; the next start reads the segment");
+            }
+        }
         let segment = create_segment(
             &self.shared.dir,
             base,
@@ -572,7 +581,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn damage_before_the_tail_refuses_to_open() {
+    async fn damage_before_the_tail_is_reported_on_read_or_refuses_the_open() {
         let dir = tempfile::tempdir().unwrap();
         {
             let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
@@ -583,40 +592,59 @@ mod tests {
             }
         }
         let first = segment_path(dir.path(), 0);
+        assert!(
+            dir.path().join("00000000000000000000.idx").exists(),
+            "a closed segment is indexed"
+        );
         let mut bytes = fs::read(&first).unwrap();
         bytes[HEADER_BYTES + 2] ^= 0xFF;
         fs::write(&first, bytes).unwrap();
+
+        // Indexed: the start does not read the closed segment, a read of it reports damage.
+        let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+        assert_eq!(log.end(), 40);
+        assert!(matches!(
+            log.read(0, 1),
+            Err(LogError::Corrupt { offset: 0, .. })
+        ));
+        drop(log);
+        // Without its index file, the start reads the segment and refuses.
+        fs::remove_file(dir.path().join("00000000000000000000.idx")).unwrap();
         let err = FileLog::open(dir.path(), small_segments(), None)
             .err()
             .unwrap();
         assert!(matches!(err, LogError::Corrupt { offset: 0, .. }), "{err}");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn reads_running_beside_appends_see_a_consistent_prefix() {
+    #[tokio::test]
+    async fn index_files_give_the_same_log_as_reading_every_segment() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Arc::new(FileLog::open(dir.path(), small_segments(), None).unwrap());
-        let reader = {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                let mut longest = 0;
-                while longest < 300 {
-                    let records = log.read(0, usize::MAX).unwrap();
-                    for (i, record) in records.iter().enumerate() {
-                        assert_eq!(record.position, i as u64);
-                        assert_eq!(record.payload, format!("record-{i}").into_bytes());
-                    }
-                    longest = longest.max(records.len());
-                }
-            })
-        };
-        for i in 0..300 {
-            log.append(vec![format!("record-{i}").into_bytes()])
-                .await
-                .unwrap();
+        {
+            let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+            for i in 0..100 {
+                log.append(vec![format!("record-{i}").into_bytes()])
+                    .await
+                    .unwrap();
+            }
         }
-        reader.join().unwrap();
-        assert!(segment_files(dir.path()) > 10);
+        let indexed = FileLog::open_read_only(dir.path()).unwrap();
+        let with_index = payloads(&indexed);
+        let middle = indexed.read(57, 3).unwrap();
+        drop(indexed);
+        for entry in fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "idx") {
+                fs::remove_file(path).unwrap();
+            }
+        }
+        let scanned = FileLog::open_read_only(dir.path()).unwrap();
+        assert_eq!(payloads(&scanned), with_index);
+        assert_eq!(scanned.read(57, 3).unwrap(), middle);
+        assert_eq!(with_index.len(), 100);
+        // A writable open writes the missing index files again.
+        drop(scanned);
+        let _log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+        assert!(dir.path().join("00000000000000000000.idx").exists());
     }
 
     #[tokio::test]
@@ -644,6 +672,33 @@ mod tests {
             .flat_map(|e| fs::read(e.unwrap().path()).unwrap_or_default())
             .collect();
         assert!(!on_disk.windows(16).any(|w| w == b"record-17-secret"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_running_beside_appends_see_a_consistent_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(FileLog::open(dir.path(), small_segments(), None).unwrap());
+        let reader = {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut longest = 0;
+                while longest < 300 {
+                    let records = log.read(0, usize::MAX).unwrap();
+                    for (i, record) in records.iter().enumerate() {
+                        assert_eq!(record.position, i as u64);
+                        assert_eq!(record.payload, format!("record-{i}").into_bytes());
+                    }
+                    longest = longest.max(records.len());
+                }
+            })
+        };
+        for i in 0..300 {
+            log.append(vec![format!("record-{i}").into_bytes()])
+                .await
+                .unwrap();
+        }
+        reader.join().unwrap();
+        assert!(segment_files(dir.path()) > 10);
     }
 
     #[test]

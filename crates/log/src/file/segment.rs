@@ -208,9 +208,82 @@ pub fn recover(dir: &Path, repair: bool) -> Result<Vec<Segment>, LogError> {
             });
         }
         let is_last = i + 1 == bases.len();
-        segments.push(scan_segment(dir, base, is_last, repair)?);
+        // A closed segment's index file spares reading it all; the last segment, where a
+        // write may have been cut short, is always read.
+        let indexed = if is_last { None } else { read_index(dir, base) };
+        let segment = match indexed {
+            Some(segment) => segment,
+            None => {
+                let segment = scan_segment(dir, base, is_last, repair)?;
+                if repair && !is_last {
+                    write_index(&segment)?;
+                }
+                segment
+            }
+        };
+        segments.push(segment);
     }
     Ok(segments)
+}
+
+const INDEX_MAGIC: &[u8; 8] = b"SPOORIX1";
+
+fn index_path(dir: &Path, base: Position) -> PathBuf {
+    dir.join(format!("{base:020}.idx"))
+}
+
+/// Writes a closed segment's index file: its record count, length and sparse index,
+/// checksummed. Losing it costs only a full read of the segment at the next start.
+pub fn write_index(segment: &Segment) -> Result<(), LogError> {
+    let dir = segment.path.parent().unwrap_or(Path::new("."));
+    let path = index_path(dir, segment.base);
+    let mut bytes = INDEX_MAGIC.to_vec();
+    for value in [segment.base, segment.count, segment.len, segment.capacity] {
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    bytes.extend_from_slice(&(segment.index.len() as u64).to_le_bytes());
+    for (position, offset) in &segment.index {
+        bytes.extend_from_slice(&position.to_le_bytes());
+        bytes.extend_from_slice(&offset.to_le_bytes());
+    }
+    bytes.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+    let tmp = path.with_extension("idx.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut file = File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, &path)
+    };
+    write().map_err(io_error(format!("write {}", path.display())))
+}
+
+/// A closed segment as its index file describes it, if the file is whole and matches.
+fn read_index(dir: &Path, base: Position) -> Option<Segment> {
+    let bytes = fs::read(index_path(dir, base)).ok()?;
+    let (body, crc) = bytes.split_at(bytes.len().checked_sub(4)?);
+    if crc32fast::hash(body).to_le_bytes() != crc || body.get(..8)? != INDEX_MAGIC {
+        return None;
+    }
+    let words: Vec<u64> = body[8..]
+        .chunks_exact(8)
+        .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+        .collect();
+    let (&[file_base, count, len, capacity, entries], rest) = words.split_at_checked(5)? else {
+        return None;
+    };
+    let path = segment_path(dir, base);
+    let on_disk = fs::metadata(&path).ok()?.len();
+    if file_base != base || rest.len() as u64 != entries * 2 || len > on_disk {
+        return None;
+    }
+    Some(Segment {
+        base,
+        path,
+        len,
+        capacity: capacity.max(on_disk),
+        count,
+        index: rest.chunks_exact(2).map(|p| (p[0], p[1])).collect(),
+    })
 }
 
 /// Segment bases, and prepared files left over.
@@ -226,7 +299,7 @@ fn list_dir(dir: &Path) -> Result<(Vec<Position>, Vec<PathBuf>), LogError> {
         let entry = entry.map_err(io_error(format!("list {}", dir.display())))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name.starts_with(PREPARED_PREFIX) {
+        if name.starts_with(PREPARED_PREFIX) || name.ends_with(".tmp") {
             leftovers.push(entry.path());
         } else if let Some(base) = name
             .strip_suffix(SEGMENT_SUFFIX)
