@@ -417,23 +417,10 @@ fn index_records(
     from: Position,
     now_ms: i64,
 ) -> Result<(), IngestError> {
-    let mut next = from;
-    loop {
-        let records = log.read(next, SCAN_CHUNK)?;
-        let Some(last) = records.last() else {
-            return Ok(());
-        };
-        next = last.position + 1;
-        for record in records {
-            let view: KeysView = serde_json::from_slice(&record.payload).map_err(|e| {
-                IngestError::Storage(format!(
-                    "log record {} is not readable: {e}",
-                    record.position
-                ))
-            })?;
-            dedup.insert_durable(view.keys()?, view.received_at, now_ms);
-        }
-    }
+    scan_as(log, from, |_, view: KeysView| {
+        dedup.insert_durable(view.keys()?, view.received_at, now_ms);
+        Ok(())
+    })
 }
 
 /// Just what the duplicate index needs of a stored record: rebuilding the index at start
@@ -493,19 +480,21 @@ fn keys_of(record: &StoredRecord) -> Result<Keys, IngestError> {
     Ok(Keys { request, order })
 }
 
-/// Calls `visit` with every record of the log, in order.
-pub fn scan(
-    log: &dyn EventLog,
-    mut visit: impl FnMut(StoredRecord) -> Result<(), IngestError>,
-) -> Result<(), IngestError> {
-    scan_from(log, 0, |_, record| visit(record))
-}
-
 /// Calls `visit` with every record at or after `from`, with its position.
 pub fn scan_from(
     log: &dyn EventLog,
     from: Position,
-    mut visit: impl FnMut(Position, StoredRecord) -> Result<(), IngestError>,
+    visit: impl FnMut(Position, StoredRecord) -> Result<(), IngestError>,
+) -> Result<(), IngestError> {
+    scan_as(log, from, visit)
+}
+
+/// Calls `visit` with every record at or after `from`, decoded as `T`: a whole
+/// [`StoredRecord`], or a view of the few fields a scan needs.
+fn scan_as<T: serde::de::DeserializeOwned>(
+    log: &dyn EventLog,
+    from: Position,
+    mut visit: impl FnMut(Position, T) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
     let mut next = from;
     loop {
@@ -515,17 +504,13 @@ pub fn scan_from(
         };
         next = last.position + 1;
         for record in records {
-            let stored = decode_record(&record.payload).map_err(|e| {
+            let decoded = serde_json::from_slice(&record.payload).map_err(|e| {
                 IngestError::Storage(format!(
                     "log record {} is not readable: {e}",
                     record.position
                 ))
             })?;
-            visit(record.position, stored)?;
+            visit(record.position, decoded)?;
         }
     }
-}
-
-pub fn decode_record(payload: &[u8]) -> Result<StoredRecord, serde_json::Error> {
-    serde_json::from_slice(payload)
 }
