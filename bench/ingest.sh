@@ -98,12 +98,23 @@ echo "warm-up..."
 load 3s "$BARE_ADDR" warm >/dev/null
 load 3s "$SPOOR_ADDR" warm >/dev/null
 
+# The state's lag behind the log, sampled every 0.2 s while spoor is loaded.
+sample_lag() {
+  while :; do
+    curl -s "http://$SPOOR_ADDR/metrics" | awk '/^spoor_state_lag_records / {print $2}' >>"$work/lag.txt"
+    sleep 0.2
+  done
+}
+
 bare_rps=(); bare_p99=(); spoor_rps=(); spoor_p99=()
 for round in $(seq "$ROUNDS"); do
   read -r rps p99 bad rest <<<"$(load "$DURATION" "$BARE_ADDR" "round$round")"
   echo "round $round  bare : $rps req/s  p99 $p99 ms  non-2xx $bad $rest"
   bare_rps+=("$rps"); bare_p99+=("$p99")
+  sample_lag &
+  sampler=$!
   read -r rps p99 bad rest <<<"$(load "$DURATION" "$SPOOR_ADDR" "round$round")"
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
   echo "round $round  spoor: $rps req/s  p99 $p99 ms  non-2xx $bad $rest"
   spoor_rps+=("$rps"); spoor_p99+=("$p99")
 done
@@ -119,10 +130,12 @@ count = float(re.search(r"^spoor_log_group_commit_records_count (\S+)", text, re
 total = float(re.search(r"^spoor_log_group_commit_records_sum (\S+)", text, re.M).group(1))
 print(f"{count:.0f} fsyncs, {total / count:.1f} records per fsync on average")')
 
-python3 - "${bare_rps[*]}" "${bare_p99[*]}" "${spoor_rps[*]}" "${spoor_p99[*]}" "$fsync" "$groups" <<'PY'
+lag=$(sort -n "$work/lag.txt" | awk 'NF {n++; a[n]=$1} END {if (n) printf "%d records at most, %d at the median, over %d samples", a[n], a[int((n+1)/2)], n; else print "no samples"}')
+
+python3 - "${bare_rps[*]}" "${bare_p99[*]}" "${spoor_rps[*]}" "${spoor_p99[*]}" "$fsync" "$groups" "$lag" <<'PY'
 import json, statistics, sys
 bare_rps, bare_p99, spoor_rps, spoor_p99 = ([float(x) for x in a.split()] for a in sys.argv[1:5])
-fsync, groups = json.loads(sys.argv[5]), sys.argv[6]
+fsync, groups, lag = json.loads(sys.argv[5]), sys.argv[6], sys.argv[7]
 b, s = statistics.mean(bare_rps), statistics.mean(spoor_rps)
 bp, sp = statistics.mean(bare_p99), statistics.mean(spoor_p99)
 print()
@@ -132,4 +145,5 @@ print(f"throughput ratio spoor/bare: {s / b:.1%}   (goal >= 70%)")
 print(f"p99 difference: {sp - bp:+.2f} ms          (goal <= +10 ms)")
 print(f"disk fdatasync: p50 {fsync['fdatasync_ms_p50']:.2f} ms, p99 {fsync['fdatasync_ms_p99']:.2f} ms")
 print(f"group commit  : {groups}")
+print(f"state lag     : {lag} (log records not yet applied to contacts and products)")
 PY

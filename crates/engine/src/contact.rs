@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use spoor_protocol::{Cart as WireCart, CartLine, OrderLine, Purchase, Visitor};
 
-use crate::identity::{ContactId, Identifiers};
+use crate::identity::{ContactId, Identifier, Identifiers};
 
 /// How many recent product views, category views and searches a contact keeps.
 pub const RECENT_LIMIT: usize = 50;
@@ -328,9 +328,11 @@ impl Contact {
         remember(&mut self.searches, search, |s| s.at);
     }
 
-    /// Takes over everything of `other`, which is merged into this contact.
-    pub fn absorb(&mut self, other: Contact, at: i64) {
-        self.identifiers.absorb(other.identifiers);
+    /// Takes over everything of `other`, which is merged into this contact; returns the
+    /// identifiers let go to stay within [`crate::identity::MAX_SHARED_IDS`].
+    #[must_use = "identifiers let go must leave the index too"]
+    pub fn absorb(&mut self, other: Contact, at: i64) -> Vec<Identifier> {
+        let let_go = self.identifiers.absorb(other.identifiers);
         self.profile.absorb(other.profile);
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
@@ -362,5 +364,6 @@ impl Contact {
             absorbed: other.id,
             at,
         });
+        let_go
     }
 }

@@ -101,10 +101,21 @@ pub fn identifiers_of(visitor: &Visitor) -> Vec<Identifier> {
 }
 
 /// Adds `value` unless present, keeping the list sorted.
-fn add(list: &mut Vec<String>, value: String) {
-    if let Err(at) = list.binary_search(&value) {
-        list.insert(at, value);
+/// Shared identifiers (cookies, phones, vendor contact ids) a contact keeps of each
+/// kind. A person has a handful; a client that sends a new cookie with every event would
+/// otherwise grow one contact without bound. Beyond this, the oldest is let go: it no
+/// longer names the contact, and if it comes back it starts a contact of its own, which
+/// merges back through any other identifier it comes with.
+pub const MAX_SHARED_IDS: usize = 64;
+
+/// Adds `value` unless present, in arrival order; returns the oldest value when the list
+/// was full.
+fn add(list: &mut Vec<String>, value: String) -> Option<String> {
+    if list.contains(&value) {
+        return None;
     }
+    list.push(value);
+    (list.len() > MAX_SHARED_IDS).then(|| list.remove(0))
 }
 
 /// The identifiers a shop plugin's contact link carries, normalised.
@@ -138,8 +149,8 @@ pub struct Identifiers {
     pub external_customer_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
-    // Vectors: a contact has one or a few of each, and a one-entry tree set would
-    // allocate a whole node.
+    // Vectors, in arrival order: a contact has one or a few of each (at most
+    // MAX_SHARED_IDS), and a one-entry tree set would allocate a whole node.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub phones: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -168,13 +179,23 @@ impl Identifiers {
         out
     }
 
-    pub fn insert(&mut self, id: Identifier) {
+    /// Adds an identifier; returns the one let go to make room, if any.
+    #[must_use = "an identifier let go must leave the index too"]
+    pub fn insert(&mut self, id: Identifier) -> Option<Identifier> {
         match id {
-            Identifier::ExternalCustomerId(v) => self.external_customer_id = Some(v),
-            Identifier::Email(v) => self.email = Some(v),
-            Identifier::Phone(v) => add(&mut self.phones, v),
-            Identifier::Sc(v) => add(&mut self.cookies, v),
-            Identifier::EsContactId(v) => add(&mut self.es_contact_ids, v),
+            Identifier::ExternalCustomerId(v) => {
+                self.external_customer_id = Some(v);
+                None
+            }
+            Identifier::Email(v) => {
+                self.email = Some(v);
+                None
+            }
+            Identifier::Phone(v) => add(&mut self.phones, v).map(Identifier::Phone),
+            Identifier::Sc(v) => add(&mut self.cookies, v).map(Identifier::Sc),
+            Identifier::EsContactId(v) => {
+                add(&mut self.es_contact_ids, v).map(Identifier::EsContactId)
+            }
         }
     }
 
@@ -211,10 +232,14 @@ impl Identifiers {
             && same(&self.email, &other.email)
     }
 
-    pub fn absorb(&mut self, other: Identifiers) {
-        for id in other.all() {
-            self.insert(id);
-        }
+    /// Takes over `other`'s identifiers; returns those let go to make room.
+    #[must_use = "identifiers let go must leave the index too"]
+    pub fn absorb(&mut self, other: Identifiers) -> Vec<Identifier> {
+        other
+            .all()
+            .into_iter()
+            .filter_map(|id| self.insert(id))
+            .collect()
     }
 }
 
@@ -237,16 +262,35 @@ mod tests {
     }
 
     #[test]
+    fn a_contact_keeps_its_newest_shared_identifiers() {
+        let mut ids = Identifiers::default();
+        for n in 0..MAX_SHARED_IDS {
+            assert_eq!(ids.insert(Identifier::Sc(format!("c{n}"))), None);
+        }
+        assert_eq!(
+            ids.insert(Identifier::Sc("c0".into())),
+            None,
+            "already held"
+        );
+        assert_eq!(
+            ids.insert(Identifier::Sc("new".into())),
+            Some(Identifier::Sc("c0".into()))
+        );
+        assert_eq!(ids.cookies.len(), MAX_SHARED_IDS);
+        assert_eq!(ids.cookies.last().map(String::as_str), Some("new"));
+    }
+
+    #[test]
     fn permanent_identifiers_decide_compatibility() {
         let mut a = Identifiers::default();
-        a.insert(Identifier::Email("a@x".into()));
-        a.insert(Identifier::Sc("c1".into()));
+        let _ = a.insert(Identifier::Email("a@x".into()));
+        let _ = a.insert(Identifier::Sc("c1".into()));
         assert!(a.accepts(&[Identifier::Email("a@x".into()), Identifier::Sc("c2".into())]));
         assert!(!a.accepts(&[Identifier::Email("b@x".into())]));
         let mut b = Identifiers::default();
-        b.insert(Identifier::ExternalCustomerId("7".into()));
+        let _ = b.insert(Identifier::ExternalCustomerId("7".into()));
         assert!(a.compatible(&b));
-        b.insert(Identifier::Email("b@x".into()));
+        let _ = b.insert(Identifier::Email("b@x".into()));
         assert!(!a.compatible(&b));
     }
 }

@@ -349,9 +349,12 @@ mod tests {
                 let orders: Vec<&str> = c.orders.iter().map(|o| o.order_number.as_str()).collect();
                 let mut orders = orders;
                 orders.sort_unstable();
+                // Cookies are kept in arrival order: compare them as a set.
+                let mut identifiers = c.identifiers.clone();
+                identifiers.cookies.sort_unstable();
                 format!(
                     "{:?} {:?} {:?} {:?} {:?}",
-                    c.identifiers,
+                    identifiers,
                     orders,
                     c.cart.as_ref().map(|cart| &cart.guid),
                     c.viewed_products,
@@ -456,6 +459,28 @@ mod tests {
                 .key,
             "p3"
         );
+    }
+
+    #[test]
+    fn one_person_with_a_new_cookie_every_event_stays_bounded() {
+        let records: Vec<StoredRecord> = (0..200)
+            .map(|i| {
+                customer(
+                    i,
+                    json!({"user_email": "same@x.com", "cookies": {"sc": format!("c{i}")}}),
+                )
+            })
+            .collect();
+        let engine = engine(&records);
+        let site = engine.site("S").unwrap();
+        let person = site.contact(&email("same@x.com")).unwrap();
+        assert_eq!(person.identifiers.cookies.len(), identity::MAX_SHARED_IDS);
+        assert_eq!(site.contact(&sc("c199")).unwrap().id, person.id);
+        assert!(
+            site.contact(&sc("c0")).is_none(),
+            "a cookie let go no longer names anyone"
+        );
+        assert_eq!(site.counts().contacts, 1);
     }
 
     #[test]

@@ -242,7 +242,8 @@ impl SiteState {
         let mut joined = self.identifiers(anchor).clone();
         for id in ids.iter().filter(|id| id.is_permanent()) {
             if joined.accepts(std::slice::from_ref(id)) && !self.index.contains_key(id) {
-                joined.insert(id.clone());
+                // A scratch copy for the compatibility checks: what it lets go is moot.
+                let _ = joined.insert(id.clone());
             }
         }
         let mut group = vec![anchor];
@@ -252,7 +253,7 @@ impl SiteState {
             }
             let theirs = self.identifiers(candidate);
             if theirs.compatible(&joined) && theirs.accepts(ids) {
-                joined.absorb(theirs.clone());
+                let _ = joined.absorb(theirs.clone());
                 group.push(candidate);
             } else {
                 // Never merged: the shared identifiers that led here move to the anchor.
@@ -292,7 +293,8 @@ impl SiteState {
         for id in contact.identifiers.all() {
             self.index.insert(id, survivor);
         }
-        self.live_mut(survivor).absorb(*contact, at);
+        let let_go = self.live_mut(survivor).absorb(*contact, at);
+        self.unindex(&let_go, survivor);
     }
 
     /// Gives the contact every identifier of the event that it can hold: a shared one
@@ -312,7 +314,17 @@ impl SiteState {
                 continue;
             }
             self.index.insert(id.clone(), contact);
-            self.live_mut(contact).identifiers.insert(id.clone());
+            let let_go = self.live_mut(contact).identifiers.insert(id.clone());
+            self.unindex(&let_go.into_iter().collect::<Vec<_>>(), contact);
+        }
+    }
+
+    /// Identifiers `contact` let go no longer name it.
+    fn unindex(&mut self, let_go: &[Identifier], contact: ContactId) {
+        for id in let_go {
+            if self.index.get(id) == Some(&contact) {
+                self.index.remove(id);
+            }
         }
     }
 }
