@@ -12,6 +12,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::record::{self, HEADER_BYTES};
@@ -34,6 +35,10 @@ pub struct Segment {
     pub count: u64,
     /// (position, byte offset) every [`INDEX_EVERY`] records.
     index: Vec<(Position, u64)>,
+    /// Where the last read of this segment stopped, (position, byte offset): a record
+    /// boundary, so a reader that goes on from there (a follower at the log's tail) does
+    /// not re-read from the sparse index.
+    last_read: Arc<Mutex<(Position, u64)>>,
 }
 
 impl Segment {
@@ -179,6 +184,7 @@ pub fn create_segment(
         capacity,
         count: 0,
         index: Vec::new(),
+        last_read: Arc::new(Mutex::new((base, 0))),
     })
 }
 
@@ -283,6 +289,7 @@ fn read_index(dir: &Path, base: Position) -> Option<Segment> {
         capacity: capacity.max(on_disk),
         count,
         index: rest.chunks_exact(2).map(|p| (p[0], p[1])).collect(),
+        last_read: Arc::new(Mutex::new((base, 0))),
     })
 }
 
@@ -326,6 +333,7 @@ fn scan_segment(
         capacity: bytes.len() as u64,
         count: 0,
         index: Vec::new(),
+        last_read: Arc::new(Mutex::new((base, 0))),
     };
     let mut offset = 0usize;
     while offset < bytes.len() {
@@ -384,21 +392,29 @@ pub struct SegmentView {
     path: PathBuf,
     /// Durable bytes when the view was taken.
     len: u64,
-    /// The indexed record at or before the position to read from: (position, offset).
+    /// A record at or before the position to read from: (position, offset).
     start: (Position, u64),
+    last_read: Arc<Mutex<(Position, u64)>>,
 }
 
 impl Segment {
     /// A view for reading at or after `from`.
     pub fn view(&self, from: Position) -> SegmentView {
         let after = self.index.partition_point(|(pos, _)| *pos <= from);
+        let indexed = match after {
+            0 => (self.base, 0),
+            i => self.index[i - 1],
+        };
+        let last = *self.last_read.lock().expect("read cursor lock");
         SegmentView {
             path: self.path.clone(),
             len: self.len,
-            start: match after {
-                0 => (self.base, 0),
-                i => self.index[i - 1],
+            start: if last.0 <= from && last.0 > indexed.0 {
+                last
+            } else {
+                indexed
             },
+            last_read: self.last_read.clone(),
         }
     }
 }
@@ -465,7 +481,8 @@ pub fn read_segment(
     let context = || format!("read {}", view.path.display());
     let (mut position, mut offset) = view.start;
     let file = File::open(&view.path).map_err(io_error(context()))?;
-    let mut reader = std::io::BufReader::with_capacity(256 * 1024, file);
+    let buffer = (view.len.saturating_sub(offset)).clamp(8 * 1024, 256 * 1024) as usize;
+    let mut reader = std::io::BufReader::with_capacity(buffer, file);
     reader
         .seek(SeekFrom::Start(offset))
         .map_err(io_error(context()))?;
@@ -497,6 +514,7 @@ pub fn read_segment(
         position += 1;
         offset += total as u64;
     }
+    *view.last_read.lock().expect("read cursor lock") = (position, offset);
     Ok(())
 }
 
