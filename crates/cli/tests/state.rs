@@ -154,29 +154,19 @@ async fn a_site_key_reads_its_own_site_only_and_rotation_revokes_it() {
     };
     assert_eq!(read("/api/v1/sites/MINE", key.clone()).await, 200);
     assert_eq!(read("/api/v1/sites/OTHER", key.clone()).await, 401);
-    let listed = client()
-        .get(server.url("/admin/v1/sites"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, listed) = get(&server, "/admin/v1/sites").await;
+    let listed = listed.to_string();
     assert!(
         !listed.contains(&key) && !listed.contains("apiKey"),
         "{listed}"
     );
 
-    let rotated: Value = client()
-        .post(server.url("/admin/v1/sites/MINE/api-key"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, rotated) = common::call(
+        reqwest::Method::POST,
+        &server,
+        "/admin/v1/sites/MINE/api-key",
+    )
+    .await;
     let new_key = rotated["apiKey"].as_str().unwrap().to_string();
     assert_eq!(read("/api/v1/sites/MINE", key).await, 401);
     assert_eq!(read("/api/v1/sites/MINE", new_key).await, 200);

@@ -40,6 +40,19 @@ async fn wait_for(state: &AppState, after: Option<u64>) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// What every route here does first: the site's key or the admin token, a registered
+/// site, and the state at `after` when one was named.
+async fn enter(
+    state: &AppState,
+    headers: &HeaderMap,
+    site_id: &str,
+    after: Option<u64>,
+) -> Result<(), ApiError> {
+    auth::require_site(headers, state, site_id)?;
+    known_site(state, site_id)?;
+    wait_for(state, after).await
+}
+
 fn known_site(state: &AppState, site_id: &str) -> Result<(), ApiError> {
     if state.ingestor.sites().contains(site_id) {
         Ok(())
@@ -82,9 +95,7 @@ pub async fn site(
     Path(site_id): Path<String>,
     Query(query): Query<SiteQuery>,
 ) -> Result<Json<SiteAnswer>, ApiError> {
-    auth::require_site(&headers, &state, &site_id)?;
-    known_site(&state, &site_id)?;
-    wait_for(&state, query.after).await?;
+    enter(&state, &headers, &site_id, query.after).await?;
     let with_digest = matches!(query.digest.as_deref(), Some("1" | "true"));
     let engine = state.live.read();
     let site = engine.site(&site_id);
@@ -167,10 +178,8 @@ pub async fn contact(
     Path(site_id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require_site(&headers, &state, &site_id)?;
-    known_site(&state, &site_id)?;
     let (who, after) = who_and_after(&query)?;
-    wait_for(&state, after).await?;
+    enter(&state, &headers, &site_id, after).await?;
     let engine = state.live.read();
     let site = engine.site(&site_id);
     let contact = match &who {
@@ -196,10 +205,8 @@ async fn on_contact<T: Send + 'static>(
     query: &[(String, String)],
     request: PrivacyRequest<T>,
 ) -> Result<Json<T>, ApiError> {
-    auth::require_site(headers, state, &site_id)?;
-    known_site(state, &site_id)?;
     let (who, after) = who_and_after(query)?;
-    wait_for(state, after).await?;
+    enter(state, headers, &site_id, after).await?;
     let id = identifier_of(state, &site_id, who)?;
     let (log, live) = (state.ingestor.log().clone(), state.live.clone());
     let answer = tokio::task::spawn_blocking(move || request(&*log, &live, &site_id, &id))
@@ -245,9 +252,7 @@ pub async fn product(
     Path((site_id, product_key)): Path<(String, String)>,
     Query(query): Query<AfterQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    auth::require_site(&headers, &state, &site_id)?;
-    known_site(&state, &site_id)?;
-    wait_for(&state, query.after).await?;
+    enter(&state, &headers, &site_id, query.after).await?;
     let engine = state.live.read();
     let product = engine
         .site(&site_id)

@@ -150,10 +150,6 @@ impl FileLog {
         })
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
-    }
-
     /// Whether a write or fsync has failed (the log then refuses further appends).
     pub fn has_failed(&self) -> bool {
         self.shared.failed.load(Ordering::Acquire)
