@@ -8,9 +8,11 @@
 
 pub mod catalogue;
 pub mod contact;
+pub mod eval;
 pub mod identity;
 pub mod live;
 pub mod privacy;
+pub mod recommend;
 pub mod site;
 pub mod snapshot;
 

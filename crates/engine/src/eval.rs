@@ -1,0 +1,456 @@
+//! Offline evaluation of the recommenders through the engine's own code: the training
+//! data is fed in as the views and purchases the server would apply, and the questions
+//! are the ones the server answers.
+//!
+//! Session data comes in the format of the session-recommendation literature:
+//! a training file with a session per line (product keys separated by spaces, in view
+//! order, sessions in time order) and a test file with a case per line (the session so
+//! far, a tab, the product viewed next).
+
+use std::io::BufRead;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::recommend::{ItemId, NextItemParams, Recommender};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("reading {what}: {source}")]
+    Read {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{what} line {line}: {reason}")]
+    Format {
+        what: &'static str,
+        line: usize,
+        reason: String,
+    },
+}
+
+/// Hit rate, reciprocal rank and NDCG at k, summed over cases.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RankMetrics {
+    pub cases: u64,
+    hits: u64,
+    reciprocal_ranks: f64,
+    gains: f64,
+}
+
+impl RankMetrics {
+    /// Adds a case whose single relevant item came at `rank` (1-based) or not at all.
+    pub fn add(&mut self, rank: Option<usize>) {
+        self.cases += 1;
+        if let Some(rank) = rank {
+            self.hits += 1;
+            self.reciprocal_ranks += 1.0 / rank as f64;
+            self.gains += 1.0 / (rank as f64 + 1.0).log2();
+        }
+    }
+
+    pub fn hit_rate(&self) -> f64 {
+        ratio(self.hits as f64, self.cases)
+    }
+
+    pub fn mrr(&self) -> f64 {
+        ratio(self.reciprocal_ranks, self.cases)
+    }
+
+    pub fn merge(&mut self, other: &RankMetrics) {
+        self.cases += other.cases;
+        self.hits += other.hits;
+        self.reciprocal_ranks += other.reciprocal_ranks;
+        self.gains += other.gains;
+    }
+
+    pub fn ndcg(&self) -> f64 {
+        ratio(self.gains, self.cases)
+    }
+}
+
+fn ratio(sum: f64, cases: u64) -> f64 {
+    if cases == 0 { 0.0 } else { sum / cases as f64 }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SessionReport {
+    pub k: usize,
+    pub test_cases: u64,
+    pub hit_rate: f64,
+    pub mrr: f64,
+    pub ndcg: f64,
+    /// Share of the known items that appear in at least one answer.
+    pub item_coverage: f64,
+    pub latency_us_p50: f64,
+    pub latency_us_p99: f64,
+    pub seconds: f64,
+}
+
+/// Time between two training sessions, and between two views of one: only their order
+/// matters, but the models' recency weights are in real time, so these stand for a
+/// typical shop's pace.
+const SESSION_SPACING_MS: i64 = 60_000;
+const VIEW_SPACING_MS: i64 = 1_000;
+const START_MS: i64 = 1_600_000_000_000;
+
+/// A test case: the session so far, and the product viewed next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    pub prefix: Vec<String>,
+    pub target: String,
+}
+
+/// Reads test cases: `<items so far>` TAB `<next item>` per line.
+pub fn read_cases(test: impl BufRead) -> Result<Vec<Case>, EvalError> {
+    let mut cases = Vec::new();
+    for (index, line) in test.lines().enumerate() {
+        let line = line.map_err(|source| EvalError::Read {
+            what: "test cases",
+            source,
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (prefix, target) = line.split_once('\t').ok_or_else(|| EvalError::Format {
+            what: "test cases",
+            line: index + 1,
+            reason: "expected `<items so far>` TAB `<next item>`".into(),
+        })?;
+        let prefix: Vec<String> = prefix.split_ascii_whitespace().map(String::from).collect();
+        let target = target.trim();
+        if prefix.is_empty() || target.is_empty() {
+            return Err(EvalError::Format {
+                what: "test cases",
+                line: index + 1,
+                reason: "a case needs at least one item so far and a next item".into(),
+            });
+        }
+        cases.push(Case {
+            prefix,
+            target: target.to_string(),
+        });
+    }
+    Ok(cases)
+}
+
+/// Reads training sessions, a session per line.
+pub fn read_sessions(train: impl BufRead) -> Result<Vec<Vec<String>>, EvalError> {
+    let mut sessions = Vec::new();
+    for line in train.lines() {
+        let line = line.map_err(|source| EvalError::Read {
+            what: "training sessions",
+            source,
+        })?;
+        let session: Vec<String> = line.split_ascii_whitespace().map(String::from).collect();
+        if !session.is_empty() {
+            sessions.push(session);
+        }
+    }
+    Ok(sessions)
+}
+
+/// Splits the last `share` of `sessions` off as validation cases, made as the test
+/// cases of the literature are: every proper prefix of a session with the item after it,
+/// once items never seen in the remaining training sessions are dropped.
+pub fn carve_validation(sessions: &[Vec<String>], share: f64) -> (&[Vec<String>], Vec<Case>) {
+    let cut = sessions.len() - (sessions.len() as f64 * share).round() as usize;
+    let (train, held) = sessions.split_at(cut);
+    let known: std::collections::HashSet<&str> =
+        train.iter().flatten().map(String::as_str).collect();
+    let mut cases = Vec::new();
+    for session in held {
+        let kept: Vec<&String> = session
+            .iter()
+            .filter(|i| known.contains(i.as_str()))
+            .collect();
+        for end in 1..kept.len() {
+            cases.push(Case {
+                prefix: kept[..end].iter().map(|s| (*s).clone()).collect(),
+                target: kept[end].clone(),
+            });
+        }
+    }
+    (train, cases)
+}
+
+/// Feeds `sessions` to `recommender` as visitors' views, in order.
+pub fn train_on(recommender: &mut Recommender, sessions: &[Vec<String>]) -> i64 {
+    for (index, session) in sessions.iter().enumerate() {
+        let at = START_MS + index as i64 * SESSION_SPACING_MS;
+        for (position, key) in session.iter().enumerate() {
+            recommender.viewed(index as u32, key, at + position as i64 * VIEW_SPACING_MS);
+        }
+    }
+    START_MS + sessions.len() as i64 * SESSION_SPACING_MS
+}
+
+/// Asks `recommender` at `now` for `k` next items for every case and scores the answers,
+/// on every core.
+pub fn score_cases(recommender: &Recommender, cases: &[Case], now: i64, k: usize) -> SessionReport {
+    score_cases_with(recommender, &recommender.next_item, cases, now, k)
+}
+
+fn score_cases_with(
+    recommender: &Recommender,
+    params: &NextItemParams,
+    cases: &[Case],
+    now: i64,
+    k: usize,
+) -> SessionReport {
+    let started = Instant::now();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = cases.len().div_ceil(threads).max(1);
+    let parts: Vec<Answers> = std::thread::scope(|scope| {
+        let workers: Vec<_> = cases
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || answer_cases(recommender, params, part, now, k)))
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("an evaluation thread panicked"))
+            .collect()
+    });
+    let mut all = Answers::default();
+    let mut recommended = vec![false; recommender.items().len()];
+    for part in parts {
+        all.metrics.merge(&part.metrics);
+        all.latencies_ns.extend(part.latencies_ns);
+        for item in part.recommended {
+            recommended[item as usize] = true;
+        }
+    }
+    all.latencies_ns.sort_unstable();
+    let covered = recommended.iter().filter(|r| **r).count();
+    let metrics = all.metrics;
+    SessionReport {
+        k,
+        test_cases: metrics.cases,
+        hit_rate: metrics.hit_rate(),
+        mrr: metrics.mrr(),
+        ndcg: metrics.ndcg(),
+        item_coverage: ratio(covered as f64, recommended.len() as u64),
+        latency_us_p50: percentile_us(&all.latencies_ns, 0.50),
+        latency_us_p99: percentile_us(&all.latencies_ns, 0.99),
+        seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+#[derive(Default)]
+struct Answers {
+    metrics: RankMetrics,
+    latencies_ns: Vec<u64>,
+    recommended: Vec<ItemId>,
+}
+
+fn answer_cases(
+    recommender: &Recommender,
+    params: &NextItemParams,
+    cases: &[Case],
+    now: i64,
+    k: usize,
+) -> Answers {
+    let mut answers = Answers::default();
+    for case in cases {
+        let prefix: Vec<&str> = case.prefix.iter().map(String::as_str).collect();
+        let asked = Instant::now();
+        let answer = recommender.next_items_with(params, &prefix, now, k);
+        answers.latencies_ns.push(asked.elapsed().as_nanos() as u64);
+        answers.recommended.extend(
+            answer
+                .iter()
+                .filter_map(|(key, _)| recommender.items().get(key)),
+        );
+        let rank = answer.iter().position(|(key, _)| *key == case.target);
+        answers.metrics.add(rank.map(|p| p + 1));
+    }
+    answers
+}
+
+/// Replays `cases` as live traffic after the training sessions: each test session's
+/// cases are asked in order, then the session is applied as a visitor's views, so that
+/// later sessions see it, as they would on a running server.
+pub fn stream_cases(
+    recommender: &mut Recommender,
+    cases: &[Case],
+    now: i64,
+    k: usize,
+) -> RankMetrics {
+    let mut metrics = RankMetrics::default();
+    for (index, (members, session)) in group_by_session(cases).iter().enumerate() {
+        let at = now + index as i64 * SESSION_SPACING_MS;
+        for case in members {
+            let prefix: Vec<&str> = case.prefix.iter().map(String::as_str).collect();
+            let answer = recommender.next_items(&prefix, at, k);
+            metrics.add(
+                answer
+                    .iter()
+                    .position(|(key, _)| *key == case.target)
+                    .map(|p| p + 1),
+            );
+        }
+        let visitor = STREAMED_VISITORS + index as u32;
+        for (position, key) in session.iter().enumerate() {
+            recommender.viewed(visitor, key, at + position as i64 * VIEW_SPACING_MS);
+        }
+    }
+    metrics
+}
+
+/// Visitor numbers of streamed test sessions, apart from the training sessions'.
+const STREAMED_VISITORS: u32 = 1 << 31;
+
+/// A setting the tuner tries: its name, the values tried, and how to set it.
+type Knob = (&'static str, Vec<f64>, fn(&mut NextItemParams, f64));
+
+/// The settings the tuner tries, one at a time, each around the best so far.
+fn candidate_settings() -> Vec<Knob> {
+    vec![
+        ("neighbours", vec![50.0, 100.0, 200.0, 400.0], |p, v| {
+            p.neighbours = v as usize
+        }),
+        (
+            "recency_days",
+            vec![15.0, 30.0, 60.0, 120.0, 240.0],
+            |p, v| p.recency_half_life_ms = v * 86_400_000.0,
+        ),
+        ("prefix_decay", vec![1.0, 2.0, 3.0, 5.0], |p, v| {
+            p.prefix_decay = v as f32
+        }),
+        ("neighbour_decay", vec![1.0, 2.0, 4.0, 8.0], |p, v| {
+            p.neighbour_decay = v as f32
+        }),
+        ("seen_weight", vec![1.0, 1.5, 2.0, 3.0], |p, v| {
+            p.seen_weight = v as f32
+        }),
+        ("idf_power", vec![-0.3, -0.1, 0.0, 0.5], |p, v| {
+            p.idf_power = v as f32
+        }),
+        ("successor_weight", vec![0.0, 0.1, 0.2], |p, v| {
+            p.successor_weight = v as f32
+        }),
+    ]
+}
+
+#[derive(Debug, Serialize)]
+pub struct Tuning {
+    pub validation_sessions: usize,
+    pub validation_cases: u64,
+    pub tries: usize,
+    #[serde(rename = "HR@k")]
+    pub hit_rate: f64,
+    #[serde(rename = "MRR@k")]
+    pub mrr: f64,
+    pub seconds: f64,
+}
+
+/// Chooses next-item settings on the last tenth of `sessions` (in time order), trained on
+/// the rest: coordinate ascent on HR@k + MRR@k over a small grid, two rounds. The test
+/// data is never looked at.
+pub fn tune_next_item(sessions: &[Vec<String>], k: usize) -> (NextItemParams, Tuning) {
+    let started = Instant::now();
+    let (train, cases) = carve_validation(sessions, VALIDATION_SHARE);
+    // Every other held-out session: half the time, and the choices barely move.
+    let cases: Vec<Case> = group_by_session(&cases)
+        .into_iter()
+        .step_by(2)
+        .flat_map(|(members, _)| members.into_iter().cloned())
+        .collect();
+    let mut recommender = Recommender::default();
+    let now = train_on(&mut recommender, train);
+    let objective = |report: &SessionReport| report.hit_rate + report.mrr;
+    let mut best = recommender.next_item.clone();
+    let mut best_report = score_cases_with(&recommender, &best, &cases, now, k);
+    let mut tries = 1;
+    for _round in 0..2 {
+        for (_name, values, set) in candidate_settings() {
+            for value in values {
+                let mut trial = best.clone();
+                set(&mut trial, value);
+                if trial == best {
+                    continue;
+                }
+                let report = score_cases_with(&recommender, &trial, &cases, now, k);
+                tries += 1;
+                if objective(&report) > objective(&best_report) {
+                    best = trial;
+                    best_report = report;
+                }
+            }
+        }
+    }
+    let tuning = Tuning {
+        validation_sessions: sessions.len() - train.len(),
+        validation_cases: best_report.test_cases,
+        tries,
+        hit_rate: best_report.hit_rate,
+        mrr: best_report.mrr,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    (best, tuning)
+}
+
+/// The share of the training sessions (the most recent) held out for tuning.
+pub const VALIDATION_SHARE: f64 = 0.1;
+
+/// The sessions of `cases` in order, each as its cases from the shortest prefix on and
+/// the whole session: test files list every prefix of a session together (longest or
+/// shortest first).
+pub fn group_by_session(cases: &[Case]) -> Vec<(Vec<&Case>, Vec<String>)> {
+    let mut groups: Vec<Vec<&Case>> = Vec::new();
+    for case in cases {
+        let continues = groups
+            .last()
+            .and_then(|members| members.last())
+            .is_some_and(|previous| extends(previous, case) || extends(case, previous));
+        if !continues {
+            groups.push(Vec::new());
+        }
+        groups.last_mut().expect("pushed above").push(case);
+    }
+    groups
+        .into_iter()
+        .map(|mut members| {
+            members.sort_by_key(|c| c.prefix.len());
+            let longest = members.last().expect("a group has a case");
+            let mut session = longest.prefix.clone();
+            session.push(longest.target.clone());
+            (members, session)
+        })
+        .collect()
+}
+
+/// Whether `longer` is the case right after `shorter` in one session.
+fn extends(shorter: &Case, longer: &Case) -> bool {
+    let n = shorter.prefix.len();
+    longer.prefix.len() == n + 1
+        && longer.prefix[..n] == shorter.prefix[..]
+        && longer.prefix[n] == shorter.target
+}
+
+fn percentile_us(sorted_ns: &[u64], q: f64) -> f64 {
+    if sorted_ns.is_empty() {
+        return 0.0;
+    }
+    let index = ((sorted_ns.len() - 1) as f64 * q).round() as usize;
+    sorted_ns[index] as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_by_hand() {
+        let mut m = RankMetrics::default();
+        m.add(Some(1)); // rr 1, gain 1
+        m.add(Some(3)); // rr 1/3, gain 1/log2(4) = 0.5
+        m.add(None);
+        m.add(Some(2)); // rr 1/2, gain 1/log2(3)
+        assert_eq!(m.cases, 4);
+        assert!((m.hit_rate() - 0.75).abs() < 1e-12);
+        assert!((m.mrr() - (1.0 + 1.0 / 3.0 + 0.5) / 4.0).abs() < 1e-12);
+        let ndcg = (1.0 + 0.5 + 1.0 / 3f64.log2()) / 4.0;
+        assert!((m.ndcg() - ndcg).abs() < 1e-12);
+    }
+}

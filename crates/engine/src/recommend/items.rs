@@ -1,0 +1,62 @@
+//! Product keys as small numbers, so that the models hold `u32`s instead of strings.
+
+use rustc_hash::FxHashMap;
+
+pub type ItemId = u32;
+
+#[derive(Default)]
+pub struct Items {
+    ids: FxHashMap<Box<str>, ItemId>,
+    keys: Vec<Box<str>>,
+}
+
+impl Items {
+    /// The number of `key`, given one at its first sight.
+    pub fn intern(&mut self, key: &str) -> ItemId {
+        if let Some(id) = self.ids.get(key) {
+            return *id;
+        }
+        let id = self.keys.len() as ItemId;
+        self.keys.push(key.into());
+        self.ids.insert(key.into(), id);
+        id
+    }
+
+    pub fn get(&self, key: &str) -> Option<ItemId> {
+        self.ids.get(key).copied()
+    }
+
+    pub fn key(&self, id: ItemId) -> &str {
+        &self.keys[id as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// Every key, in number order (a snapshot keeps the numbering).
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_keeps_its_number() {
+        let mut items = Items::default();
+        assert_eq!(items.intern("a"), 0);
+        assert_eq!(items.intern("b"), 1);
+        assert_eq!(items.intern("a"), 0);
+        assert_eq!(items.get("b"), Some(1));
+        assert_eq!(items.get("c"), None);
+        assert_eq!(items.key(1), "b");
+        assert_eq!(items.len(), 2);
+    }
+}

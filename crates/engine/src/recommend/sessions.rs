@@ -1,0 +1,303 @@
+//! Browsing sessions and the next-item model over them.
+//!
+//! Every session (a visitor's product views with no gap longer than the session gap) is
+//! kept as its sequence of items, with a posting list per item of the sessions that viewed
+//! it. There is no trained model: a question is answered from the sessions as they are
+//! now, so a view counts from the moment it is applied.
+//!
+//! The next items for a sequence `s` (the visitor's current session, most recent last) are
+//! scored by two voices, each normalised to a top score of 1 and blended:
+//!
+//! - **Neighbours** (session-kNN in the manner of STAN): the recent sessions that share
+//!   items with `s`. A shared item counts more the later it is in `s` (`prefix_decay`), a
+//!   neighbour counts less the longer ago it was active (`recency_half_life_ms`) and is
+//!   normalised by its length; the best `neighbours` of them vote for their items, each
+//!   vote weaker the further the item is from the point where the neighbour meets `s`
+//!   (`neighbour_decay`), and weaker before that point than after it (`before_weight`).
+//! - **Successors** (sequential rules, computed at question time): in recent sessions
+//!   that viewed the last item of `s`, the items viewed within `successor_steps` after it,
+//!   each counted `1 / distance`.
+//!
+//! Items of `s` itself are not excluded: people come back to what they looked at, and
+//! the neighbours know how often; `seen_weight` scales them further.
+//!
+//! The defaults are what [`crate::eval::tune_next_item`] chose on held-out sessions of a
+//! public data set; a site can be tuned on its own sessions the same way.
+
+use rustc_hash::FxHashMap;
+
+use super::items::ItemId;
+
+pub type SessionId = u32;
+
+/// A session longer than this goes on as a new one (robots, and the cost of a question).
+pub const MAX_SESSION_ITEMS: usize = 200;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NextItemParams {
+    /// Neighbour sessions that vote.
+    pub neighbours: usize,
+    /// The most recent sessions of each item of `s` considered as neighbours.
+    pub sample: usize,
+    /// Positions over which a shared item's weight in `s` falls by 1/e.
+    pub prefix_decay: f32,
+    /// Age at which a neighbour's weight halves.
+    pub recency_half_life_ms: f64,
+    /// Positions over which a neighbour's vote for an item falls by 1/e.
+    pub neighbour_decay: f32,
+    /// Weight of a neighbour's items that come before the point where it meets `s`.
+    pub before_weight: f32,
+    /// Items after the last item of `s` that the successor voice counts.
+    pub successor_steps: usize,
+    /// The most recent sessions of the last item that the successor voice reads.
+    pub successor_sample: usize,
+    /// The successor voice's weight in the blend (the neighbours' is 1).
+    pub successor_weight: f32,
+    /// Popularity correction of the neighbours' votes: above 0, a vote is scaled by the
+    /// item's log inverse session frequency to this power; below 0, by its session count
+    /// to this power (so popular items stop crowding out the rest).
+    pub idf_power: f32,
+    /// Multiplies the score of items already in `s`, except its last.
+    pub seen_weight: f32,
+}
+
+impl Default for NextItemParams {
+    fn default() -> Self {
+        NextItemParams {
+            neighbours: 200,
+            sample: 1000,
+            prefix_decay: 2.0,
+            recency_half_life_ms: 60.0 * 86_400_000.0,
+            neighbour_decay: 8.0,
+            before_weight: 1.0,
+            successor_steps: 5,
+            successor_sample: 2000,
+            successor_weight: 0.1,
+            idf_power: -0.3,
+            seen_weight: 2.0,
+        }
+    }
+}
+
+struct Session {
+    items: Vec<ItemId>,
+    distinct: u32,
+    last_at: i64,
+}
+
+#[derive(Default)]
+pub struct Sessions {
+    sessions: Vec<Session>,
+    /// By item: the sessions that viewed it, in the order of their first view of it.
+    postings: Vec<Vec<SessionId>>,
+}
+
+impl Sessions {
+    pub fn start(&mut self, at: i64) -> SessionId {
+        self.sessions.push(Session {
+            items: Vec::new(),
+            distinct: 0,
+            last_at: at,
+        });
+        (self.sessions.len() - 1) as SessionId
+    }
+
+    /// Whether `session` can take another view.
+    pub fn has_room(&self, session: SessionId) -> bool {
+        self.sessions[session as usize].items.len() < MAX_SESSION_ITEMS
+    }
+
+    pub fn last_at(&self, session: SessionId) -> i64 {
+        self.sessions[session as usize].last_at
+    }
+
+    pub fn items(&self, session: SessionId) -> &[ItemId] {
+        &self.sessions[session as usize].items
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    pub fn push(&mut self, session: SessionId, item: ItemId, at: i64) {
+        let s = &mut self.sessions[session as usize];
+        if !s.items.contains(&item) {
+            s.distinct += 1;
+            let index = item as usize;
+            if self.postings.len() <= index {
+                self.postings.resize_with(index + 1, Vec::new);
+            }
+            self.postings[index].push(session);
+        }
+        s.items.push(item);
+        s.last_at = s.last_at.max(at);
+    }
+
+    /// How many sessions viewed `item`.
+    pub fn sessions_of(&self, item: ItemId) -> usize {
+        self.postings.get(item as usize).map_or(0, Vec::len)
+    }
+
+    fn recent_sessions(&self, item: ItemId, sample: usize) -> &[SessionId] {
+        match self.postings.get(item as usize) {
+            Some(list) => &list[list.len().saturating_sub(sample)..],
+            None => &[],
+        }
+    }
+
+    /// Scores for the items likely to follow `s`, best first, at most `k`; `own` is the
+    /// session `s` comes from, which is not its own neighbour.
+    pub fn next_items(
+        &self,
+        s: &[ItemId],
+        now: i64,
+        own: Option<SessionId>,
+        params: &NextItemParams,
+        k: usize,
+    ) -> Vec<(ItemId, f32)> {
+        let Some(&last) = s.last() else {
+            return Vec::new();
+        };
+        let mut scores = self.neighbour_votes(s, now, own, params);
+        normalise(&mut scores);
+        if params.successor_weight > 0.0 {
+            let mut successors = self.successor_votes(last, own, params);
+            normalise(&mut successors);
+            for (item, score) in successors {
+                *scores.entry(item).or_default() += params.successor_weight * score;
+            }
+        }
+        if params.seen_weight != 1.0 {
+            for item in &s[..s.len() - 1] {
+                if *item != last
+                    && let Some(score) = scores.get_mut(item)
+                {
+                    *score *= params.seen_weight;
+                }
+            }
+        }
+        top(scores, k)
+    }
+
+    fn neighbour_votes(
+        &self,
+        s: &[ItemId],
+        now: i64,
+        own: Option<SessionId>,
+        params: &NextItemParams,
+    ) -> FxHashMap<ItemId, f32> {
+        // Each distinct item of `s` at its latest position (1-based from the end: 0 = last).
+        let mut distinct: Vec<(ItemId, usize)> = Vec::with_capacity(s.len());
+        for (age, item) in s.iter().rev().enumerate() {
+            if !distinct.iter().any(|(i, _)| i == item) {
+                distinct.push((*item, age));
+            }
+        }
+        // Candidate neighbours: (similarity, age in `s` of the latest item they share).
+        let mut candidates: FxHashMap<SessionId, (f32, usize)> = FxHashMap::default();
+        for (item, age) in &distinct {
+            let weight = (-(*age as f32) / params.prefix_decay).exp();
+            for session in self.recent_sessions(*item, params.sample) {
+                if Some(*session) == own {
+                    continue;
+                }
+                let entry = candidates.entry(*session).or_insert((0.0, *age));
+                entry.0 += weight;
+                entry.1 = entry.1.min(*age);
+            }
+        }
+        let norm_s = (distinct.len() as f32).sqrt();
+        let ln2 = std::f64::consts::LN_2;
+        let mut neighbours: Vec<(f32, SessionId, usize)> = candidates
+            .into_iter()
+            .map(|(id, (shared, age))| {
+                let session = &self.sessions[id as usize];
+                let idle = (now - session.last_at).max(0) as f64;
+                let recency = (-idle * ln2 / params.recency_half_life_ms).exp() as f32;
+                let similarity = shared / (norm_s * (session.distinct as f32).sqrt()) * recency;
+                (similarity, id, age)
+            })
+            .collect();
+        if neighbours.len() > params.neighbours {
+            neighbours.select_nth_unstable_by(params.neighbours, |a, b| b.0.total_cmp(&a.0));
+            neighbours.truncate(params.neighbours);
+        }
+        let mut scores: FxHashMap<ItemId, f32> = FxHashMap::default();
+        let total = self.sessions.len() as f32;
+        for (similarity, id, age) in neighbours {
+            let items = &self.sessions[id as usize].items;
+            let meeting_item = s[s.len() - 1 - age];
+            let Some(meeting) = items.iter().rposition(|i| *i == meeting_item) else {
+                continue;
+            };
+            for (position, item) in items.iter().enumerate() {
+                let distance = position.abs_diff(meeting) as f32;
+                let mut vote = similarity * (-distance / params.neighbour_decay).exp();
+                if position < meeting {
+                    vote *= params.before_weight;
+                }
+                if params.idf_power != 0.0 {
+                    let df = self.postings[*item as usize].len() as f32;
+                    vote *= if params.idf_power > 0.0 {
+                        (total / df).ln().powf(params.idf_power)
+                    } else {
+                        df.powf(params.idf_power)
+                    };
+                }
+                *scores.entry(*item).or_default() += vote;
+            }
+        }
+        scores
+    }
+
+    fn successor_votes(
+        &self,
+        last: ItemId,
+        own: Option<SessionId>,
+        params: &NextItemParams,
+    ) -> FxHashMap<ItemId, f32> {
+        let mut scores: FxHashMap<ItemId, f32> = FxHashMap::default();
+        for session in self.recent_sessions(last, params.successor_sample) {
+            if Some(*session) == own {
+                continue;
+            }
+            let items = &self.sessions[*session as usize].items;
+            for (position, item) in items.iter().enumerate() {
+                if *item != last {
+                    continue;
+                }
+                let after = &items[position + 1..];
+                for (distance, next) in after.iter().take(params.successor_steps).enumerate() {
+                    *scores.entry(*next).or_default() += 1.0 / (distance + 1) as f32;
+                }
+            }
+        }
+        scores
+    }
+}
+
+fn normalise(scores: &mut FxHashMap<ItemId, f32>) {
+    let max = scores.values().copied().fold(0.0_f32, f32::max);
+    if max > 0.0 {
+        for score in scores.values_mut() {
+            *score /= max;
+        }
+    }
+}
+
+/// The `k` best of `scores`, best first; ties go to the lower item number, so that
+/// answers are stable.
+pub fn top(scores: FxHashMap<ItemId, f32>, k: usize) -> Vec<(ItemId, f32)> {
+    let mut ranked: Vec<(ItemId, f32)> = scores.into_iter().collect();
+    let order = |a: &(ItemId, f32), b: &(ItemId, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    if ranked.len() > k {
+        ranked.select_nth_unstable_by(k, order);
+        ranked.truncate(k);
+    }
+    ranked.sort_unstable_by(order);
+    ranked
+}
