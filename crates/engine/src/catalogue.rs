@@ -140,6 +140,23 @@ impl Catalogue {
         self.products.len()
     }
 
+    /// Up to `limit` keys of the products that pass `keep`, the most recently first seen
+    /// first (ties in key order).
+    pub fn newest(&self, limit: usize, keep: impl Fn(&Product) -> bool) -> Vec<&str> {
+        let mut kept: Vec<&Product> = self.products.values().filter(|p| keep(p)).collect();
+        let order = |a: &&Product, b: &&Product| {
+            b.first_seen
+                .cmp(&a.first_seen)
+                .then_with(|| a.product_key.cmp(&b.product_key))
+        };
+        if kept.len() > limit {
+            kept.select_nth_unstable_by(limit, order);
+            kept.truncate(limit);
+        }
+        kept.sort_unstable_by(order);
+        kept.into_iter().map(|p| p.product_key.as_str()).collect()
+    }
+
     pub fn insert(&mut self, product: Product) {
         self.products.insert(product.product_key.clone(), product);
     }

@@ -179,7 +179,11 @@ pub fn train_on(recommender: &mut Recommender, sessions: &[Vec<String>]) -> i64 
     for (index, session) in sessions.iter().enumerate() {
         let at = START_MS + index as i64 * SESSION_SPACING_MS;
         for (position, key) in session.iter().enumerate() {
-            recommender.viewed(index as u32, key, at + position as i64 * VIEW_SPACING_MS);
+            recommender.viewed(
+                Some(index as u32),
+                key,
+                at + position as i64 * VIEW_SPACING_MS,
+            );
         }
     }
     START_MS + sessions.len() as i64 * SESSION_SPACING_MS
@@ -291,7 +295,7 @@ pub fn stream_cases(
         }
         let visitor = STREAMED_VISITORS + index as u32;
         for (position, key) in session.iter().enumerate() {
-            recommender.viewed(visitor, key, at + position as i64 * VIEW_SPACING_MS);
+            recommender.viewed(Some(visitor), key, at + position as i64 * VIEW_SPACING_MS);
         }
     }
     metrics

@@ -8,6 +8,8 @@ use spoor_protocol::{ContactLink, EventBody, ProductUpdate, TrackerEvent};
 use crate::catalogue::{Catalogue, Product};
 use crate::contact::Contact;
 use crate::identity::{ContactId, Identifier, Identifiers, identifiers_of, identifiers_of_link};
+use crate::recommend::Recommender;
+use crate::recommend::query::{Answer, Request, recommend};
 use crate::snapshot::{SiteSnapshot, SlotSnapshot};
 
 enum Slot {
@@ -21,6 +23,7 @@ pub struct SiteState {
     slots: Vec<Slot>,
     index: HashMap<Identifier, ContactId>,
     catalogue: Catalogue,
+    recommender: Recommender,
     events: u64,
 }
 
@@ -54,6 +57,20 @@ impl SiteState {
         self.catalogue.get(product_key)
     }
 
+    /// Recommended products for `request`.
+    pub fn recommend<'a>(&'a self, request: &Request<'a>) -> Answer<'a> {
+        recommend(&self.recommender, &self.catalogue, request)
+    }
+
+    pub fn recommender(&self) -> &Recommender {
+        &self.recommender
+    }
+
+    /// For tests and tools that change the models' settings.
+    pub fn recommender_mut(&mut self) -> &mut Recommender {
+        &mut self.recommender
+    }
+
     pub fn counts(&self) -> SiteCounts {
         let live = self.live().count() as u64;
         SiteCounts {
@@ -77,6 +94,7 @@ impl SiteState {
                 })
                 .collect(),
             products: self.catalogue.sorted().into_iter().cloned().collect(),
+            recommender: Some(self.recommender.clone()),
         }
     }
 
@@ -100,6 +118,7 @@ impl SiteState {
         for product in snapshot.products {
             site.catalogue.insert(product);
         }
+        site.recommender = snapshot.recommender.unwrap_or_default();
         site
     }
 
@@ -150,9 +169,11 @@ impl SiteState {
         // about products, but about no contact.
         let ids = identifiers_of(&event.visitor);
         if ids.is_empty() || matches!(event.body, EventBody::ProductUpdate { .. }) {
+            self.apply_to_models(event, None, at);
             return;
         }
         let id = self.resolve(&ids, at);
+        self.apply_to_models(event, Some(id), at);
         let contact = self.live_mut(id);
         contact.touch(&event.visitor, at);
         match &event.body {
@@ -169,6 +190,23 @@ impl SiteState {
             EventBody::ProductImpressions { .. }
             | EventBody::CustomerData
             | EventBody::ProductUpdate { .. } => {}
+        }
+    }
+
+    fn apply_to_models(&mut self, event: &TrackerEvent, visitor: Option<ContactId>, at: i64) {
+        match &event.body {
+            EventBody::ProductPage { product } => {
+                self.recommender.viewed(visitor, &product.product_key, at)
+            }
+            // Ingest stores an order number once per site: every order here is new.
+            EventBody::PurchasedItems { purchase } => self.recommender.purchased(
+                purchase
+                    .products
+                    .iter()
+                    .map(|l| (l.product_key.as_str(), l.quantity)),
+                at,
+            ),
+            _ => {}
         }
     }
 

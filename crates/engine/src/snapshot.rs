@@ -12,10 +12,11 @@ use serde::{Deserialize, Serialize};
 use crate::catalogue::Product;
 use crate::contact::Contact;
 use crate::identity::ContactId;
+use crate::recommend::Recommender;
 use crate::{Engine, SiteState};
 
 /// Bumped when the snapshot's shape changes; an older snapshot is then not used.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
@@ -30,6 +31,9 @@ pub struct SiteSnapshot {
     pub events: u64,
     pub slots: Vec<SlotSnapshot>,
     pub products: Vec<Product>,
+    /// The recommendation models (sessions, baskets, counts).
+    #[serde(default)]
+    pub recommender: Option<Recommender>,
 }
 
 #[derive(Serialize, Deserialize)]

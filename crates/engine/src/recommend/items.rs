@@ -1,10 +1,11 @@
 //! Product keys as small numbers, so that the models hold `u32`s instead of strings.
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub type ItemId = u32;
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Items {
     ids: FxHashMap<Box<str>, ItemId>,
     keys: Vec<Box<str>>,
@@ -41,6 +42,25 @@ impl Items {
     /// Every key, in number order (a snapshot keeps the numbering).
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.keys.iter().map(|k| k.as_ref())
+    }
+}
+
+// Saved as the key list alone; the lookup map is derived from it.
+impl Serialize for Items {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.keys.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Items {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Items, D::Error> {
+        let keys: Vec<Box<str>> = Vec::deserialize(d)?;
+        let ids = keys
+            .iter()
+            .enumerate()
+            .map(|(id, key)| (key.clone(), id as ItemId))
+            .collect();
+        Ok(Items { ids, keys })
     }
 }
 

@@ -1,13 +1,28 @@
 //! Recommendations, computed from the same events as the rest of the state and current
 //! the moment an event is applied: nothing is trained offline, and no job needs
 //! scheduling.
+//!
+//! The models of a site:
+//! - view sessions ([`Sessions`]): each visitor's product views, split where they pause
+//!   for longer than [`SESSION_GAP_MS`]; next-item and also-viewed answers come from
+//!   them;
+//! - baskets (the same structure over orders: one "session" per order); bought-together
+//!   and cart cross-sell come from them;
+//! - time-decayed counts of views and of units sold ([`Popularity`]).
+//!
+//! [`query`] turns them, with the catalogue and the contact, into answers.
 
 pub mod items;
+pub mod popularity;
+pub mod query;
 pub mod sessions;
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 pub use items::{ItemId, Items};
+pub use popularity::Popularity;
+pub use query::{Algorithm, Answer, Request};
 pub use sessions::{NextItemParams, SessionId, Sessions};
 
 /// Who a session belongs to: the state's contact number.
@@ -16,19 +31,65 @@ pub type Visitor = u32;
 /// A visitor's views more than this apart belong to different sessions.
 pub const SESSION_GAP_MS: i64 = 30 * 60 * 1000;
 
+const DAY_MS: f64 = 86_400_000.0;
+/// Half-life of a view in "most viewed".
+pub const VIEWS_HALF_LIFE_MS: f64 = 7.0 * DAY_MS;
+/// Half-life of a unit sold in "bestsellers".
+pub const SALES_HALF_LIFE_MS: f64 = 14.0 * DAY_MS;
+
 /// One site's recommendation models.
-#[derive(Default)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Recommender {
     items: Items,
     sessions: Sessions,
     current: FxHashMap<Visitor, SessionId>,
+    baskets: Sessions,
+    views: Popularity,
+    sales: Popularity,
+    #[serde(skip)]
     pub next_item: NextItemParams,
+    #[serde(skip, default = "basket_params")]
+    pub basket: NextItemParams,
+}
+
+impl Default for Recommender {
+    fn default() -> Self {
+        Recommender {
+            items: Items::default(),
+            sessions: Sessions::default(),
+            current: FxHashMap::default(),
+            baskets: Sessions::default(),
+            views: Popularity::new(VIEWS_HALF_LIFE_MS),
+            sales: Popularity::new(SALES_HALF_LIFE_MS),
+            next_item: NextItemParams::default(),
+            basket: basket_params(),
+        }
+    }
+}
+
+/// Baskets have no order, so nothing decays with position in them, and nothing already
+/// in the basket is worth recommending again.
+fn basket_params() -> NextItemParams {
+    NextItemParams {
+        neighbours: 100,
+        prefix_decay: f32::INFINITY,
+        neighbour_decay: f32::INFINITY,
+        recency_half_life_ms: 365.0 * DAY_MS,
+        successor_weight: 0.0,
+        idf_power: 0.0,
+        seen_weight: 0.0,
+        ..NextItemParams::default()
+    }
 }
 
 impl Recommender {
-    /// `visitor` viewed `product_key` at `at`.
-    pub fn viewed(&mut self, visitor: Visitor, product_key: &str, at: i64) {
+    /// A product view at `at`, by `visitor` when the event names someone.
+    pub fn viewed(&mut self, visitor: Option<Visitor>, product_key: &str, at: i64) {
         let item = self.items.intern(product_key);
+        self.views.add(item, 1.0, at);
+        let Some(visitor) = visitor else {
+            return;
+        };
         let session = match self.current.get(&visitor) {
             Some(s)
                 if at - self.sessions.last_at(*s) <= SESSION_GAP_MS
@@ -45,12 +106,30 @@ impl Recommender {
         self.sessions.push(session, item, at);
     }
 
+    /// A new order's lines (product key, quantity) at `at`.
+    pub fn purchased<'a>(&mut self, lines: impl IntoIterator<Item = (&'a str, u32)>, at: i64) {
+        let basket = self.baskets.start(at);
+        for (key, quantity) in lines {
+            let item = self.items.intern(key);
+            self.sales.add(item, f64::from(quantity.max(1)), at);
+            if self.baskets.has_room(basket) && !self.baskets.items(basket).contains(&item) {
+                self.baskets.push(basket, item, at);
+            }
+        }
+    }
+
     pub fn items(&self) -> &Items {
         &self.items
     }
 
     pub fn sessions(&self) -> &Sessions {
         &self.sessions
+    }
+
+    /// The visitor's session, when their last view was within the session gap of `now`.
+    pub fn current_session(&self, visitor: Visitor, now: i64) -> Option<SessionId> {
+        let session = *self.current.get(&visitor)?;
+        (now - self.sessions.last_at(session) <= SESSION_GAP_MS).then_some(session)
     }
 
     /// The products most likely viewed after `product_keys` (oldest first), best first.
@@ -67,11 +146,15 @@ impl Recommender {
         now: i64,
         k: usize,
     ) -> Vec<(&str, f32)> {
-        let s: Vec<ItemId> = product_keys
+        let s = self.known(product_keys);
+        self.named(self.sessions.next_items(&s, now, None, params, k))
+    }
+
+    fn known(&self, product_keys: &[&str]) -> Vec<ItemId> {
+        product_keys
             .iter()
             .filter_map(|key| self.items.get(key))
-            .collect();
-        self.named(self.sessions.next_items(&s, now, None, params, k))
+            .collect()
     }
 
     fn named(&self, scored: Vec<(ItemId, f32)>) -> Vec<(&str, f32)> {
@@ -81,3 +164,6 @@ impl Recommender {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;

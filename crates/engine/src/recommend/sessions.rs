@@ -25,6 +25,7 @@
 //! public data set; a site can be tuned on its own sessions the same way.
 
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 use super::items::ItemId;
 
@@ -79,17 +80,21 @@ impl Default for NextItemParams {
     }
 }
 
+#[derive(Clone, Serialize, Deserialize)]
 struct Session {
     items: Vec<ItemId>,
     distinct: u32,
     last_at: i64,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Sessions {
     sessions: Vec<Session>,
     /// By item: the sessions that viewed it, in the order of their first view of it.
     postings: Vec<Vec<SessionId>>,
+    /// The latest view: neighbours' ages are counted up to it at most, so that a site
+    /// whose traffic stopped long ago (a data set loaded for a demo) still has neighbours.
+    newest: i64,
 }
 
 impl Sessions {
@@ -135,6 +140,7 @@ impl Sessions {
         }
         s.items.push(item);
         s.last_at = s.last_at.max(at);
+        self.newest = self.newest.max(at);
     }
 
     /// How many sessions viewed `item`.
@@ -210,6 +216,7 @@ impl Sessions {
                 entry.1 = entry.1.min(*age);
             }
         }
+        let now = now.min(self.newest);
         let norm_s = (distinct.len() as f32).sqrt();
         let ln2 = std::f64::consts::LN_2;
         let mut neighbours: Vec<(f32, SessionId, usize)> = candidates

@@ -1,0 +1,313 @@
+//! Each algorithm on small hand-built histories, through the state's own `apply`.
+
+use serde_json::{Value, json};
+use spoor_protocol::{Incoming, parse_value};
+
+use super::query::{Algorithm, Filters, Request};
+use super::sessions::{NextItemParams, Sessions};
+use crate::identity::Identifier;
+use crate::site::SiteState;
+
+const T0: i64 = 1_700_000_000_000;
+const MINUTE: i64 = 60_000;
+
+fn apply(site: &mut SiteState, body: Value) {
+    match parse_value(&body, T0).expect("a valid event") {
+        Incoming::Event(event) => {
+            let at = event.datetime.unwrap_or(T0);
+            site.apply(&event, at)
+        }
+        _ => panic!("not an event"),
+    }
+}
+
+fn general(event: &str, sc: &str, at: i64) -> Value {
+    json!({"eventName": event, "siteId": "S", "datetime": T0 + at, "cookies": {"sc": sc}})
+}
+
+fn view(site: &mut SiteState, sc: &str, key: &str, at: i64) {
+    apply(
+        site,
+        json!({"GeneralInfo": general("ProductPage", sc, at),
+               "ProductPage": {"Product": {"productKey": key, "price": "5 USD"}}}),
+    );
+}
+
+fn order(site: &mut SiteState, sc: &str, number: &str, lines: &[(&str, u32)], at: i64) {
+    let products: Vec<Value> = lines
+        .iter()
+        .map(|(key, quantity)| json!({"product_id": key, "unit_price": "1", "quantity": quantity}))
+        .collect();
+    apply(
+        site,
+        json!({"GeneralInfo": general("PurchasedItems", sc, at),
+               "PurchasedItems": {"OrderNumber": number, "Products": products}}),
+    );
+}
+
+fn cart(site: &mut SiteState, sc: &str, keys: &[&str], at: i64) {
+    let products: Vec<Value> = keys
+        .iter()
+        .map(|key| json!({"productKey": key, "price": 1, "quantity": 1}))
+        .collect();
+    apply(
+        site,
+        json!({"GeneralInfo": general("StatusCart", sc, at),
+               "StatusCart": {"GUID": "g", "Products": products}}),
+    );
+}
+
+fn update(site: &mut SiteState, products: Value, at: i64) {
+    apply(
+        site,
+        json!({"GeneralInfo": {"eventName": "ProductUpdate", "siteId": "S", "datetime": T0 + at},
+               "ProductUpdate": products}),
+    );
+}
+
+fn ask(site: &SiteState, algorithms: &[Algorithm], sc: Option<&str>, keys: &[&str]) -> Vec<String> {
+    ask_with(site, algorithms, sc, keys, None, Filters::default())
+}
+
+fn ask_with(
+    site: &SiteState,
+    algorithms: &[Algorithm],
+    sc: Option<&str>,
+    keys: &[&str],
+    category: Option<&str>,
+    filters: Filters,
+) -> Vec<String> {
+    let contact = sc.and_then(|sc| site.contact(&Identifier::Sc(sc.into())));
+    let request = Request {
+        algorithms: algorithms.to_vec(),
+        contact,
+        product_keys: keys.to_vec(),
+        category_key: category,
+        limit: 10,
+        now: T0 + 10 * MINUTE,
+        filters,
+    };
+    let answer = site.recommend(&request);
+    answer
+        .products
+        .iter()
+        .map(|p| p.product_key.clone())
+        .collect()
+}
+
+/// Plain session-kNN: no decays, no popularity correction, no successor voice, so that
+/// scores are cosine similarities that can be worked out by hand.
+fn plain() -> NextItemParams {
+    NextItemParams {
+        prefix_decay: f32::INFINITY,
+        recency_half_life_ms: f64::INFINITY,
+        neighbour_decay: f32::INFINITY,
+        successor_weight: 0.0,
+        idf_power: 0.0,
+        seen_weight: 1.0,
+        ..NextItemParams::default()
+    }
+}
+
+#[test]
+fn neighbours_vote_by_cosine_similarity() {
+    let mut sessions = Sessions::default();
+    for items in [&[1, 2, 3][..], &[1, 4], &[4, 5]] {
+        let s = sessions.start(0);
+        for item in items {
+            sessions.push(s, *item, 0);
+        }
+    }
+    // [1] shares one item with [1,2,3] (1/sqrt 3 = .577) and with [1,4] (1/sqrt 2 = .707):
+    // item 1 gets both, 4 gets .707, 2 and 3 get .577 each (ties: lower number first).
+    let answer = sessions.next_items(&[1], 0, None, &plain(), 10);
+    let ranked: Vec<u32> = answer.iter().map(|(item, _)| *item).collect();
+    assert_eq!(ranked, vec![1, 4, 2, 3]);
+    assert!((answer[1].1 - 0.707 / 1.284).abs() < 1e-3, "{answer:?}");
+    // A session is not its own neighbour.
+    let own = sessions.next_items(&[4, 5], 0, Some(2), &plain(), 10);
+    let ranked: Vec<u32> = own.iter().map(|(item, _)| *item).collect();
+    assert_eq!(ranked, vec![1, 4]);
+}
+
+#[test]
+fn a_view_counts_at_once() {
+    let mut site = SiteState::default();
+    view(&mut site, "v1", "a", 0);
+    view(&mut site, "v1", "b", MINUTE);
+    assert_eq!(ask(&site, &[Algorithm::Similar], None, &["a"]), vec!["b"]);
+    view(&mut site, "v2", "a", 2 * MINUTE);
+    view(&mut site, "v2", "c", 3 * MINUTE);
+    view(&mut site, "v3", "a", 4 * MINUTE);
+    view(&mut site, "v3", "c", 5 * MINUTE);
+    assert_eq!(
+        ask(&site, &[Algorithm::Similar], None, &["a"]),
+        vec!["c", "b"]
+    );
+}
+
+#[test]
+fn popular_and_bestsellers() {
+    let mut site = SiteState::default();
+    for (sc, key) in [
+        ("v1", "a"),
+        ("v2", "b"),
+        ("v3", "b"),
+        ("v4", "c"),
+        ("v5", "b"),
+        ("v6", "c"),
+    ] {
+        view(&mut site, sc, key, 0);
+    }
+    order(&mut site, "v1", "1", &[("a", 5), ("c", 1)], MINUTE);
+    order(&mut site, "v2", "2", &[("c", 2)], MINUTE);
+    assert_eq!(
+        ask(&site, &[Algorithm::Popular], None, &[]),
+        vec!["b", "c", "a"]
+    );
+    assert_eq!(
+        ask(&site, &[Algorithm::Bestsellers], None, &[]),
+        vec!["a", "c"]
+    );
+    // The page's own product is never recommended.
+    assert_eq!(
+        ask(&site, &[Algorithm::Popular], None, &["b"]),
+        vec!["c", "a"]
+    );
+}
+
+#[test]
+fn category_and_new_arrivals() {
+    let mut site = SiteState::default();
+    update(
+        &mut site,
+        json!([{"product_id": "old", "unit_price": "1", "category_id": ["shoes"]},
+               {"product_id": "hat", "unit_price": "1", "category_id": ["hats"]}]),
+        0,
+    );
+    update(
+        &mut site,
+        json!([{"product_id": "new", "unit_price": "1", "category_id": ["shoes"]}]),
+        MINUTE,
+    );
+    view(&mut site, "v1", "old", 2 * MINUTE);
+    view(&mut site, "v2", "old", 2 * MINUTE);
+    view(&mut site, "v3", "hat", 2 * MINUTE);
+    view(&mut site, "v3", "hat", 2 * MINUTE);
+    view(&mut site, "v3", "hat", 2 * MINUTE);
+    view(&mut site, "v4", "new", 2 * MINUTE);
+    let shoes = |algorithm| {
+        ask_with(
+            &site,
+            &[algorithm],
+            None,
+            &[],
+            Some("shoes"),
+            Filters::default(),
+        )
+    };
+    assert_eq!(shoes(Algorithm::PopularInCategory), vec!["old", "new"]);
+    assert_eq!(shoes(Algorithm::NewArrivals), vec!["new", "old"]);
+    assert_eq!(
+        ask(&site, &[Algorithm::NewArrivals], None, &[]),
+        vec!["new", "hat", "old"]
+    );
+}
+
+#[test]
+fn recently_viewed_and_personal() {
+    let mut site = SiteState::default();
+    // Two earlier visitors went a -> b -> c.
+    for sc in ["v1", "v2"] {
+        for (i, key) in ["a", "b", "c"].iter().enumerate() {
+            view(&mut site, sc, key, i as i64 * MINUTE);
+        }
+    }
+    view(&mut site, "me", "x", 0);
+    view(&mut site, "me", "a", 5 * MINUTE);
+    view(&mut site, "me", "b", 6 * MINUTE);
+    assert_eq!(
+        ask(&site, &[Algorithm::RecentlyViewed], Some("me"), &["b"]),
+        vec!["a", "x"]
+    );
+    // The visitor's session [x, a, b] meets both neighbours: c is what they went on to.
+    let personal = ask(&site, &[Algorithm::Personal], Some("me"), &["b"]);
+    assert_eq!(personal[0], "c", "{personal:?}");
+    assert!(!personal.contains(&"b".to_string()));
+}
+
+#[test]
+fn bought_together_and_cart_cross_sell() {
+    let mut site = SiteState::default();
+    order(&mut site, "v1", "1", &[("a", 1), ("b", 1)], 0);
+    order(&mut site, "v2", "2", &[("a", 1), ("c", 1)], 0);
+    order(&mut site, "v3", "3", &[("a", 1), ("b", 1)], 0);
+    order(&mut site, "v4", "4", &[("d", 1), ("e", 1)], 0);
+    assert_eq!(
+        ask(&site, &[Algorithm::BoughtTogether], None, &["a"]),
+        vec!["b", "c"]
+    );
+    cart(&mut site, "me", &["a", "b"], MINUTE);
+    // From everything in the cart, and nothing already in it.
+    assert_eq!(
+        ask(&site, &[Algorithm::CartCrossSell], Some("me"), &[]),
+        vec!["c"]
+    );
+    // Bought by the visitor: excluded on request.
+    let filters = Filters {
+        exclude_bought: true,
+        ..Filters::default()
+    };
+    assert_eq!(
+        ask_with(
+            &site,
+            &[Algorithm::BoughtTogether],
+            Some("v2"),
+            &["a"],
+            None,
+            filters
+        ),
+        vec!["b"]
+    );
+}
+
+#[test]
+fn out_of_stock_is_left_out_and_chains_fall_back() {
+    let mut site = SiteState::default();
+    update(
+        &mut site,
+        json!([{"product_id": "gone", "unit_price": "1", "isInStock": 0},
+               {"product_id": "here", "unit_price": "1", "isInStock": 1}]),
+        0,
+    );
+    for sc in ["v1", "v2", "v3"] {
+        view(&mut site, sc, "gone", MINUTE);
+    }
+    view(&mut site, "v4", "here", MINUTE);
+    assert_eq!(ask(&site, &[Algorithm::Popular], None, &[]), vec!["here"]);
+    let all = Filters {
+        include_out_of_stock: true,
+        ..Filters::default()
+    };
+    assert_eq!(
+        ask_with(&site, &[Algorithm::Popular], None, &[], None, all),
+        vec!["gone", "here"]
+    );
+    // An unknown product: similar has nothing, popular fills in, and the answer says why.
+    let request = Request {
+        algorithms: vec![Algorithm::Similar, Algorithm::Popular],
+        contact: None,
+        product_keys: vec!["unknown"],
+        category_key: None,
+        limit: 5,
+        now: T0 + MINUTE,
+        filters: Filters::default(),
+    };
+    let answer = site.recommend(&request);
+    assert_eq!(answer.products.len(), 1);
+    assert_eq!(answer.sources, vec![Algorithm::Popular]);
+    assert_eq!(
+        answer.notes,
+        vec!["similar: nothing left after the filters"]
+    );
+}
