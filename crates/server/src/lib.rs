@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod error;
 pub mod metrics;
+pub mod recommend;
 pub mod state;
 pub mod tracker;
 
@@ -40,6 +41,7 @@ pub struct AppState {
 mod routes {
     pub const TRACK: &str = "/api/v2";
     pub const TRACK_BATCH: &str = "/api/v2/batch";
+    pub const RECOMMENDATIONS: &str = "/api/v2/recommendations";
     pub const SITES: &str = "/admin/v1/sites";
     pub const SITE_KEY: &str = "/admin/v1/sites/{site_id}/api-key";
     pub const FEED: &str = "/admin/v1/sites/{site_id}/feed";
@@ -53,9 +55,10 @@ mod routes {
     pub const CONTACT: &str = "/api/v1/sites/{site_id}/contacts";
     pub const CONTACT_EXPORT: &str = "/api/v1/sites/{site_id}/contacts/export";
     pub const PRODUCT: &str = "/api/v1/sites/{site_id}/products/{product_key}";
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         TRACK,
         TRACK_BATCH,
+        RECOMMENDATIONS,
         SITES,
         SITE_KEY,
         FEED,
@@ -86,6 +89,8 @@ pub fn router(state: AppState) -> Router {
         // The tracker API, as shops already call it.
         .route(routes::TRACK, post(tracker::track))
         .route(routes::TRACK_BATCH, post(tracker::track_batch))
+        // Recommendations: public, like the tracker API.
+        .route(routes::RECOMMENDATIONS, get(recommend::recommendations))
         // Administration: admin token required.
         .route(
             routes::SITES,

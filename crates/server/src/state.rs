@@ -25,7 +25,7 @@ fn not_found(what: String) -> ApiError {
 }
 
 /// Waits until the state includes the record at `after`, if one was named.
-async fn wait_for(state: &AppState, after: Option<u64>) -> Result<(), ApiError> {
+pub(crate) async fn wait_for(state: &AppState, after: Option<u64>) -> Result<(), ApiError> {
     let Some(after) = after else { return Ok(()) };
     let deadline = Instant::now() + READ_YOUR_WRITE_WAIT;
     while state.live.applied() <= after {
