@@ -1,6 +1,7 @@
 //! `spoor`: a self-hosted drop-in for a website-behaviour tracker's REST API.
 
 mod contacts;
+mod eval;
 mod events;
 mod feed;
 mod http;
@@ -58,6 +59,9 @@ enum Command {
     /// The state derived from the log: rebuild it offline and print its digest.
     #[command(subcommand)]
     State(state::StateCommand),
+    /// Offline evaluation of the recommenders on public data sets.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// Load a public data set into a running server, through its tracker API.
     #[command(subcommand)]
     Load(LoadCommand),
@@ -119,6 +123,7 @@ fn main() -> anyhow::Result<()> {
         Command::Contacts(command) => runtime.block_on(contacts::run(command)),
         Command::Feed(command) => runtime.block_on(feed::run(command)),
         Command::State(command) => state::run(command),
+        Command::Eval(command) => eval::run(command),
         Command::Load(LoadCommand::OnlineRetail { file, url, site }) => {
             runtime.block_on(load::online_retail(&file, &url, &site))
         }

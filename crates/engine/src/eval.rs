@@ -195,6 +195,49 @@ pub fn score_cases(recommender: &Recommender, cases: &[Case], now: i64, k: usize
     score_cases_with(recommender, &recommender.next_item, cases, now, k)
 }
 
+/// What `spoor eval sessions` can ask the engine for a session so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionAlgorithm {
+    /// The next-item model on the whole session (what `personal` serves).
+    Personal,
+    /// The next-item model on the last item alone (what `similar` serves on a product page).
+    Similar,
+    /// The most viewed products, whatever the session.
+    Popular,
+}
+
+impl SessionAlgorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionAlgorithm::Personal => "personal",
+            SessionAlgorithm::Similar => "similar",
+            SessionAlgorithm::Popular => "popular",
+        }
+    }
+}
+
+/// [`score_cases`] for any of the session algorithms.
+pub fn score_algorithm(
+    recommender: &Recommender,
+    algorithm: SessionAlgorithm,
+    cases: &[Case],
+    now: i64,
+    k: usize,
+) -> SessionReport {
+    let params = &recommender.next_item;
+    score_by(recommender, cases, k, |prefix| match algorithm {
+        SessionAlgorithm::Personal => keys_of(recommender.next_items_with(params, prefix, now, k)),
+        SessionAlgorithm::Similar => {
+            keys_of(recommender.next_items_with(params, &prefix[prefix.len() - 1..], now, k))
+        }
+        SessionAlgorithm::Popular => recommender.most_viewed(k),
+    })
+}
+
+fn keys_of(scored: Vec<(&str, f32)>) -> Vec<&str> {
+    scored.into_iter().map(|(key, _)| key).collect()
+}
+
 fn score_cases_with(
     recommender: &Recommender,
     params: &NextItemParams,
@@ -202,13 +245,24 @@ fn score_cases_with(
     now: i64,
     k: usize,
 ) -> SessionReport {
+    score_by(recommender, cases, k, |prefix| {
+        keys_of(recommender.next_items_with(params, prefix, now, k))
+    })
+}
+
+fn score_by<'r>(
+    recommender: &'r Recommender,
+    cases: &[Case],
+    k: usize,
+    ask: impl Fn(&[&str]) -> Vec<&'r str> + Sync,
+) -> SessionReport {
     let started = Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = cases.len().div_ceil(threads).max(1);
     let parts: Vec<Answers> = std::thread::scope(|scope| {
         let workers: Vec<_> = cases
             .chunks(chunk)
-            .map(|part| scope.spawn(move || answer_cases(recommender, params, part, now, k)))
+            .map(|part| scope.spawn(|| answer_cases(recommender, part, &ask)))
             .collect();
         workers
             .into_iter()
@@ -247,25 +301,21 @@ struct Answers {
     recommended: Vec<ItemId>,
 }
 
-fn answer_cases(
-    recommender: &Recommender,
-    params: &NextItemParams,
+fn answer_cases<'r>(
+    recommender: &'r Recommender,
     cases: &[Case],
-    now: i64,
-    k: usize,
+    ask: &(impl Fn(&[&str]) -> Vec<&'r str> + Sync),
 ) -> Answers {
     let mut answers = Answers::default();
     for case in cases {
         let prefix: Vec<&str> = case.prefix.iter().map(String::as_str).collect();
         let asked = Instant::now();
-        let answer = recommender.next_items_with(params, &prefix, now, k);
+        let answer = ask(&prefix);
         answers.latencies_ns.push(asked.elapsed().as_nanos() as u64);
-        answers.recommended.extend(
-            answer
-                .iter()
-                .filter_map(|(key, _)| recommender.items().get(key)),
-        );
-        let rank = answer.iter().position(|(key, _)| *key == case.target);
+        answers
+            .recommended
+            .extend(answer.iter().filter_map(|key| recommender.items().get(key)));
+        let rank = answer.iter().position(|key| *key == case.target);
         answers.metrics.add(rank.map(|p| p + 1));
     }
     answers

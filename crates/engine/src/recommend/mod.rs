@@ -150,6 +150,12 @@ impl Recommender {
         self.named(self.sessions.next_items(&s, now, None, params, k))
     }
 
+    /// The `k` most viewed products.
+    pub fn most_viewed(&self, k: usize) -> Vec<&str> {
+        let ranked = self.views.ranked();
+        ranked.iter().take(k).map(|i| self.items.key(*i)).collect()
+    }
+
     fn known(&self, product_keys: &[&str]) -> Vec<ItemId> {
         product_keys
             .iter()
