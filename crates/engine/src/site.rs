@@ -62,15 +62,6 @@ impl SiteState {
         recommend(&self.recommender, &self.catalogue, request)
     }
 
-    pub fn recommender(&self) -> &Recommender {
-        &self.recommender
-    }
-
-    /// For tests and tools that change the models' settings.
-    pub fn recommender_mut(&mut self) -> &mut Recommender {
-        &mut self.recommender
-    }
-
     pub fn counts(&self) -> SiteCounts {
         let live = self.live().count() as u64;
         SiteCounts {

@@ -38,11 +38,6 @@ impl Items {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
-
-    /// Every key, in number order (a snapshot keeps the numbering).
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().map(|k| k.as_ref())
-    }
 }
 
 // Saved as the key list alone; the lookup map is derived from it.

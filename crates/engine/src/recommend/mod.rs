@@ -122,10 +122,6 @@ impl Recommender {
         &self.items
     }
 
-    pub fn sessions(&self) -> &Sessions {
-        &self.sessions
-    }
-
     /// The visitor's session, when their last view was within the session gap of `now`.
     pub fn current_session(&self, visitor: Visitor, now: i64) -> Option<SessionId> {
         let session = *self.current.get(&visitor)?;

@@ -143,11 +143,6 @@ impl Sessions {
         self.newest = self.newest.max(at);
     }
 
-    /// How many sessions viewed `item`.
-    pub fn sessions_of(&self, item: ItemId) -> usize {
-        self.postings.get(item as usize).map_or(0, Vec::len)
-    }
-
     fn recent_sessions(&self, item: ItemId, sample: usize) -> &[SessionId] {
         match self.postings.get(item as usize) {
             Some(list) => &list[list.len().saturating_sub(sample)..],
