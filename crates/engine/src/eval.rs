@@ -189,12 +189,6 @@ pub fn train_on(recommender: &mut Recommender, sessions: &[Vec<String>]) -> i64 
     START_MS + sessions.len() as i64 * SESSION_SPACING_MS
 }
 
-/// Asks `recommender` at `now` for `k` next items for every case and scores the answers,
-/// on every core.
-pub fn score_cases(recommender: &Recommender, cases: &[Case], now: i64, k: usize) -> SessionReport {
-    score_cases_with(recommender, &recommender.next_item, cases, now, k)
-}
-
 /// What `spoor eval sessions` can ask the engine for a session so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionAlgorithm {
@@ -216,7 +210,8 @@ impl SessionAlgorithm {
     }
 }
 
-/// [`score_cases`] for any of the session algorithms.
+/// Asks `recommender` at `now` for `k` products for every case, by `algorithm`, and
+/// scores the answers, on every core.
 pub fn score_algorithm(
     recommender: &Recommender,
     algorithm: SessionAlgorithm,

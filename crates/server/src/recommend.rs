@@ -83,7 +83,7 @@ fn parse_ask(query: Vec<(String, String)>) -> Result<Ask, ApiError> {
                 ask.container_type = value;
             }
             "block" => block = Some(value),
-            "sc" if !value.is_empty() => ask.sc = Some(value),
+            "sc" => ask.sc = Some(value).filter(|v| !v.is_empty()),
             "contactId" => {
                 let number = value.parse().map_err(|_| {
                     invalid(format!(
@@ -99,7 +99,7 @@ fn parse_ask(query: Vec<(String, String)>) -> Result<Ask, ApiError> {
                     .filter(|k| !k.is_empty())
                     .map(String::from),
             ),
-            "categoryKey" if !value.is_empty() => ask.category_key = Some(value),
+            "categoryKey" => ask.category_key = Some(value).filter(|v| !v.is_empty()),
             "limit" => {
                 ask.limit = value
                     .parse()
@@ -117,7 +117,6 @@ fn parse_ask(query: Vec<(String, String)>) -> Result<Ask, ApiError> {
                     invalid(format!("after: expected a log position, got {value:?}"))
                 })?)
             }
-            "sc" | "categoryKey" => {}
             other => {
                 return Err(invalid(format!(
                     "{other}: unknown parameter; expected siteId, algorithm, sc, contactId, \

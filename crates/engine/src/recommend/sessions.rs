@@ -13,7 +13,7 @@
 //!   neighbour counts less the longer ago it was active (`recency_half_life_ms`) and is
 //!   normalised by its length; the best `neighbours` of them vote for their items, each
 //!   vote weaker the further the item is from the point where the neighbour meets `s`
-//!   (`neighbour_decay`), and weaker before that point than after it (`before_weight`).
+//!   (`neighbour_decay`).
 //! - **Successors** (sequential rules, computed at question time): in recent sessions
 //!   that viewed the last item of `s`, the items viewed within `successor_steps` after it,
 //!   each counted `1 / distance`.
@@ -46,8 +46,6 @@ pub struct NextItemParams {
     pub recency_half_life_ms: f64,
     /// Positions over which a neighbour's vote for an item falls by 1/e.
     pub neighbour_decay: f32,
-    /// Weight of a neighbour's items that come before the point where it meets `s`.
-    pub before_weight: f32,
     /// Items after the last item of `s` that the successor voice counts.
     pub successor_steps: usize,
     /// The most recent sessions of the last item that the successor voice reads.
@@ -70,7 +68,6 @@ impl Default for NextItemParams {
             prefix_decay: 2.0,
             recency_half_life_ms: 60.0 * 86_400_000.0,
             neighbour_decay: 8.0,
-            before_weight: 1.0,
             successor_steps: 5,
             successor_sample: 2000,
             successor_weight: 0.1,
@@ -239,9 +236,6 @@ impl Sessions {
             for (position, item) in items.iter().enumerate() {
                 let distance = position.abs_diff(meeting) as f32;
                 let mut vote = similarity * (-distance / params.neighbour_decay).exp();
-                if position < meeting {
-                    vote *= params.before_weight;
-                }
                 if params.idf_power != 0.0 {
                     let df = self.postings[*item as usize].len() as f32;
                     vote *= if params.idf_power > 0.0 {
