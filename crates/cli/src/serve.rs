@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use spoor_engine::LiveState;
+use spoor_engine::recommend::blocks::BlockRegistry;
 use spoor_ingest::{Ingestor, Registration, SiteRegistry};
 use spoor_log::{FileLog, FileLogConfig, GroupCommitObserver};
 use spoor_server::auth::{self, TokenSource};
@@ -86,6 +87,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         live: live.clone(),
         metrics,
         admin_token: admin_token.into(),
+        blocks: Arc::new(BlockRegistry::open(data_dir).context("load the recommendation blocks")?),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, client, post_json};
+use common::{Server, client, get, post_json};
 use serde_json::{Value, json};
 
 const T0: i64 = 1_700_000_000_000;
@@ -135,4 +135,133 @@ async fn posted_events_change_the_recommendations_at_once() {
     let server = Server::start(&data, &["S1"]);
     let (_, _, after) = recommend(&server, "siteId=S1&algorithm=similar&productKey=a").await;
     assert_eq!(after, before);
+}
+
+/// `PUT` a block definition with the admin token.
+async fn put_block(server: &Server, block_id: &str, body: &str) -> (u16, Value) {
+    let response = client()
+        .put(server.url(&format!("/admin/v1/sites/S1/blocks/{block_id}")))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn blocks_carry_their_setup_and_split_visitors_stably() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["S1"]);
+    let mut events = vec![catalogue()];
+    // Popularity: a (3 views), b (2), c (1).
+    for (i, key) in ["a", "a", "a", "b", "b", "c"].iter().enumerate() {
+        events.push(view(&format!("p{i}"), key, 1));
+    }
+    let last = post_all(&server, &events).await;
+
+    let block = r#"{"name": "Home", "algorithm": "popular", "size": 2,
+        "variants": [{"id": "a", "share": 1},
+                     {"id": "b", "share": 1, "algorithm": ["bestsellers", "popular"], "size": 3,
+                      "filters": {"exclude": [{"name": "product_id", "values": ["a"]}]}}]}"#;
+    let (status, answer) = put_block(&server, "home", block).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(answer["containerTypes"], json!(["home_a", "home_b"]));
+    let (status, _) = put_block(&server, "home", block).await;
+    assert_eq!(status, 200, "a second PUT replaces");
+
+    // Each visitor sees one variant, every time; both variants are seen.
+    let mut seen = std::collections::BTreeMap::new();
+    for visitor in 0..20 {
+        let query = format!("siteId=S1&block=home&sc=visitor{visitor}&after={last}");
+        let (status, _, first) = recommend(&server, &query).await;
+        assert_eq!(status, 200, "{first}");
+        let (_, _, again) = recommend(&server, &query).await;
+        assert_eq!(first["container_type"], again["container_type"]);
+        let container = first["container_type"].as_str().unwrap().to_string();
+        let products = keys(&first).join(",");
+        seen.insert(container, products);
+    }
+    assert_eq!(
+        seen.get("home_a").map(String::as_str),
+        Some("a,b"),
+        "{seen:?}"
+    );
+    // Variant b: no bestsellers yet, so popular fills in, without a, three products.
+    assert_eq!(
+        seen.get("home_b").map(String::as_str),
+        Some("b,c"),
+        "{seen:?}"
+    );
+
+    // A named variant, a request's own filters and limit; the url credits the block.
+    let filters = r#"{"include":[{"name":"product_id","values":["b","c"]}]}"#;
+    let query = format!(
+        "siteId=S1&block=home&variantId=a&limit=1&filters={}",
+        url_encode(filters)
+    );
+    let (status, _, answer) = recommend(&server, &query).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(keys(&answer), vec!["b"]);
+    assert_eq!(
+        answer["products"][0]["url"],
+        "https://shop.example/p/b?sc_content=home_a"
+    );
+
+    // Mistakes are named.
+    let (status, answer) =
+        put_block(&server, "home", r#"{"algorithm": "popular", "size": 500}"#).await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("size: expected 1 to 100, got 500"),
+        "{answer}"
+    );
+    let (status, _, answer) = recommend(&server, "siteId=S1&block=home&variantId=zz").await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (404, Some("unknown_variant"))
+    );
+    let (status, _, answer) = recommend(&server, "siteId=S1&block=nope").await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (404, Some("unknown_block"))
+    );
+    let anonymous = client()
+        .put(server.url("/admin/v1/sites/S1/blocks/home"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+
+    // Listed, then deleted.
+    let (status, list) = get(&server, "/admin/v1/sites/S1/blocks").await;
+    assert_eq!(
+        (status, list["blocks"][0]["blockId"].as_str()),
+        (200, Some("home"))
+    );
+    let (status, _) = common::call(
+        reqwest::Method::DELETE,
+        &server,
+        "/admin/v1/sites/S1/blocks/home",
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _, _) = recommend(&server, "siteId=S1&block=home").await;
+    assert_eq!(status, 404);
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -131,7 +131,7 @@ impl Ingestor {
     /// stop: with no request in flight, the index holds exactly the log's records.
     pub fn save_index(&self, snapshot: &std::path::Path) -> std::io::Result<()> {
         let bytes = self.dedup.to_bytes(self.log.end());
-        sites::write_atomically(snapshot, &bytes)
+        spoor_log::write_atomically(snapshot, &bytes)
     }
 
     pub fn sites(&self) -> &SiteRegistry {

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
@@ -166,7 +165,7 @@ impl SiteRegistry {
             sites: sites.values().cloned().collect(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("sites serialise");
-        write_atomically(&self.path, &bytes)
+        spoor_log::write_atomically(&self.path, &bytes)
             .map_err(|e| IngestError::Storage(format!("write {}: {e}", self.path.display())))
     }
 }
@@ -217,17 +216,6 @@ fn fresh_site_id(existing: &BTreeMap<String, StoredSite>) -> Result<String, Inge
         }
     }
     Err(IngestError::Storage("could not find a free site id".into()))
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
-    fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

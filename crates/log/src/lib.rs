@@ -8,10 +8,25 @@
 mod file;
 mod record;
 
+use std::fs::File;
 use std::future::Future;
+use std::io::Write;
+use std::path::Path;
 use std::pin::Pin;
 
 pub use file::{FileLog, FileLogConfig, GroupCommitObserver};
+
+/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content.
+/// For small files (settings, registries); the log itself never rewrites a file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let mut file = File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
 
 /// A record's place in the log: 0 for the first record, counting up without gaps.
 pub type Position = u64;

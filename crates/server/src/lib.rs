@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod blocks;
 pub mod body;
 pub mod error;
 pub mod metrics;
@@ -21,6 +22,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use spoor_engine::LiveState;
+use spoor_engine::recommend::blocks::BlockRegistry;
 use spoor_ingest::Ingestor;
 
 use crate::error::ApiError;
@@ -34,6 +36,8 @@ pub struct AppState {
     pub live: Arc<LiveState>,
     pub metrics: Arc<Metrics>,
     pub admin_token: Arc<str>,
+    /// The sites' recommendation blocks.
+    pub blocks: Arc<BlockRegistry>,
 }
 
 /// Route templates. Also the `route` label of request metrics: a fixed set, whatever path
@@ -45,6 +49,8 @@ mod routes {
     pub const SITES: &str = "/admin/v1/sites";
     pub const SITE_KEY: &str = "/admin/v1/sites/{site_id}/api-key";
     pub const FEED: &str = "/admin/v1/sites/{site_id}/feed";
+    pub const BLOCKS: &str = "/admin/v1/sites/{site_id}/blocks";
+    pub const BLOCK: &str = "/admin/v1/sites/{site_id}/blocks/{block_id}";
     pub const EXPORT: &str = "/admin/v1/events/export";
     pub const IMPORT: &str = "/admin/v1/events/import";
     pub const HEALTHZ: &str = "/healthz";
@@ -55,13 +61,15 @@ mod routes {
     pub const CONTACT: &str = "/api/v1/sites/{site_id}/contacts";
     pub const CONTACT_EXPORT: &str = "/api/v1/sites/{site_id}/contacts/export";
     pub const PRODUCT: &str = "/api/v1/sites/{site_id}/products/{product_key}";
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 18] = [
         TRACK,
         TRACK_BATCH,
         RECOMMENDATIONS,
         SITES,
         SITE_KEY,
         FEED,
+        BLOCKS,
+        BLOCK,
         EXPORT,
         IMPORT,
         HEALTHZ,
@@ -98,6 +106,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route(routes::SITE_KEY, post(admin::issue_api_key))
         .route(routes::FEED, post(admin::import_feed))
+        .route(routes::BLOCKS, get(blocks::list_blocks))
+        .route(
+            routes::BLOCK,
+            get(blocks::get_block)
+                .put(blocks::put_block)
+                .delete(blocks::delete_block),
+        )
         .route(routes::EXPORT, get(admin::export_events))
         .route(routes::IMPORT, post(admin::import_events))
         // The state derived from the log: admin token required.

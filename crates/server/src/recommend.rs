@@ -7,9 +7,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
+use spoor_engine::recommend::blocks::container_type;
 use spoor_engine::recommend::query::Filters;
+use spoor_engine::recommend::rules::Rules;
 use spoor_engine::recommend::{Algorithm, Request};
-use spoor_engine::{Identifier, Product, SiteState};
+use spoor_engine::{Contact, Identifier, Product, SiteState};
 
 use crate::error::ApiError;
 use crate::{AppState, now_ms};
@@ -20,15 +22,32 @@ pub const MAX_LIMIT: usize = 100;
 /// What a request asks, checked.
 struct Ask {
     site_id: String,
-    algorithms: Vec<Algorithm>,
-    container_type: String,
+    chosen: Chosen,
     sc: Option<String>,
     contact_id: Option<u32>,
     product_keys: Vec<String>,
     category_key: Option<String>,
-    limit: usize,
-    filters: Filters,
+    /// Set when the request says so: it overrides the block's setting.
+    limit: Option<usize>,
+    include_out_of_stock: Option<bool>,
+    exclude_cart: Option<bool>,
+    exclude_bought: Option<bool>,
+    /// Rules from the `filters` parameter, on top of the block's.
+    rules: Rules,
     after: Option<u64>,
+}
+
+/// A block by id, or algorithms by name for quick use.
+enum Chosen {
+    Nothing,
+    Algorithms {
+        chain: Vec<Algorithm>,
+        label: String,
+    },
+    Block {
+        id: String,
+        variant: Option<String>,
+    },
 }
 
 fn invalid(message: String) -> ApiError {
@@ -63,26 +82,38 @@ fn parse_algorithms(value: &str) -> Result<Vec<Algorithm>, ApiError> {
 fn parse_ask(query: Vec<(String, String)>) -> Result<Ask, ApiError> {
     let mut ask = Ask {
         site_id: String::new(),
-        algorithms: Vec::new(),
-        container_type: String::new(),
+        chosen: Chosen::Nothing,
         sc: None,
         contact_id: None,
         product_keys: Vec::new(),
         category_key: None,
-        limit: DEFAULT_LIMIT,
-        filters: Filters::default(),
+        limit: None,
+        include_out_of_stock: None,
+        exclude_cart: None,
+        exclude_bought: None,
+        rules: Rules::default(),
         after: None,
     };
-    let mut block = None;
+    let mut variant = None;
     for (key, value) in query {
         let value = value.trim().to_string();
         match key.as_str() {
             "siteId" => ask.site_id = value,
-            "algorithm" => {
-                ask.algorithms = parse_algorithms(&value)?;
-                ask.container_type = value;
-            }
-            "block" => block = Some(value),
+            "algorithm" => choose(
+                &mut ask.chosen,
+                Chosen::Algorithms {
+                    chain: parse_algorithms(&value)?,
+                    label: value,
+                },
+            )?,
+            "block" => choose(
+                &mut ask.chosen,
+                Chosen::Block {
+                    id: value,
+                    variant: None,
+                },
+            )?,
+            "variantId" => variant = Some(value).filter(|v| !v.is_empty()),
             "sc" => ask.sc = Some(value).filter(|v| !v.is_empty()),
             "contactId" => {
                 let number = value.parse().map_err(|_| {
@@ -92,7 +123,7 @@ fn parse_ask(query: Vec<(String, String)>) -> Result<Ask, ApiError> {
                 })?;
                 ask.contact_id = Some(number);
             }
-            "productKey" | "productKeys" => ask.product_keys.extend(
+            "productKey" | "productKeys" | "productId" | "productIds" => ask.product_keys.extend(
                 value
                     .split(',')
                     .map(str::trim)
@@ -101,17 +132,27 @@ fn parse_ask(query: Vec<(String, String)>) -> Result<Ask, ApiError> {
             ),
             "categoryKey" => ask.category_key = Some(value).filter(|v| !v.is_empty()),
             "limit" => {
-                ask.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        invalid(format!("limit: expected 1 to {MAX_LIMIT}, got {value:?}"))
-                    })?;
+                ask.limit = Some(
+                    value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or_else(|| {
+                            invalid(format!("limit: expected 1 to {MAX_LIMIT}, got {value:?}"))
+                        })?,
+                );
             }
-            "includeOutOfStock" => ask.filters.include_out_of_stock = flag(&key, &value)?,
-            "excludeCart" => ask.filters.exclude_cart = flag(&key, &value)?,
-            "excludeBought" => ask.filters.exclude_bought = flag(&key, &value)?,
+            "includeOutOfStock" => ask.include_out_of_stock = Some(flag(&key, &value)?),
+            "excludeCart" => ask.exclude_cart = Some(flag(&key, &value)?),
+            "excludeBought" => ask.exclude_bought = Some(flag(&key, &value)?),
+            "filters" => {
+                ask.rules = Rules::from_json(value.as_bytes()).map_err(|message| {
+                    invalid(format!(
+                        "{message} (filters is JSON: {{\"include\": [{{\"name\": \"brand\", \
+                         \"values\": [\"Acme\"]}}], \"exclude\": [...], \"should\": [...]}})"
+                    ))
+                })?
+            }
             "after" => {
                 ask.after = Some(value.parse().map_err(|_| {
                     invalid(format!("after: expected a log position, got {value:?}"))
@@ -119,9 +160,9 @@ fn parse_ask(query: Vec<(String, String)>) -> Result<Ask, ApiError> {
             }
             other => {
                 return Err(invalid(format!(
-                    "{other}: unknown parameter; expected siteId, algorithm, sc, contactId, \
-                     productKey, productKeys, categoryKey, limit, includeOutOfStock, \
-                     excludeCart, excludeBought or after"
+                    "{other}: unknown parameter; expected siteId, block, variantId, algorithm, \
+                     sc, contactId, productKey, productKeys, categoryKey, limit, filters, \
+                     includeOutOfStock, excludeCart, excludeBought or after"
                 )));
             }
         }
@@ -129,25 +170,100 @@ fn parse_ask(query: Vec<(String, String)>) -> Result<Ask, ApiError> {
     if ask.site_id.is_empty() {
         return Err(ApiError::bad_request("missing_field", "siteId: required"));
     }
-    if let Some(block) = block {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_block",
-            format!(
-                "block: no block {block:?} is defined for site {}; ask by algorithm=NAME \
-                 (one of {})",
-                ask.site_id,
-                Algorithm::names()
-            ),
-        ));
-    }
-    if ask.algorithms.is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_field",
-            format!("algorithm: required, one of {}", Algorithm::names()),
-        ));
+    match (&mut ask.chosen, variant) {
+        (Chosen::Nothing, _) => {
+            return Err(ApiError::bad_request(
+                "missing_field",
+                format!(
+                    "block: required (the id of a block defined for the site), or \
+                     algorithm=NAME, one of {}",
+                    Algorithm::names()
+                ),
+            ));
+        }
+        (Chosen::Block { variant, .. }, chosen) => *variant = chosen,
+        (Chosen::Algorithms { .. }, Some(_)) => {
+            return Err(invalid(
+                "variantId: applies to blocks only; ask by block=ID".into(),
+            ));
+        }
+        (Chosen::Algorithms { .. }, None) => {}
     }
     Ok(ask)
+}
+
+fn choose(chosen: &mut Chosen, choice: Chosen) -> Result<(), ApiError> {
+    if !matches!(chosen, Chosen::Nothing) {
+        return Err(invalid(
+            "block, algorithm: give one of them, once: a block carries its own algorithm".into(),
+        ));
+    }
+    *chosen = choice;
+    Ok(())
+}
+
+/// What the engine is asked: the block variant's setup, or the named algorithms, with
+/// the request's own settings on top.
+struct Resolved {
+    container_type: String,
+    algorithms: Vec<Algorithm>,
+    limit: usize,
+    filters: Filters,
+}
+
+fn resolve(state: &AppState, ask: &Ask, contact: Option<&Contact>) -> Result<Resolved, ApiError> {
+    let mut resolved = match &ask.chosen {
+        Chosen::Algorithms { chain, label } => Resolved {
+            container_type: label.clone(),
+            algorithms: chain.clone(),
+            limit: DEFAULT_LIMIT,
+            filters: Filters::default(),
+        },
+        Chosen::Block { id, variant } => {
+            let block = state
+                .blocks
+                .get(&ask.site_id, id)
+                .ok_or_else(|| crate::blocks::unknown_block(&ask.site_id, id))?;
+            let visitor = visitor_key(ask, contact);
+            let setup = block
+                .setup(id, visitor.as_deref(), variant.as_deref())
+                .map_err(|message| {
+                    ApiError::new(StatusCode::NOT_FOUND, "unknown_variant", message)
+                })?;
+            Resolved {
+                container_type: container_type(id, &setup.variant_id),
+                algorithms: setup.algorithms,
+                limit: setup.size,
+                filters: setup.filters,
+            }
+        }
+        Chosen::Nothing => unreachable!("parse_ask requires a choice"),
+    };
+    let filters = &mut resolved.filters;
+    resolved.limit = ask.limit.unwrap_or(resolved.limit);
+    filters.include_out_of_stock = ask
+        .include_out_of_stock
+        .unwrap_or(filters.include_out_of_stock);
+    filters.exclude_cart = ask.exclude_cart.unwrap_or(filters.exclude_cart);
+    filters.exclude_bought = ask.exclude_bought.unwrap_or(filters.exclude_bought);
+    if !ask.rules.is_empty() {
+        filters.rules = filters.rules.extended(&ask.rules);
+    }
+    Ok(resolved)
+}
+
+/// Whom an A/B split keeps apart: the visitor's cookie, which stays the same from their
+/// first page on (before any event has made them a known contact); for a request by
+/// contact number (an email), the first cookie the contact was seen with.
+fn visitor_key(ask: &Ask, contact: Option<&Contact>) -> Option<String> {
+    if let Some(sc) = &ask.sc {
+        return Some(sc.clone());
+    }
+    let contact = contact?;
+    Some(match contact.identifiers.cookies.first() {
+        Some(cookie) => cookie.clone(),
+        None => format!("contact:{}", contact.id),
+    })
 }
 
 #[derive(Serialize)]
@@ -159,7 +275,7 @@ pub struct RecommendationAnswer {
     notes: Vec<String>,
 }
 
-/// `GET /api/v2/recommendations?siteId=&algorithm=&sc=|contactId=&productKey=&productKeys=&categoryKey=&limit=`
+/// `GET /api/v2/recommendations?siteId=&block=|algorithm=&sc=|contactId=&productKey=&productKeys=&categoryKey=&limit=`
 pub async fn recommendations(
     State(state): State<AppState>,
     Query(query): Query<Vec<(String, String)>>,
@@ -181,21 +297,22 @@ pub async fn recommendations(
         (Some(sc), None) => site.contact(&Identifier::Sc(sc.clone())),
         (None, None) => None,
     };
+    let resolved = resolve(&state, &ask, contact)?;
     let request = Request {
-        algorithms: ask.algorithms.clone(),
+        algorithms: resolved.algorithms,
         contact,
         product_keys: ask.product_keys.iter().map(String::as_str).collect(),
         category_key: ask.category_key.as_deref(),
-        limit: ask.limit,
+        limit: resolved.limit,
         now: now_ms(),
-        filters: ask.filters.clone(),
+        filters: resolved.filters,
     };
     let found = site.recommend(&request);
     let products = found
         .products
         .iter()
         .zip(&found.sources)
-        .map(|(product, source)| product_json(product, *source, &ask.container_type))
+        .map(|(product, source)| product_json(product, *source, &resolved.container_type))
         .collect();
     let mut notes = found.notes;
     if (ask.sc.is_some() || ask.contact_id.is_some()) && contact.is_none() {
@@ -203,7 +320,7 @@ pub async fn recommendations(
     }
     drop(engine);
     let answer = RecommendationAnswer {
-        container_type: ask.container_type,
+        container_type: resolved.container_type,
         products,
         notes,
     };
@@ -327,8 +444,31 @@ mod tests {
             ("excludeCart", "1"),
         ]))
         .unwrap();
-        assert_eq!(ask.algorithms, vec![Algorithm::Similar, Algorithm::Popular]);
+        assert!(matches!(
+            &ask.chosen,
+            Chosen::Algorithms { chain, .. } if *chain == [Algorithm::Similar, Algorithm::Popular]
+        ));
         assert_eq!(ask.product_keys, vec!["a", "b", "c"]);
-        assert!(ask.filters.exclude_cart);
+        assert_eq!(ask.exclude_cart, Some(true));
+        assert!(
+            err(&[("siteId", "S"), ("algorithm", "popular"), ("block", "home")])
+                .unwrap()
+                .starts_with("block, algorithm: give one of them")
+        );
+        assert!(
+            err(&[
+                ("siteId", "S"),
+                ("algorithm", "popular"),
+                ("variantId", "a")
+            ])
+            .unwrap()
+            .starts_with("variantId: applies to blocks only")
+        );
+        let filters = r#"{"include": [{"name": "price", "min": "x"}]}"#;
+        assert!(
+            err(&[("siteId", "S"), ("block", "b"), ("filters", filters)])
+                .unwrap()
+                .starts_with("filters.include[0].min: expected a price such as 25.5, got \"x\"")
+        );
     }
 }

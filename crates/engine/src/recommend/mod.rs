@@ -12,9 +12,11 @@
 //!
 //! [`query`] turns them, with the catalogue and the contact, into answers.
 
+pub mod blocks;
 pub mod items;
 pub mod popularity;
 pub mod query;
+pub mod rules;
 pub mod sessions;
 
 use rustc_hash::FxHashMap;

@@ -6,6 +6,7 @@ use std::fmt;
 use crate::catalogue::{Catalogue, Product};
 use crate::contact::Contact;
 
+use super::rules::{Rules, in_category};
 use super::{ItemId, Recommender};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +83,8 @@ impl fmt::Display for Algorithm {
 /// Business rules applied to every answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filters {
+    /// Include, exclude and prefer by catalogue fields.
+    pub rules: Rules,
     /// Keep products the catalogue says are out of stock (dropped by default).
     pub include_out_of_stock: bool,
     /// Drop what is in the visitor's cart.
@@ -112,9 +115,15 @@ pub struct Answer<'a> {
     pub notes: Vec<String>,
 }
 
-/// Candidates beyond the limit, so that filters leave enough.
-fn overfetch(limit: usize) -> usize {
-    limit * 4 + 20
+/// Candidates beyond the limit, so that filters leave enough; more when rules on
+/// catalogue fields may turn many away.
+fn overfetch(limit: usize, rules: &Rules) -> usize {
+    let base = limit * 4 + 20;
+    if rules.include.is_empty() && rules.exclude.is_empty() {
+        base
+    } else {
+        base * 5
+    }
 }
 
 pub(crate) fn recommend<'a>(
@@ -128,8 +137,10 @@ pub(crate) fn recommend<'a>(
         notes: Vec::new(),
     };
     let excluded = excluded_keys(request);
+    let rules = &request.filters.rules;
     for algorithm in &request.algorithms {
-        if answer.products.len() >= request.limit {
+        let room = request.limit.saturating_sub(answer.products.len());
+        if room == 0 {
             break;
         }
         let candidates = match candidates(recommender, catalogue, request, *algorithm) {
@@ -139,29 +150,48 @@ pub(crate) fn recommend<'a>(
                 continue;
             }
         };
-        let before = answer.products.len();
+        // With preferences, a wider pool is gathered and the preferred come first in it.
+        let pool = if rules.should.is_empty() {
+            room
+        } else {
+            overfetch(room, rules)
+        };
+        let mut picked: Vec<&Product> = Vec::new();
         for key in candidates {
-            if answer.products.len() >= request.limit {
+            if picked.len() >= pool {
                 break;
             }
-            if excluded.contains(&key) || answer.products.iter().any(|p| p.product_key == key) {
+            let taken = |p: &&Product| p.product_key == key;
+            if excluded.contains(&key)
+                || answer.products.iter().any(taken)
+                || picked.iter().any(taken)
+            {
                 continue;
             }
             let Some(product) = catalogue.get(key) else {
                 continue;
             };
             let out_of_stock = product.in_stock.as_ref().is_some_and(|s| !s.value);
-            if out_of_stock && !request.filters.include_out_of_stock {
+            if (out_of_stock && !request.filters.include_out_of_stock) || !rules.admit(product) {
                 continue;
             }
-            answer.products.push(product);
-            answer.sources.push(*algorithm);
+            picked.push(product);
         }
-        if answer.products.len() == before {
+        if picked.is_empty() {
             answer
                 .notes
                 .push(format!("{algorithm}: nothing left after the filters"));
+            continue;
         }
+        if !rules.should.is_empty() {
+            // Stable: among equally preferred products the algorithm's order stands.
+            picked.sort_by_key(|p| std::cmp::Reverse(rules.preference(p)));
+            picked.truncate(room);
+        }
+        answer
+            .sources
+            .extend(std::iter::repeat_n(*algorithm, picked.len()));
+        answer.products.extend(picked);
     }
     answer
 }
@@ -182,7 +212,9 @@ fn excluded_keys<'a>(request: &Request<'a>) -> Vec<&'a str> {
     excluded
 }
 
-type Candidates<'a> = Result<Vec<&'a str>, String>;
+/// An algorithm's product keys, best first; the caller takes as many as it needs (ranked
+/// lists are long, and are read only as far as the filters require).
+type Candidates<'a> = Result<Box<dyn Iterator<Item = &'a str> + 'a>, String>;
 
 fn candidates<'a>(
     recommender: &'a Recommender,
@@ -190,52 +222,49 @@ fn candidates<'a>(
     request: &Request<'a>,
     algorithm: Algorithm,
 ) -> Candidates<'a> {
-    let want = overfetch(request.limit);
-    let keys = |items: &[ItemId]| -> Vec<&'a str> {
-        items.iter().map(|i| recommender.items.key(*i)).collect()
+    let want = overfetch(request.limit, &request.filters.rules);
+    let ranked = |ranking: std::sync::Arc<Vec<ItemId>>| {
+        (0..ranking.len()).map(move |i| recommender.items.key(ranking[i]))
     };
+    let listed = |keys: Vec<&'a str>| -> Candidates<'a> { Ok(Box::new(keys.into_iter())) };
     match algorithm {
-        Algorithm::Popular => Ok(keys(&recommender.views.ranked())),
-        Algorithm::Bestsellers => Ok(keys(&recommender.sales.ranked())),
+        Algorithm::Popular => Ok(Box::new(ranked(recommender.views.ranked()))),
+        Algorithm::Bestsellers => Ok(Box::new(ranked(recommender.sales.ranked()))),
         Algorithm::PopularInCategory => {
             let category = request
                 .category_key
                 .ok_or("needs categoryKey, the category the page shows")?;
-            let ranked = recommender.views.ranked();
-            let in_category = ranked
-                .iter()
-                .map(|i| recommender.items.key(*i))
-                .filter(|key| catalogue.get(key).is_some_and(|p| in_category(p, category)))
-                .take(want)
-                .collect();
-            Ok(in_category)
+            Ok(Box::new(ranked(recommender.views.ranked()).filter(
+                move |key| catalogue.get(key).is_some_and(|p| in_category(p, category)),
+            )))
         }
-        Algorithm::NewArrivals => Ok(catalogue.newest(want, |p| {
-            request.category_key.is_none_or(|c| in_category(p, c))
-        })),
+        Algorithm::NewArrivals => {
+            let category = request.category_key;
+            listed(catalogue.newest(want, |p| category.is_none_or(|c| in_category(p, c))))
+        }
         Algorithm::RecentlyViewed => {
             let contact = request
                 .contact
                 .ok_or("needs a known visitor (sc or contactId)")?;
-            Ok(contact
-                .viewed_products
-                .iter()
-                .map(|seen| seen.key.as_str())
-                .collect())
+            Ok(Box::new(
+                contact.viewed_products.iter().map(|seen| seen.key.as_str()),
+            ))
         }
         Algorithm::Similar => {
             let context = page_products_or_last_viewed(request)?;
-            Ok(recommender
-                .next_items(&context, request.now, want)
-                .into_iter()
-                .map(|(key, _)| key)
-                .collect())
+            listed(
+                recommender
+                    .next_items(&context, request.now, want)
+                    .into_iter()
+                    .map(|(key, _)| key)
+                    .collect(),
+            )
         }
         Algorithm::BoughtTogether => {
             if request.product_keys.is_empty() {
                 return Err("needs productKey or productKeys".into());
             }
-            Ok(bought_with(
+            listed(bought_with(
                 recommender,
                 &request.product_keys,
                 request.now,
@@ -252,12 +281,12 @@ fn candidates<'a>(
             };
             let mut found = bought_with(recommender, &cart, request.now, want);
             found.retain(|key| !cart.contains(key));
-            Ok(found)
+            listed(found)
         }
-        Algorithm::Personal => personal(recommender, request, want),
+        Algorithm::Personal => listed(personal(recommender, request, want)?),
         Algorithm::SearchFallback => match personal(recommender, request, want) {
-            Ok(found) if !found.is_empty() => Ok(found),
-            _ => Ok(keys(&recommender.views.ranked())),
+            Ok(found) if !found.is_empty() => listed(found),
+            _ => Ok(Box::new(ranked(recommender.views.ranked()))),
         },
     }
 }
@@ -293,7 +322,7 @@ fn personal<'a>(
     recommender: &'a Recommender,
     request: &Request<'a>,
     want: usize,
-) -> Candidates<'a> {
+) -> Result<Vec<&'a str>, String> {
     let contact = request
         .contact
         .ok_or("needs a known visitor (sc or contactId)")?;
@@ -332,9 +361,4 @@ fn personal<'a>(
         return Err("the visitor has no views or orders yet".into());
     }
     Ok(bought_with(recommender, &bought, request.now, want))
-}
-
-fn in_category(product: &Product, category: &str) -> bool {
-    product.category_ids.iter().any(|c| c == category)
-        || product.category_path.iter().any(|c| c == category)
 }

@@ -311,3 +311,70 @@ fn out_of_stock_is_left_out_and_chains_fall_back() {
         vec!["similar: nothing left after the filters"]
     );
 }
+
+#[test]
+fn catalogue_rules_include_exclude_and_boost() {
+    let mut site = SiteState::default();
+    // Views first (they carry a price of 5), then the catalogue's own prices.
+    // Popularity: a (4 views), b (3), c (2), d (1).
+    for (key, views) in [("a", 4), ("b", 3), ("c", 2), ("d", 1)] {
+        for v in 0..views {
+            view(&mut site, &format!("{key}{v}"), key, MINUTE);
+        }
+    }
+    update(
+        &mut site,
+        json!([{"product_id": "a", "unit_price": "10", "brand": "Acme", "tag_color": ["red"]},
+               {"product_id": "b", "unit_price": "20", "brand": "Zeta"},
+               {"product_id": "c", "unit_price": "30", "brand": "Acme"},
+               {"product_id": "d", "unit_price": "40", "brand": "Zeta", "tag_color": ["red"]}]),
+        2 * MINUTE,
+    );
+    let with = |rules: Value| Filters {
+        rules: serde_json::from_value(rules).unwrap(),
+        ..Filters::default()
+    };
+    let popular = |filters| ask_with(&site, &[Algorithm::Popular], None, &[], None, filters);
+    assert_eq!(
+        popular(with(
+            json!({"include": [{"name": "brand", "values": ["acme"]}]})
+        )),
+        vec!["a", "c"]
+    );
+    assert_eq!(
+        popular(with(
+            json!({"include": [{"name": "price", "min": 15, "max": 35}]})
+        )),
+        vec!["b", "c"]
+    );
+    assert_eq!(
+        popular(with(
+            json!({"exclude": [{"name": "tag_color", "values": ["red"]}]})
+        )),
+        vec!["b", "c"]
+    );
+    // A boost reorders without excluding: red first (a, d), then the rest in popularity order.
+    assert_eq!(
+        popular(with(
+            json!({"should": [{"name": "tag_color", "values": ["red"]}]})
+        )),
+        vec!["a", "d", "b", "c"]
+    );
+    // Boosted products still respect the limit: the best two of the reordered pool.
+    let request = Request {
+        algorithms: vec![Algorithm::Popular],
+        contact: None,
+        product_keys: vec![],
+        category_key: None,
+        limit: 2,
+        now: T0 + MINUTE,
+        filters: with(json!({"should": [{"name": "brand", "values": ["Zeta"]}]})),
+    };
+    let keys: Vec<&str> = site
+        .recommend(&request)
+        .products
+        .iter()
+        .map(|p| p.product_key.as_str())
+        .collect();
+    assert_eq!(keys, vec!["b", "d"]);
+}
