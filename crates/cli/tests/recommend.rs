@@ -265,3 +265,72 @@ fn url_encode(text: &str) -> String {
         })
         .collect()
 }
+
+#[tokio::test]
+async fn block_stats_count_impressions_clicks_and_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["S1"]);
+    let (status, _) = put_block(&server, "cart", r#"{"algorithm": "popular", "size": 2}"#).await;
+    assert_eq!(status, 201);
+    let general = |event: &str, sc: &str| json!({"eventName": event, "siteId": "S1", "datetime": T0, "cookies": {"sc": sc}});
+    let shown = |sc: &str, keys: &[&str]| {
+        let products: Vec<Value> = keys
+            .iter()
+            .map(|k| json!({"product_id": k, "container_type": "cart_default"}))
+            .collect();
+        json!({"GeneralInfo": general("ProductImpressions", sc),
+               "ProductImpression": {"Products": products}})
+    };
+    let events = vec![
+        catalogue(),
+        shown("v1", &["a", "b"]),
+        shown("v2", &["a", "c"]),
+        // v1 follows the block's link (its url carried sc_content).
+        json!({"GeneralInfo": general("ProductPage", "v1"),
+               "ProductPage": {"Product": {"productKey": "b", "price": "10", "sc_content": "cart_default"}}}),
+        // v1 buys b and something else: the block earns b's line.
+        json!({"GeneralInfo": general("PurchasedItems", "v1"),
+               "PurchasedItems": {"OrderNumber": "o1", "Products": [
+                   {"product_id": "b", "unit_price": "10", "quantity": 2},
+                   {"product_id": "x", "unit_price": "99", "quantity": 1}]}}),
+        // v2's shop tags the order with the block: the whole order.
+        json!({"GeneralInfo": general("PurchasedItems", "v2"),
+               "PurchasedItems": {"OrderNumber": "o2", "Products": [
+                   {"product_id": "c", "unit_price": "7.5", "quantity": 1}]},
+               "Tags": {"blockId": ["cart_default"]}}),
+    ];
+    let last = post_all(&server, &events).await;
+    let day = "2023-11-14"; // T0's UTC date
+    let (status, stats) = get(
+        &server,
+        &format!("/api/v1/sites/S1/blocks/cart/stats?from={day}&to={day}&after={last}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{stats}");
+    let variant = &stats["variants"][0];
+    assert_eq!(variant["containerType"], "cart_default");
+    assert_eq!(variant["defined"], true);
+    let expected =
+        json!({"impressions": 4, "clicks": 1, "ctr": 0.25, "orders": 2, "revenue": "27.5"});
+    assert_eq!(variant["total"], expected);
+    assert_eq!(variant["days"][0]["date"], day);
+    assert_eq!(variant["days"][0]["orders"], 2);
+
+    // Another period has nothing; bad dates are named.
+    let (_, empty) = get(
+        &server,
+        "/api/v1/sites/S1/blocks/cart/stats?from=2024-01-01&to=2024-01-31",
+    )
+    .await;
+    assert_eq!(empty["variants"][0]["total"]["impressions"], 0);
+    assert_eq!(empty["variants"][0]["total"]["ctr"], Value::Null);
+    let (status, bad) = get(&server, "/api/v1/sites/S1/blocks/cart/stats?from=yesterday").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        bad["message"],
+        "from: expected a date as YYYY-MM-DD, got \"yesterday\""
+    );
+    let (status, _) = get(&server, "/api/v1/sites/S1/blocks/nothing/stats").await;
+    assert_eq!(status, 404);
+}

@@ -6,6 +6,7 @@
 //! records in log order, and the same records always give the same state, so it can be
 //! rebuilt from the log at any time.
 
+pub mod attribution;
 pub mod catalogue;
 pub mod contact;
 pub mod eval;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 use spoor_protocol::{ContactLink, EventBody, ProductUpdate, TrackerEvent};
 
+use crate::attribution::Attribution;
 use crate::catalogue::{Catalogue, Product};
 use crate::contact::Contact;
 use crate::identity::{ContactId, Identifier, Identifiers, identifiers_of, identifiers_of_link};
@@ -24,6 +25,7 @@ pub struct SiteState {
     index: HashMap<Identifier, ContactId>,
     catalogue: Catalogue,
     recommender: Recommender,
+    attribution: Attribution,
     events: u64,
 }
 
@@ -57,6 +59,11 @@ impl SiteState {
         self.catalogue.get(product_key)
     }
 
+    /// Impressions, clicks and orders of recommendation blocks.
+    pub fn attribution(&self) -> &Attribution {
+        &self.attribution
+    }
+
     /// Recommended products for `request`.
     pub fn recommend<'a>(&'a self, request: &Request<'a>) -> Answer<'a> {
         recommend(&self.recommender, &self.catalogue, request)
@@ -86,6 +93,7 @@ impl SiteState {
                 .collect(),
             products: self.catalogue.sorted().into_iter().cloned().collect(),
             recommender: Some(self.recommender.clone()),
+            attribution: Some(self.attribution.clone()),
         }
     }
 
@@ -110,6 +118,7 @@ impl SiteState {
             site.catalogue.insert(product);
         }
         site.recommender = snapshot.recommender.unwrap_or_default();
+        site.attribution = snapshot.attribution.unwrap_or_default();
         site
     }
 
@@ -161,10 +170,12 @@ impl SiteState {
         let ids = identifiers_of(&event.visitor);
         if ids.is_empty() || matches!(event.body, EventBody::ProductUpdate { .. }) {
             self.apply_to_models(event, None, at);
+            self.attribution.apply(event, None, at);
             return;
         }
         let id = self.resolve(&ids, at);
         self.apply_to_models(event, Some(id), at);
+        self.attribution.apply(event, Some(id), at);
         let contact = self.live_mut(id);
         contact.touch(&event.visitor, at);
         match &event.body {
@@ -322,6 +333,7 @@ impl SiteState {
         for id in contact.identifiers.all() {
             self.index.insert(id, survivor);
         }
+        self.attribution.merge(absorbed, survivor);
         let let_go = self.live_mut(survivor).absorb(*contact, at);
         self.unindex(&let_go, survivor);
     }

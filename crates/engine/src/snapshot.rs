@@ -9,6 +9,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::attribution::Attribution;
 use crate::catalogue::Product;
 use crate::contact::Contact;
 use crate::identity::ContactId;
@@ -34,6 +35,9 @@ pub struct SiteSnapshot {
     /// The recommendation models (sessions, baskets, counts).
     #[serde(default)]
     pub recommender: Option<Recommender>,
+    /// Block impressions, clicks and orders.
+    #[serde(default)]
+    pub attribution: Option<Attribution>,
 }
 
 #[derive(Serialize, Deserialize)]

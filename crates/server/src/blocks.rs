@@ -5,14 +5,17 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use spoor_engine::attribution::{DAY_MS, DayCounts};
 use spoor_engine::recommend::blocks::{Block, BlockError, container_type};
 
 use crate::error::ApiError;
-use crate::{AppState, auth};
+use crate::state::{enter, known_site};
+use crate::{AppState, auth, now_ms};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -57,18 +60,6 @@ impl From<BlockError> for ApiError {
                 )
             }
         }
-    }
-}
-
-fn known_site(state: &AppState, site_id: &str) -> Result<(), ApiError> {
-    if state.ingestor.sites().contains(site_id) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_site",
-            format!("site {site_id:?} is not registered"),
-        ))
     }
 }
 
@@ -156,4 +147,236 @@ pub async fn list_blocks(
         .map(|(id, block)| BlockAnswer::new(id, block))
         .collect();
     Ok(Json(BlockList { blocks }))
+}
+
+/// The longest span `/stats` answers for at once.
+const MAX_STATS_DAYS: i64 = 3_660;
+const DEFAULT_STATS_DAYS: i64 = 30;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    from: Option<String>,
+    to: Option<String>,
+    after: Option<u64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatsAnswer {
+    site_id: String,
+    block_id: String,
+    from: String,
+    to: String,
+    variants: Vec<VariantStats>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VariantStats {
+    variant_id: String,
+    container_type: String,
+    /// Whether the block defines this variant now (counts of removed variants stay).
+    defined: bool,
+    total: Figures,
+    days: Vec<DayFigures>,
+}
+
+#[derive(Serialize)]
+struct Figures {
+    impressions: u64,
+    clicks: u64,
+    /// Clicks per impression; null without impressions.
+    ctr: Option<f64>,
+    orders: u64,
+    revenue: Decimal,
+}
+
+impl From<&DayCounts> for Figures {
+    fn from(counts: &DayCounts) -> Figures {
+        Figures {
+            impressions: counts.impressions,
+            clicks: counts.clicks,
+            ctr: counts.ctr(),
+            orders: counts.orders,
+            revenue: counts.revenue.normalize(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DayFigures {
+    date: String,
+    #[serde(flatten)]
+    figures: Figures,
+}
+
+/// `GET /api/v1/sites/{siteId}/blocks/{blockId}/stats?from=&to=`: impressions, clicks,
+/// CTR, orders and revenue per variant per day (UTC dates, both ends included; the last
+/// 30 days by default).
+pub async fn block_stats(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((site_id, block_id)): Path<(String, String)>,
+    Query(query): Query<StatsQuery>,
+) -> Result<Json<StatsAnswer>, ApiError> {
+    enter(&state, &headers, &site_id, query.after).await?;
+    let to = match &query.to {
+        Some(text) => parse_date("to", text)?,
+        None => now_ms().div_euclid(DAY_MS),
+    };
+    let from = match &query.from {
+        Some(text) => parse_date("from", text)?,
+        None => to - (DEFAULT_STATS_DAYS - 1),
+    };
+    if from > to {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            format!(
+                "from: {} is after to {}",
+                format_date(from),
+                format_date(to)
+            ),
+        ));
+    }
+    if to - from >= MAX_STATS_DAYS {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            format!("from, to: at most {MAX_STATS_DAYS} days at once"),
+        ));
+    }
+    let block = state.blocks.get(&site_id, &block_id);
+    let engine = state.live.read();
+    let counted = engine
+        .site(&site_id)
+        .map(|site| site.attribution().block(&block_id, from, to))
+        .unwrap_or_default();
+    // The defined variants first, in their order, counted or not; then any other
+    // container type of the block the events mention.
+    let defined: Vec<String> = block
+        .as_ref()
+        .map(|b| b.variant_ids().into_iter().map(String::from).collect())
+        .unwrap_or_default();
+    let mut containers: Vec<(String, bool)> = defined
+        .iter()
+        .map(|variant| (container_type(&block_id, variant), true))
+        .collect();
+    for container in counted.keys() {
+        if !containers.iter().any(|(c, _)| c == container) {
+            containers.push((container.to_string(), false));
+        }
+    }
+    if containers.is_empty() {
+        return Err(unknown_block(&site_id, &block_id));
+    }
+    let variants = containers
+        .into_iter()
+        .map(|(container, defined)| {
+            let days = counted.get(container.as_str()).cloned().unwrap_or_default();
+            let mut total = DayCounts::default();
+            for (_, counts) in &days {
+                total.add(counts);
+            }
+            VariantStats {
+                variant_id: container
+                    .strip_prefix(&format!("{block_id}_"))
+                    .unwrap_or("")
+                    .to_string(),
+                total: Figures::from(&total),
+                days: days
+                    .into_iter()
+                    .map(|(day, counts)| DayFigures {
+                        date: format_date(day),
+                        figures: Figures::from(counts),
+                    })
+                    .collect(),
+                container_type: container,
+                defined,
+            }
+        })
+        .collect();
+    drop(engine);
+    Ok(Json(StatsAnswer {
+        site_id,
+        block_id,
+        from: format_date(from),
+        to: format_date(to),
+        variants,
+    }))
+}
+
+/// `YYYY-MM-DD` as a day number (days since 1970-01-01).
+fn parse_date(name: &str, text: &str) -> Result<i64, ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_value",
+            format!("{name}: expected a date as YYYY-MM-DD, got {text:?}"),
+        )
+    };
+    let mut parts = text.trim().splitn(3, '-');
+    let mut next = |range: std::ops::RangeInclusive<i64>| {
+        parts
+            .next()
+            .and_then(|p| p.parse::<i64>().ok())
+            .filter(|n| range.contains(n))
+            .ok_or_else(bad)
+    };
+    let (year, month, day) = (next(1970..=9999)?, next(1..=12)?, next(1..=31)?);
+    let days = days_from_civil(year, month, day);
+    // 2026-02-31 comes back as another date: refuse it rather than guess.
+    if format_date(days) != format!("{year:04}-{month:02}-{day:02}") {
+        return Err(bad());
+    }
+    Ok(days)
+}
+
+// Day numbers and civil dates, converted by arithmetic over the
+// proleptic Gregorian calendar's 400-year cycles (146,097 days each).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+fn format_date(days: i64) -> String {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_round_trip() {
+        assert_eq!(format_date(0), "1970-01-01");
+        assert_eq!(format_date(19_722), "2023-12-31");
+        assert_eq!(format_date(20_419), "2025-11-27");
+        assert_eq!(parse_date("from", "2024-02-29").unwrap(), 19_782);
+        assert_eq!(format_date(19_782), "2024-02-29");
+        for day in (0..40_000).step_by(7) {
+            assert_eq!(parse_date("d", &format_date(day)).unwrap(), day);
+        }
+        assert!(parse_date("from", "2023-02-29").is_err());
+        assert_eq!(
+            parse_date("to", "27.11.2026").unwrap_err().message,
+            "to: expected a date as YYYY-MM-DD, got \"27.11.2026\""
+        );
+    }
 }

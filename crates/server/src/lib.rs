@@ -61,7 +61,8 @@ mod routes {
     pub const CONTACT: &str = "/api/v1/sites/{site_id}/contacts";
     pub const CONTACT_EXPORT: &str = "/api/v1/sites/{site_id}/contacts/export";
     pub const PRODUCT: &str = "/api/v1/sites/{site_id}/products/{product_key}";
-    pub const ALL: [&str; 18] = [
+    pub const BLOCK_STATS: &str = "/api/v1/sites/{site_id}/blocks/{block_id}/stats";
+    pub const ALL: [&str; 19] = [
         TRACK,
         TRACK_BATCH,
         RECOMMENDATIONS,
@@ -80,6 +81,7 @@ mod routes {
         CONTACT,
         CONTACT_EXPORT,
         PRODUCT,
+        BLOCK_STATS,
     ];
 }
 
@@ -123,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(routes::CONTACT_EXPORT, get(state::export_contact))
         .route(routes::PRODUCT, get(state::product))
+        .route(routes::BLOCK_STATS, get(blocks::block_stats))
         // Operations.
         .route(routes::HEALTHZ, get(healthz))
         .route(routes::READYZ, get(readyz))

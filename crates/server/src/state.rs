@@ -42,7 +42,7 @@ pub(crate) async fn wait_for(state: &AppState, after: Option<u64>) -> Result<(),
 
 /// What every route here does first: the site's key or the admin token, a registered
 /// site, and the state at `after` when one was named.
-async fn enter(
+pub(crate) async fn enter(
     state: &AppState,
     headers: &HeaderMap,
     site_id: &str,
@@ -53,7 +53,7 @@ async fn enter(
     wait_for(state, after).await
 }
 
-fn known_site(state: &AppState, site_id: &str) -> Result<(), ApiError> {
+pub(crate) fn known_site(state: &AppState, site_id: &str) -> Result<(), ApiError> {
     if state.ingestor.sites().contains(site_id) {
         Ok(())
     } else {
