@@ -117,19 +117,8 @@ fn parse_time(text: &str) -> anyhow::Result<i64> {
         bail!("expected `YYYY-MM-DD HH:MM[:SS]`, got {text:?}");
     }
     let seconds = t.get(2).copied().unwrap_or(0);
-    let days = days_from_civil(d[0], d[1], d[2]);
+    let days = spoor_protocol::dates::days_from_civil(d[0], d[1], d[2]);
     Ok(((days * 24 + t[0]) * 60 + t[1]) * 60_000 + seconds * 1000)
-}
-
-/// Days from 1970-01-01 to a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_index = (month + 9) % 12;
-    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 /// The events a site would have sent for these invoice lines, in time order.

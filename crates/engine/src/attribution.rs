@@ -16,11 +16,11 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
+use spoor_protocol::dates::{DAY_MS, day_of};
 use spoor_protocol::{EventBody, TrackerEvent};
 
 use crate::identity::ContactId;
 
-pub const DAY_MS: i64 = 86_400_000;
 /// A product page within this time of an impression of the product counts as a click.
 pub const CLICK_WINDOW_MS: i64 = 60 * 60 * 1000;
 /// An order within this time of a click on one of its products is credited to the block.
@@ -92,10 +92,6 @@ pub struct Attribution {
     touches: FxHashMap<ContactId, Vec<Touch>>,
     #[serde(default)]
     applied: u64,
-}
-
-fn day_of(at: i64) -> i64 {
-    at.div_euclid(DAY_MS)
 }
 
 impl Attribution {

@@ -10,8 +10,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use spoor_engine::attribution::{DAY_MS, DayCounts};
+use spoor_engine::attribution::DayCounts;
 use spoor_engine::recommend::blocks::{Block, BlockError, container_type};
+use spoor_protocol::dates::{self, DAY_MS, format_date};
 
 use crate::error::ApiError;
 use crate::state::{enter, known_site};
@@ -305,78 +306,12 @@ pub async fn block_stats(
     }))
 }
 
-/// `YYYY-MM-DD` as a day number (days since 1970-01-01).
+/// `YYYY-MM-DD` as a day number, or an error naming the parameter.
 fn parse_date(name: &str, text: &str) -> Result<i64, ApiError> {
-    let bad = || {
+    dates::parse_date(text).ok_or_else(|| {
         ApiError::bad_request(
             "invalid_value",
             format!("{name}: expected a date as YYYY-MM-DD, got {text:?}"),
         )
-    };
-    let mut parts = text.trim().splitn(3, '-');
-    let mut next = |range: std::ops::RangeInclusive<i64>| {
-        parts
-            .next()
-            .and_then(|p| p.parse::<i64>().ok())
-            .filter(|n| range.contains(n))
-            .ok_or_else(bad)
-    };
-    let (year, month, day) = (next(1970..=9999)?, next(1..=12)?, next(1..=31)?);
-    let days = days_from_civil(year, month, day);
-    // 2026-02-31 comes back as another date: refuse it rather than guess.
-    if format_date(days) != format!("{year:04}-{month:02}-{day:02}") {
-        return Err(bad());
-    }
-    Ok(days)
-}
-
-// Day numbers and civil dates, converted by arithmetic over the
-// proleptic Gregorian calendar's 400-year cycles (146,097 days each).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-fn format_date(days: i64) -> String {
-    let days = days + 719_468;
-    let era = days.div_euclid(146_097);
-    let day_of_era = days - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_round_trip() {
-        assert_eq!(format_date(0), "1970-01-01");
-        assert_eq!(format_date(19_722), "2023-12-31");
-        assert_eq!(format_date(20_419), "2025-11-27");
-        assert_eq!(parse_date("from", "2024-02-29").unwrap(), 19_782);
-        assert_eq!(format_date(19_782), "2024-02-29");
-        for day in (0..40_000).step_by(7) {
-            assert_eq!(parse_date("d", &format_date(day)).unwrap(), day);
-        }
-        assert!(parse_date("from", "2023-02-29").is_err());
-        assert_eq!(
-            parse_date("to", "27.11.2026").unwrap_err().message,
-            "to: expected a date as YYYY-MM-DD, got \"27.11.2026\""
-        );
-    }
+    })
 }
