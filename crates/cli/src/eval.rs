@@ -1,18 +1,21 @@
 //! `spoor eval`: offline evaluation of the recommenders through the engine's own code.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::ValueEnum;
 use serde_json::{Value, json};
+use spoor_engine::eval::baskets::{
+    read_baskets, score_leave_one_out, score_next_basket, split_last, train_site, tune_repeat,
+};
 use spoor_engine::eval::{
     SessionAlgorithm, SessionReport, read_cases, read_sessions, score_algorithm, stream_cases,
     train_on, tune_next_item,
 };
-use spoor_engine::recommend::Recommender;
+use spoor_engine::recommend::{Algorithm, Recommender, RepeatParams};
 
 #[derive(clap::Subcommand)]
 pub enum EvalCommand {
@@ -40,6 +43,37 @@ pub enum EvalCommand {
         #[arg(long)]
         no_tune: bool,
     },
+
+    /// Next-basket quality on orders: reads a CSV with the header
+    /// `user,basket,item,timestamp` (unix seconds), keeps each user's last basket for
+    /// testing (users with one basket are not tested) and applies every other basket as
+    /// an order. Prints one JSON object: recall@k and NDCG@k of `personal` for the next
+    /// basket, leave-one-out HR@k and MRR@k of `bought-together` (each item of a test
+    /// basket of two or more in turn the target, the rest of the basket the page), each
+    /// beside `bestsellers` as the popularity baseline. The repeat-purchase settings are
+    /// first tuned on the training baskets (each user's last training basket held out).
+    Baskets {
+        /// The CSV, e.g. made by `spoor eval online-retail-baskets`.
+        #[arg(long)]
+        transactions: PathBuf,
+        /// Products asked for per question.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Use the built-in settings instead of tuning on held-out training baskets.
+        #[arg(long)]
+        no_tune: bool,
+    },
+    /// Writes the UCI Online Retail invoices (../shared/data/online-retail/
+    /// online_retail.csv.gz) as the CSV `spoor eval baskets` reads: user = CustomerID,
+    /// basket = InvoiceNo, item = StockCode. Invoices without a customer, cancellations and
+    /// lines of quantity 0 or less or negative price are left out.
+    OnlineRetailBaskets {
+        /// online_retail.csv.gz (or the unpacked CSV)
+        file: PathBuf,
+        /// Where to write the CSV (standard output when absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -63,16 +97,35 @@ impl EvalAlgorithm {
 }
 
 pub fn run(command: EvalCommand) -> anyhow::Result<()> {
-    let EvalCommand::Sessions {
-        train,
-        test,
-        algorithm,
-        k,
-        no_tune,
-    } = command;
+    match command {
+        EvalCommand::Sessions {
+            train,
+            test,
+            algorithm,
+            k,
+            no_tune,
+        } => sessions(&train, &test, algorithm, k, no_tune),
+        EvalCommand::Baskets {
+            transactions,
+            k,
+            no_tune,
+        } => baskets(&transactions, k, no_tune),
+        EvalCommand::OnlineRetailBaskets { file, out } => {
+            online_retail_baskets(&file, out.as_deref())
+        }
+    }
+}
+
+fn sessions(
+    train: &Path,
+    test: &Path,
+    algorithm: EvalAlgorithm,
+    k: usize,
+    no_tune: bool,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let sessions = read_sessions(open(&train)?).with_context(|| format!("{}", train.display()))?;
-    let cases = read_cases(open(&test)?).with_context(|| format!("{}", test.display()))?;
+    let sessions = read_sessions(open(train)?).with_context(|| format!("{}", train.display()))?;
+    let cases = read_cases(open(test)?).with_context(|| format!("{}", test.display()))?;
     anyhow::ensure!(!sessions.is_empty(), "{}: no sessions", train.display());
     let algorithm = algorithm.engine();
     let mut recommender = Recommender::default();
@@ -102,11 +155,112 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
             format!("NDCG@{k}"): round(streaming.ndcg()),
         });
     }
-    answer["settings"] = serde_json::to_value(&recommender.next_item)?;
+    answer["settings"] = rounded(serde_json::to_value(&recommender.next_item)?);
     answer["tuning"] = tuning;
     answer["train_seconds"] = json!(round(train_seconds));
     answer["seconds"] = json!(round(started.elapsed().as_secs_f64()));
     println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}
+
+fn baskets(transactions: &Path, k: usize, no_tune: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(k > 0, "--k: expected at least 1");
+    let started = Instant::now();
+    let all =
+        read_baskets(open(transactions)?).with_context(|| format!("{}", transactions.display()))?;
+    let (train, test) = split_last(&all);
+    anyhow::ensure!(
+        !test.is_empty(),
+        "{}: no user has two baskets, so none can be tested",
+        transactions.display()
+    );
+    let mut tuning = Value::Null;
+    let mut repeat = RepeatParams::default();
+    if !no_tune {
+        let (chosen, report) = tune_repeat(&train, k);
+        repeat = chosen;
+        tuning = serde_json::to_value(report)?;
+    }
+    let trained = Instant::now();
+    let mut site = train_site(&train);
+    site.recommender_mut().repeat = repeat.clone();
+    let train_seconds = trained.elapsed().as_secs_f64();
+    let next_basket = |algorithm| {
+        let report = score_next_basket(&site, algorithm, &test, k);
+        json!({
+            "algorithm": report.algorithm,
+            format!("recall@{k}"): round(report.recall),
+            format!("NDCG@{k}"): round(report.ndcg),
+            "latency_us": {"p50": round(report.latency_us_p50), "p99": round(report.latency_us_p99)},
+        })
+    };
+    let leave_one_out = |algorithm| {
+        let report = score_leave_one_out(&site, algorithm, &test, k);
+        json!({
+            "algorithm": report.algorithm,
+            "cases": report.cases,
+            format!("HR@{k}"): round(report.hit_rate),
+            format!("MRR@{k}"): round(report.mrr),
+            "latency_us": {"p50": round(report.latency_us_p50), "p99": round(report.latency_us_p99)},
+        })
+    };
+    let users = test.len();
+    let answer = json!({
+        "k": k,
+        "baskets": all.len(),
+        "train_baskets": train.len(),
+        "test_users": users,
+        "next_basket": {
+            "personal": next_basket(Algorithm::Personal),
+            "popularity_baseline": next_basket(Algorithm::Bestsellers),
+        },
+        "bought_together": {
+            "bought-together": leave_one_out(Algorithm::BoughtTogether),
+            "popularity_baseline": leave_one_out(Algorithm::Bestsellers),
+        },
+        "settings": {"repeat": rounded(serde_json::to_value(&repeat)?)},
+        "tuning": tuning,
+        "train_seconds": round(train_seconds),
+        "seconds": round(started.elapsed().as_secs_f64()),
+    });
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
+}
+
+fn online_retail_baskets(file: &Path, out: Option<&Path>) -> anyhow::Result<()> {
+    let lines = crate::load::read_lines(file)?;
+    let mut writer: Box<dyn Write> = match out {
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).with_context(|| format!("create {}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    writeln!(writer, "user,basket,item,timestamp")?;
+    let mut rows = 0u64;
+    for line in lines.iter().filter(|l| crate::load::is_sale(l)) {
+        let Some(customer) = &line.customer else {
+            continue;
+        };
+        // Stock codes and invoice numbers hold no commas; a field that did would be cut.
+        anyhow::ensure!(
+            !line.stock_code.contains(',') && !line.invoice.contains(','),
+            "a stock code or invoice number with a comma: {:?} / {:?}",
+            line.stock_code,
+            line.invoice
+        );
+        writeln!(
+            writer,
+            "{customer},{},{},{}",
+            line.invoice,
+            line.stock_code,
+            line.at.div_euclid(1000)
+        )?;
+        rows += 1;
+    }
+    writer.flush()?;
+    if let Some(path) = out {
+        eprintln!("{rows} rows written to {}", path.display());
+    }
     Ok(())
 }
 
@@ -119,6 +273,15 @@ fn add_metrics(answer: &mut Value, report: &SessionReport, k: usize) {
         "p50": round(report.latency_us_p50),
         "p99": round(report.latency_us_p99),
     });
+}
+
+/// Settings held as f32 print as 0.800000011920929: shown to four places instead.
+fn rounded(value: Value) -> Value {
+    match value {
+        Value::Number(n) if n.is_f64() => json!(round(n.as_f64().unwrap_or_default())),
+        Value::Object(fields) => fields.into_iter().map(|(k, v)| (k, rounded(v))).collect(),
+        other => other,
+    }
 }
 
 fn round(value: f64) -> f64 {

@@ -44,19 +44,19 @@ pub struct LoadSummary {
     pub rejections: Vec<String>,
 }
 
-struct Line {
-    invoice: String,
-    stock_code: String,
-    description: String,
-    quantity: i64,
-    at: i64,
-    unit_price: String,
-    customer: Option<String>,
-    country: String,
+pub(crate) struct Line {
+    pub(crate) invoice: String,
+    pub(crate) stock_code: String,
+    pub(crate) description: String,
+    pub(crate) quantity: i64,
+    pub(crate) at: i64,
+    pub(crate) unit_price: String,
+    pub(crate) customer: Option<String>,
+    pub(crate) country: String,
 }
 
 /// Reads the CSV (gzip or plain), in file order.
-fn read_lines(path: &Path) -> anyhow::Result<Vec<Line>> {
+pub(crate) fn read_lines(path: &Path) -> anyhow::Result<Vec<Line>> {
     let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
     let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
         Box::new(flate2::read::GzDecoder::new(file))
@@ -121,6 +121,12 @@ fn parse_time(text: &str) -> anyhow::Result<i64> {
     Ok(((days * 24 + t[0]) * 60 + t[1]) * 60_000 + seconds * 1000)
 }
 
+/// Whether an invoice line is a sale: not a cancellation (invoice numbers starting with
+/// C), a stock adjustment (quantity 0 or less) or a bad-debt entry (negative price).
+pub(crate) fn is_sale(line: &Line) -> bool {
+    !line.invoice.starts_with('C') && line.quantity > 0 && !line.unit_price.starts_with('-')
+}
+
 /// The events a site would have sent for these invoice lines, in time order.
 fn events(lines: &[Line], site: &str, summary: &mut LoadSummary) -> Vec<Value> {
     let general =
@@ -175,7 +181,7 @@ fn events(lines: &[Line], site: &str, summary: &mut LoadSummary) -> Vec<Value> {
     for line in lines {
         if line.invoice.starts_with('C') {
             summary.cancellations_skipped += 1;
-        } else if line.quantity <= 0 || line.unit_price.starts_with('-') {
+        } else if !is_sale(line) {
             summary.lines_skipped += 1;
         } else {
             invoices.entry(&line.invoice).or_default().push(line);

@@ -64,6 +64,11 @@ impl SiteState {
         &self.attribution
     }
 
+    /// The recommendation models, to change their settings.
+    pub fn recommender_mut(&mut self) -> &mut Recommender {
+        &mut self.recommender
+    }
+
     /// Recommended products for `request`.
     pub fn recommend<'a>(&'a self, request: &Request<'a>) -> Answer<'a> {
         recommend(&self.recommender, &self.catalogue, request)

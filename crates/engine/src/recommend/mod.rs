@@ -52,6 +52,27 @@ pub struct Recommender {
     pub next_item: NextItemParams,
     #[serde(skip, default = "basket_params")]
     pub basket: NextItemParams,
+    #[serde(skip)]
+    pub repeat: RepeatParams,
+}
+
+/// How much a visitor known by their orders is offered again what they bought.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RepeatParams {
+    /// The weight of their own purchases beside what others bought with them (each
+    /// scaled to a best of 1); 0 offers nothing bought before.
+    pub weight: f32,
+    /// Each older order counts this much less than the next.
+    pub decay: f32,
+}
+
+impl Default for RepeatParams {
+    fn default() -> Self {
+        RepeatParams {
+            weight: 1.0,
+            decay: 0.8,
+        }
+    }
 }
 
 impl Default for Recommender {
@@ -65,6 +86,7 @@ impl Default for Recommender {
             sales: Popularity::new(SALES_HALF_LIFE_MS),
             next_item: NextItemParams::default(),
             basket: basket_params(),
+            repeat: RepeatParams::default(),
         }
     }
 }

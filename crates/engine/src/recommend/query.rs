@@ -6,7 +6,10 @@ use std::fmt;
 use crate::catalogue::{Catalogue, Product};
 use crate::contact::Contact;
 
+use rustc_hash::FxHashMap;
+
 use super::rules::{Rules, in_category};
+use super::sessions::{MAX_SESSION_ITEMS, normalise, top};
 use super::{ItemId, Recommender};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,14 +354,56 @@ fn personal<'a>(
             .map(|(item, _)| recommender.items.key(item))
             .collect());
     }
-    let bought: Vec<&str> = contact
-        .orders
-        .iter()
-        .flat_map(|o| &o.lines)
-        .map(|l| l.product_key.as_str())
-        .collect();
-    if bought.is_empty() {
+    if contact.orders.is_empty() {
         return Err("the visitor has no views or orders yet".into());
     }
-    Ok(bought_with(recommender, &bought, request.now, want))
+    Ok(from_orders(recommender, contact, request.now, want))
+}
+
+/// For a visitor known by their orders: what was bought together with what they bought,
+/// blended with what they buy again (recent orders counting most) by the repeat
+/// settings. With a repeat weight of 0, nothing they bought is offered again.
+fn from_orders<'a>(
+    recommender: &'a Recommender,
+    contact: &Contact,
+    now: i64,
+    want: usize,
+) -> Vec<&'a str> {
+    let settings = &recommender.repeat;
+    let mut repeat: FxHashMap<ItemId, f32> = FxHashMap::default();
+    // The bought items as one basket, the latest orders last, as the model reads sessions.
+    let mut context: Vec<ItemId> = Vec::new();
+    for (age, order) in contact.orders.iter().rev().enumerate() {
+        let weight = settings.decay.powi(age as i32);
+        for line in &order.lines {
+            if let Some(item) = recommender.items.get(&line.product_key) {
+                *repeat.entry(item).or_default() += weight;
+                if !context.contains(&item) && context.len() < MAX_SESSION_ITEMS {
+                    context.push(item);
+                }
+            }
+        }
+    }
+    context.reverse();
+    let found = recommender.baskets.next_items(
+        &context,
+        now,
+        None,
+        &recommender.basket,
+        want + context.len(),
+    );
+    let mut scores: FxHashMap<ItemId, f32> = found.into_iter().collect();
+    normalise(&mut scores);
+    if settings.weight > 0.0 {
+        normalise(&mut repeat);
+        for (item, score) in repeat {
+            *scores.entry(item).or_default() += settings.weight * score;
+        }
+    } else {
+        scores.retain(|item, _| !context.contains(item));
+    }
+    top(scores, want)
+        .into_iter()
+        .map(|(item, _)| recommender.items.key(item))
+        .collect()
 }

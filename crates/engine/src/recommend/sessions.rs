@@ -276,7 +276,7 @@ impl Sessions {
     }
 }
 
-fn normalise(scores: &mut FxHashMap<ItemId, f32>) {
+pub fn normalise(scores: &mut FxHashMap<ItemId, f32>) {
     let max = scores.values().copied().fold(0.0_f32, f32::max);
     if max > 0.0 {
         for score in scores.values_mut() {

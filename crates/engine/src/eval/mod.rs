@@ -7,6 +7,8 @@
 //! order, sessions in time order) and a test file with a case per line (the session so
 //! far, a tab, the product viewed next).
 
+pub mod baskets;
+
 use std::io::BufRead;
 use std::time::Instant;
 
