@@ -2,7 +2,9 @@
 //! sent), with the price and stock state the site shows kept up to date from the events
 //! that carry them (product pages, carts, wishlists), and their history kept.
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -110,6 +112,17 @@ fn record_change<T: PartialEq + Clone>(history: &mut Vec<Timed<T>>, value: T, at
     }
 }
 
+/// The categories a product is in: its category ids and its path's segments, once each.
+fn categories_of(product: &Product) -> Vec<&String> {
+    let mut all: Vec<&String> = Vec::new();
+    for category in product.category_ids.iter().chain(&product.category_path) {
+        if !all.contains(&category) {
+            all.push(category);
+        }
+    }
+    all
+}
+
 /// What a product feed last said of a product.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -129,6 +142,11 @@ impl FeedSaid {
 #[derive(Debug, Default)]
 pub struct Catalogue {
     products: HashMap<String, Product>,
+    /// Every product by when it was first seen, newest first (ties in key order): new
+    /// arrivals without a scan.
+    arrivals: BTreeSet<(Reverse<i64>, String)>,
+    /// Category id or path segment -> its products: category blocks without a scan.
+    categories: HashMap<String, Vec<String>>,
 }
 
 impl Catalogue {
@@ -140,24 +158,25 @@ impl Catalogue {
         self.products.len()
     }
 
-    /// Up to `limit` keys of the products that pass `keep`, the most recently first seen
-    /// first (ties in key order).
-    pub fn newest(&self, limit: usize, keep: impl Fn(&Product) -> bool) -> Vec<&str> {
-        let mut kept: Vec<&Product> = self.products.values().filter(|p| keep(p)).collect();
-        let order = |a: &&Product, b: &&Product| {
-            b.first_seen
-                .cmp(&a.first_seen)
-                .then_with(|| a.product_key.cmp(&b.product_key))
-        };
-        if kept.len() > limit {
-            kept.select_nth_unstable_by(limit, order);
-            kept.truncate(limit);
-        }
-        kept.sort_unstable_by(order);
-        kept.into_iter().map(|p| p.product_key.as_str()).collect()
+    /// Product keys, the most recently first seen first (ties in key order).
+    pub fn newest_first(&self) -> impl Iterator<Item = &str> {
+        self.arrivals.iter().map(|(_, key)| key.as_str())
+    }
+
+    /// The products of a category (an id, or a segment of a category path).
+    pub fn in_category(&self, category: &str) -> &[String] {
+        self.categories.get(category).map_or(&[], Vec::as_slice)
     }
 
     pub fn insert(&mut self, product: Product) {
+        self.arrivals
+            .insert((Reverse(product.first_seen), product.product_key.clone()));
+        for category in categories_of(&product) {
+            self.categories
+                .entry(category.to_string())
+                .or_default()
+                .push(product.product_key.clone());
+        }
         self.products.insert(product.product_key.clone(), product);
     }
 
@@ -173,12 +192,47 @@ impl Catalogue {
     }
 
     fn entry(&mut self, product_key: &str, at: i64) -> &mut Product {
-        let product = self
-            .products
-            .entry(product_key.to_string())
-            .or_insert_with(|| Product::new(product_key, at));
-        product.first_seen = product.first_seen.min(at);
+        let product = match self.products.entry(product_key.to_string()) {
+            Entry::Occupied(found) => found.into_mut(),
+            Entry::Vacant(slot) => {
+                self.arrivals.insert((Reverse(at), product_key.to_string()));
+                slot.insert(Product::new(product_key, at))
+            }
+        };
+        if at < product.first_seen {
+            // Seen earlier than thought (events out of order): it moves in the arrivals.
+            self.arrivals
+                .remove(&(Reverse(product.first_seen), product_key.to_string()));
+            self.arrivals.insert((Reverse(at), product_key.to_string()));
+            product.first_seen = at;
+        }
         product
+    }
+
+    /// Moves `product_key` from the categories it was in to those it is in now.
+    fn recategorise(&mut self, product_key: &str, before: &[String]) {
+        let Some(product) = self.products.get(product_key) else {
+            return;
+        };
+        let now = categories_of(product);
+        for category in before {
+            if !now.contains(&category)
+                && let Some(members) = self.categories.get_mut(category)
+            {
+                members.retain(|k| k != product_key);
+                if members.is_empty() {
+                    self.categories.remove(category);
+                }
+            }
+        }
+        for category in now {
+            if !before.contains(category) {
+                self.categories
+                    .entry(category.clone())
+                    .or_default()
+                    .push(product_key.to_string());
+            }
+        }
     }
 
     /// A feed item: descriptive fields as in an update; its price and stock state only
@@ -220,6 +274,12 @@ impl Catalogue {
         set(&mut product.brand, &update.brand);
         set(&mut product.url, &update.url);
         set(&mut product.image_url, &update.image_url);
+        let recategorised = update.category.is_some() || update.category_ids.is_some();
+        let before: Vec<String> = if recategorised {
+            categories_of(product).into_iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
         if let Some(path) = &update.category {
             product.category_path = path
                 .split('>')
@@ -242,6 +302,9 @@ impl Catalogue {
         }
         if let Some(in_stock) = update.in_stock {
             product.observe_stock(in_stock, at);
+        }
+        if recategorised {
+            self.recategorise(&update.product_key, &before);
         }
     }
 
@@ -277,6 +340,37 @@ mod tests {
             amount: amount.parse().unwrap(),
             currency: None,
         }
+    }
+
+    #[test]
+    fn indexes_follow_categories_and_first_sightings() {
+        let mut catalogue = Catalogue::default();
+        let put = |catalogue: &mut Catalogue, key: &str, category: &str, at: i64| {
+            catalogue.update(
+                &ProductUpdate {
+                    product_key: key.into(),
+                    category: Some(category.into()),
+                    ..ProductUpdate::default()
+                },
+                at,
+            )
+        };
+        put(&mut catalogue, "mug", "Home > Kitchen", 10);
+        put(&mut catalogue, "pan", "Home > Kitchen", 20);
+        put(&mut catalogue, "lamp", "Home > Light", 30);
+        assert_eq!(catalogue.in_category("Kitchen"), ["mug", "pan"]);
+        assert_eq!(catalogue.in_category("Home"), ["mug", "pan", "lamp"]);
+        // The pan moves: it leaves Kitchen, and Home keeps it once.
+        put(&mut catalogue, "pan", "Home > Light", 40);
+        assert_eq!(catalogue.in_category("Kitchen"), ["mug"]);
+        assert_eq!(catalogue.in_category("Light"), ["lamp", "pan"]);
+        assert_eq!(catalogue.in_category("Home"), ["mug", "pan", "lamp"]);
+        let newest: Vec<&str> = catalogue.newest_first().collect();
+        assert_eq!(newest, ["lamp", "pan", "mug"]);
+        // A late event shows the lamp was seen first of all.
+        catalogue.mention("lamp", 5);
+        let newest: Vec<&str> = catalogue.newest_first().collect();
+        assert_eq!(newest, ["pan", "mug", "lamp"]);
     }
 
     #[test]

@@ -1,17 +1,16 @@
 //! `GET /api/v2/recommendations`: products for a page, public like the tracker endpoint
 //! (a shop's page calls it from the browser), answered from the live state.
 
-use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Map, Value};
 use spoor_engine::recommend::blocks::container_type;
 use spoor_engine::recommend::query::Filters;
 use spoor_engine::recommend::rules::Rules;
 use spoor_engine::recommend::{Algorithm, Request};
 use spoor_engine::{Contact, Identifier, Product, SiteState};
+use spoor_protocol::TagMap;
 
 use crate::error::ApiError;
 use crate::{AppState, now_ms};
@@ -267,9 +266,9 @@ fn visitor_key(ask: &Ask, contact: Option<&Contact>) -> Option<String> {
 }
 
 #[derive(Serialize)]
-pub struct RecommendationAnswer {
-    container_type: String,
-    products: Vec<Value>,
+pub struct RecommendationAnswer<'a> {
+    container_type: &'a str,
+    products: Vec<ProductView<'a>>,
     /// Why fewer products than asked came from an algorithm of the chain.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     notes: Vec<String>,
@@ -312,19 +311,34 @@ pub async fn recommendations(
         .products
         .iter()
         .zip(&found.sources)
-        .map(|(product, source)| product_json(product, *source, &resolved.container_type))
+        .map(|(product, source)| product_view(product, *source, &resolved.container_type))
         .collect();
     let mut notes = found.notes;
     if (ask.sc.is_some() || ask.contact_id.is_some()) && contact.is_none() {
         notes.insert(0, "the visitor is not known yet".into());
     }
-    drop(engine);
     let answer = RecommendationAnswer {
-        container_type: resolved.container_type,
+        container_type: &resolved.container_type,
         products,
         notes,
     };
-    let mut response = Json(answer).into_response();
+    // Written while the state is read: the answer borrows the catalogue's products.
+    let body = serde_json::to_vec(&answer).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the answer could not be written: {e}"),
+        )
+    })?;
+    drop(engine);
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
     // Called from shops' pages on their own domains; it reads no cookie and changes nothing.
     response.headers_mut().insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -334,61 +348,72 @@ pub async fn recommendations(
 }
 
 /// A product as a block shows it, with the feed's field names, and its url carrying
-/// `sc_content` so that the visit it brings is credited to the block.
-fn product_json(product: &Product, source: Algorithm, container_type: &str) -> Value {
-    let mut fields = Map::new();
-    let mut put = |key: &str, value: Value| {
-        fields.insert(key.to_string(), value);
-    };
-    put("product_id", product.product_key.clone().into());
-    put("container_type", container_type.into());
-    if let Some(url) = &product.url {
-        put("url", with_sc_content(url, container_type).into());
-    }
-    if let Some(name) = &product.name {
-        put("name", name.clone().into());
-    }
-    if let Some(image) = &product.image_url {
-        put("imgurl", image.clone().into());
-    }
-    if let Some(price) = &product.price {
-        put("unit_price", price.value.amount.to_string().into());
-        if let Some(currency) = &price.value.currency {
-            put("price_currency_code", currency.clone().into());
-        }
-    }
-    if let Some(stock) = &product.in_stock {
-        put("isInStock", u8::from(stock.value).into());
-    }
-    if let Some(brand) = &product.brand {
-        put("brand", brand.clone().into());
-    }
-    if !product.category_ids.is_empty() {
-        put("category_id", product.category_ids.clone().into());
-    }
-    for (tag, values) in &product.tags {
-        put(tag, values.clone().into());
-    }
-    put("algorithm", source.name().into());
-    Value::Object(fields)
+/// `sc_content` so that the visit it brings is credited to the block. Serialised straight
+/// from the catalogue's product: answers are built on every page view.
+#[derive(Serialize)]
+struct ProductView<'a> {
+    product_id: &'a str,
+    container_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    imgurl: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit_price: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    price_currency_code: Option<&'a str>,
+    #[serde(rename = "isInStock", skip_serializing_if = "Option::is_none")]
+    is_in_stock: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    brand: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    category_id: &'a [String],
+    #[serde(flatten)]
+    tags: &'a TagMap,
+    algorithm: &'static str,
 }
 
-fn with_sc_content(product_url: &str, container_type: &str) -> String {
-    match url::Url::parse(product_url) {
-        Ok(mut parsed) => {
-            parsed
-                .query_pairs_mut()
-                .append_pair("sc_content", container_type);
-            parsed.into()
-        }
-        // A relative or odd url is the shop's business: append the parameter plainly.
-        Err(_) => {
-            let separator = if product_url.contains('?') { '&' } else { '?' };
-            let encoded: String =
-                url::form_urlencoded::byte_serialize(container_type.as_bytes()).collect();
-            format!("{product_url}{separator}sc_content={encoded}")
-        }
+fn product_view<'a>(
+    product: &'a Product,
+    source: Algorithm,
+    container_type: &'a str,
+) -> ProductView<'a> {
+    let price = product.price.as_ref().map(|p| &p.value);
+    ProductView {
+        product_id: &product.product_key,
+        container_type,
+        url: product
+            .url
+            .as_deref()
+            .map(|url| with_sc_content(url, container_type)),
+        name: product.name.as_deref(),
+        imgurl: product.image_url.as_deref(),
+        unit_price: price.map(|p| p.amount.to_string()),
+        price_currency_code: price.and_then(|p| p.currency.as_deref()),
+        is_in_stock: product.in_stock.as_ref().map(|s| u8::from(s.value)),
+        brand: product.brand.as_deref(),
+        category_id: &product.category_ids,
+        tags: &product.tags,
+        algorithm: source.name(),
     }
+}
+
+/// The product's url with `sc_content=<container type>` added to its query, before any
+/// fragment; the rest of the url is left exactly as the shop wrote it.
+fn with_sc_content(product_url: &str, container_type: &str) -> String {
+    let (before, fragment) = match product_url.find('#') {
+        Some(at) => product_url.split_at(at),
+        None => (product_url, ""),
+    };
+    let separator = match before.find('?') {
+        None => "?",
+        Some(at) if at + 1 == before.len() || before.ends_with('&') => "",
+        Some(_) => "&",
+    };
+    let encoded: String = form_urlencoded::byte_serialize(container_type.as_bytes()).collect();
+    format!("{before}{separator}sc_content={encoded}{fragment}")
 }
 
 #[cfg(test)]
@@ -404,6 +429,10 @@ mod tests {
         assert_eq!(
             with_sc_content("/p/1", "similar,popular"),
             "/p/1?sc_content=similar%2Cpopular"
+        );
+        assert_eq!(
+            with_sc_content("https://shop.example/p/1?", "home_a"),
+            "https://shop.example/p/1?sc_content=home_a"
         );
     }
 

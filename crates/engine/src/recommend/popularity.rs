@@ -74,6 +74,11 @@ impl Popularity {
         self.ranking_mut().stale = true;
     }
 
+    /// The item's score, comparable with other items' (not a count: see the module).
+    pub fn score(&self, item: ItemId) -> f64 {
+        self.scores.get(item as usize).copied().unwrap_or(0.0)
+    }
+
     fn rebase(&mut self, at: i64) {
         let base = self.base.unwrap_or(at);
         let factor = ((base - at) as f64 / self.half_life_ms).exp2();

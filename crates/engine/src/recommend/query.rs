@@ -237,14 +237,29 @@ fn candidates<'a>(
             let category = request
                 .category_key
                 .ok_or("needs categoryKey, the category the page shows")?;
-            Ok(Box::new(ranked(recommender.views.ranked()).filter(
-                move |key| catalogue.get(key).is_some_and(|p| in_category(p, category)),
-            )))
+            Ok(popular_in(recommender, catalogue, category))
         }
-        Algorithm::NewArrivals => {
-            let category = request.category_key;
-            listed(catalogue.newest(want, |p| category.is_none_or(|c| in_category(p, c))))
-        }
+        Algorithm::NewArrivals => match request.category_key {
+            None => Ok(Box::new(catalogue.newest_first())),
+            Some(category) => {
+                let mut members: Vec<&Product> = catalogue
+                    .in_category(category)
+                    .iter()
+                    .filter_map(|key| catalogue.get(key))
+                    .collect();
+                members.sort_unstable_by(|a, b| {
+                    b.first_seen
+                        .cmp(&a.first_seen)
+                        .then_with(|| a.product_key.cmp(&b.product_key))
+                });
+                listed(
+                    members
+                        .into_iter()
+                        .map(|p| p.product_key.as_str())
+                        .collect(),
+                )
+            }
+        },
         Algorithm::RecentlyViewed => {
             let contact = request
                 .contact
@@ -292,6 +307,34 @@ fn candidates<'a>(
             _ => Ok(Box::new(ranked(recommender.views.ranked()))),
         },
     }
+}
+
+/// A category's most viewed products. A small category is sorted by the view counts; a
+/// large one is read off the site-wide ranking, where its products come often enough.
+fn popular_in<'a>(
+    recommender: &'a Recommender,
+    catalogue: &'a Catalogue,
+    category: &'a str,
+) -> Box<dyn Iterator<Item = &'a str> + 'a> {
+    const SORT_UP_TO: usize = 5_000;
+    let members = catalogue.in_category(category);
+    if members.len() > SORT_UP_TO {
+        let ranking = recommender.views.ranked();
+        let ranked = (0..ranking.len()).map(move |i| recommender.items.key(ranking[i]));
+        return Box::new(
+            ranked.filter(move |key| catalogue.get(key).is_some_and(|p| in_category(p, category))),
+        );
+    }
+    let mut viewed: Vec<(f64, &str)> = members
+        .iter()
+        .filter_map(|key| {
+            let item = recommender.items.get(key)?;
+            let score = recommender.views.score(item);
+            (score > 0.0).then_some((score, key.as_str()))
+        })
+        .collect();
+    viewed.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    Box::new(viewed.into_iter().map(|(_, key)| key))
 }
 
 fn page_products_or_last_viewed<'a>(request: &Request<'a>) -> Result<Vec<&'a str>, String> {

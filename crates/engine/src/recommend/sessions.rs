@@ -210,13 +210,12 @@ impl Sessions {
         }
         let now = now.min(self.newest);
         let norm_s = (distinct.len() as f32).sqrt();
-        let ln2 = std::f64::consts::LN_2;
         let mut neighbours: Vec<(f32, SessionId, usize)> = candidates
             .into_iter()
             .map(|(id, (shared, age))| {
                 let session = &self.sessions[id as usize];
                 let idle = (now - session.last_at).max(0) as f64;
-                let recency = (-idle * ln2 / params.recency_half_life_ms).exp() as f32;
+                let recency = ((-idle / params.recency_half_life_ms) as f32).exp2();
                 let similarity = shared / (norm_s * (session.distinct as f32).sqrt()) * recency;
                 (similarity, id, age)
             })
@@ -225,8 +224,9 @@ impl Sessions {
             neighbours.select_nth_unstable_by(params.neighbours, |a, b| b.0.total_cmp(&a.0));
             neighbours.truncate(params.neighbours);
         }
+        // A vote's weight by its distance from the meeting item, for the usual distances.
+        let near: [f32; 32] = std::array::from_fn(|d| (-(d as f32) / params.neighbour_decay).exp());
         let mut scores: FxHashMap<ItemId, f32> = FxHashMap::default();
-        let total = self.sessions.len() as f32;
         for (similarity, id, age) in neighbours {
             let items = &self.sessions[id as usize].items;
             let meeting_item = s[s.len() - 1 - age];
@@ -234,17 +234,24 @@ impl Sessions {
                 continue;
             };
             for (position, item) in items.iter().enumerate() {
-                let distance = position.abs_diff(meeting) as f32;
-                let mut vote = similarity * (-distance / params.neighbour_decay).exp();
-                if params.idf_power != 0.0 {
-                    let df = self.postings[*item as usize].len() as f32;
-                    vote *= if params.idf_power > 0.0 {
-                        (total / df).ln().powf(params.idf_power)
-                    } else {
-                        df.powf(params.idf_power)
-                    };
-                }
-                *scores.entry(*item).or_default() += vote;
+                let distance = position.abs_diff(meeting);
+                let decay = match near.get(distance) {
+                    Some(weight) => *weight,
+                    None => (-(distance as f32) / params.neighbour_decay).exp(),
+                };
+                *scores.entry(*item).or_default() += similarity * decay;
+            }
+        }
+        // The popularity correction is the item's own: applied once per item, not per vote.
+        if params.idf_power != 0.0 {
+            let total = self.sessions.len() as f32;
+            for (item, score) in scores.iter_mut() {
+                let df = self.postings[*item as usize].len() as f32;
+                *score *= if params.idf_power > 0.0 {
+                    (total / df).ln().powf(params.idf_power)
+                } else {
+                    df.powf(params.idf_power)
+                };
             }
         }
         scores
