@@ -153,7 +153,7 @@ impl Shop {
             };
             records.push(self.record(at, visitor.clone(), body));
         }
-        if contact % 10 == 0 {
+        if contact.is_multiple_of(10) {
             seen.sort_unstable();
             seen.dedup();
             seen.truncate(3);
