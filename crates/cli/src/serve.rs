@@ -36,6 +36,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SPOOR_LOG_COMMIT_INTERVAL_US", default_value_t = 1000)]
     log_commit_interval_us: u64,
 
+    /// Take each client's address from the first entry of `X-Forwarded-For` (for rate
+    /// limits). Set it only when spoor is reachable through a proxy that sets the header.
+    #[arg(long, env = "SPOOR_TRUST_FORWARDED_FOR")]
+    trust_forwarded_for: bool,
+
     /// Token for /admin/v1 (`Authorization: Bearer <token>`). When absent, one is
     /// generated at first start and kept in <data>/admin-token, readable by its owner only.
     #[arg(long, env = "SPOOR_ADMIN_TOKEN", hide_env_values = true)]
@@ -88,6 +93,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         admin_token: admin_token.into(),
         blocks: Arc::new(BlockRegistry::open(data_dir).context("load the recommendation blocks")?),
+        limiters: Arc::default(),
+        trust_forwarded_for: args.trust_forwarded_for,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

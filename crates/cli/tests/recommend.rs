@@ -334,3 +334,94 @@ async fn block_stats_count_impressions_clicks_and_orders() {
     let (status, _) = get(&server, "/api/v1/sites/S1/blocks/nothing/stats").await;
     assert_eq!(status, 404);
 }
+
+/// `PUT` the site's settings with the admin token.
+async fn put_settings(server: &Server, body: &str) -> (u16, Value) {
+    let response = client()
+        .put(server.url("/admin/v1/sites/S1/settings"))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn sites_set_their_cors_origins_and_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["S1"]);
+    let (status, defaults) = get(&server, "/admin/v1/sites/S1/settings").await;
+    assert_eq!(status, 200);
+    assert_eq!(defaults["corsOrigins"], json!(["*"]));
+
+    let (status, _) = put_settings(
+        &server,
+        r#"{"corsOrigins": ["https://shop.example"], "rateLimit": {"perSecond": 1, "burst": 2}}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ask = |origin: &'static str| {
+        client()
+            .get(server.url("/api/v2/recommendations?siteId=S1&algorithm=popular"))
+            .header("origin", origin)
+            .send()
+    };
+    // The shop's own pages may read the answer; another site's may not.
+    let own = ask("https://shop.example").await.unwrap();
+    assert_eq!(own.status().as_u16(), 200);
+    assert_eq!(
+        own.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let other = ask("https://other.example").await.unwrap();
+    assert_eq!(other.status().as_u16(), 200);
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    // A burst of two, then 429 with how long to wait, still readable by the shop's page.
+    let limited = ask("https://shop.example").await.unwrap();
+    assert_eq!(limited.status().as_u16(), 429);
+    assert_eq!(limited.headers()["retry-after"], "1");
+    assert_eq!(
+        limited.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"], "rate_limited");
+
+    // A preflight is answered by the same settings.
+    let preflight = client()
+        .request(
+            reqwest::Method::OPTIONS,
+            server.url("/api/v2/recommendations?siteId=S1"),
+        )
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status().as_u16(), 204);
+    assert_eq!(
+        preflight.headers()["access-control-allow-origin"],
+        "https://shop.example"
+    );
+
+    // Mistakes are named; a site without a limit is not limited.
+    let (status, answer) = put_settings(&server, r#"{"corsOrigins": ["shop.example"]}"#).await;
+    assert_eq!(status, 400);
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("corsOrigins[0]: expected \"*\" or an origin"),
+        "{answer}"
+    );
+    let (status, _) = put_settings(&server, r#"{"rateLimit": null}"#).await;
+    assert_eq!(status, 200);
+    for _ in 0..5 {
+        assert_eq!(
+            ask("https://x.example").await.unwrap().status().as_u16(),
+            200
+        );
+    }
+}

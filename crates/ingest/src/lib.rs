@@ -16,7 +16,7 @@ use spoor_log::{EventLog, LogError, Position};
 use spoor_protocol::{EventBody, EventKind, Incoming, ProtocolError, TrackerEvent};
 
 use dedup::{Claim, DedupIndex, DuplicateOf, Keys, order_key};
-pub use sites::{Registration, Site, SiteRegistry};
+pub use sites::{RateLimit, Registration, Site, SiteRegistry, SiteSettings};
 use spoor_protocol::stored::{self, FeedItems, RecordContent, StoredRecord, hash_hex};
 
 /// Records read per step when scanning the log.

@@ -24,6 +24,80 @@ pub struct Site {
     pub created_at: i64,
 }
 
+/// How a site's public recommendations endpoint may be called.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SiteSettings {
+    /// The origins whose pages may read answers from the browser (CORS): `"*"` for any,
+    /// or exact origins such as `"https://shop.example"`.
+    #[serde(default = "any_origin")]
+    pub cors_origins: Vec<String>,
+    /// Requests per client address; `null` for no limit (a shop calling from its own
+    /// servers, say).
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+fn any_origin() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// A page shows a few blocks and a visitor opens a few pages a second at most; an office
+/// behind one address holds many visitors.
+fn default_rate_limit() -> Option<RateLimit> {
+    Some(RateLimit {
+        per_second: 50,
+        burst: 200,
+    })
+}
+
+impl Default for SiteSettings {
+    fn default() -> Self {
+        SiteSettings {
+            cors_origins: any_origin(),
+            rate_limit: default_rate_limit(),
+        }
+    }
+}
+
+impl SiteSettings {
+    /// Checks the settings; the error names the field.
+    pub fn validate(&self) -> Result<(), IngestError> {
+        for (i, origin) in self.cors_origins.iter().enumerate() {
+            if origin != "*" && !is_origin(origin) {
+                return Err(IngestError::InvalidSite(format!(
+                    "corsOrigins[{i}]: expected \"*\" or an origin such as \
+                     \"https://shop.example\" (scheme, host and port only), got {origin:?}"
+                )));
+            }
+        }
+        if let Some(limit) = self.rate_limit
+            && (limit.per_second == 0 || limit.burst == 0)
+        {
+            return Err(IngestError::InvalidSite(
+                "rateLimit: perSecond and burst must be at least 1 (null for no limit)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `scheme://host[:port]`, nothing after.
+fn is_origin(text: &str) -> bool {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', '?', '#', ' '])
+}
+
 /// A site as kept in `sites.json`: with the SHA-256 of its API key, never the key.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -32,6 +106,8 @@ struct StoredSite {
     site: Site,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     api_key_sha256: Option<String>,
+    #[serde(default)]
+    settings: SiteSettings,
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -94,6 +170,26 @@ impl SiteRegistry {
         sites.values().map(|s| s.site.clone()).collect()
     }
 
+    /// The site's settings; `None` for a site not registered.
+    pub fn settings(&self, site_id: &str) -> Option<SiteSettings> {
+        let sites = self.sites.read().expect("sites lock");
+        sites.get(site_id).map(|s| s.settings.clone())
+    }
+
+    /// Replaces the site's settings, once checked.
+    pub fn set_settings(&self, site_id: &str, settings: SiteSettings) -> Result<(), IngestError> {
+        settings.validate()?;
+        let mut sites = self.sites.write().expect("sites lock");
+        let mut changed = sites.clone();
+        let site = changed.get_mut(site_id).ok_or_else(|| {
+            IngestError::InvalidSite(format!("site {site_id:?} is not registered"))
+        })?;
+        site.settings = settings;
+        self.persist(&changed)?;
+        *sites = changed;
+        Ok(())
+    }
+
     /// Issues a new API key for the site's read API, replacing any earlier one. The key
     /// is returned once; only its SHA-256 is kept.
     pub fn issue_api_key(&self, site_id: &str) -> Result<String, IngestError> {
@@ -154,6 +250,7 @@ impl SiteRegistry {
         let stored = StoredSite {
             site: site.clone(),
             api_key_sha256: None,
+            settings: SiteSettings::default(),
         };
         sites.insert(site_id, stored);
         self.persist(&sites)?;

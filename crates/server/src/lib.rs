@@ -1,6 +1,7 @@
 //! The HTTP edge of spoor. Translates requests into [`Ingestor`] calls and answers back;
 //! every route, with its handler, is declared in [`router`].
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod blocks;
@@ -38,6 +39,10 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     /// The sites' recommendation blocks.
     pub blocks: Arc<BlockRegistry>,
+    /// Rate limits of the public recommendations endpoint, per site and client.
+    pub limiters: Arc<access::Limiters>,
+    /// Take the client's address from `X-Forwarded-For` (spoor is behind a proxy).
+    pub trust_forwarded_for: bool,
 }
 
 /// Route templates. Also the `route` label of request metrics: a fixed set, whatever path
@@ -48,6 +53,7 @@ mod routes {
     pub const RECOMMENDATIONS: &str = "/api/v2/recommendations";
     pub const SITES: &str = "/admin/v1/sites";
     pub const SITE_KEY: &str = "/admin/v1/sites/{site_id}/api-key";
+    pub const SITE_SETTINGS: &str = "/admin/v1/sites/{site_id}/settings";
     pub const FEED: &str = "/admin/v1/sites/{site_id}/feed";
     pub const BLOCKS: &str = "/admin/v1/sites/{site_id}/blocks";
     pub const BLOCK: &str = "/admin/v1/sites/{site_id}/blocks/{block_id}";
@@ -62,12 +68,13 @@ mod routes {
     pub const CONTACT_EXPORT: &str = "/api/v1/sites/{site_id}/contacts/export";
     pub const PRODUCT: &str = "/api/v1/sites/{site_id}/products/{product_key}";
     pub const BLOCK_STATS: &str = "/api/v1/sites/{site_id}/blocks/{block_id}/stats";
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 20] = [
         TRACK,
         TRACK_BATCH,
         RECOMMENDATIONS,
         SITES,
         SITE_KEY,
+        SITE_SETTINGS,
         FEED,
         BLOCKS,
         BLOCK,
@@ -100,13 +107,20 @@ pub fn router(state: AppState) -> Router {
         .route(routes::TRACK, post(tracker::track))
         .route(routes::TRACK_BATCH, post(tracker::track_batch))
         // Recommendations: public, like the tracker API.
-        .route(routes::RECOMMENDATIONS, get(recommend::recommendations))
+        .route(
+            routes::RECOMMENDATIONS,
+            get(recommend::recommendations).options(recommend::preflight),
+        )
         // Administration: admin token required.
         .route(
             routes::SITES,
             get(admin::list_sites).post(admin::create_site),
         )
         .route(routes::SITE_KEY, post(admin::issue_api_key))
+        .route(
+            routes::SITE_SETTINGS,
+            get(access::get_settings).put(access::put_settings),
+        )
         .route(routes::FEED, post(admin::import_feed))
         .route(routes::BLOCKS, get(blocks::list_blocks))
         .route(
@@ -143,7 +157,9 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    // The peer's address reaches the handlers: rate limits are per client.
+    let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -1,8 +1,10 @@
 //! `GET /api/v2/recommendations`: products for a page, public like the tracker endpoint
 //! (a shop's page calls it from the browser), answered from the live state.
 
-use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use spoor_engine::recommend::blocks::container_type;
@@ -12,8 +14,10 @@ use spoor_engine::recommend::{Algorithm, Request};
 use spoor_engine::{Contact, Identifier, Product, SiteState};
 use spoor_protocol::TagMap;
 
+use spoor_ingest::SiteSettings;
+
 use crate::error::ApiError;
-use crate::{AppState, now_ms};
+use crate::{AppState, access, now_ms};
 
 pub const DEFAULT_LIMIT: usize = 10;
 pub const MAX_LIMIT: usize = 100;
@@ -275,19 +279,81 @@ pub struct RecommendationAnswer<'a> {
 }
 
 /// `GET /api/v2/recommendations?siteId=&block=|algorithm=&sc=|contactId=&productKey=&productKeys=&categoryKey=&limit=`
+/// Every answer, errors included, carries the CORS headers the site allows, so that a
+/// page's script can read why it got nothing.
 pub async fn recommendations(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
-) -> Result<Response, ApiError> {
-    let ask = parse_ask(query)?;
+) -> Response {
+    let settings = site_settings(&state, &query);
+    let client = access::client_address(&state, &headers, peer);
+    let response = match answer(&state, &settings, client, query).await {
+        Ok(response) => response,
+        Err(response) => response,
+    };
+    access::with_cors(response, access::allowed_origin(&settings, &headers))
+}
+
+/// The settings of the site a query names (the defaults for a site not registered).
+fn site_settings(state: &AppState, query: &[(String, String)]) -> SiteSettings {
+    query
+        .iter()
+        .find(|(key, _)| key == "siteId")
+        .and_then(|(_, site_id)| state.ingestor.sites().settings(site_id.trim()))
+        .unwrap_or_default()
+}
+
+/// `OPTIONS /api/v2/recommendations`: a browser's preflight, answered by the site's CORS
+/// settings.
+pub async fn preflight(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let settings = site_settings(&state, &query);
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let answer = response.headers_mut();
+    answer.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, OPTIONS"),
+    );
+    if let Some(asked) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        answer.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+    }
+    answer.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    access::with_cors(response, access::allowed_origin(&settings, &headers))
+}
+
+async fn answer(
+    state: &AppState,
+    settings: &SiteSettings,
+    client: IpAddr,
+    query: Vec<(String, String)>,
+) -> Result<Response, Response> {
+    let ask = parse_ask(query).map_err(IntoResponse::into_response)?;
     if !state.ingestor.sites().contains(&ask.site_id) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_site",
             format!("siteId: site {:?} is not registered", ask.site_id),
-        ));
+        )
+        .into_response());
     }
-    crate::state::wait_for(&state, ask.after).await?;
+    if let Some(refusal) = access::rate_limit_refusal(state, &ask.site_id, settings, client) {
+        return Err(refusal);
+    }
+    recommend(state, ask)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+async fn recommend(state: &AppState, ask: Ask) -> Result<Response, ApiError> {
+    crate::state::wait_for(state, ask.after).await?;
     let engine = state.live.read();
     let empty = SiteState::default();
     let site = engine.site(&ask.site_id).unwrap_or(&empty);
@@ -296,7 +362,7 @@ pub async fn recommendations(
         (Some(sc), None) => site.contact(&Identifier::Sc(sc.clone())),
         (None, None) => None,
     };
-    let resolved = resolve(&state, &ask, contact)?;
+    let resolved = resolve(state, &ask, contact)?;
     let request = Request {
         algorithms: resolved.algorithms,
         contact,
@@ -331,20 +397,8 @@ pub async fn recommendations(
         )
     })?;
     drop(engine);
-    let mut response = (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        body,
-    )
-        .into_response();
-    // Called from shops' pages on their own domains; it reads no cookie and changes nothing.
-    response.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    Ok(response)
+    let json = HeaderValue::from_static("application/json");
+    Ok(([(header::CONTENT_TYPE, json)], body).into_response())
 }
 
 /// A product as a block shows it, with the feed's field names, and its url carrying

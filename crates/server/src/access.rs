@@ -1,0 +1,249 @@
+//! Who may call a site's public recommendations endpoint, and how often: the site's CORS
+//! origins and a rate limit per client address, both set with
+//! `PUT /admin/v1/sites/{siteId}/settings`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use spoor_ingest::{RateLimit, SiteSettings};
+
+use crate::error::ApiError;
+use crate::state::known_site;
+use crate::{AppState, auth};
+
+/// Checks between two sweeps of a site's idle client addresses.
+const SWEEP_EVERY: u64 = 100_000;
+
+struct SiteLimiter {
+    limit: RateLimit,
+    limiter: DefaultKeyedRateLimiter<IpAddr>,
+    checks: AtomicU64,
+}
+
+/// One token bucket per client address per site, made when a site is first asked and
+/// remade when its limit changes.
+#[derive(Default)]
+pub struct Limiters {
+    sites: Mutex<HashMap<String, Arc<SiteLimiter>>>,
+}
+
+impl Limiters {
+    /// `Err(wait)` when `client` has used up its requests to `site_id` for now.
+    pub fn check(&self, site_id: &str, limit: RateLimit, client: IpAddr) -> Result<(), Duration> {
+        let site = self.limiter(site_id, limit);
+        if site.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            site.limiter.retain_recent();
+            site.limiter.shrink_to_fit();
+        }
+        site.limiter
+            .check_key(&client)
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+
+    fn limiter(&self, site_id: &str, limit: RateLimit) -> Arc<SiteLimiter> {
+        let mut sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(site) = sites.get(site_id)
+            && site.limit == limit
+        {
+            return site.clone();
+        }
+        let at_least_one = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(at_least_one(limit.per_second))
+            .allow_burst(at_least_one(limit.burst));
+        let site = Arc::new(SiteLimiter {
+            limit,
+            limiter: RateLimiter::keyed(quota),
+            checks: AtomicU64::new(0),
+        });
+        sites.insert(site_id.to_string(), site.clone());
+        site
+    }
+}
+
+/// The address a request came from: the peer, or behind a proxy that spoor was told to
+/// trust, the first address of `X-Forwarded-For`.
+pub fn client_address(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
+    if state.trust_forwarded_for
+        && let Some(forwarded) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|first| first.trim().parse().ok())
+    {
+        return forwarded;
+    }
+    peer.ip()
+}
+
+/// The 429 (with `Retry-After`) for a request over the site's rate limit; `None` when the
+/// request may go on.
+pub fn rate_limit_refusal(
+    state: &AppState,
+    site_id: &str,
+    settings: &SiteSettings,
+    client: IpAddr,
+) -> Option<Response> {
+    let limit = settings.rate_limit?;
+    let wait = state.limiters.check(site_id, limit, client).err()?;
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "site {site_id} answers a client at most {} requests per second (bursts of {}); \
+             retry in {} ms. The site's settings change the limit.",
+            limit.per_second,
+            limit.burst,
+            wait.as_millis().max(1)
+        ),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    Some(response)
+}
+
+/// The `Access-Control-Allow-Origin` value for a request from `origin`, when the site
+/// lets that origin read answers.
+pub fn allowed_origin(settings: &SiteSettings, headers: &HeaderMap) -> Option<HeaderValue> {
+    if settings.cors_origins.iter().any(|o| o == "*") {
+        return Some(HeaderValue::from_static("*"));
+    }
+    let origin = headers.get(header::ORIGIN)?;
+    let text = origin.to_str().ok()?;
+    settings
+        .cors_origins
+        .iter()
+        .any(|allowed| allowed == text)
+        .then(|| origin.clone())
+}
+
+/// Adds the CORS headers the site's settings allow to an answer.
+pub fn with_cors(mut response: Response, allowed: Option<HeaderValue>) -> Response {
+    let headers = response.headers_mut();
+    if let Some(origin) = allowed {
+        let echoed = origin != "*";
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        if echoed {
+            // The answer differs by Origin: caches must keep them apart.
+            headers.append(header::VARY, HeaderValue::from_static("origin"));
+        }
+    }
+    response
+}
+
+/// `GET /admin/v1/sites/{siteId}/settings`
+pub async fn get_settings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site_id): Path<String>,
+) -> Result<Json<SiteSettings>, ApiError> {
+    auth::require_site(&headers, &state, &site_id)?;
+    known_site(&state, &site_id)?;
+    let settings = state
+        .ingestor
+        .sites()
+        .settings(&site_id)
+        .unwrap_or_default();
+    Ok(Json(settings))
+}
+
+/// `PUT /admin/v1/sites/{siteId}/settings`: the whole settings object; fields left out
+/// take their defaults.
+pub async fn put_settings(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<SiteSettings>, ApiError> {
+    auth::require_site(&headers, &state, &site_id)?;
+    known_site(&state, &site_id)?;
+    let settings: SiteSettings = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_settings",
+            format!(
+                "{e}; expected {{\"corsOrigins\": [\"https://shop.example\"], \"rateLimit\": \
+                 {{\"perSecond\": 50, \"burst\": 200}}}} (rateLimit null for none)"
+            ),
+        )
+    })?;
+    state
+        .ingestor
+        .sites()
+        .set_settings(&site_id, settings.clone())?;
+    tracing::info!(site_id = %site_id, "site settings changed");
+    Ok(Json(settings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_gets_its_burst_then_waits_and_others_are_apart() {
+        let limiters = Limiters::default();
+        let limit = RateLimit {
+            per_second: 1,
+            burst: 3,
+        };
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..3 {
+            assert!(limiters.check("S", limit, a).is_ok());
+        }
+        let wait = limiters.check("S", limit, a).unwrap_err();
+        assert!(wait <= Duration::from_secs(1), "{wait:?}");
+        assert!(
+            limiters.check("S", limit, b).is_ok(),
+            "another address has its own bucket"
+        );
+        assert!(
+            limiters.check("T", limit, a).is_ok(),
+            "another site has its own buckets"
+        );
+        // A new limit is a new bucket.
+        let wider = RateLimit {
+            per_second: 1,
+            burst: 10,
+        };
+        assert!(limiters.check("S", wider, a).is_ok());
+    }
+
+    #[test]
+    fn origins_are_allowed_exactly() {
+        let settings = SiteSettings {
+            cors_origins: vec!["https://shop.example".into()],
+            rate_limit: None,
+        };
+        let mut headers = HeaderMap::new();
+        assert_eq!(allowed_origin(&settings, &headers), None);
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        assert_eq!(allowed_origin(&settings, &headers), None);
+        headers.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://shop.example"),
+        );
+        assert_eq!(
+            allowed_origin(&settings, &headers),
+            Some(HeaderValue::from_static("https://shop.example"))
+        );
+        assert_eq!(
+            allowed_origin(&SiteSettings::default(), &HeaderMap::new()),
+            Some(HeaderValue::from_static("*"))
+        );
+    }
+}
