@@ -336,7 +336,10 @@ pub fn score_leave_one_out(
 pub struct RepeatTuning {
     pub validation_users: u64,
     pub tries: usize,
+    /// The chosen settings' recall on the validation baskets.
     pub recall: f64,
+    /// The same with nothing bought offered again (repeat weight 0).
+    pub recall_without_repeats: f64,
     pub seconds: f64,
 }
 
@@ -349,6 +352,7 @@ pub fn tune_repeat(train: &[Basket], k: usize) -> (RepeatParams, RepeatTuning) {
     let mut best = (RepeatParams::default(), f64::MIN);
     let mut tries = 0;
     let mut users = 0;
+    let mut without_repeats = 0.0;
     for weight in [0.0, 0.5, 1.0, 2.0, 4.0, 16.0, 64.0] {
         for decay in [0.5, 0.8, 0.95, 1.0] {
             if weight == 0.0 && decay != 0.8 {
@@ -359,6 +363,9 @@ pub fn tune_repeat(train: &[Basket], k: usize) -> (RepeatParams, RepeatTuning) {
             let report = score_next_basket(&site, Algorithm::Personal, &validation, k);
             tries += 1;
             users = report.users;
+            if weight == 0.0 {
+                without_repeats = report.recall;
+            }
             if report.recall > best.1 {
                 best = (trial, report.recall);
             }
@@ -368,6 +375,7 @@ pub fn tune_repeat(train: &[Basket], k: usize) -> (RepeatParams, RepeatTuning) {
         validation_users: users,
         tries,
         recall: best.1.max(0.0),
+        recall_without_repeats: without_repeats,
         seconds: started.elapsed().as_secs_f64(),
     };
     (best.0, tuning)
