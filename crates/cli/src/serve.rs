@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use spoor_engine::LiveState;
 use spoor_engine::recommend::blocks::BlockRegistry;
+use spoor_engine::recommend::tuning::TuningRegistry;
 use spoor_ingest::{Ingestor, Registration, SiteRegistry};
 use spoor_log::{FileLog, FileLogConfig, GroupCommitObserver};
 use spoor_server::auth::{self, TokenSource};
@@ -94,6 +95,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         admin_token: admin_token.into(),
         blocks: Arc::new(BlockRegistry::open(data_dir).context("load the recommendation blocks")?),
         limiters: Arc::default(),
+        tuning: Arc::new(TuningRegistry::open(data_dir).context("load the sites' tuning")?),
+        tuning_running: Arc::default(),
         trust_forwarded_for: args.trust_forwarded_for,
     };
     let listener = tokio::net::TcpListener::bind(args.listen)

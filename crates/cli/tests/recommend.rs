@@ -425,3 +425,75 @@ async fn sites_set_their_cors_origins_and_rate_limit() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_site_is_tuned_on_its_own_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["S1"]);
+    let tune = || {
+        client()
+            .post(server.url("/admin/v1/sites/S1/tuning"))
+            .bearer_auth(common::ADMIN_TOKEN)
+            .send()
+    };
+    let too_early = tune().await.unwrap();
+    assert_eq!(too_early.status().as_u16(), 409);
+    let body: Value = too_early.json().await.unwrap();
+    assert_eq!(body["error"], "too_few_sessions");
+
+    // 1,200 visitors, each walking three steps along a ring of 30 products.
+    let mut lines = String::new();
+    for visitor in 0..1_200 {
+        for step in 0..3 {
+            let product = format!("p{}", (visitor + step) % 30);
+            let event = view(&format!("v{visitor}"), &product, visitor * 10 + step);
+            lines.push_str(&event.to_string());
+            lines.push('\n');
+        }
+    }
+    let mut last = 0;
+    for chunk in lines.lines().collect::<Vec<_>>().chunks(500) {
+        let response = client()
+            .post(server.url("/api/v2/batch"))
+            .header("content-type", "application/x-ndjson")
+            .body(chunk.join("\n"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let answer: Value = response.json().await.unwrap();
+        let positions = answer["results"].as_array().unwrap();
+        last = positions.last().unwrap()["position"].as_u64().unwrap();
+    }
+    let (status, _) = get(&server, &format!("/api/v1/sites/S1?after={last}")).await;
+    assert_eq!(status, 200);
+
+    let tuned = tune().await.unwrap();
+    assert_eq!(tuned.status().as_u16(), 200);
+    let tuned: Value = tuned.json().await.unwrap();
+    assert_eq!(tuned["tuned"], true);
+    assert_eq!(tuned["sessions"], 1_200);
+    let hit_rate = tuned["report"]["HR@k"].as_f64().unwrap();
+    let defaults = tuned["report"]["defaults_HR@k"].as_f64().unwrap();
+    assert!(
+        hit_rate >= defaults,
+        "the choice is never worse than the defaults"
+    );
+    let (_, now) = get(&server, "/admin/v1/sites/S1/tuning").await;
+    assert_eq!(now["nextItem"], tuned["nextItem"]);
+
+    // Questions are answered with the tuned settings: p1 is followed by p2 on the ring.
+    let (status, _, answer) = recommend(&server, "siteId=S1&algorithm=similar&productKey=p1").await;
+    assert_eq!(status, 200);
+    assert_eq!(keys(&answer)[0], "p2", "{answer}");
+
+    let (status, _) = common::call(
+        reqwest::Method::DELETE,
+        &server,
+        "/admin/v1/sites/S1/tuning",
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (_, after) = get(&server, "/admin/v1/sites/S1/tuning").await;
+    assert_eq!(after["tuned"], false);
+}

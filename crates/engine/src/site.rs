@@ -64,6 +64,11 @@ impl SiteState {
         &self.attribution
     }
 
+    /// The recommendation models.
+    pub fn recommender(&self) -> &Recommender {
+        &self.recommender
+    }
+
     /// The recommendation models, to change their settings.
     pub fn recommender_mut(&mut self) -> &mut Recommender {
         &mut self.recommender

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod recommend;
 pub mod state;
 pub mod tracker;
+pub mod tuning;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use spoor_engine::LiveState;
 use spoor_engine::recommend::blocks::BlockRegistry;
+use spoor_engine::recommend::tuning::TuningRegistry;
 use spoor_ingest::Ingestor;
 
 use crate::error::ApiError;
@@ -43,6 +45,9 @@ pub struct AppState {
     pub limiters: Arc<access::Limiters>,
     /// Take the client's address from `X-Forwarded-For` (spoor is behind a proxy).
     pub trust_forwarded_for: bool,
+    /// The sites' tuned next-item settings.
+    pub tuning: Arc<TuningRegistry>,
+    pub tuning_running: Arc<tuning::Running>,
 }
 
 /// Route templates. Also the `route` label of request metrics: a fixed set, whatever path
@@ -54,6 +59,7 @@ mod routes {
     pub const SITES: &str = "/admin/v1/sites";
     pub const SITE_KEY: &str = "/admin/v1/sites/{site_id}/api-key";
     pub const SITE_SETTINGS: &str = "/admin/v1/sites/{site_id}/settings";
+    pub const TUNING: &str = "/admin/v1/sites/{site_id}/tuning";
     pub const FEED: &str = "/admin/v1/sites/{site_id}/feed";
     pub const BLOCKS: &str = "/admin/v1/sites/{site_id}/blocks";
     pub const BLOCK: &str = "/admin/v1/sites/{site_id}/blocks/{block_id}";
@@ -68,13 +74,14 @@ mod routes {
     pub const CONTACT_EXPORT: &str = "/api/v1/sites/{site_id}/contacts/export";
     pub const PRODUCT: &str = "/api/v1/sites/{site_id}/products/{product_key}";
     pub const BLOCK_STATS: &str = "/api/v1/sites/{site_id}/blocks/{block_id}/stats";
-    pub const ALL: [&str; 20] = [
+    pub const ALL: [&str; 21] = [
         TRACK,
         TRACK_BATCH,
         RECOMMENDATIONS,
         SITES,
         SITE_KEY,
         SITE_SETTINGS,
+        TUNING,
         FEED,
         BLOCKS,
         BLOCK,
@@ -117,6 +124,12 @@ pub fn router(state: AppState) -> Router {
             get(admin::list_sites).post(admin::create_site),
         )
         .route(routes::SITE_KEY, post(admin::issue_api_key))
+        .route(
+            routes::TUNING,
+            get(tuning::get_tuning)
+                .post(tuning::tune)
+                .delete(tuning::forget_tuning),
+        )
         .route(
             routes::SITE_SETTINGS,
             get(access::get_settings).put(access::put_settings),

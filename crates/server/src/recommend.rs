@@ -354,6 +354,7 @@ async fn answer(
 
 async fn recommend(state: &AppState, ask: Ask) -> Result<Response, ApiError> {
     crate::state::wait_for(state, ask.after).await?;
+    let tuned = state.tuning.get(&ask.site_id);
     let engine = state.live.read();
     let empty = SiteState::default();
     let site = engine.site(&ask.site_id).unwrap_or(&empty);
@@ -371,6 +372,7 @@ async fn recommend(state: &AppState, ask: Ask) -> Result<Response, ApiError> {
         limit: resolved.limit,
         now: now_ms(),
         filters: resolved.filters,
+        next_item: tuned.as_ref().map(|t| &t.next_item),
     };
     let found = site.recommend(&request);
     let products = found

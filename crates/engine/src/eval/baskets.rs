@@ -224,6 +224,7 @@ fn ask<'a>(
             include_out_of_stock: true,
             ..Filters::default()
         },
+        next_item: None,
     };
     site.recommend(&request)
         .products

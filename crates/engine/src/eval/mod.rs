@@ -12,7 +12,7 @@ pub mod baskets;
 use std::io::BufRead;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::recommend::{ItemId, NextItemParams, Recommender};
 
@@ -176,10 +176,24 @@ pub fn carve_validation(sessions: &[Vec<String>], share: f64) -> (&[Vec<String>]
     (train, cases)
 }
 
-/// Feeds `sessions` to `recommender` as visitors' views, in order.
+/// Feeds `sessions` to `recommender` as visitors' views, in order, a typical shop's pace
+/// apart; the time after the last.
 pub fn train_on(recommender: &mut Recommender, sessions: &[Vec<String>]) -> i64 {
-    for (index, session) in sessions.iter().enumerate() {
-        let at = START_MS + index as i64 * SESSION_SPACING_MS;
+    let times = paced(sessions.len() + 1);
+    train_on_at(recommender, sessions, &times);
+    times[sessions.len()]
+}
+
+/// Start times for `n` sessions, a typical shop's pace apart: data sets without times.
+pub fn paced(n: usize) -> Vec<i64> {
+    (0..n as i64)
+        .map(|i| START_MS + i * SESSION_SPACING_MS)
+        .collect()
+}
+
+/// Feeds `sessions` to `recommender`, session `i` starting at `times[i]`.
+pub fn train_on_at(recommender: &mut Recommender, sessions: &[Vec<String>], times: &[i64]) {
+    for (index, (session, at)) in sessions.iter().zip(times).enumerate() {
         for (position, key) in session.iter().enumerate() {
             recommender.viewed(
                 Some(index as u32),
@@ -188,7 +202,6 @@ pub fn train_on(recommender: &mut Recommender, sessions: &[Vec<String>]) -> i64 
             );
         }
     }
-    START_MS + sessions.len() as i64 * SESSION_SPACING_MS
 }
 
 /// What `spoor eval sessions` can ask the engine for a session so far.
@@ -383,7 +396,7 @@ fn candidate_settings() -> Vec<Knob> {
     ]
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Tuning {
     pub validation_sessions: usize,
     pub validation_cases: u64,
@@ -392,6 +405,11 @@ pub struct Tuning {
     pub hit_rate: f64,
     #[serde(rename = "MRR@k")]
     pub mrr: f64,
+    /// The built-in settings on the same validation cases, for comparison.
+    #[serde(rename = "defaults_HR@k", default)]
+    pub default_hit_rate: f64,
+    #[serde(rename = "defaults_MRR@k", default)]
+    pub default_mrr: f64,
     pub seconds: f64,
 }
 
@@ -399,19 +417,36 @@ pub struct Tuning {
 /// the rest: coordinate ascent on HR@k + MRR@k over a small grid, two rounds. The test
 /// data is never looked at.
 pub fn tune_next_item(sessions: &[Vec<String>], k: usize) -> (NextItemParams, Tuning) {
+    tune_next_item_at(sessions, &paced(sessions.len()), k)
+}
+
+/// Held-out sessions used for tuning at most: beyond it, more barely moves the choice.
+const MAX_TUNING_SESSIONS: usize = 10_000;
+
+/// [`tune_next_item`] on sessions that started at `times` (a site's own, real times).
+pub fn tune_next_item_at(
+    sessions: &[Vec<String>],
+    times: &[i64],
+    k: usize,
+) -> (NextItemParams, Tuning) {
     let started = Instant::now();
     let (train, cases) = carve_validation(sessions, VALIDATION_SHARE);
-    // Every other held-out session: half the time, and the choices barely move.
-    let cases: Vec<Case> = group_by_session(&cases)
+    // Every other held-out session at least (half the time, and the choices barely
+    // move), fewer on a large site.
+    let groups = group_by_session(&cases);
+    let step = groups.len().div_ceil(MAX_TUNING_SESSIONS).max(2);
+    let cases: Vec<Case> = groups
         .into_iter()
-        .step_by(2)
+        .step_by(step)
         .flat_map(|(members, _)| members.into_iter().cloned())
         .collect();
     let mut recommender = Recommender::default();
-    let now = train_on(&mut recommender, train);
+    train_on_at(&mut recommender, train, times);
+    let now = times.get(train.len()).copied().unwrap_or(START_MS);
     let objective = |report: &SessionReport| report.hit_rate + report.mrr;
     let mut best = recommender.next_item.clone();
     let mut best_report = score_cases_with(&recommender, &best, &cases, now, k);
+    let defaults = (best_report.hit_rate, best_report.mrr);
     let mut tries = 1;
     for _round in 0..2 {
         for (_name, values, set) in candidate_settings() {
@@ -436,6 +471,8 @@ pub fn tune_next_item(sessions: &[Vec<String>], k: usize) -> (NextItemParams, Tu
         tries,
         hit_rate: best_report.hit_rate,
         mrr: best_report.mrr,
+        default_hit_rate: defaults.0,
+        default_mrr: defaults.1,
         seconds: started.elapsed().as_secs_f64(),
     };
     (best, tuning)

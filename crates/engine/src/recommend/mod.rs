@@ -18,6 +18,7 @@ pub mod popularity;
 pub mod query;
 pub mod rules;
 pub mod sessions;
+pub mod tuning;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -144,6 +145,26 @@ impl Recommender {
 
     pub fn items(&self) -> &Items {
         &self.items
+    }
+
+    /// Every view session, oldest first, as product keys with the time of its last view:
+    /// what a site's tuning learns from.
+    pub fn session_keys(&self) -> (Vec<Vec<String>>, Vec<i64>) {
+        let mut sessions = Vec::with_capacity(self.sessions.len());
+        let mut times = Vec::with_capacity(self.sessions.len());
+        for s in 0..self.sessions.len() as SessionId {
+            let items = self.sessions.items(s);
+            if !items.is_empty() {
+                sessions.push(
+                    items
+                        .iter()
+                        .map(|i| self.items.key(*i).to_string())
+                        .collect(),
+                );
+                times.push(self.sessions.last_at(s));
+            }
+        }
+        (sessions, times)
     }
 
     /// The visitor's session, when their last view was within the session gap of `now`.

@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 
 use super::rules::{Rules, in_category};
 use super::sessions::{MAX_SESSION_ITEMS, normalise, top};
-use super::{ItemId, Recommender};
+use super::{ItemId, NextItemParams, Recommender};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -107,6 +107,8 @@ pub struct Request<'a> {
     pub limit: usize,
     pub now: i64,
     pub filters: Filters,
+    /// The site's tuned next-item settings; the built-in ones when `None`.
+    pub next_item: Option<&'a NextItemParams>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -270,9 +272,10 @@ fn candidates<'a>(
         }
         Algorithm::Similar => {
             let context = page_products_or_last_viewed(request)?;
+            let params = request.next_item.unwrap_or(&recommender.next_item);
             listed(
                 recommender
-                    .next_items(&context, request.now, want)
+                    .next_items_with(params, &context, request.now, want)
                     .into_iter()
                     .map(|(key, _)| key)
                     .collect(),
@@ -386,10 +389,10 @@ fn personal<'a>(
         }
     };
     if !items.is_empty() {
-        let found =
-            recommender
-                .sessions
-                .next_items(&items, request.now, own, &recommender.next_item, want);
+        let params = request.next_item.unwrap_or(&recommender.next_item);
+        let found = recommender
+            .sessions
+            .next_items(&items, request.now, own, params, want);
         // What the visitor has just looked at is the recently-viewed block's business.
         return Ok(found
             .into_iter()

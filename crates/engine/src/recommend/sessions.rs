@@ -34,7 +34,8 @@ pub type SessionId = u32;
 /// A session longer than this goes on as a new one (robots, and the cost of a question).
 pub const MAX_SESSION_ITEMS: usize = 200;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NextItemParams {
     /// Neighbour sessions that vote.
     pub neighbours: usize,

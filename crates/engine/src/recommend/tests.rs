@@ -86,6 +86,7 @@ fn ask_with(
         limit: 10,
         now: T0 + 10 * MINUTE,
         filters,
+        next_item: None,
     };
     let answer = site.recommend(&request);
     answer
@@ -302,6 +303,7 @@ fn out_of_stock_is_left_out_and_chains_fall_back() {
         limit: 5,
         now: T0 + MINUTE,
         filters: Filters::default(),
+        next_item: None,
     };
     let answer = site.recommend(&request);
     assert_eq!(answer.products.len(), 1);
@@ -369,6 +371,7 @@ fn catalogue_rules_include_exclude_and_boost() {
         limit: 2,
         now: T0 + MINUTE,
         filters: with(json!({"should": [{"name": "brand", "values": ["Zeta"]}]})),
+        next_item: None,
     };
     let keys: Vec<&str> = site
         .recommend(&request)

@@ -1,0 +1,158 @@
+//! `/admin/v1/sites/{siteId}/tuning`: the engine tunes a site's next-item settings on the
+//! site's own recent sessions, and answers the site's questions with them from then on.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Serialize;
+use spoor_engine::eval::tune_next_item_at;
+use spoor_engine::recommend::NextItemParams;
+use spoor_engine::recommend::tuning::SiteTuning;
+
+use crate::error::ApiError;
+use crate::state::known_site;
+use crate::{AppState, auth, now_ms};
+
+/// Fewer sessions than this hold too few held-out cases to choose anything.
+pub const MIN_SESSIONS: usize = 1_000;
+/// Products per answer the tuning scores (HR and MRR at this k).
+const TUNING_K: usize = 20;
+
+/// Sites being tuned now: one tuning per site at a time.
+#[derive(Default)]
+pub struct Running(Mutex<HashSet<String>>);
+
+struct RunningGuard<'a> {
+    running: &'a Running,
+    site_id: String,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        let mut sites = self.running.0.lock().unwrap_or_else(|p| p.into_inner());
+        sites.remove(&self.site_id);
+    }
+}
+
+impl Running {
+    fn start(&self, site_id: &str) -> Option<RunningGuard<'_>> {
+        let mut sites = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        sites.insert(site_id.to_string()).then(|| RunningGuard {
+            running: self,
+            site_id: site_id.to_string(),
+        })
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TuningAnswer {
+    site_id: String,
+    /// Whether the site answers with tuned settings (else the built-in ones).
+    tuned: bool,
+    next_item: NextItemParams,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    tuning: Option<SiteTuning>,
+}
+
+fn answer(site_id: String, tuning: Option<SiteTuning>) -> TuningAnswer {
+    TuningAnswer {
+        site_id,
+        tuned: tuning.is_some(),
+        next_item: tuning
+            .as_ref()
+            .map_or_else(NextItemParams::default, |t| t.next_item.clone()),
+        tuning,
+    }
+}
+
+/// `GET /admin/v1/sites/{siteId}/tuning`: the settings the site is answered with.
+pub async fn get_tuning(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site_id): Path<String>,
+) -> Result<Json<TuningAnswer>, ApiError> {
+    auth::require_site(&headers, &state, &site_id)?;
+    known_site(&state, &site_id)?;
+    let tuning = state.tuning.get(&site_id).map(|t| (*t).clone());
+    Ok(Json(answer(site_id, tuning)))
+}
+
+/// `POST /admin/v1/sites/{siteId}/tuning`: tunes on the site's sessions (the most recent
+/// tenth held out and predicted from the rest) and keeps the choice. Takes seconds to a
+/// few minutes by the site's size; answers when done.
+pub async fn tune(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site_id): Path<String>,
+) -> Result<Json<TuningAnswer>, ApiError> {
+    auth::require_site(&headers, &state, &site_id)?;
+    known_site(&state, &site_id)?;
+    let Some(_running) = state.tuning_running.start(&site_id) else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "tuning_running",
+            format!("site {site_id} is being tuned already; its answer comes when that ends"),
+        ));
+    };
+    let (sessions, times) = {
+        let engine = state.live.read();
+        engine
+            .site(&site_id)
+            .map(|site| site.recommender().session_keys())
+            .unwrap_or_default()
+    };
+    if sessions.len() < MIN_SESSIONS {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_few_sessions",
+            format!(
+                "site {site_id} has {} view sessions; tuning needs at least {MIN_SESSIONS} \
+                 (the built-in settings answer until then)",
+                sessions.len()
+            ),
+        ));
+    }
+    tracing::info!(site_id = %site_id, sessions = sessions.len(), "tuning started");
+    let count = sessions.len();
+    let (next_item, report) =
+        tokio::task::spawn_blocking(move || tune_next_item_at(&sessions, &times, TUNING_K))
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "tuning_failed",
+                    format!("tuning stopped: {e}"),
+                )
+            })?;
+    let tuning = SiteTuning {
+        next_item,
+        tuned_at: now_ms(),
+        sessions: count,
+        report,
+    };
+    state.tuning.set(&site_id, Some(tuning.clone()))?;
+    tracing::info!(
+        site_id = %site_id,
+        seconds = tuning.report.seconds,
+        hit_rate = tuning.report.hit_rate,
+        mrr = tuning.report.mrr,
+        "tuning chosen"
+    );
+    Ok(Json(answer(site_id, Some(tuning))))
+}
+
+/// `DELETE /admin/v1/sites/{siteId}/tuning`: back to the built-in settings.
+pub async fn forget_tuning(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(site_id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    auth::require_site(&headers, &state, &site_id)?;
+    known_site(&state, &site_id)?;
+    state.tuning.set(&site_id, None)?;
+    Ok(StatusCode::NO_CONTENT)
+}
