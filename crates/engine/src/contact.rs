@@ -243,6 +243,11 @@ impl Contact {
         }
     }
 
+    /// Whether a message can reach the contact: it has an email or a phone.
+    pub fn reachable(&self) -> bool {
+        self.identifiers.email.is_some() || !self.identifiers.phones.is_empty()
+    }
+
     pub fn touch(&mut self, visitor: &Visitor, at: i64) {
         self.first_seen = self.first_seen.min(at);
         self.last_seen = self.last_seen.max(at);

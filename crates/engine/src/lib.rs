@@ -16,6 +16,7 @@ pub mod privacy;
 pub mod recommend;
 pub mod site;
 pub mod snapshot;
+pub mod triggers;
 
 use std::collections::HashMap;
 

@@ -12,6 +12,7 @@ use crate::identity::{ContactId, Identifier, Identifiers, identifiers_of, identi
 use crate::recommend::Recommender;
 use crate::recommend::query::{Answer, Request, recommend};
 use crate::snapshot::{SiteSnapshot, SlotSnapshot};
+use crate::triggers::{Pending, Timers, TriggerKind};
 
 enum Slot {
     Live(Box<Contact>),
@@ -26,6 +27,7 @@ pub struct SiteState {
     catalogue: Catalogue,
     recommender: Recommender,
     attribution: Attribution,
+    timers: Timers,
     events: u64,
 }
 
@@ -62,6 +64,30 @@ impl SiteState {
     /// Impressions, clicks and orders of recommendation blocks.
     pub fn attribution(&self) -> &Attribution {
         &self.attribution
+    }
+
+    /// Trigger timers due at `now` (see [`Timers::take_due`]); they leave the state.
+    pub fn take_due(
+        &mut self,
+        now: i64,
+        delay: impl Fn(TriggerKind, u8) -> Option<i64>,
+    ) -> Vec<Pending> {
+        self.timers.take_due(now, delay)
+    }
+
+    /// Queues the next step of a trigger that fired.
+    pub fn follow_up(&mut self, fired: &Pending) {
+        self.timers.follow_up(fired);
+    }
+
+    /// Holds a due trigger until its contact can be reached (see
+    /// [`Timers::await_identity`]).
+    pub fn await_identity(&mut self, pending: Pending, deadline: i64) {
+        self.timers.await_identity(pending, deadline);
+    }
+
+    pub fn timers(&self) -> &Timers {
+        &self.timers
     }
 
     /// The recommendation models.
@@ -104,6 +130,7 @@ impl SiteState {
             products: self.catalogue.sorted().into_iter().cloned().collect(),
             recommender: Some(self.recommender.clone()),
             attribution: Some(self.attribution.clone()),
+            timers: self.timers.all(),
         }
     }
 
@@ -129,6 +156,7 @@ impl SiteState {
         }
         site.recommender = snapshot.recommender.unwrap_or_default();
         site.attribution = snapshot.attribution.unwrap_or_default();
+        site.timers = Timers::from_all(snapshot.timers);
         site
     }
 
@@ -186,8 +214,13 @@ impl SiteState {
         let id = self.resolve(&ids, at);
         self.apply_to_models(event, Some(id), at);
         self.attribution.apply(event, Some(id), at);
+        self.timers.apply(event, id, at);
         let contact = self.live_mut(id);
         contact.touch(&event.visitor, at);
+        if contact.reachable() && self.timers.awaits(id) {
+            self.timers.identified(id);
+        }
+        let contact = self.live_mut(id);
         match &event.body {
             EventBody::ProductPage { product } => contact.viewed_product(&product.product_key, at),
             EventBody::AddToWishlist { product } => {
@@ -344,6 +377,7 @@ impl SiteState {
             self.index.insert(id, survivor);
         }
         self.attribution.merge(absorbed, survivor);
+        self.timers.merge(absorbed, survivor);
         let let_go = self.live_mut(survivor).absorb(*contact, at);
         self.unindex(&let_go, survivor);
     }

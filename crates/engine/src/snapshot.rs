@@ -14,6 +14,7 @@ use crate::catalogue::Product;
 use crate::contact::Contact;
 use crate::identity::ContactId;
 use crate::recommend::Recommender;
+use crate::triggers::Pending;
 use crate::{Engine, SiteState};
 
 /// Bumped when the snapshot's shape changes; an older snapshot is then not used.
@@ -38,6 +39,9 @@ pub struct SiteSnapshot {
     /// Block impressions, clicks and orders.
     #[serde(default)]
     pub attribution: Option<Attribution>,
+    /// Trigger timers waiting.
+    #[serde(default)]
+    pub timers: Vec<Pending>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -1,0 +1,473 @@
+//! Behavioural trigger timers, kept from the events like the rest of the state:
+//! - abandoned cart: a non-empty cart starts (or restarts) its timer; an emptied cart or a
+//!   purchase since stops it; follow-ups are later steps of the same timer;
+//! - abandoned browse: each product view restarts it; a cart or a purchase stops it;
+//! - search without results: a search that found nothing starts it; a product view or a
+//!   cart since stops it.
+//!
+//! A timer is its contact, kind, step and *anchor* (the event time it counts from). Its
+//! delay is a site setting read when timers are due, so a changed setting applies to the
+//! timers already waiting. Timers wait in one queue per kind and step, ordered by anchor:
+//! finding the due ones costs in proportion to how many are due, not to how many wait.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use spoor_protocol::{EventBody, TrackerEvent};
+
+use crate::identity::ContactId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TriggerKind {
+    AbandonedCart,
+    AbandonedBrowse,
+    SearchWithoutResults,
+}
+
+impl TriggerKind {
+    pub const ALL: [TriggerKind; 3] = [
+        TriggerKind::AbandonedCart,
+        TriggerKind::AbandonedBrowse,
+        TriggerKind::SearchWithoutResults,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TriggerKind::AbandonedCart => "abandoned-cart",
+            TriggerKind::AbandonedBrowse => "abandoned-browse",
+            TriggerKind::SearchWithoutResults => "search-without-results",
+        }
+    }
+}
+
+/// A timer that came due: what fires, for whom, counted from when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub contact: ContactId,
+    pub kind: TriggerKind,
+    /// 0 for the first message, 1 for the first follow-up...
+    pub step: u8,
+    /// The time of the event the delay counts from (the cart's, the last view's).
+    pub anchor: i64,
+}
+
+/// The pending timers of one site.
+#[derive(Debug, Clone, Default)]
+pub struct Timers {
+    queues: BTreeMap<(TriggerKind, u8), BTreeSet<(i64, ContactId)>>,
+    current: FxHashMap<(ContactId, TriggerKind), (u8, i64)>,
+    /// Due triggers of contacts with no email or phone yet, until a deadline.
+    awaiting: FxHashMap<ContactId, Vec<(i64, Pending)>>,
+    /// Deadlines of `awaiting`, to drop the expired without a scan.
+    deadlines: BTreeSet<(i64, ContactId)>,
+    /// Awaiting triggers whose contact was identified: due at the next take.
+    ready: Vec<Pending>,
+}
+
+impl Timers {
+    /// Starts the contact's timer of `kind` at `anchor`, replacing an older one (a later
+    /// event restarts it; an earlier one arriving late changes nothing).
+    pub fn start(&mut self, contact: ContactId, kind: TriggerKind, anchor: i64) {
+        if let Some((_, current)) = self.current.get(&(contact, kind))
+            && *current > anchor
+        {
+            return;
+        }
+        self.remove(contact, kind);
+        self.insert(Pending {
+            contact,
+            kind,
+            step: 0,
+            anchor,
+        });
+    }
+
+    /// Stops the contact's timer of `kind` if it started at or before `at`.
+    pub fn stop(&mut self, contact: ContactId, kind: TriggerKind, at: i64) {
+        if let Some((_, anchor)) = self.current.get(&(contact, kind))
+            && *anchor <= at
+        {
+            self.remove(contact, kind);
+        }
+    }
+
+    /// Queues the next step of a timer that fired, from the same anchor.
+    pub fn follow_up(&mut self, fired: &Pending) {
+        if self.current.contains_key(&(fired.contact, fired.kind)) {
+            return; // restarted since: the new timer wins
+        }
+        self.insert(Pending {
+            step: fired.step + 1,
+            ..*fired
+        });
+    }
+
+    /// Holds a due trigger whose contact cannot be reached yet (no email or phone) until
+    /// `deadline`: it comes due again once the contact is identified.
+    pub fn await_identity(&mut self, pending: Pending, deadline: i64) {
+        self.awaiting
+            .entry(pending.contact)
+            .or_default()
+            .push((deadline, pending));
+        self.deadlines.insert((deadline, pending.contact));
+    }
+
+    /// The contact can be reached now: what waited for it comes due, unless a newer timer
+    /// of the same kind started since or a purchase stopped it (`stopped`).
+    pub fn identified(&mut self, contact: ContactId) {
+        let Some(waiting) = self.awaiting.remove(&contact) else {
+            return;
+        };
+        for (deadline, pending) in waiting {
+            self.deadlines.remove(&(deadline, contact));
+            if !self.current.contains_key(&(contact, pending.kind)) {
+                self.ready.push(pending);
+            }
+        }
+    }
+
+    /// Whether anything waits for `contact` to be identified.
+    pub fn awaits(&self, contact: ContactId) -> bool {
+        self.awaiting.contains_key(&contact)
+    }
+
+    /// Takes every timer due at `now`. `delay(kind, step)` is the wait after the anchor,
+    /// in milliseconds, or `None` when that step is off (its timers are dropped).
+    pub fn take_due(
+        &mut self,
+        now: i64,
+        delay: impl Fn(TriggerKind, u8) -> Option<i64>,
+    ) -> Vec<Pending> {
+        while let Some(&(deadline, contact)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(waiting) = self.awaiting.get_mut(&contact) {
+                waiting.retain(|(d, _)| *d > now);
+                if waiting.is_empty() {
+                    self.awaiting.remove(&contact);
+                }
+            }
+        }
+        let mut due = std::mem::take(&mut self.ready);
+        for (&(kind, step), queue) in self.queues.iter_mut() {
+            let wait = delay(kind, step);
+            while let Some(&(anchor, contact)) = queue.first() {
+                let is_due = wait.is_none_or(|wait| anchor.saturating_add(wait) <= now);
+                if !is_due {
+                    break;
+                }
+                queue.pop_first();
+                self.current.remove(&(contact, kind));
+                if wait.is_some() {
+                    due.push(Pending {
+                        contact,
+                        kind,
+                        step,
+                        anchor,
+                    });
+                }
+            }
+        }
+        due
+    }
+
+    /// A merged contact's timers go to the survivor, where it has none of that kind.
+    pub fn merge(&mut self, absorbed: ContactId, survivor: ContactId) {
+        for kind in TriggerKind::ALL {
+            if let Some((step, anchor)) = self.current.get(&(absorbed, kind)).copied() {
+                self.remove(absorbed, kind);
+                let theirs = self.current.get(&(survivor, kind)).map(|(_, a)| *a);
+                if theirs.is_none_or(|a| a < anchor) {
+                    self.remove(survivor, kind);
+                    self.insert(Pending {
+                        contact: survivor,
+                        kind,
+                        step,
+                        anchor,
+                    });
+                }
+            }
+        }
+    }
+
+    /// The timer of `kind` waiting for `contact`, if any.
+    pub fn pending(&self, contact: ContactId, kind: TriggerKind) -> Option<Pending> {
+        let (step, anchor) = *self.current.get(&(contact, kind))?;
+        Some(Pending {
+            contact,
+            kind,
+            step,
+            anchor,
+        })
+    }
+
+    /// Timers waiting, and triggers waiting for their contact to be identified.
+    pub fn len(&self) -> usize {
+        self.current.len() + self.awaiting.values().map(Vec::len).sum::<usize>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every waiting timer, for the snapshot.
+    pub fn all(&self) -> Vec<Pending> {
+        let mut all: Vec<Pending> = self
+            .current
+            .iter()
+            .map(|(&(contact, kind), &(step, anchor))| Pending {
+                contact,
+                kind,
+                step,
+                anchor,
+            })
+            .collect();
+        all.sort_by_key(|p| (p.anchor, p.contact, p.kind));
+        all
+    }
+
+    pub fn from_all(all: Vec<Pending>) -> Timers {
+        let mut timers = Timers::default();
+        for pending in all {
+            timers.insert(pending);
+        }
+        timers
+    }
+
+    fn insert(&mut self, pending: Pending) {
+        self.queues
+            .entry((pending.kind, pending.step))
+            .or_default()
+            .insert((pending.anchor, pending.contact));
+        self.current.insert(
+            (pending.contact, pending.kind),
+            (pending.step, pending.anchor),
+        );
+    }
+
+    fn remove(&mut self, contact: ContactId, kind: TriggerKind) {
+        if let Some((step, anchor)) = self.current.remove(&(contact, kind))
+            && let Some(queue) = self.queues.get_mut(&(kind, step))
+        {
+            queue.remove(&(anchor, contact));
+        }
+    }
+
+    /// What `event` by `contact` at `at` starts and stops.
+    pub fn apply(&mut self, event: &TrackerEvent, contact: ContactId, at: i64) {
+        use TriggerKind::*;
+        match &event.body {
+            EventBody::StatusCart { cart } if cart.products.is_empty() => {
+                self.stop(contact, AbandonedCart, at);
+            }
+            EventBody::StatusCart { .. } => {
+                self.start(contact, AbandonedCart, at);
+                self.stop(contact, AbandonedBrowse, at);
+                self.stop(contact, SearchWithoutResults, at);
+            }
+            EventBody::PurchasedItems { .. } => {
+                for kind in TriggerKind::ALL {
+                    self.stop(contact, kind, at);
+                }
+                // What waited for this buyer to be identified is moot now.
+                if let Some(waiting) = self.awaiting.remove(&contact) {
+                    for (deadline, _) in waiting {
+                        self.deadlines.remove(&(deadline, contact));
+                    }
+                }
+            }
+            EventBody::ProductPage { .. } => {
+                self.start(contact, AbandonedBrowse, at);
+                self.stop(contact, SearchWithoutResults, at);
+            }
+            EventBody::SearchRequest { search } if search.found == Some(false) => {
+                self.start(contact, SearchWithoutResults, at);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use spoor_protocol::{Incoming, parse_value};
+
+    const T0: i64 = 1_700_000_000_000;
+    const MINUTE: i64 = 60_000;
+
+    fn event(body: Value) -> TrackerEvent {
+        match parse_value(&body, T0).expect("a valid event") {
+            Incoming::Event(event) => event,
+            _ => panic!("not an event"),
+        }
+    }
+
+    fn general(name: &str) -> Value {
+        json!({"eventName": name, "siteId": "S", "cookies": {"sc": "v"}})
+    }
+
+    fn cart(keys: &[&str]) -> TrackerEvent {
+        let products: Vec<Value> = keys
+            .iter()
+            .map(|k| json!({"productKey": k, "price": 1, "quantity": 1}))
+            .collect();
+        event(json!({"GeneralInfo": general("StatusCart"), "StatusCart": {"Products": products}}))
+    }
+
+    fn view() -> TrackerEvent {
+        event(json!({"GeneralInfo": general("ProductPage"),
+                     "ProductPage": {"Product": {"productKey": "p", "price": "1"}}}))
+    }
+
+    fn purchase() -> TrackerEvent {
+        event(json!({"GeneralInfo": general("PurchasedItems"),
+                     "PurchasedItems": {"OrderNumber": "1", "Products": [
+                         {"product_id": "p", "unit_price": "1", "quantity": 1}]}}))
+    }
+
+    fn search(found: bool) -> TrackerEvent {
+        event(json!({"GeneralInfo": general("SearchRequest"),
+                     "SearchRequest": {"search": "boots", "isFound": u8::from(found)}}))
+    }
+
+    /// Cart after 60 minutes, follow-up after a day; browse and search after 30 minutes.
+    fn delays(kind: TriggerKind, step: u8) -> Option<i64> {
+        match (kind, step) {
+            (TriggerKind::AbandonedCart, 0) => Some(60 * MINUTE),
+            (TriggerKind::AbandonedCart, 1) => Some(24 * 60 * MINUTE),
+            (_, 0) => Some(30 * MINUTE),
+            _ => None,
+        }
+    }
+
+    fn kinds(due: &[Pending]) -> Vec<(TriggerKind, u8)> {
+        due.iter().map(|p| (p.kind, p.step)).collect()
+    }
+
+    #[test]
+    fn an_abandoned_cart_fires_after_its_delay_then_its_follow_up() {
+        let mut timers = Timers::default();
+        timers.apply(&cart(&["a"]), 1, T0);
+        assert!(timers.take_due(T0 + 59 * MINUTE, delays).is_empty());
+        let due = timers.take_due(T0 + 60 * MINUTE, delays);
+        assert_eq!(kinds(&due), vec![(TriggerKind::AbandonedCart, 0)]);
+        timers.follow_up(&due[0]);
+        assert!(timers.take_due(T0 + 23 * 60 * MINUTE, delays).is_empty());
+        let due = timers.take_due(T0 + 24 * 60 * MINUTE, delays);
+        assert_eq!(kinds(&due), vec![(TriggerKind::AbandonedCart, 1)]);
+        // No third step is set: the follow-up of the follow-up is dropped.
+        timers.follow_up(&due[0]);
+        assert!(
+            timers
+                .take_due(T0 + 365 * 24 * 60 * MINUTE, delays)
+                .is_empty()
+        );
+        assert!(timers.is_empty());
+    }
+
+    #[test]
+    fn a_purchase_stops_it_and_a_cart_change_restarts_it() {
+        let mut timers = Timers::default();
+        timers.apply(&cart(&["a"]), 1, T0);
+        timers.apply(&cart(&["a", "b"]), 1, T0 + 40 * MINUTE);
+        assert!(
+            timers.take_due(T0 + 60 * MINUTE, delays).is_empty(),
+            "restarted at 40 min"
+        );
+        assert_eq!(timers.take_due(T0 + 100 * MINUTE, delays).len(), 1);
+
+        timers.apply(&cart(&["a"]), 2, T0);
+        timers.apply(&purchase(), 2, T0 + 10 * MINUTE);
+        timers.apply(&cart(&["c"]), 3, T0);
+        timers.apply(&cart(&[]), 3, T0 + 5 * MINUTE);
+        assert!(timers.take_due(T0 + 1000 * MINUTE, delays).is_empty());
+        // A purchase that happened before the cart (arriving late) does not stop it.
+        timers.apply(&cart(&["d"]), 4, T0 + 10 * MINUTE);
+        timers.apply(&purchase(), 4, T0);
+        assert_eq!(timers.take_due(T0 + 1000 * MINUTE, delays).len(), 1);
+    }
+
+    #[test]
+    fn browse_and_search_wait_for_inactivity_and_stop_on_intent() {
+        let mut timers = Timers::default();
+        timers.apply(&view(), 1, T0);
+        timers.apply(&view(), 1, T0 + 20 * MINUTE);
+        assert!(timers.take_due(T0 + 45 * MINUTE, delays).is_empty());
+        let due = timers.take_due(T0 + 50 * MINUTE, delays);
+        assert_eq!(kinds(&due), vec![(TriggerKind::AbandonedBrowse, 0)]);
+        // A cart after the views stops the browse timer (and starts the cart's).
+        timers.apply(&view(), 2, T0);
+        timers.apply(&cart(&["a"]), 2, T0 + MINUTE);
+        let due = timers.take_due(T0 + 1000 * MINUTE, delays);
+        assert_eq!(kinds(&due), vec![(TriggerKind::AbandonedCart, 0)]);
+        // A search that found nothing, then a product view: nothing to say.
+        timers.apply(&search(false), 3, T0);
+        timers.apply(&search(true), 4, T0);
+        timers.apply(&search(false), 5, T0);
+        timers.apply(&view(), 3, T0 + MINUTE);
+        let due = timers.take_due(T0 + 1000 * MINUTE, delays);
+        let who: Vec<(ContactId, TriggerKind)> = due.iter().map(|p| (p.contact, p.kind)).collect();
+        assert_eq!(
+            who,
+            vec![
+                (3, TriggerKind::AbandonedBrowse),
+                (5, TriggerKind::SearchWithoutResults)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_anonymous_visitor_waits_to_be_identified_until_a_deadline() {
+        let mut timers = Timers::default();
+        timers.apply(&cart(&["a"]), 1, T0);
+        timers.apply(&cart(&["b"]), 2, T0);
+        let due = timers.take_due(T0 + 60 * MINUTE, delays);
+        assert_eq!(due.len(), 2);
+        let deadline = T0 + 24 * 60 * MINUTE;
+        for pending in due {
+            timers.await_identity(pending, deadline);
+        }
+        assert!(timers.take_due(T0 + 120 * MINUTE, delays).is_empty());
+        // Contact 1 leaves an email: its cart comes due at once.
+        timers.identified(1);
+        let due = timers.take_due(T0 + 121 * MINUTE, delays);
+        assert_eq!(due.iter().map(|p| p.contact).collect::<Vec<_>>(), vec![1]);
+        // Contact 2 is identified after the deadline: too late.
+        assert!(timers.take_due(deadline, delays).is_empty());
+        timers.identified(2);
+        assert!(timers.take_due(deadline + MINUTE, delays).is_empty());
+        assert!(timers.is_empty());
+    }
+
+    #[test]
+    fn a_disabled_kind_drops_its_timers_and_merges_keep_the_latest() {
+        let mut timers = Timers::default();
+        timers.apply(&view(), 1, T0);
+        let off = |kind, step| {
+            (kind == TriggerKind::AbandonedCart)
+                .then_some(0)
+                .and(delays(kind, step))
+        };
+        assert!(timers.take_due(T0, off).is_empty());
+        assert!(timers.is_empty(), "browse is off: its timer is gone");
+
+        timers.apply(&cart(&["a"]), 1, T0);
+        timers.apply(&cart(&["b"]), 2, T0 + MINUTE);
+        timers.merge(2, 1);
+        assert_eq!(timers.len(), 1);
+        assert_eq!(
+            timers
+                .pending(1, TriggerKind::AbandonedCart)
+                .map(|p| p.anchor),
+            Some(T0 + MINUTE)
+        );
+        let restored = Timers::from_all(timers.all());
+        assert_eq!(restored.all(), timers.all());
+    }
+}
