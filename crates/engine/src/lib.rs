@@ -60,6 +60,10 @@ impl Engine {
         self.sites.get(site_id)
     }
 
+    pub fn site_mut(&mut self, site_id: &str) -> Option<&mut SiteState> {
+        self.sites.get_mut(site_id)
+    }
+
     fn insert_site(&mut self, site_id: String, site: SiteState) {
         self.sites.insert(site_id, site);
     }

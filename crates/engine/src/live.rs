@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use spoor_log::{EventLog, Position};
 use spoor_protocol::stored::StoredRecord;
 
-use crate::Engine;
+use crate::{Engine, SiteState};
 
 /// Records applied per step: the write lock is held for one step at a time.
 const STEP: usize = 1024;
@@ -40,6 +40,17 @@ impl LiveState {
     /// The state as of [`LiveState::applied`] records.
     pub fn read(&self) -> RwLockReadGuard<'_, Engine> {
         self.engine.read().expect("engine lock")
+    }
+
+    /// Runs `change` on a site's state under the write lock (trigger timers coming due);
+    /// `None` when the site has no state.
+    pub fn with_site_mut<R>(
+        &self,
+        site_id: &str,
+        change: impl FnOnce(&mut SiteState) -> R,
+    ) -> Option<R> {
+        let mut engine = self.engine.write().expect("engine lock");
+        engine.site_mut(site_id).map(change)
     }
 
     /// How many log records the state reflects: the position of the next one to apply.

@@ -51,6 +51,10 @@ pub struct Pending {
     pub step: u8,
     /// The time of the event the delay counts from (the cart's, the last view's).
     pub anchor: i64,
+    /// Whether it came due while its contact could not be reached, and waited for them to
+    /// be identified (so it is late by design, not stale).
+    #[serde(default)]
+    pub waited: bool,
 }
 
 /// The pending timers of one site.
@@ -81,6 +85,7 @@ impl Timers {
             kind,
             step: 0,
             anchor,
+            waited: false,
         });
     }
 
@@ -100,6 +105,7 @@ impl Timers {
         }
         self.insert(Pending {
             step: fired.step + 1,
+            waited: false,
             ..*fired
         });
     }
@@ -123,7 +129,10 @@ impl Timers {
         for (deadline, pending) in waiting {
             self.deadlines.remove(&(deadline, contact));
             if !self.current.contains_key(&(contact, pending.kind)) {
-                self.ready.push(pending);
+                self.ready.push(Pending {
+                    waited: true,
+                    ..pending
+                });
             }
         }
     }
@@ -168,6 +177,7 @@ impl Timers {
                         kind,
                         step,
                         anchor,
+                        waited: false,
                     });
                 }
             }
@@ -188,6 +198,7 @@ impl Timers {
                         kind,
                         step,
                         anchor,
+                        waited: false,
                     });
                 }
             }
@@ -202,12 +213,14 @@ impl Timers {
             kind,
             step,
             anchor,
+            waited: false,
         })
     }
 
-    /// Timers waiting, and triggers waiting for their contact to be identified.
+    /// Timers waiting, triggers waiting for their contact to be identified, and those
+    /// whose contact was.
     pub fn len(&self) -> usize {
-        self.current.len() + self.awaiting.values().map(Vec::len).sum::<usize>()
+        self.current.len() + self.awaiting.values().map(Vec::len).sum::<usize>() + self.ready.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -224,6 +237,7 @@ impl Timers {
                 kind,
                 step,
                 anchor,
+                waited: false,
             })
             .collect();
         all.sort_by_key(|p| (p.anchor, p.contact, p.kind));

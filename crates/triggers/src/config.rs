@@ -1,0 +1,355 @@
+//! What a site wants from its triggers: which are on, their delays, who may get one and
+//! how often, and the webhooks they go to. Kept in `triggers.json` in the data directory
+//! (settings, not events), rewritten atomically on each change.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use spoor_engine::triggers::TriggerKind;
+
+use crate::TriggerError;
+
+const FILE_NAME: &str = "triggers.json";
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 60 * MINUTE_MS;
+
+/// One trigger type: on or off, and its delays (the first message, then follow-ups),
+/// in minutes after the event it counts from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KindSettings {
+    pub enabled: bool,
+    pub delays_minutes: Vec<u32>,
+}
+
+fn kind(delays_minutes: &[u32]) -> KindSettings {
+    KindSettings {
+        enabled: true,
+        delays_minutes: delays_minutes.to_vec(),
+    }
+}
+
+// Defaults from what shops use: carts at 1 h, then 24 h and 72 h; browse and search
+// after 30 minutes of inactivity.
+fn default_cart() -> KindSettings {
+    kind(&[60, 24 * 60, 72 * 60])
+}
+
+fn default_browse() -> KindSettings {
+    kind(&[30])
+}
+
+fn default_search() -> KindSettings {
+    kind(&[30])
+}
+
+fn default_purchase_pause() -> u32 {
+    48
+}
+
+fn default_identify_within() -> u32 {
+    7 * 24
+}
+
+fn default_cap() -> u32 {
+    24
+}
+
+fn default_stale_after() -> u32 {
+    24
+}
+
+/// A webhook: where fired triggers of the chosen types are POSTed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Webhook {
+    pub id: String,
+    pub url: String,
+    /// Signs each delivery (see [`crate::signature`]); never shown back by the API, and
+    /// kept when a webhook is sent again without it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret: String,
+    /// The trigger types it takes; all when empty.
+    #[serde(default)]
+    pub kinds: Vec<TriggerKind>,
+    /// Attempts before a delivery goes to the dead letters.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// The wait before the first retry; each further one waits twice as long (with
+    /// jitter), up to an hour.
+    #[serde(default = "default_first_retry")]
+    pub first_retry_seconds: f64,
+}
+
+fn default_attempts() -> u32 {
+    8
+}
+
+fn default_first_retry() -> f64 {
+    10.0
+}
+
+impl Webhook {
+    pub fn takes(&self, kind: TriggerKind) -> bool {
+        self.kinds.is_empty() || self.kinds.contains(&kind)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TriggerSettings {
+    #[serde(default = "default_cart")]
+    pub abandoned_cart: KindSettings,
+    #[serde(default = "default_browse")]
+    pub abandoned_browse: KindSettings,
+    #[serde(default = "default_search")]
+    pub search_without_results: KindSettings,
+    /// Abandoned browse skips anyone who purchased within this many hours.
+    #[serde(default = "default_purchase_pause")]
+    pub browse_skip_if_purchased_within_hours: u32,
+    /// How long a trigger of a visitor with no email or phone waits for them to be
+    /// identified (a CustomerData, a purchase with an email).
+    #[serde(default = "default_identify_within")]
+    pub identify_within_hours: u32,
+    /// At most one first message per contact per trigger type within this many hours.
+    #[serde(default = "default_cap")]
+    pub frequency_cap_hours: u32,
+    /// A trigger due longer ago than this (an imported history, a long stop) is dropped.
+    #[serde(default = "default_stale_after")]
+    pub stale_after_hours: u32,
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
+}
+
+impl Default for TriggerSettings {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("defaults")
+    }
+}
+
+impl TriggerSettings {
+    /// The settings as the API shows them: webhook secrets left out.
+    pub fn without_secrets(&self) -> TriggerSettings {
+        let mut shown = self.clone();
+        for hook in &mut shown.webhooks {
+            hook.secret.clear();
+        }
+        shown
+    }
+
+    fn kind(&self, kind: TriggerKind) -> &KindSettings {
+        match kind {
+            TriggerKind::AbandonedCart => &self.abandoned_cart,
+            TriggerKind::AbandonedBrowse => &self.abandoned_browse,
+            TriggerKind::SearchWithoutResults => &self.search_without_results,
+        }
+    }
+
+    /// The wait after the anchor for `step` of `kind`, in ms; `None` when off.
+    pub fn delay_ms(&self, kind: TriggerKind, step: u8) -> Option<i64> {
+        let settings = self.kind(kind);
+        if !settings.enabled {
+            return None;
+        }
+        let minutes = settings.delays_minutes.get(usize::from(step))?;
+        Some(i64::from(*minutes) * MINUTE_MS)
+    }
+
+    pub fn identify_within_ms(&self) -> i64 {
+        i64::from(self.identify_within_hours) * HOUR_MS
+    }
+
+    pub fn frequency_cap_ms(&self) -> i64 {
+        i64::from(self.frequency_cap_hours) * HOUR_MS
+    }
+
+    pub fn stale_after_ms(&self) -> i64 {
+        i64::from(self.stale_after_hours) * HOUR_MS
+    }
+
+    pub fn purchase_pause_ms(&self) -> i64 {
+        i64::from(self.browse_skip_if_purchased_within_hours) * HOUR_MS
+    }
+
+    /// Checks the settings; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        for kind in TriggerKind::ALL {
+            let settings = self.kind(kind);
+            let path = field_name(kind);
+            if settings.delays_minutes.is_empty() || settings.delays_minutes.len() > 10 {
+                return Err(format!("{path}.delaysMinutes: expected 1 to 10 delays"));
+            }
+            if settings.delays_minutes.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(format!(
+                    "{path}.delaysMinutes: each follow-up must come after the one before, got {:?}",
+                    settings.delays_minutes
+                ));
+            }
+        }
+        let mut ids = Vec::new();
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            let path = format!("webhooks[{i}]");
+            let id_ok = !hook.id.is_empty()
+                && hook.id.len() <= 64
+                && hook
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !id_ok {
+                return Err(format!(
+                    "{path}.id: expected 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' or '.'"
+                ));
+            }
+            if ids.contains(&hook.id.as_str()) {
+                return Err(format!("{path}.id: {:?} is used twice", hook.id));
+            }
+            ids.push(&hook.id);
+            if !(hook.url.starts_with("https://") || hook.url.starts_with("http://")) {
+                return Err(format!(
+                    "{path}.url: expected an http:// or https:// url, got {:?}",
+                    hook.url
+                ));
+            }
+            if hook.secret.len() < 16 {
+                return Err(format!(
+                    "{path}.secret: expected at least 16 characters (it signs every delivery)"
+                ));
+            }
+            if hook.max_attempts == 0 || hook.max_attempts > 50 {
+                return Err(format!("{path}.maxAttempts: expected 1 to 50"));
+            }
+            if !(0.01..=3600.0).contains(&hook.first_retry_seconds) {
+                return Err(format!("{path}.firstRetrySeconds: expected 0.01 to 3600"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn field_name(kind: TriggerKind) -> &'static str {
+    match kind {
+        TriggerKind::AbandonedCart => "abandonedCart",
+        TriggerKind::AbandonedBrowse => "abandonedBrowse",
+        TriggerKind::SearchWithoutResults => "searchWithoutResults",
+    }
+}
+
+/// Every site's trigger settings.
+pub struct TriggerRegistry {
+    path: PathBuf,
+    sites: RwLock<BTreeMap<String, Arc<TriggerSettings>>>,
+}
+
+impl TriggerRegistry {
+    pub fn open(data_dir: &Path) -> Result<TriggerRegistry, TriggerError> {
+        let path = data_dir.join(FILE_NAME);
+        let sites = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                TriggerError::Storage(format!("{} is not valid: {e}", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                return Err(TriggerError::Storage(format!(
+                    "read {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        Ok(TriggerRegistry {
+            path,
+            sites: RwLock::new(sites),
+        })
+    }
+
+    /// The site's settings, or the defaults.
+    pub fn get(&self, site_id: &str) -> Arc<TriggerSettings> {
+        let sites = self.sites.read().unwrap_or_else(|p| p.into_inner());
+        sites.get(site_id).cloned().unwrap_or_default()
+    }
+
+    pub fn set(&self, site_id: &str, mut settings: TriggerSettings) -> Result<(), TriggerError> {
+        let mut sites = self.sites.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(before) = sites.get(site_id) {
+            for hook in settings.webhooks.iter_mut().filter(|h| h.secret.is_empty()) {
+                if let Some(old) = before.webhooks.iter().find(|old| old.id == hook.id) {
+                    hook.secret.clone_from(&old.secret);
+                }
+            }
+        }
+        settings.validate().map_err(TriggerError::Invalid)?;
+        let mut changed = sites.clone();
+        changed.insert(site_id.to_string(), Arc::new(settings));
+        // The file holds the webhook secrets; the API's answers leave them out.
+        let bytes = serde_json::to_vec_pretty(&changed).expect("settings serialise");
+        spoor_log::write_atomically(&self.path, &bytes)
+            .map_err(|e| TriggerError::Storage(format!("write {}: {e}", self.path.display())))?;
+        *sites = changed;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_delays() {
+        let settings = TriggerSettings::default();
+        assert_eq!(
+            settings.delay_ms(TriggerKind::AbandonedCart, 0),
+            Some(60 * MINUTE_MS)
+        );
+        assert_eq!(
+            settings.delay_ms(TriggerKind::AbandonedCart, 2),
+            Some(72 * HOUR_MS)
+        );
+        assert_eq!(settings.delay_ms(TriggerKind::AbandonedCart, 3), None);
+        assert_eq!(
+            settings.delay_ms(TriggerKind::AbandonedBrowse, 0),
+            Some(30 * MINUTE_MS)
+        );
+        let off: TriggerSettings = serde_json::from_str(
+            r#"{"abandonedBrowse": {"enabled": false, "delaysMinutes": [30]}}"#,
+        )
+        .unwrap();
+        assert_eq!(off.delay_ms(TriggerKind::AbandonedBrowse, 0), None);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let bad = |json: &str| {
+            serde_json::from_str::<TriggerSettings>(json)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+        };
+        assert!(
+            bad(r#"{"abandonedCart": {"enabled": true, "delaysMinutes": [60, 30]}}"#)
+                .starts_with("abandonedCart.delaysMinutes: each follow-up")
+        );
+        assert_eq!(
+            bad(r#"{"webhooks": [{"id": "crm", "url": "ftp://x", "secret": "0123456789abcdef"}]}"#),
+            "webhooks[0].url: expected an http:// or https:// url, got \"ftp://x\""
+        );
+        assert!(
+            bad(r#"{"webhooks": [{"id": "crm", "url": "https://x", "secret": "short"}]}"#)
+                .starts_with("webhooks[0].secret")
+        );
+    }
+
+    #[test]
+    fn settings_survive_reopen_with_their_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = TriggerRegistry::open(dir.path()).unwrap();
+        let settings: TriggerSettings = serde_json::from_str(
+            r#"{"webhooks": [{"id": "crm", "url": "https://crm.example/hook", "secret": "0123456789abcdef"}]}"#,
+        )
+        .unwrap();
+        registry.set("S", settings.clone()).unwrap();
+        let reopened = TriggerRegistry::open(dir.path()).unwrap();
+        assert_eq!(*reopened.get("S"), settings);
+        assert_eq!(*reopened.get("other"), TriggerSettings::default());
+    }
+}

@@ -1,0 +1,363 @@
+//! The persistent outbox: every fired trigger, and every delivery attempt, appended to a
+//! log of its own (`<data>/outbox`, the same checksummed, fsynced log as the events) before
+//! anything is sent or acknowledged. A restart replays it: deliveries still owed are
+//! retried, and a trigger that fired is never fired again.
+//!
+//! Records name a trigger by its identity only (site, type, step, contact number, anchor
+//! time, and a digest that checks the contact is still the same person); payloads are
+//! built from the state when sent, so an erased contact leaves nothing here to send.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use spoor_engine::ContactId;
+use spoor_engine::triggers::TriggerKind;
+use spoor_log::{EventLog, FileLog, FileLogConfig};
+
+use crate::TriggerError;
+
+/// A trigger that fired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fired {
+    /// The idempotency key of its deliveries: the same trigger always has the same id.
+    pub id: String,
+    pub site_id: String,
+    pub kind: TriggerKind,
+    pub step: u8,
+    pub contact: ContactId,
+    /// SHA-256 of the contact's email or phone when it fired, hex: a delivery is built
+    /// only while the contact number still names that person.
+    pub contact_check: String,
+    pub anchor: i64,
+    pub fired_at: i64,
+    /// The webhooks it is owed to.
+    pub webhooks: Vec<String>,
+}
+
+/// One delivery attempt and what it came to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub id: String,
+    pub webhook: String,
+    pub at: i64,
+    pub delivered: bool,
+    /// `HTTP 200`, `HTTP 503`, `timed out`...
+    pub outcome: String,
+    /// When to try again; none after a delivery, and none once it is a dead letter.
+    pub next_at: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "camelCase")]
+enum Record {
+    Fired(Fired),
+    Attempt(Attempt),
+    /// A dead letter sent again by hand.
+    Replay {
+        id: String,
+        webhook: String,
+        at: i64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    /// Every attempt failed: kept for inspection and replay.
+    Dead,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub next_at: Option<i64>,
+    pub last_outcome: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    #[serde(flatten)]
+    pub fired: Fired,
+    pub deliveries: BTreeMap<String, Delivery>,
+}
+
+#[derive(Default)]
+struct State {
+    entries: Vec<Entry>,
+    by_id: HashMap<String, usize>,
+    /// (site, contact check, kind) -> when its last first message fired.
+    first_messages: HashMap<(String, String, TriggerKind), i64>,
+}
+
+impl State {
+    fn apply(&mut self, record: Record) {
+        match record {
+            Record::Fired(fired) => {
+                if self.by_id.contains_key(&fired.id) {
+                    return;
+                }
+                if fired.step == 0 {
+                    let key = (
+                        fired.site_id.clone(),
+                        fired.contact_check.clone(),
+                        fired.kind,
+                    );
+                    let last = self.first_messages.entry(key).or_default();
+                    *last = (*last).max(fired.fired_at);
+                }
+                let deliveries = fired
+                    .webhooks
+                    .iter()
+                    .map(|hook| {
+                        let pending = Delivery {
+                            status: DeliveryStatus::Pending,
+                            attempts: 0,
+                            next_at: Some(fired.fired_at),
+                            last_outcome: None,
+                        };
+                        (hook.clone(), pending)
+                    })
+                    .collect();
+                self.by_id.insert(fired.id.clone(), self.entries.len());
+                self.entries.push(Entry { fired, deliveries });
+            }
+            Record::Attempt(attempt) => {
+                let Some(delivery) = self.delivery(&attempt.id, &attempt.webhook) else {
+                    return;
+                };
+                delivery.attempts += 1;
+                delivery.last_outcome = Some(attempt.outcome);
+                delivery.next_at = attempt.next_at;
+                delivery.status = match (attempt.delivered, attempt.next_at) {
+                    (true, _) => DeliveryStatus::Delivered,
+                    (false, Some(_)) => DeliveryStatus::Pending,
+                    (false, None) => DeliveryStatus::Dead,
+                };
+            }
+            Record::Replay { id, webhook, at } => {
+                if let Some(delivery) = self.delivery(&id, &webhook) {
+                    delivery.status = DeliveryStatus::Pending;
+                    delivery.attempts = 0;
+                    delivery.next_at = Some(at);
+                }
+            }
+        }
+    }
+
+    fn delivery(&mut self, id: &str, webhook: &str) -> Option<&mut Delivery> {
+        let index = *self.by_id.get(id)?;
+        self.entries[index].deliveries.get_mut(webhook)
+    }
+}
+
+pub struct Outbox {
+    log: Arc<FileLog>,
+    state: Mutex<State>,
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox in `dir` and replays it.
+    pub fn open(dir: &Path) -> Result<Outbox, TriggerError> {
+        let config = FileLogConfig {
+            segment_bytes: 8 * 1024 * 1024,
+            commit_interval: Duration::ZERO,
+            ..FileLogConfig::default()
+        };
+        let log =
+            FileLog::open(dir, config, None).map_err(|e| TriggerError::Storage(e.to_string()))?;
+        let mut state = State::default();
+        let mut next = 0;
+        loop {
+            let records = log
+                .read(next, 4096)
+                .map_err(|e| TriggerError::Storage(e.to_string()))?;
+            let Some(last) = records.last() else {
+                break;
+            };
+            next = last.position + 1;
+            for record in records {
+                match serde_json::from_slice::<Record>(&record.payload) {
+                    Ok(parsed) => state.apply(parsed),
+                    Err(error) => tracing::error!(
+                        position = record.position,
+                        %error,
+                        "an outbox record could not be read; skipped"
+                    ),
+                }
+            }
+        }
+        Ok(Outbox {
+            log: Arc::new(log),
+            state: Mutex::new(state),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn append(&self, record: Record) -> Result<(), TriggerError> {
+        let bytes = serde_json::to_vec(&record).expect("outbox records serialise");
+        self.log
+            .append(vec![bytes])
+            .await
+            .map_err(|e| TriggerError::Storage(e.to_string()))?;
+        self.state().apply(record);
+        Ok(())
+    }
+
+    /// Whether the trigger with this id fired already.
+    pub fn contains(&self, id: &str) -> bool {
+        self.state().by_id.contains_key(id)
+    }
+
+    /// When the contact last got a first message of this kind.
+    pub fn last_first_message(&self, site_id: &str, check: &str, kind: TriggerKind) -> Option<i64> {
+        let key = (site_id.to_string(), check.to_string(), kind);
+        self.state().first_messages.get(&key).copied()
+    }
+
+    /// Records a fired trigger, durably; its deliveries are then owed.
+    pub async fn fired(&self, fired: Fired) -> Result<(), TriggerError> {
+        self.append(Record::Fired(fired)).await
+    }
+
+    pub async fn attempted(&self, attempt: Attempt) -> Result<(), TriggerError> {
+        self.append(Record::Attempt(attempt)).await
+    }
+
+    /// Sends a dead letter again from the first attempt; false when there is none.
+    pub async fn replay(&self, id: &str, webhook: &str, now: i64) -> Result<bool, TriggerError> {
+        let dead = {
+            let mut state = self.state();
+            state
+                .delivery(id, webhook)
+                .is_some_and(|d| d.status == DeliveryStatus::Dead)
+        };
+        if dead {
+            self.append(Record::Replay {
+                id: id.to_string(),
+                webhook: webhook.to_string(),
+                at: now,
+            })
+            .await?;
+        }
+        Ok(dead)
+    }
+
+    /// Deliveries due at `now`: (fired trigger, webhook, attempts so far).
+    pub fn due(&self, now: i64) -> Vec<(Fired, String, u32)> {
+        let state = self.state();
+        let mut due = Vec::new();
+        for entry in &state.entries {
+            for (hook, delivery) in &entry.deliveries {
+                if delivery.status == DeliveryStatus::Pending
+                    && delivery.next_at.is_some_and(|at| at <= now)
+                {
+                    due.push((entry.fired.clone(), hook.clone(), delivery.attempts));
+                }
+            }
+        }
+        due
+    }
+
+    /// The site's fired triggers, newest first, at most `limit`; only those with a
+    /// delivery in `status` when given.
+    pub fn list(&self, site_id: &str, status: Option<DeliveryStatus>, limit: usize) -> Vec<Entry> {
+        let state = self.state();
+        state
+            .entries
+            .iter()
+            .rev()
+            .filter(|e| e.fired.site_id == site_id)
+            .filter(|e| status.is_none_or(|s| e.deliveries.values().any(|d| d.status == s)))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Fired triggers in all, for metrics and tests.
+    pub fn len(&self) -> usize {
+        self.state().entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fired(id: &str) -> Fired {
+        Fired {
+            id: id.into(),
+            site_id: "S".into(),
+            kind: TriggerKind::AbandonedCart,
+            step: 0,
+            contact: 1,
+            contact_check: "c".into(),
+            anchor: 10,
+            fired_at: 100,
+            webhooks: vec!["crm".into()],
+        }
+    }
+
+    fn attempt(id: &str, delivered: bool, next_at: Option<i64>) -> Attempt {
+        Attempt {
+            id: id.into(),
+            webhook: "crm".into(),
+            at: 100,
+            delivered,
+            outcome: if delivered { "HTTP 200" } else { "HTTP 503" }.into(),
+            next_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn deliveries_survive_a_reopen_and_dead_letters_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let outbox = Outbox::open(dir.path()).unwrap();
+            outbox.fired(fired("a")).await.unwrap();
+            outbox.fired(fired("b")).await.unwrap();
+            outbox
+                .attempted(attempt("a", false, Some(200)))
+                .await
+                .unwrap();
+            outbox.attempted(attempt("b", false, None)).await.unwrap();
+        }
+        let outbox = Outbox::open(dir.path()).unwrap();
+        assert!(outbox.contains("a") && outbox.contains("b"));
+        assert_eq!(
+            outbox.last_first_message("S", "c", TriggerKind::AbandonedCart),
+            Some(100)
+        );
+        assert!(outbox.due(150).is_empty(), "a waits for its retry at 200");
+        let due = outbox.due(200);
+        assert_eq!((due[0].0.id.as_str(), due[0].2), ("a", 1));
+        let dead = outbox.list("S", Some(DeliveryStatus::Dead), 10);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].fired.id, "b");
+        assert!(outbox.replay("b", "crm", 300).await.unwrap());
+        assert!(
+            !outbox.replay("a", "crm", 300).await.unwrap(),
+            "a is not dead"
+        );
+        assert_eq!(outbox.due(300).len(), 2);
+        outbox.attempted(attempt("b", true, None)).await.unwrap();
+        let entry = &outbox.list("S", None, 10)[0];
+        assert_eq!(entry.deliveries["crm"].status, DeliveryStatus::Delivered);
+    }
+}

@@ -1,0 +1,298 @@
+//! The trigger loop: timers that came due become fired triggers (recorded in the outbox
+//! first), and owed deliveries are sent, signed, and retried with backoff until delivered
+//! or dead. Time is an argument, so tests drive it; the server's loop passes the clock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use spoor_engine::LiveState;
+use spoor_engine::triggers::{Pending, TriggerKind};
+
+use crate::config::{TriggerRegistry, TriggerSettings, Webhook};
+use crate::outbox::{Attempt, Fired, Outbox};
+use crate::payload::{contact_check, payload};
+use crate::{TriggerError, signature};
+
+/// How long a receiver has to answer one delivery.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deliveries sent at once.
+const IN_FLIGHT: usize = 32;
+const MAX_RETRY_WAIT_MS: f64 = 3_600_000.0;
+/// How often the loop looks for due timers and owed deliveries.
+const TICK: Duration = Duration::from_millis(250);
+
+pub struct Triggers {
+    live: Arc<LiveState>,
+    settings: Arc<TriggerRegistry>,
+    outbox: Arc<Outbox>,
+    client: reqwest::Client,
+}
+
+/// A due timer that passed every check, to fire.
+struct ToFire {
+    pending: Pending,
+    check: String,
+}
+
+impl Triggers {
+    pub fn new(
+        live: Arc<LiveState>,
+        settings: Arc<TriggerRegistry>,
+        outbox: Arc<Outbox>,
+    ) -> Result<Triggers, TriggerError> {
+        let client = reqwest::Client::builder()
+            .timeout(DELIVERY_TIMEOUT)
+            .user_agent(concat!("spoor/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| TriggerError::Storage(format!("HTTP client: {e}")))?;
+        Ok(Triggers {
+            live,
+            settings,
+            outbox,
+            client,
+        })
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Fires every trigger due at `now`; how many fired.
+    pub async fn fire_due(&self, now: i64) -> Result<usize, TriggerError> {
+        let sites: Vec<String> = self
+            .live
+            .read()
+            .sites()
+            .into_iter()
+            .filter(|(_, site)| !site.timers().is_empty())
+            .map(|(id, _)| id.to_string())
+            .collect();
+        let mut fired = 0;
+        for site_id in sites {
+            fired += self.fire_site(&site_id, now).await?;
+        }
+        Ok(fired)
+    }
+
+    async fn fire_site(&self, site_id: &str, now: i64) -> Result<usize, TriggerError> {
+        let settings = self.settings.get(site_id);
+        let chosen = self
+            .live
+            .with_site_mut(site_id, |site| {
+                let due = site.take_due(now, |kind, step| settings.delay_ms(kind, step));
+                due.into_iter()
+                    .filter_map(|pending| self.decide(site_id, site, &settings, pending, now))
+                    .collect::<Vec<ToFire>>()
+            })
+            .unwrap_or_default();
+        let mut fired = Vec::new();
+        for ToFire { pending, check } in chosen {
+            let id = trigger_id(site_id, &check, &pending);
+            if !self.outbox.contains(&id) {
+                let webhooks = settings
+                    .webhooks
+                    .iter()
+                    .filter(|hook| hook.takes(pending.kind))
+                    .map(|hook| hook.id.clone())
+                    .collect();
+                self.outbox
+                    .fired(Fired {
+                        id,
+                        site_id: site_id.to_string(),
+                        kind: pending.kind,
+                        step: pending.step,
+                        contact: pending.contact,
+                        contact_check: check,
+                        anchor: pending.anchor,
+                        fired_at: now,
+                        webhooks,
+                    })
+                    .await?;
+                tracing::info!(
+                    site_id,
+                    trigger = pending.kind.name(),
+                    step = pending.step,
+                    contact_id = pending.contact,
+                    "trigger fired"
+                );
+            }
+            fired.push(pending);
+        }
+        let count = fired.len();
+        self.live.with_site_mut(site_id, |site| {
+            for pending in &fired {
+                site.follow_up(pending);
+            }
+        });
+        Ok(count)
+    }
+
+    /// Whether a due timer fires: its contact can be reached (else it waits for them to
+    /// be identified), it is not stale, the browse rules and the frequency cap allow it.
+    fn decide(
+        &self,
+        site_id: &str,
+        site: &mut spoor_engine::SiteState,
+        settings: &TriggerSettings,
+        pending: Pending,
+        now: i64,
+    ) -> Option<ToFire> {
+        let due_at = pending.anchor + settings.delay_ms(pending.kind, pending.step)?;
+        let contact = site.contact_by_id(pending.contact)?;
+        // A merged contact's timer fires for the contact it was merged into.
+        let pending = Pending {
+            contact: contact.id,
+            ..pending
+        };
+        if !pending.waited && now - due_at > settings.stale_after_ms() {
+            return None;
+        }
+        let Some(check) = contact_check(contact) else {
+            let deadline = due_at + settings.identify_within_ms();
+            if deadline > now {
+                site.await_identity(pending, deadline);
+            }
+            return None;
+        };
+        if pending.kind == TriggerKind::AbandonedBrowse {
+            let pause = settings.purchase_pause_ms();
+            let bought_lately = contact.orders.iter().any(|o| now - o.at <= pause);
+            let has_cart = contact.cart.as_ref().is_some_and(|c| !c.lines.is_empty());
+            if bought_lately || has_cart {
+                return None;
+            }
+        }
+        if pending.step == 0
+            && let Some(last) = self
+                .outbox
+                .last_first_message(site_id, &check, pending.kind)
+            && now - last < settings.frequency_cap_ms()
+        {
+            return None;
+        }
+        Some(ToFire { pending, check })
+    }
+
+    /// Sends every delivery owed at `now`; how many were attempted.
+    pub async fn deliver_due(&self, now: i64) -> Result<usize, TriggerError> {
+        let due = self.outbox.due(now);
+        let count = due.len();
+        for batch in due.chunks(IN_FLIGHT) {
+            let attempts = batch
+                .iter()
+                .map(|(fired, hook, attempts)| self.deliver(fired, hook, *attempts, now));
+            for attempt in futures_util::future::join_all(attempts).await {
+                self.outbox.attempted(attempt).await?;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn deliver(&self, fired: &Fired, hook_id: &str, attempts: u32, now: i64) -> Attempt {
+        let settings = self.settings.get(&fired.site_id);
+        let outcome = |delivered: bool, outcome: String, next_at: Option<i64>| Attempt {
+            id: fired.id.clone(),
+            webhook: hook_id.to_string(),
+            at: now,
+            delivered,
+            outcome,
+            next_at,
+        };
+        let Some(hook) = settings.webhooks.iter().find(|h| h.id == hook_id) else {
+            return outcome(false, "the webhook was removed".into(), None);
+        };
+        let body = {
+            let engine = self.live.read();
+            engine
+                .site(&fired.site_id)
+                .and_then(|site| payload(site, fired, now))
+        };
+        let Some(body) = body else {
+            return outcome(false, "the contact is no longer held".into(), None);
+        };
+        let body = serde_json::to_vec(&body).expect("payloads serialise");
+        let sent = self
+            .client
+            .post(&hook.url)
+            .header("content-type", "application/json")
+            .header(
+                signature::HEADER,
+                signature::sign(&hook.secret, now / 1000, &body),
+            )
+            .header("idempotency-key", &fired.id)
+            .header("spoor-trigger", fired.kind.name())
+            .body(body)
+            .send()
+            .await;
+        let (delivered, retryable, text) = match sent {
+            Ok(response) => {
+                let status = response.status();
+                let retryable =
+                    status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
+                (
+                    status.is_success(),
+                    retryable,
+                    format!("HTTP {}", status.as_u16()),
+                )
+            }
+            Err(error) if error.is_timeout() => (false, true, "timed out".to_string()),
+            Err(error) if error.is_connect() => (false, true, "could not connect".to_string()),
+            Err(_) => (false, true, "the request failed".to_string()),
+        };
+        let done = attempts + 1;
+        let next_at = (!delivered && retryable && done < hook.max_attempts)
+            .then(|| now + retry_wait_ms(hook, done));
+        if !delivered {
+            tracing::warn!(
+                site_id = %fired.site_id,
+                webhook = %hook.id,
+                attempt = done,
+                outcome = %text,
+                retry = next_at.is_some(),
+                "trigger delivery failed"
+            );
+        }
+        outcome(delivered, text, next_at)
+    }
+
+    /// Runs the loop until `stop` is set: fires due triggers and sends owed deliveries
+    /// every quarter of a second.
+    pub async fn run(self: Arc<Self>, stop: Arc<AtomicBool>, clock: fn() -> i64) {
+        while !stop.load(Ordering::Acquire) {
+            let now = clock();
+            if let Err(error) = self.fire_due(now).await {
+                tracing::error!(%error, "firing triggers failed");
+            }
+            if let Err(error) = self.deliver_due(now).await {
+                tracing::error!(%error, "delivering triggers failed");
+            }
+            tokio::time::sleep(TICK).await;
+        }
+    }
+}
+
+/// The same trigger (site, person, type, step, anchor) always has the same id: the
+/// idempotency key of its deliveries, and how a restart knows it fired already.
+fn trigger_id(site_id: &str, check: &str, pending: &Pending) -> String {
+    let digest = Sha256::new()
+        .chain_update(site_id.as_bytes())
+        .chain_update([0])
+        .chain_update(check.as_bytes())
+        .chain_update([0])
+        .chain_update(pending.kind.name().as_bytes())
+        .chain_update([pending.step])
+        .chain_update(pending.anchor.to_be_bytes())
+        .finalize();
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The wait after the `done`-th failed attempt: the first retry wait, doubled each time,
+/// at most an hour, with up to a fifth of jitter either way so receivers that come back
+/// are not hit by every sender at once.
+fn retry_wait_ms(hook: &Webhook, done: u32) -> i64 {
+    let base = hook.first_retry_seconds * 1000.0 * 2f64.powi(done.saturating_sub(1) as i32);
+    let jitter = 0.8 + 0.4 * fastrand::f64();
+    (base.min(MAX_RETRY_WAIT_MS) * jitter) as i64
+}

@@ -1,0 +1,271 @@
+//! Triggers from events to a real HTTP receiver, with the clock in the test's hands:
+//! events are appended to a real log and applied by the engine's follower; `fire_due`
+//! and `deliver_due` are called at chosen times.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use serde_json::{Value, json};
+use spoor_engine::LiveState;
+use spoor_log::{EventLog, FileLog, FileLogConfig};
+use spoor_protocol::stored::{RecordContent, StoredRecord};
+use spoor_protocol::{Incoming, parse_value};
+use spoor_triggers::outbox::DeliveryStatus;
+use spoor_triggers::{Outbox, TriggerRegistry, TriggerSettings, Triggers, signature};
+
+const T0: i64 = 1_700_000_000_000;
+const MINUTE: i64 = 60_000;
+const SECRET: &str = "test-secret-0123456789";
+
+/// What the receiver saw, and how it answers: `fail_first` attempts get `fail_with`.
+#[derive(Default)]
+struct Receiver {
+    seen: Vec<(HeaderMap, Bytes)>,
+    fail_first: usize,
+    fail_with: u16,
+}
+
+async fn receive(
+    State(receiver): State<Arc<Mutex<Receiver>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> StatusCode {
+    let mut receiver = receiver.lock().unwrap();
+    receiver.seen.push((headers, body));
+    if receiver.seen.len() <= receiver.fail_first {
+        StatusCode::from_u16(receiver.fail_with).unwrap()
+    } else {
+        StatusCode::OK
+    }
+}
+
+async fn start_receiver(fail_first: usize, fail_with: u16) -> (String, Arc<Mutex<Receiver>>) {
+    let receiver = Arc::new(Mutex::new(Receiver {
+        fail_first,
+        fail_with,
+        ..Receiver::default()
+    }));
+    let app = Router::new()
+        .route("/hook", post(receive))
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, receiver)
+}
+
+struct Shop {
+    dir: tempfile::TempDir,
+    log: Arc<dyn EventLog>,
+    live: Arc<LiveState>,
+    settings: Arc<TriggerRegistry>,
+    records: u64,
+}
+
+impl Shop {
+    fn open(url: &str, extra: Value) -> Shop {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn EventLog> = Arc::new(
+            FileLog::open(&dir.path().join("log"), FileLogConfig::default(), None).unwrap(),
+        );
+        let live = Arc::new(LiveState::default());
+        spoor_engine::follow(log.clone(), live.clone()).unwrap();
+        let settings = Arc::new(TriggerRegistry::open(dir.path()).unwrap());
+        let mut config = json!({"webhooks": [{"id": "crm", "url": url, "secret": SECRET,
+                                             "firstRetrySeconds": 1, "maxAttempts": 3}]});
+        for (key, value) in extra.as_object().unwrap() {
+            config[key] = value.clone();
+        }
+        let config: TriggerSettings = serde_json::from_value(config).unwrap();
+        settings.set("S", config).unwrap();
+        Shop {
+            dir,
+            log,
+            live,
+            settings,
+            records: 0,
+        }
+    }
+
+    fn triggers(&self) -> Triggers {
+        let outbox = Arc::new(Outbox::open(&self.dir.path().join("outbox")).unwrap());
+        Triggers::new(self.live.clone(), self.settings.clone(), outbox).unwrap()
+    }
+
+    /// Appends an event (tracker JSON) and waits until the state has it.
+    async fn post(&mut self, body: Value) {
+        // Received "later": events of the days after T0 are not in the future.
+        let Incoming::Event(event) = parse_value(&body, T0 + 30 * 24 * 60 * MINUTE).unwrap() else {
+            panic!("not an event")
+        };
+        self.records += 1;
+        let record = StoredRecord {
+            received_at: event.datetime.unwrap_or(T0),
+            request_hash: format!("{:032x}", self.records),
+            content: RecordContent::Event(event),
+        };
+        self.log
+            .append(vec![serde_json::to_vec(&record).unwrap()])
+            .await
+            .unwrap();
+        while self.live.applied() < self.records {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+fn general(event: &str, sc: &str, at: i64, email: Option<&str>) -> Value {
+    let mut info =
+        json!({"eventName": event, "siteId": "S", "datetime": T0 + at, "cookies": {"sc": sc}});
+    if let Some(email) = email {
+        info["user_email"] = email.into();
+    }
+    info
+}
+
+fn cart(sc: &str, at: i64, email: Option<&str>) -> Value {
+    json!({"GeneralInfo": general("StatusCart", sc, at, email),
+           "StatusCart": {"GUID": format!("g-{sc}"), "Products": [
+               {"productKey": "mug", "price": "12.5", "quantity": 2}]}})
+}
+
+fn purchase(sc: &str, at: i64) -> Value {
+    json!({"GeneralInfo": general("PurchasedItems", sc, at, None),
+           "PurchasedItems": {"OrderNumber": format!("o-{sc}-{at}"), "Products": [
+               {"product_id": "mug", "unit_price": "12.5", "quantity": 2}]}})
+}
+
+fn view(sc: &str, at: i64, email: Option<&str>) -> Value {
+    json!({"GeneralInfo": general("ProductPage", sc, at, email),
+           "ProductPage": {"Product": {"productKey": "lamp", "price": "40"}}})
+}
+
+#[tokio::test]
+async fn an_abandoned_cart_is_delivered_signed_through_failures_and_a_restart() {
+    let (url, receiver) = start_receiver(2, 503).await;
+    let mut shop = Shop::open(&url, json!({}));
+    shop.post(cart("ann", 0, Some("ann@example.com"))).await;
+    // Bob buys what he put in his cart: no trigger for him.
+    shop.post(cart("bob", 0, Some("bob@example.com"))).await;
+    shop.post(purchase("bob", 5 * MINUTE)).await;
+
+    let triggers = shop.triggers();
+    assert_eq!(triggers.fire_due(T0 + 59 * MINUTE).await.unwrap(), 0);
+    let now = T0 + 60 * MINUTE;
+    assert_eq!(triggers.fire_due(now).await.unwrap(), 1);
+    assert_eq!(triggers.fire_due(now).await.unwrap(), 0, "fired once");
+
+    // First attempt: 503, retried about a second later.
+    assert_eq!(triggers.deliver_due(now).await.unwrap(), 1);
+    assert_eq!(triggers.deliver_due(now + 500).await.unwrap(), 0, "not yet");
+    assert_eq!(triggers.deliver_due(now + 1_300).await.unwrap(), 1);
+    assert_eq!(receiver.lock().unwrap().seen.len(), 2);
+
+    // spoor restarts in the middle of the retries: the outbox still owes the delivery.
+    drop(triggers);
+    let triggers = shop.triggers();
+    assert_eq!(
+        triggers.fire_due(now + 5_000).await.unwrap(),
+        0,
+        "not fired again"
+    );
+    assert_eq!(triggers.deliver_due(now + 5_000).await.unwrap(), 1);
+    assert_eq!(
+        triggers.deliver_due(now + 60_000).await.unwrap(),
+        0,
+        "delivered: done"
+    );
+
+    let seen = std::mem::take(&mut receiver.lock().unwrap().seen);
+    assert_eq!(seen.len(), 3);
+    let keys: Vec<&str> = seen
+        .iter()
+        .map(|(h, _)| h["idempotency-key"].to_str().unwrap())
+        .collect();
+    assert!(
+        keys.iter().all(|k| *k == keys[0]),
+        "one idempotency key: {keys:?}"
+    );
+    let (headers, body) = &seen[2];
+    let signed = headers[signature::HEADER].to_str().unwrap();
+    assert!(signature::verify(
+        SECRET,
+        signed,
+        body,
+        (now + 5_000) / 1000,
+        300
+    ));
+    let payload: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(payload["type"], "abandoned-cart");
+    assert_eq!(payload["contact"]["email"], "ann@example.com");
+    assert_eq!(payload["products"][0]["product_id"], "mug");
+    assert_eq!(payload["products"][0]["quantity"], 2);
+    assert_eq!(payload["products"][0]["unit_price"], "12.5");
+
+    // The follow-up comes a day after the cart, unless the cart changes first.
+    assert_eq!(triggers.fire_due(T0 + 24 * 60 * MINUTE).await.unwrap(), 1);
+    let listed = triggers
+        .outbox()
+        .list("S", Some(DeliveryStatus::Pending), 10);
+    assert_eq!(listed[0].fired.step, 1);
+}
+
+#[tokio::test]
+async fn failing_receivers_fill_the_dead_letters_which_replay() {
+    let (url, receiver) = start_receiver(usize::MAX, 500).await;
+    let mut shop = Shop::open(&url, json!({}));
+    shop.post(cart("cat", 0, Some("cat@example.com"))).await;
+    let triggers = shop.triggers();
+    let now = T0 + 60 * MINUTE;
+    triggers.fire_due(now).await.unwrap();
+    for later in [0, 1_300, 4_000] {
+        triggers.deliver_due(now + later).await.unwrap();
+    }
+    assert_eq!(receiver.lock().unwrap().seen.len(), 3, "maxAttempts is 3");
+    let dead = triggers.outbox().list("S", Some(DeliveryStatus::Dead), 10);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        dead[0].deliveries["crm"].last_outcome.as_deref(),
+        Some("HTTP 500")
+    );
+    assert!(
+        triggers
+            .outbox()
+            .replay(&dead[0].fired.id, "crm", now + 10_000)
+            .await
+            .unwrap()
+    );
+    assert_eq!(triggers.deliver_due(now + 10_000).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn anonymous_visitors_wait_for_an_email_and_caps_and_purchases_hold_back() {
+    let (url, receiver) = start_receiver(0, 200).await;
+    let mut shop = Shop::open(&url, json!({}));
+    // Dan browses without being known; he leaves his email two hours later.
+    shop.post(view("dan", 0, None)).await;
+    // Eve browsed too, but bought something yesterday: no browse message for her.
+    shop.post(purchase("eve", -24 * 60 * MINUTE)).await;
+    shop.post(view("eve", 0, Some("eve@example.com"))).await;
+    let triggers = shop.triggers();
+    assert_eq!(triggers.fire_due(T0 + 30 * MINUTE).await.unwrap(), 0);
+    shop.post(json!({"GeneralInfo": general("CustomerData", "dan", 120 * MINUTE, Some("dan@example.com"))}))
+        .await;
+    assert_eq!(triggers.fire_due(T0 + 121 * MINUTE).await.unwrap(), 1);
+    triggers.deliver_due(T0 + 121 * MINUTE).await.unwrap();
+    let body: Value = serde_json::from_slice(&receiver.lock().unwrap().seen[0].1).unwrap();
+    assert_eq!(body["type"], "abandoned-browse");
+    assert_eq!(body["contact"]["email"], "dan@example.com");
+
+    // Dan browses again an hour later: within the day's cap, so no second message.
+    shop.post(view("dan", 180 * MINUTE, None)).await;
+    assert_eq!(triggers.fire_due(T0 + 211 * MINUTE).await.unwrap(), 0);
+    // The next day he may get one again.
+    shop.post(view("dan", 26 * 60 * MINUTE, None)).await;
+    assert_eq!(triggers.fire_due(T0 + 27 * 60 * MINUTE).await.unwrap(), 1);
+}
