@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use spoor_engine::LiveState;
@@ -11,6 +12,7 @@ use spoor_ingest::{Ingestor, Registration, SiteRegistry};
 use spoor_log::{FileLog, FileLogConfig, GroupCommitObserver};
 use spoor_server::auth::{self, TokenSource};
 use spoor_server::{AppState, Metrics, now_ms};
+use spoor_triggers::{Outbox, TriggerRegistry, Triggers};
 
 use crate::DataDir;
 
@@ -88,6 +90,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "admin token: generated and stored (mode 0600); send it as `Authorization: Bearer <token>`"
         ),
     }
+    let trigger_settings =
+        Arc::new(TriggerRegistry::open(data_dir).context("load the trigger settings")?);
+    let outbox =
+        Arc::new(Outbox::open(&data_dir.join("outbox")).context("open the trigger outbox")?);
+    let triggers = Arc::new(Triggers::new(
+        live.clone(),
+        trigger_settings.clone(),
+        outbox,
+    )?);
+    let stop_triggers = Arc::new(AtomicBool::new(false));
+    let trigger_loop = tokio::spawn(triggers.clone().run(stop_triggers.clone(), now_ms));
     let state = AppState {
         ingestor: Arc::new(ingestor),
         live: live.clone(),
@@ -98,6 +111,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tuning: Arc::new(TuningRegistry::open(data_dir).context("load the sites' tuning")?),
         tuning_running: Arc::default(),
         trust_forwarded_for: args.trust_forwarded_for,
+        trigger_settings: trigger_settings.clone(),
+        triggers: triggers.clone(),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -110,6 +125,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "spoor is serving: POST events to /api/v2"
     );
     spoor_server::serve(listener, state.clone(), shutdown_signal()).await?;
+    // A delivery in flight finishes (its attempt recorded) before the loop ends.
+    stop_triggers.store(true, Ordering::Release);
+    let _ = trigger_loop.await;
     live.stop();
     let _ = follower.join();
     // Nothing is in flight any more: the duplicate index matches the log exactly.

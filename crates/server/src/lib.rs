@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod recommend;
 pub mod state;
 pub mod tracker;
+pub mod triggers;
 pub mod tuning;
 
 use std::future::Future;
@@ -48,6 +49,9 @@ pub struct AppState {
     /// The sites' tuned next-item settings.
     pub tuning: Arc<TuningRegistry>,
     pub tuning_running: Arc<tuning::Running>,
+    /// Trigger settings and webhooks per site, and the firing and delivery loop.
+    pub trigger_settings: Arc<spoor_triggers::TriggerRegistry>,
+    pub triggers: Arc<spoor_triggers::Triggers>,
 }
 
 /// Route templates. Also the `route` label of request metrics: a fixed set, whatever path
@@ -60,6 +64,9 @@ mod routes {
     pub const SITE_KEY: &str = "/admin/v1/sites/{site_id}/api-key";
     pub const SITE_SETTINGS: &str = "/admin/v1/sites/{site_id}/settings";
     pub const TUNING: &str = "/admin/v1/sites/{site_id}/tuning";
+    pub const TRIGGER_SETTINGS: &str = "/admin/v1/sites/{site_id}/triggers";
+    pub const TRIGGER_REPLAY: &str = "/admin/v1/sites/{site_id}/triggers/{trigger_id}/replay";
+    pub const TRIGGERS_FIRED: &str = "/api/v1/sites/{site_id}/triggers";
     pub const FEED: &str = "/admin/v1/sites/{site_id}/feed";
     pub const BLOCKS: &str = "/admin/v1/sites/{site_id}/blocks";
     pub const BLOCK: &str = "/admin/v1/sites/{site_id}/blocks/{block_id}";
@@ -74,7 +81,7 @@ mod routes {
     pub const CONTACT_EXPORT: &str = "/api/v1/sites/{site_id}/contacts/export";
     pub const PRODUCT: &str = "/api/v1/sites/{site_id}/products/{product_key}";
     pub const BLOCK_STATS: &str = "/api/v1/sites/{site_id}/blocks/{block_id}/stats";
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 24] = [
         TRACK,
         TRACK_BATCH,
         RECOMMENDATIONS,
@@ -82,6 +89,9 @@ mod routes {
         SITE_KEY,
         SITE_SETTINGS,
         TUNING,
+        TRIGGER_SETTINGS,
+        TRIGGER_REPLAY,
+        TRIGGERS_FIRED,
         FEED,
         BLOCKS,
         BLOCK,
@@ -124,6 +134,12 @@ pub fn router(state: AppState) -> Router {
             get(admin::list_sites).post(admin::create_site),
         )
         .route(routes::SITE_KEY, post(admin::issue_api_key))
+        .route(
+            routes::TRIGGER_SETTINGS,
+            get(triggers::get_settings).put(triggers::put_settings),
+        )
+        .route(routes::TRIGGER_REPLAY, post(triggers::replay))
+        .route(routes::TRIGGERS_FIRED, get(triggers::list_fired))
         .route(
             routes::TUNING,
             get(tuning::get_tuning)

@@ -1,0 +1,123 @@
+//! Triggers through the real binary: a shop sets its webhook, posts a cart that was left
+//! two hours ago, and its receiver gets the abandoned-cart message, signed, within seconds.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use common::{Server, client, get, post_json};
+use serde_json::{Value, json};
+
+const SECRET: &str = "shop-webhook-secret-42";
+
+type Seen = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+
+async fn receive(State(seen): State<Seen>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    seen.lock().unwrap().push((headers, body));
+    StatusCode::OK
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test]
+async fn an_abandoned_cart_reaches_the_shops_webhook() {
+    let seen: Seen = Arc::default();
+    let app = Router::new()
+        .route("/hook", post(receive))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["S1"]);
+    let settings = json!({"webhooks": [{"id": "crm", "url": hook, "secret": SECRET,
+                                        "kinds": ["abandoned-cart"]}]});
+    let response = client()
+        .put(server.url("/admin/v1/sites/S1/triggers"))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .body(settings.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let shown: Value = response.json().await.unwrap();
+    assert!(
+        shown["webhooks"][0].get("secret").is_none(),
+        "secrets are never shown"
+    );
+
+    // A bad setting is named.
+    let bad = client()
+        .put(server.url("/admin/v1/sites/S1/triggers"))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .body(r#"{"abandonedCart": {"enabled": true, "delaysMinutes": "soon"}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let bad: Value = bad.json().await.unwrap();
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("abandonedCart.delaysMinutes: invalid type"),
+        "{bad}"
+    );
+
+    let two_hours_ago = now_ms() - 2 * 3_600_000;
+    let cart = json!({"GeneralInfo": {"eventName": "StatusCart", "siteId": "S1",
+                                       "datetime": two_hours_ago, "cookies": {"sc": "ann"},
+                                       "user_email": "ann@example.com"},
+                      "StatusCart": {"GUID": "g1", "Products": [
+                          {"productKey": "mug", "price": "12.5 EUR", "quantity": 1}]}});
+    let (status, answer) = post_json(&server.url("/api/v2"), cart.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let mut waited = 0;
+    while seen.lock().unwrap().is_empty() {
+        assert!(waited < 100, "no delivery within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let (headers, body) = seen.lock().unwrap()[0].clone();
+    let signed = headers["spoor-signature"].to_str().unwrap();
+    assert!(spoor_triggers::signature::verify(
+        SECRET,
+        signed,
+        &body,
+        now_ms() / 1000,
+        300
+    ));
+    let message: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(message["type"], "abandoned-cart");
+    assert_eq!(message["contact"]["email"], "ann@example.com");
+    assert_eq!(message["products"][0]["product_id"], "mug");
+
+    // The pull API shows it delivered.
+    let mut delivered = Value::Null;
+    for _ in 0..50 {
+        let (status, list) = get(&server, "/api/v1/sites/S1/triggers?status=delivered").await;
+        assert_eq!(status, 200);
+        if !list["triggers"].as_array().unwrap().is_empty() {
+            delivered = list;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = &delivered["triggers"][0];
+    assert_eq!(first["kind"], "abandoned-cart");
+    assert_eq!(first["deliveries"]["crm"]["status"], "delivered");
+    assert_eq!(first["payload"]["contact"]["email"], "ann@example.com");
+}
