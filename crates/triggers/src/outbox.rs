@@ -7,7 +7,7 @@
 //! time, and a digest that checks the contact is still the same person); payloads are
 //! built from the state when sent, so an erased contact leaves nothing here to send.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -95,6 +95,9 @@ pub struct Entry {
 struct State {
     entries: Vec<Entry>,
     by_id: HashMap<String, usize>,
+    /// Deliveries owed, by when: (next attempt at, entry, webhook). Finding the due ones
+    /// costs what is due, not everything ever fired.
+    owed: BTreeSet<(i64, usize, String)>,
     /// (site, contact check, kind) -> when its last first message fired.
     first_messages: HashMap<(String, String, TriggerKind), i64>,
 }
@@ -128,10 +131,18 @@ impl State {
                         (hook.clone(), pending)
                     })
                     .collect();
-                self.by_id.insert(fired.id.clone(), self.entries.len());
+                let index = self.entries.len();
+                for hook in &fired.webhooks {
+                    self.owed.insert((fired.fired_at, index, hook.clone()));
+                }
+                self.by_id.insert(fired.id.clone(), index);
                 self.entries.push(Entry { fired, deliveries });
             }
             Record::Attempt(attempt) => {
+                self.unowe(&attempt.id, &attempt.webhook);
+                if let (false, Some(next_at)) = (attempt.delivered, attempt.next_at) {
+                    self.owe(&attempt.id, &attempt.webhook, next_at);
+                }
                 let Some(delivery) = self.delivery(&attempt.id, &attempt.webhook) else {
                     return;
                 };
@@ -145,12 +156,33 @@ impl State {
                 };
             }
             Record::Replay { id, webhook, at } => {
+                self.unowe(&id, &webhook);
+                self.owe(&id, &webhook, at);
                 if let Some(delivery) = self.delivery(&id, &webhook) {
                     delivery.status = DeliveryStatus::Pending;
                     delivery.attempts = 0;
                     delivery.next_at = Some(at);
                 }
             }
+        }
+    }
+
+    fn owe(&mut self, id: &str, webhook: &str, at: i64) {
+        if let Some(index) = self.by_id.get(id) {
+            self.owed.insert((at, *index, webhook.to_string()));
+        }
+    }
+
+    fn unowe(&mut self, id: &str, webhook: &str) {
+        let Some(index) = self.by_id.get(id).copied() else {
+            return;
+        };
+        if let Some(next_at) = self.entries[index]
+            .deliveries
+            .get(webhook)
+            .and_then(|d| d.next_at)
+        {
+            self.owed.remove(&(next_at, index, webhook.to_string()));
         }
     }
 
@@ -258,17 +290,16 @@ impl Outbox {
     /// Deliveries due at `now`: (fired trigger, webhook, attempts so far).
     pub fn due(&self, now: i64) -> Vec<(Fired, String, u32)> {
         let state = self.state();
-        let mut due = Vec::new();
-        for entry in &state.entries {
-            for (hook, delivery) in &entry.deliveries {
-                if delivery.status == DeliveryStatus::Pending
-                    && delivery.next_at.is_some_and(|at| at <= now)
-                {
-                    due.push((entry.fired.clone(), hook.clone(), delivery.attempts));
-                }
-            }
-        }
-        due
+        state
+            .owed
+            .range(..(now.saturating_add(1), 0, String::new()))
+            .filter_map(|(_, index, hook)| {
+                let entry = &state.entries[*index];
+                let delivery = entry.deliveries.get(hook)?;
+                (delivery.status == DeliveryStatus::Pending)
+                    .then(|| (entry.fired.clone(), hook.clone(), delivery.attempts))
+            })
+            .collect()
     }
 
     /// The site's fired triggers, newest first, at most `limit`; only those with a
