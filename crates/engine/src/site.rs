@@ -2,12 +2,15 @@
 
 use std::collections::HashMap;
 
+use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
+
 use serde::Serialize;
 use spoor_protocol::{ContactLink, EventBody, ProductUpdate, TrackerEvent};
 
 use crate::attribution::Attribution;
 use crate::catalogue::{Catalogue, Product};
-use crate::contact::Contact;
+use crate::contact::{Contact, Timed};
 use crate::identity::{ContactId, Identifier, Identifiers, identifiers_of, identifiers_of_link};
 use crate::recommend::Recommender;
 use crate::recommend::query::{Answer, Request, recommend};
@@ -28,8 +31,14 @@ pub struct SiteState {
     recommender: Recommender,
     attribution: Attribution,
     timers: Timers,
+    /// Product -> the contacts who viewed it, put it in a cart or a wishlist (the latest
+    /// [`MAX_INTERESTED`]): who hears of its price drops and returns to stock.
+    interest: FxHashMap<String, Vec<ContactId>>,
     events: u64,
 }
+
+/// Contacts remembered per product for product triggers.
+pub const MAX_INTERESTED: usize = 1_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -130,7 +139,16 @@ impl SiteState {
             products: self.catalogue.sorted().into_iter().cloned().collect(),
             recommender: Some(self.recommender.clone()),
             attribution: Some(self.attribution.clone()),
-            timers: self.timers.all(),
+            timers: self.timers.to_snapshot(),
+            interest: {
+                let mut interest: Vec<(String, Vec<ContactId>)> = self
+                    .interest
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                interest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+                interest
+            },
         }
     }
 
@@ -156,7 +174,8 @@ impl SiteState {
         }
         site.recommender = snapshot.recommender.unwrap_or_default();
         site.attribution = snapshot.attribution.unwrap_or_default();
-        site.timers = Timers::from_all(snapshot.timers);
+        site.timers = Timers::from_snapshot(snapshot.timers);
+        site.interest = snapshot.interest.into_iter().collect();
         site
     }
 
@@ -215,6 +234,7 @@ impl SiteState {
         self.apply_to_models(event, Some(id), at);
         self.attribution.apply(event, Some(id), at);
         self.timers.apply(event, id, at);
+        self.note_interest(event, id);
         let contact = self.live_mut(id);
         contact.touch(&event.visitor, at);
         if contact.reachable() && self.timers.awaits(id) {
@@ -262,7 +282,109 @@ impl SiteState {
         }
     }
 
+    /// Applies the event to the catalogue; price drops and returns to stock it causes
+    /// become due triggers for the contacts interested in those products.
     fn apply_to_catalogue(&mut self, event: &TrackerEvent, at: i64) {
+        let touched = touched_products(event);
+        let before: Vec<(Option<Decimal>, Option<bool>)> = touched
+            .iter()
+            .map(|key| self.price_and_stock(key))
+            .collect();
+        self.change_catalogue(event, at);
+        for (key, (old_price, old_stock)) in touched.iter().zip(before) {
+            let (new_price, new_stock) = self.price_and_stock(key);
+            if let (Some(old), Some(new)) = (old_price, new_price)
+                && new < old
+            {
+                self.announce(key, TriggerKind::PriceDrop, at);
+            }
+            if old_stock == Some(false) && new_stock == Some(true) {
+                self.announce(key, TriggerKind::BackInStock, at);
+            }
+        }
+    }
+
+    fn price_and_stock(&self, key: &str) -> (Option<Decimal>, Option<bool>) {
+        let product = self.catalogue.get(key);
+        (
+            product
+                .and_then(|p| p.price.as_ref())
+                .map(|p| p.value.amount),
+            product.and_then(|p| p.in_stock.as_ref()).map(|s| s.value),
+        )
+    }
+
+    /// Makes `kind` due for every interested contact it concerns: for a price drop, those
+    /// who saw a higher price; for a return to stock, those who wanted it (wishlist, cart)
+    /// or viewed it while it was out of stock.
+    fn announce(&mut self, key: &str, kind: TriggerKind, at: i64) {
+        let Some(contacts) = self.interest.get(key) else {
+            return;
+        };
+        let Some(product) = self.catalogue.get(key) else {
+            return;
+        };
+        let mut concerned = Vec::new();
+        for id in contacts {
+            let Some(contact) = self.contact_by_id(*id) else {
+                continue;
+            };
+            let tell = match kind {
+                TriggerKind::PriceDrop => {
+                    let now = product.price.as_ref().map(|p| p.value.amount);
+                    seen_price(contact, product)
+                        .zip(now)
+                        .is_some_and(|(seen, now)| now < seen)
+                }
+                _ => wanted_while_out(contact, product),
+            };
+            if tell && !concerned.contains(&contact.id) {
+                concerned.push(contact.id);
+            }
+        }
+        for contact in concerned {
+            self.timers.due_now(Pending {
+                contact,
+                kind,
+                step: 0,
+                anchor: at,
+                waited: false,
+                product: Some(key.to_string()),
+            });
+        }
+    }
+
+    /// Notes that `contact` showed interest in the products of `event`.
+    fn note_interest(&mut self, event: &TrackerEvent, contact: ContactId) {
+        let keys: Vec<&str> = match &event.body {
+            EventBody::ProductPage { product } | EventBody::AddToWishlist { product } => {
+                vec![&product.product_key]
+            }
+            EventBody::StatusCart { cart } => cart
+                .products
+                .iter()
+                .map(|l| l.product_key.as_str())
+                .collect(),
+            _ => return,
+        };
+        for key in keys {
+            let interested = self.interest.entry(key.to_string()).or_default();
+            if let Some(at) = interested.iter().position(|c| *c == contact) {
+                interested.remove(at);
+            } else if interested.len() >= MAX_INTERESTED {
+                interested.remove(0);
+            }
+            interested.push(contact);
+        }
+    }
+
+    /// The price the contact saw for the product: in their cart, else when they last
+    /// viewed it or added it to their wishlist.
+    pub fn seen_price(&self, contact: &Contact, product_key: &str) -> Option<Decimal> {
+        seen_price(contact, self.catalogue.get(product_key)?)
+    }
+
+    fn change_catalogue(&mut self, event: &TrackerEvent, at: i64) {
         let catalogue = &mut self.catalogue;
         match &event.body {
             EventBody::ProductUpdate { products } => {
@@ -412,4 +534,67 @@ impl SiteState {
             }
         }
     }
+}
+
+/// The products an event can change the price or stock of.
+fn touched_products(event: &TrackerEvent) -> Vec<String> {
+    match &event.body {
+        EventBody::ProductUpdate { products } => products
+            .iter()
+            .filter(|u| u.price.is_some() || u.in_stock.is_some())
+            .map(|u| u.product_key.clone())
+            .collect(),
+        EventBody::ProductPage { product } | EventBody::AddToWishlist { product } => {
+            vec![product.product_key.clone()]
+        }
+        EventBody::StatusCart { cart } => cart
+            .products
+            .iter()
+            .map(|l| l.product_key.clone())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The value a history held at `at` (histories are of changes, oldest first).
+fn value_at<T: Copy>(history: &[Timed<T>], at: i64) -> Option<T> {
+    let index = history.partition_point(|h| h.at <= at);
+    index.checked_sub(1).map(|i| history[i].value)
+}
+
+fn seen_price(contact: &Contact, product: &Product) -> Option<Decimal> {
+    let key = product.product_key.as_str();
+    if let Some(line) = contact
+        .cart
+        .iter()
+        .flat_map(|c| &c.lines)
+        .find(|l| l.product_key == key)
+    {
+        return Some(line.price.amount);
+    }
+    let seen = contact
+        .viewed_products
+        .iter()
+        .chain(&contact.wishlist)
+        .filter(|s| s.key == key)
+        .map(|s| s.at)
+        .max()?;
+    value_at(&product.price_history, seen)
+}
+
+/// Whether the contact wanted the product (wishlist, cart) or viewed it while out of stock.
+fn wanted_while_out(contact: &Contact, product: &Product) -> bool {
+    let key = product.product_key.as_str();
+    let in_cart = contact
+        .cart
+        .iter()
+        .flat_map(|c| &c.lines)
+        .any(|l| l.product_key == key);
+    let wished = contact.wishlist.iter().any(|s| s.key == key);
+    let viewed_out = contact
+        .viewed_products
+        .iter()
+        .filter(|s| s.key == key)
+        .any(|s| value_at(&product.stock_history, s.at) == Some(false));
+    in_cart || wished || viewed_out
 }

@@ -14,7 +14,7 @@ use crate::catalogue::Product;
 use crate::contact::Contact;
 use crate::identity::ContactId;
 use crate::recommend::Recommender;
-use crate::triggers::Pending;
+use crate::triggers::TimersSnapshot;
 use crate::{Engine, SiteState};
 
 /// Bumped when the snapshot's shape changes; an older snapshot is then not used.
@@ -41,7 +41,10 @@ pub struct SiteSnapshot {
     pub attribution: Option<Attribution>,
     /// Trigger timers waiting.
     #[serde(default)]
-    pub timers: Vec<Pending>,
+    pub timers: TimersSnapshot,
+    /// Product -> contacts interested in it (for price-drop and back-in-stock triggers).
+    #[serde(default)]
+    pub interest: Vec<(String, Vec<ContactId>)>,
 }
 
 #[derive(Serialize, Deserialize)]

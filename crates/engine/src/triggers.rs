@@ -24,13 +24,19 @@ pub enum TriggerKind {
     AbandonedCart,
     AbandonedBrowse,
     SearchWithoutResults,
+    WishlistReminder,
+    PriceDrop,
+    BackInStock,
 }
 
 impl TriggerKind {
-    pub const ALL: [TriggerKind; 3] = [
+    pub const ALL: [TriggerKind; 6] = [
         TriggerKind::AbandonedCart,
         TriggerKind::AbandonedBrowse,
         TriggerKind::SearchWithoutResults,
+        TriggerKind::WishlistReminder,
+        TriggerKind::PriceDrop,
+        TriggerKind::BackInStock,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,12 +44,15 @@ impl TriggerKind {
             TriggerKind::AbandonedCart => "abandoned-cart",
             TriggerKind::AbandonedBrowse => "abandoned-browse",
             TriggerKind::SearchWithoutResults => "search-without-results",
+            TriggerKind::WishlistReminder => "wishlist-reminder",
+            TriggerKind::PriceDrop => "price-drop",
+            TriggerKind::BackInStock => "back-in-stock",
         }
     }
 }
 
 /// A timer that came due: what fires, for whom, counted from when.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pending {
     pub contact: ContactId,
     pub kind: TriggerKind,
@@ -55,6 +64,19 @@ pub struct Pending {
     /// be identified (so it is late by design, not stale).
     #[serde(default)]
     pub waited: bool,
+    /// The product a price drop or a return to stock concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+}
+
+/// [`Timers`] as a snapshot keeps them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TimersSnapshot {
+    pub pending: Vec<Pending>,
+    #[serde(default)]
+    pub awaiting: Vec<(i64, Pending)>,
+    #[serde(default)]
+    pub ready: Vec<Pending>,
 }
 
 /// The pending timers of one site.
@@ -86,6 +108,7 @@ impl Timers {
             step: 0,
             anchor,
             waited: false,
+            product: None,
         });
     }
 
@@ -106,6 +129,7 @@ impl Timers {
         self.insert(Pending {
             step: fired.step + 1,
             waited: false,
+            product: None,
             ..*fired
         });
     }
@@ -113,11 +137,11 @@ impl Timers {
     /// Holds a due trigger whose contact cannot be reached yet (no email or phone) until
     /// `deadline`: it comes due again once the contact is identified.
     pub fn await_identity(&mut self, pending: Pending, deadline: i64) {
+        self.deadlines.insert((deadline, pending.contact));
         self.awaiting
             .entry(pending.contact)
             .or_default()
             .push((deadline, pending));
-        self.deadlines.insert((deadline, pending.contact));
     }
 
     /// The contact can be reached now: what waited for it comes due, unless a newer timer
@@ -131,10 +155,16 @@ impl Timers {
             if !self.current.contains_key(&(contact, pending.kind)) {
                 self.ready.push(Pending {
                     waited: true,
+                    product: None,
                     ..pending
                 });
             }
         }
+    }
+
+    /// A trigger due at once (a price drop, a return to stock): fired at the next take.
+    pub fn due_now(&mut self, pending: Pending) {
+        self.ready.push(pending);
     }
 
     /// Whether anything waits for `contact` to be identified.
@@ -178,6 +208,7 @@ impl Timers {
                         step,
                         anchor,
                         waited: false,
+                        product: None,
                     });
                 }
             }
@@ -199,6 +230,7 @@ impl Timers {
                         step,
                         anchor,
                         waited: false,
+                        product: None,
                     });
                 }
             }
@@ -214,6 +246,7 @@ impl Timers {
             step,
             anchor,
             waited: false,
+            product: None,
         })
     }
 
@@ -227,7 +260,27 @@ impl Timers {
         self.len() == 0
     }
 
-    /// Every waiting timer, for the snapshot.
+    /// Everything waiting, for the snapshot.
+    pub fn to_snapshot(&self) -> TimersSnapshot {
+        let mut awaiting: Vec<(i64, Pending)> = self.awaiting.values().flatten().cloned().collect();
+        awaiting.sort_by_key(|(deadline, p)| (*deadline, p.contact));
+        TimersSnapshot {
+            pending: self.all(),
+            awaiting,
+            ready: self.ready.clone(),
+        }
+    }
+
+    pub fn from_snapshot(snapshot: TimersSnapshot) -> Timers {
+        let mut timers = Timers::from_all(snapshot.pending);
+        for (deadline, pending) in snapshot.awaiting {
+            timers.await_identity(pending, deadline);
+        }
+        timers.ready = snapshot.ready;
+        timers
+    }
+
+    /// Every waiting timer.
     pub fn all(&self) -> Vec<Pending> {
         let mut all: Vec<Pending> = self
             .current
@@ -238,6 +291,7 @@ impl Timers {
                 step,
                 anchor,
                 waited: false,
+                product: None,
             })
             .collect();
         all.sort_by_key(|p| (p.anchor, p.contact, p.kind));
@@ -300,6 +354,9 @@ impl Timers {
             }
             EventBody::SearchRequest { search } if search.found == Some(false) => {
                 self.start(contact, SearchWithoutResults, at);
+            }
+            EventBody::AddToWishlist { .. } => {
+                self.start(contact, WishlistReminder, at);
             }
             _ => {}
         }
@@ -483,5 +540,92 @@ mod tests {
         );
         let restored = Timers::from_all(timers.all());
         assert_eq!(restored.all(), timers.all());
+    }
+}
+
+#[cfg(test)]
+mod product_tests {
+    use serde_json::{Value, json};
+    use spoor_protocol::{Incoming, parse_value};
+
+    use super::*;
+    use crate::site::SiteState;
+
+    const T0: i64 = 1_700_000_000_000;
+    const MINUTE: i64 = 60_000;
+
+    fn apply(site: &mut SiteState, body: Value, at: i64) {
+        match parse_value(&body, T0).expect("a valid event") {
+            Incoming::Event(event) => site.apply(&event, T0 + at),
+            _ => panic!("not an event"),
+        }
+    }
+
+    fn general(name: &str, sc: Option<&str>) -> Value {
+        let mut info = json!({"eventName": name, "siteId": "S"});
+        if let Some(sc) = sc {
+            info["cookies"] = json!({"sc": sc});
+        }
+        info
+    }
+
+    fn page(site: &mut SiteState, sc: &str, key: &str, price: &str, in_stock: u8, at: i64) {
+        apply(
+            site,
+            json!({"GeneralInfo": general("ProductPage", Some(sc)),
+                   "ProductPage": {"Product": {"productKey": key, "price": price, "isInStock": in_stock}}}),
+            at,
+        );
+    }
+
+    fn update(site: &mut SiteState, key: &str, fields: Value, at: i64) {
+        let mut product = json!({"product_id": key});
+        for (k, v) in fields.as_object().unwrap() {
+            product[k] = v.clone();
+        }
+        apply(
+            site,
+            json!({"GeneralInfo": general("ProductUpdate", None), "ProductUpdate": [product]}),
+            at,
+        );
+    }
+
+    fn due(site: &mut SiteState) -> Vec<(ContactId, TriggerKind, String)> {
+        let mut due: Vec<_> = site
+            .take_due(T0 + 1_000 * MINUTE, |_, _| None)
+            .into_iter()
+            .map(|p| (p.contact, p.kind, p.product.unwrap_or_default()))
+            .collect();
+        due.sort();
+        due
+    }
+
+    #[test]
+    fn price_drops_and_returns_to_stock_reach_the_interested() {
+        let mut site = SiteState::default();
+        page(&mut site, "viewer", "lamp", "40", 1, 0); // contact 0 saw 40
+        page(&mut site, "late", "lamp", "35", 1, MINUTE); // contact 1 saw 35
+        // The lamp goes down to 38: only the one who saw 40 hears of it.
+        update(&mut site, "lamp", json!({"unit_price": "38"}), 2 * MINUTE);
+        assert_eq!(
+            due(&mut site),
+            vec![(0, TriggerKind::PriceDrop, "lamp".into())]
+        );
+        // A rise tells no one; a further drop below 35 tells both.
+        update(&mut site, "lamp", json!({"unit_price": "50"}), 3 * MINUTE);
+        assert!(due(&mut site).is_empty());
+        update(&mut site, "lamp", json!({"unit_price": "30"}), 4 * MINUTE);
+        assert_eq!(due(&mut site).len(), 2);
+
+        // The vase is out of stock when viewed; the mug is in stock when viewed.
+        page(&mut site, "wanter", "vase", "10", 0, 0);
+        page(&mut site, "browser", "mug", "5", 1, 0);
+        update(&mut site, "mug", json!({"isInStock": 0}), MINUTE);
+        update(&mut site, "vase", json!({"isInStock": 1}), 2 * MINUTE);
+        update(&mut site, "mug", json!({"isInStock": 1}), 3 * MINUTE);
+        assert_eq!(
+            due(&mut site),
+            vec![(2, TriggerKind::BackInStock, "vase".into())]
+        );
     }
 }

@@ -45,6 +45,19 @@ fn default_search() -> KindSettings {
     kind(&[30])
 }
 
+fn default_wishlist() -> KindSettings {
+    kind(&[3 * 24 * 60])
+}
+
+/// Price drops and returns to stock are told at once.
+fn default_at_once() -> KindSettings {
+    kind(&[0])
+}
+
+fn default_min_drop() -> u32 {
+    5
+}
+
 fn default_purchase_pause() -> u32 {
     48
 }
@@ -106,6 +119,16 @@ pub struct TriggerSettings {
     pub abandoned_browse: KindSettings,
     #[serde(default = "default_search")]
     pub search_without_results: KindSettings,
+    #[serde(default = "default_wishlist")]
+    pub wishlist_reminder: KindSettings,
+    #[serde(default = "default_at_once")]
+    pub price_drop: KindSettings,
+    #[serde(default = "default_at_once")]
+    pub back_in_stock: KindSettings,
+    /// A price drop is told when the price fell by at least this share (percent) of the
+    /// price the contact saw.
+    #[serde(default = "default_min_drop")]
+    pub price_drop_min_percent: u32,
     /// Abandoned browse skips anyone who purchased within this many hours.
     #[serde(default = "default_purchase_pause")]
     pub browse_skip_if_purchased_within_hours: u32,
@@ -144,6 +167,9 @@ impl TriggerSettings {
             TriggerKind::AbandonedCart => &self.abandoned_cart,
             TriggerKind::AbandonedBrowse => &self.abandoned_browse,
             TriggerKind::SearchWithoutResults => &self.search_without_results,
+            TriggerKind::WishlistReminder => &self.wishlist_reminder,
+            TriggerKind::PriceDrop => &self.price_drop,
+            TriggerKind::BackInStock => &self.back_in_stock,
         }
     }
 
@@ -233,6 +259,9 @@ fn field_name(kind: TriggerKind) -> &'static str {
         TriggerKind::AbandonedCart => "abandonedCart",
         TriggerKind::AbandonedBrowse => "abandonedBrowse",
         TriggerKind::SearchWithoutResults => "searchWithoutResults",
+        TriggerKind::WishlistReminder => "wishlistReminder",
+        TriggerKind::PriceDrop => "priceDrop",
+        TriggerKind::BackInStock => "backInStock",
     }
 }
 

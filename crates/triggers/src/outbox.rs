@@ -33,6 +33,9 @@ pub struct Fired {
     /// only while the contact number still names that person.
     pub contact_check: String,
     pub anchor: i64,
+    /// The product of a price drop or a return to stock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
     pub fired_at: i64,
     /// The webhooks it is owed to.
     pub webhooks: Vec<String>,
@@ -340,6 +343,7 @@ mod tests {
             contact: 1,
             contact_check: "c".into(),
             anchor: 10,
+            product: None,
             fired_at: 100,
             webhooks: vec!["crm".into()],
         }

@@ -39,7 +39,7 @@ pub fn payload(site: &SiteState, fired: &Fired, now: i64) -> Option<Value> {
     if contact_check(contact).as_deref() != Some(fired.contact_check.as_str()) {
         return None;
     }
-    let (products, search) = concerned(site, contact, fired.kind);
+    let (products, search) = concerned(site, contact, fired);
     let keys: Vec<&str> = products
         .iter()
         .filter_map(|p| p["product_id"].as_str())
@@ -54,6 +54,9 @@ pub fn payload(site: &SiteState, fired: &Fired, now: i64) -> Option<Value> {
             vec![Algorithm::Similar, Algorithm::Personal, Algorithm::Popular]
         }
         TriggerKind::SearchWithoutResults => vec![Algorithm::SearchFallback],
+        TriggerKind::WishlistReminder | TriggerKind::PriceDrop | TriggerKind::BackInStock => {
+            vec![Algorithm::Similar, Algorithm::Personal, Algorithm::Popular]
+        }
     };
     let request = Request {
         algorithms,
@@ -88,16 +91,12 @@ pub fn payload(site: &SiteState, fired: &Fired, now: i64) -> Option<Value> {
     Some(body)
 }
 
-fn concerned(
-    site: &SiteState,
-    contact: &Contact,
-    kind: TriggerKind,
-) -> (Vec<Value>, Option<String>) {
+fn concerned(site: &SiteState, contact: &Contact, fired: &Fired) -> (Vec<Value>, Option<String>) {
     let fields = |key: &str, quantity: Option<u32>| match site.product(key) {
         Some(product) => product_fields(product, quantity),
         None => json!({"product_id": key, "quantity": quantity}),
     };
-    match kind {
+    match fired.kind {
         TriggerKind::AbandonedCart => {
             let lines = contact.cart.iter().flat_map(|c| &c.lines);
             let products = lines
@@ -109,6 +108,23 @@ fn concerned(
         TriggerKind::AbandonedBrowse => {
             let viewed = contact.viewed_products.iter().take(CONCERNED);
             (viewed.map(|seen| fields(&seen.key, None)).collect(), None)
+        }
+        TriggerKind::WishlistReminder => {
+            let wished = contact.wishlist.iter().take(CONCERNED);
+            (wished.map(|seen| fields(&seen.key, None)).collect(), None)
+        }
+        TriggerKind::PriceDrop | TriggerKind::BackInStock => {
+            let Some(key) = fired.product.as_deref() else {
+                return (Vec::new(), None);
+            };
+            let mut product = fields(key, None);
+            // For a price drop, the old price is the one this contact saw.
+            if fired.kind == TriggerKind::PriceDrop
+                && let Some(seen) = site.seen_price(contact, key)
+            {
+                product["old_price"] = seen.to_string().into();
+            }
+            (vec![product], None)
         }
         TriggerKind::SearchWithoutResults => {
             let query = contact

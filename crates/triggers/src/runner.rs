@@ -106,6 +106,7 @@ impl Triggers {
                         contact: pending.contact,
                         contact_check: check,
                         anchor: pending.anchor,
+                        product: pending.product.clone(),
                         fired_at: now,
                         webhooks,
                     })
@@ -161,6 +162,17 @@ impl Triggers {
             let bought_lately = contact.orders.iter().any(|o| now - o.at <= pause);
             let has_cart = contact.cart.as_ref().is_some_and(|c| !c.lines.is_empty());
             if bought_lately || has_cart {
+                return None;
+            }
+        }
+        if pending.kind == TriggerKind::PriceDrop {
+            let key = pending.product.as_deref()?;
+            let seen = site.seen_price(contact, key)?;
+            let current = site.product(key)?.price.as_ref()?.value.amount;
+            let least = seen
+                * rust_decimal::Decimal::from(100 - settings.price_drop_min_percent.min(100))
+                / rust_decimal::Decimal::from(100);
+            if current > least {
                 return None;
             }
         }
@@ -284,6 +296,7 @@ fn trigger_id(site_id: &str, check: &str, pending: &Pending) -> String {
         .chain_update(pending.kind.name().as_bytes())
         .chain_update([pending.step])
         .chain_update(pending.anchor.to_be_bytes())
+        .chain_update(pending.product.as_deref().unwrap_or("").as_bytes())
         .finalize();
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }

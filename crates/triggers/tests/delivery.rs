@@ -269,3 +269,46 @@ async fn anonymous_visitors_wait_for_an_email_and_caps_and_purchases_hold_back()
     shop.post(view("dan", 26 * 60 * MINUTE, None)).await;
     assert_eq!(triggers.fire_due(T0 + 27 * 60 * MINUTE).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn price_drops_past_the_threshold_and_wishlists_are_told() {
+    let (url, receiver) = start_receiver(0, 200).await;
+    let mut shop = Shop::open(
+        &url,
+        json!({"abandonedBrowse": {"enabled": false, "delaysMinutes": [30]}}),
+    );
+    shop.post(
+        json!({"GeneralInfo": general("ProductPage", "ann", 0, Some("ann@example.com")),
+                     "ProductPage": {"Product": {"productKey": "lamp", "price": "40"}}}),
+    )
+    .await;
+    let price = |amount: &str, at: i64| {
+        json!({"GeneralInfo": {"eventName": "ProductUpdate", "siteId": "S", "datetime": T0 + at},
+               "ProductUpdate": [{"product_id": "lamp", "name": "Lamp", "unit_price": amount}]})
+    };
+    let triggers = shop.triggers();
+    // 2.5% off: below the 5% threshold.
+    shop.post(price("39", MINUTE)).await;
+    assert_eq!(triggers.fire_due(T0 + 2 * MINUTE).await.unwrap(), 0);
+    shop.post(price("30", 3 * MINUTE)).await;
+    assert_eq!(triggers.fire_due(T0 + 4 * MINUTE).await.unwrap(), 1);
+    triggers.deliver_due(T0 + 4 * MINUTE).await.unwrap();
+    let body: Value = serde_json::from_slice(&receiver.lock().unwrap().seen[0].1).unwrap();
+    assert_eq!(body["type"], "price-drop");
+    assert_eq!(body["products"][0]["product_id"], "lamp");
+    assert_eq!(body["products"][0]["unit_price"], "30");
+    assert_eq!(body["products"][0]["old_price"], "40");
+
+    // A wishlist add is recalled after three days.
+    shop.post(
+        json!({"GeneralInfo": general("AddToWishlist", "bob", 0, Some("bob@example.com")),
+                     "AddToWishlist": {"Product": {"productKey": "vase", "price": "15"}}}),
+    )
+    .await;
+    assert_eq!(triggers.fire_due(T0 + 71 * 60 * MINUTE).await.unwrap(), 0);
+    assert_eq!(triggers.fire_due(T0 + 72 * 60 * MINUTE).await.unwrap(), 1);
+    triggers.deliver_due(T0 + 72 * 60 * MINUTE).await.unwrap();
+    let body: Value = serde_json::from_slice(&receiver.lock().unwrap().seen[1].1).unwrap();
+    assert_eq!(body["type"], "wishlist-reminder");
+    assert_eq!(body["products"][0]["product_id"], "vase");
+}
