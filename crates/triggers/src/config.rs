@@ -142,8 +142,56 @@ pub struct TriggerSettings {
     /// A trigger due longer ago than this (an imported history, a long stop) is dropped.
     #[serde(default = "default_stale_after")]
     pub stale_after_hours: u32,
+    /// Deliveries that would arrive in these hours wait for their end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
     #[serde(default)]
     pub webhooks: Vec<Webhook>,
+}
+
+/// Hours without messages, in the site's local time: `"21:00"` to `"08:00"` at a fixed
+/// offset from UTC (in minutes; 120 for UTC+2). A fixed offset, not a zone: a site that
+/// observes daylight saving time updates it twice a year.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuietHours {
+    pub start: String,
+    pub end: String,
+    #[serde(default)]
+    pub utc_offset_minutes: i32,
+}
+
+impl QuietHours {
+    /// When a delivery due at `now` may go: `now`, or the end of the quiet hours it falls in.
+    pub fn not_before(&self, now: i64) -> i64 {
+        let (Some(start), Some(end)) = (minute_of_day(&self.start), minute_of_day(&self.end))
+        else {
+            return now;
+        };
+        let offset = i64::from(self.utc_offset_minutes) * MINUTE_MS;
+        let local = now + offset;
+        let day = local.div_euclid(24 * HOUR_MS) * 24 * HOUR_MS;
+        let minute = (local - day) / MINUTE_MS;
+        let quiet_until = if start <= end {
+            (start..end)
+                .contains(&minute)
+                .then_some(day + end * MINUTE_MS)
+        } else if minute >= start {
+            Some(day + 24 * HOUR_MS + end * MINUTE_MS)
+        } else if minute < end {
+            Some(day + end * MINUTE_MS)
+        } else {
+            None
+        };
+        quiet_until.map_or(now, |local_end| local_end - offset)
+    }
+}
+
+/// `HH:MM` as minutes after midnight.
+fn minute_of_day(text: &str) -> Option<i64> {
+    let (hours, minutes) = text.trim().split_once(':')?;
+    let (hours, minutes): (i64, i64) = (hours.parse().ok()?, minutes.parse().ok()?);
+    ((0..24).contains(&hours) && (0..60).contains(&minutes)).then_some(hours * 60 + minutes)
 }
 
 impl Default for TriggerSettings {
@@ -212,6 +260,18 @@ impl TriggerSettings {
                     "{path}.delaysMinutes: each follow-up must come after the one before, got {:?}",
                     settings.delays_minutes
                 ));
+            }
+        }
+        if let Some(quiet) = &self.quiet_hours {
+            for (name, value) in [("start", &quiet.start), ("end", &quiet.end)] {
+                if minute_of_day(value).is_none() {
+                    return Err(format!(
+                        "quietHours.{name}: expected a time as HH:MM, got {value:?}"
+                    ));
+                }
+            }
+            if quiet.utc_offset_minutes.abs() > 14 * 60 {
+                return Err("quietHours.utcOffsetMinutes: expected -840 to 840".into());
             }
         }
         let mut ids = Vec::new();
@@ -344,6 +404,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(off.delay_ms(TriggerKind::AbandonedBrowse, 0), None);
+    }
+
+    #[test]
+    fn quiet_hours_hold_deliveries_until_they_end() {
+        let quiet = QuietHours {
+            start: "21:00".into(),
+            end: "08:00".into(),
+            utc_offset_minutes: 120,
+        };
+        let day = 19_700 * 24 * HOUR_MS; // a UTC midnight
+        // 12:00 UTC is 14:00 local: not quiet.
+        assert_eq!(quiet.not_before(day + 12 * HOUR_MS), day + 12 * HOUR_MS);
+        // 20:00 UTC is 22:00 local: until 08:00 local, 06:00 UTC the next day.
+        assert_eq!(quiet.not_before(day + 20 * HOUR_MS), day + 30 * HOUR_MS);
+        // 03:00 UTC is 05:00 local: until 06:00 UTC the same day.
+        assert_eq!(quiet.not_before(day + 3 * HOUR_MS), day + 6 * HOUR_MS);
+        let daytime = QuietHours {
+            start: "12:00".into(),
+            end: "13:30".into(),
+            utc_offset_minutes: 0,
+        };
+        assert_eq!(
+            daytime.not_before(day + 12 * HOUR_MS + 10 * MINUTE_MS),
+            day + 13 * HOUR_MS + 30 * MINUTE_MS
+        );
     }
 
     #[test]

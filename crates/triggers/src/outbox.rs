@@ -37,6 +37,9 @@ pub struct Fired {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub product: Option<String>,
     pub fired_at: i64,
+    /// Not delivered before this time (the site's quiet hours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<i64>,
     /// The webhooks it is owed to.
     pub webhooks: Vec<String>,
 }
@@ -121,6 +124,10 @@ impl State {
                     let last = self.first_messages.entry(key).or_default();
                     *last = (*last).max(fired.fired_at);
                 }
+                let first_at = fired
+                    .not_before
+                    .unwrap_or(fired.fired_at)
+                    .max(fired.fired_at);
                 let deliveries = fired
                     .webhooks
                     .iter()
@@ -128,7 +135,7 @@ impl State {
                         let pending = Delivery {
                             status: DeliveryStatus::Pending,
                             attempts: 0,
-                            next_at: Some(fired.fired_at),
+                            next_at: Some(first_at),
                             last_outcome: None,
                         };
                         (hook.clone(), pending)
@@ -136,7 +143,7 @@ impl State {
                     .collect();
                 let index = self.entries.len();
                 for hook in &fired.webhooks {
-                    self.owed.insert((fired.fired_at, index, hook.clone()));
+                    self.owed.insert((first_at, index, hook.clone()));
                 }
                 self.by_id.insert(fired.id.clone(), index);
                 self.entries.push(Entry { fired, deliveries });
@@ -345,6 +352,7 @@ mod tests {
             anchor: 10,
             product: None,
             fired_at: 100,
+            not_before: None,
             webhooks: vec!["crm".into()],
         }
     }

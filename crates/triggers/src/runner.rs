@@ -108,6 +108,11 @@ impl Triggers {
                         anchor: pending.anchor,
                         product: pending.product.clone(),
                         fired_at: now,
+                        not_before: settings
+                            .quiet_hours
+                            .as_ref()
+                            .map(|quiet| quiet.not_before(now))
+                            .filter(|at| *at > now),
                         webhooks,
                     })
                     .await?;
