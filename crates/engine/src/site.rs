@@ -191,11 +191,7 @@ impl SiteState {
         for product in self.catalogue.sorted() {
             hasher.update(serde_json::to_vec(product).expect("products serialise"));
         }
-        hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        hex::encode(hasher.finalize())
     }
 
     fn live(&self) -> impl Iterator<Item = &Contact> {

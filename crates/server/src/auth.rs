@@ -41,7 +41,7 @@ pub fn admin_token(
     }
     let mut bytes = [0u8; 24];
     getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = hex::encode(bytes);
     fs::create_dir_all(data_dir)?;
     let mut file = OpenOptions::new()
         .write(true)

@@ -104,8 +104,9 @@ struct State {
     /// Deliveries owed, by when: (next attempt at, entry, webhook). Finding the due ones
     /// costs what is due, not everything ever fired.
     owed: BTreeSet<(i64, usize, String)>,
-    /// (site, contact check, kind) -> when its last first message fired.
-    first_messages: HashMap<(String, String, TriggerKind), i64>,
+    /// Site -> contact check -> kind -> when its last first message fired (looked up by
+    /// borrowed keys: no allocation per trigger).
+    first_messages: HashMap<String, HashMap<String, Vec<(TriggerKind, i64)>>>,
 }
 
 impl State {
@@ -116,13 +117,16 @@ impl State {
                     return;
                 }
                 if fired.step == 0 {
-                    let key = (
-                        fired.site_id.clone(),
-                        fired.contact_check.clone(),
-                        fired.kind,
-                    );
-                    let last = self.first_messages.entry(key).or_default();
-                    *last = (*last).max(fired.fired_at);
+                    let kinds = self
+                        .first_messages
+                        .entry(fired.site_id.clone())
+                        .or_default()
+                        .entry(fired.contact_check.clone())
+                        .or_default();
+                    match kinds.iter_mut().find(|(kind, _)| *kind == fired.kind) {
+                        Some((_, last)) => *last = (*last).max(fired.fired_at),
+                        None => kinds.push((fired.kind, fired.fired_at)),
+                    }
                 }
                 let first_at = fired
                     .not_before
@@ -248,13 +252,23 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn append(&self, record: Record) -> Result<(), TriggerError> {
-        let bytes = serde_json::to_vec(&record).expect("outbox records serialise");
+    /// Appends `records` durably (one group commit), then applies them.
+    async fn append(&self, records: Vec<Record>) -> Result<(), TriggerError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let bytes = records
+            .iter()
+            .map(|r| serde_json::to_vec(r).expect("outbox records serialise"))
+            .collect();
         self.log
-            .append(vec![bytes])
+            .append(bytes)
             .await
             .map_err(|e| TriggerError::Storage(e.to_string()))?;
-        self.state().apply(record);
+        let mut state = self.state();
+        for record in records {
+            state.apply(record);
+        }
         Ok(())
     }
 
@@ -265,17 +279,21 @@ impl Outbox {
 
     /// When the contact last got a first message of this kind.
     pub fn last_first_message(&self, site_id: &str, check: &str, kind: TriggerKind) -> Option<i64> {
-        let key = (site_id.to_string(), check.to_string(), kind);
-        self.state().first_messages.get(&key).copied()
+        let state = self.state();
+        let kinds = state.first_messages.get(site_id)?.get(check)?;
+        kinds.iter().find(|(k, _)| *k == kind).map(|(_, at)| *at)
     }
 
-    /// Records a fired trigger, durably; its deliveries are then owed.
-    pub async fn fired(&self, fired: Fired) -> Result<(), TriggerError> {
-        self.append(Record::Fired(fired)).await
+    /// Records fired triggers, durably; their deliveries are then owed.
+    pub async fn fired(&self, fired: Vec<Fired>) -> Result<(), TriggerError> {
+        self.append(fired.into_iter().map(Record::Fired).collect())
+            .await
     }
 
-    pub async fn attempted(&self, attempt: Attempt) -> Result<(), TriggerError> {
-        self.append(Record::Attempt(attempt)).await
+    /// Records delivery attempts, durably.
+    pub async fn attempted(&self, attempts: Vec<Attempt>) -> Result<(), TriggerError> {
+        self.append(attempts.into_iter().map(Record::Attempt).collect())
+            .await
     }
 
     /// Sends a dead letter again from the first attempt; false when there is none.
@@ -287,22 +305,24 @@ impl Outbox {
                 .is_some_and(|d| d.status == DeliveryStatus::Dead)
         };
         if dead {
-            self.append(Record::Replay {
+            self.append(vec![Record::Replay {
                 id: id.to_string(),
                 webhook: webhook.to_string(),
                 at: now,
-            })
+            }])
             .await?;
         }
         Ok(dead)
     }
 
-    /// Deliveries due at `now`: (fired trigger, webhook, attempts so far).
-    pub fn due(&self, now: i64) -> Vec<(Fired, String, u32)> {
+    /// Deliveries due at `now`, the longest owed first, at most `max`: (fired trigger,
+    /// webhook, attempts so far).
+    pub fn due(&self, now: i64, max: usize) -> Vec<(Fired, String, u32)> {
         let state = self.state();
         state
             .owed
             .range(..(now.saturating_add(1), 0, String::new()))
+            .take(max)
             .filter_map(|(_, index, hook)| {
                 let entry = &state.entries[*index];
                 let delivery = entry.deliveries.get(hook)?;
@@ -373,13 +393,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let outbox = Outbox::open(dir.path()).unwrap();
-            outbox.fired(fired("a")).await.unwrap();
-            outbox.fired(fired("b")).await.unwrap();
-            outbox
-                .attempted(attempt("a", false, Some(200)))
-                .await
-                .unwrap();
-            outbox.attempted(attempt("b", false, None)).await.unwrap();
+            outbox.fired(vec![fired("a"), fired("b")]).await.unwrap();
+            let attempts = vec![attempt("a", false, Some(200)), attempt("b", false, None)];
+            outbox.attempted(attempts).await.unwrap();
         }
         let outbox = Outbox::open(dir.path()).unwrap();
         assert!(outbox.contains("a") && outbox.contains("b"));
@@ -387,8 +403,11 @@ mod tests {
             outbox.last_first_message("S", "c", TriggerKind::AbandonedCart),
             Some(100)
         );
-        assert!(outbox.due(150).is_empty(), "a waits for its retry at 200");
-        let due = outbox.due(200);
+        assert!(
+            outbox.due(150, 10).is_empty(),
+            "a waits for its retry at 200"
+        );
+        let due = outbox.due(200, 10);
         assert_eq!((due[0].0.id.as_str(), due[0].2), ("a", 1));
         let dead = outbox.list("S", Some(DeliveryStatus::Dead), 10);
         assert_eq!(dead.len(), 1);
@@ -398,8 +417,11 @@ mod tests {
             !outbox.replay("a", "crm", 300).await.unwrap(),
             "a is not dead"
         );
-        assert_eq!(outbox.due(300).len(), 2);
-        outbox.attempted(attempt("b", true, None)).await.unwrap();
+        assert_eq!(outbox.due(300, 10).len(), 2);
+        outbox
+            .attempted(vec![attempt("b", true, None)])
+            .await
+            .unwrap();
         let entry = &outbox.list("S", None, 10)[0];
         assert_eq!(entry.deliveries["crm"].status, DeliveryStatus::Delivered);
     }

@@ -24,12 +24,7 @@ pub fn contact_check(contact: &Contact) -> Option<String> {
         .email
         .as_deref()
         .or(ids.phones.first().map(String::as_str))?;
-    Some(
-        Sha256::digest(reach.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
-    )
+    Some(hex::encode(Sha256::digest(reach.as_bytes())))
 }
 
 /// The delivery body of `fired`, or `None` when its contact is no longer held as the same

@@ -17,8 +17,8 @@ use crate::{TriggerError, signature};
 
 /// How long a receiver has to answer one delivery.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Deliveries sent at once.
-const IN_FLIGHT: usize = 32;
+/// Deliveries sent at once (their attempts are then recorded in one write).
+const IN_FLIGHT: usize = 64;
 const MAX_RETRY_WAIT_MS: f64 = 3_600_000.0;
 /// How often the loop looks for due timers and owed deliveries.
 const TICK: Duration = Duration::from_millis(250);
@@ -88,6 +88,7 @@ impl Triggers {
             })
             .unwrap_or_default();
         let mut fired = Vec::new();
+        let mut records = Vec::new();
         for ToFire { pending, check } in chosen {
             let id = trigger_id(site_id, &check, &pending);
             if !self.outbox.contains(&id) {
@@ -97,35 +98,38 @@ impl Triggers {
                     .filter(|hook| hook.takes(pending.kind))
                     .map(|hook| hook.id.clone())
                     .collect();
-                self.outbox
-                    .fired(Fired {
-                        id,
-                        site_id: site_id.to_string(),
-                        kind: pending.kind,
-                        step: pending.step,
-                        contact: pending.contact,
-                        contact_check: check,
-                        anchor: pending.anchor,
-                        product: pending.product.clone(),
-                        fired_at: now,
-                        not_before: settings
-                            .quiet_hours
-                            .as_ref()
-                            .map(|quiet| quiet.not_before(now))
-                            .filter(|at| *at > now),
-                        webhooks,
-                    })
-                    .await?;
-                tracing::info!(
+                tracing::debug!(
                     site_id,
                     trigger = pending.kind.name(),
                     step = pending.step,
                     contact_id = pending.contact,
                     "trigger fired"
                 );
+                records.push(Fired {
+                    id,
+                    site_id: site_id.to_string(),
+                    kind: pending.kind,
+                    step: pending.step,
+                    contact: pending.contact,
+                    contact_check: check,
+                    anchor: pending.anchor,
+                    product: pending.product.clone(),
+                    fired_at: now,
+                    not_before: settings
+                        .quiet_hours
+                        .as_ref()
+                        .map(|quiet| quiet.not_before(now))
+                        .filter(|at| *at > now),
+                    webhooks,
+                });
             }
             fired.push(pending);
         }
+        // One durable write for the tick's triggers, before any is followed up or sent.
+        if !records.is_empty() {
+            tracing::info!(site_id, fired = records.len(), "triggers fired");
+        }
+        self.outbox.fired(records).await?;
         let count = fired.len();
         self.live.with_site_mut(site_id, |site| {
             for pending in &fired {
@@ -194,15 +198,19 @@ impl Triggers {
 
     /// Sends every delivery owed at `now`; how many were attempted.
     pub async fn deliver_due(&self, now: i64) -> Result<usize, TriggerError> {
-        let due = self.outbox.due(now);
+        self.deliver_some(now, usize::MAX).await
+    }
+
+    /// Sends at most `max` of the deliveries owed at `now`, the longest owed first.
+    pub async fn deliver_some(&self, now: i64, max: usize) -> Result<usize, TriggerError> {
+        let due = self.outbox.due(now, max);
         let count = due.len();
         for batch in due.chunks(IN_FLIGHT) {
             let attempts = batch
                 .iter()
                 .map(|(fired, hook, attempts)| self.deliver(fired, hook, *attempts, now));
-            for attempt in futures_util::future::join_all(attempts).await {
-                self.outbox.attempted(attempt).await?;
-            }
+            let attempts = futures_util::future::join_all(attempts).await;
+            self.outbox.attempted(attempts).await?;
         }
         Ok(count)
     }
@@ -303,7 +311,7 @@ fn trigger_id(site_id: &str, check: &str, pending: &Pending) -> String {
         .chain_update(pending.anchor.to_be_bytes())
         .chain_update(pending.product.as_deref().unwrap_or("").as_bytes())
         .finalize();
-    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&digest[..16])
 }
 
 /// The wait after the `done`-th failed attempt: the first retry wait, doubled each time,
