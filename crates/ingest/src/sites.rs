@@ -292,12 +292,12 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], IngestError> {
 /// `spoor_` and 64 hex digits: 256 random bits, recognisable in a config file.
 fn fresh_api_key() -> Result<String, IngestError> {
     let bytes: [u8; 32] = random_bytes()?;
-    Ok(format!("spoor_{}", hex::encode(&bytes)))
+    Ok(format!("spoor_{}", hex::encode(bytes)))
 }
 
 fn sha256_hex(text: &str) -> String {
     use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest(text.as_bytes()))
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 fn fresh_site_id(existing: &BTreeMap<String, StoredSite>) -> Result<String, IngestError> {
