@@ -120,4 +120,22 @@ async fn an_abandoned_cart_reaches_the_shops_webhook() {
     assert_eq!(first["kind"], "abandoned-cart");
     assert_eq!(first["deliveries"]["crm"]["status"], "delivered");
     assert_eq!(first["payload"]["contact"]["email"], "ann@example.com");
+
+    // Ann asks to be erased: her triggers go too, and no outbox file names her.
+    let (status, _) = common::call(
+        reqwest::Method::DELETE,
+        &server,
+        "/api/v1/sites/S1/contacts?email=ann@example.com",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, list) = get(&server, "/api/v1/sites/S1/triggers").await;
+    assert_eq!(list["triggers"], json!([]));
+    for file in std::fs::read_dir(dir.path().join("data/outbox")).unwrap() {
+        let bytes = std::fs::read(file.unwrap().path()).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("ann@example.com"),
+            "the outbox still names her"
+        );
+    }
 }

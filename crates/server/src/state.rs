@@ -230,14 +230,34 @@ pub async fn export_contact(
 }
 
 /// `DELETE /api/v1/sites/{siteId}/contacts?<identifier>=`: erases the contact's personal
-/// data from the log and the state.
+/// data from the log, the state, and the trigger outbox.
 pub async fn erase_contact(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<Erasure>, ApiError> {
-    on_contact(&state, &headers, site_id, &query, privacy::erase).await
+    auth::require_site(&headers, &state, &site_id)?;
+    // The outbox knows the contact by a digest of its email or phone: found before the
+    // contact is gone from the state.
+    let check = {
+        let (who, _) = who_and_after(&query)?;
+        let id = identifier_of(&state, &site_id, who)?;
+        let engine = state.live.read();
+        engine
+            .site(&site_id)
+            .and_then(|site| site.contact(&id))
+            .and_then(spoor_triggers::payload::contact_check)
+    };
+    let erased = on_contact(&state, &headers, site_id, &query, privacy::erase).await?;
+    if let Some(check) = check {
+        let forgotten = state.triggers.outbox().forget(&check)?;
+        tracing::info!(
+            records = forgotten,
+            "trigger outbox records of the contact erased"
+        );
+    }
+    Ok(erased)
 }
 
 fn privacy_error(error: PrivacyError) -> ApiError {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use spoor_engine::ContactId;
 use spoor_engine::triggers::TriggerKind;
-use spoor_log::{EventLog, FileLog, FileLogConfig};
+use spoor_log::{EventLog, FileLog, FileLogConfig, Position};
 
 use crate::TriggerError;
 
@@ -30,8 +30,13 @@ pub struct Fired {
     pub step: u8,
     pub contact: ContactId,
     /// SHA-256 of the contact's email or phone when it fired, hex: a delivery is built
-    /// only while the contact number still names that person.
+    /// only for that person.
     pub contact_check: String,
+    /// How the contact is found when a delivery is built (contact numbers change when
+    /// the state is rebuilt after an erasure). Personal data: overwritten when the
+    /// contact is erased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<Reach>,
     pub anchor: i64,
     /// The product of a price drop or a return to stock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,6 +47,14 @@ pub struct Fired {
     pub not_before: Option<i64>,
     /// The webhooks it is owed to.
     pub webhooks: Vec<String>,
+}
+
+/// The identifier a trigger's contact is found by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Reach {
+    Email(String),
+    Phone(String),
 }
 
 /// One delivery attempt and what it came to.
@@ -68,6 +81,10 @@ enum Record {
         id: String,
         webhook: String,
         at: i64,
+    },
+    /// What a fired record became when its contact was erased (written over it, padded).
+    Forgotten {
+        id: String,
     },
 }
 
@@ -104,13 +121,15 @@ struct State {
     /// Deliveries owed, by when: (next attempt at, entry, webhook). Finding the due ones
     /// costs what is due, not everything ever fired.
     owed: BTreeSet<(i64, usize, String)>,
+    /// Contact check -> the positions of its fired records, for erasure.
+    positions: HashMap<String, Vec<Position>>,
     /// Site -> contact check -> kind -> when its last first message fired (looked up by
     /// borrowed keys: no allocation per trigger).
     first_messages: HashMap<String, HashMap<String, Vec<(TriggerKind, i64)>>>,
 }
 
 impl State {
-    fn apply(&mut self, record: Record) {
+    fn apply(&mut self, position: Position, record: Record) {
         match record {
             Record::Fired(fired) => {
                 if self.by_id.contains_key(&fired.id) {
@@ -146,6 +165,10 @@ impl State {
                     })
                     .collect();
                 let index = self.entries.len();
+                self.positions
+                    .entry(fired.contact_check.clone())
+                    .or_default()
+                    .push(position);
                 for hook in &fired.webhooks {
                     self.owed.insert((first_at, index, hook.clone()));
                 }
@@ -169,6 +192,7 @@ impl State {
                     (false, None) => DeliveryStatus::Dead,
                 };
             }
+            Record::Forgotten { .. } => {}
             Record::Replay { id, webhook, at } => {
                 self.unowe(&id, &webhook);
                 self.owe(&id, &webhook, at);
@@ -233,7 +257,7 @@ impl Outbox {
             next = last.position + 1;
             for record in records {
                 match serde_json::from_slice::<Record>(&record.payload) {
-                    Ok(parsed) => state.apply(parsed),
+                    Ok(parsed) => state.apply(record.position, parsed),
                     Err(error) => tracing::error!(
                         position = record.position,
                         %error,
@@ -261,13 +285,14 @@ impl Outbox {
             .iter()
             .map(|r| serde_json::to_vec(r).expect("outbox records serialise"))
             .collect();
-        self.log
+        let first = self
+            .log
             .append(bytes)
             .await
             .map_err(|e| TriggerError::Storage(e.to_string()))?;
         let mut state = self.state();
-        for record in records {
-            state.apply(record);
+        for (offset, record) in records.into_iter().enumerate() {
+            state.apply(first + offset as Position, record);
         }
         Ok(())
     }
@@ -294,6 +319,58 @@ impl Outbox {
     pub async fn attempted(&self, attempts: Vec<Attempt>) -> Result<(), TriggerError> {
         self.append(attempts.into_iter().map(Record::Attempt).collect())
             .await
+    }
+
+    /// Erases every trace of the contact whose check digest is `check`: its fired records
+    /// are overwritten in place (the log's redaction), its deliveries are no longer owed,
+    /// and its frequency caps are forgotten. Returns how many records were overwritten.
+    pub fn forget(&self, check: &str) -> Result<usize, TriggerError> {
+        let mut state = self.state();
+        let positions = state.positions.remove(check).unwrap_or_default();
+        for position in &positions {
+            let original = self
+                .log
+                .read(*position, 1)
+                .map_err(|e| TriggerError::Storage(e.to_string()))?;
+            let Some(record) = original.first() else {
+                continue;
+            };
+            let id = serde_json::from_slice::<Record>(&record.payload)
+                .ok()
+                .and_then(|r| match r {
+                    Record::Fired(fired) => Some(fired.id),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let mut bytes =
+                serde_json::to_vec(&Record::Forgotten { id: id.clone() }).expect("serialises");
+            if bytes.len() > record.payload.len() {
+                return Err(TriggerError::Storage(format!(
+                    "outbox record {position} cannot be overwritten by a shorter one"
+                )));
+            }
+            bytes.resize(record.payload.len(), b' ');
+            self.log
+                .redact(*position, &bytes)
+                .map_err(|e| TriggerError::Storage(e.to_string()))?;
+            if let Some(index) = state.by_id.get(&id).copied() {
+                let entry = &mut state.entries[index];
+                entry.fired.contact_check.clear();
+                let owed: Vec<(i64, String)> = entry
+                    .deliveries
+                    .iter()
+                    .filter_map(|(hook, d)| d.next_at.map(|at| (at, hook.clone())))
+                    .collect();
+                entry.deliveries.clear();
+                for (at, hook) in owed {
+                    state.owed.remove(&(at, index, hook));
+                }
+            }
+        }
+        for contacts in state.first_messages.values_mut() {
+            contacts.remove(check);
+        }
+        Ok(positions.len())
     }
 
     /// Sends a dead letter again from the first attempt; false when there is none.
@@ -340,7 +417,7 @@ impl Outbox {
             .entries
             .iter()
             .rev()
-            .filter(|e| e.fired.site_id == site_id)
+            .filter(|e| e.fired.site_id == site_id && !e.fired.contact_check.is_empty())
             .filter(|e| status.is_none_or(|s| e.deliveries.values().any(|d| d.status == s)))
             .take(limit)
             .cloned()
@@ -369,6 +446,7 @@ mod tests {
             step: 0,
             contact: 1,
             contact_check: "c".into(),
+            reach: Some(Reach::Email("c@example.com".into())),
             anchor: 10,
             product: None,
             fired_at: 100,

@@ -8,14 +8,24 @@ use sha2::{Digest, Sha256};
 use spoor_engine::recommend::query::Filters;
 use spoor_engine::recommend::{Algorithm, Request};
 use spoor_engine::triggers::TriggerKind;
-use spoor_engine::{Contact, Product, SiteState};
+use spoor_engine::{Contact, Identifier, Product, SiteState};
 
-use crate::outbox::Fired;
+use crate::outbox::{Fired, Reach};
 
 /// Products recommended in a message.
 pub const RECOMMENDED: usize = 6;
 /// Products of a message (cart lines, viewed products).
 const CONCERNED: usize = 6;
+
+/// How a contact is found again: its email, else its first phone.
+pub fn reach(contact: &Contact) -> Option<Reach> {
+    let ids = &contact.identifiers;
+    match (&ids.email, ids.phones.first()) {
+        (Some(email), _) => Some(Reach::Email(email.clone())),
+        (None, Some(phone)) => Some(Reach::Phone(phone.clone())),
+        (None, None) => None,
+    }
+}
 
 /// SHA-256 of the contact's email (else first phone), hex; `None` when it has neither.
 pub fn contact_check(contact: &Contact) -> Option<String> {
@@ -30,7 +40,11 @@ pub fn contact_check(contact: &Contact) -> Option<String> {
 /// The delivery body of `fired`, or `None` when its contact is no longer held as the same
 /// person (erased, or its number now names someone else).
 pub fn payload(site: &SiteState, fired: &Fired, now: i64) -> Option<Value> {
-    let contact = site.contact_by_id(fired.contact)?;
+    let contact = match &fired.reach {
+        Some(Reach::Email(email)) => site.contact(&Identifier::Email(email.clone())),
+        Some(Reach::Phone(phone)) => site.contact(&Identifier::Phone(phone.clone())),
+        None => site.contact_by_id(fired.contact),
+    }?;
     if contact_check(contact).as_deref() != Some(fired.contact_check.as_str()) {
         return None;
     }

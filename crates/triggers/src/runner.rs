@@ -12,7 +12,7 @@ use spoor_engine::triggers::{Pending, TriggerKind};
 
 use crate::config::{TriggerRegistry, TriggerSettings, Webhook};
 use crate::outbox::{Attempt, Fired, Outbox};
-use crate::payload::{contact_check, payload};
+use crate::payload::{contact_check, payload, reach};
 use crate::{TriggerError, signature};
 
 /// How long a receiver has to answer one delivery.
@@ -34,6 +34,7 @@ pub struct Triggers {
 struct ToFire {
     pending: Pending,
     check: String,
+    reach: Option<crate::outbox::Reach>,
 }
 
 impl Triggers {
@@ -89,7 +90,12 @@ impl Triggers {
             .unwrap_or_default();
         let mut fired = Vec::new();
         let mut records = Vec::new();
-        for ToFire { pending, check } in chosen {
+        for ToFire {
+            pending,
+            check,
+            reach,
+        } in chosen
+        {
             let id = trigger_id(site_id, &check, &pending);
             if !self.outbox.contains(&id) {
                 let webhooks = settings
@@ -112,6 +118,7 @@ impl Triggers {
                     step: pending.step,
                     contact: pending.contact,
                     contact_check: check,
+                    reach,
                     anchor: pending.anchor,
                     product: pending.product.clone(),
                     fired_at: now,
@@ -193,7 +200,11 @@ impl Triggers {
         {
             return None;
         }
-        Some(ToFire { pending, check })
+        Some(ToFire {
+            pending,
+            check,
+            reach: reach(contact),
+        })
     }
 
     /// Sends every delivery owed at `now`; how many were attempted.
