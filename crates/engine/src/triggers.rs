@@ -172,6 +172,19 @@ impl Timers {
         self.awaiting.contains_key(&contact)
     }
 
+    /// Whether [`Timers::take_due`] at `now` would find anything: read from the heads of
+    /// the queues only, so the common case (nothing due) needs no write access.
+    pub fn any_due(&self, now: i64, delay: impl Fn(TriggerKind, u8) -> Option<i64>) -> bool {
+        if !self.ready.is_empty() || self.deadlines.first().is_some_and(|(d, _)| *d <= now) {
+            return true;
+        }
+        self.queues.iter().any(|(&(kind, step), queue)| {
+            queue.first().is_some_and(|(anchor, _)| {
+                delay(kind, step).is_none_or(|wait| anchor.saturating_add(wait) <= now)
+            })
+        })
+    }
+
     /// Takes every timer due at `now`. `delay(kind, step)` is the wait after the anchor,
     /// in milliseconds, or `None` when that step is off (its timers are dropped).
     pub fn take_due(
@@ -425,7 +438,9 @@ mod tests {
     fn an_abandoned_cart_fires_after_its_delay_then_its_follow_up() {
         let mut timers = Timers::default();
         timers.apply(&cart(&["a"]), 1, T0);
+        assert!(!timers.any_due(T0 + 59 * MINUTE, delays));
         assert!(timers.take_due(T0 + 59 * MINUTE, delays).is_empty());
+        assert!(timers.any_due(T0 + 60 * MINUTE, delays));
         let due = timers.take_due(T0 + 60 * MINUTE, delays);
         assert_eq!(kinds(&due), vec![(TriggerKind::AbandonedCart, 0)]);
         timers.follow_up(&due[0]);

@@ -62,12 +62,17 @@ impl Triggers {
 
     /// Fires every trigger due at `now`; how many fired.
     pub async fn fire_due(&self, now: i64) -> Result<usize, TriggerError> {
+        // Read first: the write lock (which holds up every reader) only when something is due.
         let sites: Vec<String> = self
             .live
             .read()
             .sites()
             .into_iter()
-            .filter(|(_, site)| !site.timers().is_empty())
+            .filter(|(id, site)| {
+                let settings = self.settings.get(id);
+                site.timers()
+                    .any_due(now, |kind, step| settings.delay_ms(kind, step))
+            })
             .map(|(id, _)| id.to_string())
             .collect();
         let mut fired = 0;

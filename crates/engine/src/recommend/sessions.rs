@@ -197,7 +197,10 @@ impl Sessions {
             }
         }
         // Candidate neighbours: (similarity, age in `s` of the latest item they share).
-        let mut candidates: FxHashMap<SessionId, (f32, usize)> = FxHashMap::default();
+        // Sized up front: growing a map of a thousand sessions rehashes it several times.
+        let expected = distinct.len().min(4) * params.sample;
+        let mut candidates: FxHashMap<SessionId, (f32, usize)> =
+            FxHashMap::with_capacity_and_hasher(expected, Default::default());
         for (item, age) in &distinct {
             let weight = (-(*age as f32) / params.prefix_decay).exp();
             for session in self.recent_sessions(*item, params.sample) {
@@ -227,7 +230,8 @@ impl Sessions {
         }
         // A vote's weight by its distance from the meeting item, for the usual distances.
         let near: [f32; 32] = std::array::from_fn(|d| (-(d as f32) / params.neighbour_decay).exp());
-        let mut scores: FxHashMap<ItemId, f32> = FxHashMap::default();
+        let mut scores: FxHashMap<ItemId, f32> =
+            FxHashMap::with_capacity_and_hasher(neighbours.len() * 4, Default::default());
         for (similarity, id, age) in neighbours {
             let items = &self.sessions[id as usize].items;
             let meeting_item = s[s.len() - 1 - age];
