@@ -196,34 +196,46 @@ impl Sessions {
                 distinct.push((*item, age));
             }
         }
-        // Candidate neighbours: (similarity, age in `s` of the latest item they share).
-        // Sized up front: growing a map of a thousand sessions rehashes it several times.
-        let expected = distinct.len().min(4) * params.sample;
-        let mut candidates: FxHashMap<SessionId, (f32, usize)> =
-            FxHashMap::with_capacity_and_hasher(expected, Default::default());
-        for (item, age) in &distinct {
-            let weight = (-(*age as f32) / params.prefix_decay).exp();
-            for session in self.recent_sessions(*item, params.sample) {
-                if Some(*session) == own {
-                    continue;
-                }
-                let entry = candidates.entry(*session).or_insert((0.0, *age));
-                entry.0 += weight;
-                entry.1 = entry.1.min(*age);
-            }
-        }
         let now = now.min(self.newest);
         let norm_s = (distinct.len() as f32).sqrt();
-        let mut neighbours: Vec<(f32, SessionId, usize)> = candidates
-            .into_iter()
-            .map(|(id, (shared, age))| {
-                let session = &self.sessions[id as usize];
-                let idle = (now - session.last_at).max(0) as f64;
-                let recency = ((-idle / params.recency_half_life_ms) as f32).exp2();
-                let similarity = shared / (norm_s * (session.distinct as f32).sqrt()) * recency;
-                (similarity, id, age)
-            })
-            .collect();
+        let neighbour = |id: SessionId, shared: f32, age: usize| {
+            let session = &self.sessions[id as usize];
+            let idle = (now - session.last_at).max(0) as f64;
+            let recency = ((-idle / params.recency_half_life_ms) as f32).exp2();
+            let similarity = shared / (norm_s * (session.distinct as f32).sqrt()) * recency;
+            (similarity, id, age)
+        };
+        let mut neighbours: Vec<(f32, SessionId, usize)> = if let [(item, age)] = distinct[..] {
+            // One item (a product page): its sessions are the candidates, each once, so no
+            // map is needed to add up what they share.
+            let weight = (-(age as f32) / params.prefix_decay).exp();
+            self.recent_sessions(item, params.sample)
+                .iter()
+                .filter(|session| Some(**session) != own)
+                .map(|session| neighbour(*session, weight, age))
+                .collect()
+        } else {
+            // Candidate neighbours: (what they share, age in `s` of the latest shared item).
+            // Sized up front: growing a map of a thousand sessions rehashes it several times.
+            let expected = distinct.len().min(4) * params.sample;
+            let mut candidates: FxHashMap<SessionId, (f32, usize)> =
+                FxHashMap::with_capacity_and_hasher(expected, Default::default());
+            for (item, age) in &distinct {
+                let weight = (-(*age as f32) / params.prefix_decay).exp();
+                for session in self.recent_sessions(*item, params.sample) {
+                    if Some(*session) == own {
+                        continue;
+                    }
+                    let entry = candidates.entry(*session).or_insert((0.0, *age));
+                    entry.0 += weight;
+                    entry.1 = entry.1.min(*age);
+                }
+            }
+            candidates
+                .into_iter()
+                .map(|(id, (shared, age))| neighbour(id, shared, age))
+                .collect()
+        };
         if neighbours.len() > params.neighbours {
             neighbours.select_nth_unstable_by(params.neighbours, |a, b| b.0.total_cmp(&a.0));
             neighbours.truncate(params.neighbours);
