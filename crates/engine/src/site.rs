@@ -1,6 +1,6 @@
 //! One site's state: its contacts, the identifier index over them, and its catalogue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
@@ -33,7 +33,7 @@ pub struct SiteState {
     timers: Timers,
     /// Product -> the contacts who viewed it, put it in a cart or a wishlist (the latest
     /// [`MAX_INTERESTED`]): who hears of its price drops and returns to stock.
-    interest: FxHashMap<String, Vec<ContactId>>,
+    interest: FxHashMap<String, VecDeque<ContactId>>,
     events: u64,
 }
 
@@ -144,7 +144,7 @@ impl SiteState {
                 let mut interest: Vec<(String, Vec<ContactId>)> = self
                     .interest
                     .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .map(|(k, v)| (k.clone(), v.iter().copied().collect()))
                     .collect();
                 interest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
                 interest
@@ -175,7 +175,11 @@ impl SiteState {
         site.recommender = snapshot.recommender.unwrap_or_default();
         site.attribution = snapshot.attribution.unwrap_or_default();
         site.timers = Timers::from_snapshot(snapshot.timers);
-        site.interest = snapshot.interest.into_iter().collect();
+        site.interest = snapshot
+            .interest
+            .into_iter()
+            .map(|(key, contacts)| (key, contacts.into()))
+            .collect();
         site
     }
 
@@ -364,13 +368,19 @@ impl SiteState {
             _ => return,
         };
         for key in keys {
-            let interested = self.interest.entry(key.to_string()).or_default();
-            if let Some(at) = interested.iter().position(|c| *c == contact) {
-                interested.remove(at);
-            } else if interested.len() >= MAX_INTERESTED {
-                interested.remove(0);
+            let interested = match self.interest.get_mut(key) {
+                Some(interested) => interested,
+                None => self.interest.entry(key.to_string()).or_default(),
+            };
+            // A visitor viewing the same product again is usually among the latest few;
+            // a repeat further back is harmless (announcing tells each contact once).
+            if interested.iter().rev().take(8).any(|c| *c == contact) {
+                continue;
             }
-            interested.push(contact);
+            if interested.len() >= MAX_INTERESTED {
+                interested.pop_front();
+            }
+            interested.push_back(contact);
         }
     }
 
