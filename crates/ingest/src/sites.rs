@@ -269,18 +269,7 @@ impl SiteRegistry {
 
 /// Site ids are what shops already use with the vendor: short, printable, no spaces.
 fn validate_site_id(id: &str) -> Result<(), IngestError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(IngestError::InvalidSite(format!(
-            "siteId: expected 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' or '.', got {id:?}"
-        )))
-    }
+    spoor_protocol::ids::check_id(id).map_err(|e| IngestError::InvalidSite(format!("siteId: {e}")))
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], IngestError> {

@@ -16,6 +16,15 @@ use std::pin::Pin;
 
 pub use file::{FileLog, FileLogConfig, GroupCommitObserver};
 
+/// The bytes of a small file (settings, registries), or `None` when it does not exist yet.
+pub fn read_if_exists(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the new content.
 /// For small files (settings, registries); the log itself never rewrites a file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

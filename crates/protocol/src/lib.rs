@@ -12,6 +12,7 @@ pub mod dates;
 pub mod error;
 pub mod event;
 pub mod feed;
+pub mod ids;
 pub mod json;
 pub mod parse;
 pub mod reader;

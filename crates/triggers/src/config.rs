@@ -277,17 +277,7 @@ impl TriggerSettings {
         let mut ids = Vec::new();
         for (i, hook) in self.webhooks.iter().enumerate() {
             let path = format!("webhooks[{i}]");
-            let id_ok = !hook.id.is_empty()
-                && hook.id.len() <= 64
-                && hook
-                    .id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if !id_ok {
-                return Err(format!(
-                    "{path}.id: expected 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' or '.'"
-                ));
-            }
+            spoor_protocol::ids::check_id(&hook.id).map_err(|e| format!("{path}.id: {e}"))?;
             if ids.contains(&hook.id.as_str()) {
                 return Err(format!("{path}.id: {:?} is used twice", hook.id));
             }
@@ -334,17 +324,13 @@ pub struct TriggerRegistry {
 impl TriggerRegistry {
     pub fn open(data_dir: &Path) -> Result<TriggerRegistry, TriggerError> {
         let path = data_dir.join(FILE_NAME);
-        let sites = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+        let bytes = spoor_log::read_if_exists(&path)
+            .map_err(|e| TriggerError::Storage(format!("read {}: {e}", path.display())))?;
+        let sites = match bytes {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 TriggerError::Storage(format!("{} is not valid: {e}", path.display()))
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => {
-                return Err(TriggerError::Storage(format!(
-                    "read {}: {e}",
-                    path.display()
-                )));
-            }
+            None => BTreeMap::new(),
         };
         Ok(TriggerRegistry {
             path,

@@ -280,18 +280,7 @@ fn check_size(path: &str, size: usize) -> Result<(), String> {
 
 /// Block ids appear in container types and URLs: short, printable, no spaces.
 pub fn check_block_id(id: &str) -> Result<(), String> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "expected 1 to 64 characters of A-Z, a-z, 0-9, '-', '_' or '.', got {id:?}"
-        ))
-    }
+    spoor_protocol::ids::check_id(id)
 }
 
 /// Variant ids end the container type after the last `_`, so they hold none.
@@ -337,14 +326,13 @@ pub struct BlockRegistry {
 impl BlockRegistry {
     pub fn open(data_dir: &Path) -> Result<BlockRegistry, BlockError> {
         let path = data_dir.join(FILE_NAME);
-        let sites = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+        let bytes = spoor_log::read_if_exists(&path)
+            .map_err(|e| BlockError::Storage(format!("read {}: {e}", path.display())))?;
+        let sites = match bytes {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 BlockError::Storage(format!("{} is not valid: {e}", path.display()))
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => {
-                return Err(BlockError::Storage(format!("read {}: {e}", path.display())));
-            }
+            None => BTreeMap::new(),
         };
         Ok(BlockRegistry {
             path,

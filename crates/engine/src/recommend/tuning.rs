@@ -38,14 +38,13 @@ pub struct TuningRegistry {
 impl TuningRegistry {
     pub fn open(data_dir: &Path) -> Result<TuningRegistry, BlockError> {
         let path = data_dir.join(FILE_NAME);
-        let sites = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+        let bytes = spoor_log::read_if_exists(&path)
+            .map_err(|e| BlockError::Storage(format!("read {}: {e}", path.display())))?;
+        let sites = match bytes {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 BlockError::Storage(format!("{} is not valid: {e}", path.display()))
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(e) => {
-                return Err(BlockError::Storage(format!("read {}: {e}", path.display())));
-            }
+            None => BTreeMap::new(),
         };
         Ok(TuningRegistry {
             path,
