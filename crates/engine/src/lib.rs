@@ -14,6 +14,7 @@ pub mod identity;
 pub mod live;
 pub mod privacy;
 pub mod recommend;
+pub mod settings;
 pub mod site;
 pub mod snapshot;
 pub mod triggers;

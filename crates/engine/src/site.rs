@@ -543,20 +543,20 @@ impl SiteState {
 }
 
 /// The products an event can change the price or stock of.
-fn touched_products(event: &TrackerEvent) -> Vec<String> {
+fn touched_products(event: &TrackerEvent) -> Vec<&str> {
     match &event.body {
         EventBody::ProductUpdate { products } => products
             .iter()
             .filter(|u| u.price.is_some() || u.in_stock.is_some())
-            .map(|u| u.product_key.clone())
+            .map(|u| u.product_key.as_str())
             .collect(),
         EventBody::ProductPage { product } | EventBody::AddToWishlist { product } => {
-            vec![product.product_key.clone()]
+            vec![product.product_key.as_str()]
         }
         EventBody::StatusCart { cart } => cart
             .products
             .iter()
-            .map(|l| l.product_key.clone())
+            .map(|l| l.product_key.as_str())
             .collect(),
         _ => Vec::new(),
     }

@@ -2,11 +2,11 @@
 //! how often, and the webhooks they go to. Kept in `triggers.json` in the data directory
 //! (settings, not events), rewritten atomically on each change.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use spoor_engine::settings::SettingsFile;
 use spoor_engine::triggers::TriggerKind;
 
 use crate::TriggerError;
@@ -315,53 +315,39 @@ fn field_name(kind: TriggerKind) -> &'static str {
     }
 }
 
-/// Every site's trigger settings.
+/// Every site's trigger settings, in `triggers.json` (see `SettingsFile`). The file holds
+/// the webhook secrets; the API's answers leave them out.
 pub struct TriggerRegistry {
-    path: PathBuf,
-    sites: RwLock<BTreeMap<String, Arc<TriggerSettings>>>,
+    file: SettingsFile<Arc<TriggerSettings>>,
 }
 
 impl TriggerRegistry {
     pub fn open(data_dir: &Path) -> Result<TriggerRegistry, TriggerError> {
-        let path = data_dir.join(FILE_NAME);
-        let bytes = spoor_log::read_if_exists(&path)
-            .map_err(|e| TriggerError::Storage(format!("read {}: {e}", path.display())))?;
-        let sites = match bytes {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                TriggerError::Storage(format!("{} is not valid: {e}", path.display()))
-            })?,
-            None => BTreeMap::new(),
-        };
         Ok(TriggerRegistry {
-            path,
-            sites: RwLock::new(sites),
+            file: SettingsFile::open(data_dir, FILE_NAME)?,
         })
     }
 
     /// The site's settings, or the defaults.
     pub fn get(&self, site_id: &str) -> Arc<TriggerSettings> {
-        let sites = self.sites.read().unwrap_or_else(|p| p.into_inner());
-        sites.get(site_id).cloned().unwrap_or_default()
+        self.file
+            .read(|sites| sites.get(site_id).cloned())
+            .unwrap_or_default()
     }
 
     pub fn set(&self, site_id: &str, mut settings: TriggerSettings) -> Result<(), TriggerError> {
-        let mut sites = self.sites.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(before) = sites.get(site_id) {
-            for hook in settings.webhooks.iter_mut().filter(|h| h.secret.is_empty()) {
-                if let Some(old) = before.webhooks.iter().find(|old| old.id == hook.id) {
-                    hook.secret.clone_from(&old.secret);
+        self.file.change(|sites| {
+            if let Some(before) = sites.get(site_id) {
+                for hook in settings.webhooks.iter_mut().filter(|h| h.secret.is_empty()) {
+                    if let Some(old) = before.webhooks.iter().find(|old| old.id == hook.id) {
+                        hook.secret.clone_from(&old.secret);
+                    }
                 }
             }
-        }
-        settings.validate().map_err(TriggerError::Invalid)?;
-        let mut changed = sites.clone();
-        changed.insert(site_id.to_string(), Arc::new(settings));
-        // The file holds the webhook secrets; the API's answers leave them out.
-        let bytes = serde_json::to_vec_pretty(&changed).expect("settings serialise");
-        spoor_log::write_atomically(&self.path, &bytes)
-            .map_err(|e| TriggerError::Storage(format!("write {}: {e}", self.path.display())))?;
-        *sites = changed;
-        Ok(())
+            settings.validate().map_err(TriggerError::Invalid)?;
+            sites.insert(site_id.to_string(), Arc::new(settings));
+            Ok(())
+        })
     }
 }
 

@@ -22,3 +22,9 @@ pub enum TriggerError {
     #[error("trigger storage failed: {0}")]
     Storage(String),
 }
+
+impl From<spoor_engine::settings::SettingsError> for TriggerError {
+    fn from(error: spoor_engine::settings::SettingsError) -> TriggerError {
+        TriggerError::Storage(error.0)
+    }
+}

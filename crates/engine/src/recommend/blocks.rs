@@ -5,8 +5,8 @@
 //! (the container type), which clicks and impressions echo back for attribution.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::Digest;
@@ -14,6 +14,7 @@ use sha2::Digest;
 use super::Algorithm;
 use super::query::Filters;
 use super::rules::Rules;
+use crate::settings::{SettingsError, SettingsFile};
 
 const FILE_NAME: &str = "blocks.json";
 /// The variant of a block defined without variants.
@@ -313,80 +314,61 @@ pub enum BlockError {
     Storage(String),
 }
 
+impl From<SettingsError> for BlockError {
+    fn from(error: SettingsError) -> BlockError {
+        BlockError::Storage(error.0)
+    }
+}
+
 type SiteBlocks = BTreeMap<String, Arc<Block>>;
 
-/// Every site's blocks, kept in `blocks.json` in the data directory and rewritten
-/// atomically on each change. Block definitions are settings, not events: they are not
-/// in the log, and a state rebuild leaves them alone.
+/// Every site's blocks, kept in `blocks.json` in the data directory (see
+/// [`SettingsFile`]).
 pub struct BlockRegistry {
-    path: PathBuf,
-    sites: RwLock<BTreeMap<String, SiteBlocks>>,
+    file: SettingsFile<SiteBlocks>,
 }
 
 impl BlockRegistry {
     pub fn open(data_dir: &Path) -> Result<BlockRegistry, BlockError> {
-        let path = data_dir.join(FILE_NAME);
-        let bytes = spoor_log::read_if_exists(&path)
-            .map_err(|e| BlockError::Storage(format!("read {}: {e}", path.display())))?;
-        let sites = match bytes {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                BlockError::Storage(format!("{} is not valid: {e}", path.display()))
-            })?,
-            None => BTreeMap::new(),
-        };
         Ok(BlockRegistry {
-            path,
-            sites: RwLock::new(sites),
+            file: SettingsFile::open(data_dir, FILE_NAME)?,
         })
     }
 
     pub fn get(&self, site_id: &str, block_id: &str) -> Option<Arc<Block>> {
-        let sites = self.sites.read().unwrap_or_else(|p| p.into_inner());
-        sites.get(site_id)?.get(block_id).cloned()
+        self.file
+            .read(|sites| sites.get(site_id)?.get(block_id).cloned())
     }
 
     pub fn list(&self, site_id: &str) -> Vec<(String, Arc<Block>)> {
-        let sites = self.sites.read().unwrap_or_else(|p| p.into_inner());
-        sites
-            .get(site_id)
-            .map(|blocks| blocks.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
+        self.file.read(|sites| {
+            sites
+                .get(site_id)
+                .map(|blocks| blocks.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
+        })
     }
 
     /// Defines or replaces a block; true when it is new.
     pub fn put(&self, site_id: &str, block_id: &str, block: Block) -> Result<bool, BlockError> {
         check_block_id(block_id).map_err(|e| BlockError::Invalid(format!("blockId: {e}")))?;
-        let mut sites = self.sites.write().unwrap_or_else(|p| p.into_inner());
-        let mut changed = sites.clone();
-        let created = changed
-            .entry(site_id.to_string())
-            .or_default()
-            .insert(block_id.to_string(), Arc::new(block))
-            .is_none();
-        self.persist(&changed)?;
-        *sites = changed;
-        Ok(created)
+        self.file.change(|sites| {
+            let blocks = sites.entry(site_id.to_string()).or_default();
+            Ok(blocks
+                .insert(block_id.to_string(), Arc::new(block))
+                .is_none())
+        })
     }
 
     /// Removes a block; false when there was none.
     pub fn delete(&self, site_id: &str, block_id: &str) -> Result<bool, BlockError> {
-        let mut sites = self.sites.write().unwrap_or_else(|p| p.into_inner());
-        let mut changed = sites.clone();
-        let Some(blocks) = changed.get_mut(site_id) else {
-            return Ok(false);
-        };
-        if blocks.remove(block_id).is_none() {
+        if self.get(site_id, block_id).is_none() {
             return Ok(false);
         }
-        self.persist(&changed)?;
-        *sites = changed;
-        Ok(true)
-    }
-
-    fn persist(&self, sites: &BTreeMap<String, SiteBlocks>) -> Result<(), BlockError> {
-        let bytes = serde_json::to_vec_pretty(sites).expect("blocks serialise");
-        spoor_log::write_atomically(&self.path, &bytes)
-            .map_err(|e| BlockError::Storage(format!("write {}: {e}", self.path.display())))
+        self.file.change(|sites| {
+            let removed = sites.get_mut(site_id).and_then(|b| b.remove(block_id));
+            Ok(removed.is_some())
+        })
     }
 }
 
@@ -415,9 +397,7 @@ mod tests {
         );
         assert!(
             err(serde_json::json!({"algorithm": "popular", "colour": 1}))
-                .starts_with("colour: unknown field")
-                || err(serde_json::json!({"algorithm": "popular", "colour": 1}))
-                    .contains("unknown field `colour`")
+                .contains("unknown field `colour`")
         );
         assert_eq!(
             err(serde_json::json!({"algorithm": "popular",

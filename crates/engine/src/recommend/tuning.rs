@@ -6,15 +6,15 @@
 //! in the log, and untouched by a state rebuild) and handed to every question for the
 //! site; without one, the built-in defaults answer.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::NextItemParams;
 use super::blocks::BlockError;
 use crate::eval::Tuning;
+use crate::settings::SettingsFile;
 
 const FILE_NAME: &str = "tuning.json";
 
@@ -31,45 +31,29 @@ pub struct SiteTuning {
 }
 
 pub struct TuningRegistry {
-    path: PathBuf,
-    sites: RwLock<BTreeMap<String, Arc<SiteTuning>>>,
+    file: SettingsFile<Arc<SiteTuning>>,
 }
 
 impl TuningRegistry {
     pub fn open(data_dir: &Path) -> Result<TuningRegistry, BlockError> {
-        let path = data_dir.join(FILE_NAME);
-        let bytes = spoor_log::read_if_exists(&path)
-            .map_err(|e| BlockError::Storage(format!("read {}: {e}", path.display())))?;
-        let sites = match bytes {
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                BlockError::Storage(format!("{} is not valid: {e}", path.display()))
-            })?,
-            None => BTreeMap::new(),
-        };
         Ok(TuningRegistry {
-            path,
-            sites: RwLock::new(sites),
+            file: SettingsFile::open(data_dir, FILE_NAME)?,
         })
     }
 
     pub fn get(&self, site_id: &str) -> Option<Arc<SiteTuning>> {
-        let sites = self.sites.read().unwrap_or_else(|p| p.into_inner());
-        sites.get(site_id).cloned()
+        self.file.read(|sites| sites.get(site_id).cloned())
     }
 
     /// Keeps `tuning` for the site (`None`: back to the built-in settings).
     pub fn set(&self, site_id: &str, tuning: Option<SiteTuning>) -> Result<(), BlockError> {
-        let mut sites = self.sites.write().unwrap_or_else(|p| p.into_inner());
-        let mut changed = sites.clone();
-        match tuning {
-            Some(tuning) => changed.insert(site_id.to_string(), Arc::new(tuning)),
-            None => changed.remove(site_id),
-        };
-        let bytes = serde_json::to_vec_pretty(&changed).expect("tuning serialises");
-        spoor_log::write_atomically(&self.path, &bytes)
-            .map_err(|e| BlockError::Storage(format!("write {}: {e}", self.path.display())))?;
-        *sites = changed;
-        Ok(())
+        self.file.change(|sites| {
+            match tuning {
+                Some(tuning) => sites.insert(site_id.to_string(), Arc::new(tuning)),
+                None => sites.remove(site_id),
+            };
+            Ok(())
+        })
     }
 }
 
