@@ -20,7 +20,7 @@ use spoor_ingest::{RateLimit, SiteSettings};
 
 use crate::error::ApiError;
 use crate::state::known_site;
-use crate::{AppState, auth};
+use crate::{AppState, Shared, auth};
 
 /// Checks between two sweeps of a site's idle client addresses.
 const SWEEP_EVERY: u64 = 100_000;
@@ -146,7 +146,7 @@ pub fn with_cors(mut response: Response, allowed: Option<HeaderValue>) -> Respon
 
 /// `GET /admin/v1/sites/{siteId}/settings`
 pub async fn get_settings(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
 ) -> Result<Json<SiteSettings>, ApiError> {
@@ -163,7 +163,7 @@ pub async fn get_settings(
 /// `PUT /admin/v1/sites/{siteId}/settings`: the whole settings object; fields left out
 /// take their defaults.
 pub async fn put_settings(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
     body: Bytes,

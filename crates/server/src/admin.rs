@@ -14,7 +14,7 @@ use spoor_ingest::{FeedSummary, Registration, Site};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
-use crate::{AppState, auth, body, now_ms};
+use crate::{AppState, Shared, auth, body, now_ms};
 
 /// The largest import body; `spoor events import --url` sends files in pieces below it.
 pub const IMPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -34,7 +34,7 @@ pub struct SiteList {
 }
 
 pub async fn list_sites(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
 ) -> Result<Json<SiteList>, ApiError> {
     require_admin(&state, &headers)?;
@@ -52,7 +52,7 @@ pub struct NewSite {
 
 /// `POST /admin/v1/sites`: 201 with the new site; 409 when the id is taken.
 pub async fn create_site(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -105,7 +105,7 @@ pub struct ApiKeyAnswer {
 
 /// `POST /admin/v1/sites/{siteId}/api-key`: a new read-API key, replacing the old one.
 pub async fn issue_api_key(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
 ) -> Result<Json<ApiKeyAnswer>, ApiError> {
@@ -131,7 +131,7 @@ pub struct ExportQuery {
 
 /// `GET /admin/v1/events/export?site=&since=`: the log as NDJSON, streamed.
 pub async fn export_events(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Query(query): Query<ExportQuery>,
 ) -> Result<Response, ApiError> {
@@ -203,7 +203,7 @@ pub const FEED_BODY_LIMIT: usize = 128 * 1024 * 1024;
 /// `POST /admin/v1/sites/{siteId}/feed`: a Google Merchant RSS 2.0 (or Atom) product
 /// feed. The site's API key or the admin token.
 pub async fn import_feed(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
     request_body: Body,
@@ -223,7 +223,7 @@ pub async fn import_feed(
 
 /// `POST /admin/v1/events/import`: NDJSON lines of an export, loaded idempotently.
 pub async fn import_events(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     request_body: Body,
 ) -> Result<Json<ImportSummary>, ApiError> {

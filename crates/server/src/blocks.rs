@@ -16,7 +16,7 @@ use spoor_protocol::dates::{self, DAY_MS, format_date};
 
 use crate::error::ApiError;
 use crate::state::{enter, known_site};
-use crate::{AppState, auth, now_ms};
+use crate::{Shared, auth, now_ms};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -77,7 +77,7 @@ pub fn unknown_block(site_id: &str, block_id: &str) -> ApiError {
 
 /// `PUT /admin/v1/sites/{siteId}/blocks/{blockId}`: 201 when new, 200 when replaced.
 pub async fn put_block(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path((site_id, block_id)): Path<(String, String)>,
     body: Bytes,
@@ -106,7 +106,7 @@ pub async fn put_block(
 
 /// `GET /admin/v1/sites/{siteId}/blocks/{blockId}`
 pub async fn get_block(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path((site_id, block_id)): Path<(String, String)>,
 ) -> Result<Json<BlockAnswer>, ApiError> {
@@ -120,7 +120,7 @@ pub async fn get_block(
 
 /// `DELETE /admin/v1/sites/{siteId}/blocks/{blockId}`: 204; 404 when there is none.
 pub async fn delete_block(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path((site_id, block_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
@@ -135,7 +135,7 @@ pub async fn delete_block(
 
 /// `GET /admin/v1/sites/{siteId}/blocks`
 pub async fn list_blocks(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
 ) -> Result<Json<BlockList>, ApiError> {
@@ -216,7 +216,7 @@ struct DayFigures {
 /// CTR, orders and revenue per variant per day (UTC dates, both ends included; the last
 /// 30 days by default).
 pub async fn block_stats(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path((site_id, block_id)): Path<(String, String)>,
     Query(query): Query<StatsQuery>,

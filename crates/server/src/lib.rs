@@ -54,6 +54,9 @@ pub struct AppState {
     pub triggers: Arc<spoor_triggers::Triggers>,
 }
 
+/// The handlers' state: one reference count per request instead of one per part.
+pub(crate) type Shared = Arc<AppState>;
+
 /// Route templates. Also the `route` label of request metrics: a fixed set, whatever path
 /// a client sends.
 mod routes {
@@ -119,6 +122,7 @@ fn route_label(matched: Option<&MatchedPath>) -> &'static str {
 
 /// Every route spoor serves.
 pub fn router(state: AppState) -> Router {
+    let state: Shared = Arc::new(state);
     Router::new()
         // The tracker API, as shops already call it.
         .route(routes::TRACK, post(tracker::track))
@@ -200,7 +204,7 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn observe(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let start = Instant::now();
     let route = route_label(request.extensions().get::<MatchedPath>());
     let method = request.method().clone();
@@ -216,7 +220,7 @@ async fn healthz() -> impl IntoResponse {
 }
 
 /// Ready while the log accepts writes; 503 after a failed write or fsync.
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<Shared>) -> Response {
     if state.ingestor.log().is_healthy() {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
@@ -227,7 +231,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_text(State(state): State<AppState>) -> Response {
+async fn metrics_text(State(state): State<Shared>) -> Response {
     let log = state.ingestor.log();
     let lag = log.end().saturating_sub(state.live.applied());
     let text = state.metrics.render(

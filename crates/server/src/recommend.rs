@@ -17,7 +17,7 @@ use spoor_protocol::TagMap;
 use spoor_ingest::SiteSettings;
 
 use crate::error::ApiError;
-use crate::{AppState, access, now_ms};
+use crate::{AppState, Shared, access, now_ms};
 
 pub const DEFAULT_LIMIT: usize = 10;
 pub const MAX_LIMIT: usize = 100;
@@ -282,7 +282,7 @@ pub struct RecommendationAnswer<'a> {
 /// Every answer, errors included, carries the CORS headers the site allows, so that a
 /// page's script can read why it got nothing.
 pub async fn recommendations(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
@@ -308,7 +308,7 @@ fn site_settings(state: &AppState, query: &[(String, String)]) -> SiteSettings {
 /// `OPTIONS /api/v2/recommendations`: a browser's preflight, answered by the site's CORS
 /// settings.
 pub async fn preflight(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {

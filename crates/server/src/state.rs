@@ -16,7 +16,7 @@ use spoor_engine::{Identifier, LiveState, SiteCounts, SiteState};
 use spoor_log::EventLog;
 
 use crate::error::ApiError;
-use crate::{AppState, auth};
+use crate::{AppState, Shared, auth};
 
 pub const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(2);
 
@@ -90,7 +90,7 @@ pub struct SiteAnswer {
 
 /// `GET /api/v1/sites/{siteId}`: counts of what the site's state holds.
 pub async fn site(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
     Query(query): Query<SiteQuery>,
@@ -173,7 +173,7 @@ fn identifier_of(state: &AppState, site_id: &str, who: Who) -> Result<Identifier
 
 /// `GET /api/v1/sites/{siteId}/contacts?sc=|externalCustomerId=|email=|phone=|esContactId=|contactId=`
 pub async fn contact(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
@@ -221,7 +221,7 @@ async fn on_contact<T: Send + 'static>(
 /// `GET /api/v1/sites/{siteId}/contacts/export?<identifier>=`: everything held about a
 /// contact: its state and every log record naming it.
 pub async fn export_contact(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
@@ -232,7 +232,7 @@ pub async fn export_contact(
 /// `DELETE /api/v1/sites/{siteId}/contacts?<identifier>=`: erases the contact's personal
 /// data from the log, the state, and the trigger outbox.
 pub async fn erase_contact(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
@@ -267,7 +267,7 @@ fn privacy_error(error: PrivacyError) -> ApiError {
 
 /// `GET /api/v1/sites/{siteId}/products/{productKey}`
 pub async fn product(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path((site_id, product_key)): Path<(String, String)>,
     Query(query): Query<AfterQuery>,

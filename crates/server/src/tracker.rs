@@ -11,7 +11,7 @@ use spoor_ingest::{Accepted, IngestError, Outcome};
 
 use crate::body::{self, Framing};
 use crate::error::ApiError;
-use crate::{AppState, now_ms};
+use crate::{AppState, Shared, now_ms};
 
 /// The largest single event body, before and after decompression.
 pub const EVENT_BODY_LIMIT: usize = 1024 * 1024;
@@ -101,7 +101,7 @@ fn record(state: &AppState, result: &Result<Accepted, IngestError>) {
 
 /// `POST /api/v2`: one event, acknowledged once durable.
 pub async fn track(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<EventAnswer>, ApiError> {
@@ -158,7 +158,7 @@ enum ItemResult {
 
 /// `POST /api/v2/batch`: a JSON array or NDJSON of up to [`BATCH_MAX_EVENTS`] events.
 pub async fn track_batch(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<BatchAnswer>, ApiError> {

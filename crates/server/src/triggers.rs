@@ -13,7 +13,7 @@ use spoor_triggers::{TriggerError, TriggerSettings};
 
 use crate::error::ApiError;
 use crate::state::{enter, known_site};
-use crate::{AppState, auth, now_ms};
+use crate::{Shared, auth, now_ms};
 
 const DEFAULT_LIST: usize = 100;
 const MAX_LIST: usize = 1_000;
@@ -37,7 +37,7 @@ impl From<TriggerError> for ApiError {
 /// `GET /admin/v1/sites/{siteId}/triggers`: the settings in force (webhook secrets left
 /// out).
 pub async fn get_settings(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
 ) -> Result<Json<TriggerSettings>, ApiError> {
@@ -49,7 +49,7 @@ pub async fn get_settings(
 /// `PUT /admin/v1/sites/{siteId}/triggers`: the whole settings; fields left out take
 /// their defaults, and a webhook sent without its secret keeps the one it had.
 pub async fn put_settings(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
     body: Bytes,
@@ -92,7 +92,7 @@ struct FiredView {
 /// triggers, newest first, with each webhook's delivery state and the payload: for shops
 /// that pull rather than receive.
 pub async fn list_fired(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
     Query(query): Query<ListQuery>,
@@ -135,7 +135,7 @@ pub struct ReplayQuery {
 /// `POST /admin/v1/sites/{siteId}/triggers/{triggerId}/replay?webhook=ID`: a dead letter
 /// is owed again, from its first attempt.
 pub async fn replay(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path((site_id, trigger_id)): Path<(String, String)>,
     Query(query): Query<ReplayQuery>,

@@ -14,7 +14,7 @@ use spoor_engine::recommend::tuning::SiteTuning;
 
 use crate::error::ApiError;
 use crate::state::known_site;
-use crate::{AppState, auth, now_ms};
+use crate::{Shared, auth, now_ms};
 
 /// Fewer sessions than this hold too few held-out cases to choose anything.
 pub const MIN_SESSIONS: usize = 1_000;
@@ -71,7 +71,7 @@ fn answer(site_id: String, tuning: Option<SiteTuning>) -> TuningAnswer {
 
 /// `GET /admin/v1/sites/{siteId}/tuning`: the settings the site is answered with.
 pub async fn get_tuning(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
 ) -> Result<Json<TuningAnswer>, ApiError> {
@@ -85,7 +85,7 @@ pub async fn get_tuning(
 /// tenth held out and predicted from the rest) and keeps the choice. Takes seconds to a
 /// few minutes by the site's size; answers when done.
 pub async fn tune(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
 ) -> Result<Json<TuningAnswer>, ApiError> {
@@ -147,7 +147,7 @@ pub async fn tune(
 
 /// `DELETE /admin/v1/sites/{siteId}/tuning`: back to the built-in settings.
 pub async fn forget_tuning(
-    State(state): State<AppState>,
+    State(state): State<Shared>,
     headers: HeaderMap,
     Path(site_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {

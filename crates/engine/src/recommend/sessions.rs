@@ -24,6 +24,8 @@
 //! The defaults are what [`crate::eval::tune_next_item`] chose on held-out sessions of a
 //! public data set; a site can be tuned on its own sessions the same way.
 
+use std::cell::RefCell;
+
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
@@ -161,25 +163,32 @@ impl Sessions {
         let Some(&last) = s.last() else {
             return Vec::new();
         };
-        let mut scores = self.neighbour_votes(s, now, own, params);
-        normalise(&mut scores);
-        if params.successor_weight > 0.0 {
-            let mut successors = self.successor_votes(last, own, params);
-            normalise(&mut successors);
-            for (item, score) in successors {
-                *scores.entry(item).or_default() += params.successor_weight * score;
-            }
-        }
-        if params.seen_weight != 1.0 {
-            for item in &s[..s.len() - 1] {
-                if *item != last
-                    && let Some(score) = scores.get_mut(item)
-                {
-                    *score *= params.seen_weight;
+        BOARDS.with_borrow_mut(|(scores, successors)| {
+            scores.prepare(self.postings.len());
+            successors.prepare(self.postings.len());
+            self.neighbour_votes(s, now, own, params, scores);
+            scores.normalise();
+            if params.successor_weight > 0.0 {
+                self.successor_votes(last, own, params, successors);
+                successors.normalise();
+                for &item in &successors.touched {
+                    scores.add(
+                        item,
+                        params.successor_weight * successors.values[item as usize],
+                    );
                 }
             }
-        }
-        top(scores, k)
+            if params.seen_weight != 1.0 {
+                for item in &s[..s.len() - 1] {
+                    if *item != last {
+                        scores.scale(*item, params.seen_weight);
+                    }
+                }
+            }
+            let best = top(scores.drain(), k);
+            successors.drain().for_each(drop);
+            best
+        })
     }
 
     fn neighbour_votes(
@@ -188,7 +197,8 @@ impl Sessions {
         now: i64,
         own: Option<SessionId>,
         params: &NextItemParams,
-    ) -> FxHashMap<ItemId, f32> {
+        scores: &mut ScoreBoard,
+    ) {
         // Each distinct item of `s` at its latest position (1-based from the end: 0 = last).
         let mut distinct: Vec<(ItemId, usize)> = Vec::with_capacity(s.len());
         for (age, item) in s.iter().rev().enumerate() {
@@ -242,8 +252,6 @@ impl Sessions {
         }
         // A vote's weight by its distance from the meeting item, for the usual distances.
         let near: [f32; 32] = std::array::from_fn(|d| (-(d as f32) / params.neighbour_decay).exp());
-        let mut scores: FxHashMap<ItemId, f32> =
-            FxHashMap::with_capacity_and_hasher(neighbours.len() * 4, Default::default());
         for (similarity, id, age) in neighbours {
             let items = &self.sessions[id as usize].items;
             let meeting_item = s[s.len() - 1 - age];
@@ -256,22 +264,21 @@ impl Sessions {
                     Some(weight) => *weight,
                     None => (-(distance as f32) / params.neighbour_decay).exp(),
                 };
-                *scores.entry(*item).or_default() += similarity * decay;
+                scores.add(*item, similarity * decay);
             }
         }
         // The popularity correction is the item's own: applied once per item, not per vote.
         if params.idf_power != 0.0 {
             let total = self.sessions.len() as f32;
-            for (item, score) in scores.iter_mut() {
-                let df = self.postings[*item as usize].len() as f32;
-                *score *= if params.idf_power > 0.0 {
+            for &item in &scores.touched {
+                let df = self.postings[item as usize].len() as f32;
+                scores.values[item as usize] *= if params.idf_power > 0.0 {
                     (total / df).ln().powf(params.idf_power)
                 } else {
                     df.powf(params.idf_power)
                 };
             }
         }
-        scores
     }
 
     fn successor_votes(
@@ -279,8 +286,8 @@ impl Sessions {
         last: ItemId,
         own: Option<SessionId>,
         params: &NextItemParams,
-    ) -> FxHashMap<ItemId, f32> {
-        let mut scores: FxHashMap<ItemId, f32> = FxHashMap::default();
+        scores: &mut ScoreBoard,
+    ) {
         for session in self.recent_sessions(last, params.successor_sample) {
             if Some(*session) == own {
                 continue;
@@ -292,14 +299,74 @@ impl Sessions {
                 }
                 let after = &items[position + 1..];
                 for (distance, next) in after.iter().take(params.successor_steps).enumerate() {
-                    *scores.entry(*next).or_default() += 1.0 / (distance + 1) as f32;
+                    scores.add(*next, 1.0 / (distance + 1) as f32);
                 }
             }
         }
-        scores
     }
 }
 
+thread_local! {
+    /// The neighbours' and the successors' score boards of this thread's questions.
+    static BOARDS: RefCell<(ScoreBoard, ScoreBoard)> = RefCell::default();
+}
+
+/// Scores by item number in a dense array, reused from question to question: a vote is
+/// an index into it rather than a hash (a question adds up thousands of votes), and only
+/// the items a question touched are cleared after it.
+#[derive(Default)]
+struct ScoreBoard {
+    /// NaN for an item without a vote in the current question.
+    values: Vec<f32>,
+    touched: Vec<ItemId>,
+}
+
+impl ScoreBoard {
+    fn prepare(&mut self, items: usize) {
+        if self.values.len() < items {
+            self.values.resize(items, f32::NAN);
+        }
+    }
+
+    fn add(&mut self, item: ItemId, vote: f32) {
+        let slot = &mut self.values[item as usize];
+        if slot.is_nan() {
+            *slot = vote;
+            self.touched.push(item);
+        } else {
+            *slot += vote;
+        }
+    }
+
+    fn scale(&mut self, item: ItemId, factor: f32) {
+        // NaN (no vote) stays NaN.
+        self.values[item as usize] *= factor;
+    }
+
+    fn normalise(&mut self) {
+        let max = self
+            .touched
+            .iter()
+            .map(|item| self.values[*item as usize])
+            .fold(0.0_f32, f32::max);
+        if max > 0.0 {
+            for item in &self.touched {
+                self.values[*item as usize] /= max;
+            }
+        }
+    }
+
+    /// The scores of this question, clearing the board for the next one.
+    fn drain(&mut self) -> impl Iterator<Item = (ItemId, f32)> + '_ {
+        let values = &mut self.values;
+        self.touched.drain(..).map(move |item| {
+            let score = std::mem::replace(&mut values[item as usize], f32::NAN);
+            (item, score)
+        })
+    }
+}
+
+/// Scales `scores` to a top score of 1.
 pub fn normalise(scores: &mut FxHashMap<ItemId, f32>) {
     let max = scores.values().copied().fold(0.0_f32, f32::max);
     if max > 0.0 {
@@ -311,7 +378,7 @@ pub fn normalise(scores: &mut FxHashMap<ItemId, f32>) {
 
 /// The `k` best of `scores`, best first; ties go to the lower item number, so that
 /// answers are stable.
-pub fn top(scores: FxHashMap<ItemId, f32>, k: usize) -> Vec<(ItemId, f32)> {
+pub fn top(scores: impl IntoIterator<Item = (ItemId, f32)>, k: usize) -> Vec<(ItemId, f32)> {
     let mut ranked: Vec<(ItemId, f32)> = scores.into_iter().collect();
     let order = |a: &(ItemId, f32), b: &(ItemId, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if ranked.len() > k {
