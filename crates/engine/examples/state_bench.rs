@@ -7,6 +7,10 @@
 
 use std::time::Instant;
 
+// The allocator of the `spoor` binary: resident memory as the server would hold it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use spoor_engine::{Engine, Identifier};
 use spoor_protocol::stored::{RecordContent, StoredRecord};
 use spoor_protocol::*;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use spoor_protocol::{Cart as WireCart, CartLine, OrderLine, Purchase, Visitor};
 
 use crate::identity::{ContactId, Identifier, Identifiers};
+use crate::recommend::ItemId;
 
 /// How many recent product views, category views and searches a contact keeps.
 pub const RECENT_LIMIT: usize = 50;
@@ -148,6 +149,16 @@ pub struct Seen {
     pub at: i64,
 }
 
+/// A product view: the product by its number in the site's product dictionary
+/// ([`crate::recommend::Items`]), as a million contacts' views would otherwise hold a
+/// million copies of the same keys. The API shows the key (`SiteState::contact_json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Viewed {
+    pub item: ItemId,
+    pub at: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SearchSeen {
@@ -187,7 +198,7 @@ pub struct Contact {
     #[serde(serialize_with = "orders_as_map", deserialize_with = "orders_from_map")]
     pub orders: Vec<Order>,
     /// Latest first, at most [`RECENT_LIMIT`].
-    pub viewed_products: Vec<Seen>,
+    pub viewed_products: Vec<Viewed>,
     pub viewed_categories: Vec<Seen>,
     pub searches: Vec<SearchSeen>,
     pub merges: Vec<Merge>,
@@ -221,8 +232,20 @@ fn wishlist_from_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Seen>
 /// Inserts keeping the list latest-first and bounded; order-independent for equal input.
 fn remember<T: Clone>(list: &mut Vec<T>, item: T, at: impl Fn(&T) -> i64) {
     let position = list.partition_point(|x| at(x) >= at(&item));
+    if position >= RECENT_LIMIT {
+        return;
+    }
+    list.reserve_exact(1);
     list.insert(position, item);
     list.truncate(RECENT_LIMIT);
+}
+
+/// Pushes without the doubling growth of `Vec::push`: a contact's lists are short and a
+/// million contacts hold them, so spare capacity would be most of their memory (an order
+/// pushed the usual way reserves room for four).
+pub(crate) fn push_exact<T>(list: &mut Vec<T>, item: T) {
+    list.reserve_exact(1);
+    list.push(item);
 }
 
 impl Contact {
@@ -283,17 +306,20 @@ impl Contact {
             .iter()
             .any(|o| o.order_number == order.order_number)
         {
-            self.orders.push(order);
+            push_exact(&mut self.orders, order);
         }
     }
 
     pub fn add_to_wishlist(&mut self, product_key: &str, at: i64) {
         match self.wishlist.iter_mut().find(|w| w.key == product_key) {
             Some(added) => added.at = added.at.min(at),
-            None => self.wishlist.push(Seen {
-                key: product_key.to_string(),
-                at,
-            }),
+            None => push_exact(
+                &mut self.wishlist,
+                Seen {
+                    key: product_key.to_string(),
+                    at,
+                },
+            ),
         }
     }
 
@@ -302,15 +328,8 @@ impl Contact {
         self.orders.iter().find(|o| o.order_number == order_number)
     }
 
-    pub fn viewed_product(&mut self, key: &str, at: i64) {
-        remember(
-            &mut self.viewed_products,
-            Seen {
-                key: key.into(),
-                at,
-            },
-            |s| s.at,
-        );
+    pub fn viewed_product(&mut self, item: ItemId, at: i64) {
+        remember(&mut self.viewed_products, Viewed { item, at }, |v| v.at);
     }
 
     pub fn viewed_category(&mut self, key: &str, at: i64) {
@@ -351,7 +370,7 @@ impl Contact {
         }
         for order in other.orders {
             if self.order(&order.order_number).is_none() {
-                self.orders.push(order);
+                push_exact(&mut self.orders, order);
             }
         }
         self.orders.sort_by_key(|o| o.at);
@@ -365,10 +384,13 @@ impl Contact {
             remember(&mut self.searches, search, |s| s.at);
         }
         self.merges.extend(other.merges);
-        self.merges.push(Merge {
-            absorbed: other.id,
-            at,
-        });
+        push_exact(
+            &mut self.merges,
+            Merge {
+                absorbed: other.id,
+                at,
+            },
+        );
         let_go
     }
 }

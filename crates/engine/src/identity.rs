@@ -114,7 +114,7 @@ fn add(list: &mut Vec<String>, value: String) -> Option<String> {
     if list.contains(&value) {
         return None;
     }
-    list.push(value);
+    crate::contact::push_exact(list, value);
     (list.len() > MAX_SHARED_IDS).then(|| list.remove(0))
 }
 

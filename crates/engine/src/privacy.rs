@@ -27,7 +27,7 @@ use spoor_protocol::stored::{ExportedRecord, RecordContent, StoredRecord};
 use spoor_protocol::{ContactLink, Visitor};
 
 use crate::identity::{Identifier, identifiers_of, identifiers_of_link};
-use crate::{Contact, LiveState};
+use crate::{ContactId, LiveState};
 
 /// How long an erasure waits for the rebuilt state.
 const REBUILD_WAIT: Duration = Duration::from_secs(120);
@@ -53,7 +53,8 @@ pub struct Erasure {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ContactExport {
-    pub contact: Contact,
+    /// The contact's state as the API shows it.
+    pub contact: serde_json::Value,
     pub records: Vec<ExportedRecord>,
 }
 
@@ -116,16 +117,23 @@ fn each_naming(
     }
 }
 
-/// The contact `who` names, and every identifier it holds.
-fn find(
-    live: &LiveState,
-    site_id: &str,
-    who: &Identifier,
-) -> Option<(Contact, HashSet<Identifier>)> {
+/// The contact `who` names, as the API shows it.
+struct Found {
+    id: ContactId,
+    json: serde_json::Value,
+    /// Every identifier it holds.
+    ids: HashSet<Identifier>,
+}
+
+fn find(live: &LiveState, site_id: &str, who: &Identifier) -> Option<Found> {
     let engine = live.read();
-    let contact = engine.site(site_id)?.contact(who)?.clone();
-    let ids = contact.identifiers.all().into_iter().collect();
-    Some((contact, ids))
+    let site = engine.site(site_id)?;
+    let contact = site.contact(who)?;
+    Some(Found {
+        id: contact.id,
+        json: site.contact_json(contact),
+        ids: contact.identifiers.all().into_iter().collect(),
+    })
 }
 
 /// Everything held about the contact `who` names; `None` when it names no one.
@@ -135,15 +143,18 @@ pub fn export(
     site_id: &str,
     who: &Identifier,
 ) -> Result<Option<ContactExport>, PrivacyError> {
-    let Some((contact, ids)) = find(live, site_id, who) else {
+    let Some(found) = find(live, site_id, who) else {
         return Ok(None);
     };
     let mut records = Vec::new();
-    each_naming(log, site_id, &ids, |position, _, record| {
+    each_naming(log, site_id, &found.ids, |position, _, record| {
         records.push(ExportedRecord { position, record });
         Ok(())
     })?;
-    Ok(Some(ContactExport { contact, records }))
+    Ok(Some(ContactExport {
+        contact: found.json,
+        records,
+    }))
 }
 
 /// Erases the contact `who` names: its records redacted in the log, then the state
@@ -154,7 +165,7 @@ pub fn erase(
     site_id: &str,
     who: &Identifier,
 ) -> Result<Option<Erasure>, PrivacyError> {
-    let Some((contact, ids)) = find(live, site_id, who) else {
+    let Some(Found { id, ids, .. }) = find(live, site_id, who) else {
         return Ok(None);
     };
     let mut redactions = Vec::new();
@@ -171,12 +182,12 @@ pub fn erase(
     }
     tracing::info!(
         site_id,
-        contact_id = contact.id,
+        contact_id = id,
         records = redactions.len(),
         "contact erased"
     );
     Ok(Some(Erasure {
-        contact_id: contact.id,
+        contact_id: id,
         records_redacted: redactions.len() as u64,
     }))
 }

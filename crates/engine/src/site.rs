@@ -12,12 +12,12 @@ use crate::attribution::Attribution;
 use crate::catalogue::{Catalogue, Product};
 use crate::contact::{Contact, Timed};
 use crate::identity::{ContactId, Identifier, Identifiers, identifiers_of, identifiers_of_link};
-use crate::recommend::Recommender;
 use crate::recommend::query::{Answer, Request, recommend};
+use crate::recommend::{ItemId, Recommender};
 use crate::snapshot::{SiteSnapshot, SlotSnapshot};
 use crate::triggers::{Pending, Timers, TriggerKind};
 
-enum Slot {
+pub(crate) enum Slot {
     Live(Box<Contact>),
     /// Merged into another contact, which holds everything it had.
     Merged(ContactId),
@@ -54,6 +54,25 @@ impl SiteState {
     /// The contact an identifier names now.
     pub fn contact(&self, id: &Identifier) -> Option<&Contact> {
         self.index.get(id).and_then(|c| self.contact_by_id(*c))
+    }
+
+    /// The contact as the API and a data export show it: its viewed products by key.
+    pub fn contact_json(&self, contact: &Contact) -> serde_json::Value {
+        let mut json = serde_json::to_value(contact).expect("contacts serialise");
+        json["viewedProducts"] = self
+            .viewed_products(contact)
+            .map(|(key, at)| serde_json::json!({"key": key, "at": at}))
+            .collect();
+        json
+    }
+
+    /// The contact's viewed products, latest first: (product key, when).
+    pub fn viewed_products<'a>(
+        &'a self,
+        contact: &'a Contact,
+    ) -> impl Iterator<Item = (&'a str, i64)> + 'a {
+        let items = contact.viewed_products.iter();
+        items.map(|v| (self.recommender.key(v.item), v.at))
     }
 
     /// A contact by number; a merged one answers with the contact it was merged into.
@@ -240,9 +259,19 @@ impl SiteState {
         if contact.reachable() && self.timers.awaits(id) {
             self.timers.identified(id);
         }
+        let viewed = match &event.body {
+            EventBody::ProductPage { product } => {
+                Some(self.recommender.intern(&product.product_key))
+            }
+            _ => None,
+        };
         let contact = self.live_mut(id);
         match &event.body {
-            EventBody::ProductPage { product } => contact.viewed_product(&product.product_key, at),
+            EventBody::ProductPage { .. } => {
+                if let Some(item) = viewed {
+                    contact.viewed_product(item, at)
+                }
+            }
             EventBody::AddToWishlist { product } => {
                 contact.add_to_wishlist(&product.product_key, at)
             }
@@ -332,11 +361,11 @@ impl SiteState {
             let tell = match kind {
                 TriggerKind::PriceDrop => {
                     let now = product.price.as_ref().map(|p| p.value.amount);
-                    seen_price(contact, product)
+                    seen_price(contact, product, self.recommender.item(key))
                         .zip(now)
                         .is_some_and(|(seen, now)| now < seen)
                 }
-                _ => wanted_while_out(contact, product),
+                _ => wanted_while_out(contact, product, self.recommender.item(key)),
             };
             if tell && !concerned.contains(&contact.id) {
                 concerned.push(contact.id);
@@ -387,7 +416,8 @@ impl SiteState {
     /// The price the contact saw for the product: in their cart, else when they last
     /// viewed it or added it to their wishlist.
     pub fn seen_price(&self, contact: &Contact, product_key: &str) -> Option<Decimal> {
-        seen_price(contact, self.catalogue.get(product_key)?)
+        let item = self.recommender.item(product_key);
+        seen_price(contact, self.catalogue.get(product_key)?, item)
     }
 
     fn change_catalogue(&mut self, event: &TrackerEvent, at: i64) {
@@ -568,7 +598,8 @@ fn value_at<T: Copy>(history: &[Timed<T>], at: i64) -> Option<T> {
     index.checked_sub(1).map(|i| history[i].value)
 }
 
-fn seen_price(contact: &Contact, product: &Product) -> Option<Decimal> {
+/// `item`: the product's number in the site's product dictionary, which views hold.
+fn seen_price(contact: &Contact, product: &Product, item: Option<ItemId>) -> Option<Decimal> {
     let key = product.product_key.as_str();
     if let Some(line) = contact
         .cart
@@ -578,18 +609,17 @@ fn seen_price(contact: &Contact, product: &Product) -> Option<Decimal> {
     {
         return Some(line.price.amount);
     }
-    let seen = contact
+    let viewed = contact
         .viewed_products
         .iter()
-        .chain(&contact.wishlist)
-        .filter(|s| s.key == key)
-        .map(|s| s.at)
-        .max()?;
+        .filter(|v| Some(v.item) == item);
+    let wished = contact.wishlist.iter().filter(|s| s.key == key);
+    let seen = viewed.map(|v| v.at).chain(wished.map(|s| s.at)).max()?;
     value_at(&product.price_history, seen)
 }
 
 /// Whether the contact wanted the product (wishlist, cart) or viewed it while out of stock.
-fn wanted_while_out(contact: &Contact, product: &Product) -> bool {
+fn wanted_while_out(contact: &Contact, product: &Product, item: Option<ItemId>) -> bool {
     let key = product.product_key.as_str();
     let in_cart = contact
         .cart
@@ -600,7 +630,7 @@ fn wanted_while_out(contact: &Contact, product: &Product) -> bool {
     let viewed_out = contact
         .viewed_products
         .iter()
-        .filter(|s| s.key == key)
-        .any(|s| value_at(&product.stock_history, s.at) == Some(false));
+        .filter(|v| Some(v.item) == item)
+        .any(|v| value_at(&product.stock_history, v.at) == Some(false));
     in_cart || wished || viewed_out
 }

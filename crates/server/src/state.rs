@@ -187,9 +187,8 @@ pub async fn contact(
         Who::Identifier(id) => site.and_then(|s| s.contact(id)),
     };
     let contact = contact.ok_or_else(|| not_found("no such contact".into()))?;
-    Ok(Json(
-        serde_json::to_value(contact).expect("contacts serialise"),
-    ))
+    let site = site.expect("a contact was found in it");
+    Ok(Json(site.contact_json(contact)))
 }
 
 /// An export or an erasure, as `spoor_engine::privacy` offers them.

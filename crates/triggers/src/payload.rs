@@ -115,8 +115,8 @@ fn concerned(site: &SiteState, contact: &Contact, fired: &Fired) -> (Vec<Value>,
             (products, None)
         }
         TriggerKind::AbandonedBrowse => {
-            let viewed = contact.viewed_products.iter().take(CONCERNED);
-            (viewed.map(|seen| fields(&seen.key, None)).collect(), None)
+            let viewed = site.viewed_products(contact).take(CONCERNED);
+            (viewed.map(|(key, _)| fields(key, None)).collect(), None)
         }
         TriggerKind::WishlistReminder => {
             let wished = contact.wishlist.iter().take(CONCERNED);

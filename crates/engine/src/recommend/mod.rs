@@ -197,6 +197,21 @@ impl Recommender {
         ranked.iter().take(k).map(|i| self.items.key(*i)).collect()
     }
 
+    /// The number of a product key in the site's product dictionary, given at first sight.
+    pub fn intern(&mut self, product_key: &str) -> ItemId {
+        self.items.intern(product_key)
+    }
+
+    /// The product key of a number [`Recommender::intern`] gave.
+    pub fn key(&self, item: ItemId) -> &str {
+        self.items.key(item)
+    }
+
+    /// The number of a product key, when it has one.
+    pub fn item(&self, product_key: &str) -> Option<ItemId> {
+        self.items.get(product_key)
+    }
+
     fn known(&self, product_keys: &[&str]) -> Vec<ItemId> {
         product_keys
             .iter()

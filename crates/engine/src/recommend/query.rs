@@ -267,11 +267,14 @@ fn candidates<'a>(
                 .contact
                 .ok_or("needs a known visitor (sc or contactId)")?;
             Ok(Box::new(
-                contact.viewed_products.iter().map(|seen| seen.key.as_str()),
+                contact
+                    .viewed_products
+                    .iter()
+                    .map(|viewed| recommender.key(viewed.item)),
             ))
         }
         Algorithm::Similar => {
-            let context = page_products_or_last_viewed(request)?;
+            let context = page_products_or_last_viewed(recommender, request)?;
             let params = request.next_item.unwrap_or(&recommender.next_item);
             listed(
                 recommender
@@ -340,12 +343,15 @@ fn popular_in<'a>(
     Box::new(viewed.into_iter().map(|(_, key)| key))
 }
 
-fn page_products_or_last_viewed<'a>(request: &Request<'a>) -> Result<Vec<&'a str>, String> {
+fn page_products_or_last_viewed<'a>(
+    recommender: &'a Recommender,
+    request: &Request<'a>,
+) -> Result<Vec<&'a str>, String> {
     if !request.product_keys.is_empty() {
         return Ok(request.product_keys.clone());
     }
     match request.contact.and_then(|c| c.viewed_products.first()) {
-        Some(seen) => Ok(vec![seen.key.as_str()]),
+        Some(viewed) => Ok(vec![recommender.key(viewed.item)]),
         None => Err("needs productKey, or a visitor who viewed a product".into()),
     }
 }
@@ -379,13 +385,8 @@ fn personal<'a>(
     let (items, own) = match session {
         Some(session) => (recommender.sessions.items(session).to_vec(), Some(session)),
         None => {
-            let mut recent: Vec<&str> = contact
-                .viewed_products
-                .iter()
-                .map(|seen| seen.key.as_str())
-                .collect();
-            recent.reverse();
-            (recommender.known(&recent), None)
+            let recent = contact.viewed_products.iter().rev().map(|v| v.item);
+            (recent.collect(), None)
         }
     };
     if !items.is_empty() {
