@@ -124,10 +124,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         sites = state.ingestor.sites().list().len(),
         "spoor is serving: POST events to /api/v2"
     );
+    let index_saver = tokio::spawn(save_index_while_serving(
+        state.ingestor.clone(),
+        index_snapshot.clone(),
+    ));
     spoor_server::serve(listener, state.clone(), shutdown_signal()).await?;
     // A delivery in flight finishes (its attempt recorded) before the loop ends.
     stop_triggers.store(true, Ordering::Release);
     let _ = trigger_loop.await;
+    // A save in progress finishes before the last one below (they take turns).
+    index_saver.abort();
     live.stop();
     let _ = follower.join();
     // Nothing is in flight any more: the duplicate index matches the log exactly.
@@ -140,6 +146,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // writer thread, once the last reference to the log is gone.
     tracing::info!(records = log.end(), "stopped cleanly");
     Ok(())
+}
+
+/// Log records between two saves of the duplicate index while serving: after a crash, a
+/// start reads about this many records to bring the index up to date (a few tenths of a
+/// second), not the whole log.
+const INDEX_SNAPSHOT_EVERY: u64 = 250_000;
+
+/// Saves the duplicate index every [`INDEX_SNAPSHOT_EVERY`] records, until aborted.
+async fn save_index_while_serving(ingestor: Arc<Ingestor>, path: std::path::PathBuf) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let (ingestor, path) = (ingestor.clone(), path.clone());
+        let saved = tokio::task::spawn_blocking(move || {
+            ingestor.save_index_every(&path, INDEX_SNAPSHOT_EVERY)
+        })
+        .await;
+        match saved {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "saving the duplicate index failed"),
+            Err(error) => tracing::warn!(%error, "the duplicate index saver stopped"),
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

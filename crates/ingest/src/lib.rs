@@ -9,7 +9,8 @@ pub mod dedup;
 pub mod export;
 pub mod sites;
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use spoor_log::{EventLog, LogError, Position};
@@ -91,7 +92,54 @@ enum Step {
 pub struct Ingestor {
     log: Arc<dyn EventLog>,
     sites: SiteRegistry,
-    dedup: DedupIndex,
+    dedup: Arc<DedupIndex>,
+    unsettled: Arc<Unsettled>,
+    /// The log position the last saved index snapshot covers; held while saving, so
+    /// that saves take turns at the one file.
+    index_saved_at: Mutex<Position>,
+}
+
+/// Appends whose claims are not settled yet, counted by the log's end when each began.
+/// Their records lie at or after that end, and every record before the lowest such end
+/// has its key settled in the index: an index snapshot is complete up to there.
+#[derive(Default)]
+struct Unsettled(Mutex<BTreeMap<Position, usize>>);
+
+impl Unsettled {
+    /// Notes an append about to start; dropping the guard ends it.
+    fn begin(self: &Arc<Self>, log: &dyn EventLog) -> UnsettledAppend {
+        let mut floors = self.0.lock().expect("unsettled appends");
+        // Read under the lock: a snapshot either sees this append or an end before it.
+        let floor = log.end();
+        *floors.entry(floor).or_default() += 1;
+        UnsettledAppend {
+            all: self.clone(),
+            floor,
+        }
+    }
+
+    /// The position below which every appended record's key is settled.
+    fn settled_end(&self, log: &dyn EventLog) -> Position {
+        let floors = self.0.lock().expect("unsettled appends");
+        floors.keys().next().copied().unwrap_or_else(|| log.end())
+    }
+}
+
+struct UnsettledAppend {
+    all: Arc<Unsettled>,
+    floor: Position,
+}
+
+impl Drop for UnsettledAppend {
+    fn drop(&mut self) {
+        let mut floors = self.all.0.lock().expect("unsettled appends");
+        if let Some(count) = floors.get_mut(&self.floor) {
+            *count -= 1;
+            if *count == 0 {
+                floors.remove(&self.floor);
+            }
+        }
+    }
 }
 
 impl Ingestor {
@@ -103,12 +151,28 @@ impl Ingestor {
     ) -> Result<Self, IngestError> {
         let dedup = DedupIndex::default();
         index_records(&dedup, &*log, 0, now_ms)?;
-        Ok(Ingestor { log, sites, dedup })
+        Ok(Ingestor::with_index(log, sites, dedup, 0))
+    }
+
+    fn with_index(
+        log: Arc<dyn EventLog>,
+        sites: SiteRegistry,
+        dedup: DedupIndex,
+        saved_at: Position,
+    ) -> Self {
+        Ingestor {
+            log,
+            sites,
+            dedup: Arc::new(dedup),
+            unsettled: Arc::default(),
+            index_saved_at: Mutex::new(saved_at),
+        }
     }
 
     /// Like [`Ingestor::open`], but starting from the index saved at `snapshot` (by
-    /// [`Ingestor::save_index`] at a clean stop) and reading only the log after it. A
-    /// snapshot that is missing, unreadable or ahead of the log is not used.
+    /// [`Ingestor::save_index`], at a clean stop or while running) and reading only the
+    /// log after it. A snapshot that is missing, unreadable or ahead of the log is not
+    /// used.
     pub fn open_with_snapshot(
         log: Arc<dyn EventLog>,
         sites: SiteRegistry,
@@ -123,15 +187,48 @@ impl Ingestor {
             return Self::open(log, sites, now_ms);
         };
         index_records(&dedup, &*log, position, now_ms)?;
-        tracing::info!(position, "duplicate index loaded from its snapshot");
-        Ok(Ingestor { log, sites, dedup })
+        tracing::info!(
+            position,
+            replayed = log.end() - position,
+            "duplicate index loaded from its snapshot"
+        );
+        Ok(Ingestor::with_index(log, sites, dedup, position))
     }
 
-    /// Saves the duplicate index for [`Ingestor::open_with_snapshot`]. Only at a clean
-    /// stop: with no request in flight, the index holds exactly the log's records.
+    /// Saves the duplicate index for [`Ingestor::open_with_snapshot`], at any time: the
+    /// snapshot covers the log up to the first append whose claims are still unsettled,
+    /// and a start reads the log from there (keys it holds already are harmless). Saved
+    /// while serving, it bounds how much of the log a start after a crash has to read.
     pub fn save_index(&self, snapshot: &std::path::Path) -> std::io::Result<()> {
-        let bytes = self.dedup.to_bytes(self.log.end());
-        spoor_log::write_atomically(snapshot, &bytes)
+        let mut saved_at = self.index_saved_at.lock().expect("index snapshot");
+        self.save_index_locked(snapshot, &mut saved_at)
+    }
+
+    /// Saves the index when the log has grown by `every` records since the last save;
+    /// returns whether it did.
+    pub fn save_index_every(
+        &self,
+        snapshot: &std::path::Path,
+        every: u64,
+    ) -> std::io::Result<bool> {
+        let mut saved_at = self.index_saved_at.lock().expect("index snapshot");
+        if self.log.end() < *saved_at + every {
+            return Ok(false);
+        }
+        self.save_index_locked(snapshot, &mut saved_at)?;
+        Ok(true)
+    }
+
+    fn save_index_locked(
+        &self,
+        snapshot: &std::path::Path,
+        saved_at: &mut Position,
+    ) -> std::io::Result<()> {
+        let position = self.unsettled.settled_end(&*self.log);
+        let bytes = self.dedup.to_bytes(position);
+        spoor_log::write_atomically(snapshot, &bytes)?;
+        *saved_at = position;
+        Ok(())
     }
 
     pub fn sites(&self) -> &SiteRegistry {
@@ -205,6 +302,30 @@ impl Ingestor {
         }
     }
 
+    /// Appends the records of `keys` (claimed) and settles the claims. In a task of its
+    /// own: a request whose client goes away mid-write would otherwise drop this future,
+    /// leave the claims unsettled and its retries waiting for ever.
+    async fn append_and_settle(
+        &self,
+        records: Vec<Vec<u8>>,
+        keys: Vec<Keys>,
+    ) -> Result<Position, LogError> {
+        if records.is_empty() {
+            return Ok(self.log.end());
+        }
+        let (log, dedup, unsettled) =
+            (self.log.clone(), self.dedup.clone(), self.unsettled.clone());
+        let task = tokio::spawn(async move {
+            let _unsettled = unsettled.begin(&*log);
+            let appended = log.append(records).await;
+            for keys in keys {
+                dedup.settle(keys, appended.is_ok());
+            }
+            appended
+        });
+        task.await.unwrap_or(Err(LogError::Failed))
+    }
+
     /// Claims each prepared record's keys, appends the new ones in one durable write,
     /// settles the claims, and waits for duplicates of records that were in flight.
     async fn commit(&self, steps: Vec<Step>, now_ms: i64) -> Vec<Result<Accepted, IngestError>> {
@@ -235,16 +356,14 @@ impl Ingestor {
                 },
             })
             .collect();
-        let appended = if to_append.is_empty() {
-            Ok(self.log.end())
-        } else {
-            self.log.append(to_append).await
-        };
-        for p in &pending {
-            if let Pending::New(keys, _) = p {
-                self.dedup.settle(*keys, appended.is_ok());
-            }
-        }
+        let new_keys: Vec<Keys> = pending
+            .iter()
+            .filter_map(|p| match p {
+                Pending::New(keys, _) => Some(*keys),
+                _ => None,
+            })
+            .collect();
+        let appended = self.append_and_settle(to_append, new_keys).await;
         let mut next = appended.as_ref().ok().copied();
         let mut results = Vec::with_capacity(pending.len());
         for p in pending {

@@ -195,3 +195,81 @@ async fn an_index_snapshot_from_an_earlier_clean_stop_plus_the_tail_misses_nothi
     );
     assert_eq!(ingestor.log().end(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_snapshots_saved_while_clients_post_miss_no_stored_record() {
+    const CLIENTS: usize = 16;
+    const EACH: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let ingestor = Arc::new(open(dir.path()));
+    let body = |client: usize, n: usize| view(&format!("c{client}-{n}"), &n.to_string());
+
+    // Clients post while snapshots are saved as fast as they can be, each kept aside.
+    let posting = (0..CLIENTS).map(|client| {
+        let ingestor = ingestor.clone();
+        tokio::spawn(async move {
+            for n in 0..EACH {
+                ingestor.ingest_one(&body(client, n), NOW).await.unwrap();
+            }
+        })
+    });
+    let posting: Vec<_> = posting.collect();
+    let saving = {
+        let (ingestor, dir) = (ingestor.clone(), dir.path().to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let mut kept = Vec::new();
+            while kept.len() < 40 && ingestor.log().end() < (CLIENTS * EACH) as u64 {
+                let path = dir.join("dedup.snapshot");
+                ingestor.save_index(&path).unwrap();
+                kept.push(std::fs::read(&path).unwrap());
+            }
+            kept
+        })
+    };
+    for client in posting {
+        client.await.unwrap();
+    }
+    let kept = saving.await.unwrap();
+    assert!(!kept.is_empty());
+
+    // A start after a crash at any of those moments knows every stored body: what the
+    // snapshot holds, plus the log after the position it names.
+    for (number, bytes) in kept.iter().enumerate() {
+        let path = dir.path().join(format!("kept-{number}.snapshot"));
+        std::fs::write(&path, bytes).unwrap();
+        let log = ingestor.log().clone();
+        let sites = SiteRegistry::open(dir.path()).unwrap();
+        let restarted = Ingestor::open_with_snapshot(log, sites, NOW, &path).unwrap();
+        for client in 0..CLIENTS {
+            for n in 0..EACH {
+                assert_eq!(
+                    outcome(restarted.ingest_one(&body(client, n), NOW + 1).await),
+                    Outcome::Duplicate(DuplicateOf::Request),
+                    "snapshot {number}: client {client}'s body {n} was not recognised"
+                );
+            }
+        }
+    }
+    assert_eq!(ingestor.log().end(), (CLIENTS * EACH) as u64);
+}
+
+#[tokio::test]
+async fn a_request_abandoned_mid_write_is_stored_once_and_its_retry_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let ingestor = open(dir.path());
+    let body = view("gone", "1");
+    // The client goes away once the write has begun: its request future is dropped.
+    tokio::select! {
+        biased;
+        _ = ingestor.ingest_one(&body, NOW) => panic!("the write finished before the yield"),
+        _ = tokio::task::yield_now() => {}
+    }
+    let retry = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        ingestor.ingest_one(&body, NOW + 1),
+    )
+    .await
+    .expect("the retry is answered, not left waiting for the abandoned write");
+    assert_eq!(outcome(retry), Outcome::Duplicate(DuplicateOf::Request));
+    assert_eq!(ingestor.log().end(), 1);
+}
