@@ -1,6 +1,6 @@
 //! One site's state: its contacts, the identifier index over them, and its catalogue.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
@@ -11,7 +11,9 @@ use spoor_protocol::{ContactLink, EventBody, ProductUpdate, TrackerEvent};
 use crate::attribution::Attribution;
 use crate::catalogue::{Catalogue, Product};
 use crate::contact::{Contact, Timed};
-use crate::identity::{ContactId, Identifier, Identifiers, identifiers_of, identifiers_of_link};
+use crate::identity::{
+    ContactId, Identifier, IdentifierIndex, Identifiers, identifiers_of, identifiers_of_link,
+};
 use crate::recommend::query::{Answer, Request, recommend};
 use crate::recommend::{ItemId, Recommender};
 use crate::snapshot::{SiteSnapshot, SlotSnapshot};
@@ -26,7 +28,7 @@ pub(crate) enum Slot {
 #[derive(Default)]
 pub struct SiteState {
     slots: Vec<Slot>,
-    index: HashMap<Identifier, ContactId>,
+    index: IdentifierIndex,
     catalogue: Catalogue,
     recommender: Recommender,
     attribution: Attribution,
@@ -53,7 +55,7 @@ pub struct SiteCounts {
 impl SiteState {
     /// The contact an identifier names now.
     pub fn contact(&self, id: &Identifier) -> Option<&Contact> {
-        self.index.get(id).and_then(|c| self.contact_by_id(*c))
+        self.index.get(id).and_then(|c| self.contact_by_id(c))
     }
 
     /// The contact as the API and a data export show it: its viewed products by key.
@@ -181,7 +183,7 @@ impl SiteState {
             site.slots.push(match slot {
                 SlotSnapshot::Live(contact) => {
                     for id in contact.identifiers.all() {
-                        site.index.insert(id, contact.id);
+                        site.index.insert(&id, contact.id);
                     }
                     Slot::Live(contact)
                 }
@@ -408,6 +410,12 @@ impl SiteState {
             }
             if interested.len() >= MAX_INTERESTED {
                 interested.pop_front();
+            } else if interested.len() == interested.capacity() {
+                // Grown by a quarter rather than doubled: these lists, one per product,
+                // are most of the index, and doubling would leave up to half of each empty.
+                let room = MAX_INTERESTED - interested.len();
+                let more = (interested.len() / 4).max(4).min(room);
+                interested.reserve_exact(more);
             }
             interested.push_back(contact);
         }
@@ -453,7 +461,7 @@ impl SiteState {
     /// names a contact of this site: a link alone creates no one.
     pub fn link(&mut self, link: &ContactLink, at: i64) {
         let ids = identifiers_of_link(link);
-        if ids.iter().any(|id| self.index.contains_key(id)) {
+        if ids.iter().any(|id| self.index.contains(id)) {
             self.resolve(&ids, at);
         }
     }
@@ -464,7 +472,7 @@ impl SiteState {
         // Candidates: matched by a permanent identifier first, then the oldest first.
         let mut candidates: Vec<(bool, ContactId)> = ids
             .iter()
-            .filter_map(|id| self.index.get(id).map(|c| (!id.is_permanent(), *c)))
+            .filter_map(|id| self.index.get(id).map(|c| (!id.is_permanent(), c)))
             .collect();
         candidates.sort_unstable();
         let mut seen = Vec::new();
@@ -482,7 +490,7 @@ impl SiteState {
         // Who joins the anchor: checked one by one against everything joined so far.
         let mut joined = self.identifiers(anchor).clone();
         for id in ids.iter().filter(|id| id.is_permanent()) {
-            if joined.accepts(std::slice::from_ref(id)) && !self.index.contains_key(id) {
+            if joined.accepts(std::slice::from_ref(id)) && !self.index.contains(id) {
                 // A scratch copy for the compatibility checks: what it lets go is moot.
                 let _ = joined.insert(id.clone());
             }
@@ -500,7 +508,7 @@ impl SiteState {
                 // Never merged: the shared identifiers that led here move to the anchor.
                 let moving: Vec<Identifier> = ids
                     .iter()
-                    .filter(|id| !id.is_permanent() && self.index.get(*id) == Some(&candidate))
+                    .filter(|id| !id.is_permanent() && self.index.get(id) == Some(candidate))
                     .cloned()
                     .collect();
                 let contact = self.live_mut(candidate);
@@ -532,7 +540,7 @@ impl SiteState {
             unreachable!("only live contacts merge");
         };
         for id in contact.identifiers.all() {
-            self.index.insert(id, survivor);
+            self.index.insert(&id, survivor);
         }
         self.attribution.merge(absorbed, survivor);
         self.timers.merge(absorbed, survivor);
@@ -545,18 +553,15 @@ impl SiteState {
     fn attach(&mut self, contact: ContactId, ids: &[Identifier]) {
         for id in ids {
             match self.index.get(id) {
-                Some(holder) if *holder == contact => continue,
+                Some(holder) if holder == contact => continue,
                 Some(_) if id.is_permanent() => continue,
-                Some(holder) => {
-                    let holder = *holder;
-                    self.live_mut(holder).identifiers.remove(id);
-                }
+                Some(holder) => self.live_mut(holder).identifiers.remove(id),
                 None => {}
             }
             if id.is_permanent() && !self.identifiers(contact).accepts(std::slice::from_ref(id)) {
                 continue;
             }
-            self.index.insert(id.clone(), contact);
+            self.index.insert(id, contact);
             let let_go = self.live_mut(contact).identifiers.insert(id.clone());
             self.unindex(&let_go.into_iter().collect::<Vec<_>>(), contact);
         }
@@ -565,7 +570,7 @@ impl SiteState {
     /// Identifiers `contact` let go no longer name it.
     fn unindex(&mut self, let_go: &[Identifier], contact: ContactId) {
         for id in let_go {
-            if self.index.get(id) == Some(&contact) {
+            if self.index.get(id) == Some(contact) {
                 self.index.remove(id);
             }
         }
