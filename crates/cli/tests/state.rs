@@ -59,6 +59,10 @@ async fn events_become_state_and_a_restart_rebuilds_the_same_state() {
         "the purchase of cart-1 emptied it"
     );
     assert_eq!(olena["orders"]["1001"]["total"], "20");
+    assert_eq!(
+        olena["orders"]["1001"]["lines"],
+        json!([{"productKey": "mug", "unitPrice": {"amount": "10"}, "quantity": 2}])
+    );
     assert_eq!(olena["orders"]["1001"]["cartGuid"], "cart-1");
     let (_, by_cookie) = get(&server, "/api/v1/sites/S1/contacts?sc=anon-1").await;
     assert_eq!(by_cookie, olena);
@@ -132,6 +136,46 @@ async fn events_become_state_and_a_restart_rebuilds_the_same_state() {
         .await
         .unwrap();
     assert!(metrics.contains("spoor_state_lag_records 0"), "{metrics}");
+}
+
+#[tokio::test]
+async fn cart_and_order_lines_read_back_as_they_were_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["S1"]);
+    let ids = json!({"cookies": {"sc": "lines"}});
+    let lines = json!([
+        {"productKey": "lamp", "price": "30 EUR", "discount": "5", "quantity": 1, "tag_color": ["red"]},
+        {"productKey": "rug", "price": 80, "quantity": 2}]);
+    let cart = json!({"GeneralInfo": info("StatusCart", 1, ids.clone()),
+                      "StatusCart": {"GUID": "g-7", "Products": lines}});
+    let order = json!({"GeneralInfo": info("PurchasedItems", 2, ids),
+                       "PurchasedItems": {"OrderNumber": "A-7",
+                           "Products": [{"product_id": "rug", "unit_price": "80 EUR", "quantity": 2}]}});
+    let mut last = 0;
+    for event in [cart, order] {
+        let (status, answer) = post_json(&server.url("/api/v2"), event.to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+        last = answer["position"].as_u64().unwrap();
+    }
+    let (status, contact) = get(
+        &server,
+        &format!("/api/v1/sites/S1/contacts?sc=lines&after={last}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{contact}");
+    assert_eq!(
+        contact["cart"]["lines"],
+        json!([
+            {"productKey": "lamp", "price": {"amount": "30", "currency": "EUR"}, "discount": "5",
+             "quantity": 1, "tags": {"tag_color": ["red"]}},
+            {"productKey": "rug", "price": {"amount": "80"}, "quantity": 2}]),
+        "an order without the cart's GUID leaves the cart as it was"
+    );
+    assert_eq!(
+        contact["orders"]["A-7"]["lines"],
+        json!([{"productKey": "rug", "unitPrice": {"amount": "80", "currency": "EUR"}, "quantity": 2}])
+    );
+    assert_eq!(contact["orders"]["A-7"]["currency"], "EUR");
 }
 
 #[tokio::test]

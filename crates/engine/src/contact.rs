@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use spoor_protocol::{Cart as WireCart, CartLine, OrderLine, Purchase, Visitor};
+use spoor_protocol::{Cart as WireCart, CartLine, OrderLine, Price, Purchase, TagMap, Visitor};
 
 use crate::identity::{ContactId, Identifier, Identifiers};
 use crate::recommend::ItemId;
@@ -86,13 +86,88 @@ impl Profile {
     }
 }
 
+/// A cart or order line as the state keeps it: the product by its number in the site's
+/// product dictionary ([`crate::recommend::Items`]), as a shop's contacts hold millions of
+/// lines of the same products. The API shows it as it was sent (`SiteState::contact_json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Line {
+    pub item: ItemId,
+    pub quantity: u32,
+    /// The unit price.
+    pub price: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<Box<str>>,
+    /// A cart line's discount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount: Option<Decimal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Box<TagMap>>,
+}
+
+impl Line {
+    pub fn of_cart(line: &CartLine, item: ItemId) -> Line {
+        Line {
+            item,
+            quantity: line.quantity,
+            price: line.price.amount,
+            currency: line.price.currency.as_deref().map(Box::from),
+            discount: line.discount,
+            tags: boxed_tags(&line.tags),
+        }
+    }
+
+    pub fn of_order(line: &OrderLine, item: ItemId) -> Line {
+        Line {
+            item,
+            quantity: line.quantity,
+            price: line.unit_price.amount,
+            currency: line.unit_price.currency.as_deref().map(Box::from),
+            discount: None,
+            tags: boxed_tags(&line.tags),
+        }
+    }
+
+    fn price(&self) -> Price {
+        Price {
+            amount: self.price,
+            currency: self.currency.as_deref().map(String::from),
+        }
+    }
+
+    /// The line as the tracker API received it.
+    pub fn to_cart_line(&self, product_key: &str) -> CartLine {
+        CartLine {
+            product_key: product_key.to_string(),
+            price: self.price(),
+            discount: self.discount,
+            quantity: self.quantity,
+            tags: self.tags.as_deref().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// The line as the tracker API received it.
+    pub fn to_order_line(&self, product_key: &str) -> OrderLine {
+        OrderLine {
+            product_key: product_key.to_string(),
+            unit_price: self.price(),
+            quantity: self.quantity,
+            tags: self.tags.as_deref().cloned().unwrap_or_default(),
+        }
+    }
+}
+
+fn boxed_tags(tags: &TagMap) -> Option<Box<TagMap>> {
+    (!tags.is_empty()).then(|| Box::new(tags.clone()))
+}
+
 /// The contact's cart as of its latest StatusCart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Cart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guid: Option<String>,
-    pub lines: Vec<CartLine>,
+    pub lines: Vec<Line>,
     pub at: i64,
 }
 
@@ -110,7 +185,7 @@ pub struct Order {
     pub cart_guid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracked_order_id: Option<String>,
-    pub lines: Vec<OrderLine>,
+    pub lines: Vec<Line>,
     /// Sum of unit price times quantity over the lines.
     pub total: Decimal,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,23 +194,22 @@ pub struct Order {
 }
 
 impl Order {
-    fn from_purchase(purchase: &Purchase, at: i64) -> Order {
-        let total = purchase
-            .products
+    /// `lines`: the purchase's lines, in its order.
+    fn from_purchase(purchase: &Purchase, lines: Vec<Line>, at: i64) -> Order {
+        let total = lines
             .iter()
-            .map(|line| line.unit_price.amount * Decimal::from(line.quantity))
+            .map(|line| line.price * Decimal::from(line.quantity))
             .sum::<Decimal>()
             .normalize();
         Order {
             order_number: purchase.order_number.clone(),
             cart_guid: purchase.guid.clone(),
             tracked_order_id: purchase.tracked_order_id.clone(),
-            lines: purchase.products.clone(),
-            total,
-            currency: purchase
-                .products
+            currency: lines
                 .iter()
-                .find_map(|l| l.unit_price.currency.clone()),
+                .find_map(|l| l.currency.as_deref().map(String::from)),
+            lines,
+            total,
             at,
         }
     }
@@ -277,20 +351,22 @@ impl Contact {
         self.profile.update(visitor, at);
     }
 
-    pub fn set_cart(&mut self, cart: &WireCart, at: i64) {
+    /// `lines`: the cart's lines, in its order.
+    pub fn set_cart(&mut self, cart: &WireCart, lines: Vec<Line>, at: i64) {
         if self.cart.as_ref().is_some_and(|c| c.at > at) {
             return;
         }
         self.cart = Some(Cart {
             guid: cart.guid.clone(),
-            lines: cart.products.clone(),
+            lines,
             at,
         });
     }
 
     /// Records an order; the cart it was bought from is emptied, as of the purchase.
-    pub fn add_order(&mut self, purchase: &Purchase, at: i64) {
-        let order = Order::from_purchase(purchase, at);
+    /// `lines`: the purchase's lines, in its order.
+    pub fn add_order(&mut self, purchase: &Purchase, lines: Vec<Line>, at: i64) {
+        let order = Order::from_purchase(purchase, lines, at);
         let bought_cart = self.cart.as_ref().is_some_and(|cart| {
             cart.at <= at && order.cart_guid.is_some() && cart.guid == order.cart_guid
         });

@@ -10,7 +10,7 @@ use spoor_protocol::{ContactLink, EventBody, ProductUpdate, TrackerEvent};
 
 use crate::attribution::Attribution;
 use crate::catalogue::{Catalogue, Product};
-use crate::contact::{Contact, Timed};
+use crate::contact::{Contact, Line, Timed};
 use crate::identity::{
     ContactId, Identifier, IdentifierIndex, Identifiers, identifiers_of, identifiers_of_link,
 };
@@ -65,7 +65,24 @@ impl SiteState {
             .viewed_products(contact)
             .map(|(key, at)| serde_json::json!({"key": key, "at": at}))
             .collect();
+        if let Some(cart) = &contact.cart {
+            let lines = cart.lines.iter();
+            let lines = lines.map(|l| l.to_cart_line(self.product_key(l.item)));
+            json["cart"]["lines"] =
+                serde_json::to_value(lines.collect::<Vec<_>>()).expect("cart lines serialise");
+        }
+        for order in &contact.orders {
+            let lines = order.lines.iter();
+            let lines = lines.map(|l| l.to_order_line(self.product_key(l.item)));
+            json["orders"][&order.order_number]["lines"] =
+                serde_json::to_value(lines.collect::<Vec<_>>()).expect("order lines serialise");
+        }
         json
+    }
+
+    /// The key of a product number that views, carts and orders hold.
+    pub fn product_key(&self, item: ItemId) -> &str {
+        self.recommender.key(item)
     }
 
     /// The contact's viewed products, latest first: (product key, when).
@@ -74,7 +91,7 @@ impl SiteState {
         contact: &'a Contact,
     ) -> impl Iterator<Item = (&'a str, i64)> + 'a {
         let items = contact.viewed_products.iter();
-        items.map(|v| (self.recommender.key(v.item), v.at))
+        items.map(|v| (self.product_key(v.item), v.at))
     }
 
     /// A contact by number; a merged one answers with the contact it was merged into.
@@ -261,12 +278,14 @@ impl SiteState {
         if contact.reachable() && self.timers.awaits(id) {
             self.timers.identified(id);
         }
+        // Products by number in the site's dictionary, before the contact is borrowed.
         let viewed = match &event.body {
             EventBody::ProductPage { product } => {
                 Some(self.recommender.intern(&product.product_key))
             }
             _ => None,
         };
+        let lines = self.lines_of(&event.body);
         let contact = self.live_mut(id);
         match &event.body {
             EventBody::ProductPage { .. } => {
@@ -277,8 +296,8 @@ impl SiteState {
             EventBody::AddToWishlist { product } => {
                 contact.add_to_wishlist(&product.product_key, at)
             }
-            EventBody::StatusCart { cart } => contact.set_cart(cart, at),
-            EventBody::PurchasedItems { purchase } => contact.add_order(purchase, at),
+            EventBody::StatusCart { cart } => contact.set_cart(cart, lines, at),
+            EventBody::PurchasedItems { purchase } => contact.add_order(purchase, lines, at),
             EventBody::CategoryPage { category_key } => contact.viewed_category(category_key, at),
             EventBody::SearchRequest { search } => {
                 contact.searched(&search.query, search.found, at)
@@ -286,6 +305,20 @@ impl SiteState {
             EventBody::ProductImpressions { .. }
             | EventBody::CustomerData
             | EventBody::ProductUpdate { .. } => {}
+        }
+    }
+
+    /// A cart's or a purchase's lines as a contact keeps them.
+    fn lines_of(&mut self, body: &EventBody) -> Vec<Line> {
+        let items = &mut self.recommender;
+        match body {
+            EventBody::StatusCart { cart } => (cart.products.iter())
+                .map(|l| Line::of_cart(l, items.intern(&l.product_key)))
+                .collect(),
+            EventBody::PurchasedItems { purchase } => (purchase.products.iter())
+                .map(|l| Line::of_order(l, items.intern(&l.product_key)))
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -610,9 +643,9 @@ fn seen_price(contact: &Contact, product: &Product, item: Option<ItemId>) -> Opt
         .cart
         .iter()
         .flat_map(|c| &c.lines)
-        .find(|l| l.product_key == key)
+        .find(|l| Some(l.item) == item)
     {
-        return Some(line.price.amount);
+        return Some(line.price);
     }
     let viewed = contact
         .viewed_products
@@ -630,7 +663,7 @@ fn wanted_while_out(contact: &Contact, product: &Product, item: Option<ItemId>) 
         .cart
         .iter()
         .flat_map(|c| &c.lines)
-        .any(|l| l.product_key == key);
+        .any(|l| Some(l.item) == item);
     let wished = contact.wishlist.iter().any(|s| s.key == key);
     let viewed_out = contact
         .viewed_products

@@ -110,7 +110,7 @@ fn concerned(site: &SiteState, contact: &Contact, fired: &Fired) -> (Vec<Value>,
             let lines = contact.cart.iter().flat_map(|c| &c.lines);
             let products = lines
                 .take(CONCERNED)
-                .map(|l| fields(&l.product_key, Some(l.quantity)))
+                .map(|l| fields(site.product_key(l.item), Some(l.quantity)))
                 .collect();
             (products, None)
         }

@@ -141,7 +141,7 @@ pub(crate) fn recommend<'a>(
         sources: Vec::new(),
         notes: Vec::new(),
     };
-    let excluded = excluded_keys(request);
+    let excluded = excluded_keys(recommender, request);
     let rules = &request.filters.rules;
     for algorithm in &request.algorithms {
         let room = request.limit.saturating_sub(answer.products.len());
@@ -201,17 +201,17 @@ pub(crate) fn recommend<'a>(
     answer
 }
 
-fn excluded_keys<'a>(request: &Request<'a>) -> Vec<&'a str> {
+fn excluded_keys<'a>(recommender: &'a Recommender, request: &Request<'a>) -> Vec<&'a str> {
     let mut excluded = request.product_keys.clone();
     if let Some(contact) = request.contact {
         if request.filters.exclude_cart
             && let Some(cart) = &contact.cart
         {
-            excluded.extend(cart.lines.iter().map(|l| l.product_key.as_str()));
+            excluded.extend(cart.lines.iter().map(|l| recommender.key(l.item)));
         }
         if request.filters.exclude_bought {
             let bought = contact.orders.iter().flat_map(|o| &o.lines);
-            excluded.extend(bought.map(|l| l.product_key.as_str()));
+            excluded.extend(bought.map(|l| recommender.key(l.item)));
         }
     }
     excluded
@@ -298,7 +298,7 @@ fn candidates<'a>(
         Algorithm::CartCrossSell => {
             let cart: Vec<&str> = match request.contact.and_then(|c| c.cart.as_ref()) {
                 Some(cart) if !cart.lines.is_empty() => {
-                    cart.lines.iter().map(|l| l.product_key.as_str()).collect()
+                    cart.lines.iter().map(|l| recommender.key(l.item)).collect()
                 }
                 _ if !request.product_keys.is_empty() => request.product_keys.clone(),
                 _ => return Err("needs a visitor with a cart, or productKeys".into()),
@@ -423,11 +423,10 @@ fn from_orders<'a>(
     for (age, order) in contact.orders.iter().rev().enumerate() {
         let weight = settings.decay.powi(age as i32);
         for line in &order.lines {
-            if let Some(item) = recommender.items.get(&line.product_key) {
-                *repeat.entry(item).or_default() += weight;
-                if !context.contains(&item) && context.len() < MAX_SESSION_ITEMS {
-                    context.push(item);
-                }
+            let item = line.item;
+            *repeat.entry(item).or_default() += weight;
+            if !context.contains(&item) && context.len() < MAX_SESSION_ITEMS {
+                context.push(item);
             }
         }
     }
