@@ -520,6 +520,11 @@ impl SiteState {
             .find(|c| self.identifiers(*c).accepts(ids))
             .unwrap_or_else(|| self.create(at));
 
+        if candidates.iter().all(|(_, c)| *c == anchor) {
+            // The usual event: it names its contact, or a new one; nobody else to join.
+            self.attach(anchor, ids);
+            return anchor;
+        }
         // Who joins the anchor: checked one by one against everything joined so far.
         let mut joined = self.identifiers(anchor).clone();
         for id in ids.iter().filter(|id| id.is_permanent()) {
