@@ -1,4 +1,5 @@
-//! How long parsing, validating and encoding one event takes, outside HTTP and storage:
+//! How long parsing, validating and encoding one event takes, outside HTTP and storage,
+//! and decoding its stored record again (what the state's follower does with each):
 //! `cargo run --release -p spoor-ingest --example parse_cost -- ../shared/spec/yespo-tracker-rest-api.md`
 
 use std::time::Instant;
@@ -47,4 +48,26 @@ fn main() {
         };
         serde_json::to_vec(&record).unwrap();
     });
+    let records: Vec<Vec<u8>> = bodies
+        .iter()
+        .map(|b| {
+            let Incoming::Event(event) = spoor_protocol::parse_request(b, now).unwrap() else {
+                unreachable!()
+            };
+            let record = StoredRecord {
+                received_at: now,
+                request_hash: hash_hex(request_hash(b)),
+                content: RecordContent::Event(event),
+            };
+            serde_json::to_vec(&record).unwrap()
+        })
+        .collect();
+    let started = Instant::now();
+    for _ in 0..rounds {
+        for record in &records {
+            let _: StoredRecord = serde_json::from_slice(record).unwrap();
+        }
+    }
+    let per = started.elapsed().as_secs_f64() * 1e6 / (rounds * records.len()) as f64;
+    println!("{:28} {per:6.2} us per event", "record JSON to typed");
 }

@@ -56,7 +56,7 @@ impl Visitor {
 
 /// One behaviour event of one site.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", try_from = "FlatEvent")]
 pub struct TrackerEvent {
     pub site_id: String,
     /// When it happened, in milliseconds since the epoch, as the client sent it.
@@ -70,6 +70,94 @@ pub struct TrackerEvent {
     /// The event's `Tags` object.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: TagMap,
+}
+
+/// A stored event as it reads, every body field optional: read straight into this and
+/// checked against its `eventName`, rather than through `#[serde(flatten)]`, which buffers
+/// the whole object and reads it twice (the state reads every record of the log).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FlatEvent {
+    site_id: String,
+    #[serde(default)]
+    datetime: Option<i64>,
+    #[serde(default)]
+    visitor: Visitor,
+    event_name: EventName,
+    #[serde(default)]
+    product: Option<ProductSeen>,
+    #[serde(default)]
+    cart: Option<Cart>,
+    #[serde(default)]
+    purchase: Option<Purchase>,
+    #[serde(default)]
+    impressions: Option<Vec<Impression>>,
+    #[serde(default)]
+    category_key: Option<String>,
+    #[serde(default)]
+    search: Option<Search>,
+    #[serde(default)]
+    products: Option<Vec<ProductUpdate>>,
+    #[serde(default)]
+    tags: TagMap,
+}
+
+/// The `eventName`s of [`EventBody`].
+#[derive(Deserialize)]
+enum EventName {
+    ProductPage,
+    StatusCart,
+    AddToWishlist,
+    PurchasedItems,
+    ProductImpressions,
+    CategoryPage,
+    CustomerData,
+    SearchRequest,
+    ProductUpdate,
+}
+
+impl TryFrom<FlatEvent> for TrackerEvent {
+    type Error = String;
+
+    fn try_from(flat: FlatEvent) -> Result<Self, Self::Error> {
+        fn needs<T>(value: Option<T>, field: &str) -> Result<T, String> {
+            value.ok_or_else(|| format!("missing field `{field}`"))
+        }
+        let body = match flat.event_name {
+            EventName::ProductPage => EventBody::ProductPage {
+                product: needs(flat.product, "product")?,
+            },
+            EventName::StatusCart => EventBody::StatusCart {
+                cart: needs(flat.cart, "cart")?,
+            },
+            EventName::AddToWishlist => EventBody::AddToWishlist {
+                product: needs(flat.product, "product")?,
+            },
+            EventName::PurchasedItems => EventBody::PurchasedItems {
+                purchase: needs(flat.purchase, "purchase")?,
+            },
+            EventName::ProductImpressions => EventBody::ProductImpressions {
+                impressions: needs(flat.impressions, "impressions")?,
+            },
+            EventName::CategoryPage => EventBody::CategoryPage {
+                category_key: needs(flat.category_key, "categoryKey")?,
+            },
+            EventName::CustomerData => EventBody::CustomerData,
+            EventName::SearchRequest => EventBody::SearchRequest {
+                search: needs(flat.search, "search")?,
+            },
+            EventName::ProductUpdate => EventBody::ProductUpdate {
+                products: needs(flat.products, "products")?,
+            },
+        };
+        Ok(TrackerEvent {
+            site_id: flat.site_id,
+            datetime: flat.datetime,
+            visitor: flat.visitor,
+            body,
+            tags: flat.tags,
+        })
+    }
 }
 
 fn visitor_is_empty(v: &Visitor) -> bool {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{ContactLink, ProductUpdate, TrackerEvent};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", try_from = "FlatRecord")]
 pub struct StoredRecord {
     /// When spoor received it, in milliseconds since the epoch.
     pub received_at: i64,
@@ -31,6 +31,39 @@ pub enum RecordContent {
     ContactLink(ContactLink),
     /// Items of an imported product feed (part of one, for a large feed).
     Feed(FeedItems),
+}
+
+/// A record as it reads, its content one of three optional fields: read straight into
+/// this rather than through `#[serde(flatten)]`, which buffers the whole record first.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FlatRecord {
+    received_at: i64,
+    request_hash: String,
+    #[serde(default)]
+    event: Option<TrackerEvent>,
+    #[serde(default)]
+    contact_link: Option<ContactLink>,
+    #[serde(default)]
+    feed: Option<FeedItems>,
+}
+
+impl TryFrom<FlatRecord> for StoredRecord {
+    type Error = &'static str;
+
+    fn try_from(flat: FlatRecord) -> Result<Self, Self::Error> {
+        let content = match (flat.event, flat.contact_link, flat.feed) {
+            (Some(event), None, None) => RecordContent::Event(event),
+            (None, Some(link), None) => RecordContent::ContactLink(link),
+            (None, None, Some(feed)) => RecordContent::Feed(feed),
+            _ => return Err("a record holds exactly one of `event`, `contactLink`, `feed`"),
+        };
+        Ok(StoredRecord {
+            received_at: flat.received_at,
+            request_hash: flat.request_hash,
+            content,
+        })
+    }
 }
 
 /// Products read from a site's feed, as of the import.
@@ -72,4 +105,85 @@ pub fn hash_hex(hash: u128) -> String {
 
 pub fn parse_hash_hex(text: &str) -> Option<u128> {
     u128::from_str_radix(text, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ContactLink, EventBody, Search, Visitor};
+
+    fn event(body: EventBody) -> RecordContent {
+        RecordContent::Event(TrackerEvent {
+            site_id: "S".into(),
+            datetime: Some(5),
+            visitor: Visitor {
+                sc: Some("c".into()),
+                ..Visitor::default()
+            },
+            body,
+            tags: [("blockId".to_string(), vec!["b".to_string()])].into(),
+        })
+    }
+
+    #[test]
+    fn every_kind_of_record_reads_back_as_written() {
+        let contents = [
+            event(EventBody::CustomerData),
+            event(EventBody::CategoryPage {
+                category_key: "k".into(),
+            }),
+            event(EventBody::SearchRequest {
+                search: Search {
+                    query: "lamp".into(),
+                    found: Some(false),
+                },
+            }),
+            RecordContent::ContactLink(ContactLink {
+                email: Some("a@b.c".into()),
+                ..ContactLink::default()
+            }),
+            RecordContent::Feed(FeedItems {
+                site_id: "S".into(),
+                items: Vec::new(),
+            }),
+        ];
+        for content in contents {
+            let record = StoredRecord {
+                received_at: 7,
+                request_hash: "ab".into(),
+                content,
+            };
+            let json = serde_json::to_vec(&record).unwrap();
+            let read: StoredRecord = serde_json::from_slice(&json).unwrap();
+            assert_eq!(read, record);
+        }
+    }
+
+    #[test]
+    fn a_record_missing_its_body_or_with_two_contents_is_refused_by_name() {
+        let read = |json: &str| {
+            serde_json::from_str::<StoredRecord>(json)
+                .unwrap_err()
+                .to_string()
+        };
+        let base = r#""receivedAt": 1, "requestHash": "ab""#;
+        assert!(
+            read(&format!(
+                r#"{{{base}, "event": {{"siteId": "S", "eventName": "ProductPage"}}}}"#
+            ))
+            .contains("missing field `product`")
+        );
+        assert!(
+            read(&format!(
+                r#"{{{base}, "event": {{"siteId": "S", "eventName": "Nope"}}}}"#
+            ))
+            .contains("unknown variant `Nope`")
+        );
+        assert!(
+            read(&format!(
+                r#"{{{base}, "feed": {{"siteId": "S", "items": []}}, "contactLink": {{}}}}"#
+            ))
+            .contains("exactly one of")
+        );
+    }
 }
