@@ -8,6 +8,8 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use spoor_protocol::{Cart as WireCart, CartLine, OrderLine, Price, Purchase, TagMap, Visitor};
 
+use thin_vec::ThinVec;
+
 use crate::identity::{ContactId, Identifier, Identifiers};
 use crate::recommend::ItemId;
 
@@ -167,7 +169,7 @@ fn boxed_tags(tags: &TagMap) -> Option<Box<TagMap>> {
 pub struct Cart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guid: Option<String>,
-    pub lines: Vec<Line>,
+    pub lines: ThinVec<Line>,
     pub at: i64,
 }
 
@@ -185,7 +187,7 @@ pub struct Order {
     pub cart_guid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracked_order_id: Option<String>,
-    pub lines: Vec<Line>,
+    pub lines: ThinVec<Line>,
     /// Sum of unit price times quantity over the lines.
     pub total: Decimal,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -195,7 +197,7 @@ pub struct Order {
 
 impl Order {
     /// `lines`: the purchase's lines, in its order.
-    fn from_purchase(purchase: &Purchase, lines: Vec<Line>, at: i64) -> Order {
+    fn from_purchase(purchase: &Purchase, lines: ThinVec<Line>, at: i64) -> Order {
         let total = lines
             .iter()
             .map(|line| line.price * Decimal::from(line.quantity))
@@ -267,15 +269,15 @@ pub struct Contact {
         serialize_with = "wishlist_as_map",
         deserialize_with = "wishlist_from_map"
     )]
-    pub wishlist: Vec<Seen>,
+    pub wishlist: ThinVec<Seen>,
     /// One per order number, oldest first; a map by order number in JSON.
     #[serde(serialize_with = "orders_as_map", deserialize_with = "orders_from_map")]
-    pub orders: Vec<Order>,
+    pub orders: ThinVec<Order>,
     /// Latest first, at most [`RECENT_LIMIT`].
-    pub viewed_products: Vec<Viewed>,
-    pub viewed_categories: Vec<Seen>,
-    pub searches: Vec<SearchSeen>,
-    pub merges: Vec<Merge>,
+    pub viewed_products: ThinVec<Viewed>,
+    pub viewed_categories: ThinVec<Seen>,
+    pub searches: ThinVec<SearchSeen>,
+    pub merges: ThinVec<Merge>,
 }
 
 // A contact holds few orders and wishlist items: vectors cost a fraction of the memory
@@ -288,14 +290,14 @@ fn wishlist_as_map<S: serde::Serializer>(wishlist: &[Seen], s: S) -> Result<S::O
     s.collect_map(wishlist.iter().map(|w| (&w.key, w.at)))
 }
 
-fn orders_from_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Order>, D::Error> {
+fn orders_from_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ThinVec<Order>, D::Error> {
     let orders = BTreeMap::<String, Order>::deserialize(d)?.into_values();
-    let mut orders: Vec<Order> = orders.collect();
+    let mut orders: ThinVec<Order> = orders.collect();
     orders.sort_by_key(|o| o.at);
     Ok(orders)
 }
 
-fn wishlist_from_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Seen>, D::Error> {
+fn wishlist_from_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ThinVec<Seen>, D::Error> {
     let items = BTreeMap::<String, i64>::deserialize(d)?;
     Ok(items
         .into_iter()
@@ -304,7 +306,7 @@ fn wishlist_from_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Seen>
 }
 
 /// Inserts keeping the list latest-first and bounded; order-independent for equal input.
-fn remember<T: Clone>(list: &mut Vec<T>, item: T, at: impl Fn(&T) -> i64) {
+fn remember<T: Clone>(list: &mut ThinVec<T>, item: T, at: impl Fn(&T) -> i64) {
     let position = list.partition_point(|x| at(x) >= at(&item));
     if position >= RECENT_LIMIT {
         return;
@@ -314,10 +316,10 @@ fn remember<T: Clone>(list: &mut Vec<T>, item: T, at: impl Fn(&T) -> i64) {
     list.truncate(RECENT_LIMIT);
 }
 
-/// Pushes without the doubling growth of `Vec::push`: a contact's lists are short and a
+/// Pushes without the doubling growth of `push`: a contact's lists are short and a
 /// million contacts hold them, so spare capacity would be most of their memory (an order
 /// pushed the usual way reserves room for four).
-pub(crate) fn push_exact<T>(list: &mut Vec<T>, item: T) {
+pub(crate) fn push_exact<T>(list: &mut ThinVec<T>, item: T) {
     list.reserve_exact(1);
     list.push(item);
 }
@@ -331,12 +333,12 @@ impl Contact {
             first_seen: at,
             last_seen: at,
             cart: None,
-            wishlist: Vec::new(),
-            orders: Vec::new(),
-            viewed_products: Vec::new(),
-            viewed_categories: Vec::new(),
-            searches: Vec::new(),
-            merges: Vec::new(),
+            wishlist: ThinVec::new(),
+            orders: ThinVec::new(),
+            viewed_products: ThinVec::new(),
+            viewed_categories: ThinVec::new(),
+            searches: ThinVec::new(),
+            merges: ThinVec::new(),
         }
     }
 
@@ -352,7 +354,7 @@ impl Contact {
     }
 
     /// `lines`: the cart's lines, in its order.
-    pub fn set_cart(&mut self, cart: &WireCart, lines: Vec<Line>, at: i64) {
+    pub fn set_cart(&mut self, cart: &WireCart, lines: ThinVec<Line>, at: i64) {
         if self.cart.as_ref().is_some_and(|c| c.at > at) {
             return;
         }
@@ -365,7 +367,7 @@ impl Contact {
 
     /// Records an order; the cart it was bought from is emptied, as of the purchase.
     /// `lines`: the purchase's lines, in its order.
-    pub fn add_order(&mut self, purchase: &Purchase, lines: Vec<Line>, at: i64) {
+    pub fn add_order(&mut self, purchase: &Purchase, lines: ThinVec<Line>, at: i64) {
         let order = Order::from_purchase(purchase, lines, at);
         let bought_cart = self.cart.as_ref().is_some_and(|cart| {
             cart.at <= at && order.cart_guid.is_some() && cart.guid == order.cart_guid
@@ -373,7 +375,7 @@ impl Contact {
         if bought_cart {
             self.cart = Some(Cart {
                 guid: None,
-                lines: Vec::new(),
+                lines: ThinVec::new(),
                 at,
             });
         }

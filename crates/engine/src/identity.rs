@@ -28,6 +28,7 @@
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use spoor_protocol::{ContactLink, Visitor};
+use thin_vec::ThinVec;
 
 /// A contact's number within its site, in order of creation.
 pub type ContactId = u32;
@@ -151,7 +152,7 @@ pub const MAX_SHARED_IDS: usize = 64;
 
 /// Adds `value` unless present, in arrival order; returns the oldest value when the list
 /// was full.
-fn add(list: &mut Vec<String>, value: String) -> Option<String> {
+fn add(list: &mut ThinVec<String>, value: String) -> Option<String> {
     if list.contains(&value) {
         return None;
     }
@@ -192,12 +193,12 @@ pub struct Identifiers {
     pub email: Option<String>,
     // Vectors, in arrival order: a contact has one or a few of each (at most
     // MAX_SHARED_IDS), and a one-entry tree set would allocate a whole node.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub phones: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cookies: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub es_contact_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
+    pub phones: ThinVec<String>,
+    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
+    pub cookies: ThinVec<String>,
+    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
+    pub es_contact_ids: ThinVec<String>,
 }
 
 impl Identifiers {

@@ -7,6 +7,7 @@ use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 use spoor_protocol::{ContactLink, EventBody, ProductUpdate, TrackerEvent};
+use thin_vec::ThinVec;
 
 use crate::attribution::Attribution;
 use crate::catalogue::{Catalogue, Product};
@@ -309,7 +310,7 @@ impl SiteState {
     }
 
     /// A cart's or a purchase's lines as a contact keeps them.
-    fn lines_of(&mut self, body: &EventBody) -> Vec<Line> {
+    fn lines_of(&mut self, body: &EventBody) -> ThinVec<Line> {
         let items = &mut self.recommender;
         match body {
             EventBody::StatusCart { cart } => (cart.products.iter())
@@ -318,7 +319,7 @@ impl SiteState {
             EventBody::PurchasedItems { purchase } => (purchase.products.iter())
                 .map(|l| Line::of_order(l, items.intern(&l.product_key)))
                 .collect(),
-            _ => Vec::new(),
+            _ => ThinVec::new(),
         }
     }
 

@@ -169,7 +169,7 @@ fn contact_fields(contact: &Contact) -> Value {
         fields.insert("fields".into(), extra.into());
     }
     if !ids.cookies.is_empty() {
-        fields.insert("sc".into(), ids.cookies.clone().into());
+        fields.insert("sc".into(), ids.cookies.as_slice().into());
     }
     Value::Object(fields)
 }
