@@ -27,22 +27,22 @@ pub struct Timed<T> {
 #[serde(rename_all = "camelCase")]
 pub struct Profile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<Timed<String>>,
+    pub name: Option<Timed<Box<str>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<Timed<String>>,
+    pub email: Option<Timed<Box<str>>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<Timed<String>>,
+    pub phone: Option<Timed<Box<str>>>,
     /// Further CustomerData fields (`user_city`, `user_card_id`...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, Timed<String>>,
 }
 
-fn set_latest(slot: &mut Option<Timed<String>>, value: &Option<String>, at: i64) {
+fn set_latest(slot: &mut Option<Timed<Box<str>>>, value: &Option<String>, at: i64) {
     if let Some(value) = value
         && slot.as_ref().is_none_or(|old| old.at <= at)
     {
         *slot = Some(Timed {
-            value: value.clone(),
+            value: value.as_str().into(),
             at,
         });
     }
@@ -69,7 +69,7 @@ impl Profile {
     }
 
     fn absorb(&mut self, other: Profile) {
-        let keep_latest = |mine: &mut Option<Timed<String>>, theirs: Option<Timed<String>>| {
+        let keep_latest = |mine: &mut Option<Timed<Box<str>>>, theirs: Option<Timed<Box<str>>>| {
             if let Some(theirs) = theirs
                 && mine.as_ref().is_none_or(|m| m.at < theirs.at)
             {
@@ -168,7 +168,7 @@ fn boxed_tags(tags: &TagMap) -> Option<Box<TagMap>> {
 #[serde(rename_all = "camelCase")]
 pub struct Cart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guid: Option<String>,
+    pub guid: Option<Box<str>>,
     pub lines: ThinVec<Line>,
     pub at: i64,
 }
@@ -359,7 +359,7 @@ impl Contact {
             return;
         }
         self.cart = Some(Cart {
-            guid: cart.guid.clone(),
+            guid: cart.guid.as_deref().map(Box::from),
             lines,
             at,
         });
@@ -370,7 +370,9 @@ impl Contact {
     pub fn add_order(&mut self, purchase: &Purchase, lines: ThinVec<Line>, at: i64) {
         let order = Order::from_purchase(purchase, lines, at);
         let bought_cart = self.cart.as_ref().is_some_and(|cart| {
-            cart.at <= at && order.cart_guid.is_some() && cart.guid == order.cart_guid
+            cart.at <= at
+                && order.cart_guid.is_some()
+                && cart.guid.as_deref() == order.cart_guid.as_deref()
         });
         if bought_cart {
             self.cart = Some(Cart {

@@ -188,9 +188,9 @@ pub fn identifiers_of_link(link: &ContactLink) -> Vec<Identifier> {
 #[serde(rename_all = "camelCase")]
 pub struct Identifiers {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_customer_id: Option<String>,
+    pub external_customer_id: Option<Box<str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
+    pub email: Option<Box<str>>,
     // Vectors, in arrival order: a contact has one or a few of each (at most
     // MAX_SHARED_IDS), and a one-entry tree set would allocate a whole node.
     #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
@@ -204,12 +204,14 @@ pub struct Identifiers {
 impl Identifiers {
     pub fn all(&self) -> Vec<Identifier> {
         let mut out = Vec::new();
+        let external = self.external_customer_id.as_deref().map(String::from);
+        out.extend(external.map(Identifier::ExternalCustomerId));
         out.extend(
-            self.external_customer_id
-                .clone()
-                .map(Identifier::ExternalCustomerId),
+            self.email
+                .as_deref()
+                .map(String::from)
+                .map(Identifier::Email),
         );
-        out.extend(self.email.clone().map(Identifier::Email));
         out.extend(self.phones.iter().cloned().map(Identifier::Phone));
         out.extend(self.cookies.iter().cloned().map(Identifier::Sc));
         out.extend(
@@ -226,11 +228,11 @@ impl Identifiers {
     pub fn insert(&mut self, id: Identifier) -> Option<Identifier> {
         match id {
             Identifier::ExternalCustomerId(v) => {
-                self.external_customer_id = Some(v);
+                self.external_customer_id = Some(v.into());
                 None
             }
             Identifier::Email(v) => {
-                self.email = Some(v);
+                self.email = Some(v.into());
                 None
             }
             Identifier::Phone(v) => add(&mut self.phones, v).map(Identifier::Phone),
@@ -257,16 +259,16 @@ impl Identifiers {
         ids.iter().all(|id| match id {
             Identifier::ExternalCustomerId(v) => self
                 .external_customer_id
-                .as_ref()
+                .as_deref()
                 .is_none_or(|own| own == v),
-            Identifier::Email(v) => self.email.as_ref().is_none_or(|own| own == v),
+            Identifier::Email(v) => self.email.as_deref().is_none_or(|own| own == v),
             _ => true,
         })
     }
 
     /// Whether two contacts may merge: no permanent kind holds different values.
     pub fn compatible(&self, other: &Identifiers) -> bool {
-        let same = |a: &Option<String>, b: &Option<String>| match (a, b) {
+        let same = |a: &Option<Box<str>>, b: &Option<Box<str>>| match (a, b) {
             (Some(a), Some(b)) => a == b,
             _ => true,
         };

@@ -499,7 +499,7 @@ mod tests {
             ),
         ]);
         let contact = engine.site("S").unwrap().contact(&sc("c")).unwrap().clone();
-        assert_eq!(contact.profile.name.unwrap().value, "New");
+        assert_eq!(&*contact.profile.name.unwrap().value, "New");
         assert_eq!(contact.profile.fields["user_city"].value, "Lviv");
         assert_eq!((contact.first_seen, contact.last_seen), (T0 + 1, T0 + 5));
     }

@@ -21,7 +21,7 @@ const CONCERNED: usize = 6;
 pub fn reach(contact: &Contact) -> Option<Reach> {
     let ids = &contact.identifiers;
     match (&ids.email, ids.phones.first()) {
-        (Some(email), _) => Some(Reach::Email(email.clone())),
+        (Some(email), _) => Some(Reach::Email(email.to_string())),
         (None, Some(phone)) => Some(Reach::Phone(phone.clone())),
         (None, None) => None,
     }
@@ -151,15 +151,15 @@ fn contact_fields(contact: &Contact) -> Value {
     let profile = &contact.profile;
     let mut fields = Map::new();
     fields.insert("contactId".into(), contact.id.into());
-    let mut put = |key: &str, value: Option<&String>| {
+    let mut put = |key: &str, value: Option<&str>| {
         if let Some(value) = value {
-            fields.insert(key.into(), value.clone().into());
+            fields.insert(key.into(), value.into());
         }
     };
-    put("email", ids.email.as_ref());
-    put("phone", ids.phones.first());
-    put("externalCustomerId", ids.external_customer_id.as_ref());
-    put("name", profile.name.as_ref().map(|n| &n.value));
+    put("email", ids.email.as_deref());
+    put("phone", ids.phones.first().map(String::as_str));
+    put("externalCustomerId", ids.external_customer_id.as_deref());
+    put("name", profile.name.as_ref().map(|n| &*n.value));
     let extra: Map<String, Value> = profile
         .fields
         .iter()
