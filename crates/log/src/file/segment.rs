@@ -59,8 +59,10 @@ pub fn segment_path(dir: &Path, base: Position) -> PathBuf {
     dir.join(format!("{base:020}{SEGMENT_SUFFIX}"))
 }
 
-fn io_error(context: String) -> impl FnOnce(std::io::Error) -> LogError {
-    move |source| LogError::io(context, source)
+/// An I/O error with what was being done; `context` is called only when one happens
+/// (reading a segment checks for errors on every record).
+fn io_error(context: impl FnOnce() -> String) -> impl FnOnce(std::io::Error) -> LogError {
+    move |source| LogError::io(context(), source)
 }
 
 /// Writes a zero-filled file of `capacity` bytes at `path` and syncs it.
@@ -79,7 +81,7 @@ fn write_zeroed(path: &Path, capacity: u64) -> std::io::Result<()> {
 pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(io_error(format!("fsync directory {}", dir.display())))
+        .map_err(io_error(|| format!("fsync directory {}", dir.display())))
 }
 
 /// Makes zero-filled segment files ahead of need on a thread of its own, so that starting
@@ -108,7 +110,7 @@ impl Preparer {
                     }
                 }
             })
-            .map_err(io_error("start the segment preparer thread".into()))?;
+            .map_err(io_error(|| "start the segment preparer thread".into()))?;
         Ok(Preparer {
             requests: Some(requests),
             ready,
@@ -162,14 +164,14 @@ pub fn create_segment(
         None => {
             let fresh = dir.join(format!("{PREPARED_PREFIX}now.tmp"));
             write_zeroed(&fresh, capacity)
-                .map_err(io_error(format!("create {}", fresh.display())))?;
+                .map_err(io_error(|| format!("create {}", fresh.display())))?;
             fresh
         }
     };
     let capacity = fs::metadata(&prepared)
-        .map_err(io_error(format!("inspect {}", prepared.display())))?
+        .map_err(io_error(|| format!("inspect {}", prepared.display())))?
         .len();
-    fs::rename(&prepared, &path).map_err(io_error(format!("create {}", path.display())))?;
+    fs::rename(&prepared, &path).map_err(io_error(|| format!("create {}", path.display())))?;
     sync_dir(dir)?;
     tracing::info!(
         segment = %path.display(),
@@ -260,7 +262,7 @@ pub fn write_index(segment: &Segment) -> Result<(), LogError> {
         file.sync_all()?;
         fs::rename(&tmp, &path)
     };
-    write().map_err(io_error(format!("write {}", path.display())))
+    write().map_err(io_error(|| format!("write {}", path.display())))
 }
 
 /// A closed segment as its index file describes it, if the file is whole and matches.
@@ -303,7 +305,7 @@ fn list_dir(dir: &Path) -> Result<(Vec<Position>, Vec<PathBuf>), LogError> {
     let mut bases = Vec::new();
     let mut leftovers = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(io_error(format!("list {}", dir.display())))?;
+        let entry = entry.map_err(io_error(|| format!("list {}", dir.display())))?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.starts_with(PREPARED_PREFIX) || name.ends_with(".tmp") {
@@ -325,7 +327,7 @@ fn scan_segment(
     repair: bool,
 ) -> Result<Segment, LogError> {
     let path = segment_path(dir, base);
-    let bytes = fs::read(&path).map_err(io_error(format!("read {}", path.display())))?;
+    let bytes = fs::read(&path).map_err(io_error(|| format!("read {}", path.display())))?;
     let mut segment = Segment {
         base,
         path,
@@ -375,16 +377,16 @@ fn zero_from(path: &Path, from: u64, to: u64) -> Result<(), LogError> {
     let file = OpenOptions::new()
         .write(true)
         .open(path)
-        .map_err(io_error(context.clone()))?;
+        .map_err(io_error(|| context.clone()))?;
     let zeros = vec![0u8; ZERO_CHUNK];
     let mut at = from;
     while at < to {
         let n = (to - at).min(ZERO_CHUNK as u64) as usize;
         file.write_all_at(&zeros[..n], at)
-            .map_err(io_error(context.clone()))?;
+            .map_err(io_error(|| context.clone()))?;
         at += n as u64;
     }
-    file.sync_data().map_err(io_error(context))
+    file.sync_data().map_err(io_error(|| context))
 }
 
 /// What a reader needs of a segment, copied out so no lock is held during file I/O.
@@ -426,11 +428,11 @@ impl Segment {
         let view = self.view(position);
         let (mut at, mut offset) = view.start;
         let file =
-            File::open(&view.path).map_err(io_error(format!("read {}", view.path.display())))?;
+            File::open(&view.path).map_err(io_error(|| format!("read {}", view.path.display())))?;
         let mut header = [0u8; HEADER_BYTES];
         while at < position {
             file.read_exact_at(&mut header, offset)
-                .map_err(io_error(format!("read {}", view.path.display())))?;
+                .map_err(io_error(|| format!("read {}", view.path.display())))?;
             let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
             offset += (HEADER_BYTES + len as usize) as u64;
             at += 1;
@@ -452,10 +454,10 @@ pub fn overwrite(
         .read(true)
         .write(true)
         .open(path)
-        .map_err(io_error(context()))?;
+        .map_err(io_error(context))?;
     let mut header = [0u8; HEADER_BYTES];
     file.read_exact_at(&mut header, offset)
-        .map_err(io_error(context()))?;
+        .map_err(io_error(context))?;
     let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     if len != payload.len() {
         return Err(LogError::CannotRedact {
@@ -466,8 +468,8 @@ pub fn overwrite(
     let mut record = Vec::with_capacity(HEADER_BYTES + len);
     record::encode_into(&mut record, position, payload);
     file.write_all_at(&record, offset)
-        .map_err(io_error(context()))?;
-    file.sync_data().map_err(io_error(context()))
+        .map_err(io_error(context))?;
+    file.sync_data().map_err(io_error(context))
 }
 
 /// Appends to `out` up to `max` records at or after `from`, reading record by record
@@ -480,16 +482,16 @@ pub fn read_segment(
 ) -> Result<(), LogError> {
     let context = || format!("read {}", view.path.display());
     let (mut position, mut offset) = view.start;
-    let file = File::open(&view.path).map_err(io_error(context()))?;
+    let file = File::open(&view.path).map_err(io_error(context))?;
     let buffer = (view.len.saturating_sub(offset)).clamp(8 * 1024, 256 * 1024) as usize;
     let mut reader = std::io::BufReader::with_capacity(buffer, file);
     reader
         .seek(SeekFrom::Start(offset))
-        .map_err(io_error(context()))?;
+        .map_err(io_error(context))?;
     let mut buf = Vec::new();
     while offset < view.len && out.len() < max {
         buf.resize(HEADER_BYTES, 0);
-        reader.read_exact(&mut buf).map_err(io_error(context()))?;
+        reader.read_exact(&mut buf).map_err(io_error(context))?;
         let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
         let total = HEADER_BYTES + len;
         if offset + total as u64 > view.len {
@@ -502,7 +504,7 @@ pub fn read_segment(
         buf.resize(total, 0);
         reader
             .read_exact(&mut buf[HEADER_BYTES..])
-            .map_err(io_error(context()))?;
+            .map_err(io_error(context))?;
         let (payload, _) = record::decode(&buf, position)
             .map_err(|invalid| corrupt(view, offset, invalid.to_string()))?;
         if position >= from {
