@@ -11,7 +11,7 @@
 //! Counts are kept per container type (`<blockId>_<variantId>`) per UTC day of the
 //! event's `datetime`. Like the rest of the state they are derived from the log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
@@ -87,7 +87,9 @@ impl Touch {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Attribution {
     /// Container type -> UTC day number -> counts.
-    counts: FxHashMap<String, BTreeMap<i64, DayCounts>>,
+    /// By container type, which clients send: a keyed hash (SipHash), so that crafted
+    /// names cannot pile into one bucket.
+    counts: HashMap<String, BTreeMap<i64, DayCounts>>,
     /// Visitor -> recent impressions and clicks, oldest first.
     touches: FxHashMap<ContactId, Vec<Touch>>,
     #[serde(default)]

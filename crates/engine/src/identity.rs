@@ -25,7 +25,6 @@
 //!    person who signed in last).
 //! 6. The anchor takes all of the event's identifiers.
 
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 use spoor_protocol::{ContactLink, Visitor};
 use thin_vec::ThinVec;
@@ -72,9 +71,11 @@ impl Identifier {
 /// Which contact each identifier names. Keyed by a 128-bit hash of the identifier rather
 /// than the identifier itself: the strings live once, in the contacts, instead of twice,
 /// and an entry takes 24 bytes instead of 40 (a million contacts have millions of
-/// identifiers). Two identifiers sharing a hash would take some 10^19 of them.
+/// identifiers). Two identifiers sharing a hash would take some 10^19 of them. The table
+/// hashes that hash again with a per-process key (SipHash): xxh3 is not keyed, and
+/// identifiers are chosen by clients.
 #[derive(Default)]
-pub struct IdentifierIndex(FxHashMap<(u64, u64), ContactId>);
+pub struct IdentifierIndex(std::collections::HashMap<(u64, u64), ContactId>);
 
 impl IdentifierIndex {
     fn key(id: &Identifier) -> (u64, u64) {

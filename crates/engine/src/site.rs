@@ -1,9 +1,8 @@
 //! One site's state: its contacts, the identifier index over them, and its catalogue.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use rust_decimal::Decimal;
-use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 use spoor_protocol::{ContactLink, EventBody, ProductUpdate, TrackerEvent};
@@ -36,7 +35,7 @@ pub struct SiteState {
     timers: Timers,
     /// Product -> the contacts who viewed it, put it in a cart or a wishlist (the latest
     /// [`MAX_INTERESTED`]): who hears of its price drops and returns to stock.
-    interest: FxHashMap<String, VecDeque<ContactId>>,
+    interest: HashMap<String, VecDeque<ContactId>>,
     events: u64,
 }
 

@@ -1,13 +1,16 @@
 //! Product keys as small numbers, so that the models hold `u32`s instead of strings.
 
-use rustc_hash::FxHashMap;
+use std::collections::HashMap;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub type ItemId = u32;
 
 #[derive(Clone, Default)]
 pub struct Items {
-    ids: FxHashMap<Box<str>, ItemId>,
+    /// By product key, which clients send: a keyed hash (SipHash), so that crafted keys
+    /// cannot pile into one bucket and slow every lookup of the site down.
+    ids: HashMap<Box<str>, ItemId>,
     keys: Vec<Box<str>>,
 }
 
