@@ -38,30 +38,9 @@ fn main() {
         spoor_protocol::parse_request(b, now).unwrap();
     });
     timed("typed event + record JSON", &|b| {
-        let Incoming::Event(event) = spoor_protocol::parse_request(b, now).unwrap() else {
-            unreachable!()
-        };
-        let record = StoredRecord {
-            received_at: now,
-            request_hash: hash_hex(request_hash(b)),
-            content: RecordContent::Event(event),
-        };
-        serde_json::to_vec(&record).unwrap();
+        record_json(b, now);
     });
-    let records: Vec<Vec<u8>> = bodies
-        .iter()
-        .map(|b| {
-            let Incoming::Event(event) = spoor_protocol::parse_request(b, now).unwrap() else {
-                unreachable!()
-            };
-            let record = StoredRecord {
-                received_at: now,
-                request_hash: hash_hex(request_hash(b)),
-                content: RecordContent::Event(event),
-            };
-            serde_json::to_vec(&record).unwrap()
-        })
-        .collect();
+    let records: Vec<Vec<u8>> = bodies.iter().map(|b| record_json(b, now)).collect();
     let started = Instant::now();
     for _ in 0..rounds {
         for record in &records {
@@ -70,4 +49,17 @@ fn main() {
     }
     let per = started.elapsed().as_secs_f64() * 1e6 / (rounds * records.len()) as f64;
     println!("{:28} {per:6.2} us per event", "record JSON to typed");
+}
+
+/// The log record ingest stores for `body`, as bytes.
+fn record_json(body: &[u8], now: i64) -> Vec<u8> {
+    let Incoming::Event(event) = spoor_protocol::parse_request(body, now).unwrap() else {
+        unreachable!("the spec's example is an event")
+    };
+    let record = StoredRecord {
+        received_at: now,
+        request_hash: hash_hex(request_hash(body)),
+        content: RecordContent::Event(event),
+    };
+    serde_json::to_vec(&record).unwrap()
 }

@@ -83,7 +83,7 @@ struct FlatEvent {
     datetime: Option<i64>,
     #[serde(default)]
     visitor: Visitor,
-    event_name: EventName,
+    event_name: EventKind,
     #[serde(default)]
     product: Option<ProductSeen>,
     #[serde(default)]
@@ -102,20 +102,6 @@ struct FlatEvent {
     tags: TagMap,
 }
 
-/// The `eventName`s of [`EventBody`].
-#[derive(Deserialize)]
-enum EventName {
-    ProductPage,
-    StatusCart,
-    AddToWishlist,
-    PurchasedItems,
-    ProductImpressions,
-    CategoryPage,
-    CustomerData,
-    SearchRequest,
-    ProductUpdate,
-}
-
 impl TryFrom<FlatEvent> for TrackerEvent {
     type Error = String;
 
@@ -124,29 +110,29 @@ impl TryFrom<FlatEvent> for TrackerEvent {
             value.ok_or_else(|| format!("missing field `{field}`"))
         }
         let body = match flat.event_name {
-            EventName::ProductPage => EventBody::ProductPage {
+            EventKind::ProductPage => EventBody::ProductPage {
                 product: needs(flat.product, "product")?,
             },
-            EventName::StatusCart => EventBody::StatusCart {
+            EventKind::StatusCart => EventBody::StatusCart {
                 cart: needs(flat.cart, "cart")?,
             },
-            EventName::AddToWishlist => EventBody::AddToWishlist {
+            EventKind::AddToWishlist => EventBody::AddToWishlist {
                 product: needs(flat.product, "product")?,
             },
-            EventName::PurchasedItems => EventBody::PurchasedItems {
+            EventKind::PurchasedItems => EventBody::PurchasedItems {
                 purchase: needs(flat.purchase, "purchase")?,
             },
-            EventName::ProductImpressions => EventBody::ProductImpressions {
+            EventKind::ProductImpressions => EventBody::ProductImpressions {
                 impressions: needs(flat.impressions, "impressions")?,
             },
-            EventName::CategoryPage => EventBody::CategoryPage {
+            EventKind::CategoryPage => EventBody::CategoryPage {
                 category_key: needs(flat.category_key, "categoryKey")?,
             },
-            EventName::CustomerData => EventBody::CustomerData,
-            EventName::SearchRequest => EventBody::SearchRequest {
+            EventKind::CustomerData => EventBody::CustomerData,
+            EventKind::SearchRequest => EventBody::SearchRequest {
                 search: needs(flat.search, "search")?,
             },
-            EventName::ProductUpdate => EventBody::ProductUpdate {
+            EventKind::ProductUpdate => EventBody::ProductUpdate {
                 products: needs(flat.products, "products")?,
             },
         };
@@ -219,7 +205,7 @@ impl EventBody {
 }
 
 /// The event names of the API, as they appear in `GeneralInfo.eventName`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 pub enum EventKind {
     ProductPage,
     StatusCart,
