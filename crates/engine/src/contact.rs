@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use spoor_protocol::{Cart as WireCart, CartLine, OrderLine, Price, Purchase, TagMap, Visitor};
-
 use thin_vec::ThinVec;
 
 use crate::identity::{ContactId, Identifier, Identifiers};

@@ -19,7 +19,7 @@ use crate::recommend::{ItemId, Recommender};
 use crate::snapshot::{SiteSnapshot, SlotSnapshot};
 use crate::triggers::{Pending, Timers, TriggerKind};
 
-pub(crate) enum Slot {
+enum Slot {
     Live(Box<Contact>),
     /// Merged into another contact, which holds everything it had.
     Merged(ContactId),
