@@ -306,21 +306,8 @@ impl Attribution {
 mod tests {
     use super::*;
     use serde_json::{Value, json};
-    use spoor_protocol::{Incoming, parse_value};
 
-    const T0: i64 = 1_700_000_000_000;
-    const MINUTE: i64 = 60_000;
-
-    fn event(body: Value) -> TrackerEvent {
-        match parse_value(&body, T0).expect("a valid event") {
-            Incoming::Event(event) => event,
-            _ => panic!("not an event"),
-        }
-    }
-
-    fn general(name: &str) -> Value {
-        json!({"eventName": name, "siteId": "S", "cookies": {"sc": "v"}})
-    }
+    use crate::test_events::{MINUTE, T0, event, general};
 
     fn impressions(products: &[&str], container: &str) -> TrackerEvent {
         let list: Vec<Value> = products

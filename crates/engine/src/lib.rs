@@ -19,6 +19,9 @@ pub mod site;
 pub mod snapshot;
 pub mod triggers;
 
+#[cfg(test)]
+mod test_events;
+
 use std::collections::HashMap;
 
 use spoor_protocol::stored::{RecordContent, StoredRecord};

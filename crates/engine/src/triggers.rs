@@ -69,6 +69,20 @@ pub struct Pending {
     pub product: Option<String>,
 }
 
+impl Pending {
+    /// A timer of `contact`'s: no product, not waited for identification.
+    pub fn timer(contact: ContactId, kind: TriggerKind, step: u8, anchor: i64) -> Pending {
+        Pending {
+            contact,
+            kind,
+            step,
+            anchor,
+            waited: false,
+            product: None,
+        }
+    }
+}
+
 /// [`Timers`] as a snapshot keeps them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TimersSnapshot {
@@ -102,14 +116,7 @@ impl Timers {
             return;
         }
         self.remove(contact, kind);
-        self.insert(Pending {
-            contact,
-            kind,
-            step: 0,
-            anchor,
-            waited: false,
-            product: None,
-        });
+        self.insert(Pending::timer(contact, kind, 0, anchor));
     }
 
     /// Stops the contact's timer of `kind` if it started at or before `at`.
@@ -126,12 +133,12 @@ impl Timers {
         if self.current.contains_key(&(fired.contact, fired.kind)) {
             return; // restarted since: the new timer wins
         }
-        self.insert(Pending {
-            step: fired.step + 1,
-            waited: false,
-            product: None,
-            ..*fired
-        });
+        self.insert(Pending::timer(
+            fired.contact,
+            fired.kind,
+            fired.step + 1,
+            fired.anchor,
+        ));
     }
 
     /// Holds a due trigger whose contact cannot be reached yet (no email or phone) until
@@ -215,14 +222,7 @@ impl Timers {
                 queue.pop_first();
                 self.current.remove(&(contact, kind));
                 if wait.is_some() {
-                    due.push(Pending {
-                        contact,
-                        kind,
-                        step,
-                        anchor,
-                        waited: false,
-                        product: None,
-                    });
+                    due.push(Pending::timer(contact, kind, step, anchor));
                 }
             }
         }
@@ -237,14 +237,7 @@ impl Timers {
                 let theirs = self.current.get(&(survivor, kind)).map(|(_, a)| *a);
                 if theirs.is_none_or(|a| a < anchor) {
                     self.remove(survivor, kind);
-                    self.insert(Pending {
-                        contact: survivor,
-                        kind,
-                        step,
-                        anchor,
-                        waited: false,
-                        product: None,
-                    });
+                    self.insert(Pending::timer(survivor, kind, step, anchor));
                 }
             }
         }
@@ -253,14 +246,7 @@ impl Timers {
     /// The timer of `kind` waiting for `contact`, if any.
     pub fn pending(&self, contact: ContactId, kind: TriggerKind) -> Option<Pending> {
         let (step, anchor) = *self.current.get(&(contact, kind))?;
-        Some(Pending {
-            contact,
-            kind,
-            step,
-            anchor,
-            waited: false,
-            product: None,
-        })
+        Some(Pending::timer(contact, kind, step, anchor))
     }
 
     /// Timers waiting, triggers waiting for their contact to be identified, and those
@@ -298,14 +284,7 @@ impl Timers {
         let mut all: Vec<Pending> = self
             .current
             .iter()
-            .map(|(&(contact, kind), &(step, anchor))| Pending {
-                contact,
-                kind,
-                step,
-                anchor,
-                waited: false,
-                product: None,
-            })
+            .map(|(&(contact, kind), &(step, anchor))| Pending::timer(contact, kind, step, anchor))
             .collect();
         all.sort_by_key(|p| (p.anchor, p.contact, p.kind));
         all
@@ -380,21 +359,8 @@ impl Timers {
 mod tests {
     use super::*;
     use serde_json::{Value, json};
-    use spoor_protocol::{Incoming, parse_value};
 
-    const T0: i64 = 1_700_000_000_000;
-    const MINUTE: i64 = 60_000;
-
-    fn event(body: Value) -> TrackerEvent {
-        match parse_value(&body, T0).expect("a valid event") {
-            Incoming::Event(event) => event,
-            _ => panic!("not an event"),
-        }
-    }
-
-    fn general(name: &str) -> Value {
-        json!({"eventName": name, "siteId": "S", "cookies": {"sc": "v"}})
-    }
+    use crate::test_events::{MINUTE, T0, event, general};
 
     fn cart(keys: &[&str]) -> TrackerEvent {
         let products: Vec<Value> = keys
