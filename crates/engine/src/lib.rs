@@ -359,7 +359,7 @@ mod tests {
         let mut contacts: Vec<String> = (0..100)
             .filter_map(|id| site.contact_by_id(id))
             .map(|c| {
-                let orders: Vec<&str> = c.orders.iter().map(|o| o.order_number.as_str()).collect();
+                let orders: Vec<&str> = c.orders.iter().map(|o| &*o.order_number).collect();
                 let mut orders = orders;
                 orders.sort_unstable();
                 // Cookies are kept in arrival order: compare them as a set.

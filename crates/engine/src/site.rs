@@ -74,7 +74,7 @@ impl SiteState {
         for order in &contact.orders {
             let lines = order.lines.iter();
             let lines = lines.map(|l| l.to_order_line(self.product_key(l.item)));
-            json["orders"][&order.order_number]["lines"] =
+            json["orders"][&*order.order_number]["lines"] =
                 serde_json::to_value(lines.collect::<Vec<_>>()).expect("order lines serialise");
         }
         json
@@ -656,7 +656,7 @@ fn seen_price(contact: &Contact, product: &Product, item: Option<ItemId>) -> Opt
         .viewed_products
         .iter()
         .filter(|v| Some(v.item) == item);
-    let wished = contact.wishlist.iter().filter(|s| s.key == key);
+    let wished = contact.wishlist.iter().filter(|s| &*s.key == key);
     let seen = viewed.map(|v| v.at).chain(wished.map(|s| s.at)).max()?;
     value_at(&product.price_history, seen)
 }
@@ -669,7 +669,7 @@ fn wanted_while_out(contact: &Contact, product: &Product, item: Option<ItemId>) 
         .iter()
         .flat_map(|c| &c.lines)
         .any(|l| Some(l.item) == item);
-    let wished = contact.wishlist.iter().any(|s| s.key == key);
+    let wished = contact.wishlist.iter().any(|s| &*s.key == key);
     let viewed_out = contact
         .viewed_products
         .iter()

@@ -140,7 +140,7 @@ fn concerned(site: &SiteState, contact: &Contact, fired: &Fired) -> (Vec<Value>,
                 .searches
                 .iter()
                 .find(|s| s.found == Some(false))
-                .map(|s| s.query.clone());
+                .map(|s| s.query.to_string());
             (Vec::new(), query)
         }
     }
