@@ -63,9 +63,11 @@ open(sys.argv[2], "w", encoding="utf-8").write(lua)
 PY
 
 target/release/examples/bare_server "$BARE_ADDR" 2>"$work/bare.log" &
+bare_pid=$!
 pids+=($!)
 SPOOR_LOG=warn target/release/spoor serve --listen "$SPOOR_ADDR" --data "$work/data" \
   --site 8A412DC --admin-token bench 2>"$work/spoor.log" &
+spoor_pid=$!
 pids+=($!)
 for addr in "$BARE_ADDR" "$SPOOR_ADDR"; do
   for attempt in $(seq 100); do
@@ -75,28 +77,36 @@ for addr in "$BARE_ADDR" "$SPOOR_ADDR"; do
   done
 done
 
-# load DURATION ADDRESS TAG: prints "<requests/s> <p99 ms> <non-2xx>" for one wrk run.
-# TAG makes this run's bodies unique.
+# CPU time (user + system) a process has used so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICKS_PER_SECOND=$(getconf CLK_TCK)
+
+# load DURATION ADDRESS TAG PID: prints "<requests/s> <p99 ms> <server CPU us per request>
+# <non-2xx>" for one wrk run. TAG makes this run's bodies unique; PID is the server's.
 load() {
-  local out
+  local out before after
+  before=$(cpu_ticks "$4")
   out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$1" --latency -s "$work/load.lua" \
     "http://$2/api/v2" -- "$3")
+  after=$(cpu_ticks "$4")
   echo "$out" >>"$work/wrk.txt"
-  python3 - "$out" <<'PY'
+  python3 - "$out" "$((after - before))" "$TICKS_PER_SECOND" <<'PY'
 import re, sys
 text = sys.argv[1]
+requests = int(re.search(r"(\d+) requests in", text).group(1))
+cpu_us = int(sys.argv[2]) / int(sys.argv[3]) * 1e6 / max(requests, 1)
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 value, unit = re.search(r"\s99%\s+([\d.]+)(us|ms|s)\b", text).groups()
 p99 = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 errors = re.search(r"Socket errors: .*", text)
-print(f"{rps:.0f} {p99:.2f} {bad.group(1) if bad else 0} {errors.group(0) if errors else ''}")
+print(f"{rps:.0f} {p99:.2f} {cpu_us:.1f} {bad.group(1) if bad else 0} {errors.group(0) if errors else ''}")
 PY
 }
 
 echo "warm-up..."
-load 3s "$BARE_ADDR" warm >/dev/null
-load 3s "$SPOOR_ADDR" warm >/dev/null
+load 3s "$BARE_ADDR" warm "$bare_pid" >/dev/null
+load 3s "$SPOOR_ADDR" warm "$spoor_pid" >/dev/null
 
 # The state's lag behind the log, sampled every 0.2 s while spoor is loaded.
 sample_lag() {
@@ -106,17 +116,17 @@ sample_lag() {
   done
 }
 
-bare_rps=(); bare_p99=(); spoor_rps=(); spoor_p99=()
+bare_rps=(); bare_p99=(); bare_cpu=(); spoor_rps=(); spoor_p99=(); spoor_cpu=()
 for round in $(seq "$ROUNDS"); do
-  read -r rps p99 bad rest <<<"$(load "$DURATION" "$BARE_ADDR" "round$round")"
-  echo "round $round  bare : $rps req/s  p99 $p99 ms  non-2xx $bad $rest"
-  bare_rps+=("$rps"); bare_p99+=("$p99")
+  read -r rps p99 cpu bad rest <<<"$(load "$DURATION" "$BARE_ADDR" "round$round" "$bare_pid")"
+  echo "round $round  bare : $rps req/s  p99 $p99 ms  CPU $cpu us/req  non-2xx $bad $rest"
+  bare_rps+=("$rps"); bare_p99+=("$p99"); bare_cpu+=("$cpu")
   sample_lag &
   sampler=$!
-  read -r rps p99 bad rest <<<"$(load "$DURATION" "$SPOOR_ADDR" "round$round")"
+  read -r rps p99 cpu bad rest <<<"$(load "$DURATION" "$SPOOR_ADDR" "round$round" "$spoor_pid")"
   kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
-  echo "round $round  spoor: $rps req/s  p99 $p99 ms  non-2xx $bad $rest"
-  spoor_rps+=("$rps"); spoor_p99+=("$p99")
+  echo "round $round  spoor: $rps req/s  p99 $p99 ms  CPU $cpu us/req  non-2xx $bad $rest"
+  spoor_rps+=("$rps"); spoor_p99+=("$p99"); spoor_cpu+=("$cpu")
 done
 
 fsync=$(target/release/examples/fsync_probe "$work" 1000)
@@ -132,10 +142,11 @@ print(f"{count:.0f} fsyncs, {total / count:.1f} records per fsync on average")')
 
 lag=$(sort -n "$work/lag.txt" | awk 'NF {n++; a[n]=$1} END {if (n) printf "%d records at most, %d at the median, over %d samples", a[n], a[int((n+1)/2)], n; else print "no samples"}')
 
-python3 - "${bare_rps[*]}" "${bare_p99[*]}" "${spoor_rps[*]}" "${spoor_p99[*]}" "$fsync" "$groups" "$lag" <<'PY'
+python3 - "${bare_rps[*]}" "${bare_p99[*]}" "${spoor_rps[*]}" "${spoor_p99[*]}" "${bare_cpu[*]}" "${spoor_cpu[*]}" "$fsync" "$groups" "$lag" <<'PY'
 import json, statistics, sys
-bare_rps, bare_p99, spoor_rps, spoor_p99 = ([float(x) for x in a.split()] for a in sys.argv[1:5])
-fsync, groups, lag = json.loads(sys.argv[5]), sys.argv[6], sys.argv[7]
+bare_rps, bare_p99, spoor_rps, spoor_p99, bare_cpu, spoor_cpu = (
+    [float(x) for x in a.split()] for a in sys.argv[1:7])
+fsync, groups, lag = json.loads(sys.argv[7]), sys.argv[8], sys.argv[9]
 b, s = statistics.mean(bare_rps), statistics.mean(spoor_rps)
 bp, sp = statistics.mean(bare_p99), statistics.mean(spoor_p99)
 print()
@@ -143,6 +154,8 @@ print(f"bare server   : {b:,.0f} req/s, p99 {bp:.2f} ms")
 print(f"spoor (fsync) : {s:,.0f} req/s, p99 {sp:.2f} ms")
 print(f"throughput ratio spoor/bare: {s / b:.1%}   (goal >= 70%)")
 print(f"p99 difference: {sp - bp:+.2f} ms          (goal <= +10 ms)")
+print(f"server CPU per request: bare {statistics.mean(bare_cpu):.1f} us, "
+      f"spoor {statistics.mean(spoor_cpu):.1f} us (user + system, all threads)")
 print(f"disk fdatasync: p50 {fsync['fdatasync_ms_p50']:.2f} ms, p99 {fsync['fdatasync_ms_p99']:.2f} ms")
 print(f"group commit  : {groups}")
 print(f"state lag     : {lag} (log records not yet applied to contacts and products)")

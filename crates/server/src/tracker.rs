@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -102,10 +102,10 @@ fn record(state: &AppState, result: &Result<Accepted, IngestError>) {
 /// `POST /api/v2`: one event, acknowledged once durable.
 pub async fn track(
     State(state): State<Shared>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Json<EventAnswer>, ApiError> {
-    let bytes = read_body(&state, &headers, body, false, EVENT_BODY_LIMIT)
+    let (parts, body) = request.into_parts();
+    let bytes = read_body(&state, &parts.headers, body, false, EVENT_BODY_LIMIT)
         .await?
         .1;
     let result = state.ingestor.ingest_one(&bytes, now_ms()).await;
@@ -159,10 +159,10 @@ enum ItemResult {
 /// `POST /api/v2/batch`: a JSON array or NDJSON of up to [`BATCH_MAX_EVENTS`] events.
 pub async fn track_batch(
     State(state): State<Shared>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Json<BatchAnswer>, ApiError> {
-    let (framing, bytes) = read_body(&state, &headers, body, true, BATCH_BODY_LIMIT).await?;
+    let (parts, body) = request.into_parts();
+    let (framing, bytes) = read_body(&state, &parts.headers, body, true, BATCH_BODY_LIMIT).await?;
     let cleaned = spoor_protocol::json::tolerate_nbsp(&bytes);
     let items = split_batch(&cleaned, framing)
         .inspect_err(|e| state.metrics.rejected_as("unknown", e.code))?;
