@@ -9,12 +9,16 @@ use spoor_engine::LiveState;
 use spoor_engine::recommend::blocks::BlockRegistry;
 use spoor_engine::recommend::tuning::TuningRegistry;
 use spoor_ingest::{Ingestor, Registration, SiteRegistry};
-use spoor_log::{FileLog, FileLogConfig, GroupCommitObserver};
+use spoor_log::{FileLog, FileLogConfig, GroupCommitObserver, Handoff};
 use spoor_server::auth::{self, TokenSource};
 use spoor_server::{AppState, Metrics, now_ms};
 use spoor_triggers::{Outbox, TriggerRegistry, Triggers};
 
 use crate::DataDir;
+
+/// Decoded records ingest may hand to the state's follower ahead of it (see
+/// `spoor_log::Handoff`): about a megabyte per thousand.
+const HANDOFF_RECORDS: usize = 16_384;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -75,8 +79,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let log: Arc<dyn spoor_log::EventLog> = Arc::new(log);
     let index_snapshot = data_dir.join("dedup.snapshot");
-    let ingestor = Ingestor::open_with_snapshot(log.clone(), sites, now_ms(), &index_snapshot)?;
-    let live = Arc::new(LiveState::resume(&*log, &data_dir.join("state.snapshot")));
+    // Ingest hands each record it appends, decoded, to the state's follower, which would
+    // otherwise decode the bytes it reads back. Room for well over the follower's usual
+    // lag; beyond it, the follower decodes.
+    let handoff = Arc::new(Handoff::new(HANDOFF_RECORDS));
+    let ingestor = Ingestor::open_with_snapshot(log.clone(), sites, now_ms(), &index_snapshot)?
+        .hand_off_to(handoff.clone());
+    let live =
+        Arc::new(LiveState::resume(&*log, &data_dir.join("state.snapshot")).with_handoff(handoff));
     let follower = spoor_engine::follow(log, live.clone()).context("start the state follower")?;
     let (admin_token, source) =
         auth::admin_token(args.admin_token, data_dir).context("load or create the admin token")?;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use spoor_log::{EventLog, Position};
+use spoor_log::{EventLog, Handoff, Position, Record};
 use spoor_protocol::stored::StoredRecord;
 
 use crate::{Engine, SiteState};
@@ -34,6 +34,9 @@ pub struct LiveState {
     snapshot_path: Option<PathBuf>,
     /// The position of the last snapshot written or loaded.
     snapshot_at: AtomicU64,
+    /// Records handed over decoded by the ingest in this process: taken from here instead
+    /// of decoded from the log's bytes.
+    handoff: Option<Arc<Handoff<StoredRecord>>>,
 }
 
 impl LiveState {
@@ -93,6 +96,13 @@ impl LiveState {
         state
     }
 
+    /// Takes the records that ingest hands over decoded (see `Ingestor::hand_off_to`)
+    /// from `handoff` rather than decoding them again.
+    pub fn with_handoff(mut self, handoff: Arc<Handoff<StoredRecord>>) -> Self {
+        self.handoff = Some(handoff);
+        self
+    }
+
     /// Saves a snapshot if one is kept and `due` says so.
     fn snapshot_if(&self, due: impl FnOnce(u64, u64) -> bool) {
         let Some(path) = &self.snapshot_path else {
@@ -148,6 +158,10 @@ impl LiveState {
         if self.rebuilds.lock().expect("rebuild lock").1 >= ticket {
             return Ok(());
         }
+        // Rebuilds follow erasures: what was handed over may hold what was just redacted.
+        if let Some(handoff) = &self.handoff {
+            handoff.clear();
+        }
         let fresh = LiveState::replay(log)?;
         let mut engine = self.engine.write().expect("engine lock");
         *engine = fresh.engine.into_inner().expect("engine lock");
@@ -173,19 +187,27 @@ impl LiveState {
         self.stop.store(true, Ordering::Release);
     }
 
+    /// A record read back from the log, decoded; `None` (counted) when it cannot be.
+    fn decode(&self, record: &Record) -> Option<StoredRecord> {
+        match serde_json::from_slice(&record.payload) {
+            Ok(decoded) => Some(decoded),
+            Err(error) => {
+                tracing::error!(position = record.position, %error, "log record not readable; skipped");
+                self.undecodable.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
     /// Applies what the log holds beyond the applied position; returns how many records.
     fn catch_up(&self, log: &dyn EventLog) -> Result<usize, spoor_log::LogError> {
         let from = self.applied();
         let records = log.read(from, STEP)?;
         let decoded: Vec<Option<StoredRecord>> = records
             .iter()
-            .map(|r| match serde_json::from_slice(&r.payload) {
-                Ok(record) => Some(record),
-                Err(error) => {
-                    tracing::error!(position = r.position, %error, "log record not readable; skipped");
-                    self.undecodable.fetch_add(1, Ordering::Relaxed);
-                    None
-                }
+            .map(|r| {
+                let handed = self.handoff.as_ref().and_then(|h| h.take(&r.payload));
+                handed.or_else(|| self.decode(r))
             })
             .collect();
         let mut engine = self.engine.write().expect("engine lock");
@@ -283,6 +305,45 @@ mod tests {
         }
         assert_eq!(state.read().site("S").unwrap().counts().contacts, 5);
         assert_eq!(state.undecodable(), 1);
+        state.stop();
+        follower.join().unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_follower_takes_handed_over_records_instead_of_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn EventLog> =
+            Arc::new(FileLog::open(dir.path(), FileLogConfig::default(), None).unwrap());
+        let handoff = Arc::new(Handoff::new(16));
+        let state = Arc::new(LiveState::default().with_handoff(handoff.clone()));
+        let follower = follow(log.clone(), state.clone()).unwrap();
+        let view = |site: &str| {
+            format!(
+                r#"{{"GeneralInfo": {{"eventName": "CategoryPage", "siteId": "{site}", "cookies": "c"}},
+                    "CategoryPage": {{"categoryKey": "k"}}}}"#
+            )
+        };
+        // Handed over as a record of site H while its bytes say site B: what the follower
+        // applies shows which one it used. (Ingest hands over exactly what it encodes.)
+        let bytes = stored(&view("B"));
+        let handed: StoredRecord = serde_json::from_slice(&stored(&view("H"))).unwrap();
+        handoff.deposit(&bytes, handed);
+        log.append(vec![bytes]).await.unwrap();
+        // Bytes nobody handed over are decoded as usual.
+        log.append(vec![stored(&view("D"))]).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while state.applied() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the state did not catch up"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let engine = state.read();
+        assert!(engine.site("H").is_some() && engine.site("D").is_some());
+        assert!(engine.site("B").is_none());
+        drop(engine);
+        assert!(handoff.is_empty());
         state.stop();
         follower.join().unwrap();
     }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
-use spoor_log::{EventLog, LogError, Position};
+use spoor_log::{EventLog, Handoff, LogError, Position};
 use spoor_protocol::{EventBody, EventKind, Incoming, ProtocolError, TrackerEvent};
 
 use dedup::{Claim, DedupIndex, DuplicateOf, Keys, order_key};
@@ -80,10 +80,14 @@ pub struct Accepted {
 /// A request parsed, checked and encoded, waiting to be appended.
 struct Prepared {
     bytes: Vec<u8>,
+    /// What `bytes` decode to, for the state's follower (see [`Ingestor::hand_off_to`]).
+    record: StoredRecord,
     keys: Keys,
     event: Option<EventKind>,
 }
 
+// Nearly every step appends: boxing the record would cost each an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Step {
     Done(Result<Accepted, IngestError>),
     Append(Prepared),
@@ -97,6 +101,9 @@ pub struct Ingestor {
     /// The log position the last saved index snapshot covers; held while saving, so
     /// that saves take turns at the one file.
     index_saved_at: Mutex<Position>,
+    /// Where each record about to be appended is also handed, decoded, to the state's
+    /// follower in this process.
+    handoff: Option<Arc<Handoff<StoredRecord>>>,
 }
 
 /// Appends whose claims are not settled yet, counted by the log's end when each began.
@@ -166,7 +173,16 @@ impl Ingestor {
             dedup: Arc::new(dedup),
             unsettled: Arc::default(),
             index_saved_at: Mutex::new(saved_at),
+            handoff: None,
         }
+    }
+
+    /// Hands every record this ingestor appends, decoded, to `handoff` as well: a
+    /// follower of the log in this process then takes it from there instead of decoding
+    /// the bytes it reads back.
+    pub fn hand_off_to(mut self, handoff: Arc<Handoff<StoredRecord>>) -> Self {
+        self.handoff = Some(handoff);
+        self
     }
 
     /// Like [`Ingestor::open`], but starting from the index saved at `snapshot` (by
@@ -291,14 +307,15 @@ impl Ingestor {
             request_hash: hash_hex(request_hash(body)),
             content,
         };
-        Ok(Some(self.encode(&record)))
+        Ok(Some(self.encode(record)))
     }
 
-    fn encode(&self, record: &StoredRecord) -> Prepared {
+    fn encode(&self, record: StoredRecord) -> Prepared {
         Prepared {
-            bytes: serde_json::to_vec(record).expect("records serialise"),
-            keys: keys_of(record).expect("a record made here has a valid hash"),
+            bytes: serde_json::to_vec(&record).expect("records serialise"),
+            keys: keys_of(&record).expect("a record made here has a valid hash"),
             event: record.event().map(TrackerEvent::kind),
+            record,
         }
     }
 
@@ -345,6 +362,9 @@ impl Ingestor {
                 Step::Done(result) => Pending::Done(result),
                 Step::Append(p) => match self.dedup.claim(p.keys, now_ms) {
                     Claim::New => {
+                        if let Some(handoff) = &self.handoff {
+                            handoff.deposit(&p.bytes, p.record);
+                        }
                         to_append.push(p.bytes);
                         Pending::New(p.keys, p.event)
                     }
@@ -428,7 +448,7 @@ impl Ingestor {
             {
                 summary.sites_registered.push(site.to_string());
             }
-            let mut prepared = self.encode(&record);
+            let mut prepared = self.encode(record);
             // Claim by identity rather than request bytes: an import keeps every record
             // that is not the same record, while orders are still stored once.
             prepared.keys.request = identity;
@@ -477,7 +497,7 @@ impl Ingestor {
                         items: items.to_vec(),
                     }),
                 };
-                Step::Append(self.encode(&record))
+                Step::Append(self.encode(record))
             })
             .collect();
         let mut summary = FeedSummary {

@@ -6,6 +6,7 @@
 //! Kafka-protocol log for multi-node deployments implements the same trait.
 
 mod file;
+mod handoff;
 mod record;
 
 use std::fs::File;
@@ -15,6 +16,7 @@ use std::path::Path;
 use std::pin::Pin;
 
 pub use file::{FileLog, FileLogConfig, GroupCommitObserver};
+pub use handoff::Handoff;
 
 /// The bytes of a small file (settings, registries), or `None` when it does not exist yet.
 pub fn read_if_exists(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
