@@ -341,6 +341,8 @@ pub fn stream_cases(
     k: usize,
 ) -> RankMetrics {
     let mut metrics = RankMetrics::default();
+    // Visitor numbers apart from the training sessions'.
+    let first_visitor = recommender.unused_visitor();
     for (index, (members, session)) in group_by_session(cases).iter().enumerate() {
         let at = now + index as i64 * SESSION_SPACING_MS;
         for case in members {
@@ -353,16 +355,13 @@ pub fn stream_cases(
                     .map(|p| p + 1),
             );
         }
-        let visitor = STREAMED_VISITORS + index as u32;
+        let visitor = first_visitor + index as u32;
         for (position, key) in session.iter().enumerate() {
             recommender.viewed(Some(visitor), key, at + position as i64 * VIEW_SPACING_MS);
         }
     }
     metrics
 }
-
-/// Visitor numbers of streamed test sessions, apart from the training sessions'.
-const STREAMED_VISITORS: u32 = 1 << 31;
 
 /// A setting the tuner tries: its name, the values tried, and how to set it.
 type Knob = (&'static str, Vec<f64>, fn(&mut NextItemParams, f64));

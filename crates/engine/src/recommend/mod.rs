@@ -20,13 +20,12 @@ pub mod rules;
 pub mod sessions;
 pub mod tuning;
 
-use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 pub use items::{ItemId, Items};
 pub use popularity::Popularity;
 pub use query::{Algorithm, Answer, Request};
-pub use sessions::{NextItemParams, SessionId, Sessions};
+pub use sessions::{LatestSessions, NextItemParams, SessionId, Sessions};
 
 /// Who a session belongs to: the state's contact number.
 pub type Visitor = u32;
@@ -45,7 +44,7 @@ pub const SALES_HALF_LIFE_MS: f64 = 14.0 * DAY_MS;
 pub struct Recommender {
     items: Items,
     sessions: Sessions,
-    current: FxHashMap<Visitor, SessionId>,
+    current: LatestSessions,
     baskets: Sessions,
     views: Popularity,
     sales: Popularity,
@@ -81,7 +80,7 @@ impl Default for Recommender {
         Recommender {
             items: Items::default(),
             sessions: Sessions::default(),
-            current: FxHashMap::default(),
+            current: LatestSessions::default(),
             baskets: Sessions::default(),
             views: Popularity::new(VIEWS_HALF_LIFE_MS),
             sales: Popularity::new(SALES_HALF_LIFE_MS),
@@ -115,16 +114,15 @@ impl Recommender {
         let Some(visitor) = visitor else {
             return;
         };
-        let session = match self.current.get(&visitor) {
+        let session = match self.current.get(visitor) {
             Some(s)
-                if at - self.sessions.last_at(*s) <= SESSION_GAP_MS
-                    && self.sessions.has_room(*s) =>
+                if at - self.sessions.last_at(s) <= SESSION_GAP_MS && self.sessions.has_room(s) =>
             {
-                *s
+                s
             }
             _ => {
                 let s = self.sessions.start(at);
-                self.current.insert(visitor, s);
+                self.current.set(visitor, s);
                 s
             }
         };
@@ -167,9 +165,15 @@ impl Recommender {
         (sessions, times)
     }
 
+    /// A visitor number no view has named yet (visitor numbers are dense: contact
+    /// numbers, or a data set's session numbers in evaluations).
+    pub fn unused_visitor(&self) -> Visitor {
+        self.current.unused()
+    }
+
     /// The visitor's session, when their last view was within the session gap of `now`.
     pub fn current_session(&self, visitor: Visitor, now: i64) -> Option<SessionId> {
-        let session = *self.current.get(&visitor)?;
+        let session = self.current.get(visitor)?;
         (now - self.sessions.last_at(session) <= SESSION_GAP_MS).then_some(session)
     }
 
