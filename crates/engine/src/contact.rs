@@ -178,40 +178,75 @@ impl Cart {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// An order as the state keeps it. Its total and currency follow from its lines, so they
+/// are worked out when asked for rather than held by a million contacts' orders; the
+/// API and snapshots show them as before (and snapshots' copies are ignored when read).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Order {
     // Boxed strings (16 bytes, not 24): a million contacts' orders.
     pub order_number: Box<str>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub cart_guid: Option<Box<str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub tracked_order_id: Option<Box<str>>,
     pub lines: ThinVec<Line>,
-    /// Sum of unit price times quantity over the lines.
-    pub total: Decimal,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub currency: Option<Box<str>>,
     pub at: i64,
 }
 
 impl Order {
     /// `lines`: the purchase's lines, in its order.
     fn from_purchase(purchase: &Purchase, lines: ThinVec<Line>, at: i64) -> Order {
-        let total = lines
-            .iter()
-            .map(|line| line.price * Decimal::from(line.quantity))
-            .sum::<Decimal>()
-            .normalize();
         Order {
             order_number: purchase.order_number.as_str().into(),
             cart_guid: purchase.guid.as_deref().map(Box::from),
             tracked_order_id: purchase.tracked_order_id.as_deref().map(Box::from),
-            currency: lines.iter().find_map(|l| l.currency.clone()),
             lines,
-            total,
             at,
         }
+    }
+
+    /// Sum of unit price times quantity over the lines.
+    pub fn total(&self) -> Decimal {
+        self.lines
+            .iter()
+            .map(|line| line.price * Decimal::from(line.quantity))
+            .sum::<Decimal>()
+            .normalize()
+    }
+
+    /// The currency of the first line that names one.
+    pub fn currency(&self) -> Option<&str> {
+        self.lines.iter().find_map(|line| line.currency.as_deref())
+    }
+}
+
+impl Serialize for Order {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Shown<'a> {
+            order_number: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            cart_guid: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            tracked_order_id: Option<&'a str>,
+            lines: &'a [Line],
+            total: Decimal,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            currency: Option<&'a str>,
+            at: i64,
+        }
+        Shown {
+            order_number: &self.order_number,
+            cart_guid: self.cart_guid.as_deref(),
+            tracked_order_id: self.tracked_order_id.as_deref(),
+            lines: &self.lines,
+            total: self.total(),
+            currency: self.currency(),
+            at: self.at,
+        }
+        .serialize(serializer)
     }
 }
 

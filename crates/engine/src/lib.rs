@@ -290,7 +290,7 @@ mod tests {
         assert_eq!(contact.orders.len(), 1);
         let order = contact.order("A-1").unwrap();
         assert_eq!(order.cart_guid.as_deref(), Some("g1"));
-        assert_eq!(order.total.to_string(), "6");
+        assert_eq!(order.total().to_string(), "6");
         assert_eq!(site.counts().orders, 1);
         // A purchase of another cart leaves the current one alone.
         let other = engine_with_other_guid();

@@ -132,7 +132,9 @@ impl<'de> Deserialize<'de> for LatestSessions {
 
 #[derive(Clone, Serialize, Deserialize)]
 struct Session {
-    items: Vec<ItemId>,
+    /// Exactly as long as the session (a `Vec` would keep a length, a capacity and spare
+    /// room for every one of millions of sessions, most of a dozen views or fewer).
+    items: Box<[ItemId]>,
     distinct: u32,
     last_at: i64,
 }
@@ -150,7 +152,7 @@ pub struct Sessions {
 impl Sessions {
     pub fn start(&mut self, at: i64) -> SessionId {
         self.sessions.push(Session {
-            items: Vec::new(),
+            items: Box::default(),
             distinct: 0,
             last_at: at,
         });
@@ -188,7 +190,11 @@ impl Sessions {
             }
             self.postings[index].push(session);
         }
-        s.items.push(item);
+        // One reallocation a view, in place while the allocator's block has room.
+        let mut items = std::mem::take(&mut s.items).into_vec();
+        items.reserve_exact(1);
+        items.push(item);
+        s.items = items.into_boxed_slice();
         s.last_at = s.last_at.max(at);
         self.newest = self.newest.max(at);
     }
