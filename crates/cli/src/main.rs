@@ -6,6 +6,7 @@ mod events;
 mod feed;
 mod http;
 mod load;
+mod pacing;
 mod serve;
 mod state;
 

@@ -15,6 +15,7 @@ use spoor_server::{AppState, Metrics, now_ms};
 use spoor_triggers::{Outbox, TriggerRegistry, Triggers};
 
 use crate::DataDir;
+use crate::pacing::{Pacing, pace_commits};
 
 /// Decoded records ingest may hand to the state's follower ahead of it (see
 /// `spoor_log::Handoff`): about a megabyte per thousand.
@@ -43,6 +44,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SPOOR_LOG_COMMIT_INTERVAL_US", default_value_t = 1000)]
     log_commit_interval_us: u64,
 
+    /// The same, while the request workers are busy at least 92% of the time (the CPU is
+    /// what limits requests, so fewer fsyncs leave them more of it); back to the interval
+    /// above once they fall under 85%.
+    #[arg(
+        long,
+        env = "SPOOR_LOG_COMMIT_INTERVAL_SATURATED_US",
+        default_value_t = 4000
+    )]
+    log_commit_interval_saturated_us: u64,
+
     /// Take each client's address from the first entry of `X-Forwarded-For` (for rate
     /// limits). Set it only when spoor is reachable through a proxy that sets the header.
     #[arg(long, env = "SPOOR_TRUST_FORWARDED_FOR")]
@@ -70,6 +81,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let log = FileLog::open(&args.data.log_dir(), config, Some(observer))
         .with_context(|| format!("open the event log in {}", args.data.log_dir().display()))?;
+    let commit_pace = log.commit_pace();
+    let pacing = Pacing {
+        base: std::time::Duration::from_micros(args.log_commit_interval_us),
+        saturated: std::time::Duration::from_micros(args.log_commit_interval_saturated_us),
+    };
     let sites = SiteRegistry::open(data_dir)?;
     for site in &args.sites {
         let (_, registration) = sites.register(Some(site), None, now_ms())?;
@@ -138,12 +154,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         state.ingestor.clone(),
         index_snapshot.clone(),
     ));
+    let pacer = tokio::spawn(pace_commits(commit_pace, pacing));
     spoor_server::serve(listener, state.clone(), shutdown_signal()).await?;
     // A delivery in flight finishes (its attempt recorded) before the loop ends.
     stop_triggers.store(true, Ordering::Release);
     let _ = trigger_loop.await;
     // A save in progress finishes before the last one below (they take turns).
     index_saver.abort();
+    pacer.abort();
     live.stop();
     let _ = follower.join();
     // Nothing is in flight any more: the duplicate index matches the log exactly.

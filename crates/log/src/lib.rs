@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::Path;
 use std::pin::Pin;
 
-pub use file::{FileLog, FileLogConfig, GroupCommitObserver};
+pub use file::{CommitPace, FileLog, FileLogConfig, GroupCommitObserver};
 pub use handoff::Handoff;
 
 /// The bytes of a small file (settings, registries), or `None` when it does not exist yet.

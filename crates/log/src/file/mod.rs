@@ -45,7 +45,8 @@ pub struct FileLogConfig {
     /// fsyncs start at most this often: the writer waits out the rest of the interval
     /// before taking the next group, so each fsync covers more records. Every fsync costs
     /// the kernel CPU time; under load, fewer and larger groups leave more of it to the
-    /// requests. A few concurrent appenders never wait. Zero disables the wait.
+    /// requests. A few concurrent appenders never wait. Zero disables the wait. Changed
+    /// while the log runs through [`FileLog::commit_pace`].
     pub commit_interval: Duration,
 }
 
@@ -69,11 +70,14 @@ struct Shared {
     /// Readers hold it shared while reading records; a redaction holds it exclusively
     /// while it rewrites one, so no reader sees a record half rewritten.
     rewriting: RwLock<()>,
+    /// [`FileLogConfig::commit_interval`] in microseconds, changed by [`CommitPace`].
+    commit_interval_us: AtomicU64,
 }
 
 impl Shared {
-    fn new(dir: &Path, segments: Vec<Segment>) -> Shared {
+    fn new(dir: &Path, segments: Vec<Segment>, commit_interval: Duration) -> Shared {
         Shared {
+            commit_interval_us: AtomicU64::new(commit_interval.as_micros() as u64),
             dir: dir.to_path_buf(),
             end: AtomicU64::new(segments.last().map_or(0, Segment::end)),
             segments: RwLock::new(segments),
@@ -87,6 +91,25 @@ impl Shared {
 struct AppendRequest {
     records: Vec<Vec<u8>>,
     reply: oneshot::Sender<Result<Position, LogError>>,
+}
+
+/// Changes [`FileLogConfig::commit_interval`] of a running log: the writer reads it before
+/// each group, so a caller that knows how loaded the process is can lengthen it while
+/// requests saturate the CPU (fewer fsyncs leave them more of it) and shorten it when they
+/// do not (a longer wait would only add latency).
+#[derive(Clone)]
+pub struct CommitPace(Arc<Shared>);
+
+impl CommitPace {
+    pub fn interval(&self) -> Duration {
+        Duration::from_micros(self.0.commit_interval_us.load(Ordering::Relaxed))
+    }
+
+    pub fn set_interval(&self, interval: Duration) {
+        self.0
+            .commit_interval_us
+            .store(interval.as_micros() as u64, Ordering::Relaxed);
+    }
 }
 
 /// The embedded, file-backed [`EventLog`].
@@ -116,7 +139,7 @@ impl FileLog {
         preparer.request();
         let tail = segments.last().expect("at least one segment");
         let file = open_for_writing(&tail.path)?;
-        let shared = Arc::new(Shared::new(dir, segments));
+        let shared = Arc::new(Shared::new(dir, segments, config.commit_interval));
         let (sender, receiver) = mpsc::channel();
         let writer = Writer {
             shared: shared.clone(),
@@ -144,10 +167,15 @@ impl FileLog {
         let segments = recover(dir, false)?;
         Ok(FileLog {
             _lock: None,
-            shared: Arc::new(Shared::new(dir, segments)),
+            shared: Arc::new(Shared::new(dir, segments, Duration::ZERO)),
             sender: None,
             writer: None,
         })
+    }
+
+    /// A handle that changes the commit interval while the log runs.
+    pub fn commit_pace(&self) -> CommitPace {
+        CommitPace(self.shared.clone())
     }
 
     /// Whether a write or fsync has failed (the log then refuses further appends).
@@ -288,8 +316,10 @@ impl Writer {
         let mut last_commit = Instant::now();
         while let Ok(first) = receiver.recv() {
             let since = last_commit.elapsed();
-            if busy && since < self.config.commit_interval {
-                std::thread::sleep(self.config.commit_interval - since);
+            let interval =
+                Duration::from_micros(self.shared.commit_interval_us.load(Ordering::Relaxed));
+            if busy && since < interval {
+                std::thread::sleep(interval - since);
             }
             last_commit = Instant::now();
             let mut group = vec![first];
