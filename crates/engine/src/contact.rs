@@ -516,3 +516,24 @@ impl Contact {
         let_go
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_order_shows_the_total_and_currency_of_its_lines_as_snapshots_held_them() {
+        let held = r#"{"orderNumber": "1001", "cartGuid": "g1",
+            "lines": [{"item": 0, "quantity": 2, "price": "1.5", "currency": "EUR"},
+                      {"item": 1, "quantity": 1, "price": "3"}],
+            "total": "6", "currency": "EUR", "at": 5}"#;
+        let order: Order = serde_json::from_str(held).unwrap();
+        assert_eq!(order.total().to_string(), "6");
+        assert_eq!(order.currency(), Some("EUR"));
+        let shown = serde_json::to_value(&order).unwrap();
+        assert_eq!(
+            shown,
+            serde_json::from_str::<serde_json::Value>(held).unwrap()
+        );
+    }
+}

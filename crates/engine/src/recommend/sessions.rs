@@ -444,3 +444,23 @@ pub fn top(scores: impl IntoIterator<Item = (ItemId, f32)>, k: usize) -> Vec<(It
     ranked.sort_unstable_by(order);
     ranked
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn latest_sessions_read_and_write_the_map_that_snapshots_hold() {
+        let map: HashMap<u32, SessionId> = [(0, 3), (7, 9)].into();
+        let latest: LatestSessions =
+            serde_json::from_str(&serde_json::to_string(&map).unwrap()).unwrap();
+        assert_eq!((latest.get(0), latest.get(7)), (Some(3), Some(9)));
+        assert_eq!((latest.get(3), latest.get(100)), (None, None));
+        assert_eq!(latest.unused(), 8);
+        let written: HashMap<u32, SessionId> =
+            serde_json::from_str(&serde_json::to_string(&latest).unwrap()).unwrap();
+        assert_eq!(written, map);
+    }
+}
