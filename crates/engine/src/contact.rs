@@ -37,13 +37,17 @@ pub struct Profile {
 }
 
 fn set_latest(slot: &mut Option<Timed<Box<str>>>, value: &Option<String>, at: i64) {
-    if let Some(value) = value
-        && slot.as_ref().is_none_or(|old| old.at <= at)
-    {
-        *slot = Some(Timed {
-            value: value.as_str().into(),
-            at,
-        });
+    let Some(value) = value else { return };
+    match slot {
+        Some(old) if old.at > at => {}
+        // Most events repeat what the contact already holds: no new copy for those.
+        Some(old) if *old.value == **value => old.at = at,
+        _ => {
+            *slot = Some(Timed {
+                value: value.as_str().into(),
+                at,
+            })
+        }
     }
 }
 
@@ -53,16 +57,18 @@ impl Profile {
         set_latest(&mut self.email, &visitor.email, at);
         set_latest(&mut self.phone, &visitor.phone, at);
         for (key, value) in &visitor.extra {
-            let slot = self.fields.entry(key.clone());
-            let field = slot.or_insert_with(|| Timed {
-                value: value.clone(),
-                at,
-            });
-            if field.at <= at {
-                *field = Timed {
-                    value: value.clone(),
-                    at,
-                };
+            match self.fields.get_mut(key) {
+                Some(field) if field.at > at => {}
+                Some(field) => {
+                    if field.value != *value {
+                        field.value.clone_from(value);
+                    }
+                    field.at = at;
+                }
+                None => {
+                    let value = value.clone();
+                    self.fields.insert(key.clone(), Timed { value, at });
+                }
             }
         }
     }

@@ -126,7 +126,10 @@ pub fn normalize_email(email: &str) -> String {
 /// `+1-541-754-3010` and `0015417543010` are both `15417543010`.
 pub fn normalize_phone(phone: &str) -> Option<String> {
     let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
-    let digits = digits.strip_prefix("00").unwrap_or(&digits).to_string();
+    let digits = match digits.strip_prefix("00") {
+        Some(rest) => rest.to_string(),
+        None => digits,
+    };
     (digits.len() >= 5).then_some(digits)
 }
 
