@@ -18,6 +18,14 @@ pub enum Framing {
     Ndjson,
 }
 
+const JSON_TYPES: &[&str] = &["application/json", "text/json", "text/plain"];
+const NDJSON_TYPES: &[&str] = &[
+    "application/x-ndjson",
+    "application/ndjson",
+    "application/jsonl",
+    "application/x-jsonlines",
+];
+
 /// Media types a tracker body may be sent as. `text/plain` is what a browser's
 /// `navigator.sendBeacon` sends for a string; a missing type is taken as JSON.
 pub fn framing(headers: &HeaderMap, allow_ndjson: bool) -> Result<Framing, ApiError> {
@@ -30,27 +38,35 @@ pub fn framing(headers: &HeaderMap, allow_ndjson: bool) -> Result<Framing, ApiEr
         .split(';')
         .next()
         .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match media.as_str() {
-        "" | "application/json" | "text/json" | "text/plain" => Ok(Framing::Json),
-        m if m.starts_with("application/") && m.ends_with("+json") => Ok(Framing::Json),
-        "application/x-ndjson"
-        | "application/ndjson"
-        | "application/jsonl"
-        | "application/x-jsonlines"
-            if allow_ndjson =>
-        {
-            Ok(Framing::Ndjson)
-        }
-        other => Err(ApiError::unsupported(format!(
-            "Content-Type {other:?} is not supported: send application/json{}",
+        .trim();
+    // Compared without a lowercased copy: this runs on every tracker request.
+    let is_any = |types: &[&str]| types.iter().any(|t| media.eq_ignore_ascii_case(t));
+    let starts = |prefix: &str| {
+        media
+            .get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    let ends = |suffix: &str| {
+        (media.len().checked_sub(suffix.len()))
+            .and_then(|at| media.get(at..))
+            .is_some_and(|s| s.eq_ignore_ascii_case(suffix))
+    };
+    let is_json_suffixed =
+        media.len() > "application/+json".len() && starts("application/") && ends("+json");
+    if media.is_empty() || is_any(JSON_TYPES) || is_json_suffixed {
+        Ok(Framing::Json)
+    } else if allow_ndjson && is_any(NDJSON_TYPES) {
+        Ok(Framing::Ndjson)
+    } else {
+        Err(ApiError::unsupported(format!(
+            "Content-Type {:?} is not supported: send application/json{}",
+            media.to_ascii_lowercase(),
             if allow_ndjson {
                 " (a JSON array) or application/x-ndjson"
             } else {
                 ""
             }
-        ))),
+        )))
     }
 }
 
@@ -109,5 +125,35 @@ pub fn human_bytes(bytes: usize) -> String {
         format!("{} MiB", bytes / (1024 * 1024))
     } else {
         format!("{bytes} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn framed(content_type: &str, allow_ndjson: bool) -> Result<Framing, u16> {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_str(content_type).unwrap());
+        framing(&headers, allow_ndjson).map_err(|e| e.status.as_u16())
+    }
+
+    #[test]
+    fn media_types_are_recognised_in_any_case() {
+        assert_eq!(
+            framed("Application/JSON; charset=UTF-8", false),
+            Ok(Framing::Json)
+        );
+        assert_eq!(framed("text/plain", false), Ok(Framing::Json));
+        assert_eq!(
+            framed("application/vnd.shop+JSON", false),
+            Ok(Framing::Json)
+        );
+        assert_eq!(framed("application/X-NDJSON", true), Ok(Framing::Ndjson));
+        assert_eq!(framed("application/x-ndjson", false), Err(415));
+        assert_eq!(framed("application/+json", false), Err(415));
+        assert_eq!(framed("text/html", false), Err(415));
     }
 }
