@@ -537,16 +537,12 @@ fn clone_log_error(error: &LogError) -> LogError {
 
 /// The event name of a body, when it has a recognisable one, for metrics on rejections.
 fn peek_event_name(value: &Value) -> Option<EventKind> {
-    let info = value.get("GeneralInfo")?;
-    let name = match info {
-        Value::String(text) => serde_json::from_str::<Value>(text)
-            .ok()?
-            .get("eventName")?
-            .as_str()?
-            .to_string(),
-        _ => info.get("eventName")?.as_str()?.to_string(),
-    };
-    EventKind::from_name(&name)
+    let name_in = |info: &Value| EventKind::from_name(info.get("eventName")?.as_str()?);
+    match value.get("GeneralInfo")? {
+        // `GeneralInfo` sent as a string holding JSON.
+        Value::String(text) => name_in(&serde_json::from_str::<Value>(text).ok()?),
+        info => name_in(info),
+    }
 }
 
 /// Adds to the index every record of the log from `from` on.
