@@ -54,8 +54,9 @@ pub async fn pace_commits(pace: CommitPace, pacing: Pacing) {
         let capacity = (now.1 - last.1).as_secs_f64() * metrics.num_workers() as f64;
         if capacity > 0.0 {
             let busy = (now.0 - last.0).as_secs_f64() / capacity;
-            let next = pacing.next(pace.interval(), busy);
-            if next != pace.interval() {
+            let current = pace.interval();
+            let next = pacing.next(current, busy);
+            if next != current {
                 tracing::debug!(
                     busy,
                     interval_us = next.as_micros() as u64,

@@ -277,6 +277,17 @@ mod tests {
         serde_json::to_vec(&record).unwrap()
     }
 
+    fn wait_until_applied(state: &LiveState, records: Position) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while state.applied() < records {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the state did not catch up"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     #[tokio::test]
     async fn the_state_follows_appends_as_they_become_durable() {
         let dir = tempfile::tempdir().unwrap();
@@ -295,14 +306,7 @@ mod tests {
             log.append(vec![stored(&body)]).await.unwrap();
         }
         log.append(vec![b"not a record".to_vec()]).await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while state.applied() < 6 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the state did not catch up"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until_applied(&state, 6);
         assert_eq!(state.read().site("S").unwrap().counts().contacts, 5);
         assert_eq!(state.undecodable(), 1);
         state.stop();
@@ -331,14 +335,7 @@ mod tests {
         log.append(vec![bytes]).await.unwrap();
         // Bytes nobody handed over are decoded as usual.
         log.append(vec![stored(&view("D"))]).await.unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while state.applied() < 2 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the state did not catch up"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        wait_until_applied(&state, 2);
         let engine = state.read();
         assert!(engine.site("H").is_some() && engine.site("D").is_some());
         assert!(engine.site("B").is_none());
