@@ -6,11 +6,13 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use spoor_protocol::{Cart as WireCart, CartLine, OrderLine, Price, Purchase, TagMap, Visitor};
+use spoor_protocol::{Cart as WireCart, Purchase, Visitor};
 use thin_vec::ThinVec;
 
 use crate::identity::{ContactId, Identifier, Identifiers};
 use crate::recommend::ItemId;
+
+pub use crate::line::Line;
 
 /// How many recent product views, category views and searches a contact keeps.
 pub const RECENT_LIMIT: usize = 50;
@@ -93,81 +95,6 @@ impl Profile {
     }
 }
 
-/// A cart or order line as the state keeps it: the product by its number in the site's
-/// product dictionary ([`crate::recommend::Items`]), as a shop's contacts hold millions of
-/// lines of the same products. The API shows it as it was sent (`SiteState::contact_json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Line {
-    pub item: ItemId,
-    pub quantity: u32,
-    /// The unit price.
-    pub price: Decimal,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub currency: Option<Box<str>>,
-    /// A cart line's discount.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub discount: Option<Decimal>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tags: Option<Box<TagMap>>,
-}
-
-impl Line {
-    pub fn of_cart(line: &CartLine, item: ItemId) -> Line {
-        Line {
-            item,
-            quantity: line.quantity,
-            price: line.price.amount,
-            currency: line.price.currency.as_deref().map(Box::from),
-            discount: line.discount,
-            tags: boxed_tags(&line.tags),
-        }
-    }
-
-    pub fn of_order(line: &OrderLine, item: ItemId) -> Line {
-        Line {
-            item,
-            quantity: line.quantity,
-            price: line.unit_price.amount,
-            currency: line.unit_price.currency.as_deref().map(Box::from),
-            discount: None,
-            tags: boxed_tags(&line.tags),
-        }
-    }
-
-    fn price(&self) -> Price {
-        Price {
-            amount: self.price,
-            currency: self.currency.as_deref().map(String::from),
-        }
-    }
-
-    /// The line as the tracker API received it.
-    pub fn to_cart_line(&self, product_key: &str) -> CartLine {
-        CartLine {
-            product_key: product_key.to_string(),
-            price: self.price(),
-            discount: self.discount,
-            quantity: self.quantity,
-            tags: self.tags.as_deref().cloned().unwrap_or_default(),
-        }
-    }
-
-    /// The line as the tracker API received it.
-    pub fn to_order_line(&self, product_key: &str) -> OrderLine {
-        OrderLine {
-            product_key: product_key.to_string(),
-            unit_price: self.price(),
-            quantity: self.quantity,
-            tags: self.tags.as_deref().cloned().unwrap_or_default(),
-        }
-    }
-}
-
-fn boxed_tags(tags: &TagMap) -> Option<Box<TagMap>> {
-    (!tags.is_empty()).then(|| Box::new(tags.clone()))
-}
-
 /// The contact's cart as of its latest StatusCart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -216,14 +143,14 @@ impl Order {
     pub fn total(&self) -> Decimal {
         self.lines
             .iter()
-            .map(|line| line.price * Decimal::from(line.quantity))
+            .map(|line| line.price() * Decimal::from(line.quantity))
             .sum::<Decimal>()
             .normalize()
     }
 
     /// The currency of the first line that names one.
     pub fn currency(&self) -> Option<&str> {
-        self.lines.iter().find_map(|line| line.currency.as_deref())
+        self.lines.iter().find_map(|line| line.currency())
     }
 }
 

@@ -11,6 +11,7 @@ pub mod catalogue;
 pub mod contact;
 pub mod eval;
 pub mod identity;
+pub mod line;
 pub mod live;
 pub mod privacy;
 pub mod recommend;

@@ -650,7 +650,7 @@ fn seen_price(contact: &Contact, product: &Product, item: Option<ItemId>) -> Opt
         .flat_map(|c| &c.lines)
         .find(|l| Some(l.item) == item)
     {
-        return Some(line.price);
+        return Some(line.price());
     }
     let viewed = contact
         .viewed_products
