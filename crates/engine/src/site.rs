@@ -33,13 +33,16 @@ pub struct SiteState {
     recommender: Recommender,
     attribution: Attribution,
     timers: Timers,
-    /// Product -> the contacts who viewed it, put it in a cart or a wishlist (the latest
-    /// [`MAX_INTERESTED`]): who hears of its price drops and returns to stock.
+    /// Product -> the contacts who put it in a cart or a wishlist (the latest
+    /// [`MAX_INTERESTED`]): with those who viewed it (the latest [`MAX_INTERESTED`] view
+    /// sessions, which the recommender keeps), who hears of its price drops and returns
+    /// to stock. Views are most of a shop's events: a list of their own would hold a
+    /// contact number for nearly every event applied.
     interest: HashMap<String, VecDeque<ContactId>>,
     events: u64,
 }
 
-/// Contacts remembered per product for product triggers.
+/// Contacts remembered per product for product triggers (and view sessions asked).
 pub const MAX_INTERESTED: usize = 1_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -382,27 +385,34 @@ impl SiteState {
     /// who saw a higher price; for a return to stock, those who wanted it (wishlist, cart)
     /// or viewed it while it was out of stock.
     fn announce(&mut self, key: &str, kind: TriggerKind, at: i64) {
-        let Some(contacts) = self.interest.get(key) else {
-            return;
-        };
         let Some(product) = self.catalogue.get(key) else {
             return;
         };
+        let item = self.recommender.item(key);
+        let wanted = self.interest.get(key).into_iter().flatten().copied();
+        let viewers = item.into_iter().flat_map(|item| {
+            // Who viewed it: the visitors of its latest view sessions.
+            self.recommender.viewers(item, MAX_INTERESTED)
+        });
+        let mut asked = rustc_hash::FxHashSet::default();
         let mut concerned = Vec::new();
-        for id in contacts {
-            let Some(contact) = self.contact_by_id(*id) else {
+        for id in wanted.chain(viewers) {
+            let Some(contact) = self.contact_by_id(id) else {
                 continue;
             };
+            if !asked.insert(contact.id) {
+                continue;
+            }
             let tell = match kind {
                 TriggerKind::PriceDrop => {
                     let now = product.price.as_ref().map(|p| p.value.amount);
-                    seen_price(contact, product, self.recommender.item(key))
+                    seen_price(contact, product, item)
                         .zip(now)
                         .is_some_and(|(seen, now)| now < seen)
                 }
-                _ => wanted_while_out(contact, product, self.recommender.item(key)),
+                _ => wanted_while_out(contact, product, item),
             };
-            if tell && !concerned.contains(&contact.id) {
+            if tell {
                 concerned.push(contact.id);
             }
         }
@@ -418,12 +428,10 @@ impl SiteState {
         }
     }
 
-    /// Notes that `contact` showed interest in the products of `event`.
+    /// Notes that `contact` put the products of `event` in a cart or a wishlist.
     fn note_interest(&mut self, event: &TrackerEvent, contact: ContactId) {
         let keys: Vec<&str> = match &event.body {
-            EventBody::ProductPage { product } | EventBody::AddToWishlist { product } => {
-                vec![&product.product_key]
-            }
+            EventBody::AddToWishlist { product } => vec![&product.product_key],
             EventBody::StatusCart { cart } => cart
                 .products
                 .iter()

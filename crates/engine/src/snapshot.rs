@@ -18,7 +18,7 @@ use crate::triggers::TimersSnapshot;
 use crate::{Engine, SiteState};
 
 /// Bumped when the snapshot's shape changes; an older snapshot is then not used.
-const VERSION: u32 = 3;
+const VERSION: u32 = 4;
 
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
@@ -42,7 +42,8 @@ pub struct SiteSnapshot {
     /// Trigger timers waiting.
     #[serde(default)]
     pub timers: TimersSnapshot,
-    /// Product -> contacts interested in it (for price-drop and back-in-stock triggers).
+    /// Product -> contacts who put it in a cart or a wishlist (for price-drop and
+    /// back-in-stock triggers; those who viewed it are in the recommender's sessions).
     #[serde(default)]
     pub interest: Vec<(String, Vec<ContactId>)>,
 }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 pub use items::{ItemId, Items};
 pub use popularity::Popularity;
 pub use query::{Algorithm, Answer, Request};
-pub use sessions::{LatestSessions, NextItemParams, SessionId, Sessions};
+pub use sessions::{LatestSessions, NO_VISITOR, NextItemParams, SessionId, Sessions};
 
 /// Who a session belongs to: the state's contact number.
 pub type Visitor = u32;
@@ -121,7 +121,7 @@ impl Recommender {
                 s
             }
             _ => {
-                let s = self.sessions.start(at);
+                let s = self.sessions.start(at, visitor);
                 self.current.set(visitor, s);
                 s
             }
@@ -131,7 +131,7 @@ impl Recommender {
 
     /// A new order's lines (product key, quantity) at `at`.
     pub fn purchased<'a>(&mut self, lines: impl IntoIterator<Item = (&'a str, u32)>, at: i64) {
-        let basket = self.baskets.start(at);
+        let basket = self.baskets.start(at, NO_VISITOR);
         for (key, quantity) in lines {
             let item = self.items.intern(key);
             self.sales.add(item, f64::from(quantity.max(1)), at);
@@ -139,6 +139,11 @@ impl Recommender {
                 self.baskets.push(basket, item, at);
             }
         }
+    }
+
+    /// The visitors who viewed `item` in its latest `sessions` sessions, latest first.
+    pub fn viewers(&self, item: ItemId, sessions: usize) -> impl Iterator<Item = Visitor> {
+        self.sessions.recent_visitors(item, sessions)
     }
 
     pub fn items(&self) -> &Items {

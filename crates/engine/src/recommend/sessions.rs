@@ -136,8 +136,15 @@ struct Session {
     /// room for every one of millions of sessions, most of a dozen views or fewer).
     items: Box<[ItemId]>,
     distinct: u32,
+    /// Whose session it is ([`NO_VISITOR`] for a basket): product triggers ask who viewed
+    /// a product, and the postings already say which sessions did. (In room the struct's
+    /// alignment left free.)
+    visitor: u32,
     last_at: i64,
 }
+
+/// The visitor of a session that has none (an order's basket).
+pub const NO_VISITOR: u32 = u32::MAX;
 
 #[derive(Clone, Default, Serialize, Deserialize)]
 pub struct Sessions {
@@ -150,10 +157,12 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    pub fn start(&mut self, at: i64) -> SessionId {
+    /// A new session of `visitor` (or [`NO_VISITOR`]).
+    pub fn start(&mut self, at: i64, visitor: u32) -> SessionId {
         self.sessions.push(Session {
             items: Box::default(),
             distinct: 0,
+            visitor,
             last_at: at,
         });
         (self.sessions.len() - 1) as SessionId
@@ -197,6 +206,15 @@ impl Sessions {
         s.items = items.into_boxed_slice();
         s.last_at = s.last_at.max(at);
         self.newest = self.newest.max(at);
+    }
+
+    /// The visitors of the latest `sessions` sessions that viewed `item`, latest first
+    /// (a visitor once for each of their sessions).
+    pub fn recent_visitors(&self, item: ItemId, sessions: usize) -> impl Iterator<Item = u32> {
+        let recent = self.recent_sessions(item, sessions).iter().rev();
+        recent
+            .map(|s| self.sessions[*s as usize].visitor)
+            .filter(|v| *v != NO_VISITOR)
     }
 
     fn recent_sessions(&self, item: ItemId, sample: usize) -> &[SessionId] {

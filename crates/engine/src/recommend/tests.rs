@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use spoor_protocol::{Incoming, parse_value};
 
 use super::query::{Algorithm, Filters, Request};
-use super::sessions::{NextItemParams, Sessions};
+use super::sessions::{NO_VISITOR, NextItemParams, Sessions};
 use crate::identity::Identifier;
 use crate::site::SiteState;
 
@@ -114,7 +114,7 @@ fn plain() -> NextItemParams {
 fn neighbours_vote_by_cosine_similarity() {
     let mut sessions = Sessions::default();
     for items in [&[1, 2, 3][..], &[1, 4], &[4, 5]] {
-        let s = sessions.start(0);
+        let s = sessions.start(0, NO_VISITOR);
         for item in items {
             sessions.push(s, *item, 0);
         }
