@@ -9,6 +9,11 @@
 //! delay is a site setting read when timers are due, so a changed setting applies to the
 //! timers already waiting. Timers wait in one queue per kind and step, ordered by anchor:
 //! finding the due ones costs in proportion to how many are due, not to how many wait.
+//!
+//! A shop has a timer or two waiting for most of its contacts, so both tables are kept in
+//! words: a queue entry is the anchor's second and the contact in 8 bytes (the exact
+//! anchor is in the contact's entry), and a contact's entry is its number and kind in one
+//! word and its anchor and step in another.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -83,6 +88,70 @@ impl Pending {
     }
 }
 
+/// A timer in its queue: the second of its anchor (high half), then its contact.
+type QueueEntry = u64;
+
+fn queue_entry(anchor: i64, contact: ContactId) -> QueueEntry {
+    let second = anchor.div_euclid(1000).clamp(0, i64::from(u32::MAX)) as u64;
+    (second << 32) | u64::from(contact)
+}
+
+fn second_of(entry: QueueEntry) -> u32 {
+    (entry >> 32) as u32
+}
+
+fn contact_of(entry: QueueEntry) -> ContactId {
+    entry as u32
+}
+
+/// The waiting timer of each contact and kind: (contact, kind) -> (step, anchor), each
+/// pair packed in a word (16-byte entries where the tuples took 24).
+#[derive(Debug, Clone, Default)]
+struct Current(FxHashMap<u64, i64>);
+
+impl Current {
+    fn key(contact: ContactId, kind: TriggerKind) -> u64 {
+        (u64::from(contact) << 8) | kind as u64
+    }
+
+    fn get(&self, contact: ContactId, kind: TriggerKind) -> Option<(u8, i64)> {
+        self.0.get(&Current::key(contact, kind)).map(|v| unpack(*v))
+    }
+
+    fn insert(&mut self, contact: ContactId, kind: TriggerKind, step: u8, anchor: i64) {
+        // Anchors are event times in milliseconds: 56 bits reach far past any of them.
+        self.0
+            .insert(Current::key(contact, kind), (anchor << 8) | i64::from(step));
+    }
+
+    fn remove(&mut self, contact: ContactId, kind: TriggerKind) -> Option<(u8, i64)> {
+        let removed = self.0.remove(&Current::key(contact, kind)).map(unpack);
+        // Timers come and go in waves (a sale's carts, then their purchases): a table
+        // sized for the crest is given back once three quarters of it are empty.
+        if self.0.capacity() > 4096 && self.0.len() < self.0.capacity() / 4 {
+            self.0.shrink_to(self.0.len() * 2);
+        }
+        removed
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// (contact, kind, step, anchor) of every waiting timer.
+    fn iter(&self) -> impl Iterator<Item = (ContactId, TriggerKind, u8, i64)> + '_ {
+        self.0.iter().map(|(key, value)| {
+            let (step, anchor) = unpack(*value);
+            let kind = TriggerKind::ALL[(key & 0xff) as usize];
+            ((key >> 8) as ContactId, kind, step, anchor)
+        })
+    }
+}
+
+fn unpack(value: i64) -> (u8, i64) {
+    ((value & 0xff) as u8, value >> 8)
+}
+
 /// [`Timers`] as a snapshot keeps them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TimersSnapshot {
@@ -96,8 +165,8 @@ pub struct TimersSnapshot {
 /// The pending timers of one site.
 #[derive(Debug, Clone, Default)]
 pub struct Timers {
-    queues: BTreeMap<(TriggerKind, u8), BTreeSet<(i64, ContactId)>>,
-    current: FxHashMap<(ContactId, TriggerKind), (u8, i64)>,
+    queues: BTreeMap<(TriggerKind, u8), BTreeSet<QueueEntry>>,
+    current: Current,
     /// Due triggers of contacts with no email or phone yet, until a deadline.
     awaiting: FxHashMap<ContactId, Vec<(i64, Pending)>>,
     /// Deadlines of `awaiting`, to drop the expired without a scan.
@@ -110,8 +179,8 @@ impl Timers {
     /// Starts the contact's timer of `kind` at `anchor`, replacing an older one (a later
     /// event restarts it; an earlier one arriving late changes nothing).
     pub fn start(&mut self, contact: ContactId, kind: TriggerKind, anchor: i64) {
-        if let Some((_, current)) = self.current.get(&(contact, kind))
-            && *current > anchor
+        if let Some((_, current)) = self.current.get(contact, kind)
+            && current > anchor
         {
             return;
         }
@@ -121,8 +190,8 @@ impl Timers {
 
     /// Stops the contact's timer of `kind` if it started at or before `at`.
     pub fn stop(&mut self, contact: ContactId, kind: TriggerKind, at: i64) {
-        if let Some((_, anchor)) = self.current.get(&(contact, kind))
-            && *anchor <= at
+        if let Some((_, anchor)) = self.current.get(contact, kind)
+            && anchor <= at
         {
             self.remove(contact, kind);
         }
@@ -130,7 +199,7 @@ impl Timers {
 
     /// Queues the next step of a timer that fired, from the same anchor.
     pub fn follow_up(&mut self, fired: &Pending) {
-        if self.current.contains_key(&(fired.contact, fired.kind)) {
+        if self.current.get(fired.contact, fired.kind).is_some() {
             return; // restarted since: the new timer wins
         }
         self.insert(Pending::timer(
@@ -159,7 +228,7 @@ impl Timers {
         };
         for (deadline, pending) in waiting {
             self.deadlines.remove(&(deadline, contact));
-            if !self.current.contains_key(&(contact, pending.kind)) {
+            if self.current.get(contact, pending.kind).is_none() {
                 self.ready.push(Pending {
                     waited: true,
                     product: None,
@@ -186,8 +255,10 @@ impl Timers {
             return true;
         }
         self.queues.iter().any(|(&(kind, step), queue)| {
-            queue.first().is_some_and(|(anchor, _)| {
-                delay(kind, step).is_none_or(|wait| anchor.saturating_add(wait) <= now)
+            queue.first().is_some_and(|entry| {
+                // From the second alone: at worst a take that finds nothing yet.
+                let earliest = i64::from(second_of(*entry)) * 1000;
+                delay(kind, step).is_none_or(|wait| earliest.saturating_add(wait) <= now)
             })
         })
     }
@@ -214,16 +285,27 @@ impl Timers {
         let mut due = std::mem::take(&mut self.ready);
         for (&(kind, step), queue) in self.queues.iter_mut() {
             let wait = delay(kind, step);
-            while let Some(&(anchor, contact)) = queue.first() {
-                let is_due = wait.is_none_or(|wait| anchor.saturating_add(wait) <= now);
-                if !is_due {
-                    break;
+            let mut taken = Vec::new();
+            for &entry in queue.iter() {
+                let contact = contact_of(entry);
+                let anchor = match self.current.get(contact, kind) {
+                    Some((_, anchor)) => anchor,
+                    None => i64::MIN, // not expected: an entry outlived its timer
+                };
+                if wait.is_some_and(|wait| i64::from(second_of(entry)) * 1000 + wait > now) {
+                    break; // this second and all later ones are not due yet
                 }
-                queue.pop_first();
-                self.current.remove(&(contact, kind));
-                if wait.is_some() {
-                    due.push(Pending::timer(contact, kind, step, anchor));
+                // Within the second, anchors are not in order: each is looked at.
+                if wait.is_none_or(|wait| anchor.saturating_add(wait) <= now) {
+                    taken.push(entry);
+                    if wait.is_some() && anchor != i64::MIN {
+                        due.push(Pending::timer(contact, kind, step, anchor));
+                    }
                 }
+            }
+            for entry in taken {
+                queue.remove(&entry);
+                self.current.remove(contact_of(entry), kind);
             }
         }
         due
@@ -232,9 +314,9 @@ impl Timers {
     /// A merged contact's timers go to the survivor, where it has none of that kind.
     pub fn merge(&mut self, absorbed: ContactId, survivor: ContactId) {
         for kind in TriggerKind::ALL {
-            if let Some((step, anchor)) = self.current.get(&(absorbed, kind)).copied() {
+            if let Some((step, anchor)) = self.current.get(absorbed, kind) {
                 self.remove(absorbed, kind);
-                let theirs = self.current.get(&(survivor, kind)).map(|(_, a)| *a);
+                let theirs = self.current.get(survivor, kind).map(|(_, a)| a);
                 if theirs.is_none_or(|a| a < anchor) {
                     self.remove(survivor, kind);
                     self.insert(Pending::timer(survivor, kind, step, anchor));
@@ -245,7 +327,7 @@ impl Timers {
 
     /// The timer of `kind` waiting for `contact`, if any.
     pub fn pending(&self, contact: ContactId, kind: TriggerKind) -> Option<Pending> {
-        let (step, anchor) = *self.current.get(&(contact, kind))?;
+        let (step, anchor) = self.current.get(contact, kind)?;
         Some(Pending::timer(contact, kind, step, anchor))
     }
 
@@ -284,7 +366,7 @@ impl Timers {
         let mut all: Vec<Pending> = self
             .current
             .iter()
-            .map(|(&(contact, kind), &(step, anchor))| Pending::timer(contact, kind, step, anchor))
+            .map(|(contact, kind, step, anchor)| Pending::timer(contact, kind, step, anchor))
             .collect();
         all.sort_by_key(|p| (p.anchor, p.contact, p.kind));
         all
@@ -302,18 +384,15 @@ impl Timers {
         self.queues
             .entry((pending.kind, pending.step))
             .or_default()
-            .insert((pending.anchor, pending.contact));
-        self.current.insert(
-            (pending.contact, pending.kind),
-            (pending.step, pending.anchor),
-        );
+            .insert(queue_entry(pending.anchor, pending.contact));
+        (self.current).insert(pending.contact, pending.kind, pending.step, pending.anchor);
     }
 
     fn remove(&mut self, contact: ContactId, kind: TriggerKind) {
-        if let Some((step, anchor)) = self.current.remove(&(contact, kind))
+        if let Some((step, anchor)) = self.current.remove(contact, kind)
             && let Some(queue) = self.queues.get_mut(&(kind, step))
         {
-            queue.remove(&(anchor, contact));
+            queue.remove(&queue_entry(anchor, contact));
         }
     }
 
@@ -384,6 +463,45 @@ mod tests {
     fn search(found: bool) -> TrackerEvent {
         event(json!({"GeneralInfo": general("SearchRequest"),
                      "SearchRequest": {"search": "boots", "isFound": u8::from(found)}}))
+    }
+
+    #[test]
+    fn timers_in_the_same_second_come_due_each_at_its_own_millisecond() {
+        let mut timers = Timers::default();
+        let second = T0 - T0 % 1000;
+        timers.start(1, TriggerKind::AbandonedBrowse, second + 700);
+        timers.start(2, TriggerKind::AbandonedBrowse, second + 200);
+        timers.start(3, TriggerKind::AbandonedBrowse, second + 1_000);
+        let wait = |_, _| Some(30 * MINUTE);
+        let at = |ms| second + 30 * MINUTE + ms;
+        assert!(!timers.any_due(at(-1), wait));
+        assert!(timers.take_due(at(199), wait).is_empty());
+        let due = timers.take_due(at(200), wait);
+        assert_eq!(
+            due,
+            vec![Pending::timer(
+                2,
+                TriggerKind::AbandonedBrowse,
+                0,
+                second + 200
+            )]
+        );
+        assert!(
+            timers.any_due(at(200), wait),
+            "the second has one more to come"
+        );
+        assert!(timers.take_due(at(699), wait).is_empty());
+        let due = timers.take_due(at(1_000), wait);
+        let contacts: Vec<ContactId> = due.iter().map(|p| p.contact).collect();
+        assert_eq!(contacts, vec![1, 3]);
+        assert!(timers.is_empty());
+    }
+
+    #[test]
+    fn every_kind_is_at_its_own_place_in_the_list_of_all() {
+        for (index, kind) in TriggerKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, index, "{kind:?}");
+        }
     }
 
     /// Cart after 60 minutes, follow-up after a day; browse and search after 30 minutes.
@@ -579,6 +697,35 @@ mod product_tests {
             .collect();
         due.sort();
         due
+    }
+
+    #[test]
+    fn a_price_drop_reaches_carts_and_views_once_each_also_after_a_snapshot() {
+        let mut site = SiteState::default();
+        // Contact 0 put the lamp in a cart at 40 without viewing it; contact 1 viewed it
+        // at 40 in two sessions, a day apart.
+        apply(
+            &mut site,
+            json!({"GeneralInfo": general("StatusCart", Some("carter")),
+                   "StatusCart": {"Products": [{"productKey": "lamp", "price": "40", "quantity": 1}]}}),
+            0,
+        );
+        page(&mut site, "viewer", "lamp", "40", 1, MINUTE);
+        page(&mut site, "viewer", "lamp", "40", 1, 24 * 60 * MINUTE);
+        let mut site = SiteState::from_snapshot(site.to_snapshot());
+        update(
+            &mut site,
+            "lamp",
+            json!({"unit_price": "38"}),
+            25 * 60 * MINUTE,
+        );
+        assert_eq!(
+            due(&mut site),
+            vec![
+                (0, TriggerKind::PriceDrop, "lamp".into()),
+                (1, TriggerKind::PriceDrop, "lamp".into())
+            ]
+        );
     }
 
     #[test]
