@@ -68,55 +68,7 @@ impl Identifier {
     }
 }
 
-/// Which contact each identifier names. Keyed by a 96-bit hash of the identifier rather
-/// than the identifier itself: the strings live once, in the contacts, instead of twice,
-/// and an entry takes 16 bytes instead of 40 (a million contacts have millions of
-/// identifiers). Two identifiers sharing a hash would take some 10^14 of them. The table
-/// hashes that hash again with a per-process key (SipHash): xxh3 is not keyed, and
-/// identifiers are chosen by clients.
-#[derive(Default)]
-pub struct IdentifierIndex(std::collections::HashMap<IdentifierKey, ContactId>);
-
-/// Three words rather than a `u128` or two `u64`s: with its 4-byte contact number an
-/// entry then packs into 16 bytes instead of 24.
-type IdentifierKey = [u32; 3];
-
-impl IdentifierIndex {
-    fn key(id: &Identifier) -> IdentifierKey {
-        let (kind, value) = match id {
-            Identifier::Sc(v) => (b's', v),
-            Identifier::ExternalCustomerId(v) => (b'x', v),
-            Identifier::Email(v) => (b'e', v),
-            Identifier::Phone(v) => (b'p', v),
-            Identifier::EsContactId(v) => (b'c', v),
-        };
-        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
-        hasher.update(&[kind]);
-        hasher.update(value.as_bytes());
-        let hash = hasher.digest128();
-        [
-            (hash >> 96) as u32,
-            (hash >> 64) as u32,
-            (hash >> 32) as u32,
-        ]
-    }
-
-    pub fn get(&self, id: &Identifier) -> Option<ContactId> {
-        self.0.get(&Self::key(id)).copied()
-    }
-
-    pub fn contains(&self, id: &Identifier) -> bool {
-        self.0.contains_key(&Self::key(id))
-    }
-
-    pub fn insert(&mut self, id: &Identifier, contact: ContactId) {
-        self.0.insert(Self::key(id), contact);
-    }
-
-    pub fn remove(&mut self, id: &Identifier) {
-        self.0.remove(&Self::key(id));
-    }
-}
+pub use crate::identifier_index::IdentifierIndex;
 
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
@@ -161,8 +113,6 @@ pub fn identifiers_of(visitor: &Visitor) -> Vec<Identifier> {
 /// longer names the contact, and if it comes back it starts a contact of its own, which
 /// merges back through any other identifier it comes with.
 pub const MAX_SHARED_IDS: usize = 64;
-
-const _: () = assert!(std::mem::size_of::<(IdentifierKey, ContactId)>() == 16);
 
 /// Adds `value` unless present, in arrival order; returns the oldest value when the list
 /// was full.

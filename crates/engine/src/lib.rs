@@ -10,6 +10,7 @@ pub mod attribution;
 pub mod catalogue;
 pub mod contact;
 pub mod eval;
+pub mod identifier_index;
 pub mod identity;
 pub mod line;
 pub mod live;
