@@ -1,15 +1,67 @@
 //! State at scale: applies `contacts × events` synthetic events to the engine (a shop's mix:
 //! a sign-up, product views, cart changes, a wishlist add, a search, a purchase per
 //! contact, interleaved over time across contacts) and prints one JSON line: apply rate,
-//! resident memory per contact, and contact lookup latency.
+//! resident memory per contact, the heap blocks held per contact, and contact lookup
+//! latency.
 //!
 //! `cargo run --release -p spoor-engine --example state_bench -- 1000000 20`
 
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-// The allocator of the `spoor` binary: resident memory as the server would hold it.
+use mimalloc::MiMalloc;
+
+// The allocator of the `spoor` binary: resident memory as the server would hold it. It
+// also counts the bytes of the blocks it hands out: resident memory moves by tens of
+// bytes a contact from run to run (when the allocator returns freed pages), the live
+// blocks do not, so they show what a change to the state's layout did.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: Counting = Counting;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+struct Counting;
+
+unsafe extern "C" {
+    /// The size of the block mimalloc gave for `p` (its size class, not the request).
+    fn mi_usable_size(p: *const u8) -> usize;
+}
+
+// SAFETY: every call is passed on to mimalloc unchanged; the counting only reads the size
+// of blocks mimalloc handed out and has not freed.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let block = unsafe { MiMalloc.alloc(layout) };
+        if !block.is_null() {
+            LIVE_BYTES.fetch_add(unsafe { mi_usable_size(block) }, Ordering::Relaxed);
+        }
+        block
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let block = unsafe { MiMalloc.alloc_zeroed(layout) };
+        if !block.is_null() {
+            LIVE_BYTES.fetch_add(unsafe { mi_usable_size(block) }, Ordering::Relaxed);
+        }
+        block
+    }
+
+    unsafe fn dealloc(&self, block: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(unsafe { mi_usable_size(block) }, Ordering::Relaxed);
+        unsafe { MiMalloc.dealloc(block, layout) }
+    }
+
+    unsafe fn realloc(&self, block: *mut u8, layout: Layout, size: usize) -> *mut u8 {
+        let before = unsafe { mi_usable_size(block) };
+        let moved = unsafe { MiMalloc.realloc(block, layout, size) };
+        if !moved.is_null() {
+            LIVE_BYTES.fetch_sub(before, Ordering::Relaxed);
+            LIVE_BYTES.fetch_add(unsafe { mi_usable_size(moved) }, Ordering::Relaxed);
+        }
+        moved
+    }
+}
 
 use spoor_engine::{Engine, Identifier};
 use spoor_protocol::stored::{RecordContent, StoredRecord};
@@ -141,6 +193,7 @@ fn main() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut engine = Engine::default();
     let before = rss_bytes();
+    let live_before = LIVE_BYTES.load(Ordering::Relaxed);
     let started = Instant::now();
     for step in 0..per_contact {
         for contact in 0..contacts {
@@ -149,6 +202,7 @@ fn main() {
     }
     let apply_seconds = started.elapsed().as_secs_f64();
     let after = rss_bytes();
+    let live = LIVE_BYTES.load(Ordering::Relaxed) - live_before;
 
     let site = engine.site("S").expect("the site");
     let lookups = 1_000_000;
@@ -166,7 +220,8 @@ fn main() {
     let counts = site.counts();
     println!(
         "{{\"contacts\": {}, \"events\": {}, \"apply_seconds\": {:.1}, \"events_per_second\": {:.0}, \
-         \"rss_growth_bytes\": {}, \"bytes_per_contact\": {:.0}, \"lookup_p50_ns\": {}, \
+         \"rss_growth_bytes\": {}, \"bytes_per_contact\": {:.0}, \"heap_bytes_per_contact\": {:.0}, \
+         \"lookup_p50_ns\": {}, \
          \"lookup_p99_ns\": {}, \"products\": {}}}",
         counts.contacts,
         counts.events,
@@ -174,6 +229,7 @@ fn main() {
         (contacts * per_contact) as f64 / apply_seconds,
         after.saturating_sub(before),
         after.saturating_sub(before) as f64 / contacts as f64,
+        live as f64 / contacts as f64,
         at(0.5),
         at(0.99),
         counts.products

@@ -291,7 +291,7 @@ mod tests {
         assert!(contact.cart.as_ref().unwrap().is_empty());
         assert_eq!(contact.orders.len(), 1);
         let order = contact.order("A-1").unwrap();
-        assert_eq!(order.cart_guid.as_deref(), Some("g1"));
+        assert_eq!(order.cart_guid(), Some("g1"));
         assert_eq!(order.total().to_string(), "6");
         assert_eq!(site.counts().orders, 1);
         // A purchase of another cart leaves the current one alone.
@@ -361,7 +361,7 @@ mod tests {
         let mut contacts: Vec<String> = (0..100)
             .filter_map(|id| site.contact_by_id(id))
             .map(|c| {
-                let orders: Vec<&str> = c.orders.iter().map(|o| &*o.order_number).collect();
+                let orders: Vec<&str> = c.orders.iter().map(|o| o.order_number()).collect();
                 let mut orders = orders;
                 orders.sort_unstable();
                 // Cookies are kept in arrival order: compare them as a set.

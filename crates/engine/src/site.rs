@@ -77,7 +77,7 @@ impl SiteState {
         for order in &contact.orders {
             let lines = order.lines.iter();
             let lines = lines.map(|l| l.to_order_line(self.product_key(l.item)));
-            json["orders"][&*order.order_number]["lines"] =
+            json["orders"][order.order_number()]["lines"] =
                 serde_json::to_value(lines.collect::<Vec<_>>()).expect("order lines serialise");
         }
         json
