@@ -24,18 +24,68 @@ pub struct Timed<T> {
     pub at: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// What a contact told about themselves. Name and email are held in place; a phone and
+/// further fields, which fewer contacts have, in a box the others do without.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Profile {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<Timed<Box<str>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<Timed<Box<str>>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<Timed<Box<str>>>,
+    rare: Option<Box<RareProfile>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RareProfile {
+    phone: Option<Timed<Box<str>>>,
     /// Further CustomerData fields (`user_city`, `user_card_id`...).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub fields: BTreeMap<String, Timed<String>>,
+    fields: BTreeMap<String, Timed<String>>,
+}
+
+/// [`Profile`] as snapshots and the API show it.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProfileShown<Text, Fields> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<Timed<Text>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    email: Option<Timed<Text>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    phone: Option<Timed<Text>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fields: Option<Fields>,
+}
+
+impl Serialize for Profile {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        fn shown(text: Option<&Timed<Box<str>>>) -> Option<Timed<&str>> {
+            text.map(|t| Timed {
+                value: &*t.value,
+                at: t.at,
+            })
+        }
+        ProfileShown {
+            name: shown(self.name.as_ref()),
+            email: shown(self.email.as_ref()),
+            phone: shown(self.phone()),
+            fields: Some(self.fields()).filter(|f| !f.is_empty()),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Profile {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        type Fields = BTreeMap<String, Timed<String>>;
+        let held = ProfileShown::<Box<str>, Fields>::deserialize(deserializer)?;
+        let rare = RareProfile {
+            phone: held.phone,
+            fields: held.fields.unwrap_or_default(),
+        };
+        Ok(Profile {
+            name: held.name,
+            email: held.email,
+            rare: (rare != RareProfile::default()).then(|| Box::new(rare)),
+        })
+    }
 }
 
 fn set_latest(slot: &mut Option<Timed<Box<str>>>, value: &Option<String>, at: i64) {
@@ -54,12 +104,26 @@ fn set_latest(slot: &mut Option<Timed<Box<str>>>, value: &Option<String>, at: i6
 }
 
 impl Profile {
+    pub fn phone(&self) -> Option<&Timed<Box<str>>> {
+        self.rare.as_ref()?.phone.as_ref()
+    }
+
+    /// Further CustomerData fields (`user_city`, `user_card_id`...).
+    pub fn fields(&self) -> &BTreeMap<String, Timed<String>> {
+        static NONE: BTreeMap<String, Timed<String>> = BTreeMap::new();
+        self.rare.as_ref().map_or(&NONE, |r| &r.fields)
+    }
+
     fn update(&mut self, visitor: &Visitor, at: i64) {
         set_latest(&mut self.name, &visitor.name, at);
         set_latest(&mut self.email, &visitor.email, at);
-        set_latest(&mut self.phone, &visitor.phone, at);
+        if visitor.phone.is_none() && visitor.extra.is_empty() {
+            return;
+        }
+        let rare = self.rare.get_or_insert_default();
+        set_latest(&mut rare.phone, &visitor.phone, at);
         for (key, value) in &visitor.extra {
-            match self.fields.get_mut(key) {
+            match rare.fields.get_mut(key) {
                 Some(field) if field.at > at => {}
                 Some(field) => {
                     if field.value != *value {
@@ -69,7 +133,7 @@ impl Profile {
                 }
                 None => {
                     let value = value.clone();
-                    self.fields.insert(key.clone(), Timed { value, at });
+                    rare.fields.insert(key.clone(), Timed { value, at });
                 }
             }
         }
@@ -85,9 +149,13 @@ impl Profile {
         };
         keep_latest(&mut self.name, other.name);
         keep_latest(&mut self.email, other.email);
-        keep_latest(&mut self.phone, other.phone);
-        for (key, theirs) in other.fields {
-            let mine = self.fields.entry(key).or_insert_with(|| theirs.clone());
+        let Some(theirs) = other.rare else {
+            return;
+        };
+        let rare = self.rare.get_or_insert_default();
+        keep_latest(&mut rare.phone, theirs.phone);
+        for (key, theirs) in theirs.fields {
+            let mine = rare.fields.entry(key).or_insert_with(|| theirs.clone());
             if mine.at < theirs.at {
                 *mine = theirs;
             }
@@ -320,8 +388,10 @@ pub struct Merge {
     pub at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// A contact: 192 bytes in place, the size class below the 256 it would take with its
+/// rarer parts (category views, merges, the rarer identifiers and profile fields) held in
+/// place too. The API and snapshots show every part at the top level as before.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contact {
     pub id: ContactId,
     pub identifiers: Identifiers,
@@ -329,31 +399,116 @@ pub struct Contact {
     pub first_seen: i64,
     pub last_seen: i64,
     /// The latest cart state; `None` before any StatusCart.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cart: Option<Cart>,
     /// Product key -> when it was added; a map in JSON.
-    #[serde(
-        serialize_with = "wishlist_as_map",
-        deserialize_with = "wishlist_from_map"
-    )]
     pub wishlist: ThinVec<Seen>,
     /// One per order number, oldest first; a map by order number in JSON.
-    #[serde(serialize_with = "orders_as_map", deserialize_with = "orders_from_map")]
     pub orders: ThinVec<Order>,
     /// Latest first, at most [`RECENT_LIMIT`].
     pub viewed_products: ThinVec<Viewed>,
-    pub viewed_categories: ThinVec<Seen>,
     pub searches: ThinVec<SearchSeen>,
-    pub merges: ThinVec<Merge>,
+    rare: Option<Box<RareParts>>,
+}
+
+const _: () = assert!(std::mem::size_of::<Contact>() == 192);
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RareParts {
+    viewed_categories: ThinVec<Seen>,
+    merges: ThinVec<Merge>,
+}
+
+/// [`Contact`] as snapshots and the API show it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactShown<'a> {
+    id: ContactId,
+    identifiers: &'a Identifiers,
+    profile: &'a Profile,
+    first_seen: i64,
+    last_seen: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cart: Option<&'a Cart>,
+    #[serde(serialize_with = "wishlist_as_map")]
+    wishlist: &'a [Seen],
+    #[serde(serialize_with = "orders_as_map")]
+    orders: &'a [Order],
+    viewed_products: &'a [Viewed],
+    viewed_categories: &'a [Seen],
+    searches: &'a [SearchSeen],
+    merges: &'a [Merge],
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ContactHeld {
+    id: ContactId,
+    identifiers: Identifiers,
+    profile: Profile,
+    first_seen: i64,
+    last_seen: i64,
+    #[serde(default)]
+    cart: Option<Cart>,
+    #[serde(deserialize_with = "wishlist_from_map")]
+    wishlist: ThinVec<Seen>,
+    #[serde(deserialize_with = "orders_from_map")]
+    orders: ThinVec<Order>,
+    viewed_products: ThinVec<Viewed>,
+    viewed_categories: ThinVec<Seen>,
+    searches: ThinVec<SearchSeen>,
+    merges: ThinVec<Merge>,
+}
+
+impl Serialize for Contact {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        ContactShown {
+            id: self.id,
+            identifiers: &self.identifiers,
+            profile: &self.profile,
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            cart: self.cart.as_ref(),
+            wishlist: &self.wishlist,
+            orders: &self.orders,
+            viewed_products: &self.viewed_products,
+            viewed_categories: self.viewed_categories(),
+            searches: &self.searches,
+            merges: self.merges(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Contact {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let held = ContactHeld::deserialize(deserializer)?;
+        let rare = RareParts {
+            viewed_categories: held.viewed_categories,
+            merges: held.merges,
+        };
+        Ok(Contact {
+            id: held.id,
+            identifiers: held.identifiers,
+            profile: held.profile,
+            first_seen: held.first_seen,
+            last_seen: held.last_seen,
+            cart: held.cart,
+            wishlist: held.wishlist,
+            orders: held.orders,
+            viewed_products: held.viewed_products,
+            searches: held.searches,
+            rare: (rare != RareParts::default()).then(|| Box::new(rare)),
+        })
+    }
 }
 
 // A contact holds few orders and wishlist items: vectors cost a fraction of the memory
 // of one-entry tree maps, which allocate a whole node each. The API shows them as maps.
-fn orders_as_map<S: serde::Serializer>(orders: &[Order], s: S) -> Result<S::Ok, S::Error> {
+fn orders_as_map<S: serde::Serializer>(orders: &&[Order], s: S) -> Result<S::Ok, S::Error> {
     s.collect_map(orders.iter().map(|o| (o.order_number(), o)))
 }
 
-fn wishlist_as_map<S: serde::Serializer>(wishlist: &[Seen], s: S) -> Result<S::Ok, S::Error> {
+fn wishlist_as_map<S: serde::Serializer>(wishlist: &&[Seen], s: S) -> Result<S::Ok, S::Error> {
     s.collect_map(wishlist.iter().map(|w| (&w.key, w.at)))
 }
 
@@ -406,10 +561,19 @@ impl Contact {
             wishlist: ThinVec::new(),
             orders: ThinVec::new(),
             viewed_products: ThinVec::new(),
-            viewed_categories: ThinVec::new(),
             searches: ThinVec::new(),
-            merges: ThinVec::new(),
+            rare: None,
         }
+    }
+
+    /// Latest first, at most [`RECENT_LIMIT`].
+    pub fn viewed_categories(&self) -> &[Seen] {
+        self.rare.as_ref().map_or(&[], |r| &r.viewed_categories)
+    }
+
+    /// The contacts merged into this one, in the order they were.
+    pub fn merges(&self) -> &[Merge] {
+        self.rare.as_ref().map_or(&[], |r| &r.merges)
     }
 
     /// Whether a message can reach the contact: it has an email or a phone.
@@ -486,7 +650,7 @@ impl Contact {
 
     pub fn viewed_category(&mut self, key: &str, at: i64) {
         remember(
-            &mut self.viewed_categories,
+            &mut self.rare.get_or_insert_default().viewed_categories,
             Seen {
                 key: key.into(),
                 at,
@@ -529,15 +693,17 @@ impl Contact {
         for seen in other.viewed_products {
             remember(&mut self.viewed_products, seen, |s| s.at);
         }
-        for seen in other.viewed_categories {
-            remember(&mut self.viewed_categories, seen, |s| s.at);
+        let theirs = other.rare.unwrap_or_default();
+        let rare = self.rare.get_or_insert_default();
+        for seen in theirs.viewed_categories {
+            remember(&mut rare.viewed_categories, seen, |s| s.at);
         }
         for search in other.searches {
             remember(&mut self.searches, search, |s| s.at);
         }
-        self.merges.extend(other.merges);
+        rare.merges.extend(theirs.merges);
         push_exact(
-            &mut self.merges,
+            &mut rare.merges,
             Merge {
                 absorbed: other.id,
                 at,
@@ -550,6 +716,51 @@ impl Contact {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_contact_shows_its_rare_parts_where_they_always_were() {
+        let plain = Contact::new(1, 10);
+        let json = serde_json::to_value(&plain).unwrap();
+        assert_eq!(json["viewedCategories"], serde_json::json!([]));
+        assert_eq!(json["merges"], serde_json::json!([]));
+        assert_eq!(serde_json::from_value::<Contact>(json).unwrap(), plain);
+        assert!(plain.rare.is_none());
+
+        let mut contact = Contact::new(2, 10);
+        let visitor = Visitor {
+            phone: Some("+380 50 111 22 33".into()),
+            name: Some("Ann".into()),
+            extra: [("user_city".to_string(), "Lviv".to_string())].into(),
+            ..Visitor::default()
+        };
+        contact.touch(&visitor, 20);
+        for id in [
+            Identifier::ExternalCustomerId("x-1".into()),
+            Identifier::EsContactId("es-1".into()),
+            Identifier::Phone("380501112233".into()),
+            Identifier::Sc("c-1".into()),
+        ] {
+            assert!(contact.identifiers.insert(id).is_none());
+        }
+        contact.viewed_category("lamps", 30);
+        let let_go = contact.absorb(Contact::new(3, 5), 40);
+        assert!(let_go.is_empty());
+        let json = serde_json::to_value(&contact).unwrap();
+        assert_eq!(json["identifiers"]["externalCustomerId"], "x-1");
+        assert_eq!(
+            json["identifiers"]["esContactIds"],
+            serde_json::json!(["es-1"])
+        );
+        assert_eq!(
+            json["identifiers"]["phones"],
+            serde_json::json!(["380501112233"])
+        );
+        assert_eq!(json["profile"]["phone"]["value"], "+380 50 111 22 33");
+        assert_eq!(json["profile"]["fields"]["user_city"]["value"], "Lviv");
+        assert_eq!(json["viewedCategories"][0]["key"], "lamps");
+        assert_eq!(json["merges"][0]["absorbed"], 3);
+        assert_eq!(serde_json::from_value::<Contact>(json).unwrap(), contact);
+    }
 
     #[test]
     fn an_order_keeps_its_names_of_any_length() {

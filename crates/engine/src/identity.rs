@@ -106,7 +106,6 @@ pub fn identifiers_of(visitor: &Visitor) -> Vec<Identifier> {
     ids
 }
 
-/// Adds `value` unless present, keeping the list sorted.
 /// Shared identifiers (cookies, phones, vendor contact ids) a contact keeps of each
 /// kind. A person has a handful; a client that sends a new cookie with every event would
 /// otherwise grow one contact without bound. Beyond this, the oldest is let go: it no
@@ -116,12 +115,12 @@ pub const MAX_SHARED_IDS: usize = 64;
 
 /// Adds `value` unless present, in arrival order; returns the oldest value when the list
 /// was full.
-fn add(list: &mut ThinVec<String>, value: String) -> Option<String> {
-    if list.contains(&value) {
+fn add(list: &mut ThinVec<Box<str>>, value: String) -> Option<String> {
+    if list.iter().any(|held| **held == *value) {
         return None;
     }
-    crate::contact::push_exact(list, value);
-    (list.len() > MAX_SHARED_IDS).then(|| list.remove(0))
+    crate::contact::push_exact(list, value.into());
+    (list.len() > MAX_SHARED_IDS).then(|| list.remove(0).into())
 }
 
 /// The identifiers a shop plugin's contact link carries, normalised.
@@ -147,28 +146,97 @@ pub fn identifiers_of_link(link: &ContactLink) -> Vec<Identifier> {
     ids
 }
 
-/// The identifiers one contact holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// The identifiers one contact holds. The kinds most contacts have (a cookie, an email, a
+/// phone) are held in place, the rest in a box that most contacts do without: a million
+/// contacts are a million of these.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identifiers {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_customer_id: Option<Box<str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<Box<str>>,
     // Vectors, in arrival order: a contact has one or a few of each (at most
     // MAX_SHARED_IDS), and a one-entry tree set would allocate a whole node.
+    pub phones: ThinVec<Box<str>>,
+    pub cookies: ThinVec<Box<str>>,
+    rare: Option<Box<RareIdentifiers>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RareIdentifiers {
+    external_customer_id: Option<Box<str>>,
+    es_contact_ids: ThinVec<Box<str>>,
+}
+
+/// [`Identifiers`] as snapshots and the API show them.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct IdentifiersShown<Text> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    external_customer_id: Option<Text>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    email: Option<Text>,
     #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
-    pub phones: ThinVec<String>,
+    phones: ThinVec<Text>,
     #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
-    pub cookies: ThinVec<String>,
+    cookies: ThinVec<Text>,
     #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
-    pub es_contact_ids: ThinVec<String>,
+    es_contact_ids: ThinVec<Text>,
+}
+
+impl Serialize for Identifiers {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        fn texts(list: &[Box<str>]) -> ThinVec<&str> {
+            list.iter().map(|t| &**t).collect()
+        }
+        IdentifiersShown {
+            external_customer_id: self.external_customer_id(),
+            email: self.email.as_deref(),
+            phones: texts(&self.phones),
+            cookies: texts(&self.cookies),
+            es_contact_ids: texts(self.es_contact_ids()),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Identifiers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let held = IdentifiersShown::<Box<str>>::deserialize(deserializer)?;
+        let rare = RareIdentifiers {
+            external_customer_id: held.external_customer_id,
+            es_contact_ids: held.es_contact_ids,
+        };
+        Ok(Identifiers {
+            email: held.email,
+            phones: held.phones,
+            cookies: held.cookies,
+            rare: (rare != RareIdentifiers::default()).then(|| Box::new(rare)),
+        })
+    }
 }
 
 impl Identifiers {
+    pub fn external_customer_id(&self) -> Option<&str> {
+        self.rare.as_ref()?.external_customer_id.as_deref()
+    }
+
+    pub fn es_contact_ids(&self) -> &[Box<str>] {
+        self.rare.as_ref().map_or(&[], |r| &r.es_contact_ids)
+    }
+
+    fn rare_mut(&mut self) -> &mut RareIdentifiers {
+        self.rare.get_or_insert_default()
+    }
+
+    /// Drops the box of rare kinds once it holds nothing.
+    fn tidy(&mut self) {
+        if self.rare.as_deref() == Some(&RareIdentifiers::default()) {
+            self.rare = None;
+        }
+    }
+
     pub fn all(&self) -> Vec<Identifier> {
+        let texts = |list: &[Box<str>]| list.iter().map(|t| t.to_string()).collect::<Vec<_>>();
         let mut out = Vec::new();
-        let external = self.external_customer_id.as_deref().map(String::from);
+        let external = self.external_customer_id().map(String::from);
         out.extend(external.map(Identifier::ExternalCustomerId));
         out.extend(
             self.email
@@ -176,14 +244,10 @@ impl Identifiers {
                 .map(String::from)
                 .map(Identifier::Email),
         );
-        out.extend(self.phones.iter().cloned().map(Identifier::Phone));
-        out.extend(self.cookies.iter().cloned().map(Identifier::Sc));
-        out.extend(
-            self.es_contact_ids
-                .iter()
-                .cloned()
-                .map(Identifier::EsContactId),
-        );
+        out.extend(texts(&self.phones).into_iter().map(Identifier::Phone));
+        out.extend(texts(&self.cookies).into_iter().map(Identifier::Sc));
+        let es = texts(self.es_contact_ids()).into_iter();
+        out.extend(es.map(Identifier::EsContactId));
         out
     }
 
@@ -192,7 +256,7 @@ impl Identifiers {
     pub fn insert(&mut self, id: Identifier) -> Option<Identifier> {
         match id {
             Identifier::ExternalCustomerId(v) => {
-                self.external_customer_id = Some(v.into());
+                self.rare_mut().external_customer_id = Some(v.into());
                 None
             }
             Identifier::Email(v) => {
@@ -202,29 +266,29 @@ impl Identifiers {
             Identifier::Phone(v) => add(&mut self.phones, v).map(Identifier::Phone),
             Identifier::Sc(v) => add(&mut self.cookies, v).map(Identifier::Sc),
             Identifier::EsContactId(v) => {
-                add(&mut self.es_contact_ids, v).map(Identifier::EsContactId)
+                add(&mut self.rare_mut().es_contact_ids, v).map(Identifier::EsContactId)
             }
         }
     }
 
     pub fn remove(&mut self, id: &Identifier) {
         match id {
-            Identifier::ExternalCustomerId(_) => self.external_customer_id = None,
+            Identifier::ExternalCustomerId(_) => self.rare_mut().external_customer_id = None,
             Identifier::Email(_) => self.email = None,
-            Identifier::Phone(v) => self.phones.retain(|p| p != v),
-            Identifier::Sc(v) => self.cookies.retain(|c| c != v),
-            Identifier::EsContactId(v) => self.es_contact_ids.retain(|e| e != v),
+            Identifier::Phone(v) => self.phones.retain(|p| **p != **v),
+            Identifier::Sc(v) => self.cookies.retain(|c| **c != **v),
+            Identifier::EsContactId(v) => self.rare_mut().es_contact_ids.retain(|e| **e != **v),
         }
+        self.tidy();
     }
 
     /// Whether `ids` could belong to this contact: no permanent kind would get a second,
     /// different value.
     pub fn accepts(&self, ids: &[Identifier]) -> bool {
         ids.iter().all(|id| match id {
-            Identifier::ExternalCustomerId(v) => self
-                .external_customer_id
-                .as_deref()
-                .is_none_or(|own| own == v),
+            Identifier::ExternalCustomerId(v) => {
+                self.external_customer_id().is_none_or(|own| own == v)
+            }
             Identifier::Email(v) => self.email.as_deref().is_none_or(|own| own == v),
             _ => true,
         })
@@ -232,12 +296,12 @@ impl Identifiers {
 
     /// Whether two contacts may merge: no permanent kind holds different values.
     pub fn compatible(&self, other: &Identifiers) -> bool {
-        let same = |a: &Option<Box<str>>, b: &Option<Box<str>>| match (a, b) {
+        let same = |a: Option<&str>, b: Option<&str>| match (a, b) {
             (Some(a), Some(b)) => a == b,
             _ => true,
         };
-        same(&self.external_customer_id, &other.external_customer_id)
-            && same(&self.email, &other.email)
+        same(self.external_customer_id(), other.external_customer_id())
+            && same(self.email.as_deref(), other.email.as_deref())
     }
 
     /// Takes over `other`'s identifiers; returns those let go to make room.
@@ -285,7 +349,7 @@ mod tests {
             Some(Identifier::Sc("c0".into()))
         );
         assert_eq!(ids.cookies.len(), MAX_SHARED_IDS);
-        assert_eq!(ids.cookies.last().map(String::as_str), Some("new"));
+        assert_eq!(ids.cookies.last().map(|c| &**c), Some("new"));
     }
 
     #[test]

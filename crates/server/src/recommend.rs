@@ -264,7 +264,7 @@ fn visitor_key(ask: &Ask, contact: Option<&Contact>) -> Option<String> {
     }
     let contact = contact?;
     Some(match contact.identifiers.cookies.first() {
-        Some(cookie) => cookie.clone(),
+        Some(cookie) => cookie.to_string(),
         None => format!("contact:{}", contact.id),
     })
 }

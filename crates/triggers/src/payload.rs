@@ -22,7 +22,7 @@ pub fn reach(contact: &Contact) -> Option<Reach> {
     let ids = &contact.identifiers;
     match (&ids.email, ids.phones.first()) {
         (Some(email), _) => Some(Reach::Email(email.to_string())),
-        (None, Some(phone)) => Some(Reach::Phone(phone.clone())),
+        (None, Some(phone)) => Some(Reach::Phone(phone.to_string())),
         (None, None) => None,
     }
 }
@@ -30,10 +30,7 @@ pub fn reach(contact: &Contact) -> Option<Reach> {
 /// SHA-256 of the contact's email (else first phone), hex; `None` when it has neither.
 pub fn contact_check(contact: &Contact) -> Option<String> {
     let ids = &contact.identifiers;
-    let reach = ids
-        .email
-        .as_deref()
-        .or(ids.phones.first().map(String::as_str))?;
+    let reach = ids.email.as_deref().or(ids.phones.first().map(|p| &**p))?;
     Some(hex::encode(Sha256::digest(reach.as_bytes())))
 }
 
@@ -157,11 +154,11 @@ fn contact_fields(contact: &Contact) -> Value {
         }
     };
     put("email", ids.email.as_deref());
-    put("phone", ids.phones.first().map(String::as_str));
-    put("externalCustomerId", ids.external_customer_id.as_deref());
+    put("phone", ids.phones.first().map(|p| &**p));
+    put("externalCustomerId", ids.external_customer_id());
     put("name", profile.name.as_ref().map(|n| &*n.value));
     let extra: Map<String, Value> = profile
-        .fields
+        .fields()
         .iter()
         .map(|(k, v)| (k.clone(), v.value.clone().into()))
         .collect();
@@ -169,7 +166,8 @@ fn contact_fields(contact: &Contact) -> Value {
         fields.insert("fields".into(), extra.into());
     }
     if !ids.cookies.is_empty() {
-        fields.insert("sc".into(), ids.cookies.as_slice().into());
+        let cookies: Vec<&str> = ids.cookies.iter().map(|c| &**c).collect();
+        fields.insert("sc".into(), cookies.into());
     }
     Value::Object(fields)
 }
