@@ -356,9 +356,9 @@ pub struct Seen {
     pub at: i64,
 }
 
-/// A product view: the product by its number in the site's product dictionary
-/// ([`crate::recommend::Items`]), as a million contacts' views would otherwise hold a
-/// million copies of the same keys. The API shows the key (`SiteState::contact_json`).
+/// A product view (or a wishlist add): the product by its number in the site's product
+/// dictionary ([`crate::recommend::Items`]), as a million contacts' views would otherwise
+/// hold a million copies of the same keys. The API shows the key (`SiteState::contact_json`).
 /// Packed to 12 bytes instead of 16: a contact keeps up to [`RECENT_LIMIT`] of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -400,8 +400,9 @@ pub struct Contact {
     pub last_seen: i64,
     /// The latest cart state; `None` before any StatusCart.
     pub cart: Option<Cart>,
-    /// Product key -> when it was added; a map in JSON.
-    pub wishlist: ThinVec<Seen>,
+    /// Products by number, with when each was added, in number order; a map in JSON
+    /// (by product key in the API: `SiteState::contact_json`).
+    pub wishlist: ThinVec<Viewed>,
     /// One per order number, oldest first; a map by order number in JSON.
     pub orders: ThinVec<Order>,
     /// Latest first, at most [`RECENT_LIMIT`].
@@ -430,7 +431,7 @@ struct ContactShown<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     cart: Option<&'a Cart>,
     #[serde(serialize_with = "wishlist_as_map")]
-    wishlist: &'a [Seen],
+    wishlist: &'a [Viewed],
     #[serde(serialize_with = "orders_as_map")]
     orders: &'a [Order],
     viewed_products: &'a [Viewed],
@@ -450,7 +451,7 @@ struct ContactHeld {
     #[serde(default)]
     cart: Option<Cart>,
     #[serde(deserialize_with = "wishlist_from_map")]
-    wishlist: ThinVec<Seen>,
+    wishlist: ThinVec<Viewed>,
     #[serde(deserialize_with = "orders_from_map")]
     orders: ThinVec<Order>,
     viewed_products: ThinVec<Viewed>,
@@ -508,8 +509,8 @@ fn orders_as_map<S: serde::Serializer>(orders: &&[Order], s: S) -> Result<S::Ok,
     s.collect_map(orders.iter().map(|o| (o.order_number(), o)))
 }
 
-fn wishlist_as_map<S: serde::Serializer>(wishlist: &&[Seen], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_map(wishlist.iter().map(|w| (&w.key, w.at)))
+fn wishlist_as_map<S: serde::Serializer>(wishlist: &&[Viewed], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(wishlist.iter().map(|w| (w.item, w.at)))
 }
 
 fn orders_from_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ThinVec<Order>, D::Error> {
@@ -519,14 +520,11 @@ fn orders_from_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ThinVec<Ord
     Ok(orders)
 }
 
-fn wishlist_from_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ThinVec<Seen>, D::Error> {
-    let items = BTreeMap::<String, i64>::deserialize(d)?;
+fn wishlist_from_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ThinVec<Viewed>, D::Error> {
+    let items = BTreeMap::<ItemId, i64>::deserialize(d)?;
     Ok(items
         .into_iter()
-        .map(|(key, at)| Seen {
-            key: key.into(),
-            at,
-        })
+        .map(|(item, at)| Viewed { item, at })
         .collect())
 }
 
@@ -624,16 +622,16 @@ impl Contact {
         }
     }
 
-    pub fn add_to_wishlist(&mut self, product_key: &str, at: i64) {
-        match self.wishlist.iter_mut().find(|w| &*w.key == product_key) {
-            Some(added) => added.at = added.at.min(at),
-            None => push_exact(
-                &mut self.wishlist,
-                Seen {
-                    key: product_key.into(),
-                    at,
-                },
-            ),
+    /// `item`: the product's number in the site's product dictionary.
+    pub fn add_to_wishlist(&mut self, item: ItemId, at: i64) {
+        // In number order, so that a restored contact lists them as the live one did.
+        let position = self.wishlist.partition_point(|w| w.item < item);
+        match self.wishlist.get_mut(position) {
+            Some(added) if added.item == item => added.at = added.at.min(at),
+            _ => {
+                self.wishlist.reserve_exact(1);
+                self.wishlist.insert(position, Viewed { item, at });
+            }
         }
     }
 
@@ -682,7 +680,7 @@ impl Contact {
             self.cart = Some(cart);
         }
         for added in other.wishlist {
-            self.add_to_wishlist(&added.key, added.at);
+            self.add_to_wishlist(added.item, added.at);
         }
         for order in other.orders {
             if self.order(order.order_number()).is_none() {

@@ -127,6 +127,14 @@ mod tests {
         record(json!({"GeneralInfo": general, "StatusCart": {"GUID": guid, "Products": products}}))
     }
 
+    fn wish(at: i64, sc: &str, key: &str) -> StoredRecord {
+        let mut general = info(at, json!({"cookies": {"sc": sc}}));
+        general["eventName"] = json!("AddToWishlist");
+        record(
+            json!({"GeneralInfo": general, "AddToWishlist": {"Product": {"productKey": key, "price": "5"}}}),
+        )
+    }
+
     fn view(at: i64, sc: &str, key: &str) -> StoredRecord {
         let mut general = info(at, json!({"cookies": {"sc": sc}}));
         general["eventName"] = json!("ProductPage");
@@ -435,6 +443,9 @@ mod tests {
             customer(4, json!({"user_email": "a@x.com", "cookies": {"sc": "c2"}})),
             cart(5, "c2", "g", &["p1"]),
             purchase(6, json!({"user_email": "a@x.com"}), "o1", Some("g")),
+            // Added in the reverse of their order in the product dictionary.
+            wish(7, "c1", "p2"),
+            wish(8, "c1", "p1"),
         ];
         if let RecordContent::Event(event) = &feed.content
             && let spoor_protocol::EventBody::ProductUpdate { products } = &event.body
@@ -461,6 +472,8 @@ mod tests {
         );
         assert_eq!(b.contact_by_id(1).unwrap().id, 0, "merged ids still answer");
         assert!(b.product("p1").unwrap().feed_said.price.is_some());
+        let shown = b.contact_json(b.contact(&sc("c1")).unwrap());
+        assert_eq!(shown["wishlist"], json!({"p1": T0 + 8, "p2": T0 + 7}));
         // Applying more after a restore works as on the original.
         let mut restored = restored;
         restored.apply(&view(8, "c1", "p3"));

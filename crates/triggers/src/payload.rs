@@ -117,7 +117,8 @@ fn concerned(site: &SiteState, contact: &Contact, fired: &Fired) -> (Vec<Value>,
         }
         TriggerKind::WishlistReminder => {
             let wished = contact.wishlist.iter().take(CONCERNED);
-            (wished.map(|seen| fields(&seen.key, None)).collect(), None)
+            let wished = wished.map(|w| fields(site.product_key(w.item), None));
+            (wished.collect(), None)
         }
         TriggerKind::PriceDrop | TriggerKind::BackInStock => {
             let Some(key) = fired.product.as_deref() else {
