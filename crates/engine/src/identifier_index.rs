@@ -77,10 +77,22 @@ impl IdentifierIndex {
             Identifier::Phone(v) => (b'p', v),
             Identifier::EsContactId(v) => (b'c', v),
         };
-        let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(self.seed);
-        hasher.update(&[kind]);
-        hasher.update(value.as_bytes());
-        let hash = hasher.digest128();
+        // One call over one buffer: the streaming hasher would derive a secret from the
+        // seed on every identifier an event carries.
+        let mut bytes = [0u8; 64];
+        let hash = match bytes.get_mut(..value.len() + 1) {
+            Some(buffer) => {
+                buffer[0] = kind;
+                buffer[1..].copy_from_slice(value.as_bytes());
+                xxhash_rust::xxh3::xxh3_128_with_seed(buffer, self.seed)
+            }
+            None => {
+                let mut long = Vec::with_capacity(value.len() + 1);
+                long.push(kind);
+                long.extend_from_slice(value.as_bytes());
+                xxhash_rust::xxh3::xxh3_128_with_seed(&long, self.seed)
+            }
+        };
         [
             (hash >> 96) as u32,
             (hash >> 64) as u32,
@@ -230,6 +242,9 @@ mod tests {
             assert_eq!(index.get(&cookie(n)), expected, "{n}");
         }
         assert_eq!(index.get(&cookie(count)), None);
+        let long = Identifier::Email(format!("{}@example.com", "a".repeat(100)));
+        index.insert(&long, 3);
+        assert_eq!(index.get(&long), Some(3));
         assert_eq!(index.get(&Identifier::Email("cookie-1".into())), None);
         // A merge leaves the holes out and keeps the rest.
         let held = index.len();
