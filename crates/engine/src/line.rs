@@ -93,29 +93,22 @@ impl Line {
     }
 
     pub fn of_cart(line: &CartLine, item: ItemId) -> Line {
-        let price = &line.price;
-        let currency = price.currency.as_deref();
-        Line::new(
-            item,
-            line.quantity,
-            price.amount,
-            currency,
-            line.discount,
-            &line.tags,
-        )
+        Line::priced(item, line.quantity, &line.price, line.discount, &line.tags)
     }
 
     pub fn of_order(line: &OrderLine, item: ItemId) -> Line {
-        let price = &line.unit_price;
+        Line::priced(item, line.quantity, &line.unit_price, None, &line.tags)
+    }
+
+    fn priced(
+        item: ItemId,
+        quantity: u32,
+        price: &Price,
+        discount: Option<Decimal>,
+        tags: &TagMap,
+    ) -> Line {
         let currency = price.currency.as_deref();
-        Line::new(
-            item,
-            line.quantity,
-            price.amount,
-            currency,
-            None,
-            &line.tags,
-        )
+        Line::new(item, quantity, price.amount, currency, discount, tags)
     }
 
     /// The unit price.
