@@ -25,11 +25,14 @@ pub struct Timed<T> {
 }
 
 /// What a contact told about themselves. Name and email are held in place; a phone and
-/// further fields, which fewer contacts have, in a box the others do without.
+/// further fields, which fewer contacts have, in a box the others do without. The email
+/// as sent is nearly always the contact's email identifier as well: it is then not held
+/// a second time (an empty value, which no email sent can be, stands for the
+/// identifier's text).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Profile {
     pub name: Option<Timed<Box<str>>>,
-    pub email: Option<Timed<Box<str>>>,
+    email: Option<Timed<Box<str>>>,
     rare: Option<Box<RareProfile>>,
 }
 
@@ -54,8 +57,12 @@ struct ProfileShown<Text, Fields> {
     fields: Option<Fields>,
 }
 
-impl Serialize for Profile {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+type Fields = BTreeMap<String, Timed<String>>;
+
+impl Profile {
+    /// The profile as shown, with `email_id` (the contact's email identifier) where the
+    /// email sent was the same.
+    fn shown<'a>(&'a self, email_id: Option<&'a str>) -> ProfileShown<&'a str, &'a Fields> {
         fn shown(text: Option<&Timed<Box<str>>>) -> Option<Timed<&str>> {
             text.map(|t| Timed {
                 value: &*t.value,
@@ -64,17 +71,37 @@ impl Serialize for Profile {
         }
         ProfileShown {
             name: shown(self.name.as_ref()),
-            email: shown(self.email.as_ref()),
+            email: self.email(email_id),
             phone: shown(self.phone()),
             fields: Some(self.fields()).filter(|f| !f.is_empty()),
         }
-        .serialize(serializer)
+    }
+
+    /// The email as last sent; `email_id`: the contact's email identifier.
+    pub fn email<'a>(&'a self, email_id: Option<&'a str>) -> Option<Timed<&'a str>> {
+        let email = self.email.as_ref()?;
+        let value = match &*email.value {
+            "" => email_id?,
+            sent => sent,
+        };
+        Some(Timed {
+            value,
+            at: email.at,
+        })
+    }
+
+    /// Drops the email's own copy where it is the same as `email_id`.
+    fn share_email(&mut self, email_id: Option<&str>) {
+        if let Some(email) = &mut self.email
+            && Some(&*email.value) == email_id
+        {
+            email.value = Box::default();
+        }
     }
 }
 
 impl<'de> Deserialize<'de> for Profile {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        type Fields = BTreeMap<String, Timed<String>>;
         let held = ProfileShown::<Box<str>, Fields>::deserialize(deserializer)?;
         let rare = RareProfile {
             phone: held.phone,
@@ -103,6 +130,32 @@ fn set_latest(slot: &mut Option<Timed<Box<str>>>, value: &Option<String>, at: i6
     }
 }
 
+/// Like [`set_latest`], for the profile's email: `email_id` is the contact's email
+/// identifier, which a value equal to it is not copied beside.
+fn set_latest_email(
+    slot: &mut Option<Timed<Box<str>>>,
+    value: &Option<String>,
+    at: i64,
+    email_id: Option<&str>,
+) {
+    let Some(value) = value else { return };
+    let same_as_id = email_id == Some(value.as_str());
+    match slot {
+        Some(old) if old.at > at => {}
+        Some(old) if (old.value.is_empty() && same_as_id) || *old.value == **value => old.at = at,
+        _ => {
+            *slot = Some(Timed {
+                value: if same_as_id {
+                    Box::default()
+                } else {
+                    value.as_str().into()
+                },
+                at,
+            })
+        }
+    }
+}
+
 impl Profile {
     pub fn phone(&self) -> Option<&Timed<Box<str>>> {
         self.rare.as_ref()?.phone.as_ref()
@@ -114,9 +167,10 @@ impl Profile {
         self.rare.as_ref().map_or(&NONE, |r| &r.fields)
     }
 
-    fn update(&mut self, visitor: &Visitor, at: i64) {
+    /// `email_id`: the contact's email identifier.
+    fn update(&mut self, visitor: &Visitor, at: i64, email_id: Option<&str>) {
         set_latest(&mut self.name, &visitor.name, at);
-        set_latest(&mut self.email, &visitor.email, at);
+        set_latest_email(&mut self.email, &visitor.email, at, email_id);
         if visitor.phone.is_none() && visitor.extra.is_empty() {
             return;
         }
@@ -139,14 +193,16 @@ impl Profile {
         }
     }
 
+    /// Two contacts merge only when their email identifiers are the same or one has
+    /// none, so an email held as "the identifier's" stays right in the survivor.
     fn absorb(&mut self, other: Profile) {
-        let keep_latest = |mine: &mut Option<Timed<Box<str>>>, theirs: Option<Timed<Box<str>>>| {
+        fn keep_latest<T>(mine: &mut Option<Timed<T>>, theirs: Option<Timed<T>>) {
             if let Some(theirs) = theirs
                 && mine.as_ref().is_none_or(|m| m.at < theirs.at)
             {
                 *mine = Some(theirs);
             }
-        };
+        }
         keep_latest(&mut self.name, other.name);
         keep_latest(&mut self.email, other.email);
         let Some(theirs) = other.rare else {
@@ -425,7 +481,7 @@ struct RareParts {
 struct ContactShown<'a> {
     id: ContactId,
     identifiers: &'a Identifiers,
-    profile: &'a Profile,
+    profile: ProfileShown<&'a str, &'a Fields>,
     first_seen: i64,
     last_seen: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -465,7 +521,7 @@ impl Serialize for Contact {
         ContactShown {
             id: self.id,
             identifiers: &self.identifiers,
-            profile: &self.profile,
+            profile: self.profile.shown(self.identifiers.email.as_deref()),
             first_seen: self.first_seen,
             last_seen: self.last_seen,
             cart: self.cart.as_ref(),
@@ -487,10 +543,12 @@ impl<'de> Deserialize<'de> for Contact {
             viewed_categories: held.viewed_categories,
             merges: held.merges,
         };
+        let mut profile = held.profile;
+        profile.share_email(held.identifiers.email.as_deref());
         Ok(Contact {
             id: held.id,
             identifiers: held.identifiers,
-            profile: held.profile,
+            profile,
             first_seen: held.first_seen,
             last_seen: held.last_seen,
             cart: held.cart,
@@ -582,7 +640,8 @@ impl Contact {
     pub fn touch(&mut self, visitor: &Visitor, at: i64) {
         self.first_seen = self.first_seen.min(at);
         self.last_seen = self.last_seen.max(at);
-        self.profile.update(visitor, at);
+        let email_id = self.identifiers.email.as_deref();
+        self.profile.update(visitor, at, email_id);
     }
 
     /// `lines`: the cart's lines, in its order.
@@ -758,6 +817,44 @@ mod tests {
         assert_eq!(json["viewedCategories"][0]["key"], "lamps");
         assert_eq!(json["merges"][0]["absorbed"], 3);
         assert_eq!(serde_json::from_value::<Contact>(json).unwrap(), contact);
+    }
+
+    #[test]
+    fn an_email_sent_as_the_identifier_is_shown_though_held_once() {
+        let mut contact = Contact::new(1, 10);
+        assert!(
+            contact
+                .identifiers
+                .insert(Identifier::Email("ann@x.com".into()))
+                .is_none()
+        );
+        let sent = |email: &str| Visitor {
+            email: Some(email.into()),
+            ..Visitor::default()
+        };
+        contact.touch(&sent("ann@x.com"), 20);
+        assert!(
+            contact.profile.email.as_ref().unwrap().value.is_empty(),
+            "not copied"
+        );
+        let json = serde_json::to_value(&contact).unwrap();
+        assert_eq!(
+            json["profile"]["email"],
+            serde_json::json!({"value": "ann@x.com", "at": 20})
+        );
+        assert_eq!(serde_json::from_value::<Contact>(json).unwrap(), contact);
+        // Sent otherwise (case, spaces), it is kept as sent; an older event changes nothing.
+        contact.touch(&sent(" Ann@X.com"), 30);
+        contact.touch(&sent("ann@x.com"), 25);
+        let json = serde_json::to_value(&contact).unwrap();
+        assert_eq!(json["profile"]["email"]["value"], " Ann@X.com");
+        assert_eq!(serde_json::from_value::<Contact>(json).unwrap(), contact);
+        contact.touch(&sent("ann@x.com"), 40);
+        let shown = contact
+            .profile
+            .email(contact.identifiers.email.as_deref())
+            .unwrap();
+        assert_eq!((shown.value, shown.at), ("ann@x.com", 40));
     }
 
     #[test]
