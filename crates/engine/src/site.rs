@@ -287,7 +287,7 @@ impl SiteState {
             self.timers.identified(id);
         }
         // Products by number in the site's dictionary, before the contact is borrowed.
-        let viewed = match &event.body {
+        let product_item = match &event.body {
             EventBody::ProductPage { product } | EventBody::AddToWishlist { product } => {
                 Some(self.recommender.intern(&product.product_key))
             }
@@ -297,12 +297,12 @@ impl SiteState {
         let contact = self.live_mut(id);
         match &event.body {
             EventBody::ProductPage { .. } => {
-                if let Some(item) = viewed {
+                if let Some(item) = product_item {
                     contact.viewed_product(item, at)
                 }
             }
             EventBody::AddToWishlist { .. } => {
-                if let Some(item) = viewed {
+                if let Some(item) = product_item {
                     contact.add_to_wishlist(item, at)
                 }
             }
