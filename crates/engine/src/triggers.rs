@@ -287,18 +287,18 @@ impl Timers {
             let wait = delay(kind, step);
             let mut taken = Vec::new();
             for &entry in queue.iter() {
-                let contact = contact_of(entry);
-                let anchor = match self.current.get(contact, kind) {
-                    Some((_, anchor)) => anchor,
-                    None => i64::MIN, // not expected: an entry outlived its timer
-                };
                 if wait.is_some_and(|wait| i64::from(second_of(entry)) * 1000 + wait > now) {
                     break; // this second and all later ones are not due yet
                 }
+                let contact = contact_of(entry);
+                let Some((_, anchor)) = self.current.get(contact, kind) else {
+                    taken.push(entry); // not expected: an entry that outlived its timer
+                    continue;
+                };
                 // Within the second, anchors are not in order: each is looked at.
                 if wait.is_none_or(|wait| anchor.saturating_add(wait) <= now) {
                     taken.push(entry);
-                    if wait.is_some() && anchor != i64::MIN {
+                    if wait.is_some() {
                         due.push(Pending::timer(contact, kind, step, anchor));
                     }
                 }
@@ -381,11 +381,16 @@ impl Timers {
     }
 
     fn insert(&mut self, pending: Pending) {
-        self.queues
-            .entry((pending.kind, pending.step))
-            .or_default()
-            .insert(queue_entry(pending.anchor, pending.contact));
-        (self.current).insert(pending.contact, pending.kind, pending.step, pending.anchor);
+        let Pending {
+            contact,
+            kind,
+            step,
+            anchor,
+            ..
+        } = pending;
+        let queue = self.queues.entry((kind, step)).or_default();
+        queue.insert(queue_entry(anchor, contact));
+        self.current.insert(contact, kind, step, anchor);
     }
 
     fn remove(&mut self, contact: ContactId, kind: TriggerKind) {
