@@ -10,12 +10,12 @@ use spoor_protocol::{Cart as WireCart, Purchase, Visitor};
 use thin_vec::ThinVec;
 
 use crate::identity::{ContactId, Identifier, Identifiers};
+use crate::recent::{Packed, Recent, read_text, read_varint, write_text, write_varint};
 use crate::recommend::ItemId;
 
 pub use crate::line::Line;
-
 /// How many recent product views, category views and searches a contact keeps.
-pub const RECENT_LIMIT: usize = 50;
+pub use crate::recent::RECENT_LIMIT;
 
 /// A value and the event time that set it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -361,15 +361,7 @@ impl OrderNames {
     fn new(first: &str, second: Option<&str>, third: Option<&str>) -> OrderNames {
         let mut bytes = Vec::with_capacity(first.len() + 3);
         for part in [Some(first), second, third] {
-            let mut marker = part.map_or(0, |p| p.len() as u64 + 1);
-            loop {
-                let low = (marker & 0x7f) as u8;
-                marker >>= 7;
-                bytes.push(if marker == 0 { low } else { low | 0x80 });
-                if marker == 0 {
-                    break;
-                }
-            }
+            write_varint(&mut bytes, part.map_or(0, |p| p.len() as u64 + 1));
             bytes.extend_from_slice(part.unwrap_or_default().as_bytes());
         }
         OrderNames(bytes.into_boxed_slice())
@@ -377,28 +369,18 @@ impl OrderNames {
 
     /// The `index`th string (0-based).
     fn get(&self, index: usize) -> Option<&str> {
-        let mut at = 0;
+        let mut rest: &[u8] = &self.0;
         for part in 0..=index {
-            let mut marker = 0u64;
-            let mut shift = 0;
-            loop {
-                let byte = *self.0.get(at)?;
-                at += 1;
-                marker |= u64::from(byte & 0x7f) << shift;
-                shift += 7;
-                if byte & 0x80 == 0 {
-                    break;
-                }
-            }
-            let len = marker.saturating_sub(1) as usize;
+            let marker = read_varint(&mut rest)?;
+            let len = usize::try_from(marker.saturating_sub(1)).ok()?;
+            let text = rest.get(..len)?;
+            rest = &rest[len..];
             if part == index {
-                let text = self.0.get(at..at + len)?;
                 // Each part was a whole string: this cannot fail.
                 return (marker > 0)
                     .then(|| std::str::from_utf8(text).ok())
                     .flatten();
             }
-            at += len;
         }
         None
     }
@@ -435,6 +417,48 @@ pub struct SearchSeen {
     pub at: i64,
 }
 
+impl Packed for Viewed {
+    fn at(&self) -> i64 {
+        self.at
+    }
+
+    fn write_parts(&self, out: &mut Vec<u8>) {
+        write_varint(out, u64::from(self.item));
+    }
+
+    fn read_parts(at: i64, bytes: &mut &[u8]) -> Option<Self> {
+        let item = ItemId::try_from(read_varint(bytes)?).ok()?;
+        Some(Viewed { item, at })
+    }
+}
+
+impl Packed for SearchSeen {
+    fn at(&self) -> i64 {
+        self.at
+    }
+
+    fn write_parts(&self, out: &mut Vec<u8>) {
+        out.push(match self.found {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        });
+        write_text(out, &self.query);
+    }
+
+    fn read_parts(at: i64, bytes: &mut &[u8]) -> Option<Self> {
+        let (&found, rest) = bytes.split_first()?;
+        *bytes = rest;
+        let found = match found {
+            0 => None,
+            1 => Some(false),
+            _ => Some(true),
+        };
+        let query = read_text(bytes)?.into();
+        Some(SearchSeen { query, found, at })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Merge {
@@ -462,8 +486,8 @@ pub struct Contact {
     /// One per order number, oldest first; a map by order number in JSON.
     pub orders: ThinVec<Order>,
     /// Latest first, at most [`RECENT_LIMIT`].
-    pub viewed_products: ThinVec<Viewed>,
-    pub searches: ThinVec<SearchSeen>,
+    pub viewed_products: Recent<Viewed>,
+    pub searches: Recent<SearchSeen>,
     rare: Option<Box<RareParts>>,
 }
 
@@ -490,9 +514,9 @@ struct ContactShown<'a> {
     wishlist: &'a [Viewed],
     #[serde(serialize_with = "orders_as_map")]
     orders: &'a [Order],
-    viewed_products: &'a [Viewed],
+    viewed_products: &'a Recent<Viewed>,
     viewed_categories: &'a [Seen],
-    searches: &'a [SearchSeen],
+    searches: &'a Recent<SearchSeen>,
     merges: &'a [Merge],
 }
 
@@ -510,9 +534,9 @@ struct ContactHeld {
     wishlist: ThinVec<Viewed>,
     #[serde(deserialize_with = "orders_from_map")]
     orders: ThinVec<Order>,
-    viewed_products: ThinVec<Viewed>,
+    viewed_products: Recent<Viewed>,
     viewed_categories: ThinVec<Seen>,
-    searches: ThinVec<SearchSeen>,
+    searches: Recent<SearchSeen>,
     merges: ThinVec<Merge>,
 }
 
@@ -616,8 +640,8 @@ impl Contact {
             cart: None,
             wishlist: ThinVec::new(),
             orders: ThinVec::new(),
-            viewed_products: ThinVec::new(),
-            searches: ThinVec::new(),
+            viewed_products: Recent::default(),
+            searches: Recent::default(),
             rare: None,
         }
     }
@@ -702,7 +726,7 @@ impl Contact {
     }
 
     pub fn viewed_product(&mut self, item: ItemId, at: i64) {
-        remember(&mut self.viewed_products, Viewed { item, at }, |v| v.at);
+        self.viewed_products.remember(Viewed { item, at });
     }
 
     pub fn viewed_category(&mut self, key: &str, at: i64) {
@@ -722,7 +746,7 @@ impl Contact {
             found,
             at,
         };
-        remember(&mut self.searches, search, |s| s.at);
+        self.searches.remember(search);
     }
 
     /// Takes over everything of `other`, which is merged into this contact; returns the
@@ -747,16 +771,16 @@ impl Contact {
             }
         }
         self.orders.sort_by_key(|o| o.at);
-        for seen in other.viewed_products {
-            remember(&mut self.viewed_products, seen, |s| s.at);
+        for seen in other.viewed_products.iter() {
+            self.viewed_products.remember(seen);
         }
         let theirs = other.rare.unwrap_or_default();
         let rare = self.rare.get_or_insert_default();
         for seen in theirs.viewed_categories {
             remember(&mut rare.viewed_categories, seen, |s| s.at);
         }
-        for search in other.searches {
-            remember(&mut self.searches, search, |s| s.at);
+        for search in other.searches.iter() {
+            self.searches.remember(search);
         }
         rare.merges.extend(theirs.merges);
         push_exact(
@@ -773,6 +797,33 @@ impl Contact {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn views_and_searches_show_as_lists_latest_first_and_read_back() {
+        let mut contact = Contact::new(3, 10);
+        contact.viewed_product(7, 1_700_000_000_500);
+        contact.viewed_product(70_000, 1_700_000_000_900);
+        contact.viewed_product(7, 1_600_000_000_000);
+        contact.searched("lamp", Some(false), 1_700_000_001_000);
+        contact.searched("лампа", None, 1_700_000_000_000);
+        let json = serde_json::to_value(&contact).unwrap();
+        assert_eq!(
+            json["viewedProducts"],
+            serde_json::json!([
+                {"item": 70_000, "at": 1_700_000_000_900i64},
+                {"item": 7, "at": 1_700_000_000_500i64},
+                {"item": 7, "at": 1_600_000_000_000i64},
+            ])
+        );
+        assert_eq!(
+            json["searches"],
+            serde_json::json!([
+                {"query": "lamp", "found": false, "at": 1_700_000_001_000i64},
+                {"query": "лампа", "at": 1_700_000_000_000i64},
+            ])
+        );
+        assert_eq!(serde_json::from_value::<Contact>(json).unwrap(), contact);
+    }
 
     #[test]
     fn a_contact_shows_its_rare_parts_where_they_always_were() {

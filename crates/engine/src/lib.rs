@@ -15,6 +15,7 @@ pub mod identity;
 pub mod line;
 pub mod live;
 pub mod privacy;
+pub mod recent;
 pub mod recommend;
 pub mod settings;
 pub mod site;

@@ -385,8 +385,9 @@ fn personal<'a>(
     let (items, own) = match session {
         Some(session) => (recommender.sessions.items(session).to_vec(), Some(session)),
         None => {
-            let recent = contact.viewed_products.iter().rev().map(|v| v.item);
-            (recent.collect(), None)
+            let mut recent: Vec<ItemId> = contact.viewed_products.iter().map(|v| v.item).collect();
+            recent.reverse();
+            (recent, None)
         }
     };
     if !items.is_empty() {
