@@ -289,6 +289,38 @@ mod tests {
     }
 
     #[test]
+    fn product_interest_follows_what_carts_and_wishlists_hold_now() {
+        let mut engine = engine(&[
+            cart(1, "a", "g1", &["lamp", "rug"]),
+            cart(1, "b", "g2", &["lamp"]),
+        ]);
+        let interested = |engine: &Engine, key: &str| engine.site("S").unwrap().interested(key);
+        assert_eq!(interested(&engine, "lamp"), [0, 1]);
+        assert_eq!(interested(&engine, "rug"), [0]);
+        // Out of the cart, out of the list; an older cart arriving late changes nothing.
+        engine.apply(&cart(3, "a", "g1", &["rug"]));
+        engine.apply(&cart(2, "a", "g1", &["lamp", "rug", "mug"]));
+        assert_eq!(interested(&engine, "lamp"), [1]);
+        assert_eq!(interested(&engine, "mug"), Vec::<ContactId>::new());
+        // A wishlist keeps a product wanted after the cart is bought.
+        engine.apply(&wish(4, "a", "rug"));
+        engine.apply(&purchase(
+            5,
+            json!({"cookies": {"sc": "a"}}),
+            "A-1",
+            Some("g1"),
+        ));
+        engine.apply(&purchase(
+            5,
+            json!({"cookies": {"sc": "b"}}),
+            "B-1",
+            Some("g2"),
+        ));
+        assert_eq!(interested(&engine, "rug"), [0]);
+        assert_eq!(interested(&engine, "lamp"), Vec::<ContactId>::new());
+    }
+
+    #[test]
     fn a_purchase_linked_by_guid_empties_the_cart_and_is_stored_once() {
         let engine = engine(&[
             cart(1, "c", "g1", &["a", "b"]),

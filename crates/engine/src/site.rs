@@ -32,8 +32,8 @@ pub struct SiteState {
     recommender: Recommender,
     attribution: Attribution,
     timers: Timers,
-    /// Product -> the contacts who put it in a cart or a wishlist (the latest
-    /// [`MAX_INTERESTED`]): with those who viewed it (the latest [`MAX_INTERESTED`] view
+    /// Product -> the contacts who have it in their cart or wishlist now (the latest
+    /// [`MAX_INTERESTED`] to put it there): with those who viewed it (the latest [`MAX_INTERESTED`] view
     /// sessions, which the recommender keeps), who hears of its price drops and returns
     /// to stock. Views are most of a shop's events: a list of their own would hold a
     /// contact number for nearly every event applied.
@@ -98,6 +98,17 @@ impl SiteState {
     ) -> impl Iterator<Item = (&'a str, i64)> + 'a {
         let items = contact.viewed_products.iter();
         items.map(|v| (self.product_key(v.item), v.at))
+    }
+
+    /// The contacts in the product's interest list, oldest first.
+    #[cfg(test)]
+    pub(crate) fn interested(&self, key: &str) -> Vec<ContactId> {
+        self.interest
+            .get(key)
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect()
     }
 
     /// A contact by number; a merged one answers with the contact it was merged into.
@@ -280,7 +291,6 @@ impl SiteState {
         self.apply_to_models(event, Some(id), at);
         self.attribution.apply(event, Some(id), at);
         self.timers.apply(event, id, at);
-        self.note_interest(event, id);
         let contact = self.live_mut(id);
         contact.touch(&event.visitor, at);
         if contact.reachable() && self.timers.awaits(id) {
@@ -295,6 +305,7 @@ impl SiteState {
         };
         let lines = self.lines_of(&event.body);
         let contact = self.live_mut(id);
+        let wanted_before = changes_wants(&event.body).then(|| wanted(contact));
         match &event.body {
             EventBody::ProductPage { .. } => {
                 if let Some(item) = product_item {
@@ -315,6 +326,10 @@ impl SiteState {
             EventBody::ProductImpressions { .. }
             | EventBody::CustomerData
             | EventBody::ProductUpdate { .. } => {}
+        }
+        if let Some(before) = wanted_before {
+            let after = wanted(self.live_mut(id));
+            self.note_interest(id, &before, &after);
         }
     }
 
@@ -435,27 +450,25 @@ impl SiteState {
         }
     }
 
-    /// Notes that `contact` put the products of `event` in a cart or a wishlist.
-    fn note_interest(&mut self, event: &TrackerEvent, contact: ContactId) {
-        let keys: Vec<&str> = match &event.body {
-            EventBody::AddToWishlist { product } => vec![&product.product_key],
-            EventBody::StatusCart { cart } => cart
-                .products
-                .iter()
-                .map(|l| l.product_key.as_str())
-                .collect(),
-            _ => return,
-        };
-        for key in keys {
+    /// Keeps the contact in the interest lists of the products it wants now (`after`),
+    /// out of those it no longer does: a list then names those a price drop or a return
+    /// to stock concerns, not every contact that once had the product in a cart.
+    fn note_interest(&mut self, contact: ContactId, before: &[ItemId], after: &[ItemId]) {
+        for item in before.iter().filter(|i| !after.contains(i)) {
+            let key = self.recommender.key(*item);
+            if let Some(interested) = self.interest.get_mut(key) {
+                interested.retain(|c| *c != contact);
+                if interested.is_empty() {
+                    self.interest.remove(key);
+                }
+            }
+        }
+        for item in after.iter().filter(|i| !before.contains(i)) {
+            let key = self.recommender.key(*item);
             let interested = match self.interest.get_mut(key) {
                 Some(interested) => interested,
                 None => self.interest.entry(key.to_string()).or_default(),
             };
-            // A visitor viewing the same product again is usually among the latest few;
-            // a repeat further back is harmless (announcing tells each contact once).
-            if interested.iter().rev().take(8).any(|c| *c == contact) {
-                continue;
-            }
             if interested.len() >= MAX_INTERESTED {
                 interested.pop_front();
             } else if interested.len() == interested.capacity() {
@@ -657,6 +670,27 @@ fn value_at<T: Copy>(history: &[Timed<T>], at: i64) -> Option<T> {
 
 /// `item`: the product's number in the site's product dictionary, which views, carts and
 /// wishlists hold.
+/// Whether the event can change what the contact wants (its cart, its wishlist).
+fn changes_wants(body: &EventBody) -> bool {
+    matches!(
+        body,
+        EventBody::StatusCart { .. }
+            | EventBody::AddToWishlist { .. }
+            | EventBody::PurchasedItems { .. }
+    )
+}
+
+/// The products in the contact's cart and wishlist.
+fn wanted(contact: &Contact) -> Vec<ItemId> {
+    let in_cart = contact.cart.iter().flat_map(|c| &c.lines).map(|l| l.item);
+    let mut items: Vec<ItemId> = in_cart
+        .chain(contact.wishlist.iter().map(|w| w.item))
+        .collect();
+    items.sort_unstable();
+    items.dedup();
+    items
+}
+
 fn seen_price(contact: &Contact, product: &Product, item: Option<ItemId>) -> Option<Decimal> {
     if let Some(line) = contact
         .cart
