@@ -197,7 +197,14 @@ impl Sessions {
             if self.postings.len() <= index {
                 self.postings.resize_with(index + 1, Vec::new);
             }
-            self.postings[index].push(session);
+            let posting = &mut self.postings[index];
+            if posting.len() == posting.capacity() {
+                // Grown by a quarter rather than doubled: a site's postings hold a session
+                // number for nearly every view, and doubling would leave up to half of
+                // each list empty (a quarter on average).
+                posting.reserve_exact((posting.len() / 4).max(4));
+            }
+            posting.push(session);
         }
         // One reallocation a view, in place while the allocator's block has room.
         let mut items = std::mem::take(&mut s.items).into_vec();
