@@ -12,6 +12,7 @@ use thin_vec::ThinVec;
 use crate::identity::{ContactId, Identifier, Identifiers};
 use crate::recent::{Packed, Recent, read_text, read_varint, write_text, write_varint};
 use crate::recommend::ItemId;
+use crate::thin::{ThinBytes, ThinStr};
 
 pub use crate::line::Line;
 /// How many recent product views, category views and searches a contact keeps.
@@ -28,17 +29,17 @@ pub struct Timed<T> {
 /// further fields, which fewer contacts have, in a box the others do without. The email
 /// as sent is nearly always the contact's email identifier as well: it is then not held
 /// a second time (an empty value, which no email sent can be, stands for the
-/// identifier's text).
+/// identifier's text, and takes no allocation).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Profile {
-    pub name: Option<Timed<Box<str>>>,
-    email: Option<Timed<Box<str>>>,
+    pub name: Option<Timed<ThinStr>>,
+    email: Option<Timed<ThinStr>>,
     rare: Option<Box<RareProfile>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct RareProfile {
-    phone: Option<Timed<Box<str>>>,
+    phone: Option<Timed<ThinStr>>,
     /// Further CustomerData fields (`user_city`, `user_card_id`...).
     fields: BTreeMap<String, Timed<String>>,
 }
@@ -63,7 +64,7 @@ impl Profile {
     /// The profile as shown, with `email_id` (the contact's email identifier) where the
     /// email sent was the same.
     fn shown<'a>(&'a self, email_id: Option<&'a str>) -> ProfileShown<&'a str, &'a Fields> {
-        fn shown(text: Option<&Timed<Box<str>>>) -> Option<Timed<&str>> {
+        fn shown(text: Option<&Timed<ThinStr>>) -> Option<Timed<&str>> {
             text.map(|t| Timed {
                 value: &*t.value,
                 at: t.at,
@@ -95,14 +96,14 @@ impl Profile {
         if let Some(email) = &mut self.email
             && Some(&*email.value) == email_id
         {
-            email.value = Box::default();
+            email.value = ThinStr::default();
         }
     }
 }
 
 impl<'de> Deserialize<'de> for Profile {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let held = ProfileShown::<Box<str>, Fields>::deserialize(deserializer)?;
+        let held = ProfileShown::<ThinStr, Fields>::deserialize(deserializer)?;
         let rare = RareProfile {
             phone: held.phone,
             fields: held.fields.unwrap_or_default(),
@@ -115,7 +116,7 @@ impl<'de> Deserialize<'de> for Profile {
     }
 }
 
-fn set_latest(slot: &mut Option<Timed<Box<str>>>, value: &Option<String>, at: i64) {
+fn set_latest(slot: &mut Option<Timed<ThinStr>>, value: &Option<String>, at: i64) {
     let Some(value) = value else { return };
     match slot {
         Some(old) if old.at > at => {}
@@ -133,7 +134,7 @@ fn set_latest(slot: &mut Option<Timed<Box<str>>>, value: &Option<String>, at: i6
 /// Like [`set_latest`], for the profile's email: `email_id` is the contact's email
 /// identifier, which a value equal to it is not copied beside.
 fn set_latest_email(
-    slot: &mut Option<Timed<Box<str>>>,
+    slot: &mut Option<Timed<ThinStr>>,
     value: &Option<String>,
     at: i64,
     email_id: Option<&str>,
@@ -146,7 +147,7 @@ fn set_latest_email(
         _ => {
             *slot = Some(Timed {
                 value: if same_as_id {
-                    Box::default()
+                    ThinStr::default()
                 } else {
                     value.as_str().into()
                 },
@@ -157,7 +158,7 @@ fn set_latest_email(
 }
 
 impl Profile {
-    pub fn phone(&self) -> Option<&Timed<Box<str>>> {
+    pub fn phone(&self) -> Option<&Timed<ThinStr>> {
         self.rare.as_ref()?.phone.as_ref()
     }
 
@@ -224,7 +225,7 @@ impl Profile {
 #[serde(rename_all = "camelCase")]
 pub struct Cart {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guid: Option<Box<str>>,
+    pub guid: Option<ThinStr>,
     pub lines: ThinVec<Line>,
     pub at: i64,
 }
@@ -235,7 +236,7 @@ impl Cart {
     }
 }
 
-/// An order as the state keeps it, in 32 bytes: a million contacts' orders. Its total and
+/// An order as the state keeps it, in 24 bytes: a million contacts' orders. Its total and
 /// currency follow from its lines, so they are worked out when asked for rather than
 /// held; its number, cart GUID and tracked order id share one allocation. The API and
 /// snapshots show it as before (and snapshots' totals are ignored when read).
@@ -246,7 +247,7 @@ pub struct Order {
     pub at: i64,
 }
 
-const _: () = assert!(std::mem::size_of::<Order>() == 32);
+const _: () = assert!(std::mem::size_of::<Order>() == 24);
 
 impl Order {
     pub fn new(
@@ -355,7 +356,7 @@ impl<'de> Deserialize<'de> for Order {
 /// LEB128 varint (0 for an absent one): one or two bytes of overhead for an order's names
 /// where three boxes would take 48 bytes and three allocations.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct OrderNames(Box<[u8]>);
+struct OrderNames(ThinBytes);
 
 impl OrderNames {
     fn new(first: &str, second: Option<&str>, third: Option<&str>) -> OrderNames {
@@ -364,7 +365,7 @@ impl OrderNames {
             write_varint(&mut bytes, part.map_or(0, |p| p.len() as u64 + 1));
             bytes.extend_from_slice(part.unwrap_or_default().as_bytes());
         }
-        OrderNames(bytes.into_boxed_slice())
+        OrderNames(ThinBytes::new(&bytes))
     }
 
     /// The `index`th string (0-based).
@@ -468,9 +469,9 @@ pub struct Merge {
     pub at: i64,
 }
 
-/// A contact: 192 bytes in place, the size class below the 256 it would take with its
-/// rarer parts (category views, merges, the rarer identifiers and profile fields) held in
-/// place too. The API and snapshots show every part at the top level as before.
+/// A contact: 160 bytes in place, an allocator size class that the 256 it would take with
+/// its rarer parts (category views, merges, the rarer identifiers and profile fields) held
+/// in place, and two-word boxed strings, would miss by far. The API and snapshots show every part at the top level as before.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contact {
     pub id: ContactId,
@@ -491,7 +492,7 @@ pub struct Contact {
     rare: Option<Box<RareParts>>,
 }
 
-const _: () = assert!(std::mem::size_of::<Contact>() == 192);
+const _: () = assert!(std::mem::size_of::<Contact>() == 160);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct RareParts {
@@ -674,7 +675,7 @@ impl Contact {
             return;
         }
         self.cart = Some(Cart {
-            guid: cart.guid.as_deref().map(Box::from),
+            guid: cart.guid.as_deref().map(ThinStr::from),
             lines,
             at,
         });

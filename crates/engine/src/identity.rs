@@ -27,7 +27,8 @@
 
 use serde::{Deserialize, Serialize};
 use spoor_protocol::{ContactLink, Visitor};
-use thin_vec::ThinVec;
+
+use crate::thin::{Texts, ThinStr};
 
 /// A contact's number within its site, in order of creation.
 pub type ContactId = u32;
@@ -113,16 +114,6 @@ pub fn identifiers_of(visitor: &Visitor) -> Vec<Identifier> {
 /// merges back through any other identifier it comes with.
 pub const MAX_SHARED_IDS: usize = 64;
 
-/// Adds `value` unless present, in arrival order; returns the oldest value when the list
-/// was full.
-fn add(list: &mut ThinVec<Box<str>>, value: String) -> Option<String> {
-    if list.iter().any(|held| **held == *value) {
-        return None;
-    }
-    crate::contact::push_exact(list, value.into());
-    (list.len() > MAX_SHARED_IDS).then(|| list.remove(0).into())
-}
-
 /// The identifiers a shop plugin's contact link carries, normalised.
 pub fn identifiers_of_link(link: &ContactLink) -> Vec<Identifier> {
     let mut ids = Vec::new();
@@ -151,47 +142,51 @@ pub fn identifiers_of_link(link: &ContactLink) -> Vec<Identifier> {
 /// contacts are a million of these.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identifiers {
-    pub email: Option<Box<str>>,
+    pub email: Option<ThinStr>,
     // Vectors, in arrival order: a contact has one or a few of each (at most
     // MAX_SHARED_IDS), and a one-entry tree set would allocate a whole node.
-    pub phones: ThinVec<Box<str>>,
-    pub cookies: ThinVec<Box<str>>,
+    pub phones: Texts,
+    pub cookies: Texts,
     rare: Option<Box<RareIdentifiers>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct RareIdentifiers {
-    external_customer_id: Option<Box<str>>,
-    es_contact_ids: ThinVec<Box<str>>,
+    external_customer_id: Option<ThinStr>,
+    es_contact_ids: Texts,
 }
 
 /// [`Identifiers`] as snapshots and the API show them.
 #[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct IdentifiersShown<Text> {
+#[serde(
+    rename_all = "camelCase",
+    bound(serialize = "Text: Serialize, List: Serialize + AsRef<Texts>")
+)]
+struct IdentifiersShown<Text, List> {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     external_customer_id: Option<Text>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     email: Option<Text>,
-    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
-    phones: ThinVec<Text>,
-    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
-    cookies: ThinVec<Text>,
-    #[serde(default, skip_serializing_if = "ThinVec::is_empty")]
-    es_contact_ids: ThinVec<Text>,
+    #[serde(default, skip_serializing_if = "none")]
+    phones: List,
+    #[serde(default, skip_serializing_if = "none")]
+    cookies: List,
+    #[serde(default, skip_serializing_if = "none")]
+    es_contact_ids: List,
+}
+
+fn none<List: AsRef<Texts>>(list: &List) -> bool {
+    list.as_ref().is_empty()
 }
 
 impl Serialize for Identifiers {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        fn texts(list: &[Box<str>]) -> ThinVec<&str> {
-            list.iter().map(|t| &**t).collect()
-        }
         IdentifiersShown {
             external_customer_id: self.external_customer_id(),
             email: self.email.as_deref(),
-            phones: texts(&self.phones),
-            cookies: texts(&self.cookies),
-            es_contact_ids: texts(self.es_contact_ids()),
+            phones: &self.phones,
+            cookies: &self.cookies,
+            es_contact_ids: self.es_contact_ids(),
         }
         .serialize(serializer)
     }
@@ -199,7 +194,7 @@ impl Serialize for Identifiers {
 
 impl<'de> Deserialize<'de> for Identifiers {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let held = IdentifiersShown::<Box<str>>::deserialize(deserializer)?;
+        let held = IdentifiersShown::<ThinStr, Texts>::deserialize(deserializer)?;
         let rare = RareIdentifiers {
             external_customer_id: held.external_customer_id,
             es_contact_ids: held.es_contact_ids,
@@ -218,8 +213,9 @@ impl Identifiers {
         self.rare.as_ref()?.external_customer_id.as_deref()
     }
 
-    pub fn es_contact_ids(&self) -> &[Box<str>] {
-        self.rare.as_ref().map_or(&[], |r| &r.es_contact_ids)
+    pub fn es_contact_ids(&self) -> &Texts {
+        static NONE: Texts = Texts::EMPTY;
+        self.rare.as_ref().map_or(&NONE, |r| &r.es_contact_ids)
     }
 
     fn rare_mut(&mut self) -> &mut RareIdentifiers {
@@ -234,7 +230,7 @@ impl Identifiers {
     }
 
     pub fn all(&self) -> Vec<Identifier> {
-        let texts = |list: &[Box<str>]| list.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        let texts = |list: &Texts| list.iter().map(String::from).collect::<Vec<_>>();
         let mut out = Vec::new();
         let external = self.external_customer_id().map(String::from);
         out.extend(external.map(Identifier::ExternalCustomerId));
@@ -263,11 +259,11 @@ impl Identifiers {
                 self.email = Some(v.into());
                 None
             }
-            Identifier::Phone(v) => add(&mut self.phones, v).map(Identifier::Phone),
-            Identifier::Sc(v) => add(&mut self.cookies, v).map(Identifier::Sc),
-            Identifier::EsContactId(v) => {
-                add(&mut self.rare_mut().es_contact_ids, v).map(Identifier::EsContactId)
-            }
+            Identifier::Phone(v) => self.phones.add(&v, MAX_SHARED_IDS).map(Identifier::Phone),
+            Identifier::Sc(v) => self.cookies.add(&v, MAX_SHARED_IDS).map(Identifier::Sc),
+            Identifier::EsContactId(v) => (self.rare_mut().es_contact_ids)
+                .add(&v, MAX_SHARED_IDS)
+                .map(Identifier::EsContactId),
         }
     }
 
@@ -275,9 +271,9 @@ impl Identifiers {
         match id {
             Identifier::ExternalCustomerId(_) => self.rare_mut().external_customer_id = None,
             Identifier::Email(_) => self.email = None,
-            Identifier::Phone(v) => self.phones.retain(|p| **p != **v),
-            Identifier::Sc(v) => self.cookies.retain(|c| **c != **v),
-            Identifier::EsContactId(v) => self.rare_mut().es_contact_ids.retain(|e| **e != **v),
+            Identifier::Phone(v) => self.phones.retain(|p| p != v),
+            Identifier::Sc(v) => self.cookies.retain(|c| c != v),
+            Identifier::EsContactId(v) => self.rare_mut().es_contact_ids.retain(|e| e != v),
         }
         self.tidy();
     }
@@ -349,7 +345,7 @@ mod tests {
             Some(Identifier::Sc("c0".into()))
         );
         assert_eq!(ids.cookies.len(), MAX_SHARED_IDS);
-        assert_eq!(ids.cookies.last().map(|c| &**c), Some("new"));
+        assert_eq!(ids.cookies.iter().last(), Some("new"));
     }
 
     #[test]

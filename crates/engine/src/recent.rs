@@ -8,7 +8,8 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
-use thin_vec::ThinVec;
+
+use crate::thin::ThinBytes;
 
 /// How many entries of one kind a contact keeps.
 pub const RECENT_LIMIT: usize = 50;
@@ -25,14 +26,14 @@ pub trait Packed: Sized {
 /// Entries latest first, at most [`RECENT_LIMIT`]. Equal lists have equal bytes: the
 /// encoding of a list is the only one.
 pub struct Recent<T> {
-    bytes: ThinVec<u8>,
+    bytes: ThinBytes,
     entries: PhantomData<T>,
 }
 
 impl<T> Default for Recent<T> {
     fn default() -> Self {
         Recent {
-            bytes: ThinVec::new(),
+            bytes: ThinBytes::default(),
             entries: PhantomData,
         }
     }
@@ -114,7 +115,7 @@ impl<T: Packed> Recent<T> {
             write_time(&mut bytes, next.at, Some(at));
             bytes.extend_from_slice(&self.bytes[next.parts..]);
         }
-        self.bytes = exact(&bytes);
+        self.bytes = ThinBytes::new(&bytes);
         self.truncate(RECENT_LIMIT);
     }
 
@@ -122,8 +123,7 @@ impl<T: Packed> Recent<T> {
     fn truncate(&mut self, limit: usize) {
         let cut = self.spans().nth(limit).map(|span| span.start);
         if let Some(cut) = cut {
-            self.bytes.truncate(cut);
-            self.bytes.shrink_to_fit();
+            self.bytes = ThinBytes::new(&self.bytes[..cut]);
         }
     }
 
@@ -154,7 +154,7 @@ impl<T: Packed> Recent<T> {
             previous = Some(entry.at());
         }
         Recent {
-            bytes: exact(&bytes),
+            bytes: ThinBytes::new(&bytes),
             entries: PhantomData,
         }
     }
@@ -185,14 +185,6 @@ impl<T: Packed> Iterator for Entries<'_, T> {
         self.previous = Some(at);
         T::read_parts(at, &mut self.rest)
     }
-}
-
-/// Exactly as long as its content: a million contacts' lists would otherwise hold spare
-/// room.
-fn exact(bytes: &[u8]) -> ThinVec<u8> {
-    let mut packed = ThinVec::with_capacity(bytes.len());
-    packed.extend_from_slice(bytes);
-    packed
 }
 
 /// The first entry's time as itself (zigzag, for times before 1970), every other as how

@@ -30,7 +30,7 @@ pub fn reach(contact: &Contact) -> Option<Reach> {
 /// SHA-256 of the contact's email (else first phone), hex; `None` when it has neither.
 pub fn contact_check(contact: &Contact) -> Option<String> {
     let ids = &contact.identifiers;
-    let reach = ids.email.as_deref().or(ids.phones.first().map(|p| &**p))?;
+    let reach = ids.email.as_deref().or(ids.phones.first())?;
     Some(hex::encode(Sha256::digest(reach.as_bytes())))
 }
 
@@ -155,7 +155,7 @@ fn contact_fields(contact: &Contact) -> Value {
         }
     };
     put("email", ids.email.as_deref());
-    put("phone", ids.phones.first().map(|p| &**p));
+    put("phone", ids.phones.first());
     put("externalCustomerId", ids.external_customer_id());
     put("name", profile.name.as_ref().map(|n| &*n.value));
     let extra: Map<String, Value> = profile
@@ -167,7 +167,7 @@ fn contact_fields(contact: &Contact) -> Value {
         fields.insert("fields".into(), extra.into());
     }
     if !ids.cookies.is_empty() {
-        let cookies: Vec<&str> = ids.cookies.iter().map(|c| &**c).collect();
+        let cookies: Vec<&str> = ids.cookies.iter().collect();
         fields.insert("sc".into(), cookies.into());
     }
     Value::Object(fields)
