@@ -5,9 +5,8 @@
 //! place, `ThinVec<u8>` 8 in place but a 16-byte header (length and capacity) in its
 //! allocation; [`ThinBytes`] takes 8 in place and one byte of header, and holds no spare
 //! capacity (its lists are rewritten whole on a change, as they were reallocated to an
-//! exact size before). The crates that offer a one-word boxed slice keep the length in
-//! the pointer's unused bits (and hand out a misaligned empty slice) or a word in front;
-//! for bytes, a varint is all it takes.
+//! exact size before). Being bytes only, it needs no element drops and no alignment, and
+//! a varint in front is all the header it takes.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::fmt;
