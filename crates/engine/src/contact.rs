@@ -458,6 +458,11 @@ impl Packed for SearchSeen {
         let query = read_text(bytes)?.into();
         Some(SearchSeen { query, found, at })
     }
+
+    fn skip_parts(bytes: &mut &[u8]) -> Option<()> {
+        *bytes = bytes.get(1..)?;
+        read_text(bytes).map(drop)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

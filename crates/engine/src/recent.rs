@@ -21,6 +21,10 @@ pub trait Packed: Sized {
     fn write_parts(&self, out: &mut Vec<u8>);
     /// Reads back what [`Packed::write_parts`] wrote; `None` if the bytes end early.
     fn read_parts(at: i64, bytes: &mut &[u8]) -> Option<Self>;
+    /// Steps over what [`Packed::write_parts`] wrote, for entries that need not be built.
+    fn skip_parts(bytes: &mut &[u8]) -> Option<()> {
+        Self::read_parts(0, bytes).map(drop)
+    }
 }
 
 /// Entries latest first, at most [`RECENT_LIMIT`]. Equal lists have equal bytes: the
@@ -138,7 +142,7 @@ impl<T: Packed> Recent<T> {
             let start = self.bytes.len() - rest.len();
             let at = read_time(&mut rest, previous)?;
             let parts = self.bytes.len() - rest.len();
-            T::read_parts(at, &mut rest)?;
+            T::skip_parts(&mut rest)?;
             previous = Some(at);
             Some(Span { start, at, parts })
         })

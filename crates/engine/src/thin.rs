@@ -199,8 +199,21 @@ impl Texts {
     pub const EMPTY: Texts = Texts(ThinBytes::EMPTY);
 
     pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
-        let mut rest: &[u8] = &self.0;
-        std::iter::from_fn(move || crate::recent::read_text(&mut rest))
+        // SAFETY: every entry was written from a `str` (`add`, `FromIterator`), whole.
+        self.entries()
+            .map(|(_, text)| unsafe { std::str::from_utf8_unchecked(text) })
+    }
+
+    /// Each text's bytes, with where its entry ends in the block.
+    fn entries(&self) -> impl Iterator<Item = (usize, &[u8])> + '_ {
+        let all: &[u8] = &self.0;
+        let mut rest = all;
+        std::iter::from_fn(move || {
+            let len = usize::try_from(crate::recent::read_varint(&mut rest)?).ok()?;
+            let text = rest.get(..len)?;
+            rest = &rest[len..];
+            Some((all.len() - rest.len(), text))
+        })
     }
 
     pub fn first(&self) -> Option<&str> {
@@ -208,7 +221,7 @@ impl Texts {
     }
 
     pub fn len(&self) -> usize {
-        self.iter().count()
+        self.entries().count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -216,19 +229,34 @@ impl Texts {
     }
 
     pub fn contains(&self, text: &str) -> bool {
-        self.iter().any(|held| held == text)
+        self.entries().any(|(_, held)| held == text.as_bytes())
     }
 
     /// Adds `text` unless held; once more than `limit` are held, lets the oldest go and
-    /// returns it.
+    /// returns it. One pass over the block and one copy of it: a client that sends a new
+    /// cookie with every event keeps a contact at the limit, and each event adds one.
     pub fn add(&mut self, text: &str, limit: usize) -> Option<String> {
-        if self.contains(text) {
-            return None;
+        let mut held = 0;
+        let mut first_end = 0;
+        for (end, entry) in self.entries() {
+            if entry == text.as_bytes() {
+                return None;
+            }
+            if held == 0 {
+                first_end = end;
+            }
+            held += 1;
         }
-        let let_go = (self.len() >= limit).then(|| self.first().map(String::from));
-        let kept = self.iter().skip(usize::from(let_go.is_some()));
-        *self = Texts::from_iter(kept.chain([text]));
-        let_go.flatten()
+        let (let_go, kept) = if held >= limit {
+            (self.first().map(String::from), &self.0[first_end..])
+        } else {
+            (None, &self.0[..])
+        };
+        let mut bytes = Vec::with_capacity(kept.len() + text.len() + 2);
+        bytes.extend_from_slice(kept);
+        crate::recent::write_text(&mut bytes, text);
+        self.0 = ThinBytes::new(&bytes);
+        let_go
     }
 
     /// Keeps the texts for which `keep` is true.
