@@ -34,6 +34,9 @@ fn main() {
     timed("JSON to Value", &|b| {
         let _: serde_json::Value = spoor_protocol::json::from_slice(b).unwrap();
     });
+    timed("JSON to borrowed tree", &|b| {
+        spoor_protocol::json::with_tree(b, |_| ()).unwrap();
+    });
     timed("JSON to typed event", &|b| {
         spoor_protocol::parse_request(b, now).unwrap();
     });

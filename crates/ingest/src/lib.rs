@@ -12,13 +12,13 @@ pub mod sites;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
 use spoor_log::{EventLog, Handoff, LogError, Position};
 use spoor_protocol::{EventBody, EventKind, Incoming, ProtocolError, TrackerEvent};
 
 use dedup::{Claim, DedupIndex, DuplicateOf, Keys, order_key};
 pub use sites::{RateLimit, Registration, Site, SiteRegistry, SiteSettings};
 use spoor_protocol::stored::{self, FeedItems, RecordContent, StoredRecord, hash_hex};
+use spoor_protocol::tree::Json;
 
 /// Records read per step when scanning the log.
 const SCAN_CHUNK: usize = 4096;
@@ -285,9 +285,14 @@ impl Ingestor {
     /// Parses and checks one item; `None` for a plugin log record, which is not stored.
     fn prepare(&self, body: &[u8], now_ms: i64) -> Result<Option<Prepared>, IngestError> {
         let rejected = |error, event| IngestError::Rejected { error, event };
-        let value: Value = spoor_protocol::json::from_slice(body).map_err(|e| rejected(e, None))?;
-        let named = peek_event_name(&value);
-        let content = match spoor_protocol::parse_value(&value, now_ms) {
+        let (named, parsed) = spoor_protocol::json::with_tree(body, |tree| {
+            (
+                peek_event_name(tree),
+                spoor_protocol::parse_tree(tree, now_ms),
+            )
+        })
+        .map_err(|e| rejected(e, None))?;
+        let content = match parsed {
             Ok(Incoming::Event(mut event)) => {
                 if !self.sites.contains(&event.site_id) {
                     return Err(IngestError::UnknownSite {
@@ -536,11 +541,17 @@ fn clone_log_error(error: &LogError) -> LogError {
 }
 
 /// The event name of a body, when it has a recognisable one, for metrics on rejections.
-fn peek_event_name(value: &Value) -> Option<EventKind> {
-    let name_in = |info: &Value| EventKind::from_name(info.get("eventName")?.as_str()?);
-    match value.get("GeneralInfo")? {
+fn peek_event_name(value: &Json<'_>) -> Option<EventKind> {
+    fn field<'t, 'a>(value: &'t Json<'a>, key: &str) -> Option<&'t Json<'a>> {
+        match value {
+            Json::Object(map) => map.get(key),
+            _ => None,
+        }
+    }
+    let name_in = |info: &Json<'_>| EventKind::from_name(field(info, "eventName")?.as_str()?);
+    match field(value, "GeneralInfo")? {
         // `GeneralInfo` sent as a string holding JSON.
-        Value::String(text) => name_in(&serde_json::from_str::<Value>(text).ok()?),
+        Json::String(text) => name_in(&serde_json::from_str::<Json<'_>>(text).ok()?),
         info => name_in(info),
     }
 }

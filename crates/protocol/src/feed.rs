@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::error::{ErrorCode, ProtocolError};
 use crate::event::{Price, ProductUpdate};
 use crate::reader::Node;
+use crate::tree::Json;
 
 /// An item of the feed that was left out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -133,7 +134,7 @@ fn price_of(fields: &BTreeMap<String, String>, name: &str) -> Result<Option<Pric
     match fields.get(name) {
         None => Ok(None),
         Some(text) => {
-            let value = Value::String(text.clone());
+            let value = Json::String(text.as_str().into());
             Node::root(&value, format!("g:{name}"))
                 .price()
                 .map_err(|e| e.message())

@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use serde::de::DeserializeOwned;
 
 use crate::error::ProtocolError;
+use crate::tree::Json;
 
 const NBSP: [u8; 2] = [0xC2, 0xA0];
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
@@ -19,6 +20,15 @@ const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 pub fn from_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, ProtocolError> {
     let cleaned = tolerate_nbsp(body);
     serde_json::from_slice(&cleaned).map_err(|e| ProtocolError::invalid_json(&e))
+}
+
+/// Reads one JSON document into a tree borrowing from it (see [`crate::tree`]), tolerating
+/// what [`from_slice`] tolerates, and hands the tree to `walk`.
+pub fn with_tree<R>(body: &[u8], walk: impl FnOnce(&Json<'_>) -> R) -> Result<R, ProtocolError> {
+    let cleaned = tolerate_nbsp(body);
+    let tree: Json<'_> =
+        serde_json::from_slice(&cleaned).map_err(|e| ProtocolError::invalid_json(&e))?;
+    Ok(walk(&tree))
 }
 
 /// `body` with every U+00A0 outside string literals replaced by two spaces.

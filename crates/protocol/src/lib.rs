@@ -17,7 +17,8 @@ pub mod json;
 pub mod parse;
 pub mod reader;
 pub mod stored;
+pub mod tree;
 
 pub use error::{ErrorCode, ProtocolError};
 pub use event::*;
-pub use parse::{parse_request, parse_value};
+pub use parse::{parse_request, parse_tree, parse_value};

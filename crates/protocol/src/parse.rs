@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::tree::{Json, Object};
 
 use crate::error::{ErrorCode, ProtocolError};
 use crate::event::*;
@@ -32,14 +34,18 @@ const GENERAL_INFO_FIELDS: [&str; 9] = [
 
 /// Parses the bytes of one request body.
 pub fn parse_request(body: &[u8], now_ms: i64) -> Result<Incoming> {
-    let value: Value = json::from_slice(body)?;
-    parse_value(&value, now_ms)
+    json::with_tree(body, |tree| parse_tree(tree, now_ms))?
+}
+
+/// Parses one JSON document held as a `serde_json::Value`.
+pub fn parse_value(value: &Value, now_ms: i64) -> Result<Incoming> {
+    parse_tree(&Json::from(value), now_ms)
 }
 
 /// Parses one JSON document. `now_ms` is the receive time, used to refuse event times
 /// implausibly far in the future.
-pub fn parse_value(value: &Value, now_ms: i64) -> Result<Incoming> {
-    let Value::Object(root) = value else {
+pub fn parse_tree(value: &Json<'_>, now_ms: i64) -> Result<Incoming> {
+    let Json::Object(root) = value else {
         return Err(ProtocolError::new(
             ErrorCode::InvalidValue,
             "",
@@ -72,28 +78,25 @@ pub fn parse_value(value: &Value, now_ms: i64) -> Result<Incoming> {
 /// The tables type `GeneralInfo` and some bodies "object, string": a string holding JSON.
 /// Returns a copy with such strings parsed, or `None` when there are none (the usual case,
 /// which then costs no copy).
-fn expand_json_strings(root: &Map<String, Value>) -> Option<Map<String, Value>> {
-    let holds_json = |key: &str| {
-        matches!(root.get(key), Some(Value::String(s))
-            if s.trim_start().starts_with(['{', '[']))
-    };
-    let keys: Vec<&String> = root.keys().filter(|k| holds_json(k)).collect();
-    if keys.is_empty() {
+fn expand_json_strings<'a>(root: &Object<'a>) -> Option<Object<'a>> {
+    let holds_json = |value: &Json<'_>| matches!(value, Json::String(s) if s.trim_start().starts_with(['{', '[']));
+    if !root.iter().any(|(_, value)| holds_json(value)) {
         return None;
     }
     let mut copy = root.clone();
-    for key in keys {
-        if let Some(Value::String(text)) = root.get(key)
-            && let Ok(parsed) = serde_json::from_str::<Value>(text)
+    for (key, value) in root.iter() {
+        if let Json::String(text) = value
+            && holds_json(value)
+            && let Ok(parsed) = serde_json::from_str::<Json<'_>>(text)
         {
-            copy.insert(key.clone(), parsed);
+            copy.insert(key.to_string().into(), parsed.into_owned());
         }
     }
     Some(copy)
 }
 
-fn parse_event(root: &Obj<'_>, info: &Value, now_ms: i64) -> Result<TrackerEvent> {
-    let Value::Object(info) = info else {
+fn parse_event(root: &Obj<'_>, info: &Json<'_>, now_ms: i64) -> Result<TrackerEvent> {
+    let Json::Object(info) = info else {
         return Err(Node::root(info, "GeneralInfo").invalid("an object"));
     };
     let info = Obj::new(info, "GeneralInfo");
@@ -171,11 +174,11 @@ fn event_time(node: &Node<'_>, now_ms: i64) -> Result<Option<i64>> {
 fn parse_visitor(info: &Obj<'_>) -> Result<Visitor> {
     let mut extra = BTreeMap::new();
     for (key, value) in info.entries() {
-        if GENERAL_INFO_FIELDS.contains(&key.as_str()) {
+        if GENERAL_INFO_FIELDS.contains(&key) {
             continue;
         }
         if let Some(text) = scalar_text(value) {
-            extra.insert(key.clone(), text);
+            extra.insert(key.to_string(), text);
         }
     }
     Ok(Visitor {
@@ -190,12 +193,12 @@ fn parse_visitor(info: &Obj<'_>) -> Result<Visitor> {
 }
 
 /// A field value kept as text: scalars as written, structures as compact JSON.
-fn scalar_text(value: &Value) -> Option<String> {
+fn scalar_text(value: &Json<'_>) -> Option<String> {
     match value {
-        Value::Null => None,
-        Value::String(s) if s.trim().is_empty() => None,
-        Value::String(s) => Some(s.trim().to_string()),
-        Value::Number(_) | Value::Bool(_) => Some(value.to_string()),
+        Json::Null => None,
+        Json::String(s) if s.trim().is_empty() => None,
+        Json::String(s) => Some(s.trim().to_string()),
+        Json::Number(_) | Json::Bool(_) => Some(value.to_string()),
         other => Some(other.to_string()),
     }
 }
@@ -203,8 +206,8 @@ fn scalar_text(value: &Value) -> Option<String> {
 /// `cookies` is `{"sc": "..."}`, a raw cookie header (`sc=...; _ga=...`) or the bare value.
 fn sc_cookie(node: &Node<'_>) -> Result<Option<String>> {
     match node.value {
-        Value::Object(map) => Obj::new(map, node.path()).text(&["sc"]),
-        Value::String(raw) if raw.contains('=') => Ok(raw.split(';').find_map(|pair| {
+        Json::Object(map) => Obj::new(map, node.path()).text(&["sc"]),
+        Json::String(raw) if raw.contains('=') => Ok(raw.split(';').find_map(|pair| {
             let (name, value) = pair.split_once('=')?;
             let value = value.trim();
             (name.trim() == "sc" && !value.is_empty()).then(|| value.to_string())
@@ -255,7 +258,7 @@ fn parse_body(
         };
     };
     let node = Node::root(body, key);
-    if let Value::Object(map) = body {
+    if let Json::Object(map) = body {
         tags.extend(Obj::new(map, key).tags_object()?);
     }
     Ok(match kind {
@@ -295,7 +298,7 @@ fn parse_body(
 
 fn as_object<'a>(node: &Node<'a>) -> Result<Obj<'a>> {
     match node.value {
-        Value::Object(map) => Ok(Obj::new(map, node.path())),
+        Json::Object(map) => Ok(Obj::new(map, node.path())),
         _ => Err(node.invalid("an object")),
     }
 }
@@ -308,17 +311,19 @@ fn list_of<T>(
     item: impl Fn(&Obj<'_>) -> Result<T>,
 ) -> Result<Vec<T>> {
     let (items, path) = match node.value {
-        Value::Array(items) => (items, node.path().to_string()),
-        Value::Object(map) => {
+        Json::Array(items) => (items, node.path().to_string()),
+        Json::Object(map) => {
             let obj = Obj::new(map, node.path());
             match obj.get_any(keys) {
-                Some((key, Value::Array(items))) => (items, obj.child_path(key)),
+                Some((key, Json::Array(items))) => (items, obj.child_path(key)),
                 Some((key, value)) => {
                     let path = obj.child_path(key);
                     return Err(Node::root(value, &path).invalid("an array of objects"));
                 }
                 // A single product object, not wrapped in a list.
-                None if keys.iter().all(|k| !map.contains_key(*k)) && !map.is_empty() => {
+                None if keys.iter().all(|k| map.get(k).is_none())
+                    && map.keys().next().is_some() =>
+                {
                     return Ok(vec![item(&obj)?]);
                 }
                 None => return Err(obj.missing(keys[0])),
@@ -392,7 +397,7 @@ fn product_seen(node: &Node<'_>) -> Result<ProductSeen> {
 
 fn cart(node: &Node<'_>, root: &Obj<'_>) -> Result<Cart> {
     let guid = match node.value {
-        Value::Object(map) => Obj::new(map, node.path()).text(&["GUID", "guid"])?,
+        Json::Object(map) => Obj::new(map, node.path()).text(&["GUID", "guid"])?,
         _ => None,
     };
     let guid = match guid {
@@ -417,7 +422,7 @@ fn cart_line(line: &Obj<'_>) -> Result<CartLine> {
 
 /// Reads a field from the body object first, then from the top level of the request.
 fn body_or_root(node: &Node<'_>, root: &Obj<'_>, keys: &[&str]) -> Result<Option<String>> {
-    if let Value::Object(map) = node.value
+    if let Json::Object(map) = node.value
         && let Some(text) = Obj::new(map, node.path()).text(keys)?
     {
         return Ok(Some(text));
@@ -428,7 +433,7 @@ fn body_or_root(node: &Node<'_>, root: &Obj<'_>, keys: &[&str]) -> Result<Option
 fn purchase(node: &Node<'_>, root: &Obj<'_>) -> Result<Purchase> {
     let order_number = body_or_root(node, root, &["OrderNumber", "orderNumber"])?;
     let order_number = order_number.ok_or_else(|| match node.value {
-        Value::Object(map) => Obj::new(map, node.path()).missing("OrderNumber"),
+        Json::Object(map) => Obj::new(map, node.path()).missing("OrderNumber"),
         _ => root.missing("OrderNumber"),
     })?;
     let products = list_of(node, &["Products", "products"], order_line)?;
@@ -476,13 +481,13 @@ fn customer_fields(node: &Node<'_>, visitor: &mut Visitor) -> Result<()> {
         let Some(text) = scalar_text(value) else {
             continue;
         };
-        match key.as_str() {
+        match key {
             "user_email" => visitor.email = Some(text),
             "user_phone" => visitor.phone = Some(text),
             "user_name" => visitor.name = Some(text),
             "externalCustomerId" => visitor.external_customer_id = Some(text),
             _ => {
-                visitor.extra.insert(key.clone(), text);
+                visitor.extra.insert(key.to_string(), text);
             }
         }
     }
@@ -522,11 +527,9 @@ fn product_update(item: &Obj<'_>) -> Result<ProductUpdate> {
     let extra = item
         .entries()
         .filter(|(key, value)| {
-            !PRODUCT_UPDATE_FIELDS.contains(&key.as_str())
-                && !key.starts_with("tag_")
-                && !value.is_null()
+            !PRODUCT_UPDATE_FIELDS.contains(key) && !key.starts_with("tag_") && !value.is_null()
         })
-        .map(|(key, value)| (key.clone(), value.clone()))
+        .map(|(key, value)| (key.to_string(), value.to_value()))
         .collect();
     Ok(ProductUpdate {
         product_key: item.required_text(ORDER_PRODUCT_KEY)?,

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::tree::{Json, Object};
 use rust_decimal::Decimal;
-use serde_json::{Map, Value};
 
 use crate::error::{ErrorCode, ProtocolError};
 use crate::event::Price;
@@ -20,18 +20,18 @@ const MAX_PRICE: i64 = 1_000_000_000_000;
 pub type Result<T> = std::result::Result<T, ProtocolError>;
 
 pub struct Node<'a> {
-    pub value: &'a Value,
+    pub value: &'a Json<'a>,
     path: String,
 }
 
 /// Field lookups on a JSON object, each child carrying its own path.
 pub struct Obj<'a> {
-    map: &'a Map<String, Value>,
+    map: &'a Object<'a>,
     path: String,
 }
 
 impl<'a> Node<'a> {
-    pub fn root(value: &'a Value, path: impl Into<String>) -> Self {
+    pub fn root(value: &'a Json<'a>, path: impl Into<String>) -> Self {
         Node {
             value,
             path: path.into(),
@@ -61,12 +61,12 @@ impl<'a> Node<'a> {
     /// Text: strings are trimmed, numbers written out; empty means absent.
     pub fn text(&self) -> Result<Option<String>> {
         match self.value {
-            Value::Null => Ok(None),
-            Value::String(s) => {
+            Json::Null => Ok(None),
+            Json::String(s) => {
                 let trimmed = s.trim();
                 Ok((!trimmed.is_empty()).then(|| trimmed.to_string()))
             }
-            Value::Number(n) => Ok(Some(n.to_string())),
+            Json::Number(n) => Ok(Some(n.to_string())),
             _ => Err(self.invalid("a string")),
         }
     }
@@ -74,8 +74,8 @@ impl<'a> Node<'a> {
     /// A whole number, sent as a JSON number or as a numeric string.
     pub fn integer(&self) -> Result<Option<i64>> {
         match self.value {
-            Value::Null => Ok(None),
-            Value::Number(n) => {
+            Json::Null => Ok(None),
+            Json::Number(n) => {
                 if let Some(i) = n.as_i64() {
                     return Ok(Some(i));
                 }
@@ -84,8 +84,8 @@ impl<'a> Node<'a> {
                     _ => Err(self.invalid("an integer")),
                 }
             }
-            Value::String(s) if s.trim().is_empty() => Ok(None),
-            Value::String(s) => s
+            Json::String(s) if s.trim().is_empty() => Ok(None),
+            Json::String(s) => s
                 .trim()
                 .parse::<i64>()
                 .map(Some)
@@ -110,14 +110,14 @@ impl<'a> Node<'a> {
     pub fn flag(&self) -> Result<Option<bool>> {
         let expected = "0 or 1 (or true/false)";
         match self.value {
-            Value::Null => Ok(None),
-            Value::Bool(b) => Ok(Some(*b)),
-            Value::Number(n) => match n.as_f64() {
+            Json::Null => Ok(None),
+            Json::Bool(b) => Ok(Some(*b)),
+            Json::Number(n) => match n.as_f64() {
                 Some(0.0) => Ok(Some(false)),
                 Some(1.0) => Ok(Some(true)),
                 _ => Err(self.invalid(expected)),
             },
-            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            Json::String(s) => match s.trim().to_ascii_lowercase().as_str() {
                 "" => Ok(None),
                 "1" | "true" => Ok(Some(true)),
                 "0" | "false" => Ok(Some(false)),
@@ -130,10 +130,10 @@ impl<'a> Node<'a> {
     /// A non-negative decimal, sent as a number or a numeric string.
     pub fn decimal(&self) -> Result<Option<Decimal>> {
         let amount = match self.value {
-            Value::Null => return Ok(None),
-            Value::Number(n) => parse_decimal(&n.to_string()),
-            Value::String(s) if s.trim().is_empty() => return Ok(None),
-            Value::String(s) => parse_decimal(s.trim()),
+            Json::Null => return Ok(None),
+            Json::Number(n) => parse_decimal(&n.to_string()),
+            Json::String(s) if s.trim().is_empty() => return Ok(None),
+            Json::String(s) => parse_decimal(s.trim()),
             _ => None,
         };
         let amount = amount.ok_or_else(|| self.invalid("a number"))?;
@@ -143,13 +143,13 @@ impl<'a> Node<'a> {
     /// A price: `201.95`, `"201.95"`, `"754 USD"`, `"USD 754"`, `"1,234.50 €"`.
     pub fn price(&self) -> Result<Option<Price>> {
         let price = match self.value {
-            Value::Null => return Ok(None),
-            Value::Number(n) => parse_decimal(&n.to_string()).map(|amount| Price {
+            Json::Null => return Ok(None),
+            Json::Number(n) => parse_decimal(&n.to_string()).map(|amount| Price {
                 amount,
                 currency: None,
             }),
-            Value::String(s) if s.trim().is_empty() => return Ok(None),
-            Value::String(s) => parse_price_text(s.trim()),
+            Json::String(s) if s.trim().is_empty() => return Ok(None),
+            Json::String(s) => parse_price_text(s.trim()),
             _ => None,
         };
         let mut price = price.ok_or_else(|| {
@@ -173,15 +173,15 @@ impl<'a> Node<'a> {
     pub fn string_list(&self) -> Result<Vec<String>> {
         let expected = "an array of strings";
         match self.value {
-            Value::Null => Ok(Vec::new()),
-            Value::String(_) | Value::Number(_) => Ok(self.text()?.into_iter().collect()),
-            Value::Array(items) => {
+            Json::Null => Ok(Vec::new()),
+            Json::String(_) | Json::Number(_) => Ok(self.text()?.into_iter().collect()),
+            Json::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     match item {
-                        Value::String(s) => out.push(s.clone()),
-                        Value::Number(n) => out.push(n.to_string()),
-                        Value::Bool(b) => out.push(b.to_string()),
+                        Json::String(s) => out.push(s.to_string()),
+                        Json::Number(n) => out.push(n.to_string()),
+                        Json::Bool(b) => out.push(b.to_string()),
                         _ => {
                             let path = format!("{}[{i}]", self.path);
                             return Err(Node::root(item, path).invalid("a string"));
@@ -196,7 +196,7 @@ impl<'a> Node<'a> {
 }
 
 impl<'a> Obj<'a> {
-    pub fn new(map: &'a Map<String, Value>, path: impl Into<String>) -> Self {
+    pub fn new(map: &'a Object<'a>, path: impl Into<String>) -> Self {
         Obj {
             map,
             path: path.into(),
@@ -215,18 +215,14 @@ impl<'a> Obj<'a> {
         }
     }
 
-    pub fn entries(&self) -> impl Iterator<Item = (&'a String, &'a Value)> {
+    pub fn entries(&self) -> impl Iterator<Item = (&'a str, &'a Json<'a>)> {
         self.map.iter()
     }
 
     /// The value under the first of `keys` present and not null.
-    pub fn get_any(&self, keys: &[&str]) -> Option<(&'a str, &'a Value)> {
-        keys.iter().find_map(|k| {
-            self.map
-                .get_key_value(*k)
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.as_str(), v))
-        })
+    pub fn get_any(&self, keys: &[&str]) -> Option<(&'a str, &'a Json<'a>)> {
+        keys.iter()
+            .find_map(|k| self.map.get_key_value(k).filter(|(_, v)| !v.is_null()))
     }
 
     /// Applies `read` to the first of `keys` present; `None` when none is.
@@ -271,11 +267,11 @@ impl<'a> Obj<'a> {
     /// The `tag_*` fields of a product, each an array of strings.
     pub fn tag_fields(&self) -> Result<BTreeMap<String, Vec<String>>> {
         let mut tags = BTreeMap::new();
-        for (key, value) in self.map {
+        for (key, value) in self.map.iter() {
             if key.starts_with("tag_") {
                 let list = Node::root(value, String::new()).string_list();
                 tags.insert(
-                    key.clone(),
+                    key.to_string(),
                     list.map_err(|e| e.within(&self.child_path(key)))?,
                 );
             }
@@ -290,15 +286,15 @@ impl<'a> Obj<'a> {
         };
         let path = self.child_path(key);
         let node = Node::root(value, &path);
-        let Value::Object(map) = value else {
+        let Json::Object(map) = value else {
             return Err(node.invalid("an object of string arrays"));
         };
         let tags = Obj::new(map, path.clone());
         let mut out = BTreeMap::new();
-        for (name, list) in map {
+        for (name, list) in map.iter() {
             let list = Node::root(list, String::new()).string_list();
             out.insert(
-                name.clone(),
+                name.to_string(),
                 list.map_err(|e| e.within(&tags.child_path(name)))?,
             );
         }
@@ -307,12 +303,12 @@ impl<'a> Obj<'a> {
 }
 
 /// How a bad value is quoted back: short, and never a whole object.
-pub fn describe(value: &Value) -> String {
+pub fn describe(value: &Json<'_>) -> String {
     match value {
-        Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => {
+        Json::Null => "null".into(),
+        Json::Bool(b) => b.to_string(),
+        Json::Number(n) => n.to_string(),
+        Json::String(s) => {
             if s.chars().count() > QUOTE_LIMIT {
                 let head: String = s.chars().take(QUOTE_LIMIT).collect();
                 format!("{:?}", format!("{head}…"))
@@ -320,8 +316,8 @@ pub fn describe(value: &Value) -> String {
                 format!("{s:?}")
             }
         }
-        Value::Array(_) => "an array".into(),
-        Value::Object(_) => "an object".into(),
+        Json::Array(_) => "an array".into(),
+        Json::Object(_) => "an object".into(),
     }
 }
 
@@ -373,10 +369,10 @@ fn parse_price_text(text: &str) -> Option<Price> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn price(value: Value) -> Result<Option<Price>> {
-        Node::root(&value, "p").price()
+        Node::root(&Json::from(&value), "p").price()
     }
 
     fn dec(s: &str) -> Decimal {
@@ -425,29 +421,39 @@ mod tests {
             (json!(0), false),
             (json!("false"), false),
         ] {
-            assert_eq!(Node::root(&v, "f").flag().unwrap(), Some(want), "{v}");
+            assert_eq!(
+                Node::root(&Json::from(&v), "f").flag().unwrap(),
+                Some(want),
+                "{v}"
+            );
         }
         let v = json!(2);
-        assert!(Node::root(&v, "f").flag().is_err());
+        assert!(Node::root(&Json::from(&v), "f").flag().is_err());
     }
 
     #[test]
     fn quantities_are_whole_and_plausible() {
         let ok = json!("3");
-        assert_eq!(Node::root(&ok, "q").quantity().unwrap(), Some(3));
+        assert_eq!(
+            Node::root(&Json::from(&ok), "q").quantity().unwrap(),
+            Some(3)
+        );
         let bad = json!("two");
         assert_eq!(
-            Node::root(&bad, "q").quantity().unwrap_err().message(),
+            Node::root(&Json::from(&bad), "q")
+                .quantity()
+                .unwrap_err()
+                .message(),
             "q: expected an integer, got \"two\""
         );
         for v in [json!(-1), json!(1.5), json!(10_000_000)] {
-            assert!(Node::root(&v, "q").quantity().is_err(), "{v}");
+            assert!(Node::root(&Json::from(&v), "q").quantity().is_err(), "{v}");
         }
     }
 
     #[test]
     fn long_values_are_cut_when_quoted() {
         let long = Value::String("x".repeat(500));
-        assert!(describe(&long).chars().count() < 50);
+        assert!(describe(&Json::from(&long)).chars().count() < 50);
     }
 }
