@@ -83,16 +83,14 @@ fn expand_json_strings<'a>(root: &Object<'a>) -> Option<Object<'a>> {
     if !root.iter().any(|(_, value)| holds_json(value)) {
         return None;
     }
-    let mut copy = root.clone();
-    for (key, value) in root.iter() {
-        if let Json::String(text) = value
-            && holds_json(value)
-            && let Ok(parsed) = serde_json::from_str::<Json<'_>>(text)
-        {
-            copy.insert(key.to_string().into(), parsed.into_owned());
+    Some(root.map_values(|_, value| {
+        match value {
+            Json::String(text) if holds_json(value) => serde_json::from_str::<Json<'_>>(text)
+                .map(Json::into_owned)
+                .unwrap_or_else(|_| value.clone()),
+            _ => value.clone(),
         }
-    }
-    Some(copy)
+    }))
 }
 
 fn parse_event(root: &Obj<'_>, info: &Json<'_>, now_ms: i64) -> Result<TrackerEvent> {
