@@ -93,11 +93,11 @@ impl<T: Packed> Recent<T> {
     /// latest [`RECENT_LIMIT`]: events that arrive out of order end as in order.
     pub fn remember(&mut self, entry: T) {
         let at = entry.at();
-        let mut spans = self.spans();
+        let mut held = spans::<T>(&self.bytes);
         let mut kept = 0;
         let mut previous = None;
         let following = loop {
-            match spans.next() {
+            match held.next() {
                 Some(span) if span.at >= at => {
                     kept += 1;
                     previous = Some(span.at);
@@ -105,7 +105,7 @@ impl<T: Packed> Recent<T> {
                 other => break other,
             }
         };
-        drop(spans);
+        drop(held);
         if kept >= RECENT_LIMIT {
             return;
         }
@@ -119,33 +119,12 @@ impl<T: Packed> Recent<T> {
             write_time(&mut bytes, next.at, Some(at));
             bytes.extend_from_slice(&self.bytes[next.parts..]);
         }
-        self.bytes = ThinBytes::new(&bytes);
-        self.truncate(RECENT_LIMIT);
-    }
-
-    /// Keeps the latest `limit` entries.
-    fn truncate(&mut self, limit: usize) {
-        let cut = self.spans().nth(limit).map(|span| span.start);
-        if let Some(cut) = cut {
-            self.bytes = ThinBytes::new(&self.bytes[..cut]);
+        // The oldest entries beyond the limit go.
+        let beyond = spans::<T>(&bytes).nth(RECENT_LIMIT).map(|span| span.start);
+        if let Some(cut) = beyond {
+            bytes.truncate(cut);
         }
-    }
-
-    /// Every entry's place in the bytes, without decoding its parts.
-    fn spans(&self) -> impl Iterator<Item = Span> + '_ {
-        let mut rest: &[u8] = &self.bytes;
-        let mut previous = None;
-        std::iter::from_fn(move || {
-            if rest.is_empty() {
-                return None;
-            }
-            let start = self.bytes.len() - rest.len();
-            let at = read_time(&mut rest, previous)?;
-            let parts = self.bytes.len() - rest.len();
-            T::skip_parts(&mut rest)?;
-            previous = Some(at);
-            Some(Span { start, at, parts })
-        })
+        self.bytes = ThinBytes::new(&bytes);
     }
 
     /// A list of entries given latest first, as [`Recent::iter`] yields them.
@@ -162,6 +141,23 @@ impl<T: Packed> Recent<T> {
             entries: PhantomData,
         }
     }
+}
+
+/// Every entry's place in a list's bytes, without building the entries.
+fn spans<T: Packed>(bytes: &[u8]) -> impl Iterator<Item = Span> + '_ {
+    let mut rest = bytes;
+    let mut previous = None;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let start = bytes.len() - rest.len();
+        let at = read_time(&mut rest, previous)?;
+        let parts = bytes.len() - rest.len();
+        T::skip_parts(&mut rest)?;
+        previous = Some(at);
+        Some(Span { start, at, parts })
+    })
 }
 
 /// Where an entry sits in a list's bytes.
