@@ -207,15 +207,23 @@ fn read_time(bytes: &mut &[u8], previous: Option<i64>) -> Option<i64> {
 }
 
 /// LEB128: seven bits a byte, low first, the high bit set on all but the last.
-pub(crate) fn write_varint(out: &mut Vec<u8>, mut value: u64) {
+pub(crate) fn write_varint(out: &mut Vec<u8>, value: u64) {
+    let (bytes, len) = varint(value);
+    out.extend_from_slice(&bytes[..len]);
+}
+
+/// `value` as LEB128, in the first `len` bytes of the array.
+pub(crate) fn varint(mut value: u64) -> ([u8; 10], usize) {
+    let mut bytes = [0u8; 10];
+    let mut len = 0;
     loop {
         let low = (value & 0x7f) as u8;
         value >>= 7;
+        bytes[len] = if value == 0 { low } else { low | 0x80 };
+        len += 1;
         if value == 0 {
-            out.push(low);
-            return;
+            return (bytes, len);
         }
-        out.push(low | 0x80);
     }
 }
 

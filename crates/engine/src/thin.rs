@@ -13,7 +13,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::ptr::NonNull;
 
-use crate::recent::write_varint;
+use crate::recent::varint;
 
 /// Owned bytes: an allocation of their length (LEB128) and the bytes, or, when empty, no
 /// allocation and a dangling pointer (never an allocation's address; being non-null, it
@@ -32,8 +32,8 @@ impl ThinBytes {
         if bytes.is_empty() {
             return ThinBytes::EMPTY;
         }
-        let mut prefix = Vec::with_capacity(4);
-        write_varint(&mut prefix, bytes.len() as u64);
+        let (prefix, prefix_len) = varint(bytes.len() as u64);
+        let prefix = &prefix[..prefix_len];
         let layout = layout(prefix.len() + bytes.len());
         // SAFETY: the layout is at least one byte long.
         let block = unsafe { alloc(layout) };
