@@ -1,0 +1,51 @@
+//! Memory of the duplicate index at a steady rate: claims and settles a day and a half of
+//! requests at `rate` per second (default 100: 12,960,000 requests), so that one full
+//! generation of keys is held beside half of the next, as at any time after the first
+//! day, and prints the resident memory it grew by, per request key held.
+//!
+//! `cargo run --release -p spoor-ingest --example dedup_memory -- 100`
+
+use std::time::Instant;
+
+use spoor_ingest::dedup::{Claim, DedupIndex, Keys};
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn main() {
+    let rate: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(100);
+    let requests = rate * 36 * 3600;
+    let index = DedupIndex::default();
+    let before = rss_bytes();
+    let started = Instant::now();
+    let t0 = 1_700_000_000_000i64;
+    for n in 0..requests {
+        let keys = Keys {
+            request: xxhash_rust::xxh3::xxh3_128(&n.to_le_bytes()),
+            order: None,
+        };
+        let now = t0 + (n * 1000 / rate) as i64;
+        match index.claim(keys, now) {
+            Claim::New => index.settle(keys, true),
+            _ => panic!("request {n} is new"),
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let grown = rss_bytes().saturating_sub(before);
+    let (held, _) = index.len();
+    println!(
+        "{{\"rate\": {rate}, \"requests\": {requests}, \"keys_held\": {held}, \
+         \"rss_growth_bytes\": {grown}, \"bytes_per_key\": {:.1}, \"claims_per_second\": {:.0}}}",
+        grown as f64 / held as f64,
+        requests as f64 / seconds
+    );
+}
