@@ -10,13 +10,14 @@ use std::time::Instant;
 
 use spoor_ingest::dedup::{Claim, DedupIndex, Keys};
 
+/// Resident memory: the second field of `/proc/self/statm`, in 4 KiB pages.
 fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse::<u64>().ok());
+    pages.map_or(0, |pages| pages * 4096)
 }
 
 fn main() {
