@@ -98,7 +98,7 @@ fn parse_event(root: &Obj<'_>, info: &Json<'_>, now_ms: i64) -> Result<TrackerEv
         return Err(Node::root(info, "GeneralInfo").invalid("an object"));
     };
     let info = Obj::new(info, "GeneralInfo");
-    let name = info.required_text(&["eventName"])?;
+    let name = info.require(&["eventName"], Node::text_in_place)?;
     let kind = EventKind::from_name(&name).ok_or_else(|| unknown_event(&name))?;
     let site_id = info.require(&["siteId"], site_id)?;
     let datetime = info.read(&["datetime"], |n| event_time(n, now_ms))?;
@@ -204,7 +204,7 @@ fn scalar_text(value: &Json<'_>) -> Option<String> {
 /// `cookies` is `{"sc": "..."}`, a raw cookie header (`sc=...; _ga=...`) or the bare value.
 fn sc_cookie(node: &Node<'_>) -> Result<Option<String>> {
     match node.value {
-        Json::Object(map) => Obj::new(map, node.path()).text(&["sc"]),
+        Json::Object(map) => Obj::new(map, node.path_cow()).text(&["sc"]),
         Json::String(raw) if raw.contains('=') => Ok(raw.split(';').find_map(|pair| {
             let (name, value) = pair.split_once('=')?;
             let value = value.trim();
@@ -296,7 +296,7 @@ fn parse_body(
 
 fn as_object<'a>(node: &Node<'a>) -> Result<Obj<'a>> {
     match node.value {
-        Json::Object(map) => Ok(Obj::new(map, node.path())),
+        Json::Object(map) => Ok(Obj::new(map, node.path_cow())),
         _ => Err(node.invalid("an object")),
     }
 }
@@ -311,7 +311,7 @@ fn list_of<T>(
     let (items, path) = match node.value {
         Json::Array(items) => (items, node.path().to_string()),
         Json::Object(map) => {
-            let obj = Obj::new(map, node.path());
+            let obj = Obj::new(map, node.path_cow());
             match obj.get_any(keys) {
                 Some((key, Json::Array(items))) => (items, obj.child_path(key)),
                 Some((key, value)) => {
@@ -395,7 +395,7 @@ fn product_seen(node: &Node<'_>) -> Result<ProductSeen> {
 
 fn cart(node: &Node<'_>, root: &Obj<'_>) -> Result<Cart> {
     let guid = match node.value {
-        Json::Object(map) => Obj::new(map, node.path()).text(&["GUID", "guid"])?,
+        Json::Object(map) => Obj::new(map, node.path_cow()).text(&["GUID", "guid"])?,
         _ => None,
     };
     let guid = match guid {
@@ -421,7 +421,7 @@ fn cart_line(line: &Obj<'_>) -> Result<CartLine> {
 /// Reads a field from the body object first, then from the top level of the request.
 fn body_or_root(node: &Node<'_>, root: &Obj<'_>, keys: &[&str]) -> Result<Option<String>> {
     if let Json::Object(map) = node.value
-        && let Some(text) = Obj::new(map, node.path()).text(keys)?
+        && let Some(text) = Obj::new(map, node.path_cow()).text(keys)?
     {
         return Ok(Some(text));
     }
@@ -431,7 +431,7 @@ fn body_or_root(node: &Node<'_>, root: &Obj<'_>, keys: &[&str]) -> Result<Option
 fn purchase(node: &Node<'_>, root: &Obj<'_>) -> Result<Purchase> {
     let order_number = body_or_root(node, root, &["OrderNumber", "orderNumber"])?;
     let order_number = order_number.ok_or_else(|| match node.value {
-        Json::Object(map) => Obj::new(map, node.path()).missing("OrderNumber"),
+        Json::Object(map) => Obj::new(map, node.path_cow()).missing("OrderNumber"),
         _ => root.missing("OrderNumber"),
     })?;
     let products = list_of(node, &["Products", "products"], order_line)?;

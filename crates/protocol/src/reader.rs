@@ -2,6 +2,7 @@
 //! clients need (numbers as strings, strings as numbers, `"1"`/`1`/`true` flags, empty
 //! string meaning absent). Every failure names the path and what was expected.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::tree::{Json, Object};
@@ -21,17 +22,19 @@ pub type Result<T> = std::result::Result<T, ProtocolError>;
 
 pub struct Node<'a> {
     pub value: &'a Json<'a>,
-    path: String,
+    /// Borrowed where it is a key of the body or a fixed name: a path is only read when
+    /// something is wrong, and most requests have nothing wrong.
+    path: Cow<'a, str>,
 }
 
 /// Field lookups on a JSON object, each child carrying its own path.
 pub struct Obj<'a> {
     map: &'a Object<'a>,
-    path: String,
+    path: Cow<'a, str>,
 }
 
 impl<'a> Node<'a> {
-    pub fn root(value: &'a Json<'a>, path: impl Into<String>) -> Self {
+    pub fn root(value: &'a Json<'a>, path: impl Into<Cow<'a, str>>) -> Self {
         Node {
             value,
             path: path.into(),
@@ -42,10 +45,15 @@ impl<'a> Node<'a> {
         &self.path
     }
 
+    /// The path, to hand to a child reader.
+    pub fn path_cow(&self) -> Cow<'a, str> {
+        self.path.clone()
+    }
+
     pub fn invalid(&self, expected: &str) -> ProtocolError {
         ProtocolError::new(
             ErrorCode::InvalidValue,
-            &self.path,
+            &*self.path,
             format!("expected {expected}, got {}", describe(self.value)),
         )
     }
@@ -53,20 +61,25 @@ impl<'a> Node<'a> {
     pub fn out_of_range(&self, why: &str) -> ProtocolError {
         ProtocolError::new(
             ErrorCode::InvalidValue,
-            &self.path,
+            &*self.path,
             format!("{why}, got {}", describe(self.value)),
         )
     }
 
     /// Text: strings are trimmed, numbers written out; empty means absent.
     pub fn text(&self) -> Result<Option<String>> {
+        Ok(self.text_in_place()?.map(Cow::into_owned))
+    }
+
+    /// [`Node::text`] without a copy of a string sent as one.
+    pub fn text_in_place(&self) -> Result<Option<Cow<'a, str>>> {
         match self.value {
             Json::Null => Ok(None),
             Json::String(s) => {
                 let trimmed = s.trim();
-                Ok((!trimmed.is_empty()).then(|| trimmed.to_string()))
+                Ok((!trimmed.is_empty()).then_some(Cow::Borrowed(trimmed)))
             }
-            Json::Number(n) => Ok(Some(n.to_string())),
+            Json::Number(n) => Ok(Some(Cow::Owned(n.to_string()))),
             _ => Err(self.invalid("a string")),
         }
     }
@@ -117,12 +130,16 @@ impl<'a> Node<'a> {
                 Some(1.0) => Ok(Some(true)),
                 _ => Err(self.invalid(expected)),
             },
-            Json::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-                "" => Ok(None),
-                "1" | "true" => Ok(Some(true)),
-                "0" | "false" => Ok(Some(false)),
-                _ => Err(self.invalid(expected)),
-            },
+            Json::String(s) => {
+                let s = s.trim();
+                let is = |word: &str| s.eq_ignore_ascii_case(word);
+                match s {
+                    "" => Ok(None),
+                    _ if s == "1" || is("true") => Ok(Some(true)),
+                    _ if s == "0" || is("false") => Ok(Some(false)),
+                    _ => Err(self.invalid(expected)),
+                }
+            }
             _ => Err(self.invalid(expected)),
         }
     }
@@ -196,7 +213,7 @@ impl<'a> Node<'a> {
 }
 
 impl<'a> Obj<'a> {
-    pub fn new(map: &'a Object<'a>, path: impl Into<String>) -> Self {
+    pub fn new(map: &'a Object<'a>, path: impl Into<Cow<'a, str>>) -> Self {
         Obj {
             map,
             path: path.into(),
@@ -323,19 +340,24 @@ pub fn describe(value: &Json<'_>) -> String {
 
 /// Parses `201.95`, `1,234.50`, `201,95` (decimal comma) and `1e3`.
 fn parse_decimal(text: &str) -> Option<Decimal> {
-    let cleaned: String = match (text.contains(','), text.contains('.')) {
-        (true, true) => text.replace(',', ""),
-        (true, false) => {
-            let after = text.rsplit(',').next().unwrap_or("");
-            if text.matches(',').count() == 1 && after.len() <= 2 {
-                text.replace(',', ".")
-            } else {
-                text.replace(',', "")
+    // Most amounts are plain ("201.95"): parsed where they are, without a cleaned copy.
+    let cleaned: Cow<'_, str> = if !text.contains([',', ' ', '\u{a0}']) {
+        Cow::Borrowed(text)
+    } else {
+        let separators_gone = match (text.contains(','), text.contains('.')) {
+            (true, true) => text.replace(',', ""),
+            (true, false) => {
+                let after = text.rsplit(',').next().unwrap_or("");
+                if text.matches(',').count() == 1 && after.len() <= 2 {
+                    text.replace(',', ".")
+                } else {
+                    text.replace(',', "")
+                }
             }
-        }
-        _ => text.to_string(),
+            _ => text.to_string(),
+        };
+        Cow::Owned(separators_gone.replace([' ', '\u{a0}'], ""))
     };
-    let cleaned = cleaned.replace([' ', '\u{a0}'], "");
     if cleaned.is_empty() || cleaned.starts_with('+') {
         return None;
     }
@@ -355,8 +377,12 @@ fn parse_price_text(text: &str) -> Option<Price> {
         .find(|(_, c)| !is_number_char(*c))
         .map_or(text.len(), |(i, _)| i);
     let amount = parse_decimal(text[start..end].trim())?;
-    let currency = format!("{}{}", text[..start].trim(), text[end..].trim());
-    let currency = currency.trim();
+    let (before, after) = (text[..start].trim(), text[end..].trim());
+    let currency: Cow<'_, str> = match (before.is_empty(), after.is_empty()) {
+        (true, _) => Cow::Borrowed(after),
+        (_, true) => Cow::Borrowed(before),
+        _ => Cow::Owned(format!("{before}{after}")),
+    };
     if currency.chars().count() > 8 || currency.chars().any(|c| c.is_ascii_digit()) {
         return None;
     }
