@@ -230,7 +230,6 @@ impl Identifiers {
     }
 
     pub fn all(&self) -> Vec<Identifier> {
-        let texts = |list: &Texts| list.iter().map(String::from).collect::<Vec<_>>();
         let mut out = Vec::new();
         let external = self.external_customer_id().map(String::from);
         out.extend(external.map(Identifier::ExternalCustomerId));
@@ -240,10 +239,14 @@ impl Identifiers {
                 .map(String::from)
                 .map(Identifier::Email),
         );
-        out.extend(texts(&self.phones).into_iter().map(Identifier::Phone));
-        out.extend(texts(&self.cookies).into_iter().map(Identifier::Sc));
-        let es = texts(self.es_contact_ids()).into_iter();
-        out.extend(es.map(Identifier::EsContactId));
+        let texts = |list: &Texts, kind: fn(String) -> Identifier| {
+            list.iter()
+                .map(move |text| kind(text.to_string()))
+                .collect::<Vec<_>>()
+        };
+        out.extend(texts(&self.phones, Identifier::Phone));
+        out.extend(texts(&self.cookies, Identifier::Sc));
+        out.extend(texts(self.es_contact_ids(), Identifier::EsContactId));
         out
     }
 

@@ -33,10 +33,10 @@ pub struct SiteState {
     attribution: Attribution,
     timers: Timers,
     /// Product -> the contacts who have it in their cart or wishlist now (the latest
-    /// [`MAX_INTERESTED`] to put it there): with those who viewed it (the latest [`MAX_INTERESTED`] view
-    /// sessions, which the recommender keeps), who hears of its price drops and returns
-    /// to stock. Views are most of a shop's events: a list of their own would hold a
-    /// contact number for nearly every event applied.
+    /// [`MAX_INTERESTED`] to put it there). With those who viewed it (the visitors of its
+    /// latest [`MAX_INTERESTED`] view sessions, which the recommender keeps), they hear of
+    /// its price drops and returns to stock. Views are most of a shop's events: a list of
+    /// their own would hold a contact number for nearly every event applied.
     interest: HashMap<String, VecDeque<ContactId>>,
     events: u64,
 }
@@ -668,8 +668,6 @@ fn value_at<T: Copy>(history: &[Timed<T>], at: i64) -> Option<T> {
     index.checked_sub(1).map(|i| history[i].value)
 }
 
-/// `item`: the product's number in the site's product dictionary, which views, carts and
-/// wishlists hold.
 /// Whether the event can change what the contact wants (its cart, its wishlist).
 fn changes_wants(body: &EventBody) -> bool {
     matches!(
@@ -691,6 +689,8 @@ fn wanted(contact: &Contact) -> Vec<ItemId> {
     items
 }
 
+/// `item`: the product's number in the site's product dictionary, which views, carts and
+/// wishlists hold.
 fn seen_price(contact: &Contact, product: &Product, item: Option<ItemId>) -> Option<Decimal> {
     if let Some(line) = contact
         .cart

@@ -5,12 +5,11 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::tree::{Json, Object};
-
 use crate::error::{ErrorCode, ProtocolError};
 use crate::event::*;
 use crate::json;
 use crate::reader::{Node, Obj, Result};
+use crate::tree::{Json, Object};
 
 /// Earliest plausible event time: 2000-01-01T00:00:00Z, in milliseconds.
 const EARLIEST_DATETIME_MS: i64 = 946_684_800_000;
@@ -79,7 +78,6 @@ pub fn parse_tree(value: &Json<'_>, now_ms: i64) -> Result<Incoming> {
 /// Returns a copy with such strings parsed, or `None` when there are none (the usual case,
 /// which then costs no copy).
 fn expand_json_strings<'a>(root: &Object<'a>) -> Option<Object<'a>> {
-    let holds_json = |value: &Json<'_>| matches!(value, Json::String(s) if s.trim_start().starts_with(['{', '[']));
     if !root.iter().any(|(_, value)| holds_json(value)) {
         return None;
     }
@@ -91,6 +89,11 @@ fn expand_json_strings<'a>(root: &Object<'a>) -> Option<Object<'a>> {
             _ => value.clone(),
         }
     }))
+}
+
+/// Whether the value is a string that holds a JSON object or array.
+fn holds_json(value: &Json<'_>) -> bool {
+    matches!(value, Json::String(s) if s.trim_start().starts_with(['{', '[']))
 }
 
 fn parse_event(root: &Obj<'_>, info: &Json<'_>, now_ms: i64) -> Result<TrackerEvent> {
