@@ -286,10 +286,10 @@ impl Ingestor {
     fn prepare(&self, body: &[u8], now_ms: i64) -> Result<Option<Prepared>, IngestError> {
         let rejected = |error, event| IngestError::Rejected { error, event };
         let (named, parsed) = spoor_protocol::json::with_tree(body, |tree| {
-            (
-                peek_event_name(tree),
-                spoor_protocol::parse_tree(tree, now_ms),
-            )
+            let parsed = spoor_protocol::parse_tree(tree, now_ms);
+            // The event's name counts a rejection by event type; an accepted event has it.
+            let named = parsed.is_err().then(|| peek_event_name(tree)).flatten();
+            (named, parsed)
         })
         .map_err(|e| rejected(e, None))?;
         let content = match parsed {
@@ -542,14 +542,8 @@ fn clone_log_error(error: &LogError) -> LogError {
 
 /// The event name of a body, when it has a recognisable one, for metrics on rejections.
 fn peek_event_name(value: &Json<'_>) -> Option<EventKind> {
-    fn field<'t, 'a>(value: &'t Json<'a>, key: &str) -> Option<&'t Json<'a>> {
-        match value {
-            Json::Object(map) => map.get(key),
-            _ => None,
-        }
-    }
-    let name_in = |info: &Json<'_>| EventKind::from_name(field(info, "eventName")?.as_str()?);
-    match field(value, "GeneralInfo")? {
+    let name_in = |info: &Json<'_>| EventKind::from_name(info.get("eventName")?.as_str()?);
+    match value.get("GeneralInfo")? {
         // `GeneralInfo` sent as a string holding JSON.
         Json::String(text) => name_in(&serde_json::from_str::<Json<'_>>(text).ok()?),
         info => name_in(info),

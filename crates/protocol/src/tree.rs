@@ -80,7 +80,15 @@ impl<'a> Object<'a> {
     }
 }
 
-impl Json<'_> {
+impl<'a> Json<'a> {
+    /// The value under `key`, when this is an object that has it.
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
+        match self {
+            Json::Object(map) => map.get(key),
+            _ => None,
+        }
+    }
+
     pub fn is_null(&self) -> bool {
         matches!(self, Json::Null)
     }
