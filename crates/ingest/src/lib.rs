@@ -7,6 +7,7 @@
 
 pub mod dedup;
 pub mod export;
+mod settling;
 pub mod sites;
 
 use std::collections::BTreeMap;
@@ -16,12 +17,16 @@ use spoor_log::{EventLog, Handoff, LogError, Position};
 use spoor_protocol::{EventBody, EventKind, Incoming, ProtocolError, TrackerEvent};
 
 use dedup::{Claim, DedupIndex, DuplicateOf, Keys, order_key};
+use settling::SettlingAppend;
 pub use sites::{RateLimit, Registration, Site, SiteRegistry, SiteSettings};
 use spoor_protocol::stored::{self, FeedItems, RecordContent, StoredRecord, hash_hex};
 use spoor_protocol::tree::Json;
 
 /// Records read per step when scanning the log.
 const SCAN_CHUNK: usize = 4096;
+/// Bytes a stored record takes beyond its request body, about (its receive time and
+/// request hash, and field names spelt out in full).
+const RECORD_OVERHEAD: usize = 256;
 /// Feed items stored per log record.
 pub const FEED_ITEMS_PER_RECORD: usize = 1000;
 
@@ -312,21 +317,24 @@ impl Ingestor {
             request_hash: hash_hex(request_hash(body)),
             content,
         };
-        Ok(Some(self.encode(record)))
+        Ok(Some(self.encode(record, body.len())))
     }
 
-    fn encode(&self, record: StoredRecord) -> Prepared {
+    /// Encodes `record`, about `size_hint` bytes once encoded: written into a buffer of
+    /// about that size, it is not copied into larger ones as it grows.
+    fn encode(&self, record: StoredRecord, size_hint: usize) -> Prepared {
+        let mut bytes = Vec::with_capacity(size_hint + RECORD_OVERHEAD);
+        serde_json::to_writer(&mut bytes, &record).expect("records serialise");
         Prepared {
-            bytes: serde_json::to_vec(&record).expect("records serialise"),
+            bytes,
             keys: keys_of(&record).expect("a record made here has a valid hash"),
             event: record.event().map(TrackerEvent::kind),
             record,
         }
     }
 
-    /// Appends the records of `keys` (claimed) and settles the claims. In a task of its
-    /// own: a request whose client goes away mid-write would otherwise drop this future,
-    /// leave the claims unsettled and its retries waiting for ever.
+    /// Appends the records of `keys` (claimed) and settles the claims, also when the
+    /// request is dropped mid-write (see [`settling`]).
     async fn append_and_settle(
         &self,
         records: Vec<Vec<u8>>,
@@ -335,17 +343,9 @@ impl Ingestor {
         if records.is_empty() {
             return Ok(self.log.end());
         }
-        let (log, dedup, unsettled) =
-            (self.log.clone(), self.dedup.clone(), self.unsettled.clone());
-        let task = tokio::spawn(async move {
-            let _unsettled = unsettled.begin(&*log);
-            let appended = log.append(records).await;
-            for keys in keys {
-                dedup.settle(keys, appended.is_ok());
-            }
-            appended
-        });
-        task.await.unwrap_or(Err(LogError::Failed))
+        let unsettled = self.unsettled.begin(&*self.log);
+        let append = self.log.append(records);
+        SettlingAppend::new(append, keys, self.dedup.clone(), unsettled).await
     }
 
     /// Claims each prepared record's keys, appends the new ones in one durable write,
@@ -453,7 +453,7 @@ impl Ingestor {
             {
                 summary.sites_registered.push(site.to_string());
             }
-            let mut prepared = self.encode(record);
+            let mut prepared = self.encode(record, line.len());
             // Claim by identity rather than request bytes: an import keeps every record
             // that is not the same record, while orders are still stored once.
             prepared.keys.request = identity;
@@ -502,7 +502,7 @@ impl Ingestor {
                         items: items.to_vec(),
                     }),
                 };
-                Step::Append(self.encode(record))
+                Step::Append(self.encode(record, 0))
             })
             .collect();
         let mut summary = FeedSummary {

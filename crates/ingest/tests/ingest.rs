@@ -7,7 +7,7 @@ use std::sync::Arc;
 use spoor_ingest::dedup::DuplicateOf;
 use spoor_ingest::export::{ExportFilter, export};
 use spoor_ingest::{IngestError, Ingestor, Outcome, SiteRegistry};
-use spoor_log::{FileLog, FileLogConfig};
+use spoor_log::{AppendFuture, EventLog, FileLog, FileLogConfig, LogError, Position, Record};
 
 const NOW: i64 = 1_700_000_000_000;
 
@@ -254,24 +254,103 @@ async fn index_snapshots_saved_while_clients_post_miss_no_stored_record() {
     assert_eq!(ingestor.log().end(), (CLIENTS * EACH) as u64);
 }
 
+/// The real log, whose appends begin only once the gate opens: a test can hold a write
+/// under way for as long as it needs, however fast the disk.
+struct GatedLog {
+    log: Arc<FileLog>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl GatedLog {
+    fn open(dir: &Path) -> Arc<Self> {
+        let log = FileLog::open(&dir.join("log"), small_log(), None).unwrap();
+        Arc::new(GatedLog {
+            log: Arc::new(log),
+            gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        })
+    }
+
+    fn open_gate(&self) {
+        self.gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS);
+    }
+}
+
+impl EventLog for GatedLog {
+    fn append(&self, records: Vec<Vec<u8>>) -> AppendFuture {
+        let (log, gate) = (self.log.clone(), self.gate.clone());
+        Box::pin(async move {
+            let _passed = gate.acquire().await.map_err(|_| LogError::Closed)?;
+            log.append(records).await
+        })
+    }
+
+    fn read(&self, from: Position, max: usize) -> Result<Vec<Record>, LogError> {
+        self.log.read(from, max)
+    }
+
+    fn end(&self) -> Position {
+        self.log.end()
+    }
+
+    fn wait_beyond(&self, position: Position, timeout: std::time::Duration) -> Position {
+        self.log.wait_beyond(position, timeout)
+    }
+}
+
+fn open_gated(dir: &Path) -> (Ingestor, Arc<GatedLog>) {
+    let log = GatedLog::open(dir);
+    let sites = SiteRegistry::open(dir).unwrap();
+    sites.register(Some("S1"), None, NOW).unwrap();
+    (Ingestor::open(log.clone(), sites, NOW).unwrap(), log)
+}
+
+/// Polls a request once, so that it claims its body and begins its append, and drops it
+/// there, as a server does when the client goes away.
+fn abandon(request: impl Future) {
+    let mut request = std::pin::pin!(request);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(request.as_mut().poll(&mut context).is_pending());
+}
+
 #[tokio::test]
 async fn a_request_abandoned_mid_write_is_stored_once_and_its_retry_answered() {
     let dir = tempfile::tempdir().unwrap();
-    let ingestor = open(dir.path());
+    let (ingestor, log) = open_gated(dir.path());
     let body = view("gone", "1");
-    // The client goes away once the write has begun: its request future is polled once
-    // (it claims the body and starts the append) and dropped. On this single-threaded
-    // runtime nothing else runs before the drop.
-    let mut request = Box::pin(ingestor.ingest_one(&body, NOW));
-    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-    assert!(request.as_mut().poll(&mut context).is_pending());
-    drop(request);
+    abandon(ingestor.ingest_one(&body, NOW));
+    log.open_gate();
     let retry = tokio::time::timeout(
         std::time::Duration::from_secs(10),
         ingestor.ingest_one(&body, NOW + 1),
     )
     .await
     .expect("the retry is answered, not left waiting for the abandoned write");
+    assert_eq!(outcome(retry), Outcome::Duplicate(DuplicateOf::Request));
+    assert_eq!(ingestor.log().end(), 1);
+}
+
+#[test]
+fn a_request_abandoned_outside_any_runtime_is_settled_all_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ingestor, log) = open_gated(dir.path());
+    let body = view("gone-elsewhere", "1");
+    // Dropped by an executor other than tokio's: no runtime is at hand to finish the
+    // append in.
+    abandon(ingestor.ingest_one(&body, NOW));
+    log.open_gate();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let retry = runtime
+        .block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                ingestor.ingest_one(&body, NOW + 1),
+            )
+            .await
+        })
+        .expect("the retry is answered, not left waiting for the abandoned write");
     assert_eq!(outcome(retry), Outcome::Duplicate(DuplicateOf::Request));
     assert_eq!(ingestor.log().end(), 1);
 }
