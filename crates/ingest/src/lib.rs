@@ -7,7 +7,6 @@
 
 pub mod dedup;
 pub mod export;
-mod settling;
 pub mod sites;
 
 use std::collections::BTreeMap;
@@ -17,7 +16,6 @@ use spoor_log::{EventLog, Handoff, LogError, Position};
 use spoor_protocol::{EventBody, EventKind, Incoming, ProtocolError, TrackerEvent};
 
 use dedup::{Claim, DedupIndex, DuplicateOf, Keys, order_key};
-use settling::SettlingAppend;
 pub use sites::{RateLimit, Registration, Site, SiteRegistry, SiteSettings};
 use spoor_protocol::stored::{self, FeedItems, RecordContent, StoredRecord, hash_hex};
 use spoor_protocol::tree::Json;
@@ -333,8 +331,9 @@ impl Ingestor {
         }
     }
 
-    /// Appends the records of `keys` (claimed) and settles the claims, also when the
-    /// request is dropped mid-write (see [`settling`]).
+    /// Appends the records of `keys` (claimed) and settles the claims. In a task of its
+    /// own: a request whose client goes away mid-write would otherwise drop this future,
+    /// leave the claims unsettled and its retries waiting for ever.
     async fn append_and_settle(
         &self,
         records: Vec<Vec<u8>>,
@@ -343,9 +342,17 @@ impl Ingestor {
         if records.is_empty() {
             return Ok(self.log.end());
         }
-        let unsettled = self.unsettled.begin(&*self.log);
-        let append = self.log.append(records);
-        SettlingAppend::new(append, keys, self.dedup.clone(), unsettled).await
+        let (log, dedup, unsettled) =
+            (self.log.clone(), self.dedup.clone(), self.unsettled.clone());
+        let task = tokio::spawn(async move {
+            let _unsettled = unsettled.begin(&*log);
+            let appended = log.append(records).await;
+            for keys in keys {
+                dedup.settle(keys, appended.is_ok());
+            }
+            appended
+        });
+        task.await.unwrap_or(Err(LogError::Failed))
     }
 
     /// Claims each prepared record's keys, appends the new ones in one durable write,
