@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use spoor_log::SteppedFile;
 
 use crate::attribution::Attribution;
 use crate::catalogue::Product;
@@ -68,11 +69,10 @@ pub fn save(engine: &Engine, position: u64, path: &Path) -> std::io::Result<()> 
             .collect(),
     };
     let tmp = path.with_extension("tmp");
-    let mut writer = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+    // Synced a step at a time, so the log's fsyncs never queue behind the whole snapshot.
+    let mut writer = BufWriter::with_capacity(1 << 20, SteppedFile::create(&tmp)?);
     serde_json::to_writer(&mut writer, &file)?;
-    writer.flush()?;
-    writer.get_ref().sync_all()?;
-    drop(writer);
+    writer.into_inner().map_err(|e| e.into_error())?.finish()?;
     fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;

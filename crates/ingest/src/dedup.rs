@@ -353,7 +353,13 @@ fn take_keys<Keys: FromIterator<u128>>(bytes: &[u8], at: &mut usize) -> Option<K
 impl DedupIndex {
     /// The durable keys, as bytes: for a snapshot taken while nothing is in flight.
     pub fn to_bytes(&self, position: u64) -> Vec<u8> {
-        let mut out = Vec::new();
+        // Sized up front, with room for keys that arrive meanwhile: growing a buffer of
+        // millions of keys copies it all, and that would happen under a shard's lock,
+        // holding up every request whose key falls in that shard.
+        let (requests, orders) = self.len();
+        let keys = requests + orders;
+        let mut out =
+            Vec::with_capacity(16 + (keys + keys / 8) * 16 + (self.requests.len() + 1) * 24);
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&position.to_le_bytes());
         for shard in &self.requests {

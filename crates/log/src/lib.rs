@@ -8,6 +8,7 @@
 mod file;
 mod handoff;
 mod record;
+mod stepped;
 
 use std::fs::File;
 use std::future::Future;
@@ -17,6 +18,7 @@ use std::pin::Pin;
 
 pub use file::{CommitPace, FileLog, FileLogConfig, GroupCommitObserver};
 pub use handoff::Handoff;
+pub use stepped::SteppedFile;
 
 /// The bytes of a small file (settings, registries), or `None` when it does not exist yet.
 pub fn read_if_exists(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
@@ -27,14 +29,15 @@ pub fn read_if_exists(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content.
-/// For small files (settings, registries); the log itself never rewrites a file.
+/// Replaces `path` with `bytes` so that a crash leaves either the old or the new content:
+/// settings, registries and the duplicate index's snapshot (written a step at a time, see
+/// [`SteppedFile`]). The log itself never rewrites a file.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
-    let mut file = File::create(&tmp)?;
+    let mut file = SteppedFile::create(&tmp)?;
     file.write_all(bytes)?;
-    file.sync_all()?;
+    file.finish()?;
     std::fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
 }

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::record::{self, HEADER_BYTES};
-use crate::{LogError, Position, Record};
+use crate::{LogError, Position, Record, SteppedFile};
 
 const SEGMENT_SUFFIX: &str = ".log";
 const PREPARED_PREFIX: &str = "prepared-";
@@ -65,9 +65,11 @@ fn io_error(context: impl FnOnce() -> String) -> impl FnOnce(std::io::Error) -> 
     move |source| LogError::io(context(), source)
 }
 
-/// Writes a zero-filled file of `capacity` bytes at `path` and syncs it.
+/// Writes a zero-filled file of `capacity` bytes at `path` and syncs it, a step at a time
+/// (see [`SteppedFile`]): the next segment is prepared while the log commits, and its tens
+/// of megabytes must not queue ahead of the commits' fsyncs.
 fn write_zeroed(path: &Path, capacity: u64) -> std::io::Result<()> {
-    let mut file = File::create(path)?;
+    let mut file = SteppedFile::create(path)?;
     let zeros = vec![0u8; ZERO_CHUNK];
     let mut left = capacity;
     while left > 0 {
@@ -75,7 +77,7 @@ fn write_zeroed(path: &Path, capacity: u64) -> std::io::Result<()> {
         file.write_all(&zeros[..n])?;
         left -= n as u64;
     }
-    file.sync_all()
+    file.finish().map(drop)
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
