@@ -28,10 +28,9 @@ impl SteppedFile {
         })
     }
 
-    /// Syncs what is left, data and metadata, and hands the file back.
-    pub fn finish(self) -> std::io::Result<File> {
-        self.file.sync_all()?;
-        Ok(self.file)
+    /// Syncs what is left, data and metadata.
+    pub fn finish(self) -> std::io::Result<()> {
+        self.file.sync_all()
     }
 }
 

@@ -77,7 +77,7 @@ fn write_zeroed(path: &Path, capacity: u64) -> std::io::Result<()> {
         file.write_all(&zeros[..n])?;
         left -= n as u64;
     }
-    file.finish().map(drop)
+    file.finish()
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
