@@ -49,6 +49,13 @@ impl std::fmt::Display for Invalid {
     }
 }
 
+/// The payload length a record starting at `bytes` declares, once its first four bytes are
+/// there (not checked: [`decode`] checks it).
+pub fn length_field(bytes: &[u8]) -> Option<usize> {
+    let word: [u8; 4] = bytes.get(..4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(word) as usize)
+}
+
 /// Decodes the record at the start of `bytes`, returning its payload and encoded length.
 pub fn decode(bytes: &[u8], expected: Position) -> Result<(&[u8], usize), Invalid> {
     if bytes.len() < HEADER_BYTES {

@@ -375,12 +375,13 @@ impl Writer {
             layout.push((offset, (HEADER_BYTES + payload.len()) as u64));
         }
         let (len, capacity) = self.tail_len_and_capacity();
-        let at = if len > 0 && len + self.buf.len() as u64 > capacity {
+        let (at, capacity) = if len > 0 && len + self.buf.len() as u64 > capacity {
             self.roll(start)?;
-            0
+            (0, self.tail_len_and_capacity().1)
         } else {
-            len
+            (len, capacity)
         };
+        pad_to_page_end(&mut self.buf, at, capacity);
         self.file
             .write_all_at(&self.buf, at)
             .map_err(|e| LogError::io("write to the log", e))?;
@@ -439,6 +440,19 @@ impl Writer {
             .push(segment);
         Ok(())
     }
+}
+
+/// Extends the write of `buf` at `at` with zeros up to the end of its last page, within
+/// the segment's `capacity`. The file holds zeros there already, so nothing changes on
+/// disk; but a write that ends mid-page into a page not in the cache makes the kernel read
+/// that page from the disk first, and a prepared segment's pages are not in the cache
+/// (its zeros were written by direct I/O). Whole pages are written without a read, and the
+/// next group's first page is then the cached one this group wrote.
+fn pad_to_page_end(buf: &mut Vec<u8>, at: u64, capacity: u64) {
+    const PAGE: u64 = crate::stepped::DIRECT_IO_ALIGN as u64;
+    let end = at + buf.len() as u64;
+    let padded_end = end.next_multiple_of(PAGE).min(capacity.max(end));
+    buf.resize(buf.len() + (padded_end - end) as usize, 0);
 }
 
 /// Takes the directory's writer lock, released when the process exits however it exits.
@@ -736,6 +750,58 @@ mod tests {
         assert!(FileLog::open_read_only(dir.path()).is_ok());
         drop(first);
         assert!(FileLog::open(dir.path(), small_segments(), None).is_ok());
+    }
+
+    #[tokio::test]
+    async fn records_larger_than_a_read_window_and_records_across_windows_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = FileLogConfig {
+            segment_bytes: 4 * 1024 * 1024,
+            ..FileLogConfig::default()
+        };
+        let log = FileLog::open(dir.path(), config, None).unwrap();
+        // Sizes around and far beyond the 256 KiB read window, so records straddle it.
+        let sizes = [10, 100_000, 700_000, 5, 90_000, 90_000, 90_000, 300_000, 1];
+        let expected: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| vec![b'a' + i as u8; *n])
+            .collect();
+        for record in &expected {
+            log.append(vec![record.clone()]).await.unwrap();
+        }
+        let all: Vec<Vec<u8>> = log
+            .read(0, usize::MAX)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.payload)
+            .collect();
+        assert_eq!(all, expected);
+        for from in 0..sizes.len() as u64 {
+            let two = log.read(from, 2).unwrap();
+            assert_eq!(two[0].position, from);
+            assert_eq!(two[0].payload, expected[from as usize]);
+            assert!(two.len() == 2 || from == sizes.len() as u64 - 1);
+        }
+    }
+
+    #[test]
+    fn writes_are_padded_with_zeros_to_a_page_end_within_the_segment() {
+        let mut buf = vec![1u8; 100];
+        pad_to_page_end(&mut buf, 4000, 64 * 1024);
+        assert_eq!(buf.len(), 8192 - 4000);
+        assert!(buf[100..].iter().all(|b| *b == 0));
+        // Already at a page end: nothing added.
+        let mut buf = vec![1u8; 96];
+        pad_to_page_end(&mut buf, 4000, 64 * 1024);
+        assert_eq!(buf.len(), 96);
+        // Never past the segment's size, nor cut short when a group overflows it.
+        let mut buf = vec![1u8; 10];
+        pad_to_page_end(&mut buf, 200, 256);
+        assert_eq!(buf.len(), 56);
+        let mut buf = vec![1u8; 100];
+        pad_to_page_end(&mut buf, 200, 256);
+        assert_eq!(buf.len(), 100);
     }
 
     #[tokio::test]
