@@ -103,7 +103,11 @@ impl AlignedZeros {
     }
 
     fn chunk(&self) -> &[u8] {
-        let skip = self.0.as_ptr().align_offset(DIRECT_IO_ALIGN);
+        // `align_offset` may give up (usize::MAX); unaligned, the direct writes are refused
+        // and the zeros go through the cache.
+        let skip = Some(self.0.as_ptr().align_offset(DIRECT_IO_ALIGN))
+            .filter(|skip| *skip < DIRECT_IO_ALIGN)
+            .unwrap_or(0);
         &self.0[skip..skip + ZERO_CHUNK]
     }
 }
