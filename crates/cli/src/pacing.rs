@@ -43,15 +43,16 @@ impl Pacing {
     }
 }
 
-/// Samples the runtime's workers and sets the log's commit interval, until aborted.
-pub async fn pace_commits(pace: CommitPace, pacing: Pacing) {
-    let metrics = tokio::runtime::Handle::current().metrics();
-    let mut last = (busy_time(&metrics), Instant::now());
+/// Samples the workers of `runtimes` (those that serve requests) and sets the log's
+/// commit interval, until aborted.
+pub async fn pace_commits(pace: CommitPace, pacing: Pacing, runtimes: Vec<RuntimeMetrics>) {
+    let workers: usize = runtimes.iter().map(RuntimeMetrics::num_workers).sum();
+    let mut last = (busy_time(&runtimes), Instant::now());
     let mut tick = tokio::time::interval(SAMPLE_EVERY);
     loop {
         tick.tick().await;
-        let now = (busy_time(&metrics), Instant::now());
-        let capacity = (now.1 - last.1).as_secs_f64() * metrics.num_workers() as f64;
+        let now = (busy_time(&runtimes), Instant::now());
+        let capacity = (now.1 - last.1).as_secs_f64() * workers as f64;
         if capacity > 0.0 {
             let busy = (now.0 - last.0).as_secs_f64() / capacity;
             let current = pace.interval();
@@ -69,11 +70,14 @@ pub async fn pace_commits(pace: CommitPace, pacing: Pacing) {
     }
 }
 
-/// Time all workers have spent running tasks since the runtime started.
-fn busy_time(metrics: &RuntimeMetrics) -> Duration {
-    (0..metrics.num_workers())
-        .map(|worker| metrics.worker_total_busy_duration(worker))
-        .sum()
+/// Time all workers have spent running tasks since their runtimes started.
+fn busy_time(runtimes: &[RuntimeMetrics]) -> Duration {
+    let busy = |metrics: &RuntimeMetrics| -> Duration {
+        (0..metrics.num_workers())
+            .map(|worker| metrics.worker_total_busy_duration(worker))
+            .sum()
+    };
+    runtimes.iter().map(busy).sum()
 }
 
 #[cfg(test)]
@@ -112,7 +116,8 @@ mod tests {
             base: Duration::from_millis(1),
             saturated: Duration::from_millis(4),
         };
-        let pacer = tokio::spawn(pace_commits(pace.clone(), pacing));
+        let runtimes = vec![tokio::runtime::Handle::current().metrics()];
+        let pacer = tokio::spawn(pace_commits(pace.clone(), pacing, runtimes));
         let deadline = Instant::now() + Duration::from_secs(10);
         while pace.interval() != pacing.base {
             assert!(Instant::now() < deadline, "the interval was not set");

@@ -11,6 +11,7 @@ use spoor_engine::recommend::tuning::TuningRegistry;
 use spoor_ingest::{Ingestor, Registration, SiteRegistry};
 use spoor_log::{FileLog, FileLogConfig, GroupCommitObserver, Handoff};
 use spoor_server::auth::{self, TokenSource};
+use spoor_server::threads::HttpServer;
 use spoor_server::{AppState, Metrics, now_ms};
 use spoor_triggers::{Outbox, TriggerRegistry, Triggers};
 
@@ -53,6 +54,11 @@ pub struct ServeArgs {
         default_value_t = 4000
     )]
     log_commit_interval_saturated_us: u64,
+
+    /// Threads that serve HTTP requests, each with its own connections (a new
+    /// connection goes to the one with the fewest open). Default: one per CPU.
+    #[arg(long, env = "SPOOR_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    http_threads: Option<u16>,
 
     /// Take each client's address from the first entry of `X-Forwarded-For` (for rate
     /// limits). Set it only when spoor is reachable through a proxy that sets the header.
@@ -139,23 +145,32 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         trust_forwarded_for: args.trust_forwarded_for,
         trigger_settings: trigger_settings.clone(),
         triggers: triggers.clone(),
+        background: tokio::runtime::Handle::current(),
     };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("listen on {}", args.listen))?;
+    let http_threads = args.http_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    let local_addr = listener.local_addr()?;
+    let server = HttpServer::start(listener, state.clone(), http_threads)
+        .context("start the HTTP threads")?;
     tracing::info!(
-        listen = %listener.local_addr()?,
+        listen = %local_addr,
         data = %data_dir.display(),
         records = state.ingestor.log().end(),
         sites = state.ingestor.sites().list().len(),
+        http_threads,
         "spoor is serving: POST events to /api/v2"
     );
     let index_saver = tokio::spawn(save_index_while_serving(
         state.ingestor.clone(),
         index_snapshot.clone(),
     ));
-    let pacer = tokio::spawn(pace_commits(commit_pace, pacing));
-    spoor_server::serve(listener, state.clone(), shutdown_signal()).await?;
+    let pacer = tokio::spawn(pace_commits(commit_pace, pacing, server.runtime_metrics()));
+    server.run_until(shutdown_signal()).await?;
     // A delivery in flight finishes (its attempt recorded) before the loop ends.
     stop_triggers.store(true, Ordering::Release);
     let _ = trigger_loop.await;

@@ -263,3 +263,70 @@ async fn every_operation_in_openapi_json_is_served() {
     }
     assert!(operations >= 17, "{operations} operations documented");
 }
+
+/// Open connections per HTTP thread, from `/metrics` (asked on a connection of its own).
+async fn connections_per_thread(server: &Server) -> Vec<i64> {
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut counts: Vec<(u32, i64)> = text
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("spoor_http_connections_open{thread=\"")?;
+            let (thread, value) = rest.split_once("\"} ")?;
+            Some((thread.parse().ok()?, value.trim().parse().ok()?))
+        })
+        .collect();
+    counts.sort_unstable();
+    counts.into_iter().map(|(_, open)| open).collect()
+}
+
+#[tokio::test]
+async fn connections_are_spread_over_the_http_threads_and_counted_out_when_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["8A412DC"],
+        &["--http-threads", "3"],
+    );
+    assert!(server.log_text().contains("\"http_threads\":3"));
+    // Six clients, each keeping its one connection open after an event.
+    let mut clients = Vec::new();
+    for n in 0..6 {
+        let client = client();
+        let answer = client
+            .post(server.url("/api/v2"))
+            .header("Content-Type", "application/json")
+            .body(view("8A412DC", &format!("thread-test-{n}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        clients.push(client);
+    }
+    // The six, and the one that asks: seven, spread 3, 2, 2.
+    let counts = connections_per_thread(&server).await;
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert_eq!(counts.iter().sum::<i64>(), 7, "{counts:?}");
+    assert!(
+        counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1,
+        "{counts:?}"
+    );
+    drop(clients);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        // Only the connection that asks is left, once the server has seen the others close.
+        let counts = connections_per_thread(&server).await;
+        if counts.iter().sum::<i64>() == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still open: {counts:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -210,7 +210,11 @@ pub async fn import_feed(
 ) -> Result<Json<FeedSummary>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     let xml = body::read(&headers, request_body, FEED_BODY_LIMIT).await?;
-    let summary = state.ingestor.import_feed(&site_id, &xml, now_ms()).await?;
+    let ingestor = state.ingestor.clone();
+    let site = site_id.clone();
+    let summary = state
+        .in_background(async move { ingestor.import_feed(&site, &xml, now_ms()).await })
+        .await??;
     tracing::info!(
         site_id = %site_id,
         items = summary.items,
@@ -229,11 +233,16 @@ pub async fn import_events(
 ) -> Result<Json<ImportSummary>, ApiError> {
     require_admin(&state, &headers)?;
     let bytes = body::read(&headers, request_body, IMPORT_BODY_LIMIT).await?;
-    let text = std::str::from_utf8(&bytes).map_err(|e| {
-        ApiError::bad_request("invalid_body", format!("the body is not UTF-8: {e}"))
-    })?;
-    let lines: Vec<&str> = text.lines().collect();
-    let summary = state.ingestor.import(&lines, now_ms()).await?;
+    let ingestor = state.ingestor.clone();
+    let summary = state
+        .in_background(async move {
+            let text = std::str::from_utf8(&bytes).map_err(|e| {
+                ApiError::bad_request("invalid_body", format!("the body is not UTF-8: {e}"))
+            })?;
+            let lines: Vec<&str> = text.lines().collect();
+            Ok::<_, ApiError>(ingestor.import(&lines, now_ms()).await?)
+        })
+        .await??;
     tracing::info!(
         imported = summary.imported,
         already_present = summary.already_present,

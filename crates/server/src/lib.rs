@@ -10,6 +10,7 @@ pub mod error;
 pub mod metrics;
 pub mod recommend;
 pub mod state;
+pub mod threads;
 pub mod tracker;
 pub mod triggers;
 pub mod tuning;
@@ -52,6 +53,27 @@ pub struct AppState {
     /// Trigger settings and webhooks per site, and the firing and delivery loop.
     pub trigger_settings: Arc<spoor_triggers::TriggerRegistry>,
     pub triggers: Arc<spoor_triggers::Triggers>,
+    /// A runtime for requests whose work holds a thread for long (an import reads the
+    /// whole log, or parses a feed of megabytes): each HTTP thread serves many
+    /// connections (see [`threads`]), and none of them should wait behind an import.
+    pub background: tokio::runtime::Handle,
+}
+
+impl AppState {
+    /// Runs `work` on the [`AppState::background`] runtime and waits for it.
+    pub async fn in_background<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.background.spawn(work).await.map_err(|error| {
+            tracing::error!(%error, "background work of a request failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request's work stopped unexpectedly; nothing was acknowledged",
+            )
+        })
+    }
 }
 
 /// The handlers' state: one reference count per request instead of one per part.
@@ -182,19 +204,6 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
-}
-
-/// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    // The peer's address reaches the handlers: rate limits are per client.
-    let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// The current time in milliseconds since the epoch: the receive time of an event.

@@ -33,8 +33,14 @@ pub struct RouteLabels {
     pub status: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ThreadLabels {
+    pub thread: u32,
+}
+
 pub struct Metrics {
     registry: Registry,
+    http_connections: Family<ThreadLabels, Gauge>,
     accepted: Family<AcceptedLabels, Counter>,
     rejected: Family<RejectedLabels, Counter>,
     requests: Family<RouteLabels, Histogram>,
@@ -122,7 +128,14 @@ impl Metrics {
             "Log records not yet applied to the derived state",
             state_lag.clone(),
         );
+        let http_connections = Family::<ThreadLabels, Gauge>::default();
+        registry.register(
+            "http_connections_open",
+            "Open client connections, per HTTP thread (each thread serves its own)",
+            http_connections.clone(),
+        );
         Metrics {
+            http_connections,
             state_lag,
             registry,
             accepted,
@@ -135,6 +148,13 @@ impl Metrics {
             dedup_requests,
             dedup_orders,
         }
+    }
+
+    /// The open-connection count of HTTP thread `thread`, which the server keeps current.
+    pub fn http_connections(&self, thread: u32) -> Gauge {
+        self.http_connections
+            .get_or_create(&ThreadLabels { thread })
+            .clone()
     }
 
     pub fn accepted(&self, event: Option<EventKind>, outcome: &'static str) {

@@ -24,6 +24,11 @@ pub struct Server {
 impl Server {
     /// Starts on a free loopback port with `data` as its data directory.
     pub fn start(data: &Path, sites: &[&str]) -> Server {
+        Server::start_with(data, sites, &[])
+    }
+
+    /// [`Server::start`] with further arguments to `spoor serve`.
+    pub fn start_with(data: &Path, sites: &[&str], args: &[&str]) -> Server {
         fs::create_dir_all(data).unwrap();
         let log_path = next_log_path(data);
         let log = File::create(&log_path).unwrap();
@@ -47,6 +52,7 @@ impl Server {
         for site in sites {
             command.args(["--site", site]);
         }
+        command.args(args);
         let child = command.spawn().expect("start spoor serve");
         let mut server = Server {
             child: Some(child),
