@@ -1,8 +1,8 @@
-//! The log's commit interval, set from how busy the request workers are.
+//! The log's commit interval, set from how busy the HTTP threads are.
 //!
 //! Under load the log waits up to its commit interval between fsyncs, so that each covers
 //! more events: every fsync costs kernel CPU. How long that wait should be depends on
-//! whether the CPU is what limits the requests. When the runtime's workers are busy nearly
+//! whether the CPU is what limits the requests. When the HTTP threads are busy nearly
 //! all the time, requests queue for CPU anyway, and a longer wait costs them nothing while
 //! fewer fsyncs leave them more CPU. When the workers have idle time, a longer wait only
 //! adds latency, and with few concurrent clients it caps their throughput (each client

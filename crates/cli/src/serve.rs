@@ -45,7 +45,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SPOOR_LOG_COMMIT_INTERVAL_US", default_value_t = 1000)]
     log_commit_interval_us: u64,
 
-    /// The same, while the request workers are busy at least 92% of the time (the CPU is
+    /// The same, while the HTTP threads are busy at least 92% of the time (the CPU is
     /// what limits requests, so fewer fsyncs leave them more of it); back to the interval
     /// above once they fall under 85%.
     #[arg(
