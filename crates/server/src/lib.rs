@@ -60,7 +60,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Runs `work` on the [`AppState::background`] runtime and waits for it.
+    /// Runs `work` on the [`AppState::background`] runtime and waits for it. The work goes
+    /// on to its end even if the client hangs up meanwhile.
     pub async fn in_background<T: Send + 'static>(
         &self,
         work: impl Future<Output = T> + Send + 'static,
@@ -70,7 +71,7 @@ impl AppState {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
-                "the request's work stopped unexpectedly; nothing was acknowledged",
+                "the request's work stopped unexpectedly; the server's log says why",
             )
         })
     }
