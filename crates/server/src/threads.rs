@@ -121,6 +121,8 @@ impl HttpThread {
                 runtime.block_on(async move {
                     // The peer's address reaches the handlers: rate limits are per client.
                     let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
+                    // axum gives a listener's peer address to handlers only through
+                    // `tap_io`: the tap itself does nothing.
                     axum::serve(listener.tap_io(|_| {}), service)
                         .with_graceful_shutdown(async move {
                             let _ = stopped.wait_for(|stop| *stop).await;
@@ -137,33 +139,37 @@ impl HttpThread {
     }
 }
 
-/// Gives a new connection to the thread with the fewest open connections.
+/// Gives a new connection to the thread with the fewest open connections, or, should
+/// that thread have stopped, to the next: a stopped thread has the fewest, and would
+/// otherwise be given every new connection.
 fn hand_over(threads: &[HttpThread], stream: TcpStream, peer: SocketAddr) {
-    let Some(thread) = least_loaded(threads.iter().map(|t| t.open.get())).map(|n| &threads[n])
-    else {
-        return;
-    };
     // Registered with the serving thread's runtime there, not with this one's.
-    let stream = match stream.into_std() {
-        Ok(stream) => stream,
+    let mut connection = match stream.into_std() {
+        Ok(stream) => (stream, peer),
         Err(error) => {
             tracing::debug!(%error, "a new connection could not be handed over");
             return;
         }
     };
-    thread.open.inc();
-    if thread.connections.send((stream, peer)).is_err() {
-        thread.open.dec();
-        tracing::error!("an HTTP thread has stopped; its connection is dropped");
+    for n in least_loaded_first(threads.iter().map(|t| t.open.get())) {
+        let thread = &threads[n];
+        thread.open.inc();
+        match thread.connections.send(connection) {
+            Ok(()) => return,
+            Err(mpsc::error::SendError(back)) => {
+                thread.open.dec();
+                connection = back;
+            }
+        }
     }
+    tracing::error!("no HTTP thread is serving; a new connection is dropped");
 }
 
-/// The index of the smallest count, the first of equals.
-fn least_loaded(counts: impl Iterator<Item = i64>) -> Option<usize> {
-    counts
-        .enumerate()
-        .min_by_key(|(_, count)| *count)
-        .map(|(n, _)| n)
+/// Indices ordered by count, smallest first (the first of equals first).
+fn least_loaded_first(counts: impl Iterator<Item = i64>) -> Vec<usize> {
+    let mut order: Vec<(i64, usize)> = counts.enumerate().map(|(n, c)| (c, n)).collect();
+    order.sort_unstable();
+    order.into_iter().map(|(_, n)| n).collect()
 }
 
 /// Errors that concern one connection (it was reset before it was accepted) are
@@ -273,10 +279,44 @@ impl AsyncWrite for Counted {
 mod tests {
     use super::*;
 
+    /// A thread as the acceptor sees it, whose connections arrive on the receiver returned.
+    fn thread_seen_by_the_acceptor() -> (
+        HttpThread,
+        mpsc::UnboundedReceiver<(std::net::TcpStream, SocketAddr)>,
+    ) {
+        let (connections, incoming) = mpsc::unbounded_channel();
+        let thread = HttpThread {
+            connections,
+            open: Gauge::default(),
+            metrics: tokio::runtime::Handle::current().metrics(),
+            done: std::thread::spawn(|| Ok(())),
+        };
+        (thread, incoming)
+    }
+
+    #[tokio::test]
+    async fn a_stopped_thread_is_passed_over_for_the_next() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stopped, gone) = thread_seen_by_the_acceptor();
+        let (serving, mut incoming) = thread_seen_by_the_acceptor();
+        drop(gone);
+        serving.open.set(5);
+        let threads = [stopped, serving];
+        for _ in 0..2 {
+            let _client = TcpStream::connect(address).await.unwrap();
+            let (stream, peer) = listener.accept().await.unwrap();
+            hand_over(&threads, stream, peer);
+            assert!(incoming.try_recv().is_ok(), "handed to the serving thread");
+        }
+        assert_eq!(threads[0].open.get(), 0);
+        assert_eq!(threads[1].open.get(), 7);
+    }
+
     #[test]
     fn a_new_connection_goes_to_the_thread_with_the_fewest() {
-        assert_eq!(least_loaded([3, 1, 2].into_iter()), Some(1));
-        assert_eq!(least_loaded([2, 2].into_iter()), Some(0));
-        assert_eq!(least_loaded(std::iter::empty()), None);
+        assert_eq!(least_loaded_first([3, 1, 2].into_iter()), [1, 2, 0]);
+        assert_eq!(least_loaded_first([2, 2].into_iter()), [0, 1]);
+        assert!(least_loaded_first(std::iter::empty()).is_empty());
     }
 }
