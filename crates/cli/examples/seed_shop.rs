@@ -96,7 +96,7 @@ impl Shop {
                 .map(|p| {
                     let category = p / per_category;
                     ProductUpdate {
-                        product_key: format!("p{p}"),
+                        product_key: format!("p{p}").into(),
                         name: Some(format!("Product {p}")),
                         brand: Some(format!("Brand {}", p % BRANDS)),
                         url: Some(format!("https://shop.example/p/{p}")),
@@ -107,7 +107,7 @@ impl Shop {
                             "Department {} > Category {category}",
                             category / 20
                         )),
-                        category_ids: Some(vec![format!("c{category}")]),
+                        category_ids: Some(vec![format!("c{category}").into()]),
                         ..ProductUpdate::default()
                     }
                 })
@@ -130,7 +130,7 @@ impl Shop {
 
     fn visitor(&mut self, contact: u64) -> Vec<Vec<u8>> {
         let visitor = Visitor {
-            sc: Some(format!("c{contact}")),
+            sc: Some(format!("c{contact}").into()),
             ..Visitor::default()
         };
         let category = self.random.skewed(CATEGORIES);
@@ -144,7 +144,7 @@ impl Shop {
             at += 20_000 + self.random.below(100_000) as i64;
             let body = EventBody::ProductPage {
                 product: ProductSeen {
-                    product_key: format!("p{product}"),
+                    product_key: format!("p{product}").into(),
                     price: Shop::price(product),
                     in_stock: Some(true),
                     location: None,
@@ -165,7 +165,7 @@ impl Shop {
                     .iter()
                     .map(lines)
                     .map(|(product_key, price)| CartLine {
-                        product_key,
+                        product_key: product_key.into(),
                         price,
                         discount: None,
                         quantity: 1,
@@ -183,7 +183,7 @@ impl Shop {
                     .iter()
                     .map(lines)
                     .map(|(product_key, unit_price)| OrderLine {
-                        product_key,
+                        product_key: product_key.into(),
                         unit_price,
                         quantity: 1,
                         tags: Default::default(),

@@ -102,18 +102,18 @@ fn record(contact: u64, step: u64, rng: &mut Rng) -> StoredRecord {
     let product = format!("p{product_number}");
     let at = T0 + (step * 1_000_000 + contact) as i64;
     let mut visitor = Visitor {
-        sc: Some(format!("cookie-{contact:08x}")),
+        sc: Some(format!("cookie-{contact:08x}").into()),
         ..Visitor::default()
     };
     let body = match step {
         0 => {
-            visitor.email = Some(format!("person{contact}@example.com"));
-            visitor.name = Some(format!("Person {contact}"));
+            visitor.email = Some(format!("person{contact}@example.com").into());
+            visitor.name = Some(format!("Person {contact}").into());
             EventBody::CustomerData
         }
         1..=12 => EventBody::ProductPage {
             product: ProductSeen {
-                product_key: product,
+                product_key: product.into(),
                 price: price_of(product_number, step),
                 in_stock: Some(true),
                 location: None,
@@ -126,7 +126,7 @@ fn record(contact: u64, step: u64, rng: &mut Rng) -> StoredRecord {
                 products: (0..1 + rng.next() % 3)
                     .map(|_| rng.next() % PRODUCTS)
                     .map(|n| CartLine {
-                        product_key: format!("p{n}"),
+                        product_key: format!("p{n}").into(),
                         price: price_of(n, step),
                         discount: None,
                         quantity: 1,
@@ -137,7 +137,7 @@ fn record(contact: u64, step: u64, rng: &mut Rng) -> StoredRecord {
         },
         17 => EventBody::AddToWishlist {
             product: ProductSeen {
-                product_key: product,
+                product_key: product.into(),
                 price: price_of(product_number, step),
                 in_stock: Some(true),
                 location: None,
@@ -156,7 +156,7 @@ fn record(contact: u64, step: u64, rng: &mut Rng) -> StoredRecord {
                 guid: Some(format!("g{contact}-16")),
                 tracked_order_id: None,
                 products: vec![OrderLine {
-                    product_key: product,
+                    product_key: product.into(),
                     unit_price: price_of(product_number, step),
                     quantity: 1,
                     tags: TagMap::new(),
@@ -209,7 +209,7 @@ fn main() {
     let mut nanos = Vec::with_capacity(lookups);
     for _ in 0..lookups {
         let contact = rng.next() % contacts;
-        let id = Identifier::Email(format!("person{contact}@example.com"));
+        let id = Identifier::Email(format!("person{contact}@example.com").into());
         let start = Instant::now();
         let found = site.contact(&id).map(|c| c.orders.len());
         nanos.push(start.elapsed().as_nanos() as u64);

@@ -146,7 +146,7 @@ impl Attribution {
                     .get("blockId")
                     .into_iter()
                     .flatten()
-                    .map(String::as_str)
+                    .map(|tag| tag.as_str())
                     .filter(|c| !c.is_empty())
                     .collect();
                 let total: Decimal = purchase
@@ -159,7 +159,8 @@ impl Attribution {
                 if let Some(visitor) = visitor {
                     for line in &purchase.products {
                         let value = line.unit_price.amount * Decimal::from(line.quantity);
-                        if let Some(container) = self.clicked_from(visitor, &line.product_key, at)
+                        if let Some(container) =
+                            self.clicked_from(visitor, line.product_key.as_str(), at)
                             && !named.contains(&container)
                         {
                             *credited.entry(container.to_string()).or_default() += value;

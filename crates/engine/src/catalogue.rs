@@ -289,7 +289,7 @@ impl Catalogue {
                 .collect();
         }
         if let Some(ids) = &update.category_ids {
-            product.category_ids.clone_from(ids);
+            product.category_ids = ids.iter().map(|id| id.to_string()).collect();
         }
         for (key, values) in &update.tags {
             product.tags.insert(key.clone(), values.clone());

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use spoor_protocol::{Cart as WireCart, Purchase, Visitor};
+use spoor_protocol::{Cart as WireCart, Purchase, Text, Visitor};
 use thin_vec::ThinVec;
 
 use crate::identity::{ContactId, Identifier, Identifiers};
@@ -116,7 +116,7 @@ impl<'de> Deserialize<'de> for Profile {
     }
 }
 
-fn set_latest(slot: &mut Option<Timed<ThinStr>>, value: &Option<String>, at: i64) {
+fn set_latest(slot: &mut Option<Timed<ThinStr>>, value: &Option<Text>, at: i64) {
     let Some(value) = value else { return };
     match slot {
         Some(old) if old.at > at => {}
@@ -135,7 +135,7 @@ fn set_latest(slot: &mut Option<Timed<ThinStr>>, value: &Option<String>, at: i64
 /// identifier, which a value equal to it is not copied beside.
 fn set_latest_email(
     slot: &mut Option<Timed<ThinStr>>,
-    value: &Option<String>,
+    value: &Option<Text>,
     at: i64,
     email_id: Option<&str>,
 ) {

@@ -212,7 +212,7 @@ mod tests {
     use super::*;
 
     fn cookie(n: usize) -> Identifier {
-        Identifier::Sc(format!("cookie-{n}"))
+        Identifier::Sc(format!("cookie-{n}").into())
     }
 
     #[test]
@@ -242,7 +242,7 @@ mod tests {
             assert_eq!(index.get(&cookie(n)), expected, "{n}");
         }
         assert_eq!(index.get(&cookie(count)), None);
-        let long = Identifier::Email(format!("{}@example.com", "a".repeat(100)));
+        let long = Identifier::Email(format!("{}@example.com", "a".repeat(100)).into());
         index.insert(&long, 3);
         assert_eq!(index.get(&long), Some(3));
         assert_eq!(index.get(&Identifier::Email("cookie-1".into())), None);

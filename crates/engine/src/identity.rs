@@ -26,7 +26,7 @@
 //! 6. The anchor takes all of the event's identifiers.
 
 use serde::{Deserialize, Serialize};
-use spoor_protocol::{ContactLink, Visitor};
+use spoor_protocol::{ContactLink, Text, Visitor};
 
 use crate::thin::{Texts, ThinStr};
 
@@ -36,11 +36,11 @@ pub type ContactId = u32;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(tag = "type", content = "value", rename_all = "camelCase")]
 pub enum Identifier {
-    Sc(String),
-    ExternalCustomerId(String),
-    Email(String),
-    Phone(String),
-    EsContactId(String),
+    Sc(Text),
+    ExternalCustomerId(Text),
+    Email(Text),
+    Phone(Text),
+    EsContactId(Text),
 }
 
 impl Identifier {
@@ -59,11 +59,11 @@ impl Identifier {
             return None;
         }
         Some(match kind {
-            "sc" => Identifier::Sc(value.to_string()),
-            "externalCustomerId" => Identifier::ExternalCustomerId(value.to_string()),
+            "sc" => Identifier::Sc(value.into()),
+            "externalCustomerId" => Identifier::ExternalCustomerId(value.into()),
             "email" => Identifier::Email(normalize_email(value)),
             "phone" => Identifier::Phone(normalize_phone(value)?),
-            "esContactId" => Identifier::EsContactId(value.to_string()),
+            "esContactId" => Identifier::EsContactId(value.into()),
             _ => return None,
         })
     }
@@ -71,16 +71,16 @@ impl Identifier {
 
 pub use crate::identifier_index::IdentifierIndex;
 
-pub fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
+pub fn normalize_email(email: &str) -> Text {
+    Text::from_str_to_lowercase(email.trim())
 }
 
 /// Digits only, with the international prefix (`+` or `00`) dropped:
 /// `+1-541-754-3010` and `0015417543010` are both `15417543010`.
-pub fn normalize_phone(phone: &str) -> Option<String> {
-    let digits: String = phone.chars().filter(char::is_ascii_digit).collect();
+pub fn normalize_phone(phone: &str) -> Option<Text> {
+    let digits: Text = phone.chars().filter(char::is_ascii_digit).collect();
     let digits = match digits.strip_prefix("00") {
-        Some(rest) => rest.to_string(),
+        Some(rest) => Text::from(rest),
         None => digits,
     };
     (digits.len() >= 5).then_some(digits)
@@ -119,7 +119,8 @@ pub fn identifiers_of_link(link: &ContactLink) -> Vec<Identifier> {
     let mut ids = Vec::new();
     ids.extend(
         link.external_customer_id
-            .clone()
+            .as_deref()
+            .map(Text::from)
             .map(Identifier::ExternalCustomerId),
     );
     ids.extend(
@@ -133,7 +134,7 @@ pub fn identifiers_of_link(link: &ContactLink) -> Vec<Identifier> {
             .and_then(normalize_phone)
             .map(Identifier::Phone),
     );
-    ids.extend(link.web_id.clone().map(Identifier::Sc));
+    ids.extend(link.web_id.as_deref().map(Text::from).map(Identifier::Sc));
     ids
 }
 
@@ -231,17 +232,12 @@ impl Identifiers {
 
     pub fn all(&self) -> Vec<Identifier> {
         let mut out = Vec::new();
-        let external = self.external_customer_id().map(String::from);
+        let external = self.external_customer_id().map(Text::from);
         out.extend(external.map(Identifier::ExternalCustomerId));
-        out.extend(
-            self.email
-                .as_deref()
-                .map(String::from)
-                .map(Identifier::Email),
-        );
-        let texts = |list: &Texts, kind: fn(String) -> Identifier| {
+        out.extend(self.email.as_deref().map(Text::from).map(Identifier::Email));
+        let texts = |list: &Texts, kind: fn(Text) -> Identifier| {
             list.iter()
-                .map(move |text| kind(text.to_string()))
+                .map(move |text| kind(Text::from(text)))
                 .collect::<Vec<_>>()
         };
         out.extend(texts(&self.phones, Identifier::Phone));
@@ -255,11 +251,11 @@ impl Identifiers {
     pub fn insert(&mut self, id: Identifier) -> Option<Identifier> {
         match id {
             Identifier::ExternalCustomerId(v) => {
-                self.rare_mut().external_customer_id = Some(v.into());
+                self.rare_mut().external_customer_id = Some(v.as_str().into());
                 None
             }
             Identifier::Email(v) => {
-                self.email = Some(v.into());
+                self.email = Some(v.as_str().into());
                 None
             }
             Identifier::Phone(v) => self.phones.add(&v, MAX_SHARED_IDS).map(Identifier::Phone),
@@ -336,7 +332,7 @@ mod tests {
     fn a_contact_keeps_its_newest_shared_identifiers() {
         let mut ids = Identifiers::default();
         for n in 0..MAX_SHARED_IDS {
-            assert_eq!(ids.insert(Identifier::Sc(format!("c{n}"))), None);
+            assert_eq!(ids.insert(Identifier::Sc(format!("c{n}").into())), None);
         }
         assert_eq!(
             ids.insert(Identifier::Sc("c0".into())),

@@ -47,10 +47,7 @@ impl Engine {
         match &record.content {
             RecordContent::Event(event) => {
                 let at = event.datetime.unwrap_or(record.received_at);
-                self.sites
-                    .entry(event.site_id.clone())
-                    .or_default()
-                    .apply(event, at);
+                self.site_entry(&event.site_id).apply(event, at);
             }
             RecordContent::ContactLink(link) => {
                 for site in self.sites.values_mut() {
@@ -66,6 +63,15 @@ impl Engine {
 
     pub fn site(&self, site_id: &str) -> Option<&SiteState> {
         self.sites.get(site_id)
+    }
+
+    /// The site's state, made when the site has none yet. Looked up by reference first:
+    /// every record names a site, and all but its first find it.
+    fn site_entry(&mut self, site_id: &str) -> &mut SiteState {
+        if !self.sites.contains_key(site_id) {
+            self.sites.insert(site_id.to_string(), SiteState::default());
+        }
+        self.sites.get_mut(site_id).expect("inserted above")
     }
 
     pub fn site_mut(&mut self, site_id: &str) -> Option<&mut SiteState> {

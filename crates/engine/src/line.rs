@@ -10,7 +10,7 @@
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use spoor_protocol::{CartLine, OrderLine, Price, TagMap};
+use spoor_protocol::{CartLine, OrderLine, Price, TagMap, Text};
 
 use crate::recommend::ItemId;
 
@@ -140,14 +140,14 @@ impl Line {
     fn full_price(&self) -> Price {
         Price {
             amount: self.price(),
-            currency: self.currency().map(String::from),
+            currency: self.currency().map(Text::from),
         }
     }
 
     /// The line as the tracker API received it.
     pub fn to_cart_line(&self, product_key: &str) -> CartLine {
         CartLine {
-            product_key: product_key.to_string(),
+            product_key: product_key.into(),
             price: self.full_price(),
             discount: self.discount(),
             quantity: self.quantity,
@@ -158,7 +158,7 @@ impl Line {
     /// The line as the tracker API received it.
     pub fn to_order_line(&self, product_key: &str) -> OrderLine {
         OrderLine {
-            product_key: product_key.to_string(),
+            product_key: product_key.into(),
             unit_price: self.full_price(),
             quantity: self.quantity,
             tags: self.tags().cloned().unwrap_or_default(),
@@ -220,7 +220,7 @@ mod tests {
     }
 
     fn tags() -> TagMap {
-        TagMap::from([("colour".to_string(), vec!["red".to_string()])])
+        TagMap::from([("colour".into(), vec!["red".into()])])
     }
 
     #[test]

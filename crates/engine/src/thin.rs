@@ -14,6 +14,7 @@ use std::ops::Deref;
 use std::ptr::NonNull;
 
 use crate::recent::varint;
+use spoor_protocol::Text;
 
 /// Owned bytes: an allocation of their length (LEB128) and the bytes, or, when empty, no
 /// allocation and a dangling pointer (never an allocation's address; being non-null, it
@@ -235,7 +236,7 @@ impl Texts {
     /// Adds `text` unless held; once more than `limit` are held, lets the oldest go and
     /// returns it. One pass over the block and one copy of it: a client that sends a new
     /// cookie with every event keeps a contact at the limit, and each event adds one.
-    pub fn add(&mut self, text: &str, limit: usize) -> Option<String> {
+    pub fn add(&mut self, text: &str, limit: usize) -> Option<Text> {
         let mut held = 0;
         let mut first_end = 0;
         for (end, entry) in self.entries() {
@@ -248,7 +249,7 @@ impl Texts {
             held += 1;
         }
         let (let_go, kept) = if held >= limit {
-            (self.first().map(String::from), &self.0[first_end..])
+            (self.first().map(Text::from), &self.0[first_end..])
         } else {
             (None, &self.0[..])
         };

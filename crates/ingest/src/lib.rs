@@ -300,7 +300,7 @@ impl Ingestor {
                 if !self.sites.contains(&event.site_id) {
                     return Err(IngestError::UnknownSite {
                         event: event.kind(),
-                        site_id: event.site_id,
+                        site_id: event.site_id.into(),
                     });
                 }
                 event.datetime.get_or_insert(now_ms);

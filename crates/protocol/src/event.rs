@@ -9,15 +9,20 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+/// Short text: identifiers, keys, currency codes and tags. Most are a few bytes, kept in
+/// place rather than each in an allocation of its own (an event has a dozen of them, and
+/// the state's follower drops them on another thread than the one that made them).
+pub type Text = compact_str::CompactString;
+
 /// `tag_*` fields of a product, or the arrays of an event's `Tags` object.
-pub type TagMap = BTreeMap<String, Vec<String>>;
+pub type TagMap = BTreeMap<Text, Vec<Text>>;
 
 /// An amount with the currency it was sent with, when one was (`"754 USD"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Price {
     pub amount: Decimal,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub currency: Option<String>,
+    pub currency: Option<Text>,
 }
 
 /// Who did it: every identifier and profile field `GeneralInfo` carried.
@@ -26,18 +31,18 @@ pub struct Price {
 pub struct Visitor {
     /// The `sc` cookie.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sc: Option<String>,
+    pub sc: Option<Text>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_customer_id: Option<String>,
+    pub external_customer_id: Option<Text>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
+    pub email: Option<Text>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phone: Option<String>,
+    pub phone: Option<Text>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<Text>,
     /// `user_es_contact_id`: the contact id in the vendor's system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub es_contact_id: Option<String>,
+    pub es_contact_id: Option<Text>,
     /// Further `GeneralInfo` fields (`user_card_id`, `user_city`, `user_tags_gender`...).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, String>,
@@ -58,7 +63,7 @@ impl Visitor {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", try_from = "FlatEvent")]
 pub struct TrackerEvent {
-    pub site_id: String,
+    pub site_id: Text,
     /// When it happened, in milliseconds since the epoch, as the client sent it.
     /// Absent on the wire means "now": ingest fills in the receive time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,7 +83,7 @@ pub struct TrackerEvent {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct FlatEvent {
-    site_id: String,
+    site_id: Text,
     #[serde(default)]
     datetime: Option<i64>,
     #[serde(default)]
@@ -254,7 +259,7 @@ impl EventKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProductSeen {
-    pub product_key: String,
+    pub product_key: Text,
     pub price: Price,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_stock: Option<bool>,
@@ -278,7 +283,7 @@ pub struct Cart {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CartLine {
-    pub product_key: String,
+    pub product_key: Text,
     pub price: Price,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discount: Option<Decimal>,
@@ -302,7 +307,7 @@ pub struct Purchase {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OrderLine {
-    pub product_key: String,
+    pub product_key: Text,
     pub unit_price: Price,
     pub quantity: u32,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -313,7 +318,7 @@ pub struct OrderLine {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Impression {
-    pub product_key: String,
+    pub product_key: Text,
     pub container_type: String,
 }
 
@@ -329,7 +334,7 @@ pub struct Search {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProductUpdate {
-    pub product_key: String,
+    pub product_key: Text,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -348,7 +353,7 @@ pub struct ProductUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub category_ids: Option<Vec<String>>,
+    pub category_ids: Option<Vec<Text>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: TagMap,
     /// Any other field the client sent, kept as given.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{ErrorCode, ProtocolError};
-use crate::event::{Price, ProductUpdate};
+use crate::event::{Price, ProductUpdate, Text};
 use crate::reader::Node;
 use crate::tree::Json;
 
@@ -149,12 +149,15 @@ fn product(fields: &BTreeMap<String, String>) -> Result<ProductUpdate, String> {
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
     };
-    let product_key = text("id").ok_or("g:id is missing")?;
+    let product_key = text("id").ok_or("g:id is missing")?.into();
     let regular = price_of(fields, "price")?;
     let sale = price_of(fields, "sale_price")?;
     let mut tags = BTreeMap::new();
     if let (Some(regular), Some(_)) = (&regular, &sale) {
-        tags.insert("tag_oldprice".to_string(), vec![regular.amount.to_string()]);
+        tags.insert(
+            Text::from("tag_oldprice"),
+            vec![compact_str::format_compact!("{}", regular.amount)],
+        );
     }
     let in_stock = match text("availability").map(|a| a.to_lowercase().replace('_', " ")) {
         None => None,

@@ -138,8 +138,8 @@ fn unknown_event(name: &str) -> ProtocolError {
     )
 }
 
-fn site_id(node: &Node<'_>) -> Result<Option<String>> {
-    let Some(id) = node.text()? else {
+fn site_id(node: &Node<'_>) -> Result<Option<Text>> {
+    let Some(id) = node.text::<Text>()? else {
         return Ok(None);
     };
     let printable = id.chars().all(|c| !c.is_control() && !c.is_whitespace());
@@ -205,13 +205,13 @@ fn scalar_text(value: &Json<'_>) -> Option<String> {
 }
 
 /// `cookies` is `{"sc": "..."}`, a raw cookie header (`sc=...; _ga=...`) or the bare value.
-fn sc_cookie(node: &Node<'_>) -> Result<Option<String>> {
+fn sc_cookie(node: &Node<'_>) -> Result<Option<Text>> {
     match node.value {
         Json::Object(map) => Obj::new(map, node.path_cow()).text(&["sc"]),
         Json::String(raw) if raw.contains('=') => Ok(raw.split(';').find_map(|pair| {
             let (name, value) = pair.split_once('=')?;
             let value = value.trim();
-            (name.trim() == "sc" && !value.is_empty()).then(|| value.to_string())
+            (name.trim() == "sc" && !value.is_empty()).then(|| Text::from(value))
         })),
         _ => node.text(),
     }
@@ -483,10 +483,10 @@ fn customer_fields(node: &Node<'_>, visitor: &mut Visitor) -> Result<()> {
             continue;
         };
         match key {
-            "user_email" => visitor.email = Some(text),
-            "user_phone" => visitor.phone = Some(text),
-            "user_name" => visitor.name = Some(text),
-            "externalCustomerId" => visitor.external_customer_id = Some(text),
+            "user_email" => visitor.email = Some(text.into()),
+            "user_phone" => visitor.phone = Some(text.into()),
+            "user_name" => visitor.name = Some(text.into()),
+            "externalCustomerId" => visitor.external_customer_id = Some(text.into()),
             _ => {
                 visitor.extra.insert(key.to_string(), text);
             }

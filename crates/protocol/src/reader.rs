@@ -9,7 +9,7 @@ use crate::tree::{Json, Object};
 use rust_decimal::Decimal;
 
 use crate::error::{ErrorCode, ProtocolError};
-use crate::event::Price;
+use crate::event::{Price, TagMap, Text};
 
 /// Longest excerpt of a bad value quoted back in an error message.
 const QUOTE_LIMIT: usize = 40;
@@ -66,9 +66,10 @@ impl<'a> Node<'a> {
         )
     }
 
-    /// Text: strings are trimmed, numbers written out; empty means absent.
-    pub fn text(&self) -> Result<Option<String>> {
-        Ok(self.text_in_place()?.map(Cow::into_owned))
+    /// Text: strings are trimmed, numbers written out; empty means absent. As a `String`
+    /// or, for short values, a [`Text`].
+    pub fn text<T: From<Cow<'a, str>>>(&self) -> Result<Option<T>> {
+        Ok(self.text_in_place()?.map(T::from))
     }
 
     /// [`Node::text`] without a copy of a string sent as one.
@@ -187,7 +188,7 @@ impl<'a> Node<'a> {
     }
 
     /// An array of strings (`tag_*` values). A lone string or number counts as one element.
-    pub fn string_list(&self) -> Result<Vec<String>> {
+    pub fn string_list(&self) -> Result<Vec<Text>> {
         let expected = "an array of strings";
         match self.value {
             Json::Null => Ok(Vec::new()),
@@ -196,9 +197,9 @@ impl<'a> Node<'a> {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
                     match item {
-                        Json::String(s) => out.push(s.to_string()),
-                        Json::Number(n) => out.push(n.to_string()),
-                        Json::Bool(b) => out.push(b.to_string()),
+                        Json::String(s) => out.push(Text::from(&**s)),
+                        Json::Number(n) => out.push(compact_str::format_compact!("{n}")),
+                        Json::Bool(b) => out.push(Text::from(if *b { "true" } else { "false" })),
                         _ => {
                             let path = format!("{}[{i}]", self.path);
                             return Err(Node::root(item, path).invalid("a string"));
@@ -273,22 +274,22 @@ impl<'a> Obj<'a> {
         )
     }
 
-    pub fn text(&self, keys: &[&str]) -> Result<Option<String>> {
+    pub fn text<T: From<Cow<'a, str>>>(&self, keys: &[&str]) -> Result<Option<T>> {
         self.read(keys, Node::text)
     }
 
-    pub fn required_text(&self, keys: &[&str]) -> Result<String> {
+    pub fn required_text<T: From<Cow<'a, str>>>(&self, keys: &[&str]) -> Result<T> {
         self.require(keys, Node::text)
     }
 
     /// The `tag_*` fields of a product, each an array of strings.
-    pub fn tag_fields(&self) -> Result<BTreeMap<String, Vec<String>>> {
+    pub fn tag_fields(&self) -> Result<TagMap> {
         let mut tags = BTreeMap::new();
         for (key, value) in self.map.iter() {
             if key.starts_with("tag_") {
                 let list = Node::root(value, String::new()).string_list();
                 tags.insert(
-                    key.to_string(),
+                    Text::from(key),
                     list.map_err(|e| e.within(&self.child_path(key)))?,
                 );
             }
@@ -297,7 +298,7 @@ impl<'a> Obj<'a> {
     }
 
     /// The event-level `Tags` object: named arrays of strings.
-    pub fn tags_object(&self) -> Result<BTreeMap<String, Vec<String>>> {
+    pub fn tags_object(&self) -> Result<TagMap> {
         let Some((key, value)) = self.get_any(&["Tags", "tags"]) else {
             return Ok(BTreeMap::new());
         };
@@ -311,7 +312,7 @@ impl<'a> Obj<'a> {
         for (name, list) in map.iter() {
             let list = Node::root(list, String::new()).string_list();
             out.insert(
-                name.to_string(),
+                Text::from(name),
                 list.map_err(|e| e.within(&tags.child_path(name)))?,
             );
         }
@@ -388,7 +389,7 @@ fn parse_price_text(text: &str) -> Option<Price> {
     }
     Some(Price {
         amount,
-        currency: (!currency.is_empty()).then(|| currency.to_string()),
+        currency: (!currency.is_empty()).then(|| Text::from(&*currency)),
     })
 }
 

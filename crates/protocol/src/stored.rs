@@ -121,7 +121,7 @@ mod tests {
                 ..Visitor::default()
             },
             body,
-            tags: [("blockId".to_string(), vec!["b".to_string()])].into(),
+            tags: [("blockId".into(), vec!["b".into()])].into(),
         })
     }
 

@@ -360,7 +360,7 @@ async fn recommend(state: &AppState, ask: Ask) -> Result<Response, ApiError> {
     let site = engine.site(&ask.site_id).unwrap_or(&empty);
     let contact = match (&ask.sc, ask.contact_id) {
         (_, Some(number)) => site.contact_by_id(number),
-        (Some(sc), None) => site.contact(&Identifier::Sc(sc.clone())),
+        (Some(sc), None) => site.contact(&Identifier::Sc(sc.as_str().into())),
         (None, None) => None,
     };
     let resolved = resolve(state, &ask, contact)?;

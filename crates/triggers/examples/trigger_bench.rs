@@ -36,15 +36,15 @@ fn cart_record(i: u64) -> Vec<u8> {
         site_id: "S".into(),
         datetime: Some(T0 + i as i64),
         visitor: Visitor {
-            sc: Some(format!("c{i}")),
-            email: Some(format!("c{i}@shop.example")),
+            sc: Some(format!("c{i}").into()),
+            email: Some(format!("c{i}@shop.example").into()),
             ..Visitor::default()
         },
         body: EventBody::StatusCart {
             cart: Cart {
                 guid: Some(format!("g{i}")),
                 products: vec![CartLine {
-                    product_key: format!("p{}", i % 50_000),
+                    product_key: format!("p{}", i % 50_000).into(),
                     price: Price {
                         amount: rust_decimal::Decimal::new(1999, 2),
                         currency: Some("EUR".into()),

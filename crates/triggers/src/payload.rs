@@ -38,8 +38,8 @@ pub fn contact_check(contact: &Contact) -> Option<String> {
 /// person (erased, or its number now names someone else).
 pub fn payload(site: &SiteState, fired: &Fired, now: i64) -> Option<Value> {
     let contact = match &fired.reach {
-        Some(Reach::Email(email)) => site.contact(&Identifier::Email(email.clone())),
-        Some(Reach::Phone(phone)) => site.contact(&Identifier::Phone(phone.clone())),
+        Some(Reach::Email(email)) => site.contact(&Identifier::Email(email.as_str().into())),
+        Some(Reach::Phone(phone)) => site.contact(&Identifier::Phone(phone.as_str().into())),
         None => site.contact_by_id(fired.contact),
     }?;
     if contact_check(contact).as_deref() != Some(fired.contact_check.as_str()) {
@@ -189,7 +189,7 @@ fn product_fields(product: &Product, quantity: Option<u32>) -> Value {
     put("unit_price", price.map(|p| p.amount.to_string().into()));
     put(
         "price_currency_code",
-        price.and_then(|p| p.currency.clone()).map(Value::from),
+        price.and_then(|p| p.currency.as_deref()).map(Value::from),
     );
     put(
         "old_price",

@@ -122,7 +122,7 @@ pub fn train_site(baskets: &[Basket]) -> SiteState {
             site_id: SITE.into(),
             datetime: Some(basket.at),
             visitor: Visitor {
-                external_customer_id: Some(basket.user.clone()),
+                external_customer_id: Some(basket.user.as_str().into()),
                 ..Visitor::default()
             },
             body: EventBody::PurchasedItems {
@@ -134,7 +134,7 @@ pub fn train_site(baskets: &[Basket]) -> SiteState {
                         .items
                         .iter()
                         .map(|item| OrderLine {
-                            product_key: item.clone(),
+                            product_key: item.as_str().into(),
                             unit_price: Price {
                                 amount: Decimal::ONE,
                                 currency: None,
@@ -212,7 +212,7 @@ fn ask<'a>(
     now: i64,
     k: usize,
 ) -> Vec<&'a str> {
-    let contact = site.contact(&Identifier::ExternalCustomerId(user.to_string()));
+    let contact = site.contact(&Identifier::ExternalCustomerId(user.into()));
     let request = Request {
         algorithms: vec![algorithm],
         contact,
