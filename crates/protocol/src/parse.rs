@@ -312,14 +312,14 @@ fn list_of<T>(
     item: impl Fn(&Obj<'_>) -> Result<T>,
 ) -> Result<Vec<T>> {
     let (items, path) = match node.value {
-        Json::Array(items) => (items, node.path().to_string()),
+        Json::Array(items) => (items, node.path_cow()),
         Json::Object(map) => {
             let obj = Obj::new(map, node.path_cow());
             match obj.get_any(keys) {
                 Some((key, Json::Array(items))) => (items, obj.child_path(key)),
                 Some((key, value)) => {
                     let path = obj.child_path(key);
-                    return Err(Node::root(value, &path).invalid("an array of objects"));
+                    return Err(Node::root(value, path).invalid("an array of objects"));
                 }
                 // A single product object, not wrapped in a list.
                 None if keys.iter().all(|k| map.get(k).is_none())

@@ -22,19 +22,19 @@ pub type Result<T> = std::result::Result<T, ProtocolError>;
 
 pub struct Node<'a> {
     pub value: &'a Json<'a>,
-    /// Borrowed where it is a key of the body or a fixed name: a path is only read when
-    /// something is wrong, and most requests have nothing wrong.
-    path: Cow<'a, str>,
+    /// Read only when something is wrong, and most requests have nothing wrong: held in
+    /// place (an event's paths are short), so that a request's many readers allocate none.
+    path: Text,
 }
 
 /// Field lookups on a JSON object, each child carrying its own path.
 pub struct Obj<'a> {
     map: &'a Object<'a>,
-    path: Cow<'a, str>,
+    path: Text,
 }
 
 impl<'a> Node<'a> {
-    pub fn root(value: &'a Json<'a>, path: impl Into<Cow<'a, str>>) -> Self {
+    pub fn root(value: &'a Json<'a>, path: impl Into<Text>) -> Self {
         Node {
             value,
             path: path.into(),
@@ -46,7 +46,7 @@ impl<'a> Node<'a> {
     }
 
     /// The path, to hand to a child reader.
-    pub fn path_cow(&self) -> Cow<'a, str> {
+    pub fn path_cow(&self) -> Text {
         self.path.clone()
     }
 
@@ -214,7 +214,7 @@ impl<'a> Node<'a> {
 }
 
 impl<'a> Obj<'a> {
-    pub fn new(map: &'a Object<'a>, path: impl Into<Cow<'a, str>>) -> Self {
+    pub fn new(map: &'a Object<'a>, path: impl Into<Text>) -> Self {
         Obj {
             map,
             path: path.into(),
@@ -225,11 +225,11 @@ impl<'a> Obj<'a> {
         &self.path
     }
 
-    pub fn child_path(&self, key: &str) -> String {
+    pub fn child_path(&self, key: &str) -> Text {
         if self.path.is_empty() {
-            key.to_string()
+            Text::from(key)
         } else {
-            format!("{}.{key}", self.path)
+            compact_str::format_compact!("{}.{key}", self.path)
         }
     }
 
@@ -303,11 +303,10 @@ impl<'a> Obj<'a> {
             return Ok(BTreeMap::new());
         };
         let path = self.child_path(key);
-        let node = Node::root(value, &path);
         let Json::Object(map) = value else {
-            return Err(node.invalid("an object of string arrays"));
+            return Err(Node::root(value, path).invalid("an object of string arrays"));
         };
-        let tags = Obj::new(map, path.clone());
+        let tags = Obj::new(map, path);
         let mut out = BTreeMap::new();
         for (name, list) in map.iter() {
             let list = Node::root(list, String::new()).string_list();
