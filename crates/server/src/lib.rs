@@ -8,6 +8,7 @@ pub mod blocks;
 pub mod body;
 pub mod error;
 pub mod metrics;
+mod observe;
 pub mod recommend;
 pub mod state;
 pub mod threads;
@@ -17,12 +18,11 @@ pub mod tuning;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use spoor_engine::LiveState;
@@ -135,14 +135,6 @@ mod routes {
     ];
 }
 
-fn route_label(matched: Option<&MatchedPath>) -> &'static str {
-    let path = matched.map_or("", MatchedPath::as_str);
-    routes::ALL
-        .into_iter()
-        .find(|r| *r == path)
-        .unwrap_or("unmatched")
-}
-
 /// Every route spoor serves.
 pub fn router(state: AppState) -> Router {
     let state: Shared = Arc::new(state);
@@ -203,7 +195,7 @@ pub fn router(state: AppState) -> Router {
         .route(routes::OPENAPI, get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(observe::ObserveLayer::new(state.clone()))
         .with_state(state)
 }
 
@@ -212,17 +204,6 @@ pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-async fn observe(State(state): State<Shared>, request: Request, next: Next) -> Response {
-    let start = Instant::now();
-    let route = route_label(request.extensions().get::<MatchedPath>());
-    let method = request.method().clone();
-    let response = next.run(request).await;
-    state
-        .metrics
-        .request(route, &method, response.status().as_u16(), start.elapsed());
-    response
 }
 
 async fn healthz() -> impl IntoResponse {
