@@ -8,6 +8,7 @@
 mod file;
 mod handoff;
 mod record;
+pub mod relay;
 mod stepped;
 
 use std::fs::File;

@@ -119,6 +119,9 @@ impl HttpThread {
             .name(format!("spoor-http-{n}"))
             .spawn(move || {
                 runtime.block_on(async move {
+                    // This thread's appends are answered here a group at a time, by one
+                    // wake-up from the log writer instead of one per request.
+                    spoor_log::relay::install();
                     // The peer's address reaches the handlers: rate limits are per client.
                     let service = router(state).into_make_service_with_connect_info::<SocketAddr>();
                     // axum gives a listener's peer address to handlers only through

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::record::{self, HEADER_BYTES};
+use crate::relay::{self, Answers, Relay, Reply};
 use crate::{AppendFuture, EventLog, LogError, MAX_RECORD_BYTES, Position, Record};
 use segment::{Preparer, Segment, SegmentView, create_segment, read_segment, recover};
 
@@ -90,7 +91,9 @@ impl Shared {
 
 struct AppendRequest {
     records: Vec<Vec<u8>>,
-    reply: oneshot::Sender<Result<Position, LogError>>,
+    reply: Reply,
+    /// Where the answer goes when the appending thread has a relay.
+    relay: Option<Arc<Relay>>,
 }
 
 /// Changes [`FileLogConfig::commit_interval`] of a running log: the writer reads it before
@@ -203,8 +206,13 @@ impl FileLog {
             return Err(LogError::Failed);
         }
         let (reply, receiver) = oneshot::channel();
+        let relay = relay::current();
         sender
-            .send(AppendRequest { records, reply })
+            .send(AppendRequest {
+                records,
+                reply,
+                relay,
+            })
             .map_err(|_| LogError::Closed)?;
         Ok(receiver)
     }
@@ -336,32 +344,34 @@ impl Writer {
 
     /// Writes and syncs one group, then answers every appender in it.
     fn commit(&mut self, group: Vec<AppendRequest>) {
-        if self.shared.failed.load(Ordering::Acquire) {
-            for request in group {
-                let _ = request.reply.send(Err(LogError::Failed));
-            }
-            return;
-        }
-        let start = self.shared.end.load(Ordering::Acquire);
-        match self.write_group(&group, start) {
-            Ok(()) => {
-                let mut position = start;
-                for request in group {
-                    let count = request.records.len() as u64;
-                    let _ = request.reply.send(Ok(position));
-                    position += count;
+        let mut answers = Answers::default();
+        let written = if self.shared.failed.load(Ordering::Acquire) {
+            Err(())
+        } else {
+            let start = self.shared.end.load(Ordering::Acquire);
+            self.write_group(&group, start)
+                .map(|()| start)
+                .map_err(|error| {
+                    // After a failed fsync the page cache can no longer be trusted to match
+                    // the disk, so refuse all further writes; a restart recovers from what is
+                    // on disk.
+                    tracing::error!(%error, "log write failed; refusing further appends");
+                    self.shared.failed.store(true, Ordering::Release);
+                })
+        };
+        let mut next = written;
+        for request in group {
+            let answer = match &mut next {
+                Ok(position) => {
+                    let first = *position;
+                    *position += request.records.len() as u64;
+                    Ok(first)
                 }
-            }
-            Err(error) => {
-                // After a failed fsync the page cache can no longer be trusted to match the
-                // disk, so refuse all further writes; a restart recovers from what is on disk.
-                tracing::error!(%error, "log write failed; refusing further appends");
-                self.shared.failed.store(true, Ordering::Release);
-                for request in group {
-                    let _ = request.reply.send(Err(LogError::Failed));
-                }
-            }
+                Err(()) => Err(LogError::Failed),
+            };
+            answers.answer(request.reply, request.relay, answer);
         }
+        answers.deliver();
     }
 
     fn write_group(&mut self, group: &[AppendRequest], start: Position) -> Result<(), LogError> {
