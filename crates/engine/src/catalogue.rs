@@ -36,7 +36,7 @@ pub struct Product {
     pub category_path: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub category_ids: Vec<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "TagMap::is_empty")]
     pub tags: TagMap,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra: BTreeMap<String, serde_json::Value>,

@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 /// the state's follower drops them on another thread than the one that made them).
 pub type Text = compact_str::CompactString;
 
-/// `tag_*` fields of a product, or the arrays of an event's `Tags` object.
-pub type TagMap = BTreeMap<Text, Vec<Text>>;
+pub use crate::tags::TagMap;
 
 /// An amount with the currency it was sent with, when one was (`"754 USD"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,7 +72,7 @@ pub struct TrackerEvent {
     #[serde(flatten)]
     pub body: EventBody,
     /// The event's `Tags` object.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "TagMap::is_empty")]
     pub tags: TagMap,
 }
 
@@ -267,7 +266,7 @@ pub struct ProductSeen {
     /// `sc_content` (its container type) or `s_location`, as the client echoed it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "TagMap::is_empty")]
     pub tags: TagMap,
 }
 
@@ -288,7 +287,7 @@ pub struct CartLine {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discount: Option<Decimal>,
     pub quantity: u32,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "TagMap::is_empty")]
     pub tags: TagMap,
 }
 
@@ -310,7 +309,7 @@ pub struct OrderLine {
     pub product_key: Text,
     pub unit_price: Price,
     pub quantity: u32,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "TagMap::is_empty")]
     pub tags: TagMap,
 }
 
@@ -354,7 +353,7 @@ pub struct ProductUpdate {
     pub category: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category_ids: Option<Vec<Text>>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "TagMap::is_empty")]
     pub tags: TagMap,
     /// Any other field the client sent, kept as given.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::{ErrorCode, ProtocolError};
-use crate::event::{Price, ProductUpdate, Text};
+use crate::event::{Price, ProductUpdate, TagMap, Text};
 use crate::reader::Node;
 use crate::tree::Json;
 
@@ -152,7 +152,7 @@ fn product(fields: &BTreeMap<String, String>) -> Result<ProductUpdate, String> {
     let product_key = text("id").ok_or("g:id is missing")?.into();
     let regular = price_of(fields, "price")?;
     let sale = price_of(fields, "sale_price")?;
-    let mut tags = BTreeMap::new();
+    let mut tags = TagMap::new();
     if let (Some(regular), Some(_)) = (&regular, &sale) {
         tags.insert(
             Text::from("tag_oldprice"),

@@ -17,6 +17,7 @@ pub mod json;
 pub mod parse;
 pub mod reader;
 pub mod stored;
+mod tags;
 pub mod tree;
 
 pub use error::{ErrorCode, ProtocolError};

@@ -3,7 +3,6 @@
 //! string meaning absent). Every failure names the path and what was expected.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use crate::tree::{Json, Object};
 use rust_decimal::Decimal;
@@ -284,7 +283,7 @@ impl<'a> Obj<'a> {
 
     /// The `tag_*` fields of a product, each an array of strings.
     pub fn tag_fields(&self) -> Result<TagMap> {
-        let mut tags = BTreeMap::new();
+        let mut tags = TagMap::new();
         for (key, value) in self.map.iter() {
             if key.starts_with("tag_") {
                 let list = Node::root(value, String::new()).string_list();
@@ -300,14 +299,14 @@ impl<'a> Obj<'a> {
     /// The event-level `Tags` object: named arrays of strings.
     pub fn tags_object(&self) -> Result<TagMap> {
         let Some((key, value)) = self.get_any(&["Tags", "tags"]) else {
-            return Ok(BTreeMap::new());
+            return Ok(TagMap::new());
         };
         let path = self.child_path(key);
         let Json::Object(map) = value else {
             return Err(Node::root(value, path).invalid("an object of string arrays"));
         };
         let tags = Obj::new(map, path);
-        let mut out = BTreeMap::new();
+        let mut out = TagMap::new();
         for (name, list) in map.iter() {
             let list = Node::root(list, String::new()).string_list();
             out.insert(
