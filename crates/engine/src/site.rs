@@ -530,10 +530,12 @@ impl SiteState {
     /// The contact an event with `ids` belongs to, merging and moving identifiers by the
     /// rules in [`crate::identity`].
     fn resolve(&mut self, ids: &[Identifier], at: i64) -> ContactId {
+        let holders = self.holders(ids);
         // Candidates: matched by a permanent identifier first, then the oldest first.
         let mut candidates: Vec<(bool, ContactId)> = ids
             .iter()
-            .filter_map(|id| self.index.get(id).map(|c| (!id.is_permanent(), c)))
+            .zip(&holders)
+            .filter_map(|(id, holder)| holder.map(|c| (!id.is_permanent(), c)))
             .collect();
         candidates.sort_unstable();
         let mut seen = Vec::new();
@@ -550,7 +552,8 @@ impl SiteState {
 
         if candidates.iter().all(|(_, c)| *c == anchor) {
             // The usual event: it names its contact, or a new one; nobody else to join.
-            self.attach(anchor, ids);
+            // Nothing has changed the index since `holders` was read.
+            self.attach_held(anchor, ids, &holders);
             return anchor;
         }
         // Who joins the anchor: checked one by one against everything joined so far.
@@ -616,8 +619,28 @@ impl SiteState {
     /// Gives the contact every identifier of the event that it can hold: a shared one
     /// leaves its previous holder; a permanent one held by another contact stays there.
     fn attach(&mut self, contact: ContactId, ids: &[Identifier]) {
-        for id in ids {
-            match self.index.get(id) {
+        let holders = self.holders(ids);
+        self.attach_held(contact, ids, &holders);
+    }
+
+    /// Who holds each of `ids` in the index, looked up once for both the candidates and
+    /// the attach (each lookup hashes the identifier and probes a table of millions).
+    fn holders(&self, ids: &[Identifier]) -> Vec<Option<ContactId>> {
+        ids.iter().map(|id| self.index.get(id)).collect()
+    }
+
+    /// [`SiteState::attach`], given `holders` as read before it: attaching one identifier
+    /// changes the index entries of that identifier and of those its contact lets go,
+    /// which are of its own kind, and an event has one identifier of each kind; so no
+    /// step changes what a later one would have read.
+    fn attach_held(
+        &mut self,
+        contact: ContactId,
+        ids: &[Identifier],
+        holders: &[Option<ContactId>],
+    ) {
+        for (id, holder) in ids.iter().zip(holders) {
+            match *holder {
                 Some(holder) if holder == contact => continue,
                 Some(_) if id.is_permanent() => continue,
                 Some(holder) => self.live_mut(holder).identifiers.remove(id),
@@ -628,7 +651,7 @@ impl SiteState {
             }
             self.index.insert(id, contact);
             let let_go = self.live_mut(contact).identifiers.insert(id.clone());
-            self.unindex(&let_go.into_iter().collect::<Vec<_>>(), contact);
+            self.unindex(let_go.as_slice(), contact);
         }
     }
 
