@@ -72,7 +72,17 @@ impl Identifier {
 pub use crate::identifier_index::IdentifierIndex;
 
 pub fn normalize_email(email: &str) -> Text {
-    Text::from_str_to_lowercase(email.trim())
+    let email = email.trim();
+    // Most emails arrive lowercase already: copied as they are, without the per-character
+    // Unicode case mapping.
+    if email
+        .bytes()
+        .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+    {
+        Text::from_str_to_lowercase(email)
+    } else {
+        Text::from(email)
+    }
 }
 
 /// Digits only, with the international prefix (`+` or `00`) dropped:
@@ -326,6 +336,8 @@ mod tests {
         );
         assert_eq!(normalize_phone("12"), None);
         assert_eq!(normalize_email("  User@Mail.COM "), "user@mail.com");
+        assert_eq!(normalize_email("user@mail.com"), "user@mail.com");
+        assert_eq!(normalize_email("ÖZLEM@mail.com"), "özlem@mail.com");
     }
 
     #[test]
