@@ -207,7 +207,7 @@ fn scalar_text(value: &Json<'_>) -> Option<String> {
 /// `cookies` is `{"sc": "..."}`, a raw cookie header (`sc=...; _ga=...`) or the bare value.
 fn sc_cookie(node: &Node<'_>) -> Result<Option<Text>> {
     match node.value {
-        Json::Object(map) => Obj::new(map, node.path_cow()).text(&["sc"]),
+        Json::Object(map) => Obj::new(map, node.path_text()).text(&["sc"]),
         Json::String(raw) if raw.contains('=') => Ok(raw.split(';').find_map(|pair| {
             let (name, value) = pair.split_once('=')?;
             let value = value.trim();
@@ -299,7 +299,7 @@ fn parse_body(
 
 fn as_object<'a>(node: &Node<'a>) -> Result<Obj<'a>> {
     match node.value {
-        Json::Object(map) => Ok(Obj::new(map, node.path_cow())),
+        Json::Object(map) => Ok(Obj::new(map, node.path_text())),
         _ => Err(node.invalid("an object")),
     }
 }
@@ -312,9 +312,9 @@ fn list_of<T>(
     item: impl Fn(&Obj<'_>) -> Result<T>,
 ) -> Result<Vec<T>> {
     let (items, path) = match node.value {
-        Json::Array(items) => (items, node.path_cow()),
+        Json::Array(items) => (items, node.path_text()),
         Json::Object(map) => {
-            let obj = Obj::new(map, node.path_cow());
+            let obj = Obj::new(map, node.path_text());
             match obj.get_any(keys) {
                 Some((key, Json::Array(items))) => (items, obj.child_path(key)),
                 Some((key, value)) => {
@@ -398,7 +398,7 @@ fn product_seen(node: &Node<'_>) -> Result<ProductSeen> {
 
 fn cart(node: &Node<'_>, root: &Obj<'_>) -> Result<Cart> {
     let guid = match node.value {
-        Json::Object(map) => Obj::new(map, node.path_cow()).text(&["GUID", "guid"])?,
+        Json::Object(map) => Obj::new(map, node.path_text()).text(&["GUID", "guid"])?,
         _ => None,
     };
     let guid = match guid {
@@ -424,7 +424,7 @@ fn cart_line(line: &Obj<'_>) -> Result<CartLine> {
 /// Reads a field from the body object first, then from the top level of the request.
 fn body_or_root(node: &Node<'_>, root: &Obj<'_>, keys: &[&str]) -> Result<Option<String>> {
     if let Json::Object(map) = node.value
-        && let Some(text) = Obj::new(map, node.path_cow()).text(keys)?
+        && let Some(text) = Obj::new(map, node.path_text()).text(keys)?
     {
         return Ok(Some(text));
     }
@@ -434,7 +434,7 @@ fn body_or_root(node: &Node<'_>, root: &Obj<'_>, keys: &[&str]) -> Result<Option
 fn purchase(node: &Node<'_>, root: &Obj<'_>) -> Result<Purchase> {
     let order_number = body_or_root(node, root, &["OrderNumber", "orderNumber"])?;
     let order_number = order_number.ok_or_else(|| match node.value {
-        Json::Object(map) => Obj::new(map, node.path_cow()).missing("OrderNumber"),
+        Json::Object(map) => Obj::new(map, node.path_text()).missing("OrderNumber"),
         _ => root.missing("OrderNumber"),
     })?;
     let products = list_of(node, &["Products", "products"], order_line)?;

@@ -45,7 +45,7 @@ impl<'a> Node<'a> {
     }
 
     /// The path, to hand to a child reader.
-    pub fn path_cow(&self) -> Text {
+    pub fn path_text(&self) -> Text {
         self.path.clone()
     }
 
