@@ -640,6 +640,12 @@ impl SiteState {
         holders: &[Option<ContactId>],
     ) {
         for (id, holder) in ids.iter().zip(holders) {
+            // The reasoning above, checked wherever the tests attach identifiers.
+            debug_assert_eq!(
+                *holder,
+                self.index.get(id),
+                "an identifier's holder went stale"
+            );
             match *holder {
                 Some(holder) if holder == contact => continue,
                 Some(_) if id.is_permanent() => continue,
