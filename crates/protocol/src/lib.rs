@@ -8,6 +8,7 @@
 //! assert!(matches!(parsed, spoor_protocol::Incoming::Event(_)));
 //! ```
 
+pub mod batch;
 pub mod dates;
 pub mod error;
 pub mod event;

@@ -7,16 +7,9 @@ use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
 use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http_body_util::LengthLimitError;
+use spoor_protocol::batch::Framing;
 
 use crate::error::ApiError;
-
-/// How a body's items are framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    Json,
-    /// One JSON document per line (`application/x-ndjson`).
-    Ndjson,
-}
 
 const JSON_TYPES: &[&str] = &["application/json", "text/json", "text/plain"];
 const NDJSON_TYPES: &[&str] = &[

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use spoor_ingest::IngestError;
 use spoor_log::LogError;
+use spoor_protocol::batch::BatchError;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -83,6 +84,16 @@ impl From<&IngestError> for ApiError {
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
         ApiError::from(&error)
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(error: BatchError) -> Self {
+        match &error {
+            BatchError::InvalidJson(e) => ApiError::bad_request(e.code.as_str(), e.message()),
+            BatchError::Empty => ApiError::bad_request("empty_batch", error.to_string()),
+            BatchError::TooMany(_) => ApiError::too_large(error.to_string()),
+        }
     }
 }
 

@@ -5,11 +5,11 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use serde::Serialize;
-use serde_json::value::RawValue;
 use spoor_ingest::dedup::DuplicateOf;
 use spoor_ingest::{Accepted, IngestError, Outcome};
+use spoor_protocol::batch::{Batch, Framing};
 
-use crate::body::{self, Framing};
+use crate::body;
 use crate::error::ApiError;
 use crate::{AppState, Shared, now_ms};
 
@@ -17,8 +17,6 @@ use crate::{AppState, Shared, now_ms};
 pub const EVENT_BODY_LIMIT: usize = 1024 * 1024;
 /// The largest batch body, before and after decompression.
 pub const BATCH_BODY_LIMIT: usize = 16 * 1024 * 1024;
-/// The most events one batch may carry.
-pub const BATCH_MAX_EVENTS: usize = 500;
 
 #[derive(Serialize)]
 pub struct EventAnswer {
@@ -156,16 +154,18 @@ enum ItemResult {
     },
 }
 
-/// `POST /api/v2/batch`: a JSON array or NDJSON of up to [`BATCH_MAX_EVENTS`] events.
+/// `POST /api/v2/batch`: a JSON array or NDJSON of up to
+/// [`spoor_protocol::batch::MAX_EVENTS`] events.
 pub async fn track_batch(
     State(state): State<Shared>,
     request: Request,
 ) -> Result<Json<BatchAnswer>, ApiError> {
     let (parts, body) = request.into_parts();
     let (framing, bytes) = read_body(&state, &parts.headers, body, true, BATCH_BODY_LIMIT).await?;
-    let cleaned = spoor_protocol::json::tolerate_nbsp(&bytes);
-    let items = split_batch(&cleaned, framing)
+    let batch = Batch::split(&bytes, framing)
+        .map_err(ApiError::from)
         .inspect_err(|e| state.metrics.rejected_as("unknown", e.code))?;
+    let items = batch.items();
     let results = state.ingestor.ingest_many(&items, now_ms()).await;
     let mut answer = BatchAnswer {
         accepted: 0,
@@ -199,61 +199,4 @@ pub async fn track_batch(
         });
     }
     Ok(Json(answer))
-}
-
-/// The items of a batch body: the elements of a JSON array, or the lines of NDJSON.
-fn split_batch(body: &[u8], framing: Framing) -> Result<Vec<&[u8]>, ApiError> {
-    let is_array = framing == Framing::Json && body.trim_ascii_start().starts_with(b"[");
-    let items: Vec<&[u8]> = if is_array {
-        serde_json::from_slice::<Vec<&RawValue>>(body)
-            .map_err(|e| {
-                let e = spoor_protocol::ProtocolError::invalid_json(&e);
-                ApiError::bad_request(e.code.as_str(), e.message())
-            })?
-            .into_iter()
-            .map(|raw| raw.get().as_bytes())
-            .collect()
-    } else {
-        body.split(|b| *b == b'\n')
-            .map(<[u8]>::trim_ascii)
-            .filter(|line| !line.is_empty())
-            .collect()
-    };
-    if items.is_empty() {
-        return Err(ApiError::bad_request(
-            "empty_batch",
-            "the batch holds no events: send a JSON array or NDJSON lines of events",
-        ));
-    }
-    if items.len() > BATCH_MAX_EVENTS {
-        return Err(ApiError::too_large(format!(
-            "the batch holds {} events; at most {BATCH_MAX_EVENTS} are accepted per request",
-            items.len()
-        )));
-    }
-    Ok(items)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_split_as_arrays_or_lines() {
-        let array = split_batch(br#" [{"a": 1}, {"b": [2]}] "#, Framing::Json).unwrap();
-        assert_eq!(array, [&b"{\"a\": 1}"[..], &b"{\"b\": [2]}"[..]]);
-        let lines = split_batch(b"{\"a\":1}\r\n\n{\"b\":2}\n", Framing::Ndjson).unwrap();
-        assert_eq!(lines.len(), 2);
-        assert_eq!(
-            split_batch(b"  ", Framing::Json).unwrap_err().code,
-            "empty_batch"
-        );
-        let many = format!("[{}]", vec!["{}"; 501].join(","));
-        assert_eq!(
-            split_batch(many.as_bytes(), Framing::Json)
-                .unwrap_err()
-                .status,
-            413
-        );
-    }
 }
