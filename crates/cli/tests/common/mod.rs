@@ -214,8 +214,9 @@ pub fn shared_dir() -> PathBuf {
 
 /// The JSON examples of the tracker spec, exactly as printed.
 pub fn spec_examples() -> Vec<String> {
-    let spec = fs::read_to_string(shared_dir().join("spec/yespo-tracker-rest-api.md"))
-        .expect("the tracker spec in ../shared/spec");
+    let path = shared_dir().join("spec/yespo-tracker-rest-api.md");
+    let spec = fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; this test needs ../shared/spec", path.display()));
     let mut examples = Vec::new();
     let mut current: Option<String> = None;
     for line in spec.split_inclusive('\n') {
