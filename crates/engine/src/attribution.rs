@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use spoor_protocol::dates::{DAY_MS, day_of};
 use spoor_protocol::{EventBody, TrackerEvent};
 
-use crate::identity::ContactId;
+use crate::contacts::identity::ContactId;
 
 /// A product page within this time of an impression of the product counts as a click.
 pub const CLICK_WINDOW_MS: i64 = 60 * 60 * 1000;

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use spoor_protocol::{Price, ProductUpdate, TagMap};
 
-use crate::contact::Timed;
+use crate::timed::Timed;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

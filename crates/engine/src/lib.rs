@@ -8,20 +8,19 @@
 
 pub mod attribution;
 pub mod catalogue;
-pub mod contact;
+pub mod compact;
+pub mod contacts;
 pub mod eval;
-pub mod identifier_index;
-pub mod identity;
-pub mod line;
+pub mod interest;
+pub mod items;
 pub mod live;
 pub mod privacy;
-pub mod recent;
 pub mod recommend;
 pub mod settings;
 pub mod site;
 pub mod snapshot;
-pub mod thin;
-pub mod triggers;
+pub mod timed;
+pub mod timers;
 
 #[cfg(test)]
 mod test_events;
@@ -31,8 +30,8 @@ use std::collections::HashMap;
 use spoor_protocol::stored::{RecordContent, StoredRecord};
 
 pub use catalogue::Product;
-pub use contact::Contact;
-pub use identity::{ContactId, Identifier};
+pub use contacts::contact::Contact;
+pub use contacts::identity::{ContactId, Identifier};
 pub use live::{LiveState, follow};
 pub use site::{SiteCounts, SiteState};
 
@@ -537,7 +536,10 @@ mod tests {
         let engine = engine(&records);
         let site = engine.site("S").unwrap();
         let person = site.contact(&email("same@x.com")).unwrap();
-        assert_eq!(person.identifiers.cookies.len(), identity::MAX_SHARED_IDS);
+        assert_eq!(
+            person.identifiers.cookies.len(),
+            contacts::identity::MAX_SHARED_IDS
+        );
         assert_eq!(site.contact(&sc("c199")).unwrap().id, person.id);
         assert!(
             site.contact(&sc("c0")).is_none(),

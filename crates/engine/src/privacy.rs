@@ -26,7 +26,7 @@ use spoor_log::{EventLog, LogError, Position};
 use spoor_protocol::stored::{ExportedRecord, RecordContent, StoredRecord};
 use spoor_protocol::{ContactLink, Visitor};
 
-use crate::identity::{Identifier, identifiers_of, identifiers_of_link};
+use crate::contacts::identity::{Identifier, identifiers_of, identifiers_of_link};
 use crate::{ContactId, LiveState};
 
 /// How long an erasure waits for the rebuilt state.

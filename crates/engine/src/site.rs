@@ -1,48 +1,35 @@
-//! One site's state: its contacts, the identifier index over them, and its catalogue.
-
-use std::collections::{HashMap, VecDeque};
+//! One site's state and the dispatch of each event to its parts: the contacts
+//! ([`crate::contacts`]), the catalogue, the recommendation models, block attribution,
+//! trigger timers and product interest. Each part keeps its own rules; this file decides
+//! only which parts an event concerns and in what order.
 
 use rust_decimal::Decimal;
-use rustc_hash::FxHashMap;
-
 use serde::Serialize;
 use spoor_protocol::{ContactLink, EventBody, ProductUpdate, TrackerEvent};
 use thin_vec::ThinVec;
 
 use crate::attribution::Attribution;
 use crate::catalogue::{Catalogue, Product};
-use crate::contact::{Contact, Line, Timed};
-use crate::identity::{
-    ContactId, Identifier, IdentifierIndex, Identifiers, identifiers_of, identifiers_of_link,
-};
+use crate::contacts::Contacts;
+use crate::contacts::contact::{Contact, Line};
+use crate::contacts::identity::{ContactId, Identifier, identifiers_of, identifiers_of_link};
+use crate::contacts::view::contact_json;
+use crate::interest::{self, Interest, MAX_INTERESTED};
+use crate::items::ItemId;
+use crate::recommend::Recommender;
 use crate::recommend::query::{Answer, Request, recommend};
-use crate::recommend::{ItemId, Recommender};
-use crate::snapshot::{SiteSnapshot, SlotSnapshot};
-use crate::triggers::{Pending, Timers, TriggerKind};
+use crate::timers::{Pending, Timers, TriggerKind};
 
 #[derive(Default)]
 pub struct SiteState {
-    /// Contacts by number; `None` for one merged into another, which holds everything it
-    /// had (`merged_into` says which). Eight bytes a contact where an enum of the two
-    /// took sixteen.
-    slots: Vec<Option<Box<Contact>>>,
-    merged_into: FxHashMap<ContactId, ContactId>,
-    index: IdentifierIndex,
-    catalogue: Catalogue,
-    recommender: Recommender,
-    attribution: Attribution,
-    timers: Timers,
-    /// Product -> the contacts who have it in their cart or wishlist now (the latest
-    /// [`MAX_INTERESTED`] to put it there). With those who viewed it (the visitors of its
-    /// latest [`MAX_INTERESTED`] view sessions, which the recommender keeps), they hear of
-    /// its price drops and returns to stock. Views are most of a shop's events: a list of
-    /// their own would hold a contact number for nearly every event applied.
-    interest: HashMap<String, VecDeque<ContactId>>,
-    events: u64,
+    pub(crate) contacts: Contacts,
+    pub(crate) catalogue: Catalogue,
+    pub(crate) recommender: Recommender,
+    pub(crate) attribution: Attribution,
+    pub(crate) timers: Timers,
+    pub(crate) interest: Interest,
+    pub(crate) events: u64,
 }
-
-/// Contacts remembered per product for product triggers (and view sessions asked).
-pub const MAX_INTERESTED: usize = 1_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -57,33 +44,12 @@ pub struct SiteCounts {
 impl SiteState {
     /// The contact an identifier names now.
     pub fn contact(&self, id: &Identifier) -> Option<&Contact> {
-        self.index.get(id).and_then(|c| self.contact_by_id(c))
+        self.contacts.get(id)
     }
 
     /// The contact as the API and a data export show it: its viewed products by key.
     pub fn contact_json(&self, contact: &Contact) -> serde_json::Value {
-        let mut json = serde_json::to_value(contact).expect("contacts serialise");
-        json["viewedProducts"] = self
-            .viewed_products(contact)
-            .map(|(key, at)| serde_json::json!({"key": key, "at": at}))
-            .collect();
-        json["wishlist"] = (contact.wishlist.iter())
-            .map(|w| (self.product_key(w.item).to_string(), w.at.into()))
-            .collect::<serde_json::Map<_, _>>()
-            .into();
-        if let Some(cart) = &contact.cart {
-            let lines = cart.lines.iter();
-            let lines = lines.map(|l| l.to_cart_line(self.product_key(l.item)));
-            json["cart"]["lines"] =
-                serde_json::to_value(lines.collect::<Vec<_>>()).expect("cart lines serialise");
-        }
-        for order in &contact.orders {
-            let lines = order.lines.iter();
-            let lines = lines.map(|l| l.to_order_line(self.product_key(l.item)));
-            json["orders"][order.order_number()]["lines"] =
-                serde_json::to_value(lines.collect::<Vec<_>>()).expect("order lines serialise");
-        }
-        json
+        contact_json(contact, self.recommender.items())
     }
 
     /// The key of a product number that views, carts and orders hold.
@@ -103,22 +69,12 @@ impl SiteState {
     /// The contacts in the product's interest list, oldest first.
     #[cfg(test)]
     pub(crate) fn interested(&self, key: &str) -> Vec<ContactId> {
-        self.interest
-            .get(key)
-            .into_iter()
-            .flatten()
-            .copied()
-            .collect()
+        self.interest.of(key).collect()
     }
 
     /// A contact by number; a merged one answers with the contact it was merged into.
-    pub fn contact_by_id(&self, mut id: ContactId) -> Option<&Contact> {
-        loop {
-            match self.slots.get(id as usize)? {
-                Some(contact) => return Some(contact),
-                None => id = *self.merged_into.get(&id)?,
-            }
-        }
+    pub fn contact_by_id(&self, id: ContactId) -> Option<&Contact> {
+        self.contacts.by_id(id)
     }
 
     pub fn product(&self, product_key: &str) -> Option<&Product> {
@@ -170,109 +126,13 @@ impl SiteState {
     }
 
     pub fn counts(&self) -> SiteCounts {
-        let live = self.live().count() as u64;
+        let live = self.contacts.live().count() as u64;
         SiteCounts {
             events: self.events,
             contacts: live,
-            merged_contacts: self.slots.len() as u64 - live,
+            merged_contacts: self.contacts.created() as u64 - live,
             products: self.catalogue.len() as u64,
-            orders: self.live().map(|c| c.orders.len() as u64).sum(),
-        }
-    }
-
-    pub fn to_snapshot(&self) -> SiteSnapshot {
-        SiteSnapshot {
-            events: self.events,
-            slots: self
-                .slots
-                .iter()
-                .enumerate()
-                .map(|(id, slot)| match slot {
-                    Some(contact) => SlotSnapshot::Live(contact.clone()),
-                    None => SlotSnapshot::MergedInto(self.merged_into[&(id as ContactId)]),
-                })
-                .collect(),
-            products: self.catalogue.sorted().into_iter().cloned().collect(),
-            recommender: Some(self.recommender.clone()),
-            attribution: Some(self.attribution.clone()),
-            timers: self.timers.to_snapshot(),
-            interest: {
-                let mut interest: Vec<(String, Vec<ContactId>)> = self
-                    .interest
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.iter().copied().collect()))
-                    .collect();
-                interest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-                interest
-            },
-        }
-    }
-
-    /// The state saved in `snapshot`; the identifier index is derived from the contacts.
-    pub fn from_snapshot(snapshot: SiteSnapshot) -> SiteState {
-        let mut site = SiteState {
-            events: snapshot.events,
-            ..SiteState::default()
-        };
-        for slot in snapshot.slots {
-            let id = site.slots.len() as ContactId;
-            site.slots.push(match slot {
-                SlotSnapshot::Live(contact) => {
-                    for id in contact.identifiers.all() {
-                        site.index.insert(&id, contact.id);
-                    }
-                    Some(contact)
-                }
-                SlotSnapshot::MergedInto(into) => {
-                    site.merged_into.insert(id, into);
-                    None
-                }
-            });
-        }
-        for product in snapshot.products {
-            site.catalogue.insert(product);
-        }
-        site.recommender = snapshot.recommender.unwrap_or_default();
-        site.attribution = snapshot.attribution.unwrap_or_default();
-        site.timers = Timers::from_snapshot(snapshot.timers);
-        site.interest = snapshot
-            .interest
-            .into_iter()
-            .map(|(key, contacts)| (key, contacts.into()))
-            .collect();
-        site
-    }
-
-    /// SHA-256 over the site's whole state (contacts in number order, products in key
-    /// order), as hex: equal digests mean equal state, to compare a rebuild with a
-    /// running server.
-    pub fn digest(&self) -> String {
-        use sha2::Digest;
-        let mut hasher = sha2::Sha256::new();
-        for contact in self.live() {
-            hasher.update(serde_json::to_vec(contact).expect("contacts serialise"));
-        }
-        for product in self.catalogue.sorted() {
-            hasher.update(serde_json::to_vec(product).expect("products serialise"));
-        }
-        hex::encode(hasher.finalize())
-    }
-
-    fn live(&self) -> impl Iterator<Item = &Contact> {
-        self.slots.iter().filter_map(|slot| slot.as_deref())
-    }
-
-    fn live_mut(&mut self, id: ContactId) -> &mut Contact {
-        match &mut self.slots[id as usize] {
-            Some(contact) => contact,
-            None => unreachable!("the index names only live contacts"),
-        }
-    }
-
-    fn identifiers(&self, id: ContactId) -> &Identifiers {
-        match &self.slots[id as usize] {
-            Some(contact) => &contact.identifiers,
-            None => unreachable!("the index names only live contacts"),
+            orders: (self.contacts.live()).map(|c| c.orders.len() as u64).sum(),
         }
     }
 
@@ -291,7 +151,7 @@ impl SiteState {
         self.apply_to_models(event, Some(id), at);
         self.attribution.apply(event, Some(id), at);
         self.timers.apply(event, id, at);
-        let contact = self.live_mut(id);
+        let contact = self.contacts.live_mut(id);
         contact.touch(&event.visitor, at);
         if contact.reachable() && self.timers.awaits(id) {
             self.timers.identified(id);
@@ -304,8 +164,8 @@ impl SiteState {
             _ => None,
         };
         let lines = self.lines_of(&event.body);
-        let contact = self.live_mut(id);
-        let wanted_before = changes_wants(&event.body).then(|| wanted(contact));
+        let contact = self.contacts.live_mut(id);
+        let wanted_before = interest::changes_wants(&event.body).then(|| interest::wanted(contact));
         match &event.body {
             EventBody::ProductPage { .. } => {
                 if let Some(item) = product_item {
@@ -328,8 +188,8 @@ impl SiteState {
             | EventBody::ProductUpdate { .. } => {}
         }
         if let Some(before) = wanted_before {
-            let after = wanted(self.live_mut(id));
-            self.note_interest(id, &before, &after);
+            let after = interest::wanted(self.contacts.live_mut(id));
+            (self.interest).note(id, &before, &after, self.recommender.items());
         }
     }
 
@@ -403,15 +263,14 @@ impl SiteState {
         )
     }
 
-    /// Makes `kind` due for every interested contact it concerns: for a price drop, those
-    /// who saw a higher price; for a return to stock, those who wanted it (wishlist, cart)
-    /// or viewed it while it was out of stock.
+    /// Makes `kind` due for every interested contact it concerns (see
+    /// [`interest::concerns`]).
     fn announce(&mut self, key: &str, kind: TriggerKind, at: i64) {
         let Some(product) = self.catalogue.get(key) else {
             return;
         };
         let item = self.recommender.item(key);
-        let wanted = self.interest.get(key).into_iter().flatten().copied();
+        let wanted = self.interest.of(key);
         let viewers = item.into_iter().flat_map(|item| {
             // Who viewed it: the visitors of its latest view sessions.
             self.recommender.viewers(item, MAX_INTERESTED)
@@ -419,22 +278,10 @@ impl SiteState {
         let mut asked = rustc_hash::FxHashSet::default();
         let mut concerned = Vec::new();
         for id in wanted.chain(viewers) {
-            let Some(contact) = self.contact_by_id(id) else {
+            let Some(contact) = self.contacts.by_id(id) else {
                 continue;
             };
-            if !asked.insert(contact.id) {
-                continue;
-            }
-            let tell = match kind {
-                TriggerKind::PriceDrop => {
-                    let now = product.price.as_ref().map(|p| p.value.amount);
-                    seen_price(contact, product, item)
-                        .zip(now)
-                        .is_some_and(|(seen, now)| now < seen)
-                }
-                _ => wanted_while_out(contact, product, item),
-            };
-            if tell {
+            if asked.insert(contact.id) && interest::concerns(kind, contact, product, item) {
                 concerned.push(contact.id);
             }
         }
@@ -450,43 +297,11 @@ impl SiteState {
         }
     }
 
-    /// Keeps the contact in the interest lists of the products it wants now (`after`),
-    /// out of those it no longer does: a list then names those a price drop or a return
-    /// to stock concerns, not every contact that once had the product in a cart.
-    fn note_interest(&mut self, contact: ContactId, before: &[ItemId], after: &[ItemId]) {
-        for item in before.iter().filter(|i| !after.contains(i)) {
-            let key = self.recommender.key(*item);
-            if let Some(interested) = self.interest.get_mut(key) {
-                interested.retain(|c| *c != contact);
-                if interested.is_empty() {
-                    self.interest.remove(key);
-                }
-            }
-        }
-        for item in after.iter().filter(|i| !before.contains(i)) {
-            let key = self.recommender.key(*item);
-            let interested = match self.interest.get_mut(key) {
-                Some(interested) => interested,
-                None => self.interest.entry(key.to_string()).or_default(),
-            };
-            if interested.len() >= MAX_INTERESTED {
-                interested.pop_front();
-            } else if interested.len() == interested.capacity() {
-                // Grown by a quarter rather than doubled: these lists, one per product,
-                // are most of the index, and doubling would leave up to half of each empty.
-                let room = MAX_INTERESTED - interested.len();
-                let more = (interested.len() / 4).max(4).min(room);
-                interested.reserve_exact(more);
-            }
-            interested.push_back(contact);
-        }
-    }
-
     /// The price the contact saw for the product: in their cart, else when they last
     /// viewed it or added it to their wishlist.
     pub fn seen_price(&self, contact: &Contact, product_key: &str) -> Option<Decimal> {
         let item = self.recommender.item(product_key);
-        seen_price(contact, self.catalogue.get(product_key)?, item)
+        interest::seen_price(contact, self.catalogue.get(product_key)?, item)
     }
 
     fn change_catalogue(&mut self, event: &TrackerEvent, at: i64) {
@@ -522,152 +337,20 @@ impl SiteState {
     /// names a contact of this site: a link alone creates no one.
     pub fn link(&mut self, link: &ContactLink, at: i64) {
         let ids = identifiers_of_link(link);
-        if ids.iter().any(|id| self.index.contains(id)) {
+        if self.contacts.knows_any(&ids) {
             self.resolve(&ids, at);
         }
     }
 
-    /// The contact an event with `ids` belongs to, merging and moving identifiers by the
-    /// rules in [`crate::identity`].
+    /// The contact an event with `ids` belongs to (see [`Contacts::resolve`]); what
+    /// attribution and timers keep of a contact merged into another follows it.
     fn resolve(&mut self, ids: &[Identifier], at: i64) -> ContactId {
-        let holders = self.holders(ids);
-        // Candidates: matched by a permanent identifier first, then the oldest first.
-        let mut candidates: Vec<(bool, ContactId)> = ids
-            .iter()
-            .zip(&holders)
-            .filter_map(|(id, holder)| holder.map(|c| (!id.is_permanent(), c)))
-            .collect();
-        candidates.sort_unstable();
-        let mut seen = Vec::new();
-        candidates.retain(|(_, c)| {
-            let new = !seen.contains(c);
-            seen.push(*c);
-            new
-        });
-        let anchor = candidates
-            .iter()
-            .map(|(_, c)| *c)
-            .find(|c| self.identifiers(*c).accepts(ids))
-            .unwrap_or_else(|| self.create(at));
-
-        if candidates.iter().all(|(_, c)| *c == anchor) {
-            // The usual event: it names its contact, or a new one; nobody else to join.
-            // Nothing has changed the index since `holders` was read.
-            self.attach_held(anchor, ids, &holders);
-            return anchor;
+        let resolved = self.contacts.resolve(ids, at);
+        for merge in &resolved.merges {
+            self.attribution.merge(merge.absorbed, merge.survivor);
+            self.timers.merge(merge.absorbed, merge.survivor);
         }
-        // Who joins the anchor: checked one by one against everything joined so far.
-        let mut joined = self.identifiers(anchor).clone();
-        for id in ids.iter().filter(|id| id.is_permanent()) {
-            if joined.accepts(std::slice::from_ref(id)) && !self.index.contains(id) {
-                // A scratch copy for the compatibility checks: what it lets go is moot.
-                let _ = joined.insert(id.clone());
-            }
-        }
-        let mut group = vec![anchor];
-        for (_, candidate) in candidates {
-            if candidate == anchor {
-                continue;
-            }
-            let theirs = self.identifiers(candidate);
-            if theirs.compatible(&joined) && theirs.accepts(ids) {
-                let _ = joined.absorb(theirs.clone());
-                group.push(candidate);
-            } else {
-                // Never merged: the shared identifiers that led here move to the anchor.
-                let moving: Vec<Identifier> = ids
-                    .iter()
-                    .filter(|id| !id.is_permanent() && self.index.get(id) == Some(candidate))
-                    .cloned()
-                    .collect();
-                let contact = self.live_mut(candidate);
-                for id in &moving {
-                    contact.identifiers.remove(id);
-                }
-            }
-        }
-        let survivor = *group.iter().min().expect("the anchor is in the group");
-        for member in group {
-            if member != survivor {
-                self.merge(member, survivor, at);
-            }
-        }
-        self.attach(survivor, ids);
-        survivor
-    }
-
-    fn create(&mut self, at: i64) -> ContactId {
-        let id = self.slots.len() as ContactId;
-        self.slots.push(Some(Box::new(Contact::new(id, at))));
-        id
-    }
-
-    fn merge(&mut self, absorbed: ContactId, survivor: ContactId, at: i64) {
-        let Some(contact) = self.slots[absorbed as usize].take() else {
-            unreachable!("only live contacts merge");
-        };
-        self.merged_into.insert(absorbed, survivor);
-        for id in contact.identifiers.all() {
-            self.index.insert(&id, survivor);
-        }
-        self.attribution.merge(absorbed, survivor);
-        self.timers.merge(absorbed, survivor);
-        let let_go = self.live_mut(survivor).absorb(*contact, at);
-        self.unindex(&let_go, survivor);
-    }
-
-    /// Gives the contact every identifier of the event that it can hold: a shared one
-    /// leaves its previous holder; a permanent one held by another contact stays there.
-    fn attach(&mut self, contact: ContactId, ids: &[Identifier]) {
-        let holders = self.holders(ids);
-        self.attach_held(contact, ids, &holders);
-    }
-
-    /// Who holds each of `ids` in the index, looked up once for both the candidates and
-    /// the attach (each lookup hashes the identifier and probes a table of millions).
-    fn holders(&self, ids: &[Identifier]) -> Vec<Option<ContactId>> {
-        ids.iter().map(|id| self.index.get(id)).collect()
-    }
-
-    /// [`SiteState::attach`], given `holders` as read before it: attaching one identifier
-    /// changes the index entries of that identifier and of those its contact lets go,
-    /// which are of its own kind, and an event has one identifier of each kind; so no
-    /// step changes what a later one would have read.
-    fn attach_held(
-        &mut self,
-        contact: ContactId,
-        ids: &[Identifier],
-        holders: &[Option<ContactId>],
-    ) {
-        for (id, holder) in ids.iter().zip(holders) {
-            // The reasoning above, checked wherever the tests attach identifiers.
-            debug_assert_eq!(
-                *holder,
-                self.index.get(id),
-                "an identifier's holder went stale"
-            );
-            match *holder {
-                Some(holder) if holder == contact => continue,
-                Some(_) if id.is_permanent() => continue,
-                Some(holder) => self.live_mut(holder).identifiers.remove(id),
-                None => {}
-            }
-            if id.is_permanent() && !self.identifiers(contact).accepts(std::slice::from_ref(id)) {
-                continue;
-            }
-            self.index.insert(id, contact);
-            let let_go = self.live_mut(contact).identifiers.insert(id.clone());
-            self.unindex(let_go.as_slice(), contact);
-        }
-    }
-
-    /// Identifiers `contact` let go no longer name it.
-    fn unindex(&mut self, let_go: &[Identifier], contact: ContactId) {
-        for id in let_go {
-            if self.index.get(id) == Some(contact) {
-                self.index.remove(id);
-            }
-        }
+        resolved.contact
     }
 }
 
@@ -689,67 +372,4 @@ fn touched_products(event: &TrackerEvent) -> Vec<&str> {
             .collect(),
         _ => Vec::new(),
     }
-}
-
-/// The value a history held at `at` (histories are of changes, oldest first).
-fn value_at<T: Copy>(history: &[Timed<T>], at: i64) -> Option<T> {
-    let index = history.partition_point(|h| h.at <= at);
-    index.checked_sub(1).map(|i| history[i].value)
-}
-
-/// Whether the event can change what the contact wants (its cart, its wishlist).
-fn changes_wants(body: &EventBody) -> bool {
-    matches!(
-        body,
-        EventBody::StatusCart { .. }
-            | EventBody::AddToWishlist { .. }
-            | EventBody::PurchasedItems { .. }
-    )
-}
-
-/// The products in the contact's cart and wishlist.
-fn wanted(contact: &Contact) -> Vec<ItemId> {
-    let in_cart = contact.cart.iter().flat_map(|c| &c.lines).map(|l| l.item);
-    let mut items: Vec<ItemId> = in_cart
-        .chain(contact.wishlist.iter().map(|w| w.item))
-        .collect();
-    items.sort_unstable();
-    items.dedup();
-    items
-}
-
-/// `item`: the product's number in the site's product dictionary, which views, carts and
-/// wishlists hold.
-fn seen_price(contact: &Contact, product: &Product, item: Option<ItemId>) -> Option<Decimal> {
-    if let Some(line) = contact
-        .cart
-        .iter()
-        .flat_map(|c| &c.lines)
-        .find(|l| Some(l.item) == item)
-    {
-        return Some(line.price());
-    }
-    let viewed = contact
-        .viewed_products
-        .iter()
-        .filter(|v| Some(v.item) == item);
-    let wished = contact.wishlist.iter().filter(|w| Some(w.item) == item);
-    let seen = viewed.map(|v| v.at).chain(wished.map(|w| w.at)).max()?;
-    value_at(&product.price_history, seen)
-}
-
-/// Whether the contact wanted the product (wishlist, cart) or viewed it while out of stock.
-fn wanted_while_out(contact: &Contact, product: &Product, item: Option<ItemId>) -> bool {
-    let in_cart = contact
-        .cart
-        .iter()
-        .flat_map(|c| &c.lines)
-        .any(|l| Some(l.item) == item);
-    let wished = contact.wishlist.iter().any(|w| Some(w.item) == item);
-    let viewed_out = contact
-        .viewed_products
-        .iter()
-        .filter(|v| Some(v.item) == item)
-        .any(|v| value_at(&product.stock_history, v.at) == Some(false));
-    in_cart || wished || viewed_out
 }

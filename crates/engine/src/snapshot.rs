@@ -12,10 +12,11 @@ use spoor_log::SteppedFile;
 
 use crate::attribution::Attribution;
 use crate::catalogue::Product;
-use crate::contact::Contact;
-use crate::identity::ContactId;
+use crate::contacts::identity::ContactId;
+use crate::contacts::{Contacts, SlotSnapshot};
+use crate::interest::Interest;
 use crate::recommend::Recommender;
-use crate::triggers::TimersSnapshot;
+use crate::timers::{Timers, TimersSnapshot};
 use crate::{Engine, SiteState};
 
 /// Bumped when the snapshot's shape changes; an older snapshot is then not used.
@@ -49,11 +50,50 @@ pub struct SiteSnapshot {
     pub interest: Vec<(String, Vec<ContactId>)>,
 }
 
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum SlotSnapshot {
-    Live(Box<Contact>),
-    MergedInto(ContactId),
+impl SiteState {
+    pub fn to_snapshot(&self) -> SiteSnapshot {
+        SiteSnapshot {
+            events: self.events,
+            slots: self.contacts.to_slots(),
+            products: self.catalogue.sorted().into_iter().cloned().collect(),
+            recommender: Some(self.recommender.clone()),
+            attribution: Some(self.attribution.clone()),
+            timers: self.timers.to_snapshot(),
+            interest: self.interest.to_snapshot(),
+        }
+    }
+
+    /// The state saved in `snapshot`; the identifier index is derived from the contacts.
+    pub fn from_snapshot(snapshot: SiteSnapshot) -> SiteState {
+        let mut site = SiteState {
+            events: snapshot.events,
+            contacts: Contacts::from_slots(snapshot.slots),
+            recommender: snapshot.recommender.unwrap_or_default(),
+            attribution: snapshot.attribution.unwrap_or_default(),
+            timers: Timers::from_snapshot(snapshot.timers),
+            interest: Interest::from_snapshot(snapshot.interest),
+            ..SiteState::default()
+        };
+        for product in snapshot.products {
+            site.catalogue.insert(product);
+        }
+        site
+    }
+
+    /// SHA-256 over the site's whole state (contacts in number order, products in key
+    /// order), as hex: equal digests mean equal state, to compare a rebuild with a
+    /// running server.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        for contact in self.contacts.live() {
+            hasher.update(serde_json::to_vec(contact).expect("contacts serialise"));
+        }
+        for product in self.catalogue.sorted() {
+            hasher.update(serde_json::to_vec(product).expect("products serialise"));
+        }
+        hex::encode(hasher.finalize())
+    }
 }
 
 /// Writes the engine's state at `position` to `path`, atomically: a crash leaves the

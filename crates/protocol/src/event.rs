@@ -9,12 +9,8 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-/// Short text: identifiers, keys, currency codes and tags. Most are a few bytes, kept in
-/// place rather than each in an allocation of its own (an event has a dozen of them, and
-/// the state's follower drops them on another thread than the one that made them).
-pub type Text = compact_str::CompactString;
-
 pub use crate::tags::TagMap;
+pub use crate::text::Text;
 
 /// An amount with the currency it was sent with, when one was (`"754 USD"`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ pub mod parse;
 pub mod reader;
 pub mod stored;
 mod tags;
+mod text;
 pub mod tree;
 
 pub use error::{ErrorCode, ProtocolError};

@@ -5,7 +5,7 @@ use std::fmt;
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::event::Text;
+use crate::text::Text;
 
 type Entry = (Text, Vec<Text>);
 

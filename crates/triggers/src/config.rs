@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use spoor_engine::settings::SettingsFile;
-use spoor_engine::triggers::TriggerKind;
+use spoor_engine::timers::TriggerKind;
 
 use crate::TriggerError;
 

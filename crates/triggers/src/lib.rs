@@ -1,6 +1,6 @@
 //! Behavioural triggers, delivered to the shop's webhooks at least once.
 //!
-//! The state keeps the timers (`spoor_engine::triggers`); this crate decides what fires
+//! The state keeps the timers (`spoor_engine::timers`); this crate decides what fires
 //! when they come due (who can be reached, frequency caps, staleness), records each fired
 //! trigger in a persistent outbox before anything is sent, and delivers them, signed,
 //! with retries and dead letters.

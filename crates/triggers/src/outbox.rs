@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use spoor_engine::ContactId;
-use spoor_engine::triggers::TriggerKind;
+use spoor_engine::timers::TriggerKind;
 use spoor_log::{EventLog, FileLog, FileLogConfig, Position};
 
 use crate::TriggerError;

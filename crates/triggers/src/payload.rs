@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use spoor_engine::recommend::query::Filters;
 use spoor_engine::recommend::{Algorithm, Request};
-use spoor_engine::triggers::TriggerKind;
+use spoor_engine::timers::TriggerKind;
 use spoor_engine::{Contact, Identifier, Product, SiteState};
 
 use crate::outbox::{Fired, Reach};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use spoor_engine::LiveState;
-use spoor_engine::triggers::{Pending, TriggerKind};
+use spoor_engine::timers::{Pending, TriggerKind};
 
 use crate::config::{TriggerRegistry, TriggerSettings, Webhook};
 use crate::outbox::{Attempt, Fired, Outbox};

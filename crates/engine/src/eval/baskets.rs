@@ -15,7 +15,7 @@ use serde::Serialize;
 use spoor_protocol::{EventBody, OrderLine, Price, Purchase, TrackerEvent, Visitor};
 
 use super::{EvalError, RankMetrics, percentile_us, ratio};
-use crate::identity::Identifier;
+use crate::contacts::identity::Identifier;
 use crate::recommend::query::Filters;
 use crate::recommend::{Algorithm, RepeatParams, Request};
 use crate::site::SiteState;

@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::recommend::{ItemId, NextItemParams, Recommender};
+use crate::items::ItemId;
+use crate::recommend::{NextItemParams, Recommender};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {

@@ -13,7 +13,6 @@
 //! [`query`] turns them, with the catalogue and the contact, into answers.
 
 pub mod blocks;
-pub mod items;
 pub mod popularity;
 pub mod query;
 pub mod rules;
@@ -22,7 +21,8 @@ pub mod tuning;
 
 use serde::{Deserialize, Serialize};
 
-pub use items::{ItemId, Items};
+use crate::items::{ItemId, Items};
+
 pub use popularity::Popularity;
 pub use query::{Algorithm, Answer, Request};
 pub use sessions::{LatestSessions, NO_VISITOR, NextItemParams, SessionId, Sessions};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::items::ItemId;
+use crate::items::ItemId;
 
 /// Scores are brought back to a new base before they could overflow.
 const REBASE_ABOVE: f64 = 1e200;

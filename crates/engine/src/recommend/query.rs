@@ -4,13 +4,14 @@
 use std::fmt;
 
 use crate::catalogue::{Catalogue, Product};
-use crate::contact::Contact;
+use crate::contacts::contact::Contact;
 
 use rustc_hash::FxHashMap;
 
 use super::rules::{Rules, in_category};
 use super::sessions::{MAX_SESSION_ITEMS, normalise, top};
-use super::{ItemId, NextItemParams, Recommender};
+use super::{NextItemParams, Recommender};
+use crate::items::ItemId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {

@@ -29,7 +29,7 @@ use std::cell::RefCell;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::items::ItemId;
+use crate::items::ItemId;
 
 pub type SessionId = u32;
 

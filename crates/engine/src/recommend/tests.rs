@@ -5,7 +5,7 @@ use spoor_protocol::{Incoming, parse_value};
 
 use super::query::{Algorithm, Filters, Request};
 use super::sessions::{NO_VISITOR, NextItemParams, Sessions};
-use crate::identity::Identifier;
+use crate::contacts::identity::Identifier;
 use crate::site::SiteState;
 
 const T0: i64 = 1_700_000_000_000;

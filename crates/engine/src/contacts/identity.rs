@@ -28,7 +28,7 @@
 use serde::{Deserialize, Serialize};
 use spoor_protocol::{ContactLink, Text, Visitor};
 
-use crate::thin::{Texts, ThinStr};
+use crate::compact::thin::{Texts, ThinStr};
 
 /// A contact's number within its site, in order of creation.
 pub type ContactId = u32;
@@ -68,8 +68,6 @@ impl Identifier {
         })
     }
 }
-
-pub use crate::identifier_index::IdentifierIndex;
 
 pub fn normalize_email(email: &str) -> Text {
     let email = email.trim();

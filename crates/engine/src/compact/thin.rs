@@ -13,7 +13,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::ptr::NonNull;
 
-use crate::recent::varint;
+use super::varint::varint;
 use spoor_protocol::Text;
 
 /// Owned bytes: an allocation of their length (LEB128) and the bytes, or, when empty, no
@@ -220,7 +220,7 @@ impl Texts {
         let all: &[u8] = &self.0;
         let mut rest = all;
         std::iter::from_fn(move || {
-            let len = usize::try_from(crate::recent::read_varint(&mut rest)?).ok()?;
+            let len = usize::try_from(super::varint::read_varint(&mut rest)?).ok()?;
             let text = rest.get(..len)?;
             rest = &rest[len..];
             Some((all.len() - rest.len(), text))
@@ -290,7 +290,7 @@ impl<'a> FromIterator<&'a str> for Texts {
     fn from_iter<I: IntoIterator<Item = &'a str>>(texts: I) -> Self {
         let mut bytes = Vec::new();
         for text in texts {
-            crate::recent::write_text(&mut bytes, text);
+            crate::compact::varint::write_text(&mut bytes, text);
         }
         Texts(ThinBytes::new(&bytes))
     }

@@ -9,21 +9,16 @@ use serde::{Deserialize, Serialize};
 use spoor_protocol::{Cart as WireCart, Purchase, Text, Visitor};
 use thin_vec::ThinVec;
 
-use crate::identity::{ContactId, Identifier, Identifiers};
-use crate::recent::{Packed, Recent, read_text, read_varint, write_text, write_varint};
-use crate::recommend::ItemId;
-use crate::thin::{ThinBytes, ThinStr};
+use crate::compact::recent::{Packed, Recent};
+use crate::compact::thin::{ThinBytes, ThinStr};
+use crate::compact::varint::{read_text, read_varint, write_text, write_varint};
+use crate::contacts::identity::{ContactId, Identifier, Identifiers};
+use crate::items::ItemId;
+use crate::timed::Timed;
 
-pub use crate::line::Line;
 /// How many recent product views, category views and searches a contact keeps.
-pub use crate::recent::RECENT_LIMIT;
-
-/// A value and the event time that set it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Timed<T> {
-    pub value: T,
-    pub at: i64,
-}
+pub use crate::compact::recent::RECENT_LIMIT;
+pub use crate::contacts::line::Line;
 
 /// What a contact told about themselves. Name and email are held in place; a phone and
 /// further fields, which fewer contacts have, in a box the others do without. The email
@@ -396,7 +391,7 @@ pub struct Seen {
 }
 
 /// A product view (or a wishlist add): the product by its number in the site's product
-/// dictionary ([`crate::recommend::Items`]), as a million contacts' views would otherwise
+/// dictionary ([`crate::items::Items`]), as a million contacts' views would otherwise
 /// hold a million copies of the same keys. The API shows the key (`SiteState::contact_json`).
 /// Packed to 12 bytes instead of 16: a contact keeps up to [`RECENT_LIMIT`] of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -756,7 +751,7 @@ impl Contact {
     }
 
     /// Takes over everything of `other`, which is merged into this contact; returns the
-    /// identifiers let go to stay within [`crate::identity::MAX_SHARED_IDS`].
+    /// identifiers let go to stay within [`crate::contacts::identity::MAX_SHARED_IDS`].
     #[must_use = "identifiers let go must leave the index too"]
     pub fn absorb(&mut self, other: Contact, at: i64) -> Vec<Identifier> {
         let let_go = self.identifiers.absorb(other.identifiers);

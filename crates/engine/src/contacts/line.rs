@@ -3,7 +3,7 @@
 //! A shop's contacts hold millions of lines, nearly all of them a product, a quantity, a
 //! price of a few digits and a short currency code. Such a line is held in 32 bytes with
 //! no allocation of its own: the product by its number in the site's product dictionary
-//! ([`crate::recommend::Items`]), the price as an integer and a decimal scale, the currency
+//! ([`crate::items::Items`]), the price as an integer and a decimal scale, the currency
 //! inline. What few lines have (a discount, tags, a price of more than 18 digits, a
 //! currency of more than six bytes) is kept in a box beside it. Snapshots and the API show
 //! a line as they always have.
@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use spoor_protocol::{CartLine, OrderLine, Price, TagMap, Text};
 
-use crate::recommend::ItemId;
+use crate::items::ItemId;
 
 /// Currency codes up to this many bytes are held in the line itself (`EUR`, `грн`, `$`).
 const INLINE_CURRENCY: usize = 6;

@@ -9,7 +9,8 @@ use std::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
 
-use crate::thin::ThinBytes;
+use super::thin::ThinBytes;
+use super::varint::{read_varint, write_varint};
 
 /// How many entries of one kind a contact keeps.
 pub const RECENT_LIMIT: usize = 50;
@@ -206,53 +207,6 @@ fn read_time(bytes: &mut &[u8], previous: Option<i64>) -> Option<i64> {
     })
 }
 
-/// LEB128: seven bits a byte, low first, the high bit set on all but the last.
-pub(crate) fn write_varint(out: &mut Vec<u8>, value: u64) {
-    let (bytes, len) = varint(value);
-    out.extend_from_slice(&bytes[..len]);
-}
-
-/// `value` as LEB128, in the first `len` bytes of the array.
-pub(crate) fn varint(mut value: u64) -> ([u8; 10], usize) {
-    let mut bytes = [0u8; 10];
-    let mut len = 0;
-    loop {
-        let low = (value & 0x7f) as u8;
-        value >>= 7;
-        bytes[len] = if value == 0 { low } else { low | 0x80 };
-        len += 1;
-        if value == 0 {
-            return (bytes, len);
-        }
-    }
-}
-
-pub(crate) fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = bytes.split_first()?;
-        *bytes = rest;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-/// A text as its length and its bytes.
-pub(crate) fn write_text(out: &mut Vec<u8>, text: &str) {
-    write_varint(out, text.len() as u64);
-    out.extend_from_slice(text.as_bytes());
-}
-
-pub(crate) fn read_text<'a>(bytes: &mut &'a [u8]) -> Option<&'a str> {
-    let len = usize::try_from(read_varint(bytes)?).ok()?;
-    let text = bytes.get(..len)?;
-    *bytes = &bytes[len..];
-    std::str::from_utf8(text).ok()
-}
-
 impl<T: Packed + Serialize> Serialize for Recent<T> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.iter())
@@ -271,6 +225,7 @@ impl<'de, T: Packed + Deserialize<'de>> Deserialize<'de> for Recent<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compact::varint::{read_text, write_text};
 
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     struct Note {
@@ -389,17 +344,5 @@ mod tests {
         // Six bytes for the first time, three for each of the others' distance, one for
         // each empty text.
         assert_eq!(list.bytes.len(), 6 + 11 * 3 + 12);
-    }
-
-    #[test]
-    fn varints_round_trip() {
-        for value in [0, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
-            let mut out = Vec::new();
-            write_varint(&mut out, value);
-            let mut bytes = &out[..];
-            assert_eq!(read_varint(&mut bytes), Some(value));
-            assert!(bytes.is_empty());
-        }
-        assert_eq!(read_varint(&mut &[0x80u8][..]), None);
     }
 }

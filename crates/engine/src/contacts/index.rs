@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use crate::identity::{ContactId, Identifier};
+use crate::contacts::identity::{ContactId, Identifier};
 
 type Key = [u32; 3];
 
