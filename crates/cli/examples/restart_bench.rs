@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use spoor_engine::LiveState;
-use spoor_ingest::{Ingestor, SiteRegistry};
+use spoor_ingest::Ingestor;
 use spoor_log::{EventLog, FileLog, FileLogConfig};
+use spoor_server::directory::RegisteredSites;
+use spoor_settings::SiteRegistry;
 
 const T0: i64 = 1_700_000_000_000;
 /// Records written after the last periodic snapshots before the crash: a running server
@@ -39,8 +41,9 @@ async fn main() -> anyhow::Result<()> {
     let log_dir = dir.path().join("log");
     let before_crash = records.saturating_sub(TAIL.min(records / 4));
     write(&log_dir, 0, before_crash).await?;
-    let sites = SiteRegistry::open(dir.path())?;
-    sites.register(Some("S"), None, T0)?;
+    let registry = Arc::new(SiteRegistry::open(dir.path())?);
+    registry.register(Some("S"), None, T0)?;
+    let sites = || Arc::new(RegisteredSites(registry.clone()));
 
     // A server ran up to `before_crash` and saved its snapshots there; then more records
     // came, and it was killed.
@@ -49,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
     {
         let log: Arc<dyn EventLog> =
             Arc::new(FileLog::open(&log_dir, FileLogConfig::default(), None)?);
-        let ingestor = Ingestor::open(log.clone(), SiteRegistry::open(dir.path())?, T0)?;
+        let ingestor = Ingestor::open(log.clone(), sites(), T0)?;
         ingestor.save_index(&crash_index)?;
         let live = replay(&log, before_crash)?;
         spoor_engine::snapshot::save(&live.read(), live.applied(), &crash_state)?;
@@ -59,9 +62,8 @@ async fn main() -> anyhow::Result<()> {
     {
         let log: Arc<dyn EventLog> =
             Arc::new(FileLog::open(&log_dir, FileLogConfig::default(), None)?);
-        let sites = SiteRegistry::open(dir.path())?;
         let now = T0 + records as i64;
-        let _ingestor = Ingestor::open_with_snapshot(log.clone(), sites, now, &crash_index)?;
+        let _ingestor = Ingestor::open_with_snapshot(log.clone(), sites(), now, &crash_index)?;
         // The follower brings the resumed state up to the log's end.
         let resumed = Arc::new(LiveState::resume(&*log, &crash_state));
         let follower = spoor_engine::follow(log.clone(), resumed.clone())?;
@@ -76,8 +78,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let log: Arc<dyn EventLog> = Arc::new(FileLog::open(&log_dir, FileLogConfig::default(), None)?);
     let opened = started.elapsed().as_secs_f64();
-    let sites = SiteRegistry::open(dir.path())?;
-    let ingestor = Ingestor::open(log.clone(), sites, T0 + records as i64)?;
+    let ingestor = Ingestor::open(log.clone(), sites(), T0 + records as i64)?;
     let indexed = started.elapsed().as_secs_f64();
     let live = replay(&log, records)?;
     let replayed = started.elapsed().as_secs_f64();
@@ -92,9 +93,8 @@ async fn main() -> anyhow::Result<()> {
     let index_snapshot = dir.path().join("dedup.snapshot");
     ingestor.save_index(&index_snapshot)?;
     let index_at = Instant::now();
-    let sites = SiteRegistry::open(dir.path())?;
     let _reopened =
-        Ingestor::open_with_snapshot(log.clone(), sites, T0 + records as i64, &index_snapshot)?;
+        Ingestor::open_with_snapshot(log.clone(), sites(), T0 + records as i64, &index_snapshot)?;
     let index_s = index_at.elapsed().as_secs_f64();
     println!(
         "{{\"records\": {records}, \"log_bytes\": {}, \"open_log_s\": {opened:.2}, \

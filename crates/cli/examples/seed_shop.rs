@@ -17,13 +17,15 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use rust_decimal::Decimal;
 use spoor_engine::LiveState;
-use spoor_ingest::{Ingestor, SiteRegistry};
+use spoor_ingest::Ingestor;
 use spoor_log::{EventLog, FileLog, FileLogConfig};
 use spoor_protocol::stored::{RecordContent, StoredRecord};
 use spoor_protocol::{
     Cart, CartLine, EventBody, OrderLine, Price, ProductSeen, ProductUpdate, Purchase,
     TrackerEvent, Visitor,
 };
+use spoor_server::directory::RegisteredSites;
+use spoor_settings::SiteRegistry;
 
 const SITE: &str = "BENCH";
 const CATEGORIES: u64 = 500;
@@ -242,7 +244,7 @@ async fn main() -> anyhow::Result<()> {
     let log: Arc<dyn EventLog> = log;
     let sites = SiteRegistry::open(&dir)?;
     sites.register(Some(SITE), Some("Benchmark shop"), now)?;
-    let ingestor = Ingestor::open(log.clone(), sites, now)?;
+    let ingestor = Ingestor::open(log.clone(), Arc::new(RegisteredSites(Arc::new(sites))), now)?;
     ingestor.save_index(&dir.join("dedup.snapshot"))?;
     let live = Arc::new(LiveState::default());
     let follower = spoor_engine::follow(log.clone(), live.clone())?;

@@ -6,10 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use spoor_ingest::Ingestor;
 use spoor_ingest::export::{ExportFilter, ImportSummary, export};
-use spoor_ingest::{Ingestor, SiteRegistry};
 use spoor_log::{FileLog, FileLogConfig};
+use spoor_server::directory::RegisteredSites;
 use spoor_server::now_ms;
+use spoor_settings::SiteRegistry;
 
 use crate::DataDir;
 
@@ -98,7 +100,7 @@ async fn import_into_directory(file: &PathBuf, data: &DataDir) -> anyhow::Result
     let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
     let log = FileLog::open(&data.log_dir(), FileLogConfig::default(), None)
         .with_context(|| format!("open the event log in {}", data.log_dir().display()))?;
-    let sites = SiteRegistry::open(&data.path)?;
+    let sites = Arc::new(RegisteredSites(Arc::new(SiteRegistry::open(&data.path)?)));
     let ingestor = Ingestor::open(Arc::new(log), sites, now_ms())?;
     let lines: Vec<&str> = text.lines().collect();
     let summary = ingestor.import(&lines, now_ms()).await?;

@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use spoor_engine::LiveState;
-use spoor_engine::recommend::blocks::BlockRegistry;
-use spoor_engine::recommend::tuning::TuningRegistry;
-use spoor_ingest::{Ingestor, Registration, SiteRegistry};
+use spoor_ingest::Ingestor;
 use spoor_log::{FileLog, FileLogConfig, GroupCommitObserver, Handoff};
 use spoor_server::auth::{self, TokenSource};
+use spoor_server::directory::RegisteredSites;
 use spoor_server::threads::HttpServer;
 use spoor_server::{AppState, Metrics, now_ms};
-use spoor_triggers::{Outbox, TriggerRegistry, Triggers};
+use spoor_settings::{Registration, Settings};
+use spoor_triggers::{Outbox, Triggers};
 
 use crate::DataDir;
 use crate::pacing::{Pacing, pace_commits};
@@ -92,9 +92,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         base: std::time::Duration::from_micros(args.log_commit_interval_us),
         saturated: std::time::Duration::from_micros(args.log_commit_interval_saturated_us),
     };
-    let sites = SiteRegistry::open(data_dir)?;
+    let settings = Arc::new(Settings::open(data_dir).context("load the sites' settings")?);
     for site in &args.sites {
-        let (_, registration) = sites.register(Some(site), None, now_ms())?;
+        let (_, registration) = settings.sites.register(Some(site), None, now_ms())?;
         if registration == Registration::Created {
             tracing::info!(site_id = %site, "site registered");
         }
@@ -105,11 +105,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // otherwise decode the bytes it reads back. Room for well over the follower's usual
     // lag; beyond it, the follower decodes.
     let handoff = Arc::new(Handoff::new(HANDOFF_RECORDS));
+    let sites = Arc::new(RegisteredSites(settings.sites.clone()));
     let ingestor = Ingestor::open_with_snapshot(log.clone(), sites, now_ms(), &index_snapshot)?
         .hand_off_to(handoff.clone());
     let live =
         Arc::new(LiveState::resume(&*log, &data_dir.join("state.snapshot")).with_handoff(handoff));
-    let follower = spoor_engine::follow(log, live.clone()).context("start the state follower")?;
+    let follower =
+        spoor_engine::follow(log.clone(), live.clone()).context("start the state follower")?;
     let (admin_token, source) =
         auth::admin_token(args.admin_token, data_dir).context("load or create the admin token")?;
     match source {
@@ -122,28 +124,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "admin token: generated and stored (mode 0600); send it as `Authorization: Bearer <token>`"
         ),
     }
-    let trigger_settings =
-        Arc::new(TriggerRegistry::open(data_dir).context("load the trigger settings")?);
     let outbox =
         Arc::new(Outbox::open(&data_dir.join("outbox")).context("open the trigger outbox")?);
     let triggers = Arc::new(Triggers::new(
         live.clone(),
-        trigger_settings.clone(),
+        settings.triggers.clone(),
         outbox,
     )?);
     let stop_triggers = Arc::new(AtomicBool::new(false));
     let trigger_loop = tokio::spawn(triggers.clone().run(stop_triggers.clone(), now_ms));
     let state = AppState {
         ingestor: Arc::new(ingestor),
+        log,
+        settings,
         live: live.clone(),
         metrics,
         admin_token: admin_token.into(),
-        blocks: Arc::new(BlockRegistry::open(data_dir).context("load the recommendation blocks")?),
         limiters: Arc::default(),
-        tuning: Arc::new(TuningRegistry::open(data_dir).context("load the sites' tuning")?),
         tuning_running: Arc::default(),
         trust_forwarded_for: args.trust_forwarded_for,
-        trigger_settings: trigger_settings.clone(),
         triggers: triggers.clone(),
         background: tokio::runtime::Handle::current(),
     };
@@ -160,8 +159,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(
         listen = %local_addr,
         data = %data_dir.display(),
-        records = state.ingestor.log().end(),
-        sites = state.ingestor.sites().list().len(),
+        records = state.log.end(),
+        sites = state.settings.sites.list().len(),
         http_threads,
         "spoor is serving: POST events to /api/v2"
     );
@@ -183,7 +182,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if let Err(error) = state.ingestor.save_index(&index_snapshot) {
         tracing::warn!(%error, "saving the duplicate index failed; the next start rebuilds it");
     }
-    let log = state.ingestor.log().clone();
+    let log = state.log.clone();
     drop(state);
     // Every acknowledged append was fsynced before its answer; this only waits for the
     // writer thread, once the last reference to the log is gone.

@@ -16,7 +16,6 @@ pub mod items;
 pub mod live;
 pub mod privacy;
 pub mod recommend;
-pub mod settings;
 pub mod site;
 pub mod snapshot;
 pub mod timed;

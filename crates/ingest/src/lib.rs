@@ -7,7 +7,6 @@
 
 pub mod dedup;
 pub mod export;
-pub mod sites;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +15,6 @@ use spoor_log::{EventLog, Handoff, LogError, Position};
 use spoor_protocol::{EventBody, EventKind, Incoming, ProtocolError, TrackerEvent};
 
 use dedup::{Claim, DedupIndex, DuplicateOf, Keys, order_key};
-pub use sites::{RateLimit, Registration, Site, SiteRegistry, SiteSettings};
 use spoor_protocol::stored::{self, FeedItems, RecordContent, StoredRecord, hash_hex};
 use spoor_protocol::tree::Json;
 
@@ -27,6 +25,14 @@ const SCAN_CHUNK: usize = 4096;
 const RECORD_OVERHEAD: usize = 256;
 /// Feed items stored per log record.
 pub const FEED_ITEMS_PER_RECORD: usize = 1000;
+
+/// The sites whose events are accepted. The server's per-site settings answer; ingest
+/// needs no more of them than this.
+pub trait SiteDirectory: Send + Sync {
+    fn is_registered(&self, site_id: &str) -> bool;
+    /// Registers a site whose records an import brings; `Ok(true)` when it was new.
+    fn register_imported(&self, site_id: &str, now_ms: i64) -> Result<bool, String>;
+}
 
 /// What a feed import did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -98,7 +104,7 @@ enum Step {
 
 pub struct Ingestor {
     log: Arc<dyn EventLog>,
-    sites: SiteRegistry,
+    sites: Arc<dyn SiteDirectory>,
     dedup: Arc<DedupIndex>,
     unsettled: Arc<Unsettled>,
     /// The log position the last saved index snapshot covers; held while saving, so
@@ -156,7 +162,7 @@ impl Ingestor {
     /// Builds the ingestor over an opened log, rebuilding the duplicate index from it.
     pub fn open(
         log: Arc<dyn EventLog>,
-        sites: SiteRegistry,
+        sites: Arc<dyn SiteDirectory>,
         now_ms: i64,
     ) -> Result<Self, IngestError> {
         let dedup = DedupIndex::default();
@@ -166,7 +172,7 @@ impl Ingestor {
 
     fn with_index(
         log: Arc<dyn EventLog>,
-        sites: SiteRegistry,
+        sites: Arc<dyn SiteDirectory>,
         dedup: DedupIndex,
         saved_at: Position,
     ) -> Self {
@@ -194,7 +200,7 @@ impl Ingestor {
     /// used.
     pub fn open_with_snapshot(
         log: Arc<dyn EventLog>,
-        sites: SiteRegistry,
+        sites: Arc<dyn SiteDirectory>,
         now_ms: i64,
         snapshot: &std::path::Path,
     ) -> Result<Self, IngestError> {
@@ -250,10 +256,6 @@ impl Ingestor {
         Ok(())
     }
 
-    pub fn sites(&self) -> &SiteRegistry {
-        &self.sites
-    }
-
     pub fn log(&self) -> &Arc<dyn EventLog> {
         &self.log
     }
@@ -297,7 +299,7 @@ impl Ingestor {
         .map_err(|e| rejected(e, None))?;
         let content = match parsed {
             Ok(Incoming::Event(mut event)) => {
-                if !self.sites.contains(&event.site_id) {
+                if !self.sites.is_registered(&event.site_id) {
                     return Err(IngestError::UnknownSite {
                         event: event.kind(),
                         site_id: event.site_id.into(),
@@ -456,7 +458,7 @@ impl Ingestor {
                 continue;
             }
             if let Some(site) = record.site_id()
-                && let (_, Registration::Created) = self.sites.register(Some(site), None, now_ms)?
+                && (self.sites.register_imported(site, now_ms)).map_err(IngestError::InvalidSite)?
             {
                 summary.sites_registered.push(site.to_string());
             }
@@ -488,7 +490,7 @@ impl Ingestor {
         xml: &[u8],
         now_ms: i64,
     ) -> Result<FeedSummary, IngestError> {
-        if !self.sites.contains(site_id) {
+        if !self.sites.is_registered(site_id) {
             return Err(IngestError::InvalidSite(format!(
                 "site {site_id:?} is not registered"
             )));

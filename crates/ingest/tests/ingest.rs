@@ -1,12 +1,13 @@
 //! The ingestor over a real file log: storing, refusing, deduplicating across restarts,
 //! exporting and importing.
 
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use spoor_ingest::dedup::DuplicateOf;
 use spoor_ingest::export::{ExportFilter, export};
-use spoor_ingest::{IngestError, Ingestor, Outcome, SiteRegistry};
+use spoor_ingest::{IngestError, Ingestor, Outcome, SiteDirectory};
 use spoor_log::{AppendFuture, EventLog, FileLog, FileLogConfig, LogError, Position, Record};
 
 const NOW: i64 = 1_700_000_000_000;
@@ -18,11 +19,30 @@ fn small_log() -> FileLogConfig {
     }
 }
 
+/// The registered sites, in memory: the settings' registry keeps them on disk.
+#[derive(Default)]
+struct Sites(Mutex<BTreeSet<String>>);
+
+impl Sites {
+    fn with(site_ids: &[&str]) -> Arc<Sites> {
+        let ids = site_ids.iter().map(|id| id.to_string()).collect();
+        Arc::new(Sites(Mutex::new(ids)))
+    }
+}
+
+impl SiteDirectory for Sites {
+    fn is_registered(&self, site_id: &str) -> bool {
+        self.0.lock().unwrap().contains(site_id)
+    }
+
+    fn register_imported(&self, site_id: &str, _now_ms: i64) -> Result<bool, String> {
+        Ok(self.0.lock().unwrap().insert(site_id.to_string()))
+    }
+}
+
 fn open(dir: &Path) -> Ingestor {
     let log = FileLog::open(&dir.join("log"), small_log(), None).unwrap();
-    let sites = SiteRegistry::open(dir).unwrap();
-    sites.register(Some("S1"), None, NOW).unwrap();
-    Ingestor::open(Arc::new(log), sites, NOW).unwrap()
+    Ingestor::open(Arc::new(log), Sites::with(&["S1"]), NOW).unwrap()
 }
 
 fn view(sc: &str, product: &str) -> Vec<u8> {
@@ -134,12 +154,7 @@ async fn export_then_import_elsewhere_twice_stores_each_record_once() {
 
     let target_dir = tempfile::tempdir().unwrap();
     let log = FileLog::open(&target_dir.path().join("log"), small_log(), None).unwrap();
-    let target = Ingestor::open(
-        Arc::new(log),
-        SiteRegistry::open(target_dir.path()).unwrap(),
-        NOW,
-    )
-    .unwrap();
+    let target = Ingestor::open(Arc::new(log), Sites::with(&[]), NOW).unwrap();
     let first = target.import(&lines, NOW).await.unwrap();
     assert_eq!(
         (first.imported, first.sites_registered.clone()),
@@ -166,8 +181,7 @@ async fn an_index_snapshot_from_an_earlier_clean_stop_plus_the_tail_misses_nothi
     let snapshot = dir.path().join("dedup.snapshot");
     let reopen = || {
         let log = FileLog::open(&dir.path().join("log"), small_log(), None).unwrap();
-        let sites = SiteRegistry::open(dir.path()).unwrap();
-        Ingestor::open_with_snapshot(Arc::new(log), sites, NOW, &snapshot).unwrap()
+        Ingestor::open_with_snapshot(Arc::new(log), Sites::with(&["S1"]), NOW, &snapshot).unwrap()
     };
     {
         let ingestor = open(dir.path());
@@ -239,7 +253,7 @@ async fn index_snapshots_saved_while_clients_post_miss_no_stored_record() {
         let path = dir.path().join(format!("kept-{number}.snapshot"));
         std::fs::write(&path, bytes).unwrap();
         let log = ingestor.log().clone();
-        let sites = SiteRegistry::open(dir.path()).unwrap();
+        let sites = Sites::with(&["S1"]);
         let restarted = Ingestor::open_with_snapshot(log, sites, NOW, &path).unwrap();
         for client in 0..CLIENTS {
             for n in 0..EACH {
@@ -300,9 +314,10 @@ impl EventLog for GatedLog {
 
 fn open_gated(dir: &Path) -> (Ingestor, Arc<GatedLog>) {
     let log = GatedLog::open(dir);
-    let sites = SiteRegistry::open(dir).unwrap();
-    sites.register(Some("S1"), None, NOW).unwrap();
-    (Ingestor::open(log.clone(), sites, NOW).unwrap(), log)
+    (
+        Ingestor::open(log.clone(), Sites::with(&["S1"]), NOW).unwrap(),
+        log,
+    )
 }
 
 /// Polls a request once, so that it claims its body and sets its append going, and drops

@@ -16,7 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use spoor_ingest::{RateLimit, SiteSettings};
+use spoor_settings::{RateLimit, SiteSettings};
 
 use crate::error::ApiError;
 use crate::state::known_site;
@@ -152,11 +152,7 @@ pub async fn get_settings(
 ) -> Result<Json<SiteSettings>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
-    let settings = state
-        .ingestor
-        .sites()
-        .settings(&site_id)
-        .unwrap_or_default();
+    let settings = state.settings.sites.settings(&site_id).unwrap_or_default();
     Ok(Json(settings))
 }
 
@@ -180,8 +176,8 @@ pub async fn put_settings(
         )
     })?;
     state
-        .ingestor
-        .sites()
+        .settings
+        .sites
         .set_settings(&site_id, settings.clone())?;
     tracing::info!(site_id = %site_id, "site settings changed");
     Ok(Json(settings))

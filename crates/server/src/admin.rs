@@ -9,8 +9,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use spoor_ingest::FeedSummary;
 use spoor_ingest::export::{ExportFilter, ImportSummary, export};
-use spoor_ingest::{FeedSummary, Registration, Site};
+use spoor_settings::{Registration, Site};
 use tokio::sync::mpsc;
 
 use crate::error::ApiError;
@@ -39,7 +40,7 @@ pub async fn list_sites(
 ) -> Result<Json<SiteList>, ApiError> {
     require_admin(&state, &headers)?;
     Ok(Json(SiteList {
-        sites: state.ingestor.sites().list(),
+        sites: state.settings.sites.list(),
     }))
 }
 
@@ -67,7 +68,7 @@ pub async fn create_site(
             )
         })?
     };
-    let (site, registration) = state.ingestor.sites().register(
+    let (site, registration) = state.settings.sites.register(
         request.site_id.as_deref().map(str::trim),
         request.name.as_deref(),
         now_ms(),
@@ -75,7 +76,7 @@ pub async fn create_site(
     match registration {
         Registration::Created => {
             tracing::info!(site_id = %site.site_id, "site registered");
-            let api_key = state.ingestor.sites().issue_api_key(&site.site_id)?;
+            let api_key = state.settings.sites.issue_api_key(&site.site_id)?;
             let created = NewSiteAnswer { site, api_key };
             Ok((StatusCode::CREATED, Json(created)).into_response())
         }
@@ -110,14 +111,14 @@ pub async fn issue_api_key(
     Path(site_id): Path<String>,
 ) -> Result<Json<ApiKeyAnswer>, ApiError> {
     require_admin(&state, &headers)?;
-    if !state.ingestor.sites().contains(&site_id) {
+    if !state.settings.sites.contains(&site_id) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_site",
             format!("site {site_id:?} is not registered"),
         ));
     }
-    let api_key = state.ingestor.sites().issue_api_key(&site_id)?;
+    let api_key = state.settings.sites.issue_api_key(&site_id)?;
     tracing::info!(site_id = %site_id, "site API key issued");
     Ok(Json(ApiKeyAnswer { site_id, api_key }))
 }
@@ -141,7 +142,7 @@ pub async fn export_events(
         since_ms: query.since,
     };
     let (sender, receiver) = mpsc::channel::<std::io::Result<Bytes>>(8);
-    let log = state.ingestor.log().clone();
+    let log = state.log.clone();
     tokio::task::spawn_blocking(move || {
         let mut writer = ChunkWriter {
             sender,

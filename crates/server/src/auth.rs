@@ -71,7 +71,7 @@ pub fn is_admin(headers: &HeaderMap, token: &str) -> bool {
 /// The site's API key, or the admin token.
 pub fn require_site(headers: &HeaderMap, state: &AppState, site_id: &str) -> Result<(), ApiError> {
     let site_key =
-        bearer(headers).is_some_and(|key| state.ingestor.sites().verify_api_key(site_id, key));
+        bearer(headers).is_some_and(|key| state.settings.sites.verify_api_key(site_id, key));
     if site_key || is_admin(headers, &state.admin_token) {
         Ok(())
     } else {

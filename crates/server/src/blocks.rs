@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use spoor_engine::attribution::DayCounts;
-use spoor_engine::recommend::blocks::{Block, BlockError, container_type};
 use spoor_protocol::dates::{self, DAY_MS, format_date};
+use spoor_settings::blocks::{Block, container_type};
 
 use crate::error::ApiError;
 use crate::state::{enter, known_site};
@@ -48,22 +48,6 @@ pub struct BlockList {
     blocks: Vec<BlockAnswer>,
 }
 
-impl From<BlockError> for ApiError {
-    fn from(error: BlockError) -> ApiError {
-        match error {
-            BlockError::Invalid(message) => ApiError::bad_request("invalid_value", message),
-            BlockError::Storage(message) => {
-                tracing::error!(%message, "blocks not saved");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage_failed",
-                    "the block could not be saved; nothing changed",
-                )
-            }
-        }
-    }
-}
-
 pub fn unknown_block(site_id: &str, block_id: &str) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -90,9 +74,10 @@ pub async fn put_block(
             format!("{message} (a block is {{\"algorithm\": \"similar,popular\", \"size\": 8, \"filters\": {{...}}, \"variants\": [...]}})"),
         )
     })?;
-    let created = state.blocks.put(&site_id, &block_id, block)?;
+    let created = state.settings.blocks.put(&site_id, &block_id, block)?;
     tracing::info!(site_id = %site_id, block_id = %block_id, created, "block defined");
     let block = state
+        .settings
         .blocks
         .get(&site_id, &block_id)
         .ok_or_else(|| unknown_block(&site_id, &block_id))?;
@@ -112,6 +97,7 @@ pub async fn get_block(
 ) -> Result<Json<BlockAnswer>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     let block = state
+        .settings
         .blocks
         .get(&site_id, &block_id)
         .ok_or_else(|| unknown_block(&site_id, &block_id))?;
@@ -125,7 +111,7 @@ pub async fn delete_block(
     Path((site_id, block_id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
-    if state.blocks.delete(&site_id, &block_id)? {
+    if state.settings.blocks.delete(&site_id, &block_id)? {
         tracing::info!(site_id = %site_id, block_id = %block_id, "block deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -142,6 +128,7 @@ pub async fn list_blocks(
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
     let blocks = state
+        .settings
         .blocks
         .list(&site_id)
         .into_iter()
@@ -246,7 +233,7 @@ pub async fn block_stats(
             format!("from, to: at most {MAX_STATS_DAYS} days at once"),
         ));
     }
-    let block = state.blocks.get(&site_id, &block_id);
+    let block = state.settings.blocks.get(&site_id, &block_id);
     let engine = state.live.read();
     let counted = engine
         .site(&site_id)

@@ -7,6 +7,7 @@ use serde::Serialize;
 use spoor_ingest::IngestError;
 use spoor_log::LogError;
 use spoor_protocol::batch::BatchError;
+use spoor_settings::{Setting, SettingsError};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -84,6 +85,29 @@ impl From<&IngestError> for ApiError {
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
         ApiError::from(&error)
+    }
+}
+
+impl From<SettingsError> for ApiError {
+    fn from(error: SettingsError) -> Self {
+        match error {
+            SettingsError::Invalid { setting, message } => {
+                let code = match setting {
+                    Setting::Site => "invalid_site",
+                    Setting::Block | Setting::Tuning => "invalid_value",
+                    Setting::Triggers => "invalid_settings",
+                };
+                ApiError::bad_request(code, message)
+            }
+            SettingsError::Storage(message) => {
+                tracing::error!(%message, "settings not saved");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage_failed",
+                    "the settings could not be saved; nothing changed",
+                )
+            }
+        }
     }
 }
 

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod blocks;
 pub mod body;
+pub mod directory;
 pub mod error;
 pub mod metrics;
 mod observe;
@@ -26,9 +27,9 @@ use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use spoor_engine::LiveState;
-use spoor_engine::recommend::blocks::BlockRegistry;
-use spoor_engine::recommend::tuning::TuningRegistry;
 use spoor_ingest::Ingestor;
+use spoor_log::EventLog;
+use spoor_settings::Settings;
 
 use crate::error::ApiError;
 pub use crate::metrics::Metrics;
@@ -37,21 +38,21 @@ pub use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct AppState {
     pub ingestor: Arc<Ingestor>,
+    /// The event log: the source of truth, read by exports and health checks.
+    pub log: Arc<dyn EventLog>,
+    /// Every site's settings: sites and keys, CORS and rate limits, blocks, tuning,
+    /// triggers.
+    pub settings: Arc<Settings>,
     /// The state derived from the log, kept current by its follower thread.
     pub live: Arc<LiveState>,
     pub metrics: Arc<Metrics>,
     pub admin_token: Arc<str>,
-    /// The sites' recommendation blocks.
-    pub blocks: Arc<BlockRegistry>,
     /// Rate limits of the public recommendations endpoint, per site and client.
     pub limiters: Arc<access::Limiters>,
     /// Take the client's address from `X-Forwarded-For` (spoor is behind a proxy).
     pub trust_forwarded_for: bool,
-    /// The sites' tuned next-item settings.
-    pub tuning: Arc<TuningRegistry>,
     pub tuning_running: Arc<tuning::Running>,
-    /// Trigger settings and webhooks per site, and the firing and delivery loop.
-    pub trigger_settings: Arc<spoor_triggers::TriggerRegistry>,
+    /// The trigger firing and delivery loop.
     pub triggers: Arc<spoor_triggers::Triggers>,
     /// A runtime for requests whose work holds a thread for long (an import reads the
     /// whole log, or parses a feed of megabytes): each HTTP thread serves many
@@ -212,7 +213,7 @@ async fn healthz() -> impl IntoResponse {
 
 /// Ready while the log accepts writes; 503 after a failed write or fsync.
 async fn readyz(State(state): State<Shared>) -> Response {
-    if state.ingestor.log().is_healthy() {
+    if state.log.is_healthy() {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
         ApiError::unavailable(
@@ -223,7 +224,7 @@ async fn readyz(State(state): State<Shared>) -> Response {
 }
 
 async fn metrics_text(State(state): State<Shared>) -> Response {
-    let log = state.ingestor.log();
+    let log = &state.log;
     let lag = log.end().saturating_sub(state.live.applied());
     let text = state.metrics.render(
         log.size_bytes(),

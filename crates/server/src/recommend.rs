@@ -7,14 +7,14 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use spoor_engine::recommend::blocks::container_type;
 use spoor_engine::recommend::query::Filters;
 use spoor_engine::recommend::rules::Rules;
 use spoor_engine::recommend::{Algorithm, Request};
 use spoor_engine::{Contact, Identifier, Product, SiteState};
 use spoor_protocol::TagMap;
+use spoor_settings::blocks::container_type;
 
-use spoor_ingest::SiteSettings;
+use spoor_settings::SiteSettings;
 
 use crate::error::ApiError;
 use crate::{AppState, Shared, access, now_ms};
@@ -224,6 +224,7 @@ fn resolve(state: &AppState, ask: &Ask, contact: Option<&Contact>) -> Result<Res
         },
         Chosen::Block { id, variant } => {
             let block = state
+                .settings
                 .blocks
                 .get(&ask.site_id, id)
                 .ok_or_else(|| crate::blocks::unknown_block(&ask.site_id, id))?;
@@ -301,7 +302,7 @@ fn site_settings(state: &AppState, query: &[(String, String)]) -> SiteSettings {
     query
         .iter()
         .find(|(key, _)| key == "siteId")
-        .and_then(|(_, site_id)| state.ingestor.sites().settings(site_id.trim()))
+        .and_then(|(_, site_id)| state.settings.sites.settings(site_id.trim()))
         .unwrap_or_default()
 }
 
@@ -336,7 +337,7 @@ async fn answer(
     query: Vec<(String, String)>,
 ) -> Result<Response, Response> {
     let ask = parse_ask(query).map_err(IntoResponse::into_response)?;
-    if !state.ingestor.sites().contains(&ask.site_id) {
+    if !state.settings.sites.contains(&ask.site_id) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_site",
@@ -354,7 +355,7 @@ async fn answer(
 
 async fn recommend(state: &AppState, ask: Ask) -> Result<Response, ApiError> {
     crate::state::wait_for(state, ask.after).await?;
-    let tuned = state.tuning.get(&ask.site_id);
+    let tuned = state.settings.tuning.get(&ask.site_id);
     let engine = state.live.read();
     let empty = SiteState::default();
     let site = engine.site(&ask.site_id).unwrap_or(&empty);

@@ -54,7 +54,7 @@ pub(crate) async fn enter(
 }
 
 pub(crate) fn known_site(state: &AppState, site_id: &str) -> Result<(), ApiError> {
-    if state.ingestor.sites().contains(site_id) {
+    if state.settings.sites.contains(site_id) {
         Ok(())
     } else {
         Err(not_found(format!("site {site_id:?} is not registered")))
@@ -108,7 +108,7 @@ pub async fn site(
         site_id,
         counts,
         state_position: state.live.applied(),
-        log_end: state.ingestor.log().end(),
+        log_end: state.log.end(),
         state_digest,
     }))
 }
@@ -207,7 +207,7 @@ async fn on_contact<T: Send + 'static>(
     let (who, after) = who_and_after(query)?;
     enter(state, headers, &site_id, after).await?;
     let id = identifier_of(state, &site_id, who)?;
-    let (log, live) = (state.ingestor.log().clone(), state.live.clone());
+    let (log, live) = (state.log.clone(), state.live.clone());
     let answer = tokio::task::spawn_blocking(move || request(&*log, &live, &site_id, &id))
         .await
         .map_err(|e| ApiError::unavailable(format!("the request stopped: {e}")))?

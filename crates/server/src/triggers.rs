@@ -7,32 +7,29 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use spoor_settings::TriggerSettings;
+use spoor_triggers::TriggerError;
 use spoor_triggers::outbox::{DeliveryStatus, Entry};
 use spoor_triggers::payload::payload;
-use spoor_triggers::{TriggerError, TriggerSettings};
 
 use crate::error::ApiError;
 use crate::state::{enter, known_site};
 use crate::{Shared, auth, now_ms};
 
-const DEFAULT_LIST: usize = 100;
-const MAX_LIST: usize = 1_000;
-
 impl From<TriggerError> for ApiError {
     fn from(error: TriggerError) -> ApiError {
-        match error {
-            TriggerError::Invalid(message) => ApiError::bad_request("invalid_settings", message),
-            TriggerError::Storage(message) => {
-                tracing::error!(%message, "trigger storage failed");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage_failed",
-                    "the trigger store failed; nothing changed",
-                )
-            }
-        }
+        let TriggerError::Storage(message) = error;
+        tracing::error!(%message, "trigger storage failed");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_failed",
+            "the trigger store failed; nothing changed",
+        )
     }
 }
+
+const DEFAULT_LIST: usize = 100;
+const MAX_LIST: usize = 1_000;
 
 /// `GET /admin/v1/sites/{siteId}/triggers`: the settings in force (webhook secrets left
 /// out).
@@ -43,7 +40,9 @@ pub async fn get_settings(
 ) -> Result<Json<TriggerSettings>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
-    Ok(Json(state.trigger_settings.get(&site_id).without_secrets()))
+    Ok(Json(
+        state.settings.triggers.get(&site_id).without_secrets(),
+    ))
 }
 
 /// `PUT /admin/v1/sites/{siteId}/triggers`: the whole settings; fields left out take
@@ -61,9 +60,11 @@ pub async fn put_settings(
         let path = e.path().to_string();
         ApiError::bad_request("invalid_settings", format!("{path}: {}", e.into_inner()))
     })?;
-    state.trigger_settings.set(&site_id, settings)?;
+    state.settings.triggers.set(&site_id, settings)?;
     tracing::info!(site_id = %site_id, "trigger settings changed");
-    Ok(Json(state.trigger_settings.get(&site_id).without_secrets()))
+    Ok(Json(
+        state.settings.triggers.get(&site_id).without_secrets(),
+    ))
 }
 
 #[derive(Deserialize)]

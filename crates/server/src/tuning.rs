@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use spoor_engine::eval::tune_next_item_at;
 use spoor_engine::recommend::NextItemParams;
-use spoor_engine::recommend::tuning::SiteTuning;
+use spoor_settings::SiteTuning;
 
 use crate::error::ApiError;
 use crate::state::known_site;
@@ -77,7 +77,7 @@ pub async fn get_tuning(
 ) -> Result<Json<TuningAnswer>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
-    let tuning = state.tuning.get(&site_id).map(|t| (*t).clone());
+    let tuning = state.settings.tuning.get(&site_id).map(|t| (*t).clone());
     Ok(Json(answer(site_id, tuning)))
 }
 
@@ -134,7 +134,7 @@ pub async fn tune(
         sessions: count,
         report,
     };
-    state.tuning.set(&site_id, Some(tuning.clone()))?;
+    state.settings.tuning.set(&site_id, Some(tuning.clone()))?;
     tracing::info!(
         site_id = %site_id,
         seconds = tuning.report.seconds,
@@ -153,6 +153,6 @@ pub async fn forget_tuning(
 ) -> Result<StatusCode, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
-    state.tuning.set(&site_id, None)?;
+    state.settings.tuning.set(&site_id, None)?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -16,7 +16,8 @@ use spoor_engine::LiveState;
 use spoor_log::{EventLog, FileLog, FileLogConfig};
 use spoor_protocol::stored::{RecordContent, StoredRecord};
 use spoor_protocol::{Cart, CartLine, EventBody, Price, TrackerEvent, Visitor};
-use spoor_triggers::{Outbox, TriggerRegistry, TriggerSettings, Triggers};
+use spoor_settings::{TriggerRegistry, TriggerSettings};
+use spoor_triggers::{Outbox, Triggers};
 
 const T0: i64 = 1_700_000_000_000;
 const HOUR: i64 = 3_600_000;

@@ -1,30 +1,21 @@
 //! Behavioural triggers, delivered to the shop's webhooks at least once.
 //!
-//! The state keeps the timers (`spoor_engine::timers`); this crate decides what fires
+//! The state keeps the timers (`spoor_engine::timers`) and the settings what each site
+//! wants (`spoor_settings::triggers`); this crate decides what fires
 //! when they come due (who can be reached, frequency caps, staleness), records each fired
 //! trigger in a persistent outbox before anything is sent, and delivers them, signed,
 //! with retries and dead letters.
 
-pub mod config;
 pub mod outbox;
 pub mod payload;
 pub mod runner;
 pub mod signature;
 
-pub use config::{TriggerRegistry, TriggerSettings, Webhook};
 pub use outbox::Outbox;
 pub use runner::Triggers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TriggerError {
-    #[error("{0}")]
-    Invalid(String),
     #[error("trigger storage failed: {0}")]
     Storage(String),
-}
-
-impl From<spoor_engine::settings::SettingsError> for TriggerError {
-    fn from(error: spoor_engine::settings::SettingsError) -> TriggerError {
-        TriggerError::Storage(error.0)
-    }
 }

@@ -10,10 +10,10 @@ use sha2::{Digest, Sha256};
 use spoor_engine::LiveState;
 use spoor_engine::timers::{Pending, TriggerKind};
 
-use crate::config::{TriggerRegistry, TriggerSettings, Webhook};
 use crate::outbox::{Attempt, Fired, Outbox};
 use crate::payload::{contact_check, payload, reach};
 use crate::{TriggerError, signature};
+use spoor_settings::{TriggerRegistry, TriggerSettings, Webhook};
 
 /// How long a receiver has to answer one delivery.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);

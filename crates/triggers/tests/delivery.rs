@@ -15,8 +15,9 @@ use spoor_engine::LiveState;
 use spoor_log::{EventLog, FileLog, FileLogConfig};
 use spoor_protocol::stored::{RecordContent, StoredRecord};
 use spoor_protocol::{Incoming, parse_value};
+use spoor_settings::{TriggerRegistry, TriggerSettings};
 use spoor_triggers::outbox::DeliveryStatus;
-use spoor_triggers::{Outbox, TriggerRegistry, TriggerSettings, Triggers, signature};
+use spoor_triggers::{Outbox, Triggers, signature};
 
 const T0: i64 = 1_700_000_000_000;
 const MINUTE: i64 = 60_000;

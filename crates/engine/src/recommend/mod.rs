@@ -12,12 +12,10 @@
 //!
 //! [`query`] turns them, with the catalogue and the contact, into answers.
 
-pub mod blocks;
 pub mod popularity;
 pub mod query;
 pub mod rules;
 pub mod sessions;
-pub mod tuning;
 
 use serde::{Deserialize, Serialize};
 

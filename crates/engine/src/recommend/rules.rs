@@ -183,10 +183,7 @@ fn amount<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Decimal>, D::Error> 
 
 /// Deserialises `bytes`, with errors that start with the path of the offending field
 /// (under `root`, when the document is itself a field).
-pub(crate) fn read_json<T: serde::de::DeserializeOwned>(
-    bytes: &[u8],
-    root: &str,
-) -> Result<T, String> {
+pub fn read_json<T: serde::de::DeserializeOwned>(bytes: &[u8], root: &str) -> Result<T, String> {
     let mut json = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut json).map_err(|e| {
         let path = e.path().to_string();

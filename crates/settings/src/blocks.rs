@@ -11,10 +11,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::Digest;
 
-use super::Algorithm;
-use super::query::Filters;
-use super::rules::Rules;
-use crate::settings::{SettingsError, SettingsFile};
+use spoor_engine::recommend::Algorithm;
+use spoor_engine::recommend::query::Filters;
+use spoor_engine::recommend::rules::{Rules, read_json};
+
+use crate::file::SettingsFile;
+use crate::{Setting, SettingsError};
 
 const FILE_NAME: &str = "blocks.json";
 /// The variant of a block defined without variants.
@@ -165,7 +167,7 @@ pub struct Setup {
 impl Block {
     /// Reads a definition from JSON; errors name the field path.
     pub fn from_json(bytes: &[u8]) -> Result<Block, String> {
-        let block: Block = super::rules::read_json(bytes, "")?;
+        let block: Block = read_json(bytes, "")?;
         block.validate()?;
         Ok(block)
     }
@@ -306,20 +308,6 @@ pub fn container_type(block_id: &str, variant_id: &str) -> String {
     format!("{block_id}_{variant_id}")
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BlockError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Storage(String),
-}
-
-impl From<SettingsError> for BlockError {
-    fn from(error: SettingsError) -> BlockError {
-        BlockError::Storage(error.0)
-    }
-}
-
 type SiteBlocks = BTreeMap<String, Arc<Block>>;
 
 /// Every site's blocks, kept in `blocks.json` in the data directory (see
@@ -329,7 +317,7 @@ pub struct BlockRegistry {
 }
 
 impl BlockRegistry {
-    pub fn open(data_dir: &Path) -> Result<BlockRegistry, BlockError> {
+    pub fn open(data_dir: &Path) -> Result<BlockRegistry, SettingsError> {
         Ok(BlockRegistry {
             file: SettingsFile::open(data_dir, FILE_NAME)?,
         })
@@ -350,8 +338,9 @@ impl BlockRegistry {
     }
 
     /// Defines or replaces a block; true when it is new.
-    pub fn put(&self, site_id: &str, block_id: &str, block: Block) -> Result<bool, BlockError> {
-        check_block_id(block_id).map_err(|e| BlockError::Invalid(format!("blockId: {e}")))?;
+    pub fn put(&self, site_id: &str, block_id: &str, block: Block) -> Result<bool, SettingsError> {
+        check_block_id(block_id)
+            .map_err(|e| SettingsError::invalid(Setting::Block, format!("blockId: {e}")))?;
         self.file.change(|sites| {
             let blocks = sites.entry(site_id.to_string()).or_default();
             Ok(blocks
@@ -361,7 +350,7 @@ impl BlockRegistry {
     }
 
     /// Removes a block; false when there was none.
-    pub fn delete(&self, site_id: &str, block_id: &str) -> Result<bool, BlockError> {
+    pub fn delete(&self, site_id: &str, block_id: &str) -> Result<bool, SettingsError> {
         if self.get(site_id, block_id).is_none() {
             return Ok(false);
         }

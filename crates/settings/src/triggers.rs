@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use spoor_engine::settings::SettingsFile;
 use spoor_engine::timers::TriggerKind;
 
-use crate::TriggerError;
+use crate::file::SettingsFile;
+use crate::{Setting, SettingsError};
 
 const FILE_NAME: &str = "triggers.json";
 const MINUTE_MS: i64 = 60_000;
@@ -80,7 +80,7 @@ fn default_stale_after() -> u32 {
 pub struct Webhook {
     pub id: String,
     pub url: String,
-    /// Signs each delivery (see [`crate::signature`]); never shown back by the API, and
+    /// Signs each delivery (the `Spoor-Signature` header); never shown back by the API, and
     /// kept when a webhook is sent again without it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub secret: String,
@@ -322,7 +322,7 @@ pub struct TriggerRegistry {
 }
 
 impl TriggerRegistry {
-    pub fn open(data_dir: &Path) -> Result<TriggerRegistry, TriggerError> {
+    pub fn open(data_dir: &Path) -> Result<TriggerRegistry, SettingsError> {
         Ok(TriggerRegistry {
             file: SettingsFile::open(data_dir, FILE_NAME)?,
         })
@@ -335,7 +335,7 @@ impl TriggerRegistry {
             .unwrap_or_default()
     }
 
-    pub fn set(&self, site_id: &str, mut settings: TriggerSettings) -> Result<(), TriggerError> {
+    pub fn set(&self, site_id: &str, mut settings: TriggerSettings) -> Result<(), SettingsError> {
         self.file.change(|sites| {
             if let Some(before) = sites.get(site_id) {
                 for hook in settings.webhooks.iter_mut().filter(|h| h.secret.is_empty()) {
@@ -344,7 +344,9 @@ impl TriggerRegistry {
                     }
                 }
             }
-            settings.validate().map_err(TriggerError::Invalid)?;
+            settings
+                .validate()
+                .map_err(|e| SettingsError::invalid(Setting::Triggers, e))?;
             sites.insert(site_id.to_string(), Arc::new(settings));
             Ok(())
         })

@@ -11,7 +11,7 @@ use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::IngestError;
+use crate::{Setting, SettingsError};
 
 const FILE_NAME: &str = "sites.json";
 const MAX_NAME_LEN: usize = 200;
@@ -70,20 +70,24 @@ impl Default for SiteSettings {
 
 impl SiteSettings {
     /// Checks the settings; the error names the field.
-    pub fn validate(&self) -> Result<(), IngestError> {
+    pub fn validate(&self) -> Result<(), SettingsError> {
         for (i, origin) in self.cors_origins.iter().enumerate() {
             if origin != "*" && !is_origin(origin) {
-                return Err(IngestError::InvalidSite(format!(
-                    "corsOrigins[{i}]: expected \"*\" or an origin such as \
+                return Err(SettingsError::invalid(
+                    Setting::Site,
+                    format!(
+                        "corsOrigins[{i}]: expected \"*\" or an origin such as \
                      \"https://shop.example\" (scheme, host and port only), got {origin:?}"
-                )));
+                    ),
+                ));
             }
         }
         if let Some(limit) = self.rate_limit
             && (limit.per_second == 0 || limit.burst == 0)
         {
-            return Err(IngestError::InvalidSite(
-                "rateLimit: perSecond and burst must be at least 1 (null for no limit)".into(),
+            return Err(SettingsError::invalid(
+                Setting::Site,
+                "rateLimit: perSecond and burst must be at least 1 (null for no limit)",
             ));
         }
         Ok(())
@@ -128,19 +132,19 @@ pub enum Registration {
 }
 
 impl SiteRegistry {
-    pub fn open(data_dir: &Path) -> Result<Self, IngestError> {
+    pub fn open(data_dir: &Path) -> Result<Self, SettingsError> {
         let path = data_dir.join(FILE_NAME);
         let sites = match fs::read(&path) {
             Ok(bytes) => {
                 serde_json::from_slice::<SitesFile>(&bytes)
                     .map_err(|e| {
-                        IngestError::Storage(format!("{} is not valid: {e}", path.display()))
+                        SettingsError::Storage(format!("{} is not valid: {e}", path.display()))
                     })?
                     .sites
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
-                return Err(IngestError::Storage(format!(
+                return Err(SettingsError::Storage(format!(
                     "read {}: {e}",
                     path.display()
                 )));
@@ -177,12 +181,12 @@ impl SiteRegistry {
     }
 
     /// Replaces the site's settings, once checked.
-    pub fn set_settings(&self, site_id: &str, settings: SiteSettings) -> Result<(), IngestError> {
+    pub fn set_settings(&self, site_id: &str, settings: SiteSettings) -> Result<(), SettingsError> {
         settings.validate()?;
         let mut sites = self.sites.write().expect("sites lock");
         let mut changed = sites.clone();
         let site = changed.get_mut(site_id).ok_or_else(|| {
-            IngestError::InvalidSite(format!("site {site_id:?} is not registered"))
+            SettingsError::invalid(Setting::Site, format!("site {site_id:?} is not registered"))
         })?;
         site.settings = settings;
         self.persist(&changed)?;
@@ -192,10 +196,10 @@ impl SiteRegistry {
 
     /// Issues a new API key for the site's read API, replacing any earlier one. The key
     /// is returned once; only its SHA-256 is kept.
-    pub fn issue_api_key(&self, site_id: &str) -> Result<String, IngestError> {
+    pub fn issue_api_key(&self, site_id: &str) -> Result<String, SettingsError> {
         let mut sites = self.sites.write().expect("sites lock");
         let site = sites.get_mut(site_id).ok_or_else(|| {
-            IngestError::InvalidSite(format!("site {site_id:?} is not registered"))
+            SettingsError::invalid(Setting::Site, format!("site {site_id:?} is not registered"))
         })?;
         let key = fresh_api_key()?;
         site.api_key_sha256 = Some(sha256_hex(&key));
@@ -221,7 +225,7 @@ impl SiteRegistry {
         site_id: Option<&str>,
         name: Option<&str>,
         now_ms: i64,
-    ) -> Result<(Site, Registration), IngestError> {
+    ) -> Result<(Site, Registration), SettingsError> {
         let mut sites = self.sites.write().expect("sites lock");
         let site_id = match site_id {
             Some(id) => {
@@ -238,9 +242,10 @@ impl SiteRegistry {
             .filter(|n| !n.is_empty())
             .unwrap_or(&site_id);
         if name.chars().count() > MAX_NAME_LEN {
-            return Err(IngestError::InvalidSite(format!(
-                "name: expected at most {MAX_NAME_LEN} characters"
-            )));
+            return Err(SettingsError::invalid(
+                Setting::Site,
+                format!("name: expected at most {MAX_NAME_LEN} characters"),
+            ));
         }
         let site = Site {
             site_id: site_id.clone(),
@@ -257,29 +262,30 @@ impl SiteRegistry {
         Ok((site, Registration::Created))
     }
 
-    fn persist(&self, sites: &BTreeMap<String, StoredSite>) -> Result<(), IngestError> {
+    fn persist(&self, sites: &BTreeMap<String, StoredSite>) -> Result<(), SettingsError> {
         let file = SitesFile {
             sites: sites.values().cloned().collect(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("sites serialise");
         spoor_log::write_atomically(&self.path, &bytes)
-            .map_err(|e| IngestError::Storage(format!("write {}: {e}", self.path.display())))
+            .map_err(|e| SettingsError::Storage(format!("write {}: {e}", self.path.display())))
     }
 }
 
 /// Site ids are what shops already use with the vendor: short, printable, no spaces.
-fn validate_site_id(id: &str) -> Result<(), IngestError> {
-    spoor_protocol::ids::check_id(id).map_err(|e| IngestError::InvalidSite(format!("siteId: {e}")))
+fn validate_site_id(id: &str) -> Result<(), SettingsError> {
+    spoor_protocol::ids::check_id(id)
+        .map_err(|e| SettingsError::invalid(Setting::Site, format!("siteId: {e}")))
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], IngestError> {
+fn random_bytes<const N: usize>() -> Result<[u8; N], SettingsError> {
     let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).map_err(|e| IngestError::Storage(format!("random: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(|e| SettingsError::Storage(format!("random: {e}")))?;
     Ok(bytes)
 }
 
 /// `spoor_` and 64 hex digits: 256 random bits, recognisable in a config file.
-fn fresh_api_key() -> Result<String, IngestError> {
+fn fresh_api_key() -> Result<String, SettingsError> {
     let bytes: [u8; 32] = random_bytes()?;
     Ok(format!("spoor_{}", hex::encode(bytes)))
 }
@@ -289,7 +295,7 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
-fn fresh_site_id(existing: &BTreeMap<String, StoredSite>) -> Result<String, IngestError> {
+fn fresh_site_id(existing: &BTreeMap<String, StoredSite>) -> Result<String, SettingsError> {
     for _ in 0..64 {
         let bytes: [u8; 4] = random_bytes()?;
         let id = format!("{:07X}", u32::from_le_bytes(bytes) & 0x0FFF_FFFF);
@@ -297,7 +303,9 @@ fn fresh_site_id(existing: &BTreeMap<String, StoredSite>) -> Result<String, Inge
             return Ok(id);
         }
     }
-    Err(IngestError::Storage("could not find a free site id".into()))
+    Err(SettingsError::Storage(
+        "could not find a free site id".into(),
+    ))
 }
 
 #[cfg(test)]

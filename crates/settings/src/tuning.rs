@@ -11,10 +11,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::NextItemParams;
-use super::blocks::BlockError;
-use crate::eval::Tuning;
-use crate::settings::SettingsFile;
+use spoor_engine::eval::Tuning;
+use spoor_engine::recommend::NextItemParams;
+
+use crate::SettingsError;
+use crate::file::SettingsFile;
 
 const FILE_NAME: &str = "tuning.json";
 
@@ -35,7 +36,7 @@ pub struct TuningRegistry {
 }
 
 impl TuningRegistry {
-    pub fn open(data_dir: &Path) -> Result<TuningRegistry, BlockError> {
+    pub fn open(data_dir: &Path) -> Result<TuningRegistry, SettingsError> {
         Ok(TuningRegistry {
             file: SettingsFile::open(data_dir, FILE_NAME)?,
         })
@@ -46,7 +47,7 @@ impl TuningRegistry {
     }
 
     /// Keeps `tuning` for the site (`None`: back to the built-in settings).
-    pub fn set(&self, site_id: &str, tuning: Option<SiteTuning>) -> Result<(), BlockError> {
+    pub fn set(&self, site_id: &str, tuning: Option<SiteTuning>) -> Result<(), SettingsError> {
         self.file.change(|sites| {
             match tuning {
                 Some(tuning) => sites.insert(site_id.to_string(), Arc::new(tuning)),

@@ -1,7 +1,6 @@
 //! A per-site settings file (blocks, tuning, triggers): read whole at start, kept in
 //! memory, and rewritten atomically on each change, so a crash leaves the old settings or
-//! the new ones. Settings are not events: they are not in the log, and a state rebuild
-//! leaves them alone.
+//! the new ones.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,10 +9,7 @@ use std::sync::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// A settings file could not be read or written; the message names the file.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SettingsError(pub String);
+use crate::SettingsError;
 
 pub struct SettingsFile<V> {
     path: PathBuf,
@@ -25,10 +21,11 @@ impl<V: Clone + Serialize + DeserializeOwned> SettingsFile<V> {
     pub fn open(data_dir: &Path, name: &str) -> Result<Self, SettingsError> {
         let path = data_dir.join(name);
         let bytes = spoor_log::read_if_exists(&path)
-            .map_err(|e| SettingsError(format!("read {}: {e}", path.display())))?;
+            .map_err(|e| SettingsError::Storage(format!("read {}: {e}", path.display())))?;
         let sites = match bytes {
-            Some(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| SettingsError(format!("{} is not valid: {e}", path.display())))?,
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                SettingsError::Storage(format!("{} is not valid: {e}", path.display()))
+            })?,
             None => BTreeMap::new(),
         };
         Ok(SettingsFile {
@@ -53,7 +50,7 @@ impl<V: Clone + Serialize + DeserializeOwned> SettingsFile<V> {
         let result = change(&mut changed)?;
         let bytes = serde_json::to_vec_pretty(&changed).expect("settings serialise");
         spoor_log::write_atomically(&self.path, &bytes)
-            .map_err(|e| SettingsError(format!("write {}: {e}", self.path.display())))?;
+            .map_err(|e| SettingsError::Storage(format!("write {}: {e}", self.path.display())))?;
         *sites = changed;
         Ok(result)
     }

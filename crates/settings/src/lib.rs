@@ -1,0 +1,73 @@
+//! Per-site settings, in one home: what a shop configures rather than what its visitors
+//! do. Settings are not events: they are kept in files of their own in the data directory
+//! (each read whole at start and rewritten atomically on each change, see [`file`]), not
+//! in the log, and a state rebuild leaves them alone.
+//!
+//! | file | what | type |
+//! | --- | --- | --- |
+//! | `sites.json` | registered sites, API key digests, CORS origins, rate limits | [`sites::SiteRegistry`] |
+//! | `blocks.json` | recommendation blocks, their rules and A/B variants | [`blocks::BlockRegistry`] |
+//! | `tuning.json` | next-item settings tuned on a site's own sessions | [`tuning::TuningRegistry`] |
+//! | `triggers.json` | trigger types, delays, quiet hours, webhooks | [`triggers::TriggerRegistry`] |
+
+pub mod blocks;
+pub mod file;
+pub mod sites;
+pub mod triggers;
+pub mod tuning;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use blocks::{Block, BlockRegistry};
+pub use sites::{RateLimit, Registration, Site, SiteRegistry, SiteSettings};
+pub use triggers::{TriggerRegistry, TriggerSettings, Webhook};
+pub use tuning::{SiteTuning, TuningRegistry};
+
+/// Which kind of setting a refusal concerns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setting {
+    Site,
+    Block,
+    Triggers,
+    Tuning,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The setting was refused; the message names the field.
+    #[error("{message}")]
+    Invalid { setting: Setting, message: String },
+    /// A settings file could not be read or written; the message names the file.
+    #[error("{0}")]
+    Storage(String),
+}
+
+impl SettingsError {
+    pub fn invalid(setting: Setting, message: impl Into<String>) -> SettingsError {
+        SettingsError::Invalid {
+            setting,
+            message: message.into(),
+        }
+    }
+}
+
+/// Every site's settings, opened together from the data directory; each shared with the
+/// parts that use it (the trigger runner holds the trigger settings).
+pub struct Settings {
+    pub sites: Arc<SiteRegistry>,
+    pub blocks: Arc<BlockRegistry>,
+    pub tuning: Arc<TuningRegistry>,
+    pub triggers: Arc<TriggerRegistry>,
+}
+
+impl Settings {
+    pub fn open(data_dir: &Path) -> Result<Settings, SettingsError> {
+        Ok(Settings {
+            sites: Arc::new(SiteRegistry::open(data_dir)?),
+            blocks: Arc::new(BlockRegistry::open(data_dir)?),
+            tuning: Arc::new(TuningRegistry::open(data_dir)?),
+            triggers: Arc::new(TriggerRegistry::open(data_dir)?),
+        })
+    }
+}
