@@ -8,14 +8,14 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::ValueEnum;
 use serde_json::{Value, json};
-use spoor_engine::eval::baskets::{
+use spoor_engine::recommend::{Algorithm, Recommender, RepeatParams};
+use spoor_eval::baskets::{
     read_baskets, score_leave_one_out, score_next_basket, split_last, train_site, tune_repeat,
 };
-use spoor_engine::eval::{
+use spoor_eval::{
     SessionAlgorithm, SessionReport, read_cases, read_sessions, score_algorithm, stream_cases,
     train_on, tune_next_item,
 };
-use spoor_engine::recommend::{Algorithm, Recommender, RepeatParams};
 
 #[derive(clap::Subcommand)]
 pub enum EvalCommand {

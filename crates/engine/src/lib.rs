@@ -10,7 +10,6 @@ pub mod attribution;
 pub mod catalogue;
 pub mod compact;
 pub mod contacts;
-pub mod eval;
 pub mod interest;
 pub mod items;
 pub mod live;

@@ -8,8 +8,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
-use spoor_engine::eval::tune_next_item_at;
 use spoor_engine::recommend::NextItemParams;
+use spoor_eval::tune_next_item_at;
 use spoor_settings::SiteTuning;
 
 use crate::error::ApiError;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use spoor_engine::eval::Tuning;
 use spoor_engine::recommend::NextItemParams;
+use spoor_eval::Tuning;
 
 use crate::SettingsError;
 use crate::file::SettingsFile;

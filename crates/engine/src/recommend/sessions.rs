@@ -21,7 +21,7 @@
 //! Items of `s` itself are not excluded: people come back to what they looked at, and
 //! the neighbours know how often; `seen_weight` scales them further.
 //!
-//! The defaults are what [`crate::eval::tune_next_item`] chose on held-out sessions of a
+//! The defaults are what `spoor_eval::tune_next_item` chose on held-out sessions of a
 //! public data set; a site can be tuned on its own sessions the same way.
 
 use std::cell::RefCell;

@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::items::ItemId;
-use crate::recommend::{NextItemParams, Recommender};
+use spoor_engine::items::ItemId;
+use spoor_engine::recommend::{NextItemParams, Recommender};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {

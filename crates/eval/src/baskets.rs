@@ -14,11 +14,11 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use spoor_protocol::{EventBody, OrderLine, Price, Purchase, TrackerEvent, Visitor};
 
-use super::{EvalError, RankMetrics, percentile_us, ratio};
-use crate::contacts::identity::Identifier;
-use crate::recommend::query::Filters;
-use crate::recommend::{Algorithm, RepeatParams, Request};
-use crate::site::SiteState;
+use crate::{EvalError, RankMetrics, percentile_us, ratio};
+use spoor_engine::contacts::identity::Identifier;
+use spoor_engine::recommend::query::Filters;
+use spoor_engine::recommend::{Algorithm, RepeatParams, Request};
+use spoor_engine::site::SiteState;
 
 const SITE: &str = "eval";
 
