@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use spoor_engine::LiveState;
 use spoor_ingest::Ingestor;
+use spoor_live::LiveState;
 use spoor_log::{EventLog, FileLog, FileLogConfig};
 use spoor_server::directory::RegisteredSites;
 use spoor_settings::SiteRegistry;
@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
         let ingestor = Ingestor::open(log.clone(), sites(), T0)?;
         ingestor.save_index(&crash_index)?;
         let live = replay(&log, before_crash)?;
-        spoor_engine::snapshot::save(&live.read(), live.applied(), &crash_state)?;
+        spoor_live::snapshot::save(&live.read(), live.applied(), &crash_state)?;
     }
     write(&log_dir, before_crash, records).await?;
     let crash_start = Instant::now();
@@ -66,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
         let _ingestor = Ingestor::open_with_snapshot(log.clone(), sites(), now, &crash_index)?;
         // The follower brings the resumed state up to the log's end.
         let resumed = Arc::new(LiveState::resume(&*log, &crash_state));
-        let follower = spoor_engine::follow(log.clone(), resumed.clone())?;
+        let follower = spoor_live::follow(log.clone(), resumed.clone())?;
         while resumed.applied() < records {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The same start from a snapshot of that state.
     let snapshot = dir.path().join("state.snapshot");
-    spoor_engine::snapshot::save(&live.read(), live.applied(), &snapshot)?;
+    spoor_live::snapshot::save(&live.read(), live.applied(), &snapshot)?;
     let resumed_at = Instant::now();
     let resumed = LiveState::resume(&*log, &snapshot);
     let resume_s = resumed_at.elapsed().as_secs_f64();
@@ -126,7 +126,7 @@ async fn write(dir: &std::path::Path, from: u64, to: u64) -> anyhow::Result<()> 
 /// The state of the log's first `records` records, applied by the follower.
 fn replay(log: &Arc<dyn EventLog>, records: u64) -> anyhow::Result<Arc<LiveState>> {
     let live = Arc::new(LiveState::default());
-    let follower = spoor_engine::follow(log.clone(), live.clone())?;
+    let follower = spoor_live::follow(log.clone(), live.clone())?;
     while live.applied() < records {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }

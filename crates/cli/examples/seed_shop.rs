@@ -16,8 +16,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use rust_decimal::Decimal;
-use spoor_engine::LiveState;
 use spoor_ingest::Ingestor;
+use spoor_live::LiveState;
 use spoor_log::{EventLog, FileLog, FileLogConfig};
 use spoor_protocol::stored::{RecordContent, StoredRecord};
 use spoor_protocol::{
@@ -247,12 +247,12 @@ async fn main() -> anyhow::Result<()> {
     let ingestor = Ingestor::open(log.clone(), Arc::new(RegisteredSites(Arc::new(sites))), now)?;
     ingestor.save_index(&dir.join("dedup.snapshot"))?;
     let live = Arc::new(LiveState::default());
-    let follower = spoor_engine::follow(log.clone(), live.clone())?;
+    let follower = spoor_live::follow(log.clone(), live.clone())?;
     while live.applied() < records {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let applied = started.elapsed().as_secs_f64() - written;
-    spoor_engine::snapshot::save(&live.read(), live.applied(), &dir.join("state.snapshot"))?;
+    spoor_live::snapshot::save(&live.read(), live.applied(), &dir.join("state.snapshot"))?;
     live.stop();
     let _ = follower.join();
     println!(

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use spoor_engine::LiveState;
 use spoor_ingest::Ingestor;
+use spoor_live::LiveState;
 use spoor_log::{FileLog, FileLogConfig, GroupCommitObserver, Handoff};
 use spoor_server::auth::{self, TokenSource};
 use spoor_server::directory::RegisteredSites;
@@ -111,7 +111,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let live =
         Arc::new(LiveState::resume(&*log, &data_dir.join("state.snapshot")).with_handoff(handoff));
     let follower =
-        spoor_engine::follow(log.clone(), live.clone()).context("start the state follower")?;
+        spoor_live::follow(log.clone(), live.clone()).context("start the state follower")?;
     let (admin_token, source) =
         auth::admin_token(args.admin_token, data_dir).context("load or create the admin token")?;
     match source {

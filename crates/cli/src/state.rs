@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use spoor_engine::LiveState;
+use spoor_live::LiveState;
 use spoor_log::FileLog;
 
 use crate::DataDir;

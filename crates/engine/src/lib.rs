@@ -2,9 +2,9 @@
 //! cookie, customer id, email and phone, with their carts, wishlists, orders, views and
 //! searches) and the catalogue (products, prices, stock, with history).
 //!
-//! The engine knows nothing of HTTP or of where records come from: it is fed the log's
-//! records in log order, and the same records always give the same state, so it can be
-//! rebuilt from the log at any time.
+//! The engine knows nothing of HTTP, files or of where records come from: it is fed the
+//! log's records in log order (by `spoor-live`'s follower), and the same records always
+//! give the same state, so it can be rebuilt from the log at any time.
 
 pub mod attribution;
 pub mod catalogue;
@@ -12,8 +12,6 @@ pub mod compact;
 pub mod contacts;
 pub mod interest;
 pub mod items;
-pub mod live;
-pub mod privacy;
 pub mod recommend;
 pub mod site;
 pub mod snapshot;
@@ -30,7 +28,6 @@ use spoor_protocol::stored::{RecordContent, StoredRecord};
 pub use catalogue::Product;
 pub use contacts::contact::Contact;
 pub use contacts::identity::{ContactId, Identifier};
-pub use live::{LiveState, follow};
 pub use site::{SiteCounts, SiteState};
 
 #[derive(Default)]
@@ -498,10 +495,9 @@ mod tests {
             });
         }
         let original = engine(&records);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.snapshot");
-        snapshot::save(&original, 7, &path).unwrap();
-        let (restored, position) = snapshot::load(&path).unwrap();
+        let bytes = serde_json::to_vec(&snapshot::Snapshot::of(&original, 7)).unwrap();
+        let kept: snapshot::Snapshot = serde_json::from_slice(&bytes).unwrap();
+        let (restored, position) = kept.restore().unwrap();
         assert_eq!(position, 7);
         let (a, b) = (original.site("S").unwrap(), restored.site("S").unwrap());
         assert_eq!(a.digest(), b.digest());

@@ -1,14 +1,10 @@
-//! The state saved with the log position it reflects, so that a start replays only the
-//! log's tail. A snapshot is a cache: the log stays the source of truth, and a snapshot
-//! that is missing, unreadable or ahead of the log is simply not used.
+//! The state as a snapshot holds it, with the log position it reflects, so that a start
+//! replays only the log's tail; and the conversion of each site's state to and from it.
+//! Where snapshots are kept, and when, is the live state's business (`spoor-live`).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::BufWriter;
-use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use spoor_log::SteppedFile;
 
 use crate::attribution::Attribution;
 use crate::catalogue::Product;
@@ -20,14 +16,41 @@ use crate::timers::{Timers, TimersSnapshot};
 use crate::{Engine, SiteState};
 
 /// Bumped when the snapshot's shape changes; an older snapshot is then not used.
-const VERSION: u32 = 4;
+pub const VERSION: u32 = 4;
 
+/// The whole engine's state at a log position.
 #[derive(Serialize, Deserialize)]
-struct SnapshotFile {
-    version: u32,
+pub struct Snapshot {
+    pub version: u32,
     /// Log records the state reflects: replay resumes here.
-    position: u64,
-    sites: BTreeMap<String, SiteSnapshot>,
+    pub position: u64,
+    pub sites: BTreeMap<String, SiteSnapshot>,
+}
+
+impl Snapshot {
+    /// The engine's state, which reflects the log up to `position`.
+    pub fn of(engine: &Engine, position: u64) -> Snapshot {
+        Snapshot {
+            version: VERSION,
+            position,
+            sites: (engine.sites().into_iter())
+                .map(|(id, site)| (id.to_string(), site.to_snapshot()))
+                .collect(),
+        }
+    }
+
+    /// The state and position kept; `Err` with the version found when the snapshot was
+    /// written in another shape.
+    pub fn restore(self) -> Result<(Engine, u64), u32> {
+        if self.version != VERSION {
+            return Err(self.version);
+        }
+        let mut engine = Engine::default();
+        for (id, site) in self.sites {
+            engine.insert_site(id, SiteState::from_snapshot(site));
+        }
+        Ok((engine, self.position))
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -93,73 +116,5 @@ impl SiteState {
             hasher.update(serde_json::to_vec(product).expect("products serialise"));
         }
         hex::encode(hasher.finalize())
-    }
-}
-
-/// Writes the engine's state at `position` to `path`, atomically: a crash leaves the
-/// previous snapshot or the new one.
-pub fn save(engine: &Engine, position: u64, path: &Path) -> std::io::Result<()> {
-    let file = SnapshotFile {
-        version: VERSION,
-        position,
-        sites: engine
-            .sites()
-            .into_iter()
-            .map(|(id, site)| (id.to_string(), site.to_snapshot()))
-            .collect(),
-    };
-    let tmp = path.with_extension("tmp");
-    // Synced a step at a time, so the log's fsyncs never queue behind the whole snapshot.
-    let mut writer = BufWriter::with_capacity(1 << 20, SteppedFile::create(&tmp)?);
-    serde_json::to_writer(&mut writer, &file)?;
-    writer.into_inner().map_err(|e| e.into_error())?.finish()?;
-    fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
-/// The state and position saved at `path`, if there is a usable snapshot.
-pub fn load(path: &Path) -> Option<(Engine, u64)> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(error) => {
-            tracing::warn!(%error, path = %path.display(), "state snapshot not readable; replaying the whole log");
-            return None;
-        }
-    };
-    let file: SnapshotFile = match serde_json::from_slice(&bytes) {
-        Ok(file) => file,
-        Err(error) => {
-            tracing::warn!(%error, path = %path.display(), "state snapshot not readable; replaying the whole log");
-            return None;
-        }
-    };
-    if file.version != VERSION {
-        tracing::info!(
-            version = file.version,
-            "state snapshot from another version; replaying the whole log"
-        );
-        return None;
-    }
-    let mut engine = Engine::default();
-    for (id, site) in file.sites {
-        engine.insert_site(id, SiteState::from_snapshot(site));
-    }
-    Some((engine, file.position))
-}
-
-/// Removes the snapshot, durably (after an erasure, it may hold what was erased).
-pub fn remove(path: &Path) -> std::io::Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    }
-    match path.parent() {
-        Some(dir) => File::open(dir)?.sync_all(),
-        None => Ok(()),
     }
 }

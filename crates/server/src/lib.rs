@@ -26,8 +26,8 @@ use axum::extract::State;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use spoor_engine::LiveState;
 use spoor_ingest::Ingestor;
+use spoor_live::LiveState;
 use spoor_log::EventLog;
 use spoor_settings::Settings;
 

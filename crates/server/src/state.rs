@@ -11,8 +11,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use spoor_engine::privacy::{self, ContactExport, Erasure, PrivacyError};
-use spoor_engine::{Identifier, LiveState, SiteCounts, SiteState};
+use spoor_engine::{Identifier, SiteCounts, SiteState};
+use spoor_live::LiveState;
+use spoor_live::erasure::{self, ContactExport, Erasure, PrivacyError};
 use spoor_log::EventLog;
 
 use crate::error::ApiError;
@@ -225,7 +226,7 @@ pub async fn export_contact(
     Path(site_id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Json<ContactExport>, ApiError> {
-    on_contact(&state, &headers, site_id, &query, privacy::export).await
+    on_contact(&state, &headers, site_id, &query, erasure::export).await
 }
 
 /// `DELETE /api/v1/sites/{siteId}/contacts?<identifier>=`: erases the contact's personal
@@ -248,7 +249,7 @@ pub async fn erase_contact(
             .and_then(|site| site.contact(&id))
             .and_then(spoor_triggers::payload::contact_check)
     };
-    let erased = on_contact(&state, &headers, site_id, &query, privacy::erase).await?;
+    let erased = on_contact(&state, &headers, site_id, &query, erasure::erase).await?;
     if let Some(check) = check {
         let forgotten = state.triggers.outbox().forget(&check)?;
         tracing::info!(

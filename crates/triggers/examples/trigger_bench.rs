@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
-use spoor_engine::LiveState;
+use spoor_live::LiveState;
 use spoor_log::{EventLog, FileLog, FileLogConfig};
 use spoor_protocol::stored::{RecordContent, StoredRecord};
 use spoor_protocol::{Cart, CartLine, EventBody, Price, TrackerEvent, Visitor};
@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let before = resident_mib();
     let live = Arc::new(LiveState::default());
-    let follower = spoor_engine::follow(log.clone(), live.clone())?;
+    let follower = spoor_live::follow(log.clone(), live.clone())?;
     while live.applied() < contacts {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use spoor_engine::LiveState;
 use spoor_engine::timers::{Pending, TriggerKind};
+use spoor_live::LiveState;
 
 use crate::outbox::{Attempt, Fired, Outbox};
 use crate::payload::{contact_check, payload, reach};

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use serde_json::{Value, json};
-use spoor_engine::LiveState;
+use spoor_live::LiveState;
 use spoor_log::{EventLog, FileLog, FileLogConfig};
 use spoor_protocol::stored::{RecordContent, StoredRecord};
 use spoor_protocol::{Incoming, parse_value};
@@ -75,7 +75,7 @@ impl Shop {
             FileLog::open(&dir.path().join("log"), FileLogConfig::default(), None).unwrap(),
         );
         let live = Arc::new(LiveState::default());
-        spoor_engine::follow(log.clone(), live.clone()).unwrap();
+        spoor_live::follow(log.clone(), live.clone()).unwrap();
         let settings = Arc::new(TriggerRegistry::open(dir.path()).unwrap());
         let mut config = json!({"webhooks": [{"id": "crm", "url": url, "secret": SECRET,
                                              "firstRetrySeconds": 1, "maxAttempts": 3}]});

@@ -26,8 +26,10 @@ use spoor_log::{EventLog, LogError, Position};
 use spoor_protocol::stored::{ExportedRecord, RecordContent, StoredRecord};
 use spoor_protocol::{ContactLink, Visitor};
 
-use crate::contacts::identity::{Identifier, identifiers_of, identifiers_of_link};
-use crate::{ContactId, LiveState};
+use spoor_engine::ContactId;
+use spoor_engine::contacts::identity::{Identifier, identifiers_of, identifiers_of_link};
+
+use crate::LiveState;
 
 /// How long an erasure waits for the rebuilt state.
 const REBUILD_WAIT: Duration = Duration::from_secs(120);

@@ -1,5 +1,11 @@
-//! The engine kept current: a thread that follows the log and applies each record once it
-//! is durable, while readers query the state it has reached.
+//! The engine kept current, and the work around it: a thread that follows the log and
+//! applies each record once it is durable while readers query the state it has reached
+//! ([`LiveState`], [`follow`]), snapshots of that state ([`snapshot`]), and a contact's
+//! export and erasure, which redacts the log and rebuilds the state ([`erasure`]). The
+//! state itself, and what each record does to it, is `spoor-engine`'s.
+
+pub mod erasure;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,7 +16,7 @@ use std::time::{Duration, Instant};
 use spoor_log::{EventLog, Handoff, Position, Record};
 use spoor_protocol::stored::StoredRecord;
 
-use crate::{Engine, SiteState};
+use spoor_engine::{Engine, SiteState};
 
 /// Records applied per step: the write lock is held for one step at a time.
 const STEP: usize = 1024;
@@ -75,7 +81,7 @@ impl LiveState {
             snapshot_path: Some(snapshot_path.to_path_buf()),
             ..LiveState::default()
         };
-        match crate::snapshot::load(snapshot_path) {
+        match snapshot::load(snapshot_path) {
             Some((_, position)) if position > log.end() => tracing::warn!(
                 position,
                 log_end = log.end(),
@@ -114,7 +120,7 @@ impl LiveState {
         }
         let started = Instant::now();
         let engine = self.engine.read().expect("engine lock");
-        match crate::snapshot::save(&engine, applied, path) {
+        match snapshot::save(&engine, applied, path) {
             Ok(()) => {
                 self.snapshot_at.store(applied, Ordering::Release);
                 tracing::info!(
@@ -171,7 +177,7 @@ impl LiveState {
         // The snapshot may hold what was just erased: remove it before anyone is told
         // the rebuild is done. A new one is saved once enough records follow.
         if let Some(path) = &self.snapshot_path
-            && let Err(error) = crate::snapshot::remove(path)
+            && let Err(error) = snapshot::remove(path)
         {
             tracing::error!(%error, "removing the state snapshot failed");
         }
