@@ -1,0 +1,192 @@
+//! The duplicate index across restarts: rebuilt from the log at start, or loaded from
+//! its snapshot and brought up to date from the log after it; and the bookkeeping that
+//! tells how far a snapshot taken while requests are in flight is complete.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use spoor_log::{EventLog, Position};
+
+use spoor_protocol::stored::{self, StoredRecord};
+use spoor_protocol::{EventBody, TrackerEvent};
+
+use crate::dedup::{DedupIndex, Keys, order_key};
+use crate::scan::scan_as;
+use crate::{IngestError, Ingestor, SiteDirectory};
+
+/// Appends whose claims are not settled yet, counted by the log's end when each began.
+/// Their records lie at or after that end, and every record before the lowest such end
+/// has its key settled in the index: an index snapshot is complete up to there.
+#[derive(Default)]
+pub(crate) struct Unsettled(Mutex<BTreeMap<Position, usize>>);
+
+impl Unsettled {
+    /// Notes an append about to start; dropping the guard ends it.
+    pub(crate) fn begin(self: &Arc<Self>, log: &dyn EventLog) -> UnsettledAppend {
+        let mut floors = self.0.lock().expect("unsettled appends");
+        // Read under the lock: a snapshot either sees this append or an end before it.
+        let floor = log.end();
+        *floors.entry(floor).or_default() += 1;
+        UnsettledAppend {
+            all: self.clone(),
+            floor,
+        }
+    }
+
+    /// The position below which every appended record's key is settled.
+    fn settled_end(&self, log: &dyn EventLog) -> Position {
+        let floors = self.0.lock().expect("unsettled appends");
+        floors.keys().next().copied().unwrap_or_else(|| log.end())
+    }
+}
+
+pub(crate) struct UnsettledAppend {
+    all: Arc<Unsettled>,
+    floor: Position,
+}
+
+impl Drop for UnsettledAppend {
+    fn drop(&mut self) {
+        let mut floors = self.all.0.lock().expect("unsettled appends");
+        if let Some(count) = floors.get_mut(&self.floor) {
+            *count -= 1;
+            if *count == 0 {
+                floors.remove(&self.floor);
+            }
+        }
+    }
+}
+
+impl Ingestor {
+    /// Like [`Ingestor::open`], but starting from the index saved at `snapshot` (by
+    /// [`Ingestor::save_index`], at a clean stop or while running) and reading only the
+    /// log after it. A snapshot that is missing, unreadable or ahead of the log is not
+    /// used.
+    pub fn open_with_snapshot(
+        log: Arc<dyn EventLog>,
+        sites: Arc<dyn SiteDirectory>,
+        now_ms: i64,
+        snapshot: &std::path::Path,
+    ) -> Result<Self, IngestError> {
+        let loaded = std::fs::read(snapshot)
+            .ok()
+            .and_then(|bytes| DedupIndex::from_bytes(&bytes))
+            .filter(|(_, position)| *position <= log.end());
+        let Some((dedup, position)) = loaded else {
+            return Self::open(log, sites, now_ms);
+        };
+        index_records(&dedup, &*log, position, now_ms)?;
+        tracing::info!(
+            position,
+            replayed = log.end() - position,
+            "duplicate index loaded from its snapshot"
+        );
+        Ok(Ingestor::with_index(log, sites, dedup, position))
+    }
+
+    /// Saves the duplicate index for [`Ingestor::open_with_snapshot`], at any time: the
+    /// snapshot covers the log up to the first append whose claims are still unsettled,
+    /// and a start reads the log from there (keys it holds already are harmless). Saved
+    /// while serving, it bounds how much of the log a start after a crash has to read.
+    pub fn save_index(&self, snapshot: &std::path::Path) -> std::io::Result<()> {
+        let mut saved_at = self.index_saved_at.lock().expect("index snapshot");
+        self.save_index_locked(snapshot, &mut saved_at)
+    }
+
+    /// Saves the index when the log has grown by `every` records since the last save;
+    /// returns whether it did.
+    pub fn save_index_every(
+        &self,
+        snapshot: &std::path::Path,
+        every: u64,
+    ) -> std::io::Result<bool> {
+        let mut saved_at = self.index_saved_at.lock().expect("index snapshot");
+        if self.log.end() < *saved_at + every {
+            return Ok(false);
+        }
+        self.save_index_locked(snapshot, &mut saved_at)?;
+        Ok(true)
+    }
+
+    fn save_index_locked(
+        &self,
+        snapshot: &std::path::Path,
+        saved_at: &mut Position,
+    ) -> std::io::Result<()> {
+        let position = self.unsettled.settled_end(&*self.log);
+        let bytes = self.dedup.to_bytes(position);
+        spoor_log::write_atomically(snapshot, &bytes)?;
+        *saved_at = position;
+        Ok(())
+    }
+}
+
+/// Adds to the index every record of the log from `from` on.
+pub(crate) fn index_records(
+    dedup: &DedupIndex,
+    log: &dyn EventLog,
+    from: Position,
+    now_ms: i64,
+) -> Result<(), IngestError> {
+    scan_as(log, from, |_, view: KeysView| {
+        dedup.insert_durable(view.keys()?, view.received_at, now_ms);
+        Ok(())
+    })
+}
+
+/// Just what the duplicate index needs of a stored record: rebuilding the index at start
+/// reads every record, and skipping the rest of each is about twice as fast.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeysView {
+    received_at: i64,
+    request_hash: String,
+    event: Option<EventKeysView>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EventKeysView {
+    site_id: String,
+    purchase: Option<OrderNumberView>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderNumberView {
+    order_number: String,
+}
+
+impl KeysView {
+    fn keys(&self) -> Result<Keys, IngestError> {
+        let request = stored::parse_hash_hex(&self.request_hash).ok_or_else(|| {
+            IngestError::Storage(format!(
+                "record has a bad requestHash {:?}",
+                self.request_hash
+            ))
+        })?;
+        let order = self.event.as_ref().and_then(|event| {
+            let purchase = event.purchase.as_ref()?;
+            Some(order_key(&event.site_id, &purchase.order_number))
+        });
+        Ok(Keys { request, order })
+    }
+}
+
+pub(crate) fn keys_of(record: &StoredRecord) -> Result<Keys, IngestError> {
+    let request = stored::parse_hash_hex(&record.request_hash).ok_or_else(|| {
+        IngestError::Storage(format!(
+            "record has a bad requestHash {:?}",
+            record.request_hash
+        ))
+    })?;
+    let order = match record.event() {
+        Some(TrackerEvent {
+            site_id,
+            body: EventBody::PurchasedItems { purchase },
+            ..
+        }) => Some(order_key(site_id, &purchase.order_number)),
+        _ => None,
+    };
+    Ok(Keys { request, order })
+}
