@@ -105,7 +105,7 @@ fn contact_of(entry: QueueEntry) -> ContactId {
 }
 
 /// The waiting timer of each contact and kind: (contact, kind) -> (step, anchor), each
-/// pair packed in a word (16-byte entries where the tuples took 24).
+/// pair packed in a word (16-byte entries, where tuples would take 24).
 #[derive(Debug, Clone, Default)]
 struct Current(FxHashMap<u64, i64>);
 

@@ -1,7 +1,7 @@
 //! Every request's count and latency, by route, method and status, for `/metrics`.
 //!
 //! A tower layer rather than `axum::middleware::from_fn`: that one boxes the inner service
-//! and its future for every request, which on the tracker endpoint cost more than the
+//! and its future for every request, which on the tracker endpoint costs more than the
 //! counting itself.
 
 use std::future::Future;

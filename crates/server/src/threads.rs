@@ -5,9 +5,9 @@
 //! Why not one runtime whose workers share all connections: a tracker request waits for
 //! its fsync, and the log writer's wake-up puts it back in the runtime's shared queue, so
 //! its second half often runs on another worker than its first, with the request's
-//! memory in the other core's cache and freed across threads. Kept on one thread, the
-//! ingest benchmark's load at 256 connections was served 4-15% faster across alternated
-//! series, and the same at 4 and 32 connections (BENCHMARKS.md).
+//! memory in the other core's cache and freed across threads. Kept on one thread, both
+//! halves of a request run on the same core, with its memory in that core's cache and
+//! freed on the thread that allocated it.
 //! Connections, not requests, are what is balanced: a client with a handful of very busy
 //! connections can load one thread more than another.
 

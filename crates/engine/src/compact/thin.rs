@@ -4,8 +4,8 @@
 //! A million contacts each hold a handful of short lists. `Box<[u8]>` takes 16 bytes in
 //! place, `ThinVec<u8>` 8 in place but a 16-byte header (length and capacity) in its
 //! allocation; [`ThinBytes`] takes 8 in place and one byte of header, and holds no spare
-//! capacity (its lists are rewritten whole on a change, as they were reallocated to an
-//! exact size before). Being bytes only, it needs no element drops and no alignment, and
+//! capacity (its lists are rewritten whole on a change, so spare room would never be
+//! used). Being bytes only, it needs no element drops and no alignment, and
 //! a varint in front is all the header it takes.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};

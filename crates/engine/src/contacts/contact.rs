@@ -234,7 +234,8 @@ impl Cart {
 /// An order as the state keeps it, in 24 bytes: a million contacts' orders. Its total and
 /// currency follow from its lines, so they are worked out when asked for rather than
 /// held; its number, cart GUID and tracked order id share one allocation. The API and
-/// snapshots show it as before (and snapshots' totals are ignored when read).
+/// snapshots still show its total and currency; a total read from a snapshot is ignored
+/// (it follows from the lines).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Order {
     names: OrderNames,
@@ -471,7 +472,8 @@ pub struct Merge {
 
 /// A contact: 160 bytes in place, an allocator size class that the 256 it would take with
 /// its rarer parts (category views, merges, the rarer identifiers and profile fields) held
-/// in place, and two-word boxed strings, would miss by far. The API and snapshots show every part at the top level as before.
+/// in place, and two-word boxed strings, would miss by far. The API and snapshots show
+/// every part, boxed or not, at the top level.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Contact {
     pub id: ContactId,
@@ -930,7 +932,7 @@ mod tests {
     }
 
     #[test]
-    fn an_order_shows_the_total_and_currency_of_its_lines_as_snapshots_held_them() {
+    fn an_order_shows_the_total_and_currency_of_its_lines_and_ignores_a_kept_total() {
         let held = r#"{"orderNumber": "1001", "cartGuid": "g1",
             "lines": [{"item": 0, "quantity": 2, "price": "1.5", "currency": "EUR"},
                       {"item": 1, "quantity": 1, "price": "3"}],

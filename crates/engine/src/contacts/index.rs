@@ -51,7 +51,8 @@ pub struct IdentifierIndex {
 }
 
 /// Table hashing of a key, which is a seeded hash already: its first eight bytes, as they
-/// are. Hashing it again (SipHash, the default) took about a twentieth of the follower's time.
+/// are. Hashing it again (SipHash, the default) would cost about a twentieth of the
+/// follower's time.
 #[derive(Clone, Copy, Default)]
 struct KeyHashing;
 

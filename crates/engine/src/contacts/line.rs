@@ -6,7 +6,8 @@
 //! ([`crate::items::Items`]), the price as an integer and a decimal scale, the currency
 //! inline. What few lines have (a discount, tags, a price of more than 18 digits, a
 //! currency of more than six bytes) is kept in a box beside it. Snapshots and the API show
-//! a line as they always have.
+//! a line whole: product, quantity, price as a decimal, and currency, discount and tags
+//! when present.
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
