@@ -13,7 +13,7 @@ use spoor_server::directory::RegisteredSites;
 use spoor_server::now_ms;
 use spoor_settings::SiteRegistry;
 
-use crate::DataDir;
+use crate::data_dir::DataDir;
 
 /// Import bodies sent to a server stay below its limit.
 const IMPORT_PIECE_BYTES: usize = 32 * 1024 * 1024;

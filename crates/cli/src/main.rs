@@ -1,6 +1,7 @@
 //! `spoor`: a self-hosted drop-in for a website-behaviour tracker's REST API.
 
 mod contacts;
+mod data_dir;
 mod eval;
 mod events;
 mod feed;
@@ -81,20 +82,6 @@ enum LoadCommand {
         #[arg(long)]
         site: String,
     },
-}
-
-/// The data directory flag, shared by the subcommands that open one.
-#[derive(clap::Args, Clone)]
-pub struct DataDir {
-    /// Where spoor keeps its log, sites and admin token.
-    #[arg(long = "data", env = "SPOOR_DATA", default_value = "./spoor-data")]
-    pub path: PathBuf,
-}
-
-impl DataDir {
-    pub fn log_dir(&self) -> PathBuf {
-        self.path.join("log")
-    }
 }
 
 fn init_tracing(format: LogFormat) {

@@ -15,7 +15,7 @@ use spoor_server::{AppState, Metrics, now_ms};
 use spoor_settings::{Registration, Settings};
 use spoor_triggers::{Outbox, Triggers};
 
-use crate::DataDir;
+use crate::data_dir::DataDir;
 use crate::pacing::{Pacing, pace_commits};
 
 /// Decoded records ingest may hand to the state's follower ahead of it (see

@@ -5,7 +5,7 @@ use serde_json::json;
 use spoor_live::LiveState;
 use spoor_log::FileLog;
 
-use crate::DataDir;
+use crate::data_dir::DataDir;
 
 #[derive(clap::Subcommand)]
 pub enum StateCommand {

@@ -178,7 +178,27 @@ async fn export_and_import_through_the_cli_and_the_admin_api() {
         );
         let summary: Value = serde_json::from_slice(&output.stdout).unwrap();
         assert_eq!(summary["imported"], expected_imported, "{summary}");
+        let mut registered: Vec<&str> = (summary["sitesRegistered"].as_array().unwrap().iter())
+            .map(|site| site.as_str().unwrap())
+            .collect();
+        registered.sort_unstable();
+        let expected: &[&str] = if expected_imported > 0 {
+            &["S1", "S2"]
+        } else {
+            &[]
+        };
+        assert_eq!(registered, expected, "{summary}");
     }
+    let (_, sites) = admin_get(&target, "/admin/v1/sites", Some(ADMIN_TOKEN)).await;
+    let sites: Value = serde_json::from_str(&sites).unwrap();
+    let listed: Vec<&str> = (sites["sites"].as_array().unwrap().iter())
+        .map(|site| site["siteId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        ["S1", "S2"],
+        "the import registered the sites it brought"
+    );
     let (_, target_export) = admin_get(&target, "/admin/v1/events/export", Some(ADMIN_TOKEN)).await;
     assert_eq!(ndjson(&target_export), cli_export);
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use spoor_protocol::{Price, ProductUpdate, TagMap};
+use spoor_protocol::{EventBody, Price, ProductUpdate, TagMap, TrackerEvent};
 
 use crate::timed::Timed;
 
@@ -328,6 +328,98 @@ impl Catalogue {
     /// Notes that a product exists (named in an order or an impression), without any state.
     pub fn mention(&mut self, product_key: &str, at: i64) {
         self.entry(product_key, at);
+    }
+}
+
+/// A change of a product that product triggers tell contacts about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProductNews {
+    PriceDrop,
+    BackInStock,
+}
+
+impl Catalogue {
+    /// Applies what the event says about products (updates, the prices and stock states
+    /// pages show, sales); returns the price drops and returns to stock it caused.
+    pub fn apply<'e>(&mut self, event: &'e TrackerEvent, at: i64) -> Vec<(&'e str, ProductNews)> {
+        let touched = touched_products(event);
+        let before: Vec<(Option<Decimal>, Option<bool>)> = touched
+            .iter()
+            .map(|key| self.price_and_stock(key))
+            .collect();
+        self.change(event, at);
+        let mut news = Vec::new();
+        for (key, (old_price, old_stock)) in touched.into_iter().zip(before) {
+            let (new_price, new_stock) = self.price_and_stock(key);
+            if let (Some(old), Some(new)) = (old_price, new_price)
+                && new < old
+            {
+                news.push((key, ProductNews::PriceDrop));
+            }
+            if old_stock == Some(false) && new_stock == Some(true) {
+                news.push((key, ProductNews::BackInStock));
+            }
+        }
+        news
+    }
+
+    fn price_and_stock(&self, key: &str) -> (Option<Decimal>, Option<bool>) {
+        let product = self.get(key);
+        (
+            product
+                .and_then(|p| p.price.as_ref())
+                .map(|p| p.value.amount),
+            product.and_then(|p| p.in_stock.as_ref()).map(|s| s.value),
+        )
+    }
+
+    fn change(&mut self, event: &TrackerEvent, at: i64) {
+        let catalogue = self;
+        match &event.body {
+            EventBody::ProductUpdate { products } => {
+                for update in products {
+                    catalogue.update(update, at);
+                }
+            }
+            EventBody::ProductPage { product } | EventBody::AddToWishlist { product } => catalogue
+                .observe(
+                    &product.product_key,
+                    Some(&product.price),
+                    product.in_stock,
+                    at,
+                ),
+            EventBody::StatusCart { cart } => {
+                for line in &cart.products {
+                    catalogue.observe(&line.product_key, Some(&line.price), None, at);
+                }
+            }
+            EventBody::PurchasedItems { purchase } => {
+                for line in &purchase.products {
+                    catalogue.mention(&line.product_key, at);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The products an event can change the price or stock of.
+fn touched_products(event: &TrackerEvent) -> Vec<&str> {
+    match &event.body {
+        EventBody::ProductUpdate { products } => products
+            .iter()
+            .filter(|u| u.price.is_some() || u.in_stock.is_some())
+            .map(|u| u.product_key.as_str())
+            .collect(),
+        EventBody::ProductPage { product } | EventBody::AddToWishlist { product } => {
+            vec![product.product_key.as_str()]
+        }
+        EventBody::StatusCart { cart } => cart
+            .products
+            .iter()
+            .map(|l| l.product_key.as_str())
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use spoor_protocol::EventBody;
 
 use crate::catalogue::Product;
+use crate::contacts::Contacts;
 use crate::contacts::contact::Contact;
 use crate::contacts::identity::ContactId;
 use crate::items::{ItemId, Items};
@@ -62,6 +63,30 @@ impl Interest {
             }
             interested.push_back(contact);
         }
+    }
+
+    /// The contacts a price drop or a return to stock of `product` concerns (see
+    /// [`concerns`]): of those in its list and its latest `viewers`, each asked once.
+    pub fn concerned(
+        &self,
+        kind: TriggerKind,
+        key: &str,
+        product: &Product,
+        item: Option<ItemId>,
+        viewers: impl Iterator<Item = ContactId>,
+        contacts: &Contacts,
+    ) -> Vec<ContactId> {
+        let mut asked = rustc_hash::FxHashSet::default();
+        let mut concerned = Vec::new();
+        for id in self.of(key).chain(viewers) {
+            let Some(contact) = contacts.by_id(id) else {
+                continue;
+            };
+            if asked.insert(contact.id) && concerns(kind, contact, product, item) {
+                concerned.push(contact.id);
+            }
+        }
+        concerned
     }
 
     /// Every list, in product key order, as a snapshot keeps them.
@@ -164,4 +189,121 @@ fn wanted_while_out(contact: &Contact, product: &Product, item: Option<ItemId>) 
 fn value_at<T: Copy>(history: &[Timed<T>], at: i64) -> Option<T> {
     let index = history.partition_point(|h| h.at <= at);
     index.checked_sub(1).map(|i| history[i].value)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use spoor_protocol::{Incoming, parse_value};
+
+    use crate::contacts::identity::ContactId;
+    use crate::site::SiteState;
+    use crate::timers::TriggerKind;
+
+    const T0: i64 = 1_700_000_000_000;
+    const MINUTE: i64 = 60_000;
+
+    fn apply(site: &mut SiteState, body: Value, at: i64) {
+        match parse_value(&body, T0).expect("a valid event") {
+            Incoming::Event(event) => site.apply(&event, T0 + at),
+            _ => panic!("not an event"),
+        }
+    }
+
+    fn general(name: &str, sc: Option<&str>) -> Value {
+        let mut info = json!({"eventName": name, "siteId": "S"});
+        if let Some(sc) = sc {
+            info["cookies"] = json!({"sc": sc});
+        }
+        info
+    }
+
+    fn page(site: &mut SiteState, sc: &str, key: &str, price: &str, in_stock: u8, at: i64) {
+        apply(
+            site,
+            json!({"GeneralInfo": general("ProductPage", Some(sc)),
+                   "ProductPage": {"Product": {"productKey": key, "price": price, "isInStock": in_stock}}}),
+            at,
+        );
+    }
+
+    fn update(site: &mut SiteState, key: &str, fields: Value, at: i64) {
+        let mut product = json!({"product_id": key});
+        for (k, v) in fields.as_object().unwrap() {
+            product[k] = v.clone();
+        }
+        apply(
+            site,
+            json!({"GeneralInfo": general("ProductUpdate", None), "ProductUpdate": [product]}),
+            at,
+        );
+    }
+
+    fn due(site: &mut SiteState) -> Vec<(ContactId, TriggerKind, String)> {
+        let mut due: Vec<_> = site
+            .take_due(T0 + 1_000 * MINUTE, |_, _| None)
+            .into_iter()
+            .map(|p| (p.contact, p.kind, p.product.unwrap_or_default()))
+            .collect();
+        due.sort();
+        due
+    }
+
+    #[test]
+    fn a_price_drop_reaches_carts_and_views_once_each_also_after_a_snapshot() {
+        let mut site = SiteState::default();
+        // Contact 0 put the lamp in a cart at 40 without viewing it; contact 1 viewed it
+        // at 40 in two sessions, a day apart.
+        apply(
+            &mut site,
+            json!({"GeneralInfo": general("StatusCart", Some("carter")),
+                   "StatusCart": {"Products": [{"productKey": "lamp", "price": "40", "quantity": 1}]}}),
+            0,
+        );
+        page(&mut site, "viewer", "lamp", "40", 1, MINUTE);
+        page(&mut site, "viewer", "lamp", "40", 1, 24 * 60 * MINUTE);
+        let mut site = SiteState::from_snapshot(site.to_snapshot());
+        update(
+            &mut site,
+            "lamp",
+            json!({"unit_price": "38"}),
+            25 * 60 * MINUTE,
+        );
+        assert_eq!(
+            due(&mut site),
+            vec![
+                (0, TriggerKind::PriceDrop, "lamp".into()),
+                (1, TriggerKind::PriceDrop, "lamp".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn price_drops_and_returns_to_stock_reach_the_interested() {
+        let mut site = SiteState::default();
+        page(&mut site, "viewer", "lamp", "40", 1, 0); // contact 0 saw 40
+        page(&mut site, "late", "lamp", "35", 1, MINUTE); // contact 1 saw 35
+        // The lamp goes down to 38: only the one who saw 40 hears of it.
+        update(&mut site, "lamp", json!({"unit_price": "38"}), 2 * MINUTE);
+        assert_eq!(
+            due(&mut site),
+            vec![(0, TriggerKind::PriceDrop, "lamp".into())]
+        );
+        // A rise tells no one; a further drop below 35 tells both.
+        update(&mut site, "lamp", json!({"unit_price": "50"}), 3 * MINUTE);
+        assert!(due(&mut site).is_empty());
+        update(&mut site, "lamp", json!({"unit_price": "30"}), 4 * MINUTE);
+        assert_eq!(due(&mut site).len(), 2);
+
+        // The vase is out of stock when viewed; the mug is in stock when viewed.
+        page(&mut site, "wanter", "vase", "10", 0, 0);
+        page(&mut site, "browser", "mug", "5", 1, 0);
+        update(&mut site, "mug", json!({"isInStock": 0}), MINUTE);
+        update(&mut site, "vase", json!({"isInStock": 1}), 2 * MINUTE);
+        update(&mut site, "mug", json!({"isInStock": 1}), 3 * MINUTE);
+        assert_eq!(
+            due(&mut site),
+            vec![(2, TriggerKind::BackInStock, "vase".into())]
+        );
+    }
 }

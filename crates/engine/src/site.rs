@@ -9,7 +9,7 @@ use spoor_protocol::{ContactLink, EventBody, ProductUpdate, TrackerEvent};
 use thin_vec::ThinVec;
 
 use crate::attribution::Attribution;
-use crate::catalogue::{Catalogue, Product};
+use crate::catalogue::{Catalogue, Product, ProductNews};
 use crate::contacts::Contacts;
 use crate::contacts::contact::{Contact, Line};
 use crate::contacts::identity::{ContactId, Identifier, identifiers_of, identifiers_of_link};
@@ -136,6 +136,21 @@ impl SiteState {
         }
     }
 
+    /// SHA-256 over the site's whole state (contacts in number order, products in key
+    /// order), as hex: equal digests mean equal state, to compare a rebuild with a
+    /// running server.
+    pub fn digest(&self) -> String {
+        use sha2::Digest;
+        let mut hasher = sha2::Sha256::new();
+        for contact in self.contacts.live() {
+            hasher.update(serde_json::to_vec(contact).expect("contacts serialise"));
+        }
+        for product in self.catalogue.sorted() {
+            hasher.update(serde_json::to_vec(product).expect("products serialise"));
+        }
+        hex::encode(hasher.finalize())
+    }
+
     pub fn apply(&mut self, event: &TrackerEvent, at: i64) {
         self.events += 1;
         self.apply_to_catalogue(event, at);
@@ -232,68 +247,32 @@ impl SiteState {
     }
 
     /// Applies the event to the catalogue; price drops and returns to stock it causes
-    /// become due triggers for the contacts interested in those products.
+    /// become due triggers for the contacts they concern.
     fn apply_to_catalogue(&mut self, event: &TrackerEvent, at: i64) {
-        let touched = touched_products(event);
-        let before: Vec<(Option<Decimal>, Option<bool>)> = touched
-            .iter()
-            .map(|key| self.price_and_stock(key))
-            .collect();
-        self.change_catalogue(event, at);
-        for (key, (old_price, old_stock)) in touched.iter().zip(before) {
-            let (new_price, new_stock) = self.price_and_stock(key);
-            if let (Some(old), Some(new)) = (old_price, new_price)
-                && new < old
-            {
-                self.announce(key, TriggerKind::PriceDrop, at);
-            }
-            if old_stock == Some(false) && new_stock == Some(true) {
-                self.announce(key, TriggerKind::BackInStock, at);
-            }
-        }
-    }
-
-    fn price_and_stock(&self, key: &str) -> (Option<Decimal>, Option<bool>) {
-        let product = self.catalogue.get(key);
-        (
-            product
-                .and_then(|p| p.price.as_ref())
-                .map(|p| p.value.amount),
-            product.and_then(|p| p.in_stock.as_ref()).map(|s| s.value),
-        )
-    }
-
-    /// Makes `kind` due for every interested contact it concerns (see
-    /// [`interest::concerns`]).
-    fn announce(&mut self, key: &str, kind: TriggerKind, at: i64) {
-        let Some(product) = self.catalogue.get(key) else {
-            return;
-        };
-        let item = self.recommender.item(key);
-        let wanted = self.interest.of(key);
-        let viewers = item.into_iter().flat_map(|item| {
-            // Who viewed it: the visitors of its latest view sessions.
-            self.recommender.viewers(item, MAX_INTERESTED)
-        });
-        let mut asked = rustc_hash::FxHashSet::default();
-        let mut concerned = Vec::new();
-        for id in wanted.chain(viewers) {
-            let Some(contact) = self.contacts.by_id(id) else {
+        for (key, news) in self.catalogue.apply(event, at) {
+            let kind = match news {
+                ProductNews::PriceDrop => TriggerKind::PriceDrop,
+                ProductNews::BackInStock => TriggerKind::BackInStock,
+            };
+            let Some(product) = self.catalogue.get(key) else {
                 continue;
             };
-            if asked.insert(contact.id) && interest::concerns(kind, contact, product, item) {
-                concerned.push(contact.id);
+            let item = self.recommender.item(key);
+            // Who viewed it: the visitors of its latest view sessions.
+            let viewers =
+                (item.into_iter()).flat_map(|item| self.recommender.viewers(item, MAX_INTERESTED));
+            let concerned =
+                (self.interest).concerned(kind, key, product, item, viewers, &self.contacts);
+            for contact in concerned {
+                self.timers.due_now(Pending {
+                    contact,
+                    kind,
+                    step: 0,
+                    anchor: at,
+                    waited: false,
+                    product: Some(key.to_string()),
+                });
             }
-        }
-        for contact in concerned {
-            self.timers.due_now(Pending {
-                contact,
-                kind,
-                step: 0,
-                anchor: at,
-                waited: false,
-                product: Some(key.to_string()),
-            });
         }
     }
 
@@ -302,35 +281,6 @@ impl SiteState {
     pub fn seen_price(&self, contact: &Contact, product_key: &str) -> Option<Decimal> {
         let item = self.recommender.item(product_key);
         interest::seen_price(contact, self.catalogue.get(product_key)?, item)
-    }
-
-    fn change_catalogue(&mut self, event: &TrackerEvent, at: i64) {
-        let catalogue = &mut self.catalogue;
-        match &event.body {
-            EventBody::ProductUpdate { products } => {
-                for update in products {
-                    catalogue.update(update, at);
-                }
-            }
-            EventBody::ProductPage { product } | EventBody::AddToWishlist { product } => catalogue
-                .observe(
-                    &product.product_key,
-                    Some(&product.price),
-                    product.in_stock,
-                    at,
-                ),
-            EventBody::StatusCart { cart } => {
-                for line in &cart.products {
-                    catalogue.observe(&line.product_key, Some(&line.price), None, at);
-                }
-            }
-            EventBody::PurchasedItems { purchase } => {
-                for line in &purchase.products {
-                    catalogue.mention(&line.product_key, at);
-                }
-            }
-            _ => {}
-        }
     }
 
     /// A plugin's contact link joins its identifiers, but only where one of them already
@@ -354,22 +304,87 @@ impl SiteState {
     }
 }
 
-/// The products an event can change the price or stock of.
-fn touched_products(event: &TrackerEvent) -> Vec<&str> {
-    match &event.body {
-        EventBody::ProductUpdate { products } => products
-            .iter()
-            .filter(|u| u.price.is_some() || u.in_stock.is_some())
-            .map(|u| u.product_key.as_str())
-            .collect(),
-        EventBody::ProductPage { product } | EventBody::AddToWishlist { product } => {
-            vec![product.product_key.as_str()]
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+    use spoor_protocol::dates::day_of;
+    use spoor_protocol::{Incoming, parse_value};
+
+    use super::*;
+
+    const T0: i64 = 1_700_000_000_000;
+    const MINUTE: i64 = 60_000;
+
+    fn apply(site: &mut SiteState, general: Value, body: Option<(&str, Value)>, at: i64) {
+        let mut event = json!({"GeneralInfo": general});
+        if let Some((name, value)) = body {
+            event[name] = value;
         }
-        EventBody::StatusCart { cart } => cart
-            .products
-            .iter()
-            .map(|l| l.product_key.as_str())
-            .collect(),
-        _ => Vec::new(),
+        match parse_value(&event, T0).expect("a valid event") {
+            Incoming::Event(event) => site.apply(&event, T0 + at),
+            _ => panic!("not an event"),
+        }
+    }
+
+    fn general(name: &str, sc: &str) -> Value {
+        json!({"eventName": name, "siteId": "S", "cookies": {"sc": sc}})
+    }
+
+    #[test]
+    fn a_merged_contacts_timers_and_block_touches_follow_it_to_the_survivor() {
+        let mut site = SiteState::default();
+        let mut signed_in = general("CustomerData", "home");
+        signed_in["user_email"] = json!("ann@x.com");
+        apply(&mut site, signed_in.clone(), None, 0);
+        // On another device, not signed in yet: a block shows a lamp, a cart is left.
+        let impressions = json!({"Products": [{"product_id": "lamp", "container_type": "home_a"}]});
+        apply(
+            &mut site,
+            general("ProductImpressions", "phone"),
+            Some(("ProductImpressions", impressions)),
+            MINUTE,
+        );
+        let cart =
+            json!({"GUID": "g", "Products": [{"productKey": "mug", "price": 5, "quantity": 1}]});
+        apply(
+            &mut site,
+            general("StatusCart", "phone"),
+            Some(("StatusCart", cart)),
+            2 * MINUTE,
+        );
+        assert!(
+            site.timers()
+                .pending(1, TriggerKind::AbandonedCart)
+                .is_some()
+        );
+
+        // Signing in on the phone joins the two: the older contact survives.
+        signed_in["cookies"] = json!({"sc": "phone"});
+        apply(&mut site, signed_in, None, 3 * MINUTE);
+        assert_eq!(site.contact(&Identifier::Sc("phone".into())).unwrap().id, 0);
+        assert!(
+            site.timers()
+                .pending(1, TriggerKind::AbandonedCart)
+                .is_none()
+        );
+        let moved = site.timers().pending(0, TriggerKind::AbandonedCart);
+        assert_eq!(moved.map(|p| p.anchor), Some(T0 + 2 * MINUTE));
+
+        // Back home, the survivor opens the lamp the block showed on the phone: a click.
+        let lamp = json!({"Product": {"productKey": "lamp", "price": 30}});
+        apply(
+            &mut site,
+            general("ProductPage", "home"),
+            Some(("ProductPage", lamp)),
+            4 * MINUTE,
+        );
+        let day = day_of(T0);
+        let stats = site.attribution().block("home", day, day);
+        let clicks: u64 = stats
+            .values()
+            .flatten()
+            .map(|(_, counts)| counts.clicks)
+            .sum();
+        assert_eq!(clicks, 1);
     }
 }

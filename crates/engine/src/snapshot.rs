@@ -102,19 +102,4 @@ impl SiteState {
         }
         site
     }
-
-    /// SHA-256 over the site's whole state (contacts in number order, products in key
-    /// order), as hex: equal digests mean equal state, to compare a rebuild with a
-    /// running server.
-    pub fn digest(&self) -> String {
-        use sha2::Digest;
-        let mut hasher = sha2::Sha256::new();
-        for contact in self.contacts.live() {
-            hasher.update(serde_json::to_vec(contact).expect("contacts serialise"));
-        }
-        for product in self.catalogue.sorted() {
-            hasher.update(serde_json::to_vec(product).expect("products serialise"));
-        }
-        hex::encode(hasher.finalize())
-    }
 }

@@ -12,10 +12,10 @@ pub mod baskets;
 use std::io::BufRead;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use spoor_engine::items::ItemId;
-use spoor_engine::recommend::{NextItemParams, Recommender};
+use spoor_engine::recommend::{NextItemParams, Recommender, Tuning};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalError {
@@ -394,23 +394,6 @@ fn candidate_settings() -> Vec<Knob> {
             p.successor_weight = v as f32
         }),
     ]
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Tuning {
-    pub validation_sessions: usize,
-    pub validation_cases: u64,
-    pub tries: usize,
-    #[serde(rename = "HR@k")]
-    pub hit_rate: f64,
-    #[serde(rename = "MRR@k")]
-    pub mrr: f64,
-    /// The built-in settings on the same validation cases, for comparison.
-    #[serde(rename = "defaults_HR@k", default)]
-    pub default_hit_rate: f64,
-    #[serde(rename = "defaults_MRR@k", default)]
-    pub default_mrr: f64,
-    pub seconds: f64,
 }
 
 /// Chooses next-item settings on the last tenth of `sessions` (in time order), trained on

@@ -19,7 +19,11 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 
+use spoor_protocol::stored::{self, StoredRecord};
+use spoor_protocol::{EventBody, TrackerEvent};
 use tokio::sync::oneshot;
+
+use crate::error::IngestError;
 
 /// How long a byte-identical request is at least recognised as a retry.
 pub const RETRY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
@@ -396,6 +400,25 @@ impl DedupIndex {
         index.orders.lock().expect("dedup orders").durable = take_keys(bytes, &mut at)?;
         (at == bytes.len()).then_some((index, position))
     }
+}
+
+/// The keys a stored record claims: its request hash, and its order for a purchase.
+pub fn keys_of(record: &StoredRecord) -> Result<Keys, IngestError> {
+    let request = stored::parse_hash_hex(&record.request_hash).ok_or_else(|| {
+        IngestError::Storage(format!(
+            "record has a bad requestHash {:?}",
+            record.request_hash
+        ))
+    })?;
+    let order = match record.event() {
+        Some(TrackerEvent {
+            site_id,
+            body: EventBody::PurchasedItems { purchase },
+            ..
+        }) => Some(order_key(site_id, &purchase.order_number)),
+        _ => None,
+    };
+    Ok(Keys { request, order })
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@ use std::io::Write;
 use serde::Serialize;
 use spoor_log::EventLog;
 
-use crate::{IngestError, scan_from};
+use crate::error::IngestError;
+use crate::scan::scan_from;
 use spoor_protocol::stored::{ExportedRecord, StoredRecord, parse_hash_hex};
 
 /// Which records an export includes.

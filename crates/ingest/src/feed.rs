@@ -2,7 +2,8 @@
 
 use spoor_protocol::stored::{FeedItems, RecordContent, StoredRecord, hash_hex};
 
-use crate::{IngestError, Ingestor, Outcome, Step, request_hash};
+use crate::error::IngestError;
+use crate::ingestor::{Ingestor, Outcome, Step, request_hash};
 
 /// Feed items stored per log record.
 pub const FEED_ITEMS_PER_RECORD: usize = 1000;

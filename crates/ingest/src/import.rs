@@ -2,7 +2,10 @@
 
 use spoor_protocol::stored;
 
-use crate::{Accepted, IngestError, Ingestor, Outcome, Step, export};
+use crate::error::IngestError;
+use crate::export;
+use crate::ingestor::{Accepted, Ingestor, Outcome, Step};
+use crate::sites::DirectoryError;
 
 impl Ingestor {
     /// Loads exported records (NDJSON lines of `spoor events export`), skipping any that
@@ -36,7 +39,10 @@ impl Ingestor {
                 continue;
             }
             if let Some(site) = record.site_id()
-                && (self.sites.register_imported(site, now_ms)).map_err(IngestError::InvalidSite)?
+                && (self.sites.register_imported(site, now_ms)).map_err(|e| match e {
+                    DirectoryError::Invalid(message) => IngestError::InvalidSite(message),
+                    DirectoryError::Storage(message) => IngestError::Storage(message),
+                })?
             {
                 summary.sites_registered.push(site.to_string());
             }

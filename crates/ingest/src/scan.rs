@@ -3,7 +3,7 @@
 use spoor_log::{EventLog, Position};
 use spoor_protocol::stored::StoredRecord;
 
-use crate::IngestError;
+use crate::error::IngestError;
 
 /// Records read per step when scanning the log.
 const SCAN_CHUNK: usize = 4096;

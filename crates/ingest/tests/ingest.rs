@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use spoor_ingest::dedup::DuplicateOf;
 use spoor_ingest::export::{ExportFilter, export};
-use spoor_ingest::{IngestError, Ingestor, Outcome, SiteDirectory};
+use spoor_ingest::{DirectoryError, IngestError, Ingestor, Outcome, SiteDirectory};
 use spoor_log::{AppendFuture, EventLog, FileLog, FileLogConfig, LogError, Position, Record};
 
 const NOW: i64 = 1_700_000_000_000;
@@ -35,7 +35,7 @@ impl SiteDirectory for Sites {
         self.0.lock().unwrap().contains(site_id)
     }
 
-    fn register_imported(&self, site_id: &str, _now_ms: i64) -> Result<bool, String> {
+    fn register_imported(&self, site_id: &str, _now_ms: i64) -> Result<bool, DirectoryError> {
         Ok(self.0.lock().unwrap().insert(site_id.to_string()))
     }
 }

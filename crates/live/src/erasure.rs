@@ -15,8 +15,9 @@
 //! the time of the erasure (merged contacts included). An identifier that moved to another
 //! contact earlier (a shared computer's cookie) is that contact's now, and its records
 //! carrying nothing else of the erased person stay as they are; so do records carrying
-//! only a cookie the contact let go (beyond `identity::MAX_SHARED_IDS`). Every record
-//! with the person's email, phone, customer id or name names them, and is redacted.
+//! only a cookie the contact let go (beyond
+//! `spoor_engine::contacts::identity::MAX_SHARED_IDS`). Every record with the person's
+//! email, phone, customer id or name names them, and is redacted.
 
 use std::collections::HashSet;
 use std::time::Duration;

@@ -2,74 +2,19 @@
 //! origins and a rate limit per client address, both set with
 //! `PUT /admin/v1/sites/{siteId}/settings`.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use spoor_settings::{RateLimit, SiteSettings};
+use spoor_settings::SiteSettings;
 
+use crate::app::{AppState, Shared};
+use crate::auth;
 use crate::error::ApiError;
 use crate::state::known_site;
-use crate::{AppState, Shared, auth};
-
-/// Checks between two sweeps of a site's idle client addresses.
-const SWEEP_EVERY: u64 = 100_000;
-
-struct SiteLimiter {
-    limit: RateLimit,
-    limiter: DefaultKeyedRateLimiter<IpAddr>,
-    checks: AtomicU64,
-}
-
-/// One token bucket per client address per site, made when a site is first asked and
-/// remade when its limit changes.
-#[derive(Default)]
-pub struct Limiters {
-    sites: Mutex<HashMap<String, Arc<SiteLimiter>>>,
-}
-
-impl Limiters {
-    /// `Err(wait)` when `client` has used up its requests to `site_id` for now.
-    pub fn check(&self, site_id: &str, limit: RateLimit, client: IpAddr) -> Result<(), Duration> {
-        let site = self.limiter(site_id, limit);
-        if site.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            site.limiter.retain_recent();
-            site.limiter.shrink_to_fit();
-        }
-        site.limiter
-            .check_key(&client)
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
-    }
-
-    fn limiter(&self, site_id: &str, limit: RateLimit) -> Arc<SiteLimiter> {
-        let mut sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(site) = sites.get(site_id)
-            && site.limit == limit
-        {
-            return site.clone();
-        }
-        let at_least_one = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::per_second(at_least_one(limit.per_second))
-            .allow_burst(at_least_one(limit.burst));
-        let site = Arc::new(SiteLimiter {
-            limit,
-            limiter: RateLimiter::keyed(quota),
-            checks: AtomicU64::new(0),
-        });
-        sites.insert(site_id.to_string(), site.clone());
-        site
-    }
-}
 
 /// The address a request came from: the peer, or behind a proxy that spoor was told to
 /// trust, the first address of `X-Forwarded-For`.
@@ -186,35 +131,6 @@ pub async fn put_settings(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_client_gets_its_burst_then_waits_and_others_are_apart() {
-        let limiters = Limiters::default();
-        let limit = RateLimit {
-            per_second: 1,
-            burst: 3,
-        };
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        for _ in 0..3 {
-            assert!(limiters.check("S", limit, a).is_ok());
-        }
-        let wait = limiters.check("S", limit, a).unwrap_err();
-        assert!(wait <= Duration::from_secs(1), "{wait:?}");
-        assert!(
-            limiters.check("S", limit, b).is_ok(),
-            "another address has its own bucket"
-        );
-        assert!(
-            limiters.check("T", limit, a).is_ok(),
-            "another site has its own buckets"
-        );
-        // A new limit is a new bucket.
-        let wider = RateLimit {
-            per_second: 1,
-            burst: 10,
-        };
-        assert!(limiters.check("S", wider, a).is_ok());
-    }
 
     #[test]
     fn origins_are_allowed_exactly() {

@@ -14,8 +14,9 @@ use spoor_ingest::export::{ExportFilter, ImportSummary, export};
 use spoor_settings::{Registration, Site};
 use tokio::sync::mpsc;
 
+use crate::app::{AppState, Shared, now_ms};
 use crate::error::ApiError;
-use crate::{AppState, Shared, auth, body, now_ms};
+use crate::{auth, body};
 
 /// The largest import body; `spoor events import --url` sends files in pieces below it.
 pub const IMPORT_BODY_LIMIT: usize = 64 * 1024 * 1024;

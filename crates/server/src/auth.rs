@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use axum::http::{HeaderMap, StatusCode};
 
-use crate::AppState;
+use crate::app::AppState;
 use crate::error::ApiError;
 use axum::http::header::AUTHORIZATION;
 

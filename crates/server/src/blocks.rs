@@ -14,9 +14,10 @@ use spoor_engine::attribution::DayCounts;
 use spoor_protocol::dates::{self, DAY_MS, format_date};
 use spoor_settings::blocks::{Block, container_type};
 
+use crate::app::{Shared, now_ms};
+use crate::auth;
 use crate::error::ApiError;
 use crate::state::{enter, known_site};
-use crate::{Shared, auth, now_ms};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

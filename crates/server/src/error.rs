@@ -99,13 +99,33 @@ impl From<SettingsError> for ApiError {
                 };
                 ApiError::bad_request(code, message)
             }
-            SettingsError::Storage(message) => {
+            SettingsError::Storage { setting, message } => {
                 tracing::error!(%message, "settings not saved");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "storage_failed",
-                    "the settings could not be saved; nothing changed",
-                )
+                let (status, code, what) = match setting {
+                    // A site registry that cannot be written is an outage of the service
+                    // (retry later), as it always answered.
+                    Setting::Site => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "storage_unavailable",
+                        "the site registry could not be saved; nothing changed, retry later",
+                    ),
+                    Setting::Block => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "storage_failed",
+                        "the block could not be saved; nothing changed",
+                    ),
+                    Setting::Tuning => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "storage_failed",
+                        "the tuning could not be saved; nothing changed",
+                    ),
+                    Setting::Triggers => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "storage_failed",
+                        "the trigger settings could not be saved; nothing changed",
+                    ),
+                };
+                ApiError::new(status, code, what)
             }
         }
     }

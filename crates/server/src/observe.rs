@@ -16,7 +16,8 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{Shared, routes};
+use crate::app::Shared;
+use crate::routes;
 
 #[derive(Clone)]
 pub struct ObserveLayer {

@@ -16,8 +16,9 @@ use spoor_settings::blocks::container_type;
 
 use spoor_settings::SiteSettings;
 
+use crate::access;
+use crate::app::{AppState, Shared, now_ms};
 use crate::error::ApiError;
-use crate::{AppState, Shared, access, now_ms};
 
 pub const DEFAULT_LIMIT: usize = 10;
 pub const MAX_LIMIT: usize = 100;

@@ -16,8 +16,9 @@ use spoor_live::LiveState;
 use spoor_live::erasure::{self, ContactExport, Erasure, PrivacyError};
 use spoor_log::EventLog;
 
+use crate::app::{AppState, Shared};
+use crate::auth;
 use crate::error::ApiError;
-use crate::{AppState, Shared, auth};
 
 pub const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(2);
 
@@ -192,7 +193,7 @@ pub async fn contact(
     Ok(Json(site.contact_json(contact)))
 }
 
-/// An export or an erasure, as `spoor_engine::privacy` offers them.
+/// An export or an erasure, as `spoor_live::erasure` offers them.
 type PrivacyRequest<T> =
     fn(&dyn EventLog, &LiveState, &str, &Identifier) -> Result<Option<T>, PrivacyError>;
 

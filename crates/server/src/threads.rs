@@ -25,7 +25,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::RuntimeMetrics;
 use tokio::sync::{mpsc, watch};
 
-use crate::{AppState, router};
+use crate::app::AppState;
+use crate::router::router;
 
 /// The HTTP server, started on its threads and not yet accepting.
 pub struct HttpServer {

@@ -9,9 +9,9 @@ use spoor_ingest::dedup::DuplicateOf;
 use spoor_ingest::{Accepted, IngestError, Outcome};
 use spoor_protocol::batch::{Batch, Framing};
 
+use crate::app::{AppState, Shared, now_ms};
 use crate::body;
 use crate::error::ApiError;
-use crate::{AppState, Shared, now_ms};
 
 /// The largest single event body, before and after decompression.
 pub const EVENT_BODY_LIMIT: usize = 1024 * 1024;

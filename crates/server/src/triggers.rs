@@ -12,9 +12,10 @@ use spoor_triggers::TriggerError;
 use spoor_triggers::outbox::{DeliveryStatus, Entry};
 use spoor_triggers::payload::payload;
 
+use crate::app::{Shared, now_ms};
+use crate::auth;
 use crate::error::ApiError;
 use crate::state::{enter, known_site};
-use crate::{Shared, auth, now_ms};
 
 impl From<TriggerError> for ApiError {
     fn from(error: TriggerError) -> ApiError {

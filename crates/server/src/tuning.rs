@@ -1,9 +1,6 @@
 //! `/admin/v1/sites/{siteId}/tuning`: the engine tunes a site's next-item settings on the
 //! site's own recent sessions, and answers the site's questions with them from then on.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
-
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -12,40 +9,15 @@ use spoor_engine::recommend::NextItemParams;
 use spoor_eval::tune_next_item_at;
 use spoor_settings::SiteTuning;
 
+use crate::app::{Shared, now_ms};
+use crate::auth;
 use crate::error::ApiError;
 use crate::state::known_site;
-use crate::{Shared, auth, now_ms};
 
 /// Fewer sessions than this hold too few held-out cases to choose anything.
 pub const MIN_SESSIONS: usize = 1_000;
 /// Products per answer the tuning scores (HR and MRR at this k).
 const TUNING_K: usize = 20;
-
-/// Sites being tuned now: one tuning per site at a time.
-#[derive(Default)]
-pub struct Running(Mutex<HashSet<String>>);
-
-struct RunningGuard<'a> {
-    running: &'a Running,
-    site_id: String,
-}
-
-impl Drop for RunningGuard<'_> {
-    fn drop(&mut self) {
-        let mut sites = self.running.0.lock().unwrap_or_else(|p| p.into_inner());
-        sites.remove(&self.site_id);
-    }
-}
-
-impl Running {
-    fn start(&self, site_id: &str) -> Option<RunningGuard<'_>> {
-        let mut sites = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        sites.insert(site_id.to_string()).then(|| RunningGuard {
-            running: self,
-            site_id: site_id.to_string(),
-        })
-    }
-}
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -15,8 +15,8 @@ use spoor_engine::recommend::Algorithm;
 use spoor_engine::recommend::query::Filters;
 use spoor_engine::recommend::rules::{Rules, read_json};
 
+use crate::error::{Setting, SettingsError};
 use crate::file::SettingsFile;
-use crate::{Setting, SettingsError};
 
 const FILE_NAME: &str = "blocks.json";
 /// The variant of a block defined without variants.
@@ -319,7 +319,7 @@ pub struct BlockRegistry {
 impl BlockRegistry {
     pub fn open(data_dir: &Path) -> Result<BlockRegistry, SettingsError> {
         Ok(BlockRegistry {
-            file: SettingsFile::open(data_dir, FILE_NAME)?,
+            file: SettingsFile::open(data_dir, FILE_NAME, Setting::Block)?,
         })
     }
 

@@ -9,27 +9,31 @@ use std::sync::RwLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::SettingsError;
+use crate::error::{Setting, SettingsError};
 
 pub struct SettingsFile<V> {
     path: PathBuf,
+    /// What the file holds, named in its errors.
+    setting: Setting,
     sites: RwLock<BTreeMap<String, V>>,
 }
 
 impl<V: Clone + Serialize + DeserializeOwned> SettingsFile<V> {
     /// Opens `name` in `data_dir`; a missing file is no settings yet.
-    pub fn open(data_dir: &Path, name: &str) -> Result<Self, SettingsError> {
+    pub fn open(data_dir: &Path, name: &str, setting: Setting) -> Result<Self, SettingsError> {
         let path = data_dir.join(name);
-        let bytes = spoor_log::read_if_exists(&path)
-            .map_err(|e| SettingsError::Storage(format!("read {}: {e}", path.display())))?;
+        let bytes = spoor_log::read_if_exists(&path).map_err(|e| {
+            SettingsError::storage(setting, format!("read {}: {e}", path.display()))
+        })?;
         let sites = match bytes {
             Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                SettingsError::Storage(format!("{} is not valid: {e}", path.display()))
+                SettingsError::storage(setting, format!("{} is not valid: {e}", path.display()))
             })?,
             None => BTreeMap::new(),
         };
         Ok(SettingsFile {
             path,
+            setting,
             sites: RwLock::new(sites),
         })
     }
@@ -49,8 +53,9 @@ impl<V: Clone + Serialize + DeserializeOwned> SettingsFile<V> {
         let mut changed = sites.clone();
         let result = change(&mut changed)?;
         let bytes = serde_json::to_vec_pretty(&changed).expect("settings serialise");
-        spoor_log::write_atomically(&self.path, &bytes)
-            .map_err(|e| SettingsError::Storage(format!("write {}: {e}", self.path.display())))?;
+        spoor_log::write_atomically(&self.path, &bytes).map_err(|e| {
+            SettingsError::storage(self.setting, format!("write {}: {e}", self.path.display()))
+        })?;
         *sites = changed;
         Ok(result)
     }

@@ -11,6 +11,7 @@
 //! | `triggers.json` | trigger types, delays, quiet hours, webhooks | [`triggers::TriggerRegistry`] |
 
 pub mod blocks;
+mod error;
 pub mod file;
 pub mod sites;
 pub mod triggers;
@@ -20,37 +21,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use blocks::{Block, BlockRegistry};
+pub use error::{Setting, SettingsError};
 pub use sites::{RateLimit, Registration, Site, SiteRegistry, SiteSettings};
 pub use triggers::{TriggerRegistry, TriggerSettings, Webhook};
 pub use tuning::{SiteTuning, TuningRegistry};
-
-/// Which kind of setting a refusal concerns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Setting {
-    Site,
-    Block,
-    Triggers,
-    Tuning,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SettingsError {
-    /// The setting was refused; the message names the field.
-    #[error("{message}")]
-    Invalid { setting: Setting, message: String },
-    /// A settings file could not be read or written; the message names the file.
-    #[error("{0}")]
-    Storage(String),
-}
-
-impl SettingsError {
-    pub fn invalid(setting: Setting, message: impl Into<String>) -> SettingsError {
-        SettingsError::Invalid {
-            setting,
-            message: message.into(),
-        }
-    }
-}
 
 /// Every site's settings, opened together from the data directory; each shared with the
 /// parts that use it (the trigger runner holds the trigger settings).

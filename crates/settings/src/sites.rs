@@ -11,7 +11,7 @@ use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Setting, SettingsError};
+use crate::error::{Setting, SettingsError};
 
 const FILE_NAME: &str = "sites.json";
 const MAX_NAME_LEN: usize = 200;
@@ -138,16 +138,19 @@ impl SiteRegistry {
             Ok(bytes) => {
                 serde_json::from_slice::<SitesFile>(&bytes)
                     .map_err(|e| {
-                        SettingsError::Storage(format!("{} is not valid: {e}", path.display()))
+                        SettingsError::storage(
+                            Setting::Site,
+                            format!("{} is not valid: {e}", path.display()),
+                        )
                     })?
                     .sites
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
-                return Err(SettingsError::Storage(format!(
-                    "read {}: {e}",
-                    path.display()
-                )));
+                return Err(SettingsError::storage(
+                    Setting::Site,
+                    format!("read {}: {e}", path.display()),
+                ));
             }
         };
         let sites = sites
@@ -267,8 +270,9 @@ impl SiteRegistry {
             sites: sites.values().cloned().collect(),
         };
         let bytes = serde_json::to_vec_pretty(&file).expect("sites serialise");
-        spoor_log::write_atomically(&self.path, &bytes)
-            .map_err(|e| SettingsError::Storage(format!("write {}: {e}", self.path.display())))
+        spoor_log::write_atomically(&self.path, &bytes).map_err(|e| {
+            SettingsError::storage(Setting::Site, format!("write {}: {e}", self.path.display()))
+        })
     }
 }
 
@@ -280,7 +284,8 @@ fn validate_site_id(id: &str) -> Result<(), SettingsError> {
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], SettingsError> {
     let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes).map_err(|e| SettingsError::Storage(format!("random: {e}")))?;
+    getrandom::fill(&mut bytes)
+        .map_err(|e| SettingsError::storage(Setting::Site, format!("random: {e}")))?;
     Ok(bytes)
 }
 
@@ -303,8 +308,9 @@ fn fresh_site_id(existing: &BTreeMap<String, StoredSite>) -> Result<String, Sett
             return Ok(id);
         }
     }
-    Err(SettingsError::Storage(
-        "could not find a free site id".into(),
+    Err(SettingsError::storage(
+        Setting::Site,
+        "could not find a free site id",
     ))
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use spoor_engine::timers::TriggerKind;
 
+use crate::error::{Setting, SettingsError};
 use crate::file::SettingsFile;
-use crate::{Setting, SettingsError};
 
 const FILE_NAME: &str = "triggers.json";
 const MINUTE_MS: i64 = 60_000;
@@ -324,7 +324,7 @@ pub struct TriggerRegistry {
 impl TriggerRegistry {
     pub fn open(data_dir: &Path) -> Result<TriggerRegistry, SettingsError> {
         Ok(TriggerRegistry {
-            file: SettingsFile::open(data_dir, FILE_NAME)?,
+            file: SettingsFile::open(data_dir, FILE_NAME, Setting::Triggers)?,
         })
     }
 

@@ -10,11 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use spoor_engine::recommend::{NextItemParams, Tuning};
 
-use spoor_engine::recommend::NextItemParams;
-use spoor_eval::Tuning;
-
-use crate::SettingsError;
+use crate::error::{Setting, SettingsError};
 use crate::file::SettingsFile;
 
 const FILE_NAME: &str = "tuning.json";
@@ -38,7 +36,7 @@ pub struct TuningRegistry {
 impl TuningRegistry {
     pub fn open(data_dir: &Path) -> Result<TuningRegistry, SettingsError> {
         Ok(TuningRegistry {
-            file: SettingsFile::open(data_dir, FILE_NAME)?,
+            file: SettingsFile::open(data_dir, FILE_NAME, Setting::Tuning)?,
         })
     }
 

@@ -17,7 +17,7 @@ use spoor_engine::ContactId;
 use spoor_engine::timers::TriggerKind;
 use spoor_log::{EventLog, FileLog, FileLogConfig, Position};
 
-use crate::TriggerError;
+use crate::error::TriggerError;
 
 /// A trigger that fired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,9 +10,10 @@ use sha2::{Digest, Sha256};
 use spoor_engine::timers::{Pending, TriggerKind};
 use spoor_live::LiveState;
 
+use crate::error::TriggerError;
 use crate::outbox::{Attempt, Fired, Outbox};
 use crate::payload::{contact_check, payload, reach};
-use crate::{TriggerError, signature};
+use crate::signature;
 use spoor_settings::{TriggerRegistry, TriggerSettings, Webhook};
 
 /// How long a receiver has to answer one delivery.

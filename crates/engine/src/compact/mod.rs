@@ -4,4 +4,4 @@
 
 pub mod recent;
 pub mod thin;
-pub mod varint;
+pub(crate) mod varint;

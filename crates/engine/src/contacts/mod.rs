@@ -44,8 +44,10 @@ pub struct Merge {
     pub survivor: ContactId,
 }
 
-/// The contact an event belongs to, and the merges it caused (rarely any).
+/// The contact an event belongs to, and the merges it caused (rarely any), which the
+/// caller hands on to the parts that keep something per contact.
 #[derive(Debug)]
+#[must_use = "merges must reach attribution and timers"]
 pub struct Resolved {
     pub contact: ContactId,
     pub merges: Vec<Merge>,
@@ -99,7 +101,7 @@ impl Contacts {
 
     /// The contact an event with `ids` belongs to, merging and moving identifiers by the
     /// rules in [`identity`].
-    pub fn resolve(&mut self, ids: &[Identifier], at: i64) -> Resolved {
+    pub(crate) fn resolve(&mut self, ids: &[Identifier], at: i64) -> Resolved {
         let holders = self.holders(ids);
         // Candidates: matched by a permanent identifier first, then the oldest first.
         let mut candidates: Vec<(bool, ContactId)> = ids

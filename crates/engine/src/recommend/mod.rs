@@ -23,7 +23,7 @@ use crate::items::{ItemId, Items};
 
 pub use popularity::Popularity;
 pub use query::{Algorithm, Answer, Request};
-pub use sessions::{LatestSessions, NO_VISITOR, NextItemParams, SessionId, Sessions};
+pub use sessions::{LatestSessions, NO_VISITOR, NextItemParams, SessionId, Sessions, Tuning};
 
 /// Who a session belongs to: the state's contact number.
 pub type Visitor = u32;

@@ -36,6 +36,25 @@ pub type SessionId = u32;
 /// A session longer than this goes on as a new one (robots, and the cost of a question).
 pub const MAX_SESSION_ITEMS: usize = 200;
 
+/// How a choice of [`NextItemParams`] scored on held-out sessions, beside the built-in
+/// settings on the same cases: what `spoor_eval` reports and a site's tuning keeps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Tuning {
+    pub validation_sessions: usize,
+    pub validation_cases: u64,
+    pub tries: usize,
+    #[serde(rename = "HR@k")]
+    pub hit_rate: f64,
+    #[serde(rename = "MRR@k")]
+    pub mrr: f64,
+    /// The built-in settings on the same validation cases, for comparison.
+    #[serde(rename = "defaults_HR@k", default)]
+    pub default_hit_rate: f64,
+    #[serde(rename = "defaults_MRR@k", default)]
+    pub default_mrr: f64,
+    pub seconds: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NextItemParams {

@@ -1,63 +1,30 @@
 //! The duplicate index across restarts: rebuilt from the log at start, or loaded from
-//! its snapshot and brought up to date from the log after it; and the bookkeeping that
-//! tells how far a snapshot taken while requests are in flight is complete.
+//! its snapshot and brought up to date from the log after it, and saved while serving.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use spoor_log::{EventLog, Position};
 
-use spoor_protocol::stored::{self, StoredRecord};
-use spoor_protocol::{EventBody, TrackerEvent};
+use spoor_protocol::stored;
 
 use crate::dedup::{DedupIndex, Keys, order_key};
+use crate::error::IngestError;
+use crate::ingestor::Ingestor;
 use crate::scan::scan_as;
-use crate::{IngestError, Ingestor, SiteDirectory};
-
-/// Appends whose claims are not settled yet, counted by the log's end when each began.
-/// Their records lie at or after that end, and every record before the lowest such end
-/// has its key settled in the index: an index snapshot is complete up to there.
-#[derive(Default)]
-pub(crate) struct Unsettled(Mutex<BTreeMap<Position, usize>>);
-
-impl Unsettled {
-    /// Notes an append about to start; dropping the guard ends it.
-    pub(crate) fn begin(self: &Arc<Self>, log: &dyn EventLog) -> UnsettledAppend {
-        let mut floors = self.0.lock().expect("unsettled appends");
-        // Read under the lock: a snapshot either sees this append or an end before it.
-        let floor = log.end();
-        *floors.entry(floor).or_default() += 1;
-        UnsettledAppend {
-            all: self.clone(),
-            floor,
-        }
-    }
-
-    /// The position below which every appended record's key is settled.
-    fn settled_end(&self, log: &dyn EventLog) -> Position {
-        let floors = self.0.lock().expect("unsettled appends");
-        floors.keys().next().copied().unwrap_or_else(|| log.end())
-    }
-}
-
-pub(crate) struct UnsettledAppend {
-    all: Arc<Unsettled>,
-    floor: Position,
-}
-
-impl Drop for UnsettledAppend {
-    fn drop(&mut self) {
-        let mut floors = self.all.0.lock().expect("unsettled appends");
-        if let Some(count) = floors.get_mut(&self.floor) {
-            *count -= 1;
-            if *count == 0 {
-                floors.remove(&self.floor);
-            }
-        }
-    }
-}
+use crate::sites::SiteDirectory;
 
 impl Ingestor {
+    /// Builds the ingestor over an opened log, rebuilding the duplicate index from it.
+    pub fn open(
+        log: Arc<dyn EventLog>,
+        sites: Arc<dyn SiteDirectory>,
+        now_ms: i64,
+    ) -> Result<Self, IngestError> {
+        let dedup = DedupIndex::default();
+        index_records(&dedup, &*log, 0, now_ms)?;
+        Ok(Ingestor::with_index(log, sites, dedup, 0))
+    }
+
     /// Like [`Ingestor::open`], but starting from the index saved at `snapshot` (by
     /// [`Ingestor::save_index`], at a clean stop or while running) and reading only the
     /// log after it. A snapshot that is missing, unreadable or ahead of the log is not
@@ -171,22 +138,4 @@ impl KeysView {
         });
         Ok(Keys { request, order })
     }
-}
-
-pub(crate) fn keys_of(record: &StoredRecord) -> Result<Keys, IngestError> {
-    let request = stored::parse_hash_hex(&record.request_hash).ok_or_else(|| {
-        IngestError::Storage(format!(
-            "record has a bad requestHash {:?}",
-            record.request_hash
-        ))
-    })?;
-    let order = match record.event() {
-        Some(TrackerEvent {
-            site_id,
-            body: EventBody::PurchasedItems { purchase },
-            ..
-        }) => Some(order_key(site_id, &purchase.order_number)),
-        _ => None,
-    };
-    Ok(Keys { request, order })
 }

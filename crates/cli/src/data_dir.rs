@@ -1,0 +1,17 @@
+//! The `--data` flag: where spoor keeps its log, settings, snapshots and admin token.
+
+use std::path::PathBuf;
+
+/// The data directory flag, shared by the subcommands that open one.
+#[derive(clap::Args, Clone)]
+pub struct DataDir {
+    /// Where spoor keeps its log, sites and admin token.
+    #[arg(long = "data", env = "SPOOR_DATA", default_value = "./spoor-data")]
+    pub path: PathBuf,
+}
+
+impl DataDir {
+    pub fn log_dir(&self) -> PathBuf {
+        self.path.join("log")
+    }
+}

@@ -1,0 +1,25 @@
+//! Why an event was not stored.
+
+use spoor_log::LogError;
+use spoor_protocol::{EventKind, ProtocolError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{error}")]
+    Rejected {
+        error: ProtocolError,
+        /// The event's name, when the body got far enough to tell.
+        event: Option<EventKind>,
+    },
+    #[error(
+        "site {site_id:?} is not registered: register it with `spoor serve --site {site_id}` \
+         or POST /admin/v1/sites {{\"siteId\": \"{site_id}\"}}"
+    )]
+    UnknownSite { site_id: String, event: EventKind },
+    #[error("{0}")]
+    InvalidSite(String),
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("{0}")]
+    Storage(String),
+}

@@ -1,0 +1,298 @@
+//! Live ingest: a request's bytes parsed, checked against the registered sites and the
+//! duplicate index, appended, and answered once durable.
+
+use std::sync::{Arc, Mutex};
+
+use spoor_log::{EventLog, Handoff, LogError, Position};
+use spoor_protocol::stored::{RecordContent, StoredRecord, hash_hex};
+use spoor_protocol::tree::Json;
+use spoor_protocol::{EventKind, Incoming, TrackerEvent};
+
+use crate::dedup::{Claim, DedupIndex, DuplicateOf, Keys, keys_of};
+use crate::error::IngestError;
+use crate::sites::SiteDirectory;
+use crate::unsettled::Unsettled;
+
+/// Bytes a stored record takes beyond its request body, about (its receive time and
+/// request hash, and field names spelt out in full).
+const RECORD_OVERHEAD: usize = 256;
+
+/// What became of an accepted request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Durable in the log at this position.
+    Stored(Position),
+    /// Acknowledged, but already stored: not stored again.
+    Duplicate(DuplicateOf),
+    /// A shop plugin's diagnostic record: acknowledged and not stored.
+    Ignored,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub outcome: Outcome,
+    pub event: Option<EventKind>,
+}
+
+/// A request parsed, checked and encoded, waiting to be appended.
+pub(crate) struct Prepared {
+    pub(crate) bytes: Vec<u8>,
+    /// What `bytes` decode to, for the state's follower (see [`Ingestor::hand_off_to`]).
+    pub(crate) record: StoredRecord,
+    pub(crate) keys: Keys,
+    pub(crate) event: Option<EventKind>,
+}
+
+// Nearly every step appends: boxing the record would cost each an allocation.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Step {
+    Done(Result<Accepted, IngestError>),
+    Append(Prepared),
+}
+
+pub struct Ingestor {
+    pub(crate) log: Arc<dyn EventLog>,
+    pub(crate) sites: Arc<dyn SiteDirectory>,
+    pub(crate) dedup: Arc<DedupIndex>,
+    pub(crate) unsettled: Arc<Unsettled>,
+    /// The log position the last saved index snapshot covers; held while saving, so
+    /// that saves take turns at the one file.
+    pub(crate) index_saved_at: Mutex<Position>,
+    /// Where each record about to be appended is also handed, decoded, to the state's
+    /// follower in this process.
+    pub(crate) handoff: Option<Arc<Handoff<StoredRecord>>>,
+}
+
+impl Ingestor {
+    pub(crate) fn with_index(
+        log: Arc<dyn EventLog>,
+        sites: Arc<dyn SiteDirectory>,
+        dedup: DedupIndex,
+        saved_at: Position,
+    ) -> Self {
+        Ingestor {
+            log,
+            sites,
+            dedup: Arc::new(dedup),
+            unsettled: Arc::default(),
+            index_saved_at: Mutex::new(saved_at),
+            handoff: None,
+        }
+    }
+
+    /// Hands every record this ingestor appends, decoded, to `handoff` as well: a
+    /// follower of the log in this process then takes it from there instead of decoding
+    /// the bytes it reads back.
+    pub fn hand_off_to(mut self, handoff: Arc<Handoff<StoredRecord>>) -> Self {
+        self.handoff = Some(handoff);
+        self
+    }
+
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
+    /// Ingests one request body.
+    pub async fn ingest_one(&self, body: &[u8], now_ms: i64) -> Result<Accepted, IngestError> {
+        let mut results = self.ingest_many(&[body], now_ms).await;
+        results.pop().expect("one result per item")
+    }
+
+    /// Ingests several events (a batch): one result per item, in order. Valid items are
+    /// stored even when others are rejected; all that are stored share one durable append.
+    pub async fn ingest_many(
+        &self,
+        items: &[&[u8]],
+        now_ms: i64,
+    ) -> Vec<Result<Accepted, IngestError>> {
+        let steps: Vec<Step> = items
+            .iter()
+            .map(|item| match self.prepare(item, now_ms) {
+                Ok(Some(prepared)) => Step::Append(prepared),
+                Ok(None) => Step::Done(Ok(Accepted {
+                    outcome: Outcome::Ignored,
+                    event: None,
+                })),
+                Err(e) => Step::Done(Err(e)),
+            })
+            .collect();
+        self.commit(steps, now_ms).await
+    }
+
+    /// Parses and checks one item; `None` for a plugin log record, which is not stored.
+    pub(crate) fn prepare(
+        &self,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<Prepared>, IngestError> {
+        let rejected = |error, event| IngestError::Rejected { error, event };
+        let (named, parsed) = spoor_protocol::json::with_tree(body, |tree| {
+            let parsed = spoor_protocol::parse_tree(tree, now_ms);
+            // The event's name counts a rejection by event type; an accepted event has it.
+            let named = parsed.is_err().then(|| peek_event_name(tree)).flatten();
+            (named, parsed)
+        })
+        .map_err(|e| rejected(e, None))?;
+        let content = match parsed {
+            Ok(Incoming::Event(mut event)) => {
+                if !self.sites.is_registered(&event.site_id) {
+                    return Err(IngestError::UnknownSite {
+                        event: event.kind(),
+                        site_id: event.site_id.into(),
+                    });
+                }
+                event.datetime.get_or_insert(now_ms);
+                RecordContent::Event(event)
+            }
+            Ok(Incoming::ContactLink(link)) => RecordContent::ContactLink(link),
+            Ok(Incoming::PluginLog(_)) => return Ok(None),
+            Err(error) => return Err(rejected(error, named)),
+        };
+        let record = StoredRecord {
+            received_at: now_ms,
+            request_hash: hash_hex(request_hash(body)),
+            content,
+        };
+        Ok(Some(self.encode(record, body.len())))
+    }
+
+    /// Encodes `record`, about `size_hint` bytes once encoded: written into a buffer of
+    /// about that size, it is not copied into larger ones as it grows.
+    pub(crate) fn encode(&self, record: StoredRecord, size_hint: usize) -> Prepared {
+        let mut bytes = Vec::with_capacity(size_hint + RECORD_OVERHEAD);
+        serde_json::to_writer(&mut bytes, &record).expect("records serialise");
+        Prepared {
+            bytes,
+            keys: keys_of(&record).expect("a record made here has a valid hash"),
+            event: record.event().map(TrackerEvent::kind),
+            record,
+        }
+    }
+
+    /// Appends the records of `keys` (claimed) and settles the claims. In a task of its
+    /// own: a request whose client goes away mid-write would otherwise drop this future,
+    /// leave the claims unsettled and its retries waiting for ever.
+    pub(crate) async fn append_and_settle(
+        &self,
+        records: Vec<Vec<u8>>,
+        keys: Vec<Keys>,
+    ) -> Result<Position, LogError> {
+        if records.is_empty() {
+            return Ok(self.log.end());
+        }
+        let (log, dedup, unsettled) =
+            (self.log.clone(), self.dedup.clone(), self.unsettled.clone());
+        let task = tokio::spawn(async move {
+            let _unsettled = unsettled.begin(&*log);
+            let appended = log.append(records).await;
+            for keys in keys {
+                dedup.settle(keys, appended.is_ok());
+            }
+            appended
+        });
+        task.await.unwrap_or(Err(LogError::Failed))
+    }
+
+    /// Claims each prepared record's keys, appends the new ones in one durable write,
+    /// settles the claims, and waits for duplicates of records that were in flight.
+    pub(crate) async fn commit(
+        &self,
+        steps: Vec<Step>,
+        now_ms: i64,
+    ) -> Vec<Result<Accepted, IngestError>> {
+        enum Pending {
+            Done(Result<Accepted, IngestError>),
+            New(Keys, Option<EventKind>),
+            Waiting(
+                DuplicateOf,
+                Option<EventKind>,
+                tokio::sync::oneshot::Receiver<bool>,
+            ),
+        }
+        let mut to_append = Vec::new();
+        let pending: Vec<Pending> = steps
+            .into_iter()
+            .map(|step| match step {
+                Step::Done(result) => Pending::Done(result),
+                Step::Append(p) => match self.dedup.claim(p.keys, now_ms) {
+                    Claim::New => {
+                        if let Some(handoff) = &self.handoff {
+                            handoff.deposit(&p.bytes, p.record);
+                        }
+                        to_append.push(p.bytes);
+                        Pending::New(p.keys, p.event)
+                    }
+                    Claim::Duplicate(of) => Pending::Done(Ok(Accepted {
+                        outcome: Outcome::Duplicate(of),
+                        event: p.event,
+                    })),
+                    Claim::InFlight(of, rx) => Pending::Waiting(of, p.event, rx),
+                },
+            })
+            .collect();
+        let new_keys: Vec<Keys> = pending
+            .iter()
+            .filter_map(|p| match p {
+                Pending::New(keys, _) => Some(*keys),
+                _ => None,
+            })
+            .collect();
+        let appended = self.append_and_settle(to_append, new_keys).await;
+        let mut next = appended.as_ref().ok().copied();
+        let mut results = Vec::with_capacity(pending.len());
+        for p in pending {
+            results.push(match p {
+                Pending::Done(result) => result,
+                Pending::New(_, event) => match (&appended, next.as_mut()) {
+                    (Ok(_), Some(position)) => {
+                        let stored = *position;
+                        *position += 1;
+                        Ok(Accepted {
+                            outcome: Outcome::Stored(stored),
+                            event,
+                        })
+                    }
+                    (Err(e), _) => Err(IngestError::Log(clone_log_error(e))),
+                    (Ok(_), None) => unreachable!("a position exists when the append succeeded"),
+                },
+                Pending::Waiting(of, event, rx) => match rx.await {
+                    Ok(true) => Ok(Accepted {
+                        outcome: Outcome::Duplicate(of),
+                        event,
+                    }),
+                    _ => Err(IngestError::Log(LogError::Failed)),
+                },
+            });
+        }
+        results
+    }
+
+    /// Counts for `/metrics`: request hashes in the retry window, and order numbers held.
+    pub fn dedup_sizes(&self) -> (usize, usize) {
+        self.dedup.len()
+    }
+}
+
+/// The hash that makes a client's retry recognisable: xxh3-128 of the request bytes.
+pub fn request_hash(bytes: &[u8]) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(bytes)
+}
+
+fn clone_log_error(error: &LogError) -> LogError {
+    match error {
+        LogError::Closed => LogError::Closed,
+        LogError::ReadOnly => LogError::ReadOnly,
+        LogError::RecordTooLarge(n) => LogError::RecordTooLarge(*n),
+        _ => LogError::Failed,
+    }
+}
+
+/// The event name of a body, when it has a recognisable one, for metrics on rejections.
+fn peek_event_name(value: &Json<'_>) -> Option<EventKind> {
+    let name_in = |info: &Json<'_>| EventKind::from_name(info.get("eventName")?.as_str()?);
+    match value.get("GeneralInfo")? {
+        // `GeneralInfo` sent as a string holding JSON.
+        Json::String(text) => name_in(&serde_json::from_str::<Json<'_>>(text).ok()?),
+        info => name_in(info),
+    }
+}

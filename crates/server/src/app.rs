@@ -1,0 +1,96 @@
+//! What every handler shares: the parts of spoor a request reaches, and the clock.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::http::StatusCode;
+use spoor_ingest::Ingestor;
+use spoor_live::LiveState;
+use spoor_log::EventLog;
+use spoor_settings::Settings;
+
+use crate::error::ApiError;
+use crate::limits::Limiters;
+use crate::metrics::Metrics;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub ingestor: Arc<Ingestor>,
+    /// The event log: the source of truth, read by exports and health checks.
+    pub log: Arc<dyn EventLog>,
+    /// Every site's settings: sites and keys, CORS and rate limits, blocks, tuning,
+    /// triggers.
+    pub settings: Arc<Settings>,
+    /// The state derived from the log, kept current by its follower thread.
+    pub live: Arc<LiveState>,
+    pub metrics: Arc<Metrics>,
+    pub admin_token: Arc<str>,
+    /// Rate limits of the public recommendations endpoint, per site and client.
+    pub limiters: Arc<Limiters>,
+    /// Take the client's address from `X-Forwarded-For` (spoor is behind a proxy).
+    pub trust_forwarded_for: bool,
+    pub tuning_running: Arc<Running>,
+    /// The trigger firing and delivery loop.
+    pub triggers: Arc<spoor_triggers::Triggers>,
+    /// A runtime for requests whose work holds a thread for long (an import reads the
+    /// whole log, or parses a feed of megabytes): each HTTP thread serves many
+    /// connections (see [`crate::threads`]), and none of them should wait behind an import.
+    pub background: tokio::runtime::Handle,
+}
+
+impl AppState {
+    /// Runs `work` on the [`AppState::background`] runtime and waits for it. The work goes
+    /// on to its end even if the client hangs up meanwhile.
+    pub async fn in_background<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        self.background.spawn(work).await.map_err(|error| {
+            tracing::error!(%error, "background work of a request failed");
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request's work stopped unexpectedly; the server's log says why",
+            )
+        })
+    }
+}
+
+/// The handlers' state: one reference count per request instead of one per part.
+pub(crate) type Shared = Arc<AppState>;
+
+/// The current time in milliseconds since the epoch: the receive time of an event.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Sites being tuned now: one tuning per site at a time.
+#[derive(Default)]
+pub struct Running(Mutex<HashSet<String>>);
+
+pub(crate) struct RunningGuard<'a> {
+    running: &'a Running,
+    site_id: String,
+}
+
+impl Drop for RunningGuard<'_> {
+    fn drop(&mut self) {
+        let mut sites = self.running.0.lock().unwrap_or_else(|p| p.into_inner());
+        sites.remove(&self.site_id);
+    }
+}
+
+impl Running {
+    pub(crate) fn start(&self, site_id: &str) -> Option<RunningGuard<'_>> {
+        let mut sites = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        sites.insert(site_id.to_string()).then(|| RunningGuard {
+            running: self,
+            site_id: site_id.to_string(),
+        })
+    }
+}

@@ -1,0 +1,53 @@
+//! The operator's routes: liveness, readiness, metrics and the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::app::Shared;
+use crate::error::ApiError;
+
+pub async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready while the log accepts writes; 503 after a failed write or fsync.
+pub async fn readyz(State(state): State<Shared>) -> Response {
+    if state.log.is_healthy() {
+        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        ApiError::unavailable(
+            "the event log refuses writes after a failed write or fsync; restart spoor",
+        )
+        .into_response()
+    }
+}
+
+pub async fn metrics_text(State(state): State<Shared>) -> Response {
+    let log = &state.log;
+    let lag = log.end().saturating_sub(state.live.applied());
+    let text = state.metrics.render(
+        log.size_bytes(),
+        log.end(),
+        state.ingestor.dedup_sizes(),
+        lag,
+    );
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+/// Every route, described: kept true by a test that compares it with the router.
+pub const OPENAPI_DOCUMENT: &str = include_str!("../openapi.json");
+
+pub async fn openapi() -> Response {
+    let mut response = OPENAPI_DOCUMENT.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
