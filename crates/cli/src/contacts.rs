@@ -63,7 +63,8 @@ pub async fn run(command: ContactsCommand) -> anyhow::Result<()> {
         args.url.trim_end_matches('/'),
         args.site
     );
-    let response = reqwest::Client::new()
+    let response = spoor_outgoing::client_builder()
+        .build()?
         .request(method, &endpoint)
         .query(&[(kind, value.as_str())])
         .bearer_auth(&args.key)

@@ -118,7 +118,7 @@ async fn import_over_http(
     )?;
     let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
     let endpoint = format!("{}/admin/v1/events/import", url.trim_end_matches('/'));
-    let client = reqwest::Client::new();
+    let client = spoor_outgoing::client_builder().build()?;
     let mut total = ImportSummary::default();
     for piece in pieces(&text, IMPORT_PIECE_BYTES) {
         let response = client

@@ -27,7 +27,7 @@ pub async fn run(command: FeedCommand) -> anyhow::Result<()> {
         url,
         key,
     } = command;
-    let client = reqwest::Client::new();
+    let client = spoor_outgoing::client_builder().build()?;
     let xml = if source.starts_with("http://") || source.starts_with("https://") {
         let response = client
             .get(&source)

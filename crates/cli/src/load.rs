@@ -231,7 +231,7 @@ pub async fn online_retail(file: &Path, url: &str, site: &str) -> anyhow::Result
     drop(lines);
 
     let endpoint = format!("{}/api/v2/batch", url.trim_end_matches('/'));
-    let client = reqwest::Client::new();
+    let client = spoor_outgoing::client_builder().build()?;
     let progress = indicatif::ProgressBar::new(events.len() as u64).with_style(
         indicatif::ProgressStyle::with_template(
             "{spinner} loading {bar:40} {pos}/{len} events ({per_sec}, {eta} left)",

@@ -497,3 +497,67 @@ async fn a_site_is_tuned_on_its_own_sessions() {
     let (_, after) = get(&server, "/admin/v1/sites/S1/tuning").await;
     assert_eq!(after["tuned"], false);
 }
+
+/// `GET /api/v2/recommendations?<query>` with `Authorization: Bearer <key>`.
+async fn recommend_with_key(server: &Server, query: &str, key: &str) -> (u16, Value) {
+    let response = client()
+        .get(server.url(&format!("/api/v2/recommendations?{query}")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn issue_key(server: &Server, site_id: &str) -> String {
+    let path = format!("/admin/v1/sites/{site_id}/api-key");
+    let (status, answer) = common::call(reqwest::Method::POST, server, &path).await;
+    assert_eq!(status, 200, "{answer}");
+    answer["apiKey"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_contact_number_names_someone_only_with_the_sites_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["S1", "S2"]);
+    let last = post_all(
+        &server,
+        &[catalogue(), view("v1", "a", 1), view("v1", "b", 2)],
+    )
+    .await;
+    let (own_key, other_key) = (
+        issue_key(&server, "S1").await,
+        issue_key(&server, "S2").await,
+    );
+
+    // A page names its visitor by the cookie the visitor holds: public.
+    let by_cookie = format!("siteId=S1&algorithm=recently-viewed&sc=v1&after={last}");
+    let (status, _, answer) = recommend(&server, &by_cookie).await;
+    assert_eq!((status, keys(&answer)), (200, vec!["b", "a"]), "{answer}");
+
+    // Walking contact numbers without the key reveals nothing, not even who exists.
+    for number in 0..4 {
+        let walk = format!("siteId=S1&algorithm=recently-viewed&contactId={number}");
+        let (status, _, answer) = recommend(&server, &walk).await;
+        assert_eq!(status, 401, "{answer}");
+        assert_eq!(answer["error"], "unauthorized");
+        assert!(answer.get("products").is_none());
+    }
+    let by_number = "siteId=S1&algorithm=recently-viewed&contactId=0";
+    let (status, answer) = recommend_with_key(&server, by_number, &other_key).await;
+    assert_eq!(
+        (status, &answer["error"]),
+        (403, &json!("forbidden")),
+        "{answer}"
+    );
+    assert!(
+        !answer.to_string().contains("S2"),
+        "the key's own site is not named"
+    );
+    let (status, answer) = recommend_with_key(&server, by_number, "not-a-key").await;
+    assert_eq!(status, 401, "{answer}");
+    let (status, answer) = recommend_with_key(&server, by_number, &own_key).await;
+    assert_eq!((status, keys(&answer)), (200, vec!["b", "a"]), "{answer}");
+    let (status, answer) = recommend_with_key(&server, by_number, common::ADMIN_TOKEN).await;
+    assert_eq!(status, 200, "{answer}");
+}

@@ -197,7 +197,8 @@ async fn a_site_key_reads_its_own_site_only_and_rotation_revokes_it() {
         async move { request.send().await.unwrap().status().as_u16() }
     };
     assert_eq!(read("/api/v1/sites/MINE", key.clone()).await, 200);
-    assert_eq!(read("/api/v1/sites/OTHER", key.clone()).await, 401);
+    // Another site's key is known but not for this site: forbidden, not unauthorised.
+    assert_eq!(read("/api/v1/sites/OTHER", key.clone()).await, 403);
     let (_, listed) = get(&server, "/admin/v1/sites").await;
     let listed = listed.to_string();
     assert!(

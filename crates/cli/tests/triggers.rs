@@ -1,8 +1,10 @@
 //! Triggers through the real binary: a shop sets its webhook, posts a cart that was left
-//! two hours ago, and its receiver gets the abandoned-cart message, signed, within seconds.
+//! two hours ago, and its receiver gets the abandoned-cart message, signed, within seconds;
+//! over HTTPS too, with a certificate of the shop's private CA named in `SSL_CERT_FILE`.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -138,4 +140,148 @@ async fn an_abandoned_cart_reaches_the_shops_webhook() {
             "the outbox still names her"
         );
     }
+}
+
+/// A private CA's certificate, written as PEM to a file, and a TLS server configuration
+/// for `localhost` with a certificate that CA signed.
+struct PrivateCa {
+    ca_pem: PathBuf,
+    server: Arc<rustls::ServerConfig>,
+}
+
+fn private_ca(dir: &Path) -> PrivateCa {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    (ca.distinguished_name).push(rcgen::DnType::CommonName, "Shop test CA");
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let ca_pem = dir.join("shop-ca.pem");
+    std::fs::write(&ca_pem, ca.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let server = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    PrivateCa {
+        ca_pem,
+        server: Arc::new(server),
+    }
+}
+
+/// An HTTPS receiver on a loopback port that keeps every request it is sent.
+async fn https_receiver(tls: Arc<rustls::ServerConfig>, seen: Seen) -> u16 {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                // A client that does not trust the certificate hangs up here.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let keep = hyper::service::service_fn(move |request: hyper::Request<_>| {
+                    let seen = seen.clone();
+                    async move {
+                        let (parts, body) = request.into_parts();
+                        let body: hyper::body::Incoming = body;
+                        let bytes = body.collect().await?.to_bytes();
+                        seen.lock().unwrap().push((parts.headers, bytes));
+                        let empty = http_body_util::Empty::<Bytes>::new();
+                        Ok::<_, hyper::Error>(hyper::Response::new(empty))
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(tls);
+                let served = hyper::server::conn::http1::Builder::new().serve_connection(io, keep);
+                let _ = served.await;
+            });
+        }
+    });
+    port
+}
+
+async fn set_webhook(server: &Server, url: &str) {
+    let settings = json!({"webhooks": [{"id": "crm", "url": url, "secret": SECRET,
+                                        "kinds": ["abandoned-cart"]}]});
+    let response = client()
+        .put(server.url("/admin/v1/sites/S1/triggers"))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .body(settings.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}
+
+async fn post_left_cart(server: &Server) {
+    let two_hours_ago = now_ms() - 2 * 3_600_000;
+    let cart = json!({"GeneralInfo": {"eventName": "StatusCart", "siteId": "S1",
+                                       "datetime": two_hours_ago, "cookies": {"sc": "bob"},
+                                       "user_email": "bob@example.com"},
+                      "StatusCart": {"GUID": "g1", "Products": [
+                          {"productKey": "mug", "price": "12.5 EUR", "quantity": 1}]}});
+    let (status, answer) = post_json(&server.url("/api/v2"), cart.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+}
+
+/// The webhook's delivery state of the site's first fired trigger, once it was tried.
+async fn first_attempt(server: &Server) -> Value {
+    for _ in 0..100 {
+        let (_, list) = get(server, "/api/v1/sites/S1/triggers").await;
+        let delivery = &list["triggers"][0]["deliveries"]["crm"];
+        if delivery["attempts"].as_u64().unwrap_or(0) > 0 || delivery["status"] == "delivered" {
+            return delivery.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no delivery attempt within 10 s");
+}
+
+#[tokio::test]
+async fn webhooks_reach_https_receivers_whose_ca_ssl_cert_file_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = private_ca(dir.path());
+    let seen: Seen = Arc::default();
+    let port = https_receiver(ca.server.clone(), seen.clone()).await;
+    let hook = format!("https://localhost:{port}/hook");
+
+    // The shop's CA is not among the system's roots: the delivery fails, to be retried.
+    let untrusting = Server::start(&dir.path().join("untrusting"), &["S1"]);
+    set_webhook(&untrusting, &hook).await;
+    post_left_cart(&untrusting).await;
+    let refused = first_attempt(&untrusting).await;
+    assert_eq!(refused["status"], "pending", "{refused}");
+    let outcome = refused["lastOutcome"].as_str().unwrap();
+    assert!(outcome.contains("certificate"), "{outcome}");
+    assert!(seen.lock().unwrap().is_empty());
+
+    // Named in SSL_CERT_FILE, it is trusted beside the system's roots: delivered.
+    let trusting = Server::start_with_env(
+        &dir.path().join("trusting"),
+        &["S1"],
+        &[],
+        &[("SSL_CERT_FILE", &ca.ca_pem)],
+    );
+    set_webhook(&trusting, &hook).await;
+    post_left_cart(&trusting).await;
+    let delivered = first_attempt(&trusting).await;
+    assert_eq!(delivered["status"], "delivered", "{delivered}");
+    let (headers, body) = seen.lock().unwrap()[0].clone();
+    let signed = headers["spoor-signature"].to_str().unwrap();
+    assert!(spoor_triggers::signature::verify(
+        SECRET,
+        signed,
+        &body,
+        now_ms() / 1000,
+        300
+    ));
+    let message: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(message["contact"]["email"], "bob@example.com");
 }

@@ -68,27 +68,31 @@ pub fn is_admin(headers: &HeaderMap, token: &str) -> bool {
     bearer(headers).is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
 }
 
-/// The site's API key, or the admin token.
+/// The site's API key, or the admin token: 401 without either, 403 for the key of
+/// another site (which site is not said).
 pub fn require_site(headers: &HeaderMap, state: &AppState, site_id: &str) -> Result<(), ApiError> {
-    let site_key =
-        bearer(headers).is_some_and(|key| state.settings.sites.verify_api_key(site_id, key));
+    let sites = &state.settings.sites;
+    let site_key = bearer(headers).is_some_and(|key| sites.verify_api_key(site_id, key));
     if site_key || is_admin(headers, &state.admin_token) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send the site's API key (or the admin token) as `Authorization: Bearer <key>`",
-        ))
+        return Ok(());
     }
+    if bearer(headers).is_some_and(|key| sites.site_of_key(key).is_some()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this API key is not {site_id:?}'s: send that site's key or the admin token"),
+        ));
+    }
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "send the site's API key (or the admin token) as `Authorization: Bearer <key>`",
+    ))
 }
 
-/// Compares without stopping at the first difference, so timing tells nothing of the token.
+/// Compares in constant time, so timing tells nothing of the token.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a, b).into()
 }
 
 #[cfg(test)]

@@ -16,9 +16,9 @@ use spoor_settings::blocks::container_type;
 
 use spoor_settings::SiteSettings;
 
-use crate::access;
 use crate::app::{AppState, Shared, now_ms};
 use crate::error::ApiError;
+use crate::{access, auth};
 
 pub const DEFAULT_LIMIT: usize = 10;
 pub const MAX_LIMIT: usize = 100;
@@ -291,7 +291,7 @@ pub async fn recommendations(
 ) -> Response {
     let settings = site_settings(&state, &query);
     let client = access::client_address(&state, &headers, peer);
-    let response = match answer(&state, &settings, client, query).await {
+    let response = match answer(&state, &headers, &settings, client, query).await {
         Ok(response) => response,
         Err(response) => response,
     };
@@ -333,6 +333,7 @@ pub async fn preflight(
 
 async fn answer(
     state: &AppState,
+    headers: &HeaderMap,
     settings: &SiteSettings,
     client: IpAddr,
     query: Vec<(String, String)>,
@@ -348,6 +349,11 @@ async fn answer(
     }
     if let Some(refusal) = access::rate_limit_refusal(state, &ask.site_id, settings, client) {
         return Err(refusal);
+    }
+    // A contact number is small and sequential: anyone could walk them. A page names its
+    // visitor by the `sc` cookie the visitor holds; a number needs the site's key.
+    if ask.contact_id.is_some() {
+        auth::require_site(headers, state, &ask.site_id).map_err(IntoResponse::into_response)?;
     }
     recommend(state, ask)
         .await

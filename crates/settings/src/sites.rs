@@ -216,8 +216,23 @@ impl SiteRegistry {
         let Some(expected) = sites.get(site_id).and_then(|s| s.api_key_sha256.as_ref()) else {
             return false;
         };
-        // Comparing digests: timing reveals nothing usable about the key itself.
-        *expected == sha256_hex(key)
+        // Digests compared in constant time: timing tells nothing of the stored digest.
+        subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), sha256_hex(key).as_bytes()).into()
+    }
+
+    /// The site whose API key `key` is, if any.
+    pub fn site_of_key(&self, key: &str) -> Option<String> {
+        let digest = sha256_hex(key);
+        let sites = self.sites.read().expect("sites lock");
+        (sites.values())
+            .find(|s| {
+                let stored = s.api_key_sha256.as_deref().unwrap_or("");
+                bool::from(subtle::ConstantTimeEq::ct_eq(
+                    stored.as_bytes(),
+                    digest.as_bytes(),
+                ))
+            })
+            .map(|s| s.site.site_id.clone())
     }
 
     /// Registers a site; with no id, a fresh 7-character hex id (`8A412DC`) is generated.

@@ -44,9 +44,8 @@ impl Triggers {
         settings: Arc<TriggerRegistry>,
         outbox: Arc<Outbox>,
     ) -> Result<Triggers, TriggerError> {
-        let client = reqwest::Client::builder()
+        let client = spoor_outgoing::client_builder()
             .timeout(DELIVERY_TIMEOUT)
-            .user_agent(concat!("spoor/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| TriggerError::Storage(format!("HTTP client: {e}")))?;
         Ok(Triggers {
@@ -280,8 +279,16 @@ impl Triggers {
                 )
             }
             Err(error) if error.is_timeout() => (false, true, "timed out".to_string()),
-            Err(error) if error.is_connect() => (false, true, "could not connect".to_string()),
-            Err(_) => (false, true, "the request failed".to_string()),
+            Err(error) if error.is_connect() => (
+                false,
+                true,
+                format!("could not connect: {}", root_cause(&error)),
+            ),
+            Err(error) => (
+                false,
+                true,
+                format!("the request failed: {}", root_cause(&error)),
+            ),
         };
         let done = attempts + 1;
         let next_at = (!delivered && retryable && done < hook.max_attempts)
@@ -338,4 +345,14 @@ fn retry_wait_ms(hook: &Webhook, done: u32) -> i64 {
     let base = hook.first_retry_seconds * 1000.0 * 2f64.powi(done.saturating_sub(1) as i32);
     let jitter = 0.8 + 0.4 * fastrand::f64();
     (base.min(MAX_RETRY_WAIT_MS) * jitter) as i64
+}
+/// The innermost cause of a failed request (a refused connection, an untrusted
+/// certificate), which tells the shop what to fix; reqwest's own message above it names
+/// the URL, which the delivery's record names already.
+fn root_cause(error: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }

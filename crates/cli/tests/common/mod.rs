@@ -29,6 +29,16 @@ impl Server {
 
     /// [`Server::start`] with further arguments to `spoor serve`.
     pub fn start_with(data: &Path, sites: &[&str], args: &[&str]) -> Server {
+        Server::start_with_env(data, sites, args, &[])
+    }
+
+    /// [`Server::start_with`] with further environment variables.
+    pub fn start_with_env(
+        data: &Path,
+        sites: &[&str],
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Server {
         fs::create_dir_all(data).unwrap();
         let log_path = next_log_path(data);
         let log = File::create(&log_path).unwrap();
@@ -53,6 +63,9 @@ impl Server {
             command.args(["--site", site]);
         }
         command.args(args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
         let child = command.spawn().expect("start spoor serve");
         let mut server = Server {
             child: Some(child),
