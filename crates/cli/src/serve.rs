@@ -8,6 +8,7 @@ use anyhow::Context;
 use spoor_ingest::Ingestor;
 use spoor_live::LiveState;
 use spoor_log::{FileLog, FileLogConfig, GroupCommitObserver, Handoff};
+use spoor_outgoing::Targets;
 use spoor_server::auth::{self, TokenSource};
 use spoor_server::directory::RegisteredSites;
 use spoor_server::threads::HttpServer;
@@ -64,6 +65,12 @@ pub struct ServeArgs {
     /// limits). Set it only when spoor is reachable through a proxy that sets the header.
     #[arg(long, env = "SPOOR_TRUST_FORWARDED_FOR")]
     trust_forwarded_for: bool,
+
+    /// Let webhooks reach loopback, private, link-local and other non-public addresses.
+    /// Off by default: anyone with a site's key sets its webhooks, and could otherwise
+    /// make spoor send requests into its own network. For tests and on-premises setups.
+    #[arg(long, env = "SPOOR_ALLOW_PRIVATE_TARGETS")]
+    allow_private_targets: bool,
 
     /// Token for /admin/v1 (`Authorization: Bearer <token>`). When absent, one is
     /// generated at first start and kept in <data>/admin-token, readable by its owner only.
@@ -124,12 +131,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "admin token: generated and stored (mode 0600); send it as `Authorization: Bearer <token>`"
         ),
     }
+    let targets = Targets {
+        allow_private: args.allow_private_targets,
+    };
+    if targets.allow_private {
+        tracing::warn!(
+            "webhooks may reach private and loopback addresses (--allow-private-targets)"
+        );
+    }
     let outbox =
         Arc::new(Outbox::open(&data_dir.join("outbox")).context("open the trigger outbox")?);
     let triggers = Arc::new(Triggers::new(
         live.clone(),
         settings.triggers.clone(),
         outbox,
+        targets,
     )?);
     let stop_triggers = Arc::new(AtomicBool::new(false));
     let trigger_loop = tokio::spawn(triggers.clone().run(stop_triggers.clone(), now_ms));
@@ -143,6 +159,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         limiters: Arc::default(),
         tuning_running: Arc::default(),
         trust_forwarded_for: args.trust_forwarded_for,
+        targets,
         triggers: triggers.clone(),
         background: tokio::runtime::Handle::current(),
     };

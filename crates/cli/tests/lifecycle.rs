@@ -236,6 +236,8 @@ fn help_documents_every_command_and_flag() {
         "--site",
         "--admin-token",
         "SPOOR_ADMIN_TOKEN",
+        "--allow-private-targets",
+        "SPOOR_ALLOW_PRIVATE_TARGETS",
     ] {
         assert!(help.contains(flag), "serve --help lacks {flag}");
     }

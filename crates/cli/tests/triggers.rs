@@ -17,6 +17,8 @@ use common::{Server, client, get, post_json};
 use serde_json::{Value, json};
 
 const SECRET: &str = "shop-webhook-secret-42";
+/// The receivers of these tests listen on loopback.
+const PRIVATE_TARGETS: &[&str] = &["--allow-private-targets"];
 
 type Seen = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
@@ -43,9 +45,25 @@ async fn an_abandoned_cart_reaches_the_shops_webhook() {
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"), &["S1"]);
     let settings = json!({"webhooks": [{"id": "crm", "url": hook, "secret": SECRET,
                                         "kinds": ["abandoned-cart"]}]});
+    // By default a webhook may not point into spoor's own network.
+    let guarded = Server::start(&dir.path().join("guarded"), &["S1"]);
+    let refused = client()
+        .put(guarded.url("/admin/v1/sites/S1/triggers"))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .body(settings.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    let refused: Value = refused.json().await.unwrap();
+    let message = refused["message"].as_str().unwrap();
+    assert!(message.starts_with("webhooks[0].url: "), "{message}");
+    assert!(message.contains("--allow-private-targets"), "{message}");
+    drop(guarded);
+
+    let server = Server::start_with(&dir.path().join("data"), &["S1"], PRIVATE_TARGETS);
     let response = client()
         .put(server.url("/admin/v1/sites/S1/triggers"))
         .bearer_auth(common::ADMIN_TOKEN)
@@ -253,7 +271,7 @@ async fn webhooks_reach_https_receivers_whose_ca_ssl_cert_file_names() {
     let hook = format!("https://localhost:{port}/hook");
 
     // The shop's CA is not among the system's roots: the delivery fails, to be retried.
-    let untrusting = Server::start(&dir.path().join("untrusting"), &["S1"]);
+    let untrusting = Server::start_with(&dir.path().join("untrusting"), &["S1"], PRIVATE_TARGETS);
     set_webhook(&untrusting, &hook).await;
     post_left_cart(&untrusting).await;
     let refused = first_attempt(&untrusting).await;
@@ -266,7 +284,7 @@ async fn webhooks_reach_https_receivers_whose_ca_ssl_cert_file_names() {
     let trusting = Server::start_with_env(
         &dir.path().join("trusting"),
         &["S1"],
-        &[],
+        PRIVATE_TARGETS,
         &[("SSL_CERT_FILE", &ca.ca_pem)],
     );
     set_webhook(&trusting, &hook).await;

@@ -3,7 +3,11 @@
 //! and, added to them, those of `SSL_CERT_FILE` (and `SSL_CERT_DIR`), the variables
 //! OpenSSL-based tools read, so that a shop with a private CA names its certificate once.
 
+mod targets;
+
 use std::sync::OnceLock;
+
+pub use targets::{MAX_REDIRECTS, Targets, is_public};
 
 /// A client builder for requests to other systems, trusting [`trusted_roots`].
 pub fn client_builder() -> reqwest::ClientBuilder {

@@ -32,6 +32,8 @@ pub struct AppState {
     pub limiters: Arc<Limiters>,
     /// Take the client's address from `X-Forwarded-For` (spoor is behind a proxy).
     pub trust_forwarded_for: bool,
+    /// Where webhooks may point (see `spoor_outgoing::Targets`).
+    pub targets: spoor_outgoing::Targets,
     pub tuning_running: Arc<Running>,
     /// The trigger firing and delivery loop.
     pub triggers: Arc<spoor_triggers::Triggers>,

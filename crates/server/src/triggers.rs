@@ -61,6 +61,12 @@ pub async fn put_settings(
         let path = e.path().to_string();
         ApiError::bad_request("invalid_settings", format!("{path}: {}", e.into_inner()))
     })?;
+    for (i, webhook) in settings.webhooks.iter().enumerate() {
+        if let Err(refusal) = state.targets.check(&webhook.url).await {
+            let message = format!("webhooks[{i}].url: {refusal}");
+            return Err(ApiError::bad_request("invalid_settings", message));
+        }
+    }
     state.settings.triggers.set(&site_id, settings)?;
     tracing::info!(site_id = %site_id, "trigger settings changed");
     Ok(Json(

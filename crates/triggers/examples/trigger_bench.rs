@@ -116,7 +116,14 @@ async fn main() -> anyhow::Result<()> {
     }))?;
     settings.set("S", config)?;
     let outbox = Arc::new(Outbox::open(&dir.path().join("outbox"))?);
-    let triggers = Triggers::new(live.clone(), settings, outbox)?;
+    let triggers = Triggers::new(
+        live.clone(),
+        settings,
+        outbox,
+        spoor_outgoing::Targets {
+            allow_private: true,
+        },
+    )?;
 
     let now = T0 + contacts as i64 + 2 * HOUR;
     let started = Instant::now();

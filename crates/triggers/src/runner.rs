@@ -14,6 +14,7 @@ use crate::error::TriggerError;
 use crate::outbox::{Attempt, Fired, Outbox};
 use crate::payload::{contact_check, payload, reach};
 use crate::signature;
+use spoor_outgoing::Targets;
 use spoor_settings::{TriggerRegistry, TriggerSettings, Webhook};
 
 /// How long a receiver has to answer one delivery.
@@ -29,6 +30,8 @@ pub struct Triggers {
     settings: Arc<TriggerRegistry>,
     outbox: Arc<Outbox>,
     client: reqwest::Client,
+    /// Where webhooks may be: checked again at each delivery.
+    targets: Targets,
 }
 
 /// A due timer that passed every check, to fire.
@@ -43,8 +46,9 @@ impl Triggers {
         live: Arc<LiveState>,
         settings: Arc<TriggerRegistry>,
         outbox: Arc<Outbox>,
+        targets: Targets,
     ) -> Result<Triggers, TriggerError> {
-        let client = spoor_outgoing::client_builder()
+        let client = (targets.client_builder())
             .timeout(DELIVERY_TIMEOUT)
             .build()
             .map_err(|e| TriggerError::Storage(format!("HTTP client: {e}")))?;
@@ -53,6 +57,7 @@ impl Triggers {
             settings,
             outbox,
             client,
+            targets,
         })
     }
 
@@ -254,6 +259,13 @@ impl Triggers {
             return outcome(false, "the contact is no longer held".into(), None);
         };
         let body = serde_json::to_vec(&body).expect("payloads serialise");
+        // A host given as an address is not resolved, so the client's resolver never
+        // judges it: it is judged here.
+        let refused = (reqwest::Url::parse(&hook.url).map_err(|e| e.to_string()))
+            .and_then(|url| self.targets.check_literal(&url));
+        if let Err(refusal) = refused {
+            return outcome(false, format!("not sent: {refusal}"), None);
+        }
         let sent = self
             .client
             .post(&hook.url)

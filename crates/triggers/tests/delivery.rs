@@ -13,6 +13,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use spoor_live::LiveState;
 use spoor_log::{EventLog, FileLog, FileLogConfig};
+use spoor_outgoing::Targets;
 use spoor_protocol::stored::{RecordContent, StoredRecord};
 use spoor_protocol::{Incoming, parse_value};
 use spoor_settings::{TriggerRegistry, TriggerSettings};
@@ -94,8 +95,14 @@ impl Shop {
     }
 
     fn triggers(&self) -> Triggers {
+        self.triggers_for(Targets {
+            allow_private: true,
+        })
+    }
+
+    fn triggers_for(&self, targets: Targets) -> Triggers {
         let outbox = Arc::new(Outbox::open(&self.dir.path().join("outbox")).unwrap());
-        Triggers::new(self.live.clone(), self.settings.clone(), outbox).unwrap()
+        Triggers::new(self.live.clone(), self.settings.clone(), outbox, targets).unwrap()
     }
 
     /// Appends an event (tracker JSON) and waits until the state has it.
@@ -312,4 +319,63 @@ async fn price_drops_past_the_threshold_and_wishlists_are_told() {
     let body: Value = serde_json::from_slice(&receiver.lock().unwrap().seen[1].1).unwrap();
     assert_eq!(body["type"], "wishlist-reminder");
     assert_eq!(body["products"][0]["product_id"], "vase");
+}
+
+/// The outcome of the one trigger's last delivery attempt.
+fn last_outcome(triggers: &Triggers) -> String {
+    let listed = triggers.outbox().list("S", None, 10);
+    let delivery = &listed[0].deliveries["crm"];
+    delivery.last_outcome.clone().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_webhook_whose_host_is_private_by_the_time_it_is_called_gets_nothing() {
+    let strict = Targets {
+        allow_private: false,
+    };
+    let (url, receiver) = start_receiver(0, 200).await;
+    // The URL was allowed when it was set (say the name resolved elsewhere then): it is
+    // judged again at each call, as an address and as a name.
+    let by_name = url.replace("127.0.0.1", "localhost");
+    for hook in [url, by_name] {
+        let mut shop = Shop::open(&hook, json!({}));
+        shop.post(cart("eve", 0, Some("eve@example.com"))).await;
+        let triggers = shop.triggers_for(strict);
+        let now = T0 + 60 * MINUTE;
+        triggers.fire_due(now).await.unwrap();
+        triggers.deliver_due(now).await.unwrap();
+        let outcome = last_outcome(&triggers);
+        assert!(
+            outcome.contains("--allow-private-targets"),
+            "{hook}: {outcome}"
+        );
+    }
+    assert!(receiver.lock().unwrap().seen.is_empty());
+}
+
+#[tokio::test]
+async fn redirects_are_followed_a_few_times_only() {
+    // A receiver that sends every request on to itself.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let hits = Arc::new(Mutex::new(0usize));
+    let (target, counted) = (url.clone(), hits.clone());
+    let app = Router::new().route(
+        "/hook",
+        post(move || {
+            *counted.lock().unwrap() += 1;
+            let target = target.clone();
+            async move { (StatusCode::TEMPORARY_REDIRECT, [("location", target)]) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut shop = Shop::open(&url, json!({}));
+    shop.post(cart("rex", 0, Some("rex@example.com"))).await;
+    let triggers = shop.triggers();
+    let now = T0 + 60 * MINUTE;
+    triggers.fire_due(now).await.unwrap();
+    triggers.deliver_due(now).await.unwrap();
+    let outcome = last_outcome(&triggers);
+    assert!(outcome.contains("redirects"), "{outcome}");
+    assert_eq!(*hits.lock().unwrap(), 1 + spoor_outgoing::MAX_REDIRECTS);
 }
