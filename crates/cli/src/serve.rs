@@ -157,6 +157,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         admin_token: admin_token.into(),
         limiters: Arc::default(),
+        guesses: Arc::default(),
         tuning_running: Arc::default(),
         trust_forwarded_for: args.trust_forwarded_for,
         targets,

@@ -282,3 +282,45 @@ async fn a_feed_import_keeps_good_items_reports_bad_ones_and_the_site_value_wins
     let (status, _) = get(&server, "/api/v1/sites/S1/products/rug").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn an_address_sending_refused_keys_is_slowed_down_and_others_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["S1"],
+        &["--trust-forwarded-for"],
+    );
+    let read = |from: &'static str, key: &'static str| {
+        let request = client()
+            .get(server.url("/api/v1/sites/S1"))
+            .header("x-forwarded-for", from)
+            .bearer_auth(key);
+        async move {
+            let response = request.send().await.unwrap();
+            let retry_after = response.headers().get("retry-after").cloned();
+            (response.status().as_u16(), retry_after)
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(read("203.0.113.7", "guess").await.0, 401);
+    }
+    // The eleventh try waits, whatever key it carries; another address does not.
+    let (status, retry_after) = read("203.0.113.7", "guess").await;
+    assert_eq!(status, 429);
+    let seconds: u64 = retry_after.unwrap().to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&seconds), "{seconds}");
+    assert_eq!(read("203.0.113.7", ADMIN_TOKEN).await.0, 429);
+    assert_eq!(read("203.0.113.8", ADMIN_TOKEN).await.0, 200);
+    // Events are still taken from the slowed address: the tracker takes no key.
+    let event = r#"{"GeneralInfo": {"eventName": "CategoryPage", "siteId": "S1",
+        "cookies": {"sc": "x"}}, "CategoryPage": {"categoryKey": "1"}}"#;
+    let response = client()
+        .post(server.url("/api/v2"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+}

@@ -10,6 +10,7 @@ pub mod blocks;
 pub mod body;
 pub mod directory;
 pub mod error;
+mod guesses;
 mod limits;
 pub mod metrics;
 mod observe;

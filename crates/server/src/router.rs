@@ -2,24 +2,32 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{get, post};
+use axum::{Router, middleware};
 
 use crate::app::{AppState, Shared};
 use crate::error::ApiError;
 use crate::{
-    access, admin, blocks, observe, operations, recommend, routes, state, tracker, triggers, tuning,
+    access, admin, blocks, guesses, observe, operations, recommend, routes, state, tracker,
+    triggers, tuning,
 };
 
 /// Every route spoor serves.
 pub fn router(state: AppState) -> Router {
     let state: Shared = Arc::new(state);
-    Router::new()
+    let open = Router::new()
         // The tracker API, as shops already call it.
         .route(routes::TRACK, post(tracker::track))
         .route(routes::TRACK_BATCH, post(tracker::track_batch))
-        // Recommendations: public, like the tracker API.
+        // Operations.
+        .route(routes::HEALTHZ, get(operations::healthz))
+        .route(routes::READYZ, get(operations::readyz))
+        .route(routes::METRICS, get(operations::metrics_text))
+        .route(routes::OPENAPI, get(operations::openapi));
+    // Routes that take a key; an address that sends many refused keys waits.
+    let keyed = Router::new()
+        // Recommendations: public, but a contact number needs the site's key.
         .route(
             routes::RECOMMENDATIONS,
             get(recommend::recommendations).options(recommend::preflight),
@@ -65,11 +73,11 @@ pub fn router(state: AppState) -> Router {
         .route(routes::CONTACT_EXPORT, get(state::export_contact))
         .route(routes::PRODUCT, get(state::product))
         .route(routes::BLOCK_STATS, get(blocks::block_stats))
-        // Operations.
-        .route(routes::HEALTHZ, get(operations::healthz))
-        .route(routes::READYZ, get(operations::readyz))
-        .route(routes::METRICS, get(operations::metrics_text))
-        .route(routes::OPENAPI, get(operations::openapi))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            guesses::guard,
+        ));
+    open.merge(keyed)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(observe::ObserveLayer::new(state.clone()))

@@ -1,0 +1,140 @@
+//! Repeated wrong keys from one address, slowed down: after [`MAX_FAILURES`] refused keys
+//! (401 or 403) within [`WINDOW`], the address gets 429 with `Retry-After` on every route
+//! that takes a key until its window ends, whatever it sends. A 256-bit key cannot be
+//! guessed anyway; this keeps anyone from trying at speed, and bounds how fast the public
+//! recommendations route can be walked for contact numbers.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::access::client_address;
+use crate::app::Shared;
+use crate::error::ApiError;
+
+/// Refused keys an address may send within [`WINDOW`].
+pub const MAX_FAILURES: u32 = 10;
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Addresses remembered at most: past it, those whose window has ended are dropped, and
+/// if none has, a new address is not counted (the ones remembered stay slowed).
+const MAX_ADDRESSES: usize = 100_000;
+
+#[derive(Default)]
+pub struct KeyGuesses {
+    failures: Mutex<HashMap<IpAddr, Failures>>,
+    /// How many addresses `failures` holds: zero on a server nobody guesses at, whose
+    /// requests then take no lock here.
+    remembered: AtomicUsize,
+}
+
+struct Failures {
+    count: u32,
+    since: Instant,
+}
+
+impl KeyGuesses {
+    /// How long `client` must wait before sending a key again, if it must.
+    pub fn wait(&self, client: IpAddr, now: Instant) -> Option<Duration> {
+        if self.remembered.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = failures.get(&client)?;
+        let end = seen.since + WINDOW;
+        (seen.count >= MAX_FAILURES && end > now).then(|| end - now)
+    }
+
+    /// Counts a refused key from `client`.
+    pub fn failed(&self, client: IpAddr, now: Instant) {
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if !failures.contains_key(&client) && failures.len() >= MAX_ADDRESSES {
+            failures.retain(|_, seen| seen.since + WINDOW > now);
+            if failures.len() >= MAX_ADDRESSES {
+                return;
+            }
+        }
+        let seen = failures.entry(client).or_insert(Failures {
+            count: 0,
+            since: now,
+        });
+        if seen.since + WINDOW <= now {
+            *seen = Failures {
+                count: 0,
+                since: now,
+            };
+        }
+        seen.count += 1;
+        self.remembered.store(failures.len(), Ordering::Relaxed);
+    }
+}
+
+/// The layer of every route that takes a key: a client over its budget of refused keys
+/// waits; each 401 or 403 it gets counts.
+pub async fn guard(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let client = client_address(&state, request.headers(), peer);
+    if let Some(wait) = state.guesses.wait(client, Instant::now()) {
+        return too_many(wait);
+    }
+    let response = next.run(request).await;
+    if matches!(
+        response.status(),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+    ) {
+        state.guesses.failed(client, Instant::now());
+    }
+    response
+}
+
+fn too_many(wait: Duration) -> Response {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_refused_keys",
+        format!(
+            "this address sent {MAX_FAILURES} refused keys within {} s; retry in {seconds} s",
+            WINDOW.as_secs()
+        ),
+    )
+    .into_response();
+    (response.headers_mut()).insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_waits_after_its_refused_keys_until_its_window_ends() {
+        let guesses = KeyGuesses::default();
+        let (a, b): (IpAddr, IpAddr) = ("203.0.113.7".parse().unwrap(), "::2".parse().unwrap());
+        let start = Instant::now();
+        assert_eq!(guesses.wait(a, start), None);
+        for _ in 0..MAX_FAILURES {
+            assert_eq!(guesses.wait(a, start), None);
+            guesses.failed(a, start);
+        }
+        let wait = guesses.wait(a, start + Duration::from_secs(10)).unwrap();
+        assert_eq!(wait, WINDOW - Duration::from_secs(10));
+        assert_eq!(guesses.wait(b, start), None, "another address is apart");
+        assert_eq!(guesses.wait(a, start + WINDOW), None, "the window ended");
+        guesses.failed(a, start + WINDOW);
+        assert_eq!(
+            guesses.wait(a, start + WINDOW),
+            None,
+            "a new window counts anew"
+        );
+    }
+}
