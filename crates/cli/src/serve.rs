@@ -11,6 +11,7 @@ use spoor_log::{FileLog, FileLogConfig, GroupCommitObserver, Handoff};
 use spoor_outgoing::Targets;
 use spoor_server::auth::{self, TokenSource};
 use spoor_server::directory::RegisteredSites;
+use spoor_server::guesses::KeyGuesses;
 use spoor_server::threads::HttpServer;
 use spoor_server::{AppState, Metrics, now_ms};
 use spoor_settings::{Registration, Settings};
@@ -71,6 +72,11 @@ pub struct ServeArgs {
     /// make spoor send requests into its own network. For tests and on-premises setups.
     #[arg(long, env = "SPOOR_ALLOW_PRIVATE_TARGETS")]
     allow_private_targets: bool,
+
+    /// Refused keys (401 or 403) one client address may send per minute before every
+    /// route that takes a key answers it 429 until the minute ends; 0 for no limit.
+    #[arg(long, env = "SPOOR_REFUSED_KEYS_PER_MINUTE", default_value_t = spoor_server::guesses::DEFAULT_MAX_FAILURES)]
+    refused_keys_per_minute: u32,
 
     /// Token for /admin/v1 (`Authorization: Bearer <token>`). When absent, one is
     /// generated at first start and kept in <data>/admin-token, readable by its owner only.
@@ -157,7 +163,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         admin_token: admin_token.into(),
         limiters: Arc::default(),
-        guesses: Arc::default(),
+        guesses: Arc::new(KeyGuesses::new(args.refused_keys_per_minute)),
         tuning_running: Arc::default(),
         trust_forwarded_for: args.trust_forwarded_for,
         targets,

@@ -6,7 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use spoor_settings::SiteSettings;
@@ -14,6 +14,7 @@ use spoor_settings::SiteSettings;
 use crate::app::{AppState, Shared};
 use crate::auth;
 use crate::error::ApiError;
+use crate::extract::ApiPath;
 use crate::state::known_site;
 
 /// The address a request came from: the peer, or behind a proxy that spoor was told to
@@ -93,7 +94,7 @@ pub fn with_cors(mut response: Response, allowed: Option<HeaderValue>) -> Respon
 pub async fn get_settings(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(site_id): Path<String>,
+    ApiPath(site_id): ApiPath<String>,
 ) -> Result<Json<SiteSettings>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
@@ -106,7 +107,7 @@ pub async fn get_settings(
 pub async fn put_settings(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(site_id): Path<String>,
+    ApiPath(site_id): ApiPath<String>,
     body: Bytes,
 ) -> Result<Json<SiteSettings>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;

@@ -5,7 +5,7 @@ use std::io::Write;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::app::{AppState, Shared, now_ms};
 use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::{auth, body};
 
 /// The largest import body; `spoor events import --url` sends files in pieces below it.
@@ -109,7 +110,7 @@ pub struct ApiKeyAnswer {
 pub async fn issue_api_key(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(site_id): Path<String>,
+    ApiPath(site_id): ApiPath<String>,
 ) -> Result<Json<ApiKeyAnswer>, ApiError> {
     require_admin(&state, &headers)?;
     if !state.settings.sites.contains(&site_id) {
@@ -135,7 +136,7 @@ pub struct ExportQuery {
 pub async fn export_events(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Query(query): Query<ExportQuery>,
+    ApiQuery(query): ApiQuery<ExportQuery>,
 ) -> Result<Response, ApiError> {
     require_admin(&state, &headers)?;
     let filter = ExportFilter {
@@ -207,7 +208,7 @@ pub const FEED_BODY_LIMIT: usize = 128 * 1024 * 1024;
 pub async fn import_feed(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(site_id): Path<String>,
+    ApiPath(site_id): ApiPath<String>,
     request_body: Body,
 ) -> Result<Json<FeedSummary>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
@@ -17,6 +17,7 @@ use spoor_settings::blocks::{Block, container_type};
 use crate::app::{Shared, now_ms};
 use crate::auth;
 use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::state::{enter, known_site};
 
 #[derive(Serialize)]
@@ -64,7 +65,7 @@ pub fn unknown_block(site_id: &str, block_id: &str) -> ApiError {
 pub async fn put_block(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path((site_id, block_id)): Path<(String, String)>,
+    ApiPath((site_id, block_id)): ApiPath<(String, String)>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
@@ -94,7 +95,7 @@ pub async fn put_block(
 pub async fn get_block(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path((site_id, block_id)): Path<(String, String)>,
+    ApiPath((site_id, block_id)): ApiPath<(String, String)>,
 ) -> Result<Json<BlockAnswer>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     let block = state
@@ -109,7 +110,7 @@ pub async fn get_block(
 pub async fn delete_block(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path((site_id, block_id)): Path<(String, String)>,
+    ApiPath((site_id, block_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     if state.settings.blocks.delete(&site_id, &block_id)? {
@@ -124,7 +125,7 @@ pub async fn delete_block(
 pub async fn list_blocks(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(site_id): Path<String>,
+    ApiPath(site_id): ApiPath<String>,
 ) -> Result<Json<BlockList>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
@@ -206,8 +207,8 @@ struct DayFigures {
 pub async fn block_stats(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path((site_id, block_id)): Path<(String, String)>,
-    Query(query): Query<StatsQuery>,
+    ApiPath((site_id, block_id)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<StatsQuery>,
 ) -> Result<Json<StatsAnswer>, ApiError> {
     enter(&state, &headers, &site_id, query.after).await?;
     let to = match &query.to {

@@ -1,5 +1,6 @@
-//! Repeated wrong keys from one address, slowed down: after [`MAX_FAILURES`] refused keys
-//! (401 or 403) within [`WINDOW`], the address gets 429 with `Retry-After` on every route
+//! Repeated wrong keys from one address, slowed down: after [`DEFAULT_MAX_FAILURES`]
+//! refused keys (401 or 403) within [`WINDOW`] (`--refused-keys-per-minute`), the address
+//! gets 429 with `Retry-After` on every route
 //! that takes a key until its window ends, whatever it sends. A 256-bit key cannot be
 //! guessed anyway; this keeps anyone from trying at speed, and bounds how fast the public
 //! recommendations route can be walked for contact numbers.
@@ -19,15 +20,16 @@ use crate::access::client_address;
 use crate::app::Shared;
 use crate::error::ApiError;
 
-/// Refused keys an address may send within [`WINDOW`].
-pub const MAX_FAILURES: u32 = 10;
+/// Refused keys an address may send within [`WINDOW`], unless set otherwise.
+pub const DEFAULT_MAX_FAILURES: u32 = 10;
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// Addresses remembered at most: past it, those whose window has ended are dropped, and
 /// if none has, a new address is not counted (the ones remembered stay slowed).
 const MAX_ADDRESSES: usize = 100_000;
 
-#[derive(Default)]
 pub struct KeyGuesses {
+    /// Refused keys allowed per address and window; 0 for no limit.
+    max_failures: u32,
     failures: Mutex<HashMap<IpAddr, Failures>>,
     /// How many addresses `failures` holds: zero on a server nobody guesses at, whose
     /// requests then take no lock here.
@@ -39,20 +41,38 @@ struct Failures {
     since: Instant,
 }
 
+impl Default for KeyGuesses {
+    fn default() -> Self {
+        KeyGuesses::new(DEFAULT_MAX_FAILURES)
+    }
+}
+
 impl KeyGuesses {
+    /// At most `max_failures` refused keys per address and [`WINDOW`]; 0 for no limit.
+    pub fn new(max_failures: u32) -> KeyGuesses {
+        KeyGuesses {
+            max_failures,
+            failures: Mutex::default(),
+            remembered: AtomicUsize::new(0),
+        }
+    }
+
     /// How long `client` must wait before sending a key again, if it must.
     pub fn wait(&self, client: IpAddr, now: Instant) -> Option<Duration> {
-        if self.remembered.load(Ordering::Relaxed) == 0 {
+        if self.max_failures == 0 || self.remembered.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         let seen = failures.get(&client)?;
         let end = seen.since + WINDOW;
-        (seen.count >= MAX_FAILURES && end > now).then(|| end - now)
+        (seen.count >= self.max_failures && end > now).then(|| end - now)
     }
 
     /// Counts a refused key from `client`.
     pub fn failed(&self, client: IpAddr, now: Instant) {
+        if self.max_failures == 0 {
+            return;
+        }
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if !failures.contains_key(&client) && failures.len() >= MAX_ADDRESSES {
             failures.retain(|_, seen| seen.since + WINDOW > now);
@@ -85,7 +105,7 @@ pub async fn guard(
 ) -> Response {
     let client = client_address(&state, request.headers(), peer);
     if let Some(wait) = state.guesses.wait(client, Instant::now()) {
-        return too_many(wait);
+        return too_many(state.guesses.max_failures, wait);
     }
     let response = next.run(request).await;
     if matches!(
@@ -97,13 +117,13 @@ pub async fn guard(
     response
 }
 
-fn too_many(wait: Duration) -> Response {
+fn too_many(max_failures: u32, wait: Duration) -> Response {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let mut response = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "too_many_refused_keys",
         format!(
-            "this address sent {MAX_FAILURES} refused keys within {} s; retry in {seconds} s",
+            "this address sent {max_failures} refused keys within {} s; retry in {seconds} s",
             WINDOW.as_secs()
         ),
     )
@@ -122,7 +142,7 @@ mod tests {
         let (a, b): (IpAddr, IpAddr) = ("203.0.113.7".parse().unwrap(), "::2".parse().unwrap());
         let start = Instant::now();
         assert_eq!(guesses.wait(a, start), None);
-        for _ in 0..MAX_FAILURES {
+        for _ in 0..DEFAULT_MAX_FAILURES {
             assert_eq!(guesses.wait(a, start), None);
             guesses.failed(a, start);
         }

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -18,6 +18,7 @@ use spoor_settings::SiteSettings;
 
 use crate::app::{AppState, Shared, now_ms};
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::{access, auth};
 
 pub const DEFAULT_LIMIT: usize = 10;
@@ -287,7 +288,7 @@ pub async fn recommendations(
     State(state): State<Shared>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(query): Query<Vec<(String, String)>>,
+    ApiQuery(query): ApiQuery<Vec<(String, String)>>,
 ) -> Response {
     let settings = site_settings(&state, &query);
     let client = access::client_address(&state, &headers, peer);
@@ -312,7 +313,7 @@ fn site_settings(state: &AppState, query: &[(String, String)]) -> SiteSettings {
 pub async fn preflight(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Query(query): Query<Vec<(String, String)>>,
+    ApiQuery(query): ApiQuery<Vec<(String, String)>>,
 ) -> Response {
     let settings = site_settings(&state, &query);
     let mut response = StatusCode::NO_CONTENT.into_response();

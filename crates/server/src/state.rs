@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -19,6 +19,7 @@ use spoor_log::EventLog;
 use crate::app::{AppState, Shared};
 use crate::auth;
 use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery};
 
 pub const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(2);
 
@@ -29,6 +30,17 @@ fn not_found(what: String) -> ApiError {
 /// Waits until the state includes the record at `after`, if one was named.
 pub(crate) async fn wait_for(state: &AppState, after: Option<u64>) -> Result<(), ApiError> {
     let Some(after) = after else { return Ok(()) };
+    let end = state.log.end();
+    if after >= end {
+        // No such record: waiting could not help.
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            format!(
+                "after: no record at position {after} (the log holds {end}); pass the position \
+                 an event's 200 answered"
+            ),
+        ));
+    }
     let deadline = Instant::now() + READ_YOUR_WRITE_WAIT;
     while state.live.applied() <= after {
         if Instant::now() >= deadline {
@@ -94,8 +106,8 @@ pub struct SiteAnswer {
 pub async fn site(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(site_id): Path<String>,
-    Query(query): Query<SiteQuery>,
+    ApiPath(site_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<SiteQuery>,
 ) -> Result<Json<SiteAnswer>, ApiError> {
     enter(&state, &headers, &site_id, query.after).await?;
     let with_digest = matches!(query.digest.as_deref(), Some("1" | "true"));
@@ -177,8 +189,8 @@ fn identifier_of(state: &AppState, site_id: &str, who: Who) -> Result<Identifier
 pub async fn contact(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(site_id): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
+    ApiPath(site_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<Value>, ApiError> {
     let (who, after) = who_and_after(&query)?;
     enter(&state, &headers, &site_id, after).await?;
@@ -224,8 +236,8 @@ async fn on_contact<T: Send + 'static>(
 pub async fn export_contact(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(site_id): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
+    ApiPath(site_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<ContactExport>, ApiError> {
     on_contact(&state, &headers, site_id, &query, erasure::export).await
 }
@@ -235,8 +247,8 @@ pub async fn export_contact(
 pub async fn erase_contact(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(site_id): Path<String>,
-    Query(query): Query<Vec<(String, String)>>,
+    ApiPath(site_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<Erasure>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     // The outbox knows the contact by a digest of its email or phone: found before the
@@ -270,8 +282,8 @@ fn privacy_error(error: PrivacyError) -> ApiError {
 pub async fn product(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path((site_id, product_key)): Path<(String, String)>,
-    Query(query): Query<AfterQuery>,
+    ApiPath((site_id, product_key)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<AfterQuery>,
 ) -> Result<Json<Value>, ApiError> {
     enter(&state, &headers, &site_id, query.after).await?;
     let engine = state.live.read();

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -15,6 +15,7 @@ use spoor_triggers::payload::payload;
 use crate::app::{Shared, now_ms};
 use crate::auth;
 use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::state::{enter, known_site};
 
 impl From<TriggerError> for ApiError {
@@ -37,7 +38,7 @@ const MAX_LIST: usize = 1_000;
 pub async fn get_settings(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(site_id): Path<String>,
+    ApiPath(site_id): ApiPath<String>,
 ) -> Result<Json<TriggerSettings>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
@@ -51,7 +52,7 @@ pub async fn get_settings(
 pub async fn put_settings(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(site_id): Path<String>,
+    ApiPath(site_id): ApiPath<String>,
     body: Bytes,
 ) -> Result<Json<TriggerSettings>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
@@ -102,8 +103,8 @@ struct FiredView {
 pub async fn list_fired(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(site_id): Path<String>,
-    Query(query): Query<ListQuery>,
+    ApiPath(site_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<FiredList>, ApiError> {
     enter(&state, &headers, &site_id, query.after).await?;
     let status = match query.status.as_deref() {
@@ -145,8 +146,8 @@ pub struct ReplayQuery {
 pub async fn replay(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path((site_id, trigger_id)): Path<(String, String)>,
-    Query(query): Query<ReplayQuery>,
+    ApiPath((site_id, trigger_id)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<ReplayQuery>,
 ) -> Result<StatusCode, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;

@@ -2,7 +2,7 @@
 //! site's own recent sessions, and answers the site's questions with them from then on.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use spoor_engine::recommend::NextItemParams;
@@ -12,6 +12,7 @@ use spoor_settings::SiteTuning;
 use crate::app::{Shared, now_ms};
 use crate::auth;
 use crate::error::ApiError;
+use crate::extract::ApiPath;
 use crate::state::known_site;
 
 /// Fewer sessions than this hold too few held-out cases to choose anything.
@@ -45,7 +46,7 @@ fn answer(site_id: String, tuning: Option<SiteTuning>) -> TuningAnswer {
 pub async fn get_tuning(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(site_id): Path<String>,
+    ApiPath(site_id): ApiPath<String>,
 ) -> Result<Json<TuningAnswer>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
@@ -59,7 +60,7 @@ pub async fn get_tuning(
 pub async fn tune(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(site_id): Path<String>,
+    ApiPath(site_id): ApiPath<String>,
 ) -> Result<Json<TuningAnswer>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
@@ -121,7 +122,7 @@ pub async fn tune(
 pub async fn forget_tuning(
     State(state): State<Shared>,
     headers: HeaderMap,
-    Path(site_id): Path<String>,
+    ApiPath(site_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
