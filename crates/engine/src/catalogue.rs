@@ -10,6 +10,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use spoor_protocol::{EventBody, Price, ProductUpdate, TagMap, TrackerEvent};
 
+use crate::limits::{
+    self, Dropped, MAX_HISTORY_POINTS, MAX_PRODUCT_FIELDS, MAX_PRODUCT_TAGS, MAX_TAG_VALUES,
+};
 use crate::timed::Timed;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +112,11 @@ fn record_change<T: PartialEq + Clone>(history: &mut Vec<Timed<T>>, value: T, at
         .is_some_and(|next| next.value == history[index].value)
     {
         history.remove(index + 1);
+    }
+    if history.len() > MAX_HISTORY_POINTS {
+        // The oldest change leaves: what was in force since then is still told right.
+        history.remove(0);
+        limits::drop_one(Dropped::HistoryPoint);
     }
 }
 
@@ -292,9 +300,22 @@ impl Catalogue {
             product.category_ids = ids.iter().map(|id| id.to_string()).collect();
         }
         for (key, values) in &update.tags {
-            product.tags.insert(key.clone(), values.clone());
+            if product.tags.get(key).is_none() && product.tags.len() >= MAX_PRODUCT_TAGS {
+                limits::drop_one(Dropped::ProductTag);
+                continue;
+            }
+            let mut values = values.clone();
+            if values.len() > MAX_TAG_VALUES {
+                values.truncate(MAX_TAG_VALUES);
+                limits::drop_one(Dropped::ProductTag);
+            }
+            product.tags.insert(key.clone(), values);
         }
         for (key, value) in &update.extra {
+            if !product.extra.contains_key(key) && product.extra.len() >= MAX_PRODUCT_FIELDS {
+                limits::drop_one(Dropped::ProductField);
+                continue;
+            }
             product.extra.insert(key.clone(), value.clone());
         }
         if let Some(price) = &update.price {

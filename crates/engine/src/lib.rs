@@ -12,6 +12,7 @@ pub mod compact;
 pub mod contacts;
 pub mod interest;
 pub mod items;
+pub mod limits;
 pub mod recommend;
 pub mod site;
 pub mod snapshot;

@@ -10,6 +10,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use spoor_engine::limits::{self, Dropped};
 use spoor_ingest::IngestError;
 use spoor_protocol::EventKind;
 
@@ -34,6 +35,11 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DroppedLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ThreadLabels {
     pub thread: u32,
 }
@@ -51,6 +57,7 @@ pub struct Metrics {
     dedup_requests: Gauge,
     dedup_orders: Gauge,
     state_lag: Gauge,
+    state_dropped: Family<DroppedLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -128,6 +135,13 @@ impl Metrics {
             "Log records not yet applied to the derived state",
             state_lag.clone(),
         );
+        let state_dropped = Family::<DroppedLabels, Counter>::default();
+        registry.register(
+            "state_dropped",
+            "What events asked the state to hold past a cap, dropped, by reason (see \
+             spoor_engine::limits); replays at start count again",
+            state_dropped.clone(),
+        );
         let http_connections = Family::<ThreadLabels, Gauge>::default();
         registry.register(
             "http_connections_open",
@@ -137,6 +151,7 @@ impl Metrics {
         Metrics {
             http_connections,
             state_lag,
+            state_dropped,
             registry,
             accepted,
             rejected,
@@ -206,6 +221,13 @@ impl Metrics {
         state_lag: u64,
     ) -> String {
         self.state_lag.set(state_lag as i64);
+        for reason in Dropped::ALL {
+            let counter = self.state_dropped.get_or_create(&DroppedLabels {
+                reason: reason.name(),
+            });
+            let total = limits::dropped(reason);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         if let Some(bytes) = log_bytes {
             self.log_bytes.set(bytes as i64);
         }

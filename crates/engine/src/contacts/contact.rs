@@ -14,6 +14,10 @@ use crate::compact::thin::{ThinBytes, ThinStr};
 use crate::compact::varint::{read_text, read_varint, write_text, write_varint};
 use crate::contacts::identity::{ContactId, Identifier, Identifiers};
 use crate::items::ItemId;
+use crate::limits::{
+    self, Dropped, MAX_FIELD_NAME_BYTES, MAX_FIELD_VALUE_BYTES, MAX_ORDERS, MAX_PROFILE_FIELDS,
+    MAX_WISHLIST,
+};
 use crate::timed::Timed;
 
 /// How many recent product views, category views and searches a contact keeps.
@@ -173,13 +177,23 @@ impl Profile {
         let rare = self.rare.get_or_insert_default();
         set_latest(&mut rare.phone, &visitor.phone, at);
         for (key, value) in &visitor.extra {
+            let full = rare.fields.len() >= MAX_PROFILE_FIELDS;
             match rare.fields.get_mut(key) {
                 Some(field) if field.at > at => {}
+                Some(_) if value.len() > MAX_FIELD_VALUE_BYTES => {
+                    limits::drop_one(Dropped::ProfileField)
+                }
                 Some(field) => {
                     if field.value != *value {
                         field.value.clone_from(value);
                     }
                     field.at = at;
+                }
+                None if full
+                    || key.len() > MAX_FIELD_NAME_BYTES
+                    || value.len() > MAX_FIELD_VALUE_BYTES =>
+                {
+                    limits::drop_one(Dropped::ProfileField)
                 }
                 None => {
                     let value = value.clone();
@@ -207,9 +221,14 @@ impl Profile {
         let rare = self.rare.get_or_insert_default();
         keep_latest(&mut rare.phone, theirs.phone);
         for (key, theirs) in theirs.fields {
-            let mine = rare.fields.entry(key).or_insert_with(|| theirs.clone());
-            if mine.at < theirs.at {
-                *mine = theirs;
+            let full = rare.fields.len() >= MAX_PROFILE_FIELDS;
+            match rare.fields.get_mut(&key) {
+                Some(mine) if mine.at < theirs.at => *mine = theirs,
+                Some(_) => {}
+                None if full => limits::drop_one(Dropped::ProfileField),
+                None => {
+                    rare.fields.insert(key, theirs);
+                }
             }
         }
     }
@@ -705,6 +724,14 @@ impl Contact {
             .any(|o| o.order_number() == order.order_number())
         {
             push_exact(&mut self.orders, order);
+            if self.orders.len() > MAX_ORDERS {
+                // The oldest by event time leaves; orders arrive nearly in time order.
+                let oldest = (self.orders.iter().enumerate())
+                    .min_by_key(|(_, o)| o.at)
+                    .map_or(0, |(i, _)| i);
+                self.orders.remove(oldest);
+                limits::drop_one(Dropped::Order);
+            }
         }
     }
 
@@ -717,6 +744,14 @@ impl Contact {
             _ => {
                 self.wishlist.reserve_exact(1);
                 self.wishlist.insert(position, Viewed { item, at });
+                if self.wishlist.len() > MAX_WISHLIST {
+                    // The product added longest ago leaves.
+                    let oldest = (self.wishlist.iter().enumerate())
+                        .min_by_key(|(_, w)| w.at)
+                        .map_or(0, |(i, _)| i);
+                    self.wishlist.remove(oldest);
+                    limits::drop_one(Dropped::WishlistItem);
+                }
             }
         }
     }

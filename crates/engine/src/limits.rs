@@ -1,0 +1,70 @@
+//! Bounds on what events can make the state hold. The tracker is public: anyone can post
+//! events with new profile fields, prices, tags and orders, so every structure they grow
+//! has a cap, chosen well above what real shops send. What goes past a cap is dropped and
+//! counted by reason (the server's `/metrics` shows the counts), never an error for the
+//! shop; the log still holds every event as it came.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Further profile fields (`user_city`, `user_card_id`...) per contact.
+pub const MAX_PROFILE_FIELDS: usize = 64;
+/// Bytes of a profile field's name, and of its value.
+pub const MAX_FIELD_NAME_BYTES: usize = 64;
+pub const MAX_FIELD_VALUE_BYTES: usize = 1024;
+/// Points of a product's price history, and of its stock history: the latest are kept.
+pub const MAX_HISTORY_POINTS: usize = 256;
+/// Tag names per product, and values per tag name.
+pub const MAX_PRODUCT_TAGS: usize = 64;
+pub const MAX_TAG_VALUES: usize = 64;
+/// Further catalogue fields (a feed's or an update's own) per product.
+pub const MAX_PRODUCT_FIELDS: usize = 64;
+/// Orders per contact: the latest are kept.
+pub const MAX_ORDERS: usize = 1_000;
+/// Products in a contact's wishlist: the latest added are kept.
+pub const MAX_WISHLIST: usize = 500;
+
+/// Why something was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    ProfileField,
+    HistoryPoint,
+    ProductTag,
+    ProductField,
+    Order,
+    WishlistItem,
+}
+
+impl Dropped {
+    pub const ALL: [Dropped; 6] = [
+        Dropped::ProfileField,
+        Dropped::HistoryPoint,
+        Dropped::ProductTag,
+        Dropped::ProductField,
+        Dropped::Order,
+        Dropped::WishlistItem,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dropped::ProfileField => "profile_field",
+            Dropped::HistoryPoint => "history_point",
+            Dropped::ProductTag => "product_tag",
+            Dropped::ProductField => "product_field",
+            Dropped::Order => "order",
+            Dropped::WishlistItem => "wishlist_item",
+        }
+    }
+}
+
+static COUNTS: [AtomicU64; Dropped::ALL.len()] = [const { AtomicU64::new(0) }; Dropped::ALL.len()];
+
+/// Counts one drop.
+pub fn drop_one(reason: Dropped) {
+    COUNTS[reason as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Drops since the process started, by reason (a replay of the log at start counts its
+/// drops again).
+pub fn dropped(reason: Dropped) -> u64 {
+    COUNTS[reason as usize].load(Ordering::Relaxed)
+}
