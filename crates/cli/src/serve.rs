@@ -23,6 +23,10 @@ use crate::pacing::{Pacing, pace_commits};
 /// Decoded records ingest may hand to the state's follower ahead of it (see
 /// `spoor_log::Handoff`): about a megabyte per thousand.
 const HANDOFF_RECORDS: usize = 16_384;
+/// The bytes of the records handed over at most: a client posting large events while the
+/// follower is behind parks no more than this (decoded, a few times as much) before the
+/// follower decodes for itself.
+const HANDOFF_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -117,7 +121,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Ingest hands each record it appends, decoded, to the state's follower, which would
     // otherwise decode the bytes it reads back. Room for well over the follower's usual
     // lag; beyond it, the follower decodes.
-    let handoff = Arc::new(Handoff::new(HANDOFF_RECORDS));
+    let handoff = Arc::new(Handoff::new(HANDOFF_RECORDS, HANDOFF_BYTES));
     let sites = Arc::new(RegisteredSites(settings.sites.clone()));
     let ingestor = Ingestor::open_with_snapshot(log.clone(), sites, now_ms(), &index_snapshot)?
         .hand_off_to(handoff.clone());

@@ -324,7 +324,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log: Arc<dyn EventLog> =
             Arc::new(FileLog::open(dir.path(), FileLogConfig::default(), None).unwrap());
-        let handoff = Arc::new(Handoff::new(16));
+        let handoff = Arc::new(Handoff::new(16, 1 << 20));
         let state = Arc::new(LiveState::default().with_handoff(handoff.clone()));
         let follower = follow(log.clone(), state.clone()).unwrap();
         let view = |site: &str| {
