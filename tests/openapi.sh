@@ -16,7 +16,8 @@ MAX_TIME=${MAX_TIME:-60}
 ADDR=127.0.0.1:18190
 TOKEN=openapi-test-admin-token
 
-command -v schemathesis >/dev/null || python3 -m pip install -q schemathesis
+schemathesis --version 2>/dev/null | grep -q "4.32.5" ||
+  python3 -m pip install -q "schemathesis==4.32.5"
 cargo build -q -p spoor
 
 work=$(mktemp -d)
@@ -35,9 +36,11 @@ SPOOR_LOG=warn target/debug/spoor serve --listen "$ADDR" --data "$work/data" \
   --refused-keys-per-minute 0 2>"$work/server.log" &
 pid=$!
 for _ in $(seq 100); do
+  kill -0 "$pid" 2>/dev/null || { cat "$work/server.log"; echo "spoor did not start" >&2; exit 1; }
   curl -sf "http://$ADDR/healthz" >/dev/null && break
   sleep 0.1
 done
+curl -sf "http://$ADDR/healthz" >/dev/null || { echo "spoor did not answer on $ADDR" >&2; exit 1; }
 
 schemathesis run "http://$ADDR/openapi.json" \
   --header "Authorization: Bearer $TOKEN" \

@@ -66,8 +66,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SPOOR_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     http_threads: Option<u16>,
 
-    /// Take each client's address from the first entry of `X-Forwarded-For` (for rate
-    /// limits). Set it only when spoor is reachable through a proxy that sets the header.
+    /// Take each client's address from the last entry of `X-Forwarded-For`, the one the
+    /// proxy in front of spoor added (for rate limits and the slowing of refused keys).
+    /// Set it only when spoor is reachable through a proxy that appends to the header.
     #[arg(long, env = "SPOOR_TRUST_FORWARDED_FOR")]
     trust_forwarded_for: bool,
 

@@ -136,6 +136,7 @@ async fn adversarial_streams_leave_memory_bounded() {
         "product_tag",
         "product_field",
         "order",
+        "wishlist_item",
     ] {
         let line = (metrics.lines())
             .find(|l| l.starts_with(&format!("spoor_state_dropped_total{{reason=\"{reason}\"}}")))

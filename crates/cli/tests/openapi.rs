@@ -7,7 +7,7 @@ mod common;
 use common::{ADMIN_TOKEN, Server, client};
 use serde_json::Value;
 
-const METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "PATCH"];
+const METHODS: [&str; 6] = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
 
 /// A path with its `{parameters}` filled in.
 fn concrete(path: &str) -> String {

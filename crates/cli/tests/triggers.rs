@@ -280,12 +280,28 @@ async fn webhooks_reach_https_receivers_whose_ca_ssl_cert_file_names() {
     assert!(outcome.contains("certificate"), "{outcome}");
     assert!(seen.lock().unwrap().is_empty());
 
-    // Named in SSL_CERT_FILE, it is trusted beside the system's roots: delivered.
+    // Named in SSL_CERT_FILE, it is trusted beside the system's roots: delivered. A
+    // proxy named in the environment is not used (it would resolve the webhook's host
+    // where spoor's checks cannot see).
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_url = PathBuf::from(format!("http://{}", proxy.local_addr().unwrap()));
+    let proxied = Arc::new(Mutex::new(0usize));
+    let counted = proxied.clone();
+    tokio::spawn(async move {
+        while let Ok(_connection) = proxy.accept().await {
+            *counted.lock().unwrap() += 1;
+        }
+    });
     let trusting = Server::start_with_env(
         &dir.path().join("trusting"),
         &["S1"],
         PRIVATE_TARGETS,
-        &[("SSL_CERT_FILE", &ca.ca_pem)],
+        &[
+            ("SSL_CERT_FILE", &ca.ca_pem),
+            ("HTTPS_PROXY", &proxy_url),
+            ("HTTP_PROXY", &proxy_url),
+            ("ALL_PROXY", &proxy_url),
+        ],
     );
     set_webhook(&trusting, &hook).await;
     post_left_cart(&trusting).await;
@@ -302,4 +318,9 @@ async fn webhooks_reach_https_receivers_whose_ca_ssl_cert_file_names() {
     ));
     let message: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(message["contact"]["email"], "bob@example.com");
+    assert_eq!(
+        *proxied.lock().unwrap(),
+        0,
+        "the environment's proxy was used"
+    );
 }

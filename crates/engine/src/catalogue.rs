@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use spoor_protocol::{EventBody, Price, ProductUpdate, TagMap, TrackerEvent};
 
 use crate::limits::{
-    self, Dropped, MAX_HISTORY_POINTS, MAX_PRODUCT_FIELDS, MAX_PRODUCT_TAGS, MAX_TAG_VALUES,
+    self, Dropped, MAX_CATEGORIES, MAX_CATEGORY_BYTES, MAX_HISTORY_POINTS, MAX_PRODUCT_FIELDS,
+    MAX_PRODUCT_TAGS, MAX_TAG_VALUES,
 };
 use crate::timed::Timed;
 
@@ -289,15 +290,11 @@ impl Catalogue {
             Vec::new()
         };
         if let Some(path) = &update.category {
-            product.category_path = path
-                .split('>')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from)
-                .collect();
+            let levels = (path.split('>').map(str::trim)).filter(|s| !s.is_empty());
+            product.category_path = capped_categories(levels);
         }
         if let Some(ids) = &update.category_ids {
-            product.category_ids = ids.iter().map(|id| id.to_string()).collect();
+            product.category_ids = capped_categories(ids.iter().map(|id| id.as_str()));
         }
         for (key, values) in &update.tags {
             if product.tags.get(key).is_none() && product.tags.len() >= MAX_PRODUCT_TAGS {
@@ -350,6 +347,21 @@ impl Catalogue {
     pub fn mention(&mut self, product_key: &str, at: i64) {
         self.entry(product_key, at);
     }
+}
+
+/// At most [`MAX_CATEGORIES`] categories (or path levels) of at most
+/// [`MAX_CATEGORY_BYTES`] each: indexing a product under its categories compares them
+/// with each other, and the tracker is public.
+fn capped_categories<'a>(categories: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut kept = Vec::new();
+    for category in categories {
+        if kept.len() >= MAX_CATEGORIES || category.len() > MAX_CATEGORY_BYTES {
+            limits::drop_one(Dropped::ProductCategory);
+            continue;
+        }
+        kept.push(category.to_string());
+    }
+    kept
 }
 
 /// A change of a product that product triggers tell contacts about.
@@ -484,6 +496,27 @@ mod tests {
         catalogue.mention("lamp", 5);
         let newest: Vec<&str> = catalogue.newest_first().collect();
         assert_eq!(newest, ["pan", "mug", "lamp"]);
+    }
+
+    #[test]
+    fn categories_a_client_sends_by_the_hundred_thousand_are_capped() {
+        let mut catalogue = Catalogue::default();
+        let dropped = limits::dropped(Dropped::ProductCategory);
+        let path = vec!["level"; 100_000].join(" > ");
+        let ids: Vec<spoor_protocol::Text> = (0..100_000).map(|i| i.to_string().into()).collect();
+        catalogue.update(
+            &ProductUpdate {
+                product_key: "p".into(),
+                category: Some(path),
+                category_ids: Some(ids),
+                ..ProductUpdate::default()
+            },
+            1,
+        );
+        let product = catalogue.get("p").unwrap();
+        assert_eq!(product.category_path.len(), MAX_CATEGORIES);
+        assert_eq!(product.category_ids.len(), MAX_CATEGORIES);
+        assert!(limits::dropped(Dropped::ProductCategory) >= dropped + 2 * 99_968);
     }
 
     #[test]

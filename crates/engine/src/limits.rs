@@ -16,6 +16,9 @@ pub const MAX_HISTORY_POINTS: usize = 256;
 /// Tag names per product, and values per tag name.
 pub const MAX_PRODUCT_TAGS: usize = 64;
 pub const MAX_TAG_VALUES: usize = 64;
+/// Categories (or levels of a category path) per product, and bytes of each.
+pub const MAX_CATEGORIES: usize = 32;
+pub const MAX_CATEGORY_BYTES: usize = 256;
 /// Further catalogue fields (a feed's or an update's own) per product.
 pub const MAX_PRODUCT_FIELDS: usize = 64;
 /// Orders per contact: the latest are kept.
@@ -32,16 +35,18 @@ pub enum Dropped {
     ProductField,
     Order,
     WishlistItem,
+    ProductCategory,
 }
 
 impl Dropped {
-    pub const ALL: [Dropped; 6] = [
+    pub const ALL: [Dropped; 7] = [
         Dropped::ProfileField,
         Dropped::HistoryPoint,
         Dropped::ProductTag,
         Dropped::ProductField,
         Dropped::Order,
         Dropped::WishlistItem,
+        Dropped::ProductCategory,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +57,7 @@ impl Dropped {
             Dropped::ProductField => "product_field",
             Dropped::Order => "order",
             Dropped::WishlistItem => "wishlist_item",
+            Dropped::ProductCategory => "product_category",
         }
     }
 }

@@ -6,12 +6,15 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// Redirects a request follows at most.
 pub const MAX_REDIRECTS: usize = 3;
+/// How long checking a setting's host may wait for its name to resolve.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where requests may go: public addresses only, unless private ones are allowed
 /// (`spoor serve --allow-private-targets`, for tests and on-premises setups).
@@ -39,9 +42,15 @@ impl Targets {
         if let Some(ip) = ip_literal(host) {
             return self.refuse_private(host, &[ip]);
         }
+        if self.allow_private {
+            // Anything goes, and a name that resolves only inside a network is fine.
+            return Ok(());
+        }
         let port = parsed.port_or_known_default().unwrap_or(443);
-        let addresses: Vec<IpAddr> = tokio::net::lookup_host((host, port))
+        let lookup = tokio::net::lookup_host((host, port));
+        let addresses: Vec<IpAddr> = tokio::time::timeout(LOOKUP_TIMEOUT, lookup)
             .await
+            .map_err(|_| format!("its host {host:?} did not resolve within {LOOKUP_TIMEOUT:?}"))?
             .map_err(|e| format!("its host {host:?} cannot be resolved: {e}"))?
             .map(|address| address.ip())
             .collect();
@@ -57,15 +66,17 @@ impl Targets {
         }
     }
 
+    /// The refusal names the host, not the address it resolved to: that would let a key
+    /// holder map the network spoor runs in.
     fn refuse_private(&self, host: &str, addresses: &[IpAddr]) -> Result<(), String> {
-        match addresses.iter().find(|ip| !self.allows(**ip)) {
-            Some(ip) => Err(format!(
-                "{host:?} is (or resolves to) {ip}, a loopback, private, link-local or otherwise \
-                 non-public address; spoor sends nothing there unless started with \
-                 --allow-private-targets"
-            )),
-            None => Ok(()),
+        if addresses.iter().all(|ip| self.allows(*ip)) {
+            return Ok(());
         }
+        Err(format!(
+            "{host:?} is or resolves to a loopback, private, link-local or otherwise \
+             non-public address; spoor sends nothing there unless started with \
+             --allow-private-targets"
+        ))
     }
 
     /// A client builder whose every request, and every redirect (at most
@@ -80,7 +91,10 @@ impl Targets {
                 Err(refusal) => attempt.error(format!("redirected: {refusal}")),
             }
         });
+        // No proxy from the environment (HTTP_PROXY...): a proxy resolves the target's
+        // name itself, where the resolver below would never judge it.
         crate::client_builder()
+            .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver { targets: self }))
             .redirect(redirects)
     }
@@ -156,13 +170,28 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let segments = ip.segments();
+    let [first, second] = [segments[0], segments[1]];
+    // IPv4 carried inside: NAT64 (64:ff9b::/96) in the last 32 bits, 6to4 (2002::/16) in
+    // the 32 bits after the prefix.
+    let low_v4 = Ipv4Addr::from(u128::from(ip) as u32);
+    let six_to_four = Ipv4Addr::new(
+        (segments[1] >> 8) as u8,
+        segments[1] as u8,
+        (segments[2] >> 8) as u8,
+        segments[2] as u8,
+    );
     let special = ip.is_unspecified()
         || ip.is_loopback()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00 // unique local (fc00::/7)
         || (first & 0xffc0) == 0xfe80 // link-local (fe80::/10)
-        || (first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
+        || (first & 0xffc0) == 0xfec0 // site-local (fec0::/10)
+        || (first == 0x2001 && second < 0x0200) // IETF protocols, Teredo (2001::/23)
+        || (first == 0x2001 && second == 0x0db8) // documentation
+        || (first == 0x0100 && segments[1..4] == [0, 0, 0]) // discard (100::/64)
+        || (first == 0x0064 && second == 0xff9b && !is_public_v4(low_v4)) // NAT64
+        || (first == 0x2002 && !is_public_v4(six_to_four)) // 6to4
         || ip.to_ipv4().is_some_and(|v4| !is_public_v4(v4)); // IPv4-compatible (::a.b.c.d)
     !special
 }
@@ -190,6 +219,12 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
             "2001:db8::1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::a00:1",
+            "2002:a00:1::1",
+            "2001::1",
+            "fec0::1",
+            "100::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
@@ -198,6 +233,8 @@ mod tests {
             "1.1.1.1",
             "2001:4860:4860::8888",
             "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
         ] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }

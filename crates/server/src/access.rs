@@ -18,14 +18,15 @@ use crate::extract::ApiPath;
 use crate::state::known_site;
 
 /// The address a request came from: the peer, or behind a proxy that spoor was told to
-/// trust, the first address of `X-Forwarded-For`.
+/// trust, the last address of `X-Forwarded-For`: the one that proxy added. Earlier
+/// entries are whatever the client sent, and anyone can send any.
 pub fn client_address(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> IpAddr {
     if state.trust_forwarded_for
         && let Some(forwarded) = headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|first| first.trim().parse().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|last| last.trim().parse().ok())
     {
         return forwarded;
     }

@@ -1,9 +1,10 @@
 //! Repeated wrong keys from one address, slowed down: after [`DEFAULT_MAX_FAILURES`]
-//! refused keys (401 or 403) within [`WINDOW`] (`--refused-keys-per-minute`), the address
-//! gets 429 with `Retry-After` on every route
-//! that takes a key until its window ends, whatever it sends. A 256-bit key cannot be
-//! guessed anyway; this keeps anyone from trying at speed, and bounds how fast the public
-//! recommendations route can be walked for contact numbers.
+//! refused keys (401 or 403 to a request that carried a key) within [`WINDOW`]
+//! (`--refused-keys-per-minute`), the address gets 429 with `Retry-After` on every route
+//! that takes a key until its window ends, unless the key it sends is good: a guesser
+//! waits, a shop or an operator behind the same address does not. IPv6 addresses count by
+//! their /64, which one host usually holds whole. A 256-bit key cannot be guessed anyway;
+//! this keeps anyone from trying at speed.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +18,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::access::client_address;
-use crate::app::Shared;
+use crate::app::{AppState, Shared};
+use crate::auth;
 use crate::error::ApiError;
 
 /// Refused keys an address may send within [`WINDOW`], unless set otherwise.
@@ -103,18 +105,36 @@ pub async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
-    let client = client_address(&state, request.headers(), peer);
-    if let Some(wait) = state.guesses.wait(client, Instant::now()) {
+    let client = network_of(client_address(&state, request.headers(), peer));
+    let key = auth::bearer(request.headers()).map(str::to_string);
+    if let Some(wait) = state.guesses.wait(client, Instant::now())
+        && !key.as_deref().is_some_and(|key| is_good_key(&state, key))
+    {
         return too_many(state.guesses.max_failures, wait);
     }
     let response = next.run(request).await;
-    if matches!(
+    let refused = matches!(
         response.status(),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-    ) {
+    );
+    if refused && key.is_some() {
         state.guesses.failed(client, Instant::now());
     }
     response
+}
+
+/// The admin token, or the API key of some site (the route may still refuse it: a key of
+/// another site counts then, as any refusal does).
+fn is_good_key(state: &AppState, key: &str) -> bool {
+    auth::is_admin_token(key, &state.admin_token) || state.settings.sites.site_of_key(key).is_some()
+}
+
+/// What an address counts as: itself for IPv4, its /64 for IPv6.
+fn network_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+    }
 }
 
 fn too_many(max_failures: u32, wait: Duration) -> Response {
