@@ -168,6 +168,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics,
         admin_token: admin_token.into(),
         limiters: Arc::default(),
+        ingest_limiters: Arc::default(),
         guesses: Arc::new(KeyGuesses::new(args.refused_keys_per_minute)),
         tuning_running: Arc::default(),
         trust_forwarded_for: args.trust_forwarded_for,

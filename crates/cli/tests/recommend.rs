@@ -561,3 +561,66 @@ async fn a_contact_number_names_someone_only_with_the_sites_key() {
     let (status, answer) = recommend_with_key(&server, by_number, common::ADMIN_TOKEN).await;
     assert_eq!(status, 200, "{answer}");
 }
+
+#[tokio::test]
+async fn a_sites_ingest_rate_limit_holds_back_one_client_and_stores_nothing_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, &["S1"], &["--trust-forwarded-for"]);
+    let track = |from: &'static str, body: String| {
+        let request = client()
+            .post(server.url("/api/v2"))
+            .header("x-forwarded-for", from)
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            let retry_after = response.headers().get("retry-after").cloned();
+            let status = response.status().as_u16();
+            (status, retry_after, response.json::<Value>().await.unwrap())
+        }
+    };
+    // Off by default: a shop's server posts for every visitor from one address.
+    for i in 0..20 {
+        let (status, _, _) = track("203.0.113.7", view("v", &format!("a{i}"), i).to_string()).await;
+        assert_eq!(status, 200);
+    }
+    let (status, shown) = put_settings(
+        &server,
+        r#"{"ingestRateLimit": {"perSecond": 1, "burst": 3}}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["ingestRateLimit"]["burst"], 3);
+    for i in 0..3 {
+        let (status, _, _) = track("203.0.113.7", view("v", &format!("b{i}"), i).to_string()).await;
+        assert_eq!(status, 200);
+    }
+    let (status, retry_after, refused) = track("203.0.113.7", view("v", "b3", 3).to_string()).await;
+    assert_eq!(
+        (status, &refused["error"]),
+        (429, &json!("rate_limited")),
+        "{refused}"
+    );
+    assert!(retry_after.is_some());
+    let (status, _, _) = track("203.0.113.8", view("w", "c0", 0).to_string()).await;
+    assert_eq!(status, 200, "another client has its own bucket");
+    // In a batch, each event counts.
+    let batch: Vec<Value> = (0..5).map(|i| view("x", &format!("d{i}"), i)).collect();
+    let answer: Value = client()
+        .post(server.url("/api/v2/batch"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&batch)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (answer["accepted"].as_u64(), answer["rejected"].as_u64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(answer["results"][4]["error"], "rate_limited");
+    let stored = common::export(&data, &[]).len();
+    assert_eq!(stored, 20 + 3 + 1 + 3, "nothing past the limit was stored");
+}

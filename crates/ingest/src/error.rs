@@ -16,6 +16,15 @@ pub enum IngestError {
          or POST /admin/v1/sites {{\"siteId\": \"{site_id}\"}}"
     )]
     UnknownSite { site_id: String, event: EventKind },
+    #[error(
+        "this client sent site {site_id:?} more events than its ingest rate limit allows; \
+         retry in {} ms", wait.as_millis().max(1)
+    )]
+    RateLimited {
+        site_id: String,
+        event: EventKind,
+        wait: std::time::Duration,
+    },
     #[error("{0}")]
     InvalidSite(String),
     #[error(transparent)]

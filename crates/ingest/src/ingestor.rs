@@ -94,7 +94,17 @@ impl Ingestor {
 
     /// Ingests one request body.
     pub async fn ingest_one(&self, body: &[u8], now_ms: i64) -> Result<Accepted, IngestError> {
-        let mut results = self.ingest_many(&[body], now_ms).await;
+        self.ingest_one_admitted(body, now_ms, &admit_all).await
+    }
+
+    /// [`Ingestor::ingest_one`], for a client that `admit` may hold back per site.
+    pub async fn ingest_one_admitted(
+        &self,
+        body: &[u8],
+        now_ms: i64,
+        admit: &Admit<'_>,
+    ) -> Result<Accepted, IngestError> {
+        let mut results = self.ingest_many_admitted(&[body], now_ms, admit).await;
         results.pop().expect("one result per item")
     }
 
@@ -105,9 +115,19 @@ impl Ingestor {
         items: &[&[u8]],
         now_ms: i64,
     ) -> Vec<Result<Accepted, IngestError>> {
+        self.ingest_many_admitted(items, now_ms, &admit_all).await
+    }
+
+    /// [`Ingestor::ingest_many`], for a client that `admit` may hold back per site.
+    pub async fn ingest_many_admitted(
+        &self,
+        items: &[&[u8]],
+        now_ms: i64,
+        admit: &Admit<'_>,
+    ) -> Vec<Result<Accepted, IngestError>> {
         let steps: Vec<Step> = items
             .iter()
-            .map(|item| match self.prepare(item, now_ms) {
+            .map(|item| match self.prepare(item, now_ms, admit) {
                 Ok(Some(prepared)) => Step::Append(prepared),
                 Ok(None) => Step::Done(Ok(Accepted {
                     outcome: Outcome::Ignored,
@@ -124,6 +144,7 @@ impl Ingestor {
         &self,
         body: &[u8],
         now_ms: i64,
+        admit: &Admit<'_>,
     ) -> Result<Option<Prepared>, IngestError> {
         let rejected = |error, event| IngestError::Rejected { error, event };
         let (named, parsed) = spoor_protocol::json::with_tree(body, |tree| {
@@ -139,6 +160,13 @@ impl Ingestor {
                     return Err(IngestError::UnknownSite {
                         event: event.kind(),
                         site_id: event.site_id.into(),
+                    });
+                }
+                if let Err(wait) = admit(&event.site_id) {
+                    return Err(IngestError::RateLimited {
+                        event: event.kind(),
+                        site_id: event.site_id.into(),
+                        wait,
                     });
                 }
                 event.datetime.get_or_insert(now_ms);
@@ -271,6 +299,13 @@ impl Ingestor {
     pub fn dedup_sizes(&self) -> (usize, usize) {
         self.dedup.len()
     }
+}
+
+/// Whether a client may send another event to a site: `Err` with how long it must wait.
+pub type Admit<'a> = dyn Fn(&str) -> Result<(), std::time::Duration> + Sync + 'a;
+
+fn admit_all(_site_id: &str) -> Result<(), std::time::Duration> {
+    Ok(())
 }
 
 /// The hash that makes a client's retry recognisable: xxh3-128 of the request bytes.

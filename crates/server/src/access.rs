@@ -139,6 +139,7 @@ mod tests {
         let settings = SiteSettings {
             cors_origins: vec!["https://shop.example".into()],
             rate_limit: None,
+            ingest_rate_limit: None,
         };
         let mut headers = HeaderMap::new();
         assert_eq!(allowed_origin(&settings, &headers), None);

@@ -30,6 +30,8 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     /// Refused keys per client address, to slow guessing down.
     pub guesses: Arc<crate::guesses::KeyGuesses>,
+    /// Rate limits of the tracker endpoints, per site and client, for the sites that set one.
+    pub ingest_limiters: Arc<Limiters>,
     /// Rate limits of the public recommendations endpoint, per site and client.
     pub limiters: Arc<Limiters>,
     /// Take the client's address from `X-Forwarded-For` (spoor is behind a proxy).

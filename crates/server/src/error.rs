@@ -1,7 +1,7 @@
 //! Every refusal as `{"error": "<code>", "message": "..."}` with the status that fits.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use spoor_ingest::IngestError;
@@ -14,6 +14,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds to send as `Retry-After`, for a 429.
+    pub retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -28,6 +30,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -73,6 +76,14 @@ impl From<&IngestError> for ApiError {
             IngestError::UnknownSite { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_site", error.to_string())
             }
+            IngestError::RateLimited { wait, .. } => ApiError {
+                retry_after: Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)),
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    error.to_string(),
+                )
+            },
             IngestError::InvalidSite(message) => ApiError::bad_request("invalid_site", message),
             IngestError::Log(LogError::RecordTooLarge(_)) => ApiError::too_large(error.to_string()),
             IngestError::Log(_) | IngestError::Storage(_) => ApiError::unavailable(
@@ -147,6 +158,10 @@ impl IntoResponse for ApiError {
             error: self.code,
             message: &self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            (response.headers_mut()).insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }

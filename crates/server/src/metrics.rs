@@ -183,6 +183,7 @@ impl Metrics {
         let (event, reason) = match error {
             IngestError::Rejected { error, event } => (*event, error.code.as_str()),
             IngestError::UnknownSite { event, .. } => (Some(*event), "unknown_site"),
+            IngestError::RateLimited { event, .. } => (Some(*event), "rate_limited"),
             IngestError::InvalidSite(_) => (None, "invalid_site"),
             IngestError::Log(_) | IngestError::Storage(_) => (None, "storage_unavailable"),
         };

@@ -1,8 +1,11 @@
 //! The tracker endpoints shops already call: `POST /api/v2` and `POST /api/v2/batch`.
 
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use serde::Serialize;
 use spoor_ingest::dedup::DuplicateOf;
@@ -10,8 +13,8 @@ use spoor_ingest::{Accepted, IngestError, Outcome};
 use spoor_protocol::batch::{Batch, Framing};
 
 use crate::app::{AppState, Shared, now_ms};
-use crate::body;
 use crate::error::ApiError;
+use crate::{access, body};
 
 /// The largest single event body, before and after decompression.
 pub const EVENT_BODY_LIMIT: usize = 1024 * 1024;
@@ -100,17 +103,31 @@ fn record(state: &AppState, result: &Result<Accepted, IngestError>) {
 /// `POST /api/v2`: one event, acknowledged once durable.
 pub async fn track(
     State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Result<Json<EventAnswer>, ApiError> {
     let (parts, body) = request.into_parts();
     let bytes = read_body(&state, &parts.headers, body, false, EVENT_BODY_LIMIT)
         .await?
         .1;
-    let result = state.ingestor.ingest_one(&bytes, now_ms()).await;
+    let client = access::client_address(&state, &parts.headers, peer);
+    let admit = |site_id: &str| admit(&state, site_id, client);
+    let result = (state.ingestor)
+        .ingest_one_admitted(&bytes, now_ms(), &admit)
+        .await;
     record(&state, &result);
     result
         .map(|accepted| Json(EventAnswer::from(&accepted)))
         .map_err(ApiError::from)
+}
+
+/// Whether `client` may send `site_id` another event: the site's ingest rate limit, when it
+/// has one (most have none: a shop's server posts for every visitor from one address).
+fn admit(state: &AppState, site_id: &str, client: IpAddr) -> Result<(), Duration> {
+    match state.settings.sites.ingest_rate_limit(site_id) {
+        Some(limit) => state.ingest_limiters.check(site_id, limit, client),
+        None => Ok(()),
+    }
 }
 
 async fn read_body(
@@ -158,6 +175,7 @@ enum ItemResult {
 /// [`spoor_protocol::batch::MAX_EVENTS`] events.
 pub async fn track_batch(
     State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Result<Json<BatchAnswer>, ApiError> {
     let (parts, body) = request.into_parts();
@@ -166,7 +184,11 @@ pub async fn track_batch(
         .map_err(ApiError::from)
         .inspect_err(|e| state.metrics.rejected_as("unknown", e.code))?;
     let items = batch.items();
-    let results = state.ingestor.ingest_many(&items, now_ms()).await;
+    let client = access::client_address(&state, &parts.headers, peer);
+    let admit = |site_id: &str| admit(&state, site_id, client);
+    let results = (state.ingestor)
+        .ingest_many_admitted(&items, now_ms(), &admit)
+        .await;
     let mut answer = BatchAnswer {
         accepted: 0,
         duplicates: 0,

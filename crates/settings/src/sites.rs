@@ -36,6 +36,11 @@ pub struct SiteSettings {
     /// servers, say).
     #[serde(default = "default_rate_limit")]
     pub rate_limit: Option<RateLimit>,
+    /// Tracker events (`POST /api/v2`, each event of a batch) per client address; `null`
+    /// (the default) for no limit, since a shop's own server posts for every visitor from
+    /// one address.
+    #[serde(default)]
+    pub ingest_rate_limit: Option<RateLimit>,
 }
 
 /// A token bucket: `burst` requests at once, refilled at `per_second`.
@@ -64,6 +69,7 @@ impl Default for SiteSettings {
         SiteSettings {
             cors_origins: any_origin(),
             rate_limit: default_rate_limit(),
+            ingest_rate_limit: None,
         }
     }
 }
@@ -82,13 +88,18 @@ impl SiteSettings {
                 ));
             }
         }
-        if let Some(limit) = self.rate_limit
-            && (limit.per_second == 0 || limit.burst == 0)
-        {
-            return Err(SettingsError::invalid(
-                Setting::Site,
-                "rateLimit: perSecond and burst must be at least 1 (null for no limit)",
-            ));
+        for (field, limit) in [
+            ("rateLimit", self.rate_limit),
+            ("ingestRateLimit", self.ingest_rate_limit),
+        ] {
+            if let Some(limit) = limit
+                && (limit.per_second == 0 || limit.burst == 0)
+            {
+                return Err(SettingsError::invalid(
+                    Setting::Site,
+                    format!("{field}: perSecond and burst must be at least 1 (null for no limit)"),
+                ));
+            }
         }
         Ok(())
     }
@@ -178,6 +189,13 @@ impl SiteRegistry {
     }
 
     /// The site's settings; `None` for a site not registered.
+    /// The site's limit on tracker events per client address, if it has one: read for
+    /// every event, so without copying the rest of the settings.
+    pub fn ingest_rate_limit(&self, site_id: &str) -> Option<RateLimit> {
+        let sites = self.sites.read().expect("sites lock");
+        sites.get(site_id)?.settings.ingest_rate_limit
+    }
+
     pub fn settings(&self, site_id: &str) -> Option<SiteSettings> {
         let sites = self.sites.read().expect("sites lock");
         sites.get(site_id).map(|s| s.settings.clone())
