@@ -96,14 +96,7 @@ async fn an_abandoned_cart_reaches_the_shops_webhook() {
         "{bad}"
     );
 
-    let two_hours_ago = now_ms() - 2 * 3_600_000;
-    let cart = json!({"GeneralInfo": {"eventName": "StatusCart", "siteId": "S1",
-                                       "datetime": two_hours_ago, "cookies": {"sc": "ann"},
-                                       "user_email": "ann@example.com"},
-                      "StatusCart": {"GUID": "g1", "Products": [
-                          {"productKey": "mug", "price": "12.5 EUR", "quantity": 1}]}});
-    let (status, answer) = post_json(&server.url("/api/v2"), cart.to_string()).await;
-    assert_eq!(status, 200, "{answer}");
+    post_left_cart(&server, "ann").await;
 
     let mut waited = 0;
     while seen.lock().unwrap().is_empty() {
@@ -238,11 +231,12 @@ async fn set_webhook(server: &Server, url: &str) {
     assert_eq!(response.status().as_u16(), 200);
 }
 
-async fn post_left_cart(server: &Server) {
+/// A cart of one mug, left two hours ago by `name` (`name@example.com`).
+async fn post_left_cart(server: &Server, name: &str) {
     let two_hours_ago = now_ms() - 2 * 3_600_000;
     let cart = json!({"GeneralInfo": {"eventName": "StatusCart", "siteId": "S1",
-                                       "datetime": two_hours_ago, "cookies": {"sc": "bob"},
-                                       "user_email": "bob@example.com"},
+                                       "datetime": two_hours_ago, "cookies": {"sc": name},
+                                       "user_email": format!("{name}@example.com")},
                       "StatusCart": {"GUID": "g1", "Products": [
                           {"productKey": "mug", "price": "12.5 EUR", "quantity": 1}]}});
     let (status, answer) = post_json(&server.url("/api/v2"), cart.to_string()).await;
@@ -273,7 +267,7 @@ async fn webhooks_reach_https_receivers_whose_ca_ssl_cert_file_names() {
     // The shop's CA is not among the system's roots: the delivery fails, to be retried.
     let untrusting = Server::start_with(&dir.path().join("untrusting"), &["S1"], PRIVATE_TARGETS);
     set_webhook(&untrusting, &hook).await;
-    post_left_cart(&untrusting).await;
+    post_left_cart(&untrusting, "bob").await;
     let refused = first_attempt(&untrusting).await;
     assert_eq!(refused["status"], "pending", "{refused}");
     let outcome = refused["lastOutcome"].as_str().unwrap();
@@ -304,7 +298,7 @@ async fn webhooks_reach_https_receivers_whose_ca_ssl_cert_file_names() {
         ],
     );
     set_webhook(&trusting, &hook).await;
-    post_left_cart(&trusting).await;
+    post_left_cart(&trusting, "bob").await;
     let delivered = first_attempt(&trusting).await;
     assert_eq!(delivered["status"], "delivered", "{delivered}");
     let (headers, body) = seen.lock().unwrap()[0].clone();
