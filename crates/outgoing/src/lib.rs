@@ -5,7 +5,17 @@
 
 mod targets;
 
+use std::path::Path;
 use std::sync::OnceLock;
+
+/// Where systems keep their CA bundle as one file (Debian and Ubuntu, RHEL and Fedora,
+/// SUSE, Alpine): some have no hashed certificate directory beside it.
+const SYSTEM_BUNDLES: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/ssl/cert.pem",
+];
 
 pub use targets::{MAX_REDIRECTS, Targets, is_public};
 
@@ -32,8 +42,15 @@ fn load_roots() -> Vec<reqwest::Certificate> {
     let mut found = rustls_native_certs::load_native_certs();
     // ...so the system's own store is added to it: the variables add, never replace.
     if openssl_probe::has_ssl_cert_env_vars() {
-        for dir in openssl_probe::candidate_cert_dirs() {
-            let system = rustls_native_certs::load_certs_from_paths(None, Some(dir));
+        let bundles = SYSTEM_BUNDLES
+            .iter()
+            .map(Path::new)
+            .filter(|file| file.exists());
+        let dirs = openssl_probe::candidate_cert_dirs();
+        let stores =
+            (bundles.map(|file| (Some(file), None))).chain(dirs.map(|dir| (None, Some(dir))));
+        for (file, dir) in stores {
+            let system = rustls_native_certs::load_certs_from_paths(file, dir);
             found.certs.extend(system.certs);
             found.errors.extend(system.errors);
         }
