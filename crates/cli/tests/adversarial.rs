@@ -104,6 +104,14 @@ async fn adversarial_streams_leave_memory_bounded() {
     });
     post(&server, wishes.collect(), 500).await;
 
+    // A cart of thousands of lines.
+    let lines: Vec<Value> = (0..2_000)
+        .map(|i| json!({"productKey": format!("l{i}"), "price": 1, "quantity": 1}))
+        .collect();
+    let cart = json!({"GeneralInfo": general("StatusCart", "carter", t0),
+                      "StatusCart": {"GUID": "big", "Products": lines}});
+    post(&server, vec![cart], 1).await;
+
     let after = resident_kib(server.pid());
     let growth_mib = after.saturating_sub(before) / 1024;
     assert!(
@@ -118,6 +126,8 @@ async fn adversarial_streams_leave_memory_bounded() {
     let (_, buyer) = common::get(&server, "/api/v1/sites/S1/contacts?sc=buyer").await;
     assert_eq!(buyer["orders"].as_object().unwrap().len(), 1_000);
     assert_eq!(buyer["wishlist"].as_object().unwrap().len(), 500);
+    let (_, carter) = common::get(&server, "/api/v1/sites/S1/contacts?sc=carter").await;
+    assert_eq!(carter["cart"]["lines"].as_array().unwrap().len(), 500);
     let (_, product) = common::get(&server, "/api/v1/sites/S1/products/flap").await;
     assert_eq!(product["priceHistory"].as_array().unwrap().len(), 256);
     assert_eq!(product["stockHistory"].as_array().unwrap().len(), 256);
@@ -137,6 +147,7 @@ async fn adversarial_streams_leave_memory_bounded() {
         "product_field",
         "order",
         "wishlist_item",
+        "line",
     ] {
         let line = (metrics.lines())
             .find(|l| l.starts_with(&format!("spoor_state_dropped_total{{reason=\"{reason}\"}}")))

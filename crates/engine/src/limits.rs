@@ -23,6 +23,8 @@ pub const MAX_CATEGORY_BYTES: usize = 256;
 pub const MAX_PRODUCT_FIELDS: usize = 64;
 /// Orders per contact: the latest are kept.
 pub const MAX_ORDERS: usize = 1_000;
+/// Lines of a cart or an order a contact keeps: the first sent.
+pub const MAX_LINES: usize = 500;
 /// Products in a contact's wishlist: the latest added are kept.
 pub const MAX_WISHLIST: usize = 500;
 
@@ -36,10 +38,11 @@ pub enum Dropped {
     Order,
     WishlistItem,
     ProductCategory,
+    Line,
 }
 
 impl Dropped {
-    pub const ALL: [Dropped; 7] = [
+    pub const ALL: [Dropped; 8] = [
         Dropped::ProfileField,
         Dropped::HistoryPoint,
         Dropped::ProductTag,
@@ -47,6 +50,7 @@ impl Dropped {
         Dropped::Order,
         Dropped::WishlistItem,
         Dropped::ProductCategory,
+        Dropped::Line,
     ];
 
     pub fn name(self) -> &'static str {
@@ -58,6 +62,7 @@ impl Dropped {
             Dropped::Order => "order",
             Dropped::WishlistItem => "wishlist_item",
             Dropped::ProductCategory => "product_category",
+            Dropped::Line => "line",
         }
     }
 }

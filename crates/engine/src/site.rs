@@ -16,6 +16,7 @@ use crate::contacts::identity::{ContactId, Identifier, identifiers_of, identifie
 use crate::contacts::view::contact_json;
 use crate::interest::{self, Interest, MAX_INTERESTED};
 use crate::items::ItemId;
+use crate::limits::{self, Dropped, MAX_LINES};
 use crate::recommend::Recommender;
 use crate::recommend::query::{Answer, Request, recommend};
 use crate::timers::{Pending, Timers, TriggerKind};
@@ -209,13 +210,22 @@ impl SiteState {
     }
 
     /// A cart's or a purchase's lines as a contact keeps them.
+    /// At most [`MAX_LINES`] of them: the first ones sent.
     fn lines_of(&mut self, body: &EventBody) -> ThinVec<Line> {
         let items = &mut self.recommender;
+        let sent = match body {
+            EventBody::StatusCart { cart } => cart.products.len(),
+            EventBody::PurchasedItems { purchase } => purchase.products.len(),
+            _ => 0,
+        };
+        if sent > MAX_LINES {
+            limits::drop_one(Dropped::Line);
+        }
         match body {
-            EventBody::StatusCart { cart } => (cart.products.iter())
+            EventBody::StatusCart { cart } => (cart.products.iter().take(MAX_LINES))
                 .map(|l| Line::of_cart(l, items.intern(&l.product_key)))
                 .collect(),
-            EventBody::PurchasedItems { purchase } => (purchase.products.iter())
+            EventBody::PurchasedItems { purchase } => (purchase.products.iter().take(MAX_LINES))
                 .map(|l| Line::of_order(l, items.intern(&l.product_key)))
                 .collect(),
             _ => ThinVec::new(),
