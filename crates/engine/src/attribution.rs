@@ -20,14 +20,21 @@ use spoor_protocol::dates::{DAY_MS, day_of};
 use spoor_protocol::{EventBody, TrackerEvent};
 
 use crate::contacts::identity::ContactId;
+use crate::limits::{self, Dropped};
 
 /// A product page within this time of an impression of the product counts as a click.
 pub const CLICK_WINDOW_MS: i64 = 60 * 60 * 1000;
 /// An order within this time of a click on one of its products is credited to the block.
 pub const ORDER_WINDOW_MS: i64 = 7 * DAY_MS;
 /// Distinct container types kept per site: beyond it, new ones are not counted (a client
-/// sending a fresh id with every event would otherwise grow the state without bound).
-pub const MAX_CONTAINERS: usize = 10_000;
+/// sending a fresh id with every event would otherwise grow the state without bound). A
+/// shop has tens of blocks, each with a few variants.
+pub const MAX_CONTAINERS: usize = 2_000;
+/// Bytes of a container type: a block id and a variant id are 32 each at most.
+pub const MAX_CONTAINER_BYTES: usize = 128;
+/// Days counted per container type: the latest are kept (events may carry any date of
+/// the last decades).
+pub const MAX_DAYS: usize = 400;
 /// Touches kept per visitor, newest kept.
 const MAX_TOUCHES: usize = 64;
 /// How often (in applied events) expired touches are swept out.
@@ -248,13 +255,23 @@ impl Attribution {
     /// container types to count a new one.
     fn day(&mut self, container: &str, at: i64) -> Option<&mut DayCounts> {
         if !self.counts.contains_key(container) {
-            if self.counts.len() >= MAX_CONTAINERS {
+            if self.counts.len() >= MAX_CONTAINERS || container.len() > MAX_CONTAINER_BYTES {
+                limits::drop_one(Dropped::Attribution);
                 return None;
             }
             self.counts.insert(container.to_string(), BTreeMap::new());
         }
         let days = self.counts.get_mut(container)?;
-        Some(days.entry(day_of(at)).or_default())
+        let day = day_of(at);
+        if !days.contains_key(&day) && days.len() >= MAX_DAYS {
+            limits::drop_one(Dropped::Attribution);
+            let oldest = *days.keys().next()?;
+            if day < oldest {
+                return None;
+            }
+            days.remove(&oldest);
+        }
+        Some(days.entry(day).or_default())
     }
 
     /// Drops touches too old to credit anything.
@@ -360,6 +377,30 @@ mod tests {
             orders,
             revenue: revenue.parse().unwrap(),
         }
+    }
+
+    #[test]
+    fn container_types_and_their_days_a_client_invents_are_capped() {
+        let mut attribution = Attribution::default();
+        let shown = impressions(&["p"], "home_a");
+        // One impression a day for a thousand days, the oldest last.
+        for day in (0..1_000).rev() {
+            attribution.apply(&shown, None, T0 - day * DAY_MS);
+        }
+        let days = attribution.block("home", i64::MIN, i64::MAX);
+        assert_eq!(days["home_a"].len(), MAX_DAYS, "the latest days kept");
+        assert_eq!(days["home_a"].last().unwrap().0, day_of(T0));
+        let long = "b".repeat(MAX_CONTAINER_BYTES) + "_v";
+        attribution.apply(&impressions(&["p"], &long), None, T0);
+        assert!(
+            attribution
+                .block(&"b".repeat(MAX_CONTAINER_BYTES), 0, i64::MAX)
+                .is_empty()
+        );
+        for i in 0..MAX_CONTAINERS + 10 {
+            attribution.apply(&impressions(&["p"], &format!("x{i}_v")), None, T0);
+        }
+        assert_eq!(attribution.counts.len(), MAX_CONTAINERS);
     }
 
     #[test]

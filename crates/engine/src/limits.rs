@@ -39,10 +39,11 @@ pub enum Dropped {
     WishlistItem,
     ProductCategory,
     Line,
+    Attribution,
 }
 
 impl Dropped {
-    pub const ALL: [Dropped; 8] = [
+    pub const ALL: [Dropped; 9] = [
         Dropped::ProfileField,
         Dropped::HistoryPoint,
         Dropped::ProductTag,
@@ -51,6 +52,7 @@ impl Dropped {
         Dropped::WishlistItem,
         Dropped::ProductCategory,
         Dropped::Line,
+        Dropped::Attribution,
     ];
 
     pub fn name(self) -> &'static str {
@@ -63,6 +65,7 @@ impl Dropped {
             Dropped::WishlistItem => "wishlist_item",
             Dropped::ProductCategory => "product_category",
             Dropped::Line => "line",
+            Dropped::Attribution => "attribution",
         }
     }
 }
