@@ -12,8 +12,8 @@ use spoor_log::EventLog;
 use spoor_settings::Settings;
 
 use crate::error::ApiError;
-use crate::limits::Limiters;
 use crate::metrics::Metrics;
+use crate::rate_limits::Limiters;
 
 /// What every handler shares.
 #[derive(Clone)]
