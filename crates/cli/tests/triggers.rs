@@ -104,16 +104,7 @@ async fn an_abandoned_cart_reaches_the_shops_webhook() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         waited += 1;
     }
-    let (headers, body) = seen.lock().unwrap()[0].clone();
-    let signed = headers["spoor-signature"].to_str().unwrap();
-    assert!(spoor_triggers::signature::verify(
-        SECRET,
-        signed,
-        &body,
-        now_ms() / 1000,
-        300
-    ));
-    let message: Value = serde_json::from_slice(&body).unwrap();
+    let message = first_message(&seen);
     assert_eq!(message["type"], "abandoned-cart");
     assert_eq!(message["contact"]["email"], "ann@example.com");
     assert_eq!(message["products"][0]["product_id"], "mug");
@@ -151,6 +142,20 @@ async fn an_abandoned_cart_reaches_the_shops_webhook() {
             "the outbox still names her"
         );
     }
+}
+
+/// The first delivery the receiver got, its signature checked.
+fn first_message(seen: &Seen) -> Value {
+    let (headers, body) = seen.lock().unwrap()[0].clone();
+    let signed = headers["spoor-signature"].to_str().unwrap();
+    assert!(spoor_triggers::signature::verify(
+        SECRET,
+        signed,
+        &body,
+        now_ms() / 1000,
+        300
+    ));
+    serde_json::from_slice(&body).unwrap()
 }
 
 /// A private CA's certificate, written as PEM to a file, and a TLS server configuration
@@ -301,16 +306,7 @@ async fn webhooks_reach_https_receivers_whose_ca_ssl_cert_file_names() {
     post_left_cart(&trusting, "bob").await;
     let delivered = first_attempt(&trusting).await;
     assert_eq!(delivered["status"], "delivered", "{delivered}");
-    let (headers, body) = seen.lock().unwrap()[0].clone();
-    let signed = headers["spoor-signature"].to_str().unwrap();
-    assert!(spoor_triggers::signature::verify(
-        SECRET,
-        signed,
-        &body,
-        now_ms() / 1000,
-        300
-    ));
-    let message: Value = serde_json::from_slice(&body).unwrap();
+    let message = first_message(&seen);
     assert_eq!(message["contact"]["email"], "bob@example.com");
     assert_eq!(
         *proxied.lock().unwrap(),

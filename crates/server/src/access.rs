@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use spoor_settings::SiteSettings;
 
@@ -43,22 +43,14 @@ pub fn rate_limit_refusal(
 ) -> Option<Response> {
     let limit = settings.rate_limit?;
     let wait = state.limiters.check(site_id, limit, client).err()?;
-    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut response = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
-        format!(
-            "site {site_id} answers a client at most {} requests per second (bursts of {}); \
-             retry in {} ms. The site's settings change the limit.",
-            limit.per_second,
-            limit.burst,
-            wait.as_millis().max(1)
-        ),
-    )
-    .into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    let message = format!(
+        "site {site_id} answers a client at most {} requests per second (bursts of {}); \
+         retry in {} ms. The site's settings change the limit.",
+        limit.per_second,
+        limit.burst,
+        wait.as_millis().max(1)
+    );
+    let response = ApiError::too_many_requests("rate_limited", message, wait).into_response();
     Some(response)
 }
 

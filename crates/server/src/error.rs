@@ -34,6 +34,19 @@ impl ApiError {
         }
     }
 
+    /// A 429 whose `Retry-After` is `wait`, rounded up to whole seconds.
+    pub fn too_many_requests(
+        code: &'static str,
+        message: impl Into<String>,
+        wait: std::time::Duration,
+    ) -> Self {
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError {
+            retry_after: Some(seconds.max(1)),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+        }
+    }
+
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
@@ -76,14 +89,9 @@ impl From<&IngestError> for ApiError {
             IngestError::UnknownSite { .. } => {
                 ApiError::new(StatusCode::NOT_FOUND, "unknown_site", error.to_string())
             }
-            IngestError::RateLimited { wait, .. } => ApiError {
-                retry_after: Some((wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)),
-                ..ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    error.to_string(),
-                )
-            },
+            IngestError::RateLimited { wait, .. } => {
+                ApiError::too_many_requests("rate_limited", error.to_string(), *wait)
+            }
             IngestError::InvalidSite(message) => ApiError::bad_request("invalid_site", message),
             IngestError::Log(LogError::RecordTooLarge(_)) => ApiError::too_large(error.to_string()),
             IngestError::Log(_) | IngestError::Storage(_) => ApiError::unavailable(

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -106,9 +106,10 @@ pub async fn guard(
     next: Next,
 ) -> Response {
     let client = network_of(client_address(&state, request.headers(), peer));
-    let key = auth::bearer(request.headers()).map(str::to_string);
+    let key = auth::bearer(request.headers());
+    let carries_key = key.is_some();
     if let Some(wait) = state.guesses.wait(client, Instant::now())
-        && !key.as_deref().is_some_and(|key| is_good_key(&state, key))
+        && !key.is_some_and(|key| is_good_key(&state, key))
     {
         return too_many(state.guesses.max_failures, wait);
     }
@@ -117,7 +118,7 @@ pub async fn guard(
         response.status(),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
     );
-    if refused && key.is_some() {
+    if refused && carries_key {
         state.guesses.failed(client, Instant::now());
     }
     response
@@ -139,17 +140,11 @@ fn network_of(address: IpAddr) -> IpAddr {
 
 fn too_many(max_failures: u32, wait: Duration) -> Response {
     let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let mut response = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "too_many_refused_keys",
-        format!(
-            "this address sent {max_failures} refused keys within {} s; retry in {seconds} s",
-            WINDOW.as_secs()
-        ),
-    )
-    .into_response();
-    (response.headers_mut()).insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
-    response
+    let message = format!(
+        "this address sent {max_failures} refused keys within {} s; retry in {seconds} s",
+        WINDOW.as_secs()
+    );
+    ApiError::too_many_requests("too_many_refused_keys", message, wait).into_response()
 }
 
 #[cfg(test)]
