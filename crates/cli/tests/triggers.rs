@@ -123,6 +123,11 @@ async fn an_abandoned_cart_reaches_the_shops_webhook() {
     let first = &delivered["triggers"][0];
     assert_eq!(first["kind"], "abandoned-cart");
     assert_eq!(first["deliveries"]["crm"]["status"], "delivered");
+    assert!(first["deliveries"]["crm"]["lastAttemptAt"].is_i64());
+    assert_eq!(
+        delivered["keptAfterSettledDays"], 7.0,
+        "the list says how long a settled trigger stays"
+    );
     assert_eq!(first["payload"]["contact"]["email"], "ann@example.com");
 
     // Ann asks to be erased: her triggers go too, and no outbox file names her.

@@ -1,6 +1,6 @@
 //! Recognises what was stored already, so that it is acknowledged and not stored twice:
 //! a byte-identical request within the retry window (a client retry), and a purchase whose
-//! order number the site has already sent.
+//! order number the site sent within the order window (over a year).
 //!
 //! A key is *claimed* before its record is appended and *settled* once the append is
 //! durable (or failed). A duplicate that arrives while the original is still being written
@@ -27,6 +27,10 @@ use crate::error::IngestError;
 
 /// How long a byte-identical request is at least recognised as a retry.
 pub const RETRY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+/// How long an order number is at least recognised (and at most twice this): longer
+/// than a year, so that a shop re-sending last year's orders (a re-import, a plugin's
+/// resync) stores none twice, while order keys do not pile up for ever.
+pub const ORDER_WINDOW_MS: i64 = 400 * RETRY_WINDOW_MS;
 /// Independently locked parts of the request-key index.
 pub const SHARDS: usize = 64;
 /// The top bits of a request key that pick its shard.
@@ -224,22 +228,32 @@ impl Keyed {
     }
 }
 
-#[derive(Default)]
-struct RequestShard {
+/// Keys held for at least a window and at most two: the current generation and the one
+/// before.
+struct Generations {
     keys: Keyed,
     /// When the current generation began; `None` until the first key.
     generation_start: Option<i64>,
+    window_ms: i64,
 }
 
-impl RequestShard {
+impl Generations {
+    fn new(window_ms: i64) -> Generations {
+        Generations {
+            keys: Keyed::default(),
+            generation_start: None,
+            window_ms,
+        }
+    }
+
     /// Starts a new generation once the current one is a window old: the previous one,
     /// at least a window old throughout, is dropped.
     fn rotate(&mut self, now_ms: i64) {
         match self.generation_start {
-            Some(start) if now_ms - start < RETRY_WINDOW_MS => {}
+            Some(start) if now_ms - start < self.window_ms => {}
             Some(_) => {
                 // Sorting a shard's day of keys (1/64 of them) holds its lock for a few
-                // milliseconds, once a day.
+                // milliseconds, once a day; the order keys, once in 400 days.
                 self.keys.previous = std::mem::take(&mut self.keys.durable).into_iter().collect();
                 self.generation_start = Some(now_ms);
             }
@@ -249,23 +263,24 @@ impl RequestShard {
 }
 
 pub struct DedupIndex {
-    requests: Vec<Mutex<RequestShard>>,
-    /// Order keys are kept for good: an order number is never reused. Always locked
-    /// after a request shard, never before, so the two cannot deadlock.
-    orders: Mutex<Keyed>,
+    requests: Vec<Mutex<Generations>>,
+    /// Always locked after a request shard, never before, so the two cannot deadlock.
+    orders: Mutex<Generations>,
 }
 
 impl Default for DedupIndex {
     fn default() -> Self {
         DedupIndex {
-            requests: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            orders: Mutex::default(),
+            requests: (0..SHARDS)
+                .map(|_| Mutex::new(Generations::new(RETRY_WINDOW_MS)))
+                .collect(),
+            orders: Mutex::new(Generations::new(ORDER_WINDOW_MS)),
         }
     }
 }
 
 impl DedupIndex {
-    fn shard(&self, request: u128) -> &Mutex<RequestShard> {
+    fn shard(&self, request: u128) -> &Mutex<Generations> {
         // The high bits pick the shard.
         &self.requests[(request >> (128 - SHARD_BITS)) as usize]
     }
@@ -278,10 +293,11 @@ impl DedupIndex {
         }
         if let Some(order) = keys.order {
             let mut orders = self.orders.lock().expect("dedup orders");
-            if let Some(claim) = orders.check(order, DuplicateOf::Order) {
+            orders.rotate(now_ms);
+            if let Some(claim) = orders.keys.check(order, DuplicateOf::Order) {
                 return claim;
             }
-            orders.in_flight.insert(order, Vec::new());
+            orders.keys.in_flight.insert(order, Vec::new());
         }
         shard.keys.in_flight.insert(keys.request, Vec::new());
         Claim::New
@@ -297,7 +313,7 @@ impl DedupIndex {
             .settle(keys.request, durable);
         if let Some(order) = keys.order {
             let mut orders = self.orders.lock().expect("dedup orders");
-            waiters.extend(orders.settle(order, durable));
+            waiters.extend(orders.keys.settle(order, durable));
         }
         for waiter in waiters {
             let _ = waiter.send(durable);
@@ -311,27 +327,32 @@ impl DedupIndex {
             shard.rotate(now_ms);
             shard.keys.durable.insert(keys.request);
         }
-        if let Some(order) = keys.order {
-            self.orders
-                .lock()
-                .expect("dedup orders")
-                .durable
-                .insert(order);
+        if let Some(order) = keys.order
+            && received_at > now_ms - ORDER_WINDOW_MS
+        {
+            let mut orders = self.orders.lock().expect("dedup orders");
+            orders.rotate(now_ms);
+            orders.keys.durable.insert(order);
         }
     }
 
-    /// Request keys held for the retry window, and order keys held.
+    /// Request keys held for the retry window, and order keys held for the order window.
     pub fn len(&self) -> (usize, usize) {
         let requests = self
             .requests
             .iter()
             .map(|s| s.lock().expect("dedup shard").keys.len())
             .sum();
-        (requests, self.orders.lock().expect("dedup orders").len())
+        (
+            requests,
+            self.orders.lock().expect("dedup orders").keys.len(),
+        )
     }
 }
 
-const SNAPSHOT_MAGIC: &[u8; 8] = b"SPOORDX1";
+/// Version 2 keeps the order keys' generations; version 1 kept one set of them.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"SPOORDX2";
+const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"SPOORDX1";
 
 fn put_keys<'a>(out: &mut Vec<u8>, keys: impl ExactSizeIterator<Item = &'a u128>) {
     out.extend_from_slice(&(keys.len() as u64).to_le_bytes());
@@ -366,23 +387,17 @@ impl DedupIndex {
             Vec::with_capacity(16 + (keys + keys / 8) * 16 + (self.requests.len() + 1) * 24);
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&position.to_le_bytes());
-        for shard in &self.requests {
-            let shard = shard.lock().expect("dedup shard");
-            out.extend_from_slice(&shard.generation_start.unwrap_or(i64::MIN).to_le_bytes());
-            put_keys(&mut out, shard.keys.durable.iter());
-            put_keys(&mut out, shard.keys.previous.keys.iter());
+        for shard in self.requests.iter().chain([&self.orders]) {
+            shard.lock().expect("dedup shard").put(&mut out);
         }
-        put_keys(
-            &mut out,
-            self.orders.lock().expect("dedup orders").durable.iter(),
-        );
         out
     }
 
     /// The index and log position [`DedupIndex::to_bytes`] wrote; `None` if the bytes
     /// are not such a snapshot.
     pub fn from_bytes(bytes: &[u8]) -> Option<(DedupIndex, u64)> {
-        if bytes.get(..8)? != SNAPSHOT_MAGIC {
+        let magic = bytes.get(..8)?;
+        if magic != SNAPSHOT_MAGIC && magic != SNAPSHOT_MAGIC_V1 {
             return None;
         }
         let mut at = 8;
@@ -390,15 +405,36 @@ impl DedupIndex {
         at += 8;
         let index = DedupIndex::default();
         for shard in &index.requests {
-            let mut shard = shard.lock().expect("dedup shard");
-            let start = i64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?);
-            at += 8;
-            shard.generation_start = (start != i64::MIN).then_some(start);
-            shard.keys.durable = take_keys(bytes, &mut at)?;
-            shard.keys.previous = take_keys(bytes, &mut at)?;
+            shard.lock().expect("dedup shard").take(bytes, &mut at)?;
         }
-        index.orders.lock().expect("dedup orders").durable = take_keys(bytes, &mut at)?;
+        let mut orders = index.orders.lock().expect("dedup orders");
+        if magic == SNAPSHOT_MAGIC_V1 {
+            // Kept for good then: they start their first window now.
+            orders.keys.durable = take_keys(bytes, &mut at)?;
+        } else {
+            orders.take(bytes, &mut at)?;
+        }
+        drop(orders);
         (at == bytes.len()).then_some((index, position))
+    }
+}
+
+impl Generations {
+    /// Writes the generation start and both generations' keys.
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.generation_start.unwrap_or(i64::MIN).to_le_bytes());
+        put_keys(out, self.keys.durable.iter());
+        put_keys(out, self.keys.previous.keys.iter());
+    }
+
+    /// Reads what [`Generations::put`] wrote, advancing `at`.
+    fn take(&mut self, bytes: &[u8], at: &mut usize) -> Option<()> {
+        let start = i64::from_le_bytes(bytes.get(*at..*at + 8)?.try_into().ok()?);
+        *at += 8;
+        self.generation_start = (start != i64::MIN).then_some(start);
+        self.keys.durable = take_keys(bytes, at)?;
+        self.keys.previous = take_keys(bytes, at)?;
+        Some(())
     }
 }
 
@@ -459,7 +495,7 @@ mod tests {
     }
 
     #[test]
-    fn order_numbers_are_remembered_for_good() {
+    fn order_numbers_are_remembered_for_the_order_window_and_at_most_twice_it() {
         let index = DedupIndex::default();
         let order = order_key("S", "123/2017");
         let first = keys(order_key("S", "a"), Some(order));
@@ -471,6 +507,13 @@ mod tests {
             index.claim(other_body, later),
             DuplicateOf::Order
         ));
+        // Past two order windows: forgotten, so the order keys held stay bounded.
+        let third_body = keys(order_key("S", "c"), Some(order));
+        assert!(is_new(index.claim(third_body, 2 * ORDER_WINDOW_MS + 1)));
+        // An order older than the window is not remembered when the index is rebuilt.
+        let rebuilt = DedupIndex::default();
+        rebuilt.insert_durable(first, 0, ORDER_WINDOW_MS + 1);
+        assert_eq!(rebuilt.len(), (0, 0));
         assert_ne!(order_key("S", "1"), order_key("T", "1"));
     }
 
@@ -492,6 +535,23 @@ mod tests {
         index.settle(key, true);
         assert!(waiting.await.unwrap());
         assert_eq!(index.len(), (1, 0));
+    }
+
+    #[test]
+    fn a_first_version_snapshot_is_read_with_its_order_keys() {
+        let order = order_key("S", "77");
+        let mut bytes = SNAPSHOT_MAGIC_V1.to_vec();
+        bytes.extend_from_slice(&9u64.to_le_bytes());
+        for _ in 0..SHARDS {
+            bytes.extend_from_slice(&i64::MIN.to_le_bytes());
+            bytes.extend_from_slice(&[0; 16]);
+        }
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        bytes.extend_from_slice(&order.to_le_bytes());
+        let (index, position) = DedupIndex::from_bytes(&bytes).unwrap();
+        assert_eq!((position, index.len()), (9, (0, 1)));
+        let resent = keys(order_key("S", "body"), Some(order));
+        assert!(is_duplicate(index.claim(resent, HOUR), DuplicateOf::Order));
     }
 
     #[test]

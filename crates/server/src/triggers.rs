@@ -84,8 +84,13 @@ pub struct ListQuery {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FiredList {
     triggers: Vec<FiredView>,
+    /// How long a trigger whose deliveries are all delivered or dead stays listed after
+    /// its last attempt, in days (the site's `retentionDays`, or longer where its timers
+    /// wait longer).
+    kept_after_settled_days: f64,
 }
 
 #[derive(Serialize)]
@@ -120,6 +125,7 @@ pub async fn list_fired(
         }
     };
     let limit = query.limit.unwrap_or(DEFAULT_LIST).clamp(1, MAX_LIST);
+    let keep_ms = state.settings.triggers.get(&site_id).keep_settled_ms();
     let entries = state.triggers.outbox().list(&site_id, status, limit);
     let now = now_ms();
     let engine = state.live.read();
@@ -132,7 +138,10 @@ pub async fn list_fired(
             entry,
         })
         .collect();
-    Ok(Json(FiredList { triggers }))
+    Ok(Json(FiredList {
+        triggers,
+        kept_after_settled_days: keep_ms as f64 / 86_400_000.0,
+    }))
 }
 
 #[derive(Deserialize)]

@@ -74,6 +74,15 @@ fn default_stale_after() -> u32 {
     24
 }
 
+fn default_retention() -> u32 {
+    7
+}
+
+/// The longest any of the hour settings may be: a year.
+const MAX_HOURS: u32 = 365 * 24;
+/// The longest a settled trigger may be kept, in days.
+const MAX_RETENTION_DAYS: u32 = 365;
+
 /// A webhook: where fired triggers of the chosen types are POSTed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -145,6 +154,11 @@ pub struct TriggerSettings {
     /// Deliveries that would arrive in these hours wait for their end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_hours: Option<QuietHours>,
+    /// A fired trigger whose deliveries are all delivered or dead leaves the outbox (and
+    /// the pull API) this many days after its last attempt; kept at least as long as
+    /// `staleAfterHours` and `identifyWithinHours`, so that it cannot fire twice.
+    #[serde(default = "default_retention")]
+    pub retention_days: u32,
     #[serde(default)]
     pub webhooks: Vec<Webhook>,
 }
@@ -243,6 +257,15 @@ impl TriggerSettings {
         i64::from(self.stale_after_hours) * HOUR_MS
     }
 
+    /// How long a settled trigger is kept: the retention, or longer where a trigger
+    /// could otherwise fire again (a timer is dropped once stale, or once its contact
+    /// had its time to be identified).
+    pub fn keep_settled_ms(&self) -> i64 {
+        (i64::from(self.retention_days) * 24 * HOUR_MS)
+            .max(self.stale_after_ms())
+            .max(self.identify_within_ms())
+    }
+
     pub fn purchase_pause_ms(&self) -> i64 {
         i64::from(self.browse_skip_if_purchased_within_hours) * HOUR_MS
     }
@@ -261,6 +284,28 @@ impl TriggerSettings {
                     settings.delays_minutes
                 ));
             }
+        }
+        let hours = [
+            (
+                "browseSkipIfPurchasedWithinHours",
+                self.browse_skip_if_purchased_within_hours,
+            ),
+            ("identifyWithinHours", self.identify_within_hours),
+            ("frequencyCapHours", self.frequency_cap_hours),
+            ("staleAfterHours", self.stale_after_hours),
+        ];
+        for (name, value) in hours {
+            if value > MAX_HOURS {
+                return Err(format!(
+                    "{name}: expected at most {MAX_HOURS} (a year), got {value}"
+                ));
+            }
+        }
+        if !(1..=MAX_RETENTION_DAYS).contains(&self.retention_days) {
+            return Err(format!(
+                "retentionDays: expected 1 to {MAX_RETENTION_DAYS}, got {}",
+                self.retention_days
+            ));
         }
         if let Some(quiet) = &self.quiet_hours {
             for (name, value) in [("start", &quiet.start), ("end", &quiet.end)] {
@@ -425,6 +470,24 @@ mod tests {
             bad(r#"{"webhooks": [{"id": "crm", "url": "https://x", "secret": "short"}]}"#)
                 .starts_with("webhooks[0].secret")
         );
+        assert_eq!(
+            bad(r#"{"retentionDays": 0}"#),
+            "retentionDays: expected 1 to 365, got 0"
+        );
+        assert!(
+            bad(r#"{"frequencyCapHours": 100000}"#)
+                .starts_with("frequencyCapHours: expected at most")
+        );
+    }
+
+    #[test]
+    fn a_settled_trigger_is_kept_until_it_could_no_longer_fire() {
+        let defaults = TriggerSettings::default();
+        assert_eq!(defaults.retention_days, 7);
+        assert_eq!(defaults.keep_settled_ms(), 7 * 24 * HOUR_MS);
+        let waits_long: TriggerSettings =
+            serde_json::from_str(r#"{"retentionDays": 1, "identifyWithinHours": 72}"#).unwrap();
+        assert_eq!(waits_long.keep_settled_ms(), 72 * HOUR_MS);
     }
 
     #[test]

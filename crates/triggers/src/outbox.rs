@@ -104,6 +104,9 @@ pub struct Delivery {
     pub attempts: u32,
     pub next_at: Option<i64>,
     pub last_outcome: Option<String>,
+    /// When it was last tried (or replayed): a settled trigger leaves the outbox a
+    /// retention period after its last activity.
+    pub last_attempt_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,13 +117,25 @@ pub struct Entry {
     pub deliveries: BTreeMap<String, Delivery>,
 }
 
+/// How long a settled trigger stays, and how long a first message counts against the
+/// frequency cap: per site, from its trigger settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// A trigger whose deliveries are all delivered or dead leaves this long after its
+    /// last activity.
+    pub keep_ms: i64,
+    pub frequency_cap_ms: i64,
+}
+
 #[derive(Default)]
 struct State {
-    entries: Vec<Entry>,
-    by_id: HashMap<String, usize>,
+    /// By the position of their fired record: log order, so the first is the oldest
+    /// record the outbox still needs.
+    entries: BTreeMap<Position, Entry>,
+    by_id: HashMap<String, Position>,
     /// Deliveries owed, by when: (next attempt at, entry, webhook). Finding the due ones
     /// costs what is due, not everything ever fired.
-    owed: BTreeSet<(i64, usize, String)>,
+    owed: BTreeSet<(i64, Position, String)>,
     /// Contact check -> the positions of its fired records, for erasure.
     positions: HashMap<String, Vec<Position>>,
     /// Site -> contact check -> kind -> when its last first message fired (looked up by
@@ -160,20 +175,20 @@ impl State {
                             attempts: 0,
                             next_at: Some(first_at),
                             last_outcome: None,
+                            last_attempt_at: None,
                         };
                         (hook.clone(), pending)
                     })
                     .collect();
-                let index = self.entries.len();
                 self.positions
                     .entry(fired.contact_check.clone())
                     .or_default()
                     .push(position);
                 for hook in &fired.webhooks {
-                    self.owed.insert((first_at, index, hook.clone()));
+                    self.owed.insert((first_at, position, hook.clone()));
                 }
-                self.by_id.insert(fired.id.clone(), index);
-                self.entries.push(Entry { fired, deliveries });
+                self.by_id.insert(fired.id.clone(), position);
+                self.entries.insert(position, Entry { fired, deliveries });
             }
             Record::Attempt(attempt) => {
                 self.unowe(&attempt.id, &attempt.webhook);
@@ -185,6 +200,7 @@ impl State {
                 };
                 delivery.attempts += 1;
                 delivery.last_outcome = Some(attempt.outcome);
+                delivery.last_attempt_at = Some(attempt.at);
                 delivery.next_at = attempt.next_at;
                 delivery.status = match (attempt.delivered, attempt.next_at) {
                     (true, _) => DeliveryStatus::Delivered,
@@ -200,6 +216,7 @@ impl State {
                     delivery.status = DeliveryStatus::Pending;
                     delivery.attempts = 0;
                     delivery.next_at = Some(at);
+                    delivery.last_attempt_at = Some(at);
                 }
             }
         }
@@ -212,21 +229,62 @@ impl State {
     }
 
     fn unowe(&mut self, id: &str, webhook: &str) {
-        let Some(index) = self.by_id.get(id).copied() else {
+        let Some(position) = self.by_id.get(id).copied() else {
             return;
         };
-        if let Some(next_at) = self.entries[index]
-            .deliveries
-            .get(webhook)
+        if let Some(next_at) = (self.entries.get(&position))
+            .and_then(|entry| entry.deliveries.get(webhook))
             .and_then(|d| d.next_at)
         {
-            self.owed.remove(&(next_at, index, webhook.to_string()));
+            self.owed.remove(&(next_at, position, webhook.to_string()));
         }
     }
 
     fn delivery(&mut self, id: &str, webhook: &str) -> Option<&mut Delivery> {
-        let index = *self.by_id.get(id)?;
-        self.entries[index].deliveries.get_mut(webhook)
+        let position = *self.by_id.get(id)?;
+        self.entries.get_mut(&position)?.deliveries.get_mut(webhook)
+    }
+
+    /// Drops the triggers settled longer ago than their site keeps them, and first
+    /// messages older than the site's frequency cap. Returns how many triggers left.
+    fn expire(&mut self, now: i64, retention: &impl Fn(&str) -> Retention) -> usize {
+        let leaving: Vec<Position> = (self.entries.iter())
+            .filter(|(_, entry)| {
+                entry.is_settled()
+                    && now - entry.last_activity() > retention(&entry.fired.site_id).keep_ms
+            })
+            .map(|(position, _)| *position)
+            .collect();
+        for position in &leaving {
+            if let Some(entry) = self.entries.remove(position) {
+                self.by_id.remove(&entry.fired.id);
+            }
+        }
+        for (site_id, contacts) in &mut self.first_messages {
+            let cap = retention(site_id).frequency_cap_ms;
+            contacts.retain(|_, kinds| {
+                kinds.retain(|(_, at)| now - *at < cap);
+                !kinds.is_empty()
+            });
+        }
+        self.first_messages
+            .retain(|_, contacts| !contacts.is_empty());
+        leaving.len()
+    }
+}
+
+impl Entry {
+    /// Every delivery delivered or dead (or none owed at all).
+    fn is_settled(&self) -> bool {
+        self.deliveries
+            .values()
+            .all(|d| d.status != DeliveryStatus::Pending)
+    }
+
+    fn last_activity(&self) -> i64 {
+        (self.deliveries.values())
+            .filter_map(|d| d.last_attempt_at)
+            .fold(self.fired.fired_at, i64::max)
     }
 }
 
@@ -238,8 +296,12 @@ pub struct Outbox {
 impl Outbox {
     /// Opens (or creates) the outbox in `dir` and replays it.
     pub fn open(dir: &Path) -> Result<Outbox, TriggerError> {
+        Outbox::open_with_segments_of(dir, 8 * 1024 * 1024)
+    }
+
+    fn open_with_segments_of(dir: &Path, segment_bytes: u64) -> Result<Outbox, TriggerError> {
         let config = FileLogConfig {
-            segment_bytes: 8 * 1024 * 1024,
+            segment_bytes,
             commit_interval: Duration::ZERO,
             ..FileLogConfig::default()
         };
@@ -353,8 +415,9 @@ impl Outbox {
             self.log
                 .redact(*position, &bytes)
                 .map_err(|e| TriggerError::Storage(e.to_string()))?;
-            if let Some(index) = state.by_id.get(&id).copied() {
-                let entry = &mut state.entries[index];
+            if let Some(index) = state.by_id.get(&id).copied()
+                && let Some(entry) = state.entries.get_mut(&index)
+            {
                 entry.fired.contact_check.clear();
                 let owed: Vec<(i64, String)> = entry
                     .deliveries
@@ -371,6 +434,41 @@ impl Outbox {
             contacts.remove(check);
         }
         Ok(positions.len())
+    }
+
+    /// Lets go of the triggers settled longer ago than their site keeps them (see
+    /// [`Retention`]), then of the log's segments that hold only records of triggers
+    /// gone. Returns how many triggers left.
+    pub fn expire(
+        &self,
+        now: i64,
+        retention: impl Fn(&str) -> Retention,
+    ) -> Result<usize, TriggerError> {
+        let storage = |e: spoor_log::LogError| TriggerError::Storage(e.to_string());
+        // Under the state's lock throughout, so an erasure never looks for a record in a
+        // segment being deleted.
+        let mut state = self.state();
+        let left = state.expire(now, &retention);
+        let oldest_needed =
+            (state.entries.keys().next().copied()).unwrap_or_else(|| self.log.end());
+        if self.log.remove_before(oldest_needed).map_err(storage)? > 0 {
+            // Records of triggers gone but still on disk keep their positions: an
+            // erasure must still overwrite them.
+            let first_kept = (self.log.read(0, 1).map_err(storage)?.first())
+                .map_or(oldest_needed, |r| r.position);
+            state.positions.retain(|_, positions| {
+                positions.retain(|p| *p >= first_kept);
+                !positions.is_empty()
+            });
+        }
+        if left > 0 {
+            tracing::info!(
+                left,
+                kept = state.entries.len(),
+                "settled triggers left the outbox"
+            );
+        }
+        Ok(left)
     }
 
     /// Sends a dead letter again from the first attempt; false when there is none.
@@ -400,8 +498,8 @@ impl Outbox {
             .owed
             .range(..(now.saturating_add(1), 0, String::new()))
             .take(max)
-            .filter_map(|(_, index, hook)| {
-                let entry = &state.entries[*index];
+            .filter_map(|(_, position, hook)| {
+                let entry = state.entries.get(position)?;
                 let delivery = entry.deliveries.get(hook)?;
                 (delivery.status == DeliveryStatus::Pending)
                     .then(|| (entry.fired.clone(), hook.clone(), delivery.attempts))
@@ -415,7 +513,7 @@ impl Outbox {
         let state = self.state();
         state
             .entries
-            .iter()
+            .values()
             .rev()
             .filter(|e| e.fired.site_id == site_id && !e.fired.contact_check.is_empty())
             .filter(|e| status.is_none_or(|s| e.deliveries.values().any(|d| d.status == s)))
@@ -464,6 +562,74 @@ mod tests {
             outcome: if delivered { "HTTP 200" } else { "HTTP 503" }.into(),
             next_at,
         }
+    }
+
+    fn retention(site_id: &str) -> Retention {
+        assert_eq!(site_id, "S");
+        Retention {
+            keep_ms: 1_000,
+            frequency_cap_ms: 500,
+        }
+    }
+
+    fn segments(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "log")
+            })
+            .count()
+    }
+
+    #[tokio::test]
+    async fn settled_triggers_leave_after_their_retention_and_their_segments_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open_with_segments_of(dir.path(), 4096).unwrap();
+        let ids: Vec<String> = (0..60).map(|i| format!("t{i}")).collect();
+        for id in &ids {
+            outbox.fired(vec![fired(id)]).await.unwrap();
+        }
+        // All delivered at 100 but the last, which keeps failing.
+        let mut attempts: Vec<Attempt> = ids.iter().map(|id| attempt(id, true, None)).collect();
+        *attempts.last_mut().unwrap() = attempt("t59", false, Some(5_000));
+        outbox.attempted(attempts).await.unwrap();
+        let before = segments(dir.path());
+        assert!(before > 2, "{before} segments");
+
+        assert_eq!(
+            outbox.expire(1_000, retention).unwrap(),
+            0,
+            "not yet a retention old"
+        );
+        assert_eq!(
+            outbox.last_first_message("S", "c", TriggerKind::AbandonedCart),
+            None,
+            "the frequency cap (500 ms) has passed"
+        );
+        assert_eq!(outbox.expire(1_101, retention).unwrap(), 59);
+        assert!(!outbox.contains("t0") && outbox.contains("t59"));
+        assert_eq!(outbox.list("S", None, 100).len(), 1);
+        assert!(
+            segments(dir.path()) < before,
+            "segments of settled triggers are deleted"
+        );
+        // Erasing the contact still overwrites what is left on disk, without an error.
+        outbox.forget("c").unwrap();
+        drop(outbox);
+
+        let outbox = Outbox::open_with_segments_of(dir.path(), 4096).unwrap();
+        assert!(
+            !outbox.contains("t0"),
+            "a trigger gone stays gone after a reopen"
+        );
+        assert!(
+            outbox.due(5_000, 10).is_empty(),
+            "the erased contact's delivery is not owed"
+        );
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use spoor_engine::timers::{Pending, TriggerKind};
 use spoor_live::LiveState;
 
 use crate::error::TriggerError;
-use crate::outbox::{Attempt, Fired, Outbox};
+use crate::outbox::{Attempt, Fired, Outbox, Retention};
 use crate::payload::{contact_check, payload, reach};
 use crate::signature;
 use spoor_outgoing::Targets;
@@ -24,6 +24,9 @@ const IN_FLIGHT: usize = 64;
 const MAX_RETRY_WAIT_MS: f64 = 3_600_000.0;
 /// How often the loop looks for due timers and owed deliveries.
 const TICK: Duration = Duration::from_millis(250);
+/// How often settled triggers past their retention are let go (milliseconds of the
+/// loop's clock).
+const EXPIRE_EVERY_MS: i64 = 60_000;
 
 pub struct Triggers {
     live: Arc<LiveState>,
@@ -217,6 +220,23 @@ impl Triggers {
         })
     }
 
+    /// Lets go of the triggers settled longer ago than their site keeps them, on a
+    /// blocking thread (it may delete files). Returns how many left.
+    pub async fn expire_settled(&self, now: i64) -> Result<usize, TriggerError> {
+        let outbox = self.outbox.clone();
+        let settings = self.settings.clone();
+        let retention = move |site_id: &str| {
+            let site = settings.get(site_id);
+            Retention {
+                keep_ms: site.keep_settled_ms(),
+                frequency_cap_ms: site.frequency_cap_ms(),
+            }
+        };
+        tokio::task::spawn_blocking(move || outbox.expire(now, retention))
+            .await
+            .map_err(|e| TriggerError::Storage(format!("expiring settled triggers: {e}")))?
+    }
+
     /// Sends every delivery owed at `now`; how many were attempted.
     pub async fn deliver_due(&self, now: i64) -> Result<usize, TriggerError> {
         self.deliver_some(now, usize::MAX).await
@@ -321,8 +341,15 @@ impl Triggers {
     /// Runs the loop until `stop` is set: fires due triggers and sends owed deliveries
     /// every quarter of a second.
     pub async fn run(self: Arc<Self>, stop: Arc<AtomicBool>, clock: fn() -> i64) {
+        let mut expired_at = i64::MIN;
         while !stop.load(Ordering::Acquire) {
             let now = clock();
+            if now.saturating_sub(expired_at) >= EXPIRE_EVERY_MS {
+                expired_at = now;
+                if let Err(error) = self.expire_settled(now).await {
+                    tracing::error!(%error, "expiring settled triggers failed");
+                }
+            }
             if let Err(error) = self.fire_due(now).await {
                 tracing::error!(%error, "firing triggers failed");
             }

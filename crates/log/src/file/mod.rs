@@ -186,6 +186,39 @@ impl FileLog {
         self.shared.failed.load(Ordering::Acquire)
     }
 
+    /// Deletes the closed segments whose records all lie before `position`, oldest
+    /// first, so a crash midway leaves the log contiguous; the segment being written is
+    /// kept. For logs whose owner knows its old records are no longer needed (the
+    /// triggers' outbox); the event log keeps everything. Returns the segments deleted.
+    pub fn remove_before(&self, position: Position) -> Result<usize, LogError> {
+        if self.sender.is_none() {
+            return Err(LogError::ReadOnly);
+        }
+        let mut removed = 0;
+        loop {
+            let path = {
+                let mut segments = self.shared.segments.write().expect("segment lock");
+                match segments.first() {
+                    Some(oldest) if segments.len() > 1 && oldest.end() <= position => {
+                        segments.remove(0).path
+                    }
+                    _ => break,
+                }
+            };
+            // Readers copied their views before; one may still hold the file open, which
+            // keeps its bytes readable until it closes.
+            let _no_rewrite = self.shared.rewriting.write().expect("rewrite lock");
+            std::fs::remove_file(&path)
+                .map_err(|e| LogError::io(format!("delete {}", path.display()), e))?;
+            let _ = std::fs::remove_file(path.with_extension("idx"));
+            removed += 1;
+        }
+        if removed > 0 {
+            segment::sync_dir(&self.shared.dir)?;
+        }
+        Ok(removed)
+    }
+
     /// Stops the writer after it has finished every append already handed to it.
     pub fn close(&mut self) {
         self.sender.take();
@@ -548,6 +581,34 @@ mod tests {
             [42, 43, 44]
         );
         assert_eq!(log.append(vec![b"next".to_vec()]).await.unwrap(), 100);
+    }
+
+    #[tokio::test]
+    async fn old_segments_can_be_deleted_and_the_log_reopens_from_the_first_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+        for chunk in (0..100).collect::<Vec<u32>>().chunks(7) {
+            let records = chunk.iter().map(|i| format!("record-{i}").into_bytes());
+            log.append(records.collect()).await.unwrap();
+        }
+        let before = segment_files(dir.path());
+        assert!(log.remove_before(50).unwrap() > 0);
+        assert!(segment_files(dir.path()) < before);
+        let first = log.read(0, 1).unwrap()[0].position;
+        assert!(first > 0 && first <= 50, "the first kept record is {first}");
+        let left = segment_files(dir.path());
+        assert_eq!(log.remove_before(u64::MAX).unwrap(), left - 1);
+        assert_eq!(
+            segment_files(dir.path()),
+            1,
+            "the segment being written stays"
+        );
+        drop(log);
+        let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+        assert_eq!(log.end(), 100);
+        assert_eq!(log.append(vec![b"next".to_vec()]).await.unwrap(), 100);
+        let kept = log.read(0, 1_000).unwrap();
+        assert_eq!(kept.last().unwrap().payload, b"next");
     }
 
     #[tokio::test]
