@@ -249,9 +249,9 @@ fn help_documents_every_command_and_flag() {
     assert!(help.contains("--since") && help.contains("--site"));
 }
 
-/// Every documented path answers each documented method with a route of its own (never
-/// the fallback's 404 or 405), and every other method with 405: the document against the
-/// running router.
+/// The operations the running server answers (a route of its own: never the fallback's
+/// 404 or 405) are exactly those the document describes. The paths probed are those the
+/// router is built from, so a route added without a document entry fails here.
 #[tokio::test]
 async fn every_operation_in_openapi_json_is_served_and_no_other() {
     let dir = tempfile::tempdir().unwrap();
@@ -264,49 +264,34 @@ async fn every_operation_in_openapi_json_is_served_and_no_other() {
         .json()
         .await
         .unwrap();
-    let mut operations = 0;
+    let mut documented = std::collections::BTreeSet::new();
     for (path, item) in document["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert((path.clone(), method.to_uppercase()));
+        }
+    }
+    let mut served = std::collections::BTreeSet::new();
+    for path in spoor_server::route_paths() {
         let concrete = path
             .replace("{site_id}", "S1")
             .replace("{block_id}", "b1")
             .replace("{trigger_id}", "t1")
             .replace("{product_key}", "p1");
-        let documented: Vec<String> = (item.as_object().unwrap().keys())
-            .map(|m| m.to_uppercase())
-            .collect();
         for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
-            if documented.iter().any(|m| m == method) {
-                continue;
-            }
             let response = client()
                 .request(method.parse().unwrap(), server.url(&concrete))
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(
-                response.status().as_u16(),
-                405,
-                "{method} {path} is served but not documented"
-            );
-        }
-        for method in item.as_object().unwrap().keys() {
-            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let response = client()
-                .request(method.clone(), server.url(&concrete))
-                .send()
-                .await
-                .unwrap();
             let status = response.status().as_u16();
             let body = response.text().await.unwrap();
-            assert_ne!(status, 405, "{method} {path}: {body}");
-            assert!(
-                !body.contains("no route for"),
-                "{method} {path} is not routed: {body}"
-            );
-            operations += 1;
+            if status != 405 && !body.contains("no route for") {
+                served.insert((path.to_string(), method.to_string()));
+            }
         }
     }
-    assert!(operations >= 17, "{operations} operations documented");
+    assert_eq!(served, documented);
+    assert!(served.len() >= 30, "{} operations", served.len());
 }
 
 /// Open connections per HTTP thread, from `/metrics` (asked on a connection of its own).

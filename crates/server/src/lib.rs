@@ -27,4 +27,4 @@ pub mod tuning;
 
 pub use app::{AppState, now_ms};
 pub use metrics::Metrics;
-pub use router::router;
+pub use router::{paths as route_paths, router};

@@ -6,6 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
@@ -17,16 +18,20 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::app::Shared;
-use crate::routes;
 
 #[derive(Clone)]
 pub struct ObserveLayer {
     state: Shared,
+    routes: Arc<[&'static str]>,
 }
 
 impl ObserveLayer {
-    pub fn new(state: Shared) -> Self {
-        ObserveLayer { state }
+    /// `routes`: the path of every route served, the labels requests are counted by.
+    pub fn new(state: Shared, routes: Vec<&'static str>) -> Self {
+        ObserveLayer {
+            state,
+            routes: routes.into(),
+        }
     }
 }
 
@@ -37,6 +42,7 @@ impl<S> Layer<S> for ObserveLayer {
         Observe {
             inner,
             state: self.state.clone(),
+            routes: self.routes.clone(),
         }
     }
 }
@@ -45,6 +51,7 @@ impl<S> Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     state: Shared,
+    routes: Arc<[&'static str]>,
 }
 
 impl<S> Service<Request> for Observe<S>
@@ -60,7 +67,7 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let route = route_label(request.extensions().get::<MatchedPath>());
+        let route = route_label(&self.routes, request.extensions().get::<MatchedPath>());
         let method = request.method().clone();
         Observed {
             inner: self.inner.call(request),
@@ -103,10 +110,9 @@ where
 
 /// The route pattern a request matched, as a fixed label (never the path itself, which
 /// holds ids).
-fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+fn route_label(routes: &[&'static str], matched: Option<&MatchedPath>) -> &'static str {
     let path = matched.map_or("", MatchedPath::as_str);
-    routes::ALL
-        .into_iter()
+    (routes.iter().copied())
         .find(|r| *r == path)
         .unwrap_or("unmatched")
 }

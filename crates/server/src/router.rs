@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::http::{Method, StatusCode, Uri};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Router, middleware};
 
 use crate::app::{AppState, Shared};
@@ -13,74 +13,101 @@ use crate::{
     triggers, tuning,
 };
 
-/// Every route spoor serves.
-pub fn router(state: AppState) -> Router {
-    let state: Shared = Arc::new(state);
-    let open = Router::new()
+/// Routes as the router is built from them: a path and its methods' handlers.
+type Routes = Vec<(&'static str, MethodRouter<Shared>)>;
+
+/// Routes that take no key.
+fn open_routes() -> Routes {
+    vec![
         // The tracker API, as shops already call it.
-        .route(routes::TRACK, post(tracker::track))
-        .route(routes::TRACK_BATCH, post(tracker::track_batch))
+        (routes::TRACK, post(tracker::track)),
+        (routes::TRACK_BATCH, post(tracker::track_batch)),
         // Operations.
-        .route(routes::HEALTHZ, get(operations::healthz))
-        .route(routes::READYZ, get(operations::readyz))
-        .route(routes::METRICS, get(operations::metrics_text))
-        .route(routes::OPENAPI, get(operations::openapi));
-    // Routes that take a key; an address that sends many refused keys waits.
-    let keyed = Router::new()
+        (routes::HEALTHZ, get(operations::healthz)),
+        (routes::READYZ, get(operations::readyz)),
+        (routes::METRICS, get(operations::metrics_text)),
+        (routes::OPENAPI, get(operations::openapi)),
+    ]
+}
+
+/// Routes that take a key (an address that sends many refused keys waits).
+fn keyed_routes() -> Routes {
+    vec![
         // Recommendations: public, but a contact number needs the site's key.
-        .route(
+        (
             routes::RECOMMENDATIONS,
             get(recommend::recommendations).options(recommend::preflight),
-        )
+        ),
         // Administration: admin token required.
-        .route(
+        (
             routes::SITES,
             get(admin::list_sites).post(admin::create_site),
-        )
-        .route(routes::SITE_KEY, post(admin::issue_api_key))
-        .route(
+        ),
+        (routes::SITE_KEY, post(admin::issue_api_key)),
+        (
             routes::TRIGGER_SETTINGS,
             get(triggers::get_settings).put(triggers::put_settings),
-        )
-        .route(routes::TRIGGER_REPLAY, post(triggers::replay))
-        .route(routes::TRIGGERS_FIRED, get(triggers::list_fired))
-        .route(
+        ),
+        (routes::TRIGGER_REPLAY, post(triggers::replay)),
+        (routes::TRIGGERS_FIRED, get(triggers::list_fired)),
+        (
             routes::TUNING,
             get(tuning::get_tuning)
                 .post(tuning::tune)
                 .delete(tuning::forget_tuning),
-        )
-        .route(
+        ),
+        (
             routes::SITE_SETTINGS,
             get(access::get_settings).put(access::put_settings),
-        )
-        .route(routes::FEED, post(admin::import_feed))
-        .route(routes::BLOCKS, get(blocks::list_blocks))
-        .route(
+        ),
+        (routes::FEED, post(admin::import_feed)),
+        (routes::BLOCKS, get(blocks::list_blocks)),
+        (
             routes::BLOCK,
             get(blocks::get_block)
                 .put(blocks::put_block)
                 .delete(blocks::delete_block),
-        )
-        .route(routes::EXPORT, get(admin::export_events))
-        .route(routes::IMPORT, post(admin::import_events))
-        // The state derived from the log: admin token required.
-        .route(routes::SITE_STATE, get(state::site))
-        .route(
+        ),
+        (routes::EXPORT, get(admin::export_events)),
+        (routes::IMPORT, post(admin::import_events)),
+        // The state derived from the log: a key required.
+        (routes::SITE_STATE, get(state::site)),
+        (
             routes::CONTACT,
             get(state::contact).delete(state::erase_contact),
-        )
-        .route(routes::CONTACT_EXPORT, get(state::export_contact))
-        .route(routes::PRODUCT, get(state::product))
-        .route(routes::BLOCK_STATS, get(blocks::block_stats))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            guesses::guard,
-        ));
+        ),
+        (routes::CONTACT_EXPORT, get(state::export_contact)),
+        (routes::PRODUCT, get(state::product)),
+        (routes::BLOCK_STATS, get(blocks::block_stats)),
+    ]
+}
+
+/// The path of every route served, read from the tables the router is built from: the
+/// labels of request metrics, and what the OpenAPI document is checked against.
+pub fn paths() -> Vec<&'static str> {
+    (open_routes().into_iter().chain(keyed_routes()))
+        .map(|(path, _)| path)
+        .collect()
+}
+
+fn add(router: Router<Shared>, routes: Routes) -> Router<Shared> {
+    (routes.into_iter()).fold(router, |router, (path, methods)| {
+        router.route(path, methods)
+    })
+}
+
+/// Every route spoor serves.
+pub fn router(state: AppState) -> Router {
+    let state: Shared = Arc::new(state);
+    let open = add(Router::new(), open_routes());
+    let keyed = add(Router::new(), keyed_routes()).route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        guesses::guard,
+    ));
     open.merge(keyed)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(observe::ObserveLayer::new(state.clone()))
+        .layer(observe::ObserveLayer::new(state.clone(), paths()))
         .with_state(state)
 }
 
@@ -117,7 +144,8 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        let served: std::collections::BTreeSet<&str> = routes::ALL.into_iter().collect();
+        let served: std::collections::BTreeSet<&str> = paths().into_iter().collect();
         assert_eq!(documented, served);
+        assert_eq!(served.len(), paths().len(), "a path is routed twice");
     }
 }

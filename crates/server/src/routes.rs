@@ -25,29 +25,3 @@ pub const CONTACT: &str = "/api/v1/sites/{site_id}/contacts";
 pub const CONTACT_EXPORT: &str = "/api/v1/sites/{site_id}/contacts/export";
 pub const PRODUCT: &str = "/api/v1/sites/{site_id}/products/{product_key}";
 pub const BLOCK_STATS: &str = "/api/v1/sites/{site_id}/blocks/{block_id}/stats";
-pub const ALL: [&str; 24] = [
-    TRACK,
-    TRACK_BATCH,
-    RECOMMENDATIONS,
-    SITES,
-    SITE_KEY,
-    SITE_SETTINGS,
-    TUNING,
-    TRIGGER_SETTINGS,
-    TRIGGER_REPLAY,
-    TRIGGERS_FIRED,
-    FEED,
-    BLOCKS,
-    BLOCK,
-    EXPORT,
-    IMPORT,
-    HEALTHZ,
-    READYZ,
-    METRICS,
-    OPENAPI,
-    SITE_STATE,
-    CONTACT,
-    CONTACT_EXPORT,
-    PRODUCT,
-    BLOCK_STATS,
-];
