@@ -562,6 +562,64 @@ async fn a_contact_number_names_someone_only_with_the_sites_key() {
     assert_eq!(status, 200, "{answer}");
 }
 
+/// A CustomerData event naming `sc` and `email`.
+fn customer(sc: &str, email: &str, at: i64) -> Value {
+    json!({"GeneralInfo": {"eventName": "CustomerData", "siteId": "S1", "datetime": T0 + at,
+                           "cookies": {"sc": sc}, "user_email": email}})
+}
+
+#[tokio::test]
+async fn a_cookie_put_next_to_someone_elses_email_does_not_see_their_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), &["S1"]);
+    let key = issue_key(&server, "S1").await;
+    let last = post_all(
+        &server,
+        &[
+            catalogue(),
+            customer("ann-cookie", "ann@example.com", 1),
+            view("ann-cookie", "a", 2),
+            view("ann-cookie", "b", 3),
+            // Anyone may post this: their own cookie beside Ann's email.
+            customer("mallory-cookie", "ann@example.com", 4),
+        ],
+    )
+    .await;
+    let ask = |sc: &str| format!("siteId=S1&algorithm=recently-viewed&sc={sc}&after={last}");
+
+    let (status, _, own) = recommend(&server, &ask("ann-cookie")).await;
+    assert_eq!(
+        (status, keys(&own)),
+        (200, vec!["b", "a"]),
+        "Ann's own cookie: {own}"
+    );
+    let (status, _, joined) = recommend(&server, &ask("mallory-cookie")).await;
+    assert_eq!(status, 200);
+    let (_, _, stranger) = recommend(&server, &ask("never-seen")).await;
+    assert!(keys(&joined).is_empty(), "{joined}");
+    assert_eq!(
+        joined["notes"], stranger["notes"],
+        "answered as an unknown visitor, telling nothing of whether the email is known"
+    );
+    // The shop's server, with its key, gets the contact's history.
+    let (status, with_key) = recommend_with_key(&server, &ask("mallory-cookie"), &key).await;
+    assert_eq!(
+        (status, keys(&with_key)),
+        (200, vec!["b", "a"]),
+        "{with_key}"
+    );
+
+    // A shop that links identities only after a sign-in vouches for them.
+    let (status, shown) = put_settings(&server, r#"{"trustIdentityLinks": true}"#).await;
+    assert_eq!(
+        (status, &shown["trustIdentityLinks"]),
+        (200, &json!(true)),
+        "{shown}"
+    );
+    let (_, _, trusted) = recommend(&server, &ask("mallory-cookie")).await;
+    assert_eq!(keys(&trusted), vec!["b", "a"], "{trusted}");
+}
+
 #[tokio::test]
 async fn a_sites_ingest_rate_limit_holds_back_one_client_and_stores_nothing_past_it() {
     let dir = tempfile::tempdir().unwrap();

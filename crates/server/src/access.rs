@@ -131,7 +131,7 @@ mod tests {
         let settings = SiteSettings {
             cors_origins: vec!["https://shop.example".into()],
             rate_limit: None,
-            ingest_rate_limit: None,
+            ..SiteSettings::default()
         };
         let mut headers = HeaderMap::new();
         assert_eq!(allowed_origin(&settings, &headers), None);

@@ -356,12 +356,18 @@ async fn answer(
     if ask.contact_id.is_some() {
         auth::require_site(headers, state, &ask.site_id).map_err(IntoResponse::into_response)?;
     }
-    recommend(state, ask)
+    // A cookie that joined a contact with history it did not gather (anyone can post
+    // their cookie with someone else's email) is not shown that history, unless the shop
+    // vouches for its links or asks with its key.
+    let links_trusted = settings.trust_identity_links
+        || (headers.contains_key(header::AUTHORIZATION)
+            && auth::require_site(headers, state, &ask.site_id).is_ok());
+    recommend(state, ask, links_trusted)
         .await
         .map_err(IntoResponse::into_response)
 }
 
-async fn recommend(state: &AppState, ask: Ask) -> Result<Response, ApiError> {
+async fn recommend(state: &AppState, ask: Ask, links_trusted: bool) -> Result<Response, ApiError> {
     crate::state::wait_for(state, ask.after).await?;
     let tuned = state.settings.tuning.get(&ask.site_id);
     let engine = state.live.read();
@@ -369,7 +375,9 @@ async fn recommend(state: &AppState, ask: Ask) -> Result<Response, ApiError> {
     let site = engine.site(&ask.site_id).unwrap_or(&empty);
     let contact = match (&ask.sc, ask.contact_id) {
         (_, Some(number)) => site.contact_by_id(number),
-        (Some(sc), None) => site.contact(&Identifier::Sc(sc.as_str().into())),
+        (Some(sc), None) => site
+            .contact(&Identifier::Sc(sc.as_str().into()))
+            .filter(|contact| links_trusted || !contact.identifiers.cookie_joined(sc)),
         (None, None) => None,
     };
     let resolved = resolve(state, &ask, contact)?;

@@ -41,6 +41,12 @@ pub struct SiteSettings {
     /// one address.
     #[serde(default)]
     pub ingest_rate_limit: Option<RateLimit>,
+    /// The shop sends an email, phone or customer id with a visitor's `sc` cookie only
+    /// once the visitor proved it theirs (signed in): a cookie that joined a known
+    /// contact then gets that contact's history on the public recommendations route.
+    /// Off by default, since anyone can type someone else's email into a form.
+    #[serde(default)]
+    pub trust_identity_links: bool,
 }
 
 /// A token bucket: `burst` requests at once, refilled at `per_second`.
@@ -70,6 +76,7 @@ impl Default for SiteSettings {
             cors_origins: any_origin(),
             rate_limit: default_rate_limit(),
             ingest_rate_limit: None,
+            trust_identity_links: false,
         }
     }
 }

@@ -163,6 +163,9 @@ pub struct Identifiers {
 struct RareIdentifiers {
     external_customer_id: Option<ThinStr>,
     es_contact_ids: Texts,
+    /// Cookies (of [`Identifiers::cookies`]) whose contact came to hold history they did
+    /// not gather (see [`Identifiers::cookie_joined`]).
+    joined_cookies: Texts,
 }
 
 /// [`Identifiers`] as snapshots and the API show them.
@@ -182,6 +185,8 @@ struct IdentifiersShown<Text, List> {
     cookies: List,
     #[serde(default, skip_serializing_if = "none")]
     es_contact_ids: List,
+    #[serde(default, skip_serializing_if = "none")]
+    joined_cookies: List,
 }
 
 fn none<List: AsRef<Texts>>(list: &List) -> bool {
@@ -196,6 +201,7 @@ impl Serialize for Identifiers {
             phones: &self.phones,
             cookies: &self.cookies,
             es_contact_ids: self.es_contact_ids(),
+            joined_cookies: self.joined_cookies(),
         }
         .serialize(serializer)
     }
@@ -207,6 +213,7 @@ impl<'de> Deserialize<'de> for Identifiers {
         let rare = RareIdentifiers {
             external_customer_id: held.external_customer_id,
             es_contact_ids: held.es_contact_ids,
+            joined_cookies: held.joined_cookies,
         };
         Ok(Identifiers {
             email: held.email,
@@ -225,6 +232,37 @@ impl Identifiers {
     pub fn es_contact_ids(&self) -> &Texts {
         static NONE: Texts = Texts::EMPTY;
         self.rare.as_ref().map_or(&NONE, |r| &r.es_contact_ids)
+    }
+
+    /// Cookies marked by [`Identifiers::join_cookie`].
+    pub fn joined_cookies(&self) -> &Texts {
+        static NONE: Texts = Texts::EMPTY;
+        self.rare.as_ref().map_or(&NONE, |r| &r.joined_cookies)
+    }
+
+    /// Whether the contact came to hold history that this cookie's holder did not
+    /// gather: the cookie was attached to a contact that existed already, or its contact
+    /// merged with another. Anyone can send an event that puts their own cookie next to
+    /// someone else's email, so a public route does not show such a cookie the contact's
+    /// history (unless the site vouches for its identity links).
+    pub fn cookie_joined(&self, cookie: &str) -> bool {
+        self.joined_cookies().contains(cookie)
+    }
+
+    /// Marks a cookie the contact holds as joined (see [`Identifiers::cookie_joined`]).
+    pub fn join_cookie(&mut self, cookie: &str) {
+        if self.cookies.contains(cookie) && !self.cookie_joined(cookie) {
+            // A subset of the cookies, so never more of them than the cookies' own cap.
+            let _ = self.rare_mut().joined_cookies.add(cookie, MAX_SHARED_IDS);
+        }
+    }
+
+    /// Forgets the mark of a cookie the contact no longer holds.
+    fn unjoin_cookie(&mut self, cookie: &str) {
+        if let Some(rare) = &mut self.rare {
+            rare.joined_cookies.retain(|c| c != cookie);
+        }
+        self.tidy();
     }
 
     fn rare_mut(&mut self) -> &mut RareIdentifiers {
@@ -267,7 +305,13 @@ impl Identifiers {
                 None
             }
             Identifier::Phone(v) => self.phones.add(&v, MAX_SHARED_IDS).map(Identifier::Phone),
-            Identifier::Sc(v) => self.cookies.add(&v, MAX_SHARED_IDS).map(Identifier::Sc),
+            Identifier::Sc(v) => {
+                let let_go = self.cookies.add(&v, MAX_SHARED_IDS);
+                if let Some(cookie) = &let_go {
+                    self.unjoin_cookie(cookie);
+                }
+                let_go.map(Identifier::Sc)
+            }
             Identifier::EsContactId(v) => (self.rare_mut().es_contact_ids)
                 .add(&v, MAX_SHARED_IDS)
                 .map(Identifier::EsContactId),
@@ -279,7 +323,10 @@ impl Identifiers {
             Identifier::ExternalCustomerId(_) => self.rare_mut().external_customer_id = None,
             Identifier::Email(_) => self.email = None,
             Identifier::Phone(v) => self.phones.retain(|p| p != v),
-            Identifier::Sc(v) => self.cookies.retain(|c| c != v),
+            Identifier::Sc(v) => {
+                self.cookies.retain(|c| c != v);
+                self.unjoin_cookie(v);
+            }
             Identifier::EsContactId(v) => self.rare_mut().es_contact_ids.retain(|e| e != v),
         }
         self.tidy();
