@@ -1,6 +1,6 @@
 //! Recognises what was stored already, so that it is acknowledged and not stored twice:
 //! a byte-identical request within the retry window (a client retry), and a purchase whose
-//! order number the site sent within the order window (over a year).
+//! order number the site sent, for the same buyer, within the order window (over a year).
 //!
 //! A key is *claimed* before its record is appended and *settled* once the append is
 //! durable (or failed). A duplicate that arrives while the original is still being written
@@ -19,8 +19,9 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Mutex;
 
+use spoor_protocol::person;
 use spoor_protocol::stored::{self, StoredRecord};
-use spoor_protocol::{EventBody, TrackerEvent};
+use spoor_protocol::{EventBody, TrackerEvent, Visitor};
 use tokio::sync::oneshot;
 
 use crate::error::IngestError;
@@ -53,19 +54,87 @@ pub enum Claim {
     InFlight(DuplicateOf, oneshot::Receiver<bool>),
 }
 
-/// The keys of one record: its request hash and, for a purchase, its order key.
+/// The keys of one record: its request hash and, for a purchase, its order keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Keys {
     pub request: u128,
-    pub order: Option<u128>,
+    pub order: Option<OrderKeys>,
 }
 
-pub fn order_key(site_id: &str, order_number: &str) -> u128 {
-    let mut bytes = Vec::with_capacity(site_id.len() + order_number.len() + 1);
-    bytes.extend_from_slice(site_id.as_bytes());
-    bytes.push(0);
-    bytes.extend_from_slice(order_number.as_bytes());
-    xxhash_rust::xxh3::xxh3_128(&bytes)
+/// A purchase's order keys: one per identifier of its buyer (site, order number, kind and
+/// normalised value), or one of the order number alone when the event names nobody. A
+/// purchase is a duplicate when one of its keys was stored. The same order sent again
+/// names its buyer by an identifier it named before (the cookie from the page, the email
+/// from the shop's server), while someone who sends order numbers ahead, to have the real
+/// orders refused, would have to know each buyer's cookie or email: the tracker is public.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderKeys {
+    keys: [u128; 5],
+    len: u8,
+}
+
+/// The identifiers of a buyer, as the duplicate index keys them: `(kind, value)`.
+pub type BuyerIds<'a> = [(&'static str, Option<&'a str>); 5];
+
+impl OrderKeys {
+    /// The keys of order `order_number` of `site_id`, bought by the visitor named by
+    /// `ids` (kind, raw value): emails and phones are normalised as the state does.
+    pub fn of(site_id: &str, order_number: &str, ids: BuyerIds<'_>) -> OrderKeys {
+        let mut keys = OrderKeys {
+            keys: [0; 5],
+            len: 0,
+        };
+        let key = |kind: &str, value: &str| {
+            let mut bytes = Vec::with_capacity(
+                site_id.len() + order_number.len() + kind.len() + value.len() + 3,
+            );
+            for part in [site_id, order_number, kind] {
+                bytes.extend_from_slice(part.as_bytes());
+                bytes.push(0);
+            }
+            bytes.extend_from_slice(value.as_bytes());
+            xxhash_rust::xxh3::xxh3_128(&bytes)
+        };
+        for (kind, value) in ids {
+            let normalised = match (kind, value) {
+                (_, None) => None,
+                ("email", Some(email)) => Some(person::normalize_email(email)),
+                ("phone", Some(phone)) => person::normalize_phone(phone),
+                (_, Some(value)) => Some(value.trim().into()),
+            };
+            if let Some(value) = normalised.filter(|v| !v.is_empty()) {
+                keys.keys[usize::from(keys.len)] = key(kind, &value);
+                keys.len += 1;
+            }
+        }
+        if keys.len == 0 {
+            keys.keys[0] = key("", "");
+            keys.len = 1;
+        }
+        keys
+    }
+
+    /// The keys of a purchase event.
+    pub fn of_event(site_id: &str, order_number: &str, visitor: &Visitor) -> OrderKeys {
+        OrderKeys::of(
+            site_id,
+            order_number,
+            [
+                ("sc", visitor.sc.as_deref()),
+                (
+                    "externalCustomerId",
+                    visitor.external_customer_id.as_deref(),
+                ),
+                ("email", visitor.email.as_deref()),
+                ("phone", visitor.phone.as_deref()),
+                ("esContactId", visitor.es_contact_id.as_deref()),
+            ],
+        )
+    }
+
+    pub fn as_slice(&self) -> &[u128] {
+        &self.keys[..usize::from(self.len)]
+    }
 }
 
 /// Table hash of a key: the keys are xxh3 hashes already, but of bytes clients choose, and
@@ -291,13 +360,17 @@ impl DedupIndex {
         if let Some(claim) = shard.keys.check(keys.request, DuplicateOf::Request) {
             return claim;
         }
-        if let Some(order) = keys.order {
+        if let Some(order) = &keys.order {
             let mut orders = self.orders.lock().expect("dedup orders");
             orders.rotate(now_ms);
-            if let Some(claim) = orders.keys.check(order, DuplicateOf::Order) {
-                return claim;
+            for key in order.as_slice() {
+                if let Some(claim) = orders.keys.check(*key, DuplicateOf::Order) {
+                    return claim;
+                }
             }
-            orders.keys.in_flight.insert(order, Vec::new());
+            for key in order.as_slice() {
+                orders.keys.in_flight.insert(*key, Vec::new());
+            }
         }
         shard.keys.in_flight.insert(keys.request, Vec::new());
         Claim::New
@@ -311,9 +384,11 @@ impl DedupIndex {
             .expect("dedup shard")
             .keys
             .settle(keys.request, durable);
-        if let Some(order) = keys.order {
+        if let Some(order) = &keys.order {
             let mut orders = self.orders.lock().expect("dedup orders");
-            waiters.extend(orders.keys.settle(order, durable));
+            for key in order.as_slice() {
+                waiters.extend(orders.keys.settle(*key, durable));
+            }
         }
         for waiter in waiters {
             let _ = waiter.send(durable);
@@ -327,12 +402,12 @@ impl DedupIndex {
             shard.rotate(now_ms);
             shard.keys.durable.insert(keys.request);
         }
-        if let Some(order) = keys.order
+        if let Some(order) = &keys.order
             && received_at > now_ms - ORDER_WINDOW_MS
         {
             let mut orders = self.orders.lock().expect("dedup orders");
             orders.rotate(now_ms);
-            orders.keys.durable.insert(order);
+            orders.keys.durable.extend(order.as_slice());
         }
     }
 
@@ -350,9 +425,9 @@ impl DedupIndex {
     }
 }
 
-/// Version 2 keeps the order keys' generations; version 1 kept one set of them.
+/// Version 2: order keys per buyer identifier, in two generations. A version 1 snapshot
+/// (one key per order number) is not read: the index is rebuilt from the log.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"SPOORDX2";
-const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"SPOORDX1";
 
 fn put_keys<'a>(out: &mut Vec<u8>, keys: impl ExactSizeIterator<Item = &'a u128>) {
     out.extend_from_slice(&(keys.len() as u64).to_le_bytes());
@@ -396,8 +471,7 @@ impl DedupIndex {
     /// The index and log position [`DedupIndex::to_bytes`] wrote; `None` if the bytes
     /// are not such a snapshot.
     pub fn from_bytes(bytes: &[u8]) -> Option<(DedupIndex, u64)> {
-        let magic = bytes.get(..8)?;
-        if magic != SNAPSHOT_MAGIC && magic != SNAPSHOT_MAGIC_V1 {
+        if bytes.get(..8)? != SNAPSHOT_MAGIC {
             return None;
         }
         let mut at = 8;
@@ -407,14 +481,11 @@ impl DedupIndex {
         for shard in &index.requests {
             shard.lock().expect("dedup shard").take(bytes, &mut at)?;
         }
-        let mut orders = index.orders.lock().expect("dedup orders");
-        if magic == SNAPSHOT_MAGIC_V1 {
-            // Kept for good then: they start their first window now.
-            orders.keys.durable = take_keys(bytes, &mut at)?;
-        } else {
-            orders.take(bytes, &mut at)?;
-        }
-        drop(orders);
+        index
+            .orders
+            .lock()
+            .expect("dedup orders")
+            .take(bytes, &mut at)?;
         (at == bytes.len()).then_some((index, position))
     }
 }
@@ -449,9 +520,14 @@ pub fn keys_of(record: &StoredRecord) -> Result<Keys, IngestError> {
     let order = match record.event() {
         Some(TrackerEvent {
             site_id,
+            visitor,
             body: EventBody::PurchasedItems { purchase },
             ..
-        }) => Some(order_key(site_id, &purchase.order_number)),
+        }) => Some(OrderKeys::of_event(
+            site_id,
+            &purchase.order_number,
+            visitor,
+        )),
         _ => None,
     };
     Ok(Keys { request, order })
@@ -463,8 +539,19 @@ mod tests {
 
     const HOUR: i64 = 3_600_000;
 
-    fn keys(request: u128, order: Option<u128>) -> Keys {
+    fn keys(request: u128, order: Option<OrderKeys>) -> Keys {
         Keys { request, order }
+    }
+
+    fn hash(text: &str) -> u128 {
+        xxhash_rust::xxh3::xxh3_128(text.as_bytes())
+    }
+
+    /// Order `number` of site S bought by the visitor with cookie `sc` and `email`.
+    fn order(number: &str, sc: Option<&str>, email: Option<&str>) -> OrderKeys {
+        let none = ("", None);
+        let ids = [("sc", sc), ("email", email), none, none, none];
+        OrderKeys::of("S", number, ids)
     }
 
     fn is_new(claim: Claim) -> bool {
@@ -478,7 +565,7 @@ mod tests {
     #[test]
     fn retries_are_duplicates_for_at_least_the_window_and_at_most_twice_it() {
         let index = DedupIndex::default();
-        let key = keys(order_key("S", "request body"), None);
+        let key = keys(hash("request body"), None);
         assert!(is_new(index.claim(key, 0)));
         index.settle(key, true);
         assert!(is_duplicate(
@@ -497,30 +584,66 @@ mod tests {
     #[test]
     fn order_numbers_are_remembered_for_the_order_window_and_at_most_twice_it() {
         let index = DedupIndex::default();
-        let order = order_key("S", "123/2017");
-        let first = keys(order_key("S", "a"), Some(order));
+        let bought = order("123/2017", Some("c1"), None);
+        let first = keys(hash("a"), Some(bought));
         assert!(is_new(index.claim(first, 0)));
         index.settle(first, true);
         let later = 400 * 24 * HOUR;
-        let other_body = keys(order_key("S", "b"), Some(order));
+        let other_body = keys(hash("b"), Some(bought));
         assert!(is_duplicate(
             index.claim(other_body, later),
             DuplicateOf::Order
         ));
         // Past two order windows: forgotten, so the order keys held stay bounded.
-        let third_body = keys(order_key("S", "c"), Some(order));
+        let third_body = keys(hash("c"), Some(bought));
         assert!(is_new(index.claim(third_body, 2 * ORDER_WINDOW_MS + 1)));
         // An order older than the window is not remembered when the index is rebuilt.
         let rebuilt = DedupIndex::default();
         rebuilt.insert_durable(first, 0, ORDER_WINDOW_MS + 1);
         assert_eq!(rebuilt.len(), (0, 0));
-        assert_ne!(order_key("S", "1"), order_key("T", "1"));
+    }
+
+    #[test]
+    fn an_order_is_a_duplicate_only_for_a_buyer_it_named_before() {
+        let index = DedupIndex::default();
+        let from_page = keys(hash("page"), Some(order("1001", Some("ann-cookie"), None)));
+        assert!(is_new(index.claim(from_page, 0)));
+        index.settle(from_page, true);
+        // The shop's server sends it again with her cookie and email: the same order.
+        let from_server = order("1001", Some("ann-cookie"), Some(" Ann@Example.com"));
+        assert!(is_duplicate(
+            index.claim(keys(hash("server"), Some(from_server)), 1),
+            DuplicateOf::Order
+        ));
+        // Someone who sent order numbers ahead with a cookie of their own does not keep
+        // the real order out.
+        let ahead = keys(hash("ahead"), Some(order("1002", Some("mallory"), None)));
+        assert!(is_new(index.claim(ahead, 2)));
+        index.settle(ahead, true);
+        let real = order("1002", Some("bob-cookie"), Some("bob@example.com"));
+        assert!(is_new(index.claim(keys(hash("real"), Some(real)), 3)));
+        // Emails are compared as the state compares them.
+        let by_email = keys(
+            hash("mail"),
+            Some(order("1003", None, Some("ann@example.com"))),
+        );
+        assert!(is_new(index.claim(by_email, 4)));
+        index.settle(by_email, true);
+        let again = order("1003", None, Some("ANN@example.com "));
+        assert!(is_duplicate(
+            index.claim(keys(hash("again"), Some(again)), 5),
+            DuplicateOf::Order
+        ));
+        assert_ne!(
+            order("1", None, None),
+            OrderKeys::of("T", "1", [("", None); 5])
+        );
     }
 
     #[tokio::test]
     async fn a_duplicate_in_flight_learns_the_outcome_of_the_original() {
         let index = DedupIndex::default();
-        let key = keys(order_key("S", "x"), None);
+        let key = keys(hash("x"), None);
         assert!(is_new(index.claim(key, 0)));
         let Claim::InFlight(_, waiting) = index.claim(key, 0) else {
             panic!("expected in flight")
@@ -538,27 +661,10 @@ mod tests {
     }
 
     #[test]
-    fn a_first_version_snapshot_is_read_with_its_order_keys() {
-        let order = order_key("S", "77");
-        let mut bytes = SNAPSHOT_MAGIC_V1.to_vec();
-        bytes.extend_from_slice(&9u64.to_le_bytes());
-        for _ in 0..SHARDS {
-            bytes.extend_from_slice(&i64::MIN.to_le_bytes());
-            bytes.extend_from_slice(&[0; 16]);
-        }
-        bytes.extend_from_slice(&1u64.to_le_bytes());
-        bytes.extend_from_slice(&order.to_le_bytes());
-        let (index, position) = DedupIndex::from_bytes(&bytes).unwrap();
-        assert_eq!((position, index.len()), (9, (0, 1)));
-        let resent = keys(order_key("S", "body"), Some(order));
-        assert!(is_duplicate(index.claim(resent, HOUR), DuplicateOf::Order));
-    }
-
-    #[test]
     fn a_snapshot_keeps_every_durable_key_and_generation() {
         let index = DedupIndex::default();
         for i in 0..1000u32 {
-            let order = (i % 10 == 0).then(|| order_key("S", &i.to_string()));
+            let order = (i % 10 == 0).then(|| order(&i.to_string(), Some("c"), None));
             let key = keys(xxhash_rust::xxh3::xxh3_128(&i.to_le_bytes()), order);
             index.insert_durable(key, 5 * HOUR, 5 * HOUR);
         }
@@ -570,9 +676,9 @@ mod tests {
             restored.claim(again, 6 * HOUR),
             DuplicateOf::Request
         ));
-        let order = keys(1, Some(order_key("S", "990")));
+        let resent = keys(1, Some(order("990", Some("c"), None)));
         assert!(is_duplicate(
-            restored.claim(order, 6 * HOUR),
+            restored.claim(resent, 6 * HOUR),
             DuplicateOf::Order
         ));
         assert!(DedupIndex::from_bytes(b"not a snapshot").is_none());

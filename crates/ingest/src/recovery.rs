@@ -7,7 +7,7 @@ use spoor_log::{EventLog, Position};
 
 use spoor_protocol::stored;
 
-use crate::dedup::{DedupIndex, Keys, order_key};
+use crate::dedup::{DedupIndex, Keys, OrderKeys};
 use crate::error::IngestError;
 use crate::ingestor::Ingestor;
 use crate::scan::scan_as;
@@ -115,7 +115,20 @@ struct KeysView {
 #[serde(rename_all = "camelCase")]
 struct EventKeysView {
     site_id: String,
+    #[serde(default)]
+    visitor: BuyerView,
     purchase: Option<OrderNumberView>,
+}
+
+/// The identifiers of a record's visitor (its profile fields are skipped).
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct BuyerView {
+    sc: Option<String>,
+    external_customer_id: Option<String>,
+    email: Option<String>,
+    phone: Option<String>,
+    es_contact_id: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -134,7 +147,15 @@ impl KeysView {
         })?;
         let order = self.event.as_ref().and_then(|event| {
             let purchase = event.purchase.as_ref()?;
-            Some(order_key(&event.site_id, &purchase.order_number))
+            let buyer = &event.visitor;
+            let ids = [
+                ("sc", buyer.sc.as_deref()),
+                ("externalCustomerId", buyer.external_customer_id.as_deref()),
+                ("email", buyer.email.as_deref()),
+                ("phone", buyer.phone.as_deref()),
+                ("esContactId", buyer.es_contact_id.as_deref()),
+            ];
+            Some(OrderKeys::of(&event.site_id, &purchase.order_number, ids))
         });
         Ok(Keys { request, order })
     }

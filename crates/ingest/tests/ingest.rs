@@ -62,6 +62,16 @@ fn purchase(sc: &str, order: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Order `order` of the visitor with cookie `sc` sent again, in another body.
+fn resent(sc: &str, order: &str) -> Vec<u8> {
+    format!(
+        r#"{{"GeneralInfo": {{"eventName": "PurchasedItems", "siteId": "S1", "cookies": "{sc}"}},
+            "PurchasedItems": {{"OrderNumber": "{order}",
+              "Products": [{{"product_id": "1", "unit_price": 2, "quantity": 2}}]}}}}"#
+    )
+    .into_bytes()
+}
+
 fn outcome(result: Result<spoor_ingest::Accepted, IngestError>) -> Outcome {
     result.unwrap().outcome
 }
@@ -89,12 +99,17 @@ async fn retries_and_repeated_orders_are_stored_once_even_after_a_restart() {
         outcome(ingestor.ingest_one(&view("a", "1"), NOW + 10).await),
         Outcome::Duplicate(DuplicateOf::Request)
     );
-    // Another visitor's body, but an order number the site already sent.
+    // Another body, but an order the site already sent for this buyer.
     assert_eq!(
-        outcome(ingestor.ingest_one(&purchase("b", "77"), NOW + 10).await),
+        outcome(ingestor.ingest_one(&resent("a", "77"), NOW + 10).await),
         Outcome::Duplicate(DuplicateOf::Order)
     );
-    assert_eq!(ingestor.log().end(), 2);
+    // The same number from another buyer: whoever sent it first cannot keep it out.
+    assert_eq!(
+        outcome(ingestor.ingest_one(&purchase("b", "77"), NOW + 10).await),
+        Outcome::Stored(2)
+    );
+    assert_eq!(ingestor.log().end(), 3);
 }
 
 #[tokio::test]
@@ -198,12 +213,12 @@ async fn an_index_snapshot_from_an_earlier_clean_stop_plus_the_tail_misses_nothi
     }
     let ingestor = reopen();
     assert_eq!(
-        outcome(ingestor.ingest_one(&purchase("c", "1"), NOW).await),
+        outcome(ingestor.ingest_one(&resent("a", "1"), NOW).await),
         Outcome::Duplicate(DuplicateOf::Order),
         "from the snapshot"
     );
     assert_eq!(
-        outcome(ingestor.ingest_one(&purchase("c", "2"), NOW).await),
+        outcome(ingestor.ingest_one(&resent("b", "2"), NOW).await),
         Outcome::Duplicate(DuplicateOf::Order),
         "from the log's tail"
     );
