@@ -242,6 +242,7 @@ impl Attribution {
         touches.retain(|t| t.live_at(at) && !(t.kind == kind && t.product == product));
         if touches.len() >= MAX_TOUCHES {
             touches.remove(0);
+            limits::drop_one(Dropped::Touch);
         }
         touches.push(Touch {
             kind,
@@ -290,6 +291,9 @@ impl Attribution {
             touches.sort_by_key(|t| t.at);
             let excess = touches.len().saturating_sub(MAX_TOUCHES);
             touches.drain(..excess);
+            for _ in 0..excess {
+                limits::drop_one(Dropped::Touch);
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use spoor_protocol::{EventBody, Price, ProductUpdate, TagMap, TrackerEvent};
 
 use crate::limits::{
     self, Dropped, MAX_CATEGORIES, MAX_CATEGORY_BYTES, MAX_HISTORY_POINTS, MAX_PRODUCT_FIELDS,
-    MAX_PRODUCT_TAGS, MAX_TAG_VALUES,
+    MAX_PRODUCT_TAGS, MAX_PRODUCTS, MAX_TAG_VALUES,
 };
 use crate::timed::Timed;
 
@@ -200,7 +200,25 @@ impl Catalogue {
         self.products.is_empty()
     }
 
-    fn entry(&mut self, product_key: &str, at: i64) -> &mut Product {
+    /// The product, created at its first sight while the catalogue holds fewer than
+    /// [`MAX_PRODUCTS`] (events are public: anyone can name new product keys). `None`,
+    /// counted as a drop, past it.
+    fn entry(&mut self, product_key: &str, at: i64) -> Option<&mut Product> {
+        self.entry_within(MAX_PRODUCTS, product_key, at)
+    }
+
+    fn entry_within(&mut self, cap: usize, product_key: &str, at: i64) -> Option<&mut Product> {
+        if self.products.len() >= cap && !self.products.contains_key(product_key) {
+            limits::drop_one(Dropped::Product);
+            return None;
+        }
+        Some(self.entry_beyond_cap(product_key, at))
+    }
+
+    /// [`Catalogue::entry`] for the shop's own feed, which is admitted whatever the
+    /// catalogue holds: it is imported with the admin token, and products named only in
+    /// public events must not keep the shop's real products out.
+    fn entry_beyond_cap(&mut self, product_key: &str, at: i64) -> &mut Product {
         let product = match self.products.entry(product_key.to_string()) {
             Entry::Occupied(found) => found.into_mut(),
             Entry::Vacant(slot) => {
@@ -248,7 +266,7 @@ impl Catalogue {
     /// where the feed changed them since its last import, so that a value the site showed
     /// since (in an update or on a page) wins over a feed that still says the old one.
     pub fn feed(&mut self, item: &ProductUpdate, at: i64) {
-        let product = self.entry(&item.product_key, at);
+        let product = self.entry_beyond_cap(&item.product_key, at);
         let said = &mut product.feed_said;
         let changed_price = item
             .price
@@ -272,7 +290,9 @@ impl Catalogue {
 
     /// A ProductUpdate: only the fields it carries change.
     pub fn update(&mut self, update: &ProductUpdate, at: i64) {
-        let product = self.entry(&update.product_key, at);
+        let Some(product) = self.entry(&update.product_key, at) else {
+            return;
+        };
         let set = |slot: &mut Option<String>, value: &Option<String>| {
             if value.is_some() {
                 slot.clone_from(value);
@@ -334,7 +354,9 @@ impl Catalogue {
         in_stock: Option<bool>,
         at: i64,
     ) {
-        let product = self.entry(product_key, at);
+        let Some(product) = self.entry(product_key, at) else {
+            return;
+        };
         if let Some(price) = price {
             product.observe_price(price, at);
         }
@@ -345,7 +367,7 @@ impl Catalogue {
 
     /// Notes that a product exists (named in an order or an impression), without any state.
     pub fn mention(&mut self, product_key: &str, at: i64) {
-        self.entry(product_key, at);
+        let _ = self.entry(product_key, at);
     }
 }
 
@@ -606,5 +628,21 @@ mod tests {
             history,
             [(100, "10".into()), (200, "9".into()), (300, "12".into())]
         );
+    }
+    #[test]
+    fn a_full_catalogue_takes_no_new_product_from_events_but_the_feed_still_comes_in() {
+        let mut catalogue = Catalogue::default();
+        assert!(catalogue.entry_within(2, "a", 1).is_some());
+        assert!(catalogue.entry_within(2, "b", 2).is_some());
+        let before = limits::dropped(Dropped::Product);
+        assert!(catalogue.entry_within(2, "junk", 3).is_none());
+        assert!(limits::dropped(Dropped::Product) > before);
+        assert!(
+            catalogue.entry_within(2, "a", 4).is_some(),
+            "a known product still changes"
+        );
+        catalogue.entry_beyond_cap("from-the-feed", 5);
+        assert_eq!(catalogue.len(), 3);
+        assert!(catalogue.get("junk").is_none());
     }
 }

@@ -14,6 +14,7 @@ use crate::contacts::Contacts;
 use crate::contacts::contact::Contact;
 use crate::contacts::identity::ContactId;
 use crate::items::{ItemId, Items};
+use crate::limits::{self, Dropped};
 use crate::timed::Timed;
 use crate::timers::TriggerKind;
 
@@ -54,6 +55,7 @@ impl Interest {
             };
             if interested.len() >= MAX_INTERESTED {
                 interested.pop_front();
+                limits::drop_one(Dropped::InterestedContact);
             } else if interested.len() == interested.capacity() {
                 // Grown by a quarter rather than doubled: these lists, one per product,
                 // are most of the index, and doubling would leave up to half of each empty.

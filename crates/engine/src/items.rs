@@ -4,6 +4,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::limits::{self, Dropped, MAX_ITEMS};
+
 pub type ItemId = u32;
 
 #[derive(Clone, Default)]
@@ -15,15 +17,25 @@ pub struct Items {
 }
 
 impl Items {
-    /// The number of `key`, given one at its first sight.
-    pub fn intern(&mut self, key: &str) -> ItemId {
+    /// The number of `key`, given one at its first sight while the dictionary holds
+    /// fewer than [`MAX_ITEMS`] keys; `None`, counted as a drop, past it (events are
+    /// public: anyone can name new product keys).
+    pub fn intern(&mut self, key: &str) -> Option<ItemId> {
+        self.intern_within(MAX_ITEMS, key)
+    }
+
+    fn intern_within(&mut self, cap: usize, key: &str) -> Option<ItemId> {
         if let Some(id) = self.ids.get(key) {
-            return *id;
+            return Some(*id);
+        }
+        if self.keys.len() >= cap {
+            limits::drop_one(Dropped::Product);
+            return None;
         }
         let id = self.keys.len() as ItemId;
         self.keys.push(key.into());
         self.ids.insert(key.into(), id);
-        id
+        Some(id)
     }
 
     pub fn get(&self, key: &str) -> Option<ItemId> {
@@ -69,12 +81,20 @@ mod tests {
     #[test]
     fn a_key_keeps_its_number() {
         let mut items = Items::default();
-        assert_eq!(items.intern("a"), 0);
-        assert_eq!(items.intern("b"), 1);
-        assert_eq!(items.intern("a"), 0);
+        assert_eq!(items.intern("a"), Some(0));
+        assert_eq!(items.intern("b"), Some(1));
+        assert_eq!(items.intern("a"), Some(0));
         assert_eq!(items.get("b"), Some(1));
         assert_eq!(items.get("c"), None);
         assert_eq!(items.key(1), "b");
         assert_eq!(items.len(), 2);
+    }
+    #[test]
+    fn a_full_dictionary_numbers_no_new_key() {
+        let mut items = Items::default();
+        assert_eq!(items.intern_within(1, "a"), Some(0));
+        assert_eq!(items.intern_within(1, "b"), None);
+        assert_eq!(items.intern_within(1, "a"), Some(0));
+        assert_eq!(items.len(), 1);
     }
 }

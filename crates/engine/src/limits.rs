@@ -27,6 +27,10 @@ pub const MAX_ORDERS: usize = 1_000;
 pub const MAX_LINES: usize = 500;
 /// Products in a contact's wishlist: the latest added are kept.
 pub const MAX_WISHLIST: usize = 500;
+/// Products in a site's catalogue (the shop's feed is admitted beyond it), and product
+/// keys the site's models number (every key any event named).
+pub const MAX_PRODUCTS: usize = 1_000_000;
+pub const MAX_ITEMS: usize = 2_000_000;
 
 /// Why something was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,10 +44,17 @@ pub enum Dropped {
     ProductCategory,
     Line,
     Attribution,
+    Product,
+    /// A cookie, phone or vendor id a contact let go to keep [`crate::contacts::identity::MAX_SHARED_IDS`].
+    Identifier,
+    /// A contact left a product's price-drop list (see [`crate::interest::MAX_INTERESTED`]).
+    InterestedContact,
+    /// A block click or impression a contact's attribution let go (the latest are kept).
+    Touch,
 }
 
 impl Dropped {
-    pub const ALL: [Dropped; 9] = [
+    pub const ALL: [Dropped; 13] = [
         Dropped::ProfileField,
         Dropped::HistoryPoint,
         Dropped::ProductTag,
@@ -53,6 +64,10 @@ impl Dropped {
         Dropped::ProductCategory,
         Dropped::Line,
         Dropped::Attribution,
+        Dropped::Product,
+        Dropped::Identifier,
+        Dropped::InterestedContact,
+        Dropped::Touch,
     ];
 
     pub fn name(self) -> &'static str {
@@ -66,6 +81,10 @@ impl Dropped {
             Dropped::ProductCategory => "product_category",
             Dropped::Line => "line",
             Dropped::Attribution => "attribution",
+            Dropped::Product => "product",
+            Dropped::Identifier => "identifier",
+            Dropped::InterestedContact => "interested_contact",
+            Dropped::Touch => "touch",
         }
     }
 }

@@ -175,7 +175,7 @@ impl SiteState {
         // Products by number in the site's dictionary, before the contact is borrowed.
         let product_item = match &event.body {
             EventBody::ProductPage { product } | EventBody::AddToWishlist { product } => {
-                Some(self.recommender.intern(&product.product_key))
+                self.recommender.intern(&product.product_key)
             }
             _ => None,
         };
@@ -223,10 +223,10 @@ impl SiteState {
         }
         match body {
             EventBody::StatusCart { cart } => (cart.products.iter().take(MAX_LINES))
-                .map(|l| Line::of_cart(l, items.intern(&l.product_key)))
+                .filter_map(|l| Some(Line::of_cart(l, items.intern(&l.product_key)?)))
                 .collect(),
             EventBody::PurchasedItems { purchase } => (purchase.products.iter().take(MAX_LINES))
-                .map(|l| Line::of_order(l, items.intern(&l.product_key)))
+                .filter_map(|l| Some(Line::of_order(l, items.intern(&l.product_key)?)))
                 .collect(),
             _ => ThinVec::new(),
         }

@@ -8,7 +8,9 @@ use serde_json::Value;
 use crate::error::{ErrorCode, ProtocolError};
 use crate::event::*;
 use crate::json;
-use crate::reader::{Node, Obj, Result};
+#[cfg(test)]
+use crate::reader::MAX_TEXT_BYTES;
+use crate::reader::{MAX_KEY_BYTES, Node, Obj, Result};
 use crate::tree::{Json, Object};
 
 /// Earliest plausible event time: 2000-01-01T00:00:00Z, in milliseconds.
@@ -184,11 +186,11 @@ fn parse_visitor(info: &Obj<'_>) -> Result<Visitor> {
     }
     Ok(Visitor {
         sc: info.read(&["cookies"], sc_cookie)?,
-        external_customer_id: info.text(&["externalCustomerId"])?,
-        email: info.text(&["user_email"])?,
-        phone: info.text(&["user_phone"])?,
-        name: info.text(&["user_name"])?,
-        es_contact_id: info.text(&["user_es_contact_id"])?,
+        external_customer_id: info.key(&["externalCustomerId"])?,
+        email: info.key(&["user_email"])?,
+        phone: info.key(&["user_phone"])?,
+        name: info.key(&["user_name"])?,
+        es_contact_id: info.key(&["user_es_contact_id"])?,
         extra,
     })
 }
@@ -207,23 +209,26 @@ fn scalar_text(value: &Json<'_>) -> Option<String> {
 /// `cookies` is `{"sc": "..."}`, a raw cookie header (`sc=...; _ga=...`) or the bare value.
 fn sc_cookie(node: &Node<'_>) -> Result<Option<Text>> {
     match node.value {
-        Json::Object(map) => Obj::new(map, node.path_text()).text(&["sc"]),
-        Json::String(raw) if raw.contains('=') => Ok(raw.split(';').find_map(|pair| {
-            let (name, value) = pair.split_once('=')?;
-            let value = value.trim();
-            (name.trim() == "sc" && !value.is_empty()).then(|| Text::from(value))
-        })),
-        _ => node.text(),
+        Json::Object(map) => Obj::new(map, node.path_text()).key(&["sc"]),
+        Json::String(raw) if raw.contains('=') => {
+            let sc = raw.split(';').find_map(|pair| {
+                let (name, value) = pair.split_once('=')?;
+                let value = value.trim();
+                (name.trim() == "sc" && !value.is_empty()).then(|| Text::from(value))
+            });
+            node.check_length(sc, MAX_KEY_BYTES)
+        }
+        _ => node.key(),
     }
 }
 
 fn parse_contact_link(root: &Obj<'_>) -> Result<ContactLink> {
     let link = ContactLink {
         org_id: root.text(&["orgId"])?,
-        web_id: root.text(&["webId"])?,
-        external_customer_id: root.text(&["externalCustomerId"])?,
-        email: root.text(&["email", "user_email"])?,
-        phone: root.text(&["phone", "user_phone"])?,
+        web_id: root.key(&["webId"])?,
+        external_customer_id: root.key(&["externalCustomerId"])?,
+        email: root.key(&["email", "user_email"])?,
+        phone: root.key(&["phone", "user_phone"])?,
     };
     if link.web_id.is_none()
         && link.external_customer_id.is_none()
@@ -388,7 +393,7 @@ fn product_seen(node: &Node<'_>) -> Result<ProductSeen> {
         }
     };
     Ok(ProductSeen {
-        product_key: product.required_text(PRODUCT_KEY)?,
+        product_key: product.required_key(PRODUCT_KEY)?,
         price: required_price(&product, &["price", "unit_price"])?,
         in_stock: product.read(IN_STOCK, Node::flag)?,
         location,
@@ -398,12 +403,12 @@ fn product_seen(node: &Node<'_>) -> Result<ProductSeen> {
 
 fn cart(node: &Node<'_>, root: &Obj<'_>) -> Result<Cart> {
     let guid = match node.value {
-        Json::Object(map) => Obj::new(map, node.path_text()).text(&["GUID", "guid"])?,
+        Json::Object(map) => Obj::new(map, node.path_text()).key(&["GUID", "guid"])?,
         _ => None,
     };
     let guid = match guid {
         Some(guid) => Some(guid),
-        None => root.text(&["GUID", "guid"])?,
+        None => root.key(&["GUID", "guid"])?,
     };
     Ok(Cart {
         guid,
@@ -413,7 +418,7 @@ fn cart(node: &Node<'_>, root: &Obj<'_>) -> Result<Cart> {
 
 fn cart_line(line: &Obj<'_>) -> Result<CartLine> {
     Ok(CartLine {
-        product_key: line.required_text(PRODUCT_KEY)?,
+        product_key: line.required_key(PRODUCT_KEY)?,
         price: required_price(line, &["price", "unit_price"])?,
         discount: line.read(&["discount"], Node::decimal)?,
         quantity: line.require(&["quantity"], Node::quantity)?,
@@ -421,14 +426,14 @@ fn cart_line(line: &Obj<'_>) -> Result<CartLine> {
     })
 }
 
-/// Reads a field from the body object first, then from the top level of the request.
+/// Reads an identifier from the body object first, then from the top level of the request.
 fn body_or_root(node: &Node<'_>, root: &Obj<'_>, keys: &[&str]) -> Result<Option<String>> {
     if let Json::Object(map) = node.value
-        && let Some(text) = Obj::new(map, node.path_text()).text(keys)?
+        && let Some(text) = Obj::new(map, node.path_text()).key(keys)?
     {
         return Ok(Some(text));
     }
-    root.text(keys)
+    root.key(keys)
 }
 
 fn purchase(node: &Node<'_>, root: &Obj<'_>) -> Result<Purchase> {
@@ -448,7 +453,7 @@ fn purchase(node: &Node<'_>, root: &Obj<'_>) -> Result<Purchase> {
 
 fn order_line(line: &Obj<'_>) -> Result<OrderLine> {
     Ok(OrderLine {
-        product_key: line.required_text(ORDER_PRODUCT_KEY)?,
+        product_key: line.required_key(ORDER_PRODUCT_KEY)?,
         unit_price: required_price(line, &["unit_price", "price"])?,
         quantity: line.require(&["quantity"], Node::quantity)?,
         tags: line.tag_fields()?,
@@ -457,8 +462,8 @@ fn order_line(line: &Obj<'_>) -> Result<OrderLine> {
 
 fn impression(item: &Obj<'_>) -> Result<Impression> {
     Ok(Impression {
-        product_key: item.required_text(ORDER_PRODUCT_KEY)?,
-        container_type: item.required_text(&["container_type", "containerType"])?,
+        product_key: item.required_key(ORDER_PRODUCT_KEY)?,
+        container_type: item.required_key(&["container_type", "containerType"])?,
     })
 }
 
@@ -466,11 +471,19 @@ fn category_key(node: &Node<'_>) -> Result<String> {
     let body = as_object(node)?;
     match body.get_any(&["Category", "category"]) {
         Some((key, value)) => {
-            as_object(&Node::root(value, body.child_path(key)))?.required_text(&["categoryKey"])
+            as_object(&Node::root(value, body.child_path(key)))?.required_key(&["categoryKey"])
         }
-        None => body.required_text(&["categoryKey"]),
+        None => body.required_key(&["categoryKey"]),
     }
 }
+
+/// The `CustomerData` fields that name the person: held as identifiers, so bounded as keys.
+const IDENTIFYING: [&str; 4] = [
+    "user_email",
+    "user_phone",
+    "user_name",
+    "externalCustomerId",
+];
 
 /// A `CustomerData` body object, when one is sent, adds profile fields.
 fn customer_fields(node: &Node<'_>, visitor: &mut Visitor) -> Result<()> {
@@ -482,6 +495,10 @@ fn customer_fields(node: &Node<'_>, visitor: &mut Visitor) -> Result<()> {
         let Some(text) = scalar_text(value) else {
             continue;
         };
+        if IDENTIFYING.contains(&key) {
+            let field = Node::root(value, body.child_path(key));
+            field.check_length(Some(&text), MAX_KEY_BYTES)?;
+        }
         match key {
             "user_email" => visitor.email = Some(text.into()),
             "user_phone" => visitor.phone = Some(text.into()),
@@ -498,7 +515,7 @@ fn customer_fields(node: &Node<'_>, visitor: &mut Visitor) -> Result<()> {
 fn search(node: &Node<'_>) -> Result<Search> {
     let body = as_object(node)?;
     Ok(Search {
-        query: body.required_text(&["search", "query"])?,
+        query: body.required_key(&["search", "query"])?,
         found: body.read(&["isFound", "is_found"], Node::flag)?,
     })
 }
@@ -533,7 +550,7 @@ fn product_update(item: &Obj<'_>) -> Result<ProductUpdate> {
         .map(|(key, value)| (key.to_string(), value.to_value()))
         .collect();
     Ok(ProductUpdate {
-        product_key: item.required_text(ORDER_PRODUCT_KEY)?,
+        product_key: item.required_key(ORDER_PRODUCT_KEY)?,
         name: item.text(&["name"])?,
         description: item.text(&["description"])?,
         brand: item.text(&["brand"])?,
@@ -674,6 +691,57 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(error(input), want);
         }
+    }
+
+    #[test]
+    fn identifiers_and_texts_have_a_length_bound_named_at_their_path() {
+        let long = "x".repeat(MAX_KEY_BYTES + 1);
+        let mut cookie = info("CustomerData");
+        cookie["cookies"] = json!({"sc": long});
+        let mut header = info("CustomerData");
+        header["cookies"] = json!(format!("_ga=1; sc={long}"));
+        let mut customer = info("CustomerData");
+        customer["user_email"] = json!(long);
+        let cases = [
+            (json!({"GeneralInfo": cookie}), "GeneralInfo.cookies.sc"),
+            (json!({"GeneralInfo": header}), "GeneralInfo.cookies"),
+            (json!({"GeneralInfo": customer}), "GeneralInfo.user_email"),
+            (
+                json!({"GeneralInfo": info("CustomerData"), "CustomerData": {"user_phone": long}}),
+                "CustomerData.user_phone",
+            ),
+            (
+                json!({"GeneralInfo": info("ProductPage"),
+                       "ProductPage": {"Product": {"productKey": long, "price": 1}}}),
+                "ProductPage.Product.productKey",
+            ),
+            (
+                json!({"GeneralInfo": info("SearchRequest"), "SearchRequest": {"search": long}}),
+                "SearchRequest.search",
+            ),
+            (
+                json!({"GeneralInfo": info("PurchasedItems"), "PurchasedItems": {"OrderNumber": long,
+                       "Products": [{"product_id": "1", "unit_price": 1, "quantity": 1}]}}),
+                "PurchasedItems.OrderNumber",
+            ),
+        ];
+        for (input, path) in cases {
+            let message = error(input);
+            assert_eq!(
+                message,
+                format!("{path}: expected a text of at most {MAX_KEY_BYTES} bytes, got 513 bytes")
+            );
+        }
+        // A product's description may be long, up to the general bound.
+        let description = "d".repeat(MAX_TEXT_BYTES);
+        let update = json!({"GeneralInfo": info("ProductUpdate"),
+            "ProductUpdate": [{"product_id": "1", "description": description}]});
+        assert!(parse_value(&update, NOW).is_ok());
+        let too_long = json!({"GeneralInfo": info("ProductUpdate"),
+            "ProductUpdate": [{"product_id": "1", "description": format!("{description}d")}]});
+        assert!(
+            error(too_long).starts_with("ProductUpdate[0].description: expected a text of at most")
+        );
     }
 
     #[test]

@@ -16,6 +16,12 @@ const QUOTE_LIMIT: usize = 40;
 pub const MAX_QUANTITY: i64 = 1_000_000;
 /// Prices at or beyond this are a client bug (a timestamp or an id in the price field).
 const MAX_PRICE: i64 = 1_000_000_000_000;
+/// Longest text accepted anywhere in an event (a product's description, say).
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+/// Longest identifier or key: a cookie, an email, a name, a product key, an order number,
+/// a cart id, a category key, a search. The state holds each for as long as what it
+/// names, so the public tracker must not let them be large.
+pub const MAX_KEY_BYTES: usize = 512;
 
 pub type Result<T> = std::result::Result<T, ProtocolError>;
 
@@ -73,14 +79,36 @@ impl<'a> Node<'a> {
 
     /// [`Node::text`] without a copy of a string sent as one.
     pub fn text_in_place(&self) -> Result<Option<Cow<'a, str>>> {
-        match self.value {
-            Json::Null => Ok(None),
-            Json::String(s) => {
-                let trimmed = s.trim();
-                Ok((!trimmed.is_empty()).then_some(Cow::Borrowed(trimmed)))
-            }
-            Json::Number(n) => Ok(Some(Cow::Owned(n.to_string()))),
-            _ => Err(self.invalid("a string")),
+        self.text_of_at_most(MAX_TEXT_BYTES)
+    }
+
+    /// An identifier or key: a text of at most [`MAX_KEY_BYTES`].
+    pub fn key<T: From<Cow<'a, str>>>(&self) -> Result<Option<T>> {
+        Ok(self.text_of_at_most(MAX_KEY_BYTES)?.map(T::from))
+    }
+
+    fn text_of_at_most(&self, max: usize) -> Result<Option<Cow<'a, str>>> {
+        let text = match self.value {
+            Json::Null => None,
+            Json::String(s) => Some(s.trim()).filter(|t| !t.is_empty()).map(Cow::Borrowed),
+            Json::Number(n) => Some(Cow::Owned(n.to_string())),
+            _ => return Err(self.invalid("a string")),
+        };
+        self.check_length(text, max)
+    }
+
+    /// `text` (read from this node) if it is at most `max` bytes long.
+    pub fn check_length<T: AsRef<str>>(&self, text: Option<T>, max: usize) -> Result<Option<T>> {
+        match text {
+            Some(text) if text.as_ref().len() > max => Err(ProtocolError::new(
+                ErrorCode::InvalidValue,
+                &*self.path,
+                format!(
+                    "expected a text of at most {max} bytes, got {} bytes",
+                    text.as_ref().len()
+                ),
+            )),
+            text => Ok(text),
         }
     }
 
@@ -279,6 +307,15 @@ impl<'a> Obj<'a> {
 
     pub fn required_text<T: From<Cow<'a, str>>>(&self, keys: &[&str]) -> Result<T> {
         self.require(keys, Node::text)
+    }
+
+    /// An identifier or key (see [`Node::key`]).
+    pub fn key<T: From<Cow<'a, str>>>(&self, keys: &[&str]) -> Result<Option<T>> {
+        self.read(keys, Node::key)
+    }
+
+    pub fn required_key<T: From<Cow<'a, str>>>(&self, keys: &[&str]) -> Result<T> {
+        self.require(keys, Node::key)
     }
 
     /// The `tag_*` fields of a product, each an array of strings.

@@ -30,6 +30,7 @@ pub use spoor_protocol::person::{normalize_email, normalize_phone};
 use spoor_protocol::{ContactLink, Text, Visitor};
 
 use crate::compact::thin::{Texts, ThinStr};
+use crate::limits::{self, Dropped};
 
 /// A contact's number within its site, in order of creation.
 pub type ContactId = u32;
@@ -271,6 +272,14 @@ impl Identifiers {
     /// Adds an identifier; returns the one let go to make room, if any.
     #[must_use = "an identifier let go must leave the index too"]
     pub fn insert(&mut self, id: Identifier) -> Option<Identifier> {
+        let let_go = self.insert_within_cap(id);
+        if let_go.is_some() {
+            limits::drop_one(Dropped::Identifier);
+        }
+        let_go
+    }
+
+    fn insert_within_cap(&mut self, id: Identifier) -> Option<Identifier> {
         match id {
             Identifier::ExternalCustomerId(v) => {
                 self.rare_mut().external_customer_id = Some(v.as_str().into());

@@ -107,7 +107,9 @@ fn basket_params() -> NextItemParams {
 impl Recommender {
     /// A product view at `at`, by `visitor` when the event names someone.
     pub fn viewed(&mut self, visitor: Option<Visitor>, product_key: &str, at: i64) {
-        let item = self.items.intern(product_key);
+        let Some(item) = self.items.intern(product_key) else {
+            return;
+        };
         self.views.add(item, 1.0, at);
         let Some(visitor) = visitor else {
             return;
@@ -131,7 +133,9 @@ impl Recommender {
     pub fn purchased<'a>(&mut self, lines: impl IntoIterator<Item = (&'a str, u32)>, at: i64) {
         let basket = self.baskets.start(at, NO_VISITOR);
         for (key, quantity) in lines {
-            let item = self.items.intern(key);
+            let Some(item) = self.items.intern(key) else {
+                continue;
+            };
             self.sales.add(item, f64::from(quantity.max(1)), at);
             if self.baskets.has_room(basket) && !self.baskets.items(basket).contains(&item) {
                 self.baskets.push(basket, item, at);
@@ -204,8 +208,9 @@ impl Recommender {
         ranked.iter().take(k).map(|i| self.items.key(*i)).collect()
     }
 
-    /// The number of a product key in the site's product dictionary, given at first sight.
-    pub fn intern(&mut self, product_key: &str) -> ItemId {
+    /// The number of a product key in the site's product dictionary, given at first sight
+    /// (`None` once the dictionary is full).
+    pub fn intern(&mut self, product_key: &str) -> Option<ItemId> {
         self.items.intern(product_key)
     }
 
