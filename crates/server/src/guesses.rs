@@ -25,17 +25,40 @@ use crate::error::ApiError;
 /// Refused keys an address may send within [`WINDOW`], unless set otherwise.
 pub const DEFAULT_MAX_FAILURES: u32 = 10;
 pub const WINDOW: Duration = Duration::from_secs(60);
-/// Addresses remembered at most: past it, those whose window has ended are dropped, and
-/// if none has, a new address is not counted (the ones remembered stay slowed).
+/// Addresses remembered at most: past it, a new address is not counted (the ones
+/// remembered stay slowed) until the next sweep drops those whose window has ended.
 const MAX_ADDRESSES: usize = 100_000;
+/// How often addresses whose window has ended are swept out: a sweep reads the whole
+/// table under its lock, so many addresses failing at once must not each start one.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 pub struct KeyGuesses {
     /// Refused keys allowed per address and window; 0 for no limit.
     max_failures: u32,
-    failures: Mutex<HashMap<IpAddr, Failures>>,
-    /// How many addresses `failures` holds: zero on a server nobody guesses at, whose
-    /// requests then take no lock here.
+    failures: Mutex<Table>,
+    /// How many addresses the table holds: zero on a server nobody guessed at within a
+    /// window, whose requests then take no lock here.
     remembered: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Table {
+    by_address: HashMap<IpAddr, Failures>,
+    swept_at: Option<Instant>,
+}
+
+impl Table {
+    /// Drops the addresses whose window has ended, at most once per [`SWEEP_EVERY`].
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .swept_at
+            .is_some_and(|at| now.saturating_duration_since(at) < SWEEP_EVERY)
+        {
+            return;
+        }
+        self.by_address.retain(|_, seen| seen.since + WINDOW > now);
+        self.swept_at = Some(now);
+    }
 }
 
 struct Failures {
@@ -64,8 +87,11 @@ impl KeyGuesses {
         if self.max_failures == 0 || self.remembered.load(Ordering::Relaxed) == 0 {
             return None;
         }
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let seen = failures.get(&client)?;
+        let mut table = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        table.sweep(now);
+        self.remembered
+            .store(table.by_address.len(), Ordering::Relaxed);
+        let seen = table.by_address.get(&client)?;
         let end = seen.since + WINDOW;
         (seen.count >= self.max_failures && end > now).then(|| end - now)
     }
@@ -75,12 +101,12 @@ impl KeyGuesses {
         if self.max_failures == 0 {
             return;
         }
-        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        table.sweep(now);
+        let failures = &mut table.by_address;
         if !failures.contains_key(&client) && failures.len() >= MAX_ADDRESSES {
-            failures.retain(|_, seen| seen.since + WINDOW > now);
-            if failures.len() >= MAX_ADDRESSES {
-                return;
-            }
+            self.remembered.store(failures.len(), Ordering::Relaxed);
+            return;
         }
         let seen = failures.entry(client).or_insert(Failures {
             count: 0,
@@ -171,5 +197,28 @@ mod tests {
             None,
             "a new window counts anew"
         );
+    }
+
+    #[test]
+    fn addresses_whose_window_ended_are_forgotten_and_a_full_table_takes_no_new_one() {
+        let guesses = KeyGuesses::default();
+        let start = Instant::now();
+        let address = |n: u32| IpAddr::from(std::net::Ipv4Addr::from(n));
+        for n in 0..MAX_ADDRESSES as u32 {
+            guesses.failed(address(n), start);
+        }
+        assert_eq!(guesses.remembered.load(Ordering::Relaxed), MAX_ADDRESSES);
+        for _ in 0..DEFAULT_MAX_FAILURES {
+            guesses.failed(address(u32::MAX), start);
+        }
+        assert_eq!(
+            guesses.wait(address(u32::MAX), start),
+            None,
+            "not counted: full"
+        );
+        // Once their windows end, a request's check sweeps them out, and the server's
+        // requests take no lock here again.
+        assert_eq!(guesses.wait(address(1), start + WINDOW), None);
+        assert_eq!(guesses.remembered.load(Ordering::Relaxed), 0);
     }
 }
