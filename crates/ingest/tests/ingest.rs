@@ -54,20 +54,19 @@ fn view(sc: &str, product: &str) -> Vec<u8> {
 }
 
 fn purchase(sc: &str, order: &str) -> Vec<u8> {
-    format!(
-        r#"{{"GeneralInfo": {{"eventName": "PurchasedItems", "siteId": "S1", "cookies": "{sc}"}},
-            "PurchasedItems": {{"OrderNumber": "{order}",
-              "Products": [{{"product_id": "1", "unit_price": 2, "quantity": 1}}]}}}}"#
-    )
-    .into_bytes()
+    purchase_of(sc, order, 1)
 }
 
 /// Order `order` of the visitor with cookie `sc` sent again, in another body.
 fn resent(sc: &str, order: &str) -> Vec<u8> {
+    purchase_of(sc, order, 2)
+}
+
+fn purchase_of(sc: &str, order: &str, quantity: u32) -> Vec<u8> {
     format!(
         r#"{{"GeneralInfo": {{"eventName": "PurchasedItems", "siteId": "S1", "cookies": "{sc}"}},
             "PurchasedItems": {{"OrderNumber": "{order}",
-              "Products": [{{"product_id": "1", "unit_price": 2, "quantity": 2}}]}}}}"#
+              "Products": [{{"product_id": "1", "unit_price": 2, "quantity": {quantity}}}]}}}}"#
     )
     .into_bytes()
 }
