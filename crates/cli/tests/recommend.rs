@@ -580,29 +580,40 @@ async fn a_cookie_put_next_to_someone_elses_email_does_not_see_their_history() {
             customer("ann-cookie", "ann@example.com", 1),
             view("ann-cookie", "a", 2),
             view("ann-cookie", "b", 3),
-            // Anyone may post this: their own cookie beside Ann's email.
-            customer("mallory-cookie", "ann@example.com", 4),
+            view("anonymous", "c", 4),
+            // Anyone may post these: their own cookie beside Ann's email, or beside an
+            // email nobody has sent.
+            customer("mallory-cookie", "ann@example.com", 5),
+            customer("probe-cookie", "nobody-yet@example.com", 6),
         ],
     )
     .await;
-    let ask = |sc: &str| format!("siteId=S1&algorithm=recently-viewed&sc={sc}&after={last}");
+    let ask =
+        |sc: &str, algorithm: &str| format!("siteId=S1&algorithm={algorithm}&sc={sc}&after={last}");
 
-    let (status, _, own) = recommend(&server, &ask("ann-cookie")).await;
-    assert_eq!(
-        (status, keys(&own)),
-        (200, vec!["b", "a"]),
-        "Ann's own cookie: {own}"
-    );
-    let (status, _, joined) = recommend(&server, &ask("mallory-cookie")).await;
-    assert_eq!(status, 200);
-    let (_, _, stranger) = recommend(&server, &ask("never-seen")).await;
-    assert!(keys(&joined).is_empty(), "{joined}");
-    assert_eq!(
-        joined["notes"], stranger["notes"],
-        "answered as an unknown visitor, telling nothing of whether the email is known"
-    );
+    // A visitor named by nothing but their cookie gets what they did.
+    let (status, _, own) = recommend(&server, &ask("anonymous", "recently-viewed")).await;
+    assert_eq!((status, keys(&own)), (200, vec!["c"]), "{own}");
+    for algorithm in ["recently-viewed", "personal", "popular"] {
+        let (_, _, joined) = recommend(&server, &ask("mallory-cookie", algorithm)).await;
+        let (_, _, probe) = recommend(&server, &ask("probe-cookie", algorithm)).await;
+        let (_, _, stranger) = recommend(&server, &ask("never-seen", algorithm)).await;
+        assert_eq!(
+            joined, probe,
+            "{algorithm}: whether the email was known before is not told"
+        );
+        assert_eq!(
+            joined, stranger,
+            "{algorithm}: answered as an unknown visitor"
+        );
+    }
+    // Ann's own cookie too, on the public route: her contact is named by an email that
+    // anyone could have put beside a cookie.
+    let (_, _, ann) = recommend(&server, &ask("ann-cookie", "recently-viewed")).await;
+    assert!(keys(&ann).is_empty(), "{ann}");
     // The shop's server, with its key, gets the contact's history.
-    let (status, with_key) = recommend_with_key(&server, &ask("mallory-cookie"), &key).await;
+    let with_key = ask("mallory-cookie", "recently-viewed");
+    let (status, with_key) = recommend_with_key(&server, &with_key, &key).await;
     assert_eq!(
         (status, keys(&with_key)),
         (200, vec!["b", "a"]),
@@ -616,7 +627,7 @@ async fn a_cookie_put_next_to_someone_elses_email_does_not_see_their_history() {
         (200, &json!(true)),
         "{shown}"
     );
-    let (_, _, trusted) = recommend(&server, &ask("mallory-cookie")).await;
+    let (_, _, trusted) = recommend(&server, &ask("ann-cookie", "recently-viewed")).await;
     assert_eq!(keys(&trusted), vec!["b", "a"], "{trusted}");
 }
 

@@ -164,8 +164,18 @@ impl SiteState {
             return;
         }
         let id = self.resolve(&ids, at);
-        self.apply_to_models(event, Some(id), at);
-        self.attribution.apply(event, Some(id), at);
+        // An order sent again (from the page and from the shop's server, say) is stored
+        // each time, but counts once: in the models and block revenue, as in the contact.
+        let repeated_order = match &event.body {
+            EventBody::PurchasedItems { purchase } => {
+                (self.contacts.by_id(id)).is_some_and(|c| c.order(&purchase.order_number).is_some())
+            }
+            _ => false,
+        };
+        if !repeated_order {
+            self.apply_to_models(event, Some(id), at);
+            self.attribution.apply(event, Some(id), at);
+        }
         self.timers.apply(event, id, at);
         let contact = self.contacts.live_mut(id);
         contact.touch(&event.visitor, at);
@@ -237,7 +247,7 @@ impl SiteState {
             EventBody::ProductPage { product } => {
                 self.recommender.viewed(visitor, &product.product_key, at)
             }
-            // Ingest stores an order number once per site: every order here is new.
+            // A contact's order sent again does not come here (see `apply`).
             EventBody::PurchasedItems { purchase } => self.recommender.purchased(
                 purchase
                     .products

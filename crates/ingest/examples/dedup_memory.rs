@@ -33,7 +33,6 @@ fn main() {
     for n in 0..requests {
         let keys = Keys {
             request: xxhash_rust::xxh3::xxh3_128(&n.to_le_bytes()),
-            order: None,
         };
         let now = t0 + (n * 1000 / rate) as i64;
         match index.claim(keys, now) {
@@ -43,16 +42,15 @@ fn main() {
     }
     let seconds = started.elapsed().as_secs_f64();
     let grown = rss_bytes().saturating_sub(before);
-    let (held, _) = index.len();
+    let held = index.len();
     let retries = 1_000_000.min(requests);
     let now = t0 + (requests * 1000 / rate) as i64;
     let started = Instant::now();
     for n in 0..retries {
         let keys = Keys {
             request: xxhash_rust::xxh3::xxh3_128(&n.to_le_bytes()),
-            order: None,
         };
-        assert!(matches!(index.claim(keys, now), Claim::Duplicate(_)));
+        assert!(matches!(index.claim(keys, now), Claim::Duplicate));
     }
     let retry_ns = started.elapsed().as_nanos() as f64 / retries as f64;
     println!(

@@ -8,7 +8,7 @@ use spoor_protocol::stored::{RecordContent, StoredRecord, hash_hex};
 use spoor_protocol::tree::Json;
 use spoor_protocol::{EventKind, Incoming, TrackerEvent};
 
-use crate::dedup::{Claim, DedupIndex, DuplicateOf, Keys, keys_of};
+use crate::dedup::{Claim, DedupIndex, Keys, keys_of};
 use crate::error::IngestError;
 use crate::sites::SiteDirectory;
 use crate::unsettled::Unsettled;
@@ -22,8 +22,9 @@ const RECORD_OVERHEAD: usize = 256;
 pub enum Outcome {
     /// Durable in the log at this position.
     Stored(Position),
-    /// Acknowledged, but already stored: not stored again.
-    Duplicate(DuplicateOf),
+    /// Acknowledged, but the same bytes were stored within the retry window: not stored
+    /// again.
+    Duplicate,
     /// A shop plugin's diagnostic record: acknowledged and not stored.
     Ignored,
 }
@@ -231,11 +232,7 @@ impl Ingestor {
         enum Pending {
             Done(Result<Accepted, IngestError>),
             New(Keys, Option<EventKind>),
-            Waiting(
-                DuplicateOf,
-                Option<EventKind>,
-                tokio::sync::oneshot::Receiver<bool>,
-            ),
+            Waiting(Option<EventKind>, tokio::sync::oneshot::Receiver<bool>),
         }
         let mut to_append = Vec::new();
         let pending: Vec<Pending> = steps
@@ -250,11 +247,11 @@ impl Ingestor {
                         to_append.push(p.bytes);
                         Pending::New(p.keys, p.event)
                     }
-                    Claim::Duplicate(of) => Pending::Done(Ok(Accepted {
-                        outcome: Outcome::Duplicate(of),
+                    Claim::Duplicate => Pending::Done(Ok(Accepted {
+                        outcome: Outcome::Duplicate,
                         event: p.event,
                     })),
-                    Claim::InFlight(of, rx) => Pending::Waiting(of, p.event, rx),
+                    Claim::InFlight(rx) => Pending::Waiting(p.event, rx),
                 },
             })
             .collect();
@@ -283,9 +280,9 @@ impl Ingestor {
                     (Err(e), _) => Err(IngestError::Log(clone_log_error(e))),
                     (Ok(_), None) => unreachable!("a position exists when the append succeeded"),
                 },
-                Pending::Waiting(of, event, rx) => match rx.await {
+                Pending::Waiting(event, rx) => match rx.await {
                     Ok(true) => Ok(Accepted {
-                        outcome: Outcome::Duplicate(of),
+                        outcome: Outcome::Duplicate,
                         event,
                     }),
                     _ => Err(IngestError::Log(LogError::Failed)),
@@ -295,8 +292,8 @@ impl Ingestor {
         results
     }
 
-    /// Counts for `/metrics`: request hashes in the retry window, and order numbers held.
-    pub fn dedup_sizes(&self) -> (usize, usize) {
+    /// For `/metrics`: request hashes held for the retry window.
+    pub fn dedup_size(&self) -> usize {
         self.dedup.len()
     }
 }

@@ -7,7 +7,7 @@ use spoor_log::{EventLog, Position};
 
 use spoor_protocol::stored;
 
-use crate::dedup::{DedupIndex, Keys, OrderKeys};
+use crate::dedup::{DedupIndex, Keys};
 use crate::error::IngestError;
 use crate::ingestor::Ingestor;
 use crate::scan::scan_as;
@@ -108,33 +108,6 @@ pub(crate) fn index_records(
 struct KeysView {
     received_at: i64,
     request_hash: String,
-    event: Option<EventKeysView>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct EventKeysView {
-    site_id: String,
-    #[serde(default)]
-    visitor: BuyerView,
-    purchase: Option<OrderNumberView>,
-}
-
-/// The identifiers of a record's visitor (its profile fields are skipped).
-#[derive(serde::Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct BuyerView {
-    sc: Option<String>,
-    external_customer_id: Option<String>,
-    email: Option<String>,
-    phone: Option<String>,
-    es_contact_id: Option<String>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OrderNumberView {
-    order_number: String,
 }
 
 impl KeysView {
@@ -145,18 +118,6 @@ impl KeysView {
                 self.request_hash
             ))
         })?;
-        let order = self.event.as_ref().and_then(|event| {
-            let purchase = event.purchase.as_ref()?;
-            let buyer = &event.visitor;
-            let ids = [
-                ("sc", buyer.sc.as_deref()),
-                ("externalCustomerId", buyer.external_customer_id.as_deref()),
-                ("email", buyer.email.as_deref()),
-                ("phone", buyer.phone.as_deref()),
-                ("esContactId", buyer.es_contact_id.as_deref()),
-            ];
-            Some(OrderKeys::of(&event.site_id, &purchase.order_number, ids))
-        });
-        Ok(Keys { request, order })
+        Ok(Keys { request })
     }
 }

@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use spoor_ingest::dedup::DuplicateOf;
 use spoor_ingest::export::{ExportFilter, export};
 use spoor_ingest::{DirectoryError, IngestError, Ingestor, Outcome, SiteDirectory};
 use spoor_log::{AppendFuture, EventLog, FileLog, FileLogConfig, LogError, Position, Record};
@@ -76,7 +75,7 @@ fn outcome(result: Result<spoor_ingest::Accepted, IngestError>) -> Outcome {
 }
 
 #[tokio::test]
-async fn retries_and_repeated_orders_are_stored_once_even_after_a_restart() {
+async fn retries_are_stored_once_even_after_a_restart_and_a_resent_order_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     {
         let ingestor = open(dir.path());
@@ -86,7 +85,7 @@ async fn retries_and_repeated_orders_are_stored_once_even_after_a_restart() {
         );
         assert_eq!(
             outcome(ingestor.ingest_one(&view("a", "1"), NOW + 5).await),
-            Outcome::Duplicate(DuplicateOf::Request)
+            Outcome::Duplicate
         );
         assert_eq!(
             outcome(ingestor.ingest_one(&purchase("a", "77"), NOW).await),
@@ -96,16 +95,17 @@ async fn retries_and_repeated_orders_are_stored_once_even_after_a_restart() {
     let ingestor = open(dir.path());
     assert_eq!(
         outcome(ingestor.ingest_one(&view("a", "1"), NOW + 10).await),
-        Outcome::Duplicate(DuplicateOf::Request)
+        Outcome::Duplicate
     );
-    // Another body, but an order the site already sent for this buyer.
+    assert_eq!(
+        outcome(ingestor.ingest_one(&purchase("a", "77"), NOW + 10).await),
+        Outcome::Duplicate
+    );
+    // The same order in another body is stored (the state counts an order once per
+    // contact): on the public tracker, a "duplicate" answer for an order number would
+    // tell anyone which orders exist.
     assert_eq!(
         outcome(ingestor.ingest_one(&resent("a", "77"), NOW + 10).await),
-        Outcome::Duplicate(DuplicateOf::Order)
-    );
-    // The same number from another buyer: whoever sent it first cannot keep it out.
-    assert_eq!(
-        outcome(ingestor.ingest_one(&purchase("b", "77"), NOW + 10).await),
         Outcome::Stored(2)
     );
     assert_eq!(ingestor.log().end(), 3);
@@ -140,9 +140,7 @@ async fn a_batch_stores_its_valid_items_and_rejects_the_rest_with_nothing_stored
             .to_string()
             .contains("POST /admin/v1/sites")
     );
-    assert!(
-        matches!(results[3], Ok(ref a) if a.outcome == Outcome::Duplicate(DuplicateOf::Request))
-    );
+    assert!(matches!(results[3], Ok(ref a) if a.outcome == Outcome::Duplicate));
     assert!(matches!(results[4], Ok(ref a) if a.outcome == Outcome::Stored(1)));
     assert_eq!(ingestor.log().end(), 2);
 }
@@ -212,13 +210,13 @@ async fn an_index_snapshot_from_an_earlier_clean_stop_plus_the_tail_misses_nothi
     }
     let ingestor = reopen();
     assert_eq!(
-        outcome(ingestor.ingest_one(&resent("a", "1"), NOW).await),
-        Outcome::Duplicate(DuplicateOf::Order),
+        outcome(ingestor.ingest_one(&purchase("a", "1"), NOW).await),
+        Outcome::Duplicate,
         "from the snapshot"
     );
     assert_eq!(
-        outcome(ingestor.ingest_one(&resent("b", "2"), NOW).await),
-        Outcome::Duplicate(DuplicateOf::Order),
+        outcome(ingestor.ingest_one(&purchase("b", "2"), NOW).await),
+        Outcome::Duplicate,
         "from the log's tail"
     );
     assert_eq!(ingestor.log().end(), 2);
@@ -273,7 +271,7 @@ async fn index_snapshots_saved_while_clients_post_miss_no_stored_record() {
             for n in 0..EACH {
                 assert_eq!(
                     outcome(restarted.ingest_one(&body(client, n), NOW + 1).await),
-                    Outcome::Duplicate(DuplicateOf::Request),
+                    Outcome::Duplicate,
                     "snapshot {number}: client {client}'s body {n} was not recognised"
                 );
             }
@@ -355,6 +353,6 @@ async fn a_request_abandoned_mid_write_is_stored_once_and_its_retry_answered() {
     )
     .await
     .expect("the retry is answered, not left waiting for the abandoned write");
-    assert_eq!(outcome(retry), Outcome::Duplicate(DuplicateOf::Request));
+    assert_eq!(outcome(retry), Outcome::Duplicate);
     assert_eq!(ingestor.log().end(), 1);
 }

@@ -16,7 +16,6 @@ pub mod feed;
 pub mod ids;
 pub mod json;
 pub mod parse;
-pub mod person;
 pub mod reader;
 pub mod stored;
 mod tags;

@@ -55,7 +55,6 @@ pub struct Metrics {
     log_bytes: Gauge,
     log_records: Gauge,
     dedup_requests: Gauge,
-    dedup_orders: Gauge,
     state_lag: Gauge,
     state_dropped: Family<DroppedLabels, Counter>,
 }
@@ -123,12 +122,6 @@ impl Metrics {
             "Request hashes held to recognise client retries (kept 24 to 48 hours)",
             dedup_requests.clone(),
         );
-        let dedup_orders = Gauge::default();
-        registry.register(
-            "dedup_orders",
-            "Order numbers held to recognise repeated purchases",
-            dedup_orders.clone(),
-        );
         let state_lag = Gauge::default();
         registry.register(
             "state_lag_records",
@@ -161,7 +154,6 @@ impl Metrics {
             log_bytes,
             log_records,
             dedup_requests,
-            dedup_orders,
         }
     }
 
@@ -218,7 +210,7 @@ impl Metrics {
         &self,
         log_bytes: Option<u64>,
         log_records: u64,
-        dedup: (usize, usize),
+        dedup: usize,
         state_lag: u64,
     ) -> String {
         self.state_lag.set(state_lag as i64);
@@ -233,8 +225,7 @@ impl Metrics {
             self.log_bytes.set(bytes as i64);
         }
         self.log_records.set(log_records as i64);
-        self.dedup_requests.set(dedup.0 as i64);
-        self.dedup_orders.set(dedup.1 as i64);
+        self.dedup_requests.set(dedup as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

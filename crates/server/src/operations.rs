@@ -29,7 +29,7 @@ pub async fn metrics_text(State(state): State<Shared>) -> Response {
     let text = state.metrics.render(
         log.size_bytes(),
         log.end(),
-        state.ingestor.dedup_sizes(),
+        state.ingestor.dedup_size(),
         lag,
     );
     let mut response = text.into_response();

@@ -356,9 +356,9 @@ async fn answer(
     if ask.contact_id.is_some() {
         auth::require_site(headers, state, &ask.site_id).map_err(IntoResponse::into_response)?;
     }
-    // A cookie that joined a contact with history it did not gather (anyone can post
-    // their cookie with someone else's email) is not shown that history, unless the shop
-    // vouches for its links or asks with its key.
+    // Anyone can post their own cookie beside someone else's email: a cookie is shown
+    // its contact's history only while nothing else names the contact, unless the shop
+    // vouches for its identity links or asks with its key.
     let links_trusted = settings.trust_identity_links
         || (headers.contains_key(header::AUTHORIZATION)
             && auth::require_site(headers, state, &ask.site_id).is_ok());
@@ -377,7 +377,7 @@ async fn recommend(state: &AppState, ask: Ask, links_trusted: bool) -> Result<Re
         (_, Some(number)) => site.contact_by_id(number),
         (Some(sc), None) => site
             .contact(&Identifier::Sc(sc.as_str().into()))
-            .filter(|contact| links_trusted || !contact.identifiers.cookie_joined(sc)),
+            .filter(|contact| links_trusted || contact.identifiers.only_cookie_is(sc)),
         (None, None) => None,
     };
     let resolved = resolve(state, &ask, contact)?;

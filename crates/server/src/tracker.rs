@@ -8,7 +8,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use serde::Serialize;
-use spoor_ingest::dedup::DuplicateOf;
 use spoor_ingest::{Accepted, IngestError, Outcome};
 use spoor_protocol::batch::{Batch, Framing};
 
@@ -39,20 +38,12 @@ impl From<&Accepted> for EventAnswer {
                 message: None,
             },
             // "Duplicated request" is the phrase shop plugins look for.
-            Outcome::Duplicate(DuplicateOf::Request) => EventAnswer {
+            Outcome::Duplicate => EventAnswer {
                 status: "duplicate",
                 position: None,
                 message: Some(
                     "Duplicated request: an identical request was accepted within the last \
                      24 hours; it is stored once",
-                ),
-            },
-            Outcome::Duplicate(DuplicateOf::Order) => EventAnswer {
-                status: "duplicate",
-                position: None,
-                message: Some(
-                    "Duplicated request: this site already sent a purchase with this \
-                     OrderNumber; it is stored once",
                 ),
             },
             Outcome::Ignored => EventAnswer {
@@ -67,7 +58,7 @@ impl From<&Accepted> for EventAnswer {
 fn outcome_label(outcome: &Outcome) -> &'static str {
     match outcome {
         Outcome::Stored(_) => "stored",
-        Outcome::Duplicate(_) => "duplicate",
+        Outcome::Duplicate => "duplicate",
         Outcome::Ignored => "ignored",
     }
 }
@@ -200,7 +191,7 @@ pub async fn track_batch(
         let item = match result {
             Ok(accepted) => {
                 match accepted.outcome {
-                    Outcome::Duplicate(_) => answer.duplicates += 1,
+                    Outcome::Duplicate => answer.duplicates += 1,
                     _ => answer.accepted += 1,
                 }
                 ItemResult::Accepted(EventAnswer::from(accepted))

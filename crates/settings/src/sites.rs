@@ -42,9 +42,10 @@ pub struct SiteSettings {
     #[serde(default)]
     pub ingest_rate_limit: Option<RateLimit>,
     /// The shop sends an email, phone or customer id with a visitor's `sc` cookie only
-    /// once the visitor proved it theirs (signed in): a cookie that joined a known
-    /// contact then gets that contact's history on the public recommendations route.
-    /// Off by default, since anyone can type someone else's email into a form.
+    /// once the visitor proved it theirs (signed in): a cookie then gets its contact's
+    /// history on the public recommendations route whatever else names the contact. Off
+    /// by default, since anyone can post their cookie beside someone else's email; then
+    /// only a contact named by that cookie alone is shown to it.
     #[serde(default)]
     pub trust_identity_links: bool,
 }

@@ -26,7 +26,6 @@
 //! 6. The anchor takes all of the event's identifiers.
 
 use serde::{Deserialize, Serialize};
-pub use spoor_protocol::person::{normalize_email, normalize_phone};
 use spoor_protocol::{ContactLink, Text, Visitor};
 
 use crate::compact::thin::{Texts, ThinStr};
@@ -69,6 +68,31 @@ impl Identifier {
             _ => return None,
         })
     }
+}
+
+pub fn normalize_email(email: &str) -> Text {
+    let email = email.trim();
+    // Most emails arrive lowercase already: copied as they are, without the per-character
+    // Unicode case mapping.
+    if email
+        .bytes()
+        .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
+    {
+        Text::from_str_to_lowercase(email)
+    } else {
+        Text::from(email)
+    }
+}
+
+/// Digits only, with the international prefix (`+` or `00`) dropped:
+/// `+1-541-754-3010` and `0015417543010` are both `15417543010`.
+pub fn normalize_phone(phone: &str) -> Option<Text> {
+    let digits: Text = phone.chars().filter(char::is_ascii_digit).collect();
+    let digits = match digits.strip_prefix("00") {
+        Some(rest) => Text::from(rest),
+        None => digits,
+    };
+    (digits.len() >= 5).then_some(digits)
 }
 
 /// The identifiers an event carries, normalised.
@@ -140,9 +164,6 @@ pub struct Identifiers {
 struct RareIdentifiers {
     external_customer_id: Option<ThinStr>,
     es_contact_ids: Texts,
-    /// Cookies (of [`Identifiers::cookies`]) whose contact came to hold history they did
-    /// not gather (see [`Identifiers::cookie_joined`]).
-    joined_cookies: Texts,
 }
 
 /// [`Identifiers`] as snapshots and the API show them.
@@ -162,8 +183,6 @@ struct IdentifiersShown<Text, List> {
     cookies: List,
     #[serde(default, skip_serializing_if = "none")]
     es_contact_ids: List,
-    #[serde(default, skip_serializing_if = "none")]
-    joined_cookies: List,
 }
 
 fn none<List: AsRef<Texts>>(list: &List) -> bool {
@@ -178,7 +197,6 @@ impl Serialize for Identifiers {
             phones: &self.phones,
             cookies: &self.cookies,
             es_contact_ids: self.es_contact_ids(),
-            joined_cookies: self.joined_cookies(),
         }
         .serialize(serializer)
     }
@@ -190,7 +208,6 @@ impl<'de> Deserialize<'de> for Identifiers {
         let rare = RareIdentifiers {
             external_customer_id: held.external_customer_id,
             es_contact_ids: held.es_contact_ids,
-            joined_cookies: held.joined_cookies,
         };
         Ok(Identifiers {
             email: held.email,
@@ -211,35 +228,15 @@ impl Identifiers {
         self.rare.as_ref().map_or(&NONE, |r| &r.es_contact_ids)
     }
 
-    /// Cookies marked by [`Identifiers::join_cookie`].
-    pub fn joined_cookies(&self) -> &Texts {
-        static NONE: Texts = Texts::EMPTY;
-        self.rare.as_ref().map_or(&NONE, |r| &r.joined_cookies)
-    }
-
-    /// Whether the contact came to hold history that this cookie's holder did not
-    /// gather: the cookie was attached to a contact that existed already, or its contact
-    /// merged with another. Anyone can send an event that puts their own cookie next to
-    /// someone else's email, so a public route does not show such a cookie the contact's
-    /// history (unless the site vouches for its identity links).
-    pub fn cookie_joined(&self, cookie: &str) -> bool {
-        self.joined_cookies().contains(cookie)
-    }
-
-    /// Marks a cookie the contact holds as joined (see [`Identifiers::cookie_joined`]).
-    pub fn join_cookie(&mut self, cookie: &str) {
-        if self.cookies.contains(cookie) && !self.cookie_joined(cookie) {
-            // A subset of the cookies, so never more of them than the cookies' own cap.
-            let _ = self.rare_mut().joined_cookies.add(cookie, MAX_SHARED_IDS);
-        }
-    }
-
-    /// Forgets the mark of a cookie the contact no longer holds.
-    fn unjoin_cookie(&mut self, cookie: &str) {
-        if let Some(rare) = &mut self.rare {
-            rare.joined_cookies.retain(|c| c != cookie);
-        }
-        self.tidy();
+    /// Whether `cookie` is all that names the contact: then everything the contact holds
+    /// came with that cookie. Once an email, a phone or an id names a contact, anyone who
+    /// posted their own cookie beside it (the tracker is public) could share its history.
+    pub fn only_cookie_is(&self, cookie: &str) -> bool {
+        self.email.is_none()
+            && self.phones.is_empty()
+            && self.rare.is_none()
+            && self.cookies.len() == 1
+            && self.cookies.contains(cookie)
     }
 
     fn rare_mut(&mut self) -> &mut RareIdentifiers {
@@ -290,13 +287,7 @@ impl Identifiers {
                 None
             }
             Identifier::Phone(v) => self.phones.add(&v, MAX_SHARED_IDS).map(Identifier::Phone),
-            Identifier::Sc(v) => {
-                let let_go = self.cookies.add(&v, MAX_SHARED_IDS);
-                if let Some(cookie) = &let_go {
-                    self.unjoin_cookie(cookie);
-                }
-                let_go.map(Identifier::Sc)
-            }
+            Identifier::Sc(v) => self.cookies.add(&v, MAX_SHARED_IDS).map(Identifier::Sc),
             Identifier::EsContactId(v) => (self.rare_mut().es_contact_ids)
                 .add(&v, MAX_SHARED_IDS)
                 .map(Identifier::EsContactId),
@@ -308,10 +299,7 @@ impl Identifiers {
             Identifier::ExternalCustomerId(_) => self.rare_mut().external_customer_id = None,
             Identifier::Email(_) => self.email = None,
             Identifier::Phone(v) => self.phones.retain(|p| p != v),
-            Identifier::Sc(v) => {
-                self.cookies.retain(|c| c != v);
-                self.unjoin_cookie(v);
-            }
+            Identifier::Sc(v) => self.cookies.retain(|c| c != v),
             Identifier::EsContactId(v) => self.rare_mut().es_contact_ids.retain(|e| e != v),
         }
         self.tidy();
@@ -387,6 +375,25 @@ mod tests {
         );
         assert_eq!(ids.cookies.len(), MAX_SHARED_IDS);
         assert_eq!(ids.cookies.iter().last(), Some("new"));
+    }
+
+    #[test]
+    fn a_cookie_alone_is_the_only_name_until_anything_else_names_the_contact() {
+        let mut ids = Identifiers::default();
+        let _ = ids.insert(Identifier::Sc("c1".into()));
+        assert!(ids.only_cookie_is("c1"));
+        assert!(!ids.only_cookie_is("c2"));
+        for other in [
+            Identifier::Email("a@x".into()),
+            Identifier::Phone("12345".into()),
+            Identifier::ExternalCustomerId("7".into()),
+            Identifier::EsContactId("9".into()),
+            Identifier::Sc("c2".into()),
+        ] {
+            let mut named = ids.clone();
+            let _ = named.insert(other.clone());
+            assert!(!named.only_cookie_is("c1"), "{other:?}");
+        }
     }
 
     #[test]

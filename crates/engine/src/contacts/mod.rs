@@ -16,7 +16,6 @@ use identity::{ContactId, Identifier, Identifiers};
 use index::IdentifierIndex;
 
 use serde::{Deserialize, Serialize};
-use spoor_protocol::Text;
 
 /// A contact number as a snapshot keeps it: the contact, or the one it was merged into.
 #[derive(Serialize, Deserialize)]
@@ -117,20 +116,16 @@ impl Contacts {
             seen.push(*c);
             new
         });
-        let found = candidates
+        let anchor = candidates
             .iter()
             .map(|(_, c)| *c)
-            .find(|c| self.identifiers(*c).accepts(ids));
-        let anchor_existed = found.is_some();
-        let anchor = found.unwrap_or_else(|| self.create(at));
+            .find(|c| self.identifiers(*c).accepts(ids))
+            .unwrap_or_else(|| self.create(at));
 
         if candidates.iter().all(|(_, c)| *c == anchor) {
             // The usual event: it names its contact, or a new one; nobody else to join.
             // Nothing has changed the index since `holders` was read.
             self.attach_held(anchor, ids, &holders);
-            if anchor_existed {
-                self.join_arriving_cookies(anchor, ids, &holders);
-            }
             return Resolved {
                 contact: anchor,
                 merges: Vec::new(),
@@ -175,40 +170,9 @@ impl Contacts {
             }
         }
         self.attach(survivor, ids);
-        if !merges.is_empty() {
-            // Every cookie of the merged contacts now sees history gathered under others.
-            let cookies: Vec<Text> = self
-                .identifiers(survivor)
-                .cookies
-                .iter()
-                .map(Text::from)
-                .collect();
-            for cookie in cookies {
-                self.live_mut(survivor).identifiers.join_cookie(&cookie);
-            }
-        } else if anchor_existed {
-            self.join_arriving_cookies(survivor, ids, &holders);
-        }
         Resolved {
             contact: survivor,
             merges,
-        }
-    }
-
-    /// Marks the event's cookies that `contact`, which existed before the event, did not
-    /// hold before it (`holders`, as read before the event) as joined.
-    fn join_arriving_cookies(
-        &mut self,
-        contact: ContactId,
-        ids: &[Identifier],
-        holders: &[Option<ContactId>],
-    ) {
-        for (id, holder) in ids.iter().zip(holders) {
-            if let Identifier::Sc(cookie) = id
-                && *holder != Some(contact)
-            {
-                self.live_mut(contact).identifiers.join_cookie(cookie);
-            }
         }
     }
 

@@ -202,6 +202,14 @@ impl Recommender {
         self.named(self.sessions.next_items(&s, now, None, params, k))
     }
 
+    /// How much of a product sold (decayed), for tests of what counts as a sale.
+    #[cfg(test)]
+    pub(crate) fn sold(&self, product_key: &str) -> f64 {
+        self.items
+            .get(product_key)
+            .map_or(0.0, |item| self.sales.score(item))
+    }
+
     /// The `k` most viewed products.
     pub fn most_viewed(&self, k: usize) -> Vec<&str> {
         let ranked = self.views.ranked();
