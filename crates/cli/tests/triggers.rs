@@ -147,6 +147,44 @@ async fn an_abandoned_cart_reaches_the_shops_webhook() {
             "the outbox still names her"
         );
     }
+
+    // Bob's trigger fires while only his phone names him, so it is recorded under his
+    // phone; he gives his email later, and is erased by it.
+    let two_hours_ago = now_ms() - 2 * 3_600_000;
+    let cart = json!({"GeneralInfo": {"eventName": "StatusCart", "siteId": "S1",
+                                       "datetime": two_hours_ago, "cookies": {"sc": "bob"},
+                                       "user_phone": "+380501112233"},
+                      "StatusCart": {"GUID": "g2", "Products": [
+                          {"productKey": "mug", "price": "12.5 EUR", "quantity": 1}]}});
+    let (status, answer) = post_json(&server.url("/api/v2"), cart.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    let mut waited = 0;
+    while seen.lock().unwrap().len() < 2 {
+        assert!(waited < 100, "no delivery for bob within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let outbox_names = |text: &str| {
+        std::fs::read_dir(dir.path().join("data/outbox"))
+            .unwrap()
+            .any(|file| {
+                let bytes = std::fs::read(file.unwrap().path()).unwrap();
+                String::from_utf8_lossy(&bytes).contains(text)
+            })
+    };
+    assert!(outbox_names("380501112233"), "recorded under his phone");
+    let named = json!({"GeneralInfo": {"eventName": "CustomerData", "siteId": "S1",
+                                        "cookies": {"sc": "bob"}, "user_phone": "+380501112233",
+                                        "user_email": "bob@example.com"}});
+    let (status, answer) = post_json(&server.url("/api/v2"), named.to_string()).await;
+    assert_eq!(status, 200, "{answer}");
+    let erase = format!(
+        "/api/v1/sites/S1/contacts?email=bob@example.com&after={}",
+        answer["position"]
+    );
+    let (status, _) = common::call(reqwest::Method::DELETE, &server, &erase).await;
+    assert_eq!(status, 200);
+    assert!(!outbox_names("380501112233"), "the outbox still names him");
 }
 
 /// The first delivery the receiver got, its signature checked.

@@ -33,6 +33,15 @@ pub fn client_address(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -
     peer.ip()
 }
 
+/// What a client address counts as, for rate limits and refused keys: itself for IPv4,
+/// its /64 for IPv6, which one host usually holds whole (and can pick any address in).
+pub fn network_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+    }
+}
+
 /// The 429 (with `Retry-After`) for a request over the site's rate limit; `None` when the
 /// request may go on.
 pub fn rate_limit_refusal(

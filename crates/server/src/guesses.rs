@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::access::client_address;
+use crate::access::{client_address, network_of};
 use crate::app::{AppState, Shared};
 use crate::auth;
 use crate::error::ApiError;
@@ -154,14 +154,6 @@ pub async fn guard(
 /// another site counts then, as any refusal does).
 fn is_good_key(state: &AppState, key: &str) -> bool {
     auth::is_admin_token(key, &state.admin_token) || state.settings.sites.site_of_key(key).is_some()
-}
-
-/// What an address counts as: itself for IPv4, its /64 for IPv6.
-fn network_of(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
-        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-    }
 }
 
 fn too_many(max_failures: u32, wait: Duration) -> Response {

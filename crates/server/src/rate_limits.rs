@@ -12,6 +12,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use spoor_settings::RateLimit;
 
+use crate::access::network_of;
+
 /// Checks between two sweeps of a site's idle client addresses.
 const SWEEP_EVERY: u64 = 100_000;
 
@@ -29,7 +31,8 @@ pub struct Limiters {
 }
 
 impl Limiters {
-    /// `Err(wait)` when `client` has used up its requests to `site_id` for now.
+    /// `Err(wait)` when `client` (its /64, for IPv6) has used up its requests to
+    /// `site_id` for now.
     pub fn check(&self, site_id: &str, limit: RateLimit, client: IpAddr) -> Result<(), Duration> {
         let site = self.limiter(site_id, limit);
         if site.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
@@ -37,7 +40,7 @@ impl Limiters {
             site.limiter.shrink_to_fit();
         }
         site.limiter
-            .check_key(&client)
+            .check_key(&network_of(client))
             .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
     }
 
@@ -92,5 +95,20 @@ mod tests {
             burst: 10,
         };
         assert!(limiters.check("S", wider, a).is_ok());
+    }
+
+    #[test]
+    fn an_ipv6_host_is_limited_by_its_64_whatever_address_it_picks() {
+        let limiters = Limiters::default();
+        let limit = RateLimit {
+            per_second: 1,
+            burst: 2,
+        };
+        let address = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        assert!(limiters.check("S", limit, address(1)).is_ok());
+        assert!(limiters.check("S", limit, address(2)).is_ok());
+        assert!(limiters.check("S", limit, address(3)).is_err());
+        let next_network = IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
+        assert!(limiters.check("S", limit, next_network).is_ok());
     }
 }

@@ -251,20 +251,23 @@ pub async fn erase_contact(
     ApiQuery(query): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<Erasure>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
-    // The outbox knows the contact by a digest of its email or phone: found before the
+    // The outbox knows the contact by a digest of its email or a phone: found before the
     // contact is gone from the state.
-    let check = {
+    let checks = {
         let (who, _) = who_and_after(&query)?;
         let id = identifier_of(&state, &site_id, who)?;
         let engine = state.live.read();
-        engine
-            .site(&site_id)
+        (engine.site(&site_id))
             .and_then(|site| site.contact(&id))
-            .and_then(spoor_triggers::payload::contact_check)
+            .map(spoor_triggers::payload::contact_checks)
+            .unwrap_or_default()
     };
     let erased = on_contact(&state, &headers, site_id, &query, erasure::erase).await?;
-    if let Some(check) = check {
-        let forgotten = state.triggers.outbox().forget(&check)?;
+    let mut forgotten = 0;
+    for check in &checks {
+        forgotten += state.triggers.outbox().forget(check)?;
+    }
+    if forgotten > 0 {
         tracing::info!(
             records = forgotten,
             "trigger outbox records of the contact erased"

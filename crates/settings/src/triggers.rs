@@ -156,7 +156,8 @@ pub struct TriggerSettings {
     pub quiet_hours: Option<QuietHours>,
     /// A fired trigger whose deliveries are all delivered or dead leaves the outbox (and
     /// the pull API) this many days after its last attempt; kept at least as long as
-    /// `staleAfterHours` and `identifyWithinHours`, so that it cannot fire twice.
+    /// `staleAfterHours`, `identifyWithinHours` and `frequencyCapHours`, so that it
+    /// cannot fire twice nor a restart forget the cap.
     #[serde(default = "default_retention")]
     pub retention_days: u32,
     #[serde(default)]
@@ -257,13 +258,15 @@ impl TriggerSettings {
         i64::from(self.stale_after_hours) * HOUR_MS
     }
 
-    /// How long a settled trigger is kept: the retention, or longer where a trigger
-    /// could otherwise fire again (a timer is dropped once stale, or once its contact
-    /// had its time to be identified).
+    /// How long a settled trigger is kept: the retention, or longer where leaving would
+    /// change what fires: a timer is dropped once stale or once its contact had its time
+    /// to be identified, and a first message counts against the frequency cap (which a
+    /// restart reads back from the triggers kept).
     pub fn keep_settled_ms(&self) -> i64 {
         (i64::from(self.retention_days) * 24 * HOUR_MS)
             .max(self.stale_after_ms())
             .max(self.identify_within_ms())
+            .max(self.frequency_cap_ms())
     }
 
     pub fn purchase_pause_ms(&self) -> i64 {
@@ -488,6 +491,9 @@ mod tests {
         let waits_long: TriggerSettings =
             serde_json::from_str(r#"{"retentionDays": 1, "identifyWithinHours": 72}"#).unwrap();
         assert_eq!(waits_long.keep_settled_ms(), 72 * HOUR_MS);
+        let capped_long: TriggerSettings =
+            serde_json::from_str(r#"{"retentionDays": 1, "frequencyCapHours": 720}"#).unwrap();
+        assert_eq!(capped_long.keep_settled_ms(), 720 * HOUR_MS);
     }
 
     #[test]

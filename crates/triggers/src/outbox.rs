@@ -394,7 +394,8 @@ impl Outbox {
                 .log
                 .read(*position, 1)
                 .map_err(|e| TriggerError::Storage(e.to_string()))?;
-            let Some(record) = original.first() else {
+            // A position whose record is gone reads as the next one: never overwritten.
+            let Some(record) = original.first().filter(|r| r.position == *position) else {
                 continue;
             };
             let id = serde_json::from_slice::<Record>(&record.payload)

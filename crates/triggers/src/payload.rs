@@ -34,6 +34,17 @@ pub fn contact_check(contact: &Contact) -> Option<String> {
     Some(hex::encode(Sha256::digest(reach.as_bytes())))
 }
 
+/// The digests a trigger of this contact may have been recorded under: its email's and
+/// each of its phones' (a trigger fired while it had no email, or another first phone, is
+/// recorded under that phone).
+pub fn contact_checks(contact: &Contact) -> Vec<String> {
+    let ids = &contact.identifiers;
+    (ids.email.as_deref().into_iter())
+        .chain(ids.phones.iter())
+        .map(|reach| hex::encode(Sha256::digest(reach.as_bytes())))
+        .collect()
+}
+
 /// The delivery body of `fired`, or `None` when its contact is no longer held as the same
 /// person (erased, or its number now names someone else).
 pub fn payload(site: &SiteState, fired: &Fired, now: i64) -> Option<Value> {
