@@ -12,7 +12,7 @@ use spoor_protocol::{EventBody, Price, ProductUpdate, TagMap, TrackerEvent};
 
 use crate::limits::{
     self, Dropped, MAX_CATEGORIES, MAX_CATEGORY_BYTES, MAX_HISTORY_POINTS, MAX_PRODUCT_FIELDS,
-    MAX_PRODUCT_TAGS, MAX_PRODUCTS, MAX_TAG_VALUES,
+    MAX_PRODUCTS,
 };
 use crate::timed::Timed;
 
@@ -316,18 +316,7 @@ impl Catalogue {
         if let Some(ids) = &update.category_ids {
             product.category_ids = capped_categories(ids.iter().map(|id| id.as_str()));
         }
-        for (key, values) in &update.tags {
-            if product.tags.get(key).is_none() && product.tags.len() >= MAX_PRODUCT_TAGS {
-                limits::drop_one(Dropped::ProductTag);
-                continue;
-            }
-            let mut values = values.clone();
-            if values.len() > MAX_TAG_VALUES {
-                values.truncate(MAX_TAG_VALUES);
-                limits::drop_one(Dropped::ProductTag);
-            }
-            product.tags.insert(key.clone(), values);
-        }
+        limits::put_tags(&mut product.tags, &update.tags);
         for (key, value) in &update.extra {
             if !product.extra.contains_key(key) && product.extra.len() >= MAX_PRODUCT_FIELDS {
                 limits::drop_one(Dropped::ProductField);

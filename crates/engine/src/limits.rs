@@ -6,6 +6,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use spoor_protocol::{TagMap, Text};
+
 /// Further profile fields (`user_city`, `user_card_id`...) per contact.
 pub const MAX_PROFILE_FIELDS: usize = 64;
 /// Bytes of a profile field's name, and of its value.
@@ -13,9 +15,12 @@ pub const MAX_FIELD_NAME_BYTES: usize = 64;
 pub const MAX_FIELD_VALUE_BYTES: usize = 1024;
 /// Points of a product's price history, and of its stock history: the latest are kept.
 pub const MAX_HISTORY_POINTS: usize = 256;
-/// Tag names per product, and values per tag name.
+/// Tag names per product (or cart or order line), values per tag name, and bytes of all
+/// its tags' names and values together: a product's tags go into every answer that shows
+/// it.
 pub const MAX_PRODUCT_TAGS: usize = 64;
 pub const MAX_TAG_VALUES: usize = 64;
+pub const MAX_TAG_BYTES: usize = 16 * 1024;
 /// Categories (or levels of a category path) per product, and bytes of each.
 pub const MAX_CATEGORIES: usize = 32;
 pub const MAX_CATEGORY_BYTES: usize = 256;
@@ -89,6 +94,32 @@ impl Dropped {
     }
 }
 
+/// Puts each of `new`'s tags into `tags` (replacing one of the same name) within the caps
+/// on tag names, values per tag and bytes; what does not fit is dropped and counted.
+pub fn put_tags(tags: &mut TagMap, new: &TagMap) {
+    let size =
+        |name: &str, values: &[Text]| name.len() + values.iter().map(|v| v.len()).sum::<usize>();
+    let mut held: usize = tags.iter().map(|(name, values)| size(name, values)).sum();
+    for (name, values) in new.iter() {
+        let replaced = tags.get(name).map(|old| size(name, old));
+        if replaced.is_none() && tags.len() >= MAX_PRODUCT_TAGS {
+            drop_one(Dropped::ProductTag);
+            continue;
+        }
+        let kept = &values[..values.len().min(MAX_TAG_VALUES)];
+        if kept.len() < values.len() {
+            drop_one(Dropped::ProductTag);
+        }
+        let after = held - replaced.unwrap_or(0) + size(name, kept);
+        if after > MAX_TAG_BYTES {
+            drop_one(Dropped::ProductTag);
+            continue;
+        }
+        held = after;
+        tags.insert(name.clone(), kept.to_vec());
+    }
+}
+
 static COUNTS: [AtomicU64; Dropped::ALL.len()] = [const { AtomicU64::new(0) }; Dropped::ALL.len()];
 
 /// Counts one drop.
@@ -100,4 +131,44 @@ pub fn drop_one(reason: Dropped) {
 /// drops again).
 pub fn dropped(reason: Dropped) -> u64 {
     COUNTS[reason as usize].load(Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tags(entries: &[(&str, Vec<String>)]) -> TagMap {
+        let mut map = TagMap::new();
+        for (name, values) in entries {
+            map.insert((*name).into(), values.iter().map(|v| v.as_str().into()).collect());
+        }
+        map
+    }
+
+    #[test]
+    fn tags_are_kept_within_their_count_values_and_bytes() {
+        let mut held = TagMap::new();
+        let many: Vec<String> = (0..MAX_TAG_VALUES + 5).map(|i| i.to_string()).collect();
+        put_tags(&mut held, &tags(&[("color", many)]));
+        assert_eq!(held.get("color").unwrap().len(), MAX_TAG_VALUES);
+
+        let big = vec!["x".repeat(MAX_TAG_BYTES / 2)];
+        put_tags(&mut held, &tags(&[("a", big.clone())]));
+        assert!(held.get("a").is_some());
+        put_tags(&mut held, &tags(&[("b", big.clone())]));
+        assert!(held.get("b").is_none(), "past the byte budget");
+        // Replacing a tag frees its bytes first.
+        put_tags(&mut held, &tags(&[("a", vec!["small".into()])]));
+        put_tags(&mut held, &tags(&[("b", big)]));
+        assert!(held.get("b").is_some());
+
+        let mut names = TagMap::new();
+        let each: Vec<(String, Vec<String>)> = (0..MAX_PRODUCT_TAGS + 3)
+            .map(|i| (format!("t{i:03}"), vec!["v".to_string()]))
+            .collect();
+        let each: Vec<(&str, Vec<String>)> =
+            each.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+        put_tags(&mut names, &tags(&each));
+        assert_eq!(names.len(), MAX_PRODUCT_TAGS);
+    }
 }

@@ -100,16 +100,18 @@ impl<'a> Node<'a> {
     /// `text` (read from this node) if it is at most `max` bytes long.
     pub fn check_length<T: AsRef<str>>(&self, text: Option<T>, max: usize) -> Result<Option<T>> {
         match text {
-            Some(text) if text.as_ref().len() > max => Err(ProtocolError::new(
-                ErrorCode::InvalidValue,
-                &*self.path,
-                format!(
-                    "expected a text of at most {max} bytes, got {} bytes",
-                    text.as_ref().len()
-                ),
-            )),
+            Some(text) if text.as_ref().len() > max => Err(self.too_long(text.as_ref().len(), max)),
             text => Ok(text),
         }
+    }
+
+    /// The error for a text of `len` bytes where at most `max` are accepted.
+    pub fn too_long(&self, len: usize, max: usize) -> ProtocolError {
+        ProtocolError::new(
+            ErrorCode::InvalidValue,
+            &*self.path,
+            format!("expected a text of at most {max} bytes, got {len} bytes"),
+        )
     }
 
     /// A whole number, sent as a JSON number or as a numeric string.
@@ -223,6 +225,12 @@ impl<'a> Node<'a> {
             Json::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
+                    if let Json::String(s) = item
+                        && s.len() > MAX_KEY_BYTES
+                    {
+                        let item = Node::root(item, format!("{}[{i}]", self.path));
+                        return Err(item.too_long(s.len(), MAX_KEY_BYTES));
+                    }
                     match item {
                         Json::String(s) => out.push(Text::from(&**s)),
                         Json::Number(n) => out.push(compact_str::format_compact!("{n}")),
@@ -293,6 +301,22 @@ impl<'a> Obj<'a> {
         self.read(keys, read)?.ok_or_else(|| self.missing(keys[0]))
     }
 
+    /// A field name the state keeps (a tag's, a further profile or catalogue field's):
+    /// at most [`MAX_KEY_BYTES`].
+    pub fn check_name(&self, key: &str) -> Result<()> {
+        if key.len() > MAX_KEY_BYTES {
+            return Err(ProtocolError::new(
+                ErrorCode::InvalidValue,
+                self.child_path(&key[..key.floor_char_boundary(40)]),
+                format!(
+                    "expected a field name of at most {MAX_KEY_BYTES} bytes, got {} bytes",
+                    key.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn missing(&self, key: &str) -> ProtocolError {
         ProtocolError::new(
             ErrorCode::MissingField,
@@ -323,6 +347,7 @@ impl<'a> Obj<'a> {
         let mut tags = TagMap::new();
         for (key, value) in self.map.iter() {
             if key.starts_with("tag_") {
+                self.check_name(key)?;
                 let list = Node::root(value, String::new()).string_list();
                 tags.insert(
                     Text::from(key),
@@ -345,6 +370,7 @@ impl<'a> Obj<'a> {
         let tags = Obj::new(map, path);
         let mut out = TagMap::new();
         for (name, list) in map.iter() {
+            tags.check_name(name)?;
             let list = Node::root(list, String::new()).string_list();
             out.insert(
                 Text::from(name),

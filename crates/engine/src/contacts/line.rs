@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use spoor_protocol::{CartLine, OrderLine, Price, TagMap, Text};
 
 use crate::items::ItemId;
+use crate::limits;
 
 /// Currency codes up to this many bytes are held in the line itself (`EUR`, `грн`, `$`).
 const INLINE_CURRENCY: usize = 6;
@@ -60,7 +61,11 @@ impl Line {
     ) -> Line {
         let mut rare = RareParts {
             discount,
-            tags: (!tags.is_empty()).then(|| tags.clone()),
+            tags: (!tags.is_empty()).then(|| {
+                let mut kept = TagMap::new();
+                limits::put_tags(&mut kept, tags);
+                kept
+            }),
             ..RareParts::default()
         };
         let (units, scale) = match i64::try_from(price.mantissa()) {
