@@ -619,6 +619,12 @@ async fn a_cookie_put_next_to_someone_elses_email_does_not_see_their_history() {
         (200, vec!["b", "a"]),
         "{with_key}"
     );
+    let wrong_key = ask("mallory-cookie", "recently-viewed");
+    let (status, refused) = recommend_with_key(&server, &wrong_key, "not-the-key").await;
+    assert_eq!(
+        status, 401,
+        "a wrong key is refused, not taken for none: {refused}"
+    );
 
     // A shop that links identities only after a sign-in vouches for them.
     let (status, shown) = put_settings(&server, r#"{"trustIdentityLinks": true}"#).await;

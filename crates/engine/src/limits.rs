@@ -140,7 +140,10 @@ mod tests {
     fn tags(entries: &[(&str, Vec<String>)]) -> TagMap {
         let mut map = TagMap::new();
         for (name, values) in entries {
-            map.insert((*name).into(), values.iter().map(|v| v.as_str().into()).collect());
+            map.insert(
+                (*name).into(),
+                values.iter().map(|v| v.as_str().into()).collect(),
+            );
         }
         map
     }

@@ -255,7 +255,10 @@ impl DedupIndex {
     }
 
     pub fn claim(&self, keys: Keys, now_ms: i64) -> Claim {
-        let mut shard = self.shard(keys.request).lock().expect("dedup shard");
+        let mut shard = self
+            .shard(keys.request)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         shard.rotate(now_ms);
         if let Some(claim) = shard.keys.check(keys.request) {
             return claim;
@@ -280,7 +283,10 @@ impl DedupIndex {
     /// Notes a record already in the log (when rebuilding the index at start or on import).
     pub fn insert_durable(&self, keys: Keys, received_at: i64, now_ms: i64) {
         if received_at > now_ms - RETRY_WINDOW_MS {
-            let mut shard = self.shard(keys.request).lock().expect("dedup shard");
+            let mut shard = self
+                .shard(keys.request)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             shard.rotate(now_ms);
             shard.keys.durable.insert(keys.request);
         }
@@ -289,7 +295,7 @@ impl DedupIndex {
     /// Request keys held for the retry window.
     pub fn len(&self) -> usize {
         (self.requests.iter())
-            .map(|s| s.lock().expect("dedup shard").keys.len())
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).keys.len())
             .sum()
     }
 
@@ -334,7 +340,10 @@ impl DedupIndex {
         out.extend_from_slice(SNAPSHOT_MAGIC);
         out.extend_from_slice(&position.to_le_bytes());
         for shard in &self.requests {
-            shard.lock().expect("dedup shard").put(&mut out);
+            shard
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .put(&mut out);
         }
         out
     }
@@ -351,7 +360,10 @@ impl DedupIndex {
         at += 8;
         let index = DedupIndex::default();
         for shard in &index.requests {
-            shard.lock().expect("dedup shard").take(bytes, &mut at)?;
+            shard
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(bytes, &mut at)?;
         }
         if magic == SNAPSHOT_MAGIC_V1 {
             let _order_keys: Vec<u128> = take_keys(bytes, &mut at)?;

@@ -23,6 +23,8 @@ use crate::{access, auth};
 
 pub const DEFAULT_LIMIT: usize = 10;
 pub const MAX_LIMIT: usize = 100;
+/// Products a request may name (`productKey`, `productKeys`...): a page's, or a cart's.
+pub const MAX_PRODUCT_KEYS: usize = 50;
 
 /// What a request asks, checked.
 struct Ask {
@@ -128,13 +130,22 @@ fn parse_ask(query: Vec<(String, String)>) -> Result<Ask, ApiError> {
                 })?;
                 ask.contact_id = Some(number);
             }
-            "productKey" | "productKeys" | "productId" | "productIds" => ask.product_keys.extend(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|k| !k.is_empty())
-                    .map(String::from),
-            ),
+            "productKey" | "productKeys" | "productId" | "productIds" => {
+                ask.product_keys.extend(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(String::from),
+                );
+                if ask.product_keys.len() > MAX_PRODUCT_KEYS {
+                    return Err(invalid(format!(
+                        "{key}: expected at most {MAX_PRODUCT_KEYS} products (a page or a \
+                         cart's), got {}",
+                        ask.product_keys.len()
+                    )));
+                }
+            }
             "categoryKey" => ask.category_key = Some(value).filter(|v| !v.is_empty()),
             "limit" => {
                 ask.limit = Some(
@@ -359,9 +370,13 @@ async fn answer(
     // Anyone can post their own cookie beside someone else's email: a cookie is shown
     // its contact's history only while nothing else names the contact, unless the shop
     // vouches for its identity links or asks with its key.
-    let links_trusted = settings.trust_identity_links
-        || (headers.contains_key(header::AUTHORIZATION)
-            && auth::require_site(headers, state, &ask.site_id).is_ok());
+    // A key, when one is sent, must be good: a wrong one is refused (and counted against
+    // the address), never quietly taken for no key.
+    let keyed = auth::bearer(headers).is_some();
+    if keyed {
+        auth::require_site(headers, state, &ask.site_id).map_err(IntoResponse::into_response)?;
+    }
+    let links_trusted = settings.trust_identity_links || keyed;
     recommend(state, ask, links_trusted)
         .await
         .map_err(IntoResponse::into_response)
@@ -552,6 +567,14 @@ mod tests {
         ));
         assert_eq!(ask.product_keys, vec!["a", "b", "c"]);
         assert_eq!(ask.exclude_cart, Some(true));
+        let many = (0..=MAX_PRODUCT_KEYS)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>();
+        assert!(
+            err(&[("siteId", "S"), ("productKeys", &many.join(","))])
+                .unwrap()
+                .starts_with("productKeys: expected at most 50 products")
+        );
         assert!(
             err(&[("siteId", "S"), ("algorithm", "popular"), ("block", "home")])
                 .unwrap()

@@ -450,6 +450,8 @@ impl Outbox {
         // segment being deleted.
         let mut state = self.state();
         let left = state.expire(now, &retention);
+        // With no trigger held, every record written so far may go; one being appended
+        // meanwhile lands at or after the end, in the segment being written, which stays.
         let oldest_needed =
             (state.entries.keys().next().copied()).unwrap_or_else(|| self.log.end());
         if self.log.remove_before(oldest_needed).map_err(storage)? > 0 {

@@ -163,7 +163,9 @@ pub(crate) fn recommend<'a>(
             overfetch(room, rules)
         };
         let mut picked: Vec<&Product> = Vec::new();
-        for key in candidates {
+        // Filters nothing matches would otherwise read a ranking of millions, under the
+        // state's read lock, for one public request.
+        for key in candidates.take(examined_at_most(pool)) {
             if picked.len() >= pool {
                 break;
             }
@@ -202,8 +204,19 @@ pub(crate) fn recommend<'a>(
     answer
 }
 
-fn excluded_keys<'a>(recommender: &'a Recommender, request: &Request<'a>) -> Vec<&'a str> {
-    let mut excluded = request.product_keys.clone();
+/// Candidates one algorithm reads at most to find `pool` products that pass the filters.
+fn examined_at_most(pool: usize) -> usize {
+    2_000 + 200 * pool
+}
+
+/// Keys of products not to show: a set, since a contact's orders hold many lines and
+/// every candidate is looked up in it.
+fn excluded_keys<'a>(
+    recommender: &'a Recommender,
+    request: &Request<'a>,
+) -> std::collections::HashSet<&'a str> {
+    let mut excluded: std::collections::HashSet<&str> =
+        request.product_keys.iter().copied().collect();
     if let Some(contact) = request.contact {
         if request.filters.exclude_cart
             && let Some(cart) = &contact.cart
@@ -250,11 +263,18 @@ fn candidates<'a>(
                     .iter()
                     .filter_map(|key| catalogue.get(key))
                     .collect();
-                members.sort_unstable_by(|a, b| {
+                let newest_first = |a: &&Product, b: &&Product| {
                     b.first_seen
                         .cmp(&a.first_seen)
                         .then_with(|| a.product_key.cmp(&b.product_key))
-                });
+                };
+                // Only the newest few are read: chosen in linear time, then sorted.
+                let wanted = examined_at_most(want);
+                if members.len() > wanted {
+                    members.select_nth_unstable_by(wanted, newest_first);
+                    members.truncate(wanted);
+                }
+                members.sort_unstable_by(newest_first);
                 listed(
                     members
                         .into_iter()

@@ -211,10 +211,10 @@ impl FileLog {
             std::fs::remove_file(&path)
                 .map_err(|e| LogError::io(format!("delete {}", path.display()), e))?;
             let _ = std::fs::remove_file(path.with_extension("idx"));
-            removed += 1;
-        }
-        if removed > 0 {
+            // Each deletion durable before the next: a crash must never keep an older
+            // segment whose successor is gone, which would leave a gap at the next open.
             segment::sync_dir(&self.shared.dir)?;
+            removed += 1;
         }
         Ok(removed)
     }
