@@ -544,6 +544,25 @@ const PRODUCT_UPDATE_FIELDS: [&str; 17] = [
     "category_id",
 ];
 
+/// A product's page or image: an `http(s)://` address, or one without a scheme (a path,
+/// `//host/...`). Pages and emails link to it, and the tracker is public: a
+/// `javascript:` or `data:` address would run or show whatever its sender chose.
+fn web_address(node: &Node<'_>) -> Result<Option<String>> {
+    let Some(address) = node.text::<String>()? else {
+        return Ok(None);
+    };
+    let scheme = address
+        .split_once(':')
+        .map(|(scheme, _)| scheme)
+        .filter(|scheme| !scheme.contains(['/', '?', '#']));
+    match scheme {
+        Some(scheme) if !["http", "https"].contains(&scheme.to_ascii_lowercase().as_str()) => {
+            Err(node.invalid("an http:// or https:// address, or a path"))
+        }
+        _ => Ok(Some(address)),
+    }
+}
+
 fn product_update(item: &Obj<'_>) -> Result<ProductUpdate> {
     let mut extra = BTreeMap::new();
     for (key, value) in item.entries() {
@@ -564,8 +583,8 @@ fn product_update(item: &Obj<'_>) -> Result<ProductUpdate> {
         name: item.text(&["name"])?,
         description: item.text(&["description"])?,
         brand: item.text(&["brand"])?,
-        url: item.text(&["url"])?,
-        image_url: item.text(&["imgurl", "image_url"])?,
+        url: item.read(&["url"], web_address)?,
+        image_url: item.read(&["imgurl", "image_url"], web_address)?,
         price: price_with_currency(item, &["unit_price", "price"])?,
         in_stock: item.read(IN_STOCK, Node::flag)?,
         category: item.text(&["category"])?,
@@ -769,6 +788,30 @@ mod tests {
         ];
         for (input, want) in more {
             assert_eq!(error(input), want);
+        }
+        for bad in [
+            "javascript:alert(1)",
+            " JavaScript:alert(1)",
+            "data:text/html,x",
+        ] {
+            let update = json!({"GeneralInfo": info("ProductUpdate"),
+                "ProductUpdate": [{"product_id": "1", "url": bad}]});
+            assert!(
+                error(update)
+                    .starts_with("ProductUpdate[0].url: expected an http:// or https:// address"),
+                "{bad}"
+            );
+        }
+        for good in [
+            "https://shop.example/p/1",
+            "HTTP://shop.example/p",
+            "/p/1",
+            "//cdn.example/1.jpg",
+            "p/1?a=b:c",
+        ] {
+            let update = json!({"GeneralInfo": info("ProductUpdate"),
+                "ProductUpdate": [{"product_id": "1", "imgurl": good}]});
+            assert!(parse_value(&update, NOW).is_ok(), "{good}");
         }
         // A product's description may be long, up to the general bound.
         let description = "d".repeat(MAX_TEXT_BYTES);
