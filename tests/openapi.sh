@@ -7,8 +7,9 @@
 # import is left out (schemathesis cannot write NDJSON); crates/cli/tests/lifecycle.rs
 # imports through it.
 #
-# Two passes: with the admin token (every route's work), then without a key (what the
-# open internet reaches: public answers, and 401s everywhere else).
+# Two passes: first without a key (what the open internet reaches: public answers, and
+# 401s everywhere else), on the server as it starts; then with the admin token (every
+# route's work). Both run; either failing fails the script.
 #
 #   tests/openapi.sh                 # 60 s and 20 s of generated requests
 #   MAX_TIME=600 ANONYMOUS_TIME=120 tests/openapi.sh    # longer
@@ -53,5 +54,7 @@ pass() {
     --exclude-path /admin/v1/events/import \
     --suppress-health-check all --seed 20261206
 }
-pass --header "Authorization: Bearer $TOKEN" --max-time "$MAX_TIME"
-pass --max-time "$ANONYMOUS_TIME"
+failed=0
+pass --max-time "$ANONYMOUS_TIME" || failed=1
+pass --header "Authorization: Bearer $TOKEN" --max-time "$MAX_TIME" || failed=1
+exit "$failed"

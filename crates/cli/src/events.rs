@@ -158,7 +158,7 @@ fn add(total: &mut ImportSummary, piece: &serde_json::Value) {
     let count = |key: &str| piece[key].as_u64().unwrap_or(0);
     total.imported += count("imported");
     total.already_present += count("alreadyPresent");
-    total.duplicate_orders += count("duplicateOrders");
+    total.repeated += count("repeated");
     total.error_count += count("errorCount");
     if let Some(sites) = piece["sitesRegistered"].as_array() {
         total

@@ -327,4 +327,15 @@ async fn an_address_sending_refused_keys_is_slowed_down_and_others_are_not() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
+    // And so are a page's public calls, which carry no key; an IPv4 client of a
+    // dual-stack listener counts as itself.
+    let public = client()
+        .get(server.url("/api/v2/recommendations?siteId=S1&algorithm=popular"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status().as_u16(), 200);
+    assert_eq!(read("::ffff:203.0.113.7", "guess").await.0, 429);
+    assert_eq!(read("::ffff:203.0.113.9", "guess").await.0, 401);
 }

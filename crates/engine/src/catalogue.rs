@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use spoor_protocol::{EventBody, Price, ProductUpdate, TagMap, TrackerEvent};
 
 use crate::limits::{
-    self, Dropped, MAX_CATEGORIES, MAX_CATEGORY_BYTES, MAX_HISTORY_POINTS, MAX_PRODUCT_FIELDS,
-    MAX_PRODUCTS,
+    self, Dropped, MAX_CATEGORIES, MAX_CATEGORY_BYTES, MAX_HISTORY_POINTS, MAX_PRODUCT_FIELD_BYTES,
+    MAX_PRODUCT_FIELDS, MAX_PRODUCTS, MAX_TAG_TEXT_BYTES,
 };
 use crate::timed::Timed;
 
@@ -318,7 +318,12 @@ impl Catalogue {
         }
         limits::put_tags(&mut product.tags, &update.tags);
         for (key, value) in &update.extra {
-            if !product.extra.contains_key(key) && product.extra.len() >= MAX_PRODUCT_FIELDS {
+            let too_big = || {
+                key.len() > MAX_TAG_TEXT_BYTES || value.to_string().len() > MAX_PRODUCT_FIELD_BYTES
+            };
+            let no_room =
+                !product.extra.contains_key(key) && product.extra.len() >= MAX_PRODUCT_FIELDS;
+            if no_room || too_big() {
                 limits::drop_one(Dropped::ProductField);
                 continue;
             }

@@ -21,6 +21,10 @@ pub const MAX_HISTORY_POINTS: usize = 256;
 pub const MAX_PRODUCT_TAGS: usize = 64;
 pub const MAX_TAG_VALUES: usize = 64;
 pub const MAX_TAG_BYTES: usize = 16 * 1024;
+/// Bytes of a tag's name or of one of its values, and of a further catalogue field's name.
+pub const MAX_TAG_TEXT_BYTES: usize = 512;
+/// Bytes of a further catalogue field's value, as JSON.
+pub const MAX_PRODUCT_FIELD_BYTES: usize = 16 * 1024;
 /// Categories (or levels of a category path) per product, and bytes of each.
 pub const MAX_CATEGORIES: usize = 32;
 pub const MAX_CATEGORY_BYTES: usize = 256;
@@ -102,21 +106,29 @@ pub fn put_tags(tags: &mut TagMap, new: &TagMap) {
     let mut held: usize = tags.iter().map(|(name, values)| size(name, values)).sum();
     for (name, values) in new.iter() {
         let replaced = tags.get(name).map(|old| size(name, old));
-        if replaced.is_none() && tags.len() >= MAX_PRODUCT_TAGS {
+        if name.len() > MAX_TAG_TEXT_BYTES || (replaced.is_none() && tags.len() >= MAX_PRODUCT_TAGS)
+        {
             drop_one(Dropped::ProductTag);
             continue;
         }
-        let kept = &values[..values.len().min(MAX_TAG_VALUES)];
+        let kept: Vec<Text> = (values.iter())
+            .filter(|value| value.len() <= MAX_TAG_TEXT_BYTES)
+            .take(MAX_TAG_VALUES)
+            .cloned()
+            .collect();
         if kept.len() < values.len() {
             drop_one(Dropped::ProductTag);
         }
-        let after = held - replaced.unwrap_or(0) + size(name, kept);
-        if after > MAX_TAG_BYTES {
+        let before = held - replaced.unwrap_or(0);
+        let after = before + size(name, &kept);
+        // A change that does not grow the tags is always taken, so tags held before the
+        // cap existed can still shrink.
+        if after > MAX_TAG_BYTES && after > held {
             drop_one(Dropped::ProductTag);
             continue;
         }
         held = after;
-        tags.insert(name.clone(), kept.to_vec());
+        tags.insert(name.clone(), kept);
     }
 }
 
@@ -155,7 +167,10 @@ mod tests {
         put_tags(&mut held, &tags(&[("color", many)]));
         assert_eq!(held.get("color").unwrap().len(), MAX_TAG_VALUES);
 
-        let big = vec!["x".repeat(MAX_TAG_BYTES / 2)];
+        // Some 10 KB in values of 500 bytes: two of these do not fit.
+        let big: Vec<String> = (0..20)
+            .map(|i| format!("{i:03}{}", "x".repeat(497)))
+            .collect();
         put_tags(&mut held, &tags(&[("a", big.clone())]));
         assert!(held.get("a").is_some());
         put_tags(&mut held, &tags(&[("b", big.clone())]));
@@ -164,6 +179,19 @@ mod tests {
         put_tags(&mut held, &tags(&[("a", vec!["small".into()])]));
         put_tags(&mut held, &tags(&[("b", big)]));
         assert!(held.get("b").is_some());
+
+        // Over-long names and values are dropped, the rest of the event kept.
+        let long = "x".repeat(MAX_TAG_TEXT_BYTES + 1);
+        let mut kept = TagMap::new();
+        put_tags(
+            &mut kept,
+            &tags(&[
+                ("size", vec!["M".into(), long.clone()]),
+                (long.as_str(), vec!["v".into()]),
+            ]),
+        );
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept.get("size").unwrap().len(), 1);
 
         let mut names = TagMap::new();
         let each: Vec<(String, Vec<String>)> = (0..MAX_PRODUCT_TAGS + 3)

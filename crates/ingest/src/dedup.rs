@@ -272,7 +272,7 @@ impl DedupIndex {
         let waiters = self
             .shard(keys.request)
             .lock()
-            .expect("dedup shard")
+            .unwrap_or_else(|p| p.into_inner())
             .keys
             .settle(keys.request, durable);
         for waiter in waiters {

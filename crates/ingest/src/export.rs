@@ -78,8 +78,8 @@ pub struct ImportSummary {
     pub imported: u64,
     /// Records this log held already (the same file imported again).
     pub already_present: u64,
-    /// Purchases whose order number the site had already sent.
-    pub duplicate_orders: u64,
+    /// Records the import itself held twice (the same record on two lines): stored once.
+    pub repeated: u64,
     pub sites_registered: Vec<String>,
     /// Lines that could not be read: (line number, why). At most the first 100.
     pub errors: Vec<(usize, String)>,

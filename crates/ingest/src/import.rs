@@ -48,7 +48,7 @@ impl Ingestor {
             }
             let mut prepared = self.encode(record, line.len());
             // Claim by identity rather than request bytes: an import keeps every record
-            // that is not the same record, while orders are still stored once.
+            // that is not the same record (a retry of one request is two records).
             prepared.keys.request = identity;
             steps.push(Step::Append(prepared));
         }
@@ -58,7 +58,7 @@ impl Ingestor {
                     outcome: Outcome::Stored(_),
                     ..
                 } => summary.imported += 1,
-                _ => summary.duplicate_orders += 1,
+                _ => summary.repeated += 1,
             }
         }
         Ok(summary)

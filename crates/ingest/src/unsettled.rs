@@ -14,7 +14,7 @@ pub(crate) struct Unsettled(Mutex<BTreeMap<Position, usize>>);
 impl Unsettled {
     /// Notes an append about to start; dropping the guard ends it.
     pub(crate) fn begin(self: &Arc<Self>, log: &dyn EventLog) -> UnsettledAppend {
-        let mut floors = self.0.lock().expect("unsettled appends");
+        let mut floors = self.0.lock().unwrap_or_else(|p| p.into_inner());
         // Read under the lock: a snapshot either sees this append or an end before it.
         let floor = log.end();
         *floors.entry(floor).or_default() += 1;
@@ -26,7 +26,7 @@ impl Unsettled {
 
     /// The position below which every appended record's key is settled.
     pub(crate) fn settled_end(&self, log: &dyn EventLog) -> Position {
-        let floors = self.0.lock().expect("unsettled appends");
+        let floors = self.0.lock().unwrap_or_else(|p| p.into_inner());
         floors.keys().next().copied().unwrap_or_else(|| log.end())
     }
 }
@@ -38,7 +38,7 @@ pub(crate) struct UnsettledAppend {
 
 impl Drop for UnsettledAppend {
     fn drop(&mut self) {
-        let mut floors = self.all.0.lock().expect("unsettled appends");
+        let mut floors = self.all.0.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(count) = floors.get_mut(&self.floor) {
             *count -= 1;
             if *count == 0 {

@@ -16,8 +16,9 @@ const QUOTE_LIMIT: usize = 40;
 pub const MAX_QUANTITY: i64 = 1_000_000;
 /// Prices at or beyond this are a client bug (a timestamp or an id in the price field).
 const MAX_PRICE: i64 = 1_000_000_000_000;
-/// Longest text accepted anywhere in an event (a product's description, say).
-pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+/// Longest text accepted in an event's own fields (a product's description, which may be
+/// HTML, say).
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
 /// Longest identifier or key: a cookie, an email, a name, a product key, an order number,
 /// a cart id, a category key, a search. The state holds each for as long as what it
 /// names, so the public tracker must not let them be large.
@@ -225,12 +226,6 @@ impl<'a> Node<'a> {
             Json::Array(items) => {
                 let mut out = Vec::with_capacity(items.len());
                 for (i, item) in items.iter().enumerate() {
-                    if let Json::String(s) = item
-                        && s.len() > MAX_KEY_BYTES
-                    {
-                        let item = Node::root(item, format!("{}[{i}]", self.path));
-                        return Err(item.too_long(s.len(), MAX_KEY_BYTES));
-                    }
                     match item {
                         Json::String(s) => out.push(Text::from(&**s)),
                         Json::Number(n) => out.push(compact_str::format_compact!("{n}")),
@@ -301,22 +296,6 @@ impl<'a> Obj<'a> {
         self.read(keys, read)?.ok_or_else(|| self.missing(keys[0]))
     }
 
-    /// A field name the state keeps (a tag's, a further profile or catalogue field's):
-    /// at most [`MAX_KEY_BYTES`].
-    pub fn check_name(&self, key: &str) -> Result<()> {
-        if key.len() > MAX_KEY_BYTES {
-            return Err(ProtocolError::new(
-                ErrorCode::InvalidValue,
-                self.child_path(&key[..key.floor_char_boundary(40)]),
-                format!(
-                    "expected a field name of at most {MAX_KEY_BYTES} bytes, got {} bytes",
-                    key.len()
-                ),
-            ));
-        }
-        Ok(())
-    }
-
     pub fn missing(&self, key: &str) -> ProtocolError {
         ProtocolError::new(
             ErrorCode::MissingField,
@@ -347,7 +326,6 @@ impl<'a> Obj<'a> {
         let mut tags = TagMap::new();
         for (key, value) in self.map.iter() {
             if key.starts_with("tag_") {
-                self.check_name(key)?;
                 let list = Node::root(value, String::new()).string_list();
                 tags.insert(
                     Text::from(key),
@@ -370,7 +348,6 @@ impl<'a> Obj<'a> {
         let tags = Obj::new(map, path);
         let mut out = TagMap::new();
         for (name, list) in map.iter() {
-            tags.check_name(name)?;
             let list = Node::root(list, String::new()).string_list();
             out.insert(
                 Text::from(name),

@@ -36,8 +36,10 @@ pub fn client_address(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -
 /// What a client address counts as, for rate limits and refused keys: itself for IPv4,
 /// its /64 for IPv6, which one host usually holds whole (and can pick any address in).
 pub fn network_of(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V4(_) => address,
+    // An IPv4 client of a dual-stack listener arrives as `::ffff:a.b.c.d`: it is itself,
+    // not one /64 with every other IPv4 client.
+    match address.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
     }
 }

@@ -56,11 +56,10 @@ pub fn admin_token(
 
 /// The token of `Authorization: Bearer <token>`, when there is one.
 pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    // The scheme is case-insensitive (RFC 9110): `bearer` is a key too, never no key.
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
 /// Whether the request carries `Authorization: Bearer <token>`.
@@ -135,5 +134,11 @@ mod tests {
         assert!(!is_admin(&headers, "abcd"));
         headers.insert(AUTHORIZATION, "Basic abc".parse().unwrap());
         assert!(!is_admin(&headers, "abc"));
+        assert_eq!(bearer(&headers), None, "another scheme is no key");
+        headers.insert(AUTHORIZATION, "bearer abc".parse().unwrap());
+        assert!(
+            is_admin(&headers, "abc"),
+            "the scheme's case does not matter"
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! Repeated wrong keys from one address, slowed down: after [`DEFAULT_MAX_FAILURES`]
 //! refused keys (401 or 403 to a request that carried a key) within [`WINDOW`]
-//! (`--refused-keys-per-minute`), the address gets 429 with `Retry-After` on every route
-//! that takes a key until its window ends, unless the key it sends is good: a guesser
-//! waits, a shop or an operator behind the same address does not. IPv6 addresses count by
-//! their /64, which one host usually holds whole. A 256-bit key cannot be guessed anyway;
+//! (`--refused-keys-per-minute`), the address gets 429 with `Retry-After` for every
+//! request that carries a key until its window ends, unless the key it sends is good: a
+//! guesser waits, a shop or an operator behind the same address does not, and neither do
+//! the public calls of pages behind it. IPv6 addresses count by their /64, which one host
+//! usually holds whole. A 256-bit key cannot be guessed anyway;
 //! this keeps anyone from trying at speed.
 
 use std::collections::HashMap;
@@ -134,8 +135,11 @@ pub async fn guard(
     let client = network_of(client_address(&state, request.headers(), peer));
     let key = auth::bearer(request.headers());
     let carries_key = key.is_some();
-    if let Some(wait) = state.guesses.wait(client, Instant::now())
-        && !key.is_some_and(|key| is_good_key(&state, key))
+    // Only a request that carries a key waits: one without cannot guess, and a page's
+    // public call must not wait because someone behind the same address guessed.
+    if let Some(key) = key
+        && let Some(wait) = state.guesses.wait(client, Instant::now())
+        && !is_good_key(&state, key)
     {
         return too_many(state.guesses.max_failures, wait);
     }

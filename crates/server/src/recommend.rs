@@ -71,19 +71,30 @@ fn flag(name: &str, value: &str) -> Result<bool, ApiError> {
     }
 }
 
+/// Algorithms a fallback chain may name: each reads candidates, under the state's lock.
+const MAX_CHAIN: usize = 8;
+
 fn parse_algorithms(value: &str) -> Result<Vec<Algorithm>, ApiError> {
-    value
-        .split(',')
-        .map(|name| {
-            Algorithm::parse(name.trim()).ok_or_else(|| {
-                invalid(format!(
-                    "algorithm: unknown algorithm {name:?}; expected one of {}, or several \
-                     separated by commas as a fallback chain",
-                    Algorithm::names()
-                ))
-            })
-        })
-        .collect()
+    let mut chain = Vec::new();
+    for name in value.split(',') {
+        let algorithm = Algorithm::parse(name.trim()).ok_or_else(|| {
+            invalid(format!(
+                "algorithm: unknown algorithm {name:?}; expected one of {}, or several \
+                 separated by commas as a fallback chain",
+                Algorithm::names()
+            ))
+        })?;
+        if !chain.contains(&algorithm) {
+            chain.push(algorithm);
+        }
+    }
+    if chain.len() > MAX_CHAIN {
+        return Err(invalid(format!(
+            "algorithm: expected at most {MAX_CHAIN} algorithms in a chain, got {}",
+            chain.len()
+        )));
+    }
+    Ok(chain)
 }
 
 fn parse_ask(query: Vec<(String, String)>) -> Result<Ask, ApiError> {
@@ -106,13 +117,16 @@ fn parse_ask(query: Vec<(String, String)>) -> Result<Ask, ApiError> {
         let value = value.trim().to_string();
         match key.as_str() {
             "siteId" => ask.site_id = value,
-            "algorithm" => choose(
-                &mut ask.chosen,
+            "algorithm" => choose(&mut ask.chosen, {
+                let chain = parse_algorithms(&value)?;
+                // The chain as parsed, not as sent: the label goes into every
+                // product's container type and url.
+                let label = chain.iter().map(ToString::to_string).collect::<Vec<_>>();
                 Chosen::Algorithms {
-                    chain: parse_algorithms(&value)?,
-                    label: value,
-                },
-            )?,
+                    chain,
+                    label: label.join(","),
+                }
+            })?,
             "block" => choose(
                 &mut ask.chosen,
                 Chosen::Block {
@@ -138,13 +152,8 @@ fn parse_ask(query: Vec<(String, String)>) -> Result<Ask, ApiError> {
                         .filter(|k| !k.is_empty())
                         .map(String::from),
                 );
-                if ask.product_keys.len() > MAX_PRODUCT_KEYS {
-                    return Err(invalid(format!(
-                        "{key}: expected at most {MAX_PRODUCT_KEYS} products (a page or a \
-                         cart's), got {}",
-                        ask.product_keys.len()
-                    )));
-                }
+                // A cart page of many products keeps its block: the first are used.
+                ask.product_keys.truncate(MAX_PRODUCT_KEYS);
             }
             "categoryKey" => ask.category_key = Some(value).filter(|v| !v.is_empty()),
             "limit" => {
@@ -570,10 +579,16 @@ mod tests {
         let many = (0..=MAX_PRODUCT_KEYS)
             .map(|i| i.to_string())
             .collect::<Vec<_>>();
-        assert!(
-            err(&[("siteId", "S"), ("productKeys", &many.join(","))])
-                .unwrap()
-                .starts_with("productKeys: expected at most 50 products")
+        let ask = parse_ask(query(&[
+            ("siteId", "S"),
+            ("algorithm", "similar"),
+            ("productKeys", &many.join(",")),
+        ]))
+        .unwrap();
+        assert_eq!(
+            ask.product_keys.len(),
+            MAX_PRODUCT_KEYS,
+            "the first are used"
         );
         assert!(
             err(&[("siteId", "S"), ("algorithm", "popular"), ("block", "home")])

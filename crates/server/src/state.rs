@@ -250,19 +250,24 @@ pub async fn erase_contact(
     ApiPath(site_id): ApiPath<String>,
     ApiQuery(query): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<Erasure>, ApiError> {
-    auth::require_site(&headers, &state, &site_id)?;
-    // The outbox knows the contact by a digest of its email or a phone: found before the
-    // contact is gone from the state.
-    let checks = {
-        let (who, _) = who_and_after(&query)?;
-        let id = identifier_of(&state, &site_id, who)?;
+    // The outbox knows the contact by a digest of its email or a phone: read after the
+    // state holds what `after` names, before the contact is gone from it, and overwritten
+    // first, so that a failure here leaves the contact to erase again.
+    let (who, after) = who_and_after(&query)?;
+    enter(&state, &headers, &site_id, after).await?;
+    let id = identifier_of(&state, &site_id, who)?;
+    let mut checks = {
         let engine = state.live.read();
         (engine.site(&site_id))
             .and_then(|site| site.contact(&id))
             .map(spoor_triggers::payload::contact_checks)
             .unwrap_or_default()
     };
-    let erased = on_contact(&state, &headers, site_id, &query, erasure::erase).await?;
+    if let Identifier::Email(reach) | Identifier::Phone(reach) = &id {
+        checks.push(spoor_triggers::payload::check_of(reach));
+    }
+    checks.sort_unstable();
+    checks.dedup();
     let mut forgotten = 0;
     for check in &checks {
         forgotten += state.triggers.outbox().forget(check)?;
@@ -273,6 +278,7 @@ pub async fn erase_contact(
             "trigger outbox records of the contact erased"
         );
     }
+    let erased = on_contact(&state, &headers, site_id, &query, erasure::erase).await?;
     Ok(erased)
 }
 

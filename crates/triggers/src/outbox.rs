@@ -388,7 +388,10 @@ impl Outbox {
     /// and its frequency caps are forgotten. Returns how many records were overwritten.
     pub fn forget(&self, check: &str) -> Result<usize, TriggerError> {
         let mut state = self.state();
-        let positions = state.positions.remove(check).unwrap_or_default();
+        // Left in the index until all are overwritten: an erasure that fails midway
+        // finds the rest when it is tried again.
+        let positions = state.positions.get(check).cloned().unwrap_or_default();
+        let mut overwritten = 0;
         for position in &positions {
             let original = self
                 .log
@@ -416,6 +419,7 @@ impl Outbox {
             self.log
                 .redact(*position, &bytes)
                 .map_err(|e| TriggerError::Storage(e.to_string()))?;
+            overwritten += 1;
             if let Some(index) = state.by_id.get(&id).copied()
                 && let Some(entry) = state.entries.get_mut(&index)
             {
@@ -431,10 +435,11 @@ impl Outbox {
                 }
             }
         }
+        state.positions.remove(check);
         for contacts in state.first_messages.values_mut() {
             contacts.remove(check);
         }
-        Ok(positions.len())
+        Ok(overwritten)
     }
 
     /// Lets go of the triggers settled longer ago than their site keeps them (see

@@ -31,7 +31,7 @@ pub fn reach(contact: &Contact) -> Option<Reach> {
 pub fn contact_check(contact: &Contact) -> Option<String> {
     let ids = &contact.identifiers;
     let reach = ids.email.as_deref().or(ids.phones.first())?;
-    Some(hex::encode(Sha256::digest(reach.as_bytes())))
+    Some(check_of(reach))
 }
 
 /// The digests a trigger of this contact may have been recorded under: its email's and
@@ -41,8 +41,14 @@ pub fn contact_checks(contact: &Contact) -> Vec<String> {
     let ids = &contact.identifiers;
     (ids.email.as_deref().into_iter())
         .chain(ids.phones.iter())
-        .map(|reach| hex::encode(Sha256::digest(reach.as_bytes())))
+        .map(check_of)
         .collect()
+}
+
+/// The digest a trigger is recorded under for a contact reached by `reach` (a normalised
+/// email or phone), hex.
+pub fn check_of(reach: &str) -> String {
+    hex::encode(Sha256::digest(reach.as_bytes()))
 }
 
 /// The delivery body of `fired`, or `None` when its contact is no longer held as the same

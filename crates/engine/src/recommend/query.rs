@@ -1,6 +1,7 @@
 //! Questions to the models: an algorithm, what the page is about (products, a category,
 //! the visitor) and how many products; answers are product keys, best first, filtered.
 
+use std::collections::HashSet;
 use std::fmt;
 
 use crate::catalogue::{Catalogue, Product};
@@ -144,6 +145,10 @@ pub(crate) fn recommend<'a>(
     };
     let excluded = excluded_keys(recommender, request);
     let rules = &request.filters.rules;
+    let mut chosen: HashSet<&str> = HashSet::new();
+    // Candidates the whole chain may still read: filters nothing matches would otherwise
+    // read rankings of millions, under the state's read lock, for one public request.
+    let mut unread = READ_AT_MOST;
     for algorithm in &request.algorithms {
         let room = request.limit.saturating_sub(answer.products.len());
         if room == 0 {
@@ -163,17 +168,12 @@ pub(crate) fn recommend<'a>(
             overfetch(room, rules)
         };
         let mut picked: Vec<&Product> = Vec::new();
-        // Filters nothing matches would otherwise read a ranking of millions, under the
-        // state's read lock, for one public request.
-        for key in candidates.take(examined_at_most(pool)) {
+        for key in candidates.take(unread) {
+            unread -= 1;
             if picked.len() >= pool {
                 break;
             }
-            let taken = |p: &&Product| p.product_key == key;
-            if excluded.contains(&key)
-                || answer.products.iter().any(taken)
-                || picked.iter().any(taken)
-            {
+            if excluded.contains(&key) || chosen.contains(key) {
                 continue;
             }
             let Some(product) = catalogue.get(key) else {
@@ -183,6 +183,7 @@ pub(crate) fn recommend<'a>(
             if (out_of_stock && !request.filters.include_out_of_stock) || !rules.admit(product) {
                 continue;
             }
+            chosen.insert(key);
             picked.push(product);
         }
         if picked.is_empty() {
@@ -204,19 +205,15 @@ pub(crate) fn recommend<'a>(
     answer
 }
 
-/// Candidates one algorithm reads at most to find `pool` products that pass the filters.
-fn examined_at_most(pool: usize) -> usize {
-    2_000 + 200 * pool
-}
+/// Candidates one request reads at most, over its whole chain of algorithms.
+const READ_AT_MOST: usize = 20_000;
+/// A category up to this size is sorted whole; a larger one is read off a site-wide list.
+const SORT_UP_TO: usize = 5_000;
 
 /// Keys of products not to show: a set, since a contact's orders hold many lines and
 /// every candidate is looked up in it.
-fn excluded_keys<'a>(
-    recommender: &'a Recommender,
-    request: &Request<'a>,
-) -> std::collections::HashSet<&'a str> {
-    let mut excluded: std::collections::HashSet<&str> =
-        request.product_keys.iter().copied().collect();
+fn excluded_keys<'a>(recommender: &'a Recommender, request: &Request<'a>) -> HashSet<&'a str> {
+    let mut excluded: HashSet<&str> = request.product_keys.iter().copied().collect();
     if let Some(contact) = request.contact {
         if request.filters.exclude_cart
             && let Some(cart) = &contact.cart
@@ -257,24 +254,25 @@ fn candidates<'a>(
         }
         Algorithm::NewArrivals => match request.category_key {
             None => Ok(Box::new(catalogue.newest_first())),
+            Some(category) if catalogue.in_category(category).len() > SORT_UP_TO => {
+                // A large category's newest are read off the whole catalogue's arrivals,
+                // where they come often enough.
+                let newest = catalogue.newest_first().take(READ_AT_MOST);
+                Ok(Box::new(newest.filter(move |key| {
+                    catalogue.get(key).is_some_and(|p| in_category(p, category))
+                })))
+            }
             Some(category) => {
                 let mut members: Vec<&Product> = catalogue
                     .in_category(category)
                     .iter()
                     .filter_map(|key| catalogue.get(key))
                     .collect();
-                let newest_first = |a: &&Product, b: &&Product| {
+                members.sort_unstable_by(|a, b| {
                     b.first_seen
                         .cmp(&a.first_seen)
                         .then_with(|| a.product_key.cmp(&b.product_key))
-                };
-                // Only the newest few are read: chosen in linear time, then sorted.
-                let wanted = examined_at_most(want);
-                if members.len() > wanted {
-                    members.select_nth_unstable_by(wanted, newest_first);
-                    members.truncate(wanted);
-                }
-                members.sort_unstable_by(newest_first);
+                });
                 listed(
                     members
                         .into_iter()
@@ -343,11 +341,11 @@ fn popular_in<'a>(
     catalogue: &'a Catalogue,
     category: &'a str,
 ) -> Box<dyn Iterator<Item = &'a str> + 'a> {
-    const SORT_UP_TO: usize = 5_000;
     let members = catalogue.in_category(category);
     if members.len() > SORT_UP_TO {
         let ranking = recommender.views.ranked();
-        let ranked = (0..ranking.len()).map(move |i| recommender.items.key(ranking[i]));
+        let ranked =
+            (0..ranking.len().min(READ_AT_MOST)).map(move |i| recommender.items.key(ranking[i]));
         return Box::new(
             ranked.filter(move |key| catalogue.get(key).is_some_and(|p| in_category(p, category))),
         );

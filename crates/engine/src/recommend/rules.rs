@@ -7,6 +7,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::catalogue::Product;
 
+/// Rules of each kind (include, exclude, should) a block or a request may give, and values
+/// a rule may list.
+pub const MAX_RULES: usize = 16;
+pub const MAX_RULE_VALUES: usize = 64;
+
 /// One condition on one field of a product.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,8 +258,23 @@ impl Rules {
             ("exclude", &self.exclude),
             ("should", &self.should),
         ] {
+            // Each candidate product is tested against every rule and value: a public
+            // request must not make that work large.
+            if rules.len() > MAX_RULES {
+                return Err(format!(
+                    "{path}.{list}: expected at most {MAX_RULES} rules, got {}",
+                    rules.len()
+                ));
+            }
             for (i, rule) in rules.iter().enumerate() {
-                rule.validate(&format!("{path}.{list}[{i}]"))?;
+                let at = format!("{path}.{list}[{i}]");
+                if rule.values.len() > MAX_RULE_VALUES {
+                    return Err(format!(
+                        "{at}.values: expected at most {MAX_RULE_VALUES} values, got {}",
+                        rule.values.len()
+                    ));
+                }
+                rule.validate(&at)?;
             }
         }
         Ok(())
