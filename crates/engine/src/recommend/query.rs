@@ -207,6 +207,8 @@ pub(crate) fn recommend<'a>(
 
 /// Candidates one request reads at most, over its whole chain of algorithms.
 const READ_AT_MOST: usize = 20_000;
+/// Lines of a contact's orders a request reads to leave out what was bought.
+const EXCLUDED_BOUGHT_AT_MOST: usize = 2_000;
 /// A category up to this size is sorted whole; a larger one is read off a site-wide list.
 const SORT_UP_TO: usize = 5_000;
 
@@ -221,8 +223,14 @@ fn excluded_keys<'a>(recommender: &'a Recommender, request: &Request<'a>) -> Has
             excluded.extend(cart.lines.iter().map(|l| recommender.key(l.item)));
         }
         if request.filters.exclude_bought {
-            let bought = contact.orders.iter().flat_map(|o| &o.lines);
-            excluded.extend(bought.map(|l| recommender.key(l.item)));
+            // The latest orders' lines: a contact may hold 1,000 orders of 500 lines, too
+            // many to gather for every request.
+            let bought = contact.orders.iter().rev().flat_map(|o| &o.lines);
+            excluded.extend(
+                bought
+                    .take(EXCLUDED_BOUGHT_AT_MOST)
+                    .map(|l| recommender.key(l.item)),
+            );
         }
     }
     excluded
