@@ -515,4 +515,32 @@ mod tests {
             .collect();
         assert!(sizes.iter().all(|&n| n > 80 && n < 250), "{sizes:?}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// What the fuzz target `snapshot` drives for the index: any bytes load or are
+        /// refused without a panic, and an index's own bytes load as the same index.
+        #[test]
+        fn index_snapshots_load_as_saved_and_anything_else_is_refused(
+            keys in proptest::collection::vec(proptest::prelude::any::<u128>(), 0..200),
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2_000),
+            cut in proptest::prelude::any::<usize>(),
+        ) {
+            let _ = DedupIndex::from_bytes(&noise);
+            let index = DedupIndex::default();
+            for key in &keys {
+                index.insert_durable(Keys { request: *key }, 5 * HOUR, 5 * HOUR);
+            }
+            let bytes = index.to_bytes(3);
+            let (loaded, position) = DedupIndex::from_bytes(&bytes).unwrap();
+            proptest::prop_assert_eq!((loaded.len(), position), (index.len(), 3));
+            for key in &keys {
+                let claim = loaded.claim(Keys { request: *key }, 6 * HOUR);
+                proptest::prop_assert!(matches!(claim, Claim::Duplicate), "key {} is lost", key);
+            }
+            let cut = cut % bytes.len();
+            proptest::prop_assert!(DedupIndex::from_bytes(&bytes[..cut]).is_none());
+        }
+    }
 }

@@ -7,7 +7,7 @@
 
 mod file;
 mod handoff;
-mod record;
+pub mod record;
 pub mod relay;
 mod stepped;
 

@@ -104,4 +104,28 @@ mod tests {
         assert_eq!(decode(&flipped, 7), Err(Invalid::BadChecksum));
         assert_eq!(decode(&[0u8; 32], 0), Err(Invalid::BadChecksum));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// What the fuzz target `record` drives: any bytes decode or are refused without
+        /// a panic, and a record decodes to the payload it was encoded with, any change to
+        /// its bytes refused.
+        #[test]
+        fn records_decode_as_encoded_and_damage_is_refused(
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256),
+            position in proptest::prelude::any::<u64>(),
+            flip in proptest::prelude::any::<usize>(),
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let _ = decode(&noise, position);
+            let mut bytes = Vec::new();
+            encode_into(&mut bytes, position, &payload);
+            let (decoded, len) = decode(&bytes, position).unwrap();
+            proptest::prop_assert_eq!((decoded, len), (&payload[..], bytes.len()));
+            let at = flip % bytes.len();
+            bytes[at] ^= 0x5a;
+            proptest::prop_assert!(decode(&bytes, position).map(|(p, _)| p != &payload[..]).unwrap_or(true));
+        }
+    }
 }
