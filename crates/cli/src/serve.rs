@@ -199,7 +199,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         index_snapshot.clone(),
     ));
     let pacer = tokio::spawn(pace_commits(commit_pace, pacing, server.runtime_metrics()));
-    server.run_until(shutdown_signal()).await?;
+    let follower_failed = {
+        let live = live.clone();
+        async move {
+            while !live.failed() {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    server
+        .run_until(async {
+            tokio::select! {
+                () = shutdown_signal() => {},
+                () = follower_failed => {},
+            }
+        })
+        .await?;
     // A delivery in flight finishes (its attempt recorded) before the loop ends.
     stop_triggers.store(true, Ordering::Release);
     let _ = trigger_loop.await;
@@ -216,6 +231,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     drop(state);
     // Every acknowledged append was fsynced before its answer; this only waits for the
     // writer thread, once the last reference to the log is gone.
+    if live.failed() {
+        // Every acknowledged record is in the log; a supervisor's restart rebuilds the
+        // state from the last snapshot and the log.
+        anyhow::bail!(
+            "the state's follower panicked (see the log above); stopped with an error so \
+             that a supervisor restarts spoor"
+        );
+    }
     tracing::info!(records = log.end(), "stopped cleanly");
     Ok(())
 }

@@ -4,6 +4,7 @@
 mod common;
 
 use std::io::Write;
+use std::time::Duration;
 
 use common::{ADMIN_TOKEN, Server, client, export, ndjson, post_json, run_ok, spoor};
 use serde_json::{Value, json};
@@ -292,6 +293,56 @@ async fn every_operation_in_openapi_json_is_served_and_no_other() {
     }
     assert_eq!(served, documented);
     assert!(served.len() >= 30, "{} operations", served.len());
+}
+
+/// A request that panics is answered 500 alone and the server goes on; a panic of the
+/// state's follower makes `/readyz` say so and the process stop with an error (for its
+/// supervisor to restart it), losing nothing acknowledged. Faults come from a switch that
+/// debug builds have and `SPOOR_FAULT_INJECTION=1` turns on.
+#[tokio::test]
+async fn a_request_panic_is_one_500_and_a_follower_panic_stops_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let on = std::path::Path::new("1");
+    let mut server = Server::start_with_env(&data, &["S1"], &[], &[("SPOOR_FAULT_INJECTION", on)]);
+    let panicked = client()
+        .get(server.url("/healthz"))
+        .header("spoor-fault", "panic")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(panicked.status().as_u16(), 500);
+    let body: Value = panicked.json().await.unwrap();
+    assert_eq!(body["error"], "internal", "{body}");
+    let after = client().get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(after.status().as_u16(), 200, "the server goes on");
+
+    let event = r#"{"GeneralInfo": {"eventName": "CategoryPage", "siteId": "S1",
+        "cookies": {"sc": "x"}}, "CategoryPage": {"categoryKey": "1"}}"#;
+    let stored = client()
+        .post(server.url("/api/v2"))
+        .header("spoor-fault", "follower")
+        .body(event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.status().as_u16(),
+        200,
+        "acknowledged before the follower applies it"
+    );
+    let status = server
+        .wait_for_exit(Duration::from_secs(20))
+        .expect("the process stops after its follower panicked");
+    assert!(!status.success(), "with an error, for a supervisor to see");
+    assert!(server.log_text().contains("the state follower panicked"));
+
+    // A restart rebuilds the state from the log, the acknowledged event in it.
+    let server = Server::start(&data, &["S1"]);
+    let applied = "/api/v1/sites/S1?after=0";
+    let (status, site) = common::call(reqwest::Method::GET, &server, applied).await;
+    assert_eq!(status, 200, "{site}");
+    assert_eq!(site["contacts"], 1, "{site}");
 }
 
 /// Open connections per HTTP thread, from `/metrics` (asked on a connection of its own).

@@ -9,7 +9,7 @@ pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,9 @@ pub struct LiveState {
     applied: AtomicU64,
     undecodable: AtomicU64,
     stop: AtomicBool,
+    /// The follower panicked: the state may be half-applied, so nothing is saved from it
+    /// and the process is to restart (from its snapshot and log).
+    failed: AtomicBool,
     /// Rebuilds asked for and done: a rebuild replays the whole log into a fresh engine
     /// (after records were redacted) and swaps it in.
     rebuilds: Mutex<(u64, u64)>,
@@ -46,9 +49,18 @@ pub struct LiveState {
 }
 
 impl LiveState {
+    /// Whether the follower panicked: the process should stop, and restart to rebuild the
+    /// state from its snapshot and log.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
     /// The state as of [`LiveState::applied`] records.
     pub fn read(&self) -> RwLockReadGuard<'_, Engine> {
-        self.engine.read().expect("engine lock")
+        // A follower that panicked mid-apply leaves the lock poisoned; requests are still
+        // answered (from a state that may be part-applied) while the process stops to
+        // restart, rather than every one of them panicking too.
+        self.engine.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `change` on a site's state under the write lock (trigger timers coming due);
@@ -58,7 +70,7 @@ impl LiveState {
         site_id: &str,
         change: impl FnOnce(&mut SiteState) -> R,
     ) -> Option<R> {
-        let mut engine = self.engine.write().expect("engine lock");
+        let mut engine = self.engine.write().unwrap_or_else(PoisonError::into_inner);
         engine.site_mut(site_id).map(change)
     }
 
@@ -115,11 +127,12 @@ impl LiveState {
             return;
         };
         let (applied, saved) = (self.applied(), self.snapshot_at.load(Ordering::Acquire));
-        if !due(applied, saved) {
+        // After a follower panic the state may be part-applied: it is never saved.
+        if self.failed() || !due(applied, saved) {
             return;
         }
         let started = Instant::now();
-        let engine = self.engine.read().expect("engine lock");
+        let engine = self.engine.read().unwrap_or_else(PoisonError::into_inner);
         match snapshot::save(&engine, applied, path) {
             Ok(()) => {
                 self.snapshot_at.store(applied, Ordering::Release);
@@ -169,7 +182,7 @@ impl LiveState {
             handoff.clear();
         }
         let fresh = LiveState::replay(log)?;
-        let mut engine = self.engine.write().expect("engine lock");
+        let mut engine = self.engine.write().unwrap_or_else(PoisonError::into_inner);
         *engine = fresh.engine.into_inner().expect("engine lock");
         self.applied
             .store(fresh.applied.load(Ordering::Acquire), Ordering::Release);
@@ -216,7 +229,9 @@ impl LiveState {
                 handed.or_else(|| self.decode(r))
             })
             .collect();
-        let mut engine = self.engine.write().expect("engine lock");
+        let mut engine = self.engine.write().unwrap_or_else(PoisonError::into_inner);
+        #[cfg(debug_assertions)]
+        fault::panic_if_asked();
         for record in decoded.iter().flatten() {
             engine.apply(record);
         }
@@ -227,6 +242,30 @@ impl LiveState {
     }
 }
 
+/// One turn of the follower: a rebuild asked for, a snapshot due, then the next records.
+fn follow_step(log: &dyn EventLog, state: &LiveState, caught_up: &mut bool) {
+    if let Err(error) = state.rebuild_if_asked(log) {
+        tracing::error!(%error, "rebuilding the state failed; retrying");
+        std::thread::sleep(IDLE_WAIT);
+        return;
+    }
+    state.snapshot_if(|applied, saved| applied >= saved + SNAPSHOT_EVERY);
+    match state.catch_up(log) {
+        Ok(0) => {
+            if !*caught_up {
+                *caught_up = true;
+                tracing::info!(records = state.applied(), "state is current with the log");
+            }
+            log.wait_beyond(state.applied(), IDLE_WAIT);
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::error!(%error, "reading the log for the state failed; retrying");
+            std::thread::sleep(IDLE_WAIT);
+        }
+    }
+}
+
 /// Starts following `log` from its beginning: the state is rebuilt, then kept current.
 pub fn follow(log: Arc<dyn EventLog>, state: Arc<LiveState>) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -234,33 +273,42 @@ pub fn follow(log: Arc<dyn EventLog>, state: Arc<LiveState>) -> std::io::Result<
         .spawn(move || {
             let mut caught_up = false;
             while !state.stop.load(Ordering::Acquire) {
-                if let Err(error) = state.rebuild_if_asked(&*log) {
-                    tracing::error!(%error, "rebuilding the state failed; retrying");
-                    std::thread::sleep(IDLE_WAIT);
-                    continue;
-                }
-                state.snapshot_if(|applied, saved| applied >= saved + SNAPSHOT_EVERY);
-                match state.catch_up(&*log) {
-                    Ok(0) => {
-                        if !caught_up {
-                            caught_up = true;
-                            tracing::info!(
-                                records = state.applied(),
-                                "state is current with the log"
-                            );
-                        }
-                        log.wait_beyond(state.applied(), IDLE_WAIT);
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::error!(%error, "reading the log for the state failed; retrying");
-                        std::thread::sleep(IDLE_WAIT);
-                    }
+                let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    follow_step(&*log, &state, &mut caught_up);
+                }));
+                if step.is_err() {
+                    state.failed.store(true, Ordering::Release);
+                    tracing::error!(
+                        records = state.applied(),
+                        "the state follower panicked; the state may be part-applied, so \
+                         spoor stops to restart from its snapshot and log"
+                    );
+                    return;
                 }
             }
             // Stopping: save what was reached, so the next start replays little.
             state.snapshot_if(|applied, saved| applied > saved);
         })
+}
+
+/// A panic of the follower on request, for the tests of what one does: in debug builds
+/// only (the server asks for it only when started with `SPOOR_FAULT_INJECTION=1`).
+#[cfg(debug_assertions)]
+pub mod fault {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static PANIC_NEXT_APPLY: AtomicBool = AtomicBool::new(false);
+
+    /// The follower panics the next time it applies records, holding the state's lock.
+    pub fn panic_next_apply() {
+        PANIC_NEXT_APPLY.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn panic_if_asked() {
+        if PANIC_NEXT_APPLY.swap(false, Ordering::AcqRel) {
+            panic!("a follower panic injected by a test");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ pub mod body;
 pub mod directory;
 pub mod error;
 mod extract;
+#[cfg(debug_assertions)]
+mod fault;
 pub mod guesses;
 pub mod metrics;
 mod observe;

@@ -13,6 +13,13 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// Ready while the log accepts writes; 503 after a failed write or fsync.
 pub async fn readyz(State(state): State<Shared>) -> Response {
+    if state.live.failed() {
+        return ApiError::unavailable(
+            "the state's follower stopped after a panic; spoor is stopping so that it \
+             restarts from its snapshot and log",
+        )
+        .into_response();
+    }
     if state.log.is_healthy() {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()
     } else {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode, Uri};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Router, middleware};
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::app::{AppState, Shared};
 use crate::error::ApiError;
@@ -104,11 +105,36 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         guesses::guard,
     ));
-    open.merge(keyed)
+    let routes = open
+        .merge(keyed)
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    #[cfg(debug_assertions)]
+    let routes = crate::fault::layer(routes);
+    routes
+        // Inside the metrics: a panic is counted as the 500 it is answered with.
+        .layer(CatchPanicLayer::custom(panicked))
         .layer(observe::ObserveLayer::new(state.clone(), paths()))
         .with_state(state)
+}
+
+/// A request whose handling panicked: answered 500 alone, the server goes on. The panic's
+/// message is logged only when it is fixed text (a formatted one may quote a request).
+fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let message = payload
+        .downcast_ref::<&'static str>()
+        .copied()
+        .unwrap_or("(a formatted message, not logged)");
+    tracing::error!(
+        panic = message,
+        "a request's handling panicked; answered 500"
+    );
+    axum::response::IntoResponse::into_response(ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "spoor failed inside while answering this request, and logged it; what the request \
+         asked may not have been done: retry it",
+    ))
 }
 
 async fn not_found(method: Method, uri: Uri) -> ApiError {

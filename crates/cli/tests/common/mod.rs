@@ -126,6 +126,20 @@ impl Server {
         child.wait().unwrap()
     }
 
+    /// The exit status, once the process exits on its own within `within`.
+    pub fn wait_for_exit(&mut self, within: std::time::Duration) -> Option<ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        let child = self.child.as_mut()?;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
