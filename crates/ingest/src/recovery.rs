@@ -2,6 +2,7 @@
 //! its snapshot and brought up to date from the log after it, and saved while serving.
 
 use std::sync::Arc;
+use std::sync::PoisonError;
 
 use spoor_log::{EventLog, Position};
 
@@ -56,7 +57,10 @@ impl Ingestor {
     /// and a start reads the log from there (keys it holds already are harmless). Saved
     /// while serving, it bounds how much of the log a start after a crash has to read.
     pub fn save_index(&self, snapshot: &std::path::Path) -> std::io::Result<()> {
-        let mut saved_at = self.index_saved_at.lock().expect("index snapshot");
+        let mut saved_at = self
+            .index_saved_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.save_index_locked(snapshot, &mut saved_at)
     }
 
@@ -67,7 +71,10 @@ impl Ingestor {
         snapshot: &std::path::Path,
         every: u64,
     ) -> std::io::Result<bool> {
-        let mut saved_at = self.index_saved_at.lock().expect("index snapshot");
+        let mut saved_at = self
+            .index_saved_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if self.log.end() < *saved_at + every {
             return Ok(false);
         }

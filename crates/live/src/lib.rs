@@ -156,14 +156,14 @@ impl LiveState {
     /// Asks for the state to be rebuilt from the whole log; returns a ticket for
     /// [`LiveState::wait_rebuilt`].
     pub fn request_rebuild(&self) -> u64 {
-        let mut rebuilds = self.rebuilds.lock().expect("rebuild lock");
+        let mut rebuilds = self.rebuilds.lock().unwrap_or_else(PoisonError::into_inner);
         rebuilds.0 += 1;
         rebuilds.0
     }
 
     /// Waits until the rebuild with this ticket (or a later one) is in place.
     pub fn wait_rebuilt(&self, ticket: u64, timeout: Duration) -> bool {
-        let rebuilds = self.rebuilds.lock().expect("rebuild lock");
+        let rebuilds = self.rebuilds.lock().unwrap_or_else(PoisonError::into_inner);
         let (rebuilds, _) = self
             .rebuilt
             .wait_timeout_while(rebuilds, timeout, |r| r.1 < ticket)
@@ -173,8 +173,18 @@ impl LiveState {
 
     /// Replays the log into a fresh engine and swaps it in, if a rebuild was asked for.
     fn rebuild_if_asked(&self, log: &dyn EventLog) -> Result<(), spoor_log::LogError> {
-        let ticket = self.rebuilds.lock().expect("rebuild lock").0;
-        if self.rebuilds.lock().expect("rebuild lock").1 >= ticket {
+        let ticket = self
+            .rebuilds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        if self
+            .rebuilds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            >= ticket
+        {
             return Ok(());
         }
         // Rebuilds follow erasures: what was handed over may hold what was just redacted.
@@ -195,7 +205,10 @@ impl LiveState {
             tracing::error!(%error, "removing the state snapshot failed");
         }
         self.snapshot_at.store(0, Ordering::Release);
-        self.rebuilds.lock().expect("rebuild lock").1 = ticket;
+        self.rebuilds
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1 = ticket;
         self.rebuilt.notify_all();
         tracing::info!(records = self.applied(), "state rebuilt from the log");
         Ok(())

@@ -15,6 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::PoisonError;
 
 pub struct Handoff<T> {
     entries: Mutex<Entries<T>>,
@@ -53,7 +54,7 @@ impl<T> Handoff<T> {
             return;
         }
         let key = xxhash_rust::xxh3::xxh3_128(payload);
-        let mut entries = self.entries.lock().expect("handoff lock");
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         // The key list also holds keys taken since: it is trimmed by length, not by the
         // number of values, or a follower that takes everything would let it grow.
         while entries.values.len() >= self.capacity
@@ -77,7 +78,7 @@ impl<T> Handoff<T> {
     /// Takes the decoded form of the record read as `payload`, if one was handed over.
     pub fn take(&self, payload: &[u8]) -> Option<T> {
         let key = xxhash_rust::xxh3::xxh3_128(payload);
-        let mut entries = self.entries.lock().expect("handoff lock");
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let (value, length) = entries.values.remove(&key)?;
         entries.bytes -= length;
         Some(value)
@@ -85,7 +86,7 @@ impl<T> Handoff<T> {
 
     /// Drops every entry (after a redaction: they may hold what was just redacted).
     pub fn clear(&self) {
-        let mut entries = self.entries.lock().expect("handoff lock");
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         entries.values.clear();
         entries.bytes = 0;
         entries.order.clear();
@@ -93,7 +94,11 @@ impl<T> Handoff<T> {
 
     /// Entries waiting to be taken.
     pub fn len(&self) -> usize {
-        self.entries.lock().expect("handoff lock").values.len()
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values
+            .len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -9,6 +9,7 @@
 //! them out there, as local wake-ups.
 
 use std::cell::RefCell;
+use std::sync::PoisonError;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, oneshot};
@@ -41,7 +42,10 @@ pub fn install() {
         let mut batch = Vec::new();
         loop {
             relay.ready.notified().await;
-            std::mem::swap(&mut batch, &mut *relay.answers.lock().expect("relay lock"));
+            std::mem::swap(
+                &mut batch,
+                &mut *relay.answers.lock().unwrap_or_else(PoisonError::into_inner),
+            );
             for (reply, answer) in batch.drain(..) {
                 let _ = reply.send(answer);
             }
@@ -85,7 +89,11 @@ impl Answers {
     /// Hands each relay its answers, with one wake-up each.
     pub(crate) fn deliver(self) {
         for (relay, queued) in self.by_relay {
-            relay.answers.lock().expect("relay lock").extend(queued);
+            relay
+                .answers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend(queued);
             relay.ready.notify_one();
         }
     }

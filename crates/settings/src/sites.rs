@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
 use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
@@ -183,16 +184,19 @@ impl SiteRegistry {
     }
 
     pub fn contains(&self, site_id: &str) -> bool {
-        self.sites.read().expect("sites lock").contains_key(site_id)
+        self.sites
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_key(site_id)
     }
 
     pub fn get(&self, site_id: &str) -> Option<Site> {
-        let sites = self.sites.read().expect("sites lock");
+        let sites = self.sites.read().unwrap_or_else(PoisonError::into_inner);
         sites.get(site_id).map(|s| s.site.clone())
     }
 
     pub fn list(&self) -> Vec<Site> {
-        let sites = self.sites.read().expect("sites lock");
+        let sites = self.sites.read().unwrap_or_else(PoisonError::into_inner);
         sites.values().map(|s| s.site.clone()).collect()
     }
 
@@ -200,19 +204,19 @@ impl SiteRegistry {
     /// The site's limit on tracker events per client address, if it has one: read for
     /// every event, so without copying the rest of the settings.
     pub fn ingest_rate_limit(&self, site_id: &str) -> Option<RateLimit> {
-        let sites = self.sites.read().expect("sites lock");
+        let sites = self.sites.read().unwrap_or_else(PoisonError::into_inner);
         sites.get(site_id)?.settings.ingest_rate_limit
     }
 
     pub fn settings(&self, site_id: &str) -> Option<SiteSettings> {
-        let sites = self.sites.read().expect("sites lock");
+        let sites = self.sites.read().unwrap_or_else(PoisonError::into_inner);
         sites.get(site_id).map(|s| s.settings.clone())
     }
 
     /// Replaces the site's settings, once checked.
     pub fn set_settings(&self, site_id: &str, settings: SiteSettings) -> Result<(), SettingsError> {
         settings.validate()?;
-        let mut sites = self.sites.write().expect("sites lock");
+        let mut sites = self.sites.write().unwrap_or_else(PoisonError::into_inner);
         let mut changed = sites.clone();
         let site = changed.get_mut(site_id).ok_or_else(|| {
             SettingsError::invalid(Setting::Site, format!("site {site_id:?} is not registered"))
@@ -226,7 +230,7 @@ impl SiteRegistry {
     /// Issues a new API key for the site's read API, replacing any earlier one. The key
     /// is returned once; only its SHA-256 is kept.
     pub fn issue_api_key(&self, site_id: &str) -> Result<String, SettingsError> {
-        let mut sites = self.sites.write().expect("sites lock");
+        let mut sites = self.sites.write().unwrap_or_else(PoisonError::into_inner);
         let site = sites.get_mut(site_id).ok_or_else(|| {
             SettingsError::invalid(Setting::Site, format!("site {site_id:?} is not registered"))
         })?;
@@ -238,7 +242,7 @@ impl SiteRegistry {
 
     /// Whether `key` is the site's current API key.
     pub fn verify_api_key(&self, site_id: &str, key: &str) -> bool {
-        let sites = self.sites.read().expect("sites lock");
+        let sites = self.sites.read().unwrap_or_else(PoisonError::into_inner);
         let Some(expected) = sites.get(site_id).and_then(|s| s.api_key_sha256.as_ref()) else {
             return false;
         };
@@ -249,7 +253,7 @@ impl SiteRegistry {
     /// The site whose API key `key` is, if any.
     pub fn site_of_key(&self, key: &str) -> Option<String> {
         let digest = sha256_hex(key);
-        let sites = self.sites.read().expect("sites lock");
+        let sites = self.sites.read().unwrap_or_else(PoisonError::into_inner);
         (sites.values())
             .find(|s| {
                 let stored = s.api_key_sha256.as_deref().unwrap_or("");
@@ -270,7 +274,7 @@ impl SiteRegistry {
         name: Option<&str>,
         now_ms: i64,
     ) -> Result<(Site, Registration), SettingsError> {
-        let mut sites = self.sites.write().expect("sites lock");
+        let mut sites = self.sites.write().unwrap_or_else(PoisonError::into_inner);
         let site_id = match site_id {
             Some(id) => {
                 validate_site_id(id)?;

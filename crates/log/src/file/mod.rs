@@ -16,6 +16,7 @@ mod segment;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -197,7 +198,11 @@ impl FileLog {
         let mut removed = 0;
         loop {
             let path = {
-                let mut segments = self.shared.segments.write().expect("segment lock");
+                let mut segments = self
+                    .shared
+                    .segments
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
                 match segments.first() {
                     Some(oldest) if segments.len() > 1 && oldest.end() <= position => {
                         segments.remove(0).path
@@ -207,7 +212,11 @@ impl FileLog {
             };
             // Readers copied their views before; one may still hold the file open, which
             // keeps its bytes readable until it closes.
-            let _no_rewrite = self.shared.rewriting.write().expect("rewrite lock");
+            let _no_rewrite = self
+                .shared
+                .rewriting
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
             std::fs::remove_file(&path)
                 .map_err(|e| LogError::io(format!("delete {}", path.display()), e))?;
             let _ = std::fs::remove_file(path.with_extension("idx"));
@@ -266,14 +275,22 @@ impl EventLog for FileLog {
     fn read(&self, from: Position, max: usize) -> Result<Vec<Record>, LogError> {
         // Copy out what the read needs, so the writer is never held up by a reader's I/O.
         let views: Vec<(Position, SegmentView)> = {
-            let segments = self.shared.segments.read().expect("segment lock");
+            let segments = self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
             let first = segments.partition_point(|s| s.end() <= from);
             segments[first..]
                 .iter()
                 .map(|s| (s.base, s.view(from.max(s.base))))
                 .collect()
         };
-        let _no_rewrite = self.shared.rewriting.read().expect("rewrite lock");
+        let _no_rewrite = self
+            .shared
+            .rewriting
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut out = Vec::new();
         for (base, view) in &views {
             if out.len() >= max {
@@ -291,7 +308,7 @@ impl EventLog for FileLog {
     fn wait_beyond(&self, position: Position, timeout: Duration) -> Position {
         let (lock, appended) = &self.shared.appended;
         let deadline = Instant::now() + timeout;
-        let mut guard = lock.lock().expect("append signal lock");
+        let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             let end = self.end();
             let now = Instant::now();
@@ -310,7 +327,11 @@ impl EventLog for FileLog {
             return Err(LogError::ReadOnly);
         }
         let (path, offset) = {
-            let segments = self.shared.segments.read().expect("segment lock");
+            let segments = self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
             let index = segments.partition_point(|s| s.end() <= position);
             let segment = segments
                 .get(index)
@@ -321,12 +342,20 @@ impl EventLog for FileLog {
                 })?;
             (segment.path.clone(), segment.offset_of(position)?)
         };
-        let _exclusive = self.shared.rewriting.write().expect("rewrite lock");
+        let _exclusive = self
+            .shared
+            .rewriting
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         segment::overwrite(&path, offset, position, payload)
     }
 
     fn size_bytes(&self) -> Option<u64> {
-        let segments = self.shared.segments.read().expect("segment lock");
+        let segments = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         Some(segments.iter().map(|s| s.len).sum())
     }
 
@@ -435,7 +464,11 @@ impl Writer {
         if let Some(observer) = &self.observer {
             observer(sync_start.elapsed(), count);
         }
-        let mut segments = self.shared.segments.write().expect("segment lock");
+        let mut segments = self
+            .shared
+            .segments
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         let tail = segments.last_mut().expect("at least one segment");
         for (offset, len) in layout {
             tail.note_record(at + offset, len);
@@ -447,13 +480,17 @@ impl Writer {
         drop(segments);
         let (lock, appended) = &self.shared.appended;
         // Taking the lock orders this signal after a waiter's check of `end`.
-        drop(lock.lock().expect("append signal lock"));
+        drop(lock.lock().unwrap_or_else(PoisonError::into_inner));
         appended.notify_all();
         Ok(())
     }
 
     fn tail_len_and_capacity(&self) -> (u64, u64) {
-        let segments = self.shared.segments.read().expect("segment lock");
+        let segments = self
+            .shared
+            .segments
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         segments.last().map_or((0, 0), |s| (s.len, s.capacity))
     }
 
@@ -462,7 +499,11 @@ impl Writer {
         {
             // The segment being closed holds only durable records: index it, so a start
             // need not read it through.
-            let segments = self.shared.segments.read().expect("segment lock");
+            let segments = self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
             let closing = segments.last().expect("at least one segment");
             if let Err(error) = segment::write_index(closing) {
                 tracing::warn!(%error, "writing a segment index failed; the next start reads the segment");
@@ -479,7 +520,7 @@ impl Writer {
         self.shared
             .segments
             .write()
-            .expect("segment lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .push(segment);
         Ok(())
     }

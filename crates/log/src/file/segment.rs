@@ -11,6 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -441,7 +442,10 @@ impl Segment {
             0 => (self.base, 0),
             i => self.index[i - 1],
         };
-        let last = *self.last_read.lock().expect("read cursor lock");
+        let last = *self
+            .last_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         SegmentView {
             path: self.path.clone(),
             len: self.len,
@@ -577,7 +581,10 @@ fn read_segment_with(
             READ_WINDOW
         };
     }
-    *view.last_read.lock().expect("read cursor lock") = (position, offset);
+    *view
+        .last_read
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = (position, offset);
     // A window widened for one very large record is not kept.
     if window.capacity() > 2 * READ_WINDOW {
         *window = Vec::new();
