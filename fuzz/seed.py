@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Seeds the fuzzers' corpora (fuzz/corpus/, not kept in the repository): the tracker
-examples of the vendor's spec as printed (read from ../shared at run time), the
-variants crates/cli/tests/compat.rs posts, and small records, feeds and snapshots of
-spoor's own."""
+examples of the vendor's spec as printed (read from ../shared at run time), and a few
+bodies of spoor's own in the shapes real clients send (cookie headers, GeneralInfo as a
+string, a contact link), with small records, a feed and empty snapshots."""
 import json
 import pathlib
 import re

@@ -96,6 +96,19 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Plain => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+    // A panic is logged like everything else, where it happened; its message only when it
+    // is fixed text, since a formatted one may quote what a request carried.
+    std::panic::set_hook(Box::new(|info| {
+        let message = (info.payload().downcast_ref::<&'static str>().copied())
+            .unwrap_or("(a formatted message, not logged)");
+        let thread = std::thread::current();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            location = %info.location().map_or_else(String::new, ToString::to_string),
+            panic = message,
+            "panicked"
+        );
+    }));
 }
 
 fn main() -> anyhow::Result<()> {

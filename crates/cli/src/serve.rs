@@ -207,14 +207,30 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         }
     };
-    server
-        .run_until(async {
+    let failure_deadline = {
+        let live = live.clone();
+        async move {
+            while !live.failed() {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(FAILED_DRAIN).await;
+        }
+    };
+    tokio::select! {
+        served = server.run_until(async {
             tokio::select! {
                 () = shutdown_signal() => {},
                 () = follower_failed => {},
             }
-        })
-        .await?;
+        }) => served?,
+        // A failed state is not served for long: requests still in flight past the
+        // deadline are cut, and the process exits for its supervisor to restart it.
+        () = failure_deadline => anyhow::bail!(
+            "the state failed after a panic (see the log above) and requests did not finish \
+             within {} s; exiting for a supervisor to restart spoor",
+            FAILED_DRAIN.as_secs()
+        ),
+    }
     // A delivery in flight finishes (its attempt recorded) before the loop ends.
     stop_triggers.store(true, Ordering::Release);
     let _ = trigger_loop.await;
@@ -242,6 +258,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(records = log.end(), "stopped cleanly");
     Ok(())
 }
+
+/// How long requests in flight may finish once the state failed, before the process exits.
+const FAILED_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Log records between two saves of the duplicate index while serving: after a crash, a
 /// start reads about this many records to bring the index up to date (a few tenths of a

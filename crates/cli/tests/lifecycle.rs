@@ -299,6 +299,7 @@ async fn every_operation_in_openapi_json_is_served_and_no_other() {
 /// state's follower makes `/readyz` say so and the process stop with an error (for its
 /// supervisor to restart it), losing nothing acknowledged. Faults come from a switch that
 /// debug builds have and `SPOOR_FAULT_INJECTION=1` turns on.
+#[cfg(debug_assertions)]
 #[tokio::test]
 async fn a_request_panic_is_one_500_and_a_follower_panic_stops_the_process() {
     let dir = tempfile::tempdir().unwrap();

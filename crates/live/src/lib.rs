@@ -49,10 +49,26 @@ pub struct LiveState {
 }
 
 impl LiveState {
-    /// Whether the follower panicked: the process should stop, and restart to rebuild the
-    /// state from its snapshot and log.
+    /// Whether the follower (or a change of the state) panicked: the process should stop,
+    /// and restart to rebuild the state from the log.
     pub fn failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
+    }
+
+    /// Marks the state failed after a panic while it was being changed: it may be
+    /// part-changed, so it is never saved again, and the snapshot is removed (it may hold
+    /// a person whose erasure is waiting for a rebuild that will not come); a restart
+    /// replays the whole log. Waiters for a rebuild are told.
+    fn fail(&self) {
+        self.failed.store(true, Ordering::Release);
+        if let Some(path) = &self.snapshot_path
+            && let Err(error) = snapshot::remove(path)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::error!(%error, "removing the state snapshot after a panic failed");
+        }
+        let _rebuilds = self.rebuilds.lock().unwrap_or_else(PoisonError::into_inner);
+        self.rebuilt.notify_all();
     }
 
     /// The state as of [`LiveState::applied`] records.
@@ -71,7 +87,21 @@ impl LiveState {
         change: impl FnOnce(&mut SiteState) -> R,
     ) -> Option<R> {
         let mut engine = self.engine.write().unwrap_or_else(PoisonError::into_inner);
-        engine.site_mut(site_id).map(change)
+        let changed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            engine.site_mut(site_id).map(change)
+        }));
+        match changed {
+            Ok(changed) => changed,
+            Err(panic) => {
+                // The state may be part-changed: it is failed, as after a follower panic.
+                drop(engine);
+                tracing::error!(
+                    "a change of the state panicked; spoor stops to restart from its log"
+                );
+                self.fail();
+                std::panic::resume_unwind(panic)
+            }
+        }
     }
 
     /// How many log records the state reflects: the position of the next one to apply.
@@ -166,8 +196,8 @@ impl LiveState {
         let rebuilds = self.rebuilds.lock().unwrap_or_else(PoisonError::into_inner);
         let (rebuilds, _) = self
             .rebuilt
-            .wait_timeout_while(rebuilds, timeout, |r| r.1 < ticket)
-            .expect("rebuild lock");
+            .wait_timeout_while(rebuilds, timeout, |r| r.1 < ticket && !self.failed())
+            .unwrap_or_else(PoisonError::into_inner);
         rebuilds.1 >= ticket
     }
 
@@ -290,7 +320,7 @@ pub fn follow(log: Arc<dyn EventLog>, state: Arc<LiveState>) -> std::io::Result<
                     follow_step(&*log, &state, &mut caught_up);
                 }));
                 if step.is_err() {
-                    state.failed.store(true, Ordering::Release);
+                    state.fail();
                     tracing::error!(
                         records = state.applied(),
                         "the state follower panicked; the state may be part-applied, so \

@@ -125,6 +125,11 @@ fn numbers_read_the_same_from_the_request_and_from_the_stored_form() {
             r#"{{"GeneralInfo": {{"eventName": "ProductUpdate", "siteId": "S1"}},
                 "ProductUpdate": [{{"product_id": "1", "weight": [{number}]}}]}}"#
         );
+        let parsed = parse_request(body.as_bytes(), NOW);
+        assert!(
+            matches!(parsed, Ok(Incoming::Event(_))),
+            "{number}: {parsed:?}"
+        );
         accepted_reads_back(body.as_bytes());
     }
 }
@@ -140,6 +145,20 @@ proptest! {
     #[test]
     fn an_accepted_event_reads_back_from_its_stored_form(bytes in event_like()) {
         accepted_reads_back(&bytes);
+    }
+
+    /// What the follower and the exports read: a stored record's JSON, from any bytes or
+    /// from a record around any event-shaped body.
+    #[test]
+    fn stored_records_are_read_without_a_panic(
+        noise in prop::collection::vec(any::<u8>(), 0..256),
+        event in json_value(),
+    ) {
+        let _ = serde_json::from_slice::<spoor_protocol::stored::StoredRecord>(&noise);
+        let record = json!({"receivedAt": 1, "requestHash": "0".repeat(32), "event": event});
+        if let Ok(record) = serde_json::from_value::<spoor_protocol::stored::StoredRecord>(record) {
+            let _ = (record.event(), record.site_id());
+        }
     }
 
     #[test]

@@ -150,10 +150,15 @@ pub async fn export_events(
             sender,
             buf: Vec::with_capacity(EXPORT_CHUNK_BYTES),
         };
-        let result = export(&*log, &filter, &mut writer).map(|_| ());
-        let result = result
-            .map_err(std::io::Error::other)
-            .and_then(|()| writer.flush());
+        // A panic midway must end the response as failed too, never as a short file.
+        let exported = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            export(&*log, &filter, &mut writer).map(|_| ())
+        }));
+        let result = match exported {
+            Ok(result) => result.map_err(std::io::Error::other),
+            Err(_) => Err(std::io::Error::other("the export stopped inside spoor")),
+        };
+        let result = result.and_then(|()| writer.flush());
         if let Err(error) = result {
             tracing::error!(%error, "export stopped");
             // Abort the response, so the client sees a failed transfer, not a short file.

@@ -55,7 +55,11 @@ impl AppState {
         work: impl Future<Output = T> + Send + 'static,
     ) -> Result<T, ApiError> {
         self.background.spawn(work).await.map_err(|error| {
-            tracing::error!(%error, "background work of a request failed");
+            // A panic's text (in the error) may quote the request: the hook logged it.
+            tracing::error!(
+                panicked = error.is_panic(),
+                "background work of a request failed"
+            );
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",

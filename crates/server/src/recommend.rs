@@ -392,6 +392,7 @@ async fn answer(
 }
 
 async fn recommend(state: &AppState, ask: Ask, links_trusted: bool) -> Result<Response, ApiError> {
+    crate::state::state_usable(state)?;
     crate::state::wait_for(state, ask.after).await?;
     let tuned = state.settings.tuning.get(&ask.site_id);
     let engine = state.live.read();

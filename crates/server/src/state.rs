@@ -64,7 +64,19 @@ pub(crate) async fn enter(
 ) -> Result<(), ApiError> {
     auth::require_site(headers, state, site_id)?;
     known_site(state, site_id)?;
+    state_usable(state)?;
     wait_for(state, after).await
+}
+
+/// 503 while the state is failed (a panic left it possibly part-changed): nothing is
+/// answered from it while the process stops to restart.
+pub(crate) fn state_usable(state: &AppState) -> Result<(), ApiError> {
+    if state.live.failed() {
+        return Err(ApiError::unavailable(
+            "spoor is restarting its state after an internal failure; retry in a moment",
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn known_site(state: &AppState, site_id: &str) -> Result<(), ApiError> {
@@ -224,7 +236,7 @@ async fn on_contact<T: Send + 'static>(
     let (log, live) = (state.log.clone(), state.live.clone());
     let answer = tokio::task::spawn_blocking(move || request(&*log, &live, &site_id, &id))
         .await
-        .map_err(|e| ApiError::unavailable(format!("the request stopped: {e}")))?
+        .map_err(|_| ApiError::unavailable("the request stopped inside spoor; retry"))?
         .map_err(privacy_error)?;
     answer
         .map(Json)

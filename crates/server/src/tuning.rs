@@ -94,11 +94,11 @@ pub async fn tune(
     let (next_item, report) =
         tokio::task::spawn_blocking(move || tune_next_item_at(&sessions, &times, TUNING_K))
             .await
-            .map_err(|e| {
+            .map_err(|_| {
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "tuning_failed",
-                    format!("tuning stopped: {e}"),
+                    "tuning stopped inside spoor; the server's log says where",
                 )
             })?;
     let tuning = SiteTuning {

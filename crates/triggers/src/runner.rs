@@ -342,7 +342,9 @@ impl Triggers {
     /// every quarter of a second.
     pub async fn run(self: Arc<Self>, stop: Arc<AtomicBool>, clock: fn() -> i64) {
         let mut expired_at = i64::MIN;
-        while !stop.load(Ordering::Acquire) {
+        // A failed state (a panic left it part-changed) fires nothing more: what it would
+        // fire could be wrong, and would be recorded as sent.
+        while !stop.load(Ordering::Acquire) && !self.live.failed() {
             let now = clock();
             if now.saturating_sub(expired_at) >= EXPIRE_EVERY_MS {
                 expired_at = now;
