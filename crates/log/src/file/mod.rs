@@ -153,9 +153,22 @@ impl FileLog {
             preparer,
             buf: Vec::new(),
         };
+        let failed = shared.clone();
         let writer = std::thread::Builder::new()
             .name("spoor-log-writer".into())
-            .spawn(move || writer.run(receiver))
+            .spawn(move || {
+                // A panic here would leave appends unanswered with the log still looking
+                // healthy: it fails the log instead, as a failed write does (readiness
+                // says so, appends are refused, a restart recovers).
+                let ran =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| writer.run(receiver)));
+                if ran.is_err() {
+                    failed.failed.store(true, Ordering::Release);
+                    tracing::error!(
+                        "the log writer panicked; the log refuses writes until a restart"
+                    );
+                }
+            })
             .map_err(|e| LogError::io("start the log writer thread", e))?;
         Ok(FileLog {
             _lock: Some(lock),
