@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{ADMIN_TOKEN, Server, client};
+use common::{Server, client};
 use serde_json::{Value, json};
 
 /// Growth of the server's resident memory allowed across all the streams below. With the
@@ -131,15 +131,7 @@ async fn adversarial_streams_leave_memory_bounded() {
     let (_, product) = common::get(&server, "/api/v1/sites/S1/products/flap").await;
     assert_eq!(product["priceHistory"].as_array().unwrap().len(), 256);
     assert_eq!(product["stockHistory"].as_array().unwrap().len(), 256);
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&server).await;
     for reason in [
         "profile_field",
         "history_point",

@@ -160,14 +160,7 @@ async fn each_bad_input_gets_its_status_and_field_path_and_nothing_is_stored() {
     assert_eq!(answer["results"][2]["error"], "invalid_json");
     assert_eq!(export(&data, &[]).len(), 1);
 
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&server).await;
     assert!(
         metrics.contains(
             r#"spoor_events_rejected_total{event="StatusCart",reason="invalid_value"} 3"#

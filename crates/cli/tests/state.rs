@@ -127,14 +127,7 @@ async fn events_become_state_and_a_restart_rebuilds_the_same_state() {
     );
     assert_eq!(site["contacts"], live["contacts"]);
     assert_eq!(live["stateDigest"].as_str().unwrap().len(), 64);
-    let metrics = client()
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_text(&server).await;
     assert!(metrics.contains("spoor_state_lag_records 0"), "{metrics}");
 }
 

@@ -49,45 +49,25 @@ async fn an_abandoned_cart_reaches_the_shops_webhook() {
                                         "kinds": ["abandoned-cart"]}]});
     // By default a webhook may not point into spoor's own network.
     let guarded = Server::start(&dir.path().join("guarded"), &["S1"]);
-    let refused = client()
-        .put(guarded.url("/admin/v1/sites/S1/triggers"))
-        .bearer_auth(common::ADMIN_TOKEN)
-        .body(settings.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status().as_u16(), 400);
-    let refused: Value = refused.json().await.unwrap();
+    let (status, refused) = put_triggers(&guarded, &settings.to_string()).await;
+    assert_eq!(status, 400);
     let message = refused["message"].as_str().unwrap();
     assert!(message.starts_with("webhooks[0].url: "), "{message}");
     assert!(message.contains("--allow-private-targets"), "{message}");
     drop(guarded);
 
     let server = Server::start_with(&dir.path().join("data"), &["S1"], PRIVATE_TARGETS);
-    let response = client()
-        .put(server.url("/admin/v1/sites/S1/triggers"))
-        .bearer_auth(common::ADMIN_TOKEN)
-        .body(settings.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let shown: Value = response.json().await.unwrap();
+    let (status, shown) = put_triggers(&server, &settings.to_string()).await;
+    assert_eq!(status, 200);
     assert!(
         shown["webhooks"][0].get("secret").is_none(),
         "secrets are never shown"
     );
 
     // A bad setting is named.
-    let bad = client()
-        .put(server.url("/admin/v1/sites/S1/triggers"))
-        .bearer_auth(common::ADMIN_TOKEN)
-        .body(r#"{"abandonedCart": {"enabled": true, "delaysMinutes": "soon"}}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status().as_u16(), 400);
-    let bad: Value = bad.json().await.unwrap();
+    let bad = r#"{"abandonedCart": {"enabled": true, "delaysMinutes": "soon"}}"#;
+    let (status, bad) = put_triggers(&server, bad).await;
+    assert_eq!(status, 400);
     assert!(
         bad["message"]
             .as_str()
@@ -269,14 +249,21 @@ async fn https_receiver(tls: Arc<rustls::ServerConfig>, seen: Seen) -> u16 {
 async fn set_webhook(server: &Server, url: &str) {
     let settings = json!({"webhooks": [{"id": "crm", "url": url, "secret": SECRET,
                                         "kinds": ["abandoned-cart"]}]});
+    let (status, shown) = put_triggers(server, &settings.to_string()).await;
+    assert_eq!(status, 200, "{shown}");
+}
+
+/// `PUT` site S1's trigger settings with the admin token.
+async fn put_triggers(server: &Server, body: &str) -> (u16, Value) {
     let response = client()
         .put(server.url("/admin/v1/sites/S1/triggers"))
         .bearer_auth(common::ADMIN_TOKEN)
-        .body(settings.to_string())
+        .body(body.to_string())
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
 }
 
 /// A cart of one mug, left two hours ago by `name` (`name@example.com`).

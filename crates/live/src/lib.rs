@@ -73,9 +73,8 @@ impl LiveState {
 
     /// The state as of [`LiveState::applied`] records.
     pub fn read(&self) -> RwLockReadGuard<'_, Engine> {
-        // A follower that panicked mid-apply leaves the lock poisoned; requests are still
-        // answered (from a state that may be part-applied) while the process stops to
-        // restart, rather than every one of them panicking too.
+        // A panic while the state changed leaves the lock poisoned, and the state failed:
+        // callers check `failed` before answering from it, and this never panics them.
         self.engine.read().unwrap_or_else(PoisonError::into_inner)
     }
 

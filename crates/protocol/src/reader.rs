@@ -107,7 +107,7 @@ impl<'a> Node<'a> {
     }
 
     /// The error for a text of `len` bytes where at most `max` are accepted.
-    pub fn too_long(&self, len: usize, max: usize) -> ProtocolError {
+    fn too_long(&self, len: usize, max: usize) -> ProtocolError {
         ProtocolError::new(
             ErrorCode::InvalidValue,
             &*self.path,

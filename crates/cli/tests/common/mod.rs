@@ -199,6 +199,12 @@ pub async fn call(
     )
 }
 
+/// The server's `/metrics` text.
+pub async fn metrics_text(server: &Server) -> String {
+    let response = client().get(server.url("/metrics")).send().await.unwrap();
+    response.text().await.unwrap()
+}
+
 /// `GET path` with the admin token.
 pub async fn get(server: &Server, path: &str) -> (u16, serde_json::Value) {
     call(reqwest::Method::GET, server, path).await
