@@ -371,20 +371,17 @@ async fn answer(
     if let Some(refusal) = access::rate_limit_refusal(state, &ask.site_id, settings, client) {
         return Err(refusal);
     }
-    // A contact number is small and sequential: anyone could walk them. A page names its
-    // visitor by the `sc` cookie the visitor holds; a number needs the site's key.
-    if ask.contact_id.is_some() {
+    // A contact number is small and sequential: anyone could walk them, so naming one
+    // needs the site's key (a page names its visitor by the `sc` cookie they hold). And a
+    // key, when one is sent, must be good: a wrong one is refused (and counted against
+    // the address), never quietly taken for no key.
+    let keyed = auth::bearer(headers).is_some();
+    if keyed || ask.contact_id.is_some() {
         auth::require_site(headers, state, &ask.site_id).map_err(IntoResponse::into_response)?;
     }
     // Anyone can post their own cookie beside someone else's email: a cookie is shown
     // its contact's history only while nothing else names the contact, unless the shop
     // vouches for its identity links or asks with its key.
-    // A key, when one is sent, must be good: a wrong one is refused (and counted against
-    // the address), never quietly taken for no key.
-    let keyed = auth::bearer(headers).is_some();
-    if keyed {
-        auth::require_site(headers, state, &ask.site_id).map_err(IntoResponse::into_response)?;
-    }
     let links_trusted = settings.trust_identity_links || keyed;
     recommend(state, ask, links_trusted)
         .await

@@ -233,6 +233,16 @@ async fn on_contact<T: Send + 'static>(
     let (who, after) = who_and_after(query)?;
     enter(state, headers, &site_id, after).await?;
     let id = identifier_of(state, &site_id, who)?;
+    run_privacy_request(state, site_id, id, request).await
+}
+
+/// Runs `request` for the contact `id` names, once the caller has been let in.
+async fn run_privacy_request<T: Send + 'static>(
+    state: &AppState,
+    site_id: String,
+    id: Identifier,
+    request: PrivacyRequest<T>,
+) -> Result<Json<T>, ApiError> {
     let (log, live) = (state.log.clone(), state.live.clone());
     let answer = tokio::task::spawn_blocking(move || request(&*log, &live, &site_id, &id))
         .await
@@ -290,8 +300,7 @@ pub async fn erase_contact(
             "trigger outbox records of the contact erased"
         );
     }
-    let erased = on_contact(&state, &headers, site_id, &query, erasure::erase).await?;
-    Ok(erased)
+    run_privacy_request(&state, site_id, id, erasure::erase).await
 }
 
 fn privacy_error(error: PrivacyError) -> ApiError {
