@@ -12,7 +12,7 @@ use spoor_outgoing::Targets;
 use spoor_server::auth::{self, TokenSource};
 use spoor_server::directory::RegisteredSites;
 use spoor_server::guesses::KeyGuesses;
-use spoor_server::threads::HttpServer;
+use spoor_server::threads::{HttpLimits, HttpServer};
 use spoor_server::{AppState, Metrics, now_ms};
 use spoor_settings::{Registration, Settings};
 use spoor_triggers::{Outbox, Triggers};
@@ -66,6 +66,37 @@ pub struct ServeArgs {
     #[arg(long, env = "SPOOR_HTTP_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     http_threads: Option<u16>,
 
+    /// Seconds a request's head (request line and headers) may take to arrive, from its
+    /// first byte (from the connection's opening, for its first request); a client that
+    /// is slower is disconnected.
+    #[arg(long, env = "SPOOR_HTTP_HEADER_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    http_header_timeout_secs: u64,
+
+    /// Seconds a request's body may take to arrive after its head; a late one is answered
+    /// 408. Raise it to post large feeds or imports over a slow link.
+    #[arg(long, env = "SPOOR_HTTP_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    http_body_timeout_secs: u64,
+
+    /// Seconds a kept-alive connection may wait for its next request, and an answer for a
+    /// client that reads none of it, before the connection is closed.
+    #[arg(long, env = "SPOOR_HTTP_IDLE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    http_idle_timeout_secs: u64,
+
+    /// Client connections open at once; beyond it, new ones wait in the listen queue until
+    /// others close. Keep it under the process's open-file limit (`ulimit -n`).
+    #[arg(long, env = "SPOOR_HTTP_MAX_CONNECTIONS", default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    http_max_connections: u32,
+
+    /// The largest request head (request line and headers), in bytes; a larger one is
+    /// answered 431.
+    #[arg(long, env = "SPOOR_HTTP_MAX_HEADER_BYTES", default_value_t = 16384, value_parser = clap::value_parser!(u32).range(1024..=262_144))]
+    http_max_header_bytes: u32,
+
+    /// Seconds a shutdown (SIGTERM or SIGINT) lets requests in flight finish before their
+    /// connections are closed.
+    #[arg(long, env = "SPOOR_SHUTDOWN_TIMEOUT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    shutdown_timeout_secs: u64,
+
     /// Take each client's address from the last entry of `X-Forwarded-For`, the one the
     /// proxy in front of spoor added (for rate limits and the slowing of refused keys).
     /// Set it only when spoor is reachable through a proxy that appends to the header.
@@ -89,7 +120,22 @@ pub struct ServeArgs {
     admin_token: Option<String>,
 }
 
+impl ServeArgs {
+    fn http_limits(&self) -> HttpLimits {
+        use std::time::Duration;
+        HttpLimits {
+            header_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            body_timeout: Duration::from_secs(self.http_body_timeout_secs),
+            idle_timeout: Duration::from_secs(self.http_idle_timeout_secs),
+            max_connections: self.http_max_connections as usize,
+            max_header_bytes: self.http_max_header_bytes as usize,
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout_secs),
+        }
+    }
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let http_limits = args.http_limits();
     let data_dir = &args.data.path;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("create the data directory {}", data_dir.display()))?;
@@ -184,7 +230,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         usize::from,
     );
     let local_addr = listener.local_addr()?;
-    let server = HttpServer::start(listener, state.clone(), http_threads)
+    let server = HttpServer::start(listener, state.clone(), http_threads, http_limits)
         .context("start the HTTP threads")?;
     tracing::info!(
         listen = %local_addr,

@@ -4,8 +4,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::body::SettingsBody;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -112,7 +112,7 @@ pub async fn put_settings(
     State(state): State<Shared>,
     headers: HeaderMap,
     ApiPath(site_id): ApiPath<String>,
-    body: Bytes,
+    SettingsBody(body): SettingsBody,
 ) -> Result<Json<SiteSettings>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 
+use crate::body::SettingsBody;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -57,7 +58,7 @@ pub struct NewSite {
 pub async fn create_site(
     State(state): State<Shared>,
     headers: HeaderMap,
-    body: Bytes,
+    SettingsBody(body): SettingsBody,
 ) -> Result<Response, ApiError> {
     require_admin(&state, &headers)?;
     let request: NewSite = if body.trim_ascii().is_empty() {

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::body::SettingsBody;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -66,7 +66,7 @@ pub async fn put_block(
     State(state): State<Shared>,
     headers: HeaderMap,
     ApiPath((site_id, block_id)): ApiPath<(String, String)>,
-    body: Bytes,
+    SettingsBody(body): SettingsBody,
 ) -> Result<Response, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;

@@ -1,13 +1,22 @@
 //! Reading a request body: which media types and encodings are accepted, and how big a
 //! body may be before and after decompression.
 
+use std::error::Error;
+use std::future::Future;
 use std::io::Read;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use axum::body::{Body, Bytes};
-use axum::http::HeaderMap;
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::{FromRequest, Request};
 use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
 use http_body_util::LengthLimitError;
+use hyper::body::{Frame, Incoming, SizeHint};
+use pin_project_lite::pin_project;
 use spoor_protocol::batch::Framing;
+use tokio::time::{Instant, Sleep};
 
 use crate::error::ApiError;
 
@@ -63,6 +72,10 @@ pub fn framing(headers: &HeaderMap, allow_ndjson: bool) -> Result<Framing, ApiEr
     }
 }
 
+/// Compressed bodies larger than this are decompressed on a blocking thread, not on the
+/// HTTP thread that serves other connections meanwhile.
+const DECOMPRESS_INLINE_AT_MOST: usize = 64 * 1024;
+
 /// Reads the whole body, at most `limit` bytes on the wire and `limit` bytes once
 /// decompressed (a small gzip body must not expand into gigabytes).
 pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
@@ -81,7 +94,16 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
     };
     let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
         let inner = e.into_inner();
-        if inner.is::<LengthLimitError>() {
+        if let Some(timed_out) = cause::<BodyTimedOut>(&*inner) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the body did not arrive within {} s (the server's --http-body-timeout-secs)",
+                    timed_out.0.as_secs()
+                ),
+            )
+        } else if cause::<LengthLimitError>(&*inner).is_some() {
             ApiError::too_large(format!(
                 "the body is over the limit of {}",
                 human_bytes(limit)
@@ -96,8 +118,36 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
     if !gzip {
         return Ok(raw);
     }
+    if raw.len() <= DECOMPRESS_INLINE_AT_MOST {
+        return gunzip(&raw, limit);
+    }
+    tokio::task::spawn_blocking(move || gunzip(&raw, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "decompressing the body stopped unexpectedly; the server's log says why",
+            )
+        })?
+}
+
+/// `error` itself or the first of its causes that is an `E`.
+fn cause<'a, E: Error + 'static>(error: &'a (dyn Error + 'static)) -> Option<&'a E> {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(found) = error.downcast_ref::<E>() {
+            return Some(found);
+        }
+        next = error.source();
+    }
+    None
+}
+
+/// Decompresses a gzip body, refused once it grows past `limit`.
+fn gunzip(raw: &[u8], limit: usize) -> Result<Bytes, ApiError> {
     let mut out = Vec::new();
-    let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);
+    let mut decoder = flate2::read::GzDecoder::new(raw).take(limit as u64 + 1);
     decoder.read_to_end(&mut out).map_err(|e| {
         ApiError::bad_request(
             "invalid_body",
@@ -111,6 +161,92 @@ pub async fn read(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes
         )));
     }
     Ok(Bytes::from(out))
+}
+
+/// The largest body of the settings routes (sites, blocks, triggers, access).
+pub const SETTINGS_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// A settings route's body, read by [`read`]: refused as JSON errors (axum's own `Bytes`
+/// answers plain text), gzip accepted, at most [`SETTINGS_BODY_LIMIT`].
+pub struct SettingsBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for SettingsBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, _: &S) -> Result<Self, ApiError> {
+        let (parts, body) = request.into_parts();
+        read(&parts.headers, body, SETTINGS_BODY_LIMIT)
+            .await
+            .map(SettingsBody)
+    }
+}
+
+/// A request body cut off by the body timeout.
+#[derive(Debug)]
+pub(crate) struct BodyTimedOut(Duration);
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the body did not arrive within {} s", self.0.as_secs())
+    }
+}
+
+impl Error for BodyTimedOut {}
+
+pin_project! {
+    /// A request's body that fails with [`BodyTimedOut`] once its time is up, so that a
+    /// client sending a byte now and then holds no connection for long. Its timer is
+    /// set only when the body keeps a reader waiting: most bodies arrive with the head.
+    pub(crate) struct TimedBody {
+        #[pin]
+        body: Incoming,
+        deadline: Instant,
+        timeout: Duration,
+        #[pin]
+        timer: Option<Sleep>,
+    }
+}
+
+impl TimedBody {
+    pub(crate) fn new(body: Incoming, timeout: Duration) -> Self {
+        TimedBody {
+            body,
+            deadline: Instant::now() + timeout,
+            timeout,
+            timer: None,
+        }
+    }
+}
+
+impl HttpBody for TimedBody {
+    type Data = Bytes;
+    type Error = Box<dyn Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let mut this = self.project();
+        if let Poll::Ready(frame) = this.body.poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        if this.timer.is_none() {
+            this.timer
+                .set(Some(tokio::time::sleep_until(*this.deadline)));
+        }
+        match this.timer.as_pin_mut().map(|timer| timer.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Some(Err(BodyTimedOut(*this.timeout).into()))),
+            _ => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
 }
 
 pub fn human_bytes(bytes: usize) -> String {

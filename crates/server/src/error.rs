@@ -170,6 +170,11 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = self.retry_after {
             (response.headers_mut()).insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of a late body may still be on its way: the connection cannot
+            // carry another request.
+            (response.headers_mut()).insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

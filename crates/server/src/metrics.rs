@@ -35,7 +35,7 @@ pub struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DroppedLabels {
+pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
@@ -47,6 +47,8 @@ pub struct ThreadLabels {
 pub struct Metrics {
     registry: Registry,
     http_connections: Family<ThreadLabels, Gauge>,
+    connections_cut: Family<ReasonLabels, Counter>,
+    connection_cap_reached: Counter,
     accepted: Family<AcceptedLabels, Counter>,
     rejected: Family<RejectedLabels, Counter>,
     requests: Family<RouteLabels, Histogram>,
@@ -56,7 +58,7 @@ pub struct Metrics {
     log_records: Gauge,
     dedup_requests: Gauge,
     state_lag: Gauge,
-    state_dropped: Family<DroppedLabels, Counter>,
+    state_dropped: Family<ReasonLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -128,7 +130,7 @@ impl Metrics {
             "Log records not yet applied to the derived state",
             state_lag.clone(),
         );
-        let state_dropped = Family::<DroppedLabels, Counter>::default();
+        let state_dropped = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "state_dropped",
             "What events asked the state to hold past a cap, dropped, by reason (see \
@@ -141,8 +143,25 @@ impl Metrics {
             "Open client connections, per HTTP thread (each thread serves its own)",
             http_connections.clone(),
         );
+        let connections_cut = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "http_connections_cut",
+            "Client connections the server closed on a limit: header_timeout (a request's \
+             head too slow), idle_timeout (nothing sent between requests), send_timeout (the \
+             client read no answer), shutdown_deadline (still open when shutdown's time ran out)",
+            connections_cut.clone(),
+        );
+        let connection_cap_reached = Counter::default();
+        registry.register(
+            "http_connection_cap_reached",
+            "Times the open connections reached --http-max-connections, so that new ones \
+             waited in the listen queue",
+            connection_cap_reached.clone(),
+        );
         Metrics {
             http_connections,
+            connections_cut,
+            connection_cap_reached,
             state_lag,
             state_dropped,
             registry,
@@ -162,6 +181,17 @@ impl Metrics {
         self.http_connections
             .get_or_create(&ThreadLabels { thread })
             .clone()
+    }
+
+    /// A connection closed by the server on a limit; `reason` is a fixed name.
+    pub fn connection_cut(&self, reason: &'static str) {
+        self.connections_cut
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn connection_cap_reached(&self) {
+        self.connection_cap_reached.inc();
     }
 
     pub fn accepted(&self, event: Option<EventKind>, outcome: &'static str) {
@@ -215,7 +245,7 @@ impl Metrics {
     ) -> String {
         self.state_lag.set(state_lag as i64);
         for reason in Dropped::ALL {
-            let counter = self.state_dropped.get_or_create(&DroppedLabels {
+            let counter = self.state_dropped.get_or_create(&ReasonLabels {
                 reason: reason.name(),
             });
             let total = limits::dropped(reason);

@@ -1,8 +1,8 @@
 //! Triggers over HTTP: a site's trigger settings and webhooks, the fired triggers with
 //! their delivery state (the pull API), and replaying dead letters.
 
+use crate::body::SettingsBody;
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -53,7 +53,7 @@ pub async fn put_settings(
     State(state): State<Shared>,
     headers: HeaderMap,
     ApiPath(site_id): ApiPath<String>,
-    body: Bytes,
+    SettingsBody(body): SettingsBody,
 ) -> Result<Json<TriggerSettings>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;

@@ -126,6 +126,16 @@ impl Server {
         child.wait().unwrap()
     }
 
+    /// SIGTERM, without waiting for the exit.
+    pub fn signal_terminate(&self) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// The exit status, once the process exits on its own within `within`.
     pub fn wait_for_exit(&mut self, within: std::time::Duration) -> Option<ExitStatus> {
         let deadline = std::time::Instant::now() + within;
