@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde::Serialize;
-use spoor_log::{EventLog, LogError, Position};
+use spoor_log::{EventLog, LogError, Position, Record, fault};
 use spoor_protocol::stored::{ExportedRecord, RecordContent, StoredRecord};
 use spoor_protocol::{ContactLink, Visitor};
 
@@ -40,6 +40,8 @@ const SCAN_STEP: usize = 4096;
 pub enum PrivacyError {
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error("the state snapshot, which may hold the person, could not be removed: {0}")]
+    Snapshot(std::io::Error),
     #[error("log record {0} is not readable")]
     Unreadable(Position),
     #[error("the records are redacted, but the state was not rebuilt within {0:?}; it will be")]
@@ -171,26 +173,33 @@ pub fn erase(
     let Some(Found { id, ids, .. }) = find(live, site_id, who) else {
         return Ok(None);
     };
-    let mut redactions = Vec::new();
+    let mut replacements = Vec::new();
     each_naming(log, site_id, &ids, |position, len, record| {
-        redactions.push((position, padded(&redacted(&record), len, position)?));
+        let payload = padded(&redacted(&record), len, position)?;
+        replacements.push(Record { position, payload });
         Ok(())
     })?;
-    for (position, payload) in &redactions {
-        log.redact(*position, payload)?;
-    }
-    let ticket = live.request_rebuild();
+    let redacted = (live.erasing())
+        .map_err(PrivacyError::Snapshot)
+        .and_then(|()| {
+            fault::crash_point("erasure_snapshot_removed");
+            Ok(log.redact(&replacements)?)
+        });
+    fault::crash_point("erasure_redacted");
+    let ticket = live.erased();
+    redacted?;
     if !live.wait_rebuilt(ticket, REBUILD_WAIT) {
         return Err(PrivacyError::RebuildTimeout(REBUILD_WAIT));
     }
+    fault::crash_point("erasure_rebuilt");
     tracing::info!(
         site_id,
         contact_id = id,
-        records = redactions.len(),
+        records = replacements.len(),
         "contact erased"
     );
     Ok(Some(Erasure {
         contact_id: id,
-        records_redacted: redactions.len() as u64,
+        records_redacted: replacements.len() as u64,
     }))
 }

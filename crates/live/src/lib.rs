@@ -25,6 +25,24 @@ const IDLE_WAIT: Duration = Duration::from_millis(200);
 /// Records applied between two snapshots.
 const SNAPSHOT_EVERY: u64 = 250_000;
 
+/// A rebuild replays the whole log into a fresh engine (after records were redacted) and
+/// swaps it in.
+#[derive(Default)]
+struct Rebuilds {
+    asked: u64,
+    done: u64,
+    /// Erasures between [`LiveState::erasing`] and [`LiveState::erased`].
+    erasing: u32,
+}
+
+impl Rebuilds {
+    /// While an erasure is under way, or its rebuild is not yet in place, the state may
+    /// hold what the log no longer does: it is not saved.
+    fn hold_snapshots(&self) -> bool {
+        self.erasing > 0 || self.done < self.asked
+    }
+}
+
 /// The engine's state and how far into the log it has got.
 #[derive(Default)]
 pub struct LiveState {
@@ -35,10 +53,11 @@ pub struct LiveState {
     /// The follower panicked: the state may be half-applied, so nothing is saved from it
     /// and the process is to restart (from its snapshot and log).
     failed: AtomicBool,
-    /// Rebuilds asked for and done: a rebuild replays the whole log into a fresh engine
-    /// (after records were redacted) and swaps it in.
-    rebuilds: Mutex<(u64, u64)>,
+    /// Rebuilds asked for and done, and erasures under way.
+    rebuilds: Mutex<Rebuilds>,
     rebuilt: Condvar,
+    /// Held while the snapshot file is written or removed.
+    snapshot_file: Mutex<()>,
     /// Where snapshots go, if they are kept; only the follower thread writes them.
     snapshot_path: Option<PathBuf>,
     /// The position of the last snapshot written or loaded.
@@ -67,7 +86,7 @@ impl LiveState {
         {
             tracing::error!(%error, "removing the state snapshot after a panic failed");
         }
-        let _rebuilds = self.rebuilds.lock().unwrap_or_else(PoisonError::into_inner);
+        let _rebuilds = self.rebuilds();
         self.rebuilt.notify_all();
     }
 
@@ -160,6 +179,13 @@ impl LiveState {
         if self.failed() || !due(applied, saved) {
             return;
         }
+        let _file = self
+            .snapshot_file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.rebuilds().hold_snapshots() {
+            return;
+        }
         let started = Instant::now();
         let engine = self.engine.read().unwrap_or_else(PoisonError::into_inner);
         match snapshot::save(&engine, applied, path) {
@@ -182,38 +208,59 @@ impl LiveState {
         Ok(state)
     }
 
+    fn rebuilds(&self) -> std::sync::MutexGuard<'_, Rebuilds> {
+        self.rebuilds.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Asks for the state to be rebuilt from the whole log; returns a ticket for
     /// [`LiveState::wait_rebuilt`].
     pub fn request_rebuild(&self) -> u64 {
-        let mut rebuilds = self.rebuilds.lock().unwrap_or_else(PoisonError::into_inner);
-        rebuilds.0 += 1;
-        rebuilds.0
+        let mut rebuilds = self.rebuilds();
+        rebuilds.asked += 1;
+        rebuilds.asked
+    }
+
+    /// To call before an erasure changes the log: removes the state snapshot (it may hold
+    /// the person), durably, and saves none until the rebuild that [`LiveState::erased`]
+    /// asks for is in place. A crash from here on restarts from the log alone, which
+    /// either still holds the person (the erasure was not answered) or no longer does.
+    pub fn erasing(&self) -> std::io::Result<()> {
+        self.rebuilds().erasing += 1;
+        let _file = self
+            .snapshot_file
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.snapshot_at.store(0, Ordering::Release);
+        match &self.snapshot_path {
+            Some(path) => snapshot::remove(path),
+            None => Ok(()),
+        }
+    }
+
+    /// To call once an erasure begun with [`LiveState::erasing`] has changed the log (or
+    /// failed to): asks for the rebuild; returns its ticket for
+    /// [`LiveState::wait_rebuilt`].
+    pub fn erased(&self) -> u64 {
+        let mut rebuilds = self.rebuilds();
+        rebuilds.erasing = rebuilds.erasing.saturating_sub(1);
+        rebuilds.asked += 1;
+        rebuilds.asked
     }
 
     /// Waits until the rebuild with this ticket (or a later one) is in place.
     pub fn wait_rebuilt(&self, ticket: u64, timeout: Duration) -> bool {
-        let rebuilds = self.rebuilds.lock().unwrap_or_else(PoisonError::into_inner);
+        let rebuilds = self.rebuilds();
         let (rebuilds, _) = self
             .rebuilt
-            .wait_timeout_while(rebuilds, timeout, |r| r.1 < ticket && !self.failed())
+            .wait_timeout_while(rebuilds, timeout, |r| r.done < ticket && !self.failed())
             .unwrap_or_else(PoisonError::into_inner);
-        rebuilds.1 >= ticket
+        rebuilds.done >= ticket
     }
 
     /// Replays the log into a fresh engine and swaps it in, if a rebuild was asked for.
     fn rebuild_if_asked(&self, log: &dyn EventLog) -> Result<(), spoor_log::LogError> {
-        let ticket = self
-            .rebuilds
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .0;
-        if self
-            .rebuilds
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .1
-            >= ticket
-        {
+        let ticket = self.rebuilds().asked;
+        if self.rebuilds().done >= ticket {
             return Ok(());
         }
         // Rebuilds follow erasures: what was handed over may hold what was just redacted.
@@ -228,16 +275,19 @@ impl LiveState {
         drop(engine);
         // The snapshot may hold what was just erased: remove it before anyone is told
         // the rebuild is done. A new one is saved once enough records follow.
-        if let Some(path) = &self.snapshot_path
-            && let Err(error) = snapshot::remove(path)
         {
-            tracing::error!(%error, "removing the state snapshot failed");
+            let _file = self
+                .snapshot_file
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(path) = &self.snapshot_path
+                && let Err(error) = snapshot::remove(path)
+            {
+                tracing::error!(%error, "removing the state snapshot failed");
+            }
+            self.snapshot_at.store(0, Ordering::Release);
         }
-        self.snapshot_at.store(0, Ordering::Release);
-        self.rebuilds
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .1 = ticket;
+        self.rebuilds().done = ticket;
         self.rebuilt.notify_all();
         tracing::info!(records = self.applied(), "state rebuilt from the log");
         Ok(())

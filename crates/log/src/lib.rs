@@ -129,10 +129,34 @@ pub trait EventLog: Send + Sync + 'static {
         true
     }
 
-    /// Replaces the record at `position` with `payload` of exactly the same length,
-    /// durably: how personal data is erased from the log without moving anything.
-    fn redact(&self, position: Position, payload: &[u8]) -> Result<(), LogError> {
-        let _ = (position, payload);
+    /// Replaces the record at each replacement's position with its payload, of exactly
+    /// the same length, durably and, across a crash, all or none of them: how personal
+    /// data is erased from the log without moving anything.
+    fn redact(&self, replacements: &[Record]) -> Result<(), LogError> {
+        let _ = replacements;
         Err(LogError::Unsupported("redact"))
+    }
+}
+
+/// Crash points on request, for the tests of what a crash at each step of a redaction or
+/// an erasure leaves: in debug builds, when spoor runs with `SPOOR_FAULT_INJECTION=1` and
+/// `SPOOR_CRASH_AT` names the point, the process kills itself (SIGKILL) there.
+pub mod fault {
+    /// Whether the process is to crash at `point`.
+    pub fn armed(point: &str) -> bool {
+        cfg!(debug_assertions)
+            && std::env::var_os("SPOOR_FAULT_INJECTION").is_some_and(|v| v == "1")
+            && std::env::var_os("SPOOR_CRASH_AT").is_some_and(|v| v == point)
+    }
+
+    /// Kills the process at `point` if a test asked for it.
+    pub fn crash_point(point: &str) {
+        if armed(point) {
+            tracing::warn!(point, "crashing here, as the test asked");
+            // SAFETY: kill(2) with the process's own id touches no memory.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
     }
 }

@@ -391,7 +391,8 @@ impl Outbox {
         // Left in the index until all are overwritten: an erasure that fails midway
         // finds the rest when it is tried again.
         let positions = state.positions.get(check).cloned().unwrap_or_default();
-        let mut overwritten = 0;
+        let mut replacements = Vec::new();
+        let mut ids = Vec::new();
         for position in &positions {
             let original = self
                 .log
@@ -416,11 +417,17 @@ impl Outbox {
                 )));
             }
             bytes.resize(record.payload.len(), b' ');
-            self.log
-                .redact(*position, &bytes)
-                .map_err(|e| TriggerError::Storage(e.to_string()))?;
-            overwritten += 1;
-            if let Some(index) = state.by_id.get(&id).copied()
+            replacements.push(spoor_log::Record {
+                position: *position,
+                payload: bytes,
+            });
+            ids.push(id);
+        }
+        self.log
+            .redact(&replacements)
+            .map_err(|e| TriggerError::Storage(e.to_string()))?;
+        for id in &ids {
+            if let Some(index) = state.by_id.get(id).copied()
                 && let Some(entry) = state.entries.get_mut(&index)
             {
                 entry.fired.contact_check.clear();
@@ -439,7 +446,7 @@ impl Outbox {
         for contacts in state.first_messages.values_mut() {
             contacts.remove(check);
         }
-        Ok(overwritten)
+        Ok(replacements.len())
     }
 
     /// Lets go of the triggers settled longer ago than their site keeps them (see

@@ -11,6 +11,7 @@
 //! a torn write at the end of the last segment (a crash mid-write) is cleared, and damage
 //! anywhere else stops the open.
 
+mod journal;
 mod segment;
 
 use std::fs::{File, OpenOptions};
@@ -135,6 +136,13 @@ impl FileLog {
         std::fs::create_dir_all(dir)
             .map_err(|e| LogError::io(format!("create {}", dir.display()), e))?;
         let lock = lock_dir(dir)?;
+        let redone = journal::redo(dir)?;
+        if redone > 0 {
+            tracing::warn!(
+                records = redone,
+                "a redaction was cut short by a stop: its rewrites were done again"
+            );
+        }
         let mut segments = recover(dir, true)?;
         if segments.is_empty() {
             segments.push(create_segment(dir, 0, config.segment_bytes, None)?);
@@ -187,6 +195,49 @@ impl FileLog {
             shared: Arc::new(Shared::new(dir, segments, Duration::ZERO)),
             sender: None,
             writer: None,
+        })
+    }
+
+    /// Where `replacement` goes and its bytes, once checked to be exactly as long as the
+    /// record it replaces.
+    fn rewrite_of(&self, replacement: &Record) -> Result<journal::Rewrite, LogError> {
+        let position = replacement.position;
+        let (base, path, offset) = {
+            let segments = self
+                .shared
+                .segments
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let index = segments.partition_point(|s| s.end() <= position);
+            let segment = segments
+                .get(index)
+                .filter(|s| s.base <= position && position < s.end())
+                .ok_or_else(|| LogError::CannotRedact {
+                    position,
+                    reason: "no such record".into(),
+                })?;
+            (
+                segment.base,
+                segment.path.clone(),
+                segment.offset_of(position)?,
+            )
+        };
+        let len = segment::record_length(&path, offset)?;
+        if len != replacement.payload.len() {
+            return Err(LogError::CannotRedact {
+                position,
+                reason: format!(
+                    "replacement is {} bytes, the record {len}",
+                    replacement.payload.len()
+                ),
+            });
+        }
+        let mut record = Vec::with_capacity(HEADER_BYTES + len);
+        record::encode_into(&mut record, position, &replacement.payload);
+        Ok(journal::Rewrite {
+            segment_base: base,
+            offset,
+            record,
         })
     }
 
@@ -335,32 +386,33 @@ impl EventLog for FileLog {
         }
     }
 
-    fn redact(&self, position: Position, payload: &[u8]) -> Result<(), LogError> {
+    fn redact(&self, replacements: &[Record]) -> Result<(), LogError> {
         if self.sender.is_none() {
             return Err(LogError::ReadOnly);
         }
-        let (path, offset) = {
-            let segments = self
-                .shared
-                .segments
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            let index = segments.partition_point(|s| s.end() <= position);
-            let segment = segments
-                .get(index)
-                .filter(|s| s.base <= position && position < s.end())
-                .ok_or_else(|| LogError::CannotRedact {
-                    position,
-                    reason: "no such record".into(),
-                })?;
-            (segment.path.clone(), segment.offset_of(position)?)
-        };
+        if replacements.is_empty() {
+            return Ok(());
+        }
         let _exclusive = self
             .shared
             .rewriting
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        segment::overwrite(&path, offset, position, payload)
+        let rewrites = replacements
+            .iter()
+            .map(|replacement| self.rewrite_of(replacement))
+            .collect::<Result<Vec<_>, _>>()?;
+        // Durable before the first rewrite, so that one cut short is redone at the next
+        // open instead of read as a torn record.
+        journal::write(&self.shared.dir, &rewrites)?;
+        crate::fault::crash_point("redaction_journaled");
+        if crate::fault::armed("redaction_half_rewritten") {
+            journal::apply(&self.shared.dir, &rewrites[..rewrites.len() / 2])?;
+            crate::fault::crash_point("redaction_half_rewritten");
+        }
+        journal::apply(&self.shared.dir, &rewrites)?;
+        crate::fault::crash_point("redaction_rewritten");
+        journal::clear(&self.shared.dir)
     }
 
     fn size_bytes(&self) -> Option<u64> {
@@ -822,21 +874,110 @@ mod tests {
                     .await
                     .unwrap();
             }
-            log.redact(17, b"record-17-XXXXXX").unwrap();
-            let too_long = log.redact(18, b"a longer replacement");
+            log.redact(&[replacement(3), replacement(17)]).unwrap();
+            let too_long = log.redact(&[replacement(5), record(18, "a longer replacement")]);
             assert!(matches!(too_long, Err(LogError::CannotRedact { .. })));
-            assert!(log.redact(99, b"x").is_err());
+            assert!(log.redact(&[record(99, "x")]).is_err());
         }
         let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
         let all = payloads(&log);
         assert_eq!(all.len(), 40);
+        assert_eq!(all[3], "record-03-XXXXXX");
         assert_eq!(all[17], "record-17-XXXXXX");
+        assert_eq!(all[5], "record-05-secret", "all or none: none");
         assert_eq!(all[18], "record-18-secret");
         let on_disk: Vec<u8> = fs::read_dir(dir.path())
             .unwrap()
             .flat_map(|e| fs::read(e.unwrap().path()).unwrap_or_default())
             .collect();
         assert!(!on_disk.windows(16).any(|w| w == b"record-17-secret"));
+        assert!(!dir.path().join("redactions.journal").exists());
+    }
+
+    fn record(position: Position, payload: &str) -> Record {
+        Record {
+            position,
+            payload: payload.as_bytes().to_vec(),
+        }
+    }
+
+    /// Record `n` of the tests' logs with its secret overwritten.
+    fn replacement(n: Position) -> Record {
+        record(n, &format!("record-{n:02}-XXXXXX"))
+    }
+
+    /// A crash (power loss) in the middle of a redaction: its journal is written, and each
+    /// rewrite reached the disk only in part.
+    async fn log_with_torn_rewrites(dir: &Path, torn: &[Position]) {
+        let log = FileLog::open(dir, small_segments(), None).unwrap();
+        for i in 0..40 {
+            log.append(vec![format!("record-{i:02}-secret").into_bytes()])
+                .await
+                .unwrap();
+        }
+        let replacements: Vec<Record> = torn.iter().map(|n| replacement(*n)).collect();
+        let rewrites: Vec<journal::Rewrite> = (replacements.iter())
+            .map(|r| log.rewrite_of(r).unwrap())
+            .collect();
+        journal::write(dir, &rewrites).unwrap();
+        for rewrite in &rewrites {
+            let file = open_for_writing(&segment::segment_path(dir, rewrite.segment_base)).unwrap();
+            let half = &rewrite.record[..rewrite.record.len() / 2 + 3];
+            file.write_all_at(half, rewrite.offset).unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_torn_rewrite_is_redone_at_open_and_never_read_as_a_torn_tail() {
+        // Records 37 and 38 lie in the last segment, before 39; 2 in the first.
+        let torn = [2, 37, 38];
+        let dir = tempfile::tempdir().unwrap();
+        log_with_torn_rewrites(dir.path(), &torn).await;
+
+        // Without its journal, the same bytes lose the records after the tear, or refuse
+        // to open: what the journal is for.
+        let copy = tempfile::tempdir().unwrap();
+        for entry in fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().unwrap() != "redactions.journal" && path.is_file() {
+                fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        match FileLog::open(copy.path(), small_segments(), None) {
+            Ok(log) => assert!(log.end() < 40, "without the journal a tail is lost"),
+            Err(error) => assert!(matches!(error, LogError::Corrupt { .. }), "{error}"),
+        }
+
+        let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+        let all = payloads(&log);
+        assert_eq!(all.len(), 40, "every record is still there");
+        for (n, payload) in all.iter().enumerate() {
+            if torn.contains(&(n as Position)) {
+                assert_eq!(payload, &format!("record-{n:02}-XXXXXX"));
+            } else {
+                assert_eq!(payload, &format!("record-{n:02}-secret"));
+            }
+        }
+        assert!(!dir.path().join("redactions.journal").exists());
+        log.append(vec![b"after".to_vec()]).await.unwrap();
+        assert_eq!(log.end(), 41);
+    }
+
+    #[tokio::test]
+    async fn a_journal_cut_short_before_its_rename_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+            for i in 0..10 {
+                log.append(vec![format!("record-{i:02}-secret").into_bytes()])
+                    .await
+                    .unwrap();
+            }
+        }
+        fs::write(dir.path().join("redactions.journal.tmp"), b"SPOORRJ1\x01").unwrap();
+        let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+        assert_eq!(payloads(&log)[4], "record-04-secret");
+        assert!(!dir.path().join("redactions.journal.tmp").exists());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

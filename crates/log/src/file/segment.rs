@@ -479,35 +479,14 @@ impl Segment {
     }
 }
 
-/// Overwrites the record at `offset` (which holds `position`) with `payload`, which must
-/// be exactly as long as what it replaces, and syncs.
-pub fn overwrite(
-    path: &Path,
-    offset: u64,
-    position: Position,
-    payload: &[u8],
-) -> Result<(), LogError> {
-    let context = || format!("redact in {}", path.display());
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(io_error(context))?;
+/// The payload length of the record at `offset` of the segment at `path`.
+pub fn record_length(path: &Path, offset: u64) -> Result<usize, LogError> {
+    let context = || format!("read {}", path.display());
+    let file = File::open(path).map_err(io_error(context))?;
     let mut header = [0u8; HEADER_BYTES];
     file.read_exact_at(&mut header, offset)
         .map_err(io_error(context))?;
-    let len = record::length_field(&header).expect("a whole header");
-    if len != payload.len() {
-        return Err(LogError::CannotRedact {
-            position,
-            reason: format!("replacement is {} bytes, the record {len}", payload.len()),
-        });
-    }
-    let mut record = Vec::with_capacity(HEADER_BYTES + len);
-    record::encode_into(&mut record, position, payload);
-    file.write_all_at(&record, offset)
-        .map_err(io_error(context))?;
-    file.sync_data().map_err(io_error(context))
+    Ok(record::length_field(&header).expect("a whole header"))
 }
 
 /// Bytes read from a segment with one call: a follower at the log's tail reads everything
