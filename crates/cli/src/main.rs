@@ -91,6 +91,10 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // A log line that cannot be written (stderr on a full disk) is lost, and the server
+        // goes on: the default reports it with `eprintln!`, which panics when stderr fails,
+        // and the panic's own log line then aborts the process.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Plain => builder.init(),

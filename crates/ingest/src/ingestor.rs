@@ -315,6 +315,7 @@ fn clone_log_error(error: &LogError) -> LogError {
         LogError::Closed => LogError::Closed,
         LogError::ReadOnly => LogError::ReadOnly,
         LogError::RecordTooLarge(n) => LogError::RecordTooLarge(*n),
+        LogError::Stalled(reason) => LogError::Stalled(reason.clone()),
         _ => LogError::Failed,
     }
 }

@@ -15,10 +15,18 @@ use spoor_log::SteppedFile;
 pub fn save(engine: &Engine, position: u64, path: &Path) -> std::io::Result<()> {
     let file = Snapshot::of(engine, position);
     let tmp = path.with_extension("tmp");
-    // Synced a step at a time, so the log's fsyncs never queue behind the whole snapshot.
-    let mut writer = BufWriter::with_capacity(1 << 20, SteppedFile::create(&tmp)?);
-    serde_json::to_writer(&mut writer, &file)?;
-    writer.into_inner().map_err(|e| e.into_error())?.finish()?;
+    let written = SteppedFile::create(&tmp).and_then(|stepped| {
+        // Synced a step at a time, so the log's fsyncs never queue behind the whole
+        // snapshot.
+        let mut writer = BufWriter::with_capacity(1 << 20, stepped);
+        serde_json::to_writer(&mut writer, &file)?;
+        writer.into_inner().map_err(|e| e.into_error())?.finish()
+    });
+    if let Err(error) = written {
+        // A full disk keeps the previous snapshot, and not the part of a new one.
+        let _ = fs::remove_file(&tmp);
+        return Err(error);
+    }
     fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;

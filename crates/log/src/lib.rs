@@ -36,9 +36,15 @@ pub fn read_if_exists(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = path.with_extension("tmp");
-    let mut file = SteppedFile::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.finish()?;
+    let written = SteppedFile::create(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.finish()
+    });
+    if let Err(error) = written {
+        // A full disk leaves the file as it was, and not the part of a new one.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(error);
+    }
     std::fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
 }
@@ -77,6 +83,11 @@ pub enum LogError {
     RecordTooLarge(usize),
     #[error("the log stopped accepting writes after an earlier write or fsync failed; restart")]
     Failed,
+    #[error(
+        "the log cannot start its next segment ({0}); appends are refused until it can, and \
+         resume by themselves once it can (on a full disk: once space is freed)"
+    )]
+    Stalled(String),
     #[error(
         "another spoor process is writing to {0} (a running server?): stop it first, or send \
          the data through that server (`--url`)"
@@ -124,9 +135,11 @@ pub trait EventLog: Send + Sync + 'static {
         None
     }
 
-    /// False once the log can no longer accept appends (a failed write or fsync).
-    fn is_healthy(&self) -> bool {
-        true
+    /// Whether the log accepts appends now, and if not, why: for good after a failed
+    /// write or fsync ([`LogError::Failed`]), or until it can write again
+    /// ([`LogError::Stalled`], a full disk).
+    fn health(&self) -> Result<(), LogError> {
+        Ok(())
     }
 
     /// Replaces the record at each replacement's position with its payload, of exactly
@@ -136,6 +149,21 @@ pub trait EventLog: Send + Sync + 'static {
         let _ = replacements;
         Err(LogError::Unsupported("redact"))
     }
+}
+
+/// Bytes free for an unprivileged writer on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated, and `stat` is read only after statvfs(3) filled it.
+    let stat = unsafe {
+        if libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stat.assume_init()
+    };
+    Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
 }
 
 /// Crash points on request, for the tests of what a crash at each step of a redaction or

@@ -94,12 +94,22 @@ impl From<&IngestError> for ApiError {
             }
             IngestError::InvalidSite(message) => ApiError::bad_request("invalid_site", message),
             IngestError::Log(LogError::RecordTooLarge(_)) => ApiError::too_large(error.to_string()),
+            IngestError::Log(LogError::Stalled(_)) => ApiError {
+                retry_after: Some(STALLED_RETRY_AFTER_SECS),
+                ..ApiError::unavailable(
+                    "the event log cannot take writes now (its disk may be full); the event \
+                     was not acknowledged, so retry later",
+                )
+            },
             IngestError::Log(_) | IngestError::Storage(_) => ApiError::unavailable(
                 "the event could not be stored; it was not acknowledged, so retry later",
             ),
         }
     }
 }
+
+/// What a client told to wait because the log is stalled waits, in seconds.
+const STALLED_RETRY_AFTER_SECS: u64 = 10;
 
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {
@@ -120,31 +130,15 @@ impl From<SettingsError> for ApiError {
             }
             SettingsError::Storage { setting, message } => {
                 tracing::error!(%message, "settings not saved");
-                let (status, code, what) = match setting {
-                    // A site registry that cannot be written is an outage of the service
-                    // (retry later), as it always answered.
-                    Setting::Site => (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "storage_unavailable",
-                        "the site registry could not be saved; nothing changed, retry later",
-                    ),
-                    Setting::Block => (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "storage_failed",
-                        "the block could not be saved; nothing changed",
-                    ),
-                    Setting::Tuning => (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "storage_failed",
-                        "the tuning could not be saved; nothing changed",
-                    ),
-                    Setting::Triggers => (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "storage_failed",
-                        "the trigger settings could not be saved; nothing changed",
-                    ),
+                // A file that cannot be written (a full disk) is an outage: the old file
+                // and the settings served are as they were, and a retry may succeed.
+                let what = match setting {
+                    Setting::Site => "the site registry could not be saved",
+                    Setting::Block => "the block could not be saved",
+                    Setting::Tuning => "the tuning could not be saved",
+                    Setting::Triggers => "the trigger settings could not be saved",
                 };
-                ApiError::new(status, code, what)
+                ApiError::unavailable(format!("{what}; nothing changed, retry later"))
             }
         }
     }

@@ -20,13 +20,9 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
         )
         .into_response();
     }
-    if state.log.is_healthy() {
-        axum::Json(serde_json::json!({"status": "ready"})).into_response()
-    } else {
-        ApiError::unavailable(
-            "the event log refuses writes after a failed write or fsync; restart spoor",
-        )
-        .into_response()
+    match state.log.health() {
+        Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Err(error) => ApiError::unavailable(error.to_string()).into_response(),
     }
 }
 

@@ -9,6 +9,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use serde::Serialize;
 use spoor_ingest::{Accepted, IngestError, Outcome};
+use spoor_log::LogError;
 use spoor_protocol::batch::{Batch, Framing};
 
 use crate::app::{AppState, Shared, now_ms};
@@ -85,6 +86,9 @@ fn record(state: &AppState, result: &Result<Accepted, IngestError>) {
                         "event for an unregistered site rejected"
                     )
                 }
+                // The log says once that it stalled: not once per event (a full disk
+                // must not fill the server's log too).
+                IngestError::Log(LogError::Stalled(_)) => {}
                 other => tracing::warn!(error = %other, "event not stored"),
             }
         }
@@ -211,5 +215,21 @@ pub async fn track_batch(
             answer: item,
         });
     }
+    // Nothing stored because storage failed (a full disk): the batch is an outage, as a
+    // single event is, and to be retried whole.
+    let storage_failed = (results.iter()).find_map(|r| r.as_ref().err().filter(|e| is_storage(e)));
+    if let Some(error) = storage_failed
+        && !results.iter().any(|r| r.is_ok())
+    {
+        return Err(ApiError::from(error));
+    }
     Ok(Json(answer))
+}
+
+fn is_storage(error: &IngestError) -> bool {
+    match error {
+        IngestError::Log(error) => !matches!(error, LogError::RecordTooLarge(_)),
+        IngestError::Storage(_) => true,
+        _ => false,
+    }
 }

@@ -22,10 +22,8 @@ impl From<TriggerError> for ApiError {
     fn from(error: TriggerError) -> ApiError {
         let TriggerError::Storage(message) = error;
         tracing::error!(%message, "trigger storage failed");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "storage_failed",
-            "the trigger store failed; nothing changed",
+        ApiError::unavailable(
+            "the trigger store could not be written; nothing changed, retry later",
         )
     }
 }

@@ -231,12 +231,16 @@ impl SiteRegistry {
     /// is returned once; only its SHA-256 is kept.
     pub fn issue_api_key(&self, site_id: &str) -> Result<String, SettingsError> {
         let mut sites = self.sites.write().unwrap_or_else(PoisonError::into_inner);
-        let site = sites.get_mut(site_id).ok_or_else(|| {
+        let mut changed = sites.clone();
+        let site = changed.get_mut(site_id).ok_or_else(|| {
             SettingsError::invalid(Setting::Site, format!("site {site_id:?} is not registered"))
         })?;
         let key = fresh_api_key()?;
         site.api_key_sha256 = Some(sha256_hex(&key));
-        self.persist(&sites)?;
+        // Kept only once on disk: a key answered but not stored would not work after a
+        // restart, and one stored but not answered locks the shop out.
+        self.persist(&changed)?;
+        *sites = changed;
         Ok(key)
     }
 
@@ -305,8 +309,10 @@ impl SiteRegistry {
             api_key_sha256: None,
             settings: SiteSettings::default(),
         };
-        sites.insert(site_id, stored);
-        self.persist(&sites)?;
+        let mut changed = sites.clone();
+        changed.insert(site_id, stored);
+        self.persist(&changed)?;
+        *sites = changed;
         Ok((site, Registration::Created))
     }
 

@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 
 use crate::record::{self, HEADER_BYTES};
 use crate::relay::{self, Answers, Relay, Reply};
-use crate::{AppendFuture, EventLog, LogError, MAX_RECORD_BYTES, Position, Record};
+use crate::{AppendFuture, EventLog, LogError, MAX_RECORD_BYTES, Position, Record, free_bytes};
 use segment::{Preparer, Segment, SegmentView, create_segment, read_segment, recover};
 
 /// Appenders in one group from which the log counts as busy (see
@@ -75,6 +75,10 @@ struct Shared {
     rewriting: RwLock<()>,
     /// [`FileLogConfig::commit_interval`] in microseconds, changed by [`CommitPace`].
     commit_interval_us: AtomicU64,
+    /// Set while the next segment cannot be started (a full disk), with why: appends
+    /// are refused, and the writer tries again until it can.
+    is_stalled: AtomicBool,
+    stalled_by: Mutex<String>,
 }
 
 impl Shared {
@@ -87,8 +91,56 @@ impl Shared {
             failed: AtomicBool::new(false),
             appended: (Mutex::new(()), Condvar::new()),
             rewriting: RwLock::new(()),
+            is_stalled: AtomicBool::new(false),
+            stalled_by: Mutex::new(String::new()),
         }
     }
+
+    fn stalled(&self) -> Option<String> {
+        if !self.is_stalled.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(
+            self.stalled_by
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+
+    fn stall(&self, error: &LogError) {
+        *self
+            .stalled_by
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = error.to_string();
+        if !self.is_stalled.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                %error,
+                "the log cannot start its next segment (a full disk?): appends are refused \
+                 until it can; retrying every second"
+            );
+        }
+    }
+
+    fn unstall(&self) {
+        if self.is_stalled.load(Ordering::Acquire) {
+            self.is_stalled.store(false, Ordering::Release);
+            tracing::info!("the log started its next segment: appends are taken again");
+        }
+    }
+}
+
+/// How often a stalled writer tries again to start its next segment.
+const STALLED_RETRY: Duration = Duration::from_secs(1);
+
+/// Why a group was not written.
+enum WriteFailure {
+    /// Before any of it reached the segment (its next segment could not be started):
+    /// the log is as it was, and may take the next group.
+    NotWritten(LogError),
+    /// Part may have reached the segment, or a sync failed: the page cache can no longer
+    /// be trusted to match the disk.
+    Failed(LogError),
 }
 
 struct AppendRequest {
@@ -424,8 +476,17 @@ impl EventLog for FileLog {
         Some(segments.iter().map(|s| s.len).sum())
     }
 
-    fn is_healthy(&self) -> bool {
-        !self.has_failed() && self.sender.is_some()
+    fn health(&self) -> Result<(), LogError> {
+        if self.sender.is_none() {
+            return Err(LogError::ReadOnly);
+        }
+        if self.has_failed() {
+            return Err(LogError::Failed);
+        }
+        match self.shared.stalled() {
+            Some(reason) => Err(LogError::Stalled(reason)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -449,7 +510,22 @@ impl Writer {
     fn run(mut self, receiver: mpsc::Receiver<AppendRequest>) {
         let mut busy = false;
         let mut last_commit = Instant::now();
-        while let Ok(first) = receiver.recv() {
+        loop {
+            let first = if self.shared.is_stalled.load(Ordering::Acquire) {
+                match receiver.recv_timeout(STALLED_RETRY) {
+                    Ok(first) => first,
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        self.retry_stalled();
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match receiver.recv() {
+                    Ok(first) => first,
+                    Err(_) => break,
+                }
+            };
             let since = last_commit.elapsed();
             let interval =
                 Duration::from_micros(self.shared.commit_interval_us.load(Ordering::Relaxed));
@@ -473,18 +549,27 @@ impl Writer {
     fn commit(&mut self, group: Vec<AppendRequest>) {
         let mut answers = Answers::default();
         let written = if self.shared.failed.load(Ordering::Acquire) {
-            Err(())
+            Err(None)
         } else {
             let start = self.shared.end.load(Ordering::Acquire);
-            self.write_group(&group, start)
-                .map(|()| start)
-                .map_err(|error| {
+            match self.write_group(&group, start) {
+                Ok(()) => {
+                    self.shared.unstall();
+                    Ok(start)
+                }
+                Err(WriteFailure::NotWritten(error)) => {
+                    self.shared.stall(&error);
+                    Err(Some(error.to_string()))
+                }
+                Err(WriteFailure::Failed(error)) => {
                     // After a failed fsync the page cache can no longer be trusted to match
                     // the disk, so refuse all further writes; a restart recovers from what is
                     // on disk.
                     tracing::error!(%error, "log write failed; refusing further appends");
                     self.shared.failed.store(true, Ordering::Release);
-                })
+                    Err(None)
+                }
+            }
         };
         let mut next = written;
         for request in group {
@@ -494,14 +579,38 @@ impl Writer {
                     *position += request.records.len() as u64;
                     Ok(first)
                 }
-                Err(()) => Err(LogError::Failed),
+                Err(Some(reason)) => Err(LogError::Stalled(reason.clone())),
+                Err(None) => Err(LogError::Failed),
             };
             answers.answer(request.reply, request.relay, answer);
         }
         answers.deliver();
     }
 
-    fn write_group(&mut self, group: &[AppendRequest], start: Position) -> Result<(), LogError> {
+    /// Tries again to start the next segment of a stalled log, once the disk has room
+    /// for one (not before: a try writes zeros until the disk is full again).
+    fn retry_stalled(&mut self) {
+        let room = free_bytes(&self.shared.dir);
+        if room.is_some_and(|room| room < self.config.segment_bytes) {
+            return;
+        }
+        let (len, _) = self.tail_len_and_capacity();
+        let rolled = if len == 0 {
+            Ok(())
+        } else {
+            self.roll(self.shared.end.load(Ordering::Acquire))
+        };
+        match rolled {
+            Ok(()) => self.shared.unstall(),
+            Err(error) => self.shared.stall(&error),
+        }
+    }
+
+    fn write_group(
+        &mut self,
+        group: &[AppendRequest],
+        start: Position,
+    ) -> Result<(), WriteFailure> {
         let records = group.iter().flat_map(|r| r.records.iter());
         let count = group.iter().map(|r| r.records.len()).sum::<usize>();
         self.buf.clear();
@@ -513,19 +622,20 @@ impl Writer {
         }
         let (len, capacity) = self.tail_len_and_capacity();
         let (at, capacity) = if len > 0 && len + self.buf.len() as u64 > capacity {
-            self.roll(start)?;
+            self.roll(start).map_err(WriteFailure::NotWritten)?;
             (0, self.tail_len_and_capacity().1)
         } else {
             (len, capacity)
         };
         pad_to_page_end(&mut self.buf, at, capacity);
+        // Into space the segment's zeros already hold: a full disk does not fail it.
         self.file
             .write_all_at(&self.buf, at)
-            .map_err(|e| LogError::io("write to the log", e))?;
+            .map_err(|e| WriteFailure::Failed(LogError::io("write to the log", e)))?;
         let sync_start = Instant::now();
         self.file
             .sync_data()
-            .map_err(|e| LogError::io("fsync the log", e))?;
+            .map_err(|e| WriteFailure::Failed(LogError::io("fsync the log", e)))?;
         if let Some(observer) = &self.observer {
             observer(sync_start.elapsed(), count);
         }

@@ -82,7 +82,13 @@ fn write_zeroed(path: &Path, capacity: u64) -> std::io::Result<()> {
     {
         return Ok(());
     }
-    fill_with_zeros(SteppedFile::create(path)?, capacity, zeros.chunk())
+    let filled =
+        SteppedFile::create(path).and_then(|f| fill_with_zeros(f, capacity, zeros.chunk()));
+    if filled.is_err() {
+        // On a full disk, the part written would hold the space the log needs next.
+        let _ = fs::remove_file(path);
+    }
+    filled
 }
 
 fn fill_with_zeros(mut file: SteppedFile, capacity: u64, zeros: &[u8]) -> std::io::Result<()> {
