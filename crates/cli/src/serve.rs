@@ -245,12 +245,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         index_snapshot.clone(),
     ));
     let pacer = tokio::spawn(pace_commits(commit_pace, pacing, server.runtime_metrics()));
+    // After a panic of the state, the server goes on a moment (readiness probes see
+    // /readyz answer 503, and events are still stored) before it stops taking requests.
     let follower_failed = {
         let live = live.clone();
         async move {
             while !live.failed() {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
+            tokio::time::sleep(FAILED_GRACE).await;
         }
     };
     let failure_deadline = {
@@ -307,6 +310,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// How long requests in flight may finish once the state failed, before the process exits.
 const FAILED_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long the server goes on taking requests once the state failed, with `/readyz`
+/// answering 503, before it stops accepting them (within [`FAILED_DRAIN`]).
+const FAILED_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Log records between two saves of the duplicate index while serving: after a crash, a
 /// start reads about this many records to bring the index up to date (a few tenths of a

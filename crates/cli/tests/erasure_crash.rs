@@ -18,7 +18,7 @@ const BATCH: usize = 500;
 /// spread over the whole log.
 const PEOPLE: usize = 10;
 
-/// The steps of an erasure where the server can be made to kill itself (debug builds).
+/// The steps of an erasure where the server can be made to kill itself (test builds).
 const CRASH_POINTS: [&str; 6] = [
     "erasure_snapshot_removed",
     "redaction_journaled",

@@ -298,8 +298,7 @@ async fn every_operation_in_openapi_json_is_served_and_no_other() {
 /// A request that panics is answered 500 alone and the server goes on; a panic of the
 /// state's follower makes `/readyz` say so and the process stop with an error (for its
 /// supervisor to restart it), losing nothing acknowledged. Faults come from a switch that
-/// debug builds have and `SPOOR_FAULT_INJECTION=1` turns on.
-#[cfg(debug_assertions)]
+/// the test builds have and `SPOOR_FAULT_INJECTION=1` turns on.
 #[tokio::test]
 async fn a_request_panic_is_one_500_and_a_follower_panic_stops_the_process() {
     let dir = tempfile::tempdir().unwrap();
@@ -318,8 +317,18 @@ async fn a_request_panic_is_one_500_and_a_follower_panic_stops_the_process() {
     let after = client().get(server.url("/readyz")).send().await.unwrap();
     assert_eq!(after.status().as_u16(), 200, "the server goes on");
 
+    // A request still in flight when the state fails: its body never ends.
+    let mut in_flight = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = "POST /api/v2 HTTP/1.1\r\nHost: spoor\r\nContent-Length: 100\r\n\r\n{";
+    tokio::io::AsyncWriteExt::write_all(&mut in_flight, head.as_bytes())
+        .await
+        .unwrap();
+
     let event = r#"{"GeneralInfo": {"eventName": "CategoryPage", "siteId": "S1",
         "cookies": {"sc": "x"}}, "CategoryPage": {"categoryKey": "1"}}"#;
+    let failed_at = std::time::Instant::now();
     let stored = client()
         .post(server.url("/api/v2"))
         .header("spoor-fault", "follower")
@@ -332,10 +341,36 @@ async fn a_request_panic_is_one_500_and_a_follower_panic_stops_the_process() {
         200,
         "acknowledged before the follower applies it"
     );
+    let not_ready = loop {
+        let ready = client().get(server.url("/readyz")).send().await.unwrap();
+        if ready.status().as_u16() == 503 {
+            break ready.json::<Value>().await.unwrap();
+        }
+        assert!(
+            failed_at.elapsed() < Duration::from_secs(3),
+            "readyz says so meanwhile"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        not_ready["message"].as_str().unwrap().contains("panic"),
+        "{not_ready}"
+    );
     let status = server
-        .wait_for_exit(Duration::from_secs(20))
+        .wait_for_exit(Duration::from_secs(30))
         .expect("the process stops after its follower panicked");
     assert!(!status.success(), "with an error, for a supervisor to see");
+    assert!(
+        failed_at.elapsed() >= Duration::from_secs(10),
+        "requests in flight had their 10 s"
+    );
+    assert!(
+        server
+            .log_text()
+            .contains("requests did not finish within 10 s"),
+        "the request in flight was cut at the deadline"
+    );
+    drop(in_flight);
     assert!(server.log_text().contains("the state follower panicked"));
 
     // A restart rebuilds the state from the log, the acknowledged event in it.

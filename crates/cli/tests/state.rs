@@ -332,3 +332,38 @@ async fn an_address_sending_refused_keys_is_slowed_down_and_others_are_not() {
     assert_eq!(read("::ffff:203.0.113.7", "guess").await.0, 429);
     assert_eq!(read("::ffff:203.0.113.9", "guess").await.0, 401);
 }
+
+#[tokio::test]
+async fn a_snapshot_asked_for_is_saved_and_used_by_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, &["S1"]);
+    for event in events() {
+        let (status, answer) = post_json(&server.url("/api/v2"), event.to_string()).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    let refused = client()
+        .post(server.url("/admin/v1/state/snapshot"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 401, "the admin token is needed");
+    let saved: Value = client()
+        .post(server.url("/admin/v1/state/snapshot"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(saved["position"], 5, "{saved}");
+    assert!(saved["copySeconds"].as_f64().unwrap() <= saved["seconds"].as_f64().unwrap());
+    assert!(data.join("state.snapshot").exists());
+    // Killed: only the snapshot asked for is there to start from.
+    drop(server);
+    let server = Server::start(&data, &["S1"]);
+    let (status, contact) = get(&server, "/api/v1/sites/S1/contacts?email=olena@example.com").await;
+    assert_eq!(status, 200, "{contact}");
+    assert!(server.log_text().contains("state loaded from its snapshot"));
+}

@@ -43,6 +43,27 @@ impl Rebuilds {
     }
 }
 
+/// A snapshot saved: the log position it reflects, how long the state's lock was held
+/// to copy it, and how long the whole save took.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SavedSnapshot {
+    pub position: u64,
+    pub copy_seconds: f64,
+    pub seconds: f64,
+}
+
+/// Why a snapshot was not saved.
+#[derive(Debug, Clone)]
+pub struct NotSaved(pub String);
+
+#[derive(Default)]
+struct SnapshotRequests {
+    asked: u64,
+    done: u64,
+    last: Option<Result<SavedSnapshot, NotSaved>>,
+}
+
 /// The engine's state and how far into the log it has got.
 #[derive(Default)]
 pub struct LiveState {
@@ -58,6 +79,11 @@ pub struct LiveState {
     rebuilt: Condvar,
     /// Held while the snapshot file is written or removed.
     snapshot_file: Mutex<()>,
+    /// Set while a snapshot copies the state (see [`LiveState::copying_for_snapshot`]).
+    copying: AtomicBool,
+    /// Snapshots asked for through [`LiveState::snapshot_now`].
+    snapshot_requests: Mutex<SnapshotRequests>,
+    snapshotted: Condvar,
     /// Where snapshots go, if they are kept; only the follower thread writes them.
     snapshot_path: Option<PathBuf>,
     /// The position of the last snapshot written or loaded.
@@ -171,34 +197,107 @@ impl LiveState {
 
     /// Saves a snapshot if one is kept and `due` says so.
     fn snapshot_if(&self, due: impl FnOnce(u64, u64) -> bool) {
-        let Some(path) = &self.snapshot_path else {
-            return;
-        };
         let (applied, saved) = (self.applied(), self.snapshot_at.load(Ordering::Acquire));
-        // After a follower panic the state may be part-applied: it is never saved.
-        if self.failed() || !due(applied, saved) {
+        if self.snapshot_path.is_none() || self.failed() || !due(applied, saved) {
             return;
+        }
+        if let Err(NotSaved(reason)) = self.save_snapshot() {
+            tracing::error!(reason, "the state snapshot was not saved");
+        }
+    }
+
+    /// Saves a snapshot of the state now. The state's lock is held only while the state
+    /// is copied into the snapshot's form; the copy is then written without it, so that
+    /// requests go on meanwhile. On the follower's thread only (nothing is applied
+    /// meanwhile).
+    fn save_snapshot(&self) -> Result<SavedSnapshot, NotSaved> {
+        let Some(path) = &self.snapshot_path else {
+            return Err(NotSaved("this state keeps no snapshot".into()));
+        };
+        // After a follower panic the state may be part-applied: it is never saved.
+        if self.failed() {
+            return Err(NotSaved("the state failed after a panic".into()));
         }
         let _file = self
             .snapshot_file
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if self.rebuilds().hold_snapshots() {
-            return;
+            return Err(NotSaved(
+                "an erasure is under way: snapshots wait for its rebuild".into(),
+            ));
         }
         let started = Instant::now();
-        let engine = self.engine.read().unwrap_or_else(PoisonError::into_inner);
-        match snapshot::save(&engine, applied, path) {
-            Ok(()) => {
-                self.snapshot_at.store(applied, Ordering::Release);
-                tracing::info!(
-                    position = applied,
-                    seconds = started.elapsed().as_secs_f64(),
-                    "state snapshot saved"
-                );
-            }
-            Err(error) => tracing::error!(%error, "saving the state snapshot failed"),
+        let applied = self.applied();
+        let copy = {
+            self.copying.store(true, Ordering::Release);
+            let engine = self.engine.read().unwrap_or_else(PoisonError::into_inner);
+            let copy = spoor_engine::snapshot::Snapshot::of(&engine, applied);
+            drop(engine);
+            self.copying.store(false, Ordering::Release);
+            copy
+        };
+        let copy_seconds = started.elapsed().as_secs_f64();
+        snapshot::write(&copy, path)
+            .map_err(|error| NotSaved(format!("writing {}: {error}", path.display())))?;
+        self.snapshot_at.store(applied, Ordering::Release);
+        let saved = SavedSnapshot {
+            position: applied,
+            copy_seconds,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        tracing::info!(
+            position = saved.position,
+            copy_seconds = saved.copy_seconds,
+            seconds = saved.seconds,
+            "state snapshot saved"
+        );
+        Ok(saved)
+    }
+
+    /// Whether a snapshot's copy of the state is under way: a writer of the state that can
+    /// wait (the trigger runner) waits for its end instead of queueing for the lock, where
+    /// it would hold every new reader (every request) behind itself until the copy ends.
+    pub fn copying_for_snapshot(&self) -> bool {
+        self.copying.load(Ordering::Acquire)
+    }
+
+    /// Asks the follower for a snapshot now and waits for it (at most `timeout`).
+    pub fn snapshot_now(&self, timeout: Duration) -> Result<SavedSnapshot, NotSaved> {
+        let mut requests = self.snapshots();
+        requests.asked += 1;
+        let ticket = requests.asked;
+        let (requests, _) = self
+            .snapshotted
+            .wait_timeout_while(requests, timeout, |r| r.done < ticket && !self.failed())
+            .unwrap_or_else(PoisonError::into_inner);
+        match &requests.last {
+            Some(last) if requests.done >= ticket => last.clone(),
+            _ if self.failed() => Err(NotSaved("the state failed after a panic".into())),
+            _ => Err(NotSaved(format!(
+                "the follower did not get to it within {} s",
+                timeout.as_secs()
+            ))),
         }
+    }
+
+    fn snapshots(&self) -> std::sync::MutexGuard<'_, SnapshotRequests> {
+        self.snapshot_requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Saves the snapshot asked for by [`LiveState::snapshot_now`], if one is.
+    fn answer_snapshot_requests(&self) {
+        let asked = self.snapshots().asked;
+        if self.snapshots().done >= asked {
+            return;
+        }
+        let saved = self.save_snapshot();
+        let mut requests = self.snapshots();
+        requests.done = asked;
+        requests.last = Some(saved);
+        self.snapshotted.notify_all();
     }
 
     /// Builds the state of the whole log, once, on this thread: `spoor state rebuild`.
@@ -322,7 +421,7 @@ impl LiveState {
             })
             .collect();
         let mut engine = self.engine.write().unwrap_or_else(PoisonError::into_inner);
-        #[cfg(debug_assertions)]
+        #[cfg(feature = "fault-injection")]
         fault::panic_if_asked();
         for record in decoded.iter().flatten() {
             engine.apply(record);
@@ -341,6 +440,7 @@ fn follow_step(log: &dyn EventLog, state: &LiveState, caught_up: &mut bool) {
         std::thread::sleep(IDLE_WAIT);
         return;
     }
+    state.answer_snapshot_requests();
     state.snapshot_if(|applied, saved| applied >= saved + SNAPSHOT_EVERY);
     match state.catch_up(log) {
         Ok(0) => {
@@ -383,9 +483,10 @@ pub fn follow(log: Arc<dyn EventLog>, state: Arc<LiveState>) -> std::io::Result<
         })
 }
 
-/// A panic of the follower on request, for the tests of what one does: in debug builds
-/// only (the server asks for it only when started with `SPOOR_FAULT_INJECTION=1`).
-#[cfg(debug_assertions)]
+/// A panic of the follower on request, for the tests of what one does: in builds with the
+/// `fault-injection` feature only (the test builds; the server asks for it only when
+/// started with `SPOOR_FAULT_INJECTION=1`).
+#[cfg(feature = "fault-injection")]
 pub mod fault {
     use std::sync::atomic::{AtomicBool, Ordering};
 

@@ -13,13 +13,18 @@ use spoor_log::SteppedFile;
 /// Writes the engine's state at `position` to `path`, atomically: a crash leaves the
 /// previous snapshot or the new one.
 pub fn save(engine: &Engine, position: u64, path: &Path) -> std::io::Result<()> {
-    let file = Snapshot::of(engine, position);
+    write(&Snapshot::of(engine, position), path)
+}
+
+/// Writes `file` to `path`, atomically: a crash leaves the previous snapshot or the new
+/// one.
+pub fn write(file: &Snapshot, path: &Path) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let written = SteppedFile::create(&tmp).and_then(|stepped| {
         // Synced a step at a time, so the log's fsyncs never queue behind the whole
         // snapshot.
         let mut writer = BufWriter::with_capacity(1 << 20, stepped);
-        serde_json::to_writer(&mut writer, &file)?;
+        serde_json::to_writer(&mut writer, file)?;
         writer.into_inner().map_err(|e| e.into_error())?.finish()
     });
     if let Err(error) = written {

@@ -167,12 +167,13 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 }
 
 /// Crash points on request, for the tests of what a crash at each step of a redaction or
-/// an erasure leaves: in debug builds, when spoor runs with `SPOOR_FAULT_INJECTION=1` and
-/// `SPOOR_CRASH_AT` names the point, the process kills itself (SIGKILL) there.
+/// an erasure leaves: in builds with the `fault-injection` feature (the test builds),
+/// when spoor runs with `SPOOR_FAULT_INJECTION=1` and `SPOOR_CRASH_AT` names the point,
+/// the process kills itself (SIGKILL) there.
 pub mod fault {
     /// Whether the process is to crash at `point`.
     pub fn armed(point: &str) -> bool {
-        cfg!(debug_assertions)
+        cfg!(feature = "fault-injection")
             && std::env::var_os("SPOOR_FAULT_INJECTION").is_some_and(|v| v == "1")
             && std::env::var_os("SPOOR_CRASH_AT").is_some_and(|v| v == point)
     }

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use spoor_settings::SiteSettings;
 
-use crate::app::{AppState, Shared};
+use crate::app::{AppState, Shared, blocking};
 use crate::auth;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
@@ -125,10 +125,12 @@ pub async fn put_settings(
             ),
         )
     })?;
-    state
-        .settings
-        .sites
-        .set_settings(&site_id, settings.clone())?;
+    let (sites, id, stored) = (
+        state.settings.sites.clone(),
+        site_id.clone(),
+        settings.clone(),
+    );
+    blocking(move || sites.set_settings(&id, stored)).await??;
     tracing::info!(site_id = %site_id, "site settings changed");
     Ok(Json(settings))
 }

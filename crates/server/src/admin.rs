@@ -15,7 +15,7 @@ use spoor_ingest::export::{ExportFilter, ImportSummary, export};
 use spoor_settings::{Registration, Site};
 use tokio::sync::mpsc;
 
-use crate::app::{AppState, Shared, now_ms};
+use crate::app::{AppState, Shared, blocking, now_ms};
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::{auth, body};
@@ -71,19 +71,27 @@ pub async fn create_site(
             )
         })?
     };
-    let (site, registration) = state.settings.sites.register(
-        request.site_id.as_deref().map(str::trim),
-        request.name.as_deref(),
-        now_ms(),
-    )?;
-    match registration {
-        Registration::Created => {
+    let sites = state.settings.sites.clone();
+    let registered = blocking(move || {
+        let (site, registration) = sites.register(
+            request.site_id.as_deref().map(str::trim),
+            request.name.as_deref(),
+            now_ms(),
+        )?;
+        let api_key = match registration {
+            Registration::Created => Some(sites.issue_api_key(&site.site_id)?),
+            Registration::Existing => None,
+        };
+        Ok::<_, spoor_settings::SettingsError>((site, registration, api_key))
+    });
+    let (site, registration, api_key) = registered.await??;
+    match (registration, api_key) {
+        (Registration::Created, Some(api_key)) => {
             tracing::info!(site_id = %site.site_id, "site registered");
-            let api_key = state.settings.sites.issue_api_key(&site.site_id)?;
             let created = NewSiteAnswer { site, api_key };
             Ok((StatusCode::CREATED, Json(created)).into_response())
         }
-        Registration::Existing => Err(ApiError::new(
+        _ => Err(ApiError::new(
             StatusCode::CONFLICT,
             "site_exists",
             format!("site {:?} is registered already", site.site_id),
@@ -121,7 +129,8 @@ pub async fn issue_api_key(
             format!("site {site_id:?} is not registered"),
         ));
     }
-    let api_key = state.settings.sites.issue_api_key(&site_id)?;
+    let (sites, id) = (state.settings.sites.clone(), site_id.clone());
+    let api_key = blocking(move || sites.issue_api_key(&id)).await??;
     tracing::info!(site_id = %site_id, "site API key issued");
     Ok(Json(ApiKeyAnswer { site_id, api_key }))
 }
@@ -232,6 +241,27 @@ pub async fn import_feed(
         "feed imported"
     );
     Ok(Json(summary))
+}
+
+/// How long a snapshot asked for over HTTP may take, copy and write.
+const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `POST /admin/v1/state/snapshot`: saves a state snapshot now (before a backup or an
+/// upgrade, so that the next start replays little) and answers once it is on disk.
+pub async fn save_snapshot(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Json<spoor_live::SavedSnapshot>, ApiError> {
+    require_admin(&state, &headers)?;
+    let live = state.live.clone();
+    let saved = blocking(move || live.snapshot_now(SNAPSHOT_WAIT)).await?;
+    saved.map(Json).map_err(|spoor_live::NotSaved(reason)| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "snapshot_not_saved",
+            format!("the state snapshot was not saved: {reason}"),
+        )
+    })
 }
 
 /// `POST /admin/v1/events/import`: NDJSON lines of an export, loaded idempotently.

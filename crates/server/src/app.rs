@@ -69,6 +69,25 @@ impl AppState {
     }
 }
 
+/// Runs `work` on a blocking thread and waits for it: for what syncs files (settings,
+/// an erasure's rewrites), which would otherwise hold up every connection of the HTTP
+/// thread meanwhile (see [`crate::threads`]).
+pub async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        tracing::error!(
+            panicked = error.is_panic(),
+            "blocking work of a request failed"
+        );
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the request's work stopped unexpectedly; the server's log says why",
+        )
+    })
+}
+
 /// The handlers' state: one reference count per request instead of one per part.
 pub(crate) type Shared = Arc<AppState>;
 

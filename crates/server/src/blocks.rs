@@ -14,7 +14,7 @@ use spoor_engine::attribution::DayCounts;
 use spoor_protocol::dates::{self, DAY_MS, format_date};
 use spoor_settings::blocks::{Block, container_type};
 
-use crate::app::{Shared, now_ms};
+use crate::app::{Shared, blocking, now_ms};
 use crate::auth;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
@@ -76,7 +76,12 @@ pub async fn put_block(
             format!("{message} (a block is {{\"algorithm\": \"similar,popular\", \"size\": 8, \"filters\": {{...}}, \"variants\": [...]}})"),
         )
     })?;
-    let created = state.settings.blocks.put(&site_id, &block_id, block)?;
+    let (blocks, site, id) = (
+        state.settings.blocks.clone(),
+        site_id.clone(),
+        block_id.clone(),
+    );
+    let created = blocking(move || blocks.put(&site, &id, block)).await??;
     tracing::info!(site_id = %site_id, block_id = %block_id, created, "block defined");
     let block = state
         .settings
@@ -113,7 +118,12 @@ pub async fn delete_block(
     ApiPath((site_id, block_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
-    if state.settings.blocks.delete(&site_id, &block_id)? {
+    let (blocks, site, id) = (
+        state.settings.blocks.clone(),
+        site_id.clone(),
+        block_id.clone(),
+    );
+    if blocking(move || blocks.delete(&site, &id)).await?? {
         tracing::info!(site_id = %site_id, block_id = %block_id, "block deleted");
         Ok(StatusCode::NO_CONTENT)
     } else {

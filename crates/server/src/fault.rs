@@ -1,5 +1,7 @@
-//! Faults on request, for the tests of what a panic does: compiled into debug builds
-//! only, and active only when spoor starts with `SPOOR_FAULT_INJECTION=1`. A request with
+//! Faults on request, for the tests of what a panic does: compiled only into builds with
+//! the `fault-injection` feature (which the tests of the `spoor` binary turn on, and
+//! `cargo build` does not), and active only when spoor starts with
+//! `SPOOR_FAULT_INJECTION=1`. A request with
 //! `Spoor-Fault: panic` panics in its handling; `Spoor-Fault: follower` makes the state's
 //! follower panic the next time it applies records.
 

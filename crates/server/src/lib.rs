@@ -11,7 +11,7 @@ pub mod body;
 pub mod directory;
 pub mod error;
 mod extract;
-#[cfg(debug_assertions)]
+#[cfg(feature = "fault-injection")]
 mod fault;
 pub mod guesses;
 pub mod metrics;

@@ -71,6 +71,7 @@ fn keyed_routes() -> Routes {
         ),
         (routes::EXPORT, get(admin::export_events)),
         (routes::IMPORT, post(admin::import_events)),
+        (routes::STATE_SNAPSHOT, post(admin::save_snapshot)),
         // The state derived from the log: a key required.
         (routes::SITE_STATE, get(state::site)),
         (
@@ -109,7 +110,7 @@ pub fn router(state: AppState) -> Router {
         .merge(keyed)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
-    #[cfg(debug_assertions)]
+    #[cfg(feature = "fault-injection")]
     let routes = crate::fault::layer(routes);
     routes
         // Inside the metrics: a panic is counted as the 500 it is answered with.

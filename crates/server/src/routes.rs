@@ -16,6 +16,7 @@ pub const BLOCKS: &str = "/admin/v1/sites/{site_id}/blocks";
 pub const BLOCK: &str = "/admin/v1/sites/{site_id}/blocks/{block_id}";
 pub const EXPORT: &str = "/admin/v1/events/export";
 pub const IMPORT: &str = "/admin/v1/events/import";
+pub const STATE_SNAPSHOT: &str = "/admin/v1/state/snapshot";
 pub const HEALTHZ: &str = "/healthz";
 pub const READYZ: &str = "/readyz";
 pub const METRICS: &str = "/metrics";

@@ -16,7 +16,7 @@ use spoor_live::LiveState;
 use spoor_live::erasure::{self, ContactExport, Erasure, PrivacyError};
 use spoor_log::EventLog;
 
-use crate::app::{AppState, Shared};
+use crate::app::{AppState, Shared, blocking};
 use crate::auth;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
@@ -290,10 +290,13 @@ pub async fn erase_contact(
     }
     checks.sort_unstable();
     checks.dedup();
-    let mut forgotten = 0;
-    for check in &checks {
-        forgotten += state.triggers.outbox().forget(check)?;
-    }
+    let triggers = state.triggers.clone();
+    let forgotten = blocking(move || {
+        (checks.iter()).try_fold(0, |n, check| {
+            Ok::<_, spoor_triggers::TriggerError>(n + triggers.outbox().forget(check)?)
+        })
+    })
+    .await??;
     if forgotten > 0 {
         tracing::info!(
             records = forgotten,

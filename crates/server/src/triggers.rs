@@ -12,7 +12,7 @@ use spoor_triggers::TriggerError;
 use spoor_triggers::outbox::{DeliveryStatus, Entry};
 use spoor_triggers::payload::payload;
 
-use crate::app::{Shared, now_ms};
+use crate::app::{Shared, blocking, now_ms};
 use crate::auth;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
@@ -66,7 +66,8 @@ pub async fn put_settings(
             return Err(ApiError::bad_request("invalid_settings", message));
         }
     }
-    state.settings.triggers.set(&site_id, settings)?;
+    let (triggers, id) = (state.settings.triggers.clone(), site_id.clone());
+    blocking(move || triggers.set(&id, settings)).await??;
     tracing::info!(site_id = %site_id, "trigger settings changed");
     Ok(Json(
         state.settings.triggers.get(&site_id).without_secrets(),

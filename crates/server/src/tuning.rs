@@ -9,7 +9,7 @@ use spoor_engine::recommend::NextItemParams;
 use spoor_eval::tune_next_item_at;
 use spoor_settings::SiteTuning;
 
-use crate::app::{Shared, now_ms};
+use crate::app::{Shared, blocking, now_ms};
 use crate::auth;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
@@ -107,7 +107,12 @@ pub async fn tune(
         sessions: count,
         report,
     };
-    state.settings.tuning.set(&site_id, Some(tuning.clone()))?;
+    let (registry, id, kept) = (
+        state.settings.tuning.clone(),
+        site_id.clone(),
+        tuning.clone(),
+    );
+    blocking(move || registry.set(&id, Some(kept))).await??;
     tracing::info!(
         site_id = %site_id,
         seconds = tuning.report.seconds,
@@ -126,6 +131,7 @@ pub async fn forget_tuning(
 ) -> Result<StatusCode, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
-    state.settings.tuning.set(&site_id, None)?;
+    let registry = state.settings.tuning.clone();
+    blocking(move || registry.set(&site_id, None)).await??;
     Ok(StatusCode::NO_CONTENT)
 }

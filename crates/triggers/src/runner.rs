@@ -92,6 +92,7 @@ impl Triggers {
 
     async fn fire_site(&self, site_id: &str, now: i64) -> Result<usize, TriggerError> {
         let settings = self.settings.get(site_id);
+        self.state_free().await;
         let chosen = self
             .live
             .with_site_mut(site_id, |site| {
@@ -151,12 +152,21 @@ impl Triggers {
         }
         self.outbox.fired(records).await?;
         let count = fired.len();
+        self.state_free().await;
         self.live.with_site_mut(site_id, |site| {
             for pending in &fired {
                 site.follow_up(pending);
             }
         });
         Ok(count)
+    }
+
+    /// Waits while a snapshot copies the state, rather than queue for its lock (see
+    /// `LiveState::copying_for_snapshot`).
+    async fn state_free(&self) {
+        while self.live.copying_for_snapshot() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// Whether a due timer fires: its contact can be reached (else it waits for them to
