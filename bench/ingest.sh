@@ -18,19 +18,12 @@ BARE_ADDR=127.0.0.1:18081
 SPOOR_ADDR=127.0.0.1:18080
 SPEC=../shared/spec/yespo-tracker-rest-api.md
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 cargo build --release -q -p spoor
 cargo build --release -q -p spoor-server --example bare_server
 cargo build --release -q -p spoor-log --example fsync_probe
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 # The spec's ProductPage example, exactly as printed, with a unique sc cookie per request.
 python3 - "$SPEC" "$work/load.lua" <<'PY'

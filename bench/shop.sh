@@ -5,18 +5,11 @@
 # "<requests/s> <p50 ms> <p99 ms> <non-2xx> <socket errors>". Sets `work` (removed on
 # exit) and `server` (spoor's pid).
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 cargo build --release -q -p spoor
 cargo build --release -q -p spoor --example seed_shop
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 echo "seeding $CONTACTS contacts and $PRODUCTS products..."
 seed=$(target/release/examples/seed_shop "$work/data" "$CONTACTS" "$PRODUCTS")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Soak: spoor under mixed traffic at about half of its capacity for an hour, reporting
-# every minute. The traffic: tracker events (product pages, carts with an email,
+# every minute, after a warm-up that gives the shop a working state. The traffic: tracker events (product pages, carts with an email,
 # purchases, category pages), recommendations, and contact reads, over a bounded set of
 # visitors and products; abandoned carts fire triggers a minute after the cart, delivered
 # to a webhook receiver on loopback. The capacity of this mix is measured first, unpaced;
@@ -8,14 +8,15 @@
 # spoor's resident memory, the retry hashes held, the state's lag, webhooks received.
 # Changes nothing kept.
 #
-#   bench/soak.sh                        # 60 minutes
-#   MINUTES=5 bench/soak.sh              # a quicker look
+#   bench/soak.sh                        # 5 minutes' warm-up, then 60 minutes
+#   WARMUP=1m MINUTES=5 bench/soak.sh    # a quicker look
 #
 # Needs wrk (installed with apt-get when missing) and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 MINUTES=${MINUTES:-60}
+WARMUP=${WARMUP:-5m}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-128}
 VISITORS=${VISITORS:-200000}
@@ -23,17 +24,10 @@ PRODUCTS=${PRODUCTS:-20000}
 ADDR=127.0.0.1:18084
 HOOK_PORT=18085
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 cargo build --release -q -p spoor
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=bench/common.sh
+source bench/common.sh
 
 # The shop's webhook receiver: answers 200 and counts what it receives.
 cat >"$work/receiver.py" <<'PY'
@@ -133,10 +127,17 @@ PY
 }
 
 metric() {
-  curl -sf "http://$ADDR/metrics" | awk -v name="$1" '$1 == name {print $2; exit}'
+  # The whole text first: awk stopping early would cut curl's write, a failure here.
+  local text
+  text=$(curl -sf "http://$ADDR/metrics")
+  awk -v name="$1" '$1 == name {print $2; exit}' <<<"$text"
 }
 
 write_mix 0
+# The shop's state first grows to a working size: its capacity on an empty state would be
+# far above what it is once visitors have histories and orders.
+echo "warm-up: the mix unpaced for $WARMUP..."
+load "$WARMUP" >/dev/null
 echo "capacity of the mix (unpaced, 20 s)..."
 read -r capacity _ _ _ <<<"$(load 20s)"
 target=$((capacity / 2))

@@ -134,8 +134,57 @@ impl ServeArgs {
     }
 }
 
+/// Files kept open besides connections: log segments, snapshots, settings, the outbox,
+/// webhook connections.
+const FILES_BESIDES_CONNECTIONS: u64 = 256;
+
+/// Raises the soft limit on open files to the hard one; returns the soft limit then.
+fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit(2) and setrlimit(2) only read or write the struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
+}
+
+/// The HTTP limits asked for, with the connection cap lowered to what the open-file limit
+/// allows: a cap above it would let connections take the descriptors the log needs.
+fn fitted_http_limits(args: &ServeArgs) -> HttpLimits {
+    let mut limits = args.http_limits();
+    let Some(files) = raise_open_file_limit() else {
+        return limits;
+    };
+    let room = files.saturating_sub(FILES_BESIDES_CONNECTIONS).max(1);
+    if limits.max_connections as u64 > room {
+        tracing::warn!(
+            asked = limits.max_connections,
+            max_connections = room,
+            open_files = files,
+            "--http-max-connections lowered to fit the open-file limit; raise that limit \
+             (`ulimit -n`, or systemd's LimitNOFILE=) for more"
+        );
+        limits.max_connections = room as usize;
+    }
+    limits
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let http_limits = args.http_limits();
+    let http_limits = fitted_http_limits(&args);
     let data_dir = &args.data.path;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("create the data directory {}", data_dir.display()))?;

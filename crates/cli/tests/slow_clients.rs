@@ -284,3 +284,52 @@ async fn shutdown_cuts_what_is_still_in_flight_at_its_deadline() {
             .contains("shutdown's deadline passed: closing connections")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_no_answer_is_cut_at_the_idle_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &["shop"],
+        &["--http-idle-timeout-secs", "2"],
+    );
+    // An export of megabytes, more than the socket buffers between server and client hold.
+    for start in (0..20_000).step_by(500) {
+        let batch: Vec<serde_json::Value> = (start..start + 500).map(event).collect();
+        common::post_batch(&server, &batch).await;
+    }
+    let mut stream = TcpStream::connect(address(&server)).await.unwrap();
+    let request = format!(
+        "GET /admin/v1/events/export HTTP/1.1\r\nHost: spoor\r\nAuthorization: Bearer {}\r\n\r\n",
+        common::ADMIN_TOKEN
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Reads nothing, for longer than the limit.
+    let deadline = Instant::now() + SLACK;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let metrics = metrics_text(&server).await;
+        if cut_count(&metrics, "send_timeout") >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not cut: {metrics}");
+    }
+    // What the client gets now ends early: the connection was closed.
+    let mut received = Vec::new();
+    let _ = tokio::time::timeout(SLACK, stream.read_to_end(&mut received)).await;
+    let whole = client()
+        .get(server.url("/admin/v1/events/export"))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert!(
+        received.len() < whole.len(),
+        "{} of {} bytes",
+        received.len(),
+        whole.len()
+    );
+}

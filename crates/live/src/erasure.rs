@@ -179,14 +179,11 @@ pub fn erase(
         replacements.push(Record { position, payload });
         Ok(())
     })?;
-    let redacted = (live.erasing())
-        .map_err(PrivacyError::Snapshot)
-        .and_then(|()| {
-            fault::crash_point("erasure_snapshot_removed");
-            Ok(log.redact(&replacements)?)
-        });
+    let hold = live.erasing().map_err(PrivacyError::Snapshot)?;
+    fault::crash_point("erasure_snapshot_removed");
+    let redacted = log.redact(&replacements);
     fault::crash_point("erasure_redacted");
-    let ticket = live.erased();
+    let ticket = hold.finish();
     redacted?;
     if !live.wait_rebuilt(ticket, REBUILD_WAIT) {
         return Err(PrivacyError::RebuildTimeout(REBUILD_WAIT));

@@ -31,7 +31,7 @@ const SNAPSHOT_EVERY: u64 = 250_000;
 struct Rebuilds {
     asked: u64,
     done: u64,
-    /// Erasures between [`LiveState::erasing`] and [`LiveState::erased`].
+    /// Erasures between [`LiveState::erasing`] and [`ErasureHold::finish`].
     erasing: u32,
 }
 
@@ -62,6 +62,31 @@ struct SnapshotRequests {
     asked: u64,
     done: u64,
     last: Option<Result<SavedSnapshot, NotSaved>>,
+}
+
+/// An erasure under way (from [`LiveState::erasing`]): no snapshot is saved meanwhile.
+/// Dropped without [`ErasureHold::finish`] (a panic midway), it still asks for the
+/// rebuild, so that snapshots are not held for good.
+pub struct ErasureHold<'a> {
+    live: &'a LiveState,
+    finished: bool,
+}
+
+impl ErasureHold<'_> {
+    /// To call once the erasure has changed the log (or failed to): asks for the
+    /// rebuild; returns its ticket for [`LiveState::wait_rebuilt`].
+    pub fn finish(mut self) -> u64 {
+        self.finished = true;
+        self.live.erased()
+    }
+}
+
+impl Drop for ErasureHold<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.live.erased();
+        }
+    }
 }
 
 /// The engine's state and how far into the log it has got.
@@ -130,7 +155,33 @@ impl LiveState {
         site_id: &str,
         change: impl FnOnce(&mut SiteState) -> R,
     ) -> Option<R> {
-        let mut engine = self.engine.write().unwrap_or_else(PoisonError::into_inner);
+        let engine = self.engine.write().unwrap_or_else(PoisonError::into_inner);
+        self.change_site(engine, site_id, change)
+    }
+
+    /// [`LiveState::with_site_mut`] if the state's lock is free now, else `change` back:
+    /// for a writer that can wait without queueing for the lock, where it would hold
+    /// every new reader (every request) behind itself.
+    pub fn try_with_site_mut<R, F: FnOnce(&mut SiteState) -> R>(
+        &self,
+        site_id: &str,
+        change: F,
+    ) -> Result<Option<R>, F> {
+        match self.engine.try_write() {
+            Ok(engine) => Ok(self.change_site(engine, site_id, change)),
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => {
+                Ok(self.change_site(poisoned.into_inner(), site_id, change))
+            }
+            Err(std::sync::TryLockError::WouldBlock) => Err(change),
+        }
+    }
+
+    fn change_site<R>(
+        &self,
+        mut engine: std::sync::RwLockWriteGuard<'_, Engine>,
+        site_id: &str,
+        change: impl FnOnce(&mut SiteState) -> R,
+    ) -> Option<R> {
         let changed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             engine.site_mut(site_id).map(change)
         }));
@@ -167,6 +218,11 @@ impl LiveState {
             snapshot_path: Some(snapshot_path.to_path_buf()),
             ..LiveState::default()
         };
+        // Part of a snapshot a crash cut short: never used, and it may hold someone
+        // erased since.
+        if let Err(error) = snapshot::remove(&snapshot_path.with_extension("tmp")) {
+            tracing::warn!(%error, "removing a snapshot cut short failed");
+        }
         match snapshot::load(snapshot_path) {
             Some((_, position)) if position > log.end() => tracing::warn!(
                 position,
@@ -199,6 +255,10 @@ impl LiveState {
     fn snapshot_if(&self, due: impl FnOnce(u64, u64) -> bool) {
         let (applied, saved) = (self.applied(), self.snapshot_at.load(Ordering::Acquire));
         if self.snapshot_path.is_none() || self.failed() || !due(applied, saved) {
+            return;
+        }
+        // An erasure under way: the snapshot waits for its rebuild, without a word.
+        if self.rebuilds().hold_snapshots() {
             return;
         }
         if let Err(NotSaved(reason)) = self.save_snapshot() {
@@ -320,26 +380,40 @@ impl LiveState {
     }
 
     /// To call before an erasure changes the log: removes the state snapshot (it may hold
-    /// the person), durably, and saves none until the rebuild that [`LiveState::erased`]
-    /// asks for is in place. A crash from here on restarts from the log alone, which
-    /// either still holds the person (the erasure was not answered) or no longer does.
-    pub fn erasing(&self) -> std::io::Result<()> {
+    /// the person) and any part of one a crash left, durably, and saves none until the
+    /// rebuild that [`ErasureHold::finish`] asks for is in place. A crash from here on
+    /// restarts from the log alone, which either still holds the person (the erasure was
+    /// not answered) or no longer does.
+    pub fn erasing(&self) -> std::io::Result<ErasureHold<'_>> {
         self.rebuilds().erasing += 1;
-        let _file = self
-            .snapshot_file
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        self.snapshot_at.store(0, Ordering::Release);
-        match &self.snapshot_path {
-            Some(path) => snapshot::remove(path),
-            None => Ok(()),
+        let removed = {
+            let _file = self
+                .snapshot_file
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.snapshot_at.store(0, Ordering::Release);
+            match &self.snapshot_path {
+                Some(path) => snapshot::remove(&path.with_extension("tmp"))
+                    .and_then(|()| snapshot::remove(path)),
+                None => Ok(()),
+            }
+        };
+        match removed {
+            Ok(()) => Ok(ErasureHold {
+                live: self,
+                finished: false,
+            }),
+            Err(error) => {
+                // Nothing changed: snapshots may go on.
+                let mut rebuilds = self.rebuilds();
+                rebuilds.erasing = rebuilds.erasing.saturating_sub(1);
+                Err(error)
+            }
         }
     }
 
-    /// To call once an erasure begun with [`LiveState::erasing`] has changed the log (or
-    /// failed to): asks for the rebuild; returns its ticket for
-    /// [`LiveState::wait_rebuilt`].
-    pub fn erased(&self) -> u64 {
+    /// An erasure's end: asks for the rebuild; returns its ticket.
+    fn erased(&self) -> u64 {
         let mut rebuilds = self.rebuilds();
         rebuilds.erasing = rebuilds.erasing.saturating_sub(1);
         rebuilds.asked += 1;

@@ -93,6 +93,12 @@ pub enum LogError {
          the data through that server (`--url`)"
     )]
     Locked(String),
+    #[error(
+        "a redaction of the log is under way, or was cut short by a crash \
+         (log/redactions.journal): a record may be half rewritten; retry in a moment, or start \
+         the server once to finish it"
+    )]
+    RedactionUnfinished,
     #[error("this log does not support {0}")]
     Unsupported(&'static str),
     #[error("record {position} cannot be redacted: {reason}")]

@@ -72,17 +72,24 @@ pub async fn create_site(
         })?
     };
     let sites = state.settings.sites.clone();
-    let registered = blocking(move || {
+    let registered = blocking(move || -> Result<_, ApiError> {
         let (site, registration) = sites.register(
             request.site_id.as_deref().map(str::trim),
             request.name.as_deref(),
             now_ms(),
         )?;
         let api_key = match registration {
-            Registration::Created => Some(sites.issue_api_key(&site.site_id)?),
+            Registration::Created => Some(sites.issue_api_key(&site.site_id).map_err(|error| {
+                tracing::error!(%error, "a new site's API key was not saved");
+                let id = &site.site_id;
+                ApiError::unavailable(format!(
+                    "site {id:?} was registered, but its API key could not be saved: issue \
+                     one with POST /admin/v1/sites/{id}/api-key"
+                ))
+            })?),
             Registration::Existing => None,
         };
-        Ok::<_, spoor_settings::SettingsError>((site, registration, api_key))
+        Ok((site, registration, api_key))
     });
     let (site, registration, api_key) = registered.await??;
     match (registration, api_key) {

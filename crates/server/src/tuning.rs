@@ -71,13 +71,15 @@ pub async fn tune(
             format!("site {site_id} is being tuned already; its answer comes when that ends"),
         ));
     };
-    let (sessions, times) = {
-        let engine = state.live.read();
-        engine
-            .site(&site_id)
+    // A copy of every session: on a blocking thread, not the HTTP thread's.
+    let (live, id) = (state.live.clone(), site_id.clone());
+    let (sessions, times) = blocking(move || {
+        let engine = live.read();
+        (engine.site(&id))
             .map(|site| site.recommender().session_keys())
             .unwrap_or_default()
-    };
+    })
+    .await?;
     if sessions.len() < MIN_SESSIONS {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -92,15 +92,14 @@ impl Triggers {
 
     async fn fire_site(&self, site_id: &str, now: i64) -> Result<usize, TriggerError> {
         let settings = self.settings.get(site_id);
-        self.state_free().await;
         let chosen = self
-            .live
-            .with_site_mut(site_id, |site| {
+            .change_site(site_id, |site| {
                 let due = site.take_due(now, |kind, step| settings.delay_ms(kind, step));
                 due.into_iter()
                     .filter_map(|pending| self.decide(site_id, site, &settings, pending, now))
                     .collect::<Vec<ToFire>>()
             })
+            .await
             .unwrap_or_default();
         let mut fired = Vec::new();
         let mut records = Vec::new();
@@ -152,20 +151,39 @@ impl Triggers {
         }
         self.outbox.fired(records).await?;
         let count = fired.len();
-        self.state_free().await;
-        self.live.with_site_mut(site_id, |site| {
+        self.change_site(site_id, |site| {
             for pending in &fired {
                 site.follow_up(pending);
             }
-        });
+        })
+        .await;
         Ok(count)
     }
 
-    /// Waits while a snapshot copies the state, rather than queue for its lock (see
-    /// `LiveState::copying_for_snapshot`).
-    async fn state_free(&self) {
-        while self.live.copying_for_snapshot() {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    /// Changes a site's state once its lock is free, waiting (without holding a thread)
+    /// rather than queueing for it: a writer waiting for the lock holds every new reader,
+    /// every request, behind itself. While a snapshot copies the state (up to a second or
+    /// so at a million contacts) it waits for as long as that takes; otherwise it takes
+    /// its turn in the queue after a few tries, so that a steady stream of readers never
+    /// keeps triggers from firing.
+    async fn change_site<R>(
+        &self,
+        site_id: &str,
+        change: impl FnOnce(&mut spoor_engine::SiteState) -> R,
+    ) -> Option<R> {
+        const TRIES_BEFORE_QUEUEING: u32 = 20;
+        let mut change = change;
+        let mut tries = 0;
+        loop {
+            match self.live.try_with_site_mut(site_id, change) {
+                Ok(changed) => return changed,
+                Err(back) => change = back,
+            }
+            tries += 1;
+            if tries >= TRIES_BEFORE_QUEUEING && !self.live.copying_for_snapshot() {
+                return self.live.with_site_mut(site_id, change);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
     }
 

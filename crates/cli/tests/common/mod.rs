@@ -176,6 +176,20 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// Posts `events` as one batch, which must be taken whole; the answer.
+pub async fn post_batch(server: &Server, events: &[serde_json::Value]) -> serde_json::Value {
+    let response = client()
+        .post(server.url("/api/v2/batch"))
+        .json(events)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["rejected"], 0, "{answer}");
+    answer
+}
+
 pub async fn post_json(url: &str, body: impl Into<reqwest::Body>) -> (u16, serde_json::Value) {
     let response = client()
         .post(url)

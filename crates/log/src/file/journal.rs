@@ -23,6 +23,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::record::HEADER_BYTES;
 use crate::{LogError, Position};
 
 use super::segment::{segment_path, sync_dir};
@@ -96,8 +97,17 @@ pub fn write(dir: &Path, rewrites: &[Rewrite]) -> Result<(), LogError> {
         file.sync_all()?;
         fs::rename(&tmp, &path)
     };
-    written().map_err(|e| LogError::io(format!("write {}", path.display()), e))?;
+    if let Err(error) = written() {
+        // A full disk: the part written would hold space until the next start.
+        let _ = fs::remove_file(&tmp);
+        return Err(LogError::io(format!("write {}", path.display()), error));
+    }
     sync_dir(dir)
+}
+
+/// Whether `dir` has a journal: a redaction under way, or cut short.
+pub fn exists(dir: &Path) -> bool {
+    journal_path(dir).exists()
 }
 
 /// Writes each rewrite into its segment and syncs each segment written. A segment no
@@ -113,18 +123,45 @@ pub fn apply(dir: &Path, rewrites: &[Rewrite]) -> Result<(), LogError> {
     for (base, rewrites) in by_segment {
         let path = segment_path(dir, base);
         let context = || format!("redact in {}", path.display());
-        let file = match OpenOptions::new().write(true).open(&path) {
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(LogError::io(context(), e)),
         };
         for rewrite in rewrites {
+            if !holds_the_same_record(&file, rewrite) {
+                // Not the record the journal names (segments restored from a backup
+                // beside a newer journal, say): rewriting would damage it.
+                tracing::warn!(
+                    segment = %path.display(),
+                    offset = rewrite.offset,
+                    "a redaction's rewrite does not match the record there; left as is"
+                );
+                continue;
+            }
             file.write_all_at(&rewrite.record, rewrite.offset)
                 .map_err(|e| LogError::io(context(), e))?;
         }
         file.sync_data().map_err(|e| LogError::io(context(), e))?;
     }
     Ok(())
+}
+
+/// Whether the record at the rewrite's offset has the rewrite's length and position (the
+/// header fields a rewrite keeps; a rewrite torn anywhere leaves them as they were, since
+/// they are the same bytes before and after).
+fn holds_the_same_record(file: &File, rewrite: &Rewrite) -> bool {
+    let mut header = [0u8; HEADER_BYTES];
+    if file.read_exact_at(&mut header, rewrite.offset).is_err() {
+        return false;
+    }
+    let same = |range: std::ops::Range<usize>| {
+        rewrite
+            .record
+            .get(range.clone())
+            .is_some_and(|want| header[range] == *want)
+    };
+    same(0..4) && same(8..16)
 }
 
 /// Removes the journal once its rewrites are synced.

@@ -108,18 +108,26 @@ impl Shared {
         )
     }
 
-    fn stall(&self, error: &LogError) {
-        *self
-            .stalled_by
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = error.to_string();
+    /// Marks the log stalled by `error`; returns why, as appends are told.
+    fn stall(&self, error: &LogError) -> String {
+        let reason = match error {
+            LogError::Stalled(reason) => reason.clone(),
+            other => other.to_string(),
+        };
+        reason.clone_into(
+            &mut self
+                .stalled_by
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         if !self.is_stalled.swap(true, Ordering::AcqRel) {
             tracing::error!(
-                %error,
+                %reason,
                 "the log cannot start its next segment (a full disk?): appends are refused \
                  until it can; retrying every second"
             );
         }
+        reason
     }
 
     fn unstall(&self) {
@@ -241,6 +249,10 @@ impl FileLog {
     /// Opens the log for reading only, alongside a server that may be appending to it.
     /// Nothing is repaired: a torn tail is simply where reading stops.
     pub fn open_read_only(dir: &Path) -> Result<Self, LogError> {
+        // A rewrite under way may be read half done; a writer's open finishes it first.
+        if journal::exists(dir) {
+            return Err(LogError::RedactionUnfinished);
+        }
         let segments = recover(dir, false)?;
         Ok(FileLog {
             _lock: None,
@@ -553,14 +565,8 @@ impl Writer {
         } else {
             let start = self.shared.end.load(Ordering::Acquire);
             match self.write_group(&group, start) {
-                Ok(()) => {
-                    self.shared.unstall();
-                    Ok(start)
-                }
-                Err(WriteFailure::NotWritten(error)) => {
-                    self.shared.stall(&error);
-                    Err(Some(error.to_string()))
-                }
+                Ok(()) => Ok(start),
+                Err(WriteFailure::NotWritten(error)) => Err(Some(self.shared.stall(&error))),
                 Err(WriteFailure::Failed(error)) => {
                     // After a failed fsync the page cache can no longer be trusted to match
                     // the disk, so refuse all further writes; a restart recovers from what is
@@ -595,14 +601,19 @@ impl Writer {
             return;
         }
         let (len, _) = self.tail_len_and_capacity();
-        let rolled = if len == 0 {
-            Ok(())
-        } else {
-            self.roll(self.shared.end.load(Ordering::Acquire))
-        };
-        match rolled {
-            Ok(()) => self.shared.unstall(),
-            Err(error) => self.shared.stall(&error),
+        if len == 0 {
+            self.shared.unstall();
+            return;
+        }
+        match self.roll(self.shared.end.load(Ordering::Acquire)) {
+            Ok(()) => {}
+            Err(WriteFailure::NotWritten(error)) => {
+                self.shared.stall(&error);
+            }
+            Err(WriteFailure::Failed(error)) => {
+                tracing::error!(%error, "starting a log segment failed; refusing further appends");
+                self.shared.failed.store(true, Ordering::Release);
+            }
         }
     }
 
@@ -622,7 +633,8 @@ impl Writer {
         }
         let (len, capacity) = self.tail_len_and_capacity();
         let (at, capacity) = if len > 0 && len + self.buf.len() as u64 > capacity {
-            self.roll(start).map_err(WriteFailure::NotWritten)?;
+            self.may_roll()?;
+            self.roll(start)?;
             (0, self.tail_len_and_capacity().1)
         } else {
             (len, capacity)
@@ -670,7 +682,19 @@ impl Writer {
     }
 
     /// Starts a new segment at `base` and asks for the one after it to be prepared.
-    fn roll(&mut self, base: Position) -> Result<(), LogError> {
+    ///
+    /// Until the new segment's name is in place, a failure changes nothing: the log goes
+    /// on in its current segment and tries again later ([`WriteFailure::NotWritten`]).
+    /// Once it is, the log cannot go on writing in the old one (a start would take the
+    /// new, empty segment for the last and lose what followed), so a failure is final.
+    fn roll(&mut self, base: Position) -> Result<(), WriteFailure> {
+        let dir = self.shared.dir.clone();
+        let not_written = WriteFailure::NotWritten;
+        let prepared = segment::prepare_file(&dir, self.config.segment_bytes, Some(&self.preparer))
+            .map_err(not_written)?;
+        let file = open_for_writing(&prepared).map_err(not_written)?;
+        let segment = segment::install(&dir, base, &prepared).map_err(not_written)?;
+        segment::sync_dir(&dir).map_err(WriteFailure::Failed)?;
         {
             // The segment being closed holds only durable records: index it, so a start
             // need not read it through.
@@ -684,20 +708,33 @@ impl Writer {
                 tracing::warn!(%error, "writing a segment index failed; the next start reads the segment");
             }
         }
-        let segment = create_segment(
-            &self.shared.dir,
-            base,
-            self.config.segment_bytes,
-            Some(&self.preparer),
-        )?;
-        self.file = open_for_writing(&segment.path)?;
+        self.file = file;
         self.preparer.request();
         self.shared
             .segments
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .push(segment);
+        self.shared.unstall();
         Ok(())
+    }
+
+    /// Whether a roll is to be tried now: not while the log is stalled and the disk has
+    /// no room for a segment (a try would write zeros until the disk is full, then delete
+    /// them, for each group).
+    fn may_roll(&self) -> Result<(), WriteFailure> {
+        if !self.shared.is_stalled.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match free_bytes(&self.shared.dir) {
+            Some(room) if room < self.config.segment_bytes => {
+                Err(WriteFailure::NotWritten(LogError::Stalled(format!(
+                    "{room} bytes free on its disk, a segment needs {}",
+                    self.config.segment_bytes
+                ))))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -196,27 +196,38 @@ pub fn create_segment(
     capacity: u64,
     preparer: Option<&Preparer>,
 ) -> Result<Segment, LogError> {
+    let prepared = prepare_file(dir, capacity, preparer)?;
+    let segment = install(dir, base, &prepared)?;
+    sync_dir(dir)?;
+    Ok(segment)
+}
+
+/// A zero-filled file of `capacity` bytes, not yet a segment: one the preparer made
+/// ahead, or one made now. Nothing of the log has changed if this fails.
+pub fn prepare_file(
+    dir: &Path,
+    capacity: u64,
+    preparer: Option<&Preparer>,
+) -> Result<PathBuf, LogError> {
+    if let Some(prepared) = preparer.and_then(Preparer::take_ready) {
+        return Ok(prepared);
+    }
+    let fresh = dir.join(format!("{PREPARED_PREFIX}now.tmp"));
+    write_zeroed(&fresh, capacity).map_err(io_error(|| format!("create {}", fresh.display())))?;
+    Ok(fresh)
+}
+
+/// Renames a prepared file into the segment starting at `base` (its directory entry not
+/// yet synced: [`sync_dir`]). Nothing of the log has changed if this fails.
+pub fn install(dir: &Path, base: Position, prepared: &Path) -> Result<Segment, LogError> {
     let started = std::time::Instant::now();
     let path = segment_path(dir, base);
-    let ready = preparer.and_then(Preparer::take_ready);
-    let was_prepared = ready.is_some();
-    let prepared = match ready {
-        Some(prepared) => prepared,
-        None => {
-            let fresh = dir.join(format!("{PREPARED_PREFIX}now.tmp"));
-            write_zeroed(&fresh, capacity)
-                .map_err(io_error(|| format!("create {}", fresh.display())))?;
-            fresh
-        }
-    };
-    let capacity = fs::metadata(&prepared)
+    let capacity = fs::metadata(prepared)
         .map_err(io_error(|| format!("inspect {}", prepared.display())))?
         .len();
-    fs::rename(&prepared, &path).map_err(io_error(|| format!("create {}", path.display())))?;
-    sync_dir(dir)?;
+    fs::rename(prepared, &path).map_err(io_error(|| format!("create {}", path.display())))?;
     tracing::info!(
         segment = %path.display(),
-        prepared_ahead = was_prepared,
         took_ms = started.elapsed().as_secs_f64() * 1000.0,
         "new log segment"
     );
