@@ -20,11 +20,7 @@ SPOOR_LOG=warn target/release/spoor serve --listen "$ADDR" --data "$work/data" \
   --admin-token bench 2>"$work/spoor.log" &
 pids+=($!)
 server=$!
-for attempt in $(seq 600); do
-  curl -sf -o /dev/null "http://$ADDR/readyz" && break
-  [ "$attempt" -lt 600 ] || { echo "spoor did not start:"; cat "$work/spoor.log"; exit 1; }
-  sleep 0.1
-done
+wait_ready 600
 ready=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$started" "$(date +%s.%N)")
 echo "  ready in $ready s (state and index from the seed's snapshots)"
 

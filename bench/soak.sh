@@ -55,11 +55,7 @@ SPOOR_LOG=warn target/release/spoor serve --listen "$ADDR" --data "$work/data" \
   --admin-token soak --site SOAK --allow-private-targets 2>"$work/spoor.log" &
 pids+=($!)
 server=$!
-for attempt in $(seq 300); do
-  curl -sf -o /dev/null "http://$ADDR/readyz" && break
-  [ "$attempt" -lt 300 ] || { echo "spoor did not start:"; cat "$work/spoor.log"; exit 1; }
-  sleep 0.1
-done
+wait_ready 300
 curl -sf -o /dev/null -X PUT "http://$ADDR/admin/v1/sites/SOAK/settings" \
   -H 'Authorization: Bearer soak' -d '{"rateLimit": null}'
 curl -sf -o /dev/null -X PUT "http://$ADDR/admin/v1/sites/SOAK/triggers" \
