@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Soak: spoor under mixed traffic at about half of its capacity for an hour, reporting
-# every minute, after a warm-up that gives the shop a working state. The traffic: tracker events (product pages, carts with an email,
-# purchases, category pages), recommendations, and contact reads, over a bounded set of
-# visitors and products; abandoned carts fire triggers a minute after the cart, delivered
-# to a webhook receiver on loopback. The capacity of this mix is measured first, unpaced;
+# every minute, after a warm-up that gives the shop a working state. The traffic: tracker
+# events (product pages, carts with an email, purchases, category pages),
+# recommendations, and contact reads. Visitors come and go as on a shop: VISITORS are on
+# the site at any moment, each for about VISIT_MINUTES (a dozen product pages), and new
+# ones keep arriving, so the shop's contacts, orders and sessions grow through the soak
+# as a real shop's do. Abandoned carts fire triggers a minute after the cart, delivered to
+# a webhook receiver on loopback. The capacity of this mix is measured first, unpaced;
 # the soak then paces wrk at half of it. Each minute: requests/s, p99, non-2xx answers,
 # spoor's resident memory, the retry hashes held, the state's lag, webhooks received.
+# At the end spoor saves a snapshot, stops, and starts again on the same data: the
+# resident memory of the state loaded afresh, beside the soak's last, tells what the
+# soak's memory is (the state it grew, or something held that should not be).
 # Changes nothing kept.
 #
 #   bench/soak.sh                        # 5 minutes' warm-up, then 60 minutes
@@ -20,6 +26,7 @@ WARMUP=${WARMUP:-5m}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-128}
 VISITORS=${VISITORS:-200000}
+VISIT_MINUTES=${VISIT_MINUTES:-10}
 PRODUCTS=${PRODUCTS:-20000}
 ADDR=127.0.0.1:18084
 HOOK_PORT=18085
@@ -68,11 +75,15 @@ curl -sf -o /dev/null -X PUT "http://$ADDR/admin/v1/sites/SOAK/triggers" \
 write_mix() {
   cat >"$work/mix.lua" <<LUA
 local visitors, products, pause = $VISITORS, $PRODUCTS, $1
+local opened, arrivals_per_second = $opened, $VISITORS / ($VISIT_MINUTES * 60)
 function init(args)
   math.randomseed(os.time() + (tonumber(args[1]) or 0) * 7919)
 end
 function delay() return pause end
-local function visitor() return math.random(0, visitors - 1) end
+-- The visitors on the site now: a window of numbers that moves up as new ones arrive.
+local function visitor()
+  return math.floor((os.time() - opened) * arrivals_per_second) + math.random(0, visitors - 1)
+end
 local function product() return "p" .. math.random(0, products - 1) end
 local json = {["Content-Type"] = "application/json"}
 local function event(name, v, extra, body)
@@ -129,6 +140,7 @@ metric() {
   awk -v name="$1" '$1 == name {print $2; exit}' <<<"$text"
 }
 
+opened=$(date +%s)
 write_mix 0
 # The shop's state first grows to a working size: its capacity on an empty state would be
 # far above what it is once visitors have histories and orders.
@@ -166,3 +178,24 @@ print(f"last  {tenth} min: {mean(last, 1):,.0f} req/s, p99 {mean(last, 2):.2f} m
 print(f"retry hashes held: {rows[0][5]:,.0f} after the first minute, {rows[-1][5]:,.0f} at the end "
       "(kept 24 to 48 hours by design: they grow through a soak shorter than that)")
 PY
+
+# What the memory is: the state saved, spoor stopped and started on the same data. A
+# fresh process holds the state it loads and nothing else; the soak's process held the
+# same state, plus whatever its traffic left behind.
+records=$(metric spoor_log_records)
+curl -sf -o /dev/null -X POST "http://$ADDR/admin/v1/state/snapshot" -H 'Authorization: Bearer soak'
+soaked_rss=$(awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$server/status")
+kill -TERM "$server"
+wait "$server" || true
+started=$(date +%s.%N)
+SPOOR_LOG=warn target/release/spoor serve --listen "$ADDR" --data "$work/data" \
+  --admin-token soak --site SOAK --allow-private-targets 2>>"$work/spoor.log" &
+pids+=($!)
+server=$!
+wait_ready 6000
+ready=$(date +%s.%N)
+sleep 5
+fresh_rss=$(awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$server/status")
+awk -v records="$records" -v s="$started" -v r="$ready" \
+  'BEGIN {printf "\nthe log: %d records; spoor restarted on them in %.1f s\n", records, r - s}'
+echo "resident memory: $soaked_rss MiB at the soak's end, $fresh_rss MiB in a process that loaded the same state"

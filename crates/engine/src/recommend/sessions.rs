@@ -299,9 +299,12 @@ impl Sessions {
         params: &NextItemParams,
         scores: &mut ScoreBoard,
     ) {
-        // Each distinct item of `s` at its latest position (1-based from the end: 0 = last).
-        let mut distinct: Vec<(ItemId, usize)> = Vec::with_capacity(s.len());
-        for (age, item) in s.iter().rev().enumerate() {
+        // Each distinct item of `s` at its latest position (1-based from the end: 0 = last),
+        // as far back as its weight counts.
+        let horizon = reach(params.prefix_decay);
+        let mut distinct: Vec<(ItemId, usize)> =
+            Vec::with_capacity(s.len().min(horizon.saturating_add(1)));
+        for (age, item) in s.iter().rev().enumerate().take(horizon.saturating_add(1)) {
             if !distinct.iter().any(|(i, _)| i == item) {
                 distinct.push((*item, age));
             }
@@ -352,13 +355,19 @@ impl Sessions {
         }
         // A vote's weight by its distance from the meeting item, for the usual distances.
         let near: [f32; 32] = std::array::from_fn(|d| (-(d as f32) / params.neighbour_decay).exp());
+        let span = reach(params.neighbour_decay);
         for (similarity, id, age) in neighbours {
             let items = &self.sessions[id as usize].items;
             let meeting_item = s[s.len() - 1 - age];
             let Some(meeting) = items.iter().rposition(|i| *i == meeting_item) else {
                 continue;
             };
-            for (position, item) in items.iter().enumerate() {
+            let from = meeting.saturating_sub(span);
+            let to = meeting
+                .saturating_add(span)
+                .saturating_add(1)
+                .min(items.len());
+            for (position, item) in items.iter().enumerate().take(to).skip(from) {
                 let distance = position.abs_diff(meeting);
                 let decay = match near.get(distance) {
                     Some(weight) => *weight,
@@ -404,6 +413,20 @@ impl Sessions {
             }
         }
     }
+}
+
+/// A weight below this share of the strongest is not worth its cost: a question reads
+/// the items of `s`, and a neighbour's items vote, only as far as their weight stays above
+/// it. That bounds a question's work whatever the length of the sessions (a robot's 200
+/// views, or a visitor's day without a half-hour pause) at what a session of a dozen
+/// costs.
+const NEGLIGIBLE: f32 = 1e-3;
+
+/// How many positions a weight that falls by 1/e every `decay` positions stays above
+/// [`NEGLIGIBLE`] (`usize::MAX` for a weight that never falls).
+fn reach(decay: f32) -> usize {
+    // `as` saturates: an infinite or huge decay reaches everything, NaN nothing further.
+    (decay.max(0.0) * -NEGLIGIBLE.ln()).ceil() as usize
 }
 
 thread_local! {

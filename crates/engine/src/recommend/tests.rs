@@ -132,6 +132,40 @@ fn neighbours_vote_by_cosine_similarity() {
 }
 
 #[test]
+fn items_whose_weight_is_negligible_are_not_read() {
+    let mut sessions = Sessions::default();
+    // Neighbours through an item long ago in `s` (1), and through its last (10), whose
+    // sessions reach their votes (2; 90 and 11) only far from where they meet `s`.
+    let mut far_vote = vec![10];
+    far_vote.extend(100..160);
+    far_vote.push(90);
+    for items in [&[1, 2][..], &[10, 11], &far_vote] {
+        let s = sessions.start(0, NO_VISITOR);
+        for item in items {
+            sessions.push(s, *item, 0);
+        }
+    }
+    let params = NextItemParams {
+        successor_weight: 0.0,
+        idf_power: 0.0,
+        seen_weight: 1.0,
+        ..NextItemParams::default()
+    };
+    // 1 at 40 views back weighs e^-20 of the last view's weight: not read. 90 is 61
+    // positions from 10 in its session, a vote of e^-7.6: not cast.
+    let mut s = vec![1];
+    s.extend(1000..1039);
+    s.push(10);
+    let ranked: Vec<u32> = sessions
+        .next_items(&s, 0, None, &params, 100)
+        .iter()
+        .map(|(item, _)| *item)
+        .collect();
+    assert!(ranked.contains(&11) && ranked.contains(&100), "{ranked:?}");
+    assert!(!ranked.contains(&2) && !ranked.contains(&90), "{ranked:?}");
+}
+
+#[test]
 fn a_view_counts_at_once() {
     let mut site = SiteState::default();
     view(&mut site, "v1", "a", 0);
