@@ -52,7 +52,11 @@ class Hook(http.server.BaseHTTPRequestHandler):
             f.write(str(received))
     def log_message(self, *args):
         pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Hook).serve_forever()
+class Receiver(http.server.ThreadingHTTPServer):
+    # spoor sends 64 deliveries at once: the default backlog of 5 would drop connections.
+    request_queue_size = 1024
+    daemon_threads = True
+Receiver(("127.0.0.1", int(sys.argv[1])), Hook).serve_forever()
 PY
 echo 0 >"$work/webhooks"
 python3 "$work/receiver.py" "$HOOK_PORT" "$work/webhooks" &

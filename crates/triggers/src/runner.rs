@@ -267,7 +267,26 @@ impl Triggers {
 
     /// Sends every delivery owed at `now`; how many were attempted.
     pub async fn deliver_due(&self, now: i64) -> Result<usize, TriggerError> {
-        self.deliver_some(now, usize::MAX).await
+        self.deliver_due_until(now, &AtomicBool::new(false)).await
+    }
+
+    /// Sends the deliveries owed at `now`, a batch at a time, until none is owed or `stop`
+    /// is set; how many were attempted. A backlog to a receiver that answers slowly can
+    /// take many minutes to send: a stop waits for the batch in flight only.
+    pub async fn deliver_due_until(
+        &self,
+        now: i64,
+        stop: &AtomicBool,
+    ) -> Result<usize, TriggerError> {
+        let mut attempted = 0;
+        while !stop.load(Ordering::Acquire) {
+            let sent = self.deliver_some(now, IN_FLIGHT).await?;
+            attempted += sent;
+            if sent < IN_FLIGHT {
+                break;
+            }
+        }
+        Ok(attempted)
     }
 
     /// Sends at most `max` of the deliveries owed at `now`, the longest owed first.
@@ -383,7 +402,7 @@ impl Triggers {
             if let Err(error) = self.fire_due(now).await {
                 tracing::error!(%error, "firing triggers failed");
             }
-            if let Err(error) = self.deliver_due(now).await {
+            if let Err(error) = self.deliver_due_until(now, &stop).await {
                 tracing::error!(%error, "delivering triggers failed");
             }
             tokio::time::sleep(TICK).await;

@@ -2,6 +2,7 @@
 //! events are appended to a real log and applied by the engine's follower; `fire_due`
 //! and `deliver_due` are called at chosen times.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,12 +25,14 @@ const T0: i64 = 1_700_000_000_000;
 const MINUTE: i64 = 60_000;
 const SECRET: &str = "test-secret-0123456789";
 
-/// What the receiver saw, and how it answers: `fail_first` attempts get `fail_with`.
+/// What the receiver saw, and how it answers: `fail_first` attempts get `fail_with`,
+/// each answer after `delay`.
 #[derive(Default)]
 struct Receiver {
     seen: Vec<(HeaderMap, Bytes)>,
     fail_first: usize,
     fail_with: u16,
+    delay: Duration,
 }
 
 async fn receive(
@@ -37,13 +40,18 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> StatusCode {
-    let mut receiver = receiver.lock().unwrap();
-    receiver.seen.push((headers, body));
-    if receiver.seen.len() <= receiver.fail_first {
-        StatusCode::from_u16(receiver.fail_with).unwrap()
-    } else {
-        StatusCode::OK
-    }
+    let (status, delay) = {
+        let mut receiver = receiver.lock().unwrap();
+        receiver.seen.push((headers, body));
+        let status = if receiver.seen.len() <= receiver.fail_first {
+            StatusCode::from_u16(receiver.fail_with).unwrap()
+        } else {
+            StatusCode::OK
+        };
+        (status, receiver.delay)
+    };
+    tokio::time::sleep(delay).await;
+    status
 }
 
 async fn start_receiver(fail_first: usize, fail_with: u16) -> (String, Arc<Mutex<Receiver>>) {
@@ -378,4 +386,37 @@ async fn redirects_are_followed_a_few_times_only() {
     let outcome = last_outcome(&triggers);
     assert!(outcome.contains("redirects"), "{outcome}");
     assert_eq!(*hits.lock().unwrap(), 1 + spoor_outgoing::MAX_REDIRECTS);
+}
+
+#[tokio::test]
+async fn a_stop_waits_for_the_batch_in_flight_not_for_the_backlog() {
+    let (url, receiver) = start_receiver(0, 200).await;
+    receiver.lock().unwrap().delay = Duration::from_millis(300);
+    let mut shop = Shop::open(&url, json!({}));
+    let carts = 150;
+    for n in 0..carts {
+        let (sc, email) = (format!("c{n}"), format!("c{n}@example.com"));
+        shop.post(cart(&sc, 0, Some(&email))).await;
+    }
+    let triggers = Arc::new(shop.triggers());
+    let stop = Arc::new(AtomicBool::new(false));
+    fn an_hour_later() -> i64 {
+        T0 + 60 * MINUTE
+    }
+    let running = tokio::spawn(triggers.clone().run(stop.clone(), an_hour_later));
+    while receiver.lock().unwrap().seen.is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, Ordering::Release);
+    running.await.unwrap();
+
+    let sent = receiver.lock().unwrap().seen.len();
+    assert!(
+        sent > 0 && sent < carts,
+        "one batch sent, not the backlog: {sent}"
+    );
+    let owed = triggers
+        .outbox()
+        .list("S", Some(DeliveryStatus::Pending), 1000);
+    assert_eq!(owed.len(), carts - sent, "the rest still owed");
 }
