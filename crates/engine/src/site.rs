@@ -158,7 +158,15 @@ impl SiteState {
         // An event that names no one (one whose personal data was erased) still tells
         // about products, but about no contact.
         let ids = identifiers_of(&event.visitor);
-        if ids.is_empty() || matches!(event.body, EventBody::ProductUpdate { .. }) {
+        // A page shown to a visitor known by nothing but a new cookie tells nothing about
+        // them yet: a robot that runs the browser script would otherwise make a contact
+        // of every page it loads.
+        let unknown_page_visitor =
+            event.kind().page().is_some() && ids.len() == 1 && !self.contacts.knows_any(&ids);
+        if ids.is_empty()
+            || unknown_page_visitor
+            || matches!(event.body, EventBody::ProductUpdate { .. })
+        {
             self.apply_to_models(event, None, at);
             self.attribution.apply(event, None, at);
             return;
@@ -211,7 +219,11 @@ impl SiteState {
             }
             EventBody::ProductImpressions { .. }
             | EventBody::CustomerData
-            | EventBody::ProductUpdate { .. } => {}
+            | EventBody::ProductUpdate { .. }
+            | EventBody::MainPage
+            | EventBody::NotFound
+            | EventBody::StatusCartPage
+            | EventBody::PageView => {}
         }
         if let Some(before) = wanted_before {
             let after = interest::wanted(self.contacts.live_mut(id));
@@ -348,6 +360,29 @@ mod tests {
 
     fn general(name: &str, sc: &str) -> Value {
         json!({"eventName": name, "siteId": "S", "cookies": {"sc": sc}})
+    }
+
+    #[test]
+    fn a_page_view_makes_no_contact_of_a_visitor_known_by_nothing_else() {
+        let mut site = SiteState::default();
+        apply(&mut site, general("PageView", "robot"), None, 0);
+        apply(&mut site, general("MainPage", "robot"), None, 0);
+        assert!(site.contact(&Identifier::Sc("robot".into())).is_none());
+        assert_eq!(site.counts().events, 2, "counted as events all the same");
+        // Known by the page's identity fields, or seen before: the contact is touched.
+        let mut identified = general("PageView", "ann");
+        identified["user_email"] = json!("ann@x.com");
+        apply(&mut site, identified, None, MINUTE);
+        assert!(site.contact(&Identifier::Sc("ann".into())).is_some());
+        let view = json!({"productKey": "mug", "price": 5});
+        apply(
+            &mut site,
+            general("ProductPage", "bob"),
+            Some(("ProductPage", view)),
+            0,
+        );
+        apply(&mut site, general("PageView", "bob"), None, 2 * MINUTE);
+        assert!(site.contact(&Identifier::Sc("bob".into())).is_some());
     }
 
     #[test]

@@ -135,6 +135,10 @@ impl TryFrom<FlatEvent> for TrackerEvent {
             EventKind::ProductUpdate => EventBody::ProductUpdate {
                 products: needs(flat.products, "products")?,
             },
+            EventKind::MainPage => EventBody::MainPage,
+            EventKind::NotFound => EventBody::NotFound,
+            EventKind::StatusCartPage => EventBody::StatusCartPage,
+            EventKind::PageView => EventBody::PageView,
         };
         Ok(TrackerEvent {
             site_id: flat.site_id,
@@ -186,6 +190,13 @@ pub enum EventBody {
     ProductUpdate {
         products: Vec<ProductUpdate>,
     },
+    /// Page events: the home page, a 404 page, the cart page (or pop-up) without a
+    /// change of cart, and any page (the browser script sends one on every load). Kept
+    /// in the log as shown; recommendations read the page type from them.
+    MainPage,
+    NotFound,
+    StatusCartPage,
+    PageView,
 }
 
 impl EventBody {
@@ -200,6 +211,10 @@ impl EventBody {
             EventBody::CustomerData => EventKind::CustomerData,
             EventBody::SearchRequest { .. } => EventKind::SearchRequest,
             EventBody::ProductUpdate { .. } => EventKind::ProductUpdate,
+            EventBody::MainPage => EventKind::MainPage,
+            EventBody::NotFound => EventKind::NotFound,
+            EventBody::StatusCartPage => EventKind::StatusCartPage,
+            EventBody::PageView => EventKind::PageView,
         }
     }
 }
@@ -216,10 +231,14 @@ pub enum EventKind {
     CustomerData,
     SearchRequest,
     ProductUpdate,
+    MainPage,
+    NotFound,
+    StatusCartPage,
+    PageView,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::ProductPage,
         EventKind::StatusCart,
         EventKind::AddToWishlist,
@@ -229,6 +248,10 @@ impl EventKind {
         EventKind::CustomerData,
         EventKind::SearchRequest,
         EventKind::ProductUpdate,
+        EventKind::MainPage,
+        EventKind::NotFound,
+        EventKind::StatusCartPage,
+        EventKind::PageView,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -242,6 +265,21 @@ impl EventKind {
             EventKind::CustomerData => "CustomerData",
             EventKind::SearchRequest => "SearchRequest",
             EventKind::ProductUpdate => "ProductUpdate",
+            EventKind::MainPage => "MainPage",
+            EventKind::NotFound => "NotFound",
+            EventKind::StatusCartPage => "StatusCartPage",
+            EventKind::PageView => "PageView",
+        }
+    }
+
+    /// The body of a page event (a page of a type was shown): nothing but its name.
+    pub fn page(self) -> Option<EventBody> {
+        match self {
+            EventKind::MainPage => Some(EventBody::MainPage),
+            EventKind::NotFound => Some(EventBody::NotFound),
+            EventKind::StatusCartPage => Some(EventBody::StatusCartPage),
+            EventKind::PageView => Some(EventBody::PageView),
+            _ => None,
         }
     }
 

@@ -21,7 +21,7 @@ const MAX_CLOCK_SKEW_MS: i64 = 24 * 60 * 60 * 1000;
 const MAX_SITE_ID_LEN: usize = 64;
 
 /// `GeneralInfo` fields with a meaning of their own; any other is kept in `Visitor::extra`.
-const GENERAL_INFO_FIELDS: [&str; 9] = [
+const GENERAL_INFO_FIELDS: [&str; 11] = [
     "eventName",
     "siteId",
     "datetime",
@@ -31,6 +31,8 @@ const GENERAL_INFO_FIELDS: [&str; 9] = [
     "user_email",
     "user_name",
     "user_es_contact_id",
+    "s_location",
+    "sc_content",
 ];
 
 /// Parses the bytes of one request body.
@@ -117,7 +119,13 @@ fn parse_event(root: &Obj<'_>, info: &Json<'_>, now_ms: i64) -> Result<TrackerEv
         ));
     }
     let mut tags = root.tags_object()?;
-    let body = parse_body(kind, root, &mut visitor, &mut tags)?;
+    let mut body = parse_body(kind, root, &mut visitor, &mut tags)?;
+    // A block's "add to cart" is reported with the block in `GeneralInfo.s_location`.
+    if let EventBody::ProductPage { product } | EventBody::AddToWishlist { product } = &mut body
+        && product.location.is_none()
+    {
+        product.location = info.text(&["s_location", "sc_content"])?;
+    }
     Ok(TrackerEvent {
         site_id,
         datetime,
@@ -251,8 +259,9 @@ fn parse_body(
         _ => &[kind.as_str()],
     };
     let Some((key, body)) = root.get_any(body_keys) else {
-        return match kind {
-            EventKind::CustomerData => Ok(EventBody::CustomerData),
+        return match (kind, kind.page()) {
+            (EventKind::CustomerData, _) => Ok(EventBody::CustomerData),
+            (_, Some(page)) => Ok(page),
             _ => Err(ProtocolError::new(
                 ErrorCode::MissingField,
                 kind.as_str(),
@@ -299,6 +308,11 @@ fn parse_body(
                 list_of(&node, &["Products", "products"], product_update)?,
             )?,
         },
+        // Nothing in a page event's object has a meaning but its tags.
+        EventKind::MainPage => EventBody::MainPage,
+        EventKind::NotFound => EventBody::NotFound,
+        EventKind::StatusCartPage => EventBody::StatusCartPage,
+        EventKind::PageView => EventBody::PageView,
     })
 }
 
@@ -789,9 +803,55 @@ mod tests {
 
     #[test]
     fn unknown_event_lists_the_known_ones() {
-        let err = error(json!({"GeneralInfo": info("PageView")}));
-        assert!(err.contains("unknown event \"PageView\""), "{err}");
-        assert!(err.contains("ProductUpdate"), "{err}");
+        let err = error(json!({"GeneralInfo": info("PageViewed")}));
+        assert!(err.contains("unknown event \"PageViewed\""), "{err}");
+        assert!(
+            err.contains("ProductUpdate") && err.contains("PageView"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_blocks_location_may_come_in_general_info() {
+        let mut gi = info("ProductPage");
+        gi["s_location"] = json!("home_a");
+        let event = json!({"GeneralInfo": gi, "ProductPage": {"productKey": "k", "price": 1}});
+        let Ok(Incoming::Event(parsed)) = parse_value(&event, NOW) else {
+            panic!("refused")
+        };
+        let EventBody::ProductPage { product } = &parsed.body else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!(product.location.as_deref(), Some("home_a"));
+        assert!(parsed.visitor.extra.is_empty(), "not a profile field");
+    }
+
+    #[test]
+    fn page_events_are_taken_with_or_without_their_object() {
+        for (name, body) in [
+            ("MainPage", None),
+            ("NotFound", None),
+            ("StatusCartPage", Some(json!({}))),
+            ("PageView", Some(json!({"Tags": {"section": ["sale"]}}))),
+        ] {
+            let mut event = json!({"GeneralInfo": info(name)});
+            if let Some(body) = body {
+                event[name] = body;
+            }
+            let Ok(Incoming::Event(parsed)) = parse_value(&event, NOW) else {
+                panic!("{name} refused: {event}");
+            };
+            assert_eq!(parsed.kind().as_str(), name);
+            let stored = serde_json::to_value(&parsed).unwrap();
+            let read: TrackerEvent = serde_json::from_value(stored).unwrap();
+            assert_eq!(read, parsed, "{name} reads back as stored");
+        }
+        let tagged = json!({"GeneralInfo": info("PageView"),
+                            "PageView": {"Tags": {"section": ["sale"]}}});
+        let Ok(Incoming::Event(parsed)) = parse_value(&tagged, NOW) else {
+            panic!("refused")
+        };
+        assert_eq!(parsed.tags.len(), 1, "{:?}", parsed.tags);
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod rate_limits;
 pub mod recommend;
 mod router;
 mod routes;
+pub mod script;
 pub mod state;
 pub mod threads;
 pub mod tracker;

@@ -10,7 +10,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::app::{AppState, Shared};
 use crate::error::ApiError;
 use crate::{
-    access, admin, blocks, guesses, observe, operations, recommend, routes, state, tracker,
+    access, admin, blocks, guesses, observe, operations, recommend, routes, script, state, tracker,
     triggers, tuning,
 };
 
@@ -20,9 +20,18 @@ type Routes = Vec<(&'static str, MethodRouter<Shared>)>;
 /// Routes that take no key.
 fn open_routes() -> Routes {
     vec![
-        // The tracker API, as shops already call it.
-        (routes::TRACK, post(tracker::track)),
-        (routes::TRACK_BATCH, post(tracker::track_batch)),
+        // The tracker API, as shops already call it; pages' scripts read its answers.
+        (
+            routes::TRACK,
+            post(tracker::track).layer(middleware::map_response(tracker::readable_anywhere)),
+        ),
+        (
+            routes::TRACK_BATCH,
+            post(tracker::track_batch).layer(middleware::map_response(tracker::readable_anywhere)),
+        ),
+        // The browser script.
+        (routes::SCRIPT, get(script::script)),
+        (routes::SCRIPT_AT_VENDOR_PATH, get(script::script)),
         // Operations.
         (routes::HEALTHZ, get(operations::healthz)),
         (routes::READYZ, get(operations::readyz)),

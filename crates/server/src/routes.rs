@@ -3,6 +3,10 @@
 
 pub const TRACK: &str = "/api/v2";
 pub const TRACK_BATCH: &str = "/api/v2/batch";
+/// The browser script: `/js/<siteId>.js`, the loader snippet's shape.
+pub const SCRIPT: &str = "/js/{file}";
+/// The same script at the vendor's path, for a loader snippet whose host alone changed.
+pub const SCRIPT_AT_VENDOR_PATH: &str = "/scripts/{file}";
 pub const RECOMMENDATIONS: &str = "/api/v2/recommendations";
 pub const SITES: &str = "/admin/v1/sites";
 pub const SITE_KEY: &str = "/admin/v1/sites/{site_id}/api-key";

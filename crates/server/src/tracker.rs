@@ -116,6 +116,18 @@ pub async fn track(
         .map_err(ApiError::from)
 }
 
+/// The tracker's answers carry `Access-Control-Allow-Origin: *`: the browser script posts
+/// from the shop's pages (as `text/plain`, so with no preflight) and reads whether its
+/// events were taken. The requests carry no credentials, and an answer tells the page
+/// only about the events it sent.
+pub async fn readable_anywhere(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        axum::http::HeaderValue::from_static("*"),
+    );
+    response
+}
+
 /// Whether `client` may send `site_id` another event: the site's ingest rate limit, when it
 /// has one (most have none: a shop's server posts for every visitor from one address).
 fn admit(state: &AppState, site_id: &str, client: IpAddr) -> Result<(), Duration> {

@@ -149,6 +149,101 @@ pub struct Block {
     pub filters: BlockFilters,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variants: Vec<Variant>,
+    /// Where the browser script shows the block by itself. A block without one is for
+    /// the page's own `getRecommendations` calls and the REST route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+}
+
+/// The longest CSS selector, title and template of a placement: they go into the
+/// script every page of the site loads.
+pub const MAX_SELECTOR_BYTES: usize = 512;
+pub const MAX_TITLE_BYTES: usize = 200;
+pub const MAX_TEMPLATE_BYTES: usize = 16 * 1024;
+
+/// A block the browser script renders: on which pages, where, and how.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Placement {
+    /// The page types it shows on, as the page's events tell them.
+    pub page_types: Vec<PageType>,
+    /// The element it goes next to or into: a CSS selector (the first match).
+    pub selector: String,
+    #[serde(default)]
+    pub position: Position,
+    /// Shown above the products (`{{title}}` in the template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// HTML with `{{title}}`, and `{{#products}}...{{/products}}` repeated for each
+    /// product with its fields (`{{name}}`, `{{url}}`, `{{imgurl}}`, `{{unit_price}}`,
+    /// `{{tag_color}}`...), every value escaped; the script's own when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+}
+
+/// A type of page, from the event the page sends: `MainPage`, `CategoryPage`,
+/// `ProductPage`, `StatusCart`/`StatusCartPage`, `NotFound`; `any` for every page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum PageType {
+    Main,
+    Category,
+    Product,
+    Cart,
+    NotFound,
+    Any,
+}
+
+/// Where a placed block goes, relative to the selected element.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Position {
+    Before,
+    After,
+    /// At the end of the element's content.
+    #[default]
+    Inside,
+}
+
+impl Placement {
+    fn validate(&self) -> Result<(), String> {
+        if self.page_types.is_empty() {
+            return Err("placement.pageTypes: name at least one of main, category, product,                         cart, notFound or any"
+                .into());
+        }
+        let selector = self.selector.trim();
+        if selector.is_empty() || selector.len() > MAX_SELECTOR_BYTES {
+            return Err(format!(
+                "placement.selector: expected a CSS selector of 1 to {MAX_SELECTOR_BYTES} bytes"
+            ));
+        }
+        if self
+            .title
+            .as_ref()
+            .is_some_and(|t| t.len() > MAX_TITLE_BYTES)
+        {
+            return Err(format!(
+                "placement.title: expected at most {MAX_TITLE_BYTES} bytes"
+            ));
+        }
+        if let Some(template) = &self.template {
+            if template.len() > MAX_TEMPLATE_BYTES {
+                return Err(format!(
+                    "placement.template: expected at most {MAX_TEMPLATE_BYTES} bytes, got {}",
+                    template.len()
+                ));
+            }
+            let (opens, closes) = (
+                template.matches("{{#products}}").count(),
+                template.matches("{{/products}}").count(),
+            );
+            if opens != 1 || closes != 1 {
+                return Err("placement.template: expected one {{#products}}...{{/products}}                             section, which is repeated for each product"
+                    .into());
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_size() -> usize {
@@ -175,6 +270,9 @@ impl Block {
     fn validate(&self) -> Result<(), String> {
         check_size("size", self.size)?;
         self.filters.rules.validate("filters")?;
+        if let Some(placement) = &self.placement {
+            placement.validate()?;
+        }
         let mut seen = Vec::new();
         for (i, variant) in self.variants.iter().enumerate() {
             let path = format!("variants[{i}]");

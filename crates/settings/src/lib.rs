@@ -20,9 +20,9 @@ pub mod tuning;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use blocks::{Block, BlockRegistry};
+pub use blocks::{Block, BlockRegistry, PageType, Placement, Position};
 pub use error::{Setting, SettingsError};
-pub use sites::{RateLimit, Registration, Site, SiteRegistry, SiteSettings};
+pub use sites::{ConsentMode, RateLimit, Registration, Site, SiteRegistry, SiteSettings};
 pub use triggers::{TriggerRegistry, TriggerSettings, Webhook};
 pub use tuning::{SiteTuning, TuningRegistry};
 

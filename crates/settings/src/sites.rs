@@ -49,6 +49,27 @@ pub struct SiteSettings {
     /// only a contact named by that cookie alone is shown to it.
     #[serde(default)]
     pub trust_identity_links: bool,
+    /// Whether the browser script waits for the visitor's consent (`eS('consent', true)`)
+    /// before it sets a cookie or sends anything.
+    #[serde(default)]
+    pub consent: ConsentMode,
+    /// The browser script sends nothing for a visitor whose browser sends the Global
+    /// Privacy Control signal.
+    #[serde(default)]
+    pub honour_global_privacy_control: bool,
+}
+
+/// When the browser script may track a visitor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ConsentMode {
+    /// From the first page: the shop has its visitors' consent by other means, or needs
+    /// none.
+    #[default]
+    NotRequired,
+    /// Only once the page calls `eS('consent', true)`; the grant is remembered in a
+    /// first-party cookie until withdrawn.
+    Required,
 }
 
 /// A token bucket: `burst` requests at once, refilled at `per_second`.
@@ -79,6 +100,8 @@ impl Default for SiteSettings {
             rate_limit: default_rate_limit(),
             ingest_rate_limit: None,
             trust_identity_links: false,
+            consent: ConsentMode::NotRequired,
+            honour_global_privacy_control: false,
         }
     }
 }

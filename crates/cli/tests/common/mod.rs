@@ -39,6 +39,22 @@ impl Server {
         args: &[&str],
         env: &[(&str, &Path)],
     ) -> Server {
+        Server::launch(data, sites, args, env, "127.0.0.1:0")
+    }
+
+    /// [`Server::start`] on the address `listen`: a restart that clients must find where
+    /// they left it.
+    pub fn start_listening(data: &Path, sites: &[&str], listen: &str) -> Server {
+        Server::launch(data, sites, &[], &[], listen)
+    }
+
+    fn launch(
+        data: &Path,
+        sites: &[&str],
+        args: &[&str],
+        env: &[(&str, &Path)],
+        listen: &str,
+    ) -> Server {
         fs::create_dir_all(data).unwrap();
         let log_path = next_log_path(data);
         let log = File::create(&log_path).unwrap();
@@ -47,7 +63,7 @@ impl Server {
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--admin-token",
                 ADMIN_TOKEN,
                 "--log-segment-mib",
