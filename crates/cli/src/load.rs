@@ -127,10 +127,41 @@ pub(crate) fn is_sale(line: &Line) -> bool {
     !line.invoice.starts_with('C') && line.quantity > 0 && !line.unit_price.starts_with('-')
 }
 
+/// How the invoice lines become events.
+pub(crate) struct Shaping<'a> {
+    pub(crate) site: &'a str,
+    /// Added to every time (the demo moves the year of orders to end today).
+    pub(crate) shift_ms: i64,
+    /// Fields added to each product of the catalogue, from its stock code and description
+    /// (the demo's page, picture and category).
+    pub(crate) product_fields: &'a dyn Fn(&str, &str) -> serde_json::Map<String, Value>,
+    /// Orders placed from this time on (the data set's clock) are preceded by a view of
+    /// each of their products (the first [`VIEWS_PER_ORDER`]), as the shop's product
+    /// pages would have sent them: the data set has orders only, and the algorithms
+    /// that learn from views (popular, similar) need some.
+    pub(crate) views_from_ms: Option<i64>,
+}
+
+/// Products viewed before an order's cart, at most, where views are made up.
+pub(crate) const VIEWS_PER_ORDER: usize = 10;
+/// Between two of those views.
+const VIEW_GAP_MS: i64 = 30_000;
+
+impl Shaping<'_> {
+    fn product(&self, line: &Line) -> Value {
+        let mut product = json!({"product_id": line.stock_code, "name": line.description,
+               "unit_price": line.unit_price, "price_currency_code": "GBP", "isInStock": 1});
+        if let Value::Object(fields) = &mut product {
+            fields.extend((self.product_fields)(&line.stock_code, &line.description));
+        }
+        product
+    }
+}
+
 /// The events a site would have sent for these invoice lines, in time order.
-fn events(lines: &[Line], site: &str, summary: &mut LoadSummary) -> Vec<Value> {
-    let general =
-        |event: &str, at: i64| json!({"eventName": event, "siteId": site, "datetime": at});
+pub(crate) fn events(lines: &[Line], shaping: &Shaping, summary: &mut LoadSummary) -> Vec<Value> {
+    let site = shaping.site;
+    let general = |event: &str, at: i64| json!({"eventName": event, "siteId": site, "datetime": at + shaping.shift_ms});
     let mut timed: Vec<(i64, Value)> = Vec::new();
 
     // The catalogue: each product on the day it first sold.
@@ -146,13 +177,7 @@ fn events(lines: &[Line], site: &str, summary: &mut LoadSummary) -> Vec<Value> {
     for firsts in by_day.values_mut() {
         firsts.sort_by_key(|l| (l.at, &l.stock_code));
         for chunk in firsts.chunks(PRODUCTS_PER_UPDATE) {
-            let products: Vec<Value> = chunk
-                .iter()
-                .map(|l| {
-                    json!({"product_id": l.stock_code, "name": l.description,
-                           "unit_price": l.unit_price, "price_currency_code": "GBP", "isInStock": 1})
-                })
-                .collect();
+            let products: Vec<Value> = chunk.iter().map(|l| shaping.product(l)).collect();
             let at = chunk[0].at;
             timed.push((
                 at,
@@ -211,6 +236,18 @@ fn events(lines: &[Line], site: &str, summary: &mut LoadSummary) -> Vec<Value> {
             .map(|l| json!({"product_id": l.stock_code, "unit_price": format!("{} GBP", l.unit_price), "quantity": l.quantity}))
             .collect();
         let cart_at = first.at - CART_LEAD_MS;
+        if shaping.views_from_ms.is_some_and(|from| first.at >= from) {
+            let viewed = items.iter().take(VIEWS_PER_ORDER);
+            let count = viewed.len() as i64;
+            for (n, line) in viewed.enumerate() {
+                let at = cart_at - (count - n as i64) * VIEW_GAP_MS;
+                timed.push((
+                    at,
+                    json!({"GeneralInfo": identify("ProductPage", at),
+                           "ProductPage": {"productKey": line.stock_code, "price": line.unit_price}}),
+                ));
+            }
+        }
         timed.push((
             cart_at,
             json!({"GeneralInfo": identify("StatusCart", cart_at),
@@ -227,9 +264,29 @@ fn events(lines: &[Line], site: &str, summary: &mut LoadSummary) -> Vec<Value> {
 pub async fn online_retail(file: &Path, url: &str, site: &str) -> anyhow::Result<()> {
     let mut summary = LoadSummary::default();
     let lines = read_lines(file)?;
-    let events = events(&lines, site, &mut summary);
+    let shaping = Shaping {
+        site,
+        shift_ms: 0,
+        product_fields: &|_, _| serde_json::Map::new(),
+        views_from_ms: None,
+    };
+    let events = events(&lines, &shaping, &mut summary);
     drop(lines);
+    post_events(&events, url, &mut summary).await?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    if summary.rejected > 0 {
+        bail!("{} events were rejected", summary.rejected);
+    }
+    Ok(())
+}
 
+/// Posts `events` to the server's batch endpoint, in order (a few batches in flight),
+/// with a progress bar; counts the answers in `summary`.
+pub(crate) async fn post_events(
+    events: &[Value],
+    url: &str,
+    summary: &mut LoadSummary,
+) -> anyhow::Result<()> {
     let endpoint = format!("{}/api/v2/batch", url.trim_end_matches('/'));
     let client = spoor_outgoing::client_builder().build()?;
     let progress = indicatif::ProgressBar::new(events.len() as u64).with_style(
@@ -267,10 +324,6 @@ pub async fn online_retail(file: &Path, url: &str, site: &str) -> anyhow::Result
         }
     }
     progress.finish_and_clear();
-    println!("{}", serde_json::to_string_pretty(&summary)?);
-    if summary.rejected > 0 {
-        bail!("{} events were rejected", summary.rejected);
-    }
     Ok(())
 }
 

@@ -2,6 +2,7 @@
 
 mod contacts;
 mod data_dir;
+mod demo;
 mod eval;
 mod events;
 mod feed;
@@ -26,7 +27,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     version,
     about = "Self-hosted website-behaviour tracker: takes the tracker REST API's events unchanged \
              and keeps them in a durable embedded log.",
-    after_help = "Start with `spoor serve --site 8A412DC`, then POST events to \
+    after_help = "Try it with `spoor demo`: a demo shop with spoor's blocks on its pages. Serve a \
+                  shop with `spoor serve --site 8A412DC`, then POST events to \
                   http://127.0.0.1:8080/api/v2. Each subcommand has its own --help."
 )]
 struct Cli {
@@ -63,6 +65,8 @@ enum Command {
     /// Offline evaluation of the recommenders on public data sets.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// Try spoor: a demo shop on its own port, with spoor's blocks on its pages.
+    Demo(demo::DemoArgs),
     /// Load a public data set into a running server, through its tracker API.
     #[command(subcommand)]
     Load(LoadCommand),
@@ -123,6 +127,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve::run(args)),
+        Command::Demo(args) => runtime.block_on(demo::run(args)),
         Command::Events(command) => runtime.block_on(events::run(command)),
         Command::Contacts(command) => runtime.block_on(contacts::run(command)),
         Command::Feed(command) => runtime.block_on(feed::run(command)),

@@ -515,3 +515,138 @@ async fn the_script_is_served_cacheable_and_small() {
     );
     assert!(gzipped < body.len() / 2, "{gzipped} of {}", body.len());
 }
+
+/// A running `spoor demo`, stopped when dropped.
+struct Demo {
+    child: std::process::Child,
+    shop: String,
+    spoor: String,
+    data: PathBuf,
+}
+
+impl Demo {
+    /// Starts `spoor demo` with `args`, and waits for it to print the shop's address.
+    fn start(args: &[&str]) -> Demo {
+        use std::io::BufRead;
+        let (listen, shop_listen) = (free_address(), free_address());
+        let mut child = common::spoor()
+            .arg("demo")
+            .args(args)
+            .args(["--listen", &listen, "--shop-listen", &shop_listen])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut printed = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.contains("Ctrl-C stops");
+            printed.push(line);
+            if done {
+                break;
+            }
+        }
+        let after = |label: &str| {
+            printed
+                .iter()
+                .find_map(|line| line.trim().strip_prefix(label))
+                .unwrap_or_else(|| panic!("no {label:?} in what the demo printed: {printed:?}"))
+                .trim()
+                .to_string()
+        };
+        let shop = after("the demo shop:").trim_end_matches('/').to_string();
+        let spoor_line = after("spoor:");
+        let spoor = spoor_line.split_whitespace().next().unwrap();
+        let token = spoor_line.split("admin token in ").nth(1).unwrap();
+        Demo {
+            child,
+            shop,
+            spoor: spoor.trim_end_matches('/').to_string(),
+            data: Path::new(token.trim_end_matches(')'))
+                .parent()
+                .unwrap()
+                .into(),
+        }
+    }
+
+    /// SIGTERM, then the exit status.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the demo did not stop within 30 s of SIGTERM");
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A visitor's walk through the demo shop: every placed block shows products, the cart's
+/// "Add" from a block fills the shop's cart, and a personal block follows the visit.
+async fn walk_the_demo(demo: &Demo, profile: &Path) {
+    let walk = drive("demo", &demo.shop, profile, &demo.spoor).await;
+    assert_eq!(walk["seen"]["errors"], json!([]), "{walk}");
+    assert_eq!(walk["seen"]["warnings"], json!([]), "{walk}");
+    for block in [
+        "homePopular",
+        "category",
+        "similar",
+        "crossSell",
+        "personal",
+    ] {
+        assert!(walk[block].as_u64().unwrap() > 0, "{block}: {walk}");
+    }
+    assert_eq!(
+        walk["cartLines"], 2,
+        "the product, and one added from a block: {walk}"
+    );
+    assert_eq!(walk["thanked"], true, "{walk}");
+    assert!(walk["cookie"].is_string(), "{walk}");
+}
+
+#[tokio::test]
+async fn the_demo_shop_shows_blocks_that_follow_the_visitor() {
+    if !browser_at_hand() {
+        return;
+    }
+    let demo = Demo::start(&["--generated"]);
+    let dir = tempfile::tempdir().unwrap();
+    walk_the_demo(&demo, &dir.path().join("profile")).await;
+    let data = demo.data.clone();
+    assert!(data.exists(), "{}", data.display());
+    let status = demo.stop();
+    assert!(status.success(), "{status}");
+    assert!(
+        !data.exists(),
+        "the demo's temporary data is removed at the end"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs ../shared/data beside the repository (CI runs it with --include-ignored)"]
+async fn the_demo_runs_on_the_online_retail_data_set() {
+    if !browser_at_hand() {
+        return;
+    }
+    let data_set = common::shared_dir().join("data/online-retail/online_retail.csv.gz");
+    let demo = Demo::start(&[data_set.to_str().unwrap()]);
+    let dir = tempfile::tempdir().unwrap();
+    walk_the_demo(&demo, &dir.path().join("profile")).await;
+}

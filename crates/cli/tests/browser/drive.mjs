@@ -176,6 +176,39 @@ if (scenario === 'browse') {
   await page.evaluate(() => eS('sendEvent', 'MainPage'));
   await settle(500);
   result.withdrawn = { sent: seen.sent.length };
+} else if (scenario === 'demo') {
+  // `spoor demo`'s shop: a visitor's walk from the home page to an order.
+  const shots = process.env.SCREENSHOTS || profile;
+  const blockItems = async (block) => {
+    const items = `.spoor-placed[data-spoor-block="${block}"] .spoor-block__item`;
+    await page.waitForSelector(items, { timeout: 15000 });
+    return page.locator(items).count();
+  };
+  await page.setViewportSize({ width: 1280, height: 1000 });
+  await page.goto(shop + '/');
+  result.homePopular = await blockItems('home-popular');
+  await page.screenshot({ path: shots + '/demo-home.png', fullPage: true });
+  await page.locator('.category').first().click();
+  result.category = await blockItems('category-top');
+  await page.locator('.tile').first().click();
+  result.similar = await blockItems('product-similar');
+  await page.locator('#add').click();
+  await settle(300);
+  await page.screenshot({ path: shots + '/demo-product.png', fullPage: true });
+  await page.goto(shop + '/cart');
+  result.crossSell = await blockItems('cart-cross-sell');
+  await page.locator('[data-spoor-add-to-cart]').first().click();
+  await settle(300);
+  result.cartLines = await page.locator('#cart tr').count();
+  await page.screenshot({ path: shots + '/demo-cart.png', fullPage: true });
+  await page.goto(shop + '/');
+  result.personal = await blockItems('home-personal');
+  await page.goto(shop + '/checkout');
+  await page.fill('input[name=email]', 'visitor@example.com');
+  await page.locator('#checkout button').click();
+  await settle(1500);
+  result.thanked = await page.locator('#thanks').isVisible();
+  result.cookie = await cookie();
 } else {
   result.error = 'unknown scenario ' + scenario;
 }
