@@ -17,6 +17,13 @@
   var MAX_PENDING_BODIES = 20;
   var MAX_PENDING_BYTES = 200000;
   var PENDING_TTL_MS = 20 * 3600 * 1000;
+  /* A body that failed waits twice as long after each failure, up to the cap, and a page
+   * resends a few at most: a slow or failing spoor is not met with more and more
+   * requests. */
+  var FIRST_RETRY_MS = 1000;
+  var MAX_RETRY_MS = 10 * 60 * 1000;
+  var RESENDS_PER_PAGE = 3;
+  var RECOMMENDATIONS_TIMEOUT_MS = 4000;
   /* A browser lets keepalive requests carry 64 KiB in all: a batch stays under it. */
   var MAX_BATCH_EVENTS = 50;
   var MAX_BATCH_BYTES = 48000;
@@ -30,6 +37,11 @@
    * of the previous one is forgotten. */
   var PERSON_FIELDS = ['externalCustomerId', 'user_email', 'user_phone'];
   var PAGE_EVENTS = ['MainPage', 'NotFound', 'StatusCartPage', 'PageView'];
+  /* What the tracker takes: anything else is dropped here, with a warning, rather than
+   * sent to be refused. */
+  var KNOWN_EVENTS = PAGE_EVENTS.concat(['ProductPage', 'StatusCart', 'PurchasedItems',
+    'CustomerData', 'CategoryPage', 'AddToWishlist', 'SearchRequest', 'ProductImpressions',
+    'ProductImpression', 'ProductUpdate']);
   var EVENT_KEYS = {
     ProductImpressions: 'ProductImpression',
     ProductImpression: 'ProductImpression'
@@ -47,6 +59,8 @@
   var madeId = null;
   var consent = false;
   var clickLocation = landingParam('sc_content');
+  /* Bodies this page sent and has no answer for yet: not sent twice from one page. */
+  var inFlight = {};
 
   function warn(message, detail) {
     try {
@@ -74,7 +88,9 @@
       if (!src) {
         var scripts = doc.getElementsByTagName('script');
         for (var i = 0; i < scripts.length; i++) {
-          if (/\/(js|scripts)\/[^\/?#]+\.js(\?|#|$)/.test(scripts[i].src)) {
+          var path = scripts[i].src.split(/[?#]/)[0];
+          if (/\/(js|scripts)\/[^\/]+\.js$/.test(path) &&
+              path.slice(-(siteId.length + 4)) === '/' + siteId + '.js') {
             src = scripts[i].src;
             break;
           }
@@ -255,12 +271,17 @@
 
   /* ---- events ---- */
 
-  function remember(generalInfo) {
-    var another = PERSON_FIELDS.some(function (field) {
-      var value = generalInfo[field];
+  /* Whether `fields` name another person than the one the tab remembers. */
+  function anotherPerson(fields) {
+    return PERSON_FIELDS.some(function (field) {
+      var value = fields[field];
       return value !== undefined && value !== null && value !== '' &&
         identity[field] !== undefined && String(identity[field]) !== String(value);
     });
+  }
+
+  function remember(generalInfo, customerData) {
+    var another = anotherPerson(generalInfo) || anotherPerson(customerData);
     if (another) {
       identity = {};
     }
@@ -274,7 +295,7 @@
       }
     });
     if (changed && consent) {
-      store('sessionStorage', IDENTITY_KEY, identity);
+      store('sessionStorage', IDENTITY_KEY, Object.keys(identity).length ? identity : null);
     }
   }
 
@@ -309,7 +330,7 @@
       given = Object.assign(given, body[key].GeneralInfo);
       delete body[key].GeneralInfo;
     }
-    remember(given);
+    remember(given, eventName === 'CustomerData' && isObject(body[key]) ? body[key] : {});
     if (body[key] === undefined && PAGE_EVENTS.indexOf(eventName) >= 0) {
       body[key] = {};
     }
@@ -348,6 +369,10 @@
   function track(name, payload, nested) {
     if (typeof name !== 'string' || !name) {
       warn('sendEvent needs an event name, got', name);
+      return;
+    }
+    if (KNOWN_EVENTS.indexOf(name) < 0) {
+      warn('unknown event ignored: ' + name + '; known: ' + KNOWN_EVENTS.join(', '));
       return;
     }
     if (refusedByBrowser() || readCookie(CONSENT_COOKIE) === 'denied') {
@@ -415,9 +440,12 @@
     });
   }
 
-  function keepPending(body) {
-    var list = pendingList().filter(function (entry) { return entry.body !== body; });
-    list.push({ body: body, at: Date.now() });
+  /* `body` kept for a resend, not before `retryAt`; its first keeping time stays. */
+  function keepPending(body, retryAt, tries) {
+    var list = pendingList();
+    var kept = list.filter(function (entry) { return entry.body === body; })[0];
+    list = list.filter(function (entry) { return entry.body !== body; });
+    list.push({ body: body, at: kept ? kept.at : Date.now(), next: retryAt, tries: tries || 0 });
     var total = list.reduce(function (sum, entry) { return sum + utf8Bytes(entry.body); }, 0);
     while (list.length > MAX_PENDING_BODIES || total > MAX_PENDING_BYTES) {
       total -= utf8Bytes(list.shift().body);
@@ -443,11 +471,28 @@
     });
   }
 
-  function send(body, keepalive) {
+  /* The wait before the next try of a body that failed `tries` times: doubling, with
+   * jitter, so that visitors' pages do not all come back at once. */
+  function backoff(tries) {
+    var wait = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * Math.pow(2, Math.max(0, tries - 1)));
+    return wait / 2 + Math.random() * wait / 2;
+  }
+
+  function send(body, keepalive, tries) {
     if (!consent) {
       return;
     }
-    keepPending(body);
+    if (inFlight[body]) {
+      return;
+    }
+    inFlight[body] = true;
+    tries = tries || 0;
+    /* Due again on a later page should this one be left before its answer comes. */
+    keepPending(body, 0, tries);
+    var failed = function () {
+      delete inFlight[body];
+      keepPending(body, Date.now() + backoff(tries + 1), tries + 1);
+    };
     var request;
     try {
       request = fetch(origin + '/api/v2/batch', {
@@ -467,7 +512,10 @@
           answer = JSON.parse(text);
         } catch (e) { /* an answer that is not JSON */ }
         if (settled(response, answer)) {
+          delete inFlight[body];
           dropPending(body);
+        } else {
+          failed();
         }
         if (!response.ok && response.status !== 429 && response.status < 500) {
           warn('spoor refused events', text);
@@ -475,7 +523,7 @@
           warn('spoor refused ' + answer.rejected + ' event(s)', answer.results);
         }
       });
-    }).catch(function () { /* kept in pending: sent again from the next page */ });
+    }).catch(failed);
   }
 
   /* `leaving`: the page is being left, so beacons carry what is left (a fetch may be
@@ -486,7 +534,7 @@
     }
     takeBodies().forEach(function (body) {
       if (leaving && navigator.sendBeacon) {
-        keepPending(body);
+        keepPending(body, 0, 0);
         try {
           navigator.sendBeacon(origin + '/api/v2/batch', new Blob([body], { type: 'text/plain' }));
         } catch (e) { /* pending: sent again from the next page */ }
@@ -496,14 +544,18 @@
     });
   }
 
-  /* One at a time: a browser lets keepalive requests carry 64 KiB in all. */
+  /* Not as keepalive requests, which a browser lets carry 64 KiB in all. */
   function resendPending() {
     if (!consent) {
       return;
     }
-    pendingList().forEach(function (entry) {
-      send(entry.body, false);
-    });
+    var now = Date.now();
+    pendingList()
+      .filter(function (entry) { return !(entry.next > now) && !inFlight[entry.body]; })
+      .slice(0, RESENDS_PER_PAGE)
+      .forEach(function (entry) {
+        send(entry.body, false, entry.tries);
+      });
   }
 
   /* ---- recommendations ---- */
@@ -542,7 +594,15 @@
     if (isObject(request.filters)) {
       query.set('filters', JSON.stringify(request.filters));
     }
-    fetch(origin + '/api/v2/recommendations?' + query.toString(), { credentials: 'omit' })
+    /* A slow answer is no answer: a block that came seconds late would move the page
+     * under the visitor's eyes. */
+    var init = { credentials: 'omit' };
+    if (win.AbortController) {
+      var abort = new AbortController();
+      init.signal = abort.signal;
+      setTimeout(function () { abort.abort(); }, RECOMMENDATIONS_TIMEOUT_MS);
+    }
+    fetch(origin + '/api/v2/recommendations?' + query.toString(), init)
       .then(function (response) {
         return response.json().then(function (body) {
           if (response.ok) {
@@ -571,9 +631,15 @@
     '<span class="spoor-block__price">{{unit_price}} {{price_currency_code}}</span>' +
     '</a>{{/products}}</div></div>';
   var IMPRESSION_DELAY_MS = 500;
-  var URL_ATTRIBUTES = /(?:^|\s)(?:href|src|action|formaction|poster|srcset|xlink:href)\s*=\s*["']$/i;
-  var UNSAFE_ATTRIBUTES = /(?:^|\s)(?:on\w+|style)\s*=\s*["'][^"']*$/i;
-  var UNQUOTED_VALUE = /=\s*$/;
+  var PLACEHOLDER = /\{\{\s*([\w.-]+)\s*\}\}/g;
+  /* Attributes whose value is an address: a value placed there must be a web address
+   * the shop would link to (see safeUrl), or the attribute goes. */
+  var URL_ATTRIBUTES = ['href', 'src', 'action', 'formaction', 'poster', 'data', 'background',
+    'ping', 'cite', 'xlink:href', 'codebase', 'manifest'];
+  /* Attributes no placed value may go into: no escaping makes a value safe there. */
+  var CODE_ATTRIBUTES = /^(?:on.*|style|srcdoc|srcset|imagesrcset)$/i;
+  /* Elements a template may not carry (the server refuses them too). */
+  var FORBIDDEN_ELEMENTS = 'script,iframe,frame,frameset,object,embed,applet,base,meta,link,noscript';
   /* What the page's events say it is, for the blocks placed on pages of a type. */
   var page = { type: null, productKey: null, categoryKey: null, cartKeys: [] };
   var rendered = {};
@@ -612,12 +678,6 @@
     }
   }
 
-  function escapeHtml(value) {
-    return String(value).replace(/[&<>"']/g, function (c) {
-      return { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c];
-    });
-  }
-
   /* The shop's own site: its host, or one of its subdomains or parents (www.shop.example
    * and shop.example). */
   function sameSite(host) {
@@ -630,7 +690,7 @@
   /* A link or image address from the catalogue: anyone may post a ProductUpdate, so
    * only web addresses are kept, links only to the shop's own site, images from any
    * https host. */
-  function safeUrl(text, isImage) {
+  function safeUrl(text, isImage, fromTemplate) {
     var url;
     try {
       url = new URL(text, win.location.href);
@@ -640,41 +700,87 @@
     if (url.protocol !== 'https:' && url.protocol !== 'http:') {
       return null;
     }
-    if (sameSite(url.hostname)) {
+    if (fromTemplate || sameSite(url.hostname)) {
       return url.href;
     }
     return isImage && url.protocol === 'https:' ? url.href : null;
   }
 
-  /* A value where the template puts it: escaped always; in an address attribute, an
-   * address checked as above; in an unquoted attribute, an event handler or a style,
-   * nothing (no escaping makes a value safe there). */
-  function placed(name, value, before) {
+  function valueText(value) {
     if (value === undefined || value === null) {
       return '';
     }
-    var text = Array.isArray(value) ? value.join(', ') : String(value);
-    var tag = before.slice(before.lastIndexOf('<'));
-    var inTag = before.lastIndexOf('<') > before.lastIndexOf('>');
-    if (inTag && (UNSAFE_ATTRIBUTES.test(tag) || UNQUOTED_VALUE.test(tag))) {
-      return '';
-    }
-    if (inTag && URL_ATTRIBUTES.test(tag)) {
-      var safe = safeUrl(text, /src\s*=\s*["']$/i.test(tag) && name !== 'url');
-      return safe === null ? '#' : escapeHtml(safe);
-    }
-    return escapeHtml(text);
+    return Array.isArray(value) ? value.join(', ') : String(value);
   }
 
-  function fill(template, values) {
-    return template.replace(/\{\{\s*([\w.-]+)\s*\}\}/g, function (all, name, offset, whole) {
-      return placed(name, values[name], whole.slice(0, offset));
+  function filled(text, values) {
+    return text.replace(PLACEHOLDER, function (all, name) {
+      return valueText(values[name]);
     });
   }
 
-  /* The block's HTML: each product's part wrapped in an element that names it, which
-   * impressions and add-to-cart buttons are read from. */
-  function blockHtml(block, products) {
+  /* Markup parsed inert (a template element runs nothing and loads nothing), without
+   * what may run or reach elsewhere. */
+  function inert(html) {
+    var holder = doc.createElement('template');
+    holder.innerHTML = html;
+    var banned = holder.content.querySelectorAll(FORBIDDEN_ELEMENTS);
+    for (var i = 0; i < banned.length; i++) {
+      banned[i].parentNode.removeChild(banned[i]);
+    }
+    return holder.content;
+  }
+
+  /* The placeholders of one element's attributes, filled through the DOM, never through
+   * markup: a value cannot leave its attribute, whatever quotes or brackets it holds.
+   * Handlers, styles and the template's own addresses to other schemes are removed. */
+  function fillAttributes(element, values) {
+    var attributes = Array.prototype.slice.call(element.attributes);
+    attributes.forEach(function (attribute) {
+      var name = attribute.name.toLowerCase();
+      var value = attribute.value;
+      var holdsValue = value.search(PLACEHOLDER) >= 0;
+      PLACEHOLDER.lastIndex = 0;
+      if (/^on/.test(name) || name.indexOf('{{') >= 0 || (holdsValue && CODE_ATTRIBUTES.test(name))) {
+        element.removeAttribute(attribute.name);
+        return;
+      }
+      var text = holdsValue ? filled(value, values) : value;
+      if (URL_ATTRIBUTES.indexOf(name) >= 0) {
+        var image = name === 'src' || name === 'poster' || name === 'background';
+        var safe = text.trim() === '' ? null : safeUrl(text.trim(), image, !holdsValue);
+        if (safe === null) {
+          element.removeAttribute(attribute.name);
+          return;
+        }
+        text = safe;
+      }
+      if (holdsValue || text !== value) {
+        element.setAttribute(attribute.name, text);
+      }
+    });
+  }
+
+  /* Every placeholder under `root` filled with `values`: text as text; nothing in a
+   * style element, where a value would be CSS. */
+  function fillTree(root, values) {
+    var walker = doc.createTreeWalker(root, 5 /* elements and text */);
+    var node = walker.nextNode();
+    while (node) {
+      if (node.nodeType === 1) {
+        fillAttributes(node, values);
+      } else if (node.data.indexOf('{{') >= 0) {
+        var inStyle = node.parentNode && node.parentNode.nodeName === 'STYLE';
+        node.data = inStyle ? node.data.replace(PLACEHOLDER, '') : filled(node.data, values);
+      }
+      node = walker.nextNode();
+    }
+  }
+
+  /* The block's elements: the template around its products section, and that section
+   * once per product, wrapped in an element that names the product (impressions and
+   * add-to-cart buttons are read from it). */
+  function blockNodes(block, products) {
     var template = typeof block.template === 'string' ? block.template : DEFAULT_TEMPLATE;
     var open = template.indexOf('{{#products}}');
     var close = template.indexOf('{{/products}}');
@@ -682,14 +788,30 @@
       return null;
     }
     var each = template.slice(open + 13, close);
-    var title = { title: block.title || '' };
-    var head = fill(template.slice(0, open), title);
-    var items = products.map(function (product) {
-      return '<div class="spoor-item" style="display:contents" data-spoor-product="' +
-        escapeHtml(product.product_id) + '" data-spoor-container="' +
-        escapeHtml(product.container_type) + '">' + fill(each, product) + '</div>';
-    }).join('');
-    return head + items + fill(template.slice(close + 13), title);
+    var outer = inert(template.slice(0, open) + '<!--spoor-products-->' +
+      template.slice(close + 13));
+    fillTree(outer, { title: block.title || '' });
+    var walker = doc.createTreeWalker(outer, 128 /* comments */);
+    var marker = walker.nextNode();
+    while (marker && marker.data !== 'spoor-products') {
+      marker = walker.nextNode();
+    }
+    if (!marker) {
+      return null;
+    }
+    products.forEach(function (product) {
+      var item = doc.createElement('div');
+      item.className = 'spoor-item';
+      item.style.display = 'contents';
+      item.setAttribute('data-spoor-product', valueText(product.product_id));
+      item.setAttribute('data-spoor-container', valueText(product.container_type));
+      var part = inert(each);
+      fillTree(part, product);
+      item.appendChild(part);
+      marker.parentNode.insertBefore(item, marker);
+    });
+    marker.parentNode.removeChild(marker);
+    return outer;
   }
 
   /* An empty element where the block goes: placed at once, so that blocks share an
@@ -807,17 +929,18 @@
     }
     var holder = place(block);
     if (!holder) {
+      rendered[block.id] = false;
       return;
     }
     recommendations(request, guarded('placing block ' + block.id, function (error, products) {
-      var html = !error && products.length ? blockHtml(block, products) : null;
-      if (!html) {
+      var nodes = !error && products.length ? blockNodes(block, products) : null;
+      if (!nodes) {
         if (holder.parentNode) {
           holder.parentNode.removeChild(holder);
         }
         return;
       }
-      holder.innerHTML = html;
+      holder.appendChild(nodes);
       hideMissingImages(holder);
       holder.addEventListener('click', guarded('a block click', onBlockClick));
       watchImpressions(holder);
@@ -918,6 +1041,8 @@
     };
     win.eS = eS;
     win._esConfig = win._esConfig || { orgId: siteId };
+    /* The cookie at once, for the shop's own code on this page (it may read `sc`). */
+    visitorId();
     track('PageView', { PageView: {} }, false);
     if (typeof previous === 'function') {
       /* The loader's stub forwards to its `c`: page code holding the stub still
@@ -945,6 +1070,8 @@
     } else {
       ready();
     }
+    /* Blocks whose element the shop's own code makes after the document is read. */
+    win.addEventListener('load', guarded('placing blocks', renderPlacedBlocks));
   }
 
   try {

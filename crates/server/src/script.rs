@@ -24,6 +24,10 @@ pub const SOURCE: &str = include_str!("../browser/spoor.js");
 static SERVED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| compact(SOURCE));
 /// Placed blocks a site's script carries, the first by id: each may bring a template.
 pub const MAX_PLACED_BLOCKS: usize = 20;
+/// The bytes of placements (selectors, titles, templates) a site's script carries: the
+/// blocks past it are left out, so that every page of the shop loads a script of tens
+/// of kilobytes at most.
+pub const MAX_PLACED_BYTES: usize = 64 * 1024;
 /// Long enough that a visitor's clicks through a shop reuse it, short enough that a
 /// change of settings reaches pages within minutes.
 const CACHE_CONTROL: &str = "public, max-age=300";
@@ -56,18 +60,31 @@ pub fn script_for(
         site_id,
         consent: settings.consent,
         honour_global_privacy_control: settings.honour_global_privacy_control,
-        blocks: blocks
-            .iter()
-            .filter_map(|(id, block)| {
-                let placement = block.placement.as_ref()?;
-                Some(PlacedBlock { id, placement })
-            })
-            .take(MAX_PLACED_BLOCKS)
-            .collect(),
+        blocks: placed_blocks(blocks),
     };
     // Serialising a struct of texts and flags cannot fail; `null` would still start it.
     let config = serde_json::to_string(&config).unwrap_or_else(|_| "null".into());
     format!("{}({config});\n", SERVED.as_str())
+}
+
+/// The placed blocks among `blocks`, within [`MAX_PLACED_BLOCKS`] and [`MAX_PLACED_BYTES`].
+fn placed_blocks(blocks: &[(String, std::sync::Arc<Block>)]) -> Vec<PlacedBlock<'_>> {
+    let mut bytes = 0;
+    blocks
+        .iter()
+        .filter_map(|(id, block)| {
+            let placement = block.placement.as_ref()?;
+            Some(PlacedBlock { id, placement })
+        })
+        .take(MAX_PLACED_BLOCKS)
+        .take_while(|placed| {
+            let placement = placed.placement;
+            bytes += placement.selector.len()
+                + placement.title.as_ref().map_or(0, String::len)
+                + placement.template.as_ref().map_or(0, String::len);
+            bytes <= MAX_PLACED_BYTES
+        })
+        .collect()
 }
 
 /// `source` without the lines that are only comments, without blank lines and without
@@ -157,10 +174,15 @@ pub async fn script(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    // Loaded by the shop's pages, another site: allowed where they isolate themselves.
+    // Loaded by the shop's pages, another site: allowed where they isolate themselves,
+    // and by `<script crossorigin>` (integrity checks, error reporting).
     answer.insert(
         "cross-origin-resource-policy",
         HeaderValue::from_static("cross-origin"),
+    );
+    answer.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
     );
     if let Ok(etag) = HeaderValue::from_str(&etag) {
         answer.insert(header::ETAG, etag);
@@ -196,6 +218,27 @@ fn gzip(bytes: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sites_script_carries_a_bounded_number_of_placements() {
+        let placed = |template_bytes: usize| {
+            let template = format!(
+                "{{{{#products}}}}{}{{{{/products}}}}",
+                "x".repeat(template_bytes)
+            );
+            let json = serde_json::json!({"algorithm": "popular", "placement": {
+                "pageTypes": ["any"], "selector": "#recs", "template": template}});
+            std::sync::Arc::new(Block::from_json(json.to_string().as_bytes()).unwrap())
+        };
+        let small: Vec<_> = (0..25).map(|n| (format!("b{n:02}"), placed(10))).collect();
+        assert_eq!(placed_blocks(&small).len(), MAX_PLACED_BLOCKS);
+        let large: Vec<_> = (0..10)
+            .map(|n| (format!("b{n:02}"), placed(15_000)))
+            .collect();
+        let kept = placed_blocks(&large);
+        assert_eq!(kept.len(), 4, "64 KiB holds four templates of 15,000 bytes");
+        assert_eq!(kept[0].id, "b00", "the first by id");
+    }
 
     #[test]
     fn the_script_is_started_with_the_sites_settings() {

@@ -208,8 +208,11 @@ pub enum Position {
 impl Placement {
     fn validate(&self) -> Result<(), String> {
         if self.page_types.is_empty() {
-            return Err("placement.pageTypes: name at least one of main, category, product,                         cart, notFound or any"
-                .into());
+            return Err(
+                "placement.pageTypes: name at least one of main, category, product, \
+                 cart, notFound or any"
+                    .into(),
+            );
         }
         let selector = self.selector.trim();
         if selector.is_empty() || selector.len() > MAX_SELECTOR_BYTES {
@@ -237,13 +240,76 @@ impl Placement {
                 template.matches("{{#products}}").count(),
                 template.matches("{{/products}}").count(),
             );
+            if let Some(refusal) = active_markup(template) {
+                return Err(format!(
+                    "placement.template: {refusal}; a template is markup and placeholders \
+                     only, shown on the shop's pages"
+                ));
+            }
             if opens != 1 || closes != 1 {
-                return Err("placement.template: expected one {{#products}}...{{/products}}                             section, which is repeated for each product"
-                    .into());
+                return Err(
+                    "placement.template: expected one {{#products}}...{{/products}} \
+                 section, which is repeated for each product"
+                        .into(),
+                );
             }
         }
         Ok(())
     }
+}
+
+/// Elements that run code or reach elsewhere, which the browser script also strips.
+const ACTIVE_ELEMENTS: &[&str] = &[
+    "script", "iframe", "frame", "frameset", "object", "embed", "applet", "base", "meta", "link",
+    "noscript",
+];
+
+/// What in a template could run code on the shop's pages, if anything: an element of
+/// [`ACTIVE_ELEMENTS`], an event handler attribute (`on...=`), `srcdoc`, or a
+/// `javascript:` address. A template is set with the site's key, which is kept on the
+/// shop's servers, not in its pages; it must not turn that key into a way to run
+/// script on every page.
+fn active_markup(template: &str) -> Option<String> {
+    let lower = template.to_ascii_lowercase();
+    for element in ACTIVE_ELEMENTS {
+        let opening = format!("<{element}");
+        let found = lower.match_indices(&opening).any(|(at, _)| {
+            lower[at + opening.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| c.is_ascii_whitespace() || c == '>' || c == '/')
+        });
+        if found {
+            return Some(format!("a <{element}> element is not allowed"));
+        }
+    }
+    if lower.contains("javascript:") || lower.contains("vbscript:") {
+        return Some("a javascript: address is not allowed".into());
+    }
+    if lower.contains("srcdoc") {
+        return Some("a srcdoc attribute is not allowed".into());
+    }
+    let bytes = lower.as_bytes();
+    for (at, _) in lower.match_indices("on") {
+        let after_separator = at > 0
+            && matches!(
+                bytes[at - 1],
+                b' ' | b'\t' | b'\n' | b'\r' | b'/' | b'"' | b'\''
+            );
+        if !after_separator {
+            continue;
+        }
+        let name_end = lower[at..]
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_')
+            .map_or(lower.len(), |n| at + n);
+        if name_end > at + 2 && lower[name_end..].trim_start().starts_with('=') {
+            return Some(format!(
+                "an event handler attribute ({}) is not allowed",
+                &template[at..name_end]
+            ));
+        }
+    }
+    None
 }
 
 fn default_size() -> usize {
@@ -465,6 +531,39 @@ mod tests {
 
     fn block(json: serde_json::Value) -> Result<Block, String> {
         Block::from_json(json.to_string().as_bytes())
+    }
+
+    #[test]
+    fn a_placements_template_carries_no_code() {
+        let placed = |template: &str| {
+            block(serde_json::json!({"algorithm": "popular", "placement": {
+                "pageTypes": ["main"], "selector": "#recs", "template": template}}))
+        };
+        let fine = r#"<ul class="on-sale" title=one>{{#products}}<li style="x" data-on="1">
+            <a href="{{url}}">{{name}}</a> on offer</li>{{/products}}</ul>"#;
+        assert!(placed(fine).is_ok(), "{:?}", placed(fine).err());
+        for (template, refusal) in [
+            ("<script>x</script>", "a <script> element"),
+            ("<IFRAME src=x>", "a <iframe> element"),
+            (
+                "<img src=x onerror=alert(1)>",
+                "an event handler attribute (onerror)",
+            ),
+            (
+                "<img src=x/ONLOAD = 'y'>",
+                "an event handler attribute (ONLOAD)",
+            ),
+            ("<a href=\"JavaScript:alert(1)\">", "a javascript: address"),
+            ("<iframe srcdoc=x>", "a <iframe> element"),
+            ("<div srcdoc=x>", "a srcdoc attribute"),
+        ] {
+            let template = format!("{template}{{{{#products}}}}{{{{/products}}}}");
+            let error = placed(&template).unwrap_err();
+            assert!(
+                error.starts_with("placement.template: ") && error.contains(refusal),
+                "{template}: {error}"
+            );
+        }
     }
 
     #[test]

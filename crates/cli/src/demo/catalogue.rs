@@ -97,13 +97,21 @@ pub fn category(id: &str) -> Option<&'static Category> {
     CATEGORIES.iter().find(|c| c.id == id)
 }
 
+/// A product key as a segment of a path.
+pub fn url_path(key: &str) -> String {
+    form_urlencoded::byte_serialize(key.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
+}
+
 /// The catalogue's fields the shop adds: its page, its picture (drawn by the shop) and
-/// its category.
-fn product_fields(shop: &str, key: &str, name: &str) -> Map<String, Value> {
-    let path: String = form_urlencoded::byte_serialize(key.as_bytes()).collect();
+/// its category. Paths, not addresses: the shop is the same whatever host name it is
+/// opened by (127.0.0.1, localhost, the machine's name).
+fn product_fields(key: &str, name: &str) -> Map<String, Value> {
+    let path = url_path(key);
     let fields = json!({
-        "url": format!("{shop}/product/{path}"),
-        "imgurl": format!("{shop}/img/{path}.svg"),
+        "url": format!("/product/{path}"),
+        "imgurl": format!("/img/{path}.svg"),
         "category_id": [category_of(name).id],
     });
     match fields {
@@ -120,11 +128,13 @@ pub struct Catalogue {
 
 impl Catalogue {
     /// UCI Online Retail, its year of orders moved to end today.
-    pub fn online_retail(file: &Path, site: &str, shop: &str) -> anyhow::Result<Catalogue> {
-        let lines = without_cancelled_sales(load::read_lines(file)?);
+    pub fn online_retail(file: &Path, site: &str) -> anyhow::Result<Catalogue> {
+        let mut lines = without_cancelled_sales(load::read_lines(file)?);
+        // Postage, bank charges, fees and manual entries have codes that are no product's.
+        lines.retain(|line| line.stock_code.starts_with(|c: char| c.is_ascii_digit()));
         let last = lines.iter().map(|l| l.at).max().unwrap_or(0);
         let now = spoor_server::now_ms();
-        let fields = |key: &str, name: &str| product_fields(shop, key, name);
+        let fields = |key: &str, name: &str| product_fields(key, name);
         let shaping = Shaping {
             site,
             shift_ms: now - DAY_MS - last,
@@ -139,9 +149,9 @@ impl Catalogue {
     }
 
     /// A shop of its own: a catalogue and two months of visitors, the same at every run.
-    pub fn generated(site: &str, shop: &str) -> Catalogue {
+    pub fn generated(site: &str) -> Catalogue {
         let products = generated_products();
-        let events = Visits::new(site, shop, &products).all();
+        let events = Visits::new(site, &products).all();
         Catalogue { products, events }
     }
 }
@@ -256,7 +266,6 @@ fn generated_products() -> Vec<Product> {
 /// fill a cart and buy, often with the product that goes with the first they chose.
 struct Visits<'a> {
     site: &'a str,
-    shop: &'a str,
     products: &'a [Product],
     random: fastrand::Rng,
     events: Vec<(i64, Value)>,
@@ -266,10 +275,9 @@ const VISITORS: usize = 2_000;
 const DAYS: i64 = 60;
 
 impl<'a> Visits<'a> {
-    fn new(site: &'a str, shop: &'a str, products: &'a [Product]) -> Visits<'a> {
+    fn new(site: &'a str, products: &'a [Product]) -> Visits<'a> {
         Visits {
             site,
-            shop,
             products,
             random: fastrand::Rng::with_seed(42),
             events: Vec::new(),
@@ -286,7 +294,7 @@ impl<'a> Visits<'a> {
                 let mut product = json!({"product_id": p.key, "name": p.name,
                     "unit_price": p.price, "price_currency_code": "GBP", "isInStock": 1});
                 if let Value::Object(fields) = &mut product {
-                    fields.extend(product_fields(self.shop, &p.key, &p.name));
+                    fields.extend(product_fields(&p.key, &p.name));
                 }
                 product
             })
@@ -393,14 +401,13 @@ mod tests {
 
     #[test]
     fn the_generated_shop_is_the_same_at_every_run() {
-        let shop = "http://127.0.0.1:8081";
         let (a, b) = (generated_products(), generated_products());
         assert!(a.len() > 100, "{}", a.len());
         assert_eq!(
             a.iter().map(|p| &p.name).collect::<Vec<_>>(),
             b.iter().map(|p| &p.name).collect::<Vec<_>>()
         );
-        let events = Visits::new("DEMO", shop, &a).all();
+        let events = Visits::new("DEMO", &a).all();
         assert!(events.len() > 10_000, "{}", events.len());
         assert_eq!(products_of(&events).len(), a.len());
         let bought = events

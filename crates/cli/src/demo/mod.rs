@@ -44,7 +44,8 @@ pub struct DemoArgs {
     #[arg(long, default_value = "127.0.0.1:8081")]
     shop_listen: SocketAddr,
 
-    /// Keep spoor's data here; by default, a temporary directory removed at the end.
+    /// Keep spoor's data here, in a new (empty) directory; by default, a temporary
+    /// directory removed at the end.
     #[arg(long)]
     data: Option<PathBuf>,
 }
@@ -66,12 +67,35 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| temporary.as_ref().map(|dir| dir.path().to_path_buf()))
         .context("a data directory")?;
-    let spoor_url = format!("http://{}", args.listen);
-    let shop_url = format!("http://{}", args.shop_listen);
-    // Bound before anything is loaded: a port in use is said at once.
+    if let Some(dir) = &args.data {
+        let used = std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some());
+        if used {
+            bail!(
+                "--data {}: not empty; the demo loads its shop into a new data directory \
+                 (leave --data out for a temporary one)",
+                dir.display()
+            );
+        }
+    }
+    let spoor_url = format!("http://{}", loopback_if_any(args.listen));
+    let shop_url = format!("http://{}", loopback_if_any(args.shop_listen));
+    // Both ports tried before anything is loaded: one in use is said at once, and the
+    // readiness check below cannot be answered by another server.
+    drop(std::net::TcpListener::bind(args.listen).with_context(|| {
+        format!(
+            "listen on {} for spoor: is a spoor already running there? Stop it, or choose \
+             another address with --listen",
+            args.listen
+        )
+    })?);
     let shop_listener = tokio::net::TcpListener::bind(args.shop_listen)
         .await
-        .with_context(|| format!("listen on {} for the demo shop", args.shop_listen))?;
+        .with_context(|| {
+            format!(
+                "listen on {} for the demo shop; choose another address with --shop-listen",
+                args.shop_listen
+            )
+        })?;
 
     let serve = DemoServe::try_parse_from([
         "spoor-demo".to_string(),
@@ -106,11 +130,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
                 "loading the Online Retail data set from {}...",
                 file.display()
             );
-            Catalogue::online_retail(file, SITE, &shop_url)?
+            Catalogue::online_retail(file, SITE)?
         }
         None => {
             println!("loading a generated shop (no Online Retail data set given or found)...");
-            Catalogue::generated(SITE, &shop_url)
+            Catalogue::generated(SITE)
         }
     };
     let started = Instant::now();
@@ -130,7 +154,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let shop = shop::router(shop::Shop::new(catalogue, SITE, &spoor_url));
+    let spoor_address = if args.listen.ip().is_unspecified() {
+        shop::SpoorAddress::PageHostAtPort(args.listen.port())
+    } else {
+        shop::SpoorAddress::Fixed(spoor_url.clone())
+    };
+    let shop = shop::router(shop::Shop::new(catalogue, SITE, spoor_address));
     let shop_server = tokio::spawn(async move { axum::serve(shop_listener, shop).await });
     println!();
     println!("  the demo shop:  {shop_url}/");
@@ -146,6 +175,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let served = server.await.context("spoor's task")?;
     shop_server.abort();
     served
+}
+
+/// The address to reach a listener at: loopback for one on every interface.
+fn loopback_if_any(address: SocketAddr) -> SocketAddr {
+    if address.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), address.port())
+    } else {
+        address
+    }
 }
 
 /// The data set: the one named, or the one beside the repository when it is there.

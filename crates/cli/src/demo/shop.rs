@@ -12,7 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
-use super::catalogue::{CATEGORIES, Catalogue, Product, category};
+use super::catalogue::{CATEGORIES, Catalogue, Product, category, url_path};
 
 const SHOP_JS: &str = include_str!("shop.js");
 const SHOP_CSS: &str = include_str!("shop.css");
@@ -23,11 +23,18 @@ pub struct Shop {
     products: Vec<Product>,
     by_key: HashMap<String, usize>,
     site: String,
-    spoor: String,
+    /// Where pages load spoor's script from: `spoor`'s address, or, where spoor listens
+    /// on every interface, the host the page was opened by, at spoor's port.
+    spoor: SpoorAddress,
+}
+
+pub enum SpoorAddress {
+    Fixed(String),
+    PageHostAtPort(u16),
 }
 
 impl Shop {
-    pub fn new(catalogue: Catalogue, site: &str, spoor: &str) -> Shop {
+    pub fn new(catalogue: Catalogue, site: &str, spoor: SpoorAddress) -> Shop {
         let by_key = catalogue
             .products
             .iter()
@@ -38,7 +45,7 @@ impl Shop {
             products: catalogue.products,
             by_key,
             site: site.to_string(),
-            spoor: spoor.to_string(),
+            spoor,
         }
     }
 
@@ -101,7 +108,12 @@ shop makes; the recommendation blocks are placed by the script.</footer>
 </html>
 "#,
             title = escape(title),
-            script_base = js_string(&format!("{}/js/", self.spoor)),
+            script_base = match &self.spoor {
+                SpoorAddress::Fixed(url) => js_string(&format!("{url}/js/")),
+                SpoorAddress::PageHostAtPort(port) => {
+                    format!("location.protocol + '//' + location.hostname + ':{port}/js/'")
+                }
+            },
             site = js_string(&self.site),
         ))
     }
@@ -297,10 +309,6 @@ fn js_string(text: &str) -> String {
     serde_json::Value::from(text)
         .to_string()
         .replace('<', "\\u003c")
-}
-
-fn url_path(key: &str) -> String {
-    form_urlencoded::byte_serialize(key.as_bytes()).collect()
 }
 
 #[cfg(test)]

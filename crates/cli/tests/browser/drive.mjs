@@ -125,8 +125,12 @@ if (scenario === 'browse') {
   await settle(1500);
   result.rendered = await page.locator('.spoor-placed .spoor-block__item').count();
   result.names = await page.locator('.spoor-placed .spoor-block__name').allTextContents();
+  await page.hover('.spoor-placed .spoor-block__item');
   result.injected = await page.evaluate(() => window.__injected === 1 ||
-    document.querySelectorAll('.spoor-placed img[src="x"]').length > 0);
+    document.querySelectorAll('.spoor-placed img[src="x"]').length > 0 ||
+    Array.from(document.querySelectorAll('.spoor-placed *')).some((element) =>
+      Array.from(element.attributes).some((a) => /^on/i.test(a.name) || a.name.includes('{') ||
+        (a.name === 'style' && a.value.includes('url(')))));
   result.impressionsBeforeScroll = impressions();
   await page.locator('#below').scrollIntoViewIfNeeded();
   await settle(1500);
@@ -176,6 +180,17 @@ if (scenario === 'browse') {
   await page.evaluate(() => eS('sendEvent', 'MainPage'));
   await settle(500);
   result.withdrawn = { sent: seen.sent.length };
+} else if (scenario === 'gpc') {
+  await context.addInitScript(() => {
+    Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', { get: () => true });
+  });
+  await page.goto(shop + '/?site=GPC');
+  result.recommended = (await recommendations()).items;
+  await page.evaluate(() => eS('consent', true));
+  await page.evaluate(() => eS('sendEvent', 'MainPage'));
+  await settle(1500);
+  result.signal = await page.evaluate(() => navigator.globalPrivacyControl);
+  result.cookie = await cookie();
 } else if (scenario === 'demo') {
   // `spoor demo`'s shop: a visitor's walk from the home page to an order.
   const shots = process.env.SCREENSHOTS || profile;
