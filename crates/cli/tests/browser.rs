@@ -225,13 +225,15 @@ const HOSTILE_NAME: &str =
     "x' onmouseover='window.__injected=1' \"><img src=x onerror=\"window.__injected=1\">";
 
 /// A template that puts values where markup-building code is easily fooled: an unquoted
-/// attribute, a style, a placeholder as an attribute's name, links and pictures.
+/// attribute, a style, a placeholder as an attribute's name, attributes that frameworks
+/// run (Alpine, knockout, htmx), links and pictures.
 const TRICKY_TEMPLATE: &str = concat!(
     r#"<div class="spoor-block"><h3>{{title}}</h3>{{#products}}"#,
     r#"<a class="spoor-block__item" href="{{url}}" title={{name}} "#,
     r#"style="background:url('{{imgurl}}')"><img alt=Photo-{{name}} src="{{imgurl}}">"#,
     r#"<span class="spoor-block__name" data-name="{{name}}">{{name}}</span>"#,
-    r#"<span {{name}}></span></a>{{/products}}</div>"#
+    r#"<span {{name}}></span><span x-init="{{name}}" data-bind="text: {{name}}" "#,
+    r#"@click="{{name}}" hx-get="{{url}}"></span></a>{{/products}}</div>"#
 );
 
 /// The shop's catalogue and a little history, so that blocks have something to show.

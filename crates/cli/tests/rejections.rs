@@ -80,7 +80,7 @@ fn cases() -> Vec<Case> {
         case("not an object", b"[1, 2]".to_vec(), 400, "invalid_value", "expected a JSON object"),
         case("GeneralInfo missing", json!({"ProductPage": {}}).to_string(), 400, "missing_field", "GeneralInfo: required"),
         case("eventName missing", json!({"GeneralInfo": {"siteId": "S1"}}).to_string(), 400, "missing_field", "GeneralInfo.eventName: required"),
-        case("eventName unknown", json!({"GeneralInfo": info("PageView")}).to_string(), 400, "unknown_event", "GeneralInfo.eventName: unknown event \"PageView\""),
+        case("eventName unknown", json!({"GeneralInfo": info("PageViewed")}).to_string(), 400, "unknown_event", "GeneralInfo.eventName: unknown event \"PageViewed\""),
         case("siteId missing", json!({"GeneralInfo": no_site}).to_string(), 400, "missing_field", "GeneralInfo.siteId"),
         case("event body missing", json!({"GeneralInfo": info("ProductPage")}).to_string(), 400, "missing_field", "ProductPage: the event body is missing"),
         case("productKey missing", product_page(json!({"price": 1})), 400, "missing_field", "ProductPage.Product.productKey"),

@@ -59,6 +59,18 @@
   var madeId = null;
   var consent = false;
   var clickLocation = landingParam('sc_content');
+  /* Where the page enforces Trusted Types: templates are parsed inert and cleaned
+   * before anything of them reaches the page (see blockNodes). */
+  var trustedPolicy = null;
+  try {
+    if (win.trustedTypes && win.trustedTypes.createPolicy) {
+      trustedPolicy = win.trustedTypes.createPolicy('spoor', {
+        createHTML: function (html) { return html; }
+      });
+    }
+  } catch (e) {
+    /* The page's CSP names the policies it allows: spoor's blocks need 'spoor'. */
+  }
   /* Bodies this page sent and has no answer for yet: not sent twice from one page. */
   var inFlight = {};
 
@@ -83,12 +95,13 @@
 
   function scriptOrigin() {
     try {
+      /* A page element named `currentScript` must not pass for it. */
       var script = doc.currentScript;
-      var src = script && script.src;
+      var src = script instanceof HTMLScriptElement ? script.getAttribute('src') : null;
       if (!src) {
         var scripts = doc.getElementsByTagName('script');
         for (var i = 0; i < scripts.length; i++) {
-          var path = scripts[i].src.split(/[?#]/)[0];
+          var path = (scripts[i].getAttribute('src') || '').split(/[?#]/)[0];
           if (/\/(js|scripts)\/[^\/]+\.js$/.test(path) &&
               path.slice(-(siteId.length + 4)) === '/' + siteId + '.js') {
             src = scripts[i].src;
@@ -227,6 +240,12 @@
 
   /* ---- consent ---- */
 
+  /* Whether the visitor may be tracked now: this tab's answer, and another tab's
+   * refusal since (its cookie). */
+  function allowed() {
+    return consent && !refusedByBrowser() && readCookie(CONSENT_COOKIE) !== 'denied';
+  }
+
   function refusedByBrowser() {
     return !!config.honourGlobalPrivacyControl && navigator.globalPrivacyControl === true;
   }
@@ -261,6 +280,7 @@
     }
     /* Withdrawn: what waits is dropped and nothing of the visitor stays behind. */
     outbox = [];
+    inFlight = {};
     identity = {};
     store('localStorage', PENDING_KEY, null);
     store('sessionStorage', IDENTITY_KEY, null);
@@ -442,13 +462,19 @@
 
   /* `body` kept for a resend, not before `retryAt`; its first keeping time stays. */
   function keepPending(body, retryAt, tries) {
+    if (!allowed()) {
+      return;
+    }
     var list = pendingList();
     var kept = list.filter(function (entry) { return entry.body === body; })[0];
     list = list.filter(function (entry) { return entry.body !== body; });
     list.push({ body: body, at: kept ? kept.at : Date.now(), next: retryAt, tries: tries || 0 });
-    var total = list.reduce(function (sum, entry) { return sum + utf8Bytes(entry.body); }, 0);
+    /* Counted as stored: each body is JSON inside JSON. */
+    var sizes = list.map(function (entry) { return utf8Bytes(JSON.stringify(entry)) + 1; });
+    var total = sizes.reduce(function (sum, size) { return sum + size; }, 0);
     while (list.length > MAX_PENDING_BODIES || total > MAX_PENDING_BYTES) {
-      total -= utf8Bytes(list.shift().body);
+      list.shift();
+      total -= sizes.shift();
     }
     store('localStorage', PENDING_KEY, list.length ? list : null);
   }
@@ -478,20 +504,18 @@
     return wait / 2 + Math.random() * wait / 2;
   }
 
+  /* The body is kept until its answer says it is done with, due again after a wait
+   * that grows with each try: an answer that never comes (spoor slow, the page left)
+   * counts as a failure without anyone having to see it. */
   function send(body, keepalive, tries) {
-    if (!consent) {
-      return;
-    }
-    if (inFlight[body]) {
+    if (!allowed() || inFlight[body]) {
       return;
     }
     inFlight[body] = true;
     tries = tries || 0;
-    /* Due again on a later page should this one be left before its answer comes. */
-    keepPending(body, 0, tries);
+    keepPending(body, Date.now() + backoff(tries + 1), tries + 1);
     var failed = function () {
       delete inFlight[body];
-      keepPending(body, Date.now() + backoff(tries + 1), tries + 1);
     };
     var request;
     try {
@@ -534,7 +558,7 @@
     }
     takeBodies().forEach(function (body) {
       if (leaving && navigator.sendBeacon) {
-        keepPending(body, 0, 0);
+        keepPending(body, Date.now() + backoff(1), 1);
         try {
           navigator.sendBeacon(origin + '/api/v2/batch', new Blob([body], { type: 'text/plain' }));
         } catch (e) { /* pending: sent again from the next page */ }
@@ -546,7 +570,7 @@
 
   /* Not as keepalive requests, which a browser lets carry 64 KiB in all. */
   function resendPending() {
-    if (!consent) {
+    if (!allowed()) {
       return;
     }
     var now = Date.now();
@@ -632,14 +656,21 @@
     '</a>{{/products}}</div></div>';
   var IMPRESSION_DELAY_MS = 500;
   var PLACEHOLDER = /\{\{\s*([\w.-]+)\s*\}\}/g;
-  /* Attributes whose value is an address: a value placed there must be a web address
-   * the shop would link to (see safeUrl), or the attribute goes. */
-  var URL_ATTRIBUTES = ['href', 'src', 'action', 'formaction', 'poster', 'data', 'background',
-    'ping', 'cite', 'xlink:href', 'codebase', 'manifest'];
-  /* Attributes no placed value may go into: no escaping makes a value safe there. */
-  var CODE_ATTRIBUTES = /^(?:on.*|style|srcdoc|srcset|imagesrcset)$/i;
-  /* Elements a template may not carry (the server refuses them too). */
-  var FORBIDDEN_ELEMENTS = 'script,iframe,frame,frameset,object,embed,applet,base,meta,link,noscript';
+  /* The attributes a template's elements keep: anything else goes (event handlers, and
+   * the attributes of frameworks that run what they hold: x-*, v-*, hx-*, @click...).
+   * Those that hold a placeholder are fewer: a product's values are anyone's. */
+  var TEMPLATE_ATTRIBUTES = new RegExp('^(?:class|id|href|src|alt|title|width|height|loading|' +
+    'decoding|rel|target|role|type|value|disabled|hidden|style|lang|dir|tabindex|colspan|' +
+    'rowspan|datetime|viewbox|xmlns|fill|stroke|stroke-width|d|x|y|cx|cy|r|rx|ry|points|' +
+    'transform|opacity|aria-[\\w-]+|data-[\\w-]+)$', 'i');
+  var VALUE_ATTRIBUTES = /^(?:href|src|alt|title|value|aria-label|aria-description|data-[\w-]+)$/i;
+  /* data-* attributes that frameworks evaluate (knockout, Angular, Alpine, htmx). */
+  var FRAMEWORK_DATA = /^data-(?:bind|ng-|v-|x-|hx-|on)/i;
+  /* Elements a template may not carry (the server refuses them too): what runs code,
+   * reaches elsewhere, holds markup for later, or animates an address into a link. */
+  var FORBIDDEN_ELEMENTS = 'script,iframe,frame,frameset,object,embed,applet,base,meta,link,' +
+    'noscript,style,template,xmp,noembed,noframes,plaintext,form,portal,set,animate,' +
+    'animateTransform,animatetransform,animateMotion,animatemotion,discard';
   /* What the page's events say it is, for the blocks placed on pages of a type. */
   var page = { type: null, productKey: null, categoryKey: null, cartKeys: [] };
   var rendered = {};
@@ -684,7 +715,7 @@
     var own = win.location.hostname.replace(/^www\./, '');
     var other = host.replace(/^www\./, '');
     return other === own || other.slice(-own.length - 1) === '.' + own ||
-      own.slice(-other.length - 1) === '.' + other;
+      (other.indexOf('.') > 0 && own.slice(-other.length - 1) === '.' + other);
   }
 
   /* A link or image address from the catalogue: anyone may post a ProductUpdate, so
@@ -723,7 +754,7 @@
    * what may run or reach elsewhere. */
   function inert(html) {
     var holder = doc.createElement('template');
-    holder.innerHTML = html;
+    holder.innerHTML = trustedPolicy ? trustedPolicy.createHTML(html) : html;
     var banned = holder.content.querySelectorAll(FORBIDDEN_ELEMENTS);
     for (var i = 0; i < banned.length; i++) {
       banned[i].parentNode.removeChild(banned[i]);
@@ -733,36 +764,33 @@
 
   /* The placeholders of one element's attributes, filled through the DOM, never through
    * markup: a value cannot leave its attribute, whatever quotes or brackets it holds.
-   * Handlers, styles and the template's own addresses to other schemes are removed. */
+   * Attributes off the lists go; addresses are checked (see safeUrl). */
   function fillAttributes(element, values) {
-    var attributes = Array.prototype.slice.call(element.attributes);
-    attributes.forEach(function (attribute) {
+    Array.prototype.slice.call(element.attributes).forEach(function (attribute) {
       var name = attribute.name.toLowerCase();
-      var value = attribute.value;
-      var holdsValue = value.search(PLACEHOLDER) >= 0;
-      PLACEHOLDER.lastIndex = 0;
-      if (/^on/.test(name) || name.indexOf('{{') >= 0 || (holdsValue && CODE_ATTRIBUTES.test(name))) {
-        element.removeAttribute(attribute.name);
+      var holdsValue = attribute.value.indexOf('{{') >= 0;
+      var listed = holdsValue ? VALUE_ATTRIBUTES : TEMPLATE_ATTRIBUTES;
+      if (!listed.test(name) || FRAMEWORK_DATA.test(name)) {
+        element.removeAttributeNode(attribute);
         return;
       }
-      var text = holdsValue ? filled(value, values) : value;
-      if (URL_ATTRIBUTES.indexOf(name) >= 0) {
-        var image = name === 'src' || name === 'poster' || name === 'background';
-        var safe = text.trim() === '' ? null : safeUrl(text.trim(), image, !holdsValue);
+      var text = holdsValue ? filled(attribute.value, values) : attribute.value;
+      if (name === 'href' || name === 'src') {
+        var safe = text.trim() === '' ? null : safeUrl(text.trim(), name === 'src', !holdsValue);
         if (safe === null) {
-          element.removeAttribute(attribute.name);
+          element.removeAttributeNode(attribute);
           return;
         }
         text = safe;
       }
-      if (holdsValue || text !== value) {
-        element.setAttribute(attribute.name, text);
+      if (text !== attribute.value) {
+        attribute.value = text;
       }
     });
   }
 
-  /* Every placeholder under `root` filled with `values`: text as text; nothing in a
-   * style element, where a value would be CSS. */
+  /* Every placeholder under `root` filled with `values`, text as text (style elements,
+   * where a value would be CSS, are gone already). */
   function fillTree(root, values) {
     var walker = doc.createTreeWalker(root, 5 /* elements and text */);
     var node = walker.nextNode();
@@ -770,8 +798,7 @@
       if (node.nodeType === 1) {
         fillAttributes(node, values);
       } else if (node.data.indexOf('{{') >= 0) {
-        var inStyle = node.parentNode && node.parentNode.nodeName === 'STYLE';
-        node.data = inStyle ? node.data.replace(PLACEHOLDER, '') : filled(node.data, values);
+        node.data = filled(node.data, values);
       }
       node = walker.nextNode();
     }
@@ -933,7 +960,12 @@
       return;
     }
     recommendations(request, guarded('placing block ' + block.id, function (error, products) {
-      var nodes = !error && products.length ? blockNodes(block, products) : null;
+      var nodes = null;
+      try {
+        nodes = !error && products.length ? blockNodes(block, products) : null;
+      } catch (e) {
+        warn('block ' + block.id + ' could not be shown', e);
+      }
       if (!nodes) {
         if (holder.parentNode) {
           holder.parentNode.removeChild(holder);

@@ -258,17 +258,42 @@ impl Placement {
     }
 }
 
-/// Elements that run code or reach elsewhere, which the browser script also strips.
+/// Elements that run code, reach elsewhere, hold markup for later or animate an address
+/// into a link; the browser script strips them too.
 const ACTIVE_ELEMENTS: &[&str] = &[
-    "script", "iframe", "frame", "frameset", "object", "embed", "applet", "base", "meta", "link",
+    "script",
+    "iframe",
+    "frame",
+    "frameset",
+    "object",
+    "embed",
+    "applet",
+    "base",
+    "meta",
+    "link",
     "noscript",
+    "style",
+    "template",
+    "xmp",
+    "noembed",
+    "noframes",
+    "plaintext",
+    "form",
+    "portal",
+    "set",
+    "animate",
+    "animatetransform",
+    "animatemotion",
+    "discard",
 ];
 
 /// What in a template could run code on the shop's pages, if anything: an element of
 /// [`ACTIVE_ELEMENTS`], an event handler attribute (`on...=`), `srcdoc`, or a
 /// `javascript:` address. A template is set with the site's key, which is kept on the
 /// shop's servers, not in its pages; it must not turn that key into a way to run
-/// script on every page.
+/// script on every page. A check of the text, for a clear refusal at once: the browser
+/// script, which parses the template, is what keeps a page safe (it keeps listed
+/// attributes only, and checks addresses after the browser decoded them).
 fn active_markup(template: &str) -> Option<String> {
     let lower = template.to_ascii_lowercase();
     for element in ACTIVE_ELEMENTS {
@@ -291,11 +316,10 @@ fn active_markup(template: &str) -> Option<String> {
     }
     let bytes = lower.as_bytes();
     for (at, _) in lower.match_indices("on") {
+        // HTML's whitespace includes the form feed.
         let after_separator = at > 0
-            && matches!(
-                bytes[at - 1],
-                b' ' | b'\t' | b'\n' | b'\r' | b'/' | b'"' | b'\''
-            );
+            && (bytes[at - 1].is_ascii_whitespace()
+                || matches!(bytes[at - 1], b'/' | b'"' | b'\''));
         if !after_separator {
             continue;
         }
@@ -556,6 +580,16 @@ mod tests {
             ("<a href=\"JavaScript:alert(1)\">", "a javascript: address"),
             ("<iframe srcdoc=x>", "a <iframe> element"),
             ("<div srcdoc=x>", "a srcdoc attribute"),
+            (
+                "<img src=x\x0conerror=y>",
+                "an event handler attribute (onerror)",
+            ),
+            (
+                "<svg><a><set attributeName=href to=x /></a></svg>",
+                "a <set> element",
+            ),
+            ("<template x-if=1></template>", "a <template> element"),
+            ("<style>a{}</style>", "a <style> element"),
         ] {
             let template = format!("{template}{{{{#products}}}}{{{{/products}}}}");
             let error = placed(&template).unwrap_err();

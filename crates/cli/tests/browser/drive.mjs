@@ -129,7 +129,8 @@ if (scenario === 'browse') {
   result.injected = await page.evaluate(() => window.__injected === 1 ||
     document.querySelectorAll('.spoor-placed img[src="x"]').length > 0 ||
     Array.from(document.querySelectorAll('.spoor-placed *')).some((element) =>
-      Array.from(element.attributes).some((a) => /^on/i.test(a.name) || a.name.includes('{') ||
+      Array.from(element.attributes).some((a) =>
+        !/^(class|href|title|alt|src|style|data-name|data-spoor-[a-z-]+)$/.test(a.name) ||
         (a.name === 'style' && a.value.includes('url(')))));
   result.impressionsBeforeScroll = impressions();
   await page.locator('#below').scrollIntoViewIfNeeded();
