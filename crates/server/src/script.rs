@@ -4,8 +4,11 @@
 //! for a few minutes and revalidated by its ETag, so that a change of settings or a new
 //! spoor reaches pages soon without every page view fetching it again.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Mutex;
 
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -147,7 +150,7 @@ pub async fn script(
                 .any(|tag| matches!(tag.trim(), "*") || tag.trim() == etag)
         });
     let gzipped = (!fresh && accepts_gzip(&headers))
-        .then(|| gzip(body.as_bytes()))
+        .then(|| gzipped(site_id, &etag, &body))
         .flatten();
     let mut response = match (fresh, gzipped) {
         (true, _) => StatusCode::NOT_MODIFIED.into_response(),
@@ -206,8 +209,31 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The script gzipped (a few kilobytes: compressed on each request, which browsers make
-/// once per page cache lifetime); `None` should compression fail, to send it as it is.
+/// The last script compressed for each site, with its ETag: compressing is most of the
+/// cost of a full answer, and a site's script changes only with its settings. As many
+/// entries as registered sites, a few kilobytes each.
+static GZIPPED: std::sync::LazyLock<Mutex<HashMap<String, (String, Bytes)>>> =
+    std::sync::LazyLock::new(Mutex::default);
+
+/// `body`, the script of `site_id` whose ETag is `etag`, gzipped: compressed once per
+/// change of the site's script.
+fn gzipped(site_id: &str, etag: &str, body: &str) -> Option<Bytes> {
+    let cache = || {
+        GZIPPED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if let Some((tag, bytes)) = cache().get(site_id)
+        && tag == etag
+    {
+        return Some(bytes.clone());
+    }
+    let bytes = Bytes::from(gzip(body.as_bytes())?);
+    cache().insert(site_id.to_string(), (etag.to_string(), bytes.clone()));
+    Some(bytes)
+}
+
+/// `bytes` gzipped; `None` should compression fail, to send them as they are.
 fn gzip(bytes: &[u8]) -> Option<Vec<u8>> {
     use std::io::Write;
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
