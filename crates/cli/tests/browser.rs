@@ -162,6 +162,20 @@ async fn shopify(State(shop): State<Shop>) -> Html<String> {
     )
 }
 
+/// The cart page under a strict Content Security Policy: no inline styles, scripts only
+/// from the page itself and spoor.
+async fn strict(State(shop): State<Shop>) -> impl axum::response::IntoResponse {
+    let policy = format!(
+        "default-src 'self'; script-src 'self' 'unsafe-inline' {spoor}; connect-src {spoor}; \
+         img-src 'self' https:; style-src 'self'",
+        spoor = shop.spoor
+    );
+    (
+        [(axum::http::header::CONTENT_SECURITY_POLICY, policy)],
+        cart(State(shop)).await,
+    )
+}
+
 async fn start_shop(spoor: &str) -> String {
     let app = Router::new()
         .route("/", get(home))
@@ -169,6 +183,7 @@ async fn start_shop(spoor: &str) -> String {
         .route("/cart", get(cart))
         .route("/unknown-block", get(unknown_block))
         .route("/shopify", get(shopify))
+        .route("/strict", get(strict))
         .route("/missing", get(missing))
         .with_state(Shop {
             spoor: spoor.to_string(),
@@ -277,6 +292,14 @@ async fn stock_the_shop(server: &Server, shop: &str) {
         json!({"name": "lost", "algorithm": "popular", "size": 4,
                "placement": {"pageTypes": ["notFound"], "selector": "#below",
                              "title": "You may like", "template": TRICKY_TEMPLATE}}),
+    )
+    .await;
+    // The script's own template (inline styles), on cart pages.
+    admin_put(
+        server,
+        &format!("/admin/v1/sites/{SITE}/blocks/basket"),
+        json!({"name": "basket", "algorithm": "popular", "size": 3,
+               "placement": {"pageTypes": ["cart"], "selector": "#recs", "position": "after"}}),
     )
     .await;
     admin_put(
@@ -427,6 +450,17 @@ async fn the_script_tracks_and_recommends_on_a_shops_pages() {
     assert_eq!(once.len(), kept.len(), "stored once each: {kept:?}");
     let missing: Vec<&String> = sent.iter().filter(|e| !once.contains(e)).collect();
     assert!(missing.is_empty(), "sent and not stored: {missing:?}");
+
+    // Under a strict Content Security Policy (no inline styles): the block is placed and
+    // styled, and the page reports no violation of spoor's.
+    let strict = drive("strict", &shop, &profile, &server.base).await;
+    assert_eq!(strict["seen"]["errors"], json!([]), "{strict}");
+    assert!(strict["items"].as_u64().unwrap() > 0, "{strict}");
+    assert_eq!(
+        strict["display"], "flex",
+        "the template's styles apply: {strict}"
+    );
+    assert_eq!(strict["violations"], json!([]), "{strict}");
 
     // A placed block: rendered by the script, its impressions counted once it is in view
     // and once per product, then a click from it and an order of the clicked product.

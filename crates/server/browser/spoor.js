@@ -645,15 +645,23 @@
 
   /* ---- blocks spoor renders by itself ---- */
 
+  /* The script's own template carries no style attribute, which a page whose Content
+   * Security Policy refuses inline styles would report; its styles are set through the
+   * CSSOM once it is placed (DEFAULT_STYLES). */
   var DEFAULT_TEMPLATE =
     '<div class="spoor-block"><div class="spoor-block__title">{{title}}</div>' +
-    '<div class="spoor-block__items" style="display:flex;gap:1em;overflow-x:auto">' +
-    '{{#products}}<a class="spoor-block__item" href="{{url}}" ' +
-    'style="flex:0 0 10em;text-decoration:none;color:inherit">' +
-    '<img src="{{imgurl}}" alt="" loading="lazy" style="width:100%;aspect-ratio:1;object-fit:cover">' +
-    '<span class="spoor-block__name" style="display:block">{{name}}</span>' +
+    '<div class="spoor-block__items">' +
+    '{{#products}}<a class="spoor-block__item" href="{{url}}">' +
+    '<img class="spoor-block__image" src="{{imgurl}}" alt="" loading="lazy">' +
+    '<span class="spoor-block__name">{{name}}</span>' +
     '<span class="spoor-block__price">{{unit_price}} {{price_currency_code}}</span>' +
     '</a>{{/products}}</div></div>';
+  var DEFAULT_STYLES = {
+    'spoor-block__items': 'display:flex;gap:1em;overflow-x:auto',
+    'spoor-block__item': 'flex:0 0 10em;text-decoration:none;color:inherit',
+    'spoor-block__image': 'width:100%;aspect-ratio:1;object-fit:cover',
+    'spoor-block__name': 'display:block'
+  };
   var IMPRESSION_DELAY_MS = 500;
   var PLACEHOLDER = /\{\{\s*([\w.-]+)\s*\}\}/g;
   /* The attributes a template's elements keep: anything else goes (event handlers, and
@@ -755,20 +763,28 @@
   function inert(html) {
     var holder = doc.createElement('template');
     holder.innerHTML = trustedPolicy ? trustedPolicy.createHTML(html) : html;
-    var banned = holder.content.querySelectorAll(FORBIDDEN_ELEMENTS);
+    var content = holder.content;
+    var banned = content.querySelectorAll(FORBIDDEN_ELEMENTS);
     for (var i = 0; i < banned.length; i++) {
       banned[i].parentNode.removeChild(banned[i]);
     }
-    return holder.content;
+    return content;
   }
 
   /* The placeholders of one element's attributes, filled through the DOM, never through
    * markup: a value cannot leave its attribute, whatever quotes or brackets it holds.
    * Attributes off the lists go; addresses are checked (see safeUrl). */
-  function fillAttributes(element, values) {
+  function fillAttributes(element, values, styles) {
     Array.prototype.slice.call(element.attributes).forEach(function (attribute) {
       var name = attribute.name.toLowerCase();
       var holdsValue = attribute.value.indexOf('{{') >= 0;
+      if (name === 'style' && !holdsValue) {
+        /* Applied through the CSSOM once placed: a page whose Content Security Policy
+         * refuses inline styles refuses style attributes, not the CSSOM. */
+        styles.push({ element: element, css: attribute.value });
+        element.removeAttributeNode(attribute);
+        return;
+      }
       var listed = holdsValue ? VALUE_ATTRIBUTES : TEMPLATE_ATTRIBUTES;
       if (!listed.test(name) || FRAMEWORK_DATA.test(name)) {
         element.removeAttributeNode(attribute);
@@ -791,12 +807,12 @@
 
   /* Every placeholder under `root` filled with `values`, text as text (style elements,
    * where a value would be CSS, are gone already). */
-  function fillTree(root, values) {
+  function fillTree(root, values, styles) {
     var walker = doc.createTreeWalker(root, 5 /* elements and text */);
     var node = walker.nextNode();
     while (node) {
       if (node.nodeType === 1) {
-        fillAttributes(node, values);
+        fillAttributes(node, values, styles);
       } else if (node.data.indexOf('{{') >= 0) {
         node.data = filled(node.data, values);
       }
@@ -808,7 +824,8 @@
    * once per product, wrapped in an element that names the product (impressions and
    * add-to-cart buttons are read from it). */
   function blockNodes(block, products) {
-    var template = typeof block.template === 'string' ? block.template : DEFAULT_TEMPLATE;
+    var own = typeof block.template !== 'string';
+    var template = own ? DEFAULT_TEMPLATE : block.template;
     var open = template.indexOf('{{#products}}');
     var close = template.indexOf('{{/products}}');
     if (open < 0 || close < open) {
@@ -817,7 +834,8 @@
     var each = template.slice(open + 13, close);
     var outer = inert(template.slice(0, open) + '<!--spoor-products-->' +
       template.slice(close + 13));
-    fillTree(outer, { title: block.title || '' });
+    var styles = [];
+    fillTree(outer, { title: block.title || '' }, styles);
     var walker = doc.createTreeWalker(outer, 128 /* comments */);
     var marker = walker.nextNode();
     while (marker && marker.data !== 'spoor-products') {
@@ -833,12 +851,20 @@
       item.setAttribute('data-spoor-product', valueText(product.product_id));
       item.setAttribute('data-spoor-container', valueText(product.container_type));
       var part = inert(each);
-      fillTree(part, product);
+      fillTree(part, product, styles);
       item.appendChild(part);
       marker.parentNode.insertBefore(item, marker);
     });
     marker.parentNode.removeChild(marker);
-    return outer;
+    if (own) {
+      Object.keys(DEFAULT_STYLES).forEach(function (name) {
+        var styled = outer.querySelectorAll('.' + name);
+        for (var i = 0; i < styled.length; i++) {
+          styles.push({ element: styled[i], css: DEFAULT_STYLES[name] });
+        }
+      });
+    }
+    return { nodes: outer, styles: styles };
   }
 
   /* An empty element where the block goes: placed at once, so that blocks share an
@@ -972,7 +998,10 @@
         }
         return;
       }
-      holder.appendChild(nodes);
+      holder.appendChild(nodes.nodes);
+      nodes.styles.forEach(function (style) {
+        style.element.style.cssText = style.css;
+      });
       hideMissingImages(holder);
       holder.addEventListener('click', guarded('a block click', onBlockClick));
       watchImpressions(holder);

@@ -181,6 +181,23 @@ if (scenario === 'browse') {
   await page.evaluate(() => eS('sendEvent', 'MainPage'));
   await settle(500);
   result.withdrawn = { sent: seen.sent.length };
+} else if (scenario === 'strict') {
+  const violations = [];
+  page.on('console', (message) => {
+    // The page's own <style> element is refused too; spoor's would be style attributes.
+    if (/Content Security Policy/.test(message.text()) && /style attributes/.test(message.text())) {
+      violations.push(message.text());
+    }
+  });
+  await page.goto(shop + '/strict');
+  const items = '.spoor-placed[data-spoor-block="basket"] .spoor-block__item';
+  await page.waitForSelector(items, { timeout: 10000 });
+  result.items = await page.locator(items).count();
+  result.display = await page.evaluate(() =>
+    getComputedStyle(document.querySelector('.spoor-placed .spoor-block__items')).display);
+  await settle(500);
+  await page.screenshot({ path: (process.env.SCREENSHOTS || profile) + '/strict.png' });
+  result.violations = violations;
 } else if (scenario === 'gpc') {
   await context.addInitScript(() => {
     Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', { get: () => true });
