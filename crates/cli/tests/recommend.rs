@@ -699,3 +699,90 @@ async fn a_sites_ingest_rate_limit_holds_back_one_client_and_stores_nothing_past
     let stored = common::export(&data, &[]).len();
     assert_eq!(stored, 20 + 3 + 1 + 3, "nothing past the limit was stored");
 }
+
+#[tokio::test]
+async fn a_site_may_take_its_catalogue_from_the_tracker_only_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start_with(&data, &["S1"], &["--refused-keys-per-minute", "3"]);
+    let post = |path: &'static str, body: Value, key: Option<String>| {
+        let mut request = client().post(server.url(path)).json(&body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    // By default, as the vendor's tracker: anyone, with no key.
+    let (status, answer) = post("/api/v2", catalogue(), None).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let (status, shown) = put_settings(&server, r#"{"productUpdates": "withKey"}"#).await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["productUpdates"], "withKey");
+    let mut renamed = catalogue();
+    renamed["ProductUpdate"][0]["name"] = json!("Anyone's name");
+    let (status, refused) = post("/api/v2", renamed.clone(), None).await;
+    assert_eq!(
+        (status, &refused["error"]),
+        (401, &json!("key_required")),
+        "{refused}"
+    );
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ProductUpdate: site \"S1\""),
+        "{refused}"
+    );
+    let (status, _) = post("/api/v2", renamed.clone(), Some("not-the-key".into())).await;
+    assert_eq!(status, 401, "a wrong key is no key");
+    // Other events need no key; in a batch, only the catalogue update is refused.
+    let batch = json!([renamed.clone(), view("v", "a", 1)]);
+    let (status, answer) = post("/api/v2/batch", batch, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["accepted"].as_u64(), answer["rejected"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(answer["results"][0]["error"], "key_required");
+    let mut product = Value::Null;
+    for _ in 0..100 {
+        let (status, answer) = common::get(&server, "/api/v1/sites/S1/products/a").await;
+        product = answer;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        product["name"], "Product a",
+        "the refused update changed nothing: {product}"
+    );
+    // Keys refused by the tracker count against the address, as on the keyed routes.
+    for _ in 0..2 {
+        let (status, _) = post("/api/v2", catalogue(), Some("another-guess".into())).await;
+        assert_eq!(status, 401);
+    }
+    let (status, answer) = recommend_with_key(&server, "siteId=S1&algorithm=popular", "x").await;
+    assert_eq!(
+        (status, &answer["error"]),
+        (429, &json!("too_many_refused_keys")),
+        "{answer}"
+    );
+
+    let key = issue_key(&server, "S1").await;
+    let (status, answer) = post("/api/v2", renamed, Some(key)).await;
+    assert_eq!(status, 200, "with the site's key: {answer}");
+    let stored = common::export(&data, &[]);
+    let updates = stored
+        .iter()
+        .filter(|r| r["event"]["eventName"] == "ProductUpdate")
+        .count();
+    assert_eq!(updates, 2, "the first, open, and the keyed one");
+}

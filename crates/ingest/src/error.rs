@@ -25,6 +25,12 @@ pub enum IngestError {
         event: EventKind,
         wait: std::time::Duration,
     },
+    #[error(
+        "{}: site {site_id:?} takes these events only with its API key \
+         (`Authorization: Bearer <key>`), or from its product feed; see its \
+         `productUpdates` setting", .event.as_str()
+    )]
+    KeyRequired { site_id: String, event: EventKind },
     #[error("{0}")]
     InvalidSite(String),
     #[error(transparent)]

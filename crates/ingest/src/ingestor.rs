@@ -163,12 +163,21 @@ impl Ingestor {
                         site_id: event.site_id.into(),
                     });
                 }
-                if let Err(wait) = admit(&event.site_id) {
-                    return Err(IngestError::RateLimited {
-                        event: event.kind(),
-                        site_id: event.site_id.into(),
-                        wait,
-                    });
+                match admit(&event.site_id, event.kind()) {
+                    Ok(()) => {}
+                    Err(Refusal::Wait(wait)) => {
+                        return Err(IngestError::RateLimited {
+                            event: event.kind(),
+                            site_id: event.site_id.into(),
+                            wait,
+                        });
+                    }
+                    Err(Refusal::KeyRequired) => {
+                        return Err(IngestError::KeyRequired {
+                            event: event.kind(),
+                            site_id: event.site_id.into(),
+                        });
+                    }
                 }
                 event.datetime.get_or_insert(now_ms);
                 RecordContent::Event(event)
@@ -298,10 +307,19 @@ impl Ingestor {
     }
 }
 
-/// Whether a client may send another event to a site: `Err` with how long it must wait.
-pub type Admit<'a> = dyn Fn(&str) -> Result<(), std::time::Duration> + Sync + 'a;
+/// Whether a client may send a site another event of a kind: `Err` says why not.
+pub type Admit<'a> = dyn Fn(&str, EventKind) -> Result<(), Refusal> + Sync + 'a;
 
-fn admit_all(_site_id: &str) -> Result<(), std::time::Duration> {
+/// Why a client may not send an event now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its rate limit: it may again after this long.
+    Wait(std::time::Duration),
+    /// The site takes events of this kind only with its key.
+    KeyRequired,
+}
+
+fn admit_all(_site_id: &str, _kind: EventKind) -> Result<(), Refusal> {
     Ok(())
 }
 

@@ -92,6 +92,9 @@ impl From<&IngestError> for ApiError {
             IngestError::RateLimited { wait, .. } => {
                 ApiError::too_many_requests("rate_limited", error.to_string(), *wait)
             }
+            IngestError::KeyRequired { .. } => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "key_required", error.to_string())
+            }
             IngestError::InvalidSite(message) => ApiError::bad_request("invalid_site", message),
             IngestError::Log(LogError::RecordTooLarge(_)) => ApiError::too_large(error.to_string()),
             IngestError::Log(LogError::Stalled(_)) => ApiError {

@@ -206,6 +206,7 @@ impl Metrics {
             IngestError::Rejected { error, event } => (*event, error.code.as_str()),
             IngestError::UnknownSite { event, .. } => (Some(*event), "unknown_site"),
             IngestError::RateLimited { event, .. } => (Some(*event), "rate_limited"),
+            IngestError::KeyRequired { event, .. } => (Some(*event), "key_required"),
             IngestError::InvalidSite(_) => (None, "invalid_site"),
             IngestError::Log(_) | IngestError::Storage(_) => (None, "storage_unavailable"),
         };

@@ -1,20 +1,21 @@
 //! The tracker endpoints shops already call: `POST /api/v2` and `POST /api/v2/batch`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use serde::Serialize;
-use spoor_ingest::{Accepted, IngestError, Outcome};
+use spoor_ingest::{Accepted, IngestError, Outcome, Refusal};
 use spoor_log::LogError;
+use spoor_protocol::EventKind;
 use spoor_protocol::batch::{Batch, Framing};
+use spoor_settings::ProductUpdates;
 
 use crate::app::{AppState, Shared, now_ms};
 use crate::error::ApiError;
-use crate::{access, body};
+use crate::{access, auth, body, guesses};
 
 /// The largest single event body, before and after decompression.
 pub const EVENT_BODY_LIMIT: usize = 1024 * 1024;
@@ -80,6 +81,12 @@ fn record(state: &AppState, result: &Result<Accepted, IngestError>) {
                     event = event.map(|e| e.as_str()),
                     "event rejected"
                 ),
+                IngestError::KeyRequired { event, .. } => {
+                    tracing::debug!(
+                        event = event.as_str(),
+                        "event without its site's key rejected"
+                    )
+                }
                 IngestError::UnknownSite { event, .. } => {
                     tracing::debug!(
                         event = event.as_str(),
@@ -106,11 +113,18 @@ pub async fn track(
         .await?
         .1;
     let client = access::client_address(&state, &parts.headers, peer);
-    let admit = |site_id: &str| admit(&state, site_id, client);
+    let key = offered_key(&state, &parts.headers, client);
+    let admit = |site_id: &str, kind: EventKind| admit(&state, site_id, kind, key, client);
     let result = (state.ingestor)
         .ingest_one_admitted(&bytes, now_ms(), &admit)
         .await;
     record(&state, &result);
+    count_refused_key(
+        &state,
+        &parts.headers,
+        client,
+        std::slice::from_ref(&result),
+    );
     result
         .map(|accepted| Json(EventAnswer::from(&accepted)))
         .map_err(ApiError::from)
@@ -128,11 +142,55 @@ pub async fn readable_anywhere(mut response: axum::response::Response) -> axum::
     response
 }
 
-/// Whether `client` may send `site_id` another event: the site's ingest rate limit, when it
-/// has one (most have none: a shop's server posts for every visitor from one address).
-fn admit(state: &AppState, site_id: &str, client: IpAddr) -> Result<(), Duration> {
-    match state.settings.sites.ingest_rate_limit(site_id) {
-        Some(limit) => state.ingest_limiters.check(site_id, limit, client),
+/// The key a tracker request carries, as the keyed routes take one: not heard from an
+/// address that sent too many refused keys lately, unless it is a good one.
+fn offered_key<'a>(state: &AppState, headers: &'a HeaderMap, client: IpAddr) -> Option<&'a str> {
+    let key = auth::bearer(headers)?;
+    let waiting = (state.guesses).wait(access::network_of(client), std::time::Instant::now());
+    (waiting.is_none() || guesses::is_good_key(state, key)).then_some(key)
+}
+
+/// A key carried and refused counts against its address, as on the keyed routes: the
+/// tracker must not be a place to guess site keys at leisure.
+fn count_refused_key(
+    state: &AppState,
+    headers: &HeaderMap,
+    client: IpAddr,
+    results: &[Result<Accepted, IngestError>],
+) {
+    let refused =
+        |r: &Result<Accepted, IngestError>| matches!(r, Err(IngestError::KeyRequired { .. }));
+    if auth::bearer(headers).is_some() && results.iter().any(refused) {
+        (state.guesses).failed(access::network_of(client), std::time::Instant::now());
+    }
+}
+
+/// Whether `client`, with `key` if it sent one, may send `site_id` another event of
+/// `kind`: the site's key where the site asks for one (its catalogue updates, by its
+/// `productUpdates` setting), and its ingest rate limit, when it has one (most have none:
+/// a shop's server posts for every visitor from one address).
+fn admit(
+    state: &AppState,
+    site_id: &str,
+    kind: EventKind,
+    key: Option<&str>,
+    client: IpAddr,
+) -> Result<(), Refusal> {
+    let sites = &state.settings.sites;
+    if kind == EventKind::ProductUpdate && sites.product_updates(site_id) == ProductUpdates::WithKey
+    {
+        let keyed = key.is_some_and(|key| {
+            sites.verify_api_key(site_id, key) || auth::is_admin_token(key, &state.admin_token)
+        });
+        if !keyed {
+            return Err(Refusal::KeyRequired);
+        }
+    }
+    match sites.ingest_rate_limit(site_id) {
+        Some(limit) => state
+            .ingest_limiters
+            .check(site_id, limit, client)
+            .map_err(Refusal::Wait),
         None => Ok(()),
     }
 }
@@ -192,10 +250,12 @@ pub async fn track_batch(
         .inspect_err(|e| state.metrics.rejected_as("unknown", e.code))?;
     let items = batch.items();
     let client = access::client_address(&state, &parts.headers, peer);
-    let admit = |site_id: &str| admit(&state, site_id, client);
+    let key = offered_key(&state, &parts.headers, client);
+    let admit = |site_id: &str, kind: EventKind| admit(&state, site_id, kind, key, client);
     let results = (state.ingestor)
         .ingest_many_admitted(&items, now_ms(), &admit)
         .await;
+    count_refused_key(&state, &parts.headers, client, &results);
     let mut answer = BatchAnswer {
         accepted: 0,
         duplicates: 0,

@@ -22,7 +22,9 @@ use std::sync::Arc;
 
 pub use blocks::{Block, BlockRegistry, PageType, Placement, Position};
 pub use error::{Setting, SettingsError};
-pub use sites::{ConsentMode, RateLimit, Registration, Site, SiteRegistry, SiteSettings};
+pub use sites::{
+    ConsentMode, ProductUpdates, RateLimit, Registration, Site, SiteRegistry, SiteSettings,
+};
 pub use triggers::{TriggerRegistry, TriggerSettings, Webhook};
 pub use tuning::{SiteTuning, TuningRegistry};
 

@@ -57,6 +57,24 @@ pub struct SiteSettings {
     /// Privacy Control signal.
     #[serde(default)]
     pub honour_global_privacy_control: bool,
+    /// Who may change the site's catalogue through the tracker (`ProductUpdate`).
+    #[serde(default)]
+    pub product_updates: ProductUpdates,
+}
+
+/// Who may send a site's `ProductUpdate` events to the tracker. The tracker takes
+/// events without a key (the vendor's contract); a product's name, picture and page
+/// then come from anyone, and the browser script shows them in placed blocks. A shop
+/// whose catalogue comes from its feed or its servers can keep it theirs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProductUpdates {
+    /// Any client, as the vendor's tracker.
+    #[default]
+    Anyone,
+    /// Only requests with the site's API key (or the admin token) as
+    /// `Authorization: Bearer`; feeds are keyed already.
+    WithKey,
 }
 
 /// When the browser script may track a visitor.
@@ -102,6 +120,7 @@ impl Default for SiteSettings {
             trust_identity_links: false,
             consent: ConsentMode::NotRequired,
             honour_global_privacy_control: false,
+            product_updates: ProductUpdates::Anyone,
         }
     }
 }
@@ -223,7 +242,6 @@ impl SiteRegistry {
         sites.values().map(|s| s.site.clone()).collect()
     }
 
-    /// The site's settings; `None` for a site not registered.
     /// The site's limit on tracker events per client address, if it has one: read for
     /// every event, so without copying the rest of the settings.
     pub fn ingest_rate_limit(&self, site_id: &str) -> Option<RateLimit> {
@@ -231,6 +249,16 @@ impl SiteRegistry {
         sites.get(site_id)?.settings.ingest_rate_limit
     }
 
+    /// Who may send the site's `ProductUpdate` events; `Anyone` for a site not registered
+    /// (whose events are refused anyway).
+    pub fn product_updates(&self, site_id: &str) -> ProductUpdates {
+        let sites = self.sites.read().unwrap_or_else(PoisonError::into_inner);
+        sites
+            .get(site_id)
+            .map_or(ProductUpdates::Anyone, |s| s.settings.product_updates)
+    }
+
+    /// The site's settings; `None` for a site not registered.
     pub fn settings(&self, site_id: &str) -> Option<SiteSettings> {
         let sites = self.sites.read().unwrap_or_else(PoisonError::into_inner);
         sites.get(site_id).map(|s| s.settings.clone())
