@@ -718,9 +718,16 @@ async fn a_site_may_take_its_catalogue_from_the_tracker_only_with_its_key() {
             )
         }
     };
-    // By default, as the vendor's tracker: anyone, with no key.
-    let (status, answer) = post("/api/v2", catalogue(), None).await;
-    assert_eq!(status, 200, "{answer}");
+    // By default, as the vendor's tracker: anyone, with no key, and a Basic header (some
+    // clients send the vendor's key so) is not read.
+    let basic = client()
+        .post(server.url("/api/v2"))
+        .header("authorization", "Basic dmVuZG9yOmtleQ==")
+        .json(&catalogue())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status().as_u16(), 200);
 
     let (status, shown) = put_settings(&server, r#"{"productUpdates": "withKey"}"#).await;
     assert_eq!(status, 200, "{shown}");
@@ -740,8 +747,12 @@ async fn a_site_may_take_its_catalogue_from_the_tracker_only_with_its_key() {
             .starts_with("ProductUpdate: site \"S1\""),
         "{refused}"
     );
-    let (status, _) = post("/api/v2", renamed.clone(), Some("not-the-key".into())).await;
-    assert_eq!(status, 401, "a wrong key is no key");
+    let (status, wrong) = post("/api/v2", renamed.clone(), Some("not-the-key".into())).await;
+    assert_eq!(
+        (status, &wrong["error"]),
+        (401, &json!("key_refused")),
+        "a wrong key is no key: {wrong}"
+    );
     // Other events need no key; in a batch, only the catalogue update is refused.
     let batch = json!([renamed.clone(), view("v", "a", 1)]);
     let (status, answer) = post("/api/v2/batch", batch, None).await;
@@ -765,24 +776,52 @@ async fn a_site_may_take_its_catalogue_from_the_tracker_only_with_its_key() {
         "the refused update changed nothing: {product}"
     );
     // Keys refused by the tracker count against the address, as on the keyed routes.
-    for _ in 0..2 {
-        let (status, _) = post("/api/v2", catalogue(), Some("another-guess".into())).await;
+    // Requests with no key do not count.
+    for _ in 0..3 {
+        let (status, _) = post("/api/v2", catalogue(), None).await;
         assert_eq!(status, 401);
     }
+    let (status, wrong) = post("/api/v2", catalogue(), Some("guess".into())).await;
+    assert_eq!((status, &wrong["error"]), (401, &json!("key_refused")));
+    // A batch counts once, however many of its events the key was refused for.
+    let batch = json!([catalogue(), renamed.clone()]);
+    let (status, answer) = post("/api/v2/batch", batch, Some("guess".into())).await;
+    assert_eq!(
+        (status, &answer["results"][1]["error"]),
+        (200, &json!("key_refused"))
+    );
     let (status, answer) = recommend_with_key(&server, "siteId=S1&algorithm=popular", "x").await;
     assert_eq!(
         (status, &answer["error"]),
         (429, &json!("too_many_refused_keys")),
         "{answer}"
     );
+    let (status, waiting) = post("/api/v2", catalogue(), Some("guess".into())).await;
+    assert_eq!(
+        (status, &waiting["error"]),
+        (429, &json!("too_many_refused_keys")),
+        "{waiting}"
+    );
+    // The admin token opens any site's catalogue, even from an address over its budget.
+    let mut by_admin = catalogue();
+    by_admin["ProductUpdate"][1]["name"] = json!("The admin's name");
+    let (status, answer) = post("/api/v2", by_admin, Some(common::ADMIN_TOKEN.into())).await;
+    assert_eq!((status, &answer["status"]), (200, &json!("ok")), "{answer}");
 
     let key = issue_key(&server, "S1").await;
     let (status, answer) = post("/api/v2", renamed, Some(key)).await;
-    assert_eq!(status, 200, "with the site's key: {answer}");
+    assert_eq!(
+        (status, &answer["status"]),
+        (200, &json!("ok")),
+        "with the site's key, stored (the refusals claimed nothing): {answer}"
+    );
     let stored = common::export(&data, &[]);
     let updates = stored
         .iter()
         .filter(|r| r["event"]["eventName"] == "ProductUpdate")
         .count();
-    assert_eq!(updates, 2, "the first, open, and the keyed one");
+    assert_eq!(
+        updates, 3,
+        "the first, open, the admin's and the site key's"
+    );
 }

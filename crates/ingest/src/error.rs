@@ -3,6 +3,26 @@
 use spoor_log::LogError;
 use spoor_protocol::{EventKind, ProtocolError};
 
+use crate::ingestor::KeyProblem;
+
+/// What a client is told of a key its event needed: what was wrong, and what to send.
+fn key_message(site_id: &str, event: EventKind, problem: KeyProblem) -> String {
+    let needs = format!(
+        "{}: site {site_id:?} takes these events only with its API key or the admin token \
+         (`Authorization: Bearer <key>`; a Basic header is not read), or from its product \
+         feed (its `productUpdates` setting)",
+        event.as_str()
+    );
+    match problem {
+        KeyProblem::Missing => format!("{needs}; none was sent"),
+        KeyProblem::NotTheSites => format!("{needs}; the key sent is not it"),
+        KeyProblem::TooManyRefused(wait) => format!(
+            "{needs}; this address sent too many refused keys, retry in {} s",
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        ),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("{error}")]
@@ -25,12 +45,12 @@ pub enum IngestError {
         event: EventKind,
         wait: std::time::Duration,
     },
-    #[error(
-        "{}: site {site_id:?} takes these events only with its API key \
-         (`Authorization: Bearer <key>`), or from its product feed; see its \
-         `productUpdates` setting", .event.as_str()
-    )]
-    KeyRequired { site_id: String, event: EventKind },
+    #[error("{}", key_message(site_id, *event, *problem))]
+    KeyRequired {
+        site_id: String,
+        event: EventKind,
+        problem: KeyProblem,
+    },
     #[error("{0}")]
     InvalidSite(String),
     #[error(transparent)]

@@ -172,10 +172,11 @@ impl Ingestor {
                             wait,
                         });
                     }
-                    Err(Refusal::KeyRequired) => {
+                    Err(Refusal::Key(problem)) => {
                         return Err(IngestError::KeyRequired {
                             event: event.kind(),
                             site_id: event.site_id.into(),
+                            problem,
                         });
                     }
                 }
@@ -315,8 +316,19 @@ pub type Admit<'a> = dyn Fn(&str, EventKind) -> Result<(), Refusal> + Sync + 'a;
 pub enum Refusal {
     /// Its rate limit: it may again after this long.
     Wait(std::time::Duration),
-    /// The site takes events of this kind only with its key.
-    KeyRequired,
+    /// The site takes events of this kind only with its key, and the request's did not do.
+    Key(KeyProblem),
+}
+
+/// What was wrong with the key of a request that needed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyProblem {
+    /// None was sent (as `Authorization: Bearer`).
+    Missing,
+    /// The one sent is not the site's (nor the admin token).
+    NotTheSites,
+    /// The address sent too many refused keys lately: it may try again after this long.
+    TooManyRefused(std::time::Duration),
 }
 
 fn admit_all(_site_id: &str, _kind: EventKind) -> Result<(), Refusal> {

@@ -18,6 +18,6 @@ mod unsettled;
 
 pub use error::IngestError;
 pub use feed::{FEED_ITEMS_PER_RECORD, FeedSummary};
-pub use ingestor::{Accepted, Admit, Ingestor, Outcome, Refusal, request_hash};
+pub use ingestor::{Accepted, Admit, Ingestor, KeyProblem, Outcome, Refusal, request_hash};
 pub use scan::scan_from;
 pub use sites::{DirectoryError, SiteDirectory};

@@ -1,6 +1,7 @@
 //! From a JSON body to a typed [`Incoming`]: every event of the tracker API in the nested
 //! form the page documents and the flat forms real clients send (see COMPAT.md).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -375,10 +376,24 @@ fn price_with_currency(obj: &Obj<'_>, keys: &[&str]) -> Result<Option<Price>> {
         return Ok(None);
     };
     if price.currency.is_none() {
-        price.currency = obj.text(&["price_currency_code", "currency"])?;
+        price.currency = obj.read(&["price_currency_code", "currency"], currency_code)?;
     }
     Ok(Some(price))
 }
+
+/// A currency, as short as one written in a price (`"754 USD"`): it is shown beside the
+/// price on the shop's pages, and any client may send it.
+fn currency_code<'a, T: From<Cow<'a, str>>>(node: &Node<'a>) -> Result<Option<T>> {
+    let Some(code) = node.text_in_place()? else {
+        return Ok(None);
+    };
+    if code.chars().count() > MAX_CURRENCY_CHARS {
+        return Err(node.out_of_range("expected a currency code of at most 8 characters"));
+    }
+    Ok(Some(T::from(code)))
+}
+
+const MAX_CURRENCY_CHARS: usize = 8;
 
 fn required_price(obj: &Obj<'_>, keys: &[&str]) -> Result<Price> {
     price_with_currency(obj, keys)?.ok_or_else(|| obj.missing(keys[0]))
@@ -808,6 +823,21 @@ mod tests {
         assert!(
             err.contains("ProductUpdate") && err.contains("PageView"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_currency_is_a_code_not_a_text() {
+        let event = |currency: &str| {
+            json!({"GeneralInfo": info("ProductPage"),
+                   "ProductPage": {"productKey": "k", "price": "10", "price_currency_code": currency}})
+        };
+        assert!(parse_value(&event("грн"), NOW).is_ok());
+        let err = error(event("<b>Everything must go</b>"));
+        assert_eq!(
+            err,
+            "ProductPage.price_currency_code: expected a currency code of at most 8 characters, \
+             got \"<b>Everything must go</b>\""
         );
     }
 

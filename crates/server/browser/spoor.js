@@ -395,6 +395,10 @@
       warn('unknown event ignored: ' + name + '; known: ' + KNOWN_EVENTS.join(', '));
       return;
     }
+    if (name === 'ProductUpdate' && config.productUpdates === 'withKey') {
+      warn('ProductUpdate ignored: this site takes its catalogue from its servers, with its key');
+      return;
+    }
     if (refusedByBrowser() || readCookie(CONSENT_COOKIE) === 'denied') {
       return;
     }

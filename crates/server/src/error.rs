@@ -4,7 +4,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use spoor_ingest::IngestError;
+use spoor_ingest::{IngestError, KeyProblem};
 use spoor_log::LogError;
 use spoor_protocol::batch::BatchError;
 use spoor_settings::{Setting, SettingsError};
@@ -92,9 +92,17 @@ impl From<&IngestError> for ApiError {
             IngestError::RateLimited { wait, .. } => {
                 ApiError::too_many_requests("rate_limited", error.to_string(), *wait)
             }
-            IngestError::KeyRequired { .. } => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "key_required", error.to_string())
-            }
+            IngestError::KeyRequired { problem, .. } => match problem {
+                KeyProblem::Missing => {
+                    ApiError::new(StatusCode::UNAUTHORIZED, "key_required", error.to_string())
+                }
+                KeyProblem::NotTheSites => {
+                    ApiError::new(StatusCode::UNAUTHORIZED, "key_refused", error.to_string())
+                }
+                KeyProblem::TooManyRefused(wait) => {
+                    ApiError::too_many_requests("too_many_refused_keys", error.to_string(), *wait)
+                }
+            },
             IngestError::InvalidSite(message) => ApiError::bad_request("invalid_site", message),
             IngestError::Log(LogError::RecordTooLarge(_)) => ApiError::too_large(error.to_string()),
             IngestError::Log(LogError::Stalled(_)) => ApiError {

@@ -156,7 +156,7 @@ pub async fn guard(
 
 /// The admin token, or the API key of some site (the route may still refuse it: a key of
 /// another site counts then, as any refusal does).
-pub(crate) fn is_good_key(state: &AppState, key: &str) -> bool {
+fn is_good_key(state: &AppState, key: &str) -> bool {
     auth::is_admin_token(key, &state.admin_token) || state.settings.sites.site_of_key(key).is_some()
 }
 

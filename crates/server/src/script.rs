@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use sha2::Digest;
-use spoor_settings::{Block, ConsentMode, Placement, SiteSettings};
+use spoor_settings::{Block, ConsentMode, Placement, ProductUpdates, SiteSettings};
 
 use crate::access;
 use crate::app::Shared;
@@ -42,6 +42,8 @@ struct ScriptConfig<'a> {
     site_id: &'a str,
     consent: ConsentMode,
     honour_global_privacy_control: bool,
+    /// Whether the site takes catalogue updates with its key only (none from pages).
+    product_updates: ProductUpdates,
     /// The blocks the script renders by itself.
     blocks: Vec<PlacedBlock<'a>>,
 }
@@ -63,6 +65,7 @@ pub fn script_for(
         site_id,
         consent: settings.consent,
         honour_global_privacy_control: settings.honour_global_privacy_control,
+        product_updates: settings.product_updates,
         blocks: placed_blocks(blocks),
     };
     // Serialising a struct of texts and flags cannot fail; `null` would still start it.
@@ -297,7 +300,7 @@ mod tests {
         assert!(
             script.ends_with(
                 "({\"siteId\":\"SHOP-1\",\"consent\":\"required\",\
-                 \"honourGlobalPrivacyControl\":false,\"blocks\":[{\"id\":\"home\",\
+                 \"honourGlobalPrivacyControl\":false,\"productUpdates\":\"anyone\",\"blocks\":[{\"id\":\"home\",\
                  \"pageTypes\":[\"main\"],\"selector\":\"#recs\",\"position\":\"after\"}]});\n"
             ),
             "{}",

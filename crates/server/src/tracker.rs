@@ -1,13 +1,15 @@
 //! The tracker endpoints shops already call: `POST /api/v2` and `POST /api/v2/batch`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use serde::Serialize;
-use spoor_ingest::{Accepted, IngestError, Outcome, Refusal};
+use spoor_ingest::{Accepted, IngestError, KeyProblem, Outcome, Refusal};
 use spoor_log::LogError;
 use spoor_protocol::EventKind;
 use spoor_protocol::batch::{Batch, Framing};
@@ -15,7 +17,7 @@ use spoor_settings::ProductUpdates;
 
 use crate::app::{AppState, Shared, now_ms};
 use crate::error::ApiError;
-use crate::{access, auth, body, guesses};
+use crate::{access, auth, body};
 
 /// The largest single event body, before and after decompression.
 pub const EVENT_BODY_LIMIT: usize = 1024 * 1024;
@@ -81,12 +83,16 @@ fn record(state: &AppState, result: &Result<Accepted, IngestError>) {
                     event = event.map(|e| e.as_str()),
                     "event rejected"
                 ),
-                IngestError::KeyRequired { event, .. } => {
-                    tracing::debug!(
-                        event = event.as_str(),
-                        "event without its site's key rejected"
-                    )
-                }
+                IngestError::KeyRequired {
+                    event,
+                    site_id,
+                    problem,
+                } => tracing::info!(
+                    event = event.as_str(),
+                    site_id = %site_id,
+                    problem = ?problem,
+                    "event without its site's key rejected (the site's productUpdates setting)"
+                ),
                 IngestError::UnknownSite { event, .. } => {
                     tracing::debug!(
                         event = event.as_str(),
@@ -113,18 +119,13 @@ pub async fn track(
         .await?
         .1;
     let client = access::client_address(&state, &parts.headers, peer);
-    let key = offered_key(&state, &parts.headers, client);
-    let admit = |site_id: &str, kind: EventKind| admit(&state, site_id, kind, key, client);
+    let key = OfferedKey::of(&state, &parts.headers, client);
+    let admit = |site_id: &str, kind: EventKind| admit(&state, site_id, kind, &key, client);
     let result = (state.ingestor)
         .ingest_one_admitted(&bytes, now_ms(), &admit)
         .await;
     record(&state, &result);
-    count_refused_key(
-        &state,
-        &parts.headers,
-        client,
-        std::slice::from_ref(&result),
-    );
+    count_refused_key(&state, client, std::slice::from_ref(&result));
     result
         .map(|accepted| Json(EventAnswer::from(&accepted)))
         .map_err(ApiError::from)
@@ -142,49 +143,90 @@ pub async fn readable_anywhere(mut response: axum::response::Response) -> axum::
     response
 }
 
-/// The key a tracker request carries, as the keyed routes take one: not heard from an
-/// address that sent too many refused keys lately, unless it is a good one.
-fn offered_key<'a>(state: &AppState, headers: &'a HeaderMap, client: IpAddr) -> Option<&'a str> {
-    let key = auth::bearer(headers)?;
-    let waiting = (state.guesses).wait(access::network_of(client), std::time::Instant::now());
-    (waiting.is_none() || guesses::is_good_key(state, key)).then_some(key)
+/// The longest key a tracker request is heard with: keys and tokens are far shorter, and
+/// each event that needs one hashes it.
+const MAX_KEY_BYTES: usize = 256;
+
+/// The key a tracker request offers for events that need one, checked once per site
+/// and request (a batch may hold hundreds of such events).
+struct OfferedKey<'a> {
+    key: Option<&'a str>,
+    /// Set when the address sent too many refused keys lately: how long it must wait.
+    wait: Option<Duration>,
+    checked: Mutex<Vec<(String, bool)>>,
+}
+
+impl<'a> OfferedKey<'a> {
+    fn of(state: &AppState, headers: &'a HeaderMap, client: IpAddr) -> OfferedKey<'a> {
+        let key = auth::bearer(headers).filter(|key| !key.is_empty());
+        let wait = key.and_then(|_| {
+            (state.guesses).wait(access::network_of(client), std::time::Instant::now())
+        });
+        OfferedKey {
+            key,
+            wait,
+            checked: Mutex::default(),
+        }
+    }
+
+    /// Whether the key opens `site_id`'s keyed events; what was wrong otherwise. An
+    /// address over its budget of refused keys is heard with a good key only, as on the
+    /// keyed routes.
+    fn opens(&self, state: &AppState, site_id: &str) -> Result<(), KeyProblem> {
+        let Some(key) = self.key else {
+            return Err(KeyProblem::Missing);
+        };
+        let mut checked = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
+        let good = match checked.iter().find(|(site, _)| site == site_id) {
+            Some((_, good)) => *good,
+            None => {
+                let good = key.len() <= MAX_KEY_BYTES
+                    && (state.settings.sites.verify_api_key(site_id, key)
+                        || auth::is_admin_token(key, &state.admin_token));
+                checked.push((site_id.to_string(), good));
+                good
+            }
+        };
+        match (good, self.wait) {
+            (true, _) => Ok(()),
+            (false, Some(wait)) => Err(KeyProblem::TooManyRefused(wait)),
+            (false, None) => Err(KeyProblem::NotTheSites),
+        }
+    }
 }
 
 /// A key carried and refused counts against its address, as on the keyed routes: the
 /// tracker must not be a place to guess site keys at leisure.
-fn count_refused_key(
-    state: &AppState,
-    headers: &HeaderMap,
-    client: IpAddr,
-    results: &[Result<Accepted, IngestError>],
-) {
-    let refused =
-        |r: &Result<Accepted, IngestError>| matches!(r, Err(IngestError::KeyRequired { .. }));
-    if auth::bearer(headers).is_some() && results.iter().any(refused) {
+fn count_refused_key(state: &AppState, client: IpAddr, results: &[Result<Accepted, IngestError>]) {
+    let refused = |r: &Result<Accepted, IngestError>| {
+        matches!(
+            r,
+            Err(IngestError::KeyRequired {
+                problem: KeyProblem::NotTheSites,
+                ..
+            })
+        )
+    };
+    if results.iter().any(refused) {
         (state.guesses).failed(access::network_of(client), std::time::Instant::now());
     }
 }
 
-/// Whether `client`, with `key` if it sent one, may send `site_id` another event of
-/// `kind`: the site's key where the site asks for one (its catalogue updates, by its
-/// `productUpdates` setting), and its ingest rate limit, when it has one (most have none:
-/// a shop's server posts for every visitor from one address).
+/// Whether `client`, offering `key`, may send `site_id` another event of `kind`: the
+/// site's key where the site asks for one (its catalogue updates, by its `productUpdates`
+/// setting), and its ingest rate limit, when it has one (most have none: a shop's server
+/// posts for every visitor from one address).
 fn admit(
     state: &AppState,
     site_id: &str,
     kind: EventKind,
-    key: Option<&str>,
+    key: &OfferedKey<'_>,
     client: IpAddr,
 ) -> Result<(), Refusal> {
     let sites = &state.settings.sites;
     if kind == EventKind::ProductUpdate && sites.product_updates(site_id) == ProductUpdates::WithKey
     {
-        let keyed = key.is_some_and(|key| {
-            sites.verify_api_key(site_id, key) || auth::is_admin_token(key, &state.admin_token)
-        });
-        if !keyed {
-            return Err(Refusal::KeyRequired);
-        }
+        key.opens(state, site_id).map_err(Refusal::Key)?;
     }
     match sites.ingest_rate_limit(site_id) {
         Some(limit) => state
@@ -250,12 +292,12 @@ pub async fn track_batch(
         .inspect_err(|e| state.metrics.rejected_as("unknown", e.code))?;
     let items = batch.items();
     let client = access::client_address(&state, &parts.headers, peer);
-    let key = offered_key(&state, &parts.headers, client);
-    let admit = |site_id: &str, kind: EventKind| admit(&state, site_id, kind, key, client);
+    let key = OfferedKey::of(&state, &parts.headers, client);
+    let admit = |site_id: &str, kind: EventKind| admit(&state, site_id, kind, &key, client);
     let results = (state.ingestor)
         .ingest_many_admitted(&items, now_ms(), &admit)
         .await;
-    count_refused_key(&state, &parts.headers, client, &results);
+    count_refused_key(&state, client, &results);
     let mut answer = BatchAnswer {
         accepted: 0,
         duplicates: 0,
