@@ -42,7 +42,13 @@ impl Engine {
         match &record.content {
             RecordContent::Event(event) => {
                 let at = event.datetime.unwrap_or(record.received_at);
-                self.site_entry(&event.site_id).apply(event, at);
+                // A client may date an event up to a day ahead (clock skew): its word
+                // is taken for the visitor's history, not for the catalogue, where the
+                // latest-dated price or stock wins and a future date would hold it
+                // against the shop's own updates for a day.
+                let catalogue_at = at.min(record.received_at);
+                self.site_entry(&event.site_id)
+                    .apply_dated(event, at, catalogue_at);
             }
             RecordContent::ContactLink(link) => {
                 for site in self.sites.values_mut() {
@@ -101,8 +107,10 @@ mod tests {
             Incoming::ContactLink(link) => RecordContent::ContactLink(link),
             Incoming::PluginLog(_) => panic!("not stored"),
         };
+        // Received when parsed: after every event time the tests give, as ingest's
+        // clock is for a client's.
         StoredRecord {
-            received_at: T0,
+            received_at: T0 + 1_000_000,
             request_hash: "0".repeat(32),
             content,
         }
@@ -407,6 +415,26 @@ mod tests {
         );
         assert_eq!(mug.price_history.len(), 2);
         assert_eq!(mug.first_seen, T0 + 1);
+    }
+
+    #[test]
+    fn a_price_dated_ahead_of_its_arrival_does_not_outlast_the_shops() {
+        let dated = |datetime: i64, received_at: i64, price: &str| {
+            let mut update = record(json!({
+                "GeneralInfo": {"eventName": "ProductUpdate", "siteId": "S", "datetime": datetime},
+                "ProductUpdate": [{"product_id": "p1", "unit_price": price}]}));
+            update.received_at = received_at;
+            update
+        };
+        let hour = 3_600_000;
+        // Sent at T0 dated 20 hours ahead, then the shop's own update at T0 + 1 minute.
+        let engine = engine(&[
+            dated(T0 + 20 * hour, T0, "1"),
+            dated(T0 + 60_000, T0 + 60_000, "10"),
+        ]);
+        let mug = engine.site("S").unwrap().product("p1").unwrap();
+        let price = &mug.price.as_ref().unwrap().value;
+        assert_eq!(price.amount.to_string(), "10");
     }
 
     #[test]

@@ -153,8 +153,13 @@ impl SiteState {
     }
 
     pub fn apply(&mut self, event: &TrackerEvent, at: i64) {
+        self.apply_dated(event, at, at);
+    }
+
+    /// [`SiteState::apply`], with what the event tells of products dated `catalogue_at`.
+    pub fn apply_dated(&mut self, event: &TrackerEvent, at: i64, catalogue_at: i64) {
         self.events += 1;
-        self.apply_to_catalogue(event, at);
+        self.apply_to_catalogue(event, catalogue_at);
         // An event that names no one (one whose personal data was erased) still tells
         // about products, but about no contact.
         let ids = identifiers_of(&event.visitor);
