@@ -25,7 +25,7 @@ const BATCH: usize = 500;
 /// Batch requests in flight at once.
 const IN_FLIGHT: usize = 4;
 /// Products per ProductUpdate event.
-const PRODUCTS_PER_UPDATE: usize = 100;
+pub(crate) const PRODUCTS_PER_UPDATE: usize = 100;
 const CART_LEAD_MS: i64 = 60_000;
 
 #[derive(Debug, Default, Serialize)]
@@ -149,13 +149,30 @@ const VIEW_GAP_MS: i64 = 30_000;
 
 impl Shaping<'_> {
     fn product(&self, line: &Line) -> Value {
-        let mut product = json!({"product_id": line.stock_code, "name": line.description,
-               "unit_price": line.unit_price, "price_currency_code": "GBP", "isInStock": 1});
-        if let Value::Object(fields) = &mut product {
-            fields.extend((self.product_fields)(&line.stock_code, &line.description));
-        }
-        product
+        let fields = (self.product_fields)(&line.stock_code, &line.description);
+        product_update(
+            &line.stock_code,
+            &line.description,
+            &line.unit_price,
+            fields,
+        )
     }
+}
+
+/// A product of the shop as a `ProductUpdate` lists it, in pounds and in stock, with
+/// `fields` besides.
+pub(crate) fn product_update(
+    key: &str,
+    name: &str,
+    unit_price: &str,
+    fields: serde_json::Map<String, Value>,
+) -> Value {
+    let mut product = json!({"product_id": key, "name": name, "unit_price": unit_price,
+                             "price_currency_code": "GBP", "isInStock": 1});
+    if let Value::Object(product) = &mut product {
+        product.extend(fields);
+    }
+    product
 }
 
 /// The events a site would have sent for these invoice lines, in time order.

@@ -11,7 +11,7 @@ use crate::event::*;
 use crate::json;
 #[cfg(test)]
 use crate::reader::MAX_TEXT_BYTES;
-use crate::reader::{MAX_KEY_BYTES, Node, Obj, Result};
+use crate::reader::{MAX_CURRENCY_CHARS, MAX_KEY_BYTES, Node, Obj, Result};
 use crate::tree::{Json, Object};
 
 /// Earliest plausible event time: 2000-01-01T00:00:00Z, in milliseconds.
@@ -388,12 +388,12 @@ fn currency_code<'a, T: From<Cow<'a, str>>>(node: &Node<'a>) -> Result<Option<T>
         return Ok(None);
     };
     if code.chars().count() > MAX_CURRENCY_CHARS {
-        return Err(node.out_of_range("expected a currency code of at most 8 characters"));
+        return Err(node.out_of_range(&format!(
+            "expected a currency code of at most {MAX_CURRENCY_CHARS} characters"
+        )));
     }
     Ok(Some(T::from(code)))
 }
-
-const MAX_CURRENCY_CHARS: usize = 8;
 
 fn required_price(obj: &Obj<'_>, keys: &[&str]) -> Result<Price> {
     price_with_currency(obj, keys)?.ok_or_else(|| obj.missing(keys[0]))

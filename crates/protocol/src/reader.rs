@@ -406,6 +406,9 @@ fn parse_decimal(text: &str) -> Option<Decimal> {
         .or_else(|| Decimal::from_scientific(&cleaned).ok())
 }
 
+/// The longest currency a price carries, in characters: a code or a sign.
+pub(crate) const MAX_CURRENCY_CHARS: usize = 8;
+
 /// A number with a currency before or after it: a code (`USD`, `грн`) or a sign (`$`, `€`).
 fn parse_price_text(text: &str) -> Option<Price> {
     let is_number_char = |c: char| c.is_ascii_digit() || matches!(c, '.' | ',' | '-' | ' ');
@@ -422,7 +425,8 @@ fn parse_price_text(text: &str) -> Option<Price> {
         (_, true) => Cow::Borrowed(before),
         _ => Cow::Owned(format!("{before}{after}")),
     };
-    if currency.chars().count() > 8 || currency.chars().any(|c| c.is_ascii_digit()) {
+    if currency.chars().count() > MAX_CURRENCY_CHARS || currency.chars().any(|c| c.is_ascii_digit())
+    {
         return None;
     }
     Some(Price {

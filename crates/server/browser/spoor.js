@@ -899,7 +899,7 @@
     var images = holder.querySelectorAll('img');
     for (var i = 0; i < images.length; i++) {
       var source = images[i].getAttribute('src');
-      if (!source || source === '#') {
+      if (!source) {
         images[i].style.visibility = 'hidden';
       }
       images[i].addEventListener('error', function () {

@@ -136,7 +136,7 @@ pub async fn script(
         .into_response();
     };
     // Counted with the site's recommendations: a browser fetches the script once in
-    // its cache's lifetime, and each one is compressed.
+    // its cache's lifetime, and each answer builds and hashes the script's text.
     let client = access::client_address(&state, &headers, peer);
     if let Some(refusal) = access::rate_limit_refusal(&state, site_id, &settings, client) {
         return refusal;

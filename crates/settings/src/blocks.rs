@@ -176,7 +176,8 @@ pub struct Placement {
     pub title: Option<String>,
     /// HTML with `{{title}}`, and `{{#products}}...{{/products}}` repeated for each
     /// product with its fields (`{{name}}`, `{{url}}`, `{{imgurl}}`, `{{unit_price}}`,
-    /// `{{tag_color}}`...), every value escaped; the script's own when left out.
+    /// `{{tag_color}}`...), every value filled in as text by the browser script, which
+    /// keeps listed attributes only; the script's own when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
 }

@@ -291,15 +291,10 @@ impl<'a> Visits<'a> {
             .products
             .iter()
             .map(|p| {
-                let mut product = json!({"product_id": p.key, "name": p.name,
-                    "unit_price": p.price, "price_currency_code": "GBP", "isInStock": 1});
-                if let Value::Object(fields) = &mut product {
-                    fields.extend(product_fields(&p.key, &p.name));
-                }
-                product
+                load::product_update(&p.key, &p.name, &p.price, product_fields(&p.key, &p.name))
             })
             .collect();
-        for chunk in catalogue.chunks(100) {
+        for chunk in catalogue.chunks(load::PRODUCTS_PER_UPDATE) {
             let info = json!({"eventName": "ProductUpdate", "siteId": self.site,
                               "datetime": start});
             self.events
