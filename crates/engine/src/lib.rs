@@ -6,6 +6,7 @@
 //! log's records in log order (by `spoor-live`'s follower), and the same records always
 //! give the same state, so it can be rebuilt from the log at any time.
 
+pub mod activity;
 pub mod attribution;
 pub mod catalogue;
 pub mod compact;

@@ -8,6 +8,7 @@ use serde::Serialize;
 use spoor_protocol::{ContactLink, EventBody, ProductUpdate, TrackerEvent};
 use thin_vec::ThinVec;
 
+use crate::activity::{Activity, ProductEvent};
 use crate::attribution::Attribution;
 use crate::catalogue::{Catalogue, Product, ProductNews};
 use crate::contacts::Contacts;
@@ -29,6 +30,7 @@ pub struct SiteState {
     pub(crate) attribution: Attribution,
     pub(crate) timers: Timers,
     pub(crate) interest: Interest,
+    pub(crate) activity: Activity,
     pub(crate) events: u64,
 }
 
@@ -85,6 +87,11 @@ impl SiteState {
     /// Impressions, clicks and orders of recommendation blocks.
     pub fn attribution(&self) -> &Attribution {
         &self.attribution
+    }
+
+    /// Events by type per minute and per day, and the searches asked.
+    pub fn activity(&self) -> &Activity {
+        &self.activity
     }
 
     /// Trigger timers due at `now` (see [`Timers::take_due`]); they leave the state.
@@ -159,6 +166,7 @@ impl SiteState {
     /// [`SiteState::apply`], with what the event tells of products dated `catalogue_at`.
     pub fn apply_dated(&mut self, event: &TrackerEvent, at: i64, catalogue_at: i64) {
         self.events += 1;
+        self.activity.apply(event, at);
         self.apply_to_catalogue(event, catalogue_at);
         // An event that names no one (one whose personal data was erased) still tells
         // about products, but about no contact.
@@ -260,6 +268,7 @@ impl SiteState {
     }
 
     fn apply_to_models(&mut self, event: &TrackerEvent, visitor: Option<ContactId>, at: i64) {
+        self.count_products(&event.body, at);
         match &event.body {
             EventBody::ProductPage { product } => {
                 self.recommender.viewed(visitor, &product.product_key, at)
@@ -274,6 +283,34 @@ impl SiteState {
             ),
             _ => {}
         }
+    }
+
+    /// A product page's view and an order's lines, per product and week, for the
+    /// dashboard (an order sent again does not come here).
+    fn count_products(&mut self, body: &EventBody, at: i64) {
+        match body {
+            EventBody::ProductPage { product } => {
+                if let Some(item) = self.recommender.intern(&product.product_key) {
+                    self.activity.product(item, ProductEvent::Viewed, at);
+                }
+            }
+            EventBody::PurchasedItems { purchase } => {
+                for line in purchase.products.iter().take(MAX_LINES) {
+                    if let Some(item) = self.recommender.intern(&line.product_key) {
+                        self.activity.product(item, ProductEvent::Bought, at);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A product's views and purchases per week, the latest weeks.
+    pub fn product_weeks(&self, product_key: &str, now: i64) -> Vec<(i64, u32, u32)> {
+        let item = self.recommender.items().get(product_key);
+        item.and_then(|item| self.activity.product_weeks(item))
+            .map(|weeks| weeks.by_week(now))
+            .unwrap_or_default()
     }
 
     /// Items of the site's product feed, as of `at`.

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::activity::Activity;
 use crate::attribution::Attribution;
 use crate::catalogue::Product;
 use crate::contacts::identity::ContactId;
@@ -16,7 +17,7 @@ use crate::timers::{Timers, TimersSnapshot};
 use crate::{Engine, SiteState};
 
 /// Bumped when the snapshot's shape changes; an older snapshot is then not used.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// The whole engine's state at a log position.
 #[derive(Serialize, Deserialize)]
@@ -64,6 +65,9 @@ pub struct SiteSnapshot {
     /// Block impressions, clicks and orders.
     #[serde(default)]
     pub attribution: Option<Attribution>,
+    /// Events by type per minute and per day, searches asked.
+    #[serde(default)]
+    pub activity: Activity,
     /// Trigger timers waiting.
     #[serde(default)]
     pub timers: TimersSnapshot,
@@ -81,6 +85,7 @@ impl SiteState {
             products: self.catalogue.sorted().into_iter().cloned().collect(),
             recommender: Some(self.recommender.clone()),
             attribution: Some(self.attribution.clone()),
+            activity: self.activity.clone(),
             timers: self.timers.to_snapshot(),
             interest: self.interest.to_snapshot(),
         }
@@ -93,6 +98,7 @@ impl SiteState {
             contacts: Contacts::from_slots(snapshot.slots),
             recommender: snapshot.recommender.unwrap_or_default(),
             attribution: snapshot.attribution.unwrap_or_default(),
+            activity: snapshot.activity,
             timers: Timers::from_snapshot(snapshot.timers),
             interest: Interest::from_snapshot(snapshot.interest),
             ..SiteState::default()

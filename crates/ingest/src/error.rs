@@ -30,6 +30,8 @@ pub enum IngestError {
         error: ProtocolError,
         /// The event's name, when the body got far enough to tell.
         event: Option<EventKind>,
+        /// The registered site the event names, when it can be read.
+        site_id: Option<String>,
     },
     #[error(
         "site {site_id:?} is not registered: register it with `spoor serve --site {site_id}` \

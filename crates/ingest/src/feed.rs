@@ -38,8 +38,12 @@ impl Ingestor {
                 "site {site_id:?} is not registered"
             )));
         }
-        let feed = spoor_protocol::feed::parse_feed(xml)
-            .map_err(|error| IngestError::Rejected { error, event: None })?;
+        let feed =
+            spoor_protocol::feed::parse_feed(xml).map_err(|error| IngestError::Rejected {
+                error,
+                event: None,
+                site_id: None,
+            })?;
         let feed_hash = request_hash(xml);
         let steps = feed
             .items

@@ -147,14 +147,18 @@ impl Ingestor {
         now_ms: i64,
         admit: &Admit<'_>,
     ) -> Result<Option<Prepared>, IngestError> {
-        let rejected = |error, event| IngestError::Rejected { error, event };
-        let (named, parsed) = spoor_protocol::json::with_tree(body, |tree| {
+        let (peeked, parsed) = spoor_protocol::json::with_tree(body, |tree| {
             let parsed = spoor_protocol::parse_tree(tree, now_ms);
-            // The event's name counts a rejection by event type; an accepted event has it.
-            let named = parsed.is_err().then(|| peek_event_name(tree)).flatten();
-            (named, parsed)
+            // The event's name counts a rejection by event type, its site by site; an
+            // accepted event has both.
+            let peeked = parsed.is_err().then(|| peek_general(tree)).flatten();
+            (peeked.unwrap_or_default(), parsed)
         })
-        .map_err(|e| rejected(e, None))?;
+        .map_err(|error| IngestError::Rejected {
+            error,
+            event: None,
+            site_id: None,
+        })?;
         let content = match parsed {
             Ok(Incoming::Event(mut event)) => {
                 if !self.sites.is_registered(&event.site_id) {
@@ -185,7 +189,15 @@ impl Ingestor {
             }
             Ok(Incoming::ContactLink(link)) => RecordContent::ContactLink(link),
             Ok(Incoming::PluginLog(_)) => return Ok(None),
-            Err(error) => return Err(rejected(error, named)),
+            Err(error) => {
+                // Counted by site only for a registered one: others are no one's to see.
+                let site_id = (peeked.site_id).filter(|site| self.sites.is_registered(site));
+                return Err(IngestError::Rejected {
+                    error,
+                    event: peeked.event,
+                    site_id,
+                });
+            }
         };
         let record = StoredRecord {
             received_at: now_ms,
@@ -350,12 +362,29 @@ fn clone_log_error(error: &LogError) -> LogError {
     }
 }
 
-/// The event name of a body, when it has a recognisable one, for metrics on rejections.
-fn peek_event_name(value: &Json<'_>) -> Option<EventKind> {
-    let name_in = |info: &Json<'_>| EventKind::from_name(info.get("eventName")?.as_str()?);
+/// The event name and site of a body, as far as they can be read, for counting
+/// rejections by event type and by site.
+fn peek_general(value: &Json<'_>) -> Option<Peeked> {
+    let peek_in = |info: &Json<'_>| Peeked {
+        event: info
+            .get("eventName")
+            .and_then(Json::as_str)
+            .and_then(EventKind::from_name),
+        site_id: info
+            .get("siteId")
+            .and_then(Json::as_str)
+            .map(str::to_string),
+    };
     match value.get("GeneralInfo")? {
         // `GeneralInfo` sent as a string holding JSON.
-        Json::String(text) => name_in(&serde_json::from_str::<Json<'_>>(text).ok()?),
-        info => name_in(info),
+        Json::String(text) => Some(peek_in(&serde_json::from_str::<Json<'_>>(text).ok()?)),
+        info => Some(peek_in(info)),
     }
+}
+
+/// What a refused event's `GeneralInfo` says, as far as it can be read.
+#[derive(Default)]
+struct Peeked {
+    event: Option<EventKind>,
+    site_id: Option<String>,
 }

@@ -48,6 +48,17 @@ pub fn parse_date(text: &str) -> Option<i64> {
     (format_date(days) == format!("{year:04}-{month:02}-{day:02}")).then_some(days)
 }
 
+/// A time in milliseconds since the epoch as `YYYY-MM-DD HH:MM` (UTC).
+pub fn format_datetime(ms: i64) -> String {
+    let minute_of_day = ms.rem_euclid(DAY_MS) / 60_000;
+    format!(
+        "{} {:02}:{:02}",
+        format_date(day_of(ms)),
+        minute_of_day / 60,
+        minute_of_day % 60
+    )
+}
+
 /// The day number of a time in milliseconds since the epoch (UTC).
 pub fn day_of(ms: i64) -> i64 {
     ms.div_euclid(DAY_MS)
@@ -56,6 +67,12 @@ pub fn day_of(ms: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_written_in_utc() {
+        assert_eq!(format_datetime(0), "1970-01-01 00:00");
+        assert_eq!(format_datetime(1_700_000_000_000), "2023-11-14 22:13");
+    }
 
     #[test]
     fn dates_round_trip() {

@@ -27,6 +27,12 @@ pub struct AppState {
     /// The state derived from the log, kept current by its follower thread.
     pub live: Arc<LiveState>,
     pub metrics: Arc<Metrics>,
+    /// Events refused per site, by reason and field path, for the dashboard.
+    pub refusals: Arc<crate::refusals::Refusals>,
+    /// The dashboard's signed-in sessions.
+    pub sessions: Arc<crate::ui::session::Sessions>,
+    /// Where the log and settings live: the dashboard shows the disk's free space.
+    pub data_dir: Arc<std::path::Path>,
     pub admin_token: Arc<str>,
     /// Refused keys per client address, to slow guessing down.
     pub guesses: Arc<crate::guesses::KeyGuesses>,

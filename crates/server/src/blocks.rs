@@ -23,11 +23,11 @@ use crate::state::{enter, known_site};
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BlockAnswer {
-    block_id: String,
+    pub(crate) block_id: String,
     /// What answers, impressions and clicks carry: one per variant.
-    container_types: Vec<String>,
+    pub(crate) container_types: Vec<String>,
     #[serde(flatten)]
-    block: Arc<Block>,
+    pub(crate) block: Arc<Block>,
 }
 
 impl BlockAnswer {
@@ -47,7 +47,7 @@ impl BlockAnswer {
 
 #[derive(Serialize)]
 pub struct BlockList {
-    blocks: Vec<BlockAnswer>,
+    pub(crate) blocks: Vec<BlockAnswer>,
 }
 
 pub fn unknown_block(site_id: &str, block_id: &str) -> ApiError {
@@ -156,40 +156,40 @@ const DEFAULT_STATS_DAYS: i64 = 30;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatsQuery {
-    from: Option<String>,
-    to: Option<String>,
-    after: Option<u64>,
+    pub(crate) from: Option<String>,
+    pub(crate) to: Option<String>,
+    pub(crate) after: Option<u64>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsAnswer {
-    site_id: String,
-    block_id: String,
-    from: String,
-    to: String,
-    variants: Vec<VariantStats>,
+    pub(crate) site_id: String,
+    pub(crate) block_id: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) variants: Vec<VariantStats>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct VariantStats {
-    variant_id: String,
-    container_type: String,
+pub(crate) struct VariantStats {
+    pub(crate) variant_id: String,
+    pub(crate) container_type: String,
     /// Whether the block defines this variant now (counts of removed variants stay).
-    defined: bool,
-    total: Figures,
-    days: Vec<DayFigures>,
+    pub(crate) defined: bool,
+    pub(crate) total: Figures,
+    pub(crate) days: Vec<DayFigures>,
 }
 
 #[derive(Serialize)]
-struct Figures {
-    impressions: u64,
-    clicks: u64,
+pub(crate) struct Figures {
+    pub(crate) impressions: u64,
+    pub(crate) clicks: u64,
     /// Clicks per impression; null without impressions.
-    ctr: Option<f64>,
-    orders: u64,
-    revenue: Decimal,
+    pub(crate) ctr: Option<f64>,
+    pub(crate) orders: u64,
+    pub(crate) revenue: Decimal,
 }
 
 impl From<&DayCounts> for Figures {
@@ -205,10 +205,10 @@ impl From<&DayCounts> for Figures {
 }
 
 #[derive(Serialize)]
-struct DayFigures {
-    date: String,
+pub(crate) struct DayFigures {
+    pub(crate) date: String,
     #[serde(flatten)]
-    figures: Figures,
+    pub(crate) figures: Figures,
 }
 
 /// `GET /api/v1/sites/{siteId}/blocks/{blockId}/stats?from=&to=`: impressions, clicks,

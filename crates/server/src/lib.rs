@@ -19,6 +19,7 @@ mod observe;
 mod operations;
 mod rate_limits;
 pub mod recommend;
+pub mod refusals;
 mod router;
 mod routes;
 pub mod script;
@@ -27,6 +28,7 @@ pub mod threads;
 pub mod tracker;
 pub mod triggers;
 pub mod tuning;
+pub mod ui;
 
 pub use app::{AppState, now_ms};
 pub use metrics::Metrics;

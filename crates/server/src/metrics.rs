@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use spoor_engine::limits::{self, Dropped};
-use spoor_ingest::{IngestError, KeyProblem};
+use spoor_ingest::IngestError;
 use spoor_protocol::EventKind;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -203,17 +203,12 @@ impl Metrics {
 
     pub fn rejected(&self, error: &IngestError) {
         let (event, reason) = match error {
-            IngestError::Rejected { error, event } => (*event, error.code.as_str()),
+            IngestError::Rejected { error, event, .. } => (*event, error.code.as_str()),
             IngestError::UnknownSite { event, .. } => (Some(*event), "unknown_site"),
             IngestError::RateLimited { event, .. } => (Some(*event), "rate_limited"),
-            IngestError::KeyRequired { event, problem, .. } => (
-                Some(*event),
-                match problem {
-                    KeyProblem::Missing => "key_required",
-                    KeyProblem::NotTheSites => "key_refused",
-                    KeyProblem::TooManyRefused(_) => "too_many_refused_keys",
-                },
-            ),
+            IngestError::KeyRequired { event, problem, .. } => {
+                (Some(*event), crate::refusals::key_reason(*problem))
+            }
             IngestError::InvalidSite(_) => (None, "invalid_site"),
             IngestError::Log(_) | IngestError::Storage(_) => (None, "storage_unavailable"),
         };

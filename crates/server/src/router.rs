@@ -93,12 +93,19 @@ fn keyed_routes() -> Routes {
     ]
 }
 
-/// The path of every route served, read from the tables the router is built from: the
-/// labels of request metrics, and what the OpenAPI document is checked against.
+/// The path of every API route served, read from the tables the router is built from:
+/// what the OpenAPI document is checked against.
 pub fn paths() -> Vec<&'static str> {
     (open_routes().into_iter().chain(keyed_routes()))
         .map(|(path, _)| path)
         .collect()
+}
+
+/// The API's paths and the dashboard's (HTML pages, outside the OpenAPI document): the
+/// labels of request metrics.
+fn labelled_paths() -> Vec<&'static str> {
+    let dashboard = crate::ui::routes().into_iter().map(|(path, _)| path);
+    paths().into_iter().chain(dashboard).collect()
 }
 
 fn add(router: Router<Shared>, routes: Routes) -> Router<Shared> {
@@ -115,8 +122,11 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         guesses::guard,
     ));
+    let dashboard =
+        add(Router::new(), crate::ui::routes()).layer(middleware::from_fn(crate::ui::timed));
     let routes = open
         .merge(keyed)
+        .merge(dashboard)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     #[cfg(feature = "fault-injection")]
@@ -124,7 +134,7 @@ pub fn router(state: AppState) -> Router {
     routes
         // Inside the metrics: a panic is counted as the 500 it is answered with.
         .layer(CatchPanicLayer::custom(panicked))
-        .layer(observe::ObserveLayer::new(state.clone(), paths()))
+        .layer(observe::ObserveLayer::new(state.clone(), labelled_paths()))
         .with_state(state)
 }
 

@@ -90,15 +90,15 @@ pub(crate) fn known_site(state: &AppState, site_id: &str) -> Result<(), ApiError
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AfterQuery {
-    after: Option<u64>,
+    pub(crate) after: Option<u64>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteQuery {
-    after: Option<u64>,
+    pub(crate) after: Option<u64>,
     /// `1` (or `true`) to include the state's digest: compares with `spoor state rebuild`.
-    digest: Option<String>,
+    pub(crate) digest: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -106,10 +106,10 @@ pub struct SiteQuery {
 pub struct SiteAnswer {
     site_id: String,
     #[serde(flatten)]
-    counts: SiteCounts,
+    pub(crate) counts: SiteCounts,
     /// Log records the state reflects, of all sites.
-    state_position: u64,
-    log_end: u64,
+    pub(crate) state_position: u64,
+    pub(crate) log_end: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     state_digest: Option<String>,
 }

@@ -76,8 +76,9 @@ fn record(state: &AppState, result: &Result<Accepted, IngestError>) {
             .accepted(accepted.event, outcome_label(&accepted.outcome)),
         Err(error) => {
             state.metrics.rejected(error);
+            state.refusals.count(error);
             match error {
-                IngestError::Rejected { error, event } => tracing::debug!(
+                IngestError::Rejected { error, event, .. } => tracing::debug!(
                     code = error.code.as_str(),
                     path = error.path.as_deref().unwrap_or(""),
                     event = event.map(|e| e.as_str()),

@@ -146,7 +146,7 @@ pub async fn list_fired(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplayQuery {
-    webhook: String,
+    pub(crate) webhook: String,
 }
 
 /// `POST /admin/v1/sites/{siteId}/triggers/{triggerId}/replay?webhook=ID`: a dead letter
@@ -159,12 +159,8 @@ pub async fn replay(
 ) -> Result<StatusCode, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
-    let owned_by_site = state
-        .triggers
-        .outbox()
-        .list(&site_id, Some(DeliveryStatus::Dead), usize::MAX)
-        .iter()
-        .any(|e| e.fired.id == trigger_id);
+    let owned_by_site =
+        (state.triggers.outbox()).is_dead_letter(&site_id, &trigger_id, &query.webhook);
     let replayed = owned_by_site
         && state
             .triggers

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use spoor_engine::ContactId;
 use spoor_engine::timers::TriggerKind;
 use spoor_log::{EventLog, FileLog, FileLogConfig, Position};
+use spoor_protocol::dates::DAY_MS;
 
 use crate::error::TriggerError;
 
@@ -97,6 +98,22 @@ pub enum DeliveryStatus {
     Dead,
 }
 
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 3] = [
+        DeliveryStatus::Pending,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Dead,
+    ];
+
+    fn slot(self) -> usize {
+        match self {
+            DeliveryStatus::Pending => 0,
+            DeliveryStatus::Delivered => 1,
+            DeliveryStatus::Dead => 2,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
@@ -141,6 +158,40 @@ struct State {
     /// Site -> contact check -> kind -> when its last first message fired (looked up by
     /// borrowed keys: no allocation per trigger).
     first_messages: HashMap<String, HashMap<String, Vec<(TriggerKind, i64)>>>,
+    /// Site -> what fired per day and how its deliveries stand: kept as records apply, so
+    /// a report reads counters, never every trigger held.
+    tallies: HashMap<String, SiteTally>,
+    /// The deliveries that are dead letters, by their trigger's position.
+    dead: BTreeSet<(Position, String)>,
+}
+
+/// Days of fired triggers counted per site: the latest.
+pub const TALLY_DAYS: usize = 400;
+const KINDS: usize = TriggerKind::ALL.len();
+
+/// A site's triggers in figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteTally {
+    /// Day number -> triggers fired that day, by kind (in [`TriggerKind::ALL`]'s
+    /// order), for the days the outbox's records still cover.
+    pub fired: BTreeMap<i64, [u64; KINDS]>,
+    /// Deliveries of the triggers held, by kind and state ([`DeliveryStatus::ALL`]'s
+    /// order).
+    pub deliveries: [[u64; 3]; KINDS],
+}
+
+fn kind_slot(kind: TriggerKind) -> usize {
+    TriggerKind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .expect("every kind is in ALL")
+}
+
+impl SiteTally {
+    fn count(&mut self, kind: TriggerKind, status: DeliveryStatus, change: i64) {
+        let held = &mut self.deliveries[kind_slot(kind)][status.slot()];
+        *held = held.saturating_add_signed(change);
+    }
 }
 
 impl State {
@@ -187,6 +238,14 @@ impl State {
                 for hook in &fired.webhooks {
                     self.owed.insert((first_at, position, hook.clone()));
                 }
+                let tally = self.tallies.entry(fired.site_id.clone()).or_default();
+                let day = fired.fired_at.div_euclid(DAY_MS);
+                tally.fired.entry(day).or_default()[kind_slot(fired.kind)] += 1;
+                if tally.fired.len() > TALLY_DAYS {
+                    tally.fired.pop_first();
+                }
+                let owed = fired.webhooks.len() as i64;
+                tally.count(fired.kind, DeliveryStatus::Pending, owed);
                 self.by_id.insert(fired.id.clone(), position);
                 self.entries.insert(position, Entry { fired, deliveries });
             }
@@ -195,30 +254,64 @@ impl State {
                 if let (false, Some(next_at)) = (attempt.delivered, attempt.next_at) {
                     self.owe(&attempt.id, &attempt.webhook, next_at);
                 }
-                let Some(delivery) = self.delivery(&attempt.id, &attempt.webhook) else {
-                    return;
-                };
-                delivery.attempts += 1;
-                delivery.last_outcome = Some(attempt.outcome);
-                delivery.last_attempt_at = Some(attempt.at);
-                delivery.next_at = attempt.next_at;
-                delivery.status = match (attempt.delivered, attempt.next_at) {
+                let status = match (attempt.delivered, attempt.next_at) {
                     (true, _) => DeliveryStatus::Delivered,
                     (false, Some(_)) => DeliveryStatus::Pending,
                     (false, None) => DeliveryStatus::Dead,
                 };
+                let Some(delivery) = self.delivery(&attempt.id, &attempt.webhook) else {
+                    return;
+                };
+                let before = delivery.status;
+                delivery.attempts += 1;
+                delivery.last_outcome = Some(attempt.outcome);
+                delivery.last_attempt_at = Some(attempt.at);
+                delivery.next_at = attempt.next_at;
+                delivery.status = status;
+                self.moved(&attempt.id, &attempt.webhook, before, status);
             }
             Record::Forgotten { .. } => {}
             Record::Replay { id, webhook, at } => {
                 self.unowe(&id, &webhook);
                 self.owe(&id, &webhook, at);
                 if let Some(delivery) = self.delivery(&id, &webhook) {
+                    let before = delivery.status;
                     delivery.status = DeliveryStatus::Pending;
                     delivery.attempts = 0;
                     delivery.next_at = Some(at);
                     delivery.last_attempt_at = Some(at);
+                    self.moved(&id, &webhook, before, DeliveryStatus::Pending);
                 }
             }
+        }
+    }
+
+    /// A delivery went from `before` to `after`: the site's tally and the dead letters
+    /// follow.
+    fn moved(&mut self, id: &str, webhook: &str, before: DeliveryStatus, after: DeliveryStatus) {
+        let Some(position) = self.by_id.get(id).copied() else {
+            return;
+        };
+        let Some(entry) = self.entries.get(&position) else {
+            return;
+        };
+        let tally = self.tallies.entry(entry.fired.site_id.clone()).or_default();
+        tally.count(entry.fired.kind, before, -1);
+        tally.count(entry.fired.kind, after, 1);
+        let key = (position, webhook.to_string());
+        if after == DeliveryStatus::Dead {
+            self.dead.insert(key);
+        } else {
+            self.dead.remove(&key);
+        }
+    }
+
+    /// An entry's deliveries leave the tally (the entry left, or its contact was erased).
+    fn let_go(&mut self, position: Position, entry: &Entry) {
+        let tally = self.tallies.entry(entry.fired.site_id.clone()).or_default();
+        for (webhook, delivery) in &entry.deliveries {
+            tally.count(entry.fired.kind, delivery.status, -1);
+            self.dead.remove(&(position, webhook.clone()));
         }
     }
 
@@ -258,6 +351,7 @@ impl State {
         for position in &leaving {
             if let Some(entry) = self.entries.remove(position) {
                 self.by_id.remove(&entry.fired.id);
+                self.let_go(*position, &entry);
             }
         }
         for (site_id, contacts) in &mut self.first_messages {
@@ -428,8 +522,12 @@ impl Outbox {
             .map_err(|e| TriggerError::Storage(e.to_string()))?;
         for id in &ids {
             if let Some(index) = state.by_id.get(id).copied()
-                && let Some(entry) = state.entries.get_mut(&index)
+                && let Some(held) = state.entries.get(&index).cloned()
             {
+                state.let_go(index, &held);
+                let Some(entry) = state.entries.get_mut(&index) else {
+                    continue;
+                };
                 entry.fired.contact_check.clear();
                 let owed: Vec<(i64, String)> = entry
                     .deliveries
@@ -537,6 +635,42 @@ impl Outbox {
             .collect()
     }
 
+    /// The site's triggers in figures: what fired per day, how deliveries stand.
+    pub fn tally(&self, site_id: &str) -> SiteTally {
+        self.state()
+            .tallies
+            .get(site_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The site's dead letters, newest first, at most `limit`: read from the dead
+    /// letters alone.
+    pub fn dead_letters(&self, site_id: &str, limit: usize) -> Vec<Entry> {
+        let state = self.state();
+        let mut seen = BTreeSet::new();
+        (state.dead.iter().rev())
+            .filter_map(|(position, _)| Some((*position, state.entries.get(position)?)))
+            .filter(|(_, e)| e.fired.site_id == site_id && !e.fired.contact_check.is_empty())
+            .filter(|(position, _)| seen.insert(*position))
+            .take(limit)
+            .map(|(_, entry)| entry.clone())
+            .collect()
+    }
+
+    /// Whether the trigger `id` of site `site_id` has a dead letter for `webhook`.
+    pub fn is_dead_letter(&self, site_id: &str, id: &str, webhook: &str) -> bool {
+        let state = self.state();
+        let Some(position) = state.by_id.get(id).copied() else {
+            return false;
+        };
+        state.dead.contains(&(position, webhook.to_string()))
+            && state
+                .entries
+                .get(&position)
+                .is_some_and(|e| e.fired.site_id == site_id)
+    }
+
     /// Fired triggers in all, for metrics and tests.
     pub fn len(&self) -> usize {
         self.state().entries.len()
@@ -639,6 +773,47 @@ mod tests {
         assert!(
             outbox.due(5_000, 10).is_empty(),
             "the erased contact's delivery is not owed"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_tally_follows_deliveries_without_reading_every_trigger() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        outbox
+            .fired(vec![fired("a"), fired("b"), fired("c")])
+            .await
+            .unwrap();
+        let cart = kind_slot(TriggerKind::AbandonedCart);
+        assert_eq!(outbox.tally("S").deliveries[cart], [3, 0, 0]);
+        assert_eq!(outbox.tally("S").fired[&0][cart], 3, "fired on day 0");
+        let attempts = vec![attempt("a", true, None), attempt("b", false, None)];
+        outbox.attempted(attempts).await.unwrap();
+        assert_eq!(outbox.tally("S").deliveries[cart], [1, 1, 1]);
+        let dead = outbox.dead_letters("S", 10);
+        assert_eq!(dead.len(), 1);
+        assert!(outbox.is_dead_letter("S", "b", "crm"));
+        assert!(!outbox.is_dead_letter("T", "b", "crm"), "another site's");
+        assert!(outbox.replay("b", "crm", 300).await.unwrap());
+        assert_eq!(outbox.tally("S").deliveries[cart], [2, 1, 0]);
+        assert!(outbox.dead_letters("S", 10).is_empty());
+        drop(outbox);
+        let outbox = Outbox::open(dir.path()).unwrap();
+        assert_eq!(
+            outbox.tally("S").deliveries[cart],
+            [2, 1, 0],
+            "rebuilt on reopen"
+        );
+        outbox.forget("c").unwrap();
+        assert_eq!(
+            outbox.tally("S").deliveries[cart],
+            [0, 0, 0],
+            "an erased contact's deliveries leave"
+        );
+        assert_eq!(
+            outbox.tally("S").fired[&0][cart],
+            3,
+            "what fired stays counted"
         );
     }
 

@@ -11,6 +11,17 @@ use spoor_engine::timers::{Pending, TriggerKind};
 use spoor_live::LiveState;
 
 use crate::error::TriggerError;
+
+/// Bytes of a receiver's answer to a test delivery that are shown.
+const TEST_ANSWER_BYTES: usize = 2_048;
+
+/// What a receiver answered a test delivery.
+#[derive(Debug, Clone)]
+pub struct TestAnswer {
+    pub status: u16,
+    /// Its body's beginning, as text.
+    pub body: String,
+}
 use crate::outbox::{Attempt, Fired, Outbox, Retention};
 use crate::payload::{contact_check, payload, reach};
 use crate::signature;
@@ -383,6 +394,60 @@ impl Triggers {
             );
         }
         outcome(delivered, text, next_at)
+    }
+
+    /// Sends a sample payload, marked as a test, to the site's webhook `hook_id`, signed
+    /// as a real delivery is, and says what the receiver answered: for a shop checking
+    /// its receiver before a trigger is owed to it. Nothing is recorded in the outbox.
+    pub async fn test_delivery(
+        &self,
+        site_id: &str,
+        hook_id: &str,
+        now: i64,
+    ) -> Result<TestAnswer, String> {
+        let settings = self.settings.get(site_id);
+        let hook = (settings.webhooks.iter())
+            .find(|h| h.id == hook_id)
+            .ok_or_else(|| format!("the site has no webhook {hook_id:?}"))?;
+        let body = serde_json::json!({
+            "test": true,
+            "siteId": site_id,
+            "trigger": "abandonedCart",
+            "note": "a sample sent from spoor's dashboard; no contact is concerned",
+            "contact": {"email": "test@example.invalid"},
+            "products": [],
+        });
+        let body = serde_json::to_vec(&body).expect("payloads serialise");
+        let url = reqwest::Url::parse(&hook.url).map_err(|e| format!("not sent: {e}"))?;
+        (self.targets.check_literal(&url)).map_err(|refusal| format!("not sent: {refusal}"))?;
+        let response = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header(
+                signature::HEADER,
+                signature::sign(&hook.secret, now / 1000, &body),
+            )
+            .header("idempotency-key", format!("test-{now}"))
+            .header("spoor-trigger", "test")
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| format!("the request failed: {}", root_cause(&error)))?;
+        let status = response.status().as_u16();
+        let mut answer = Vec::new();
+        let mut response = response;
+        while answer.len() < TEST_ANSWER_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => answer.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        answer.truncate(TEST_ANSWER_BYTES);
+        Ok(TestAnswer {
+            status,
+            body: String::from_utf8_lossy(&answer).into_owned(),
+        })
     }
 
     /// Runs the loop until `stop` is set: fires due triggers and sends owed deliveries

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod browser;
+
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -1,0 +1,366 @@
+//! What a site's visitors did, counted as events arrive, for the dashboard: events per
+//! minute by type over the last day, per day over the last months, and the searches
+//! asked most (with and without results). Every figure is a counter kept here, so that
+//! a page of the dashboard costs a lookup, never a scan of contacts or of the log.
+//!
+//! Counted by the event's date (an import of old orders fills the days it tells of),
+//! deterministically from the log like every part of the state.
+
+use std::collections::{BTreeMap, HashMap};
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use spoor_protocol::dates::DAY_MS;
+use spoor_protocol::{EventBody, EventKind, TrackerEvent};
+
+use crate::items::ItemId;
+
+const MINUTE_MS: i64 = 60_000;
+/// Minutes kept: a day's worth behind the latest minute counted.
+pub const MINUTES_KEPT: i64 = 24 * 60;
+/// Days kept: the latest, as attribution keeps them.
+pub const DAYS_KEPT: usize = 400;
+/// Distinct searches held; past [`SEARCHES_HIGH`], the least asked are let go down to
+/// this many (a shop's visitors type without end, and each query is a key).
+pub const SEARCHES_KEPT: usize = 2_000;
+const SEARCHES_HIGH: usize = 2 * SEARCHES_KEPT;
+/// Characters of a search query kept: longer ones are cut.
+pub const MAX_QUERY_CHARS: usize = 64;
+
+/// Weeks of views and purchases kept per product.
+pub const WEEKS_KEPT: usize = 13;
+
+/// The week of a time: weeks begin on Monday (day 0, 1970-01-01, was a Thursday).
+fn week_of(at: i64) -> i64 {
+    (at.div_euclid(DAY_MS) + 3).div_euclid(7)
+}
+
+/// The day number of a week's Monday.
+fn monday_of(week: i64) -> i64 {
+    week * 7 - 3
+}
+
+/// Counts by event type, in [`EventKind::ALL`]'s order.
+pub type KindCounts = [u64; EventKind::ALL.len()];
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchCounts {
+    pub asked: u64,
+    /// Asked with `isFound: 0`: what the shop is missing.
+    pub not_found: u64,
+    /// The last day it was asked (a day number).
+    pub last_day: i64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Activity {
+    /// Minute number -> events that minute, for the [`MINUTES_KEPT`] minutes up to the
+    /// latest counted.
+    minutes: BTreeMap<i64, KindCounts>,
+    /// Day number -> events that day.
+    days: BTreeMap<i64, KindCounts>,
+    /// Normalised query -> how often it was asked.
+    searches: HashMap<String, SearchCounts>,
+    /// Product -> its views and purchases per week, the latest [`WEEKS_KEPT`] weeks: a
+    /// product's page shows them over time. About 110 bytes a product seen.
+    #[serde(default)]
+    products: FxHashMap<ItemId, ProductWeeks>,
+}
+
+/// A product's views and purchases (order lines) per week, in a ring of
+/// [`WEEKS_KEPT`] weeks ending with `latest`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductWeeks {
+    latest: i64,
+    views: [u32; WEEKS_KEPT],
+    purchases: [u32; WEEKS_KEPT],
+}
+
+/// What a product's week counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProductEvent {
+    Viewed,
+    Bought,
+}
+
+impl ProductWeeks {
+    fn slot(week: i64) -> usize {
+        week.rem_euclid(WEEKS_KEPT as i64) as usize
+    }
+
+    fn add(&mut self, what: ProductEvent, week: i64) {
+        let fresh = self.views.iter().chain(&self.purchases).all(|n| *n == 0);
+        if fresh {
+            self.latest = week;
+        }
+        if week > self.latest {
+            // The weeks between are new: their slots held weeks now too old.
+            let newer = (week - self.latest).min(WEEKS_KEPT as i64);
+            for passed in 0..newer {
+                let slot = Self::slot(week - passed);
+                self.views[slot] = 0;
+                self.purchases[slot] = 0;
+            }
+            self.latest = week;
+        }
+        if week <= self.latest - WEEKS_KEPT as i64 {
+            return;
+        }
+        let counts = match what {
+            ProductEvent::Viewed => &mut self.views,
+            ProductEvent::Bought => &mut self.purchases,
+        };
+        let slot = Self::slot(week);
+        counts[slot] = counts[slot].saturating_add(1);
+    }
+
+    /// (the week's Monday as a day number, views, purchases) for the [`WEEKS_KEPT`] weeks ending with the
+    /// week of `now`, oldest first.
+    pub fn by_week(&self, now: i64) -> Vec<(i64, u32, u32)> {
+        let last = week_of(now);
+        (last + 1 - WEEKS_KEPT as i64..=last)
+            .map(|week| {
+                let held = week <= self.latest && week > self.latest - WEEKS_KEPT as i64;
+                let slot = Self::slot(week);
+                let (views, purchases) = if held {
+                    (self.views[slot], self.purchases[slot])
+                } else {
+                    (0, 0)
+                };
+                (monday_of(week), views, purchases)
+            })
+            .collect()
+    }
+}
+
+fn slot(kind: EventKind) -> usize {
+    EventKind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .expect("every kind is in ALL")
+}
+
+impl Activity {
+    pub fn apply(&mut self, event: &TrackerEvent, at: i64) {
+        let kind = slot(event.kind());
+        let minute = at.div_euclid(MINUTE_MS);
+        let latest = self.minutes.last_key_value().map(|(m, _)| *m);
+        if latest.is_none_or(|latest| minute > latest - MINUTES_KEPT) {
+            self.minutes.entry(minute).or_default()[kind] += 1;
+            let oldest_kept = minute.max(latest.unwrap_or(minute)) - MINUTES_KEPT + 1;
+            while self
+                .minutes
+                .first_key_value()
+                .is_some_and(|(m, _)| *m < oldest_kept)
+            {
+                self.minutes.pop_first();
+            }
+        }
+        let day = at.div_euclid(DAY_MS);
+        self.days.entry(day).or_default()[kind] += 1;
+        if self.days.len() > DAYS_KEPT {
+            self.days.pop_first();
+        }
+        if let EventBody::SearchRequest { search } = &event.body {
+            self.searched(&search.query, search.found, day);
+        }
+    }
+
+    fn searched(&mut self, query: &str, found: Option<bool>, day: i64) {
+        let Some(query) = normalise_query(query) else {
+            return;
+        };
+        let counts = self.searches.entry(query).or_default();
+        counts.asked += 1;
+        counts.not_found += u64::from(found == Some(false));
+        counts.last_day = counts.last_day.max(day);
+        if self.searches.len() > SEARCHES_HIGH {
+            self.keep_most_asked();
+        }
+    }
+
+    /// Lets the least asked searches go (the oldest first among equals; the query
+    /// itself breaks the last ties, so that every rebuild keeps the same ones).
+    fn keep_most_asked(&mut self) {
+        let mut all: Vec<(String, SearchCounts)> = self.searches.drain().collect();
+        all.sort_unstable_by(|(qa, a), (qb, b)| {
+            (b.asked, b.last_day, qa).cmp(&(a.asked, a.last_day, qb))
+        });
+        all.truncate(SEARCHES_KEPT);
+        self.searches = all.into_iter().collect();
+    }
+
+    /// Counts a product's view or its purchase at `at`.
+    pub fn product(&mut self, item: ItemId, what: ProductEvent, at: i64) {
+        let week = week_of(at);
+        self.products.entry(item).or_default().add(what, week);
+    }
+
+    /// The product's weeks, when it was seen.
+    pub fn product_weeks(&self, item: ItemId) -> Option<&ProductWeeks> {
+        self.products.get(&item)
+    }
+
+    /// Events per minute for the `count` minutes ending with `last_minute` (a minute
+    /// number), oldest first; minutes without events are zeros.
+    pub fn per_minute(&self, last_minute: i64, count: i64) -> Vec<(i64, KindCounts)> {
+        let first = last_minute - count + 1;
+        (first..=last_minute)
+            .map(|minute| {
+                let counts = self.minutes.get(&minute).copied().unwrap_or_default();
+                (minute, counts)
+            })
+            .collect()
+    }
+
+    /// Events per day over days `from..=to` (day numbers), oldest first, zeros included.
+    pub fn per_day(&self, from: i64, to: i64) -> Vec<(i64, KindCounts)> {
+        (from..=to)
+            .map(|day| (day, self.days.get(&day).copied().unwrap_or_default()))
+            .collect()
+    }
+
+    /// The `limit` searches asked most, and the `limit` asked most without results.
+    pub fn top_searches(&self, limit: usize) -> TopSearches<'_> {
+        let mut asked: Vec<(&str, &SearchCounts)> = (self.searches.iter())
+            .map(|(q, c)| (q.as_str(), c))
+            .collect();
+        asked.sort_unstable_by(|(qa, a), (qb, b)| (b.asked, qa).cmp(&(a.asked, qb)));
+        let mut not_found: Vec<(&str, &SearchCounts)> = asked
+            .iter()
+            .filter(|(_, c)| c.not_found > 0)
+            .copied()
+            .collect();
+        not_found.sort_by_key(|(_, counts)| std::cmp::Reverse(counts.not_found));
+        asked.truncate(limit);
+        not_found.truncate(limit);
+        TopSearches { asked, not_found }
+    }
+}
+
+pub struct TopSearches<'a> {
+    pub asked: Vec<(&'a str, &'a SearchCounts)>,
+    pub not_found: Vec<(&'a str, &'a SearchCounts)>,
+}
+
+/// The query as counted: trimmed, lower case, spaces folded, cut at
+/// [`MAX_QUERY_CHARS`]. None for what looks like a person's own data (an email or a
+/// phone number typed into the search box), which would otherwise be shown to the
+/// shop's team and outlive the person's erasure.
+pub fn normalise_query(query: &str) -> Option<String> {
+    let folded: String = query
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+        .chars()
+        .take(MAX_QUERY_CHARS)
+        .collect();
+    let digits = folded.chars().filter(char::is_ascii_digit).count();
+    let personal = folded.contains('@') || digits >= 7;
+    (!folded.is_empty() && !personal).then_some(folded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    use crate::test_events::{T0, event, general};
+    use spoor_protocol::dates::format_date;
+
+    fn search(query: &str, found: u8) -> TrackerEvent {
+        event(json!({
+            "GeneralInfo": general("SearchRequest"),
+            "SearchRequest": {"search": query, "isFound": found}
+        }))
+    }
+
+    fn view() -> TrackerEvent {
+        event(json!({
+            "GeneralInfo": general("ProductPage"),
+            "ProductPage": {"productKey": "p1", "price": 10}
+        }))
+    }
+
+    #[test]
+    fn counts_by_minute_and_day_and_forgets_minutes_past_a_day() {
+        let mut activity = Activity::default();
+        let page = slot(EventKind::ProductPage);
+        activity.apply(&view(), T0);
+        activity.apply(&view(), T0 + 10);
+        activity.apply(&view(), T0 + MINUTE_MS);
+        let minute = T0.div_euclid(MINUTE_MS);
+        let last_two = activity.per_minute(minute + 1, 2);
+        assert_eq!(last_two[0].1[page], 2);
+        assert_eq!(last_two[1].1[page], 1);
+        activity.apply(&view(), T0 + DAY_MS);
+        assert_eq!(activity.per_minute(minute + 1, 2)[0].1[page], 0, "a day on");
+        // A late event older than the kept minutes counts in its day only.
+        activity.apply(&view(), T0 + 5);
+        assert_eq!(activity.per_minute(minute, 1)[0].1[page], 0);
+        let day = T0.div_euclid(DAY_MS);
+        let days = activity.per_day(day, day + 1);
+        assert_eq!((days[0].1[page], days[1].1[page]), (4, 1));
+    }
+
+    #[test]
+    fn searches_are_ranked_and_missing_ones_told_apart() {
+        let mut activity = Activity::default();
+        for (query, found) in [
+            ("Red Shoes", 1),
+            ("red  shoes ", 1),
+            ("umbrella", 0),
+            ("umbrella", 0),
+            ("umbrella", 1),
+            ("me@example.com", 0),
+            ("+1 541 754 3010", 0),
+        ] {
+            activity.apply(&search(query, found), T0);
+        }
+        let top = activity.top_searches(10);
+        let asked: Vec<(&str, u64)> = top.asked.iter().map(|(q, c)| (*q, c.asked)).collect();
+        assert_eq!(asked, [("umbrella", 3), ("red shoes", 2)]);
+        let missing: Vec<(&str, u64)> = top
+            .not_found
+            .iter()
+            .map(|(q, c)| (*q, c.not_found))
+            .collect();
+        assert_eq!(missing, [("umbrella", 2)], "no email or phone is kept");
+    }
+
+    #[test]
+    fn a_products_weeks_roll_on() {
+        let mut weeks = ProductWeeks::default();
+        let week = week_of(T0);
+        let at = |week: i64| monday_of(week) * DAY_MS;
+        weeks.add(ProductEvent::Viewed, week);
+        weeks.add(ProductEvent::Viewed, week);
+        weeks.add(ProductEvent::Bought, week);
+        weeks.add(ProductEvent::Viewed, week + 2);
+        let shown = weeks.by_week(at(week + 2));
+        assert_eq!(shown.len(), WEEKS_KEPT);
+        assert_eq!(shown[WEEKS_KEPT - 3], (monday_of(week), 2, 1));
+        assert_eq!(format_date(monday_of(week)), "2023-11-13", "a Monday");
+        assert_eq!(shown[WEEKS_KEPT - 2].1, 0);
+        assert_eq!(shown[WEEKS_KEPT - 1].1, 1);
+        // A quarter on, the first week is gone, and a view that old is not counted.
+        weeks.add(ProductEvent::Viewed, week + WEEKS_KEPT as i64);
+        weeks.add(ProductEvent::Viewed, week);
+        let shown = weeks.by_week(at(week + WEEKS_KEPT as i64));
+        assert_eq!(shown.iter().map(|w| w.1).sum::<u32>(), 2);
+    }
+
+    #[test]
+    fn searches_held_stay_bounded_keeping_the_most_asked() {
+        let mut activity = Activity::default();
+        for _ in 0..3 {
+            activity.apply(&search("popular", 1), T0);
+        }
+        for i in 0..SEARCHES_HIGH + 10 {
+            activity.apply(&search(&format!("once {i}"), 1), T0);
+        }
+        assert!(activity.searches.len() <= SEARCHES_HIGH);
+        assert_eq!(activity.top_searches(1).asked[0].0, "popular");
+    }
+}

@@ -1,0 +1,198 @@
+//! The dashboard at `/ui/`: pages for a shop's team, drawn on the server from the same
+//! handlers the JSON API answers with (so a figure on a page is the API's figure), signed
+//! in with a key exchanged for a session cookie (`session`). Its stylesheet and script
+//! are compiled into the binary; charts are SVG drawn here (`chart`).
+
+pub mod blocks;
+pub mod catalogue;
+pub mod chart;
+pub mod compare;
+pub mod contacts;
+pub mod overview;
+pub mod pages;
+pub mod session;
+pub mod triggers;
+
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{MethodRouter, get, post};
+
+use crate::app::{AppState, Shared};
+use crate::error::ApiError;
+use crate::extract::ApiPath;
+use session::{Session, Signed, Who};
+
+const CSS: &str = include_str!("assets/dashboard.css");
+const JS: &str = include_str!("assets/dashboard.js");
+
+/// FNV-1a over the assets' bytes: their address changes with them, so that a new
+/// binary's assets are fetched anew while the same ones are cached for a year.
+const fn fingerprint(parts: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut p = 0;
+    while p < parts.len() {
+        let bytes = parts[p].as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            hash ^= bytes[i] as u64;
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+            i += 1;
+        }
+        p += 1;
+    }
+    hash
+}
+
+pub const ASSETS_VERSION: u64 = fingerprint(&[CSS, JS]);
+
+/// The sections of a site's dashboard, in the navigation's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Overview,
+    Blocks,
+    Triggers,
+    Contacts,
+    Catalogue,
+}
+
+impl Section {
+    pub const ALL: [Section; 5] = [
+        Section::Overview,
+        Section::Blocks,
+        Section::Triggers,
+        Section::Contacts,
+        Section::Catalogue,
+    ];
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Section::Overview => "overview",
+            Section::Blocks => "blocks",
+            Section::Triggers => "triggers",
+            Section::Contacts => "contacts",
+            Section::Catalogue => "catalogue",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Section::Overview => "Overview",
+            Section::Blocks => "Blocks",
+            Section::Triggers => "Triggers",
+            Section::Contacts => "Contacts",
+            Section::Catalogue => "Catalogue & searches",
+        }
+    }
+}
+
+/// The dashboard's routes.
+pub fn routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
+    vec![
+        ("/ui", get(|| async { Redirect::permanent("/ui/") })),
+        ("/ui/", get(index)),
+        ("/ui/sign-in", post(session::sign_in)),
+        ("/ui/sign-out", post(session::sign_out)),
+        ("/ui/assets/{file}", get(asset)),
+        ("/ui/sites/{site_id}/overview", get(overview::page)),
+        ("/ui/sites/{site_id}/overview/live", get(overview::live)),
+        ("/ui/sites/{site_id}/blocks", get(blocks::list)),
+        (
+            "/ui/sites/{site_id}/blocks/{block_id}",
+            get(blocks::page).post(blocks::save),
+        ),
+        (
+            "/ui/sites/{site_id}/triggers",
+            get(triggers::page).post(triggers::save_settings),
+        ),
+        (
+            "/ui/sites/{site_id}/triggers/replay",
+            post(triggers::replay),
+        ),
+        (
+            "/ui/sites/{site_id}/triggers/test",
+            post(triggers::test_delivery),
+        ),
+        (
+            "/ui/sites/{site_id}/contacts",
+            get(contacts::page).post(contacts::find),
+        ),
+        (
+            "/ui/sites/{site_id}/contacts/export",
+            post(contacts::export),
+        ),
+        ("/ui/sites/{site_id}/contacts/erase", post(contacts::erase)),
+        ("/ui/sites/{site_id}/catalogue", get(catalogue::page)),
+    ]
+}
+
+/// `GET /ui/`: the sign-in page, or the sites this session may see (a site's key goes
+/// straight to its site).
+async fn index(State(state): State<Shared>, signed: Result<Signed, Response>) -> Response {
+    let Ok(Signed(session)) = signed else {
+        return pages::sign_in_page(None).into_response();
+    };
+    if let Who::Site(site) = &session.who {
+        return Redirect::to(&format!("/ui/sites/{site}/overview")).into_response();
+    }
+    let engine = state.live.read();
+    let mut sites: Vec<(String, String, u64)> = (state.settings.sites.list().into_iter())
+        .map(|site| {
+            let events = engine.site(&site.site_id).map_or(0, |s| s.counts().events);
+            (site.site_id, site.name, events)
+        })
+        .collect();
+    drop(engine);
+    sites.sort();
+    pages::sites_page(&session, &sites).into_response()
+}
+
+/// Says how long the page took on the server (`Server-Timing`), for the browser's
+/// developer tools and `bench/dashboard.sh`.
+pub async fn timed(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let mut response = next.run(request).await;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if let Ok(value) = HeaderValue::from_str(&format!("page;dur={ms:.2}")) {
+        response.headers_mut().insert("server-timing", value);
+    }
+    response
+}
+
+/// `GET /ui/assets/{file}`: the stylesheet and the script, cached for long (their
+/// address carries the version).
+async fn asset(ApiPath(file): ApiPath<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "dashboard.css" => (CSS, "text/css; charset=utf-8"),
+        "dashboard.js" => (JS, "text/javascript; charset=utf-8"),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// The page to answer when the session may not see the registered site `site_id`: that
+/// there is no such site (a site's key learns nothing of other sites).
+pub(crate) fn unseen_site(state: &AppState, session: &Session, site_id: &str) -> Option<Response> {
+    let seen = session.may_see(site_id) && state.settings.sites.contains(site_id);
+    (!seen).then(pages::no_site)
+}
+
+/// An API error as a dashboard page.
+pub(crate) fn error_page(error: ApiError) -> Response {
+    pages::message(error.status, "Not available", &error.message)
+}
