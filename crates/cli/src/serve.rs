@@ -103,6 +103,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SPOOR_TRUST_FORWARDED_FOR")]
     trust_forwarded_for: bool,
 
+    /// Mark the dashboard's session cookie `Secure` (sent over https only): for a proxy
+    /// that serves spoor over https without saying so in `X-Forwarded-Proto` (with
+    /// `--trust-forwarded-for`, `X-Forwarded-Proto: https` does it too).
+    #[arg(long, env = "SPOOR_SECURE_COOKIES")]
+    secure_cookies: bool,
+
     /// Let webhooks reach loopback, private, link-local and other non-public addresses.
     /// Off by default: anyone with a site's key sets its webhooks, and could otherwise
     /// make spoor send requests into its own network. For tests and on-premises setups.
@@ -270,6 +276,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         guesses: Arc::new(KeyGuesses::new(args.refused_keys_per_minute)),
         tuning_running: Arc::default(),
         trust_forwarded_for: args.trust_forwarded_for,
+        secure_cookies: args.secure_cookies,
         targets,
         triggers: triggers.clone(),
         background: tokio::runtime::Handle::current(),

@@ -3,8 +3,10 @@
 //! asked most (with and without results). Every figure is a counter kept here, so that
 //! a page of the dashboard costs a lookup, never a scan of contacts or of the log.
 //!
-//! Counted by the event's date (an import of old orders fills the days it tells of),
-//! deterministically from the log like every part of the state.
+//! Counted by the event's date, but never later than its arrival (an import of old
+//! orders fills the days it tells of; a client's clock a day ahead cannot push the
+//! minutes it counts past the day kept), deterministically from the log like every part
+//! of the state.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -20,12 +22,15 @@ const MINUTE_MS: i64 = 60_000;
 pub const MINUTES_KEPT: i64 = 24 * 60;
 /// Days kept: the latest, as attribution keeps them.
 pub const DAYS_KEPT: usize = 400;
-/// Distinct searches held; past [`SEARCHES_HIGH`], the least asked are let go down to
-/// this many (a shop's visitors type without end, and each query is a key).
+/// Distinct searches held; past [`SEARCHES_HIGH`], the least asked of the last weeks
+/// are let go down to this many (a shop's visitors type without end, and each query is
+/// a key).
 pub const SEARCHES_KEPT: usize = 2_000;
 const SEARCHES_HIGH: usize = 2 * SEARCHES_KEPT;
 /// Characters of a search query kept: longer ones are cut.
 pub const MAX_QUERY_CHARS: usize = 64;
+/// Weeks a search is counted over: the current one and the three before.
+pub const SEARCH_WEEKS: usize = 4;
 
 /// Weeks of views and purchases kept per product.
 pub const WEEKS_KEPT: usize = 13;
@@ -43,14 +48,10 @@ fn monday_of(week: i64) -> i64 {
 /// Counts by event type, in [`EventKind::ALL`]'s order.
 pub type KindCounts = [u64; EventKind::ALL.len()];
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SearchCounts {
-    pub asked: u64,
-    /// Asked with `isFound: 0`: what the shop is missing.
-    pub not_found: u64,
-    /// The last day it was asked (a day number).
-    pub last_day: i64,
-}
+/// A search's weeks: asked, and asked with `isFound: 0` (what the shop is missing).
+pub type SearchWeeks = Weeks<SEARCH_WEEKS>;
+/// A product's weeks: views, and order lines.
+pub type ProductWeeks = Weeks<WEEKS_KEPT>;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Activity {
@@ -59,21 +60,141 @@ pub struct Activity {
     minutes: BTreeMap<i64, KindCounts>,
     /// Day number -> events that day.
     days: BTreeMap<i64, KindCounts>,
-    /// Normalised query -> how often it was asked.
-    searches: HashMap<String, SearchCounts>,
-    /// Product -> its views and purchases per week, the latest [`WEEKS_KEPT`] weeks: a
-    /// product's page shows them over time. About 110 bytes a product seen.
+    /// Normalised query -> how often it was asked, the last weeks.
+    searches: HashMap<String, SearchWeeks>,
+    /// The latest week a search was counted in: what the least asked are judged by.
+    #[serde(default)]
+    search_week: i64,
+    /// Catalogue product -> its views and purchases per week, the latest
+    /// [`WEEKS_KEPT`] weeks: a product's page shows them over time. About 120 bytes a
+    /// product.
     #[serde(default)]
     products: FxHashMap<ItemId, ProductWeeks>,
 }
 
-/// A product's views and purchases (order lines) per week, in a ring of
-/// [`WEEKS_KEPT`] weeks ending with `latest`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProductWeeks {
+/// Two counts per week (a product's views and purchases; a search's asks and asks
+/// without results), in a ring of `N` weeks ending with `latest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "WeeksForm", from = "WeeksForm")]
+pub struct Weeks<const N: usize> {
     latest: i64,
-    views: [u32; WEEKS_KEPT],
-    purchases: [u32; WEEKS_KEPT],
+    first: [u32; N],
+    second: [u32; N],
+}
+
+/// [`Weeks`] as snapshots hold it (serde has no arrays of a generic length).
+#[derive(Serialize, Deserialize)]
+struct WeeksForm {
+    latest: i64,
+    first: Vec<u32>,
+    second: Vec<u32>,
+}
+
+impl<const N: usize> From<Weeks<N>> for WeeksForm {
+    fn from(weeks: Weeks<N>) -> WeeksForm {
+        WeeksForm {
+            latest: weeks.latest,
+            first: weeks.first.to_vec(),
+            second: weeks.second.to_vec(),
+        }
+    }
+}
+
+impl<const N: usize> From<WeeksForm> for Weeks<N> {
+    fn from(form: WeeksForm) -> Weeks<N> {
+        let mut weeks = Weeks {
+            latest: form.latest,
+            ..Weeks::default()
+        };
+        for (held, read) in weeks.first.iter_mut().zip(form.first) {
+            *held = read;
+        }
+        for (held, read) in weeks.second.iter_mut().zip(form.second) {
+            *held = read;
+        }
+        weeks
+    }
+}
+
+impl<const N: usize> Default for Weeks<N> {
+    fn default() -> Self {
+        Weeks {
+            latest: 0,
+            first: [0; N],
+            second: [0; N],
+        }
+    }
+}
+
+/// Which of a week's two counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    First,
+    Second,
+}
+
+impl<const N: usize> Weeks<N> {
+    fn slot(week: i64) -> usize {
+        week.rem_euclid(N as i64) as usize
+    }
+
+    fn add(&mut self, count: Count, week: i64) {
+        let fresh = self.first.iter().chain(&self.second).all(|n| *n == 0);
+        if fresh {
+            self.latest = week;
+        }
+        if week > self.latest {
+            // The weeks between are new: their slots held weeks now too old.
+            let newer = (week - self.latest).min(N as i64);
+            for passed in 0..newer {
+                let slot = Self::slot(week - passed);
+                self.first[slot] = 0;
+                self.second[slot] = 0;
+            }
+            self.latest = week;
+        }
+        if week <= self.latest - N as i64 {
+            return;
+        }
+        let counts = match count {
+            Count::First => &mut self.first,
+            Count::Second => &mut self.second,
+        };
+        let slot = Self::slot(week);
+        counts[slot] = counts[slot].saturating_add(1);
+    }
+
+    /// The counts of `week`, when the ring still holds it.
+    fn of(&self, week: i64) -> (u32, u32) {
+        let held = week <= self.latest && week > self.latest - N as i64;
+        let slot = Self::slot(week);
+        if held {
+            (self.first[slot], self.second[slot])
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// (the week's Monday as a day number, first count, second count) for the `N` weeks
+    /// ending with the week of `now`, oldest first.
+    pub fn by_week(&self, now: i64) -> Vec<(i64, u32, u32)> {
+        let last = week_of(now);
+        (last + 1 - N as i64..=last)
+            .map(|week| {
+                let (first, second) = self.of(week);
+                (monday_of(week), first, second)
+            })
+            .collect()
+    }
+
+    /// Both counts summed over the `N` weeks ending with week `last`.
+    fn within(&self, last: i64) -> (u64, u64) {
+        (last + 1 - N as i64..=last)
+            .map(|week| self.of(week))
+            .fold((0, 0), |(a, b), (x, y)| {
+                (a + u64::from(x), b + u64::from(y))
+            })
+    }
 }
 
 /// What a product's week counts.
@@ -83,53 +204,12 @@ pub enum ProductEvent {
     Bought,
 }
 
-impl ProductWeeks {
-    fn slot(week: i64) -> usize {
-        week.rem_euclid(WEEKS_KEPT as i64) as usize
-    }
-
-    fn add(&mut self, what: ProductEvent, week: i64) {
-        let fresh = self.views.iter().chain(&self.purchases).all(|n| *n == 0);
-        if fresh {
-            self.latest = week;
+impl ProductEvent {
+    fn count(self) -> Count {
+        match self {
+            ProductEvent::Viewed => Count::First,
+            ProductEvent::Bought => Count::Second,
         }
-        if week > self.latest {
-            // The weeks between are new: their slots held weeks now too old.
-            let newer = (week - self.latest).min(WEEKS_KEPT as i64);
-            for passed in 0..newer {
-                let slot = Self::slot(week - passed);
-                self.views[slot] = 0;
-                self.purchases[slot] = 0;
-            }
-            self.latest = week;
-        }
-        if week <= self.latest - WEEKS_KEPT as i64 {
-            return;
-        }
-        let counts = match what {
-            ProductEvent::Viewed => &mut self.views,
-            ProductEvent::Bought => &mut self.purchases,
-        };
-        let slot = Self::slot(week);
-        counts[slot] = counts[slot].saturating_add(1);
-    }
-
-    /// (the week's Monday as a day number, views, purchases) for the [`WEEKS_KEPT`] weeks ending with the
-    /// week of `now`, oldest first.
-    pub fn by_week(&self, now: i64) -> Vec<(i64, u32, u32)> {
-        let last = week_of(now);
-        (last + 1 - WEEKS_KEPT as i64..=last)
-            .map(|week| {
-                let held = week <= self.latest && week > self.latest - WEEKS_KEPT as i64;
-                let slot = Self::slot(week);
-                let (views, purchases) = if held {
-                    (self.views[slot], self.purchases[slot])
-                } else {
-                    (0, 0)
-                };
-                (monday_of(week), views, purchases)
-            })
-            .collect()
     }
 }
 
@@ -162,38 +242,45 @@ impl Activity {
             self.days.pop_first();
         }
         if let EventBody::SearchRequest { search } = &event.body {
-            self.searched(&search.query, search.found, day);
+            self.searched(&search.query, search.found, at);
         }
     }
 
-    fn searched(&mut self, query: &str, found: Option<bool>, day: i64) {
+    fn searched(&mut self, query: &str, found: Option<bool>, at: i64) {
         let Some(query) = normalise_query(query) else {
             return;
         };
+        let week = week_of(at);
+        self.search_week = self.search_week.max(week);
         let counts = self.searches.entry(query).or_default();
-        counts.asked += 1;
-        counts.not_found += u64::from(found == Some(false));
-        counts.last_day = counts.last_day.max(day);
+        counts.add(Count::First, week);
+        if found == Some(false) {
+            counts.add(Count::Second, week);
+        }
         if self.searches.len() > SEARCHES_HIGH {
             self.keep_most_asked();
         }
     }
 
-    /// Lets the least asked searches go (the oldest first among equals; the query
-    /// itself breaks the last ties, so that every rebuild keeps the same ones).
+    /// Lets the searches least asked in the last weeks go (the query itself breaks
+    /// ties, so that every rebuild keeps the same ones).
     fn keep_most_asked(&mut self) {
-        let mut all: Vec<(String, SearchCounts)> = self.searches.drain().collect();
-        all.sort_unstable_by(|(qa, a), (qb, b)| {
-            (b.asked, b.last_day, qa).cmp(&(a.asked, a.last_day, qb))
-        });
+        let week = self.search_week;
+        let mut all: Vec<(u64, String, SearchWeeks)> = (self.searches.drain())
+            .map(|(query, weeks)| (weeks.within(week).0, query, weeks))
+            .collect();
+        all.sort_unstable_by(|(a, qa, _), (b, qb, _)| (b, qa).cmp(&(a, qb)));
         all.truncate(SEARCHES_KEPT);
-        self.searches = all.into_iter().collect();
+        self.searches = (all.into_iter()).map(|(_, q, w)| (q, w)).collect();
     }
 
     /// Counts a product's view or its purchase at `at`.
     pub fn product(&mut self, item: ItemId, what: ProductEvent, at: i64) {
         let week = week_of(at);
-        self.products.entry(item).or_default().add(what, week);
+        self.products
+            .entry(item)
+            .or_default()
+            .add(what.count(), week);
     }
 
     /// The product's weeks, when it was seen.
@@ -220,27 +307,48 @@ impl Activity {
             .collect()
     }
 
-    /// The `limit` searches asked most, and the `limit` asked most without results.
-    pub fn top_searches(&self, limit: usize) -> TopSearches<'_> {
-        let mut asked: Vec<(&str, &SearchCounts)> = (self.searches.iter())
-            .map(|(q, c)| (q.as_str(), c))
+    /// The `limit` searches asked most in the [`SEARCH_WEEKS`] weeks up to `now`, and
+    /// the `limit` asked most without results; only those asked at least `at_least`
+    /// times (a query typed once may be someone's own name).
+    pub fn top_searches(&self, now: i64, limit: usize, at_least: u64) -> TopSearches {
+        let week = week_of(now);
+        let counted: Vec<(&str, u64, u64)> = (self.searches.iter())
+            .map(|(query, weeks)| {
+                let (asked, missing) = weeks.within(week);
+                (query.as_str(), asked, missing)
+            })
+            .filter(|(_, asked, _)| *asked >= at_least)
             .collect();
-        asked.sort_unstable_by(|(qa, a), (qb, b)| (b.asked, qa).cmp(&(a.asked, qb)));
-        let mut not_found: Vec<(&str, &SearchCounts)> = asked
-            .iter()
-            .filter(|(_, c)| c.not_found > 0)
-            .copied()
-            .collect();
-        not_found.sort_by_key(|(_, counts)| std::cmp::Reverse(counts.not_found));
-        asked.truncate(limit);
-        not_found.truncate(limit);
-        TopSearches { asked, not_found }
+        let ranked = |count: fn(&(&str, u64, u64)) -> u64| {
+            let mut ranked: Vec<(String, u64)> = (counted.iter())
+                .filter(|entry| count(entry) > 0)
+                .map(|entry| (entry.0.to_string(), count(entry)))
+                .collect();
+            ranked.sort_unstable_by(|(qa, a), (qb, b)| (b, qa).cmp(&(a, qb)));
+            ranked.truncate(limit);
+            ranked
+        };
+        TopSearches {
+            asked: ranked(|entry| entry.1),
+            not_found: ranked(|entry| entry.2),
+        }
+    }
+
+    /// What this holds, in a stable order, for the state's digest.
+    pub fn digest_into(&self, hasher: &mut impl sha2::Digest) {
+        let mut searches: Vec<_> = self.searches.iter().collect();
+        searches.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut products: Vec<_> = self.products.iter().collect();
+        products.sort_unstable_by_key(|(item, _)| **item);
+        let parts = (&self.minutes, &self.days, searches, products);
+        hasher.update(serde_json::to_vec(&parts).expect("activity serialises"));
     }
 }
 
-pub struct TopSearches<'a> {
-    pub asked: Vec<(&'a str, &'a SearchCounts)>,
-    pub not_found: Vec<(&'a str, &'a SearchCounts)>,
+/// Searches with how often each was asked (or found nothing), most first.
+pub struct TopSearches {
+    pub asked: Vec<(String, u64)>,
+    pub not_found: Vec<(String, u64)>,
 }
 
 /// The query as counted: trimmed, lower case, spaces folded, cut at
@@ -248,17 +356,16 @@ pub struct TopSearches<'a> {
 /// phone number typed into the search box), which would otherwise be shown to the
 /// shop's team and outlive the person's erasure.
 pub fn normalise_query(query: &str) -> Option<String> {
-    let folded: String = query
+    let folded = query
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
-        .to_lowercase()
-        .chars()
-        .take(MAX_QUERY_CHARS)
-        .collect();
+        .to_lowercase();
+    // Judged whole, before it is cut: the cut could leave half an address behind.
     let digits = folded.chars().filter(char::is_ascii_digit).count();
     let personal = folded.contains('@') || digits >= 7;
-    (!folded.is_empty() && !personal).then_some(folded)
+    let kept: String = folded.chars().take(MAX_QUERY_CHARS).collect();
+    (!kept.is_empty() && !personal).then_some(kept)
 }
 
 #[cfg(test)]
@@ -315,18 +422,29 @@ mod tests {
             ("umbrella", 1),
             ("me@example.com", 0),
             ("+1 541 754 3010", 0),
+            (&format!("{} me@example.com", "x".repeat(60)), 0),
         ] {
             activity.apply(&search(query, found), T0);
         }
-        let top = activity.top_searches(10);
-        let asked: Vec<(&str, u64)> = top.asked.iter().map(|(q, c)| (*q, c.asked)).collect();
+        let top = activity.top_searches(T0, 10, 1);
+        let asked: Vec<(&str, u64)> = top.asked.iter().map(|(q, n)| (q.as_str(), *n)).collect();
         assert_eq!(asked, [("umbrella", 3), ("red shoes", 2)]);
         let missing: Vec<(&str, u64)> = top
             .not_found
             .iter()
-            .map(|(q, c)| (*q, c.not_found))
+            .map(|(q, n)| (q.as_str(), *n))
             .collect();
         assert_eq!(missing, [("umbrella", 2)], "no email or phone is kept");
+        assert_eq!(
+            activity.top_searches(T0, 10, 3).asked.len(),
+            1,
+            "asked 3 times or more"
+        );
+        let weeks_on = T0 + 7 * SEARCH_WEEKS as i64 * DAY_MS;
+        assert!(
+            activity.top_searches(weeks_on, 10, 1).asked.is_empty(),
+            "the last weeks only"
+        );
     }
 
     #[test]
@@ -334,10 +452,10 @@ mod tests {
         let mut weeks = ProductWeeks::default();
         let week = week_of(T0);
         let at = |week: i64| monday_of(week) * DAY_MS;
-        weeks.add(ProductEvent::Viewed, week);
-        weeks.add(ProductEvent::Viewed, week);
-        weeks.add(ProductEvent::Bought, week);
-        weeks.add(ProductEvent::Viewed, week + 2);
+        weeks.add(Count::First, week);
+        weeks.add(Count::First, week);
+        weeks.add(Count::Second, week);
+        weeks.add(Count::First, week + 2);
         let shown = weeks.by_week(at(week + 2));
         assert_eq!(shown.len(), WEEKS_KEPT);
         assert_eq!(shown[WEEKS_KEPT - 3], (monday_of(week), 2, 1));
@@ -345,8 +463,8 @@ mod tests {
         assert_eq!(shown[WEEKS_KEPT - 2].1, 0);
         assert_eq!(shown[WEEKS_KEPT - 1].1, 1);
         // A quarter on, the first week is gone, and a view that old is not counted.
-        weeks.add(ProductEvent::Viewed, week + WEEKS_KEPT as i64);
-        weeks.add(ProductEvent::Viewed, week);
+        weeks.add(Count::First, week + WEEKS_KEPT as i64);
+        weeks.add(Count::First, week);
         let shown = weeks.by_week(at(week + WEEKS_KEPT as i64));
         assert_eq!(shown.iter().map(|w| w.1).sum::<u32>(), 2);
     }
@@ -361,6 +479,6 @@ mod tests {
             activity.apply(&search(&format!("once {i}"), 1), T0);
         }
         assert!(activity.searches.len() <= SEARCHES_HIGH);
-        assert_eq!(activity.top_searches(1).asked[0].0, "popular");
+        assert_eq!(activity.top_searches(T0, 1, 1).asked[0].0, "popular");
     }
 }

@@ -133,14 +133,20 @@ impl SiteState {
         recommend(&self.recommender, &self.catalogue, request)
     }
 
+    /// Events applied: a counter, where [`SiteState::counts`] reads every contact.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// What the site holds, from counters (no contact is read).
     pub fn counts(&self) -> SiteCounts {
-        let live = self.contacts.live().count() as u64;
+        let live = self.contacts.live_count() as u64;
         SiteCounts {
             events: self.events,
             contacts: live,
             merged_contacts: self.contacts.created() as u64 - live,
             products: self.catalogue.len() as u64,
-            orders: (self.contacts.live()).map(|c| c.orders.len() as u64).sum(),
+            orders: self.contacts.orders_held(),
         }
     }
 
@@ -156,6 +162,7 @@ impl SiteState {
         for product in self.catalogue.sorted() {
             hasher.update(serde_json::to_vec(product).expect("products serialise"));
         }
+        self.activity.digest_into(&mut hasher);
         hex::encode(hasher.finalize())
     }
 
@@ -163,10 +170,11 @@ impl SiteState {
         self.apply_dated(event, at, at);
     }
 
-    /// [`SiteState::apply`], with what the event tells of products dated `catalogue_at`.
+    /// [`SiteState::apply`], with what the event tells of products, and the site's
+    /// activity counts, dated `catalogue_at` (no later than the event's arrival).
     pub fn apply_dated(&mut self, event: &TrackerEvent, at: i64, catalogue_at: i64) {
         self.events += 1;
-        self.activity.apply(event, at);
+        self.activity.apply(event, catalogue_at);
         self.apply_to_catalogue(event, catalogue_at);
         // An event that names no one (one whose personal data was erased) still tells
         // about products, but about no contact.
@@ -181,6 +189,7 @@ impl SiteState {
             || matches!(event.body, EventBody::ProductUpdate { .. })
         {
             self.apply_to_models(event, None, at);
+            self.count_products(&event.body, catalogue_at);
             self.attribution.apply(event, None, at);
             return;
         }
@@ -195,6 +204,7 @@ impl SiteState {
         };
         if !repeated_order {
             self.apply_to_models(event, Some(id), at);
+            self.count_products(&event.body, catalogue_at);
             self.attribution.apply(event, Some(id), at);
         }
         self.timers.apply(event, id, at);
@@ -225,7 +235,12 @@ impl SiteState {
                 }
             }
             EventBody::StatusCart { cart } => contact.set_cart(cart, lines, at),
-            EventBody::PurchasedItems { purchase } => contact.add_order(purchase, lines, at),
+            EventBody::PurchasedItems { purchase } => {
+                let before = contact.orders.len();
+                contact.add_order(purchase, lines, at);
+                let after = contact.orders.len();
+                self.contacts.orders_changed(before, after);
+            }
             EventBody::CategoryPage { category_key } => contact.viewed_category(category_key, at),
             EventBody::SearchRequest { search } => {
                 contact.searched(&search.query, search.found, at)
@@ -268,7 +283,6 @@ impl SiteState {
     }
 
     fn apply_to_models(&mut self, event: &TrackerEvent, visitor: Option<ContactId>, at: i64) {
-        self.count_products(&event.body, at);
         match &event.body {
             EventBody::ProductPage { product } => {
                 self.recommender.viewed(visitor, &product.product_key, at)
@@ -290,18 +304,25 @@ impl SiteState {
     fn count_products(&mut self, body: &EventBody, at: i64) {
         match body {
             EventBody::ProductPage { product } => {
-                if let Some(item) = self.recommender.intern(&product.product_key) {
-                    self.activity.product(item, ProductEvent::Viewed, at);
-                }
+                self.count_product(&product.product_key, ProductEvent::Viewed, at)
             }
             EventBody::PurchasedItems { purchase } => {
                 for line in purchase.products.iter().take(MAX_LINES) {
-                    if let Some(item) = self.recommender.intern(&line.product_key) {
-                        self.activity.product(item, ProductEvent::Bought, at);
-                    }
+                    self.count_product(&line.product_key, ProductEvent::Bought, at);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Counted for the catalogue's products only (itself capped): any key a client
+    /// makes up would otherwise be a counter.
+    fn count_product(&mut self, product_key: &str, what: ProductEvent, at: i64) {
+        if self.catalogue.get(product_key).is_none() {
+            return;
+        }
+        if let Some(item) = self.recommender.intern(product_key) {
+            self.activity.product(item, what, at);
         }
     }
 
@@ -402,6 +423,57 @@ mod tests {
 
     fn general(name: &str, sc: &str) -> Value {
         json!({"eventName": name, "siteId": "S", "cookies": {"sc": sc}})
+    }
+
+    /// What `counts` reads from counters, found by reading every contact.
+    fn counted_by_reading(site: &SiteState) -> (u64, u64) {
+        let live = site.contacts.live().count() as u64;
+        let orders = site.contacts.live().map(|c| c.orders.len() as u64).sum();
+        (live, orders)
+    }
+
+    #[test]
+    fn contacts_and_orders_are_counted_as_they_change() {
+        let mut site = SiteState::default();
+        let order = |number: &str| json!({"OrderNumber": number, "Products": [{"productKey": "mug", "price": 5, "quantity": 1}]});
+        // Two devices, an order each (one shared number), then one person signs in on both.
+        for (sc, number) in [
+            ("home", "o1"),
+            ("phone", "o1"),
+            ("phone", "o2"),
+            ("home", "o3"),
+        ] {
+            apply(
+                &mut site,
+                general("PurchasedItems", sc),
+                Some(("PurchasedItems", order(number))),
+                0,
+            );
+        }
+        apply(
+            &mut site,
+            general("PurchasedItems", "home"),
+            Some(("PurchasedItems", order("o3"))),
+            0,
+        );
+        assert_eq!(
+            site.counts().orders,
+            4,
+            "o1 twice (two contacts), o2, o3 once"
+        );
+        for sc in ["home", "phone"] {
+            let mut signed_in = general("CustomerData", sc);
+            signed_in["user_email"] = json!("ann@x.com");
+            apply(&mut site, signed_in, None, MINUTE);
+        }
+        let counts = site.counts();
+        assert_eq!((counts.contacts, counts.orders), counted_by_reading(&site));
+        assert_eq!(
+            (counts.contacts, counts.orders, counts.merged_contacts),
+            (1, 3, 1)
+        );
+        let restored = SiteState::from_snapshot(site.to_snapshot());
+        assert_eq!(restored.counts(), counts, "the same from a snapshot");
     }
 
     #[test]

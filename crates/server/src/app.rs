@@ -42,6 +42,8 @@ pub struct AppState {
     pub limiters: Arc<Limiters>,
     /// Take the client's address from `X-Forwarded-For` (spoor is behind a proxy).
     pub trust_forwarded_for: bool,
+    /// Mark the dashboard's session cookie `Secure` whatever the request says.
+    pub secure_cookies: bool,
     /// Where webhooks may point (see `spoor_outgoing::Targets`).
     pub targets: spoor_outgoing::Targets,
     pub tuning_running: Arc<Running>,

@@ -12,6 +12,8 @@ pub const MAX_KINDS_PER_SITE: usize = 200;
 /// Sites counted; a registry larger than this counts only the first ones seen.
 pub const MAX_SITES: usize = 10_000;
 const MAX_PATH_CHARS: usize = 120;
+/// A field name longer than this is taken for one a client made up.
+const MAX_NAME_CHARS: usize = 40;
 
 #[derive(Default)]
 pub struct Refusals {
@@ -87,25 +89,30 @@ pub fn key_reason(problem: KeyProblem) -> &'static str {
 }
 
 /// The path with its array indexes left out (`items[3].price` -> `items[].price`), so
-/// that one mistake in every line of a cart counts as one kind.
+/// that one mistake in every line of a cart counts as one kind; and with the names a
+/// client chose (a `tag_` field's, the `Tags` object's keys, anything that is not a plain
+/// field name) as `*`: a client may name a field after a person.
 fn path_shape(path: &str) -> String {
-    let mut shape = String::with_capacity(path.len());
-    let mut in_index = false;
-    for c in path.chars() {
-        match c {
-            '[' => {
-                in_index = true;
-                shape.push('[');
-            }
-            ']' => {
-                in_index = false;
-                shape.push(']');
-            }
-            c if in_index && c.is_ascii_digit() => {}
-            c => shape.push(c),
+    let mut shape = Vec::new();
+    let mut free_keys = false;
+    for segment in path.split('.') {
+        let (name, indexes) = segment.split_once('[').unwrap_or((segment, ""));
+        let plain = name.len() <= MAX_NAME_CHARS
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        // A name the client chose may hold dots: nothing after it is told.
+        if free_keys || !plain {
+            shape.push("*".to_string());
+            break;
         }
+        if name.starts_with("tag_") {
+            shape.push("tag_*".to_string());
+            break;
+        }
+        free_keys = name.eq_ignore_ascii_case("tags");
+        let brackets = indexes.matches(']').count();
+        shape.push(format!("{name}{}", "[]".repeat(brackets)));
     }
-    shape.chars().take(MAX_PATH_CHARS).collect()
+    shape.join(".").chars().take(MAX_PATH_CHARS).collect()
 }
 
 #[cfg(test)]
@@ -133,6 +140,21 @@ mod tests {
             [("invalid_value", "StatusCart.productKeys[]", 2)]
         );
         assert!(refusals.of("other").counts.is_empty());
+    }
+
+    #[test]
+    fn names_a_client_chose_are_not_kept() {
+        for (path, shape) in [
+            (
+                "StatusCart.Products[2].tag_john.smith@x.com",
+                "StatusCart.Products[].tag_*",
+            ),
+            ("Tags.ann_lee[0]", "Tags.*"),
+            ("GeneralInfo.user_email", "GeneralInfo.user_email"),
+            ("ProductPage.a b", "ProductPage.*"),
+        ] {
+            assert_eq!(path_shape(path), shape);
+        }
     }
 
     #[test]

@@ -122,8 +122,9 @@ pub fn router(state: AppState) -> Router {
         state.clone(),
         guesses::guard,
     ));
-    let dashboard =
-        add(Router::new(), crate::ui::routes()).layer(middleware::from_fn(crate::ui::timed));
+    let dashboard = add(Router::new(), crate::ui::routes())
+        .layer(middleware::from_fn(crate::ui::same_origin))
+        .layer(middleware::from_fn(crate::ui::timed));
     let routes = open
         .merge(keyed)
         .merge(dashboard)

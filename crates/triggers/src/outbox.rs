@@ -83,10 +83,43 @@ enum Record {
         webhook: String,
         at: i64,
     },
-    /// What a fired record became when its contact was erased (written over it, padded).
+    /// What a fired record became when its contact was erased (written over it, padded):
+    /// its site, kind and day stay, so that what fired stays counted.
     Forgotten {
         id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        counted: Option<Counted>,
     },
+}
+
+/// A fired trigger as the tally counts it: nothing about its contact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Counted {
+    site_id: String,
+    kind: TriggerKind,
+    fired_at: i64,
+}
+
+impl Counted {
+    fn of(fired: &Fired) -> Counted {
+        Counted {
+            site_id: fired.site_id.clone(),
+            kind: fired.kind,
+            fired_at: fired.fired_at,
+        }
+    }
+}
+
+/// Where the triggers fired per site and day of deleted outbox records are kept.
+const FIRED_BEFORE_FILE: &str = "fired-days.json";
+
+/// Triggers fired per site and day, of the records before `before`: the deleted ones
+/// (and a few still on disk, not counted again when read).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct FiredBefore {
+    before: Position,
+    sites: BTreeMap<String, BTreeMap<i64, [u64; KINDS]>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -161,8 +194,10 @@ struct State {
     /// Site -> what fired per day and how its deliveries stand: kept as records apply, so
     /// a report reads counters, never every trigger held.
     tallies: HashMap<String, SiteTally>,
-    /// The deliveries that are dead letters, by their trigger's position.
-    dead: BTreeSet<(Position, String)>,
+    /// The deliveries that are dead letters, by site and their trigger's position.
+    dead: BTreeSet<(String, Position, String)>,
+    /// What fired, as counted of records already deleted (see [`FiredBefore`]).
+    fired_before: FiredBefore,
 }
 
 /// Days of fired triggers counted per site: the latest.
@@ -178,6 +213,14 @@ pub struct SiteTally {
     /// Deliveries of the triggers held, by kind and state ([`DeliveryStatus::ALL`]'s
     /// order).
     pub deliveries: [[u64; 3]; KINDS],
+}
+
+fn add_fired(days: &mut BTreeMap<i64, [u64; KINDS]>, counted: &Counted) {
+    let day = counted.fired_at.div_euclid(DAY_MS);
+    days.entry(day).or_default()[kind_slot(counted.kind)] += 1;
+    if days.len() > TALLY_DAYS {
+        days.pop_first();
+    }
 }
 
 fn kind_slot(kind: TriggerKind) -> usize {
@@ -238,12 +281,10 @@ impl State {
                 for hook in &fired.webhooks {
                     self.owed.insert((first_at, position, hook.clone()));
                 }
-                let tally = self.tallies.entry(fired.site_id.clone()).or_default();
-                let day = fired.fired_at.div_euclid(DAY_MS);
-                tally.fired.entry(day).or_default()[kind_slot(fired.kind)] += 1;
-                if tally.fired.len() > TALLY_DAYS {
-                    tally.fired.pop_first();
+                if position >= self.fired_before.before {
+                    self.count_fired(&Counted::of(&fired));
                 }
+                let tally = self.tallies.entry(fired.site_id.clone()).or_default();
                 let owed = fired.webhooks.len() as i64;
                 tally.count(fired.kind, DeliveryStatus::Pending, owed);
                 self.by_id.insert(fired.id.clone(), position);
@@ -270,7 +311,13 @@ impl State {
                 delivery.status = status;
                 self.moved(&attempt.id, &attempt.webhook, before, status);
             }
-            Record::Forgotten { .. } => {}
+            Record::Forgotten { counted, .. } => {
+                if let Some(counted) = counted
+                    && position >= self.fired_before.before
+                {
+                    self.count_fired(&counted);
+                }
+            }
             Record::Replay { id, webhook, at } => {
                 self.unowe(&id, &webhook);
                 self.owe(&id, &webhook, at);
@@ -286,6 +333,11 @@ impl State {
         }
     }
 
+    fn count_fired(&mut self, counted: &Counted) {
+        let tally = self.tallies.entry(counted.site_id.clone()).or_default();
+        add_fired(&mut tally.fired, counted);
+    }
+
     /// A delivery went from `before` to `after`: the site's tally and the dead letters
     /// follow.
     fn moved(&mut self, id: &str, webhook: &str, before: DeliveryStatus, after: DeliveryStatus) {
@@ -298,7 +350,7 @@ impl State {
         let tally = self.tallies.entry(entry.fired.site_id.clone()).or_default();
         tally.count(entry.fired.kind, before, -1);
         tally.count(entry.fired.kind, after, 1);
-        let key = (position, webhook.to_string());
+        let key = (entry.fired.site_id.clone(), position, webhook.to_string());
         if after == DeliveryStatus::Dead {
             self.dead.insert(key);
         } else {
@@ -311,7 +363,8 @@ impl State {
         let tally = self.tallies.entry(entry.fired.site_id.clone()).or_default();
         for (webhook, delivery) in &entry.deliveries {
             tally.count(entry.fired.kind, delivery.status, -1);
-            self.dead.remove(&(position, webhook.clone()));
+            let key = (entry.fired.site_id.clone(), position, webhook.clone());
+            self.dead.remove(&key);
         }
     }
 
@@ -385,6 +438,8 @@ impl Entry {
 pub struct Outbox {
     log: Arc<FileLog>,
     state: Mutex<State>,
+    /// Where [`FIRED_BEFORE_FILE`] is.
+    dir: std::path::PathBuf,
 }
 
 impl Outbox {
@@ -402,6 +457,16 @@ impl Outbox {
         let log =
             FileLog::open(dir, config, None).map_err(|e| TriggerError::Storage(e.to_string()))?;
         let mut state = State::default();
+        let fired_before = spoor_log::read_if_exists(&dir.join(FIRED_BEFORE_FILE))
+            .map_err(|e| TriggerError::Storage(e.to_string()))?
+            .map(|bytes| serde_json::from_slice::<FiredBefore>(&bytes))
+            .transpose()
+            .map_err(|e| TriggerError::Storage(format!("{FIRED_BEFORE_FILE}: {e}")))?
+            .unwrap_or_default();
+        for (site, days) in &fired_before.sites {
+            state.tallies.entry(site.clone()).or_default().fired = days.clone();
+        }
+        state.fired_before = fired_before;
         let mut next = 0;
         loop {
             let records = log
@@ -425,6 +490,7 @@ impl Outbox {
         Ok(Outbox {
             log: Arc::new(log),
             state: Mutex::new(state),
+            dir: dir.to_path_buf(),
         })
     }
 
@@ -496,15 +562,18 @@ impl Outbox {
             let Some(record) = original.first().filter(|r| r.position == *position) else {
                 continue;
             };
-            let id = serde_json::from_slice::<Record>(&record.payload)
+            let (id, counted) = serde_json::from_slice::<Record>(&record.payload)
                 .ok()
                 .and_then(|r| match r {
-                    Record::Fired(fired) => Some(fired.id),
+                    Record::Fired(fired) => Some((fired.id.clone(), Some(Counted::of(&fired)))),
                     _ => None,
                 })
                 .unwrap_or_default();
-            let mut bytes =
-                serde_json::to_vec(&Record::Forgotten { id: id.clone() }).expect("serialises");
+            let forgotten = Record::Forgotten {
+                id: id.clone(),
+                counted,
+            };
+            let mut bytes = serde_json::to_vec(&forgotten).expect("serialises");
             if bytes.len() > record.payload.len() {
                 return Err(TriggerError::Storage(format!(
                     "outbox record {position} cannot be overwritten by a shorter one"
@@ -564,6 +633,7 @@ impl Outbox {
         // meanwhile lands at or after the end, in the segment being written, which stays.
         let oldest_needed =
             (state.entries.keys().next().copied()).unwrap_or_else(|| self.log.end());
+        self.count_before(&mut state, oldest_needed)?;
         if self.log.remove_before(oldest_needed).map_err(storage)? > 0 {
             // Records of triggers gone but still on disk keep their positions: an
             // erasure must still overwrite them.
@@ -582,6 +652,41 @@ impl Outbox {
             );
         }
         Ok(left)
+    }
+
+    /// Counts what fired in the records before `end` into [`FIRED_BEFORE_FILE`], durably,
+    /// before they may be deleted: what fired stays counted after a restart.
+    fn count_before(&self, state: &mut State, end: Position) -> Result<(), TriggerError> {
+        let storage = |e: spoor_log::LogError| TriggerError::Storage(e.to_string());
+        let mut next = state.fired_before.before;
+        if next >= end {
+            return Ok(());
+        }
+        let mut counted = state.fired_before.clone();
+        while next < end {
+            let records = self.log.read(next, 4096).map_err(storage)?;
+            let Some(last) = records.last() else { break };
+            next = last.position + 1;
+            for record in records.iter().filter(|r| r.position < end) {
+                let fired = match serde_json::from_slice::<Record>(&record.payload) {
+                    Ok(Record::Fired(fired)) => Some(Counted::of(&fired)),
+                    Ok(Record::Forgotten { counted, .. }) => counted,
+                    _ => None,
+                };
+                if let Some(fired) = fired {
+                    add_fired(
+                        counted.sites.entry(fired.site_id.clone()).or_default(),
+                        &fired,
+                    );
+                }
+            }
+        }
+        counted.before = end;
+        let bytes = serde_json::to_vec(&counted).expect("counts serialise");
+        spoor_log::write_atomically(&self.dir.join(FIRED_BEFORE_FILE), &bytes)
+            .map_err(|e| TriggerError::Storage(format!("{FIRED_BEFORE_FILE}: {e}")))?;
+        state.fired_before = counted;
+        Ok(())
     }
 
     /// Sends a dead letter again from the first attempt; false when there is none.
@@ -648,13 +753,17 @@ impl Outbox {
     /// letters alone.
     pub fn dead_letters(&self, site_id: &str, limit: usize) -> Vec<Entry> {
         let state = self.state();
-        let mut seen = BTreeSet::new();
-        (state.dead.iter().rev())
-            .filter_map(|(position, _)| Some((*position, state.entries.get(position)?)))
-            .filter(|(_, e)| e.fired.site_id == site_id && !e.fired.contact_check.is_empty())
-            .filter(|(position, _)| seen.insert(*position))
+        let first = (site_id.to_string(), Position::MIN, String::new());
+        let mut positions: Vec<Position> = (state.dead.range(first..))
+            .take_while(|(site, _, _)| site == site_id)
+            .map(|(_, position, _)| *position)
+            .collect();
+        positions.dedup();
+        (positions.iter().rev())
+            .filter_map(|position| state.entries.get(position))
+            .filter(|entry| !entry.fired.contact_check.is_empty())
             .take(limit)
-            .map(|(_, entry)| entry.clone())
+            .cloned()
             .collect()
     }
 
@@ -664,11 +773,7 @@ impl Outbox {
         let Some(position) = state.by_id.get(id).copied() else {
             return false;
         };
-        state.dead.contains(&(position, webhook.to_string()))
-            && state
-                .entries
-                .get(&position)
-                .is_some_and(|e| e.fired.site_id == site_id)
+        (state.dead).contains(&(site_id.to_string(), position, webhook.to_string()))
     }
 
     /// Fired triggers in all, for metrics and tests.
@@ -769,6 +874,12 @@ mod tests {
         assert!(
             !outbox.contains("t0"),
             "a trigger gone stays gone after a reopen"
+        );
+        let cart = kind_slot(TriggerKind::AbandonedCart);
+        assert_eq!(
+            outbox.tally("S").fired[&0][cart],
+            60,
+            "what fired stays counted when its records are deleted"
         );
         assert!(
             outbox.due(5_000, 10).is_empty(),

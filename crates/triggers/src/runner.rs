@@ -11,6 +11,11 @@ use spoor_engine::timers::{Pending, TriggerKind};
 use spoor_live::LiveState;
 
 use crate::error::TriggerError;
+use crate::outbox::{Attempt, Fired, Outbox, Retention};
+use crate::payload::{contact_check, payload, reach};
+use crate::signature;
+use spoor_outgoing::Targets;
+use spoor_settings::{TriggerRegistry, TriggerSettings, Webhook};
 
 /// Bytes of a receiver's answer to a test delivery that are shown.
 const TEST_ANSWER_BYTES: usize = 2_048;
@@ -22,11 +27,6 @@ pub struct TestAnswer {
     /// Its body's beginning, as text.
     pub body: String,
 }
-use crate::outbox::{Attempt, Fired, Outbox, Retention};
-use crate::payload::{contact_check, payload, reach};
-use crate::signature;
-use spoor_outgoing::Targets;
-use spoor_settings::{TriggerRegistry, TriggerSettings, Webhook};
 
 /// How long a receiver has to answer one delivery.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -167,9 +167,11 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "  spoor:          {spoor_url}/  (admin token in {})",
         data.join("admin-token").display()
     );
+    println!("  the dashboard:  {spoor_url}/ui/  (sign in with the admin token)");
     println!();
     println!(
-        "Browse the shop: the blocks follow what you look at and put in the cart. Ctrl-C stops."
+        "Browse the shop: the blocks follow what you look at and put in the cart; the \
+         dashboard shows what they earn. Ctrl-C stops."
     );
 
     let served = server.await.context("spoor's task")?;

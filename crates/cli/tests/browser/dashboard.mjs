@@ -92,6 +92,14 @@ const site_url = (path) => `${base}/ui/sites/${site}/${path}`;
   seen.siteKey.otherSite = (await page.goto(`${base}/ui/sites/OTHER/overview`)).status();
   const forged = await page.request.post(`${base}/ui/sign-out`, { form: { csrf: 'forged' } });
   seen.siteKey.forgedSignOut = forged.status();
+  await page.goto(site_url('overview'));
+  const csrf = await page.inputValue('.sign-out input[name=csrf]');
+  const other = await page.request.post(`${base}/ui/sites/OTHER/contacts/erase`,
+    { form: { csrf, by: 'email', value: email, confirm: email } });
+  seen.siteKey.otherSitesErase = other.status();
+  const crossSite = await page.request.post(`${base}/ui/sites/${site}/triggers/test`,
+    { form: { csrf, webhook: 'crm' }, headers: { Origin: 'https://shop.example' } });
+  seen.siteKey.crossSiteForm = crossSite.status();
   seen.siteKey.stillIn = (await page.goto(site_url('overview'))).status() === 200
     && await page.locator('nav').count() === 1;
   await Promise.all([page.waitForNavigation(), page.click('.sign-out button')]);

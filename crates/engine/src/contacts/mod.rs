@@ -34,6 +34,9 @@ pub struct Contacts {
     slots: Vec<Option<Box<Contact>>>,
     merged_into: FxHashMap<ContactId, ContactId>,
     index: IdentifierIndex,
+    /// Orders the live contacts hold, kept as they change: counted without reading a
+    /// million contacts.
+    orders_held: u64,
 }
 
 /// A contact joined into another by an event. What other parts of the state keep per
@@ -82,6 +85,21 @@ impl Contacts {
     /// Contacts ever created, merged ones included.
     pub fn created(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Contacts not merged into another: a count, not a scan.
+    pub fn live_count(&self) -> usize {
+        self.slots.len() - self.merged_into.len()
+    }
+
+    /// Orders the live contacts hold.
+    pub fn orders_held(&self) -> u64 {
+        self.orders_held
+    }
+
+    /// A contact went from `before` orders to `after`.
+    pub(crate) fn orders_changed(&mut self, before: usize, after: usize) {
+        self.orders_held = (self.orders_held + after as u64).saturating_sub(before as u64);
     }
 
     /// A live contact, by a number the index or [`Contacts::resolve`] gave.
@@ -190,7 +208,10 @@ impl Contacts {
         for id in contact.identifiers.all() {
             self.index.insert(&id, survivor);
         }
+        let before = contact.orders.len() + self.live_mut(survivor).orders.len();
         let let_go = self.live_mut(survivor).absorb(*contact, at);
+        let after = self.live_mut(survivor).orders.len();
+        self.orders_changed(before, after);
         self.unindex(&let_go, survivor);
     }
 
@@ -268,6 +289,7 @@ impl Contacts {
                     for id in contact.identifiers.all() {
                         contacts.index.insert(&id, contact.id);
                     }
+                    contacts.orders_held += contact.orders.len() as u64;
                     Some(contact)
                 }
                 SlotSnapshot::MergedInto(into) => {

@@ -33,13 +33,20 @@ const PREVIEW_BYTES: usize = 1 << 20;
 pub struct RangeQuery {
     from: Option<String>,
     to: Option<String>,
-    /// Preview: a product, a category, or a contact by one identifier.
+    /// Set after a save, to say so.
+    saved: Option<String>,
+}
+
+/// What to preview the block for: a product, a category, or a contact by one
+/// identifier. Sent by POST: an email never goes into an address.
+#[derive(Deserialize, Default)]
+pub struct PreviewForm {
+    #[serde(default)]
+    csrf: String,
     product: Option<String>,
     category: Option<String>,
     by: Option<String>,
     who: Option<String>,
-    /// Set after a save, to say so.
-    saved: Option<String>,
 }
 
 fn nonempty(value: &Option<String>) -> Option<&str> {
@@ -137,10 +144,9 @@ fn variant_label(id: &str) -> &str {
 }
 
 /// `GET /ui/sites/{siteId}/blocks/{blockId}?from=&to=`: the block's figures, its days,
-/// its variants compared, its definition to edit, and a preview.
+/// its variants compared, its definition to edit, and a preview's form.
 pub async fn page(
     State(state): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Signed(session): Signed,
     ApiPath((site_id, block_id)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<RangeQuery>,
@@ -159,9 +165,58 @@ pub async fn page(
         Err(error) => return error_page(error),
     };
     let form = EditForm::of(&definition);
-    let preview = preview(&state, peer, &session, &site_id, &block_id, &query).await;
+    let asked = PreviewForm::default();
     block_page(
-        &state, &session, &site_id, &block_id, &query, &form, None, preview,
+        &state,
+        &session,
+        &site_id,
+        &block_id,
+        &query,
+        &form,
+        None,
+        (&asked, html! {}),
+    )
+    .await
+    .into_response()
+}
+
+/// `POST /ui/sites/{siteId}/blocks/{blockId}/preview`: the block's page with what a page
+/// would get for the product, category or contact asked.
+pub async fn preview_page(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Signed(session): Signed,
+    ApiPath((site_id, block_id)): ApiPath<(String, String)>,
+    Form(asked): Form<PreviewForm>,
+) -> Response {
+    if let Some(refused) = unseen_site(&state, &session, &site_id) {
+        return refused;
+    }
+    if !session.csrf_matches(&asked.csrf) {
+        return pages::forbidden();
+    }
+    let definition = match api::get_block(
+        State(state.clone()),
+        session.api_headers(),
+        ApiPath((site_id.clone(), block_id.clone())),
+    )
+    .await
+    {
+        Ok(block) => block.0,
+        Err(error) => return error_page(error),
+    };
+    let form = EditForm::of(&definition);
+    let shown = preview(&state, peer, &session, &site_id, &block_id, &asked).await;
+    let range = RangeQuery::default();
+    block_page(
+        &state,
+        &session,
+        &site_id,
+        &block_id,
+        &range,
+        &form,
+        None,
+        (&asked, shown),
     )
     .await
     .into_response()
@@ -176,7 +231,7 @@ async fn block_page(
     range: &RangeQuery,
     form: &EditForm,
     problem: Option<(&str, &str)>,
-    preview: Markup,
+    (asked, preview): (&PreviewForm, Markup),
 ) -> Page {
     let figures = match stats(
         state,
@@ -212,7 +267,7 @@ async fn block_page(
         }
         (figures)
         (edit_form(session, site_id, block_id, form, problem))
-        (preview_form(site_id, block_id, range, preview))
+        (preview_form(session, site_id, block_id, asked, preview))
     };
     pages::site_page(
         session,
@@ -521,7 +576,7 @@ pub async fn save(
         }
     };
     let range = RangeQuery::default();
-    let preview = html! {};
+    let asked = PreviewForm::default();
     block_page(
         &state,
         &session,
@@ -530,7 +585,7 @@ pub async fn save(
         &range,
         &form,
         Some((problem.0, &problem.1)),
-        preview,
+        (&asked, html! {}),
     )
     .await
     .with_status(StatusCode::UNPROCESSABLE_ENTITY)
@@ -544,7 +599,7 @@ async fn preview(
     session: &Session,
     site_id: &str,
     block_id: &str,
-    query: &RangeQuery,
+    query: &PreviewForm,
 ) -> Markup {
     let mut asked = vec![
         ("siteId".to_string(), site_id.to_string()),
@@ -568,10 +623,6 @@ async fn preview(
                 return html! { p.field-error role="alert" { "No contact with this " (by) "." } };
             }
         }
-    }
-    if asked.len() == 2 && query.product.is_none() && query.by.is_none() && query.category.is_none()
-    {
-        return html! {};
     }
     match ask(state, peer, session, asked).await {
         Ok(products) => products_list("preview", &products),
@@ -628,12 +679,19 @@ pub(crate) fn products_list(id: &str, products: &[Value]) -> Markup {
     }
 }
 
-fn preview_form(site_id: &str, block_id: &str, range: &RangeQuery, shown: Markup) -> Markup {
+fn preview_form(
+    session: &Session,
+    site_id: &str,
+    block_id: &str,
+    range: &PreviewForm,
+    shown: Markup,
+) -> Markup {
     html! {
         section aria-labelledby="preview-h" {
             h2 #preview-h { "Preview" }
             p.hint { "What a page gets from this block: for a product page, a category page, or a contact." }
-            form.preview method="get" action={ "/ui/sites/" (site_id) "/blocks/" (block_id) } {
+            form.preview method="post" action={ "/ui/sites/" (site_id) "/blocks/" (block_id) "/preview" } {
+                (csrf_field(session))
                 div.field {
                     label for="preview-product" { "Product key" }
                     input #preview-product name="product" value=[nonempty(&range.product)];

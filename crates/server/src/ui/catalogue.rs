@@ -22,6 +22,8 @@ use crate::state::{self as api, AfterQuery};
 
 /// Searches listed in each table.
 const SEARCHES_SHOWN: usize = 20;
+/// A search is shown once asked this often: one typed once may be someone's name.
+const SEARCHES_AT_LEAST: u64 = 2;
 /// Price changes, and stock changes, listed: the latest.
 const CHANGES_SHOWN: usize = 12;
 /// Products in each list of a product.
@@ -126,10 +128,9 @@ async fn product_section(
                 dt { "Categories" } dd { (plain(&product["categoryPath"]).or_dash()) }
                 dt { "First seen" } dd { (product["firstSeen"].as_i64().map(format_datetime).unwrap_or_default()) }
             }
-            @if prices.len() > 1 {
-                @let labels: Vec<String> = prices.iter().map(|p| p["at"].as_i64().map(|at| format_date(at.div_euclid(DAY_MS))[5..].to_string()).unwrap_or_default()).collect();
-                @let values: Vec<f64> = prices.iter().map(|p| number_of(&p["value"])).collect();
-                (chart::lines("price-history", "Price at each change", &labels, &[Series { name: "price", values }]))
+            @if !prices.is_empty() {
+                @let (labels, values) = changes_until_now(&prices, number_of);
+                (chart::lines("price-history", "Price at each change, and now", &labels, &[Series { name: "price", values }]))
             }
             @if !weeks.is_empty() {
                 @let labels: Vec<String> = weeks.iter().map(|(day, _, _)| format_date(*day)[5..].to_string()).collect();
@@ -142,6 +143,10 @@ async fn product_section(
                     thead { tr { th scope="col" { "Week of" } th.num scope="col" { "Views" } th.num scope="col" { "Purchases" } } }
                     tbody { @for (day, views, bought) in &weeks { tr { td { (format_date(*day)) } td.num.views { (views) } td.num.purchases { (bought) } } } }
                 }
+            }
+            @if !stock.is_empty() {
+                @let (labels, values) = changes_until_now(&stock, |v| f64::from(u8::from(v.as_bool() == Some(true))));
+                (chart::lines_up_to("stock-history", "In stock (1) or not (0) at each change, and now", &labels, &[Series { name: "in stock", values }], 1.0))
             }
             h3 { "Latest price and stock changes" }
             ol.timeline #changes {
@@ -159,6 +164,24 @@ async fn product_section(
             }
         }
     }
+}
+
+/// A history's points (each `{"at", "value"}`) as chart labels and values, with the
+/// latest value again at the end, labelled "now": a value that has held since its
+/// last change is drawn as a line up to today.
+fn changes_until_now(history: &[Value], value: impl Fn(&Value) -> f64) -> (Vec<String>, Vec<f64>) {
+    let day = |point: &Value| {
+        (point["at"].as_i64())
+            .map(|at| format_date(at.div_euclid(DAY_MS))[5..].to_string())
+            .unwrap_or_default()
+    };
+    let mut labels: Vec<String> = history.iter().map(day).collect();
+    let mut values: Vec<f64> = history.iter().map(|p| value(&p["value"])).collect();
+    if let Some(last) = values.last().copied() {
+        labels.push("now".to_string());
+        values.push(last);
+    }
+    (labels, values)
 }
 
 trait OrDash {
@@ -191,27 +214,13 @@ fn number_of(value: &Value) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Searches with how often each was asked (or found nothing).
-type Ranked = Vec<(String, u64)>;
-
 fn searches(state: &Shared, site_id: &str) -> Markup {
     let engine = state.live.read();
-    let (asked, missing): (Ranked, Ranked) = engine
+    let top = engine
         .site(site_id)
-        .map(|site| {
-            let top = site.activity().top_searches(SEARCHES_SHOWN);
-            (
-                top.asked
-                    .iter()
-                    .map(|(q, c)| (q.to_string(), c.asked))
-                    .collect(),
-                (top.not_found.iter())
-                    .map(|(q, c)| (q.to_string(), c.not_found))
-                    .collect(),
-            )
-        })
-        .unwrap_or_default();
+        .map(|site| (site.activity()).top_searches(now_ms(), SEARCHES_SHOWN, SEARCHES_AT_LEAST));
     drop(engine);
+    let (asked, missing) = top.map_or_else(Default::default, |top| (top.asked, top.not_found));
     let table = |id: &str, caption: &str, rows: &[(String, u64)]| {
         html! {
             table id=(id) {
@@ -227,7 +236,8 @@ fn searches(state: &Shared, site_id: &str) -> Markup {
     html! {
         section aria-labelledby="searches-h" {
             h2 #searches-h { "Searches" }
-            p.hint { "Lower-cased, spaces folded; queries that look like an email or a phone number are never kept." }
+            p.hint { "The last four weeks (this one and the three before); queries asked at least "
+                (SEARCHES_AT_LEAST) " times, lower-cased, spaces folded. Queries that look like an email or a phone number are never counted." }
             div.columns {
                 (table("top-searches", "Asked most", &asked))
                 (table("missing-searches", "Found nothing (what the shop is missing)", &missing))

@@ -109,6 +109,17 @@ pub fn bars(id: &str, title: &str, labels: &[String], values: &[f64]) -> Markup 
 /// A line chart of several series over the same labels, with a legend.
 pub fn lines(id: &str, title: &str, labels: &[String], series: &[Series<'_>]) -> Markup {
     let top = top_of(series.iter().flat_map(|s| s.values.iter()));
+    lines_up_to(id, title, labels, series, top)
+}
+
+/// A line chart whose scale ends at `top` (a yes-or-no series, drawn as 0 and 1).
+pub fn lines_up_to(
+    id: &str,
+    title: &str,
+    labels: &[String],
+    series: &[Series<'_>],
+    top: f64,
+) -> Markup {
     let step = plot_width() / (labels.len().max(2) - 1) as f64;
     let x_of = |i: usize| LEFT + step * i as f64;
     html! {

@@ -15,8 +15,10 @@ pub struct Rate {
 }
 
 impl Rate {
+    /// None without trials, or with more hits than trials (clicks whose impressions
+    /// were never sent): no proportion to compare.
     fn share(self) -> Option<f64> {
-        (self.trials > 0).then(|| self.hits as f64 / self.trials as f64)
+        (self.trials > 0 && self.hits <= self.trials).then(|| self.hits as f64 / self.trials as f64)
     }
 }
 
@@ -123,6 +125,8 @@ mod tests {
         assert!(!lift.significant());
         assert!(verdict("b", "a", ("CTR", "clicks"), Some(lift)).contains("no clear difference"));
         assert_eq!(super::lift(control, Rate { hits: 0, trials: 0 }), None);
+        let more_clicks_than_impressions = Rate { hits: 9, trials: 4 };
+        assert_eq!(super::lift(control, more_clicks_than_impressions), None);
         assert!(verdict("b", "a", ("CTR", "clicks"), None).contains("too few clicks"));
     }
 }

@@ -9,7 +9,7 @@ use axum::Form;
 use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::http::StatusCode;
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -277,6 +277,7 @@ pub async fn export(
                 CONTENT_DISPOSITION,
                 HeaderValue::from_static("attachment; filename=\"contact-export.json\""),
             );
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
         Err(error) => pages::message(error.status, "Not exported", &error.message),

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use axum::extract::{Request, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{MethodRouter, get, post};
@@ -106,6 +106,10 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
             get(blocks::page).post(blocks::save),
         ),
         (
+            "/ui/sites/{site_id}/blocks/{block_id}/preview",
+            post(blocks::preview_page),
+        ),
+        (
             "/ui/sites/{site_id}/triggers",
             get(triggers::page).post(triggers::save_settings),
         ),
@@ -142,7 +146,7 @@ async fn index(State(state): State<Shared>, signed: Result<Signed, Response>) ->
     let engine = state.live.read();
     let mut sites: Vec<(String, String, u64)> = (state.settings.sites.list().into_iter())
         .map(|site| {
-            let events = engine.site(&site.site_id).map_or(0, |s| s.counts().events);
+            let events = engine.site(&site.site_id).map_or(0, |s| s.events());
             (site.site_id, site.name, events)
         })
         .collect();
@@ -161,6 +165,38 @@ pub async fn timed(request: Request, next: Next) -> Response {
         response.headers_mut().insert("server-timing", value);
     }
     response
+}
+
+/// Refuses a change sent from another site's page, by what browsers say of where a
+/// request comes from (`Sec-Fetch-Site`, else `Origin`): with each form's CSRF token,
+/// this also covers signing in, which has no session (and so no token) yet.
+pub async fn same_origin(request: Request, next: Next) -> Response {
+    if request.method() == Method::POST && !from_here(request.headers()) {
+        tracing::info!("a dashboard form sent from another site refused");
+        return pages::message(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "This form was sent from another site's page.",
+        );
+    }
+    next.run(request).await
+}
+
+fn from_here(headers: &HeaderMap) -> bool {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    if let Some(site) = text("sec-fetch-site") {
+        return site == "same-origin" || site == "none";
+    }
+    match (text("origin"), text("host")) {
+        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, at)| at) == Some(host),
+        (Some(_), None) => false,
+        // Not a browser's form: a script with the key could call the API anyway.
+        (None, _) => true,
+    }
 }
 
 /// `GET /ui/assets/{file}`: the stylesheet and the script, cached for long (their
@@ -195,4 +231,36 @@ pub(crate) fn unseen_site(state: &AppState, session: &Session, site_id: &str) ->
 /// An API error as a dashboard page.
 pub(crate) fn error_page(error: ApiError) -> Response {
     pages::message(error.status, "Not available", &error.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in pairs {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    #[test]
+    fn forms_from_other_sites_are_told_apart() {
+        assert!(from_here(&headers(&[("sec-fetch-site", "same-origin")])));
+        assert!(!from_here(&headers(&[("sec-fetch-site", "cross-site")])));
+        assert!(!from_here(&headers(&[("sec-fetch-site", "same-site")])));
+        let here = [
+            ("origin", "http://127.0.0.1:8080"),
+            ("host", "127.0.0.1:8080"),
+        ];
+        assert!(from_here(&headers(&here)));
+        let there = [
+            ("origin", "https://evil.example"),
+            ("host", "127.0.0.1:8080"),
+        ];
+        assert!(!from_here(&headers(&there)));
+        assert!(!from_here(&headers(&[("origin", "null"), ("host", "a")])));
+        assert!(from_here(&headers(&[("host", "a")])), "no browser");
+    }
 }

@@ -4,7 +4,7 @@
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Markup, html};
 
 use super::session::{Session, Who};
 use super::{ASSETS_VERSION, Section};
@@ -246,11 +246,6 @@ pub fn bytes(n: u64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
-}
-
-/// Markup already escaped by the chart drawer.
-pub fn svg(drawn: String) -> Markup {
-    PreEscaped(drawn)
 }
 
 #[cfg(test)]

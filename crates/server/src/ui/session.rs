@@ -32,9 +32,14 @@ pub const IDLE: Duration = Duration::from_secs(2 * 3600);
 pub const LIFETIME: Duration = Duration::from_secs(12 * 3600);
 /// Sessions held at once; past it, the least recently used one ends.
 pub const MAX_SESSIONS: usize = 10_000;
+/// Sessions of one key holder (the admin, or one site's key); past it, their least
+/// recently used one ends: no one signing in again and again ends others' sessions.
+pub const MAX_SESSIONS_PER_HOLDER: usize = 20;
 /// How long a wrong key waits for its answer: with the refused-keys budget of the
 /// address, guessing a key (128 bits and more) is pointless.
 pub const WRONG_KEY_WAIT: Duration = Duration::from_secs(1);
+/// The end of the paths a page asks for by itself (the overview's live part).
+const REFRESH_SUFFIX: &str = "/live";
 /// The longest key read from the sign-in form.
 const MAX_KEY_BYTES: usize = 256;
 
@@ -104,32 +109,44 @@ impl Sessions {
         };
         let mut sessions = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
         sessions.retain(|_, s| alive(s, now));
-        if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = (sessions.iter())
-                .min_by_key(|(_, s)| s.last_used)
-                .map(|(id, _)| id.clone())
-        {
-            sessions.remove(&oldest);
+        let holders = (sessions.values()).filter(|s| s.who == session.who).count();
+        if holders >= MAX_SESSIONS_PER_HOLDER {
+            end_least_used(&mut sessions, |s| s.who == session.who);
+        }
+        if sessions.len() >= MAX_SESSIONS {
+            end_least_used(&mut sessions, |_| true);
         }
         sessions.insert(id.clone(), session);
         id
     }
 
-    /// The live session of `id`, marked used now.
-    fn find(&self, id: &str, now: Instant) -> Option<Session> {
+    /// The live session of `id`, marked used now when `used`.
+    fn find(&self, id: &str, now: Instant, used: bool) -> Option<Session> {
         let mut sessions = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
         let session = sessions.get_mut(id)?;
         if !alive(session, now) {
             sessions.remove(id);
             return None;
         }
-        session.last_used = now;
+        if used {
+            session.last_used = now;
+        }
         Some(session.clone())
     }
 
     fn close(&self, id: &str) {
         let mut sessions = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
         sessions.remove(id);
+    }
+}
+
+fn end_least_used(sessions: &mut HashMap<String, Session>, among: impl Fn(&Session) -> bool) {
+    let oldest = (sessions.iter())
+        .filter(|(_, s)| among(s))
+        .min_by_key(|(_, s)| s.last_used)
+        .map(|(id, _)| id.clone());
+    if let Some(oldest) = oldest {
+        sessions.remove(&oldest);
     }
 }
 
@@ -162,13 +179,14 @@ fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, value)| value)
 }
 
-/// Whether the browser reached spoor over https (through a proxy spoor trusts).
+/// Whether the session cookie is to be `Secure`: spoor was told so, or a proxy it trusts
+/// says the browser came over https.
 fn over_https(state: &AppState, headers: &HeaderMap) -> bool {
-    state.trust_forwarded_for
-        && headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|proto| proto.eq_ignore_ascii_case("https"))
+    let forwarded_https = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|proto| proto.eq_ignore_ascii_case("https"));
+    state.secure_cookies || (state.trust_forwarded_for && forwarded_https)
 }
 
 fn session_cookie(id: &str, max_age: u64, secure: bool) -> HeaderValue {
@@ -186,8 +204,15 @@ impl FromRequestParts<Shared> for Signed {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
-        let session = cookie_value(&parts.headers, COOKIE_NAME)
-            .and_then(|id| state.sessions.find(id, Instant::now()).map(|s| (id, s)));
+        // A page's own refreshing is not someone using it: an open tab alone does not
+        // keep a session from ending when idle.
+        let used = !parts.uri.path().ends_with(REFRESH_SUFFIX);
+        let session = cookie_value(&parts.headers, COOKIE_NAME).and_then(|id| {
+            state
+                .sessions
+                .find(id, Instant::now(), used)
+                .map(|s| (id, s))
+        });
         match session {
             Some((_, session)) if still_valid(state, &session) => Ok(Signed(session)),
             Some((id, _)) => {
@@ -283,18 +308,39 @@ mod tests {
         let sessions = Sessions::default();
         let start = Instant::now();
         let id = sessions.open(Who::Admin, "k".into(), start);
-        assert!(sessions.find(&id, start + IDLE / 2).is_some());
-        assert!(
-            sessions.find(&id, start + IDLE / 2 + IDLE).is_none(),
-            "idle"
-        );
+        assert!(sessions.find(&id, start + IDLE / 2, true).is_some());
+        let idle = start + IDLE / 2 + IDLE;
+        assert!(sessions.find(&id, idle, true).is_none(), "idle");
         let id = sessions.open(Who::Admin, "k".into(), start);
         let mut at = start;
         while at < start + LIFETIME - IDLE / 2 {
             at += IDLE / 2;
-            assert!(sessions.find(&id, at).is_some());
+            assert!(sessions.find(&id, at, true).is_some());
         }
-        assert!(sessions.find(&id, start + LIFETIME).is_none(), "too old");
+        let old = start + LIFETIME;
+        assert!(sessions.find(&id, old, true).is_none(), "too old");
+        let id = sessions.open(Who::Admin, "k".into(), start);
+        assert!(sessions.find(&id, start + IDLE / 2, false).is_some());
+        let later = start + IDLE + IDLE / 4;
+        assert!(
+            sessions.find(&id, later, false).is_none(),
+            "a refresh alone does not keep it"
+        );
+    }
+
+    #[test]
+    fn one_holder_cannot_end_anothers_sessions() {
+        let sessions = Sessions::default();
+        let start = Instant::now();
+        let admin = sessions.open(Who::Admin, "k".into(), start);
+        let site = Who::Site("S".into());
+        for i in 0..3 * MAX_SESSIONS_PER_HOLDER {
+            let at = start + Duration::from_millis(i as u64 + 1);
+            sessions.open(site.clone(), "s".into(), at);
+        }
+        let held = sessions.by_id.lock().unwrap().len();
+        assert_eq!(held, MAX_SESSIONS_PER_HOLDER + 1);
+        assert!(sessions.find(&admin, start, true).is_some());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use spoor_triggers::outbox::{DeliveryStatus, Entry, SiteTally};
 
 use super::chart::{self, Series};
 use super::pages::{self, csrf_field, number};
-use super::session::{Session, Signed};
+use super::session::{Session, Signed, Who};
 use super::{Section, error_page, unseen_site};
 use crate::app::{Shared, now_ms};
 use crate::body::SettingsBody;
@@ -28,8 +28,30 @@ const DAYS: i64 = 30;
 
 #[derive(Deserialize, Default)]
 pub struct Notice {
-    /// What the last action came to, said once after its redirect.
+    /// What the last action came to, said once after its redirect: one of [`NOTICES`].
     done: Option<String>,
+}
+
+/// What an action came to, by the code its redirect carries (never text from the
+/// address: a link could otherwise make the page say anything).
+const NOTICES: [(&str, &str); 3] = [
+    (
+        "replayed",
+        "Replayed: the delivery is owed again and goes out with the next round.",
+    ),
+    (
+        "not-replayed",
+        "Not replayed: that dead letter is no longer there.",
+    ),
+    ("saved", "Settings saved."),
+];
+
+fn notice(code: Option<&str>) -> Option<&'static str> {
+    let code = code?;
+    NOTICES
+        .iter()
+        .find(|(c, _)| *c == code)
+        .map(|(_, text)| *text)
 }
 
 /// `GET /ui/sites/{siteId}/triggers`
@@ -37,20 +59,13 @@ pub async fn page(
     State(state): State<Shared>,
     Signed(session): Signed,
     ApiPath(site_id): ApiPath<String>,
-    ApiQuery(notice): ApiQuery<Notice>,
+    ApiQuery(said): ApiQuery<Notice>,
 ) -> Response {
     if let Some(refused) = unseen_site(&state, &session, &site_id) {
         return refused;
     }
-    render(
-        &state,
-        &session,
-        &site_id,
-        notice.done.as_deref(),
-        None,
-        None,
-    )
-    .await
+    let done = notice(said.done.as_deref());
+    render(&state, &session, &site_id, done, None, None).await
 }
 
 async fn render(
@@ -245,14 +260,12 @@ pub async fn replay(
         }),
     )
     .await;
-    let done = match replayed {
-        Ok(_) => "Replayed: the delivery is owed again and goes out with the next round.",
-        Err(_) => "Not replayed: that dead letter is no longer there.",
+    let done = if replayed.is_ok() {
+        "replayed"
+    } else {
+        "not-replayed"
     };
-    let to = format!(
-        "/ui/sites/{site_id}/triggers?done={}",
-        form_urlencoded::byte_serialize(done.as_bytes()).collect::<String>()
-    );
+    let to = format!("/ui/sites/{site_id}/triggers?done={done}");
     Redirect::to(&to).into_response()
 }
 
@@ -284,7 +297,10 @@ pub async fn test_delivery(
             @match &answer {
                 Ok(answer) => {
                     p { "The webhook " strong { (form.webhook) } " answered " strong { "HTTP " (answer.status) } "." }
-                    @if !answer.body.is_empty() { pre { (answer.body) } }
+                    // What the receiver said, to the admin only: a webhook may point
+                    // inside the network spoor runs in, which a site's key holder
+                    // should not read through spoor.
+                    @if !answer.body.is_empty() && session.who == Who::Admin { pre { (answer.body) } }
                 }
                 Err(problem) => { p.field-error { (problem) } }
             }
@@ -321,7 +337,7 @@ pub async fn save_settings(
     .await;
     match saved {
         Ok(_) => {
-            let to = format!("/ui/sites/{site_id}/triggers?done=Settings%20saved.");
+            let to = format!("/ui/sites/{site_id}/triggers?done=saved");
             Redirect::to(&to).into_response()
         }
         Err(error) => {
