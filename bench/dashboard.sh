@@ -38,11 +38,13 @@ ask() {
 }
 
 pages=(
+  "the sites|$base/ui/"
   "overview|$base/ui/sites/BENCH/overview"
   "overview, live part|$base/ui/sites/BENCH/overview/live"
   "blocks|$base/ui/sites/BENCH/blocks"
   "a block, its variants compared|$base/ui/sites/BENCH/blocks/home"
-  "a block's preview for a product|$base/ui/sites/BENCH/blocks/home?product=p17"
+  "a block's preview for a product|-d product=p17&csrf=$csrf $base/ui/sites/BENCH/blocks/home/preview"
+  "a block's preview for a contact|-d by=sc&who=c123456&csrf=$csrf $base/ui/sites/BENCH/blocks/home/preview"
   "triggers|$base/ui/sites/BENCH/triggers"
   "a contact, by cookie|-d by=sc&value=c123456&csrf=$csrf $base/ui/sites/BENCH/contacts"
   "catalogue and searches, a product|$base/ui/sites/BENCH/catalogue?product=p17"
