@@ -11,13 +11,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use axum::Router;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::response::Html;
 use axum::routing::get;
-use common::browser::{Demo, browser_at_hand, browser_dir, chromium, free_address};
+use common::browser::{Demo, browser_at_hand, browser_dir, free_address, run_driver};
 use common::{ADMIN_TOKEN, Server, client, post_batch};
 use serde_json::{Value, json};
 
@@ -165,25 +164,8 @@ async fn start_shop(spoor: &str) -> String {
 
 /// Runs a scenario of the driver; what it saw.
 async fn drive(scenario: &str, shop: &str, profile: &Path, spoor: &str) -> Value {
-    let mut command = Command::new("node");
-    command
-        .current_dir(browser_dir())
-        .arg("drive.mjs")
-        .args([scenario, shop])
-        .arg(profile)
-        .arg(spoor)
-        .env("CHROMIUM", chromium());
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the {scenario} scenario failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    let profile = profile.to_str().unwrap();
+    run_driver("drive.mjs", &[scenario, shop, profile, spoor], &[]).await
 }
 
 async fn admin_put(server: &Server, path: &str, body: Value) {

@@ -10,7 +10,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,7 +18,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use common::browser::{Demo, browser_at_hand, browser_dir, chromium};
+use common::browser::{Demo, browser_at_hand, run_driver};
 use common::{ADMIN_TOKEN, Server, call, client, get, post_batch, post_json};
 use serde_json::{Value, json};
 
@@ -168,33 +167,16 @@ async fn dead_letters(server: &Server) -> Vec<Value> {
 }
 
 async fn drive(server: &Server, site_key: &str, shots: Option<&Path>) -> Value {
-    let mut command = Command::new("node");
-    command
-        .current_dir(browser_dir())
-        .arg("dashboard.mjs")
-        .args([
-            &server.base,
-            ADMIN_TOKEN,
-            site_key,
-            SITE,
-            PRODUCT,
-            ERASED_EMAIL,
-        ])
-        .env("CHROMIUM", chromium());
-    if let Some(shots) = shots {
-        command.env("SCREENSHOTS", shots);
-    }
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "the dashboard's walk failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    let args = [
+        &server.base,
+        ADMIN_TOKEN,
+        site_key,
+        SITE,
+        PRODUCT,
+        ERASED_EMAIL,
+    ];
+    let env: Vec<(&str, &Path)> = shots.map(|dir| ("SCREENSHOTS", dir)).into_iter().collect();
+    run_driver("dashboard.mjs", &args, &env).await
 }
 
 fn figure(text: &Value) -> u64 {

@@ -123,3 +123,29 @@ impl Drop for Demo {
         let _ = self.child.wait();
     }
 }
+
+/// Runs a driver script of `tests/browser` with node, `args` after its name, and
+/// returns the JSON line it printed last (what it saw); fails the test with its output
+/// when it fails.
+pub async fn run_driver(script: &str, args: &[&str], env: &[(&str, &Path)]) -> serde_json::Value {
+    let mut command = Command::new("node");
+    command
+        .current_dir(browser_dir())
+        .arg(script)
+        .args(args)
+        .env("CHROMIUM", chromium());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{script} {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}

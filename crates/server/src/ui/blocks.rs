@@ -19,7 +19,7 @@ use super::chart::{self, Series};
 use super::compare::{self, Rate};
 use super::pages::{self, Page, csrf_field, number, percent};
 use super::session::{Session, Signed};
-use super::{Section, error_page, unseen_site};
+use super::{Section, error_page, refused_change, unseen_site};
 use crate::app::Shared;
 use crate::blocks::{self as api, BlockAnswer, StatsAnswer, StatsQuery};
 use crate::body::SettingsBody;
@@ -154,17 +154,10 @@ pub async fn page(
     if let Some(refused) = unseen_site(&state, &session, &site_id) {
         return refused;
     }
-    let definition = match api::get_block(
-        State(state.clone()),
-        session.api_headers(),
-        ApiPath((site_id.clone(), block_id.clone())),
-    )
-    .await
-    {
-        Ok(block) => block.0,
-        Err(error) => return error_page(error),
+    let form = match definition(&state, &session, &site_id, &block_id).await {
+        Ok(form) => form,
+        Err(refused) => return refused,
     };
-    let form = EditForm::of(&definition);
     let asked = PreviewForm::default();
     block_page(
         &state,
@@ -189,23 +182,13 @@ pub async fn preview_page(
     ApiPath((site_id, block_id)): ApiPath<(String, String)>,
     Form(asked): Form<PreviewForm>,
 ) -> Response {
-    if let Some(refused) = unseen_site(&state, &session, &site_id) {
+    if let Some(refused) = refused_change(&state, &session, &site_id, &asked.csrf) {
         return refused;
     }
-    if !session.csrf_matches(&asked.csrf) {
-        return pages::forbidden();
-    }
-    let definition = match api::get_block(
-        State(state.clone()),
-        session.api_headers(),
-        ApiPath((site_id.clone(), block_id.clone())),
-    )
-    .await
-    {
-        Ok(block) => block.0,
-        Err(error) => return error_page(error),
+    let form = match definition(&state, &session, &site_id, &block_id).await {
+        Ok(form) => form,
+        Err(refused) => return refused,
     };
-    let form = EditForm::of(&definition);
     let shown = preview(&state, peer, &session, &site_id, &block_id, &asked).await;
     let range = RangeQuery::default();
     block_page(
@@ -220,6 +203,20 @@ pub async fn preview_page(
     )
     .await
     .into_response()
+}
+
+/// The block's definition as its form shows it, through the API's handler.
+async fn definition(
+    state: &Shared,
+    session: &Session,
+    site_id: &str,
+    block_id: &str,
+) -> Result<EditForm, Response> {
+    let path = ApiPath((site_id.to_string(), block_id.to_string()));
+    let answer = api::get_block(State(state.clone()), session.api_headers(), path).await;
+    answer
+        .map(|block| EditForm::of(&block.0))
+        .map_err(error_page)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -549,11 +546,8 @@ pub async fn save(
     ApiPath((site_id, block_id)): ApiPath<(String, String)>,
     Form(form): Form<EditForm>,
 ) -> Response {
-    if let Some(refused) = unseen_site(&state, &session, &site_id) {
+    if let Some(refused) = refused_change(&state, &session, &site_id, &form.csrf) {
         return refused;
-    }
-    if !session.csrf_matches(&form.csrf) {
-        return pages::forbidden();
     }
     let problem = match form.to_json() {
         Err((field, message)) => (field, format!("{field}: {message}")),

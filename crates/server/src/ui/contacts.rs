@@ -18,7 +18,7 @@ use spoor_protocol::dates::format_datetime;
 
 use super::pages::{self, csrf_field};
 use super::session::{Session, Signed};
-use super::{Section, unseen_site};
+use super::{Section, refused_change, unseen_site};
 use crate::app::Shared;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::state as api;
@@ -89,11 +89,8 @@ pub async fn find(
     ApiPath(site_id): ApiPath<String>,
     Form(form): Form<LookupForm>,
 ) -> Response {
-    if let Some(refused) = unseen_site(&state, &session, &site_id) {
+    if let Some(refused) = refused_change(&state, &session, &site_id, &form.csrf) {
         return refused;
-    }
-    if !session.csrf_matches(&form.csrf) {
-        return pages::forbidden();
     }
     let found = api::contact(
         State(state.clone()),
@@ -255,11 +252,8 @@ pub async fn export(
     ApiPath(site_id): ApiPath<String>,
     Form(form): Form<LookupForm>,
 ) -> Response {
-    if let Some(refused) = unseen_site(&state, &session, &site_id) {
+    if let Some(refused) = refused_change(&state, &session, &site_id, &form.csrf) {
         return refused;
-    }
-    if !session.csrf_matches(&form.csrf) {
-        return pages::forbidden();
     }
     let exported = api::export_contact(
         State(state.clone()),
@@ -292,11 +286,8 @@ pub async fn erase(
     ApiPath(site_id): ApiPath<String>,
     Form(form): Form<LookupForm>,
 ) -> Response {
-    if let Some(refused) = unseen_site(&state, &session, &site_id) {
+    if let Some(refused) = refused_change(&state, &session, &site_id, &form.csrf) {
         return refused;
-    }
-    if !session.csrf_matches(&form.csrf) {
-        return pages::forbidden();
     }
     if form.confirm.trim() != form.value.trim() || form.value.trim().is_empty() {
         let body = html! {

@@ -228,6 +228,18 @@ pub(crate) fn unseen_site(state: &AppState, session: &Session, site_id: &str) ->
     (!seen).then(pages::no_site)
 }
 
+/// The page to answer when the session may not change site `site_id` with this form:
+/// [`unseen_site`]'s, or that the form's CSRF token is not the session's.
+pub(crate) fn refused_change(
+    state: &AppState,
+    session: &Session,
+    site_id: &str,
+    csrf: &str,
+) -> Option<Response> {
+    unseen_site(state, session, site_id)
+        .or_else(|| (!session.csrf_matches(csrf)).then(pages::forbidden))
+}
+
 /// An API error as a dashboard page.
 pub(crate) fn error_page(error: ApiError) -> Response {
     pages::message(error.status, "Not available", &error.message)

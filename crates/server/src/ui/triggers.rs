@@ -16,7 +16,7 @@ use spoor_triggers::outbox::{DeliveryStatus, Entry, SiteTally};
 use super::chart::{self, Series};
 use super::pages::{self, csrf_field, number};
 use super::session::{Session, Signed, Who};
-use super::{Section, error_page, unseen_site};
+use super::{Section, error_page, refused_change, unseen_site};
 use crate::app::{Shared, now_ms};
 use crate::body::SettingsBody;
 use crate::extract::{ApiPath, ApiQuery};
@@ -245,11 +245,8 @@ pub async fn replay(
     ApiPath(site_id): ApiPath<String>,
     Form(form): Form<ReplayForm>,
 ) -> Response {
-    if let Some(refused) = unseen_site(&state, &session, &site_id) {
+    if let Some(refused) = refused_change(&state, &session, &site_id, &form.csrf) {
         return refused;
-    }
-    if !session.csrf_matches(&form.csrf) {
-        return pages::forbidden();
     }
     let replayed = api::replay(
         State(state.clone()),
@@ -282,11 +279,8 @@ pub async fn test_delivery(
     ApiPath(site_id): ApiPath<String>,
     Form(form): Form<TestForm>,
 ) -> Response {
-    if let Some(refused) = unseen_site(&state, &session, &site_id) {
+    if let Some(refused) = refused_change(&state, &session, &site_id, &form.csrf) {
         return refused;
-    }
-    if !session.csrf_matches(&form.csrf) {
-        return pages::forbidden();
     }
     let answer = state
         .triggers
@@ -322,11 +316,8 @@ pub async fn save_settings(
     ApiPath(site_id): ApiPath<String>,
     Form(form): Form<SettingsForm>,
 ) -> Response {
-    if let Some(refused) = unseen_site(&state, &session, &site_id) {
+    if let Some(refused) = refused_change(&state, &session, &site_id, &form.csrf) {
         return refused;
-    }
-    if !session.csrf_matches(&form.csrf) {
-        return pages::forbidden();
     }
     let saved = api::put_settings(
         State(state.clone()),
