@@ -127,6 +127,13 @@ pub(crate) fn is_sale(line: &Line) -> bool {
     !line.invoice.starts_with('C') && line.quantity > 0 && !line.unit_price.starts_with('-')
 }
 
+/// Whether a stock code is merchandise: the shop's products have codes that begin with a
+/// digit, while postage (POST, DOT), carriage (C2), manual entries (M), bank charges,
+/// fees, samples and gift vouchers have others.
+pub(crate) fn is_merchandise(stock_code: &str) -> bool {
+    stock_code.starts_with(|c: char| c.is_ascii_digit())
+}
+
 /// How the invoice lines become events.
 pub(crate) struct Shaping<'a> {
     pub(crate) site: &'a str,
@@ -148,8 +155,13 @@ pub(crate) const VIEWS_PER_ORDER: usize = 10;
 const VIEW_GAP_MS: i64 = 30_000;
 
 impl Shaping<'_> {
+    /// The product as its site would list it; postage, fees and the like are marked
+    /// `recommendable: false`, so that no block shows them while orders keep them.
     fn product(&self, line: &Line) -> Value {
-        let fields = (self.product_fields)(&line.stock_code, &line.description);
+        let mut fields = (self.product_fields)(&line.stock_code, &line.description);
+        if !is_merchandise(&line.stock_code) {
+            fields.insert("recommendable".into(), Value::Bool(false));
+        }
         product_update(
             &line.stock_code,
             &line.description,
@@ -372,5 +384,44 @@ mod tests {
         );
         assert_eq!(parse_time("2011-12-09 12:50").unwrap(), 1_323_435_000_000);
         assert!(parse_time("12/1/2010 8:26").is_err());
+    }
+
+    #[test]
+    fn postage_and_fees_are_listed_but_never_recommended() {
+        let line = |code: &str, name: &str| Line {
+            invoice: "536365".into(),
+            stock_code: code.into(),
+            description: name.into(),
+            quantity: 1,
+            at: 0,
+            unit_price: "2.55".into(),
+            customer: Some("17850".into()),
+            country: "United Kingdom".into(),
+        };
+        let lines = [
+            line("85123A", "WHITE HANGING HEART"),
+            line("POST", "POSTAGE"),
+        ];
+        let no_fields = |_: &str, _: &str| serde_json::Map::new();
+        let shaping = Shaping {
+            site: "S",
+            shift_ms: 0,
+            product_fields: &no_fields,
+            views_from_ms: None,
+        };
+        let events = events(&lines, &shaping, &mut LoadSummary::default());
+        let update = events.iter().find(|e| e.get("ProductUpdate").is_some());
+        let listed = &update.unwrap()["ProductUpdate"];
+        let marked = |key: &str| {
+            let product = listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["product_id"] == key);
+            product.unwrap().get("recommendable").cloned()
+        };
+        assert_eq!(marked("POST"), Some(Value::Bool(false)));
+        assert_eq!(marked("85123A"), None);
+        assert!(is_merchandise("85123A") && !is_merchandise("BANK CHARGES"));
     }
 }

@@ -16,6 +16,10 @@ use crate::limits::{
 };
 use crate::timed::Timed;
 
+/// The catalogue field (a `ProductUpdate`'s, a feed's element) that keeps a product out
+/// of recommendations when `false`.
+pub const RECOMMENDABLE: &str = "recommendable";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Product {
@@ -57,6 +61,20 @@ pub struct Product {
 }
 
 impl Product {
+    /// Whether recommendations may show it: not when the shop marked it otherwise with a
+    /// `recommendable` field of `false` or `0` (postage, fees, gift wrap, samples).
+    pub fn recommendable(&self) -> bool {
+        match self.extra.get(RECOMMENDABLE) {
+            Some(serde_json::Value::Bool(flag)) => *flag,
+            Some(serde_json::Value::Number(n)) => n.as_f64() != Some(0.0),
+            Some(serde_json::Value::String(text)) => !matches!(
+                text.trim().to_ascii_lowercase().as_str(),
+                "false" | "0" | "no"
+            ),
+            _ => true,
+        }
+    }
+
     fn new(product_key: &str, at: i64) -> Product {
         Product {
             product_key: product_key.to_string(),

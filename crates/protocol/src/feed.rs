@@ -32,7 +32,13 @@ pub struct Feed {
 }
 
 /// Fields kept as they are, under `extra`.
-const EXTRA_FIELDS: [&str; 3] = ["google_product_category", "item_group_id", "gtin"];
+const EXTRA_FIELDS: [&str; 4] = [
+    "google_product_category",
+    "item_group_id",
+    "gtin",
+    // `false` keeps the product out of recommendations (postage, fees, samples).
+    "recommendable",
+];
 
 /// Parses a whole feed. Only XML that cannot be read at all is an error.
 pub fn parse_feed(xml: &[u8]) -> Result<Feed, ProtocolError> {
@@ -215,7 +221,7 @@ mod tests {
   <item><g:title>No id</g:title></item>
   <item><g:id>A3</g:id><g:price>cheap</g:price></item>
   <item><g:id>A4</g:id><g:availability>soon</g:availability></item>
-  <item><g:id>A5</g:id><g:availability>out_of_stock</g:availability><title>Plain title</title></item>
+  <item><g:id>A5</g:id><g:availability>out_of_stock</g:availability><title>Plain title</title><g:recommendable>false</g:recommendable></item>
  </channel>
 </rss>"#;
 
@@ -238,6 +244,7 @@ mod tests {
         assert_eq!(mug.extra["item_group_id"], "G1");
         assert_eq!(feed.items[1].in_stock, Some(false));
         assert_eq!(feed.items[1].name.as_deref(), Some("Plain title"));
+        assert_eq!(feed.items[1].extra["recommendable"], "false");
 
         let reasons: Vec<(usize, Option<&str>, &str)> = feed
             .errors

@@ -131,7 +131,7 @@ impl Catalogue {
     pub fn online_retail(file: &Path, site: &str) -> anyhow::Result<Catalogue> {
         let mut lines = without_cancelled_sales(load::read_lines(file)?);
         // Postage, bank charges, fees and manual entries have codes that are no product's.
-        lines.retain(|line| line.stock_code.starts_with(|c: char| c.is_ascii_digit()));
+        lines.retain(|line| load::is_merchandise(&line.stock_code));
         let last = lines.iter().map(|l| l.at).max().unwrap_or(0);
         let now = spoor_server::now_ms();
         let fields = |key: &str, name: &str| product_fields(key, name);

@@ -129,14 +129,20 @@ impl Recommender {
         self.sessions.push(session, item, at);
     }
 
-    /// A new order's lines (product key, quantity) at `at`.
+    /// A new order's lines (product key, quantity) at `at`. Bestsellers count orders,
+    /// not units: one order of 80,000 units (a wholesale buyer's, or a mistake the shop
+    /// later cancels) must not put a product ahead of what many people buy.
     pub fn purchased<'a>(&mut self, lines: impl IntoIterator<Item = (&'a str, u32)>, at: i64) {
         let basket = self.baskets.start(at, NO_VISITOR);
-        for (key, quantity) in lines {
+        let mut counted: Vec<ItemId> = Vec::new();
+        for (key, _quantity) in lines {
             let Some(item) = self.items.intern(key) else {
                 continue;
             };
-            self.sales.add(item, f64::from(quantity.max(1)), at);
+            if !counted.contains(&item) {
+                counted.push(item);
+                self.sales.add(item, 1.0, at);
+            }
             if self.baskets.has_room(basket) && !self.baskets.items(basket).contains(&item) {
                 self.baskets.push(basket, item, at);
             }

@@ -180,7 +180,10 @@ pub(crate) fn recommend<'a>(
                 continue;
             };
             let out_of_stock = product.in_stock.as_ref().is_some_and(|s| !s.value);
-            if (out_of_stock && !request.filters.include_out_of_stock) || !rules.admit(product) {
+            if (out_of_stock && !request.filters.include_out_of_stock)
+                || !product.recommendable()
+                || !rules.admit(product)
+            {
                 continue;
             }
             chosen.insert(key);

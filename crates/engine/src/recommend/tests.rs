@@ -194,20 +194,60 @@ fn popular_and_bestsellers() {
     ] {
         view(&mut site, sc, key, 0);
     }
-    order(&mut site, "v1", "1", &[("a", 5), ("c", 1)], MINUTE);
-    order(&mut site, "v2", "2", &[("c", 2)], MINUTE);
+    // One buyer takes 500 of a, two buy c: bestsellers count orders, not units.
+    order(&mut site, "v1", "1", &[("a", 500), ("c", 1)], MINUTE);
+    order(&mut site, "v2", "2", &[("c", 2), ("c", 1)], MINUTE);
     assert_eq!(
         ask(&site, &[Algorithm::Popular], None, &[]),
         vec!["b", "c", "a"]
     );
     assert_eq!(
         ask(&site, &[Algorithm::Bestsellers], None, &[]),
-        vec!["a", "c"]
+        vec!["c", "a"]
     );
     // The page's own product is never recommended.
     assert_eq!(
         ask(&site, &[Algorithm::Popular], None, &["b"]),
         vec!["c", "a"]
+    );
+}
+
+#[test]
+fn what_the_shop_marks_not_recommendable_is_never_recommended() {
+    let mut site = SiteState::default();
+    for (sc, key) in [("v1", "POST"), ("v2", "POST"), ("v3", "mug"), ("v1", "mug")] {
+        view(&mut site, sc, key, 0);
+    }
+    order(&mut site, "v1", "1", &[("POST", 1), ("mug", 1)], MINUTE);
+    order(&mut site, "v2", "2", &[("POST", 1), ("mug", 1)], MINUTE);
+    update(
+        &mut site,
+        json!([{"product_id": "POST", "name": "Postage", "recommendable": false}]),
+        2 * MINUTE,
+    );
+    for algorithm in [
+        Algorithm::Popular,
+        Algorithm::Bestsellers,
+        Algorithm::NewArrivals,
+    ] {
+        assert_eq!(
+            ask(&site, &[algorithm], None, &[]),
+            vec!["mug"],
+            "{algorithm:?}"
+        );
+    }
+    assert!(
+        !ask(&site, &[Algorithm::BoughtTogether], None, &["mug"]).contains(&"POST".to_string())
+    );
+    // Marked again as a product: recommended again.
+    update(
+        &mut site,
+        json!([{"product_id": "POST", "recommendable": "true"}]),
+        3 * MINUTE,
+    );
+    assert_eq!(
+        ask(&site, &[Algorithm::Bestsellers], None, &[]),
+        vec!["POST", "mug"]
     );
 }
 
