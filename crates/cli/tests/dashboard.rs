@@ -274,6 +274,11 @@ async fn the_dashboard_shows_the_apis_figures_and_acts_through_it() {
         site_key_walk["forgedSignOut"], 403,
         "no change without the form's token"
     );
+    assert_eq!(site_key_walk["otherSitesErase"], 404, "nor on another site");
+    assert_eq!(
+        site_key_walk["crossSiteForm"], 403,
+        "nor from another site's page"
+    );
     assert_eq!(site_key_walk["stillIn"], true);
     assert_eq!(
         site_key_walk["afterSignOut"],
@@ -298,9 +303,11 @@ async fn the_dashboard_shows_the_apis_figures_and_acts_through_it() {
         refusals.contains("missing_field") && refusals.contains("productKey"),
         "{refusals}"
     );
-    assert!(
-        overview["liveRows"].to_string().contains("ProductPage"),
-        "{overview}"
+    let (before, after) = (&overview["liveViewsBefore"], &overview["liveViewsAfter"]);
+    assert_eq!(
+        after.as_u64().unwrap(),
+        before.as_u64().unwrap() + 1,
+        "the live part shows a new view without a reload: {overview}"
     );
 
     let (_, stats) = get(

@@ -101,7 +101,12 @@ impl<const N: usize> From<Weeks<N>> for WeeksForm {
 }
 
 impl<const N: usize> From<WeeksForm> for Weeks<N> {
+    /// Counts kept for another number of weeks sit in other slots of the ring: they are
+    /// not read into this one.
     fn from(form: WeeksForm) -> Weeks<N> {
+        if form.first.len() != N || form.second.len() != N {
+            return Weeks::default();
+        }
         let mut weeks = Weeks {
             latest: form.latest,
             ..Weeks::default()

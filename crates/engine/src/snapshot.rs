@@ -17,7 +17,7 @@ use crate::timers::{Timers, TimersSnapshot};
 use crate::{Engine, SiteState};
 
 /// Bumped when the snapshot's shape changes; an older snapshot is then not used.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 /// The whole engine's state at a log position.
 #[derive(Serialize, Deserialize)]

@@ -123,7 +123,10 @@ pub fn router(state: AppState) -> Router {
         guesses::guard,
     ));
     let dashboard = add(Router::new(), crate::ui::routes())
-        .layer(middleware::from_fn(crate::ui::same_origin))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::ui::same_origin,
+        ))
         .layer(middleware::from_fn(crate::ui::timed));
     let routes = open
         .merge(keyed)

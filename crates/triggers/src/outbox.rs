@@ -566,6 +566,8 @@ impl Outbox {
                 .ok()
                 .and_then(|r| match r {
                     Record::Fired(fired) => Some((fired.id.clone(), Some(Counted::of(&fired)))),
+                    // Overwritten already by an erasure cut short: written again as it is.
+                    Record::Forgotten { id, counted } => Some((id, counted)),
                     _ => None,
                 })
                 .unwrap_or_default();

@@ -122,16 +122,25 @@ for (const id of ['events', 'contacts', 'products', 'orders']) {
 }
 seen.overview.refusals = await page.locator('#refusals tbody tr').allInnerTexts();
 await shoot(page, 'dashboard-overview');
-// The live part follows new events without a reload.
-await page.evaluate(() => { window.__firstLive = document.getElementById('live'); });
+// The live part follows new events without a reload: a view posted now is counted in
+// the last hour's ProductPage row once the part refreshes (every 10 s).
+const hourViews = () => {
+  const row = [...document.querySelectorAll('#by-type tbody tr')]
+    .find((r) => r.querySelector('th')?.textContent === 'ProductPage');
+  return row ? Number(row.querySelectorAll('td')[1].textContent.replace(/,/g, '')) : 0;
+};
+seen.overview.liveViewsBefore = await page.evaluate(hourViews);
 const view = {
   GeneralInfo: { eventName: 'ProductPage', siteId: site, cookies: { sc: 'live-visitor' } },
   ProductPage: { productKey, price: '2.55' },
 };
 await page.request.post(`${base}/api/v2`, { data: view });
-await page.waitForFunction(() => document.getElementById('live') !== window.__firstLive,
-  null, { timeout: 30000 });
-seen.overview.liveRows = await page.locator('#by-type tbody tr').allInnerTexts();
+await page.waitForFunction((before) => {
+  const row = [...document.querySelectorAll('#by-type tbody tr')]
+    .find((r) => r.querySelector('th')?.textContent === 'ProductPage');
+  return row && Number(row.querySelectorAll('td')[1].textContent.replace(/,/g, '')) > before;
+}, seen.overview.liveViewsBefore, { timeout: 30000 });
+seen.overview.liveViewsAfter = await page.evaluate(hourViews);
 
 await page.goto(site_url('blocks'));
 await axe(page, 'blocks');

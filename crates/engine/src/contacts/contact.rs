@@ -809,6 +809,13 @@ impl Contact {
             }
         }
         self.orders.sort_by_key(|o| o.at);
+        // Two contacts' orders together may pass the cap: the oldest leave, as they
+        // would have one by one.
+        let over = self.orders.len().saturating_sub(MAX_ORDERS);
+        if over > 0 {
+            self.orders.drain(..over);
+            (0..over).for_each(|_| limits::drop_one(Dropped::Order));
+        }
         for seen in other.viewed_products.iter() {
             self.viewed_products.remember(seen);
         }

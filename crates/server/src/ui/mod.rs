@@ -99,7 +99,7 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<Shared>)> {
         ("/ui/sign-out", post(session::sign_out)),
         ("/ui/assets/{file}", get(asset)),
         ("/ui/sites/{site_id}/overview", get(overview::page)),
-        ("/ui/sites/{site_id}/overview/live", get(overview::live)),
+        (session::REFRESH_ROUTE, get(overview::live)),
         ("/ui/sites/{site_id}/blocks", get(blocks::list)),
         (
             "/ui/sites/{site_id}/blocks/{block_id}",
@@ -170,8 +170,9 @@ pub async fn timed(request: Request, next: Next) -> Response {
 /// Refuses a change sent from another site's page, by what browsers say of where a
 /// request comes from (`Sec-Fetch-Site`, else `Origin`): with each form's CSRF token,
 /// this also covers signing in, which has no session (and so no token) yet.
-pub async fn same_origin(request: Request, next: Next) -> Response {
-    if request.method() == Method::POST && !from_here(request.headers()) {
+pub async fn same_origin(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    if request.method() == Method::POST && !from_here(request.headers(), state.trust_forwarded_for)
+    {
         tracing::info!("a dashboard form sent from another site refused");
         return pages::message(
             StatusCode::FORBIDDEN,
@@ -182,7 +183,11 @@ pub async fn same_origin(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-fn from_here(headers: &HeaderMap) -> bool {
+/// Whether a POST came from one of the dashboard's own pages. Browsers that do not send
+/// `Sec-Fetch-Site` are judged by `Origin` against the host the browser asked for: the
+/// proxy's `X-Forwarded-Host` when spoor trusts its proxy (which may send spoor its own
+/// address as `Host`), else `Host`.
+fn from_here(headers: &HeaderMap, behind_proxy: bool) -> bool {
     let text = |name| {
         headers
             .get(name)
@@ -191,8 +196,12 @@ fn from_here(headers: &HeaderMap) -> bool {
     if let Some(site) = text("sec-fetch-site") {
         return site == "same-origin" || site == "none";
     }
-    match (text("origin"), text("host")) {
-        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, at)| at) == Some(host),
+    let forwarded = (text("x-forwarded-host").filter(|_| behind_proxy))
+        .map(|hosts| hosts.split(',').next().unwrap_or("").trim());
+    match (text("origin"), forwarded.or(text("host"))) {
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_some_and(|(_, at)| at.eq_ignore_ascii_case(host)),
         (Some(_), None) => false,
         // Not a browser's form: a script with the key could call the API anyway.
         (None, _) => true,
@@ -259,20 +268,33 @@ mod tests {
 
     #[test]
     fn forms_from_other_sites_are_told_apart() {
-        assert!(from_here(&headers(&[("sec-fetch-site", "same-origin")])));
-        assert!(!from_here(&headers(&[("sec-fetch-site", "cross-site")])));
-        assert!(!from_here(&headers(&[("sec-fetch-site", "same-site")])));
-        let here = [
+        let judged = |pairs: &[(&'static str, &'static str)]| from_here(&headers(pairs), false);
+        assert!(judged(&[("sec-fetch-site", "same-origin")]));
+        assert!(!judged(&[("sec-fetch-site", "cross-site")]));
+        assert!(!judged(&[("sec-fetch-site", "same-site")]));
+        assert!(judged(&[
             ("origin", "http://127.0.0.1:8080"),
-            ("host", "127.0.0.1:8080"),
-        ];
-        assert!(from_here(&headers(&here)));
-        let there = [
+            ("host", "127.0.0.1:8080")
+        ]));
+        assert!(judged(&[
+            ("origin", "https://Shop.Example"),
+            ("host", "shop.example")
+        ]));
+        assert!(!judged(&[
             ("origin", "https://evil.example"),
+            ("host", "127.0.0.1:8080")
+        ]));
+        assert!(!judged(&[("origin", "null"), ("host", "a")]));
+        assert!(judged(&[("host", "a")]), "no browser");
+        let proxied = [
+            ("origin", "https://shop.example"),
             ("host", "127.0.0.1:8080"),
+            ("x-forwarded-host", "shop.example"),
         ];
-        assert!(!from_here(&headers(&there)));
-        assert!(!from_here(&headers(&[("origin", "null"), ("host", "a")])));
-        assert!(from_here(&headers(&[("host", "a")])), "no browser");
+        assert!(
+            from_here(&headers(&proxied), true),
+            "behind a trusted proxy"
+        );
+        assert!(!from_here(&headers(&proxied), false), "a proxy not trusted");
     }
 }

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::Form;
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, State};
 use axum::http::header::{AUTHORIZATION, COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -38,8 +38,8 @@ pub const MAX_SESSIONS_PER_HOLDER: usize = 20;
 /// How long a wrong key waits for its answer: with the refused-keys budget of the
 /// address, guessing a key (128 bits and more) is pointless.
 pub const WRONG_KEY_WAIT: Duration = Duration::from_secs(1);
-/// The end of the paths a page asks for by itself (the overview's live part).
-const REFRESH_SUFFIX: &str = "/live";
+/// The route a page asks for by itself (the overview's live part).
+pub const REFRESH_ROUTE: &str = "/ui/sites/{site_id}/overview/live";
 /// The longest key read from the sign-in form.
 const MAX_KEY_BYTES: usize = 256;
 
@@ -206,7 +206,11 @@ impl FromRequestParts<Shared> for Signed {
     async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Response> {
         // A page's own refreshing is not someone using it: an open tab alone does not
         // keep a session from ending when idle.
-        let used = !parts.uri.path().ends_with(REFRESH_SUFFIX);
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str);
+        let used = route != Some(REFRESH_ROUTE);
         let session = cookie_value(&parts.headers, COOKIE_NAME).and_then(|id| {
             state
                 .sessions

@@ -7,6 +7,11 @@
     var url = panel.getAttribute('data-live');
     fetch(url, { credentials: 'same-origin', headers: { Accept: 'text/html' } })
       .then(function (response) {
+        // Signed out meanwhile (the session ended): the page itself says so.
+        if (response.redirected) {
+          window.location.reload();
+          throw new Error('signed out');
+        }
         if (!response.ok) throw new Error('HTTP ' + response.status);
         return response.text();
       })
