@@ -63,6 +63,22 @@ pub enum EvalCommand {
         #[arg(long)]
         no_tune: bool,
     },
+    /// Backtests a recommendation block on a data directory's log (safe beside a running
+    /// server): what each of its variants would have recommended at each product view,
+    /// cart and purchase of the last days, scored against what the visitor did next
+    /// (HR, MRR, coverage, share of fallback answers). Prints one JSON object, as
+    /// `POST /admin/v1/sites/{siteId}/blocks/{blockId}/backtest` answers.
+    Backtest {
+        #[command(flatten)]
+        data: crate::data_dir::DataDir,
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        block: String,
+        /// Days scored, ending today (UTC).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=365))]
+        days: u32,
+    },
     /// Writes the UCI Online Retail invoices (../shared/data/online-retail/
     /// online_retail.csv.gz) as the CSV `spoor eval baskets` reads: user = CustomerID,
     /// basket = InvoiceNo, item = StockCode. Invoices without a customer, cancellations and
@@ -110,10 +126,50 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
             k,
             no_tune,
         } => baskets(&transactions, k, no_tune),
+        EvalCommand::Backtest {
+            data,
+            site,
+            block,
+            days,
+        } => backtest(&data, &site, &block, days),
         EvalCommand::OnlineRetailBaskets { file, out } => {
             online_retail_baskets(&file, out.as_deref())
         }
     }
+}
+
+fn backtest(
+    data: &crate::data_dir::DataDir,
+    site: &str,
+    block_id: &str,
+    days: u32,
+) -> anyhow::Result<()> {
+    let blocks = spoor_settings::BlockRegistry::open(&data.path)
+        .with_context(|| format!("read the blocks in {}", data.path.display()))?;
+    let block = blocks
+        .get(site, block_id)
+        .with_context(|| format!("site {site} has no block {block_id:?}"))?;
+    let variants = spoor_server::blocks::backtest_variants(block_id, &block);
+    let log_dir = data.log_dir();
+    let log = spoor_log::FileLog::open_read_only(&log_dir)
+        .with_context(|| format!("open the event log in {}", log_dir.display()))?;
+    let started = Instant::now();
+    let from_day =
+        spoor_server::now_ms().div_euclid(spoor_protocol::dates::DAY_MS) - i64::from(days) + 1;
+    let mut records = spoor_live::records::records(&log);
+    let from_ms = from_day * spoor_protocol::dates::DAY_MS;
+    let report = spoor_eval::backtest::backtest(site, &mut records, from_ms, &variants);
+    if let Some(error) = records.failed {
+        return Err(error).context("read the event log");
+    }
+    let mut answer = serde_json::to_value(&report)?;
+    answer["siteId"] = json!(site);
+    answer["blockId"] = json!(block_id);
+    answer["days"] = json!(days);
+    answer["from"] = json!(spoor_protocol::dates::format_date(from_day));
+    answer["seconds"] = json!((started.elapsed().as_secs_f64() * 100.0).round() / 100.0);
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
 }
 
 fn sessions(

@@ -398,6 +398,8 @@ async fn the_dashboard_shows_the_apis_figures_and_acts_through_it() {
     )
     .await;
     assert_eq!(status, 404, "erased from the state");
+    backtest_the_ab_block(&server, &data).await;
+
     let log = std::fs::read_dir(data.join("log")).unwrap();
     for segment in log {
         let bytes = std::fs::read(segment.unwrap().path()).unwrap();
@@ -406,4 +408,45 @@ async fn the_dashboard_shows_the_apis_figures_and_acts_through_it() {
             "erased from the log"
         );
     }
+}
+
+/// The block's variants replayed over the Online Retail demo's last week, through the
+/// admin route and `spoor eval backtest` (which read the same log, so answer alike).
+async fn backtest_the_ab_block(server: &Server, data: &Path) {
+    let path = format!("/admin/v1/sites/{SITE}/blocks/ab-test/backtest?days=7");
+    let answer = admin(server, reqwest::Method::POST, &path, json!({})).await;
+    assert_eq!(answer["days"], 7, "{answer}");
+    assert!(answer["moments"].as_u64().unwrap() > 100, "{answer}");
+    let variants = answer["variants"].as_array().unwrap();
+    let ids: Vec<&str> = variants
+        .iter()
+        .map(|v| v["variantId"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["a", "b"]);
+    for variant in variants {
+        assert!(variant["scored"].as_u64().unwrap() > 0, "{variant}");
+        let hit_rate = variant["hitRate"].as_f64().unwrap();
+        let mrr = variant["mrr"].as_f64().unwrap();
+        assert!(
+            (0.0..=1.0).contains(&hit_rate) && mrr <= hit_rate,
+            "{variant}"
+        );
+        assert!(variant["coverage"].as_f64().unwrap() > 0.0, "{variant}");
+    }
+    let (status, refused) = call(reqwest::Method::POST, server, &path.replace("=7", "=0")).await;
+    assert_eq!(status, 400, "{refused}");
+
+    let output = common::run_ok(
+        common::spoor()
+            .args([
+                "eval", "backtest", "--site", SITE, "--block", "ab-test", "--days", "7",
+            ])
+            .arg("--data")
+            .arg(data),
+    );
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        printed["variants"], answer["variants"],
+        "the CLI answers as the route"
+    );
 }

@@ -7,6 +7,7 @@
 //! order, sessions in time order) and a test file with a case per line (the session so
 //! far, a tab, the product viewed next).
 
+pub mod backtest;
 pub mod baskets;
 
 use std::io::BufRead;

@@ -5,6 +5,7 @@
 //! state itself, and what each record does to it, is `spoor-engine`'s.
 
 pub mod erasure;
+pub mod records;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use spoor_engine::attribution::DayCounts;
+use spoor_eval::backtest::{self as replay, BacktestReport, Variant};
 use spoor_protocol::dates::{self, DAY_MS, format_date};
 use spoor_settings::blocks::{Block, container_type};
 
@@ -313,4 +314,91 @@ fn parse_date(name: &str, text: &str) -> Result<i64, ApiError> {
             format!("{name}: expected a date as YYYY-MM-DD, got {text:?}"),
         )
     })
+}
+
+/// Days a backtest may look back: the log is replayed whole either way, and the days
+/// asked are what is scored.
+const MAX_BACKTEST_DAYS: u32 = 365;
+const DEFAULT_BACKTEST_DAYS: u32 = 30;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BacktestQuery {
+    days: Option<u32>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BacktestAnswer {
+    site_id: String,
+    block_id: String,
+    days: u32,
+    /// Moments dated from this day on (UTC; by the event, never later than its arrival)
+    /// were scored.
+    from: String,
+    #[serde(flatten)]
+    report: BacktestReport,
+}
+
+/// `POST /admin/v1/sites/{siteId}/blocks/{blockId}/backtest?days=N`: replays the site's
+/// log and scores what each of the block's variants would have recommended at each
+/// product view, cart and purchase of the last `days` days against what the visitor did
+/// next. Takes as long as a replay of the log; one heavy job (this or a tuning) per site
+/// at a time.
+pub async fn backtest(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    ApiPath((site_id, block_id)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<BacktestQuery>,
+) -> Result<Json<BacktestAnswer>, ApiError> {
+    auth::require_site(&headers, &state, &site_id)?;
+    known_site(&state, &site_id)?;
+    let days = query.days.unwrap_or(DEFAULT_BACKTEST_DAYS);
+    if !(1..=MAX_BACKTEST_DAYS).contains(&days) {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            format!("days: expected 1 to {MAX_BACKTEST_DAYS}, got {days}"),
+        ));
+    }
+    let block = (state.settings.blocks)
+        .get(&site_id, &block_id)
+        .ok_or_else(|| unknown_block(&site_id, &block_id))?;
+    let variants = backtest_variants(&block_id, &block);
+    let Some(_running) = state.tuning_running.start(&site_id) else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "site_busy",
+            format!("site {site_id} is being tuned or backtested already; retry when that ends"),
+        ));
+    };
+    let from_day = now_ms().div_euclid(DAY_MS) - i64::from(days) + 1;
+    let (log, site) = (state.log.clone(), site_id.clone());
+    let report = blocking(move || {
+        let mut records = spoor_live::records::records(&*log);
+        let report = replay::backtest(&site, &mut records, from_day * DAY_MS, &variants);
+        records.failed.map_or(Ok(report), Err)
+    })
+    .await?
+    .map_err(|error| ApiError::unavailable(format!("the log could not be read: {error}; retry")))?;
+    tracing::info!(site_id = %site_id, block_id = %block_id, days, moments = report.moments, "block backtested");
+    Ok(Json(BacktestAnswer {
+        site_id,
+        block_id,
+        days,
+        from: format_date(from_day),
+        report,
+    }))
+}
+
+/// Each variant of the block as the recommendations route answers it.
+pub fn backtest_variants(block_id: &str, block: &Block) -> Vec<Variant> {
+    (block.variant_ids().into_iter())
+        .filter_map(|id| block.setup(block_id, None, Some(id)).ok())
+        .map(|setup| Variant {
+            variant_id: setup.variant_id,
+            algorithms: setup.algorithms,
+            limit: setup.size,
+            filters: setup.filters,
+        })
+        .collect()
 }

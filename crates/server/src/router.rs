@@ -78,6 +78,7 @@ fn keyed_routes() -> Routes {
                 .put(blocks::put_block)
                 .delete(blocks::delete_block),
         ),
+        (routes::BLOCK_BACKTEST, post(blocks::backtest)),
         (routes::EXPORT, get(admin::export_events)),
         (routes::IMPORT, post(admin::import_events)),
         (routes::STATE_SNAPSHOT, post(admin::save_snapshot)),

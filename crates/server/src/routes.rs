@@ -18,6 +18,7 @@ pub const TRIGGERS_FIRED: &str = "/api/v1/sites/{site_id}/triggers";
 pub const FEED: &str = "/admin/v1/sites/{site_id}/feed";
 pub const BLOCKS: &str = "/admin/v1/sites/{site_id}/blocks";
 pub const BLOCK: &str = "/admin/v1/sites/{site_id}/blocks/{block_id}";
+pub const BLOCK_BACKTEST: &str = "/admin/v1/sites/{site_id}/blocks/{block_id}/backtest";
 pub const EXPORT: &str = "/admin/v1/events/export";
 pub const IMPORT: &str = "/admin/v1/events/import";
 pub const STATE_SNAPSHOT: &str = "/admin/v1/state/snapshot";

@@ -452,6 +452,9 @@ impl ScoreBoard {
     }
 
     fn add(&mut self, item: ItemId, vote: f32) {
+        // An item numbered after the board was sized (one carted or bought, never viewed)
+        // widens it.
+        self.prepare(item as usize + 1);
         let slot = &mut self.values[item as usize];
         if slot.is_nan() {
             *slot = vote;
@@ -462,8 +465,10 @@ impl ScoreBoard {
     }
 
     fn scale(&mut self, item: ItemId, factor: f32) {
-        // NaN (no vote) stays NaN.
-        self.values[item as usize] *= factor;
+        // NaN (no vote) stays NaN; an item past the board had no vote either.
+        if let Some(value) = self.values.get_mut(item as usize) {
+            *value *= factor;
+        }
     }
 
     fn normalise(&mut self) {
@@ -529,5 +534,25 @@ mod tests {
         let written: HashMap<u32, SessionId> =
             serde_json::from_str(&serde_json::to_string(&latest).unwrap()).unwrap();
         assert_eq!(written, map);
+    }
+
+    #[test]
+    fn a_question_naming_items_no_session_viewed_is_answered() {
+        let mut sessions = Sessions::default();
+        for visitor in 0..3 {
+            let session = sessions.start(1_000, visitor);
+            sessions.push(session, 0, 1_000);
+            sessions.push(session, 1, 1_001);
+        }
+        // Item 99 was numbered by a cart or an order: no session holds it.
+        let params = NextItemParams {
+            seen_weight: 0.5,
+            ..NextItemParams::default()
+        };
+        for question in [[99, 0], [0, 99]] {
+            let next = sessions.next_items(&question, 2_000, None, &params, 5);
+            assert!(next.iter().any(|(item, _)| *item == 1), "{next:?}");
+            assert!(next.iter().all(|(item, _)| *item != 99), "{next:?}");
+        }
     }
 }

@@ -1,0 +1,51 @@
+//! The log's records in order, decoded, for what replays the log apart from the state
+//! (a block's backtest): read a step at a time, never all at once.
+
+use spoor_log::{EventLog, LogError, Position};
+use spoor_protocol::stored::StoredRecord;
+
+/// Records read from the log at a time.
+const STEP: usize = 4096;
+
+/// Every record of the log from its start, in order; one that cannot be decoded is
+/// skipped, as the state's replay skips it. A read that fails ends the records and is
+/// kept in [`Records::failed`].
+pub struct Records<'a> {
+    log: &'a dyn EventLog,
+    next: Position,
+    read: std::vec::IntoIter<StoredRecord>,
+    pub failed: Option<LogError>,
+}
+
+pub fn records(log: &dyn EventLog) -> Records<'_> {
+    Records {
+        log,
+        next: 0,
+        read: Vec::new().into_iter(),
+        failed: None,
+    }
+}
+
+impl Iterator for Records<'_> {
+    type Item = StoredRecord;
+
+    fn next(&mut self) -> Option<StoredRecord> {
+        loop {
+            if let Some(record) = self.read.next() {
+                return Some(record);
+            }
+            let chunk = match self.log.read(self.next, STEP) {
+                Ok(chunk) => chunk,
+                Err(error) => {
+                    self.failed = Some(error);
+                    return None;
+                }
+            };
+            self.next = chunk.last()?.position + 1;
+            let decoded: Vec<StoredRecord> = (chunk.iter())
+                .filter_map(|r| serde_json::from_slice(&r.payload).ok())
+                .collect();
+            self.read = decoded.into_iter();
+        }
+    }
+}
