@@ -158,7 +158,11 @@ fn backtest(
         spoor_server::now_ms().div_euclid(spoor_protocol::dates::DAY_MS) - i64::from(days) + 1;
     let mut records = spoor_live::records::records(&log);
     let from_ms = from_day * spoor_protocol::dates::DAY_MS;
-    let report = spoor_eval::backtest::backtest(site, &mut records, from_ms, &variants);
+    let tuning = spoor_settings::TuningRegistry::open(&data.path)
+        .with_context(|| format!("read the tuning in {}", data.path.display()))?;
+    let tuned = tuning.get(site);
+    let next_item = tuned.as_ref().map(|t| &t.next_item);
+    let report = spoor_eval::backtest::backtest(site, &mut records, from_ms, &variants, next_item);
     if let Some(error) = records.failed {
         return Err(error).context("read the event log");
     }

@@ -9,13 +9,15 @@
 //! sends its view and then asks for its blocks, and never knows what it is scored
 //! against.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
 
 use serde::Serialize;
 use spoor_engine::contacts::identity::identifiers_of;
 use spoor_engine::recommend::query::Filters;
-use spoor_engine::recommend::{Algorithm, Request};
-use spoor_engine::{ContactId, Engine, SiteState};
+use spoor_engine::recommend::{Algorithm, NextItemParams, Request, SESSION_GAP_MS};
+use spoor_engine::{ContactId, Engine, Identifier, SiteState};
 use spoor_protocol::stored::{RecordContent, StoredRecord};
 use spoor_protocol::{EventBody, TrackerEvent};
 
@@ -32,7 +34,8 @@ pub struct Variant {
 #[serde(rename_all = "camelCase")]
 pub struct VariantScore {
     pub variant_id: String,
-    /// Moments whose visitor did something next: what the figures are over.
+    /// Moments whose visitor went on to another product within a session's gap (30
+    /// minutes): what the figures are over.
     pub scored: u64,
     /// Share of those whose next products included a recommended one.
     pub hit_rate: f64,
@@ -57,10 +60,15 @@ pub struct BacktestReport {
     pub variants: Vec<VariantScore>,
 }
 
-/// What a variant is owed at a contact's next moment.
+/// What the variants answered at a moment, owed a score at the visitor's next one.
 struct Pending {
+    at: i64,
+    /// The moment's own products: what the visitor does with them next is no news.
+    asked_about: Vec<String>,
     /// Per variant: the products recommended, in order.
     lists: Vec<Vec<String>>,
+    /// Scored already (it is filed under each of the visitor's identifiers).
+    scored: Cell<bool>,
 }
 
 #[derive(Default)]
@@ -95,7 +103,7 @@ fn moment_products(event: &TrackerEvent) -> Option<Vec<&str>> {
     }
 }
 
-/// The contact an event's visitor is before the event is applied.
+/// The contact an event's visitor is.
 fn contact_of(site: &SiteState, event: &TrackerEvent) -> Option<ContactId> {
     identifiers_of(&event.visitor)
         .iter()
@@ -104,25 +112,37 @@ fn contact_of(site: &SiteState, event: &TrackerEvent) -> Option<ContactId> {
 }
 
 /// Replays `records` (a site's log, in order) and scores `variants` at every moment
-/// dated at or after `from_ms`.
+/// dated at or after `from_ms`, answered with the site's next-item settings
+/// `next_item` (the built-in ones when none).
 pub fn backtest(
     site_id: &str,
     records: impl IntoIterator<Item = StoredRecord>,
     from_ms: i64,
     variants: &[Variant],
+    next_item: Option<&NextItemParams>,
 ) -> BacktestReport {
     let mut engine = Engine::default();
-    let mut pending: HashMap<ContactId, Pending> = HashMap::new();
+    // Filed under every identifier of the visitor: a merge (a sign-in) between two
+    // moments changes the contact's number, never the identifiers the next event names.
+    let mut pending: HashMap<Identifier, Rc<Pending>> = HashMap::new();
     let mut tallies: Vec<Tally> = variants.iter().map(|_| Tally::default()).collect();
     let mut report = BacktestReport::default();
     for record in records {
+        match &record.content {
+            RecordContent::Event(event) if event.site_id == site_id => {}
+            RecordContent::Feed(feed) if feed.site_id == site_id => {
+                engine.apply(&record);
+                continue;
+            }
+            RecordContent::ContactLink(_) => {
+                engine.apply(&record);
+                continue;
+            }
+            _ => continue,
+        }
         let RecordContent::Event(event) = &record.content else {
-            engine.apply(&record);
             continue;
         };
-        if event.site_id != site_id {
-            continue;
-        }
         report.records += 1;
         // Dated as the state dates it: by the event, never later than its arrival (an
         // import of old orders is scored on the days it tells of).
@@ -138,12 +158,14 @@ pub fn backtest(
             engine.apply(&record);
             continue;
         };
-        report.moments += 1;
-        let before = engine
-            .site(site_id)
-            .and_then(|site| contact_of(site, event));
-        if let Some(owed) = before.and_then(|contact| pending.remove(&contact)) {
-            score(&owed, &products, &mut tallies);
+        let ids = identifiers_of(&event.visitor);
+        let owed = (ids.iter())
+            .filter_map(|id| pending.get(id))
+            .filter(|p| !p.scored.get())
+            .max_by_key(|p| p.at);
+        if let Some(owed) = owed.filter(|p| at - p.at <= SESSION_GAP_MS) {
+            owed.scored.set(true);
+            score(owed, &products, &mut tallies);
         }
         engine.apply(&record);
         // Asked once the moment's own event is in (a page sends its view, then asks for
@@ -152,8 +174,17 @@ pub fn backtest(
             continue;
         };
         if let Some(contact) = contact_of(site, event) {
-            let asked = ask(site, contact, &products, at, variants, &mut tallies);
-            pending.insert(contact, asked);
+            report.moments += 1;
+            let question = Question {
+                contact,
+                products: &products,
+                at,
+                next_item,
+            };
+            let asked = Rc::new(ask(site, &question, variants, &mut tallies));
+            for id in ids {
+                pending.insert(id, asked.clone());
+            }
         }
     }
     let catalogue = engine.site(site_id).map_or(0, |s| s.counts().products);
@@ -163,26 +194,32 @@ pub fn backtest(
     report
 }
 
+/// A moment, as the variants are asked about it.
+struct Question<'a> {
+    contact: ContactId,
+    products: &'a [&'a str],
+    at: i64,
+    next_item: Option<&'a NextItemParams>,
+}
+
 fn ask(
     site: &SiteState,
-    contact: ContactId,
-    products: &[&str],
-    at: i64,
+    question: &Question<'_>,
     variants: &[Variant],
     tallies: &mut [Tally],
 ) -> Pending {
-    let contact = site.contact_by_id(contact);
+    let contact = site.contact_by_id(question.contact);
     let lists = (variants.iter().zip(tallies.iter_mut()))
         .map(|(variant, tally)| {
             let request = Request {
                 algorithms: variant.algorithms.clone(),
                 contact,
-                product_keys: products.to_vec(),
+                product_keys: question.products.to_vec(),
                 category_key: None,
                 limit: variant.limit,
-                now: at,
+                now: question.at,
                 filters: variant.filters.clone(),
-                next_item: None,
+                next_item: question.next_item,
             };
             let answer = site.recommend(&request);
             let first = variant.algorithms.first().copied();
@@ -197,11 +234,24 @@ fn ask(
             keys
         })
         .collect();
-    Pending { lists }
+    Pending {
+        at: question.at,
+        asked_about: question.products.iter().map(|k| k.to_string()).collect(),
+        lists,
+        scored: Cell::new(false),
+    }
 }
 
-/// Scores what was recommended against the products the visitor went on to.
+/// Scores what was recommended against the products the visitor went on to: those new
+/// to the moment asked about (a view followed by its own cart is no news, and the page's
+/// products are never recommended on it); nothing when there are none.
 fn score(owed: &Pending, next: &[&str], tallies: &mut [Tally]) {
+    let next: Vec<&str> = (next.iter().copied())
+        .filter(|key| !owed.asked_about.iter().any(|asked| asked == key))
+        .collect();
+    if next.is_empty() {
+        return;
+    }
     for (list, tally) in owed.lists.iter().zip(tallies.iter_mut()) {
         tally.scored += 1;
         let rank = list.iter().position(|key| next.contains(&key.as_str()));
@@ -275,7 +325,7 @@ mod tests {
             variant("similar", Algorithm::Similar),
             variant("new", Algorithm::NewArrivals),
         ];
-        let report = backtest("S", records, T0 + 10_000, &variants);
+        let report = backtest("S", records, T0 + 10_000, &variants, None);
         assert_eq!(report.moments, 2);
         assert_eq!(report.records, 62);
         let [similar, new] = &report.variants[..] else {

@@ -7,12 +7,14 @@ use spoor_protocol::stored::StoredRecord;
 /// Records read from the log at a time.
 const STEP: usize = 4096;
 
-/// Every record of the log from its start, in order; one that cannot be decoded is
-/// skipped, as the state's replay skips it. A read that fails ends the records and is
-/// kept in [`Records::failed`].
+/// Every record of the log from its start to its end when asked for, in order (records
+/// appended meanwhile are not read: a busy log's end would keep moving); one that cannot
+/// be decoded is skipped, as the state's replay skips it. A read that fails ends the
+/// records and is kept in [`Records::failed`].
 pub struct Records<'a> {
     log: &'a dyn EventLog,
     next: Position,
+    end: Position,
     read: std::vec::IntoIter<StoredRecord>,
     pub failed: Option<LogError>,
 }
@@ -21,6 +23,7 @@ pub fn records(log: &dyn EventLog) -> Records<'_> {
     Records {
         log,
         next: 0,
+        end: log.end(),
         read: Vec::new().into_iter(),
         failed: None,
     }
@@ -34,6 +37,9 @@ impl Iterator for Records<'_> {
             if let Some(record) = self.read.next() {
                 return Some(record);
             }
+            if self.next >= self.end {
+                return None;
+            }
             let chunk = match self.log.read(self.next, STEP) {
                 Ok(chunk) => chunk,
                 Err(error) => {
@@ -43,6 +49,7 @@ impl Iterator for Records<'_> {
             };
             self.next = chunk.last()?.position + 1;
             let decoded: Vec<StoredRecord> = (chunk.iter())
+                .filter(|r| r.position < self.end)
                 .filter_map(|r| serde_json::from_slice(&r.payload).ok())
                 .collect();
             self.read = decoded.into_iter();

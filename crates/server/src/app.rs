@@ -117,12 +117,39 @@ pub(crate) struct RunningGuard<'a> {
 
 impl Drop for RunningGuard<'_> {
     fn drop(&mut self) {
-        let mut sites = self.running.0.lock().unwrap_or_else(|p| p.into_inner());
-        sites.remove(&self.site_id);
+        self.running.end(&self.site_id);
+    }
+}
+
+/// [`RunningGuard`] that a blocking job can own: the job holds its site until it ends,
+/// even when the request that started it is gone.
+pub(crate) struct OwnedRunningGuard {
+    running: Arc<Running>,
+    site_id: String,
+}
+
+impl Drop for OwnedRunningGuard {
+    fn drop(&mut self) {
+        self.running.end(&self.site_id);
     }
 }
 
 impl Running {
+    fn end(&self, site_id: &str) {
+        let mut sites = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        sites.remove(site_id);
+    }
+
+    pub(crate) fn start_owned(self: &Arc<Self>, site_id: &str) -> Option<OwnedRunningGuard> {
+        let mut sites = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        sites
+            .insert(site_id.to_string())
+            .then(|| OwnedRunningGuard {
+                running: self.clone(),
+                site_id: site_id.to_string(),
+            })
+    }
+
     pub(crate) fn start(&self, site_id: &str) -> Option<RunningGuard<'_>> {
         let mut sites = self.0.lock().unwrap_or_else(|p| p.into_inner());
         sites.insert(site_id.to_string()).then(|| RunningGuard {

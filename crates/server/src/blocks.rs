@@ -15,7 +15,7 @@ use spoor_eval::backtest::{self as replay, BacktestReport, Variant};
 use spoor_protocol::dates::{self, DAY_MS, format_date};
 use spoor_settings::blocks::{Block, container_type};
 
-use crate::app::{Shared, blocking, now_ms};
+use crate::app::{AppState, Shared, blocking, now_ms};
 use crate::auth;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
@@ -316,6 +316,31 @@ fn parse_date(name: &str, text: &str) -> Result<i64, ApiError> {
     })
 }
 
+/// The key under which one backtest runs in the whole server at a time (site ids are
+/// never empty).
+const ONE_BACKTEST_AT_A_TIME: &str = "";
+/// Contacts past which the server does not backtest a site itself: the replay holds a
+/// second copy of the site's state beside the live one. `spoor eval backtest` runs it on
+/// the data directory, in a process of its own.
+pub const MAX_BACKTEST_CONTACTS: u64 = 250_000;
+
+/// 409 for a site too large to replay inside the serving process.
+fn refuse_large_backtest(state: &AppState, site_id: &str) -> Result<(), ApiError> {
+    let contacts = (state.live.read().site(site_id)).map_or(0, |site| site.counts().contacts);
+    if contacts > MAX_BACKTEST_CONTACTS {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_large_to_backtest_here",
+            format!(
+                "site {site_id} has {contacts} contacts: a backtest would hold a second copy \
+                 of its state in the server (it does up to {MAX_BACKTEST_CONTACTS}); run \
+                 `spoor eval backtest --data DIR --site {site_id} --block ID` instead"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Days a backtest may look back: the log is replayed whole either way, and the days
 /// asked are what is scored.
 const MAX_BACKTEST_DAYS: u32 = 365;
@@ -364,18 +389,36 @@ pub async fn backtest(
         .get(&site_id, &block_id)
         .ok_or_else(|| unknown_block(&site_id, &block_id))?;
     let variants = backtest_variants(&block_id, &block);
-    let Some(_running) = state.tuning_running.start(&site_id) else {
-        return Err(ApiError::new(
+    refuse_large_backtest(&state, &site_id)?;
+    let busy = |what: &str| {
+        ApiError::new(
             StatusCode::CONFLICT,
-            "site_busy",
-            format!("site {site_id} is being tuned or backtested already; retry when that ends"),
-        ));
+            "busy",
+            format!(
+                "{what}; retry when that ends (or run `spoor eval backtest` on the data directory)"
+            ),
+        )
     };
+    // Each held by the job itself, not the request: a client that hangs up and asks again
+    // does not start a second replay beside the first.
+    let site_guard = (state.tuning_running)
+        .start_owned(&site_id)
+        .ok_or_else(|| {
+            busy(&format!(
+                "site {site_id} is being tuned or backtested already"
+            ))
+        })?;
+    let server_guard = (state.tuning_running)
+        .start_owned(ONE_BACKTEST_AT_A_TIME)
+        .ok_or_else(|| busy("another site's backtest is running"))?;
     let from_day = now_ms().div_euclid(DAY_MS) - i64::from(days) + 1;
+    let tuned = state.settings.tuning.get(&site_id);
     let (log, site) = (state.log.clone(), site_id.clone());
     let report = blocking(move || {
+        let _held = (site_guard, server_guard);
+        let next_item = tuned.as_ref().map(|t| &t.next_item);
         let mut records = spoor_live::records::records(&*log);
-        let report = replay::backtest(&site, &mut records, from_day * DAY_MS, &variants);
+        let report = replay::backtest(&site, &mut records, from_day * DAY_MS, &variants, next_item);
         records.failed.map_or(Ok(report), Err)
     })
     .await?

@@ -68,7 +68,7 @@ pub async fn tune(
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "tuning_running",
-            format!("site {site_id} is being tuned already; its answer comes when that ends"),
+            format!("site {site_id} is being tuned or backtested already; retry when that ends"),
         ));
     };
     // A copy of every session: on a blocking thread, not the HTTP thread's.
