@@ -139,11 +139,7 @@ pub async fn page(
         (refused(&state, &site_id))
         (health(&state, &site_id, answer.log_end.saturating_sub(answer.state_position)))
     };
-    site_page(&session, &site_id, body).into_response()
-}
-
-fn site_page(session: &super::session::Session, site_id: &str, body: Markup) -> Page {
-    pages::site_page(session, site_id, Section::Overview, "Overview", body)
+    pages::site_page(&session, &site_id, Section::Overview, "Overview", body).into_response()
 }
 
 /// The last 24 hours by hour and the last 30 days by day.
