@@ -8,13 +8,17 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::ValueEnum;
 use serde_json::{Value, json};
-use spoor_engine::recommend::{Algorithm, Recommender, RepeatParams};
+use spoor_engine::recommend::{
+    Algorithm, BasketPart, NextItemParams, Recommender, RepeatParams, TuningGoal,
+};
+use spoor_engine::site::SiteState;
 use spoor_eval::baskets::{
-    read_baskets, score_leave_one_out, score_next_basket, split_last, train_site, tune_repeat,
+    BasketGoal, read_baskets, score_leave_one_out, score_next_basket, split_last, train_site,
+    tune_baskets,
 };
 use spoor_eval::{
-    SessionAlgorithm, SessionReport, read_cases, read_sessions, score_algorithm, stream_cases,
-    train_on, tune_next_item,
+    Case, SessionAlgorithm, SessionReport, read_cases, read_sessions, score_algorithm,
+    score_components, stream_cases, train_on, tune_next_item,
 };
 
 #[derive(clap::Subcommand)]
@@ -42,6 +46,9 @@ pub enum EvalCommand {
         /// Use the built-in settings instead of tuning on held-out training sessions.
         #[arg(long)]
         no_tune: bool,
+        /// What the tuning maximises on the held-out sessions.
+        #[arg(long, value_enum, default_value = "both")]
+        goal: SessionGoal,
     },
 
     /// Next-basket quality on orders: reads a CSV with the header
@@ -62,6 +69,9 @@ pub enum EvalCommand {
         /// Use the built-in settings instead of tuning on held-out training baskets.
         #[arg(long)]
         no_tune: bool,
+        /// What the next-basket tuning maximises on the held-out baskets.
+        #[arg(long, value_enum, default_value = "recall")]
+        goal: BasketGoalArg,
     },
     /// Backtests a recommendation block on a data directory's log (safe beside a running
     /// server): what each of its variants would have recommended at each product view,
@@ -102,6 +112,34 @@ pub enum EvalAlgorithm {
     Popular,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BasketGoalArg {
+    /// recall@k of the next basket.
+    Recall,
+    /// NDCG@k of the next basket.
+    Ndcg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum SessionGoal {
+    /// HR@k: how often the next product is among the answers.
+    Hr,
+    /// MRR@k: how near the top it is.
+    Mrr,
+    /// HR@k + MRR@k.
+    Both,
+}
+
+impl SessionGoal {
+    fn engine(self) -> TuningGoal {
+        match self {
+            SessionGoal::Hr => TuningGoal::HitRate,
+            SessionGoal::Mrr => TuningGoal::Mrr,
+            SessionGoal::Both => TuningGoal::Both,
+        }
+    }
+}
+
 impl EvalAlgorithm {
     fn engine(self) -> SessionAlgorithm {
         match self {
@@ -120,12 +158,14 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
             algorithm,
             k,
             no_tune,
-        } => sessions(&train, &test, algorithm, k, no_tune),
+            goal,
+        } => sessions(&train, &test, algorithm, k, no_tune, goal.engine()),
         EvalCommand::Baskets {
             transactions,
             k,
             no_tune,
-        } => baskets(&transactions, k, no_tune),
+            goal,
+        } => baskets(&transactions, k, no_tune, goal),
         EvalCommand::Backtest {
             data,
             site,
@@ -182,6 +222,7 @@ fn sessions(
     algorithm: EvalAlgorithm,
     k: usize,
     no_tune: bool,
+    goal: TuningGoal,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let sessions = read_sessions(open(train)?).with_context(|| format!("{}", train.display()))?;
@@ -191,7 +232,7 @@ fn sessions(
     let mut recommender = Recommender::default();
     let mut tuning = Value::Null;
     if !no_tune && algorithm != SessionAlgorithm::Popular {
-        let (settings, report) = tune_next_item(&sessions, k);
+        let (settings, report) = tune_next_item(&sessions, k, goal);
         recommender.next_item = settings;
         tuning = serde_json::to_value(report)?;
     }
@@ -199,6 +240,8 @@ fn sessions(
     let now = train_on(&mut recommender, &sessions);
     let train_seconds = trained.elapsed().as_secs_f64();
     let report = score_algorithm(&recommender, algorithm, &cases, now, k);
+    let components =
+        (algorithm == SessionAlgorithm::Personal).then(|| components(&recommender, &cases, now, k));
     let streaming = (algorithm == SessionAlgorithm::Personal)
         .then(|| stream_cases(&mut recommender, &cases, now, k));
     let mut answer = json!({
@@ -215,15 +258,41 @@ fn sessions(
             format!("NDCG@{k}"): round(streaming.ndcg()),
         });
     }
+    if let Some(components) = components {
+        answer["components"] = components;
+    }
     answer["settings"] = rounded(serde_json::to_value(&recommender.next_item)?);
-    answer["tuning"] = tuning;
+    answer["tuning"] = rounded(tuning);
     answer["train_seconds"] = json!(round(train_seconds));
     answer["seconds"] = json!(round(started.elapsed().as_secs_f64()));
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
 
-fn baskets(transactions: &Path, k: usize, no_tune: bool) -> anyhow::Result<()> {
+/// Each simple method alone (a voice of the built-in settings) on the same test cases,
+/// static: what the result is set beside.
+fn components(recommender: &Recommender, cases: &[Case], now: i64, k: usize) -> Value {
+    let defaults = NextItemParams::default();
+    let mut figures = serde_json::Map::new();
+    for (voice, report) in score_components(recommender, &defaults, cases, now, k) {
+        figures.insert(
+            voice.name().to_string(),
+            json!({
+                format!("HR@{k}"): round(report.hit_rate),
+                format!("MRR@{k}"): round(report.mrr),
+                format!("NDCG@{k}"): round(report.ndcg),
+            }),
+        );
+    }
+    Value::Object(figures)
+}
+
+fn baskets(
+    transactions: &Path,
+    k: usize,
+    no_tune: bool,
+    goal: BasketGoalArg,
+) -> anyhow::Result<()> {
     anyhow::ensure!(k > 0, "--k: expected at least 1");
     let started = Instant::now();
     let all =
@@ -234,51 +303,86 @@ fn baskets(transactions: &Path, k: usize, no_tune: bool) -> anyhow::Result<()> {
         "{}: no user has two baskets, so none can be tested",
         transactions.display()
     );
+    let goal = match goal {
+        BasketGoalArg::Recall => BasketGoal::Recall,
+        BasketGoalArg::Ndcg => BasketGoal::Ndcg,
+    };
     let mut tuning = Value::Null;
     let mut repeat = RepeatParams::default();
+    let mut together = None;
     if !no_tune {
-        let (chosen, report) = tune_repeat(&train, k);
+        let (chosen, chosen_together, report) = tune_baskets(&train, k, goal);
         repeat = chosen;
-        tuning = serde_json::to_value(report)?;
+        together = Some(chosen_together);
+        tuning = rounded(serde_json::to_value(report)?);
     }
     let trained = Instant::now();
     let mut site = train_site(&train);
-    site.recommender_mut().repeat = repeat.clone();
     let train_seconds = trained.elapsed().as_secs_f64();
-    let next_basket = |algorithm| {
-        let report = score_next_basket(&site, algorithm, &test, k);
+    if let Some(together) = together {
+        site.recommender_mut().basket = together;
+    }
+    let together = site.recommender().basket.clone();
+    let next_basket = |site: &SiteState, algorithm| {
+        let report = score_next_basket(site, algorithm, &test, k);
         json!({
-            "algorithm": report.algorithm,
             format!("recall@{k}"): round(report.recall),
             format!("NDCG@{k}"): round(report.ndcg),
             "latency_us": {"p50": round(report.latency_us_p50), "p99": round(report.latency_us_p99)},
         })
     };
-    let leave_one_out = |algorithm| {
-        let report = score_leave_one_out(&site, algorithm, &test, k);
+    let leave_one_out = |site: &SiteState, algorithm| {
+        let report = score_leave_one_out(site, algorithm, &test, k);
         json!({
-            "algorithm": report.algorithm,
             "cases": report.cases,
             format!("HR@{k}"): round(report.hit_rate),
             format!("MRR@{k}"): round(report.mrr),
             "latency_us": {"p50": round(report.latency_us_p50), "p99": round(report.latency_us_p99)},
         })
     };
-    let users = test.len();
+    // Each simple method alone, measured in the same run on the same test baskets.
+    let mut personal_parts = serde_json::Map::new();
+    for part in BasketPart::ALL {
+        site.recommender_mut().repeat = repeat.alone(part);
+        personal_parts.insert(part.name().into(), next_basket(&site, Algorithm::Personal));
+    }
+    site.recommender_mut().repeat = repeat.clone();
+    let mut together_parts = serde_json::Map::new();
+    for (name, neighbours, cooccurrence) in
+        [("basket-neighbours", 1.0, 0.0), ("co-occurrence", 0.0, 1.0)]
+    {
+        site.recommender_mut().basket = NextItemParams {
+            neighbour_weight: neighbours,
+            cooccurrence_weight: cooccurrence,
+            ..together.clone()
+        };
+        together_parts.insert(name.into(), leave_one_out(&site, Algorithm::BoughtTogether));
+    }
+    together_parts.insert(
+        "popularity".into(),
+        leave_one_out(&site, Algorithm::Bestsellers),
+    );
+    site.recommender_mut().basket = together.clone();
     let answer = json!({
         "k": k,
         "baskets": all.len(),
         "train_baskets": train.len(),
-        "test_users": users,
+        "test_users": test.len(),
         "next_basket": {
-            "personal": next_basket(Algorithm::Personal),
-            "popularity_baseline": next_basket(Algorithm::Bestsellers),
+            "personal": next_basket(&site, Algorithm::Personal),
+            "components": personal_parts,
         },
         "bought_together": {
-            "bought-together": leave_one_out(Algorithm::BoughtTogether),
-            "popularity_baseline": leave_one_out(Algorithm::Bestsellers),
+            "bought-together": leave_one_out(&site, Algorithm::BoughtTogether),
+            "components": together_parts,
         },
-        "settings": {"repeat": rounded(serde_json::to_value(&repeat)?)},
+        "settings": {
+            "repeat": rounded(serde_json::to_value(&repeat)?),
+            "together": {
+                "neighbourWeight": together.neighbour_weight,
+                "cooccurrenceWeight": together.cooccurrence_weight,
+            },
+        },
         "tuning": tuning,
         "train_seconds": round(train_seconds),
         "seconds": round(started.elapsed().as_secs_f64()),
@@ -340,6 +444,7 @@ fn rounded(value: Value) -> Value {
     match value {
         Value::Number(n) if n.is_f64() => json!(round(n.as_f64().unwrap_or_default())),
         Value::Object(fields) => fields.into_iter().map(|(k, v)| (k, rounded(v))).collect(),
+        Value::Array(values) => values.into_iter().map(rounded).collect(),
         other => other,
     }
 }

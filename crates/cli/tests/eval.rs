@@ -30,6 +30,16 @@ fn eval_sessions_scores_a_tiny_fixture() {
     assert_eq!(report["MRR@2"], 0.1667);
     assert_eq!(report["NDCG@2"], 0.2103);
     assert_eq!(report["train_sessions"], 3);
+    // Each simple method alone, on the same cases: sequential rules after `a` answer
+    // [b, c] (b twice): a hit at 1 and one at 2.
+    let rules = &report["components"]["sequential-rules"];
+    assert_eq!(
+        (rules["HR@2"].as_f64(), rules["MRR@2"].as_f64()),
+        (Some(0.6667), Some(0.5))
+    );
+    for voice in ["repeat-first", "co-occurrence", "session-neighbours"] {
+        assert!(report["components"][voice]["HR@2"].is_number(), "{report}");
+    }
 }
 
 #[test]
@@ -59,7 +69,7 @@ fn eval_baskets_scores_a_tiny_fixture() {
     assert_eq!(personal["recall@2"], 0.75);
     assert_eq!(personal["NDCG@2"], 0.8066);
     // Bestsellers [a, b]: u1 as above; u3's b at rank 2: NDCG 1/log2 3 = 0.6309.
-    let popular = &report["next_basket"]["popularity_baseline"];
+    let popular = &report["next_basket"]["components"]["popularity"];
     assert_eq!(popular["recall@2"], 0.75);
     assert_eq!(popular["NDCG@2"], 0.622);
     // Leave-one-out on u1's {a, c}: c -> [a], a -> [c, b] (c's basket is the more recent):
@@ -71,9 +81,16 @@ fn eval_baskets_scores_a_tiny_fixture() {
     );
     assert_eq!(together["MRR@2"], 1.0);
     assert_eq!(
-        report["bought_together"]["popularity_baseline"]["MRR@2"],
+        report["bought_together"]["components"]["popularity"]["MRR@2"],
         0.75
     );
+    // Each simple method is printed beside the blend.
+    for part in ["personal-frequency", "co-occurrence", "basket-neighbours"] {
+        assert!(report["next_basket"]["components"][part]["recall@2"].is_number());
+    }
+    for voice in ["basket-neighbours", "co-occurrence"] {
+        assert!(report["bought_together"]["components"][voice]["HR@2"].is_number());
+    }
 }
 
 #[test]

@@ -430,12 +430,13 @@ async fn sites_set_their_cors_origins_and_rate_limit() {
 async fn a_site_is_tuned_on_its_own_sessions() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(&dir.path().join("data"), &["S1"]);
-    let tune = || {
+    let tune_for = |goal: &str| {
         client()
-            .post(server.url("/admin/v1/sites/S1/tuning"))
+            .post(server.url(&format!("/admin/v1/sites/S1/tuning{goal}")))
             .bearer_auth(common::ADMIN_TOKEN)
             .send()
     };
+    let tune = || tune_for("");
     let too_early = tune().await.unwrap();
     assert_eq!(too_early.status().as_u16(), 409);
     let body: Value = too_early.json().await.unwrap();
@@ -479,8 +480,47 @@ async fn a_site_is_tuned_on_its_own_sessions() {
         hit_rate >= defaults,
         "the choice is never worse than the defaults"
     );
+    // Each simple method alone was scored on the same held-out sessions, and the choice
+    // is at least as good as the best of them for its goal.
+    let report = &tuned["report"];
+    assert_eq!(report["goal"], "both");
+    let objective =
+        |figures: &Value| figures["HR@k"].as_f64().unwrap() + figures["MRR@k"].as_f64().unwrap();
+    let components = report["components"].as_array().unwrap();
+    let names: Vec<&str> = components
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "repeat-first",
+            "sequential-rules",
+            "co-occurrence",
+            "session-neighbours"
+        ]
+    );
+    for component in components {
+        assert!(objective(report) >= objective(component), "{report}");
+    }
     let (_, now) = get(&server, "/admin/v1/sites/S1/tuning").await;
     assert_eq!(now["nextItem"], tuned["nextItem"]);
+
+    let unknown = tune_for("?goal=speed").await.unwrap();
+    assert_eq!(unknown.status().as_u16(), 400);
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_value");
+    assert_eq!(
+        body["message"],
+        "goal: expected HR, MRR or both, got \"speed\""
+    );
+    let by_mrr: Value = tune_for("?goal=MRR").await.unwrap().json().await.unwrap();
+    assert_eq!(by_mrr["report"]["goal"], "MRR");
+    let best_mrr = components
+        .iter()
+        .map(|c| c["MRR@k"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(by_mrr["report"]["MRR@k"].as_f64().unwrap() >= best_mrr);
 
     // Questions are answered with the tuned settings: p1 is followed by p2 on the ring.
     let (status, _, answer) = recommend(&server, "siteId=S1&algorithm=similar&productKey=p1").await;

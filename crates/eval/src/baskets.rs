@@ -17,7 +17,7 @@ use spoor_protocol::{EventBody, OrderLine, Price, Purchase, TrackerEvent, Visito
 use crate::{EvalError, RankMetrics, percentile_us, ratio};
 use spoor_engine::contacts::identity::Identifier;
 use spoor_engine::recommend::query::Filters;
-use spoor_engine::recommend::{Algorithm, RepeatParams, Request};
+use spoor_engine::recommend::{Algorithm, BasketPart, NextItemParams, RepeatParams, Request};
 use spoor_engine::site::SiteState;
 
 const SITE: &str = "eval";
@@ -184,7 +184,7 @@ impl BasketMetrics {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct NextBasketReport {
     pub algorithm: &'static str,
     pub users: u64,
@@ -194,7 +194,7 @@ pub struct NextBasketReport {
     pub latency_us_p99: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LeaveOneOutReport {
     pub algorithm: &'static str,
     pub cases: u64,
@@ -333,53 +333,206 @@ pub fn score_leave_one_out(
     }
 }
 
+/// What a next-basket tuning maximises on the held-out baskets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum BasketGoal {
+    #[default]
+    #[serde(rename = "recall")]
+    Recall,
+    #[serde(rename = "NDCG")]
+    Ndcg,
+}
+
+impl BasketGoal {
+    fn of(self, report: &NextBasketReport) -> f64 {
+        match self {
+            BasketGoal::Recall => report.recall,
+            BasketGoal::Ndcg => report.ndcg,
+        }
+    }
+}
+
+/// A part's (or the choice's) figures on the validation baskets.
 #[derive(Debug, Serialize)]
-pub struct RepeatTuning {
+pub struct PartFigures {
+    pub name: &'static str,
+    pub recall: f64,
+    #[serde(rename = "NDCG")]
+    pub ndcg: f64,
+}
+
+/// A bought-together voice's (or the choice's) figures on the validation baskets.
+#[derive(Debug, Serialize)]
+pub struct TogetherFigures {
+    pub name: &'static str,
+    #[serde(rename = "HR")]
+    pub hit_rate: f64,
+    #[serde(rename = "MRR")]
+    pub mrr: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BasketTuning {
+    pub goal: BasketGoal,
     pub validation_users: u64,
     pub tries: usize,
-    /// The chosen settings' recall on the validation baskets.
+    /// The chosen blend for the next basket, on the validation baskets.
     pub recall: f64,
-    /// The same with nothing bought offered again (repeat weight 0).
-    pub recall_without_repeats: f64,
+    #[serde(rename = "NDCG")]
+    pub ndcg: f64,
+    /// Each part alone on the same baskets.
+    pub components: Vec<PartFigures>,
+    /// Bought-together: the chosen blend and each voice alone, leave-one-out over the
+    /// same baskets (HR + MRR maximised).
+    pub bought_together: Vec<TogetherFigures>,
     pub seconds: f64,
 }
 
-/// Chooses the repeat settings on the training baskets alone: each user's last training
-/// basket is held out and predicted from the ones before it, over a small grid.
-pub fn tune_repeat(train: &[Basket], k: usize) -> (RepeatParams, RepeatTuning) {
+/// A next-basket setting the tuner tries: the values tried, and how to set it.
+type RepeatKnob = (Vec<f32>, fn(&mut RepeatParams, f32));
+
+fn repeat_knobs() -> Vec<RepeatKnob> {
+    vec![
+        (vec![0.0, 0.5, 1.0, 2.0, 4.0, 16.0], |p, v| p.weight = v),
+        (vec![0.0, 0.5, 1.0, 2.0], |p, v| p.together_weight = v),
+        (vec![0.0, 0.3, 1.0, 3.0], |p, v| p.cooccurrence_weight = v),
+        (vec![0.0, 0.1, 0.3, 1.0], |p, v| p.popularity_weight = v),
+        (vec![0.5, 0.8, 0.95, 1.0], |p, v| p.decay = v),
+    ]
+}
+
+/// Validation leave-one-out cases at most: beyond it, more barely moves the choice.
+const MAX_TOGETHER_BASKETS: usize = 2_000;
+
+/// Chooses the next-basket blend and the bought-together blend on the training baskets
+/// alone: each user's last training basket is held out and predicted from the ones
+/// before it. Each part alone and the built-in blend are scored first; the best for
+/// `goal` starts a coordinate ascent over a small grid (two rounds) that keeps only
+/// improvements, so the choice is never worse on the held-out baskets than a part alone.
+pub fn tune_baskets(
+    train: &[Basket],
+    k: usize,
+    goal: BasketGoal,
+) -> (RepeatParams, NextItemParams, BasketTuning) {
     let started = Instant::now();
     let (fit, validation) = split_last(train);
     let mut site = train_site(&fit);
-    let mut best = (RepeatParams::default(), f64::MIN);
     let mut tries = 0;
-    let mut users = 0;
-    let mut without_repeats = 0.0;
-    for weight in [0.0, 0.5, 1.0, 2.0, 4.0, 16.0, 64.0] {
-        for decay in [0.5, 0.8, 0.95, 1.0] {
-            if weight == 0.0 && decay != 0.8 {
-                continue; // without repeats the decay does nothing
-            }
-            let trial = RepeatParams { weight, decay };
-            site.recommender_mut().repeat = trial.clone();
-            let report = score_next_basket(&site, Algorithm::Personal, &validation, k);
-            tries += 1;
-            users = report.users;
-            if weight == 0.0 {
-                without_repeats = report.recall;
-            }
-            if report.recall > best.1 {
-                best = (trial, report.recall);
+    let mut score = |site: &mut SiteState, trial: &RepeatParams| {
+        site.recommender_mut().repeat = trial.clone();
+        tries += 1;
+        score_next_basket(site, Algorithm::Personal, &validation, k)
+    };
+    let defaults = RepeatParams::default();
+    let (mut best, mut best_report) = (defaults.clone(), score(&mut site, &defaults));
+    let mut components = Vec::new();
+    for part in BasketPart::ALL {
+        let alone = defaults.alone(part);
+        let report = score(&mut site, &alone);
+        components.push(PartFigures {
+            name: part.name(),
+            recall: report.recall,
+            ndcg: report.ndcg,
+        });
+        if goal.of(&report) > goal.of(&best_report) {
+            (best, best_report) = (alone, report);
+        }
+    }
+    for _round in 0..2 {
+        for (values, set) in repeat_knobs() {
+            for value in values {
+                let mut trial = best.clone();
+                set(&mut trial, value);
+                let silent = trial.weight <= 0.0
+                    && trial.together_weight <= 0.0
+                    && trial.cooccurrence_weight <= 0.0
+                    && trial.popularity_weight <= 0.0;
+                if trial == best || silent {
+                    continue;
+                }
+                let report = score(&mut site, &trial);
+                if goal.of(&report) > goal.of(&best_report) {
+                    (best, best_report) = (trial, report);
+                }
             }
         }
     }
-    let tuning = RepeatTuning {
-        validation_users: users,
-        tries,
-        recall: best.1.max(0.0),
-        recall_without_repeats: without_repeats,
+    let (together, bought_together, together_tries) =
+        tune_bought_together(&mut site, &validation, k);
+    let tuning = BasketTuning {
+        goal,
+        validation_users: best_report.users,
+        tries: tries + together_tries,
+        recall: best_report.recall,
+        ndcg: best_report.ndcg,
+        components,
+        bought_together,
         seconds: started.elapsed().as_secs_f64(),
     };
-    (best.0, tuning)
+    (best, together, tuning)
+}
+
+/// Chooses the bought-together blend (baskets' neighbours and co-occurrence) by HR + MRR,
+/// leave-one-out over `validation`.
+fn tune_bought_together(
+    site: &mut SiteState,
+    validation: &[Basket],
+    k: usize,
+) -> (NextItemParams, Vec<TogetherFigures>, usize) {
+    let step = validation.len().div_ceil(MAX_TOGETHER_BASKETS).max(1);
+    let baskets: Vec<Basket> = validation.iter().step_by(step).cloned().collect();
+    let defaults = site.recommender().basket.clone();
+    let mut tries = 0;
+    let mut score = |site: &mut SiteState, trial: &NextItemParams| {
+        site.recommender_mut().basket = trial.clone();
+        tries += 1;
+        score_leave_one_out(site, Algorithm::BoughtTogether, &baskets, k)
+    };
+    let objective = |report: &LeaveOneOutReport| report.hit_rate + report.mrr;
+    let trials = [
+        (1.0, 0.0),
+        (0.0, 1.0),
+        (1.0, 0.1),
+        (1.0, 0.3),
+        (1.0, 1.0),
+        (0.3, 1.0),
+    ];
+    let mut figures = Vec::new();
+    let mut best: Option<(NextItemParams, LeaveOneOutReport)> = None;
+    for (neighbours, cooccurrence) in trials {
+        let trial = NextItemParams {
+            neighbour_weight: neighbours,
+            cooccurrence_weight: cooccurrence,
+            ..defaults.clone()
+        };
+        let report = score(site, &trial);
+        let alone = match (neighbours, cooccurrence) {
+            (_, 0.0) => Some("basket-neighbours"),
+            (0.0, _) => Some("co-occurrence"),
+            _ => None,
+        };
+        if let Some(name) = alone {
+            figures.push(TogetherFigures {
+                name,
+                hit_rate: report.hit_rate,
+                mrr: report.mrr,
+            });
+        }
+        if best
+            .as_ref()
+            .is_none_or(|(_, b)| objective(&report) > objective(b))
+        {
+            best = Some((trial, report));
+        }
+    }
+    let (chosen, report) = best.expect("trials are tried");
+    figures.push(TogetherFigures {
+        name: "chosen",
+        hit_rate: report.hit_rate,
+        mrr: report.mrr,
+    });
+    site.recommender_mut().basket = chosen.clone();
+    (chosen, figures, tries)
 }
 
 #[cfg(test)]
@@ -408,6 +561,73 @@ mod tests {
             err,
             "transactions line 2: timestamp: expected unix seconds, got \"soon\""
         );
+    }
+
+    /// Customers who mostly buy again from their own few favourites, with a product of
+    /// the week that many buy: the parts each have something to find.
+    fn regulars(customers: usize, weeks: usize) -> Vec<Basket> {
+        let mut seed = 11u64;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (seed >> 33) % n
+        };
+        let mut baskets = Vec::new();
+        for week in 0..weeks {
+            for customer in 0..customers {
+                if next(3) == 0 {
+                    continue;
+                }
+                let mut items = vec![format!("w{week}")];
+                for _ in 0..3 {
+                    let item = format!("f{}", (customer as u64 * 3 + next(4)) % 90);
+                    if !items.contains(&item) {
+                        items.push(item);
+                    }
+                }
+                baskets.push(Basket {
+                    user: format!("c{customer}"),
+                    id: format!("{week}-{customer}"),
+                    at: (week * 7 * 86_400 + customer) as i64 * 1000,
+                    items,
+                });
+            }
+        }
+        baskets
+    }
+
+    #[test]
+    fn the_basket_tuning_is_never_worse_than_a_part_alone_on_its_validation_baskets() {
+        let (train, _) = split_last(&regulars(60, 6));
+        for goal in [BasketGoal::Recall, BasketGoal::Ndcg] {
+            let (_, _, report) = tune_baskets(&train, 5, goal);
+            let names: Vec<&str> = report.components.iter().map(|c| c.name).collect();
+            assert_eq!(
+                names,
+                [
+                    "personal-frequency",
+                    "co-occurrence",
+                    "popularity",
+                    "basket-neighbours"
+                ]
+            );
+            let chosen = match goal {
+                BasketGoal::Recall => report.recall,
+                BasketGoal::Ndcg => report.ndcg,
+            };
+            for part in &report.components {
+                let alone = match goal {
+                    BasketGoal::Recall => part.recall,
+                    BasketGoal::Ndcg => part.ndcg,
+                };
+                assert!(chosen >= alone, "{goal:?}: {report:?}");
+            }
+            let together = &report.bought_together;
+            let best = together.last().unwrap();
+            assert_eq!(best.name, "chosen");
+            for voice in together {
+                assert!(best.hit_rate + best.mrr >= voice.hit_rate + voice.mrr);
+            }
+        }
     }
 
     #[test]

@@ -5,14 +5,14 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
-use spoor_engine::recommend::NextItemParams;
+use spoor_engine::recommend::{NextItemParams, TuningGoal};
 use spoor_eval::tune_next_item_at;
 use spoor_settings::SiteTuning;
 
 use crate::app::{Shared, blocking, now_ms};
 use crate::auth;
 use crate::error::ApiError;
-use crate::extract::ApiPath;
+use crate::extract::{ApiPath, ApiQuery};
 use crate::state::known_site;
 
 /// Fewer sessions than this hold too few held-out cases to choose anything.
@@ -54,6 +54,12 @@ pub async fn get_tuning(
     Ok(Json(answer(site_id, tuning)))
 }
 
+#[derive(serde::Deserialize)]
+pub struct TuneQuery {
+    /// What the choice maximises: `HR`, `MRR` or `both` (the default).
+    goal: Option<String>,
+}
+
 /// `POST /admin/v1/sites/{siteId}/tuning`: tunes on the site's sessions (the most recent
 /// tenth held out and predicted from the rest) and keeps the choice. Takes seconds to a
 /// few minutes by the site's size; answers when done.
@@ -61,9 +67,20 @@ pub async fn tune(
     State(state): State<Shared>,
     headers: HeaderMap,
     ApiPath(site_id): ApiPath<String>,
+    ApiQuery(asked): ApiQuery<TuneQuery>,
 ) -> Result<Json<TuningAnswer>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
+    let goal = match asked.goal.as_deref() {
+        None => TuningGoal::default(),
+        Some(name) => TuningGoal::parse(name).ok_or_else(|| {
+            let shown: String = name.chars().take(40).collect();
+            ApiError::bad_request(
+                "invalid_value",
+                format!("goal: expected HR, MRR or both, got {shown:?}"),
+            )
+        })?,
+    };
     let Some(_running) = state.tuning_running.start(&site_id) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -94,7 +111,7 @@ pub async fn tune(
     tracing::info!(site_id = %site_id, sessions = sessions.len(), "tuning started");
     let count = sessions.len();
     let (next_item, report) =
-        tokio::task::spawn_blocking(move || tune_next_item_at(&sessions, &times, TUNING_K))
+        tokio::task::spawn_blocking(move || tune_next_item_at(&sessions, &times, TUNING_K, goal))
             .await
             .map_err(|_| {
                 ApiError::new(

@@ -23,7 +23,10 @@ use crate::items::{ItemId, Items};
 
 pub use popularity::Popularity;
 pub use query::{Algorithm, Answer, Request};
-pub use sessions::{LatestSessions, NO_VISITOR, NextItemParams, SessionId, Sessions, Tuning};
+pub use sessions::{
+    ComponentFigures, LatestSessions, NO_VISITOR, NextItemParams, SessionId, Sessions, Tuning,
+    TuningGoal, Voice,
+};
 
 /// Who a session belongs to: the state's contact number.
 pub type Visitor = u32;
@@ -54,14 +57,22 @@ pub struct Recommender {
     pub repeat: RepeatParams,
 }
 
-/// How much a visitor known by their orders is offered again what they bought.
+/// How `personal` answers a visitor known by their orders: a blend of what they bought
+/// (personal frequency, recent orders counting most), what was bought with it (by the
+/// baskets' neighbours and by plain co-occurrence) and what sells. Each part is scaled to
+/// a best of 1 before its weight applies, so a blend can be reduced to any one part.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RepeatParams {
-    /// The weight of their own purchases beside what others bought with them (each
-    /// scaled to a best of 1); 0 offers nothing bought before.
+    /// The weight of their own purchases; 0 offers nothing bought before.
     pub weight: f32,
     /// Each older order counts this much less than the next.
     pub decay: f32,
+    /// The weight of what baskets like theirs held (the baskets' neighbours).
+    pub together_weight: f32,
+    /// The weight of what was bought in the same orders as their products.
+    pub cooccurrence_weight: f32,
+    /// The weight of the bestsellers.
+    pub popularity_weight: f32,
 }
 
 impl Default for RepeatParams {
@@ -69,6 +80,49 @@ impl Default for RepeatParams {
         RepeatParams {
             weight: 1.0,
             decay: 0.8,
+            together_weight: 1.0,
+            cooccurrence_weight: 0.0,
+            popularity_weight: 0.0,
+        }
+    }
+}
+
+/// The parts of a next-basket blend, each of which it can be reduced to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BasketPart {
+    PersonalFrequency,
+    BasketNeighbours,
+    Cooccurrence,
+    Popularity,
+}
+
+impl BasketPart {
+    pub const ALL: [BasketPart; 4] = [
+        BasketPart::PersonalFrequency,
+        BasketPart::Cooccurrence,
+        BasketPart::Popularity,
+        BasketPart::BasketNeighbours,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BasketPart::PersonalFrequency => "personal-frequency",
+            BasketPart::BasketNeighbours => "basket-neighbours",
+            BasketPart::Cooccurrence => "co-occurrence",
+            BasketPart::Popularity => "popularity",
+        }
+    }
+}
+
+impl RepeatParams {
+    /// These settings with `part` alone weighed.
+    pub fn alone(&self, part: BasketPart) -> RepeatParams {
+        RepeatParams {
+            weight: f32::from(part == BasketPart::PersonalFrequency),
+            together_weight: f32::from(part == BasketPart::BasketNeighbours),
+            cooccurrence_weight: f32::from(part == BasketPart::Cooccurrence),
+            popularity_weight: f32::from(part == BasketPart::Popularity),
+            ..self.clone()
         }
     }
 }

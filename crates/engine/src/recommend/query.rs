@@ -438,9 +438,8 @@ fn personal<'a>(
     Ok(from_orders(recommender, contact, request.now, want))
 }
 
-/// For a visitor known by their orders: what was bought together with what they bought,
-/// blended with what they buy again (recent orders counting most) by the repeat
-/// settings. With a repeat weight of 0, nothing they bought is offered again.
+/// For a visitor known by their orders: the blend of [`RepeatParams`]. With a repeat
+/// weight of 0, nothing they bought is offered again.
 fn from_orders<'a>(
     recommender: &'a Recommender,
     contact: &Contact,
@@ -462,14 +461,21 @@ fn from_orders<'a>(
         }
     }
     context.reverse();
-    let found = recommender.baskets.next_items(
-        &context,
-        now,
-        None,
-        &recommender.basket,
-        want + context.len(),
-    );
-    let mut scores: FxHashMap<ItemId, f32> = found.into_iter().collect();
+    let reach = want + context.len();
+    let params = NextItemParams {
+        neighbour_weight: settings.together_weight,
+        cooccurrence_weight: settings.cooccurrence_weight,
+        ..recommender.basket.clone()
+    };
+    let mut scores: FxHashMap<ItemId, f32> =
+        if params.neighbour_weight > 0.0 || params.cooccurrence_weight > 0.0 {
+            let found = recommender
+                .baskets
+                .next_items(&context, now, None, &params, reach);
+            found.into_iter().collect()
+        } else {
+            FxHashMap::default()
+        };
     normalise(&mut scores);
     if settings.weight > 0.0 {
         normalise(&mut repeat);
@@ -479,8 +485,31 @@ fn from_orders<'a>(
     } else {
         scores.retain(|item, _| !context.contains(item));
     }
+    if settings.popularity_weight > 0.0 {
+        add_bestsellers(recommender, &mut scores, settings.popularity_weight, reach);
+    }
     top(scores, want)
         .into_iter()
         .map(|(item, _)| recommender.items.key(item))
         .collect()
+}
+
+/// Adds the `reach` bestsellers to `scores`, the best at `weight`.
+fn add_bestsellers(
+    recommender: &Recommender,
+    scores: &mut FxHashMap<ItemId, f32>,
+    weight: f32,
+    reach: usize,
+) {
+    let ranked = recommender.sales.ranked();
+    let Some(best) = ranked.first().map(|item| recommender.sales.score(*item)) else {
+        return;
+    };
+    if best <= 0.0 {
+        return;
+    }
+    for item in ranked.iter().take(reach) {
+        let share = (recommender.sales.score(*item) / best) as f32;
+        *scores.entry(*item).or_default() += weight * share;
+    }
 }

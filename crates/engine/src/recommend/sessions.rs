@@ -6,7 +6,7 @@
 //! now, so a view counts from the moment it is applied.
 //!
 //! The next items for a sequence `s` (the visitor's current session, most recent last) are
-//! scored by two voices, each normalised to a top score of 1 and blended:
+//! scored by voices, each normalised to a top score of 1 and blended:
 //!
 //! - **Neighbours** (session-kNN in the manner of STAN): the recent sessions that share
 //!   items with `s`. A shared item counts more the later it is in `s` (`prefix_decay`), a
@@ -17,7 +17,15 @@
 //! - **Successors** (sequential rules, computed at question time): in recent sessions
 //!   that viewed the last item of `s`, the items viewed within `successor_steps` after it,
 //!   each counted `1 / distance`.
+//! - **Repeats** (session popularity with recency): the items of `s` itself, each view
+//!   counting less the further back it is (`repeat_decay`).
+//! - **Co-occurrence**: the items of the recent sessions that share an item with `s`,
+//!   counted once per session and shared item (weighted as the neighbours weigh a shared
+//!   item), without the neighbours' similarity, ranking or positions.
 //!
+//! Each voice has its weight (`*_weight`), so a site's tuning can land on any one of them
+//! alone or on a blend: the simple methods a shop could run itself are all within reach
+//! of the tuning, and it keeps one only where the site's own held-out sessions say so.
 //! Items of `s` itself are not excluded: people come back to what they looked at, and
 //! the neighbours know how often; `seen_weight` scales them further.
 //!
@@ -37,9 +45,13 @@ pub type SessionId = u32;
 pub const MAX_SESSION_ITEMS: usize = 200;
 
 /// How a choice of [`NextItemParams`] scored on held-out sessions, beside the built-in
-/// settings on the same cases: what `spoor_eval` reports and a site's tuning keeps.
+/// settings and each voice alone on the same cases: what `spoor_eval` reports and a
+/// site's tuning keeps, so that a shop sees why the choice was made.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Tuning {
+    /// What the choice maximised.
+    #[serde(default)]
+    pub goal: TuningGoal,
     pub validation_sessions: usize,
     pub validation_cases: u64,
     pub tries: usize,
@@ -52,12 +64,69 @@ pub struct Tuning {
     pub default_hit_rate: f64,
     #[serde(rename = "defaults_MRR@k", default)]
     pub default_mrr: f64,
+    /// Each voice alone (the simple methods) on the same validation cases.
+    #[serde(default)]
+    pub components: Vec<ComponentFigures>,
     pub seconds: f64,
 }
 
+/// One simple method's figures on the validation cases.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ComponentFigures {
+    pub name: String,
+    #[serde(rename = "HR@k")]
+    pub hit_rate: f64,
+    #[serde(rename = "MRR@k")]
+    pub mrr: f64,
+}
+
+/// The metric a site's tuning maximises on its held-out sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TuningGoal {
+    /// Hit rate: how often the next product is among the answers at all.
+    #[serde(rename = "HR")]
+    HitRate,
+    /// Mean reciprocal rank: how near the top it is.
+    #[serde(rename = "MRR")]
+    Mrr,
+    /// Their sum, the built-in choice.
+    #[default]
+    #[serde(rename = "both")]
+    Both,
+}
+
+impl TuningGoal {
+    /// The figure maximised, from a hit rate and an MRR.
+    pub fn of(self, hit_rate: f64, mrr: f64) -> f64 {
+        match self {
+            TuningGoal::HitRate => hit_rate,
+            TuningGoal::Mrr => mrr,
+            TuningGoal::Both => hit_rate + mrr,
+        }
+    }
+
+    /// Its name in requests and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            TuningGoal::HitRate => "HR",
+            TuningGoal::Mrr => "MRR",
+            TuningGoal::Both => "both",
+        }
+    }
+
+    /// The goal a request names (`HR`, `MRR` or `both`, any case).
+    pub fn parse(name: &str) -> Option<TuningGoal> {
+        [TuningGoal::HitRate, TuningGoal::Mrr, TuningGoal::Both]
+            .into_iter()
+            .find(|goal| goal.name().eq_ignore_ascii_case(name))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct NextItemParams {
+    /// The neighbours' weight in the blend.
+    pub neighbour_weight: f32,
     /// Neighbour sessions that vote.
     pub neighbours: usize,
     /// The most recent sessions of each item of `s` considered as neighbours.
@@ -80,11 +149,61 @@ pub struct NextItemParams {
     pub idf_power: f32,
     /// Multiplies the score of items already in `s`, except its last.
     pub seen_weight: f32,
+    /// The repeats' weight in the blend.
+    pub repeat_weight: f32,
+    /// Positions over which a view's weight in the repeats falls by 1/e.
+    pub repeat_decay: f32,
+    /// The co-occurrence voice's weight in the blend.
+    pub cooccurrence_weight: f32,
+}
+
+/// The voices of the next-item model, each of which a blend can be reduced to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Voice {
+    Neighbours,
+    Successors,
+    Repeats,
+    Cooccurrence,
+}
+
+impl Voice {
+    pub const ALL: [Voice; 4] = [
+        Voice::Repeats,
+        Voice::Successors,
+        Voice::Cooccurrence,
+        Voice::Neighbours,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Voice::Neighbours => "session-neighbours",
+            Voice::Successors => "sequential-rules",
+            Voice::Repeats => "repeat-first",
+            Voice::Cooccurrence => "co-occurrence",
+        }
+    }
+}
+
+impl NextItemParams {
+    /// These settings with `voice` alone heard, and nothing else changed by the blend
+    /// (items of `s` scored as the voice scores them).
+    pub fn alone(&self, voice: Voice) -> NextItemParams {
+        NextItemParams {
+            neighbour_weight: f32::from(voice == Voice::Neighbours),
+            successor_weight: f32::from(voice == Voice::Successors),
+            repeat_weight: f32::from(voice == Voice::Repeats),
+            cooccurrence_weight: f32::from(voice == Voice::Cooccurrence),
+            seen_weight: 1.0,
+            ..self.clone()
+        }
+    }
 }
 
 impl Default for NextItemParams {
     fn default() -> Self {
         NextItemParams {
+            neighbour_weight: 1.0,
             neighbours: 200,
             sample: 1000,
             prefix_decay: 2.0,
@@ -95,6 +214,9 @@ impl Default for NextItemParams {
             successor_weight: 0.1,
             idf_power: -0.3,
             seen_weight: 2.0,
+            repeat_weight: 0.0,
+            repeat_decay: 3.0,
+            cooccurrence_weight: 0.0,
         }
     }
 }
@@ -263,20 +385,24 @@ impl Sessions {
         let Some(&last) = s.last() else {
             return Vec::new();
         };
-        BOARDS.with_borrow_mut(|(scores, successors)| {
+        BOARDS.with_borrow_mut(|(scores, voice)| {
             scores.prepare(self.postings.len());
-            successors.prepare(self.postings.len());
-            self.neighbour_votes(s, now, own, params, scores);
-            scores.normalise();
+            voice.prepare(self.postings.len());
+            if params.neighbour_weight > 0.0 {
+                self.neighbour_votes(s, now, own, params, voice);
+                voice.blend_into(scores, params.neighbour_weight);
+            }
             if params.successor_weight > 0.0 {
-                self.successor_votes(last, own, params, successors);
-                successors.normalise();
-                for &item in &successors.touched {
-                    scores.add(
-                        item,
-                        params.successor_weight * successors.values[item as usize],
-                    );
-                }
+                self.successor_votes(last, own, params, voice);
+                voice.blend_into(scores, params.successor_weight);
+            }
+            if params.repeat_weight > 0.0 {
+                repeat_votes(s, params, voice);
+                voice.blend_into(scores, params.repeat_weight);
+            }
+            if params.cooccurrence_weight > 0.0 {
+                self.cooccurrence_votes(s, own, params, voice);
+                voice.blend_into(scores, params.cooccurrence_weight);
             }
             if params.seen_weight != 1.0 {
                 for item in &s[..s.len() - 1] {
@@ -285,9 +411,7 @@ impl Sessions {
                     }
                 }
             }
-            let best = top(scores.drain(), k);
-            successors.drain().for_each(drop);
-            best
+            top(scores.drain(), k)
         })
     }
 
@@ -299,16 +423,7 @@ impl Sessions {
         params: &NextItemParams,
         scores: &mut ScoreBoard,
     ) {
-        // Each distinct item of `s` at its latest position (1-based from the end: 0 = last),
-        // as far back as its weight counts.
-        let horizon = reach(params.prefix_decay);
-        let mut distinct: Vec<(ItemId, usize)> =
-            Vec::with_capacity(s.len().min(horizon.saturating_add(1)));
-        for (age, item) in s.iter().rev().enumerate().take(horizon.saturating_add(1)) {
-            if !distinct.iter().any(|(i, _)| i == item) {
-                distinct.push((*item, age));
-            }
-        }
+        let distinct = latest_positions(s, params.prefix_decay);
         let now = now.min(self.newest);
         let norm_s = (distinct.len() as f32).sqrt();
         let neighbour = |id: SessionId, shared: f32, age: usize| {
@@ -413,6 +528,54 @@ impl Sessions {
             }
         }
     }
+
+    fn cooccurrence_votes(
+        &self,
+        s: &[ItemId],
+        own: Option<SessionId>,
+        params: &NextItemParams,
+        scores: &mut ScoreBoard,
+    ) {
+        let shared = latest_positions(s, params.prefix_decay);
+        // A long question (a customer's every purchase) reads fewer sessions per item, so
+        // that a question costs at most what four items' full samples would.
+        let per_item = (params.sample * 4 / shared.len().max(1)).clamp(1, params.sample);
+        for (item, age) in shared {
+            let weight = (-(age as f32) / params.prefix_decay).exp();
+            for session in self.recent_sessions(item, per_item) {
+                if Some(*session) == own {
+                    continue;
+                }
+                for other in self.sessions[*session as usize].items.iter() {
+                    if *other != item {
+                        scores.add(*other, weight);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The repeats: each item of `s` by its views there, the latest counting most.
+fn repeat_votes(s: &[ItemId], params: &NextItemParams, scores: &mut ScoreBoard) {
+    let horizon = reach(params.repeat_decay);
+    for (age, item) in s.iter().rev().enumerate().take(horizon.saturating_add(1)) {
+        scores.add(*item, (-(age as f32) / params.repeat_decay).exp());
+    }
+}
+
+/// Each distinct item of `s` at its latest position (counted from the end: 0 = last), as
+/// far back as a weight falling by 1/e every `decay` positions counts.
+fn latest_positions(s: &[ItemId], decay: f32) -> Vec<(ItemId, usize)> {
+    let horizon = reach(decay);
+    let mut distinct: Vec<(ItemId, usize)> =
+        Vec::with_capacity(s.len().min(horizon.saturating_add(1)));
+    for (age, item) in s.iter().rev().enumerate().take(horizon.saturating_add(1)) {
+        if !distinct.iter().any(|(i, _)| i == item) {
+            distinct.push((*item, age));
+        }
+    }
+    distinct
 }
 
 /// A weight below this share of the strongest is not worth its cost: a question reads
@@ -430,7 +593,8 @@ fn reach(decay: f32) -> usize {
 }
 
 thread_local! {
-    /// The neighbours' and the successors' score boards of this thread's questions.
+    /// The blend's score board of this thread's questions, and the board each voice
+    /// counts on before it joins the blend.
     static BOARDS: RefCell<(ScoreBoard, ScoreBoard)> = RefCell::default();
 }
 
@@ -484,6 +648,17 @@ impl ScoreBoard {
         }
     }
 
+    /// Adds these scores, scaled to a best of `weight`, to `blend`, clearing this board.
+    fn blend_into(&mut self, blend: &mut ScoreBoard, weight: f32) {
+        self.normalise();
+        for &item in &self.touched {
+            let slot = &mut self.values[item as usize];
+            blend.add(item, weight * *slot);
+            *slot = f32::NAN;
+        }
+        self.touched.clear();
+    }
+
     /// The scores of this question, clearing the board for the next one.
     fn drain(&mut self) -> impl Iterator<Item = (ItemId, f32)> + '_ {
         let values = &mut self.values;
@@ -534,6 +709,71 @@ mod tests {
         let written: HashMap<u32, SessionId> =
             serde_json::from_str(&serde_json::to_string(&latest).unwrap()).unwrap();
         assert_eq!(written, map);
+    }
+
+    fn ranked(answer: Vec<(ItemId, f32)>) -> Vec<ItemId> {
+        answer.into_iter().map(|(item, _)| item).collect()
+    }
+
+    #[test]
+    fn each_voice_alone_answers_as_its_simple_method() {
+        let mut sessions = Sessions::default();
+        for items in [&[1, 2, 3][..], &[1, 2, 4], &[2, 5]] {
+            let session = sessions.start(0, NO_VISITOR);
+            for item in items {
+                sessions.push(session, *item, 0);
+            }
+        }
+        let defaults = NextItemParams::default();
+        let ask = |voice: Voice, s: &[ItemId]| {
+            ranked(sessions.next_items(s, 0, None, &defaults.alone(voice), 10))
+        };
+        // Repeat-first, views falling by 1/e every 3 positions: 7 at 1 and 3 back
+        // (e^-1/3 + e^-1 = 1.08), 9 last (1), 8 two back (0.51).
+        assert_eq!(ask(Voice::Repeats, &[7, 8, 7, 9]), vec![7, 9, 8]);
+        // Sequential rules after 1: 2 right after it twice, 3 and 4 two steps after.
+        assert_eq!(ask(Voice::Successors, &[1]), vec![2, 3, 4]);
+        // Co-occurrence with 2: 1 in two of its sessions, 3, 4 and 5 in one each.
+        assert_eq!(ask(Voice::Cooccurrence, &[2]), vec![1, 3, 4, 5]);
+        // Neighbours of [5]: only [2, 5], which votes for 5 and 2.
+        assert_eq!(ask(Voice::Neighbours, &[5]), vec![5, 2]);
+        // A blend heavy on the repeats puts them first and the other voices after.
+        let blend = NextItemParams {
+            repeat_weight: 10.0,
+            ..defaults.alone(Voice::Successors)
+        };
+        let answer = ranked(sessions.next_items(&[3, 1], 0, None, &blend, 10));
+        assert_eq!(answer, vec![1, 3, 2, 4]);
+    }
+
+    #[test]
+    fn a_long_question_reads_a_bounded_share_of_each_items_sessions() {
+        let mut sessions = Sessions::default();
+        for n in 0..100 {
+            let session = sessions.start(0, NO_VISITOR);
+            sessions.push(session, n, 0);
+            sessions.push(session, 1_000 + n, 0);
+        }
+        let params = NextItemParams {
+            sample: 10,
+            prefix_decay: f32::INFINITY,
+            ..NextItemParams::default().alone(Voice::Cooccurrence)
+        };
+        // Each of the 100 items of the question has one session: all are read.
+        let question: Vec<ItemId> = (0..100).collect();
+        assert_eq!(
+            sessions.next_items(&question, 0, None, &params, 200).len(),
+            100
+        );
+        // One item in 100 sessions: 10 (its sample) are read, the latest.
+        let mut shared = Sessions::default();
+        for n in 0..100 {
+            let session = shared.start(0, NO_VISITOR);
+            shared.push(session, 0, 0);
+            shared.push(session, 1_000 + n, 0);
+        }
+        let answer = ranked(shared.next_items(&[0], 0, None, &params, 200));
+        assert_eq!(answer, (1_090..1_100).collect::<Vec<_>>());
     }
 
     #[test]
