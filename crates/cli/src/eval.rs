@@ -9,12 +9,11 @@ use anyhow::Context;
 use clap::ValueEnum;
 use serde_json::{Value, json};
 use spoor_engine::recommend::{
-    Algorithm, BasketPart, NextItemParams, Recommender, RepeatParams, TuningGoal,
+    Algorithm, BasketGoal, BasketPart, BasketSettings, NextItemParams, Recommender, TuningGoal,
 };
 use spoor_engine::site::SiteState;
 use spoor_eval::baskets::{
-    BasketGoal, read_baskets, score_leave_one_out, score_next_basket, split_last, train_site,
-    tune_baskets,
+    read_baskets, score_leave_one_out, score_next_basket, split_last, train_site, tune_baskets,
 };
 use spoor_eval::{
     Case, SessionAlgorithm, SessionReport, read_cases, read_sessions, score_algorithm,
@@ -202,7 +201,9 @@ fn backtest(
         .with_context(|| format!("read the tuning in {}", data.path.display()))?;
     let tuned = tuning.get(site);
     let next_item = tuned.as_ref().map(|t| &t.next_item);
-    let report = spoor_eval::backtest::backtest(site, &mut records, from_ms, &variants, next_item);
+    let baskets = tuned.as_ref().and_then(|t| t.baskets.as_ref());
+    let report =
+        spoor_eval::backtest::backtest(site, &mut records, from_ms, &variants, next_item, baskets);
     if let Some(error) = records.failed {
         return Err(error).context("read the event log");
     }
@@ -308,21 +309,17 @@ fn baskets(
         BasketGoalArg::Ndcg => BasketGoal::Ndcg,
     };
     let mut tuning = Value::Null;
-    let mut repeat = RepeatParams::default();
-    let mut together = None;
+    let mut settings = BasketSettings::default();
     if !no_tune {
-        let (chosen, chosen_together, report) = tune_baskets(&train, k, goal);
-        repeat = chosen;
-        together = Some(chosen_together);
+        let (chosen, report) = tune_baskets(&train, k, goal);
+        settings = chosen;
         tuning = rounded(serde_json::to_value(report)?);
     }
     let trained = Instant::now();
     let mut site = train_site(&train);
     let train_seconds = trained.elapsed().as_secs_f64();
-    if let Some(together) = together {
-        site.recommender_mut().basket = together;
-    }
-    let together = site.recommender().basket.clone();
+    site.recommender_mut().use_baskets(&settings);
+    let (repeat, together) = (settings.personal.clone(), settings.together());
     let next_basket = |site: &SiteState, algorithm| {
         let report = score_next_basket(site, algorithm, &test, k);
         json!({
@@ -376,13 +373,7 @@ fn baskets(
             "bought-together": leave_one_out(&site, Algorithm::BoughtTogether),
             "components": together_parts,
         },
-        "settings": {
-            "repeat": rounded(serde_json::to_value(&repeat)?),
-            "together": {
-                "neighbourWeight": together.neighbour_weight,
-                "cooccurrenceWeight": together.cooccurrence_weight,
-            },
-        },
+        "settings": rounded(serde_json::to_value(&settings)?),
         "tuning": tuning,
         "train_seconds": round(train_seconds),
         "seconds": round(started.elapsed().as_secs_f64()),

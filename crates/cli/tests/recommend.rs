@@ -452,6 +452,22 @@ async fn a_site_is_tuned_on_its_own_sessions() {
             lines.push('\n');
         }
     }
+    // 250 customers ordering three times, mostly from their own two favourites.
+    for buyer in 0..250 {
+        for order in 0..3 {
+            let products: Vec<Value> = [buyer % 30, (buyer + 1) % 30, (buyer + order * 7) % 30]
+                .iter()
+                .map(|n| json!({"product_id": format!("p{n}"), "unit_price": "5", "quantity": 1}))
+                .collect();
+            let event = json!({
+                "GeneralInfo": {"eventName": "PurchasedItems", "siteId": "S1",
+                                "datetime": T0 + 20_000 + buyer * 10 + order,
+                                "cookies": {"sc": format!("buyer{buyer}")}},
+                "PurchasedItems": {"OrderNumber": format!("o{buyer}-{order}"), "Products": products}});
+            lines.push_str(&event.to_string());
+            lines.push('\n');
+        }
+    }
     let mut last = 0;
     for chunk in lines.lines().collect::<Vec<_>>().chunks(500) {
         let response = client()
@@ -503,8 +519,25 @@ async fn a_site_is_tuned_on_its_own_sessions() {
     for component in components {
         assert!(objective(report) >= objective(component), "{report}");
     }
+    // The blends over orders were tuned on the customers' orders alike.
+    assert_eq!(tuned["repeatCustomers"], 250);
+    let basket_report = &tuned["basketReport"];
+    assert_eq!(basket_report["goal"], "recall");
+    let parts = basket_report["components"].as_array().unwrap();
+    assert_eq!(parts.len(), 4, "{basket_report}");
+    for part in parts {
+        assert!(
+            basket_report["recall"].as_f64() >= part["recall"].as_f64(),
+            "{basket_report}"
+        );
+    }
+    assert!(
+        tuned["baskets"]["personal"]["weight"].is_number(),
+        "{tuned}"
+    );
     let (_, now) = get(&server, "/admin/v1/sites/S1/tuning").await;
     assert_eq!(now["nextItem"], tuned["nextItem"]);
+    assert_eq!(now["baskets"], tuned["baskets"]);
 
     let unknown = tune_for("?goal=speed").await.unwrap();
     assert_eq!(unknown.status().as_u16(), 400);
@@ -536,6 +569,10 @@ async fn a_site_is_tuned_on_its_own_sessions() {
     assert_eq!(status, 204);
     let (_, after) = get(&server, "/admin/v1/sites/S1/tuning").await;
     assert_eq!(after["tuned"], false);
+    assert_eq!(
+        after["baskets"]["personal"]["weight"], 1.0,
+        "built-in: {after}"
+    );
 }
 
 /// `GET /api/v2/recommendations?<query>` with `Authorization: Bearer <key>`.

@@ -118,6 +118,11 @@ impl SiteState {
         &self.timers
     }
 
+    /// Every contact not merged into another, in number order.
+    pub fn live_contacts(&self) -> impl Iterator<Item = &Contact> {
+        self.contacts.live()
+    }
+
     /// The recommendation models.
     pub fn recommender(&self) -> &Recommender {
         &self.recommender

@@ -16,7 +16,7 @@ use std::rc::Rc;
 use serde::Serialize;
 use spoor_engine::contacts::identity::identifiers_of;
 use spoor_engine::recommend::query::Filters;
-use spoor_engine::recommend::{Algorithm, NextItemParams, Request, SESSION_GAP_MS};
+use spoor_engine::recommend::{Algorithm, BasketSettings, NextItemParams, Request, SESSION_GAP_MS};
 use spoor_engine::{ContactId, Engine, Identifier, SiteState};
 use spoor_protocol::stored::{RecordContent, StoredRecord};
 use spoor_protocol::{EventBody, TrackerEvent};
@@ -112,14 +112,15 @@ fn contact_of(site: &SiteState, event: &TrackerEvent) -> Option<ContactId> {
 }
 
 /// Replays `records` (a site's log, in order) and scores `variants` at every moment
-/// dated at or after `from_ms`, answered with the site's next-item settings
-/// `next_item` (the built-in ones when none).
+/// dated at or after `from_ms`, answered with the site's tuned next-item settings
+/// `next_item` and blends over orders `baskets` (the built-in ones when none).
 pub fn backtest(
     site_id: &str,
     records: impl IntoIterator<Item = StoredRecord>,
     from_ms: i64,
     variants: &[Variant],
     next_item: Option<&NextItemParams>,
+    baskets: Option<&BasketSettings>,
 ) -> BacktestReport {
     let mut engine = Engine::default();
     // Filed under every identifier of the visitor: a merge (a sign-in) between two
@@ -180,6 +181,7 @@ pub fn backtest(
                 products: &products,
                 at,
                 next_item,
+                baskets,
             };
             let asked = Rc::new(ask(site, &question, variants, &mut tallies));
             for id in ids {
@@ -200,6 +202,7 @@ struct Question<'a> {
     products: &'a [&'a str],
     at: i64,
     next_item: Option<&'a NextItemParams>,
+    baskets: Option<&'a BasketSettings>,
 }
 
 fn ask(
@@ -220,6 +223,7 @@ fn ask(
                 now: question.at,
                 filters: variant.filters.clone(),
                 next_item: question.next_item,
+                baskets: question.baskets,
             };
             let answer = site.recommend(&request);
             let first = variant.algorithms.first().copied();
@@ -325,7 +329,7 @@ mod tests {
             variant("similar", Algorithm::Similar),
             variant("new", Algorithm::NewArrivals),
         ];
-        let report = backtest("S", records, T0 + 10_000, &variants, None);
+        let report = backtest("S", records, T0 + 10_000, &variants, None, None);
         assert_eq!(report.moments, 2);
         assert_eq!(report.records, 62);
         let [similar, new] = &report.variants[..] else {

@@ -17,7 +17,10 @@ use spoor_protocol::{EventBody, OrderLine, Price, Purchase, TrackerEvent, Visito
 use crate::{EvalError, RankMetrics, percentile_us, ratio};
 use spoor_engine::contacts::identity::Identifier;
 use spoor_engine::recommend::query::Filters;
-use spoor_engine::recommend::{Algorithm, BasketPart, NextItemParams, RepeatParams, Request};
+use spoor_engine::recommend::{
+    Algorithm, BasketGoal, BasketPart, BasketSettings, BasketTuning, NextItemParams, PartFigures,
+    RepeatParams, Request, TogetherFigures,
+};
 use spoor_engine::site::SiteState;
 
 const SITE: &str = "eval";
@@ -225,6 +228,7 @@ fn ask<'a>(
             ..Filters::default()
         },
         next_item: None,
+        baskets: None,
     };
     site.recommend(&request)
         .products
@@ -333,61 +337,6 @@ pub fn score_leave_one_out(
     }
 }
 
-/// What a next-basket tuning maximises on the held-out baskets.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub enum BasketGoal {
-    #[default]
-    #[serde(rename = "recall")]
-    Recall,
-    #[serde(rename = "NDCG")]
-    Ndcg,
-}
-
-impl BasketGoal {
-    fn of(self, report: &NextBasketReport) -> f64 {
-        match self {
-            BasketGoal::Recall => report.recall,
-            BasketGoal::Ndcg => report.ndcg,
-        }
-    }
-}
-
-/// A part's (or the choice's) figures on the validation baskets.
-#[derive(Debug, Serialize)]
-pub struct PartFigures {
-    pub name: &'static str,
-    pub recall: f64,
-    #[serde(rename = "NDCG")]
-    pub ndcg: f64,
-}
-
-/// A bought-together voice's (or the choice's) figures on the validation baskets.
-#[derive(Debug, Serialize)]
-pub struct TogetherFigures {
-    pub name: &'static str,
-    #[serde(rename = "HR")]
-    pub hit_rate: f64,
-    #[serde(rename = "MRR")]
-    pub mrr: f64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct BasketTuning {
-    pub goal: BasketGoal,
-    pub validation_users: u64,
-    pub tries: usize,
-    /// The chosen blend for the next basket, on the validation baskets.
-    pub recall: f64,
-    #[serde(rename = "NDCG")]
-    pub ndcg: f64,
-    /// Each part alone on the same baskets.
-    pub components: Vec<PartFigures>,
-    /// Bought-together: the chosen blend and each voice alone, leave-one-out over the
-    /// same baskets (HR + MRR maximised).
-    pub bought_together: Vec<TogetherFigures>,
-    pub seconds: f64,
-}
-
 /// A next-basket setting the tuner tries: the values tried, and how to set it.
 type RepeatKnob = (Vec<f32>, fn(&mut RepeatParams, f32));
 
@@ -401,8 +350,10 @@ fn repeat_knobs() -> Vec<RepeatKnob> {
     ]
 }
 
-/// Validation leave-one-out cases at most: beyond it, more barely moves the choice.
+/// Validation leave-one-out baskets at most: beyond it, more barely moves the choice.
 const MAX_TOGETHER_BASKETS: usize = 2_000;
+/// Validation customers at most (a large shop's tuning stays within minutes).
+const MAX_VALIDATION_USERS: usize = 5_000;
 
 /// Chooses the next-basket blend and the bought-together blend on the training baskets
 /// alone: each user's last training basket is held out and predicted from the ones
@@ -413,9 +364,11 @@ pub fn tune_baskets(
     train: &[Basket],
     k: usize,
     goal: BasketGoal,
-) -> (RepeatParams, NextItemParams, BasketTuning) {
+) -> (BasketSettings, BasketTuning) {
     let started = Instant::now();
-    let (fit, validation) = split_last(train);
+    let (fit, held) = split_last(train);
+    let step = held.len().div_ceil(MAX_VALIDATION_USERS).max(1);
+    let validation: Vec<Basket> = held.into_iter().step_by(step).collect();
     let mut site = train_site(&fit);
     let mut tries = 0;
     let mut score = |site: &mut SiteState, trial: &RepeatParams| {
@@ -430,11 +383,11 @@ pub fn tune_baskets(
         let alone = defaults.alone(part);
         let report = score(&mut site, &alone);
         components.push(PartFigures {
-            name: part.name(),
+            name: part.name().to_string(),
             recall: report.recall,
             ndcg: report.ndcg,
         });
-        if goal.of(&report) > goal.of(&best_report) {
+        if goal.of(report.recall, report.ndcg) > goal.of(best_report.recall, best_report.ndcg) {
             (best, best_report) = (alone, report);
         }
     }
@@ -451,7 +404,9 @@ pub fn tune_baskets(
                     continue;
                 }
                 let report = score(&mut site, &trial);
-                if goal.of(&report) > goal.of(&best_report) {
+                if goal.of(report.recall, report.ndcg)
+                    > goal.of(best_report.recall, best_report.ndcg)
+                {
                     (best, best_report) = (trial, report);
                 }
             }
@@ -459,6 +414,11 @@ pub fn tune_baskets(
     }
     let (together, bought_together, together_tries) =
         tune_bought_together(&mut site, &validation, k);
+    let chosen = BasketSettings {
+        personal: best,
+        together_neighbour_weight: together.neighbour_weight,
+        together_cooccurrence_weight: together.cooccurrence_weight,
+    };
     let tuning = BasketTuning {
         goal,
         validation_users: best_report.users,
@@ -469,7 +429,7 @@ pub fn tune_baskets(
         bought_together,
         seconds: started.elapsed().as_secs_f64(),
     };
-    (best, together, tuning)
+    (chosen, tuning)
 }
 
 /// Chooses the bought-together blend (baskets' neighbours and co-occurrence) by HR + MRR,
@@ -513,7 +473,7 @@ fn tune_bought_together(
         };
         if let Some(name) = alone {
             figures.push(TogetherFigures {
-                name,
+                name: name.to_string(),
                 hit_rate: report.hit_rate,
                 mrr: report.mrr,
             });
@@ -527,7 +487,7 @@ fn tune_bought_together(
     }
     let (chosen, report) = best.expect("trials are tried");
     figures.push(TogetherFigures {
-        name: "chosen",
+        name: "chosen".to_string(),
         hit_rate: report.hit_rate,
         mrr: report.mrr,
     });
@@ -599,8 +559,8 @@ mod tests {
     fn the_basket_tuning_is_never_worse_than_a_part_alone_on_its_validation_baskets() {
         let (train, _) = split_last(&regulars(60, 6));
         for goal in [BasketGoal::Recall, BasketGoal::Ndcg] {
-            let (_, _, report) = tune_baskets(&train, 5, goal);
-            let names: Vec<&str> = report.components.iter().map(|c| c.name).collect();
+            let (_, report) = tune_baskets(&train, 5, goal);
+            let names: Vec<&str> = report.components.iter().map(|c| c.name.as_str()).collect();
             assert_eq!(
                 names,
                 [
@@ -610,16 +570,12 @@ mod tests {
                     "basket-neighbours"
                 ]
             );
-            let chosen = match goal {
-                BasketGoal::Recall => report.recall,
-                BasketGoal::Ndcg => report.ndcg,
-            };
+            let chosen = goal.of(report.recall, report.ndcg);
             for part in &report.components {
-                let alone = match goal {
-                    BasketGoal::Recall => part.recall,
-                    BasketGoal::Ndcg => part.ndcg,
-                };
-                assert!(chosen >= alone, "{goal:?}: {report:?}");
+                assert!(
+                    chosen >= goal.of(part.recall, part.ndcg),
+                    "{goal:?}: {report:?}"
+                );
             }
             let together = &report.bought_together;
             let best = together.last().unwrap();

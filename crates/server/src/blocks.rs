@@ -417,8 +417,10 @@ pub async fn backtest(
     let report = blocking(move || {
         let _held = (site_guard, server_guard);
         let next_item = tuned.as_ref().map(|t| &t.next_item);
+        let baskets = tuned.as_ref().and_then(|t| t.baskets.as_ref());
         let mut records = spoor_live::records::records(&*log);
-        let report = replay::backtest(&site, &mut records, from_day * DAY_MS, &variants, next_item);
+        let from = from_day * DAY_MS;
+        let report = replay::backtest(&site, &mut records, from, &variants, next_item, baskets);
         records.failed.map_or(Ok(report), Err)
     })
     .await?

@@ -412,6 +412,7 @@ async fn recommend(state: &AppState, ask: Ask, links_trusted: bool) -> Result<Re
         now: now_ms(),
         filters: resolved.filters,
         next_item: tuned.as_ref().map(|t| &t.next_item),
+        baskets: tuned.as_ref().and_then(|t| t.baskets.as_ref()),
     };
     let found = site.recommend(&request);
     let products = found

@@ -5,7 +5,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
-use spoor_engine::recommend::{NextItemParams, TuningGoal};
+use spoor_engine::SiteState;
+use spoor_engine::recommend::{
+    BasketGoal, BasketSettings, BasketTuning, NextItemParams, Tuning, TuningGoal,
+};
+use spoor_eval::baskets::{Basket, tune_baskets};
 use spoor_eval::tune_next_item_at;
 use spoor_settings::SiteTuning;
 
@@ -17,6 +21,8 @@ use crate::state::known_site;
 
 /// Fewer sessions than this hold too few held-out cases to choose anything.
 pub const MIN_SESSIONS: usize = 1_000;
+/// Fewer customers with a second order than this hold too few held-out baskets.
+pub const MIN_REPEAT_CUSTOMERS: usize = 200;
 /// Products per answer the tuning scores (HR and MRR at this k).
 const TUNING_K: usize = 20;
 
@@ -26,19 +32,46 @@ pub struct TuningAnswer {
     site_id: String,
     /// Whether the site answers with tuned settings (else the built-in ones).
     tuned: bool,
+    /// The next-item settings in force.
     next_item: NextItemParams,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    tuning: Option<SiteTuning>,
+    /// The blends over orders in force.
+    baskets: BasketSettings,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tuned_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sessions: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<Tuning>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repeat_customers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    basket_report: Option<BasketTuning>,
 }
 
 fn answer(site_id: String, tuning: Option<SiteTuning>) -> TuningAnswer {
+    let Some(tuning) = tuning else {
+        return TuningAnswer {
+            site_id,
+            tuned: false,
+            next_item: NextItemParams::default(),
+            baskets: BasketSettings::default(),
+            tuned_at: None,
+            sessions: None,
+            report: None,
+            repeat_customers: None,
+            basket_report: None,
+        };
+    };
     TuningAnswer {
         site_id,
-        tuned: tuning.is_some(),
-        next_item: tuning
-            .as_ref()
-            .map_or_else(NextItemParams::default, |t| t.next_item.clone()),
-        tuning,
+        tuned: true,
+        next_item: tuning.next_item,
+        baskets: tuning.baskets.unwrap_or_default(),
+        tuned_at: Some(tuning.tuned_at),
+        sessions: Some(tuning.sessions),
+        report: tuning.report,
+        repeat_customers: Some(tuning.repeat_customers),
+        basket_report: tuning.basket_report,
     }
 }
 
@@ -55,9 +88,12 @@ pub async fn get_tuning(
 }
 
 #[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TuneQuery {
-    /// What the choice maximises: `HR`, `MRR` or `both` (the default).
+    /// What the next-item choice maximises: `HR`, `MRR` or `both` (the default).
     goal: Option<String>,
+    /// What the next-basket choice maximises: `recall` (the default) or `NDCG`.
+    basket_goal: Option<String>,
 }
 
 /// `POST /admin/v1/sites/{siteId}/tuning`: tunes on the site's sessions (the most recent
@@ -81,6 +117,16 @@ pub async fn tune(
             )
         })?,
     };
+    let basket_goal = match asked.basket_goal.as_deref() {
+        None => BasketGoal::default(),
+        Some(name) => BasketGoal::parse(name).ok_or_else(|| {
+            let shown: String = name.chars().take(40).collect();
+            ApiError::bad_request(
+                "invalid_value",
+                format!("basketGoal: expected recall or NDCG, got {shown:?}"),
+            )
+        })?,
+    };
     let Some(_running) = state.tuning_running.start(&site_id) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -88,43 +134,69 @@ pub async fn tune(
             format!("site {site_id} is being tuned or backtested already; retry when that ends"),
         ));
     };
-    // A copy of every session: on a blocking thread, not the HTTP thread's.
+    // A copy of every session and every order: on a blocking thread, not the HTTP
+    // thread's.
     let (live, id) = (state.live.clone(), site_id.clone());
-    let (sessions, times) = blocking(move || {
+    let (sessions, times, baskets) = blocking(move || {
         let engine = live.read();
-        (engine.site(&id))
-            .map(|site| site.recommender().session_keys())
-            .unwrap_or_default()
+        match engine.site(&id) {
+            Some(site) => {
+                let (sessions, times) = site.recommender().session_keys();
+                (sessions, times, site_baskets(site))
+            }
+            None => Default::default(),
+        }
     })
     .await?;
-    if sessions.len() < MIN_SESSIONS {
+    let repeat_customers = repeat_customers(&baskets);
+    if sessions.len() < MIN_SESSIONS && repeat_customers < MIN_REPEAT_CUSTOMERS {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "too_few_sessions",
             format!(
-                "site {site_id} has {} view sessions; tuning needs at least {MIN_SESSIONS} \
-                 (the built-in settings answer until then)",
+                "site {site_id} has {} view sessions and {repeat_customers} customers with \
+                 two orders or more; tuning needs at least {MIN_SESSIONS} sessions or \
+                 {MIN_REPEAT_CUSTOMERS} such customers (the built-in settings answer until \
+                 then)",
                 sessions.len()
             ),
         ));
     }
-    tracing::info!(site_id = %site_id, sessions = sessions.len(), "tuning started");
+    tracing::info!(
+        site_id = %site_id,
+        sessions = sessions.len(),
+        repeat_customers,
+        "tuning started"
+    );
     let count = sessions.len();
-    let (next_item, report) =
-        tokio::task::spawn_blocking(move || tune_next_item_at(&sessions, &times, TUNING_K, goal))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "tuning_failed",
-                    "tuning stopped inside spoor; the server's log says where",
-                )
-            })?;
+    let (next_item, report, basket_choice) = tokio::task::spawn_blocking(move || {
+        let (next_item, report) = if count >= MIN_SESSIONS {
+            let (chosen, report) = tune_next_item_at(&sessions, &times, TUNING_K, goal);
+            (chosen, Some(report))
+        } else {
+            (NextItemParams::default(), None)
+        };
+        let baskets = (repeat_customers >= MIN_REPEAT_CUSTOMERS)
+            .then(|| tune_baskets(&baskets, TUNING_K, basket_goal));
+        (next_item, report, baskets)
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "tuning_failed",
+            "tuning stopped inside spoor; the server's log says where",
+        )
+    })?;
+    let (baskets, basket_report) = basket_choice.unzip();
     let tuning = SiteTuning {
         next_item,
         tuned_at: now_ms(),
         sessions: count,
         report,
+        baskets,
+        repeat_customers,
+        basket_report,
     };
     let (registry, id, kept) = (
         state.settings.tuning.clone(),
@@ -134,12 +206,48 @@ pub async fn tune(
     blocking(move || registry.set(&id, Some(kept))).await??;
     tracing::info!(
         site_id = %site_id,
-        seconds = tuning.report.seconds,
-        hit_rate = tuning.report.hit_rate,
-        mrr = tuning.report.mrr,
+        next_item_hit_rate = tuning.report.as_ref().map(|r| r.hit_rate),
+        next_item_mrr = tuning.report.as_ref().map(|r| r.mrr),
+        next_basket_recall = tuning.basket_report.as_ref().map(|r| r.recall),
         "tuning chosen"
     );
     Ok(Json(answer(site_id, Some(tuning))))
+}
+
+/// Every order of the site's contacts as a basket of its customer (the contact's number).
+fn site_baskets(site: &SiteState) -> Vec<Basket> {
+    let recommender = site.recommender();
+    let mut baskets: Vec<Basket> = site
+        .live_contacts()
+        .flat_map(|contact| {
+            contact
+                .orders
+                .iter()
+                .enumerate()
+                .map(move |(index, order)| Basket {
+                    user: contact.id.to_string(),
+                    id: index.to_string(),
+                    at: order.at,
+                    items: order
+                        .lines
+                        .iter()
+                        .map(|line| recommender.key(line.item).to_string())
+                        .collect(),
+                })
+        })
+        .filter(|basket| !basket.items.is_empty())
+        .collect();
+    baskets.sort_by_key(|basket| basket.at);
+    baskets
+}
+
+/// The customers with two orders or more: the ones a next basket can be held out for.
+fn repeat_customers(baskets: &[Basket]) -> usize {
+    let mut orders: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for basket in baskets {
+        *orders.entry(&basket.user).or_default() += 1;
+    }
+    orders.values().filter(|count| **count >= 2).count()
 }
 
 /// `DELETE /admin/v1/sites/{siteId}/tuning`: back to the built-in settings.

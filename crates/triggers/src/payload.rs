@@ -90,6 +90,7 @@ pub fn payload(site: &SiteState, fired: &Fired, now: i64) -> Option<Value> {
         now,
         filters: Filters::default(),
         next_item: None,
+        baskets: None,
     };
     let recommended: Vec<Value> = site
         .recommend(&request)

@@ -61,7 +61,8 @@ pub struct Recommender {
 /// (personal frequency, recent orders counting most), what was bought with it (by the
 /// baskets' neighbours and by plain co-occurrence) and what sells. Each part is scaled to
 /// a best of 1 before its weight applies, so a blend can be reduced to any one part.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct RepeatParams {
     /// The weight of their own purchases; 0 offers nothing bought before.
     pub weight: f32,
@@ -85,6 +86,107 @@ impl Default for RepeatParams {
             popularity_weight: 0.0,
         }
     }
+}
+
+/// A site's tuned blends over its orders: `personal` for a visitor known by their
+/// orders, and the two voices of `bought-together` and `cart-cross-sell`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BasketSettings {
+    pub personal: RepeatParams,
+    /// The weight of the baskets' neighbours in bought-together.
+    pub together_neighbour_weight: f32,
+    /// The weight of plain co-occurrence in bought-together.
+    pub together_cooccurrence_weight: f32,
+}
+
+impl Default for BasketSettings {
+    fn default() -> Self {
+        let together = basket_params();
+        BasketSettings {
+            personal: RepeatParams::default(),
+            together_neighbour_weight: together.neighbour_weight,
+            together_cooccurrence_weight: together.cooccurrence_weight,
+        }
+    }
+}
+
+impl BasketSettings {
+    /// The bought-together model's settings with these weights.
+    pub fn together(&self) -> NextItemParams {
+        NextItemParams {
+            neighbour_weight: self.together_neighbour_weight,
+            cooccurrence_weight: self.together_cooccurrence_weight,
+            ..basket_params()
+        }
+    }
+}
+
+/// What a next-basket tuning maximises on the held-out baskets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BasketGoal {
+    #[default]
+    #[serde(rename = "recall")]
+    Recall,
+    #[serde(rename = "NDCG")]
+    Ndcg,
+}
+
+impl BasketGoal {
+    /// The figure maximised.
+    pub fn of(self, recall: f64, ndcg: f64) -> f64 {
+        match self {
+            BasketGoal::Recall => recall,
+            BasketGoal::Ndcg => ndcg,
+        }
+    }
+
+    /// The goal a request names (`recall` or `NDCG`, any case).
+    pub fn parse(name: &str) -> Option<BasketGoal> {
+        match name.to_ascii_lowercase().as_str() {
+            "recall" => Some(BasketGoal::Recall),
+            "ndcg" => Some(BasketGoal::Ndcg),
+            _ => None,
+        }
+    }
+}
+
+/// A part's (or the choice's) next-basket figures on the validation baskets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartFigures {
+    pub name: String,
+    pub recall: f64,
+    #[serde(rename = "NDCG")]
+    pub ndcg: f64,
+}
+
+/// A bought-together voice's (or the choice's) figures, leave-one-out on the validation
+/// baskets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TogetherFigures {
+    pub name: String,
+    #[serde(rename = "HR")]
+    pub hit_rate: f64,
+    #[serde(rename = "MRR")]
+    pub mrr: f64,
+}
+
+/// How a choice of [`BasketSettings`] scored on held-out baskets, beside each part alone.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BasketTuning {
+    pub goal: BasketGoal,
+    pub validation_users: u64,
+    pub tries: usize,
+    /// The chosen blend for the next basket, on the validation baskets.
+    pub recall: f64,
+    #[serde(rename = "NDCG")]
+    pub ndcg: f64,
+    /// Each part alone on the same baskets.
+    pub components: Vec<PartFigures>,
+    /// Bought-together: each voice alone, then the choice (`chosen`), leave-one-out over
+    /// the same baskets (HR + MRR maximised).
+    pub bought_together: Vec<TogetherFigures>,
+    pub seconds: f64,
 }
 
 /// The parts of a next-basket blend, each of which it can be reduced to.
@@ -201,6 +303,13 @@ impl Recommender {
                 self.baskets.push(basket, item, at);
             }
         }
+    }
+
+    /// Answers from now on with `settings` for the questions over orders (what
+    /// evaluations and tunings try; a server hands a site's own in each request).
+    pub fn use_baskets(&mut self, settings: &BasketSettings) {
+        self.repeat = settings.personal.clone();
+        self.basket = settings.together();
     }
 
     /// The visitors who viewed `item` in its latest `sessions` sessions, latest first.

@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 
 use super::rules::{Rules, in_category};
 use super::sessions::{MAX_SESSION_ITEMS, normalise, top};
-use super::{NextItemParams, Recommender};
+use super::{BasketSettings, NextItemParams, Recommender, RepeatParams};
 use crate::items::ItemId;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +111,8 @@ pub struct Request<'a> {
     pub filters: Filters,
     /// The site's tuned next-item settings; the built-in ones when `None`.
     pub next_item: Option<&'a NextItemParams>,
+    /// The site's tuned blends over orders; the built-in ones when `None`.
+    pub baskets: Option<&'a BasketSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -320,8 +322,8 @@ fn candidates<'a>(
             }
             listed(bought_with(
                 recommender,
+                request,
                 &request.product_keys,
-                request.now,
                 want,
             ))
         }
@@ -333,7 +335,7 @@ fn candidates<'a>(
                 _ if !request.product_keys.is_empty() => request.product_keys.clone(),
                 _ => return Err("needs a visitor with a cart, or productKeys".into()),
             };
-            let mut found = bought_with(recommender, &cart, request.now, want);
+            let mut found = bought_with(recommender, request, &cart, want);
             found.retain(|key| !cart.contains(key));
             listed(found)
         }
@@ -388,14 +390,16 @@ fn page_products_or_last_viewed<'a>(
 
 fn bought_with<'a>(
     recommender: &'a Recommender,
+    request: &Request<'a>,
     keys: &[&str],
-    now: i64,
     want: usize,
 ) -> Vec<&'a str> {
     let basket = recommender.known(keys);
+    let tuned = request.baskets.map(BasketSettings::together);
+    let params = tuned.as_ref().unwrap_or(&recommender.basket);
     let found = recommender
         .baskets
-        .next_items(&basket, now, None, &recommender.basket, want);
+        .next_items(&basket, request.now, None, params, want);
     found
         .into_iter()
         .map(|(item, _)| recommender.items.key(item))
@@ -435,18 +439,25 @@ fn personal<'a>(
     if contact.orders.is_empty() {
         return Err("the visitor has no views or orders yet".into());
     }
-    Ok(from_orders(recommender, contact, request.now, want))
+    let settings = request.baskets.map_or(&recommender.repeat, |b| &b.personal);
+    Ok(from_orders(
+        recommender,
+        settings,
+        contact,
+        request.now,
+        want,
+    ))
 }
 
 /// For a visitor known by their orders: the blend of [`RepeatParams`]. With a repeat
 /// weight of 0, nothing they bought is offered again.
 fn from_orders<'a>(
     recommender: &'a Recommender,
+    settings: &RepeatParams,
     contact: &Contact,
     now: i64,
     want: usize,
 ) -> Vec<&'a str> {
-    let settings = &recommender.repeat;
     let mut repeat: FxHashMap<ItemId, f32> = FxHashMap::default();
     // The bought items as one basket, the latest orders last, as the model reads sessions.
     let mut context: Vec<ItemId> = Vec::new();

@@ -87,6 +87,7 @@ fn ask_with(
         now: T0 + 10 * MINUTE,
         filters,
         next_item: None,
+        baskets: None,
     };
     let answer = site.recommend(&request);
     answer
@@ -378,6 +379,7 @@ fn out_of_stock_is_left_out_and_chains_fall_back() {
         now: T0 + MINUTE,
         filters: Filters::default(),
         next_item: None,
+        baskets: None,
     };
     let answer = site.recommend(&request);
     assert_eq!(answer.products.len(), 1);
@@ -446,6 +448,7 @@ fn catalogue_rules_include_exclude_and_boost() {
         now: T0 + MINUTE,
         filters: with(json!({"should": [{"name": "brand", "values": ["Zeta"]}]})),
         next_item: None,
+        baskets: None,
     };
     let keys: Vec<&str> = site
         .recommend(&request)
