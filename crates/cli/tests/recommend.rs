@@ -500,6 +500,9 @@ async fn a_site_is_tuned_on_its_own_sessions() {
     // is at least as good as the best of them for its goal.
     let report = &tuned["report"];
     assert_eq!(report["goal"], "both");
+    // Scored as `personal` serves: what the session holds is left out of the answers,
+    // so the repeats alone win nothing.
+    assert_eq!(report["as_served"], true);
     let objective =
         |figures: &Value| figures["HR@k"].as_f64().unwrap() + figures["MRR@k"].as_f64().unwrap();
     let components = report["components"].as_array().unwrap();
@@ -546,6 +549,13 @@ async fn a_site_is_tuned_on_its_own_sessions() {
     assert_eq!(
         body["message"],
         "goal: expected HR, MRR or both, got \"speed\""
+    );
+    let unknown = tune_for("?basketGoal=revenue").await.unwrap();
+    assert_eq!(unknown.status().as_u16(), 400);
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(
+        body["message"],
+        "basketGoal: expected recall or NDCG, got \"revenue\""
     );
     let by_mrr: Value = tune_for("?goal=MRR").await.unwrap().json().await.unwrap();
     assert_eq!(by_mrr["report"]["goal"], "MRR");

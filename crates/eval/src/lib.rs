@@ -252,15 +252,33 @@ fn keys_of(scored: Vec<(&str, f32)>) -> Vec<&str> {
     scored.into_iter().map(|(key, _)| key).collect()
 }
 
+/// Which products an answer may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerRule {
+    /// Any, those of the session too: the protocol of the published results.
+    Everything,
+    /// As `personal` serves a visitor: the products already in their session left out
+    /// (they are the recently-viewed block's business).
+    AsServed,
+}
+
 fn score_cases_with(
     recommender: &Recommender,
     params: &NextItemParams,
     cases: &[Case],
     now: i64,
     k: usize,
+    rule: AnswerRule,
 ) -> SessionReport {
-    score_by(recommender, cases, k, |prefix| {
-        keys_of(recommender.next_items_with(params, prefix, now, k))
+    score_by(recommender, cases, k, |prefix| match rule {
+        AnswerRule::Everything => keys_of(recommender.next_items_with(params, prefix, now, k)),
+        AnswerRule::AsServed => {
+            let found = recommender.next_items_with(params, prefix, now, k + prefix.len());
+            let mut keys = keys_of(found);
+            keys.retain(|key| !prefix.contains(key));
+            keys.truncate(k);
+            keys
+        }
     })
 }
 
@@ -420,7 +438,8 @@ pub fn tune_next_item(
     k: usize,
     goal: TuningGoal,
 ) -> (NextItemParams, Tuning) {
-    tune_next_item_at(sessions, &paced(sessions.len()), k, goal)
+    let times = paced(sessions.len());
+    tune_next_item_at(sessions, &times, k, goal, AnswerRule::Everything)
 }
 
 /// Held-out sessions used for tuning at most: beyond it, more barely moves the choice.
@@ -432,11 +451,13 @@ const MAX_TUNING_SESSIONS: usize = 10_000;
 /// point of a coordinate ascent over a small grid (two rounds), which keeps a change only
 /// when it scores better. So the choice is never worse on the held-out sessions than any
 /// simple method alone, or than the built-in settings. The test data is never looked at.
+/// Answers are scored by `rule`: a site is tuned on the answers it serves.
 pub fn tune_next_item_at(
     sessions: &[Vec<String>],
     times: &[i64],
     k: usize,
     goal: TuningGoal,
+    rule: AnswerRule,
 ) -> (NextItemParams, Tuning) {
     let started = Instant::now();
     let (train, cases) = carve_validation(sessions, VALIDATION_SHARE);
@@ -452,7 +473,8 @@ pub fn tune_next_item_at(
     let mut recommender = Recommender::default();
     train_on_at(&mut recommender, train, times);
     let now = times.get(train.len()).copied().unwrap_or(START_MS);
-    let score = |params: &NextItemParams| score_cases_with(&recommender, params, &cases, now, k);
+    let score =
+        |params: &NextItemParams| score_cases_with(&recommender, params, &cases, now, k, rule);
     let objective = |report: &SessionReport| goal.of(report.hit_rate, report.mrr);
     let defaults = NextItemParams::default();
     let default_report = score(&defaults);
@@ -490,6 +512,7 @@ pub fn tune_next_item_at(
     }
     let tuning = Tuning {
         goal,
+        as_served: rule == AnswerRule::AsServed,
         validation_sessions: sessions.len() - train.len(),
         validation_cases: best_report.test_cases,
         tries,
@@ -529,7 +552,14 @@ pub fn score_components(
         .map(|voice| {
             (
                 voice,
-                score_cases_with(recommender, &params.alone(voice), cases, now, k),
+                score_cases_with(
+                    recommender,
+                    &params.alone(voice),
+                    cases,
+                    now,
+                    k,
+                    AnswerRule::Everything,
+                ),
             )
         })
         .collect()

@@ -6,11 +6,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::Serialize;
 use spoor_engine::SiteState;
+use spoor_engine::items::ItemId;
 use spoor_engine::recommend::{
     BasketGoal, BasketSettings, BasketTuning, NextItemParams, Tuning, TuningGoal,
 };
 use spoor_eval::baskets::{Basket, tune_baskets};
-use spoor_eval::tune_next_item_at;
+use spoor_eval::{AnswerRule, tune_next_item_at};
 use spoor_settings::SiteTuning;
 
 use crate::app::{Shared, blocking, now_ms};
@@ -137,18 +138,18 @@ pub async fn tune(
     // A copy of every session and every order: on a blocking thread, not the HTTP
     // thread's.
     let (live, id) = (state.live.clone(), site_id.clone());
-    let (sessions, times, baskets) = blocking(move || {
+    let (sessions, times, orders) = blocking(move || {
         let engine = live.read();
         match engine.site(&id) {
             Some(site) => {
                 let (sessions, times) = site.recommender().session_keys();
-                (sessions, times, site_baskets(site))
+                (sessions, times, site_orders(site))
             }
             None => Default::default(),
         }
     })
     .await?;
-    let repeat_customers = repeat_customers(&baskets);
+    let repeat_customers = repeat_customers(&orders);
     if sessions.len() < MIN_SESSIONS && repeat_customers < MIN_REPEAT_CUSTOMERS {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -170,17 +171,17 @@ pub async fn tune(
     );
     let count = sessions.len();
     let (next_item, report, basket_choice) = tokio::task::spawn_blocking(move || {
-        let (next_item, report) = if count >= MIN_SESSIONS {
-            let (chosen, report) = tune_next_item_at(&sessions, &times, TUNING_K, goal);
-            (chosen, Some(report))
-        } else {
-            (NextItemParams::default(), None)
-        };
+        let next_item = (count >= MIN_SESSIONS)
+            .then(|| tune_next_item_at(&sessions, &times, TUNING_K, goal, AnswerRule::AsServed));
         let baskets = (repeat_customers >= MIN_REPEAT_CUSTOMERS)
-            .then(|| tune_baskets(&baskets, TUNING_K, basket_goal));
-        (next_item, report, baskets)
+            .then(|| tune_baskets(&as_baskets(orders), TUNING_K, basket_goal));
+        (next_item, baskets)
     })
     .await
+    .map(|(next_item, baskets)| {
+        let (next_item, report) = next_item.unzip();
+        (next_item, report, baskets)
+    })
     .map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -188,15 +189,50 @@ pub async fn tune(
             "tuning stopped inside spoor; the server's log says where",
         )
     })?;
-    let (baskets, basket_report) = basket_choice.unzip();
-    let tuning = SiteTuning {
-        next_item,
-        tuned_at: now_ms(),
-        sessions: count,
-        report,
-        baskets,
-        repeat_customers,
-        basket_report,
+    // A part without enough data this time keeps what an earlier tuning chose for it.
+    let earlier = state.settings.tuning.get(&site_id);
+    let tuning = match next_item {
+        Some(next_item) => SiteTuning {
+            next_item,
+            tuned_at: now_ms(),
+            sessions: count,
+            report,
+            baskets: None,
+            repeat_customers: 0,
+            basket_report: None,
+        },
+        None => SiteTuning {
+            tuned_at: now_ms(),
+            baskets: None,
+            repeat_customers: 0,
+            basket_report: None,
+            ..earlier.as_deref().cloned().unwrap_or_else(|| SiteTuning {
+                next_item: NextItemParams::default(),
+                tuned_at: 0,
+                sessions: 0,
+                report: None,
+                baskets: None,
+                repeat_customers: 0,
+                basket_report: None,
+            })
+        },
+    };
+    let tuning = match basket_choice {
+        Some((baskets, basket_report)) => SiteTuning {
+            baskets: Some(baskets),
+            repeat_customers,
+            basket_report: Some(basket_report),
+            ..tuning
+        },
+        None => match earlier.as_deref() {
+            Some(earlier) => SiteTuning {
+                baskets: earlier.baskets.clone(),
+                repeat_customers: earlier.repeat_customers,
+                basket_report: earlier.basket_report.clone(),
+                ..tuning
+            },
+            None => tuning,
+        },
     };
     let (registry, id, kept) = (
         state.settings.tuning.clone(),
@@ -214,40 +250,52 @@ pub async fn tune(
     Ok(Json(answer(site_id, Some(tuning))))
 }
 
-/// Every order of the site's contacts as a basket of its customer (the contact's number).
-fn site_baskets(site: &SiteState) -> Vec<Basket> {
-    let recommender = site.recommender();
-    let mut baskets: Vec<Basket> = site
-        .live_contacts()
+/// A customer's order: the contact's number, when, and the product numbers.
+type HeldOrder = (u32, i64, Vec<ItemId>);
+
+/// Every order of the site's contacts, as numbers only: copied under the state's read
+/// lock, so nothing is allocated per product there.
+fn site_orders(site: &SiteState) -> Vec<HeldOrder> {
+    site.live_contacts()
         .flat_map(|contact| {
-            contact
-                .orders
-                .iter()
-                .enumerate()
-                .map(move |(index, order)| Basket {
-                    user: contact.id.to_string(),
-                    id: index.to_string(),
-                    at: order.at,
-                    items: order
-                        .lines
-                        .iter()
-                        .map(|line| recommender.key(line.item).to_string())
-                        .collect(),
-                })
+            (contact.orders.iter()).map(move |order| {
+                (
+                    contact.id,
+                    order.at,
+                    order.lines.iter().map(|l| l.item).collect(),
+                )
+            })
         })
-        .filter(|basket| !basket.items.is_empty())
+        .collect()
+}
+
+/// The orders as the baskets the tuning reads (products by number: the tuning needs only
+/// to tell them apart), in time order.
+fn as_baskets(orders: Vec<HeldOrder>) -> Vec<Basket> {
+    let mut baskets: Vec<Basket> = orders
+        .into_iter()
+        .enumerate()
+        .filter(|(_, (_, _, items))| !items.is_empty())
+        .map(|(index, (customer, at, items))| Basket {
+            user: customer.to_string(),
+            id: index.to_string(),
+            at,
+            items: items.iter().map(ItemId::to_string).collect(),
+        })
         .collect();
     baskets.sort_by_key(|basket| basket.at);
     baskets
 }
 
 /// The customers with two orders or more: the ones a next basket can be held out for.
-fn repeat_customers(baskets: &[Basket]) -> usize {
-    let mut orders: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for basket in baskets {
-        *orders.entry(&basket.user).or_default() += 1;
+fn repeat_customers(orders: &[HeldOrder]) -> usize {
+    let mut count: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+    for (customer, _, items) in orders {
+        if !items.is_empty() {
+            *count.entry(*customer).or_default() += 1;
+        }
     }
-    orders.values().filter(|count| **count >= 2).count()
+    count.values().filter(|n| **n >= 2).count()
 }
 
 /// `DELETE /admin/v1/sites/{siteId}/tuning`: back to the built-in settings.

@@ -450,7 +450,8 @@ fn personal<'a>(
 }
 
 /// For a visitor known by their orders: the blend of [`RepeatParams`]. With a repeat
-/// weight of 0, nothing they bought is offered again.
+/// weight of 0, nothing they bought is offered again but as a bestseller (the
+/// request's `excludeBought` leaves those out too).
 fn from_orders<'a>(
     recommender: &'a Recommender,
     settings: &RepeatParams,
@@ -496,6 +497,8 @@ fn from_orders<'a>(
     } else {
         scores.retain(|item, _| !context.contains(item));
     }
+    // After the repeats' filter: the bestsellers are the bestsellers, whoever bought them
+    // (popularity alone is the plain bestsellers list a shop could show).
     if settings.popularity_weight > 0.0 {
         add_bestsellers(recommender, &mut scores, settings.popularity_weight, reach);
     }

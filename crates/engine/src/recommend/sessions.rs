@@ -20,8 +20,8 @@
 //! - **Repeats** (session popularity with recency): the items of `s` itself, each view
 //!   counting less the further back it is (`repeat_decay`).
 //! - **Co-occurrence**: the items of the recent sessions that share an item with `s`,
-//!   counted once per session and shared item (weighted as the neighbours weigh a shared
-//!   item), without the neighbours' similarity, ranking or positions.
+//!   each counted once per session and shared item (weighted as the neighbours weigh a
+//!   shared item), without the neighbours' similarity, ranking or positions.
 //!
 //! Each voice has its weight (`*_weight`), so a site's tuning can land on any one of them
 //! alone or on a blend: the simple methods a shop could run itself are all within reach
@@ -52,6 +52,11 @@ pub struct Tuning {
     /// What the choice maximised.
     #[serde(default)]
     pub goal: TuningGoal,
+    /// Whether answers were scored as `personal` serves them (the products already in
+    /// the session left out, so the repeats can win nothing) rather than as in the
+    /// published results (any product).
+    #[serde(default)]
+    pub as_served: bool,
     pub validation_sessions: usize,
     pub validation_cases: u64,
     pub tries: usize,
@@ -537,22 +542,51 @@ impl Sessions {
         scores: &mut ScoreBoard,
     ) {
         let shared = latest_positions(s, params.prefix_decay);
-        // A long question (a customer's every purchase) reads fewer sessions per item, so
-        // that a question costs at most what four items' full samples would.
+        // A long question (a customer's every purchase) reads fewer sessions per item,
+        // and every question stops after a budget of items read, the latest items of `s`
+        // first: the cost of a question stays near that of the neighbours' voice.
         let per_item = (params.sample * 4 / shared.len().max(1)).clamp(1, params.sample);
-        for (item, age) in shared {
-            let weight = (-(age as f32) / params.prefix_decay).exp();
-            for session in self.recent_sessions(item, per_item) {
-                if Some(*session) == own {
-                    continue;
-                }
-                for other in self.sessions[*session as usize].items.iter() {
-                    if *other != item {
-                        scores.add(*other, weight);
+        let mut budget = COOCCURRENCE_READS;
+        DISTINCT.with_borrow_mut(|distinct| {
+            for (item, age) in shared {
+                let weight = (-(age as f32) / params.prefix_decay).exp();
+                for session in self.recent_sessions(item, per_item).iter().rev() {
+                    if Some(*session) == own {
+                        continue;
+                    }
+                    let session = &self.sessions[*session as usize];
+                    let Some(left) = budget.checked_sub(session.items.len()) else {
+                        return;
+                    };
+                    budget = left;
+                    // Once per session: a visitor who went back and forth between two
+                    // products is one vote, not one per view.
+                    for &other in session.distinct_items(distinct) {
+                        if other != item {
+                            scores.add(other, weight);
+                        }
                     }
                 }
             }
+        });
+    }
+}
+
+/// Items of sessions read by the co-occurrence voice in one question at most.
+const COOCCURRENCE_READS: usize = 50_000;
+
+impl Session {
+    /// Each item of the session once (`scratch` holds them, sorted, when the session has
+    /// repeats).
+    fn distinct_items<'s>(&'s self, scratch: &'s mut Vec<ItemId>) -> &'s [ItemId] {
+        if self.distinct as usize == self.items.len() {
+            return &self.items;
         }
+        scratch.clear();
+        scratch.extend_from_slice(&self.items);
+        scratch.sort_unstable();
+        scratch.dedup();
+        scratch
     }
 }
 
@@ -593,6 +627,8 @@ fn reach(decay: f32) -> usize {
 }
 
 thread_local! {
+    /// A session's distinct items, for the co-occurrence voice.
+    static DISTINCT: RefCell<Vec<ItemId>> = RefCell::default();
     /// The blend's score board of this thread's questions, and the board each voice
     /// counts on before it joins the blend.
     static BOARDS: RefCell<(ScoreBoard, ScoreBoard)> = RefCell::default();
@@ -735,6 +771,15 @@ mod tests {
         assert_eq!(ask(Voice::Successors, &[1]), vec![2, 3, 4]);
         // Co-occurrence with 2: 1 in two of its sessions, 3, 4 and 5 in one each.
         assert_eq!(ask(Voice::Cooccurrence, &[2]), vec![1, 3, 4, 5]);
+        // A session that goes back and forth between 2 and 6 is one vote for 6.
+        let mut sessions = sessions.clone();
+        let back_and_forth = sessions.start(0, NO_VISITOR);
+        for item in [2, 6, 2, 6, 2, 6, 2, 6] {
+            sessions.push(back_and_forth, item, 0);
+        }
+        let answer = sessions.next_items(&[2], 0, None, &defaults.alone(Voice::Cooccurrence), 10);
+        assert_eq!(answer[0], (1, 1.0));
+        assert_eq!(answer.iter().find(|(item, _)| *item == 6), Some(&(6, 0.5)));
         // Neighbours of [5]: only [2, 5], which votes for 5 and 2.
         assert_eq!(ask(Voice::Neighbours, &[5]), vec![5, 2]);
         // A blend heavy on the repeats puts them first and the other voices after.
