@@ -644,15 +644,7 @@ mod tests {
         for goal in [TuningGoal::HitRate, TuningGoal::Mrr, TuningGoal::Both] {
             let (chosen, report) = tune_next_item(&sessions, 5, goal);
             let names: Vec<&str> = report.components.iter().map(|c| c.name.as_str()).collect();
-            assert_eq!(
-                names,
-                [
-                    "repeat-first",
-                    "sequential-rules",
-                    "co-occurrence",
-                    "session-neighbours"
-                ]
-            );
+            assert_eq!(names, Voice::ALL.map(Voice::name));
             assert_eq!(report.goal, goal);
             let tuned = goal.of(report.hit_rate, report.mrr);
             for component in &report.components {

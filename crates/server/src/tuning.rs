@@ -108,26 +108,18 @@ pub async fn tune(
 ) -> Result<Json<TuningAnswer>, ApiError> {
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
-    let goal = match asked.goal.as_deref() {
-        None => TuningGoal::default(),
-        Some(name) => TuningGoal::parse(name).ok_or_else(|| {
-            let shown: String = name.chars().take(40).collect();
-            ApiError::bad_request(
-                "invalid_value",
-                format!("goal: expected HR, MRR or both, got {shown:?}"),
-            )
-        })?,
-    };
-    let basket_goal = match asked.basket_goal.as_deref() {
-        None => BasketGoal::default(),
-        Some(name) => BasketGoal::parse(name).ok_or_else(|| {
-            let shown: String = name.chars().take(40).collect();
-            ApiError::bad_request(
-                "invalid_value",
-                format!("basketGoal: expected recall or NDCG, got {shown:?}"),
-            )
-        })?,
-    };
+    let goal = goal_named(
+        "goal",
+        asked.goal.as_deref(),
+        "HR, MRR or both",
+        TuningGoal::parse,
+    )?;
+    let basket_goal = goal_named(
+        "basketGoal",
+        asked.basket_goal.as_deref(),
+        "recall or NDCG",
+        BasketGoal::parse,
+    )?;
     let Some(_running) = state.tuning_running.start(&site_id) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -248,6 +240,25 @@ pub async fn tune(
         "tuning chosen"
     );
     Ok(Json(answer(site_id, Some(tuning))))
+}
+
+/// The goal a query parameter names, the default when it names none.
+fn goal_named<T: Default>(
+    parameter: &str,
+    name: Option<&str>,
+    expected: &str,
+    parse: fn(&str) -> Option<T>,
+) -> Result<T, ApiError> {
+    let Some(name) = name else {
+        return Ok(T::default());
+    };
+    parse(name).ok_or_else(|| {
+        let shown: String = name.chars().take(40).collect();
+        ApiError::bad_request(
+            "invalid_value",
+            format!("{parameter}: expected {expected}, got {shown:?}"),
+        )
+    })
 }
 
 /// A customer's order: the contact's number, when, and the product numbers.
