@@ -256,6 +256,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let triggers = Arc::new(Triggers::new(
         live.clone(),
         settings.triggers.clone(),
+        settings.tuning.clone(),
         outbox,
         targets,
     )?);

@@ -127,13 +127,14 @@ pub async fn list_fired(
     let keep_ms = state.settings.triggers.get(&site_id).keep_settled_ms();
     let entries = state.triggers.outbox().list(&site_id, status, limit);
     let now = now_ms();
+    let tuned = state.settings.tuning.get(&site_id);
     let engine = state.live.read();
     let triggers = entries
         .into_iter()
         .map(|entry| FiredView {
             payload: engine
                 .site(&site_id)
-                .and_then(|site| payload(site, &entry.fired, now)),
+                .and_then(|site| payload(site, &entry.fired, now, tuned.as_deref())),
             entry,
         })
         .collect();

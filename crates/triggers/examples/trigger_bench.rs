@@ -116,9 +116,11 @@ async fn main() -> anyhow::Result<()> {
     }))?;
     settings.set("S", config)?;
     let outbox = Arc::new(Outbox::open(&dir.path().join("outbox"))?);
+    let tuning = Arc::new(spoor_settings::TuningRegistry::open(dir.path())?);
     let triggers = Triggers::new(
         live.clone(),
         settings,
+        tuning,
         outbox,
         spoor_outgoing::Targets {
             allow_private: true,

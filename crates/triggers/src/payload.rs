@@ -9,6 +9,7 @@ use spoor_engine::recommend::query::Filters;
 use spoor_engine::recommend::{Algorithm, Request};
 use spoor_engine::timers::TriggerKind;
 use spoor_engine::{Contact, Identifier, Product, SiteState};
+use spoor_settings::SiteTuning;
 
 use crate::outbox::{Fired, Reach};
 
@@ -52,8 +53,14 @@ pub fn check_of(reach: &str) -> String {
 }
 
 /// The delivery body of `fired`, or `None` when its contact is no longer held as the same
-/// person (erased, or its number now names someone else).
-pub fn payload(site: &SiteState, fired: &Fired, now: i64) -> Option<Value> {
+/// person (erased, or its number now names someone else). Its recommendations are the
+/// site's own: answered with its tuned settings, `tuned`, when it has them.
+pub fn payload(
+    site: &SiteState,
+    fired: &Fired,
+    now: i64,
+    tuned: Option<&SiteTuning>,
+) -> Option<Value> {
     let contact = match &fired.reach {
         Some(Reach::Email(email)) => site.contact(&Identifier::Email(email.as_str().into())),
         Some(Reach::Phone(phone)) => site.contact(&Identifier::Phone(phone.as_str().into())),
@@ -89,8 +96,8 @@ pub fn payload(site: &SiteState, fired: &Fired, now: i64) -> Option<Value> {
         limit: RECOMMENDED,
         now,
         filters: Filters::default(),
-        next_item: None,
-        baskets: None,
+        next_item: tuned.map(|t| &t.next_item),
+        baskets: tuned.and_then(|t| t.baskets.as_ref()),
     };
     let recommended: Vec<Value> = site
         .recommend(&request)

@@ -15,7 +15,7 @@ use crate::outbox::{Attempt, Fired, Outbox, Retention};
 use crate::payload::{contact_check, payload, reach};
 use crate::signature;
 use spoor_outgoing::Targets;
-use spoor_settings::{TriggerRegistry, TriggerSettings, Webhook};
+use spoor_settings::{TriggerRegistry, TriggerSettings, TuningRegistry, Webhook};
 
 /// Bytes of a receiver's answer to a test delivery that are shown.
 const TEST_ANSWER_BYTES: usize = 2_048;
@@ -42,6 +42,8 @@ const EXPIRE_EVERY_MS: i64 = 60_000;
 pub struct Triggers {
     live: Arc<LiveState>,
     settings: Arc<TriggerRegistry>,
+    /// Each site's tuned recommendation settings, for the payloads' recommendations.
+    tuning: Arc<TuningRegistry>,
     outbox: Arc<Outbox>,
     client: reqwest::Client,
     /// Where webhooks may be: checked again at each delivery.
@@ -59,6 +61,7 @@ impl Triggers {
     pub fn new(
         live: Arc<LiveState>,
         settings: Arc<TriggerRegistry>,
+        tuning: Arc<TuningRegistry>,
         outbox: Arc<Outbox>,
         targets: Targets,
     ) -> Result<Triggers, TriggerError> {
@@ -69,6 +72,7 @@ impl Triggers {
         Ok(Triggers {
             live,
             settings,
+            tuning,
             outbox,
             client,
             targets,
@@ -327,11 +331,12 @@ impl Triggers {
         let Some(hook) = settings.webhooks.iter().find(|h| h.id == hook_id) else {
             return outcome(false, "the webhook was removed".into(), None);
         };
+        let tuned = self.tuning.get(&fired.site_id);
         let body = {
             let engine = self.live.read();
             engine
                 .site(&fired.site_id)
-                .and_then(|site| payload(site, fired, now))
+                .and_then(|site| payload(site, fired, now, tuned.as_deref()))
         };
         let Some(body) = body else {
             return outcome(false, "the contact is no longer held".into(), None);

@@ -17,7 +17,7 @@ use spoor_log::{EventLog, FileLog, FileLogConfig};
 use spoor_outgoing::Targets;
 use spoor_protocol::stored::{RecordContent, StoredRecord};
 use spoor_protocol::{Incoming, parse_value};
-use spoor_settings::{TriggerRegistry, TriggerSettings};
+use spoor_settings::{TriggerRegistry, TriggerSettings, TuningRegistry};
 use spoor_triggers::outbox::DeliveryStatus;
 use spoor_triggers::{Outbox, Triggers, signature};
 
@@ -110,7 +110,15 @@ impl Shop {
 
     fn triggers_for(&self, targets: Targets) -> Triggers {
         let outbox = Arc::new(Outbox::open(&self.dir.path().join("outbox")).unwrap());
-        Triggers::new(self.live.clone(), self.settings.clone(), outbox, targets).unwrap()
+        let tuning = Arc::new(TuningRegistry::open(self.dir.path()).unwrap());
+        Triggers::new(
+            self.live.clone(),
+            self.settings.clone(),
+            tuning,
+            outbox,
+            targets,
+        )
+        .unwrap()
     }
 
     /// Appends an event (tracker JSON) and waits until the state has it.
