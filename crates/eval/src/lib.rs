@@ -422,12 +422,17 @@ fn candidate_settings() -> Vec<Knob> {
         ("prefix_decay", vec![1.0, 2.0, 3.0, 5.0], |p, v| {
             p.prefix_decay = v as f32
         }),
-        ("neighbour_decay", vec![1.0, 2.0, 4.0, 8.0], |p, v| {
+        ("neighbour_decay", vec![1.0, 2.0, 4.0, 8.0, 16.0], |p, v| {
             p.neighbour_decay = v as f32
         }),
-        ("idf_power", vec![-0.3, -0.1, 0.0, 0.5], |p, v| {
-            p.idf_power = v as f32
+        ("length_power", vec![0.25, 0.5, 0.75, 1.0], |p, v| {
+            p.length_power = v as f32
         }),
+        (
+            "idf_power",
+            vec![-0.6, -0.45, -0.3, -0.1, 0.0, 0.5],
+            |p, v| p.idf_power = v as f32,
+        ),
     ]
 }
 

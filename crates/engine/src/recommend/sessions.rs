@@ -11,7 +11,7 @@
 //! - **Neighbours** (session-kNN in the manner of STAN): the recent sessions that share
 //!   items with `s`. A shared item counts more the later it is in `s` (`prefix_decay`), a
 //!   neighbour counts less the longer ago it was active (`recency_half_life_ms`) and is
-//!   normalised by its length; the best `neighbours` of them vote for their items, each
+//!   divided by its length to a power (`length_power`); the best `neighbours` of them vote for their items, each
 //!   vote weaker the further the item is from the point where the neighbour meets `s`
 //!   (`neighbour_decay`).
 //! - **Successors** (sequential rules, computed at question time): in recent sessions
@@ -154,6 +154,9 @@ pub struct NextItemParams {
     pub idf_power: f32,
     /// Multiplies the score of items already in `s`, except its last.
     pub seen_weight: f32,
+    /// A neighbour's similarity is divided by its length (distinct items) to this power
+    /// (0.5: cosine).
+    pub length_power: f32,
     /// The repeats' weight in the blend.
     pub repeat_weight: f32,
     /// Positions over which a view's weight in the repeats falls by 1/e.
@@ -219,6 +222,7 @@ impl Default for NextItemParams {
             successor_weight: 0.1,
             idf_power: -0.3,
             seen_weight: 2.0,
+            length_power: 0.5,
             repeat_weight: 0.0,
             repeat_decay: 3.0,
             cooccurrence_weight: 0.0,
@@ -435,7 +439,8 @@ impl Sessions {
             let session = &self.sessions[id as usize];
             let idle = (now - session.last_at).max(0) as f64;
             let recency = ((-idle / params.recency_half_life_ms) as f32).exp2();
-            let similarity = shared / (norm_s * (session.distinct as f32).sqrt()) * recency;
+            let length = (session.distinct as f32).powf(params.length_power);
+            let similarity = shared / (norm_s * length) * recency;
             (similarity, id, age)
         };
         let mut neighbours: Vec<(f32, SessionId, usize)> = if let [(item, age)] = distinct[..] {
