@@ -11,9 +11,9 @@
 //! - **Neighbours** (session-kNN in the manner of STAN): the recent sessions that share
 //!   items with `s`. A shared item counts more the later it is in `s` (`prefix_decay`), a
 //!   neighbour counts less the longer ago it was active (`recency_half_life_ms`) and is
-//!   divided by its length to a power (`length_power`); the best `neighbours` of them vote for their items, each
-//!   vote weaker the further the item is from the point where the neighbour meets `s`
-//!   (`neighbour_decay`).
+//!   divided by its length to a power (`length_power`); the best `neighbours` of them
+//!   vote for their items, each vote weaker the further the item is from the point where
+//!   the neighbour meets `s` (`neighbour_decay`).
 //! - **Successors** (sequential rules, computed at question time): in recent sessions
 //!   that viewed the last item of `s`, the items viewed within `successor_steps` after it,
 //!   each counted `1 / distance`.
