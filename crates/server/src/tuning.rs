@@ -287,11 +287,16 @@ fn as_baskets(orders: Vec<HeldOrder>) -> Vec<Basket> {
         .into_iter()
         .enumerate()
         .filter(|(_, (_, _, items))| !items.is_empty())
-        .map(|(index, (customer, at, items))| Basket {
-            user: customer.to_string(),
-            id: index.to_string(),
-            at,
-            items: items.iter().map(ItemId::to_string).collect(),
+        .map(|(index, (customer, at, mut items))| {
+            // A product on two lines of an order is one product of the basket.
+            items.sort_unstable();
+            items.dedup();
+            Basket {
+                user: customer.to_string(),
+                id: index.to_string(),
+                at,
+                items: items.iter().map(ItemId::to_string).collect(),
+            }
         })
         .collect();
     baskets.sort_by_key(|basket| basket.at);
