@@ -13,7 +13,8 @@ use spoor_engine::recommend::{
 };
 use spoor_engine::site::SiteState;
 use spoor_eval::baskets::{
-    read_baskets, score_leave_one_out, score_next_basket, split_last, train_site, tune_baskets,
+    TOGETHER_VOICES, read_baskets, score_leave_one_out, score_next_basket, split_last, train_site,
+    tune_baskets,
 };
 use spoor_eval::{
     Case, SessionAlgorithm, SessionReport, read_cases, read_sessions, score_algorithm,
@@ -117,6 +118,15 @@ pub enum BasketGoalArg {
     Recall,
     /// NDCG@k of the next basket.
     Ndcg,
+}
+
+impl BasketGoalArg {
+    fn engine(self) -> BasketGoal {
+        match self {
+            BasketGoalArg::Recall => BasketGoal::Recall,
+            BasketGoalArg::Ndcg => BasketGoal::Ndcg,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -304,14 +314,10 @@ fn baskets(
         "{}: no user has two baskets, so none can be tested",
         transactions.display()
     );
-    let goal = match goal {
-        BasketGoalArg::Recall => BasketGoal::Recall,
-        BasketGoalArg::Ndcg => BasketGoal::Ndcg,
-    };
     let mut tuning = Value::Null;
     let mut settings = BasketSettings::default();
     if !no_tune {
-        let (chosen, report) = tune_baskets(&train, k, goal);
+        let (chosen, report) = tune_baskets(&train, k, goal.engine());
         settings = chosen;
         tuning = rounded(serde_json::to_value(report)?);
     }
@@ -345,9 +351,7 @@ fn baskets(
     }
     site.recommender_mut().repeat = repeat.clone();
     let mut together_parts = serde_json::Map::new();
-    for (name, neighbours, cooccurrence) in
-        [("basket-neighbours", 1.0, 0.0), ("co-occurrence", 0.0, 1.0)]
-    {
+    for (name, neighbours, cooccurrence) in TOGETHER_VOICES {
         site.recommender_mut().basket = NextItemParams {
             neighbour_weight: neighbours,
             cooccurrence_weight: cooccurrence,

@@ -350,6 +350,11 @@ fn repeat_knobs() -> Vec<RepeatKnob> {
     ]
 }
 
+/// The voices of bought-together, each alone: its name, the neighbours' weight and the
+/// co-occurrence's.
+pub const TOGETHER_VOICES: [(&str, f32, f32); 2] =
+    [("basket-neighbours", 1.0, 0.0), ("co-occurrence", 0.0, 1.0)];
+
 /// Validation leave-one-out baskets at most: beyond it, more barely moves the choice.
 const MAX_TOGETHER_BASKETS: usize = 2_000;
 /// Validation customers at most (a large shop's tuning stays within minutes).
@@ -449,29 +454,19 @@ fn tune_bought_together(
         score_leave_one_out(site, Algorithm::BoughtTogether, &baskets, k)
     };
     let objective = |report: &LeaveOneOutReport| report.hit_rate + report.mrr;
-    let trials = [
-        (1.0, 0.0),
-        (0.0, 1.0),
-        (1.0, 0.1),
-        (1.0, 0.3),
-        (1.0, 1.0),
-        (0.3, 1.0),
-    ];
+    let alone = TOGETHER_VOICES
+        .map(|(name, neighbours, cooccurrence)| (Some(name), neighbours, cooccurrence));
+    let blends = [(1.0, 0.1), (1.0, 0.3), (1.0, 1.0), (0.3, 1.0)].map(|(n, c)| (None, n, c));
     let mut figures = Vec::new();
     let mut best: Option<(NextItemParams, LeaveOneOutReport)> = None;
-    for (neighbours, cooccurrence) in trials {
+    for (name, neighbours, cooccurrence) in alone.into_iter().chain(blends) {
         let trial = NextItemParams {
             neighbour_weight: neighbours,
             cooccurrence_weight: cooccurrence,
             ..defaults.clone()
         };
         let report = score(site, &trial);
-        let alone = match (neighbours, cooccurrence) {
-            (_, 0.0) => Some("basket-neighbours"),
-            (0.0, _) => Some("co-occurrence"),
-            _ => None,
-        };
-        if let Some(name) = alone {
+        if let Some(name) = name {
             figures.push(TogetherFigures {
                 name: name.to_string(),
                 hit_rate: report.hit_rate,

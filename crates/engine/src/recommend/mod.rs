@@ -141,13 +141,19 @@ impl BasketGoal {
         }
     }
 
+    /// Its name in requests and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            BasketGoal::Recall => "recall",
+            BasketGoal::Ndcg => "NDCG",
+        }
+    }
+
     /// The goal a request names (`recall` or `NDCG`, any case).
     pub fn parse(name: &str) -> Option<BasketGoal> {
-        match name.to_ascii_lowercase().as_str() {
-            "recall" => Some(BasketGoal::Recall),
-            "ndcg" => Some(BasketGoal::Ndcg),
-            _ => None,
-        }
+        [BasketGoal::Recall, BasketGoal::Ndcg]
+            .into_iter()
+            .find(|goal| goal.name().eq_ignore_ascii_case(name))
     }
 }
 

@@ -479,15 +479,8 @@ fn from_orders<'a>(
         cooccurrence_weight: settings.cooccurrence_weight,
         ..recommender.basket.clone()
     };
-    let mut scores: FxHashMap<ItemId, f32> =
-        if params.neighbour_weight > 0.0 || params.cooccurrence_weight > 0.0 {
-            let found = recommender
-                .baskets
-                .next_items(&context, now, None, &params, reach);
-            found.into_iter().collect()
-        } else {
-            FxHashMap::default()
-        };
+    let found = (recommender.baskets).next_items(&context, now, None, &params, reach);
+    let mut scores: FxHashMap<ItemId, f32> = found.into_iter().collect();
     normalise(&mut scores);
     if settings.weight > 0.0 {
         normalise(&mut repeat);

@@ -26,11 +26,14 @@
 //! Each voice has its weight (`*_weight`), so a site's tuning can land on any one of them
 //! alone or on a blend: the simple methods a shop could run itself are all within reach
 //! of the tuning, and it keeps one only where the site's own held-out sessions say so.
+//!
 //! Items of `s` itself are not excluded: people come back to what they looked at, and
 //! the neighbours know how often; `seen_weight` scales them further.
 //!
-//! The defaults are what `spoor_eval::tune_next_item` chose on held-out sessions of a
-//! public data set; a site can be tuned on its own sessions the same way.
+//! The defaults are the neighbours and the successors as `spoor_eval::tune_next_item`
+//! chose them on held-out sessions of a public data set, without the repeats and the
+//! co-occurrence: those two add a little there (BENCHMARKS.md) and cost the most per
+//! question, so a site hears them only once its own tuning chose them.
 
 use std::cell::RefCell;
 
@@ -166,8 +169,7 @@ pub struct NextItemParams {
 }
 
 /// The voices of the next-item model, each of which a blend can be reduced to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Voice {
     Neighbours,
     Successors,
