@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use spoor_log::LogSpec;
+
 /// The data directory flag, shared by the subcommands that open one.
 #[derive(clap::Args, Clone)]
 pub struct DataDir {
@@ -13,5 +15,10 @@ pub struct DataDir {
 impl DataDir {
     pub fn log_dir(&self) -> PathBuf {
         self.path.join("log")
+    }
+
+    /// The log the commands other than `serve` read and write, with its default settings.
+    pub fn log_spec(&self) -> LogSpec {
+        LogSpec::file(self.log_dir())
     }
 }

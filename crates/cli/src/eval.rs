@@ -199,13 +199,12 @@ fn backtest(
         .get(site, block_id)
         .with_context(|| format!("site {site} has no block {block_id:?}"))?;
     let variants = spoor_server::blocks::backtest_variants(block_id, &block);
-    let log_dir = data.log_dir();
-    let log = spoor_log::FileLog::open_read_only(&log_dir)
-        .with_context(|| format!("open the event log in {}", log_dir.display()))?;
+    let spec = data.log_spec();
+    let log = spoor_log::open_read_only(&spec).with_context(|| format!("open {spec}"))?;
     let started = Instant::now();
     let from_day =
         spoor_server::now_ms().div_euclid(spoor_protocol::dates::DAY_MS) - i64::from(days) + 1;
-    let mut records = spoor_live::records::records(&log);
+    let mut records = spoor_live::records::records(&*log);
     let from_ms = from_day * spoor_protocol::dates::DAY_MS;
     let tuning = spoor_settings::TuningRegistry::open(&data.path)
         .with_context(|| format!("read the tuning in {}", data.path.display()))?;

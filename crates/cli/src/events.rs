@@ -8,7 +8,6 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use spoor_ingest::Ingestor;
 use spoor_ingest::export::{ExportFilter, ImportSummary, export};
-use spoor_log::{FileLog, FileLogConfig};
 use spoor_server::directory::RegisteredSites;
 use spoor_server::now_ms;
 use spoor_settings::SiteRegistry;
@@ -82,15 +81,15 @@ fn export_to(data: DataDir, filter: ExportFilter, output: Option<PathBuf>) -> an
     if !log_dir.is_dir() {
         bail!("no event log in {} (is --data right?)", data.path.display());
     }
-    let log = FileLog::open_read_only(&log_dir)
-        .with_context(|| format!("open the event log in {}", log_dir.display()))?;
+    let spec = data.log_spec();
+    let log = spoor_log::open_read_only(&spec).with_context(|| format!("open {spec}"))?;
     let mut out: Box<dyn Write> = match &output {
         Some(path) => Box::new(BufWriter::new(
             File::create(path).with_context(|| format!("create {}", path.display()))?,
         )),
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
-    let written = export(&log, &filter, &mut out)?;
+    let written = export(&*log, &filter, &mut out)?;
     out.flush().context("write the export")?;
     tracing::info!(records = written, "export finished");
     Ok(())
@@ -98,10 +97,10 @@ fn export_to(data: DataDir, filter: ExportFilter, output: Option<PathBuf>) -> an
 
 async fn import_into_directory(file: &PathBuf, data: &DataDir) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
-    let log = FileLog::open(&data.log_dir(), FileLogConfig::default(), None)
-        .with_context(|| format!("open the event log in {}", data.log_dir().display()))?;
+    let spec = data.log_spec();
+    let log = spoor_log::open(&spec, None).with_context(|| format!("open {spec}"))?;
     let sites = Arc::new(RegisteredSites(Arc::new(SiteRegistry::open(&data.path)?)));
-    let ingestor = Ingestor::open(Arc::new(log), sites, now_ms())?;
+    let ingestor = Ingestor::open(log, sites, now_ms())?;
     let lines: Vec<&str> = text.lines().collect();
     let summary = ingestor.import(&lines, now_ms()).await?;
     report(&summary)

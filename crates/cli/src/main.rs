@@ -1,5 +1,6 @@
 //! `spoor`: a self-hosted drop-in for a website-behaviour tracker's REST API.
 
+mod busy;
 mod contacts;
 mod data_dir;
 mod demo;
@@ -8,7 +9,6 @@ mod events;
 mod feed;
 mod http;
 mod load;
-mod pacing;
 mod serve;
 mod state;
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use spoor_ingest::Ingestor;
 use spoor_live::LiveState;
-use spoor_log::{FileLog, FileLogConfig, GroupCommitObserver, Handoff};
+use spoor_log::{CommitObserver, FileLogConfig, Handoff, LogSpec};
 use spoor_outgoing::Targets;
 use spoor_server::auth::{self, TokenSource};
 use spoor_server::directory::RegisteredSites;
@@ -17,8 +17,8 @@ use spoor_server::{AppState, Metrics, now_ms};
 use spoor_settings::{Registration, Settings};
 use spoor_triggers::{Outbox, Triggers};
 
+use crate::busy::report_load;
 use crate::data_dir::DataDir;
-use crate::pacing::{Pacing, pace_commits};
 
 /// Decoded records ingest may hand to the state's follower ahead of it (see
 /// `spoor_log::Handoff`): about a megabyte per thousand.
@@ -189,28 +189,34 @@ fn fitted_http_limits(args: &ServeArgs) -> HttpLimits {
     limits
 }
 
+/// The log `spoor serve` runs on, from its flags.
+fn log_spec(args: &ServeArgs) -> LogSpec {
+    LogSpec::File {
+        dir: args.data.log_dir(),
+        config: FileLogConfig {
+            segment_bytes: args.log_segment_mib * 1024 * 1024,
+            commit_interval: std::time::Duration::from_micros(args.log_commit_interval_us),
+            saturated_commit_interval: std::time::Duration::from_micros(
+                args.log_commit_interval_saturated_us,
+            ),
+            ..FileLogConfig::default()
+        },
+    }
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let http_limits = fitted_http_limits(&args);
     let data_dir = &args.data.path;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("create the data directory {}", data_dir.display()))?;
     let metrics = Arc::new(Metrics::new());
-    let observer: GroupCommitObserver = {
+    let observer: CommitObserver = {
         let metrics = metrics.clone();
         Box::new(move |fsync, records| metrics.group_commit(fsync, records))
     };
-    let config = FileLogConfig {
-        segment_bytes: args.log_segment_mib * 1024 * 1024,
-        commit_interval: std::time::Duration::from_micros(args.log_commit_interval_us),
-        ..FileLogConfig::default()
-    };
-    let log = FileLog::open(&args.data.log_dir(), config, Some(observer))
-        .with_context(|| format!("open the event log in {}", args.data.log_dir().display()))?;
-    let commit_pace = log.commit_pace();
-    let pacing = Pacing {
-        base: std::time::Duration::from_micros(args.log_commit_interval_us),
-        saturated: std::time::Duration::from_micros(args.log_commit_interval_saturated_us),
-    };
+    let log_spec = log_spec(&args);
+    let log =
+        spoor_log::open(&log_spec, Some(observer)).with_context(|| format!("open {log_spec}"))?;
     let settings = Arc::new(Settings::open(data_dir).context("load the sites' settings")?);
     for site in &args.sites {
         let (_, registration) = settings.sites.register(Some(site), None, now_ms())?;
@@ -218,7 +224,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(site_id = %site, "site registered");
         }
     }
-    let log: Arc<dyn spoor_log::EventLog> = Arc::new(log);
     let index_snapshot = data_dir.join("dedup.snapshot");
     // Ingest hands each record it appends, decoded, to the state's follower, which would
     // otherwise decode the bytes it reads back. Room for well over the follower's usual
@@ -304,7 +309,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         state.ingestor.clone(),
         index_snapshot.clone(),
     ));
-    let pacer = tokio::spawn(pace_commits(commit_pace, pacing, server.runtime_metrics()));
+    let load_reporter = tokio::spawn(report_load(state.log.clone(), server.runtime_metrics()));
     // After a panic of the state, the server goes on a moment (readiness probes see
     // /readyz answer 503, and events are still stored) before it stops taking requests.
     let follower_failed = {
@@ -345,7 +350,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = trigger_loop.await;
     // A save in progress finishes before the last one below (they take turns).
     index_saver.abort();
-    pacer.abort();
+    load_reporter.abort();
     live.stop();
     let _ = follower.join();
     // Nothing is in flight any more: the duplicate index matches the log exactly.

@@ -3,7 +3,6 @@
 use anyhow::{Context, bail};
 use serde_json::json;
 use spoor_live::LiveState;
-use spoor_log::FileLog;
 
 use crate::data_dir::DataDir;
 
@@ -28,10 +27,10 @@ pub fn run(command: StateCommand) -> anyhow::Result<()> {
     if !log_dir.is_dir() {
         bail!("no event log in {} (is --data right?)", data.path.display());
     }
-    let log = FileLog::open_read_only(&log_dir)
-        .with_context(|| format!("open the event log in {}", log_dir.display()))?;
+    let spec = data.log_spec();
+    let log = spoor_log::open_read_only(&spec).with_context(|| format!("open {spec}"))?;
     let started = std::time::Instant::now();
-    let state = LiveState::replay(&log)?;
+    let state = LiveState::replay(&*log)?;
     let engine = state.read();
     let sites: Vec<_> = engine
         .sites()

@@ -1,5 +1,7 @@
 //! Reading the log in order from a position, a chunk at a time.
 
+use std::time::Duration;
+
 use spoor_log::{EventLog, Position};
 use spoor_protocol::stored::StoredRecord;
 
@@ -24,13 +26,12 @@ pub(crate) fn scan_as<T: serde::de::DeserializeOwned>(
     from: Position,
     mut visit: impl FnMut(Position, T) -> Result<(), IngestError>,
 ) -> Result<(), IngestError> {
-    let mut next = from;
+    let mut reader = log.reader(from)?;
     loop {
-        let records = log.read(next, SCAN_CHUNK)?;
-        let Some(last) = records.last() else {
+        let records = reader.next_batch(SCAN_CHUNK, Duration::ZERO)?;
+        if records.is_empty() {
             return Ok(());
-        };
-        next = last.position + 1;
+        }
         for record in records {
             let decoded = serde_json::from_slice(&record.payload).map_err(|e| {
                 IngestError::Storage(format!(

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use spoor_ingest::export::{ExportFilter, export};
 use spoor_ingest::{DirectoryError, IngestError, Ingestor, Outcome, SiteDirectory};
-use spoor_log::{AppendFuture, EventLog, FileLog, FileLogConfig, LogError, Position, Record};
+use spoor_log::{AppendFuture, EventLog, FileLog, FileLogConfig, LogError, LogReader, Position};
 
 const NOW: i64 = 1_700_000_000_000;
 
@@ -311,16 +311,12 @@ impl EventLog for GatedLog {
         })
     }
 
-    fn read(&self, from: Position, max: usize) -> Result<Vec<Record>, LogError> {
-        self.log.read(from, max)
+    fn reader(&self, from: Position) -> Result<Box<dyn LogReader>, LogError> {
+        self.log.reader(from)
     }
 
     fn end(&self) -> Position {
         self.log.end()
-    }
-
-    fn wait_beyond(&self, position: Position, timeout: std::time::Duration) -> Position {
-        self.log.wait_beyond(position, timeout)
     }
 }
 

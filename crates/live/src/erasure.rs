@@ -105,13 +105,12 @@ fn each_naming(
     ids: &HashSet<Identifier>,
     mut visit: impl FnMut(Position, usize, StoredRecord) -> Result<(), PrivacyError>,
 ) -> Result<(), PrivacyError> {
-    let mut next = 0;
+    let mut reader = log.reader(0)?;
     loop {
-        let records = log.read(next, SCAN_STEP)?;
-        let Some(last) = records.last() else {
+        let records = reader.next_batch(SCAN_STEP, Duration::ZERO)?;
+        if records.is_empty() {
             return Ok(());
-        };
-        next = last.position + 1;
+        }
         for record in records {
             let stored: StoredRecord = serde_json::from_slice(&record.payload)
                 .map_err(|_| PrivacyError::Unreadable(record.position))?;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use spoor_log::{EventLog, Handoff, Position, Record};
+use spoor_log::{EventLog, Handoff, LogReader, Position, Record};
 use spoor_protocol::stored::StoredRecord;
 
 use spoor_engine::{Engine, SiteState};
@@ -364,7 +364,8 @@ impl LiveState {
     /// Builds the state of the whole log, once, on this thread: `spoor state rebuild`.
     pub fn replay(log: &dyn EventLog) -> Result<LiveState, spoor_log::LogError> {
         let state = LiveState::default();
-        while state.catch_up(log)? > 0 {}
+        let mut reader = log.reader(0)?;
+        while state.catch_up(&mut *reader, Duration::ZERO)? > 0 {}
         Ok(state)
     }
 
@@ -484,10 +485,14 @@ impl LiveState {
         }
     }
 
-    /// Applies what the log holds beyond the applied position; returns how many records.
-    fn catch_up(&self, log: &dyn EventLog) -> Result<usize, spoor_log::LogError> {
-        let from = self.applied();
-        let records = log.read(from, STEP)?;
+    /// Applies the next records `reader` has, waiting up to `wait` for one; returns how
+    /// many. The reader must be at the applied position.
+    fn catch_up(
+        &self,
+        reader: &mut dyn LogReader,
+        wait: Duration,
+    ) -> Result<usize, spoor_log::LogError> {
+        let records = reader.next_batch(STEP, wait)?;
         let decoded: Vec<Option<StoredRecord>> = records
             .iter()
             .map(|r| {
@@ -502,14 +507,21 @@ impl LiveState {
             engine.apply(record);
         }
         drop(engine);
-        self.applied
-            .store(from + records.len() as u64, Ordering::Release);
+        self.applied.store(reader.position(), Ordering::Release);
         Ok(records.len())
     }
 }
 
-/// One turn of the follower: a rebuild asked for, a snapshot due, then the next records.
-fn follow_step(log: &dyn EventLog, state: &LiveState, caught_up: &mut bool) {
+/// What the follower keeps from one turn to the next.
+#[derive(Default)]
+struct Following {
+    reader: Option<Box<dyn LogReader>>,
+    caught_up: bool,
+}
+
+/// One turn of the follower: a rebuild asked for, a snapshot due, then the next records
+/// (waiting for them a moment at the end of the log).
+fn follow_step(log: &dyn EventLog, state: &LiveState, following: &mut Following) {
     if let Err(error) = state.rebuild_if_asked(log) {
         tracing::error!(%error, "rebuilding the state failed; retrying");
         std::thread::sleep(IDLE_WAIT);
@@ -517,16 +529,27 @@ fn follow_step(log: &dyn EventLog, state: &LiveState, caught_up: &mut bool) {
     }
     state.answer_snapshot_requests();
     state.snapshot_if(|applied, saved| applied >= saved + SNAPSHOT_EVERY);
-    match state.catch_up(log) {
-        Ok(0) => {
-            if !*caught_up {
-                *caught_up = true;
-                tracing::info!(records = state.applied(), "state is current with the log");
+    // A rebuild moves the applied position under the reader: it reads on from there.
+    let reader = match following.reader.take() {
+        Some(reader) if reader.position() == state.applied() => reader,
+        _ => match log.reader(state.applied()) {
+            Ok(reader) => reader,
+            Err(error) => {
+                tracing::error!(%error, "reading the log for the state failed; retrying");
+                std::thread::sleep(IDLE_WAIT);
+                return;
             }
-            log.wait_beyond(state.applied(), IDLE_WAIT);
+        },
+    };
+    let reader = following.reader.insert(reader);
+    match state.catch_up(&mut **reader, IDLE_WAIT) {
+        Ok(0) if !following.caught_up => {
+            following.caught_up = true;
+            tracing::info!(records = state.applied(), "state is current with the log");
         }
         Ok(_) => {}
         Err(error) => {
+            following.reader = None;
             tracing::error!(%error, "reading the log for the state failed; retrying");
             std::thread::sleep(IDLE_WAIT);
         }
@@ -538,10 +561,10 @@ pub fn follow(log: Arc<dyn EventLog>, state: Arc<LiveState>) -> std::io::Result<
     std::thread::Builder::new()
         .name("spoor-engine".into())
         .spawn(move || {
-            let mut caught_up = false;
+            let mut following = Following::default();
             while !state.stop.load(Ordering::Acquire) {
                 let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    follow_step(&*log, &state, &mut caught_up);
+                    follow_step(&*log, &state, &mut following);
                 }));
                 if step.is_err() {
                     state.fail();

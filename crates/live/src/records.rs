@@ -1,7 +1,9 @@
 //! The log's records in order, decoded, for what replays the log apart from the state
 //! (a block's backtest): read a step at a time, never all at once.
 
-use spoor_log::{EventLog, LogError, Position};
+use std::time::Duration;
+
+use spoor_log::{EventLog, LogError, LogReader, Position};
 use spoor_protocol::stored::StoredRecord;
 
 /// Records read from the log at a time.
@@ -11,25 +13,27 @@ const STEP: usize = 4096;
 /// appended meanwhile are not read: a busy log's end would keep moving); one that cannot
 /// be decoded is skipped, as the state's replay skips it. A read that fails ends the
 /// records and is kept in [`Records::failed`].
-pub struct Records<'a> {
-    log: &'a dyn EventLog,
-    next: Position,
+pub struct Records {
+    reader: Option<Box<dyn LogReader>>,
     end: Position,
     read: std::vec::IntoIter<StoredRecord>,
     pub failed: Option<LogError>,
 }
 
-pub fn records(log: &dyn EventLog) -> Records<'_> {
+pub fn records(log: &dyn EventLog) -> Records {
+    let (reader, failed) = match log.reader(0) {
+        Ok(reader) => (Some(reader), None),
+        Err(error) => (None, Some(error)),
+    };
     Records {
-        log,
-        next: 0,
+        reader,
         end: log.end(),
         read: Vec::new().into_iter(),
-        failed: None,
+        failed,
     }
 }
 
-impl Iterator for Records<'_> {
+impl Iterator for Records {
     type Item = StoredRecord;
 
     fn next(&mut self) -> Option<StoredRecord> {
@@ -37,17 +41,18 @@ impl Iterator for Records<'_> {
             if let Some(record) = self.read.next() {
                 return Some(record);
             }
-            if self.next >= self.end {
+            let reader = self.reader.as_mut()?;
+            if reader.position() >= self.end {
                 return None;
             }
-            let chunk = match self.log.read(self.next, STEP) {
+            let chunk = match reader.next_batch(STEP, Duration::ZERO) {
                 Ok(chunk) => chunk,
                 Err(error) => {
                     self.failed = Some(error);
                     return None;
                 }
             };
-            self.next = chunk.last()?.position + 1;
+            chunk.last()?;
             let decoded: Vec<StoredRecord> = (chunk.iter())
                 .filter(|r| r.position < self.end)
                 .filter_map(|r| serde_json::from_slice(&r.payload).ok())

@@ -1,23 +1,26 @@
 //! The durable event log: the source of truth everything else is rebuilt from.
 //!
 //! [`EventLog`] is the interface the rest of spoor sees: append a batch of records durably
-//! and learn their positions; read records in order from a position. [`FileLog`] is the
-//! embedded implementation (segment files, checksummed records, group commit). A
-//! Kafka-protocol log for multi-node deployments implements the same trait.
+//! and learn their positions; follow the records in order from a position with a
+//! [`LogReader`]. Which log runs is chosen by a [`LogSpec`] and opened with [`open`] or
+//! [`open_read_only`]; nothing outside this crate names an implementation. [`FileLog`] is
+//! the embedded one (segment files, checksummed records, group commit).
 
 mod file;
 mod handoff;
 pub mod record;
-pub mod relay;
+mod relay;
 mod stepped;
 
 use std::fs::File;
 use std::future::Future;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub use file::{CommitPace, FileLog, FileLogConfig, GroupCommitObserver};
+pub use file::{CommitObserver, FileLog, FileLogConfig};
 pub use handoff::Handoff;
 pub use stepped::SteppedFile;
 
@@ -120,21 +123,81 @@ impl LogError {
 
 pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Position, LogError>> + Send>>;
 
+/// Which log to open, and how: chosen once, where spoor starts, and handed to [`open`].
+#[derive(Debug, Clone)]
+pub enum LogSpec {
+    /// The embedded log: segment files in a directory of this machine.
+    File { dir: PathBuf, config: FileLogConfig },
+}
+
+impl LogSpec {
+    /// The embedded log in `dir`, with the default settings.
+    pub fn file(dir: impl Into<PathBuf>) -> LogSpec {
+        LogSpec::File {
+            dir: dir.into(),
+            config: FileLogConfig::default(),
+        }
+    }
+}
+
+impl std::fmt::Display for LogSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogSpec::File { dir, .. } => write!(f, "the event log in {}", dir.display()),
+        }
+    }
+}
+
+/// Opens the log `spec` names for appending and reading (one writer at a time), recovering
+/// it from a crash first. `observer` is told of every durable commit.
+pub fn open(
+    spec: &LogSpec,
+    observer: Option<CommitObserver>,
+) -> Result<Arc<dyn EventLog>, LogError> {
+    match spec {
+        LogSpec::File { dir, config } => {
+            Ok(Arc::new(FileLog::open(dir, config.clone(), observer)?))
+        }
+    }
+}
+
+/// Opens the log `spec` names for reading only, beside a server that may be appending to it.
+pub fn open_read_only(spec: &LogSpec) -> Result<Arc<dyn EventLog>, LogError> {
+    match spec {
+        LogSpec::File { dir, .. } => Ok(Arc::new(FileLog::open_read_only(dir)?)),
+    }
+}
+
 /// An ordered, durable sequence of opaque records.
+///
+/// Appending is asynchronous (a request's task waits for durability without holding a
+/// thread); following is blocking, through a [`LogReader`] on a thread of its own, as a
+/// consumer polls. The two sides are separate so that neither forces its style on the
+/// other: a log whose reads wait on a network is never read from a request's runtime.
 pub trait EventLog: Send + Sync + 'static {
     /// Appends `records` in order. The future resolves, to the position of the first record,
     /// only once all of them are durable: an acknowledged append survives a crash.
     fn append(&self, records: Vec<Vec<u8>>) -> AppendFuture;
 
-    /// Up to `max` records at or after `from`, in order; empty at the end of the log.
-    fn read(&self, from: Position, max: usize) -> Result<Vec<Record>, LogError>;
+    /// A reader of the records at and after `from`, in order. Blocking: call it, and the
+    /// reader, off the request runtimes (a thread of its own, or `spawn_blocking`).
+    fn reader(&self, from: Position) -> Result<Box<dyn LogReader>, LogError>;
 
     /// The position the next appended record will get: the count of durable records.
     fn end(&self) -> Position;
 
-    /// Blocks until the log holds a record at `position` (its end is beyond it) or
-    /// `timeout` passes; returns the end. For consumers that follow the log.
-    fn wait_beyond(&self, position: Position, timeout: std::time::Duration) -> Position;
+    /// How busy the threads that append are, as the share of their time spent running
+    /// (0 to 1), told a few times a second by the server. A log may trade latency for
+    /// throughput with it: the file log waits longer between fsyncs while they are
+    /// saturated, so each fsync covers more records.
+    fn note_load(&self, busy: f64) {
+        let _ = busy;
+    }
+
+    /// Called once, from within it, on each thread that runs one single-threaded runtime
+    /// for its whole life and appends from it (an HTTP thread): the log may then answer
+    /// that thread's appends a group at a time, by one wake-up of its runtime.
+    fn attach_appending_thread(&self) {}
 
     /// Bytes the log takes in storage, when the implementation knows.
     fn size_bytes(&self) -> Option<u64> {
@@ -155,6 +218,18 @@ pub trait EventLog: Send + Sync + 'static {
         let _ = replacements;
         Err(LogError::Unsupported("redact"))
     }
+}
+
+/// Follows a log in order from a position: what rebuilds and keeps the state, scans and
+/// exports read through.
+pub trait LogReader: Send {
+    /// The next records, at most `max`, in order; when there is none yet, waits up to
+    /// `wait` for one. Empty when none came in time (at the end of the log, with `wait`
+    /// zero, at once).
+    fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError>;
+
+    /// The position of the next record this reader returns.
+    fn position(&self) -> Position;
 }
 
 /// Bytes free for an unprivileged writer on the filesystem holding `path`.

@@ -233,9 +233,9 @@ async fn serve_handed(
     limits: HttpLimits,
     mut stopped: watch::Receiver<bool>,
 ) {
-    // This thread's appends are answered here a group at a time, by one wake-up from
-    // the log writer instead of one per request.
-    spoor_log::relay::install();
+    // The log may answer this thread's appends a group at a time, by one wake-up of this
+    // runtime instead of one per request.
+    state.log.attach_appending_thread();
     let metrics = state.metrics.clone();
     let app = router(state);
     let mut http = http1::Builder::new();

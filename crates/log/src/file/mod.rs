@@ -28,16 +28,20 @@ use tokio::sync::oneshot;
 
 use crate::record::{self, HEADER_BYTES};
 use crate::relay::{self, Answers, Relay, Reply};
-use crate::{AppendFuture, EventLog, LogError, MAX_RECORD_BYTES, Position, Record, free_bytes};
+use crate::{
+    AppendFuture, EventLog, LogError, LogReader, MAX_RECORD_BYTES, Position, Record, free_bytes,
+};
 use segment::{Preparer, Segment, SegmentView, create_segment, read_segment, recover};
 
 /// Appenders in one group from which the log counts as busy (see
 /// [`FileLogConfig::commit_interval`]). Below it, waiting would only add latency.
 pub const BUSY_GROUP: usize = 8;
 
-/// Called after each group commit with the fsync's duration and the records it made durable.
-pub type GroupCommitObserver = Box<dyn Fn(Duration, usize) + Send + 'static>;
+/// Called after each durable commit with how long making it durable took (the file log's
+/// fsync) and the records it covered.
+pub type CommitObserver = Box<dyn Fn(Duration, usize) + Send + 'static>;
 
+#[derive(Debug, Clone)]
 pub struct FileLogConfig {
     /// The size each segment file is created at; a new segment starts when a group of
     /// records no longer fits.
@@ -48,9 +52,12 @@ pub struct FileLogConfig {
     /// fsyncs start at most this often: the writer waits out the rest of the interval
     /// before taking the next group, so each fsync covers more records. Every fsync costs
     /// the kernel CPU time; under load, fewer and larger groups leave more of it to the
-    /// requests. A few concurrent appenders never wait. Zero disables the wait. Changed
-    /// while the log runs through [`FileLog::commit_pace`].
+    /// requests. A few concurrent appenders never wait. Zero disables the wait.
     pub commit_interval: Duration,
+    /// The interval used instead while the appending threads are saturated (see
+    /// [`EventLog::note_load`]): requests then queue for CPU anyway, so a longer wait
+    /// costs them nothing while fewer fsyncs leave them more of it.
+    pub saturated_commit_interval: Duration,
 }
 
 impl Default for FileLogConfig {
@@ -59,6 +66,7 @@ impl Default for FileLogConfig {
             segment_bytes: 64 * 1024 * 1024,
             max_group_bytes: 4 * 1024 * 1024,
             commit_interval: Duration::from_millis(1),
+            saturated_commit_interval: Duration::from_millis(4),
         }
     }
 }
@@ -73,8 +81,9 @@ struct Shared {
     /// Readers hold it shared while reading records; a redaction holds it exclusively
     /// while it rewrites one, so no reader sees a record half rewritten.
     rewriting: RwLock<()>,
-    /// [`FileLogConfig::commit_interval`] in microseconds, changed by [`CommitPace`].
+    /// The commit interval in use, in microseconds: one of the two of [`Pacing`].
     commit_interval_us: AtomicU64,
+    pacing: Pacing,
     /// Set while the next segment cannot be started (a full disk), with why: appends
     /// are refused, and the writer tries again until it can.
     is_stalled: AtomicBool,
@@ -82,9 +91,10 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(dir: &Path, segments: Vec<Segment>, commit_interval: Duration) -> Shared {
+    fn new(dir: &Path, segments: Vec<Segment>, pacing: Pacing) -> Shared {
         Shared {
-            commit_interval_us: AtomicU64::new(commit_interval.as_micros() as u64),
+            commit_interval_us: AtomicU64::new(pacing.base.as_micros() as u64),
+            pacing,
             dir: dir.to_path_buf(),
             end: AtomicU64::new(segments.last().map_or(0, Segment::end)),
             segments: RwLock::new(segments),
@@ -130,11 +140,110 @@ impl Shared {
         reason
     }
 
+    fn read(&self, from: Position, max: usize) -> Result<Vec<Record>, LogError> {
+        // Copy out what the read needs, so the writer is never held up by a reader's I/O.
+        let views: Vec<(Position, SegmentView)> = {
+            let segments = self.segments.read().unwrap_or_else(PoisonError::into_inner);
+            let first = segments.partition_point(|s| s.end() <= from);
+            segments[first..]
+                .iter()
+                .map(|s| (s.base, s.view(from.max(s.base))))
+                .collect()
+        };
+        let _no_rewrite = self
+            .rewriting
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut out = Vec::new();
+        for (base, view) in &views {
+            if out.len() >= max {
+                break;
+            }
+            read_segment(view, from.max(*base), max - out.len(), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    fn end(&self) -> Position {
+        self.end.load(Ordering::Acquire)
+    }
+
+    fn wait_beyond(&self, position: Position, timeout: Duration) -> Position {
+        let (lock, appended) = &self.appended;
+        let deadline = Instant::now() + timeout;
+        let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let end = self.end();
+            let now = Instant::now();
+            if end > position || now >= deadline {
+                return end;
+            }
+            guard = appended
+                .wait_timeout(guard, deadline - now)
+                .expect("append signal lock")
+                .0;
+        }
+    }
+
     fn unstall(&self) {
         if self.is_stalled.load(Ordering::Acquire) {
             self.is_stalled.store(false, Ordering::Release);
             tracing::info!("the log started its next segment: appends are taken again");
         }
+    }
+}
+
+/// The commit interval's two settings, and when to use which. When the appending threads
+/// are busy nearly all the time, requests queue for CPU anyway: a longer wait costs them
+/// nothing while fewer fsyncs leave them more CPU. When they have idle time, a longer wait
+/// only adds latency, and with few concurrent clients it caps their throughput (each
+/// waits a whole interval per event). A gap between the two thresholds keeps the interval
+/// from flapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Pacing {
+    base: Duration,
+    saturated: Duration,
+}
+
+/// Share of the appending threads' time spent running at which they count as saturated.
+const SATURATED_BUSY: f64 = 0.92;
+/// Share below which they no longer do.
+const RELAXED_BUSY: f64 = 0.85;
+
+impl Pacing {
+    /// The interval to use next, given the current one and the appenders' busy share.
+    fn next(&self, current: Duration, busy: f64) -> Duration {
+        if busy >= SATURATED_BUSY {
+            self.saturated
+        } else if busy < RELAXED_BUSY {
+            self.base
+        } else {
+            current
+        }
+    }
+}
+
+/// A [`LogReader`] of the file log: reads the segments directly, waiting on the writer's
+/// signal at the end.
+struct FileLogReader {
+    shared: Arc<Shared>,
+    next: Position,
+}
+
+impl LogReader for FileLogReader {
+    fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
+        if !wait.is_zero() && self.shared.end() <= self.next {
+            self.shared.wait_beyond(self.next, wait);
+        }
+        let records = self.shared.read(self.next, max)?;
+        if let Some(last) = records.last() {
+            self.next = last.position + 1;
+        }
+        Ok(records)
+    }
+
+    fn position(&self) -> Position {
+        self.next
     }
 }
 
@@ -158,25 +267,6 @@ struct AppendRequest {
     relay: Option<Arc<Relay>>,
 }
 
-/// Changes [`FileLogConfig::commit_interval`] of a running log: the writer reads it before
-/// each group, so a caller that knows how loaded the process is can lengthen it while
-/// requests saturate the CPU (fewer fsyncs leave them more of it) and shorten it when they
-/// do not (a longer wait would only add latency).
-#[derive(Clone)]
-pub struct CommitPace(Arc<Shared>);
-
-impl CommitPace {
-    pub fn interval(&self) -> Duration {
-        Duration::from_micros(self.0.commit_interval_us.load(Ordering::Relaxed))
-    }
-
-    pub fn set_interval(&self, interval: Duration) {
-        self.0
-            .commit_interval_us
-            .store(interval.as_micros() as u64, Ordering::Relaxed);
-    }
-}
-
 /// The embedded, file-backed [`EventLog`].
 pub struct FileLog {
     /// Held while open for writing: one writer per directory.
@@ -191,7 +281,7 @@ impl FileLog {
     pub fn open(
         dir: &Path,
         config: FileLogConfig,
-        observer: Option<GroupCommitObserver>,
+        observer: Option<CommitObserver>,
     ) -> Result<Self, LogError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| LogError::io(format!("create {}", dir.display()), e))?;
@@ -211,7 +301,11 @@ impl FileLog {
         preparer.request();
         let tail = segments.last().expect("at least one segment");
         let file = open_for_writing(&tail.path)?;
-        let shared = Arc::new(Shared::new(dir, segments, config.commit_interval));
+        let pacing = Pacing {
+            base: config.commit_interval,
+            saturated: config.saturated_commit_interval,
+        };
+        let shared = Arc::new(Shared::new(dir, segments, pacing));
         let (sender, receiver) = mpsc::channel();
         let writer = Writer {
             shared: shared.clone(),
@@ -256,7 +350,7 @@ impl FileLog {
         let segments = recover(dir, false)?;
         Ok(FileLog {
             _lock: None,
-            shared: Arc::new(Shared::new(dir, segments, Duration::ZERO)),
+            shared: Arc::new(Shared::new(dir, segments, Pacing::default())),
             sender: None,
             writer: None,
         })
@@ -305,9 +399,20 @@ impl FileLog {
         })
     }
 
-    /// A handle that changes the commit interval while the log runs.
-    pub fn commit_pace(&self) -> CommitPace {
-        CommitPace(self.shared.clone())
+    /// The commit interval in use (see [`EventLog::note_load`]).
+    pub fn commit_interval(&self) -> Duration {
+        Duration::from_micros(self.shared.commit_interval_us.load(Ordering::Relaxed))
+    }
+
+    /// Up to `max` records at or after `from`, in order; empty at the end of the log.
+    pub fn read(&self, from: Position, max: usize) -> Result<Vec<Record>, LogError> {
+        self.shared.read(from, max)
+    }
+
+    /// Blocks until the log holds a record at `position` (its end is beyond it) or
+    /// `timeout` passes; returns the end.
+    pub fn wait_beyond(&self, position: Position, timeout: Duration) -> Position {
+        self.shared.wait_beyond(position, timeout)
     }
 
     /// Whether a write or fsync has failed (the log then refuses further appends).
@@ -400,54 +505,32 @@ impl EventLog for FileLog {
         Box::pin(async move { submitted?.await.map_err(|_| LogError::Closed)? })
     }
 
-    fn read(&self, from: Position, max: usize) -> Result<Vec<Record>, LogError> {
-        // Copy out what the read needs, so the writer is never held up by a reader's I/O.
-        let views: Vec<(Position, SegmentView)> = {
-            let segments = self
-                .shared
-                .segments
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            let first = segments.partition_point(|s| s.end() <= from);
-            segments[first..]
-                .iter()
-                .map(|s| (s.base, s.view(from.max(s.base))))
-                .collect()
-        };
-        let _no_rewrite = self
-            .shared
-            .rewriting
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut out = Vec::new();
-        for (base, view) in &views {
-            if out.len() >= max {
-                break;
-            }
-            read_segment(view, from.max(*base), max - out.len(), &mut out)?;
-        }
-        Ok(out)
+    fn reader(&self, from: Position) -> Result<Box<dyn LogReader>, LogError> {
+        Ok(Box::new(FileLogReader {
+            shared: self.shared.clone(),
+            next: from,
+        }))
     }
 
     fn end(&self) -> Position {
-        self.shared.end.load(Ordering::Acquire)
+        self.shared.end()
     }
 
-    fn wait_beyond(&self, position: Position, timeout: Duration) -> Position {
-        let (lock, appended) = &self.shared.appended;
-        let deadline = Instant::now() + timeout;
-        let mut guard = lock.lock().unwrap_or_else(PoisonError::into_inner);
-        loop {
-            let end = self.end();
-            let now = Instant::now();
-            if end > position || now >= deadline {
-                return end;
-            }
-            guard = appended
-                .wait_timeout(guard, deadline - now)
-                .expect("append signal lock")
-                .0;
+    fn note_load(&self, busy: f64) {
+        let current = self.commit_interval();
+        let next = self.shared.pacing.next(current, busy);
+        if next != current {
+            tracing::debug!(
+                busy,
+                interval_us = next.as_micros() as u64,
+                "log commit interval"
+            );
+            (self.shared.commit_interval_us).store(next.as_micros() as u64, Ordering::Relaxed);
         }
+    }
+
+    fn attach_appending_thread(&self) {
+        relay::install();
     }
 
     fn redact(&self, replacements: &[Record]) -> Result<(), LogError> {
@@ -513,7 +596,7 @@ struct Writer {
     shared: Arc<Shared>,
     file: File,
     config: FileLogConfig,
-    observer: Option<GroupCommitObserver>,
+    observer: Option<CommitObserver>,
     preparer: Preparer,
     buf: Vec<u8>,
 }
@@ -800,6 +883,7 @@ mod tests {
             segment_bytes: 256,
             max_group_bytes: 1024,
             commit_interval: Duration::from_millis(1),
+            saturated_commit_interval: Duration::from_millis(4),
         }
     }
 
@@ -869,7 +953,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let groups = Arc::new(AtomicU64::new(0));
         let counter = groups.clone();
-        let observer: GroupCommitObserver = Box::new(move |_, _| {
+        let observer: CommitObserver = Box::new(move |_, _| {
             counter.fetch_add(1, Ordering::Relaxed);
         });
         let log = Arc::new(FileLog::open(dir.path(), small_segments(), Some(observer)).unwrap());
@@ -1152,6 +1236,83 @@ mod tests {
         }
         reader.join().unwrap();
         assert!(segment_files(dir.path()) > 10);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_reader_follows_the_log_across_segments_and_waits_at_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn EventLog> = crate::open(
+            &crate::LogSpec::File {
+                dir: dir.path().to_path_buf(),
+                config: small_segments(),
+            },
+            None,
+        )
+        .unwrap();
+        for i in 0..40 {
+            log.append(vec![format!("record-{i}").into_bytes()])
+                .await
+                .unwrap();
+        }
+        let mut reader = log.reader(35).unwrap();
+        let tail = reader.next_batch(100, Duration::ZERO).unwrap();
+        assert_eq!(
+            tail.iter().map(|r| r.position).collect::<Vec<_>>(),
+            [35, 36, 37, 38, 39]
+        );
+        assert_eq!(reader.position(), 40);
+        assert!(reader.next_batch(100, Duration::ZERO).unwrap().is_empty());
+        // A reader at the end waits for the next append, and returns it.
+        let follower = std::thread::spawn(move || {
+            let batch = reader.next_batch(100, Duration::from_secs(30)).unwrap();
+            (batch, reader.position())
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        log.append(vec![b"record-40".to_vec()]).await.unwrap();
+        let (batch, position) = follower.join().unwrap();
+        assert_eq!(batch[0].payload, b"record-40");
+        assert_eq!(position, 41);
+        // From the start, in small batches, across every segment.
+        let mut reader = log.reader(0).unwrap();
+        let mut all = Vec::new();
+        loop {
+            let batch = reader.next_batch(3, Duration::ZERO).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            all.extend(
+                batch
+                    .into_iter()
+                    .map(|r| String::from_utf8(r.payload).unwrap()),
+            );
+        }
+        assert_eq!(
+            all,
+            (0..41).map(|i| format!("record-{i}")).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn the_commit_interval_lengthens_only_while_the_appenders_are_saturated() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = FileLog::open(dir.path(), small_segments(), None).unwrap();
+        let (base, long) = (Duration::from_millis(1), Duration::from_millis(4));
+        assert_eq!(log.commit_interval(), base);
+        for (busy, expected) in [
+            (0.40, base),
+            (0.95, long),
+            // Between the thresholds it stays where it is, either way.
+            (0.88, long),
+            (0.60, base),
+            (0.88, base),
+        ] {
+            log.note_load(busy);
+            assert_eq!(
+                log.commit_interval(),
+                expected,
+                "after a busy share of {busy}"
+            );
+        }
     }
 
     #[test]
