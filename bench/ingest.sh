@@ -25,35 +25,7 @@ cargo build --release -q -p spoor-log --example fsync_probe
 # shellcheck source=bench/common.sh
 source bench/common.sh
 
-# The spec's ProductPage example, exactly as printed, with a unique sc cookie per request.
-python3 - "$SPEC" "$work/load.lua" <<'PY'
-import re, sys
-spec = open(sys.argv[1], encoding="utf-8").read()
-example = re.findall(r"```json\n(.*?)```", spec, re.S)[0]
-assert '"eventName": "ProductPage"' in example
-template = example.replace("CDA68358-94FB-4D83-9655-3FEB3C4114A3", "bench-%s-%d-%d")
-# Each run passes its own tag (wrk's script arguments), so no body repeats across runs:
-# a repeated body is a client retry to spoor, acknowledged without being stored again.
-lua = """
-local counter = 0
-local next_thread = 0
-local run = "run"
-function setup(thread)
-  thread:set("id", next_thread)
-  next_thread = next_thread + 1
-end
-function init(args)
-  run = args[1] or run
-end
-local template = [==[%s]==]
-local headers = { ["Content-Type"] = "application/json" }
-function request()
-  counter = counter + 1
-  return wrk.format("POST", "/api/v2", headers, string.format(template, run, id, counter))
-end
-""" % template.replace("%", "%%").replace("bench-%%s-%%d-%%d", "bench-%s-%d-%d")
-open(sys.argv[2], "w", encoding="utf-8").write(lua)
-PY
+product_page_load "$SPEC" "$work/load.lua"
 
 target/release/examples/bare_server "$BARE_ADDR" 2>"$work/bare.log" &
 bare_pid=$!

@@ -81,6 +81,8 @@ pub enum EvalCommand {
     Backtest {
         #[command(flatten)]
         data: crate::data_dir::DataDir,
+        #[command(flatten)]
+        log: crate::data_dir::LogChoice,
         #[arg(long)]
         site: String,
         #[arg(long)]
@@ -177,10 +179,11 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
         } => baskets(&transactions, k, no_tune, goal),
         EvalCommand::Backtest {
             data,
+            log,
             site,
             block,
             days,
-        } => backtest(&data, &site, &block, days),
+        } => backtest(&data, &log, &site, &block, days),
         EvalCommand::OnlineRetailBaskets { file, out } => {
             online_retail_baskets(&file, out.as_deref())
         }
@@ -189,6 +192,7 @@ pub fn run(command: EvalCommand) -> anyhow::Result<()> {
 
 fn backtest(
     data: &crate::data_dir::DataDir,
+    log: &crate::data_dir::LogChoice,
     site: &str,
     block_id: &str,
     days: u32,
@@ -199,7 +203,7 @@ fn backtest(
         .get(site, block_id)
         .with_context(|| format!("site {site} has no block {block_id:?}"))?;
     let variants = spoor_server::blocks::backtest_variants(block_id, &block);
-    let spec = data.log_spec();
+    let spec = log.existing_spec(data)?;
     let log = spoor_log::open_read_only(&spec).with_context(|| format!("open {spec}"))?;
     let started = Instant::now();
     let from_day =

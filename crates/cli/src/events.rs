@@ -12,7 +12,8 @@ use spoor_server::directory::RegisteredSites;
 use spoor_server::now_ms;
 use spoor_settings::SiteRegistry;
 
-use crate::data_dir::DataDir;
+use crate::data_dir::{DataDir, LogChoice};
+use spoor_log::LogSpec;
 
 /// Import bodies sent to a server stay below its limit.
 const IMPORT_PIECE_BYTES: usize = 32 * 1024 * 1024;
@@ -24,6 +25,8 @@ pub enum EventsCommand {
     Export {
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        log: LogChoice,
         /// Only this site's events.
         #[arg(long, value_name = "ID")]
         site: Option<String>,
@@ -48,6 +51,8 @@ pub enum EventsCommand {
         admin_token: Option<String>,
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        log: LogChoice,
     },
 }
 
@@ -55,11 +60,12 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
     match command {
         EventsCommand::Export {
             data,
+            log,
             site,
             since,
             output,
         } => export_to(
-            data,
+            log.existing_spec(&data)?,
             ExportFilter {
                 site_id: site,
                 since_ms: since,
@@ -72,16 +78,13 @@ pub async fn run(command: EventsCommand) -> anyhow::Result<()> {
             admin_token,
             ..
         } => import_over_http(&file, &url, admin_token).await,
-        EventsCommand::Import { file, data, .. } => import_into_directory(&file, &data).await,
+        EventsCommand::Import {
+            file, data, log, ..
+        } => import_into_directory(&file, &data, &log.spec(&data)?).await,
     }
 }
 
-fn export_to(data: DataDir, filter: ExportFilter, output: Option<PathBuf>) -> anyhow::Result<()> {
-    let log_dir = data.log_dir();
-    if !log_dir.is_dir() {
-        bail!("no event log in {} (is --data right?)", data.path.display());
-    }
-    let spec = data.log_spec();
+fn export_to(spec: LogSpec, filter: ExportFilter, output: Option<PathBuf>) -> anyhow::Result<()> {
     let log = spoor_log::open_read_only(&spec).with_context(|| format!("open {spec}"))?;
     let mut out: Box<dyn Write> = match &output {
         Some(path) => Box::new(BufWriter::new(
@@ -95,10 +98,16 @@ fn export_to(data: DataDir, filter: ExportFilter, output: Option<PathBuf>) -> an
     Ok(())
 }
 
-async fn import_into_directory(file: &PathBuf, data: &DataDir) -> anyhow::Result<()> {
+async fn import_into_directory(
+    file: &PathBuf,
+    data: &DataDir,
+    spec: &LogSpec,
+) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
-    let spec = data.log_spec();
-    let log = spoor_log::open(&spec, None).with_context(|| format!("open {spec}"))?;
+    // The sites it names are registered there, whichever log holds the events.
+    std::fs::create_dir_all(&data.path)
+        .with_context(|| format!("create the data directory {}", data.path.display()))?;
+    let log = spoor_log::open(spec, None).with_context(|| format!("open {spec}"))?;
     let sites = Arc::new(RegisteredSites(Arc::new(SiteRegistry::open(&data.path)?)));
     let ingestor = Ingestor::open(log, sites, now_ms())?;
     let lines: Vec<&str> = text.lines().collect();

@@ -18,7 +18,7 @@ use spoor_settings::{Registration, Settings};
 use spoor_triggers::{Outbox, Triggers};
 
 use crate::busy::report_load;
-use crate::data_dir::DataDir;
+use crate::data_dir::{DataDir, LogChoice};
 
 /// Decoded records ingest may hand to the state's follower ahead of it (see
 /// `spoor_log::Handoff`): about a megabyte per thousand.
@@ -36,6 +36,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     data: DataDir,
+
+    #[command(flatten)]
+    log: LogChoice,
 
     /// Register this site at start (repeatable; a site registered already is left as is).
     #[arg(long = "site", value_name = "ID")]
@@ -190,9 +193,13 @@ fn fitted_http_limits(args: &ServeArgs) -> HttpLimits {
 }
 
 /// The log `spoor serve` runs on, from its flags.
-fn log_spec(args: &ServeArgs) -> LogSpec {
-    LogSpec::File {
-        dir: args.data.log_dir(),
+fn log_spec(args: &ServeArgs) -> anyhow::Result<LogSpec> {
+    let spec = args.log.spec(&args.data)?;
+    let LogSpec::File { dir, .. } = spec else {
+        return Ok(spec);
+    };
+    Ok(LogSpec::File {
+        dir,
         config: FileLogConfig {
             segment_bytes: args.log_segment_mib * 1024 * 1024,
             commit_interval: std::time::Duration::from_micros(args.log_commit_interval_us),
@@ -201,7 +208,7 @@ fn log_spec(args: &ServeArgs) -> LogSpec {
             ),
             ..FileLogConfig::default()
         },
-    }
+    })
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -214,7 +221,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let metrics = metrics.clone();
         Box::new(move |fsync, records| metrics.group_commit(fsync, records))
     };
-    let log_spec = log_spec(&args);
+    let log_spec = log_spec(&args)?;
     let log =
         spoor_log::open(&log_spec, Some(observer)).with_context(|| format!("open {log_spec}"))?;
     let settings = Arc::new(Settings::open(data_dir).context("load the sites' settings")?);

@@ -1,10 +1,10 @@
 //! `spoor state rebuild`: the state replayed from the log, offline.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde_json::json;
 use spoor_live::LiveState;
 
-use crate::data_dir::DataDir;
+use crate::data_dir::{DataDir, LogChoice};
 
 #[derive(clap::Subcommand)]
 pub enum StateCommand {
@@ -15,6 +15,8 @@ pub enum StateCommand {
     Rebuild {
         #[command(flatten)]
         data: DataDir,
+        #[command(flatten)]
+        log: LogChoice,
         /// Only this site.
         #[arg(long, value_name = "ID")]
         site: Option<String>,
@@ -22,12 +24,8 @@ pub enum StateCommand {
 }
 
 pub fn run(command: StateCommand) -> anyhow::Result<()> {
-    let StateCommand::Rebuild { data, site } = command;
-    let log_dir = data.log_dir();
-    if !log_dir.is_dir() {
-        bail!("no event log in {} (is --data right?)", data.path.display());
-    }
-    let spec = data.log_spec();
+    let StateCommand::Rebuild { data, log, site } = command;
+    let spec = log.existing_spec(&data)?;
     let log = spoor_log::open_read_only(&spec).with_context(|| format!("open {spec}"))?;
     let started = std::time::Instant::now();
     let state = LiveState::replay(&*log)?;

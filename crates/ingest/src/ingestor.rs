@@ -358,6 +358,7 @@ fn clone_log_error(error: &LogError) -> LogError {
         LogError::ReadOnly => LogError::ReadOnly,
         LogError::RecordTooLarge(n) => LogError::RecordTooLarge(*n),
         LogError::Stalled(reason) => LogError::Stalled(reason.clone()),
+        LogError::Unavailable(reason) => LogError::Unavailable(reason.clone()),
         _ => LogError::Failed,
     }
 }

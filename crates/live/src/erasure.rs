@@ -169,6 +169,11 @@ pub fn erase(
     site_id: &str,
     who: &Identifier,
 ) -> Result<Option<Erasure>, PrivacyError> {
+    if !log.can_redact() {
+        return Err(PrivacyError::Log(LogError::Unsupported(
+            "erasure (its records cannot be rewritten; erasure on a Kafka log is not built yet)",
+        )));
+    }
     let Some(Found { id, ids, .. }) = find(live, site_id, who) else {
         return Ok(None);
     };

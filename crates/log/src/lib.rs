@@ -8,6 +8,8 @@
 
 mod file;
 mod handoff;
+#[cfg(feature = "kafka")]
+mod kafka;
 pub mod record;
 mod relay;
 mod stepped;
@@ -102,6 +104,10 @@ pub enum LogError {
          the server once to finish it"
     )]
     RedactionUnfinished,
+    #[error("the log cannot be reached ({0}); appends are refused until it can")]
+    Unavailable(String),
+    #[error("the log's settings are not usable: {0}")]
+    Config(String),
     #[error("this log does not support {0}")]
     Unsupported(&'static str),
     #[error("record {position} cannot be redacted: {reason}")]
@@ -128,6 +134,19 @@ pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Position, LogError>> 
 pub enum LogSpec {
     /// The embedded log: segment files in a directory of this machine.
     File { dir: PathBuf, config: FileLogConfig },
+    /// A topic on Kafka-protocol brokers, shared by several spoor nodes.
+    Kafka(KafkaConfig),
+}
+
+/// Where the Kafka log is and how to reach it.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `HOST:PORT,...`, as librdkafka's `bootstrap.servers`.
+    pub brokers: String,
+    pub topic: String,
+    /// librdkafka properties passed through as they are (TLS, SASL, timeouts...). Their
+    /// values (a SASL password among them) are never logged.
+    pub properties: Vec<(String, String)>,
 }
 
 impl LogSpec {
@@ -144,6 +163,11 @@ impl std::fmt::Display for LogSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LogSpec::File { dir, .. } => write!(f, "the event log in {}", dir.display()),
+            LogSpec::Kafka(kafka) => write!(
+                f,
+                "the event log on Kafka topic {} at {}",
+                kafka.topic, kafka.brokers
+            ),
         }
     }
 }
@@ -158,6 +182,12 @@ pub fn open(
         LogSpec::File { dir, config } => {
             Ok(Arc::new(FileLog::open(dir, config.clone(), observer)?))
         }
+        #[cfg(feature = "kafka")]
+        LogSpec::Kafka(kafka) => Ok(Arc::new(kafka::KafkaLog::open(kafka.clone())?)),
+        #[cfg(not(feature = "kafka"))]
+        LogSpec::Kafka(_) => Err(LogError::Unsupported(
+            "Kafka (built without the kafka feature)",
+        )),
     }
 }
 
@@ -165,6 +195,12 @@ pub fn open(
 pub fn open_read_only(spec: &LogSpec) -> Result<Arc<dyn EventLog>, LogError> {
     match spec {
         LogSpec::File { dir, .. } => Ok(Arc::new(FileLog::open_read_only(dir)?)),
+        #[cfg(feature = "kafka")]
+        LogSpec::Kafka(kafka) => Ok(Arc::new(kafka::KafkaLog::open_read_only(kafka.clone())?)),
+        #[cfg(not(feature = "kafka"))]
+        LogSpec::Kafka(_) => Err(LogError::Unsupported(
+            "Kafka (built without the kafka feature)",
+        )),
     }
 }
 
@@ -209,6 +245,12 @@ pub trait EventLog: Send + Sync + 'static {
     /// ([`LogError::Stalled`], a full disk).
     fn health(&self) -> Result<(), LogError> {
         Ok(())
+    }
+
+    /// Whether [`EventLog::redact`] works on this log (a log that cannot be rewritten
+    /// needs another way to erase a person).
+    fn can_redact(&self) -> bool {
+        false
     }
 
     /// Replaces the record at each replacement's position with its payload, of exactly

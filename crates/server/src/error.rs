@@ -112,6 +112,13 @@ impl From<&IngestError> for ApiError {
                      was not acknowledged, so retry later",
                 )
             },
+            IngestError::Log(LogError::Unavailable(_)) => ApiError {
+                retry_after: Some(UNREACHABLE_RETRY_AFTER_SECS),
+                ..ApiError::unavailable(
+                    "the event log's brokers cannot be reached now; the event was not \
+                     acknowledged, so retry later",
+                )
+            },
             IngestError::Log(_) | IngestError::Storage(_) => ApiError::unavailable(
                 "the event could not be stored; it was not acknowledged, so retry later",
             ),
@@ -121,6 +128,8 @@ impl From<&IngestError> for ApiError {
 
 /// What a client told to wait because the log is stalled waits, in seconds.
 const STALLED_RETRY_AFTER_SECS: u64 = 10;
+/// What a client told to wait because the log's brokers are out of reach waits.
+const UNREACHABLE_RETRY_AFTER_SECS: u64 = 5;
 
 impl From<IngestError> for ApiError {
     fn from(error: IngestError) -> Self {

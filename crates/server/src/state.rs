@@ -14,7 +14,7 @@ use serde_json::Value;
 use spoor_engine::{Identifier, SiteCounts, SiteState};
 use spoor_live::LiveState;
 use spoor_live::erasure::{self, ContactExport, Erasure, PrivacyError};
-use spoor_log::EventLog;
+use spoor_log::{EventLog, LogError};
 
 use crate::app::{AppState, Shared, blocking};
 use crate::auth;
@@ -307,6 +307,13 @@ pub async fn erase_contact(
 }
 
 fn privacy_error(error: PrivacyError) -> ApiError {
+    if let PrivacyError::Log(LogError::Unsupported(_)) = error {
+        return ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "not_implemented",
+            error.to_string(),
+        );
+    }
     tracing::error!(%error, "privacy request failed");
     ApiError::unavailable(format!("{error}; retry"))
 }

@@ -100,9 +100,9 @@ fn record(state: &AppState, result: &Result<Accepted, IngestError>) {
                         "event for an unregistered site rejected"
                     )
                 }
-                // The log says once that it stalled: not once per event (a full disk
-                // must not fill the server's log too).
-                IngestError::Log(LogError::Stalled(_)) => {}
+                // The log says once that it stalled or lost its brokers: not once per
+                // event (a full disk must not fill the server's log too).
+                IngestError::Log(LogError::Stalled(_) | LogError::Unavailable(_)) => {}
                 other => tracing::warn!(error = %other, "event not stored"),
             }
         }

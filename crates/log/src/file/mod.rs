@@ -533,6 +533,10 @@ impl EventLog for FileLog {
         relay::install();
     }
 
+    fn can_redact(&self) -> bool {
+        true
+    }
+
     fn redact(&self, replacements: &[Record]) -> Result<(), LogError> {
         if self.sender.is_none() {
             return Err(LogError::ReadOnly);

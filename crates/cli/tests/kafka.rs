@@ -1,0 +1,284 @@
+//! spoor on a Kafka-protocol log: a real broker (Tansu, its topics in an SQLite file),
+//! started here, killed and restarted. Events are acknowledged only once the broker has
+//! them; a broker out of reach gives 503 and never a 200; the state, the export and an
+//! offline rebuild all read the topic.
+//!
+//! Needs the `tansu` binary (`cargo install tansu --locked --features libsql`, as
+//! .ci/run does): skipped without it, unless SPOOR_REQUIRE_KAFKA=1 says it must run.
+
+mod common;
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Server, call, get, ndjson, post_json, run_ok, spoor};
+use serde_json::{Value, json};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn tansu() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("tansu"))
+            .find(|path| path.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("SPOOR_REQUIRE_KAFKA").is_none_or(|v| v != "1"),
+            "SPOOR_REQUIRE_KAFKA=1 but no tansu on PATH: cargo install tansu --locked --features libsql"
+        );
+        eprintln!("skipped: no tansu on PATH (cargo install tansu --locked --features libsql)");
+    }
+    found
+}
+
+/// A Tansu broker on a loopback port, its data in an SQLite file that outlives a kill.
+struct Broker {
+    binary: PathBuf,
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn start(binary: PathBuf, dir: &Path) -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut broker = Broker {
+            binary,
+            port,
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        broker.restart();
+        broker
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.join(format!("broker-{}.log", now_ms()))).unwrap();
+        let child = Command::new(&self.binary)
+            .arg("broker")
+            .args(["--kafka-listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            // Tansu reads the file's path relative to its working directory.
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(self.address()).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on {}",
+                self.address()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: whatever the broker acknowledged must be in its SQLite file.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+fn kafka_args<'a>(broker: &'a str, topic: &'a str) -> Vec<&'a str> {
+    vec![
+        "--log",
+        "kafka",
+        "--kafka-brokers",
+        broker,
+        "--kafka-topic",
+        topic,
+    ]
+}
+
+fn view(n: usize) -> Value {
+    json!({"GeneralInfo": {"eventName": "ProductPage", "siteId": "S1", "datetime": T0 + n as i64,
+                           "cookies": {"sc": format!("visitor-{}", n % 7)}},
+           "ProductPage": {"Product": {"productKey": format!("p{}", n % 11), "price": "10", "isInStock": 1}}})
+}
+
+/// Waits until the server has applied `records` records; returns its digest of site S1.
+async fn digest_once_applied(server: &Server, records: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = get(server, "/api/v1/sites/S1?digest=1").await;
+        if status == 200 && body["statePosition"].as_u64().unwrap_or(0) >= records {
+            return body["stateDigest"].as_str().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the state did not apply {records} records: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn rebuild_digest(data: &Path, broker: &str, topic: &str) -> String {
+    let output = run_ok(
+        spoor()
+            .args(["state", "rebuild", "--data"])
+            .arg(data)
+            .args(kafka_args(broker, topic)),
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let site = report["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["siteId"] == "S1")
+        .unwrap_or_else(|| panic!("no S1 in {report}"));
+    site["stateDigest"].as_str().unwrap().to_string()
+}
+
+fn export_topic(data: &Path, broker: &str, topic: &str) -> Vec<Value> {
+    let output = run_ok(
+        spoor()
+            .args(["events", "export", "--data"])
+            .arg(data)
+            .args(kafka_args(broker, topic)),
+    );
+    ndjson(&String::from_utf8(output.stdout).unwrap())
+}
+
+#[tokio::test]
+#[ignore = "needs tansu; run by .ci/run"]
+async fn events_live_on_the_topic_and_a_broker_out_of_reach_gives_503_never_200() {
+    let Some(binary) = tansu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(binary, &dir.path().join("broker"));
+    let address = broker.address();
+    let data = dir.path().join("data");
+    let mut server = Server::start_with(&data, &["S1"], &kafka_args(&address, "events"));
+
+    for n in 0..30 {
+        let (status, body) = post_json(&server.url("/api/v2"), view(n).to_string()).await;
+        assert_eq!(status, 200, "event {n}: {body}");
+    }
+    let served = digest_once_applied(&server, 30).await;
+    assert_eq!(rebuild_digest(&data, &address, "events"), served);
+    let exported = export_topic(&data, &address, "events");
+    assert_eq!(exported.len(), 30);
+    assert_eq!(exported[0]["position"], 0);
+    // A topic cannot be rewritten in place: erasure says so instead of half doing it.
+    let (status, body) = call(
+        reqwest::Method::DELETE,
+        &server,
+        "/api/v1/sites/S1/contacts?email=someone%40example.com",
+    )
+    .await;
+    assert_eq!(status, 501, "{body}");
+    assert_eq!(body["error"], "not_implemented", "{body}");
+
+    // The broker goes away: no event is acknowledged, every one is told to retry.
+    broker.kill();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let refused = loop {
+        let started = Instant::now();
+        let (status, body) = post_json(&server.url("/api/v2"), view(100).to_string()).await;
+        assert_ne!(
+            status, 200,
+            "an event was acknowledged with the broker down: {body}"
+        );
+        if status == 503 {
+            break (body, started.elapsed());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 503 with the broker down: {status} {body}"
+        );
+    };
+    assert_eq!(refused.0["error"], "storage_unavailable", "{}", refused.0);
+    assert!(
+        refused.0["message"]
+            .as_str()
+            .unwrap()
+            .contains("brokers cannot be reached"),
+        "{}",
+        refused.0
+    );
+    let (ready, _) = get(&server, "/readyz").await;
+    assert_eq!(ready, 503, "readiness with the broker down");
+
+    // Back: events are taken again, the earlier ones all still there.
+    broker.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = post_json(&server.url("/api/v2"), view(200).to_string()).await;
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not taken after the broker came back: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let exported = export_topic(&data, &address, "events");
+    let stored = exported.len() as u64;
+    assert!(stored >= 31, "{stored} records after the restart");
+    let served = digest_once_applied(&server, stored).await;
+    assert_eq!(rebuild_digest(&data, &address, "events"), served);
+
+    // A new server on a fresh data directory builds the same state from the topic alone.
+    server.terminate();
+    let fresh = Server::start_with(
+        &dir.path().join("fresh"),
+        &["S1"],
+        &kafka_args(&address, "events"),
+    );
+    assert_eq!(digest_once_applied(&fresh, stored).await, served);
+
+    // An export imported into another topic stores the same records.
+    let file = dir.path().join("export.ndjson");
+    std::fs::write(
+        &file,
+        exported
+            .iter()
+            .map(|r| format!("{r}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    run_ok(
+        spoor()
+            .args(["events", "import"])
+            .arg(&file)
+            .arg("--data")
+            .arg(dir.path().join("copy"))
+            .args(kafka_args(&address, "copy")),
+    );
+    let copied = export_topic(&dir.path().join("copy"), &address, "copy");
+    assert_eq!(copied.len(), exported.len());
+}

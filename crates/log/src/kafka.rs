@@ -1,0 +1,418 @@
+//! The log on a Kafka-protocol broker (Apache Kafka, Redpanda, a managed Kafka, Tansu),
+//! through librdkafka.
+//!
+//! Records go to partition 0 of one topic, so that a record's position is its offset
+//! there and every reader sees one order. The producer is idempotent with `acks=all`: an
+//! append is answered once every in-sync replica has the records, and a retry inside the
+//! client never writes a record twice. A broker that cannot be reached fails appends with
+//! [`LogError::Unavailable`] (at once while the client knows every broker is down, else
+//! once `message.timeout.ms` passes), never with a position.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::{
+    AppendFuture, EventLog, KafkaConfig, LogError, LogReader, MAX_RECORD_BYTES, Position, Record,
+};
+
+/// The partition every record goes to.
+const PARTITION: i32 = 0;
+/// How often the topic's end is asked of the broker (it moves with other nodes' appends).
+const END_POLL: Duration = Duration::from_millis(500);
+/// How long a question to the broker (the topic's end, its metadata) may take.
+const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a reader waits for records the topic is known to hold before it says the
+/// broker is unavailable.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// The properties spoor sets itself: what makes an acknowledged append durable and
+/// ordered, and what the readers rely on. Setting them otherwise is refused.
+const RESERVED: [&str; 6] = [
+    "bootstrap.servers",
+    "acks",
+    "enable.idempotence",
+    "enable.auto.commit",
+    "enable.partition.eof",
+    "auto.offset.reset",
+];
+
+impl KafkaConfig {
+    /// The client's settings: `defaults` (which the properties may change), then the
+    /// properties passed through.
+    fn client_config(&self, defaults: &[(&str, &str)]) -> Result<ClientConfig, LogError> {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "spoor")
+            .set_log_level(RDKafkaLogLevel::Warning);
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
+        for (key, value) in &self.properties {
+            if RESERVED.contains(&key.as_str()) {
+                return Err(LogError::Config(format!(
+                    "the Kafka property {key} is set by spoor and cannot be changed \
+                     (--kafka-brokers sets bootstrap.servers)"
+                )));
+            }
+            config.set(key, value);
+        }
+        Ok(config)
+    }
+}
+
+/// What the clients' callbacks and the end poller share.
+#[derive(Default)]
+struct Reach {
+    /// The topic's end as last seen: the broker's high watermark, or past this node's
+    /// own last acknowledged append.
+    end: AtomicU64,
+    unreachable: AtomicBool,
+    why: Mutex<String>,
+    stop: AtomicBool,
+}
+
+impl Reach {
+    fn fail(&self, why: String) {
+        *self.why.lock().unwrap_or_else(PoisonError::into_inner) = why;
+        if !self.unreachable.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                "the Kafka brokers cannot be reached: appends are refused (503) until they can"
+            );
+        }
+    }
+
+    fn reached(&self) {
+        if self.unreachable.swap(false, Ordering::AcqRel) {
+            tracing::info!("the Kafka brokers are reached again: appends are taken");
+        }
+    }
+
+    fn unavailable(&self) -> Option<LogError> {
+        self.unreachable.load(Ordering::Acquire).then(|| {
+            LogError::Unavailable(
+                self.why
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            )
+        })
+    }
+
+    fn saw_end(&self, end: Position) {
+        self.end.fetch_max(end, Ordering::AcqRel);
+    }
+}
+
+/// Tells [`Reach`] at once when the client finds every broker down.
+#[derive(Clone)]
+struct Watch(Arc<Reach>);
+
+impl ClientContext for Watch {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.0.fail(format!("all brokers are down: {reason}"));
+        } else {
+            tracing::warn!(%error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for Watch {}
+
+fn unavailable(context: &str, error: KafkaError) -> LogError {
+    LogError::Unavailable(format!("{context}: {error}"))
+}
+
+/// The log on a Kafka-protocol topic.
+pub struct KafkaLog {
+    config: KafkaConfig,
+    producer: Option<FutureProducer<Watch>>,
+    /// Held while a batch's records are handed to the producer, so that they are
+    /// contiguous in the partition (the idempotent producer keeps its own order).
+    enqueue: Mutex<()>,
+    reach: Arc<Reach>,
+    poller: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KafkaLog {
+    /// Connects to the brokers for appending and reading; creates the topic when it does
+    /// not exist (one partition, the broker's replication factor, kept for ever).
+    pub fn open(config: KafkaConfig) -> Result<KafkaLog, LogError> {
+        let reach = Arc::new(Reach::default());
+        // Fail an append that cannot reach a broker within seconds, not minutes: the
+        // client is answered 503 and retries.
+        let mut client = config.client_config(&[("message.timeout.ms", "10000")])?;
+        client.set("acks", "all").set("enable.idempotence", "true");
+        let producer: FutureProducer<Watch> = client
+            .create_with_context(Watch(reach.clone()))
+            .map_err(|e| LogError::Config(format!("the Kafka producer: {e}")))?;
+        ensure_topic(&config)?;
+        KafkaLog::start(config, Some(producer), reach)
+    }
+
+    /// Connects to the brokers for reading only.
+    pub fn open_read_only(config: KafkaConfig) -> Result<KafkaLog, LogError> {
+        KafkaLog::start(config, None, Arc::new(Reach::default()))
+    }
+
+    fn start(
+        config: KafkaConfig,
+        producer: Option<FutureProducer<Watch>>,
+        reach: Arc<Reach>,
+    ) -> Result<KafkaLog, LogError> {
+        let watcher = consumer(&config, &reach)?;
+        let (_, high) = watcher
+            .fetch_watermarks(&config.topic, PARTITION, BROKER_TIMEOUT)
+            .map_err(|e| unavailable(&format!("the end of topic {}", config.topic), e))?;
+        reach.saw_end(high.max(0) as u64);
+        let poller = {
+            let (reach, topic) = (reach.clone(), config.topic.clone());
+            std::thread::Builder::new()
+                .name("spoor-kafka-end".into())
+                .spawn(move || poll_end(&watcher, &topic, &reach))
+                .map_err(|e| LogError::io("start the Kafka end poller", e))?
+        };
+        Ok(KafkaLog {
+            config,
+            producer,
+            enqueue: Mutex::new(()),
+            reach,
+            poller: Some(poller),
+        })
+    }
+}
+
+impl Drop for KafkaLog {
+    fn drop(&mut self) {
+        self.reach.stop.store(true, Ordering::Release);
+        if let Some(producer) = &self.producer {
+            // Every append was answered only once acknowledged; this sends nothing new.
+            let _ = producer.flush(BROKER_TIMEOUT);
+        }
+        if let Some(poller) = self.poller.take() {
+            let _ = poller.join();
+        }
+    }
+}
+
+/// Asks the broker for the topic's end until stopped; marks the brokers reached or not.
+fn poll_end(watcher: &BaseConsumer<Watch>, topic: &str, reach: &Reach) {
+    while !reach.stop.load(Ordering::Acquire) {
+        match watcher.fetch_watermarks(topic, PARTITION, BROKER_TIMEOUT) {
+            Ok((_, high)) => {
+                reach.saw_end(high.max(0) as u64);
+                reach.reached();
+            }
+            Err(error) => reach.fail(format!("asking the end of topic {topic}: {error}")),
+        }
+        std::thread::sleep(END_POLL);
+    }
+}
+
+fn consumer(config: &KafkaConfig, reach: &Arc<Reach>) -> Result<BaseConsumer<Watch>, LogError> {
+    let mut client = config.client_config(&[("fetch.wait.max.ms", "100")])?;
+    client
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        // librdkafka's consumer needs a group to assign partitions; it never joins it
+        // (no subscription) and commits nothing: positions live in spoor's snapshots.
+        .set("group.id", "spoor-reader");
+    client
+        .create_with_context(Watch(reach.clone()))
+        .map_err(|e| LogError::Config(format!("the Kafka consumer: {e}")))
+}
+
+/// Creates the topic when the broker does not have it.
+fn ensure_topic(config: &KafkaConfig) -> Result<(), LogError> {
+    let admin: AdminClient<_> = config
+        .client_config(&[])?
+        .create()
+        .map_err(|e| LogError::Config(format!("the Kafka admin client: {e}")))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(&config.topic), BROKER_TIMEOUT)
+        .map_err(|e| unavailable("the brokers' metadata", e))?;
+    let exists = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == config.topic && t.error().is_none() && !t.partitions().is_empty());
+    if exists {
+        return Ok(());
+    }
+    let topic = NewTopic::new(&config.topic, 1, TopicReplication::Fixed(-1))
+        .set("retention.ms", "-1")
+        .set("retention.bytes", "-1");
+    let options = AdminOptions::new().operation_timeout(Some(BROKER_TIMEOUT));
+    // The admin client answers through a future resolved by librdkafka's own thread;
+    // `open` may run inside a runtime, so it is waited on by a thread of its own.
+    let created = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .map_err(|e| LogError::io("start a runtime for the Kafka admin client", e))
+                    .map(|runtime| runtime.block_on(admin.create_topics([&topic], &options)))
+            })
+            .join()
+            .unwrap_or(Err(LogError::Closed))
+    })?;
+    match created
+        .map_err(|e| unavailable("creating the topic", e))?
+        .pop()
+    {
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | Some(Ok(_)) | None => {
+            tracing::info!(topic = %config.topic, "Kafka topic created");
+            Ok(())
+        }
+        Some(Err((name, code))) => Err(LogError::Unavailable(format!(
+            "creating topic {name}: {code}"
+        ))),
+    }
+}
+
+impl EventLog for KafkaLog {
+    fn append(&self, records: Vec<Vec<u8>>) -> AppendFuture {
+        let Some(producer) = self.producer.clone() else {
+            return Box::pin(async { Err(LogError::ReadOnly) });
+        };
+        if let Some(big) = records.iter().find(|r| r.len() > MAX_RECORD_BYTES) {
+            let len = big.len();
+            return Box::pin(async move { Err(LogError::RecordTooLarge(len)) });
+        }
+        if let Some(error) = self.reach.unavailable() {
+            return Box::pin(async move { Err(error) });
+        }
+        let deliveries = {
+            let _contiguous = self.enqueue.lock().unwrap_or_else(PoisonError::into_inner);
+            records
+                .iter()
+                .map(|payload| {
+                    let record = FutureRecord::<(), _>::to(&self.config.topic)
+                        .partition(PARTITION)
+                        .payload(payload.as_slice());
+                    producer.send_result(record).map_err(|(error, _)| {
+                        unavailable("handing a record to the producer", error)
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let reach = self.reach.clone();
+        Box::pin(async move {
+            let mut first = None;
+            for delivery in deliveries? {
+                match delivery.await {
+                    Ok(Ok(delivered)) => {
+                        let position = delivered.offset.max(0) as u64;
+                        first.get_or_insert(position);
+                        reach.saw_end(position + 1);
+                    }
+                    Ok(Err((error, _))) => {
+                        return Err(unavailable("the broker's acknowledgement", error));
+                    }
+                    Err(_) => return Err(LogError::Closed),
+                }
+            }
+            first.ok_or(LogError::Closed)
+        })
+    }
+
+    fn reader(&self, from: Position) -> Result<Box<dyn LogReader>, LogError> {
+        let consumer = consumer(&self.config, &self.reach)?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&self.config.topic, PARTITION, Offset::Offset(from as i64))
+            .map_err(|e| LogError::Config(format!("reading topic {}: {e}", self.config.topic)))?;
+        consumer
+            .assign(&assignment)
+            .map_err(|e| unavailable(&format!("reading topic {}", self.config.topic), e))?;
+        Ok(Box::new(KafkaReader {
+            consumer,
+            next: from,
+            reach: self.reach.clone(),
+        }))
+    }
+
+    fn end(&self) -> Position {
+        self.reach.end.load(Ordering::Acquire)
+    }
+
+    fn health(&self) -> Result<(), LogError> {
+        self.reach.unavailable().map_or(Ok(()), Err)
+    }
+}
+
+/// A consumer assigned to the partition at a position.
+struct KafkaReader {
+    consumer: BaseConsumer<Watch>,
+    next: Position,
+    reach: Arc<Reach>,
+}
+
+impl LogReader for KafkaReader {
+    fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>, LogError> {
+        let started = Instant::now();
+        let mut out = Vec::new();
+        while out.len() < max {
+            // Once something came, take only what the client already fetched.
+            let waited = started.elapsed();
+            let timeout = if out.is_empty() {
+                wait.saturating_sub(waited).max(Duration::from_millis(1))
+            } else {
+                Duration::ZERO
+            };
+            match self.consumer.poll(timeout) {
+                Some(Ok(message)) => {
+                    let position = message.offset().max(0) as u64;
+                    if position < self.next {
+                        continue;
+                    }
+                    self.next = position + 1;
+                    out.push(Record {
+                        position,
+                        payload: message.payload().unwrap_or_default().to_vec(),
+                    });
+                }
+                Some(Err(error)) if out.is_empty() => {
+                    return Err(unavailable("reading the topic", error));
+                }
+                Some(Err(_)) => break,
+                None if !out.is_empty() => break,
+                None => {
+                    // Records the topic is known to hold are still on their way: an
+                    // empty answer would read as the end of the log.
+                    let behind = self.next < self.reach.end.load(Ordering::Acquire);
+                    if behind && started.elapsed() < FETCH_TIMEOUT {
+                        continue;
+                    }
+                    if behind {
+                        return Err(LogError::Unavailable(format!(
+                            "records from {} were not fetched within {} s",
+                            self.next,
+                            FETCH_TIMEOUT.as_secs()
+                        )));
+                    }
+                    if started.elapsed() >= wait {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn position(&self) -> Position {
+        self.next
+    }
+}
