@@ -34,7 +34,7 @@ mkdir -p "$work/broker"
 (cd "$work/broker" && exec env RUST_LOG=warn tansu broker \
   --kafka-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
   --advertised-listener-url "tcp://127.0.0.1:$BROKER_PORT" \
-  --storage-engine "sqlite://tansu.db" 2>"$work/broker.log") &
+  --storage-engine "sqlite://tansu.db" >"$work/broker.log" 2>&1) &
 broker_pid=$!
 pids+=($!)
 for attempt in $(seq 100); do

@@ -31,8 +31,8 @@ pub enum LogKind {
 /// Which log a command reads or writes, shared by the subcommands that open one.
 #[derive(clap::Args, Clone)]
 pub struct LogChoice {
-    /// Where the events are kept: the embedded log in the data directory, or a Kafka topic
-    /// shared by several spoor nodes.
+    /// Where the events are kept: the embedded log in the data directory, or a topic on
+    /// Kafka-protocol brokers.
     #[arg(
         long = "log",
         env = "SPOOR_EVENT_LOG",

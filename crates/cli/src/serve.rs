@@ -1,6 +1,7 @@
 //! `spoor serve`: wire the log, the ingestor and the HTTP server together, and stop cleanly.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -192,6 +193,42 @@ fn fitted_http_limits(args: &ServeArgs) -> HttpLimits {
     limits
 }
 
+/// Where the data directory says which log its snapshots were derived from.
+const LOG_IDENTITY_FILE: &str = "log-identity";
+
+/// Removes the state's and the duplicate index's snapshots when they were derived from
+/// another log than this start's (the same data directory with another `--log` or
+/// topic): loaded, they would be built upon as if they were this log's. Both are caches;
+/// the state is replayed from the log. A data directory without the file was the
+/// embedded log's.
+fn forget_caches_of_another_log(data_dir: &Path, spec: &LogSpec) -> anyhow::Result<()> {
+    let path = data_dir.join(LOG_IDENTITY_FILE);
+    let identity = spec.identity();
+    let before = spoor_log::read_if_exists(&path)
+        .with_context(|| format!("read {}", path.display()))?
+        .map_or_else(
+            || "file".to_string(),
+            |bytes| String::from_utf8_lossy(&bytes).into_owned(),
+        );
+    if before.trim() != identity {
+        for cache in ["state.snapshot", "dedup.snapshot"] {
+            match std::fs::remove_file(data_dir.join(cache)) {
+                Ok(()) => tracing::warn!(
+                    cache,
+                    "snapshot of another log removed (the data directory was used with \
+                     another --log or topic); the state is replayed from this log"
+                ),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(error) => {
+                    return Err(error).with_context(|| format!("remove {cache} of another log"));
+                }
+            }
+        }
+    }
+    spoor_log::write_atomically(&path, identity.as_bytes())
+        .with_context(|| format!("write {}", path.display()))
+}
+
 /// The log `spoor serve` runs on, from its flags.
 fn log_spec(args: &ServeArgs) -> anyhow::Result<LogSpec> {
     let spec = args.log.spec(&args.data)?;
@@ -222,6 +259,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Box::new(move |fsync, records| metrics.group_commit(fsync, records))
     };
     let log_spec = log_spec(&args)?;
+    forget_caches_of_another_log(data_dir, &log_spec)?;
     let log =
         spoor_log::open(&log_spec, Some(observer)).with_context(|| format!("open {log_spec}"))?;
     let settings = Arc::new(Settings::open(data_dir).context("load the sites' settings")?);

@@ -171,7 +171,8 @@ pub fn erase(
 ) -> Result<Option<Erasure>, PrivacyError> {
     if !log.can_redact() {
         return Err(PrivacyError::Log(LogError::Unsupported(
-            "erasure (its records cannot be rewritten; erasure on a Kafka log is not built yet)",
+            "erasure (this log's records cannot be rewritten in place, and no other way to \
+             erase a person from it is built yet)",
         )));
     }
     let Some(Found { id, ids, .. }) = find(live, site_id, who) else {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -35,15 +35,38 @@ const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 /// broker is unavailable.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// The properties spoor sets itself: what makes an acknowledged append durable and
-/// ordered, and what the readers rely on. Setting them otherwise is refused.
-const RESERVED: [&str; 6] = [
+/// ordered, what keeps a topic from being created with the broker's defaults (which
+/// delete records after a week), and what the readers rely on. Setting them is refused.
+const RESERVED: [&str; 9] = [
     "bootstrap.servers",
+    "metadata.broker.list",
     "acks",
     "enable.idempotence",
+    "transactional.id",
+    "allow.auto.create.topics",
     "enable.auto.commit",
     "enable.partition.eof",
     "auto.offset.reset",
 ];
+/// The largest message the producer sends and the topic spoor creates takes: a record
+/// at the log's limit, with room for the message's own framing.
+const MAX_MESSAGE_BYTES: &str = "17825792";
+
+/// A client that could not be made, said without the value of any property: librdkafka's
+/// own message quotes it, and it may be a secret.
+fn config_error(client: &str, error: KafkaError) -> LogError {
+    match error {
+        KafkaError::ClientConfig(_, description, key, value) => {
+            let description = if value.is_empty() {
+                description
+            } else {
+                description.replace(&value, "<value>")
+            };
+            LogError::Config(format!("the Kafka {client}: property {key}: {description}"))
+        }
+        other => LogError::Config(format!("the Kafka {client}: {other}")),
+    }
+}
 
 impl KafkaConfig {
     /// The client's settings: `defaults` (which the properties may change), then the
@@ -53,6 +76,7 @@ impl KafkaConfig {
         config
             .set("bootstrap.servers", &self.brokers)
             .set("client.id", "spoor")
+            .set("allow.auto.create.topics", "false")
             .set_log_level(RDKafkaLogLevel::Warning);
         for (key, value) in defaults {
             config.set(*key, *value);
@@ -63,6 +87,11 @@ impl KafkaConfig {
                     "the Kafka property {key} is set by spoor and cannot be changed \
                      (--kafka-brokers sets bootstrap.servers)"
                 )));
+            }
+            if key == "message.timeout.ms" && value.trim() == "0" {
+                return Err(LogError::Config(
+                    "message.timeout.ms=0 would let an append wait for ever: give a limit".into(),
+                ));
             }
             config.set(key, value);
         }
@@ -79,7 +108,13 @@ struct Reach {
     unreachable: AtomicBool,
     why: Mutex<String>,
     stop: AtomicBool,
+    /// When an append's refusal was last logged: each is answered to its client, and
+    /// the log says so at most once in [`REFUSALS_LOGGED_EVERY`].
+    refusal_logged: Mutex<Option<Instant>>,
 }
+
+/// How often a refused append is logged at the most.
+const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
 
 impl Reach {
     fn fail(&self, why: String) {
@@ -108,6 +143,14 @@ impl Reach {
         })
     }
 
+    fn warn_refused(&self, error: &LogError) {
+        let mut logged = (self.refusal_logged.lock()).unwrap_or_else(PoisonError::into_inner);
+        if logged.is_none_or(|at| at.elapsed() >= REFUSALS_LOGGED_EVERY) {
+            *logged = Some(Instant::now());
+            tracing::warn!(%error, "the Kafka log refused an append (said once in 10 s at most)");
+        }
+    }
+
     fn saw_end(&self, end: Position) {
         self.end.fetch_max(end, Ordering::AcqRel);
     }
@@ -133,6 +176,20 @@ fn unavailable(context: &str, error: KafkaError) -> LogError {
     LogError::Unavailable(format!("{context}: {error}"))
 }
 
+/// Why the producer refused a record of `len` bytes: too large for the broker is the
+/// record's fault (413), anything else the log's (503).
+fn refused(context: &str, error: KafkaError, len: usize) -> LogError {
+    let too_large = matches!(
+        error.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge)
+    );
+    if too_large {
+        LogError::RecordTooLarge(len)
+    } else {
+        unavailable(context, error)
+    }
+}
+
 /// The log on a Kafka-protocol topic.
 pub struct KafkaLog {
     config: KafkaConfig,
@@ -151,11 +208,14 @@ impl KafkaLog {
         let reach = Arc::new(Reach::default());
         // Fail an append that cannot reach a broker within seconds, not minutes: the
         // client is answered 503 and retries.
-        let mut client = config.client_config(&[("message.timeout.ms", "10000")])?;
+        let mut client = config.client_config(&[
+            ("message.timeout.ms", "10000"),
+            ("message.max.bytes", MAX_MESSAGE_BYTES),
+        ])?;
         client.set("acks", "all").set("enable.idempotence", "true");
         let producer: FutureProducer<Watch> = client
             .create_with_context(Watch(reach.clone()))
-            .map_err(|e| LogError::Config(format!("the Kafka producer: {e}")))?;
+            .map_err(|e| config_error("producer", e))?;
         ensure_topic(&config)?;
         KafkaLog::start(config, Some(producer), reach)
     }
@@ -220,25 +280,47 @@ fn poll_end(watcher: &BaseConsumer<Watch>, topic: &str, reach: &Reach) {
 }
 
 fn consumer(config: &KafkaConfig, reach: &Arc<Reach>) -> Result<BaseConsumer<Watch>, LogError> {
-    let mut client = config.client_config(&[("fetch.wait.max.ms", "100")])?;
+    // librdkafka's consumer needs a group to assign partitions; it never joins it (no
+    // subscription) and commits nothing: positions live in spoor's snapshots. A cluster
+    // with ACLs may want its own name for it.
+    let mut client =
+        config.client_config(&[("fetch.wait.max.ms", "100"), ("group.id", "spoor-reader")])?;
     client
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "earliest")
-        // librdkafka's consumer needs a group to assign partitions; it never joins it
-        // (no subscription) and commits nothing: positions live in spoor's snapshots.
-        .set("group.id", "spoor-reader");
+        // A position the topic no longer holds is an error, never a silent skip to
+        // whatever is left.
+        .set("auto.offset.reset", "error");
     client
         .create_with_context(Watch(reach.clone()))
-        .map_err(|e| LogError::Config(format!("the Kafka consumer: {e}")))
+        .map_err(|e| config_error("consumer", e))
 }
 
-/// Creates the topic when the broker does not have it.
+/// Waits for an admin operation's future on a thread of its own: librdkafka's thread
+/// resolves it, and `open` may run inside a runtime, where blocking on it would panic.
+fn wait_for<T: Send>(
+    operation: impl std::future::Future<Output = T> + Send,
+) -> Result<T, LogError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .map_err(|e| LogError::io("start a runtime for the Kafka admin client", e))
+                    .map(|runtime| runtime.block_on(operation))
+            })
+            .join()
+            .unwrap_or(Err(LogError::Closed))
+    })
+}
+
+/// Creates the topic when the broker does not have it; refuses one that deletes records.
 fn ensure_topic(config: &KafkaConfig) -> Result<(), LogError> {
     let admin: AdminClient<_> = config
         .client_config(&[])?
         .create()
-        .map_err(|e| LogError::Config(format!("the Kafka admin client: {e}")))?;
+        .map_err(|e| config_error("admin client", e))?;
     let metadata = admin
         .inner()
         .fetch_metadata(Some(&config.topic), BROKER_TIMEOUT)
@@ -247,39 +329,66 @@ fn ensure_topic(config: &KafkaConfig) -> Result<(), LogError> {
         .topics()
         .iter()
         .any(|t| t.name() == config.topic && t.error().is_none() && !t.partitions().is_empty());
+    let options = AdminOptions::new().operation_timeout(Some(BROKER_TIMEOUT));
     if exists {
-        return Ok(());
+        return check_retention(&admin, &options, &config.topic);
     }
     let topic = NewTopic::new(&config.topic, 1, TopicReplication::Fixed(-1))
         .set("retention.ms", "-1")
-        .set("retention.bytes", "-1");
-    let options = AdminOptions::new().operation_timeout(Some(BROKER_TIMEOUT));
-    // The admin client answers through a future resolved by librdkafka's own thread;
-    // `open` may run inside a runtime, so it is waited on by a thread of its own.
-    let created = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_time()
-                    .build()
-                    .map_err(|e| LogError::io("start a runtime for the Kafka admin client", e))
-                    .map(|runtime| runtime.block_on(admin.create_topics([&topic], &options)))
-            })
-            .join()
-            .unwrap_or(Err(LogError::Closed))
-    })?;
+        .set("retention.bytes", "-1")
+        .set("max.message.bytes", MAX_MESSAGE_BYTES);
+    let created = wait_for(admin.create_topics([&topic], &options))?;
     match created
         .map_err(|e| unavailable("creating the topic", e))?
         .pop()
     {
-        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) | Some(Ok(_)) | None => {
+        Some(Ok(_)) | None => {
             tracing::info!(topic = %config.topic, "Kafka topic created");
             Ok(())
+        }
+        // Another node created it meanwhile.
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {
+            check_retention(&admin, &options, &config.topic)
         }
         Some(Err((name, code))) => Err(LogError::Unavailable(format!(
             "creating topic {name}: {code}"
         ))),
     }
+}
+
+/// Refuses a topic whose broker would delete records after a time or size: every record
+/// is the source of truth, and a deleted one would be an acknowledged event lost. A
+/// broker that cannot say is trusted, with a warning.
+fn check_retention(
+    admin: &AdminClient<rdkafka::client::DefaultClientContext>,
+    options: &AdminOptions,
+    topic: &str,
+) -> Result<(), LogError> {
+    let described = wait_for(admin.describe_configs([&ResourceSpecifier::Topic(topic)], options))?;
+    let resource = match described.map(|mut all| all.pop()) {
+        Ok(Some(Ok(resource))) => resource,
+        other => {
+            let why = match other {
+                Err(error) => error.to_string(),
+                Ok(Some(Err(code))) => code.to_string(),
+                _ => "no answer".into(),
+            };
+            tracing::warn!(topic, %why, "the broker did not say the topic's retention: make sure it keeps records for ever (retention.ms=-1, retention.bytes=-1)");
+            return Ok(());
+        }
+    };
+    for setting in ["retention.ms", "retention.bytes"] {
+        let value = resource
+            .get(setting)
+            .and_then(|entry| entry.value.as_deref());
+        if let Some(value) = value.filter(|v| v.trim() != "-1") {
+            return Err(LogError::Config(format!(
+                "topic {topic} has {setting}={value}: the broker would delete events spoor \
+                 acknowledged; set {setting}=-1 on it (the topic is the source of truth)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl EventLog for KafkaLog {
@@ -302,27 +411,49 @@ impl EventLog for KafkaLog {
                     let record = FutureRecord::<(), _>::to(&self.config.topic)
                         .partition(PARTITION)
                         .payload(payload.as_slice());
-                    producer.send_result(record).map_err(|(error, _)| {
-                        unavailable("handing a record to the producer", error)
+                    (producer.send_result(record)).map_err(|(error, _)| {
+                        refused("handing a record to the producer", error, payload.len())
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()
         };
         let reach = self.reach.clone();
+        let deliveries = match deliveries {
+            Ok(deliveries) => deliveries,
+            Err(error) => {
+                reach.warn_refused(&error);
+                return Box::pin(async move { Err(error) });
+            }
+        };
         Box::pin(async move {
+            // Every record's answer is awaited, so that the end seen counts each one the
+            // broker took, even when another of the batch failed.
             let mut first = None;
-            for delivery in deliveries? {
+            let mut failed = None;
+            for delivery in deliveries {
                 match delivery.await {
-                    Ok(Ok(delivered)) => {
-                        let position = delivered.offset.max(0) as u64;
+                    Ok(Ok(delivered)) if delivered.offset >= 0 => {
+                        let position = delivered.offset as u64;
                         first.get_or_insert(position);
                         reach.saw_end(position + 1);
                     }
-                    Ok(Err((error, _))) => {
-                        return Err(unavailable("the broker's acknowledgement", error));
+                    Ok(Ok(_)) => {
+                        failed.get_or_insert(LogError::Unavailable(
+                            "the broker acknowledged a record without its offset".into(),
+                        ));
                     }
-                    Err(_) => return Err(LogError::Closed),
+                    Ok(Err((error, message))) => {
+                        let len = message.payload().map_or(0, <[u8]>::len);
+                        failed.get_or_insert(refused("the broker's acknowledgement", error, len));
+                    }
+                    Err(_) => {
+                        failed.get_or_insert(LogError::Closed);
+                    }
                 }
+            }
+            if let Some(error) = failed {
+                reach.warn_refused(&error);
+                return Err(error);
             }
             first.ok_or(LogError::Closed)
         })
@@ -349,6 +480,13 @@ impl EventLog for KafkaLog {
     }
 
     fn health(&self) -> Result<(), LogError> {
+        // An idempotent producer that hit a fatal error refuses every append from then on.
+        let fatal = (self.producer.as_ref()).and_then(|p| p.client().fatal_error());
+        if let Some((code, reason)) = fatal {
+            return Err(LogError::Unavailable(format!(
+                "the producer stopped for good ({code}: {reason}); restart spoor"
+            )));
+        }
         self.reach.unavailable().map_or(Ok(()), Err)
     }
 }
@@ -373,10 +511,20 @@ impl LogReader for KafkaReader {
                 Duration::ZERO
             };
             match self.consumer.poll(timeout) {
+                Some(Ok(message)) if message.offset() < 0 => continue,
                 Some(Ok(message)) => {
-                    let position = message.offset().max(0) as u64;
+                    let position = message.offset() as u64;
                     if position < self.next {
                         continue;
+                    }
+                    // Offsets are dense without transactions or compaction: a gap is
+                    // records deleted (a retention set on the topic after it was made).
+                    if position > self.next {
+                        return Err(LogError::Missing(format!(
+                            "records {} to {} are gone from the topic (a retention on it?)",
+                            self.next,
+                            position - 1
+                        )));
                     }
                     self.next = position + 1;
                     out.push(Record {
@@ -393,6 +541,9 @@ impl LogReader for KafkaReader {
                     // Records the topic is known to hold are still on their way: an
                     // empty answer would read as the end of the log.
                     let behind = self.next < self.reach.end.load(Ordering::Acquire);
+                    if behind && let Some(error) = self.reach.unavailable() {
+                        return Err(error);
+                    }
                     if behind && started.elapsed() < FETCH_TIMEOUT {
                         continue;
                     }

@@ -108,6 +108,8 @@ pub enum LogError {
     Unavailable(String),
     #[error("the log's settings are not usable: {0}")]
     Config(String),
+    #[error("records the log should hold are gone: {0}")]
+    Missing(String),
     #[error("this log does not support {0}")]
     Unsupported(&'static str),
     #[error("record {position} cannot be redacted: {reason}")]
@@ -134,12 +136,12 @@ pub type AppendFuture = Pin<Box<dyn Future<Output = Result<Position, LogError>> 
 pub enum LogSpec {
     /// The embedded log: segment files in a directory of this machine.
     File { dir: PathBuf, config: FileLogConfig },
-    /// A topic on Kafka-protocol brokers, shared by several spoor nodes.
+    /// A topic on Kafka-protocol brokers (one spoor node writes to it for now).
     Kafka(KafkaConfig),
 }
 
 /// Where the Kafka log is and how to reach it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct KafkaConfig {
     /// `HOST:PORT,...`, as librdkafka's `bootstrap.servers`.
     pub brokers: String,
@@ -155,6 +157,33 @@ impl LogSpec {
         LogSpec::File {
             dir: dir.into(),
             config: FileLogConfig::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The properties' values may be secrets (a SASL password): their keys only.
+        let keys: Vec<&str> = self
+            .properties
+            .iter()
+            .map(|(key, _)| key.as_str())
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("topic", &self.topic)
+            .field("properties", &keys)
+            .finish()
+    }
+}
+
+impl LogSpec {
+    /// Which log this is, as a line to keep beside what was derived from it (snapshots):
+    /// the same for every start on the same log, different for another.
+    pub fn identity(&self) -> String {
+        match self {
+            LogSpec::File { .. } => "file".into(),
+            LogSpec::Kafka(kafka) => format!("kafka {} {}", kafka.brokers, kafka.topic),
         }
     }
 }

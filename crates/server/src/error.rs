@@ -115,8 +115,8 @@ impl From<&IngestError> for ApiError {
             IngestError::Log(LogError::Unavailable(_)) => ApiError {
                 retry_after: Some(UNREACHABLE_RETRY_AFTER_SECS),
                 ..ApiError::unavailable(
-                    "the event log's brokers cannot be reached now; the event was not \
-                     acknowledged, so retry later",
+                    "the event log cannot be reached now; the event was not acknowledged, so \
+                     retry later",
                 )
             },
             IngestError::Log(_) | IngestError::Storage(_) => ApiError::unavailable(
