@@ -469,3 +469,37 @@ async fn shutdown_signal() {
     }
     tracing::info!("shutting down: no new connections; finishing requests in flight");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_derived_from_another_log_are_removed_and_this_logs_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let caches = || {
+            for cache in ["state.snapshot", "dedup.snapshot"] {
+                std::fs::write(data.join(cache), b"derived").unwrap();
+            }
+        };
+        let kept = || ["state.snapshot", "dedup.snapshot"].map(|c| data.join(c).exists());
+        let file = LogSpec::file(data.join("log"));
+        let kafka = LogSpec::Kafka(spoor_log::KafkaConfig {
+            brokers: "b:9092".into(),
+            topic: "events".into(),
+            properties: Vec::new(),
+        });
+        caches();
+        // A data directory from before the identity file was the embedded log's.
+        forget_caches_of_another_log(data, &file).unwrap();
+        assert_eq!(kept(), [true, true]);
+        forget_caches_of_another_log(data, &kafka).unwrap();
+        assert_eq!(kept(), [false, false]);
+        caches();
+        forget_caches_of_another_log(data, &kafka).unwrap();
+        assert_eq!(kept(), [true, true]);
+        forget_caches_of_another_log(data, &file).unwrap();
+        assert_eq!(kept(), [false, false]);
+    }
+}
