@@ -210,23 +210,28 @@ fn forget_caches_of_another_log(data_dir: &Path, spec: &LogSpec) -> anyhow::Resu
             || "file".to_string(),
             |bytes| String::from_utf8_lossy(&bytes).into_owned(),
         );
-    if before.trim() != identity {
-        for cache in ["state.snapshot", "dedup.snapshot"] {
-            match std::fs::remove_file(data_dir.join(cache)) {
-                Ok(()) => tracing::warn!(
-                    cache,
-                    "snapshot of another log removed (the data directory was used with \
-                     another --log or topic); the state is replayed from this log"
-                ),
-                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-                Err(error) => {
-                    return Err(error).with_context(|| format!("remove {cache} of another log"));
-                }
+    if before.trim() == identity {
+        return Ok(());
+    }
+    for cache in ["state.snapshot", "dedup.snapshot"] {
+        match std::fs::remove_file(data_dir.join(cache)) {
+            Ok(()) => tracing::warn!(
+                cache,
+                "snapshot of another log removed (the data directory was used with another \
+                 --log or topic); the state is replayed from this log"
+            ),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(error).with_context(|| format!("remove {cache} of another log"));
             }
         }
     }
-    spoor_log::write_atomically(&path, identity.as_bytes())
-        .with_context(|| format!("write {}", path.display()))
+    // Not written, the next start removes snapshots again: a replay, nothing worse (and
+    // a full disk must not keep spoor from starting).
+    if let Err(error) = spoor_log::write_atomically(&path, identity.as_bytes()) {
+        tracing::warn!(%error, path = %path.display(), "could not note which log the data directory is on");
+    }
+    Ok(())
 }
 
 /// The log `spoor serve` runs on, from its flags.

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use spoor_log::{EventLog, Handoff, LogError, Position};
+use spoor_log::{EventLog, Handoff, Keyed, LogError, Position};
 use spoor_protocol::stored::{RecordContent, StoredRecord, hash_hex};
 use spoor_protocol::tree::Json;
 use spoor_protocol::{EventKind, Incoming, TrackerEvent};
@@ -225,7 +225,7 @@ impl Ingestor {
     /// leave the claims unsettled and its retries waiting for ever.
     pub(crate) async fn append_and_settle(
         &self,
-        records: Vec<Vec<u8>>,
+        records: Vec<Keyed>,
         keys: Vec<Keys>,
     ) -> Result<Position, LogError> {
         if records.is_empty() {
@@ -235,7 +235,7 @@ impl Ingestor {
             (self.log.clone(), self.dedup.clone(), self.unsettled.clone());
         let task = tokio::spawn(async move {
             let _unsettled = unsettled.begin(&*log);
-            let appended = log.append(records).await;
+            let appended = log.append_keyed(records).await;
             for keys in keys {
                 dedup.settle(keys, appended.is_ok());
             }
@@ -263,10 +263,15 @@ impl Ingestor {
                 Step::Done(result) => Pending::Done(result),
                 Step::Append(p) => match self.dedup.claim(p.keys, now_ms) {
                     Claim::New => {
+                        // A site's records keep their order together in a partitioned log.
+                        let key = p.record.site_id().map(str::to_string);
                         if let Some(handoff) = &self.handoff {
                             handoff.deposit(&p.bytes, p.record);
                         }
-                        to_append.push(p.bytes);
+                        to_append.push(Keyed {
+                            key,
+                            payload: p.bytes,
+                        });
                         Pending::New(p.keys, p.event)
                     }
                     Claim::Duplicate => Pending::Done(Ok(Accepted {

@@ -22,7 +22,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::{
-    AppendFuture, EventLog, KafkaConfig, LogError, LogReader, MAX_RECORD_BYTES, Position, Record,
+    AppendFuture, EventLog, KafkaConfig, Keyed, LogError, LogReader, MAX_RECORD_BYTES, Position,
+    Record,
 };
 
 /// The partition every record goes to.
@@ -393,11 +394,18 @@ fn check_retention(
 
 impl EventLog for KafkaLog {
     fn append(&self, records: Vec<Vec<u8>>) -> AppendFuture {
+        let keyed = records
+            .into_iter()
+            .map(|payload| Keyed { key: None, payload });
+        self.append_keyed(keyed.collect())
+    }
+
+    fn append_keyed(&self, records: Vec<Keyed>) -> AppendFuture {
         let Some(producer) = self.producer.clone() else {
             return Box::pin(async { Err(LogError::ReadOnly) });
         };
-        if let Some(big) = records.iter().find(|r| r.len() > MAX_RECORD_BYTES) {
-            let len = big.len();
+        if let Some(big) = records.iter().find(|r| r.payload.len() > MAX_RECORD_BYTES) {
+            let len = big.payload.len();
             return Box::pin(async move { Err(LogError::RecordTooLarge(len)) });
         }
         if let Some(error) = self.reach.unavailable() {
@@ -407,10 +415,13 @@ impl EventLog for KafkaLog {
             let _contiguous = self.enqueue.lock().unwrap_or_else(PoisonError::into_inner);
             records
                 .iter()
-                .map(|payload| {
-                    let record = FutureRecord::<(), _>::to(&self.config.topic)
+                .map(|Keyed { key, payload }| {
+                    let mut record = FutureRecord::<str, _>::to(&self.config.topic)
                         .partition(PARTITION)
                         .payload(payload.as_slice());
+                    if let Some(key) = key {
+                        record = record.key(key.as_str());
+                    }
                     (producer.send_result(record)).map_err(|(error, _)| {
                         refused("handing a record to the producer", error, payload.len())
                     })

@@ -244,6 +244,13 @@ pub trait EventLog: Send + Sync + 'static {
     /// only once all of them are durable: an acknowledged append survives a crash.
     fn append(&self, records: Vec<Vec<u8>>) -> AppendFuture;
 
+    /// [`EventLog::append`] for records with keys: a partitioned log places a record by
+    /// its key, so that records of one key keep their order together (spoor keys an event
+    /// by its site); a log with one order for all ignores them.
+    fn append_keyed(&self, records: Vec<Keyed>) -> AppendFuture {
+        self.append(records.into_iter().map(|record| record.payload).collect())
+    }
+
     /// A reader of the records at and after `from`, in order. Blocking: call it, and the
     /// reader, off the request runtimes (a thread of its own, or `spawn_blocking`).
     fn reader(&self, from: Position) -> Result<Box<dyn LogReader>, LogError>;
@@ -289,6 +296,13 @@ pub trait EventLog: Send + Sync + 'static {
         let _ = replacements;
         Err(LogError::Unsupported("redact"))
     }
+}
+
+/// A record to append with its key (see [`EventLog::append_keyed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyed {
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
 }
 
 /// Follows a log in order from a position: what rebuilds and keeps the state, scans and
