@@ -73,9 +73,10 @@ mod tests {
         let mut sampler = BusySampler::new(vec![tokio::runtime::Handle::current().metrics()]);
         tokio::time::sleep(Duration::from_millis(300)).await;
         let idle = sampler.sample().unwrap();
-        assert!(idle < 0.5, "an idle runtime sampled {idle} busy");
-        // Both workers run without pause for a while: busy, whatever else the machine does
-        // (busy time counts time a worker ran a task, not the CPU it was given).
+        assert!(idle < 0.15, "an idle runtime sampled {idle} busy");
+        // Two tasks spin without pause: at least one worker runs one all the time (both,
+        // when the scheduler puts them on different workers), whatever else the machine
+        // does (busy time counts time a worker ran a task, not the CPU it was given).
         let spin = || {
             tokio::spawn(async {
                 let until = Instant::now() + Duration::from_millis(300);
@@ -87,6 +88,6 @@ mod tests {
         let (a, b) = (spin(), spin());
         let _ = tokio::join!(a, b);
         let busy = sampler.sample().unwrap();
-        assert!(busy > 0.5, "a spinning runtime sampled {busy} busy");
+        assert!(busy > 0.3, "a spinning runtime sampled {busy} busy");
     }
 }

@@ -226,12 +226,15 @@ fn forget_caches_of_another_log(data_dir: &Path, spec: &LogSpec) -> anyhow::Resu
             }
         }
     }
-    // Not written, the next start removes snapshots again: a replay, nothing worse (and
-    // a full disk must not keep spoor from starting).
-    if let Err(error) = spoor_log::write_atomically(&path, identity.as_bytes()) {
-        tracing::warn!(%error, path = %path.display(), "could not note which log the data directory is on");
-    }
-    Ok(())
+    // Written only when the log changed, so a start on a full disk with the same log
+    // never comes here; one that cannot note the change does not start, or it would save
+    // snapshots a later start on the other log would take for its own.
+    spoor_log::write_atomically(&path, identity.as_bytes()).with_context(|| {
+        format!(
+            "note which log the data directory is on in {}",
+            path.display()
+        )
+    })
 }
 
 /// The log `spoor serve` runs on, from its flags.

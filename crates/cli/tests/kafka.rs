@@ -313,34 +313,34 @@ async fn events_live_on_the_topic_and_a_broker_out_of_reach_gives_503_never_200(
     let copied = export_topic(&dir.path().join("copy"), &address, "copy");
     assert_eq!(copied.len(), exported.len());
 
-    // A topic whose broker deletes records after a week is refused before anything is
-    // written to it: it would lose acknowledged events.
-    let created = Command::new(&broker.binary)
-        .args(["topic", "create", "--broker", &format!("tcp://{address}")])
-        .args([
-            "--partitions",
-            "1",
-            "--config",
-            "retention.ms=604800000",
-            "weekly",
-        ])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
-    let refused = spoor()
-        .args(["events", "import"])
-        .arg(&file)
-        .arg("--data")
-        .arg(dir.path().join("weekly"))
-        .args(kafka_args(&address, "weekly"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        !refused.status.success(),
-        "a topic with a retention was written to"
-    );
-    assert!(stderr.contains("retention.ms=604800000"), "{stderr}");
+    // Topics that would lose acknowledged events are refused before anything is written
+    // to them: one deleting records after a week, one compacted (the latest event of each
+    // site kept).
+    for (topic, setting) in [
+        ("weekly", "retention.ms=604800000"),
+        ("compacted", "cleanup.policy=compact"),
+    ] {
+        let created = Command::new(&broker.binary)
+            .args(["topic", "create", "--broker", &format!("tcp://{address}")])
+            .args(["--partitions", "1", "--config", setting, topic])
+            .output()
+            .unwrap();
+        assert!(created.status.success(), "{created:?}");
+        let refused = spoor()
+            .args(["events", "import"])
+            .arg(&file)
+            .arg("--data")
+            .arg(dir.path().join(topic))
+            .args(kafka_args(&address, topic))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success(),
+            "topic {topic} ({setting}) was written to"
+        );
+        assert!(stderr.contains(setting), "{stderr}");
+    }
 }
 
 #[test]

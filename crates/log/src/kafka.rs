@@ -57,13 +57,17 @@ const MAX_MESSAGE_BYTES: &str = "17825792";
 /// own message quotes it, and it may be a secret.
 fn config_error(client: &str, error: KafkaError) -> LogError {
     match error {
-        KafkaError::ClientConfig(_, description, key, value) => {
-            let description = if value.is_empty() {
-                description
-            } else {
-                description.replace(&value, "<value>")
+        // librdkafka's description quotes the value, in forms a search cannot always
+        // find (trimmed, one token of a list): only the key and the kind of fault.
+        KafkaError::ClientConfig(fault, _, key, _) => {
+            let fault = match fault {
+                rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN => "no such property",
+                rdkafka::types::RDKafkaConfRes::RD_KAFKA_CONF_INVALID => {
+                    "its value is not valid (see librdkafka's CONFIGURATION.md)"
+                }
+                _ => "refused",
             };
-            LogError::Config(format!("the Kafka {client}: property {key}: {description}"))
+            LogError::Config(format!("the Kafka {client}: property {key}: {fault}"))
         }
         other => LogError::Config(format!("the Kafka {client}: {other}")),
     }
@@ -89,10 +93,11 @@ impl KafkaConfig {
                      (--kafka-brokers sets bootstrap.servers)"
                 )));
             }
-            if key == "message.timeout.ms" && value.trim() == "0" {
-                return Err(LogError::Config(
-                    "message.timeout.ms=0 would let an append wait for ever: give a limit".into(),
-                ));
+            let timeout = ["message.timeout.ms", "delivery.timeout.ms"].contains(&key.as_str());
+            if timeout && value.trim().parse::<u64>() == Ok(0) {
+                return Err(LogError::Config(format!(
+                    "{key}=0 would let an append wait for ever: give a limit"
+                )));
             }
             config.set(key, value);
         }
@@ -232,9 +237,16 @@ impl KafkaLog {
         reach: Arc<Reach>,
     ) -> Result<KafkaLog, LogError> {
         let watcher = consumer(&config, &reach)?;
-        let (_, high) = watcher
+        let (low, high) = watcher
             .fetch_watermarks(&config.topic, PARTITION, BROKER_TIMEOUT)
             .map_err(|e| unavailable(&format!("the end of topic {}", config.topic), e))?;
+        if low > 0 {
+            return Err(LogError::Missing(format!(
+                "topic {} starts at offset {low}: its first records were deleted (a \
+                 retention?), so no state can be rebuilt from it",
+                config.topic
+            )));
+        }
         reach.saw_end(high.max(0) as u64);
         let poller = {
             let (reach, topic) = (reach.clone(), config.topic.clone());
@@ -335,6 +347,8 @@ fn ensure_topic(config: &KafkaConfig) -> Result<(), LogError> {
         return check_retention(&admin, &options, &config.topic);
     }
     let topic = NewTopic::new(&config.topic, 1, TopicReplication::Fixed(-1))
+        // The broker's default cleanup policy (delete, with retention off: nothing is
+        // deleted); setting it explicitly made Tansu 0.6 delete records at once.
         .set("retention.ms", "-1")
         .set("retention.bytes", "-1")
         .set("max.message.bytes", MAX_MESSAGE_BYTES);
@@ -378,16 +392,29 @@ fn check_retention(
             return Ok(());
         }
     };
-    for setting in ["retention.ms", "retention.bytes"] {
-        let value = resource
-            .get(setting)
-            .and_then(|entry| entry.value.as_deref());
-        if let Some(value) = value.filter(|v| v.trim() != "-1") {
-            return Err(LogError::Config(format!(
-                "topic {topic} has {setting}={value}: the broker would delete events spoor \
-                 acknowledged; set {setting}=-1 on it (the topic is the source of truth)"
-            )));
+    let setting = |name: &str| resource.get(name).and_then(|entry| entry.value.clone());
+    for name in ["retention.ms", "retention.bytes"] {
+        match setting(name) {
+            Some(value) if value.trim() != "-1" => {
+                return Err(LogError::Config(format!(
+                    "topic {topic} has {name}={value}: the broker would delete events spoor \
+                     acknowledged; set {name}=-1 on it (the topic is the source of truth)"
+                )));
+            }
+            Some(_) => {}
+            None => tracing::warn!(
+                topic,
+                setting = name,
+                "the broker did not say this setting of the topic: make sure it is -1"
+            ),
         }
+    }
+    // Compaction keeps only each key's latest record: every site's events but one.
+    if let Some(policy) = setting("cleanup.policy").filter(|p| p.contains("compact")) {
+        return Err(LogError::Config(format!(
+            "topic {topic} has cleanup.policy={policy}: compaction would keep only the latest \
+             event of each site; use a topic with cleanup.policy=delete and retention off"
+        )));
     }
     Ok(())
 }
@@ -426,22 +453,29 @@ impl EventLog for KafkaLog {
                         refused("handing a record to the producer", error, payload.len())
                     })
                 })
-                .collect::<Result<Vec<_>, _>>()
+                // The records after one the producer refused are not handed to it.
+                .scan(false, |refused, handed| {
+                    (!*refused).then(|| {
+                        *refused = handed.is_err();
+                        handed
+                    })
+                })
+                .collect::<Vec<_>>()
         };
         let reach = self.reach.clone();
-        let deliveries = match deliveries {
-            Ok(deliveries) => deliveries,
-            Err(error) => {
-                reach.warn_refused(&error);
-                return Box::pin(async move { Err(error) });
-            }
-        };
         Box::pin(async move {
-            // Every record's answer is awaited, so that the end seen counts each one the
-            // broker took, even when another of the batch failed.
+            // Every record handed to the producer is awaited, so that the end seen counts
+            // each one the broker took, even when another of the batch failed.
             let mut first = None;
             let mut failed = None;
             for delivery in deliveries {
+                let delivery = match delivery {
+                    Ok(delivery) => delivery,
+                    Err(error) => {
+                        failed.get_or_insert(error);
+                        continue;
+                    }
+                };
                 match delivery.await {
                     Ok(Ok(delivered)) if delivered.offset >= 0 => {
                         let position = delivered.offset as u64;
@@ -544,7 +578,13 @@ impl LogReader for KafkaReader {
                     });
                 }
                 Some(Err(error)) if out.is_empty() => {
-                    return Err(unavailable("reading the topic", error));
+                    let gone =
+                        error.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset);
+                    return Err(if gone {
+                        LogError::Missing(format!("reading from {}: {error}", self.next))
+                    } else {
+                        unavailable("reading the topic", error)
+                    });
                 }
                 Some(Err(_)) => break,
                 None if !out.is_empty() => break,
