@@ -50,8 +50,10 @@ const RESERVED: [&str; 9] = [
     "auto.offset.reset",
 ];
 /// The largest message the producer sends and the topic spoor creates takes: a record
-/// at the log's limit, with room for the message's own framing.
-const MAX_MESSAGE_BYTES: &str = "17825792";
+/// at the log's limit, with a mebibyte of room for the message's own framing.
+fn max_message_bytes() -> String {
+    (MAX_RECORD_BYTES + (1 << 20)).to_string()
+}
 
 /// A client that could not be made, said without the value of any property: librdkafka's
 /// own message quotes it, and it may be a secret.
@@ -216,7 +218,7 @@ impl KafkaLog {
         // client is answered 503 and retries.
         let mut client = config.client_config(&[
             ("message.timeout.ms", "10000"),
-            ("message.max.bytes", MAX_MESSAGE_BYTES),
+            ("message.max.bytes", &max_message_bytes()),
         ])?;
         client.set("acks", "all").set("enable.idempotence", "true");
         let producer: FutureProducer<Watch> = client
@@ -346,12 +348,13 @@ fn ensure_topic(config: &KafkaConfig) -> Result<(), LogError> {
     if exists {
         return check_retention(&admin, &options, &config.topic);
     }
+    let max_message = max_message_bytes();
     let topic = NewTopic::new(&config.topic, 1, TopicReplication::Fixed(-1))
         // The broker's default cleanup policy (delete, with retention off: nothing is
         // deleted); setting it explicitly made Tansu 0.6 delete records at once.
         .set("retention.ms", "-1")
         .set("retention.bytes", "-1")
-        .set("max.message.bytes", MAX_MESSAGE_BYTES);
+        .set("max.message.bytes", &max_message);
     let created = wait_for(admin.create_topics([&topic], &options))?;
     match created
         .map_err(|e| unavailable("creating the topic", e))?

@@ -182,50 +182,21 @@ pub async fn tune(
         )
     })?;
     // A part without enough data this time keeps what an earlier tuning chose for it.
-    let earlier = state.settings.tuning.get(&site_id);
-    let tuning = match next_item {
-        Some(next_item) => SiteTuning {
-            next_item,
-            tuned_at: now_ms(),
-            sessions: count,
-            report,
-            baskets: None,
-            repeat_customers: 0,
-            basket_report: None,
-        },
-        None => SiteTuning {
-            tuned_at: now_ms(),
-            baskets: None,
-            repeat_customers: 0,
-            basket_report: None,
-            ..earlier.as_deref().cloned().unwrap_or_else(|| SiteTuning {
-                next_item: NextItemParams::default(),
-                tuned_at: 0,
-                sessions: 0,
-                report: None,
-                baskets: None,
-                repeat_customers: 0,
-                basket_report: None,
-            })
-        },
-    };
-    let tuning = match basket_choice {
-        Some((baskets, basket_report)) => SiteTuning {
-            baskets: Some(baskets),
-            repeat_customers,
-            basket_report: Some(basket_report),
-            ..tuning
-        },
-        None => match earlier.as_deref() {
-            Some(earlier) => SiteTuning {
-                baskets: earlier.baskets.clone(),
-                repeat_customers: earlier.repeat_customers,
-                basket_report: earlier.basket_report.clone(),
-                ..tuning
-            },
-            None => tuning,
-        },
-    };
+    let mut tuning = (state.settings.tuning.get(&site_id))
+        .as_deref()
+        .cloned()
+        .unwrap_or_default();
+    tuning.tuned_at = now_ms();
+    if let Some(next_item) = next_item {
+        tuning.next_item = next_item;
+        tuning.sessions = count;
+        tuning.report = report;
+    }
+    if let Some((baskets, basket_report)) = basket_choice {
+        tuning.baskets = Some(baskets);
+        tuning.repeat_customers = repeat_customers;
+        tuning.basket_report = Some(basket_report);
+    }
     let (registry, id, kept) = (
         state.settings.tuning.clone(),
         site_id.clone(),

@@ -18,8 +18,8 @@ use crate::file::SettingsFile;
 
 const FILE_NAME: &str = "tuning.json";
 
-/// A site's tuned settings and how they were chosen.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A site's tuned settings and how they were chosen (the default: nothing tuned yet).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SiteTuning {
     /// The next-item settings (the built-in ones when the site had too few sessions).
