@@ -46,6 +46,10 @@ pub struct LogChoice {
     /// The Kafka topic that holds the events (with `--log kafka`; created when missing).
     #[arg(long, env = "SPOOR_KAFKA_TOPIC", default_value = "spoor-events")]
     pub kafka_topic: String,
+    /// The compacted Kafka topic where the sites' settings (keys, blocks, triggers,
+    /// tuning) are shared by every node; `<--kafka-topic>-settings` when not given.
+    #[arg(long, env = "SPOOR_KAFKA_SETTINGS_TOPIC", value_name = "NAME")]
+    pub kafka_settings_topic: Option<String>,
     /// A librdkafka property passed through, `KEY=VALUE` (TLS, SASL, timeouts...);
     /// repeatable. Also taken from environment variables `SPOOR_KAFKA_PROPERTY_<KEY>`,
     /// the key upper-cased with `_` for `.` (`SPOOR_KAFKA_PROPERTY_SASL_PASSWORD`).
@@ -89,6 +93,8 @@ impl LogChoice {
                 Ok(LogSpec::Kafka(KafkaConfig {
                     brokers,
                     topic: self.kafka_topic.clone(),
+                    settings_topic: (self.kafka_settings_topic.clone())
+                        .unwrap_or_else(|| format!("{}-settings", self.kafka_topic)),
                     properties,
                 }))
             }

@@ -15,7 +15,7 @@ use spoor_server::directory::RegisteredSites;
 use spoor_server::guesses::KeyGuesses;
 use spoor_server::threads::{HttpLimits, HttpServer};
 use spoor_server::{AppState, Metrics, now_ms};
-use spoor_settings::{Registration, Settings};
+use spoor_settings::{Registration, Settings, Sharing};
 use spoor_triggers::{Outbox, Triggers};
 
 use crate::busy::report_load;
@@ -256,6 +256,30 @@ fn log_spec(args: &ServeArgs) -> anyhow::Result<LogSpec> {
     })
 }
 
+/// On a log that several nodes share, shares the sites' settings through it too: read
+/// whole before serving, followed after.
+fn share_settings(settings: &Settings, spec: &LogSpec) -> anyhow::Result<()> {
+    let Some(table) = spoor_log::open_shared_table(spec).context("open the shared settings")?
+    else {
+        return Ok(());
+    };
+    let shared_in = table.describe();
+    let sharing = (settings.share(table)).context("read the shared settings")?;
+    match sharing {
+        Sharing::Joined { entries } => tracing::info!(
+            entries,
+            shared_in,
+            "settings read from the shared settings; the data directory's files now copy them"
+        ),
+        Sharing::Seeded { entries } => tracing::info!(
+            entries,
+            shared_in,
+            "the shared settings were empty: this data directory's settings were stored there"
+        ),
+    }
+    Ok(())
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let http_limits = fitted_http_limits(&args);
     let data_dir = &args.data.path;
@@ -271,6 +295,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let log =
         spoor_log::open(&log_spec, Some(observer)).with_context(|| format!("open {log_spec}"))?;
     let settings = Arc::new(Settings::open(data_dir).context("load the sites' settings")?);
+    share_settings(&settings, &log_spec)?;
     for site in &args.sites {
         let (_, registration) = settings.sites.register(Some(site), None, now_ms())?;
         if registration == Registration::Created {
@@ -496,6 +521,7 @@ mod tests {
         let kafka = LogSpec::Kafka(spoor_log::KafkaConfig {
             brokers: "b:9092".into(),
             topic: "events".into(),
+            settings_topic: "events-settings".into(),
             properties: Vec::new(),
         });
         caches();

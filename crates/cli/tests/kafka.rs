@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, call, get, ndjson, post_json, run_ok, spoor};
+use common::{Server, call, call_json, client, get, ndjson, post_json, run_ok, spoor};
 use serde_json::{Value, json};
 
 const T0: i64 = 1_700_000_000_000;
@@ -341,6 +341,143 @@ async fn events_live_on_the_topic_and_a_broker_out_of_reach_gives_503_never_200(
         );
         assert!(stderr.contains(setting), "{stderr}");
     }
+}
+
+/// Polls `path` on `server` until `accept` takes the answer; fails after a while.
+async fn eventually(
+    server: &Server,
+    path: &str,
+    what: &str,
+    accept: impl Fn(u16, &Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(server, path).await;
+        if accept(status, &body) {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still {status} {body} from {path}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn block(name: &str) -> Value {
+    json!({"name": name, "algorithm": "popular", "size": 4})
+}
+
+#[tokio::test]
+#[ignore = "needs tansu; run by .ci/run"]
+async fn nodes_on_one_topic_share_sites_keys_and_blocks_and_build_the_same_state() {
+    let Some(binary) = tansu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(binary, &dir.path().join("broker"));
+    let address = broker.address();
+    let args = kafka_args(&address, "shared");
+    let first = Server::start_with(&dir.path().join("first"), &["S1"], &args);
+    let second = Server::start_with(&dir.path().join("second"), &[], &args);
+
+    // A site registered on one node is known to the other, and its key works there.
+    eventually(
+        &second,
+        "/admin/v1/sites",
+        "the site reached the second node",
+        |s, b| s == 200 && b.to_string().contains("\"S1\""),
+    )
+    .await;
+    let (status, answer) = call(reqwest::Method::POST, &first, "/admin/v1/sites/S1/api-key").await;
+    assert_eq!(status, 200, "{answer}");
+    let key = answer["apiKey"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = client()
+            .get(second.url("/api/v1/sites/S1"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the key never worked on the second node"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A block set on either node reaches the other; the node that sets it reads its
+    // own change at once, never an earlier one.
+    let path = "/admin/v1/sites/S1/blocks/home";
+    let (status, body) =
+        call_json(reqwest::Method::PUT, &second, path, &block("from second")).await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    eventually(&first, path, "the block reached the first node", |s, b| {
+        s == 200 && b["name"] == "from second"
+    })
+    .await;
+    for version in 0..5 {
+        let name = format!("version {version}");
+        let (status, body) = call_json(reqwest::Method::PUT, &first, path, &block(&name)).await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = get(&first, path).await;
+        assert_eq!(
+            (status, body["name"].as_str()),
+            (200, Some(name.as_str())),
+            "{body}"
+        );
+    }
+    eventually(
+        &second,
+        path,
+        "the last version reached the second node",
+        |s, b| s == 200 && b["name"] == "version 4",
+    )
+    .await;
+    let (status, _) = call(reqwest::Method::DELETE, &first, path).await;
+    assert!(status == 200 || status == 204, "{status}");
+    eventually(
+        &second,
+        path,
+        "the removal reached the second node",
+        |s, _| s == 404,
+    )
+    .await;
+
+    // Events taken by both nodes make one state, the same on each.
+    for n in 0..20 {
+        let node = if n % 2 == 0 { &first } else { &second };
+        let (status, body) = post_json(&node.url("/api/v2"), view(n).to_string()).await;
+        assert_eq!(status, 200, "event {n}: {body}");
+    }
+    let on_first = digest_once_applied(&first, 20).await;
+    assert_eq!(digest_once_applied(&second, 20).await, on_first);
+    assert_eq!(
+        rebuild_digest(&dir.path().join("first"), &address, "shared"),
+        on_first
+    );
+
+    // A node started later on an empty data directory has it all from the broker.
+    let third = Server::start_with(&dir.path().join("third"), &[], &args);
+    eventually(&third, path, "the removed block on a new node", |s, _| {
+        s == 404
+    })
+    .await;
+    let response = client()
+        .get(third.url("/api/v1/sites/S1"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the key on a node started later");
+    assert_eq!(digest_once_applied(&third, 20).await, on_first);
+    let copy = std::fs::read_to_string(dir.path().join("third/sites.json")).unwrap();
+    assert!(
+        copy.contains("\"S1\""),
+        "the new node's copy of the sites: {copy}"
+    );
 }
 
 #[test]

@@ -146,6 +146,8 @@ pub struct KafkaConfig {
     /// `HOST:PORT,...`, as librdkafka's `bootstrap.servers`.
     pub brokers: String,
     pub topic: String,
+    /// The compacted topic that holds the sites' settings, shared by every node.
+    pub settings_topic: String,
     /// librdkafka properties passed through as they are (TLS, SASL, timeouts...). Their
     /// values (a SASL password among them) are never logged.
     pub properties: Vec<(String, String)>,
@@ -172,6 +174,7 @@ impl std::fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("topic", &self.topic)
+            .field("settings_topic", &self.settings_topic)
             .field("properties", &keys)
             .finish()
     }
@@ -231,6 +234,51 @@ pub fn open_read_only(spec: &LogSpec) -> Result<Arc<dyn EventLog>, LogError> {
             "Kafka (built without the kafka feature)",
         )),
     }
+}
+
+/// Where the sites' settings are shared between the nodes of one log, when they are: on
+/// a Kafka log, a compacted topic beside the events' one. The embedded log has no
+/// other node to share with; its settings stay in the data directory's files alone.
+pub fn open_shared_table(spec: &LogSpec) -> Result<Option<Arc<dyn SharedTable>>, LogError> {
+    match spec {
+        LogSpec::File { .. } => Ok(None),
+        #[cfg(feature = "kafka")]
+        LogSpec::Kafka(kafka) => Ok(Some(Arc::new(kafka::KafkaTable::open(kafka)?))),
+        #[cfg(not(feature = "kafka"))]
+        LogSpec::Kafka(_) => Err(LogError::Unsupported(
+            "Kafka (built without the kafka feature)",
+        )),
+    }
+}
+
+/// A small table of values by key that every node holds whole and follows, last write
+/// winning: what settings are shared through. Blocking: call it off the request runtimes.
+pub trait SharedTable: Send + Sync + 'static {
+    /// Stores `value` under `key` (`None` removes the key); returns once durable.
+    fn put(&self, key: &str, value: Option<&[u8]>) -> Result<(), LogError>;
+
+    /// A follower that returns every change the table holds, oldest first, then each
+    /// new one as it comes.
+    fn follow(&self) -> Result<Box<dyn TableFollower>, LogError>;
+
+    /// Where the table is, for messages.
+    fn describe(&self) -> String;
+}
+
+/// A change of a [`SharedTable`]: `value` `None` for a removed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableChange {
+    pub key: String,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Follows a [`SharedTable`] (see [`SharedTable::follow`]).
+pub trait TableFollower: Send {
+    /// The next changes, in the order they were stored; waits up to `wait` for one.
+    fn next_changes(&mut self, wait: Duration) -> Result<Vec<TableChange>, LogError>;
+
+    /// Whether every change stored before the follower was made has been returned.
+    fn caught_up(&self) -> bool;
 }
 
 /// An ordered, durable sequence of opaque records.

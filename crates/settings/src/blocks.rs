@@ -512,6 +512,10 @@ impl BlockRegistry {
         })
     }
 
+    pub(crate) fn file(&self) -> &dyn crate::file::SharedFile {
+        &self.file
+    }
+
     pub fn get(&self, site_id: &str, block_id: &str) -> Option<Arc<Block>> {
         self.file
             .read(|sites| sites.get(site_id)?.get(block_id).cloned())

@@ -1,7 +1,9 @@
 //! Per-site settings, in one home: what a shop configures rather than what its visitors
 //! do. Settings are not events: they are kept in files of their own in the data directory
 //! (each read whole at start and rewritten atomically on each change, see [`file`]), not
-//! in the log, and a state rebuild leaves them alone.
+//! in the log, and a state rebuild leaves them alone. On a log that several nodes share
+//! (Kafka) they are shared too, through a compacted table beside it ([`sharing`]), and the
+//! files are each node's copy.
 //!
 //! | file | what | type |
 //! | --- | --- | --- |
@@ -13,6 +15,7 @@
 pub mod blocks;
 mod error;
 pub mod file;
+pub mod sharing;
 pub mod sites;
 pub mod triggers;
 pub mod tuning;
@@ -22,6 +25,7 @@ use std::sync::Arc;
 
 pub use blocks::{Block, BlockRegistry, PageType, Placement, Position};
 pub use error::{Setting, SettingsError};
+pub use sharing::Sharing;
 pub use sites::{
     ConsentMode, ProductUpdates, RateLimit, Registration, Site, SiteRegistry, SiteSettings,
 };
@@ -30,6 +34,7 @@ pub use tuning::{SiteTuning, TuningRegistry};
 
 /// Every site's settings, opened together from the data directory; each shared with the
 /// parts that use it (the trigger runner holds the trigger settings).
+#[derive(Clone)]
 pub struct Settings {
     pub sites: Arc<SiteRegistry>,
     pub blocks: Arc<BlockRegistry>,

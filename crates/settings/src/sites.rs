@@ -5,14 +5,12 @@
 //! list, never a torn one.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::PoisonError;
-use std::sync::RwLock;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Setting, SettingsError};
+use crate::file::{Codec, SettingsFile, SharedFile};
 
 const FILE_NAME: &str = "sites.json";
 const MAX_NAME_LEN: usize = 200;
@@ -182,8 +180,7 @@ struct SitesFile {
 }
 
 pub struct SiteRegistry {
-    path: PathBuf,
-    sites: RwLock<BTreeMap<String, StoredSite>>,
+    file: SettingsFile<StoredSite>,
 }
 
 /// Whether [`SiteRegistry::register`] added the site or found it there already.
@@ -193,131 +190,129 @@ pub enum Registration {
     Existing,
 }
 
+/// `sites.json` is a list of sites, each with its id.
+fn sites_codec() -> Codec<StoredSite> {
+    Codec {
+        decode: |bytes| {
+            let file: SitesFile = serde_json::from_slice(bytes)?;
+            Ok((file.sites.into_iter())
+                .map(|s| (s.site.site_id.clone(), s))
+                .collect())
+        },
+        encode: |sites| {
+            let file = SitesFile {
+                sites: sites.values().cloned().collect(),
+            };
+            serde_json::to_vec_pretty(&file).expect("sites serialise")
+        },
+    }
+}
+
+fn not_registered(site_id: &str) -> SettingsError {
+    SettingsError::invalid(Setting::Site, format!("site {site_id:?} is not registered"))
+}
+
 impl SiteRegistry {
     pub fn open(data_dir: &Path) -> Result<Self, SettingsError> {
-        let path = data_dir.join(FILE_NAME);
-        let sites = match fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice::<SitesFile>(&bytes)
-                    .map_err(|e| {
-                        SettingsError::storage(
-                            Setting::Site,
-                            format!("{} is not valid: {e}", path.display()),
-                        )
-                    })?
-                    .sites
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => {
-                return Err(SettingsError::storage(
-                    Setting::Site,
-                    format!("read {}: {e}", path.display()),
-                ));
-            }
-        };
-        let sites = sites
-            .into_iter()
-            .map(|s| (s.site.site_id.clone(), s))
-            .collect();
         Ok(SiteRegistry {
-            path,
-            sites: RwLock::new(sites),
+            file: SettingsFile::open_with(data_dir, FILE_NAME, Setting::Site, sites_codec())?,
         })
     }
 
+    pub(crate) fn file(&self) -> &dyn SharedFile {
+        &self.file
+    }
+
     pub fn contains(&self, site_id: &str) -> bool {
-        self.sites
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(site_id)
+        self.file.read(|sites| sites.contains_key(site_id))
     }
 
     pub fn get(&self, site_id: &str) -> Option<Site> {
-        let sites = self.sites.read().unwrap_or_else(PoisonError::into_inner);
-        sites.get(site_id).map(|s| s.site.clone())
+        self.file
+            .read(|sites| sites.get(site_id).map(|s| s.site.clone()))
     }
 
     pub fn list(&self) -> Vec<Site> {
-        let sites = self.sites.read().unwrap_or_else(PoisonError::into_inner);
-        sites.values().map(|s| s.site.clone()).collect()
+        self.file
+            .read(|sites| sites.values().map(|s| s.site.clone()).collect())
     }
 
     /// The site's limit on tracker events per client address, if it has one: read for
     /// every event, so without copying the rest of the settings.
     pub fn ingest_rate_limit(&self, site_id: &str) -> Option<RateLimit> {
-        let sites = self.sites.read().unwrap_or_else(PoisonError::into_inner);
-        sites.get(site_id)?.settings.ingest_rate_limit
+        self.file
+            .read(|sites| sites.get(site_id)?.settings.ingest_rate_limit)
     }
 
     /// Who may send the site's `ProductUpdate` events; `Anyone` for a site not registered
     /// (whose events are refused anyway).
     pub fn product_updates(&self, site_id: &str) -> ProductUpdates {
-        let sites = self.sites.read().unwrap_or_else(PoisonError::into_inner);
-        sites
-            .get(site_id)
-            .map_or(ProductUpdates::Anyone, |s| s.settings.product_updates)
+        self.file.read(|sites| {
+            sites
+                .get(site_id)
+                .map_or(ProductUpdates::Anyone, |s| s.settings.product_updates)
+        })
     }
 
     /// The site's settings; `None` for a site not registered.
     pub fn settings(&self, site_id: &str) -> Option<SiteSettings> {
-        let sites = self.sites.read().unwrap_or_else(PoisonError::into_inner);
-        sites.get(site_id).map(|s| s.settings.clone())
+        self.file
+            .read(|sites| sites.get(site_id).map(|s| s.settings.clone()))
     }
 
     /// Replaces the site's settings, once checked.
     pub fn set_settings(&self, site_id: &str, settings: SiteSettings) -> Result<(), SettingsError> {
         settings.validate()?;
-        let mut sites = self.sites.write().unwrap_or_else(PoisonError::into_inner);
-        let mut changed = sites.clone();
-        let site = changed.get_mut(site_id).ok_or_else(|| {
-            SettingsError::invalid(Setting::Site, format!("site {site_id:?} is not registered"))
-        })?;
-        site.settings = settings;
-        self.persist(&changed)?;
-        *sites = changed;
-        Ok(())
+        self.file.change(|sites| {
+            let site = sites
+                .get_mut(site_id)
+                .ok_or_else(|| not_registered(site_id))?;
+            site.settings = settings;
+            Ok(())
+        })
     }
 
     /// Issues a new API key for the site's read API, replacing any earlier one. The key
     /// is returned once; only its SHA-256 is kept.
     pub fn issue_api_key(&self, site_id: &str) -> Result<String, SettingsError> {
-        let mut sites = self.sites.write().unwrap_or_else(PoisonError::into_inner);
-        let mut changed = sites.clone();
-        let site = changed.get_mut(site_id).ok_or_else(|| {
-            SettingsError::invalid(Setting::Site, format!("site {site_id:?} is not registered"))
-        })?;
-        let key = fresh_api_key()?;
-        site.api_key_sha256 = Some(sha256_hex(&key));
-        // Kept only once on disk: a key answered but not stored would not work after a
+        // Answered only once stored: a key answered but not stored would not work after a
         // restart, and one stored but not answered locks the shop out.
-        self.persist(&changed)?;
-        *sites = changed;
-        Ok(key)
+        self.file.change(|sites| {
+            let site = sites
+                .get_mut(site_id)
+                .ok_or_else(|| not_registered(site_id))?;
+            let key = fresh_api_key()?;
+            site.api_key_sha256 = Some(sha256_hex(&key));
+            Ok(key)
+        })
     }
 
     /// Whether `key` is the site's current API key.
     pub fn verify_api_key(&self, site_id: &str, key: &str) -> bool {
-        let sites = self.sites.read().unwrap_or_else(PoisonError::into_inner);
-        let Some(expected) = sites.get(site_id).and_then(|s| s.api_key_sha256.as_ref()) else {
-            return false;
-        };
-        // Digests compared in constant time: timing tells nothing of the stored digest.
-        subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), sha256_hex(key).as_bytes()).into()
+        let digest = sha256_hex(key);
+        self.file.read(|sites| {
+            let Some(expected) = sites.get(site_id).and_then(|s| s.api_key_sha256.as_ref()) else {
+                return false;
+            };
+            // Digests compared in constant time: timing tells nothing of the stored digest.
+            subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), digest.as_bytes()).into()
+        })
     }
 
     /// The site whose API key `key` is, if any.
     pub fn site_of_key(&self, key: &str) -> Option<String> {
         let digest = sha256_hex(key);
-        let sites = self.sites.read().unwrap_or_else(PoisonError::into_inner);
-        (sites.values())
-            .find(|s| {
-                let stored = s.api_key_sha256.as_deref().unwrap_or("");
-                bool::from(subtle::ConstantTimeEq::ct_eq(
-                    stored.as_bytes(),
-                    digest.as_bytes(),
-                ))
-            })
-            .map(|s| s.site.site_id.clone())
+        self.file.read(|sites| {
+            (sites.values())
+                .find(|s| {
+                    let stored = s.api_key_sha256.as_deref().unwrap_or("");
+                    bool::from(subtle::ConstantTimeEq::ct_eq(
+                        stored.as_bytes(),
+                        digest.as_bytes(),
+                    ))
+                })
+                .map(|s| s.site.site_id.clone())
+        })
     }
 
     /// Registers a site; with no id, a fresh 7-character hex id (`8A412DC`) is generated.
@@ -329,51 +324,39 @@ impl SiteRegistry {
         name: Option<&str>,
         now_ms: i64,
     ) -> Result<(Site, Registration), SettingsError> {
-        let mut sites = self.sites.write().unwrap_or_else(PoisonError::into_inner);
-        let site_id = match site_id {
-            Some(id) => {
-                validate_site_id(id)?;
-                id.to_string()
+        self.file.change(|sites| {
+            let site_id = match site_id {
+                Some(id) => {
+                    validate_site_id(id)?;
+                    id.to_string()
+                }
+                None => fresh_site_id(sites)?,
+            };
+            if let Some(existing) = sites.get(&site_id) {
+                return Ok((existing.site.clone(), Registration::Existing));
             }
-            None => fresh_site_id(&sites)?,
-        };
-        if let Some(existing) = sites.get(&site_id) {
-            return Ok((existing.site.clone(), Registration::Existing));
-        }
-        let name = name
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .unwrap_or(&site_id);
-        if name.chars().count() > MAX_NAME_LEN {
-            return Err(SettingsError::invalid(
-                Setting::Site,
-                format!("name: expected at most {MAX_NAME_LEN} characters"),
-            ));
-        }
-        let site = Site {
-            site_id: site_id.clone(),
-            name: name.to_string(),
-            created_at: now_ms,
-        };
-        let stored = StoredSite {
-            site: site.clone(),
-            api_key_sha256: None,
-            settings: SiteSettings::default(),
-        };
-        let mut changed = sites.clone();
-        changed.insert(site_id, stored);
-        self.persist(&changed)?;
-        *sites = changed;
-        Ok((site, Registration::Created))
-    }
-
-    fn persist(&self, sites: &BTreeMap<String, StoredSite>) -> Result<(), SettingsError> {
-        let file = SitesFile {
-            sites: sites.values().cloned().collect(),
-        };
-        let bytes = serde_json::to_vec_pretty(&file).expect("sites serialise");
-        spoor_log::write_atomically(&self.path, &bytes).map_err(|e| {
-            SettingsError::storage(Setting::Site, format!("write {}: {e}", self.path.display()))
+            let name = name
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .unwrap_or(&site_id);
+            if name.chars().count() > MAX_NAME_LEN {
+                return Err(SettingsError::invalid(
+                    Setting::Site,
+                    format!("name: expected at most {MAX_NAME_LEN} characters"),
+                ));
+            }
+            let site = Site {
+                site_id: site_id.clone(),
+                name: name.to_string(),
+                created_at: now_ms,
+            };
+            let stored = StoredSite {
+                site: site.clone(),
+                api_key_sha256: None,
+                settings: SiteSettings::default(),
+            };
+            sites.insert(site_id, stored);
+            Ok((site, Registration::Created))
         })
     }
 }
@@ -455,7 +438,7 @@ mod tests {
         assert!(key.starts_with("spoor_") && key.len() == 70);
         assert!(registry.verify_api_key("S1", &key));
         assert!(!registry.verify_api_key("S2", &key));
-        let stored = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        let stored = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         assert!(!stored.contains(&key));
         let reopened = SiteRegistry::open(dir.path()).unwrap();
         assert!(reopened.verify_api_key("S1", &key));

@@ -376,6 +376,10 @@ impl TriggerRegistry {
         })
     }
 
+    pub(crate) fn file(&self) -> &dyn crate::file::SharedFile {
+        &self.file
+    }
+
     /// The site's settings, or the defaults.
     pub fn get(&self, site_id: &str) -> Arc<TriggerSettings> {
         self.file

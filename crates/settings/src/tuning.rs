@@ -52,6 +52,10 @@ impl TuningRegistry {
         })
     }
 
+    pub(crate) fn file(&self) -> &dyn crate::file::SharedFile {
+        &self.file
+    }
+
     pub fn get(&self, site_id: &str) -> Option<Arc<SiteTuning>> {
         self.file.read(|sites| sites.get(site_id).cloned())
     }

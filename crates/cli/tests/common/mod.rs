@@ -241,6 +241,27 @@ pub async fn call(
     )
 }
 
+/// `method path` with the admin token and a JSON body: the status and the JSON answer.
+pub async fn call_json(
+    method: reqwest::Method,
+    server: &Server,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = client()
+        .request(method, server.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
 /// The server's `/metrics` text.
 pub async fn metrics_text(server: &Server) -> String {
     let response = client().get(server.url("/metrics")).send().await.unwrap();

@@ -21,6 +21,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+mod table;
+pub use table::KafkaTable;
+
 use crate::{
     AppendFuture, EventLog, KafkaConfig, Keyed, LogError, LogReader, MAX_RECORD_BYTES, Position,
     Record,
