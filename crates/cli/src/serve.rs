@@ -14,7 +14,7 @@ use spoor_server::auth::{self, TokenSource};
 use spoor_server::directory::RegisteredSites;
 use spoor_server::guesses::KeyGuesses;
 use spoor_server::threads::{HttpLimits, HttpServer};
-use spoor_server::{AppState, Metrics, now_ms};
+use spoor_server::{AppState, Metrics, Role, now_ms};
 use spoor_settings::{Registration, Settings, Sharing};
 use spoor_triggers::{Outbox, Triggers};
 
@@ -40,6 +40,13 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     log: LogChoice,
+
+    /// What this node does on a log several nodes share (`--log kafka`): `ingest` takes
+    /// tracker events and appends them (no state), `engine` follows the log, holds the
+    /// state and answers reads, recommendations and the dashboard (takes no events),
+    /// `all` does both.
+    #[arg(long, env = "SPOOR_ROLE", value_enum, default_value = "all")]
+    role: RoleArg,
 
     /// Register this site at start (repeatable; a site registered already is left as is).
     #[arg(long = "site", value_name = "ID")]
@@ -128,6 +135,23 @@ pub struct ServeArgs {
     /// generated at first start and kept in <data>/admin-token, readable by its owner only.
     #[arg(long, env = "SPOOR_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum RoleArg {
+    All,
+    Ingest,
+    Engine,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Role {
+        match role {
+            RoleArg::All => Role::All,
+            RoleArg::Ingest => Role::Ingest,
+            RoleArg::Engine => Role::Engine,
+        }
+    }
 }
 
 impl ServeArgs {
@@ -256,6 +280,17 @@ fn log_spec(args: &ServeArgs) -> anyhow::Result<LogSpec> {
     })
 }
 
+/// Starts the thread that keeps `live` current from the log.
+fn follow_state(
+    log: &Arc<dyn spoor_log::EventLog>,
+    live: LiveState,
+) -> anyhow::Result<(Arc<LiveState>, std::thread::JoinHandle<()>)> {
+    let live = Arc::new(live);
+    let follower =
+        spoor_live::follow(log.clone(), live.clone()).context("start the state follower")?;
+    Ok((live, follower))
+}
+
 /// On a log that several nodes share, shares the sites' settings through it too: read
 /// whole before serving, followed after.
 fn share_settings(settings: &Settings, spec: &LogSpec) -> anyhow::Result<()> {
@@ -291,6 +326,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Box::new(move |fsync, records| metrics.group_commit(fsync, records))
     };
     let log_spec = log_spec(&args)?;
+    let role = Role::from(args.role);
+    if role != Role::All && matches!(log_spec, LogSpec::File { .. }) {
+        anyhow::bail!(
+            "--role {} is for nodes that share one log: add --log kafka --kafka-brokers \
+             HOST:PORT,... (the embedded log belongs to one process)",
+            role.name()
+        );
+    }
     forget_caches_of_another_log(data_dir, &log_spec)?;
     let log =
         spoor_log::open(&log_spec, Some(observer)).with_context(|| format!("open {log_spec}"))?;
@@ -303,17 +346,36 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let index_snapshot = data_dir.join("dedup.snapshot");
-    // Ingest hands each record it appends, decoded, to the state's follower, which would
-    // otherwise decode the bytes it reads back. Room for well over the follower's usual
-    // lag; beyond it, the follower decodes.
-    let handoff = Arc::new(Handoff::new(HANDOFF_RECORDS, HANDOFF_BYTES));
     let sites = Arc::new(RegisteredSites(settings.sites.clone()));
-    let ingestor = Ingestor::open_with_snapshot(log.clone(), sites, now_ms(), &index_snapshot)?
-        .hand_off_to(handoff.clone());
-    let live =
-        Arc::new(LiveState::resume(&*log, &data_dir.join("state.snapshot")).with_handoff(handoff));
-    let follower =
-        spoor_live::follow(log.clone(), live.clone()).context("start the state follower")?;
+    let (ingestor, live, follower) = match role {
+        Role::All => {
+            // Ingest hands each record it appends, decoded, to the state's follower,
+            // which would otherwise decode the bytes it reads back. Room for well over
+            // the follower's usual lag; beyond it, the follower decodes.
+            let handoff = Arc::new(Handoff::new(HANDOFF_RECORDS, HANDOFF_BYTES));
+            let ingestor =
+                Ingestor::open_with_snapshot(log.clone(), sites, now_ms(), &index_snapshot)?
+                    .hand_off_to(handoff.clone());
+            let live =
+                LiveState::resume(&*log, &data_dir.join("state.snapshot")).with_handoff(handoff);
+            let (live, follower) = follow_state(&log, live)?;
+            (ingestor, live, Some(follower))
+        }
+        Role::Ingest => {
+            let ingestor =
+                Ingestor::open_with_snapshot(log.clone(), sites, now_ms(), &index_snapshot)?;
+            (ingestor, Arc::new(LiveState::default()), None)
+        }
+        Role::Engine => {
+            let live = LiveState::resume(&*log, &data_dir.join("state.snapshot"));
+            let (live, follower) = follow_state(&log, live)?;
+            (
+                Ingestor::taking_no_events(log.clone(), sites),
+                live,
+                Some(follower),
+            )
+        }
+    };
     let (admin_token, source) =
         auth::admin_token(args.admin_token, data_dir).context("load or create the admin token")?;
     match source {
@@ -344,8 +406,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         targets,
     )?);
     let stop_triggers = Arc::new(AtomicBool::new(false));
-    let trigger_loop = tokio::spawn(triggers.clone().run(stop_triggers.clone(), now_ms));
+    let trigger_loop = (role.holds_state())
+        .then(|| tokio::spawn(triggers.clone().run(stop_triggers.clone(), now_ms)));
     let state = AppState {
+        role,
         ingestor: Arc::new(ingestor),
         log,
         settings,
@@ -380,13 +444,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         data = %data_dir.display(),
         records = state.log.end(),
         sites = state.settings.sites.list().len(),
+        role = role.name(),
         http_threads,
-        "spoor is serving: POST events to /api/v2"
+        "{}",
+        if role.takes_events() {
+            "spoor is serving: POST events to /api/v2"
+        } else {
+            "spoor is serving reads, recommendations and the dashboard; events go to ingest nodes"
+        }
     );
-    let index_saver = tokio::spawn(save_index_while_serving(
-        state.ingestor.clone(),
-        index_snapshot.clone(),
-    ));
+    let index_saver = (role.takes_events()).then(|| {
+        tokio::spawn(save_index_while_serving(
+            state.ingestor.clone(),
+            index_snapshot.clone(),
+        ))
+    });
     let load_reporter = tokio::spawn(report_load(state.log.clone(), server.runtime_metrics()));
     // After a panic of the state, the server goes on a moment (readiness probes see
     // /readyz answer 503, and events are still stored) before it stops taking requests.
@@ -425,15 +497,21 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     // A delivery in flight finishes (its attempt recorded) before the loop ends.
     stop_triggers.store(true, Ordering::Release);
-    let _ = trigger_loop.await;
-    // A save in progress finishes before the last one below (they take turns).
-    index_saver.abort();
+    if let Some(trigger_loop) = trigger_loop {
+        let _ = trigger_loop.await;
+    }
     load_reporter.abort();
     live.stop();
-    let _ = follower.join();
-    // Nothing is in flight any more: the duplicate index matches the log exactly.
-    if let Err(error) = state.ingestor.save_index(&index_snapshot) {
-        tracing::warn!(%error, "saving the duplicate index failed; the next start rebuilds it");
+    if let Some(follower) = follower {
+        let _ = follower.join();
+    }
+    if let Some(index_saver) = index_saver {
+        // A save in progress finishes before the last one below (they take turns).
+        index_saver.abort();
+        // Nothing is in flight any more: the duplicate index matches the log exactly.
+        if let Err(error) = state.ingestor.save_index(&index_snapshot) {
+            tracing::warn!(%error, "saving the duplicate index failed; the next start rebuilds it");
+        }
     }
     let log = state.log.clone();
     drop(state);

@@ -480,6 +480,175 @@ async fn nodes_on_one_topic_share_sites_keys_and_blocks_and_build_the_same_state
     );
 }
 
+/// A node of a role at a fixed address, so that it is found where it was after a kill.
+struct Node {
+    server: Server,
+    data: PathBuf,
+    listen: String,
+    args: Vec<String>,
+}
+
+impl Node {
+    fn start(data: PathBuf, sites: &[&str], args: Vec<String>) -> Node {
+        let listen = common::browser::free_address();
+        let server = Node::launch(&data, sites, &listen, &args);
+        Node {
+            server,
+            data,
+            listen,
+            args,
+        }
+    }
+
+    fn launch(data: &Path, sites: &[&str], listen: &str, args: &[String]) -> Server {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Server::start_listening_with(data, sites, listen, &args)
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.server.url(path)
+    }
+
+    /// SIGKILL, then a start on the same data directory and address.
+    fn kill_and_restart(&mut self) {
+        self.server.kill();
+        self.server = Node::launch(&self.data, &[], &self.listen, &self.args);
+    }
+}
+
+fn role_args(broker: &str, topic: &str, role: &str) -> Vec<String> {
+    let mut args: Vec<String> = kafka_args(broker, topic)
+        .into_iter()
+        .map(String::from)
+        .collect();
+    args.extend(["--role".to_string(), role.to_string()]);
+    args
+}
+
+/// Posts events `from..` until told to stop, each to one ingest node and, when that one
+/// fails, to the other, as a client behind a load balancer retries; answers the events
+/// acknowledged.
+async fn post_until_stopped(
+    urls: [String; 2],
+    from: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<usize> {
+    let mut acknowledged = Vec::new();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let mut n = from;
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for attempt in 0.. {
+            let url = &urls[(n + attempt) % 2];
+            let answer = client.post(url).body(view(n).to_string()).send().await;
+            if answer.is_ok_and(|a| a.status() == 200) {
+                acknowledged.push(n);
+                break;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        n += 1;
+    }
+    acknowledged
+}
+
+#[tokio::test]
+#[ignore = "needs tansu; run by .ci/run"]
+async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
+    let Some(binary) = tansu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(binary, &dir.path().join("broker"));
+    let address = broker.address();
+    let node = |name: &str, sites: &[&str], role: &str| {
+        Node::start(
+            dir.path().join(name),
+            sites,
+            role_args(&address, "roles", role),
+        )
+    };
+    let mut ingest = [
+        node("ingest-1", &["S1"], "ingest"),
+        node("ingest-2", &[], "ingest"),
+    ];
+    let mut engines = [
+        node("engine-1", &[], "engine"),
+        node("engine-2", &[], "engine"),
+    ];
+
+    // Each role says where a request of the other belongs.
+    let (status, body) = post_json(&engines[0].url("/api/v2"), view(0).to_string()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (421, Some("wrong_role")),
+        "{body}"
+    );
+    let (status, body) = get(&ingest[0].server, "/api/v1/sites/S1").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (421, Some("wrong_role")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("engine"),
+        "{body}"
+    );
+    eventually(
+        &ingest[1].server,
+        "/admin/v1/sites",
+        "the site on the second ingest node",
+        |s, b| s == 200 && b.to_string().contains("\"S1\""),
+    )
+    .await;
+
+    // Load through both ingest nodes while one of them, one engine node and the broker
+    // are killed and restarted.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let urls = [ingest[0].url("/api/v2"), ingest[1].url("/api/v2")];
+    let load = tokio::spawn(post_until_stopped(urls, 0, stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ingest[0].kill_and_restart();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    engines[0].kill_and_restart();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    broker.restart();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let acknowledged = load.await.unwrap();
+    assert!(
+        acknowledged.len() > 20,
+        "only {} events taken",
+        acknowledged.len()
+    );
+
+    // Every acknowledged event is in the topic; both engine nodes hold the state an
+    // offline rebuild of the topic makes.
+    let exported = export_topic(&dir.path().join("export"), &address, "roles");
+    let times = event_times(&exported);
+    for n in &acknowledged {
+        assert!(
+            times.contains(&(T0 + *n as i64)),
+            "acknowledged event {n} is not in the topic"
+        );
+    }
+    let records = exported.len() as u64;
+    eprintln!(
+        "{} events acknowledged, {records} records in the topic",
+        acknowledged.len()
+    );
+    let rebuilt = rebuild_digest(&dir.path().join("export"), &address, "roles");
+    for engine in &engines {
+        assert_eq!(digest_once_applied(&engine.server, records).await, rebuilt);
+    }
+}
+
 #[test]
 fn kafka_settings_that_would_weaken_durability_are_refused_and_secrets_stay_out_of_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -509,4 +678,22 @@ fn kafka_settings_that_would_weaken_durability_are_refused_and_secrets_stay_out_
         !invalid.contains("hunter3-secret"),
         "the value reached the error: {invalid}"
     );
+}
+
+#[test]
+fn roles_are_refused_on_the_embedded_log_which_one_process_owns() {
+    let dir = tempfile::tempdir().unwrap();
+    for role in ["ingest", "engine"] {
+        let output = spoor()
+            .args(["serve", "--listen", "127.0.0.1:0", "--role", role, "--data"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "--role {role} served on the file log"
+        );
+        assert!(stderr.contains("--log kafka"), "{stderr}");
+    }
 }

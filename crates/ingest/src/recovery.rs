@@ -26,6 +26,12 @@ impl Ingestor {
         Ok(Ingestor::with_index(log, sites, dedup, 0))
     }
 
+    /// An ingestor for a node that takes no events (an engine node): nothing read from
+    /// the log for its duplicate index.
+    pub fn taking_no_events(log: Arc<dyn EventLog>, sites: Arc<dyn SiteDirectory>) -> Self {
+        Ingestor::with_index(log, sites, DedupIndex::default(), 0)
+    }
+
     /// Like [`Ingestor::open`], but starting from the index saved at `snapshot` (by
     /// [`Ingestor::save_index`], at a clean stop or while running) and reading only the
     /// log after it. A snapshot that is missing, unreadable or ahead of the log is not

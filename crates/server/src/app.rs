@@ -18,6 +18,8 @@ use crate::rate_limits::Limiters;
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
+    /// Whether this node takes events, holds the state, or both.
+    pub role: crate::Role,
     pub ingestor: Arc<Ingestor>,
     /// The event log: the source of truth, read by exports and health checks.
     pub log: Arc<dyn EventLog>,

@@ -20,6 +20,7 @@ mod operations;
 mod rate_limits;
 pub mod recommend;
 pub mod refusals;
+pub mod role;
 mod router;
 mod routes;
 pub mod script;
@@ -32,4 +33,5 @@ pub mod ui;
 
 pub use app::{AppState, now_ms};
 pub use metrics::Metrics;
+pub use role::Role;
 pub use router::{paths as route_paths, router};

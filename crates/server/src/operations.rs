@@ -28,7 +28,12 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
 
 pub async fn metrics_text(State(state): State<Shared>) -> Response {
     let log = &state.log;
-    let lag = log.end().saturating_sub(state.live.applied());
+    // A node without the state has no lag to tell.
+    let lag = if state.role.holds_state() {
+        log.end().saturating_sub(state.live.applied())
+    } else {
+        0
+    };
     let text = state.metrics.render(
         log.size_bytes(),
         log.end(),

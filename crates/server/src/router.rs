@@ -3,12 +3,13 @@
 use std::sync::Arc;
 
 use axum::http::{Method, StatusCode, Uri};
-use axum::routing::{MethodRouter, get, post};
+use axum::routing::{MethodRouter, any, get, post};
 use axum::{Router, middleware};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::app::{AppState, Shared};
 use crate::error::ApiError;
+use crate::role::{self, Role};
 use crate::{
     access, admin, blocks, guesses, observe, operations, recommend, routes, script, state, tracker,
     triggers, tuning,
@@ -109,21 +110,29 @@ fn labelled_paths() -> Vec<&'static str> {
     paths().into_iter().chain(dashboard).collect()
 }
 
-fn add(router: Router<Shared>, routes: Routes) -> Router<Shared> {
+/// Adds `routes`; one this node's role does not serve answers where to go instead.
+fn add(router: Router<Shared>, routes: Routes, role: Role) -> Router<Shared> {
     (routes.into_iter()).fold(router, |router, (path, methods)| {
-        router.route(path, methods)
+        if role.serves(path) {
+            router.route(path, methods)
+        } else {
+            router.route(
+                path,
+                any(move |method, uri| role::elsewhere(role, method, uri)),
+            )
+        }
     })
 }
 
 /// Every route spoor serves.
 pub fn router(state: AppState) -> Router {
+    let role = state.role;
     let state: Shared = Arc::new(state);
-    let open = add(Router::new(), open_routes());
-    let keyed = add(Router::new(), keyed_routes()).route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        guesses::guard,
-    ));
-    let dashboard = add(Router::new(), crate::ui::routes())
+    let open = add(Router::new(), open_routes(), role);
+    let keyed = add(Router::new(), keyed_routes(), role).route_layer(
+        middleware::from_fn_with_state(state.clone(), guesses::guard),
+    );
+    let dashboard = add(Router::new(), crate::ui::routes(), role)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::ui::same_origin,

@@ -50,6 +50,16 @@ impl Server {
         Server::launch(data, sites, &[], &[], listen)
     }
 
+    /// [`Server::start_listening`] with further arguments to `spoor serve`.
+    pub fn start_listening_with(
+        data: &Path,
+        sites: &[&str],
+        listen: &str,
+        args: &[&str],
+    ) -> Server {
+        Server::launch(data, sites, args, &[], listen)
+    }
+
     fn launch(
         data: &Path,
         sites: &[&str],

@@ -78,7 +78,9 @@ impl SharedTable for KafkaTable {
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(self.settings_topic(), PARTITION, Offset::Beginning)
-            .map_err(|e| LogError::Config(format!("reading topic {}: {e}", self.settings_topic())))?;
+            .map_err(|e| {
+                LogError::Config(format!("reading topic {}: {e}", self.settings_topic()))
+            })?;
         consumer
             .assign(&assignment)
             .map_err(|e| unavailable(&format!("reading topic {}", self.settings_topic()), e))?;
