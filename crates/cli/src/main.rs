@@ -131,7 +131,7 @@ fn main() -> anyhow::Result<()> {
         Command::Events(command) => runtime.block_on(events::run(command)),
         Command::Contacts(command) => runtime.block_on(contacts::run(command)),
         Command::Feed(command) => runtime.block_on(feed::run(command)),
-        Command::State(command) => state::run(command),
+        Command::State(command) => runtime.block_on(state::run(command)),
         Command::Eval(command) => eval::run(command),
         Command::Load(LoadCommand::OnlineRetail { file, url, site }) => {
             runtime.block_on(load::online_retail(&file, &url, &site))

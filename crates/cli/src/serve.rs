@@ -225,7 +225,7 @@ const LOG_IDENTITY_FILE: &str = "log-identity";
 /// topic): loaded, they would be built upon as if they were this log's. Both are caches;
 /// the state is replayed from the log. A data directory without the file was the
 /// embedded log's.
-fn forget_caches_of_another_log(data_dir: &Path, spec: &LogSpec) -> anyhow::Result<()> {
+pub(crate) fn forget_caches_of_another_log(data_dir: &Path, spec: &LogSpec) -> anyhow::Result<()> {
     let path = data_dir.join(LOG_IDENTITY_FILE);
     let identity = spec.identity();
     let before = spoor_log::read_if_exists(&path)
@@ -410,6 +410,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .then(|| tokio::spawn(triggers.clone().run(stop_triggers.clone(), now_ms)));
     let state = AppState {
         role,
+        log_identity: log_spec.identity().into(),
         ingestor: Arc::new(ingestor),
         log,
         settings,

@@ -1,6 +1,10 @@
-//! `spoor state rebuild`: the state replayed from the log, offline.
+//! `spoor state rebuild`: the state replayed from the log, offline; `spoor state fetch`:
+//! a peer's snapshot copied in, for a new node to start from.
 
-use anyhow::Context;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
 use serde_json::json;
 use spoor_live::LiveState;
 
@@ -21,11 +25,38 @@ pub enum StateCommand {
         #[arg(long, value_name = "ID")]
         site: Option<String>,
     },
+    /// Copy a peer's state snapshot into this data directory, so that a new node starts
+    /// from it rather than from the log's beginning: the peer (an engine node on the
+    /// same Kafka log) saves one now and sends it. Run it before `spoor serve` on this
+    /// data directory, not beside it.
+    Fetch {
+        /// The peer, `http://HOST:PORT`.
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// The peer's admin token.
+        #[arg(long, env = "SPOOR_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: String,
+        #[command(flatten)]
+        data: DataDir,
+        #[command(flatten)]
+        log: LogChoice,
+    },
 }
 
-pub fn run(command: StateCommand) -> anyhow::Result<()> {
-    let StateCommand::Rebuild { data, log, site } = command;
-    let spec = log.existing_spec(&data)?;
+pub async fn run(command: StateCommand) -> anyhow::Result<()> {
+    match command {
+        StateCommand::Rebuild { data, log, site } => rebuild(&data, &log, site.as_deref()),
+        StateCommand::Fetch {
+            from,
+            admin_token,
+            data,
+            log,
+        } => fetch(&from, &admin_token, &data, &log).await,
+    }
+}
+
+fn rebuild(data: &DataDir, log: &LogChoice, site: Option<&str>) -> anyhow::Result<()> {
+    let spec = log.existing_spec(data)?;
     let log = spoor_log::open_read_only(&spec).with_context(|| format!("open {spec}"))?;
     let started = std::time::Instant::now();
     let state = LiveState::replay(&*log)?;
@@ -33,7 +64,7 @@ pub fn run(command: StateCommand) -> anyhow::Result<()> {
     let sites: Vec<_> = engine
         .sites()
         .into_iter()
-        .filter(|(id, _)| site.as_deref().is_none_or(|wanted| wanted == *id))
+        .filter(|(id, _)| site.is_none_or(|wanted| wanted == *id))
         .map(|(id, site)| {
             let mut answer = serde_json::to_value(site.counts()).expect("counts serialise");
             answer["siteId"] = json!(id);
@@ -48,5 +79,77 @@ pub fn run(command: StateCommand) -> anyhow::Result<()> {
         "sites": sites,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+async fn fetch(from: &str, token: &str, data: &DataDir, log: &LogChoice) -> anyhow::Result<()> {
+    let spec = log.spec(data)?;
+    if matches!(spec, spoor_log::LogSpec::File { .. }) {
+        bail!(
+            "a snapshot comes from a peer on the same shared log: add --log kafka and the \
+             peer's --kafka-brokers and --kafka-topic"
+        );
+    }
+    let started = std::time::Instant::now();
+    std::fs::create_dir_all(&data.path)
+        .with_context(|| format!("create the data directory {}", data.path.display()))?;
+    crate::serve::forget_caches_of_another_log(&data.path, &spec)?;
+    let url = format!("{}/admin/v1/state/snapshot", from.trim_end_matches('/'));
+    let client = spoor_outgoing::client_builder()
+        .build()
+        .context("make the HTTP client")?;
+    let mut response = (client.get(&url).bearer_auth(token).send().await)
+        .with_context(|| format!("ask {url} for a snapshot"))?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        bail!("the peer answered {status}: {body}");
+    }
+    let header = |name: &str| {
+        (response.headers().get(name))
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string)
+    };
+    let theirs = header(spoor_server::admin::LOG_IDENTITY_HEADER).unwrap_or_default();
+    if theirs != spec.identity() {
+        bail!(
+            "the peer follows another log ({theirs:?}; this node: {:?}): its state is not \
+             this log's. Give the same --kafka-brokers and --kafka-topic as the peer",
+            spec.identity()
+        );
+    }
+    let position = header(spoor_server::admin::SNAPSHOT_POSITION_HEADER);
+    let path = data.path.join("state.snapshot");
+    let tmp = path.with_extension("fetching");
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+    let mut bytes = 0u64;
+    while let Some(chunk) = (response.chunk().await).context("read the snapshot")? {
+        file.write_all(&chunk)
+            .with_context(|| format!("write {}", tmp.display()))?;
+        bytes += chunk.len() as u64;
+    }
+    keep(file, &tmp, &path)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let report = json!({
+        "path": path,
+        "position": position.and_then(|p| p.parse::<u64>().ok()),
+        "bytes": bytes,
+        "seconds": (seconds * 100.0).round() / 100.0,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// Makes the fetched file the data directory's snapshot, durably.
+fn keep(file: std::fs::File, tmp: &Path, path: &Path) -> anyhow::Result<()> {
+    file.sync_all()
+        .with_context(|| format!("sync {}", tmp.display()))?;
+    std::fs::rename(tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|dir| dir.sync_all())
+            .with_context(|| format!("sync {}", dir.display()))?;
+    }
     Ok(())
 }

@@ -606,6 +606,24 @@ async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
     )
     .await;
 
+    // A client's retry that reaches the other ingest node is stored twice, and counted
+    // once by every engine node.
+    let retried = view(10_000).to_string();
+    for node in &ingest {
+        let (status, body) = post_json(&node.url("/api/v2"), retried.clone()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for engine in &engines {
+        let site = eventually(
+            &engine.server,
+            "/api/v1/sites/S1",
+            "both copies applied",
+            |s, b| s == 200 && b["statePosition"].as_u64() >= Some(2),
+        )
+        .await;
+        assert_eq!(site["events"], 1, "{site}");
+    }
+
     // Load through both ingest nodes while one of them, one engine node and the broker
     // are killed and restarted.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -638,6 +656,12 @@ async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
             "acknowledged event {n} is not in the topic"
         );
     }
+    let copies: Vec<&Value> = (exported.iter())
+        .filter(|r| event_times(std::slice::from_ref(*r)) == [T0 + 10_000])
+        .collect();
+    assert_eq!(copies.len(), 2, "{copies:?}");
+    assert_eq!(copies[0].get("retry"), None, "{}", copies[0]);
+    assert_eq!(copies[1]["retry"], true, "{}", copies[1]);
     let records = exported.len() as u64;
     eprintln!(
         "{} events acknowledged, {records} records in the topic",
@@ -647,6 +671,64 @@ async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
     for engine in &engines {
         assert_eq!(digest_once_applied(&engine.server, records).await, rebuilt);
     }
+
+    // A new engine node starts from a peer's snapshot, not from the topic's beginning.
+    let joining = dir.path().join("engine-3");
+    let fetched = run_ok(
+        spoor()
+            .args([
+                "state",
+                "fetch",
+                "--admin-token",
+                common::ADMIN_TOKEN,
+                "--from",
+            ])
+            .arg(engines[1].url(""))
+            .arg("--data")
+            .arg(&joining)
+            .args(kafka_args(&address, "roles")),
+    );
+    let fetched: Value = serde_json::from_slice(&fetched.stdout).unwrap();
+    assert_eq!(fetched["position"], records, "{fetched}");
+    let third = Node::start(joining, &[], role_args(&address, "roles", "engine"));
+    assert_eq!(digest_once_applied(&third.server, records).await, rebuilt);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let current = loop {
+        let text = third.server.log_text();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("state is current with the log"))
+        {
+            break line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new node never caught up: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        current.contains("\"replayed\":0"),
+        "the new node replayed the topic: {current}"
+    );
+    // From another topic, a snapshot is refused before anything is written.
+    let refused = spoor()
+        .args([
+            "state",
+            "fetch",
+            "--admin-token",
+            common::ADMIN_TOKEN,
+            "--from",
+        ])
+        .arg(engines[1].url(""))
+        .arg("--data")
+        .arg(dir.path().join("elsewhere"))
+        .args(kafka_args(&address, "other"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("another log"));
+    assert!(!dir.path().join("elsewhere/state.snapshot").exists());
 }
 
 #[test]

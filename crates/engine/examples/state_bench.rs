@@ -21,6 +21,8 @@ static ALLOCATOR: Counting = Counting;
 
 static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
+static NEXT_REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 struct Counting;
 
 unsafe extern "C" {
@@ -166,7 +168,10 @@ fn record(contact: u64, step: u64, rng: &mut Rng) -> StoredRecord {
     };
     StoredRecord {
         received_at: at,
-        request_hash: "0".repeat(32),
+        // Each record its own request: a repeated one would be a client's retry.
+        request_hash: spoor_protocol::stored::hash_hex(u128::from(
+            NEXT_REQUEST.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        )),
         content: RecordContent::Event(TrackerEvent {
             site_id: "S".into(),
             datetime: Some(at),

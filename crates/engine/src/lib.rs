@@ -25,6 +25,7 @@ mod test_events;
 
 use std::collections::HashMap;
 
+use spoor_protocol::retries::Retries;
 use spoor_protocol::stored::{RecordContent, StoredRecord};
 
 pub use catalogue::Product;
@@ -35,11 +36,18 @@ pub use site::{SiteCounts, SiteState};
 #[derive(Default)]
 pub struct Engine {
     sites: HashMap<String, SiteState>,
+    /// Recent events' request hashes: a client's retry stored twice (through two ingest
+    /// nodes, say) is counted once.
+    retries: Retries,
 }
 
 impl Engine {
-    /// Applies one record; records must come in log order.
+    /// Applies one record; records must come in log order. A retry of an event applied
+    /// shortly before changes nothing (see [`Retries`]).
     pub fn apply(&mut self, record: &StoredRecord) {
+        if self.retries.is_retry(record) {
+            return;
+        }
         match &record.content {
             RecordContent::Event(event) => {
                 let at = event.datetime.unwrap_or(record.received_at);
@@ -101,6 +109,8 @@ mod tests {
 
     const T0: i64 = 1_700_000_000_000;
 
+    static NEXT_REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
     /// A record as ingest stores it, from a wire body.
     fn record(body: serde_json::Value) -> StoredRecord {
         let content = match parse_value(&body, T0 + 1_000_000).unwrap() {
@@ -112,7 +122,10 @@ mod tests {
         // clock is for a client's.
         StoredRecord {
             received_at: T0 + 1_000_000,
-            request_hash: "0".repeat(32),
+            // Each record its own request: a repeated one would be a client's retry.
+            request_hash: spoor_protocol::stored::hash_hex(u128::from(
+                NEXT_REQUEST.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            )),
             content,
         }
     }

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use spoor_protocol::retries::{Retries, RetriesSnapshot};
 
 use crate::activity::Activity;
 use crate::attribution::Attribution;
@@ -17,7 +18,7 @@ use crate::timers::{Timers, TimersSnapshot};
 use crate::{Engine, SiteState};
 
 /// Bumped when the snapshot's shape changes; an older snapshot is then not used.
-pub const VERSION: u32 = 6;
+pub const VERSION: u32 = 7;
 
 /// The whole engine's state at a log position.
 #[derive(Serialize, Deserialize)]
@@ -26,6 +27,8 @@ pub struct Snapshot {
     /// Log records the state reflects: replay resumes here.
     pub position: u64,
     pub sites: BTreeMap<String, SiteSnapshot>,
+    /// Recent events' request hashes, so that a retry after the snapshot is still one.
+    pub retries: RetriesSnapshot,
 }
 
 impl Snapshot {
@@ -37,6 +40,7 @@ impl Snapshot {
             sites: (engine.sites().into_iter())
                 .map(|(id, site)| (id.to_string(), site.to_snapshot()))
                 .collect(),
+            retries: engine.retries.to_snapshot(),
         }
     }
 
@@ -46,7 +50,10 @@ impl Snapshot {
         if self.version != VERSION {
             return Err(self.version);
         }
-        let mut engine = Engine::default();
+        let mut engine = Engine {
+            retries: Retries::from_snapshot(self.retries),
+            ..Engine::default()
+        };
         for (id, site) in self.sites {
             engine.insert_site(id, SiteState::from_snapshot(site));
         }

@@ -282,10 +282,15 @@ fn summary(variant: &Variant, tally: &Tally, catalogue: u64) -> VariantScore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
     use serde_json::json;
     use spoor_protocol::{Incoming, parse_value};
 
     const T0: i64 = 1_700_000_000_000;
+
+    /// Each record its own request: a repeated one would be a client's retry.
+    static NEXT_REQUEST: AtomicU64 = AtomicU64::new(0);
 
     fn record(body: serde_json::Value, at: i64) -> StoredRecord {
         let Ok(Incoming::Event(event)) = parse_value(&body, at) else {
@@ -293,7 +298,7 @@ mod tests {
         };
         StoredRecord {
             received_at: at,
-            request_hash: format!("{at:032x}"),
+            request_hash: format!("{:032x}", NEXT_REQUEST.fetch_add(1, Ordering::Relaxed)),
             content: RecordContent::Event(event),
         }
     }

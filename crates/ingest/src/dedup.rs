@@ -28,8 +28,9 @@ use tokio::sync::oneshot;
 
 use crate::error::IngestError;
 
-/// How long a byte-identical request is at least recognised as a retry.
-pub const RETRY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+/// How long a byte-identical request is at least recognised as a retry: the window the
+/// state's readers decide retries by too.
+pub use spoor_protocol::retries::RETRY_WINDOW_MS;
 /// Independently locked parts of the request-key index.
 pub const SHARDS: usize = 64;
 /// The top bits of a request key that pick its shard.

@@ -8,6 +8,7 @@ use spoor_log::EventLog;
 
 use crate::error::IngestError;
 use crate::scan::scan_from;
+use spoor_protocol::retries::Retries;
 use spoor_protocol::stored::{ExportedRecord, StoredRecord, parse_hash_hex};
 
 /// Which records an export includes.
@@ -40,11 +41,18 @@ pub fn export(
     out: &mut dyn Write,
 ) -> Result<u64, IngestError> {
     let mut written = 0;
+    // Decided over every record, as the state does, whatever the filter keeps.
+    let mut retries = Retries::default();
     scan_from(log, 0, |position, record| {
+        let retry = retries.is_retry(&record);
         if !filter.matches(&record) {
             return Ok(());
         }
-        let line = ExportedRecord { position, record };
+        let line = ExportedRecord {
+            position,
+            retry,
+            record,
+        };
         serde_json::to_writer(&mut *out, &line)
             .and_then(|()| out.write_all(b"\n").map_err(serde_json::Error::io))
             .map_err(|e| IngestError::Storage(format!("write the export: {e}")))?;

@@ -152,7 +152,11 @@ pub fn export(
     };
     let mut records = Vec::new();
     each_naming(log, site_id, &found.ids, |position, _, record| {
-        records.push(ExportedRecord { position, record });
+        records.push(ExportedRecord {
+            position,
+            retry: false,
+            record,
+        });
         Ok(())
     })?;
     Ok(Some(ContactExport {

@@ -210,6 +210,11 @@ impl LiveState {
         self.undecodable.load(Ordering::Relaxed)
     }
 
+    /// Where this state's snapshots are saved, if anywhere.
+    pub fn snapshot_path(&self) -> Option<&Path> {
+        self.snapshot_path.as_deref()
+    }
+
     /// The state to follow `log` from: the snapshot at `snapshot_path` when it is usable
     /// (the log then replays from its position), else empty (the log replays whole).
     /// Snapshots are then kept at that path.
@@ -517,6 +522,8 @@ impl LiveState {
 struct Following {
     reader: Option<Box<dyn LogReader>>,
     caught_up: bool,
+    /// When following began, and from which position: the catch-up's rate.
+    began: Option<(std::time::Instant, u64)>,
 }
 
 /// One turn of the follower: a rebuild asked for, a snapshot due, then the next records
@@ -542,10 +549,22 @@ fn follow_step(log: &dyn EventLog, state: &LiveState, following: &mut Following)
         },
     };
     let reader = following.reader.insert(reader);
+    let (began, from) = *following
+        .began
+        .get_or_insert_with(|| (std::time::Instant::now(), state.applied()));
     match state.catch_up(&mut **reader, IDLE_WAIT) {
         Ok(0) if !following.caught_up => {
             following.caught_up = true;
-            tracing::info!(records = state.applied(), "state is current with the log");
+            let replayed = state.applied().saturating_sub(from);
+            // The wait for records at the end of the log is not catching up.
+            let seconds = began.elapsed().saturating_sub(IDLE_WAIT).as_secs_f64();
+            tracing::info!(
+                records = state.applied(),
+                replayed,
+                seconds = (seconds * 100.0).round() / 100.0,
+                records_per_second = (replayed as f64 / seconds.max(0.001)).round(),
+                "state is current with the log"
+            );
         }
         Ok(_) => {}
         Err(error) => {
@@ -609,6 +628,8 @@ mod tests {
     use spoor_protocol::stored::RecordContent;
     use spoor_protocol::{Incoming, parse_request};
 
+    static NEXT_REQUEST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
     fn stored(body: &str) -> Vec<u8> {
         let Incoming::Event(event) = parse_request(body.as_bytes(), 1_700_000_000_000).unwrap()
         else {
@@ -616,7 +637,10 @@ mod tests {
         };
         let record = StoredRecord {
             received_at: 1_700_000_000_000,
-            request_hash: "0".repeat(32),
+            // Each body its own request: a repeated one would be a client's retry.
+            request_hash: spoor_protocol::stored::hash_hex(u128::from(
+                NEXT_REQUEST.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            )),
             content: RecordContent::Event(event),
         };
         serde_json::to_vec(&record).unwrap()

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod json;
 pub mod parse;
 pub mod reader;
+pub mod retries;
 pub mod stored;
 mod tags;
 mod text;

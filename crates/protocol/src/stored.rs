@@ -95,6 +95,10 @@ impl StoredRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ExportedRecord {
     pub position: u64,
+    /// A client's retry of an event stored shortly before (see
+    /// [`crate::retries::Retries`]): kept in the log, counted once by the state.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry: bool,
     #[serde(flatten)]
     pub record: StoredRecord,
 }

@@ -253,6 +253,72 @@ pub async fn import_feed(
 /// How long a snapshot asked for over HTTP may take, copy and write.
 const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// The header that says which log a sent snapshot was derived from.
+pub const LOG_IDENTITY_HEADER: &str = "spoor-log-identity";
+/// The header that says how many log records a sent snapshot reflects (at least).
+pub const SNAPSHOT_POSITION_HEADER: &str = "spoor-snapshot-position";
+
+fn not_saved(spoor_live::NotSaved(reason): spoor_live::NotSaved) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "snapshot_not_saved",
+        format!("the state snapshot was not saved: {reason}"),
+    )
+}
+
+/// `GET /admin/v1/state/snapshot`: a snapshot saved now, sent whole: how a new engine
+/// node starts from a peer's state rather than from the log's beginning (`spoor state
+/// fetch`).
+pub async fn send_snapshot(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    require_admin(&state, &headers)?;
+    let live = state.live.clone();
+    let saved = blocking(move || live.snapshot_now(SNAPSHOT_WAIT))
+        .await?
+        .map_err(not_saved)?;
+    let path = (state.live.snapshot_path())
+        .ok_or_else(|| not_saved(spoor_live::NotSaved("this node keeps no snapshots".into())))?
+        .to_path_buf();
+    // Opened before it is sent: a save meanwhile renames a newer file into place, and this
+    // one is still read whole.
+    let file = blocking(move || std::fs::File::open(&path))
+        .await?
+        .map_err(|e| ApiError::unavailable(format!("open the state snapshot: {e}")))?;
+    let length = file.metadata().map(|m| m.len()).ok();
+    let (sender, receiver) = mpsc::channel::<std::io::Result<Bytes>>(8);
+    tokio::task::spawn_blocking(move || {
+        let mut writer = ChunkWriter {
+            sender,
+            buf: Vec::with_capacity(EXPORT_CHUNK_BYTES),
+        };
+        let mut file = file;
+        let sent = std::io::copy(&mut file, &mut writer).and_then(|_| writer.flush());
+        if let Err(error) = sent {
+            tracing::warn!(%error, "sending the state snapshot stopped");
+            let _ = writer.sender.blocking_send(Err(error));
+        }
+    });
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(length) = length {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    headers.insert(SNAPSHOT_POSITION_HEADER, HeaderValue::from(saved.position));
+    if let Ok(identity) = HeaderValue::from_str(&state.log_identity) {
+        headers.insert(LOG_IDENTITY_HEADER, identity);
+    }
+    Ok(response)
+}
+
 /// `POST /admin/v1/state/snapshot`: saves a state snapshot now (before a backup or an
 /// upgrade, so that the next start replays little) and answers once it is on disk.
 pub async fn save_snapshot(
@@ -262,13 +328,7 @@ pub async fn save_snapshot(
     require_admin(&state, &headers)?;
     let live = state.live.clone();
     let saved = blocking(move || live.snapshot_now(SNAPSHOT_WAIT)).await?;
-    saved.map(Json).map_err(|spoor_live::NotSaved(reason)| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "snapshot_not_saved",
-            format!("the state snapshot was not saved: {reason}"),
-        )
-    })
+    saved.map(Json).map_err(not_saved)
 }
 
 /// `POST /admin/v1/events/import`: NDJSON lines of an export, loaded idempotently.

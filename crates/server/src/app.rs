@@ -23,6 +23,9 @@ pub struct AppState {
     pub ingestor: Arc<Ingestor>,
     /// The event log: the source of truth, read by exports and health checks.
     pub log: Arc<dyn EventLog>,
+    /// Which log this is (`LogSpec::identity`): sent with a snapshot, so that a node of
+    /// another log does not take it.
+    pub log_identity: Arc<str>,
     /// Every site's settings: sites and keys, CORS and rate limits, blocks, tuning,
     /// triggers.
     pub settings: Arc<Settings>,

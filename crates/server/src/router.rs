@@ -82,7 +82,10 @@ fn keyed_routes() -> Routes {
         (routes::BLOCK_BACKTEST, post(blocks::backtest)),
         (routes::EXPORT, get(admin::export_events)),
         (routes::IMPORT, post(admin::import_events)),
-        (routes::STATE_SNAPSHOT, post(admin::save_snapshot)),
+        (
+            routes::STATE_SNAPSHOT,
+            post(admin::save_snapshot).get(admin::send_snapshot),
+        ),
         // The state derived from the log: a key required.
         (routes::SITE_STATE, get(state::site)),
         (
