@@ -5,6 +5,9 @@
 //! latency.
 //!
 //! `cargo run --release -p spoor-engine --example state_bench -- 1000000 20`
+//!
+//! With `SPOOR_BENCH_SEVERAL_WRITERS=1`, the engine decides retries as on a log that
+//! several ingest nodes append to (a Kafka log), holding the window's request hashes.
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -197,6 +200,8 @@ fn main() {
     let per_contact: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut engine = Engine::default();
+    let several_writers = std::env::var_os("SPOOR_BENCH_SEVERAL_WRITERS").is_some_and(|v| v == "1");
+    engine.decide_retries(several_writers);
     let before = rss_bytes();
     let live_before = LIVE_BYTES.load(Ordering::Relaxed);
     let started = Instant::now();

@@ -36,16 +36,29 @@ pub use site::{SiteCounts, SiteState};
 #[derive(Default)]
 pub struct Engine {
     sites: HashMap<String, SiteState>,
-    /// Recent events' request hashes: a client's retry stored twice (through two ingest
-    /// nodes, say) is counted once.
-    retries: Retries,
+    /// Recent events' request hashes, on a log several processes append to: a client's
+    /// retry stored twice (through two ingest nodes, say) is counted once.
+    retries: Option<Retries>,
 }
 
 impl Engine {
+    /// Decides retries (see [`Retries`]) or not: on a log with several writers. Taken
+    /// from a snapshot or started empty; dropped on a log with one writer, which never
+    /// holds a retry (its ingest answers it `duplicate` and stores nothing).
+    pub fn decide_retries(&mut self, several_writers: bool) {
+        match (several_writers, &self.retries) {
+            (true, None) => self.retries = Some(Retries::default()),
+            (false, Some(_)) => self.retries = None,
+            _ => {}
+        }
+    }
+
     /// Applies one record; records must come in log order. A retry of an event applied
-    /// shortly before changes nothing (see [`Retries`]).
+    /// shortly before changes nothing (see [`Engine::decide_retries`]).
     pub fn apply(&mut self, record: &StoredRecord) {
-        if self.retries.is_retry(record) {
+        if let Some(retries) = &mut self.retries
+            && retries.is_retry(record)
+        {
             return;
         }
         match &record.content {
@@ -225,6 +238,25 @@ mod tests {
             "a merged id answers with the survivor"
         );
         assert_eq!(site.counts().contacts, 1);
+    }
+
+    #[test]
+    fn a_retry_stored_twice_counts_once_on_a_log_with_several_writers_only() {
+        let first = view(1, "v", "a");
+        // The same request through another ingest node: later, with the same hash.
+        let again = StoredRecord {
+            received_at: first.received_at + 5_000,
+            ..first.clone()
+        };
+        let events = |several_writers: bool| {
+            let mut engine = Engine::default();
+            engine.decide_retries(several_writers);
+            engine.apply(&first);
+            engine.apply(&again);
+            engine.site("S").unwrap().counts().events
+        };
+        assert_eq!(events(true), 1);
+        assert_eq!(events(false), 2);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use crate::timers::{Timers, TimersSnapshot};
 use crate::{Engine, SiteState};
 
 /// Bumped when the snapshot's shape changes; an older snapshot is then not used.
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 6;
 
 /// The whole engine's state at a log position.
 #[derive(Serialize, Deserialize)]
@@ -27,8 +27,10 @@ pub struct Snapshot {
     /// Log records the state reflects: replay resumes here.
     pub position: u64,
     pub sites: BTreeMap<String, SiteSnapshot>,
-    /// Recent events' request hashes, so that a retry after the snapshot is still one.
-    pub retries: RetriesSnapshot,
+    /// Recent events' request hashes, so that a retry after the snapshot is still one
+    /// (on a log with several writers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetriesSnapshot>,
 }
 
 impl Snapshot {
@@ -40,7 +42,7 @@ impl Snapshot {
             sites: (engine.sites().into_iter())
                 .map(|(id, site)| (id.to_string(), site.to_snapshot()))
                 .collect(),
-            retries: engine.retries.to_snapshot(),
+            retries: engine.retries.as_ref().map(Retries::to_snapshot),
         }
     }
 
@@ -51,7 +53,7 @@ impl Snapshot {
             return Err(self.version);
         }
         let mut engine = Engine {
-            retries: Retries::from_snapshot(self.retries),
+            retries: self.retries.map(Retries::from_snapshot),
             ..Engine::default()
         };
         for (id, site) in self.sites {

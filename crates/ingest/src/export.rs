@@ -42,9 +42,9 @@ pub fn export(
 ) -> Result<u64, IngestError> {
     let mut written = 0;
     // Decided over every record, as the state does, whatever the filter keeps.
-    let mut retries = Retries::default();
+    let mut retries = log.several_writers().then(Retries::default);
     scan_from(log, 0, |position, record| {
-        let retry = retries.is_retry(&record);
+        let retry = (retries.as_mut()).is_some_and(|retries| retries.is_retry(&record));
         if !filter.matches(&record) {
             return Ok(());
         }

@@ -235,7 +235,8 @@ impl LiveState {
                 log_end = log.end(),
                 "state snapshot is ahead of the log (records were lost); replaying the whole log"
             ),
-            Some((engine, position)) => {
+            Some((mut engine, position)) => {
+                engine.decide_retries(log.several_writers());
                 state.engine = RwLock::new(engine);
                 state.applied = AtomicU64::new(position);
                 state.snapshot_at = AtomicU64::new(position);
@@ -247,7 +248,14 @@ impl LiveState {
             }
             None => {}
         }
+        state.engine_mut().decide_retries(log.several_writers());
         state
+    }
+
+    fn engine_mut(&mut self) -> &mut Engine {
+        self.engine
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes the records that ingest hands over decoded (see `Ingestor::hand_off_to`)
@@ -368,7 +376,8 @@ impl LiveState {
 
     /// Builds the state of the whole log, once, on this thread: `spoor state rebuild`.
     pub fn replay(log: &dyn EventLog) -> Result<LiveState, spoor_log::LogError> {
-        let state = LiveState::default();
+        let mut state = LiveState::default();
+        state.engine_mut().decide_retries(log.several_writers());
         let mut reader = log.reader(0)?;
         while state.catch_up(&mut *reader, Duration::ZERO)? > 0 {}
         Ok(state)

@@ -319,6 +319,14 @@ pub trait EventLog: Send + Sync + 'static {
     /// that thread's appends a group at a time, by one wake-up of its runtime.
     fn attach_appending_thread(&self) {}
 
+    /// Whether more than one process may append to this log (each ingest node of a
+    /// shared log): a client's retry may then be stored twice, and the log's readers
+    /// decide retries from the log itself (`spoor_protocol::retries`). A log with one
+    /// writer never stores a retry within the window, so its readers need not hold it.
+    fn several_writers(&self) -> bool {
+        false
+    }
+
     /// Bytes the log takes in storage, when the implementation knows.
     fn size_bytes(&self) -> Option<u64> {
         None

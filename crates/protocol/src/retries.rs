@@ -7,6 +7,9 @@
 //! stored in part before its client was told to retry, is stored twice. The state and
 //! the export then count the later copy as the retry it is.
 //!
+//! Only a log that several processes append to can hold such a copy; readers of a log
+//! with one writer do not decide retries, and hold nothing for it.
+//!
 //! The rule matches ingest's own: an event is a retry when an event with the same
 //! request hash was kept less than [`RETRY_WINDOW_MS`] before it (by receive time,
 //! either way, for the clocks of two nodes). Ingest recognises a retry for at least that

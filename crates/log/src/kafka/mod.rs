@@ -530,6 +530,10 @@ impl EventLog for KafkaLog {
         self.reach.end.load(Ordering::Acquire)
     }
 
+    fn several_writers(&self) -> bool {
+        true
+    }
+
     fn health(&self) -> Result<(), LogError> {
         // An idempotent producer that hit a fatal error refuses every append from then on.
         let fatal = (self.producer.as_ref()).and_then(|p| p.client().fatal_error());
