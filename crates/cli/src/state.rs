@@ -95,6 +95,13 @@ async fn fetch(from: &str, token: &str, data: &DataDir, log: &LogChoice) -> anyh
         .with_context(|| format!("create the data directory {}", data.path.display()))?;
     crate::serve::forget_caches_of_another_log(&data.path, &spec)?;
     let url = format!("{}/admin/v1/state/snapshot", from.trim_end_matches('/'));
+    if !is_private_transport(&url) {
+        tracing::warn!(
+            "fetching over plain http from another machine: the admin token and every \
+             site's state (personal data) cross the network readable; use https or a \
+             private network between nodes"
+        );
+    }
     let client = spoor_outgoing::client_builder()
         .build()
         .context("make the HTTP client")?;
@@ -129,6 +136,10 @@ async fn fetch(from: &str, token: &str, data: &DataDir, log: &LogChoice) -> anyh
             .with_context(|| format!("write {}", tmp.display()))?;
         bytes += chunk.len() as u64;
     }
+    if let Err(error) = check_snapshot(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(error);
+    }
     keep(file, &tmp, &path)?;
     let seconds = started.elapsed().as_secs_f64();
     let report = json!({
@@ -150,6 +161,37 @@ fn keep(file: std::fs::File, tmp: &Path, path: &Path) -> anyhow::Result<()> {
         std::fs::File::open(dir)
             .and_then(|dir| dir.sync_all())
             .with_context(|| format!("sync {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// https, or http to this machine.
+fn is_private_transport(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return true;
+    };
+    ["localhost", "127.", "[::1]"]
+        .iter()
+        .any(|loopback| rest.starts_with(loopback))
+}
+
+/// Reads the fetched file through as a snapshot of this version: a cut or foreign file
+/// never becomes the data directory's snapshot.
+fn check_snapshot(path: &Path) -> anyhow::Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        version: u32,
+    }
+    let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let head: Head = serde_json::from_reader(std::io::BufReader::with_capacity(1 << 20, file))
+        .context("the peer's snapshot is not a whole snapshot")?;
+    if head.version != spoor_engine::snapshot::VERSION {
+        bail!(
+            "the peer's snapshot has format {} and this spoor reads {}: run the same version \
+             of spoor on both",
+            head.version,
+            spoor_engine::snapshot::VERSION
+        );
     }
     Ok(())
 }

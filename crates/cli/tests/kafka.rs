@@ -558,6 +558,24 @@ async fn post_until_stopped(
     acknowledged
 }
 
+/// `spoor state fetch` of `peer`'s snapshot into `data`, for a node on `topic`.
+fn fetch(peer: &Node, data: &Path, broker: &str, topic: &str) -> Command {
+    let mut command = spoor();
+    command
+        .args([
+            "state",
+            "fetch",
+            "--admin-token",
+            common::ADMIN_TOKEN,
+            "--from",
+        ])
+        .arg(peer.url(""))
+        .arg("--data")
+        .arg(data)
+        .args(kafka_args(broker, topic));
+    command
+}
+
 #[tokio::test]
 #[ignore = "needs tansu; run by .ci/run"]
 async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
@@ -674,20 +692,7 @@ async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
 
     // A new engine node starts from a peer's snapshot, not from the topic's beginning.
     let joining = dir.path().join("engine-3");
-    let fetched = run_ok(
-        spoor()
-            .args([
-                "state",
-                "fetch",
-                "--admin-token",
-                common::ADMIN_TOKEN,
-                "--from",
-            ])
-            .arg(engines[1].url(""))
-            .arg("--data")
-            .arg(&joining)
-            .args(kafka_args(&address, "roles")),
-    );
+    let fetched = run_ok(&mut fetch(&engines[1], &joining, &address, "roles"));
     let fetched: Value = serde_json::from_slice(&fetched.stdout).unwrap();
     assert_eq!(fetched["position"], records, "{fetched}");
     let third = Node::start(joining, &[], role_args(&address, "roles", "engine"));
@@ -711,24 +716,39 @@ async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
         current.contains("\"replayed\":0"),
         "the new node replayed the topic: {current}"
     );
+    // The retry window came with the snapshot: a further copy of the retried event
+    // (imported with a later receive time) counts for nothing on any engine node.
+    let counted = |body: &Value| body["events"].as_u64();
+    let (_, before) = get(&third.server, "/api/v1/sites/S1").await;
+    let mut copy = (*copies[0]).clone();
+    copy["receivedAt"] = json!(copy["receivedAt"].as_i64().unwrap() + 1_000);
+    let imported = client()
+        .post(ingest[1].url("/admin/v1/events/import"))
+        .bearer_auth(common::ADMIN_TOKEN)
+        .body(format!("{copy}\n"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(imported.status(), 200);
+    for node in engines.iter().chain([&third]) {
+        let after = eventually(
+            &node.server,
+            "/api/v1/sites/S1",
+            "the copy applied",
+            |s, b| s == 200 && b["statePosition"].as_u64() > Some(records),
+        )
+        .await;
+        assert_eq!(counted(&after), counted(&before), "{after}");
+    }
+
     // From another topic, a snapshot is refused before anything is written.
-    let refused = spoor()
-        .args([
-            "state",
-            "fetch",
-            "--admin-token",
-            common::ADMIN_TOKEN,
-            "--from",
-        ])
-        .arg(engines[1].url(""))
-        .arg("--data")
-        .arg(dir.path().join("elsewhere"))
-        .args(kafka_args(&address, "other"))
+    let elsewhere = dir.path().join("elsewhere");
+    let refused = fetch(&engines[1], &elsewhere, &address, "other")
         .output()
         .unwrap();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("another log"));
-    assert!(!dir.path().join("elsewhere/state.snapshot").exists());
+    assert!(!elsewhere.join("state.snapshot").exists());
 }
 
 #[test]

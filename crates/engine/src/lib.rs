@@ -53,6 +53,11 @@ impl Engine {
         }
     }
 
+    /// Whether this engine decides retries (see [`Engine::decide_retries`]).
+    pub fn decides_retries(&self) -> bool {
+        self.retries.is_some()
+    }
+
     /// Applies one record; records must come in log order. A retry of an event applied
     /// shortly before changes nothing (see [`Engine::decide_retries`]).
     pub fn apply(&mut self, record: &StoredRecord) {

@@ -123,6 +123,9 @@ pub fn backtest(
     baskets: Option<&BasketSettings>,
 ) -> BacktestReport {
     let mut engine = Engine::default();
+    // As an engine node on a log with several writers does: a log with one writer holds
+    // no retry, so there this changes nothing.
+    engine.decide_retries(true);
     // Filed under every identifier of the visitor: a merge (a sign-in) between two
     // moments changes the contact's number, never the identifiers the next event names.
     let mut pending: HashMap<Identifier, Rc<Pending>> = HashMap::new();

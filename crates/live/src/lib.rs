@@ -93,6 +93,8 @@ impl Drop for ErasureHold<'_> {
 /// The engine's state and how far into the log it has got.
 #[derive(Default)]
 pub struct LiveState {
+    /// Set once the follower first reached the end of the log.
+    current: AtomicBool,
     engine: RwLock<Engine>,
     applied: AtomicU64,
     undecodable: AtomicU64,
@@ -210,6 +212,12 @@ impl LiveState {
         self.undecodable.load(Ordering::Relaxed)
     }
 
+    /// Whether the follower has reached the end of the log since the start (a node
+    /// still replaying answers from part of it).
+    pub fn is_current(&self) -> bool {
+        self.current.load(Ordering::Acquire)
+    }
+
     /// Where this state's snapshots are saved, if anywhere.
     pub fn snapshot_path(&self) -> Option<&Path> {
         self.snapshot_path.as_deref()
@@ -235,6 +243,13 @@ impl LiveState {
                 log_end = log.end(),
                 "state snapshot is ahead of the log (records were lost); replaying the whole log"
             ),
+            // Its retries would be decided from an empty window, unlike a replay's.
+            Some((engine, _)) if log.several_writers() && !engine.decides_retries() => {
+                tracing::warn!(
+                    "state snapshot without the retry window a log with several writers \
+                     needs; replaying the whole log"
+                )
+            }
             Some((mut engine, position)) => {
                 engine.decide_retries(log.several_writers());
                 state.engine = RwLock::new(engine);
@@ -564,6 +579,7 @@ fn follow_step(log: &dyn EventLog, state: &LiveState, following: &mut Following)
     match state.catch_up(&mut **reader, IDLE_WAIT) {
         Ok(0) if !following.caught_up => {
             following.caught_up = true;
+            state.current.store(true, Ordering::Release);
             let replayed = state.applied().saturating_sub(from);
             // The wait for records at the end of the log is not catching up.
             let seconds = began.elapsed().saturating_sub(IDLE_WAIT).as_secs_f64();

@@ -182,15 +182,20 @@ pub async fn export_events(
             let _ = writer.sender.blocking_send(Err(error));
         }
     });
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|chunk| (chunk, receiver))
-    });
-    let mut response = Body::from_stream(stream).into_response();
+    let mut response = streamed(receiver).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/x-ndjson"),
     );
     Ok(response)
+}
+
+/// A response body of the chunks a blocking thread sends (an error ends it as failed).
+fn streamed(receiver: mpsc::Receiver<std::io::Result<Bytes>>) -> Body {
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    Body::from_stream(stream)
 }
 
 /// Hands the export to the response in chunks, from a blocking thread.
@@ -300,10 +305,7 @@ pub async fn send_snapshot(
             let _ = writer.sender.blocking_send(Err(error));
         }
     });
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|chunk| (chunk, receiver))
-    });
-    let mut response = Body::from_stream(stream).into_response();
+    let mut response = streamed(receiver).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -20,6 +20,17 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
         )
         .into_response();
     }
+    // An engine node behind a load balancer takes reads only once it holds the whole
+    // state; a node that also takes events is ready at once, so events are never refused
+    // while it replays.
+    if state.role == crate::Role::Engine && !state.live.is_current() {
+        return ApiError::unavailable(format!(
+            "catching up with the log: {} of {} records applied",
+            state.live.applied(),
+            state.log.end()
+        ))
+        .into_response();
+    }
     match state.log.health() {
         Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(error) => ApiError::unavailable(error.to_string()).into_response(),

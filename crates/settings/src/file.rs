@@ -218,6 +218,8 @@ fn differences<V: Clone + Serialize>(
 pub trait SharedFile: Send + Sync {
     /// The file's name, the first part of its keys in the shared table.
     fn name(&self) -> &'static str;
+    /// Whether the file has an entry for the site.
+    fn holds(&self, site: &str) -> bool;
     /// Stores every site's entry in `table` (empty yet); answers how many.
     fn seed(&self, table: &dyn SharedTable) -> Result<usize, SettingsError>;
     /// From now on, changes are stored in `table` first.
@@ -234,6 +236,10 @@ where
 {
     fn name(&self) -> &'static str {
         self.name
+    }
+
+    fn holds(&self, site: &str) -> bool {
+        self.read(|sites| sites.contains_key(site))
     }
 
     fn seed(&self, table: &dyn SharedTable) -> Result<usize, SettingsError> {
@@ -270,9 +276,17 @@ where
     }
 
     fn replace_all(&self, entries: &BTreeMap<String, Vec<u8>>) -> Result<(), SettingsError> {
-        let decoded = (entries.iter())
-            .map(|(site, bytes)| Ok((site.clone(), self.decode_entry(site, bytes)?)))
-            .collect::<Result<BTreeMap<_, _>, SettingsError>>()?;
+        // An entry this version cannot read (a newer node's, during an upgrade) is left
+        // out and said, rather than keep the node from starting.
+        let decoded: BTreeMap<String, V> = (entries.iter())
+            .filter_map(|(site, bytes)| match self.decode_entry(site, bytes) {
+                Ok(value) => Some((site.clone(), value)),
+                Err(error) => {
+                    tracing::warn!(%error, "a shared setting was not taken");
+                    None
+                }
+            })
+            .collect();
         let mut sites = self.sites.write().unwrap_or_else(PoisonError::into_inner);
         *sites = decoded;
         self.keep_copy(&sites);
@@ -282,10 +296,17 @@ where
 
 impl<V: DeserializeOwned> SettingsFile<V> {
     fn decode_entry(&self, site: &str, bytes: &[u8]) -> Result<V, SettingsError> {
+        // Said without serde's message, which may quote a value (a webhook's secret).
         serde_json::from_slice(bytes).map_err(|e| {
             SettingsError::storage(
                 self.setting,
-                format!("the shared entry {}/{site} is not valid: {e}", self.name),
+                format!(
+                    "the shared entry {}/{site} is not valid ({:?} error at line {} column {})",
+                    self.name,
+                    e.classify(),
+                    e.line(),
+                    e.column()
+                ),
             )
         })
     }

@@ -22,13 +22,16 @@ use crate::file::SharedFile;
 pub enum Sharing {
     /// The table held settings: this node's files now hold the same (`entries` of them).
     Joined { entries: usize },
-    /// The table was empty: this node's settings were stored in it (`entries` of them),
-    /// so the first node on a log brings the settings it had.
+    /// No seed had finished in the table: this node's settings were stored in it
+    /// (`entries` of them), beside what it held, so the first node on a log brings the
+    /// settings it had.
     Seeded { entries: usize },
 }
 
 /// How long the follower waits for a change before it asks again.
 const FOLLOW_WAIT: Duration = Duration::from_millis(500);
+/// The key whose presence says a seed finished: a table without it is seeded (again).
+const SEEDED: &str = "spoor/seeded";
 /// How long reading the table at start may go without a change before it gives up.
 const CATCH_UP_STALL: Duration = Duration::from_secs(30);
 /// How long the follower rests after the table could not be read.
@@ -56,28 +59,35 @@ impl Settings {
         };
         let mut follower = table.follow().map_err(unavailable)?;
         let mut held: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        let mut changes_read = 0;
         let mut progress = Instant::now();
         while !follower.caught_up() {
-            if progress.elapsed() > CATCH_UP_STALL {
+            // A broker of several out of reach is passed by the client: only a table
+            // that stays unreadable stops the start.
+            let changes = match follower.next_changes(FOLLOW_WAIT) {
+                Ok(changes) => changes,
+                Err(error) if progress.elapsed() > CATCH_UP_STALL => {
+                    return Err(unavailable(error));
+                }
+                Err(_) => continue,
+            };
+            if changes.is_empty() && progress.elapsed() > CATCH_UP_STALL {
                 return Err(unavailable(spoor_log::LogError::Unavailable(format!(
                     "no change came for {} s before its end",
                     CATCH_UP_STALL.as_secs()
                 ))));
             }
-            for change in follower.next_changes(FOLLOW_WAIT).map_err(unavailable)? {
+            for change in changes {
                 progress = Instant::now();
-                changes_read += 1;
                 match change.value {
                     Some(value) => held.insert(change.key, value),
                     None => held.remove(&change.key),
                 };
             }
         }
-        let sharing = if changes_read == 0 {
-            self.seed(table.as_ref())?
-        } else {
+        let sharing = if held.contains_key(SEEDED) {
             self.join(&held)?
+        } else {
+            self.seed(table.as_ref(), &held)?
         };
         for file in self.files() {
             file.share(table.clone());
@@ -92,12 +102,40 @@ impl Settings {
         Ok(sharing)
     }
 
-    fn seed(&self, table: &dyn SharedTable) -> Result<Sharing, SettingsError> {
+    /// Stores this node's settings in a table no seed finished in. What the table holds
+    /// already (a seed cut short, another first node's under way) is kept beside them,
+    /// this node's entry winning where both have one; the mark comes last.
+    fn seed(
+        &self,
+        table: &dyn SharedTable,
+        held: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Sharing, SettingsError> {
+        for (key, entry) in held {
+            if let Some((file, site)) = self.file_of(key)
+                && !file.holds(site)
+            {
+                file.apply(site, Some(entry))?;
+            }
+        }
         let mut entries = 0;
         for file in self.files() {
             entries += file.seed(table)?;
         }
+        table.put(SEEDED, Some(b"1")).map_err(|e| {
+            SettingsError::storage(
+                Setting::Site,
+                format!("mark the settings stored in {}: {e}", table.describe()),
+            )
+        })?;
         Ok(Sharing::Seeded { entries })
+    }
+
+    /// The file and site a table key names; `None` for a key of no file this version
+    /// knows (a newer node's, or the seed mark).
+    fn file_of<'k>(&self, key: &'k str) -> Option<(&dyn SharedFile, &'k str)> {
+        let (name, site) = key.split_once('/')?;
+        let file = self.files().into_iter().find(|f| f.name() == name)?;
+        Some((file, site))
     }
 
     fn join(&self, held: &BTreeMap<String, Vec<u8>>) -> Result<Sharing, SettingsError> {
@@ -110,9 +148,11 @@ impl Settings {
                 .collect();
             file.replace_all(&entries)?;
         }
-        Ok(Sharing::Joined {
-            entries: held.len(),
-        })
+        let entries = held
+            .keys()
+            .filter(|key| self.file_of(key).is_some())
+            .count();
+        Ok(Sharing::Joined { entries })
     }
 
     /// Takes every change stored after the start, for the life of the process.
@@ -133,11 +173,7 @@ impl Settings {
     }
 
     fn apply(&self, key: &str, entry: Option<&[u8]>) {
-        let Some((name, site)) = key.split_once('/') else {
-            return;
-        };
-        // A key of a file this version does not know is a newer node's: left to it.
-        let Some(file) = self.files().into_iter().find(|f| f.name() == name) else {
+        let Some((file, site)) = self.file_of(key) else {
             return;
         };
         if let Err(error) = file.apply(site, entry) {
@@ -260,6 +296,31 @@ mod tests {
         until("the key on the first node", || {
             first.sites.verify_api_key("S1", &key)
         });
+    }
+
+    #[test]
+    fn a_seed_cut_short_is_finished_by_the_next_node_and_keeps_what_it_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let table: Arc<dyn SharedTable> = Arc::new(MemoryTable::default());
+        // A first node stored one site, then died before marking the seed done.
+        let entry = serde_json::json!({"siteId": "EARLY", "name": "EARLY", "createdAt": 1});
+        (table.put(
+            "sites.json/EARLY",
+            Some(&serde_json::to_vec(&entry).unwrap()),
+        ))
+        .unwrap();
+        let settings = Settings::open(dir.path()).unwrap();
+        settings.sites.register(Some("S1"), None, 1).unwrap();
+        // Both stored: the one found, and this node's.
+        assert_eq!(
+            settings.share(table.clone()).unwrap(),
+            Sharing::Seeded { entries: 2 }
+        );
+        assert!(settings.sites.contains("EARLY") && settings.sites.contains("S1"));
+        let later = tempfile::tempdir().unwrap();
+        let joined = Settings::open(later.path()).unwrap();
+        assert_eq!(joined.share(table).unwrap(), Sharing::Joined { entries: 2 });
+        assert!(joined.sites.contains("EARLY") && joined.sites.contains("S1"));
     }
 
     #[test]

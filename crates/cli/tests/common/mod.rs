@@ -238,17 +238,7 @@ pub async fn call(
     server: &Server,
     path: &str,
 ) -> (u16, serde_json::Value) {
-    let response = client()
-        .request(method, server.url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (
-        status,
-        response.json().await.unwrap_or(serde_json::Value::Null),
-    )
+    answer(client().request(method, server.url(path))).await
 }
 
 /// `method path` with the admin token and a JSON body: the status and the JSON answer.
@@ -258,13 +248,12 @@ pub async fn call_json(
     path: &str,
     body: &serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let response = client()
-        .request(method, server.url(path))
-        .bearer_auth(ADMIN_TOKEN)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+    answer(client().request(method, server.url(path)).json(body)).await
+}
+
+/// Sends `request` with the admin token: the status and the JSON answer (null if none).
+async fn answer(request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+    let response = request.bearer_auth(ADMIN_TOKEN).send().await.unwrap();
     let status = response.status().as_u16();
     (
         status,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::ClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -335,22 +335,6 @@ fn wait_for<T: Send>(
 
 /// Creates the topic when the broker does not have it; refuses one that deletes records.
 fn ensure_topic(config: &KafkaConfig) -> Result<(), LogError> {
-    let admin: AdminClient<_> = config
-        .client_config(&[])?
-        .create()
-        .map_err(|e| config_error("admin client", e))?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(Some(&config.topic), BROKER_TIMEOUT)
-        .map_err(|e| unavailable("the brokers' metadata", e))?;
-    let exists = metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == config.topic && t.error().is_none() && !t.partitions().is_empty());
-    let options = AdminOptions::new().operation_timeout(Some(BROKER_TIMEOUT));
-    if exists {
-        return check_retention(&admin, &options, &config.topic);
-    }
     let max_message = max_message_bytes();
     let topic = NewTopic::new(&config.topic, 1, TopicReplication::Fixed(-1))
         // The broker's default cleanup policy (delete, with retention off: nothing is
@@ -358,19 +342,46 @@ fn ensure_topic(config: &KafkaConfig) -> Result<(), LogError> {
         .set("retention.ms", "-1")
         .set("retention.bytes", "-1")
         .set("max.message.bytes", &max_message);
-    let created = wait_for(admin.create_topics([&topic], &options))?;
+    ensure(config, &topic, check_retention)
+}
+
+/// A check of a topic that exists already (made by hand, or by another node meanwhile).
+type CheckTopic =
+    fn(&AdminClient<DefaultClientContext>, &AdminOptions, &str) -> Result<(), LogError>;
+
+/// Creates `new_topic` when the broker does not have it; `check` judges one it has.
+fn ensure(
+    config: &KafkaConfig,
+    new_topic: &NewTopic<'_>,
+    check: CheckTopic,
+) -> Result<(), LogError> {
+    let topic = new_topic.name;
+    let admin: AdminClient<DefaultClientContext> = config
+        .client_config(&[])?
+        .create()
+        .map_err(|e| config_error("admin client", e))?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(Some(topic), BROKER_TIMEOUT)
+        .map_err(|e| unavailable("the brokers' metadata", e))?;
+    let exists = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    let options = AdminOptions::new().operation_timeout(Some(BROKER_TIMEOUT));
+    if exists {
+        return check(&admin, &options, topic);
+    }
+    let created = wait_for(admin.create_topics([new_topic], &options))?;
     match created
-        .map_err(|e| unavailable("creating the topic", e))?
+        .map_err(|e| unavailable(&format!("creating topic {topic}"), e))?
         .pop()
     {
         Some(Ok(_)) | None => {
-            tracing::info!(topic = %config.topic, "Kafka topic created");
+            tracing::info!(topic, "Kafka topic created");
             Ok(())
         }
-        // Another node created it meanwhile.
-        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {
-            check_retention(&admin, &options, &config.topic)
-        }
+        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => check(&admin, &options, topic),
         Some(Err((name, code))) => Err(LogError::Unavailable(format!(
             "creating topic {name}: {code}"
         ))),
@@ -381,7 +392,7 @@ fn ensure_topic(config: &KafkaConfig) -> Result<(), LogError> {
 /// is the source of truth, and a deleted one would be an acknowledged event lost. A
 /// broker that cannot say is trusted, with a warning.
 fn check_retention(
-    admin: &AdminClient<rdkafka::client::DefaultClientContext>,
+    admin: &AdminClient<DefaultClientContext>,
     options: &AdminOptions,
     topic: &str,
 ) -> Result<(), LogError> {

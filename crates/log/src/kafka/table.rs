@@ -9,11 +9,10 @@ use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::{BROKER_TIMEOUT, PARTITION, config_error, unavailable, wait_for};
+use super::{BROKER_TIMEOUT, PARTITION, config_error, ensure, unavailable, wait_for};
 use crate::{KafkaConfig, LogError, SharedTable, TableChange, TableFollower};
 
 pub struct KafkaTable {
@@ -112,7 +111,13 @@ impl TableFollower for KafkaTableFollower {
         let mut changes = Vec::new();
         let mut timeout = wait;
         while let Some(message) = self.consumer.poll(timeout) {
-            let message = message.map_err(|e| unavailable("reading the settings topic", e))?;
+            let message = match message {
+                Ok(message) => message,
+                // What was read is returned (the position moved past it); the error,
+                // if it lasts, comes back at the next call.
+                Err(_) if !changes.is_empty() => break,
+                Err(error) => return Err(unavailable("reading the settings topic", error)),
+            };
             timeout = Duration::ZERO;
             if message.offset() < self.next {
                 continue;
@@ -135,45 +140,15 @@ impl TableFollower for KafkaTableFollower {
 /// Creates the settings topic, compacted, when the broker does not have it; refuses one
 /// that would delete the settings after a time.
 fn ensure_compacted_topic(config: &KafkaConfig) -> Result<(), LogError> {
-    let topic = config.settings_topic.as_str();
-    let admin: AdminClient<DefaultClientContext> = config
-        .client_config(&[])?
-        .create()
-        .map_err(|e| config_error("admin client", e))?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(Some(topic), BROKER_TIMEOUT)
-        .map_err(|e| unavailable("the brokers' metadata", e))?;
-    let exists = metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    let options = AdminOptions::new().operation_timeout(Some(BROKER_TIMEOUT));
-    if exists {
-        return check_kept(&admin, &options, topic);
-    }
     // Compaction keeps each key's latest value for ever: the settings, not their history.
-    let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
+    let topic = NewTopic::new(&config.settings_topic, 1, TopicReplication::Fixed(-1))
         .set("cleanup.policy", "compact")
         .set("retention.ms", "-1")
         .set("retention.bytes", "-1");
-    let created = wait_for(admin.create_topics([&new_topic], &options))?;
-    match created
-        .map_err(|e| unavailable("creating the settings topic", e))?
-        .pop()
-    {
-        Some(Ok(_)) | None => {
-            tracing::info!(topic, "Kafka settings topic created");
-            Ok(())
-        }
-        Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(()),
-        Some(Err((name, code))) => Err(LogError::Unavailable(format!(
-            "creating topic {name}: {code}"
-        ))),
-    }
+    ensure(config, &topic, check_kept)
 }
 
-/// Refuses a settings topic that deletes records after a time without compaction: the
+/// Refuses a settings topic that is not compacted, or deletes records after a time: the
 /// sites (and their keys) would vanish from every node started afterwards.
 fn check_kept(
     admin: &AdminClient<DefaultClientContext>,
@@ -189,13 +164,31 @@ fn check_kept(
         return Ok(());
     };
     let setting = |name: &str| resource.get(name).and_then(|entry| entry.value.clone());
-    let compacted = setting("cleanup.policy").is_some_and(|p| p.contains("compact"));
-    let retention = setting("retention.ms").unwrap_or_else(|| "-1".into());
-    if !compacted && retention.trim() != "-1" {
+    let Some(policy) = setting("cleanup.policy") else {
+        tracing::warn!(
+            topic,
+            "the broker did not say the settings topic's cleanup.policy: make sure it is compact"
+        );
+        return Ok(());
+    };
+    if !policy.contains("compact") {
         return Err(LogError::Config(format!(
-            "settings topic {topic} deletes records after retention.ms={retention} and is not \
-             compacted: the sites' settings would be lost; set cleanup.policy=compact on it"
+            "settings topic {topic} has cleanup.policy={policy}: set cleanup.policy=compact \
+             on it (each site's latest settings kept for ever)"
         )));
+    }
+    // With `compact,delete`, a retention would delete a site's settings left unchanged.
+    for name in ["retention.ms", "retention.bytes"] {
+        match setting(name) {
+            Some(value) if policy.contains("delete") && value.trim() != "-1" => {
+                return Err(LogError::Config(format!(
+                    "settings topic {topic} has cleanup.policy={policy} and {name}={value}: \
+                     settings left unchanged that long would be deleted; set {name}=-1 or \
+                     cleanup.policy=compact"
+                )));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }
