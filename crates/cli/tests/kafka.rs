@@ -210,6 +210,28 @@ async fn events_live_on_the_topic_and_a_broker_out_of_reach_gives_503_never_200(
     }
     let served = digest_once_applied(&server, 30).await;
     assert_eq!(rebuild_digest(&data, &address, "events"), served);
+    // Where the records of a time begin, as a new ingest node asks to read only the
+    // duplicate window.
+    let spec = spoor_log::LogSpec::Kafka(spoor_log::KafkaConfig {
+        brokers: address.clone(),
+        topic: "events".into(),
+        settings_topic: "events-settings".into(),
+        properties: Vec::new(),
+    });
+    let log = spoor_log::open_read_only(&spec).unwrap();
+    let now = now_ms() as i64;
+    let positions = tokio::task::spawn_blocking(move || {
+        [log.position_at(0), log.position_at(now + 3_600_000)].map(Result::unwrap)
+    })
+    .await
+    .unwrap();
+    // Tansu 0.6 answers offset 0 for any time (a Kafka broker, the end for a time after
+    // the last record): the node then reads the whole topic, as it would without asking.
+    assert_eq!(positions[0], Some(0));
+    assert!(
+        positions[1].is_some_and(|p| p == 0 || p == 30),
+        "{positions:?}"
+    );
     let exported = export_topic(&data, &address, "events");
     assert_eq!(exported.len(), 30);
     assert_eq!(exported[0]["position"], 0);

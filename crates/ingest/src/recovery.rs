@@ -22,7 +22,11 @@ impl Ingestor {
         now_ms: i64,
     ) -> Result<Self, IngestError> {
         let dedup = DedupIndex::default();
-        index_records(&dedup, &*log, 0, now_ms)?;
+        // The index keeps at most two windows of keys: on a log that can say where they
+        // begin (a topic years long, on a new ingest node), only those are read.
+        let since = now_ms.saturating_sub(2 * crate::dedup::RETRY_WINDOW_MS);
+        let from = log.position_at(since).ok().flatten().unwrap_or(0);
+        index_records(&dedup, &*log, from, now_ms)?;
         Ok(Ingestor::with_index(log, sites, dedup, 0))
     }
 

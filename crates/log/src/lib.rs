@@ -327,6 +327,14 @@ pub trait EventLog: Send + Sync + 'static {
         false
     }
 
+    /// The position of the first record appended at or after `at_ms` (milliseconds since
+    /// the epoch), when the log can say without reading it through: where a reader that
+    /// needs only recent records starts. `None`: read from the beginning.
+    fn position_at(&self, at_ms: i64) -> Result<Option<Position>, LogError> {
+        let _ = at_ms;
+        Ok(None)
+    }
+
     /// Bytes the log takes in storage, when the implementation knows.
     fn size_bytes(&self) -> Option<u64> {
         None

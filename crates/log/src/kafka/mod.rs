@@ -545,6 +545,24 @@ impl EventLog for KafkaLog {
         true
     }
 
+    fn position_at(&self, at_ms: i64) -> Result<Option<Position>, LogError> {
+        let consumer = consumer(&self.config, &self.reach)?;
+        let mut asked = TopicPartitionList::new();
+        asked
+            .add_partition_offset(&self.config.topic, PARTITION, Offset::Offset(at_ms))
+            .map_err(|e| LogError::Config(format!("reading topic {}: {e}", self.config.topic)))?;
+        let found = consumer
+            .offsets_for_times(asked, BROKER_TIMEOUT)
+            .map_err(|e| unavailable("the topic's offset for a time", e))?;
+        let offset = (found.elements().first()).map(|element| element.offset());
+        Ok(match offset {
+            Some(Offset::Offset(offset)) if offset >= 0 => Some(offset as Position),
+            // No record at or after that time.
+            Some(Offset::End) => Some(self.end()),
+            _ => None,
+        })
+    }
+
     fn health(&self) -> Result<(), LogError> {
         // An idempotent producer that hit a fatal error refuses every append from then on.
         let fatal = (self.producer.as_ref()).and_then(|p| p.client().fatal_error());
