@@ -7,7 +7,8 @@
 //!
 //! | file | what | type |
 //! | --- | --- | --- |
-//! | `sites.json` | registered sites, API key digests, CORS origins, rate limits | [`sites::SiteRegistry`] |
+//! | `sites.json` | registered sites, CORS origins, rate limits | [`sites::SiteRegistry`] |
+//! | `api-keys.json` | each site's API key digest (SHA-256) | [`sites::SiteRegistry`] |
 //! | `blocks.json` | recommendation blocks, their rules and A/B variants | [`blocks::BlockRegistry`] |
 //! | `tuning.json` | next-item settings tuned on a site's own sessions | [`tuning::TuningRegistry`] |
 //! | `triggers.json` | trigger types, delays, quiet hours, webhooks | [`triggers::TriggerRegistry`] |

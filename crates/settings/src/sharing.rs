@@ -38,9 +38,11 @@ const CATCH_UP_STALL: Duration = Duration::from_secs(30);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl Settings {
-    fn files(&self) -> [&dyn SharedFile; 4] {
+    fn files(&self) -> [&dyn SharedFile; 5] {
+        let [sites, keys] = self.sites.files();
         [
-            self.sites.file(),
+            sites,
+            keys,
             self.blocks.file(),
             self.tuning.file(),
             self.triggers.file(),
@@ -321,6 +323,29 @@ mod tests {
         let joined = Settings::open(later.path()).unwrap();
         assert_eq!(joined.share(table).unwrap(), Sharing::Joined { entries: 2 });
         assert!(joined.sites.contains("EARLY") && joined.sites.contains("S1"));
+    }
+
+    #[test]
+    fn a_key_issued_on_one_node_survives_a_settings_change_on_another_made_meanwhile() {
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let table: Arc<dyn SharedTable> = Arc::new(MemoryTable::default());
+        let first = Settings::open(dirs[0].path()).unwrap();
+        first.sites.register(Some("S1"), None, 1).unwrap();
+        first.share(table.clone()).unwrap();
+        let second = Settings::open(dirs[1].path()).unwrap();
+        second.share(table.clone()).unwrap();
+        let key = first.sites.issue_api_key("S1").unwrap();
+        // Made from a copy that may not have the key yet.
+        second.sites.set_settings("S1", limit(9)).unwrap();
+        for node in [&first, &second] {
+            until("the key and the settings on both nodes", || {
+                node.sites.verify_api_key("S1", &key) && node.sites.settings("S1") == Some(limit(9))
+            });
+        }
+        let joined = tempfile::tempdir().unwrap();
+        let later = Settings::open(joined.path()).unwrap();
+        later.share(table).unwrap();
+        assert!(later.sites.verify_api_key("S1", &key));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use crate::error::{Setting, SettingsError};
 use crate::file::{Codec, SettingsFile, SharedFile};
 
 const FILE_NAME: &str = "sites.json";
+const KEYS_FILE_NAME: &str = "api-keys.json";
 const MAX_NAME_LEN: usize = 200;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,12 +163,16 @@ fn is_origin(text: &str) -> bool {
     matches!(scheme, "http" | "https") && !rest.is_empty() && !rest.contains(['/', '?', '#', ' '])
 }
 
-/// A site as kept in `sites.json`: with the SHA-256 of its API key, never the key.
+/// A site as kept in `sites.json`. Its API key's digest is kept apart (`api-keys.json`),
+/// so that changing the site's settings never carries an older key along: on nodes
+/// that share settings, each is an entry of its own.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StoredSite {
     #[serde(flatten)]
     site: Site,
+    /// Where a data directory from before `api-keys.json` kept the digest: moved there
+    /// at open.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     api_key_sha256: Option<String>,
     #[serde(default)]
@@ -181,6 +186,8 @@ struct SitesFile {
 
 pub struct SiteRegistry {
     file: SettingsFile<StoredSite>,
+    /// The SHA-256 of each site's API key, never the key.
+    keys: SettingsFile<String>,
 }
 
 /// Whether [`SiteRegistry::register`] added the site or found it there already.
@@ -214,13 +221,41 @@ fn not_registered(site_id: &str) -> SettingsError {
 
 impl SiteRegistry {
     pub fn open(data_dir: &Path) -> Result<Self, SettingsError> {
-        Ok(SiteRegistry {
+        let registry = SiteRegistry {
             file: SettingsFile::open_with(data_dir, FILE_NAME, Setting::Site, sites_codec())?,
+            keys: SettingsFile::open(data_dir, KEYS_FILE_NAME, Setting::Site)?,
+        };
+        registry.move_inline_keys()?;
+        Ok(registry)
+    }
+
+    /// Moves digests kept in `sites.json` by an earlier version into `api-keys.json`
+    /// (written first: a crash between the two writes loses nothing).
+    fn move_inline_keys(&self) -> Result<(), SettingsError> {
+        let inline: Vec<(String, String)> = self.file.read(|sites| {
+            (sites.iter())
+                .filter_map(|(id, s)| Some((id.clone(), s.api_key_sha256.clone()?)))
+                .collect()
+        });
+        if inline.is_empty() {
+            return Ok(());
+        }
+        self.keys.change(|keys| {
+            for (id, digest) in &inline {
+                keys.entry(id.clone()).or_insert_with(|| digest.clone());
+            }
+            Ok::<(), SettingsError>(())
+        })?;
+        self.file.change(|sites| {
+            for site in sites.values_mut() {
+                site.api_key_sha256 = None;
+            }
+            Ok(())
         })
     }
 
-    pub(crate) fn file(&self) -> &dyn SharedFile {
-        &self.file
+    pub(crate) fn files(&self) -> [&dyn SharedFile; 2] {
+        [&self.file, &self.keys]
     }
 
     pub fn contains(&self, site_id: &str) -> bool {
@@ -275,14 +310,14 @@ impl SiteRegistry {
     /// Issues a new API key for the site's read API, replacing any earlier one. The key
     /// is returned once; only its SHA-256 is kept.
     pub fn issue_api_key(&self, site_id: &str) -> Result<String, SettingsError> {
+        if !self.contains(site_id) {
+            return Err(not_registered(site_id));
+        }
         // Answered only once stored: a key answered but not stored would not work after a
         // restart, and one stored but not answered locks the shop out.
-        self.file.change(|sites| {
-            let site = sites
-                .get_mut(site_id)
-                .ok_or_else(|| not_registered(site_id))?;
+        self.keys.change(|keys| {
             let key = fresh_api_key()?;
-            site.api_key_sha256 = Some(sha256_hex(&key));
+            keys.insert(site_id.to_string(), sha256_hex(&key));
             Ok(key)
         })
     }
@@ -290,8 +325,8 @@ impl SiteRegistry {
     /// Whether `key` is the site's current API key.
     pub fn verify_api_key(&self, site_id: &str, key: &str) -> bool {
         let digest = sha256_hex(key);
-        self.file.read(|sites| {
-            let Some(expected) = sites.get(site_id).and_then(|s| s.api_key_sha256.as_ref()) else {
+        self.keys.read(|keys| {
+            let Some(expected) = keys.get(site_id) else {
                 return false;
             };
             // Digests compared in constant time: timing tells nothing of the stored digest.
@@ -302,16 +337,15 @@ impl SiteRegistry {
     /// The site whose API key `key` is, if any.
     pub fn site_of_key(&self, key: &str) -> Option<String> {
         let digest = sha256_hex(key);
-        self.file.read(|sites| {
-            (sites.values())
-                .find(|s| {
-                    let stored = s.api_key_sha256.as_deref().unwrap_or("");
+        self.keys.read(|keys| {
+            (keys.iter())
+                .find(|(_, stored)| {
                     bool::from(subtle::ConstantTimeEq::ct_eq(
                         stored.as_bytes(),
                         digest.as_bytes(),
                     ))
                 })
-                .map(|s| s.site.site_id.clone())
+                .map(|(site_id, _)| site_id.clone())
         })
     }
 
@@ -438,13 +472,34 @@ mod tests {
         assert!(key.starts_with("spoor_") && key.len() == 70);
         assert!(registry.verify_api_key("S1", &key));
         assert!(!registry.verify_api_key("S2", &key));
-        let stored = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
-        assert!(!stored.contains(&key));
+        for file in [FILE_NAME, KEYS_FILE_NAME] {
+            let stored = std::fs::read_to_string(dir.path().join(file)).unwrap();
+            assert!(!stored.contains(&key), "{file}");
+        }
         let reopened = SiteRegistry::open(dir.path()).unwrap();
         assert!(reopened.verify_api_key("S1", &key));
         let newer = reopened.issue_api_key("S1").unwrap();
         assert!(!reopened.verify_api_key("S1", &key));
         assert!(reopened.verify_api_key("S1", &newer));
         assert!(reopened.issue_api_key("S9").is_err());
+    }
+
+    #[test]
+    fn a_digest_kept_in_sites_json_by_an_earlier_version_is_moved_and_still_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "spoor_0123";
+        let earlier = serde_json::json!({"sites": [{"siteId": "S1", "name": "S1",
+            "createdAt": 1, "apiKeySha256": sha256_hex(key)}]});
+        std::fs::write(dir.path().join(FILE_NAME), earlier.to_string()).unwrap();
+        let registry = SiteRegistry::open(dir.path()).unwrap();
+        assert!(registry.verify_api_key("S1", key));
+        assert_eq!(registry.site_of_key(key).as_deref(), Some("S1"));
+        let sites = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        assert!(!sites.contains("apiKeySha256"), "{sites}");
+        assert!(
+            SiteRegistry::open(dir.path())
+                .unwrap()
+                .verify_api_key("S1", key)
+        );
     }
 }
