@@ -136,7 +136,8 @@ async fn fetch(from: &str, token: &str, data: &DataDir, log: &LogChoice) -> anyh
             .with_context(|| format!("write {}", tmp.display()))?;
         bytes += chunk.len() as u64;
     }
-    if let Err(error) = check_snapshot(&tmp) {
+    let said = position.as_deref().and_then(|p| p.parse::<u64>().ok());
+    if let Err(error) = check_snapshot(&tmp, said) {
         let _ = std::fs::remove_file(&tmp);
         return Err(error);
     }
@@ -144,7 +145,7 @@ async fn fetch(from: &str, token: &str, data: &DataDir, log: &LogChoice) -> anyh
     let seconds = started.elapsed().as_secs_f64();
     let report = json!({
         "path": path,
-        "position": position.and_then(|p| p.parse::<u64>().ok()),
+        "position": said,
         "bytes": bytes,
         "seconds": (seconds * 100.0).round() / 100.0,
     });
@@ -167,20 +168,29 @@ fn keep(file: std::fs::File, tmp: &Path, path: &Path) -> anyhow::Result<()> {
 
 /// https, or http to this machine.
 fn is_private_transport(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return true;
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return false;
     };
-    ["localhost", "127.", "[::1]"]
-        .iter()
-        .any(|loopback| rest.starts_with(loopback))
+    if url.scheme() == "https" {
+        return true;
+    }
+    let host = url.host_str().unwrap_or_default();
+    let ip = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || ip
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Reads the fetched file through as a snapshot of this version: a cut or foreign file
 /// never becomes the data directory's snapshot.
-fn check_snapshot(path: &Path) -> anyhow::Result<()> {
+fn check_snapshot(path: &Path, position: Option<u64>) -> anyhow::Result<()> {
     #[derive(serde::Deserialize)]
     struct Head {
         version: u32,
+        position: u64,
+        #[serde(default)]
+        retries: Option<serde::de::IgnoredAny>,
     }
     let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
     let head: Head = serde_json::from_reader(std::io::BufReader::with_capacity(1 << 20, file))
@@ -193,5 +203,39 @@ fn check_snapshot(path: &Path) -> anyhow::Result<()> {
             spoor_engine::snapshot::VERSION
         );
     }
+    if position.is_some_and(|said| said > head.position) {
+        bail!("the peer's snapshot reflects fewer records than the peer said: fetch again");
+    }
+    // A node on a log with several writers would not use it (see `LiveState::resume`).
+    if head.retries.is_none() {
+        bail!("the peer's snapshot holds no retry window: is the peer on this Kafka log?");
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_https_or_loopback_counts_as_private() {
+        for url in [
+            "https://peer:8080",
+            "HTTPS://peer",
+            "http://127.0.0.1:8080",
+            "http://[::1]:1",
+            "http://LOCALHOST",
+        ] {
+            assert!(is_private_transport(url), "{url}");
+        }
+        for url in [
+            "http://peer:8080",
+            "http://127.evil.example",
+            "http://localhost.evil.example",
+            "http://localhost@peer",
+            "nonsense",
+        ] {
+            assert!(!is_private_transport(url), "{url}");
+        }
+    }
 }

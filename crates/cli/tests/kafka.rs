@@ -751,7 +751,8 @@ async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
         .send()
         .await
         .unwrap();
-    assert_eq!(imported.status(), 200);
+    let status = imported.status();
+    assert_eq!(status, 200, "{}", imported.text().await.unwrap());
     for node in engines.iter().chain([&third]) {
         let after = eventually(
             &node.server,

@@ -25,7 +25,13 @@ impl Ingestor {
         // The index keeps at most two windows of keys: on a log that can say where they
         // begin (a topic years long, on a new ingest node), only those are read.
         let since = now_ms.saturating_sub(2 * crate::dedup::RETRY_WINDOW_MS);
-        let from = log.position_at(since).ok().flatten().unwrap_or(0);
+        let from = match log.position_at(since) {
+            Ok(position) => position.unwrap_or(0),
+            Err(error) => {
+                tracing::warn!(%error, "the log did not say where the last two days begin; reading it all for the duplicate index");
+                0
+            }
+        };
         index_records(&dedup, &*log, from, now_ms)?;
         Ok(Ingestor::with_index(log, sites, dedup, 0))
     }

@@ -546,8 +546,9 @@ impl LiveState {
 struct Following {
     reader: Option<Box<dyn LogReader>>,
     caught_up: bool,
-    /// When following began, and from which position: the catch-up's rate.
-    began: Option<(std::time::Instant, u64)>,
+    /// When following began, from which position, and the log's end then: the
+    /// catch-up is over once that end is reached (new records keep coming under load).
+    began: Option<(std::time::Instant, u64, u64)>,
 }
 
 /// One turn of the follower: a rebuild asked for, a snapshot due, then the next records
@@ -573,16 +574,17 @@ fn follow_step(log: &dyn EventLog, state: &LiveState, following: &mut Following)
         },
     };
     let reader = following.reader.insert(reader);
-    let (began, from) = *following
+    let (began, from, end_then) = *following
         .began
-        .get_or_insert_with(|| (std::time::Instant::now(), state.applied()));
+        .get_or_insert_with(|| (std::time::Instant::now(), state.applied(), log.end()));
     match state.catch_up(&mut **reader, IDLE_WAIT) {
-        Ok(0) if !following.caught_up => {
+        Ok(read) if !following.caught_up && (read == 0 || state.applied() >= end_then) => {
             following.caught_up = true;
             state.current.store(true, Ordering::Release);
             let replayed = state.applied().saturating_sub(from);
             // The wait for records at the end of the log is not catching up.
-            let seconds = began.elapsed().saturating_sub(IDLE_WAIT).as_secs_f64();
+            let waited = if read == 0 { IDLE_WAIT } else { Duration::ZERO };
+            let seconds = began.elapsed().saturating_sub(waited).as_secs_f64();
             tracing::info!(
                 records = state.applied(),
                 replayed,

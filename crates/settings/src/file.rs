@@ -71,8 +71,18 @@ impl<V: Clone + Serialize + DeserializeOwned> SettingsFile<V> {
             SettingsError::storage(setting, format!("read {}: {e}", path.display()))
         })?;
         let sites = match bytes {
+            // Said without serde's message, which may quote a value (a webhook's secret).
             Some(bytes) => (codec.decode)(&bytes).map_err(|e| {
-                SettingsError::storage(setting, format!("{} is not valid: {e}", path.display()))
+                SettingsError::storage(
+                    setting,
+                    format!(
+                        "{} is not valid ({:?} error at line {} column {})",
+                        path.display(),
+                        e.classify(),
+                        e.line(),
+                        e.column()
+                    ),
+                )
             })?,
             None => BTreeMap::new(),
         };

@@ -70,7 +70,11 @@ impl Settings {
                 Err(error) if progress.elapsed() > CATCH_UP_STALL => {
                     return Err(unavailable(error));
                 }
-                Err(_) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "reading the shared settings; retrying");
+                    std::thread::sleep(RETRY_AFTER / 10);
+                    continue;
+                }
             };
             if changes.is_empty() && progress.elapsed() > CATCH_UP_STALL {
                 return Err(unavailable(spoor_log::LogError::Unavailable(format!(
@@ -94,6 +98,9 @@ impl Settings {
         for file in self.files() {
             file.share(table.clone());
         }
+        // Digests an earlier version kept in the sites' entries go to their own, through
+        // the table now, so that every node has them.
+        self.sites.move_inline_keys()?;
         let settings = self.clone();
         std::thread::Builder::new()
             .name("spoor-settings".into())
@@ -115,8 +122,10 @@ impl Settings {
         for (key, entry) in held {
             if let Some((file, site)) = self.file_of(key)
                 && !file.holds(site)
+                && let Err(error) = file.apply(site, Some(entry))
             {
-                file.apply(site, Some(entry))?;
+                // A newer version's entry: left to it, as a join leaves it.
+                tracing::warn!(%error, "a shared setting was not taken");
             }
         }
         let mut entries = 0;

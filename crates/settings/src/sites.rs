@@ -230,8 +230,9 @@ impl SiteRegistry {
     }
 
     /// Moves digests kept in `sites.json` by an earlier version into `api-keys.json`
-    /// (written first: a crash between the two writes loses nothing).
-    fn move_inline_keys(&self) -> Result<(), SettingsError> {
+    /// (written first: a crash between the two writes loses nothing; a key issued since
+    /// is kept). At open, and again once settings are shared (a table may hold them).
+    pub(crate) fn move_inline_keys(&self) -> Result<(), SettingsError> {
         let inline: Vec<(String, String)> = self.file.read(|sites| {
             (sites.iter())
                 .filter_map(|(id, s)| Some((id.clone(), s.api_key_sha256.clone()?)))

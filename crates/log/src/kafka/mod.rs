@@ -617,13 +617,22 @@ impl LogReader for KafkaReader {
                     });
                 }
                 Some(Err(error)) if out.is_empty() => {
-                    let gone =
-                        error.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset);
-                    return Err(if gone {
-                        LogError::Missing(format!("reading from {}: {error}", self.next))
-                    } else {
-                        unavailable("reading the topic", error)
-                    });
+                    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AutoOffsetReset) {
+                        return Err(LogError::Missing(format!(
+                            "reading from {}: {error}",
+                            self.next
+                        )));
+                    }
+                    // A dropped connection is said, then mended by the client: only one
+                    // that lasts while records are owed fails the read.
+                    let behind = self.next < self.reach.end.load(Ordering::Acquire);
+                    if behind && started.elapsed() >= FETCH_TIMEOUT {
+                        return Err(unavailable("reading the topic", error));
+                    }
+                    if !behind && started.elapsed() >= wait {
+                        break;
+                    }
+                    tracing::debug!(%error, "reading the topic; the client retries");
                 }
                 Some(Err(_)) => break,
                 None if !out.is_empty() => break,

@@ -9,6 +9,7 @@ use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -67,7 +68,7 @@ impl SharedTable for KafkaTable {
             .config
             .client_config(&[("fetch.wait.max.ms", "100"), ("group.id", "spoor-reader")])?
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
+            .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
             .create()
             .map_err(|e| config_error("settings consumer", e))?;
@@ -87,6 +88,7 @@ impl SharedTable for KafkaTable {
             consumer,
             next: 0,
             end_at_start: end.max(0),
+            reached_end: false,
         }))
     }
 
@@ -104,6 +106,9 @@ struct KafkaTableFollower {
     /// past it is new).
     next: i64,
     end_at_start: i64,
+    /// The consumer said it reached the partition's end: the last offsets may be gone
+    /// to compaction, so `next` alone may never reach `end_at_start`.
+    reached_end: bool,
 }
 
 impl TableFollower for KafkaTableFollower {
@@ -113,6 +118,10 @@ impl TableFollower for KafkaTableFollower {
         while let Some(message) = self.consumer.poll(timeout) {
             let message = match message {
                 Ok(message) => message,
+                Err(KafkaError::PartitionEOF(_)) => {
+                    self.reached_end = true;
+                    continue;
+                }
                 // What was read is returned (the position moved past it); the error,
                 // if it lasts, comes back at the next call.
                 Err(_) if !changes.is_empty() => break,
@@ -133,7 +142,7 @@ impl TableFollower for KafkaTableFollower {
     }
 
     fn caught_up(&self) -> bool {
-        self.next >= self.end_at_start
+        self.reached_end || self.next >= self.end_at_start
     }
 }
 
