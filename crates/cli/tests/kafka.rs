@@ -744,15 +744,27 @@ async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
     let (_, before) = get(&third.server, "/api/v1/sites/S1").await;
     let mut copy = (*copies[0]).clone();
     copy["receivedAt"] = json!(copy["receivedAt"].as_i64().unwrap() + 1_000);
-    let imported = client()
-        .post(ingest[1].url("/admin/v1/events/import"))
-        .bearer_auth(common::ADMIN_TOKEN)
-        .body(format!("{copy}\n"))
-        .send()
-        .await
-        .unwrap();
-    let status = imported.status();
-    assert_eq!(status, 200, "{}", imported.text().await.unwrap());
+    // A 503 says "retry": a client does.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let imported = client()
+            .post(ingest[1].url("/admin/v1/events/import"))
+            .bearer_auth(common::ADMIN_TOKEN)
+            .body(format!("{copy}\n"))
+            .send()
+            .await
+            .unwrap();
+        let status = imported.status();
+        let answer = imported.text().await.unwrap();
+        if status == 200 {
+            break;
+        }
+        assert!(
+            status == 503 && Instant::now() < deadline,
+            "{status} {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for node in engines.iter().chain([&third]) {
         let after = eventually(
             &node.server,

@@ -167,14 +167,20 @@ impl Reach {
     }
 }
 
-/// Tells [`Reach`] at once when the client finds every broker down.
+/// Tells [`Reach`] at once when the producer or the end poller finds every broker down.
+/// A reader's client only says so in the log: one being closed (a scan's end) reports
+/// its brokers down, which says nothing of whether appends can be taken.
 #[derive(Clone)]
-struct Watch(Arc<Reach>);
+struct Watch {
+    reach: Arc<Reach>,
+    marks_reach: bool,
+}
 
 impl ClientContext for Watch {
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.0.fail(format!("all brokers are down: {reason}"));
+        let all_down = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        if all_down && self.marks_reach {
+            self.reach.fail(format!("all brokers are down: {reason}"));
         } else {
             tracing::warn!(%error, reason, "Kafka client error");
         }
@@ -225,7 +231,10 @@ impl KafkaLog {
         ])?;
         client.set("acks", "all").set("enable.idempotence", "true");
         let producer: FutureProducer<Watch> = client
-            .create_with_context(Watch(reach.clone()))
+            .create_with_context(Watch {
+                reach: reach.clone(),
+                marks_reach: true,
+            })
             .map_err(|e| config_error("producer", e))?;
         ensure_topic(&config)?;
         KafkaLog::start(config, Some(producer), reach)
@@ -241,7 +250,7 @@ impl KafkaLog {
         producer: Option<FutureProducer<Watch>>,
         reach: Arc<Reach>,
     ) -> Result<KafkaLog, LogError> {
-        let watcher = consumer(&config, &reach)?;
+        let watcher = consumer(&config, &reach, true)?;
         let (low, high) = watcher
             .fetch_watermarks(&config.topic, PARTITION, BROKER_TIMEOUT)
             .map_err(|e| unavailable(&format!("the end of topic {}", config.topic), e))?;
@@ -297,7 +306,12 @@ fn poll_end(watcher: &BaseConsumer<Watch>, topic: &str, reach: &Reach) {
     }
 }
 
-fn consumer(config: &KafkaConfig, reach: &Arc<Reach>) -> Result<BaseConsumer<Watch>, LogError> {
+/// A consumer; `marks_reach` for the end poller's, whose trouble is the log's.
+fn consumer(
+    config: &KafkaConfig,
+    reach: &Arc<Reach>,
+    marks_reach: bool,
+) -> Result<BaseConsumer<Watch>, LogError> {
     // librdkafka's consumer needs a group to assign partitions; it never joins it (no
     // subscription) and commits nothing: positions live in spoor's snapshots. A cluster
     // with ACLs may want its own name for it.
@@ -310,7 +324,10 @@ fn consumer(config: &KafkaConfig, reach: &Arc<Reach>) -> Result<BaseConsumer<Wat
         // whatever is left.
         .set("auto.offset.reset", "error");
     client
-        .create_with_context(Watch(reach.clone()))
+        .create_with_context(Watch {
+            reach: reach.clone(),
+            marks_reach,
+        })
         .map_err(|e| config_error("consumer", e))
 }
 
@@ -522,7 +539,7 @@ impl EventLog for KafkaLog {
     }
 
     fn reader(&self, from: Position) -> Result<Box<dyn LogReader>, LogError> {
-        let consumer = consumer(&self.config, &self.reach)?;
+        let consumer = consumer(&self.config, &self.reach, false)?;
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(&self.config.topic, PARTITION, Offset::Offset(from as i64))
@@ -546,7 +563,7 @@ impl EventLog for KafkaLog {
     }
 
     fn position_at(&self, at_ms: i64) -> Result<Option<Position>, LogError> {
-        let consumer = consumer(&self.config, &self.reach)?;
+        let consumer = consumer(&self.config, &self.reach, false)?;
         let mut asked = TopicPartitionList::new();
         asked
             .add_partition_offset(&self.config.topic, PARTITION, Offset::Offset(at_ms))
