@@ -47,6 +47,8 @@ pub struct SettingsFile<V> {
     /// last of them comes back, the table's earlier values of the site are older than
     /// what this node holds, and are not taken.
     echoes: Mutex<HashMap<String, u32>>,
+    /// Held while this node's copy of shared settings is written.
+    writing: Mutex<()>,
 }
 
 impl<V: Clone + Serialize + DeserializeOwned> SettingsFile<V> {
@@ -95,6 +97,7 @@ impl<V: Clone + Serialize + DeserializeOwned> SettingsFile<V> {
             shared: OnceLock::new(),
             changing: Mutex::new(()),
             echoes: Mutex::new(HashMap::new()),
+            writing: Mutex::new(()),
         })
     }
 
@@ -140,7 +143,8 @@ impl<V: Clone + Serialize + DeserializeOwned> SettingsFile<V> {
         for (site, value) in differences {
             set(&mut sites, site, value);
         }
-        self.keep_copy(&sites);
+        drop(sites);
+        self.keep_copy();
         Ok(result)
     }
 
@@ -186,9 +190,13 @@ impl<V: Clone + Serialize + DeserializeOwned> SettingsFile<V> {
     }
 
     /// Writes this node's copy of shared settings: the table has them, so a failure
-    /// (a full disk) is said and the node goes on from memory.
-    fn keep_copy(&self, sites: &BTreeMap<String, V>) {
-        if let Err(error) = self.write(sites) {
+    /// (a full disk) is said and the node goes on from memory. Written outside the
+    /// settings' lock, so readers on request threads never wait for an fsync; copies
+    /// are taken and written one at a time, so the last write holds the latest settings.
+    fn keep_copy(&self) {
+        let _one_at_a_time = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        let copy = self.read(BTreeMap::clone);
+        if let Err(error) = self.write(&copy) {
             tracing::warn!(%error, "the local copy of shared settings was not written");
         }
     }
@@ -281,7 +289,8 @@ where
             return Ok(());
         }
         set(&mut sites, site.to_string(), value);
-        self.keep_copy(&sites);
+        drop(sites);
+        self.keep_copy();
         Ok(())
     }
 
@@ -299,7 +308,8 @@ where
             .collect();
         let mut sites = self.sites.write().unwrap_or_else(PoisonError::into_inner);
         *sites = decoded;
-        self.keep_copy(&sites);
+        drop(sites);
+        self.keep_copy();
         Ok(())
     }
 }
