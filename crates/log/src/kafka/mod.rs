@@ -405,14 +405,12 @@ fn ensure(
     }
 }
 
-/// Refuses a topic whose broker would delete records after a time or size: every record
-/// is the source of truth, and a deleted one would be an acknowledged event lost. A
-/// broker that cannot say is trusted, with a warning.
-fn check_retention(
+/// A topic's settings as the broker describes them; `None` when it does not say.
+fn topic_settings(
     admin: &AdminClient<DefaultClientContext>,
     options: &AdminOptions,
     topic: &str,
-) -> Result<(), LogError> {
+) -> Result<Option<std::collections::HashMap<String, String>>, LogError> {
     let described = wait_for(admin.describe_configs([&ResourceSpecifier::Topic(topic)], options))?;
     let resource = match described.map(|mut all| all.pop()) {
         Ok(Some(Ok(resource))) => resource,
@@ -422,11 +420,32 @@ fn check_retention(
                 Ok(Some(Err(code))) => code.to_string(),
                 _ => "no answer".into(),
             };
-            tracing::warn!(topic, %why, "the broker did not say the topic's retention: make sure it keeps records for ever (retention.ms=-1, retention.bytes=-1)");
-            return Ok(());
+            tracing::debug!(topic, %why, "the broker did not describe the topic");
+            return Ok(None);
         }
     };
-    let setting = |name: &str| resource.get(name).and_then(|entry| entry.value.clone());
+    let settings = (resource.entries.into_iter())
+        .filter_map(|entry| Some((entry.name, entry.value?)))
+        .collect();
+    Ok(Some(settings))
+}
+
+/// Refuses a topic whose broker would delete records after a time or size: every record
+/// is the source of truth, and a deleted one would be an acknowledged event lost. A
+/// broker that cannot say is trusted, with a warning.
+fn check_retention(
+    admin: &AdminClient<DefaultClientContext>,
+    options: &AdminOptions,
+    topic: &str,
+) -> Result<(), LogError> {
+    let Some(settings) = topic_settings(admin, options, topic)? else {
+        tracing::warn!(
+            topic,
+            "the broker did not say the topic's retention: make sure it keeps records for ever (retention.ms=-1, retention.bytes=-1)"
+        );
+        return Ok(());
+    };
+    let setting = |name: &str| settings.get(name).cloned();
     for name in ["retention.ms", "retention.bytes"] {
         match setting(name) {
             Some(value) if value.trim() != "-1" => {

@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::{BROKER_TIMEOUT, PARTITION, config_error, ensure, unavailable, wait_for};
+use super::{
+    BROKER_TIMEOUT, PARTITION, config_error, ensure, topic_settings, unavailable, wait_for,
+};
 use crate::{KafkaConfig, LogError, SharedTable, TableChange, TableFollower};
 
 pub struct KafkaTable {
@@ -164,15 +166,14 @@ fn check_kept(
     options: &AdminOptions,
     topic: &str,
 ) -> Result<(), LogError> {
-    let described = wait_for(admin.describe_configs([&ResourceSpecifier::Topic(topic)], options))?;
-    let Ok(Some(Ok(resource))) = described.map(|mut all| all.pop()) else {
+    let Some(settings) = topic_settings(admin, options, topic)? else {
         tracing::warn!(
             topic,
             "the broker did not say the settings topic's policy: make sure it is compacted"
         );
         return Ok(());
     };
-    let setting = |name: &str| resource.get(name).and_then(|entry| entry.value.clone());
+    let setting = |name: &str| settings.get(name).cloned();
     let Some(policy) = setting("cleanup.policy") else {
         tracing::warn!(
             topic,
