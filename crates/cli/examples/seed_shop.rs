@@ -68,6 +68,7 @@ impl Shop {
     fn record(&mut self, at: i64, visitor: Visitor, body: EventBody) -> Vec<u8> {
         self.records += 1;
         let record = StoredRecord {
+            sealed: None,
             received_at: at,
             request_hash: format!("{:032x}", self.records),
             content: RecordContent::Event(TrackerEvent {

@@ -50,6 +50,10 @@ pub struct LogChoice {
     /// tuning) are shared by every node; `<--kafka-topic>-settings` when not given.
     #[arg(long, env = "SPOOR_KAFKA_SETTINGS_TOPIC", value_name = "NAME")]
     pub kafka_settings_topic: Option<String>,
+    /// The compacted Kafka topic that holds the keys each person's identifying fields are
+    /// sealed with (erasing a person deletes theirs); `<--kafka-topic>-keys` when not given.
+    #[arg(long, env = "SPOOR_KAFKA_KEYS_TOPIC", value_name = "NAME")]
+    pub kafka_keys_topic: Option<String>,
     /// A librdkafka property passed through, `KEY=VALUE` (TLS, SASL, timeouts...);
     /// repeatable. Also taken from environment variables `SPOOR_KAFKA_PROPERTY_<KEY>`,
     /// the key upper-cased with `_` for `.` (`SPOOR_KAFKA_PROPERTY_SASL_PASSWORD`).
@@ -95,6 +99,8 @@ impl LogChoice {
                     topic: self.kafka_topic.clone(),
                     settings_topic: (self.kafka_settings_topic.clone())
                         .unwrap_or_else(|| format!("{}-settings", self.kafka_topic)),
+                    keys_topic: (self.kafka_keys_topic.clone())
+                        .unwrap_or_else(|| format!("{}-keys", self.kafka_topic)),
                     properties,
                 }))
             }

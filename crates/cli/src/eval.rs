@@ -208,7 +208,8 @@ fn backtest(
     let started = Instant::now();
     let from_day =
         spoor_server::now_ms().div_euclid(spoor_protocol::dates::DAY_MS) - i64::from(days) + 1;
-    let mut records = spoor_live::records::records(&*log);
+    let keys = spoor_log::open_keyring(&spec).context("open the key table")?;
+    let mut records = spoor_live::records::records(&*log, keys);
     let from_ms = from_day * spoor_protocol::dates::DAY_MS;
     let tuning = spoor_settings::TuningRegistry::open(&data.path)
         .with_context(|| format!("read the tuning in {}", data.path.display()))?;

@@ -92,7 +92,8 @@ fn export_to(spec: LogSpec, filter: ExportFilter, output: Option<PathBuf>) -> an
         )),
         None => Box::new(BufWriter::new(std::io::stdout().lock())),
     };
-    let written = export(&*log, &filter, &mut out)?;
+    let keys = spoor_log::open_keyring(&spec).context("open the key table")?;
+    let written = export(&*log, keys.as_deref(), &filter, &mut out)?;
     out.flush().context("write the export")?;
     tracing::info!(records = written, "export finished");
     Ok(())
@@ -109,7 +110,8 @@ async fn import_into_directory(
         .with_context(|| format!("create the data directory {}", data.path.display()))?;
     let log = spoor_log::open(spec, None).with_context(|| format!("open {spec}"))?;
     let sites = Arc::new(RegisteredSites(Arc::new(SiteRegistry::open(&data.path)?)));
-    let ingestor = Ingestor::open(log, sites, now_ms())?;
+    let keys = spoor_log::open_keyring(spec).context("open the key table")?;
+    let ingestor = Ingestor::open(log, sites, now_ms())?.sealing_with(keys);
     let lines: Vec<&str> = text.lines().collect();
     let summary = ingestor.import(&lines, now_ms()).await?;
     report(&summary)

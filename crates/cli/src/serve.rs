@@ -315,6 +315,32 @@ fn share_settings(settings: &Settings, spec: &LogSpec) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What another node's erasure asks of this node's trigger outbox: the contacts' records
+/// overwritten, as the erasing node does with its own.
+fn forget_in_outbox(outbox: Arc<Outbox>) -> spoor_live::ErasureHook {
+    Box::new(move |site_id, contacts| {
+        let checks = contacts
+            .iter()
+            .flat_map(|contact| spoor_triggers::payload::contact_checks(contact));
+        let mut forgotten = 0;
+        for check in checks {
+            match outbox.forget(&check) {
+                Ok(records) => forgotten += records,
+                Err(error) => {
+                    tracing::error!(site_id, %error, "erasing a contact's trigger records failed")
+                }
+            }
+        }
+        if forgotten > 0 {
+            tracing::info!(
+                site_id,
+                records = forgotten,
+                "trigger outbox records of a contact erased on another node erased"
+            );
+        }
+    })
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let http_limits = fitted_http_limits(&args);
     let data_dir = &args.data.path;
@@ -339,6 +365,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         spoor_log::open(&log_spec, Some(observer)).with_context(|| format!("open {log_spec}"))?;
     let settings = Arc::new(Settings::open(data_dir).context("load the sites' settings")?);
     share_settings(&settings, &log_spec)?;
+    let keys = spoor_log::open_keyring(&log_spec).context("open the key table")?;
     for site in &args.sites {
         let (_, registration) = settings.sites.register(Some(site), None, now_ms())?;
         if registration == Registration::Created {
@@ -355,19 +382,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             let handoff = Arc::new(Handoff::new(HANDOFF_RECORDS, HANDOFF_BYTES));
             let ingestor =
                 Ingestor::open_with_snapshot(log.clone(), sites, now_ms(), &index_snapshot)?
-                    .hand_off_to(handoff.clone());
-            let live =
-                LiveState::resume(&*log, &data_dir.join("state.snapshot")).with_handoff(handoff);
+                    .hand_off_to(handoff.clone())
+                    .sealing_with(keys.clone());
+            let live = LiveState::resume(&*log, &data_dir.join("state.snapshot"))
+                .with_handoff(handoff)
+                .with_keys(&*log, keys);
             let (live, follower) = follow_state(&log, live)?;
             (ingestor, live, Some(follower))
         }
         Role::Ingest => {
             let ingestor =
-                Ingestor::open_with_snapshot(log.clone(), sites, now_ms(), &index_snapshot)?;
+                Ingestor::open_with_snapshot(log.clone(), sites, now_ms(), &index_snapshot)?
+                    .sealing_with(keys);
             (ingestor, Arc::new(LiveState::default()), None)
         }
         Role::Engine => {
-            let live = LiveState::resume(&*log, &data_dir.join("state.snapshot"));
+            let live =
+                LiveState::resume(&*log, &data_dir.join("state.snapshot")).with_keys(&*log, keys);
             let (live, follower) = follow_state(&log, live)?;
             (
                 Ingestor::taking_no_events(log.clone(), sites),
@@ -398,6 +429,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let outbox =
         Arc::new(Outbox::open(&data_dir.join("outbox")).context("open the trigger outbox")?);
+    live.on_erasure(forget_in_outbox(outbox.clone()));
     let triggers = Arc::new(Triggers::new(
         live.clone(),
         settings.triggers.clone(),
@@ -601,6 +633,7 @@ mod tests {
             brokers: "b:9092".into(),
             topic: "events".into(),
             settings_topic: "events-settings".into(),
+            keys_topic: "events-keys".into(),
             properties: Vec::new(),
         });
         caches();

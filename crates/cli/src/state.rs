@@ -59,7 +59,8 @@ fn rebuild(data: &DataDir, log: &LogChoice, site: Option<&str>) -> anyhow::Resul
     let spec = log.existing_spec(data)?;
     let log = spoor_log::open_read_only(&spec).with_context(|| format!("open {spec}"))?;
     let started = std::time::Instant::now();
-    let state = LiveState::replay(&*log)?;
+    let keys = spoor_log::open_keyring(&spec).context("open the key table")?;
+    let state = LiveState::replay(&*log, keys)?;
     let engine = state.read();
     let sites: Vec<_> = engine
         .sites()

@@ -170,6 +170,7 @@ fn record(contact: u64, step: u64, rng: &mut Rng) -> StoredRecord {
         },
     };
     StoredRecord {
+        sealed: None,
         received_at: at,
         // Each record its own request: a repeated one would be a client's retry.
         request_hash: spoor_protocol::stored::hash_hex(u128::from(

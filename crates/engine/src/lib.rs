@@ -86,6 +86,10 @@ impl Engine {
                 let site = self.sites.entry(feed.site_id.clone()).or_default();
                 site.apply_feed(&feed.items, record.received_at);
             }
+            // What it asks of a reader (read the log again) is the follower's to do; the
+            // state of a log read from its start after the keys were deleted is the
+            // state without the person.
+            RecordContent::Erasure(_) => {}
         }
     }
 
@@ -139,6 +143,7 @@ mod tests {
         // Received when parsed: after every event time the tests give, as ingest's
         // clock is for a client's.
         StoredRecord {
+            sealed: None,
             received_at: T0 + 1_000_000,
             // Each record its own request: a repeated one would be a client's retry.
             request_hash: spoor_protocol::stored::hash_hex(u128::from(
@@ -250,6 +255,7 @@ mod tests {
         let first = view(1, "v", "a");
         // The same request through another ingest node: later, with the same hash.
         let again = StoredRecord {
+            sealed: None,
             received_at: first.received_at + 5_000,
             ..first.clone()
         };
@@ -596,6 +602,7 @@ mod tests {
             && let spoor_protocol::EventBody::ProductUpdate { products } = &event.body
         {
             records.push(StoredRecord {
+                sealed: None,
                 content: RecordContent::Feed(spoor_protocol::stored::FeedItems {
                     site_id: "S".into(),
                     items: products.clone(),

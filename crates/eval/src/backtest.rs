@@ -300,6 +300,7 @@ mod tests {
             panic!("a valid event: {body}");
         };
         StoredRecord {
+            sealed: None,
             received_at: at,
             request_hash: format!("{:032x}", NEXT_REQUEST.fetch_add(1, Ordering::Relaxed)),
             content: RecordContent::Event(event),

@@ -105,6 +105,7 @@ fn record(body: &[u8], now: i64) -> StoredRecord {
         unreachable!("the spec's example is an event")
     };
     StoredRecord {
+        sealed: None,
         received_at: now,
         request_hash: hash_hex(request_hash(body)),
         content: RecordContent::Event(event),

@@ -4,7 +4,8 @@ use std::collections::HashSet;
 use std::io::Write;
 
 use serde::Serialize;
-use spoor_log::EventLog;
+use spoor_log::{EventLog, Keyring};
+use spoor_protocol::sealing::{self, OpenError};
 
 use crate::error::IngestError;
 use crate::scan::scan_from;
@@ -35,15 +36,19 @@ impl ExportFilter {
 }
 
 /// Writes every matching record as one JSON line; returns how many were written.
+/// Sealed records are written opened with `keys` (a person whose keys are gone left
+/// out): an export is the shop's own copy, to import elsewhere.
 pub fn export(
     log: &dyn EventLog,
+    keys: Option<&Keyring>,
     filter: &ExportFilter,
     out: &mut dyn Write,
 ) -> Result<u64, IngestError> {
     let mut written = 0;
     // Decided over every record, as the state does, whatever the filter keeps.
     let mut retries = log.several_writers().then(Retries::default);
-    scan_from(log, 0, |position, record| {
+    scan_from(log, 0, |position, mut record| {
+        open_sealed(&mut record, keys)?;
         let retry = (retries.as_mut()).is_some_and(|retries| retries.is_retry(&record));
         if !filter.matches(&record) {
             return Ok(());
@@ -60,6 +65,22 @@ pub fn export(
         Ok(())
     })?;
     Ok(written)
+}
+
+/// Opens `record`'s sealed part with `keys`; without keys (or with one gone) the person
+/// is left out.
+fn open_sealed(record: &mut StoredRecord, keys: Option<&Keyring>) -> Result<(), IngestError> {
+    let opened = sealing::open(record, |id| match keys {
+        Some(keys) => keys.key(id),
+        None => Ok(None),
+    });
+    match opened {
+        Ok(_) => Ok(()),
+        Err(OpenError::Keys(error)) => Err(IngestError::Log(error)),
+        Err(OpenError::Corrupt(reason)) => Err(IngestError::Storage(format!(
+            "a sealed record does not open: {reason}"
+        ))),
+    }
 }
 
 /// A record's identity across logs: its request hash and receive time together.

@@ -51,6 +51,7 @@ impl Ingestor {
             .enumerate()
             .map(|(chunk, items)| {
                 let record = StoredRecord {
+                    sealed: None,
                     received_at: now_ms,
                     request_hash: hash_hex(feed_hash ^ chunk as u128),
                     content: RecordContent::Feed(FeedItems {

@@ -3,7 +3,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use spoor_log::{EventLog, Handoff, Keyed, LogError, Position};
+use spoor_log::{EventLog, Handoff, Keyed, Keyring, LogError, Position};
+use spoor_protocol::sealing;
 use spoor_protocol::stored::{RecordContent, StoredRecord, hash_hex};
 use spoor_protocol::tree::Json;
 use spoor_protocol::{EventKind, Incoming, TrackerEvent};
@@ -62,6 +63,8 @@ pub struct Ingestor {
     /// Where each record about to be appended is also handed, decoded, to the state's
     /// follower in this process.
     pub(crate) handoff: Option<Arc<Handoff<StoredRecord>>>,
+    /// On a log that keeps personal parts sealed, the keys they are sealed with.
+    pub(crate) keys: Option<Arc<Keyring>>,
 }
 
 impl Ingestor {
@@ -78,7 +81,15 @@ impl Ingestor {
             unsettled: Arc::default(),
             index_saved_at: Mutex::new(saved_at),
             handoff: None,
+            keys: None,
         }
+    }
+
+    /// Seals each record's personal part with `keys` before it is appended (see
+    /// `spoor_protocol::sealing`).
+    pub fn sealing_with(mut self, keys: Option<Arc<Keyring>>) -> Self {
+        self.keys = keys;
+        self
     }
 
     /// Hands every record this ingestor appends, decoded, to `handoff` as well: a
@@ -200,6 +211,7 @@ impl Ingestor {
             }
         };
         let record = StoredRecord {
+            sealed: None,
             received_at: now_ms,
             request_hash: hash_hex(request_hash(body)),
             content,
@@ -211,7 +223,17 @@ impl Ingestor {
     /// about that size, it is not copied into larger ones as it grows.
     pub(crate) fn encode(&self, record: StoredRecord, size_hint: usize) -> Prepared {
         let mut bytes = Vec::with_capacity(size_hint + RECORD_OVERHEAD);
-        serde_json::to_writer(&mut bytes, &record).expect("records serialise");
+        match &self.keys {
+            Some(keys) => {
+                let mut sealed = record.clone();
+                let made: Result<(), std::convert::Infallible> =
+                    sealing::seal(&mut sealed, |name| Ok(keys.key_for(name)));
+                made.expect("keys are made in memory");
+                serde_json::to_writer(&mut bytes, &sealed)
+            }
+            None => serde_json::to_writer(&mut bytes, &record),
+        }
+        .expect("records serialise");
         Prepared {
             bytes,
             keys: keys_of(&record).expect("a record made here has a valid hash"),
@@ -233,9 +255,13 @@ impl Ingestor {
         }
         let (log, dedup, unsettled) =
             (self.log.clone(), self.dedup.clone(), self.unsettled.clone());
+        let sealing_keys = self.keys.clone();
         let task = tokio::spawn(async move {
             let _unsettled = unsettled.begin(&*log);
-            let appended = log.append_keyed(records).await;
+            let appended = match store_new_keys(sealing_keys).await {
+                Ok(()) => log.append_keyed(records).await,
+                Err(error) => Err(error),
+            };
             for keys in keys {
                 dedup.settle(keys, appended.is_ok());
             }
@@ -323,6 +349,17 @@ impl Ingestor {
     pub fn dedup_size(&self) -> usize {
         self.dedup.len()
     }
+}
+
+/// Stores the keys records about to be appended were sealed with and the key table does
+/// not have yet: a reader that finds a record must find its keys.
+async fn store_new_keys(keys: Option<Arc<Keyring>>) -> Result<(), LogError> {
+    let Some(keys) = keys.filter(|keys| keys.has_pending()) else {
+        return Ok(());
+    };
+    tokio::task::spawn_blocking(move || keys.store_pending())
+        .await
+        .unwrap_or(Err(LogError::Failed))
 }
 
 /// Whether a client may send a site another event of a kind: `Err` says why not.

@@ -158,7 +158,13 @@ async fn export_then_import_elsewhere_twice_stores_each_record_once() {
     source.ingest_one(&purchase("a", "9"), NOW).await.unwrap();
     let mut exported = Vec::new();
     assert_eq!(
-        export(&**source.log(), &ExportFilter::default(), &mut exported).unwrap(),
+        export(
+            &**source.log(),
+            None,
+            &ExportFilter::default(),
+            &mut exported
+        )
+        .unwrap(),
         6
     );
     let text = String::from_utf8(exported).unwrap();
@@ -176,7 +182,7 @@ async fn export_then_import_elsewhere_twice_stores_each_record_once() {
     assert_eq!((second.imported, second.already_present), (0, 6));
 
     let mut again = Vec::new();
-    export(&**target.log(), &ExportFilter::default(), &mut again).unwrap();
+    export(&**target.log(), None, &ExportFilter::default(), &mut again).unwrap();
     assert_eq!(String::from_utf8(again).unwrap(), text);
 
     let filtered = ExportFilter {
@@ -184,7 +190,10 @@ async fn export_then_import_elsewhere_twice_stores_each_record_once() {
         since_ms: Some(NOW + 3),
     };
     let mut some = Vec::new();
-    assert_eq!(export(&**target.log(), &filtered, &mut some).unwrap(), 2);
+    assert_eq!(
+        export(&**target.log(), None, &filtered, &mut some).unwrap(),
+        2
+    );
 }
 
 #[tokio::test]

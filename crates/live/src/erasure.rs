@@ -23,18 +23,21 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use serde::Serialize;
-use spoor_log::{EventLog, LogError, Position, Record, fault};
-use spoor_protocol::stored::{ExportedRecord, RecordContent, StoredRecord};
+use spoor_log::{EventLog, Keyed, Keyring, LogError, Position, Record, fault};
+use spoor_protocol::stored::{ErasureMark, ExportedRecord, RecordContent, StoredRecord, hash_hex};
 use spoor_protocol::{ContactLink, Visitor};
 
 use spoor_engine::ContactId;
 use spoor_engine::contacts::identity::{Identifier, identifiers_of, identifiers_of_link};
 
 use crate::LiveState;
+use crate::opening::{self, Unreadable};
 
 /// How long an erasure waits for the rebuilt state.
 const REBUILD_WAIT: Duration = Duration::from_secs(120);
 const SCAN_STEP: usize = 4096;
+/// How long an erasure retries appending its mark.
+const MARK_RETRY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrivacyError {
@@ -46,13 +49,23 @@ pub enum PrivacyError {
     Unreadable(Position),
     #[error("the records are redacted, but the state was not rebuilt within {0:?}; it will be")]
     RebuildTimeout(Duration),
+    #[error(
+        "the person's keys are deleted, but the mark that tells the other nodes was not \
+         written ({0}); erase them again"
+    )]
+    MarkNotWritten(LogError),
 }
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Erasure {
     pub contact_id: u32,
+    /// Records rewritten without the person (a log rewritten in place).
     pub records_redacted: u64,
+    /// Keys deleted (a log that keeps personal parts sealed): every record sealed with
+    /// one of them is unreadable from now on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys_deleted: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,7 +80,9 @@ pub struct ContactExport {
 fn names(record: &StoredRecord, site_id: &str, ids: &HashSet<Identifier>) -> bool {
     let carried = match &record.content {
         RecordContent::Event(event) if event.site_id == site_id => identifiers_of(&event.visitor),
-        RecordContent::Event(_) | RecordContent::Feed(_) => return false,
+        RecordContent::Event(_) | RecordContent::Feed(_) | RecordContent::Erasure(_) => {
+            return false;
+        }
         RecordContent::ContactLink(link) => identifiers_of_link(link),
     };
     carried.iter().any(|id| ids.contains(id))
@@ -80,7 +95,7 @@ fn redacted(record: &StoredRecord) -> StoredRecord {
     match &mut clean.content {
         RecordContent::Event(event) => event.visitor = Visitor::default(),
         RecordContent::ContactLink(link) => *link = ContactLink::default(),
-        RecordContent::Feed(_) => {}
+        RecordContent::Feed(_) | RecordContent::Erasure(_) => {}
     }
     clean
 }
@@ -101,6 +116,7 @@ fn padded(record: &StoredRecord, len: usize, position: Position) -> Result<Vec<u
 /// Calls `visit` with every record of the log that names one of `ids`.
 fn each_naming(
     log: &dyn EventLog,
+    keys: Option<&Keyring>,
     site_id: &str,
     ids: &HashSet<Identifier>,
     mut visit: impl FnMut(Position, usize, StoredRecord) -> Result<(), PrivacyError>,
@@ -112,8 +128,13 @@ fn each_naming(
             return Ok(());
         }
         for record in records {
-            let stored: StoredRecord = serde_json::from_slice(&record.payload)
-                .map_err(|_| PrivacyError::Unreadable(record.position))?;
+            let stored = match opening::decode(&record.payload, keys) {
+                Ok(stored) => stored,
+                Err(Unreadable::Keys(error)) => return Err(error.into()),
+                Err(Unreadable::Record(_)) => {
+                    return Err(PrivacyError::Unreadable(record.position));
+                }
+            };
             if names(&stored, site_id, ids) {
                 visit(record.position, record.payload.len(), stored)?;
             }
@@ -151,14 +172,20 @@ pub fn export(
         return Ok(None);
     };
     let mut records = Vec::new();
-    each_naming(log, site_id, &found.ids, |position, _, record| {
-        records.push(ExportedRecord {
-            position,
-            retry: false,
-            record,
-        });
-        Ok(())
-    })?;
+    each_naming(
+        log,
+        live.keys(),
+        site_id,
+        &found.ids,
+        |position, _, record| {
+            records.push(ExportedRecord {
+                position,
+                retry: false,
+                record,
+            });
+            Ok(())
+        },
+    )?;
     Ok(Some(ContactExport {
         contact: found.json,
         records,
@@ -173,17 +200,20 @@ pub fn erase(
     site_id: &str,
     who: &Identifier,
 ) -> Result<Option<Erasure>, PrivacyError> {
-    if !log.can_redact() {
+    if !log.can_redact() && live.keys().is_none() {
         return Err(PrivacyError::Log(LogError::Unsupported(
-            "erasure (this log's records cannot be rewritten in place, and no other way to \
-             erase a person from it is built yet)",
+            "erasure (this log's records cannot be rewritten in place, and it keeps no keys \
+             to erase a person's records by)",
         )));
     }
     let Some(Found { id, ids, .. }) = find(live, site_id, who) else {
         return Ok(None);
     };
+    if let Some(keys) = live.keys().filter(|_| !log.can_redact()) {
+        return shred(log, live, keys, site_id, id, &ids).map(Some);
+    }
     let mut replacements = Vec::new();
-    each_naming(log, site_id, &ids, |position, len, record| {
+    each_naming(log, None, site_id, &ids, |position, len, record| {
         let payload = padded(&redacted(&record), len, position)?;
         replacements.push(Record { position, payload });
         Ok(())
@@ -207,5 +237,86 @@ pub fn erase(
     Ok(Some(Erasure {
         contact_id: id,
         records_redacted: replacements.len() as u64,
+        keys_deleted: None,
     }))
+}
+
+/// Erases a person from a log that keeps personal parts sealed: the keys of each of
+/// their identifiers deleted, then a mark appended that has every other node read the log
+/// again (the mark says nothing of whom), then this node's state rebuilt.
+fn shred(
+    log: &dyn EventLog,
+    live: &LiveState,
+    keys: &Keyring,
+    site_id: &str,
+    id: ContactId,
+    ids: &HashSet<Identifier>,
+) -> Result<Erasure, PrivacyError> {
+    let names = spoor_protocol::sealing::erased_key_names(site_id, ids);
+    let hold = live.erasing().map_err(PrivacyError::Snapshot)?;
+    // Should the deletion fail, the hold's end asks for a rebuild: harmless.
+    let deleted = keys.delete(&names)?;
+    let position = match append_mark(log, site_id) {
+        Ok(position) => position,
+        Err(error) => {
+            // The state keeps the person, so that the erasure asked again finds them
+            // and writes the mark the other nodes need.
+            hold.abandon();
+            return Err(PrivacyError::MarkNotWritten(error));
+        }
+    };
+    live.mark_answered(position);
+    let ticket = hold.finish();
+    if !live.wait_rebuilt(ticket, REBUILD_WAIT) {
+        return Err(PrivacyError::RebuildTimeout(REBUILD_WAIT));
+    }
+    tracing::info!(site_id, contact_id = id, keys = deleted, "contact erased");
+    Ok(Erasure {
+        contact_id: id,
+        records_redacted: 0,
+        keys_deleted: Some(deleted as u64),
+    })
+}
+
+/// Appends the erasure mark of `site_id`, retrying a log out of reach for a while: the
+/// keys are already deleted, and the other nodes learn of it only from the mark.
+fn append_mark(log: &dyn EventLog, site_id: &str) -> Result<Position, LogError> {
+    let mark = StoredRecord {
+        received_at: now_ms(),
+        request_hash: mark_hash(),
+        sealed: None,
+        content: RecordContent::Erasure(ErasureMark {
+            site_id: site_id.to_string(),
+        }),
+    };
+    let payload = serde_json::to_vec(&mark).expect("records serialise");
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| LogError::Unavailable("no runtime to append the erasure mark on".into()))?;
+    let deadline = std::time::Instant::now() + MARK_RETRY;
+    loop {
+        match runtime.block_on(log.append_keyed(vec![Keyed {
+            key: Some(site_id.to_string()),
+            payload: payload.clone(),
+        }])) {
+            Ok(position) => return Ok(position),
+            Err(error) if std::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "appending an erasure mark failed; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// A request hash no client's request has: the mark is never taken for a retry.
+fn mark_hash() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the system's random source works");
+    hash_hex(u128::from_le_bytes(bytes))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

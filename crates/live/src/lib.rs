@@ -5,6 +5,7 @@
 //! state itself, and what each record does to it, is `spoor-engine`'s.
 
 pub mod erasure;
+pub mod opening;
 pub mod records;
 pub mod snapshot;
 
@@ -14,10 +15,10 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use spoor_log::{EventLog, Handoff, LogReader, Position, Record};
-use spoor_protocol::stored::StoredRecord;
+use spoor_log::{EventLog, Handoff, Keyring, LogReader, Position, Record};
+use spoor_protocol::stored::{RecordContent, StoredRecord};
 
-use spoor_engine::{Engine, SiteState};
+use spoor_engine::{Contact, Engine, SiteState};
 
 /// Records applied per step: the write lock is held for one step at a time.
 const STEP: usize = 1024;
@@ -74,6 +75,14 @@ pub struct ErasureHold<'a> {
 }
 
 impl ErasureHold<'_> {
+    /// To call when the erasure changed nothing this node's state must be rebuilt for:
+    /// snapshots go on, and none is asked.
+    pub fn abandon(mut self) {
+        self.finished = true;
+        let mut rebuilds = self.live.rebuilds();
+        rebuilds.erasing = rebuilds.erasing.saturating_sub(1);
+    }
+
     /// To call once the erasure has changed the log (or failed to): asks for the
     /// rebuild; returns its ticket for [`LiveState::wait_rebuilt`].
     pub fn finish(mut self) -> u64 {
@@ -119,9 +128,41 @@ pub struct LiveState {
     /// Records handed over decoded by the ingest in this process: taken from here instead
     /// of decoded from the log's bytes.
     handoff: Option<Arc<Handoff<StoredRecord>>>,
+    /// The keys records' personal parts are sealed with, on a log that has them.
+    keys: Option<Arc<Keyring>>,
+    /// Told of the contacts an erasure on another node removes, before they go.
+    on_erasure: std::sync::OnceLock<ErasureHook>,
+    /// How many key deletions [`LiveState::tell_erased`] has looked at.
+    deletions_told: AtomicU64,
+    /// Erasure marks before this position need nothing more: the state was read from
+    /// records opened after their keys were deleted (see [`LiveState::cover_marks`]).
+    clean_through: AtomicU64,
+}
+
+/// Called, before the state is rebuilt to answer another node's erasure, with each site's
+/// contacts that hold an identifier whose keys were deleted: what the process keeps
+/// about them beside the state (the trigger outbox) is to go too.
+pub type ErasureHook = Box<dyn Fn(&str, &[&Contact]) + Send + Sync>;
+
+/// What one step of reading the log did.
+struct Caught {
+    read: usize,
+    /// An erasure mark the state has not yet answered, at this position: the state is
+    /// applied up to it, and must be read again from the log's start.
+    erasure: Option<Position>,
 }
 
 impl LiveState {
+    /// The keys sealed records are opened with, on a log that has them.
+    pub fn keys(&self) -> Option<&Keyring> {
+        self.keys.as_deref()
+    }
+
+    /// [`LiveState::keys`], shared.
+    pub fn keyring(&self) -> Option<Arc<Keyring>> {
+        self.keys.clone()
+    }
+
     /// Whether the follower (or a change of the state) panicked: the process should stop,
     /// and restart to rebuild the state from the log.
     pub fn failed(&self) -> bool {
@@ -254,6 +295,8 @@ impl LiveState {
                 engine.decide_retries(log.several_writers());
                 state.engine = RwLock::new(engine);
                 state.applied = AtomicU64::new(position);
+                // A snapshot is saved only once every erasure before it is answered.
+                state.clean_through = AtomicU64::new(position);
                 state.snapshot_at = AtomicU64::new(position);
                 tracing::info!(
                     position,
@@ -278,6 +321,72 @@ impl LiveState {
     pub fn with_handoff(mut self, handoff: Arc<Handoff<StoredRecord>>) -> Self {
         self.handoff = Some(handoff);
         self
+    }
+
+    /// Opens sealed records with `keys` (a log that keeps personal parts sealed). A state
+    /// that starts from nothing needs no erasure before the log's end answered: its
+    /// records are opened with the keys as they are now.
+    pub fn with_keys(mut self, log: &dyn EventLog, keys: Option<Arc<Keyring>>) -> Self {
+        self.keys = keys;
+        if self.applied() == 0
+            && let Err(error) = self.cover_marks(log)
+        {
+            tracing::warn!(%error, "the key table was not read; erasures found will rebuild");
+        }
+        self
+    }
+
+    /// Reads the key table as far as it is written, after taking the log's end: every
+    /// erasure mark before that end was appended after its keys were deleted, so records
+    /// opened from here on hold none of those people.
+    fn cover_marks(&self, log: &dyn EventLog) -> Result<(), spoor_log::LogError> {
+        let end = log.end();
+        if let Some(keys) = &self.keys {
+            keys.refresh()?;
+        }
+        self.clean_through.fetch_max(end, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Sets what is told of the contacts other nodes' erasures remove (once).
+    pub fn on_erasure(&self, hook: ErasureHook) {
+        if self.on_erasure.set(hook).is_err() {
+            tracing::warn!("an erasure hook was set twice; the first one stays");
+        }
+    }
+
+    /// Tells the erasure hook of the contacts holding an identifier whose keys were
+    /// deleted since it was last told, as the state holds them before its rebuild.
+    fn tell_erased(&self) {
+        let (Some(hook), Some(keys)) = (self.on_erasure.get(), &self.keys) else {
+            return;
+        };
+        let from = self.deletions_told.load(Ordering::Acquire) as usize;
+        let (names, now) = keys.deleted_since(from);
+        self.deletions_told.store(now as u64, Ordering::Release);
+        if names.is_empty() {
+            return;
+        }
+        let names: std::collections::HashSet<String> = names.into_iter().collect();
+        let engine = self.read();
+        for (site_id, site) in engine.sites() {
+            let erased: Vec<&Contact> = site
+                .live_contacts()
+                .filter(|contact| {
+                    (contact.identifiers.all().iter())
+                        .any(|id| names.contains(&spoor_protocol::sealing::key_name(site_id, id)))
+                })
+                .collect();
+            if !erased.is_empty() {
+                hook(site_id, &erased);
+            }
+        }
+    }
+
+    /// An erasure of this process's own is answered by a rebuild that starts after its
+    /// mark at `position` was appended: the follower need not answer the mark again.
+    pub fn mark_answered(&self, position: Position) {
+        self.clean_through.fetch_max(position + 1, Ordering::AcqRel);
     }
 
     /// Saves a snapshot if one is kept and `due` says so.
@@ -390,12 +499,34 @@ impl LiveState {
     }
 
     /// Builds the state of the whole log, once, on this thread: `spoor state rebuild`.
-    pub fn replay(log: &dyn EventLog) -> Result<LiveState, spoor_log::LogError> {
-        let mut state = LiveState::default();
-        state.engine_mut().decide_retries(log.several_writers());
-        let mut reader = log.reader(0)?;
-        while state.catch_up(&mut *reader, Duration::ZERO)? > 0 {}
-        Ok(state)
+    /// Records sealed with `keys` are opened with them; an erasure met on the way (its
+    /// keys deleted after the read began) starts the read again.
+    pub fn replay(
+        log: &dyn EventLog,
+        keys: Option<Arc<Keyring>>,
+    ) -> Result<LiveState, spoor_log::LogError> {
+        loop {
+            let mut state = LiveState {
+                keys: keys.clone(),
+                ..LiveState::default()
+            };
+            state.engine_mut().decide_retries(log.several_writers());
+            state.cover_marks(log)?;
+            let mut reader = log.reader(0)?;
+            let erasure = loop {
+                let caught = state.catch_up(&mut *reader, Duration::ZERO)?;
+                if caught.erasure.is_some() || caught.read == 0 {
+                    break caught.erasure;
+                }
+            };
+            match erasure {
+                Some(position) => tracing::info!(
+                    position,
+                    "a person was erased while the log was read; reading it again"
+                ),
+                None => return Ok(state),
+            }
+        }
     }
 
     fn rebuilds(&self) -> std::sync::MutexGuard<'_, Rebuilds> {
@@ -471,7 +602,11 @@ impl LiveState {
         if let Some(handoff) = &self.handoff {
             handoff.clear();
         }
-        let fresh = LiveState::replay(log)?;
+        let fresh = LiveState::replay(log, self.keys.clone())?;
+        self.clean_through.fetch_max(
+            fresh.clean_through.load(Ordering::Acquire),
+            Ordering::AcqRel,
+        );
         let mut engine = self.engine.write().unwrap_or_else(PoisonError::into_inner);
         *engine = fresh.engine.into_inner().expect("engine lock");
         self.applied
@@ -503,32 +638,53 @@ impl LiveState {
     }
 
     /// A record read back from the log, decoded; `None` (counted) when it cannot be.
-    fn decode(&self, record: &Record) -> Option<StoredRecord> {
-        match serde_json::from_slice(&record.payload) {
-            Ok(decoded) => Some(decoded),
-            Err(error) => {
-                tracing::error!(position = record.position, %error, "log record not readable; skipped");
+    /// An error when its keys cannot be reached: it is to be read again.
+    fn decode(&self, record: &Record) -> Result<Option<StoredRecord>, spoor_log::LogError> {
+        match opening::decode(&record.payload, self.keys.as_deref()) {
+            Ok(decoded) => Ok(Some(decoded)),
+            Err(opening::Unreadable::Keys(error)) => Err(error),
+            Err(opening::Unreadable::Record(reason)) => {
+                tracing::error!(
+                    position = record.position,
+                    reason,
+                    "log record not readable; skipped"
+                );
                 self.undecodable.fetch_add(1, Ordering::Relaxed);
-                None
+                Ok(None)
             }
         }
     }
 
-    /// Applies the next records `reader` has, waiting up to `wait` for one; returns how
-    /// many. The reader must be at the applied position.
+    /// Whether `record` at `position` is an erasure mark the state has yet to answer.
+    fn unanswered_mark(&self, record: &StoredRecord, position: Position) -> bool {
+        matches!(record.content, RecordContent::Erasure(_))
+            && position >= self.clean_through.load(Ordering::Acquire)
+    }
+
+    /// Applies the next records `reader` has, waiting up to `wait` for one. The reader
+    /// must be at the applied position. Stops at an erasure mark not yet answered.
     fn catch_up(
         &self,
         reader: &mut dyn LogReader,
         wait: Duration,
-    ) -> Result<usize, spoor_log::LogError> {
+    ) -> Result<Caught, spoor_log::LogError> {
         let records = reader.next_batch(STEP, wait)?;
-        let decoded: Vec<Option<StoredRecord>> = records
-            .iter()
-            .map(|r| {
-                let handed = self.handoff.as_ref().and_then(|h| h.take(&r.payload));
-                handed.or_else(|| self.decode(r))
-            })
-            .collect();
+        let mut decoded = Vec::with_capacity(records.len());
+        let mut erasure = None;
+        for r in &records {
+            let handed = self.handoff.as_ref().and_then(|h| h.take(&r.payload));
+            let record = match handed {
+                Some(record) => Some(record),
+                None => self.decode(r)?,
+            };
+            if let Some(record) = &record
+                && self.unanswered_mark(record, r.position)
+            {
+                erasure = Some(r.position);
+                break;
+            }
+            decoded.push(record);
+        }
         let mut engine = self.engine.write().unwrap_or_else(PoisonError::into_inner);
         #[cfg(feature = "fault-injection")]
         fault::panic_if_asked();
@@ -536,8 +692,36 @@ impl LiveState {
             engine.apply(record);
         }
         drop(engine);
-        self.applied.store(reader.position(), Ordering::Release);
-        Ok(records.len())
+        self.applied
+            .store(erasure.unwrap_or(reader.position()), Ordering::Release);
+        Ok(Caught {
+            read: decoded.len(),
+            erasure,
+        })
+    }
+
+    /// Answers the erasure mark at `position` another process appended: the keys are
+    /// read to their end, the snapshot (which may hold the person) removed, and the
+    /// state rebuilt from the log.
+    fn answer_mark(
+        &self,
+        log: &dyn EventLog,
+        position: Position,
+    ) -> Result<(), spoor_log::LogError> {
+        let hold = self.erasing().map_err(|e| {
+            spoor_log::LogError::Unavailable(format!("removing the state snapshot: {e}"))
+        })?;
+        // Nothing is applied past the mark until the rebuild; should reading the keys
+        // fail, the mark is met again and answered then.
+        self.cover_marks(log)?;
+        self.tell_erased();
+        self.mark_answered(position);
+        hold.finish();
+        tracing::info!(
+            position,
+            "a person was erased on another node; rebuilding the state"
+        );
+        Ok(())
     }
 }
 
@@ -577,7 +761,20 @@ fn follow_step(log: &dyn EventLog, state: &LiveState, following: &mut Following)
     let (began, from, end_then) = *following
         .began
         .get_or_insert_with(|| (std::time::Instant::now(), state.applied(), log.end()));
-    match state.catch_up(&mut **reader, IDLE_WAIT) {
+    let caught = state.catch_up(&mut **reader, IDLE_WAIT);
+    if let Ok(Caught {
+        erasure: Some(position),
+        ..
+    }) = caught
+    {
+        following.reader = None;
+        if let Err(error) = state.answer_mark(log, position) {
+            tracing::error!(%error, "answering an erasure failed; retrying");
+            std::thread::sleep(IDLE_WAIT);
+        }
+        return;
+    }
+    match caught.map(|c| c.read) {
         Ok(read) if !following.caught_up && (read == 0 || state.applied() >= end_then) => {
             following.caught_up = true;
             state.current.store(true, Ordering::Release);
@@ -663,6 +860,7 @@ mod tests {
             panic!("an event")
         };
         let record = StoredRecord {
+            sealed: None,
             received_at: 1_700_000_000_000,
             // Each body its own request: a repeated one would be a client's retry.
             request_hash: spoor_protocol::stored::hash_hex(u128::from(
@@ -707,6 +905,97 @@ mod tests {
         assert_eq!(state.undecodable(), 1);
         state.stop();
         follower.join().unwrap();
+    }
+
+    /// A record of `body` sealed with `keys`, as an ingest node on a sealing log appends it.
+    fn sealed(body: &str, keys: &Keyring) -> Vec<u8> {
+        let mut record: StoredRecord = serde_json::from_slice(&stored(body)).unwrap();
+        spoor_protocol::sealing::seal(&mut record, |name| {
+            Ok::<_, std::convert::Infallible>(keys.key_for(name))
+        })
+        .unwrap();
+        keys.store_pending().unwrap();
+        serde_json::to_vec(&record).unwrap()
+    }
+
+    fn customer(email: &str, cookie: &str) -> String {
+        format!(
+            r#"{{"GeneralInfo": {{"eventName": "CategoryPage", "siteId": "S", "cookies": "{cookie}",
+                "user_email": "{email}"}}, "CategoryPage": {{"categoryKey": "k"}}}}"#
+        )
+    }
+
+    fn holds(state: &LiveState, email: &str) -> bool {
+        let id = spoor_engine::contacts::identity::Identifier::Email(email.into());
+        (state.read().site("S")).is_some_and(|site| site.contact(&id).is_some())
+    }
+
+    #[tokio::test]
+    async fn a_node_drops_a_person_whose_keys_another_node_deleted_once_it_meets_the_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn EventLog> =
+            Arc::new(FileLog::open(dir.path(), FileLogConfig::default(), None).unwrap());
+        let table = Arc::new(spoor_log::MemoryTable::default());
+        let (ingest_keys, erasing_keys, follower_keys) = (
+            Keyring::open(table.clone()).unwrap(),
+            Keyring::open(table.clone()).unwrap(),
+            Keyring::open(table.clone()).unwrap(),
+        );
+        for (email, cookie) in [("ann@example.com", "c1"), ("bob@example.com", "c2")] {
+            let record = sealed(&customer(email, cookie), &ingest_keys);
+            assert!(!String::from_utf8_lossy(&record).contains(email));
+            log.append(vec![record]).await.unwrap();
+        }
+        let state = Arc::new(LiveState::default().with_keys(&*log, Some(follower_keys)));
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let telling = told.clone();
+        state.on_erasure(Box::new(move |site, contacts| {
+            for contact in contacts {
+                let email = contact.identifiers.email.as_deref().unwrap_or_default();
+                telling.lock().unwrap().push(format!("{site} {email}"));
+            }
+        }));
+        let follower = follow(log.clone(), state.clone()).unwrap();
+        wait_until_applied(&state, 2);
+        assert!(holds(&state, "ann@example.com") && holds(&state, "bob@example.com"));
+
+        // What another node's erasure does: Ann's keys deleted, then the mark.
+        let ids = [
+            spoor_engine::contacts::identity::Identifier::Email("ann@example.com".into()),
+            spoor_engine::contacts::identity::Identifier::Sc("c1".into()),
+        ];
+        let names = spoor_protocol::sealing::erased_key_names("S", &ids);
+        assert_eq!(erasing_keys.delete(&names).unwrap(), 2);
+        let mark = StoredRecord {
+            received_at: 1_700_000_000_000,
+            request_hash: "f".repeat(32),
+            sealed: None,
+            content: RecordContent::Erasure(spoor_protocol::stored::ErasureMark {
+                site_id: "S".into(),
+            }),
+        };
+        log.append(vec![serde_json::to_vec(&mark).unwrap()])
+            .await
+            .unwrap();
+        log.append(vec![stored(&customer("cy@example.com", "c3"))])
+            .await
+            .unwrap();
+        wait_until_applied(&state, 4);
+        assert!(!holds(&state, "ann@example.com"), "the person is dropped");
+        assert_eq!(*told.lock().unwrap(), ["S ann@example.com"]);
+        assert!(holds(&state, "bob@example.com") && holds(&state, "cy@example.com"));
+        let kept = state.read().site("S").unwrap().digest();
+        state.stop();
+        follower.join().unwrap();
+
+        // A node started afterwards, and a rebuild, read the same state, once.
+        let later = LiveState::default().with_keys(&*log, Keyring::open(table.clone()).ok());
+        assert_eq!(later.clean_through.load(Ordering::Acquire), 4);
+        let replayed = LiveState::replay(&*log, Keyring::open(table).ok()).unwrap();
+        assert_eq!(replayed.read().site("S").unwrap().digest(), kept);
+        // Without keys, no one is read at all.
+        let keyless = LiveState::replay(&*log, None).unwrap();
+        assert!(!holds(&keyless, "bob@example.com") && holds(&keyless, "cy@example.com"));
     }
 
     #[tokio::test]

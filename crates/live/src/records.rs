@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use spoor_log::{EventLog, LogError, LogReader, Position};
+use std::sync::Arc;
+
+use spoor_log::{EventLog, Keyring, LogError, LogReader, Position};
 use spoor_protocol::stored::StoredRecord;
 
 /// Records read from the log at a time.
@@ -15,18 +17,21 @@ const STEP: usize = 4096;
 /// records and is kept in [`Records::failed`].
 pub struct Records {
     reader: Option<Box<dyn LogReader>>,
+    keys: Option<Arc<Keyring>>,
     end: Position,
     read: std::vec::IntoIter<StoredRecord>,
     pub failed: Option<LogError>,
 }
 
-pub fn records(log: &dyn EventLog) -> Records {
+/// Sealed records are opened with `keys` (see `crate::opening`).
+pub fn records(log: &dyn EventLog, keys: Option<Arc<Keyring>>) -> Records {
     let (reader, failed) = match log.reader(0) {
         Ok(reader) => (Some(reader), None),
         Err(error) => (None, Some(error)),
     };
     Records {
         reader,
+        keys,
         end: log.end(),
         read: Vec::new().into_iter(),
         failed,
@@ -53,10 +58,17 @@ impl Iterator for Records {
                 }
             };
             chunk.last()?;
-            let decoded: Vec<StoredRecord> = (chunk.iter())
-                .filter(|r| r.position < self.end)
-                .filter_map(|r| serde_json::from_slice(&r.payload).ok())
-                .collect();
+            let mut decoded = Vec::with_capacity(chunk.len());
+            for record in chunk.iter().filter(|r| r.position < self.end) {
+                match crate::opening::decode(&record.payload, self.keys.as_deref()) {
+                    Ok(record) => decoded.push(record),
+                    Err(crate::opening::Unreadable::Record(_)) => {}
+                    Err(crate::opening::Unreadable::Keys(error)) => {
+                        self.failed = Some(error);
+                        return None;
+                    }
+                }
+            }
             self.read = decoded.into_iter();
         }
     }

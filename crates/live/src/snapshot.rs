@@ -96,6 +96,7 @@ mod tests {
         };
         let mut engine = Engine::default();
         engine.apply(&StoredRecord {
+            sealed: None,
             received_at: 1_700_000_000_000,
             request_hash: "0".repeat(32),
             content: RecordContent::Event(event),

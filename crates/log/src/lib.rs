@@ -10,6 +10,8 @@ mod file;
 mod handoff;
 #[cfg(feature = "kafka")]
 mod kafka;
+pub mod keys;
+mod memory_table;
 pub mod record;
 mod relay;
 mod stepped;
@@ -24,6 +26,8 @@ use std::time::Duration;
 
 pub use file::{CommitObserver, FileLog, FileLogConfig};
 pub use handoff::Handoff;
+pub use keys::Keyring;
+pub use memory_table::MemoryTable;
 pub use stepped::SteppedFile;
 
 /// The bytes of a small file (settings, registries), or `None` when it does not exist yet.
@@ -148,6 +152,8 @@ pub struct KafkaConfig {
     pub topic: String,
     /// The compacted topic that holds the sites' settings, shared by every node.
     pub settings_topic: String,
+    /// The compacted topic that holds the keys personal data is sealed with.
+    pub keys_topic: String,
     /// librdkafka properties passed through as they are (TLS, SASL, timeouts...). Their
     /// values (a SASL password among them) are never logged.
     pub properties: Vec<(String, String)>,
@@ -175,6 +181,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("brokers", &self.brokers)
             .field("topic", &self.topic)
             .field("settings_topic", &self.settings_topic)
+            .field("keys_topic", &self.keys_topic)
             .field("properties", &keys)
             .finish()
     }
@@ -243,7 +250,28 @@ pub fn open_shared_table(spec: &LogSpec) -> Result<Option<Arc<dyn SharedTable>>,
     match spec {
         LogSpec::File { .. } => Ok(None),
         #[cfg(feature = "kafka")]
-        LogSpec::Kafka(kafka) => Ok(Some(Arc::new(kafka::KafkaTable::open(kafka)?))),
+        LogSpec::Kafka(kafka) => Ok(Some(Arc::new(kafka::KafkaTable::open(
+            kafka,
+            kafka::TableKind::Settings,
+        )?))),
+        #[cfg(not(feature = "kafka"))]
+        LogSpec::Kafka(_) => Err(LogError::Unsupported(
+            "Kafka (built without the kafka feature)",
+        )),
+    }
+}
+
+/// Where a log that cannot be rewritten keeps the keys its records' personal parts are
+/// sealed with (see [`Keyring`]): on a Kafka log, a compacted topic beside the events'
+/// one. `None` for the embedded log, which erases by rewriting records in place.
+pub fn open_keyring(spec: &LogSpec) -> Result<Option<Arc<Keyring>>, LogError> {
+    match spec {
+        LogSpec::File { .. } => Ok(None),
+        #[cfg(feature = "kafka")]
+        LogSpec::Kafka(kafka) => {
+            let table = kafka::KafkaTable::open(kafka, kafka::TableKind::Keys)?;
+            Ok(Some(Keyring::open(Arc::new(table))?))
+        }
         #[cfg(not(feature = "kafka"))]
         LogSpec::Kafka(_) => Err(LogError::Unsupported(
             "Kafka (built without the kafka feature)",
@@ -256,6 +284,13 @@ pub fn open_shared_table(spec: &LogSpec) -> Result<Option<Arc<dyn SharedTable>>,
 pub trait SharedTable: Send + Sync + 'static {
     /// Stores `value` under `key` (`None` removes the key); returns once durable.
     fn put(&self, key: &str, value: Option<&[u8]>) -> Result<(), LogError>;
+
+    /// [`SharedTable::put`] of several entries, in order; returns once all are durable.
+    fn put_all(&self, entries: &[(&str, Option<&[u8]>)]) -> Result<(), LogError> {
+        entries
+            .iter()
+            .try_for_each(|(key, value)| self.put(key, *value))
+    }
 
     /// A follower that returns every change the table holds, oldest first, then each
     /// new one as it comes.
@@ -276,6 +311,10 @@ pub struct TableChange {
 pub trait TableFollower: Send {
     /// The next changes, in the order they were stored; waits up to `wait` for one.
     fn next_changes(&mut self, wait: Duration) -> Result<Vec<TableChange>, LogError>;
+
+    /// Every change not yet returned that was stored before this call: a table read as
+    /// far as anyone has written it.
+    fn read_to_end(&mut self) -> Result<Vec<TableChange>, LogError>;
 
     /// Whether every change stored before the follower was made has been returned.
     fn caught_up(&self) -> bool;

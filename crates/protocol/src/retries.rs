@@ -135,6 +135,7 @@ mod tests {
             panic!("an event")
         };
         StoredRecord {
+            sealed: None,
             received_at,
             request_hash: hash_hex(hash),
             content: RecordContent::Event(event),
@@ -163,6 +164,7 @@ mod tests {
     fn feeds_are_never_retries_and_a_snapshot_decides_as_the_original() {
         let mut retries = Retries::default();
         let feed = StoredRecord {
+            sealed: None,
             received_at: 5,
             request_hash: hash_hex(9),
             content: RecordContent::Feed(FeedItems {

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::event::{ContactLink, ProductUpdate, TrackerEvent};
+use crate::sealing::Sealed;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", try_from = "FlatRecord")]
@@ -16,6 +17,10 @@ pub struct StoredRecord {
     pub received_at: i64,
     /// xxh3-128 of the request bytes, hex: what makes a client's retry recognisable.
     pub request_hash: String,
+    /// The content's personal part, when the log keeps it sealed (see
+    /// [`crate::sealing`]); the content then holds none of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Sealed>,
     #[serde(flatten)]
     pub content: RecordContent,
 }
@@ -31,6 +36,9 @@ pub enum RecordContent {
     ContactLink(ContactLink),
     /// Items of an imported product feed (part of one, for a large feed).
     Feed(FeedItems),
+    /// A person of the site was erased by deleting their keys (see [`crate::sealing`]):
+    /// what a reader opened before this point may hold them, so it reads the log again.
+    Erasure(ErasureMark),
 }
 
 /// A record as it reads, its content one of three optional fields: read straight into
@@ -46,24 +54,42 @@ struct FlatRecord {
     contact_link: Option<ContactLink>,
     #[serde(default)]
     feed: Option<FeedItems>,
+    #[serde(default)]
+    erasure: Option<ErasureMark>,
+    #[serde(default)]
+    sealed: Option<Sealed>,
 }
 
 impl TryFrom<FlatRecord> for StoredRecord {
     type Error = &'static str;
 
     fn try_from(flat: FlatRecord) -> Result<Self, Self::Error> {
-        let content = match (flat.event, flat.contact_link, flat.feed) {
-            (Some(event), None, None) => RecordContent::Event(event),
-            (None, Some(link), None) => RecordContent::ContactLink(link),
-            (None, None, Some(feed)) => RecordContent::Feed(feed),
-            _ => return Err("a record holds exactly one of `event`, `contactLink`, `feed`"),
+        let content = match (flat.event, flat.contact_link, flat.feed, flat.erasure) {
+            (Some(event), None, None, None) => RecordContent::Event(event),
+            (None, Some(link), None, None) => RecordContent::ContactLink(link),
+            (None, None, Some(feed), None) => RecordContent::Feed(feed),
+            (None, None, None, Some(mark)) => RecordContent::Erasure(mark),
+            _ => {
+                return Err(
+                    "a record holds exactly one of `event`, `contactLink`, `feed`, `erasure`",
+                );
+            }
         };
         Ok(StoredRecord {
             received_at: flat.received_at,
             request_hash: flat.request_hash,
+            sealed: flat.sealed,
             content,
         })
     }
+}
+
+/// See [`RecordContent::Erasure`]. It says nothing of whom: the keys deleted were their
+/// name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErasureMark {
+    pub site_id: String,
 }
 
 /// Products read from a site's feed, as of the import.
@@ -79,6 +105,7 @@ impl StoredRecord {
         match &self.content {
             RecordContent::Event(e) => Some(&e.site_id),
             RecordContent::Feed(feed) => Some(&feed.site_id),
+            RecordContent::Erasure(mark) => Some(&mark.site_id),
             RecordContent::ContactLink(_) => None,
         }
     }
@@ -86,7 +113,9 @@ impl StoredRecord {
     pub fn event(&self) -> Option<&TrackerEvent> {
         match &self.content {
             RecordContent::Event(e) => Some(e),
-            RecordContent::ContactLink(_) | RecordContent::Feed(_) => None,
+            RecordContent::ContactLink(_) | RecordContent::Feed(_) | RecordContent::Erasure(_) => {
+                None
+            }
         }
     }
 }
@@ -153,6 +182,7 @@ mod tests {
         ];
         for content in contents {
             let record = StoredRecord {
+                sealed: None,
                 received_at: 7,
                 request_hash: "ab".into(),
                 content,

@@ -161,7 +161,7 @@ pub async fn export_events(
         since_ms: query.since,
     };
     let (sender, receiver) = mpsc::channel::<std::io::Result<Bytes>>(8);
-    let log = state.log.clone();
+    let (log, keys) = (state.log.clone(), state.live.keyring());
     tokio::task::spawn_blocking(move || {
         let mut writer = ChunkWriter {
             sender,
@@ -169,7 +169,7 @@ pub async fn export_events(
         };
         // A panic midway must end the response as failed too, never as a short file.
         let exported = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            export(&*log, &filter, &mut writer).map(|_| ())
+            export(&*log, keys.as_deref(), &filter, &mut writer).map(|_| ())
         }));
         let result = match exported {
             Ok(result) => result.map_err(std::io::Error::other),

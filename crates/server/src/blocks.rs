@@ -413,12 +413,12 @@ pub async fn backtest(
         .ok_or_else(|| busy("another site's backtest is running"))?;
     let from_day = now_ms().div_euclid(DAY_MS) - i64::from(days) + 1;
     let tuned = state.settings.tuning.get(&site_id);
-    let (log, site) = (state.log.clone(), site_id.clone());
+    let (log, site, keys) = (state.log.clone(), site_id.clone(), state.live.keyring());
     let report = blocking(move || {
         let _held = (site_guard, server_guard);
         let next_item = tuned.as_ref().map(|t| &t.next_item);
         let baskets = tuned.as_ref().and_then(|t| t.baskets.as_ref());
-        let mut records = spoor_live::records::records(&*log);
+        let mut records = spoor_live::records::records(&*log, keys);
         let from = from_day * DAY_MS;
         let report = replay::backtest(&site, &mut records, from, &variants, next_item, baskets);
         records.failed.map_or(Ok(report), Err)

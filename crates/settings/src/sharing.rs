@@ -195,63 +195,11 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
 
-    use spoor_log::{LogError, TableChange};
+    use spoor_log::MemoryTable;
 
     use super::*;
     use crate::{RateLimit, SiteSettings};
-
-    /// A table in memory, as a compacted topic behaves for its readers: every change in
-    /// order.
-    #[derive(Default)]
-    struct MemoryTable {
-        changes: Arc<Mutex<Vec<TableChange>>>,
-    }
-
-    struct MemoryFollower {
-        changes: Arc<Mutex<Vec<TableChange>>>,
-        next: usize,
-        end_at_start: usize,
-    }
-
-    impl SharedTable for MemoryTable {
-        fn put(&self, key: &str, value: Option<&[u8]>) -> Result<(), LogError> {
-            self.changes.lock().unwrap().push(TableChange {
-                key: key.into(),
-                value: value.map(<[u8]>::to_vec),
-            });
-            Ok(())
-        }
-
-        fn follow(&self) -> Result<Box<dyn TableFollower>, LogError> {
-            let end_at_start = self.changes.lock().unwrap().len();
-            Ok(Box::new(MemoryFollower {
-                changes: self.changes.clone(),
-                next: 0,
-                end_at_start,
-            }))
-        }
-
-        fn describe(&self) -> String {
-            "memory".into()
-        }
-    }
-
-    impl TableFollower for MemoryFollower {
-        fn next_changes(&mut self, _wait: Duration) -> Result<Vec<TableChange>, LogError> {
-            let changes = self.changes.lock().unwrap()[self.next..].to_vec();
-            self.next += changes.len();
-            if changes.is_empty() {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Ok(changes)
-        }
-
-        fn caught_up(&self) -> bool {
-            self.next >= self.end_at_start
-        }
-    }
 
     fn limit(per_second: u32) -> SiteSettings {
         SiteSettings {

@@ -59,6 +59,7 @@ fn cart_record(i: u64) -> Vec<u8> {
         tags: Default::default(),
     };
     let record = StoredRecord {
+        sealed: None,
         received_at: T0 + i as i64,
         request_hash: format!("{i:032x}"),
         content: RecordContent::Event(event),

@@ -129,6 +129,7 @@ impl Shop {
         };
         self.records += 1;
         let record = StoredRecord {
+            sealed: None,
             received_at: event.datetime.unwrap_or(T0),
             request_hash: format!("{:032x}", self.records),
             content: RecordContent::Event(event),

@@ -26,7 +26,10 @@
 //! 6. The anchor takes all of the event's identifiers.
 
 use serde::{Deserialize, Serialize};
-use spoor_protocol::{ContactLink, Text, Visitor};
+use spoor_protocol::Text;
+pub use spoor_protocol::identity::{
+    Identifier, identifiers_of, identifiers_of_link, normalize_email, normalize_phone,
+};
 
 use crate::compact::thin::{Texts, ThinStr};
 use crate::limits::{self, Dropped};
@@ -34,118 +37,12 @@ use crate::limits::{self, Dropped};
 /// A contact's number within its site, in order of creation.
 pub type ContactId = u32;
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(tag = "type", content = "value", rename_all = "camelCase")]
-pub enum Identifier {
-    Sc(Text),
-    ExternalCustomerId(Text),
-    Email(Text),
-    Phone(Text),
-    EsContactId(Text),
-}
-
-impl Identifier {
-    /// External id and email: at most one per contact, never moved to another.
-    pub fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            Identifier::ExternalCustomerId(_) | Identifier::Email(_)
-        )
-    }
-
-    /// An identifier from an API query: `kind` as in the query string.
-    pub fn from_query(kind: &str, value: &str) -> Option<Identifier> {
-        let value = value.trim();
-        if value.is_empty() {
-            return None;
-        }
-        Some(match kind {
-            "sc" => Identifier::Sc(value.into()),
-            "externalCustomerId" => Identifier::ExternalCustomerId(value.into()),
-            "email" => Identifier::Email(normalize_email(value)),
-            "phone" => Identifier::Phone(normalize_phone(value)?),
-            "esContactId" => Identifier::EsContactId(value.into()),
-            _ => return None,
-        })
-    }
-}
-
-pub fn normalize_email(email: &str) -> Text {
-    let email = email.trim();
-    // Most emails arrive lowercase already: copied as they are, without the per-character
-    // Unicode case mapping.
-    if email
-        .bytes()
-        .any(|b| b.is_ascii_uppercase() || !b.is_ascii())
-    {
-        Text::from_str_to_lowercase(email)
-    } else {
-        Text::from(email)
-    }
-}
-
-/// Digits only, with the international prefix (`+` or `00`) dropped:
-/// `+1-541-754-3010` and `0015417543010` are both `15417543010`.
-pub fn normalize_phone(phone: &str) -> Option<Text> {
-    let digits: Text = phone.chars().filter(char::is_ascii_digit).collect();
-    let digits = match digits.strip_prefix("00") {
-        Some(rest) => Text::from(rest),
-        None => digits,
-    };
-    (digits.len() >= 5).then_some(digits)
-}
-
-/// The identifiers an event carries, normalised.
-pub fn identifiers_of(visitor: &Visitor) -> Vec<Identifier> {
-    let mut ids = Vec::new();
-    if let Some(id) = &visitor.external_customer_id {
-        ids.push(Identifier::ExternalCustomerId(id.clone()));
-    }
-    if let Some(email) = &visitor.email {
-        ids.push(Identifier::Email(normalize_email(email)));
-    }
-    if let Some(phone) = visitor.phone.as_deref().and_then(normalize_phone) {
-        ids.push(Identifier::Phone(phone));
-    }
-    if let Some(es) = &visitor.es_contact_id {
-        ids.push(Identifier::EsContactId(es.clone()));
-    }
-    if let Some(sc) = &visitor.sc {
-        ids.push(Identifier::Sc(sc.clone()));
-    }
-    ids
-}
-
 /// Shared identifiers (cookies, phones, vendor contact ids) a contact keeps of each
 /// kind. A person has a handful; a client that sends a new cookie with every event would
 /// otherwise grow one contact without bound. Beyond this, the oldest is let go: it no
 /// longer names the contact, and if it comes back it starts a contact of its own, which
 /// merges back through any other identifier it comes with.
 pub const MAX_SHARED_IDS: usize = 64;
-
-/// The identifiers a shop plugin's contact link carries, normalised.
-pub fn identifiers_of_link(link: &ContactLink) -> Vec<Identifier> {
-    let mut ids = Vec::new();
-    ids.extend(
-        link.external_customer_id
-            .as_deref()
-            .map(Text::from)
-            .map(Identifier::ExternalCustomerId),
-    );
-    ids.extend(
-        link.email
-            .as_deref()
-            .map(|e| Identifier::Email(normalize_email(e))),
-    );
-    ids.extend(
-        link.phone
-            .as_deref()
-            .and_then(normalize_phone)
-            .map(Identifier::Phone),
-    );
-    ids.extend(link.web_id.as_deref().map(Text::from).map(Identifier::Sc));
-    ids
-}
 
 /// The identifiers one contact holds. The kinds most contacts have (a cookie, an email, a
 /// phone) are held in place, the rest in a box that most contacts do without: a million

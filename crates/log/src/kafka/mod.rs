@@ -22,7 +22,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 mod table;
-pub use table::KafkaTable;
+pub use table::{KafkaTable, TableKind};
 
 use crate::{
     AppendFuture, EventLog, KafkaConfig, Keyed, LogError, LogReader, MAX_RECORD_BYTES, Position,

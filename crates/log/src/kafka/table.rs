@@ -11,7 +11,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::future_producer::OwnedDeliveryResult;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use super::{
     BROKER_TIMEOUT, PARTITION, config_error, ensure, topic_settings, unavailable, wait_for,
@@ -20,49 +21,101 @@ use crate::{KafkaConfig, LogError, SharedTable, TableChange, TableFollower};
 
 pub struct KafkaTable {
     config: KafkaConfig,
+    topic: String,
     producer: FutureProducer,
 }
 
+/// What a table holds, for its topic's creation and messages.
+#[derive(Debug, Clone, Copy)]
+pub enum TableKind {
+    Settings,
+    Keys,
+}
+
+impl TableKind {
+    fn what(self) -> &'static str {
+        match self {
+            TableKind::Settings => "settings",
+            TableKind::Keys => "keys",
+        }
+    }
+}
+
 impl KafkaTable {
-    /// Connects to the brokers; creates the settings topic when it does not exist.
-    pub fn open(config: &KafkaConfig) -> Result<KafkaTable, LogError> {
+    /// Connects to the brokers; creates the table's topic when it does not exist.
+    pub fn open(config: &KafkaConfig, kind: TableKind) -> Result<KafkaTable, LogError> {
         let mut client = config.client_config(&[("message.timeout.ms", "10000")])?;
         client.set("acks", "all").set("enable.idempotence", "true");
         let producer: FutureProducer = client
             .create()
-            .map_err(|e| config_error("settings producer", e))?;
-        ensure_compacted_topic(config)?;
+            .map_err(|e| config_error(&format!("{} producer", kind.what()), e))?;
+        let topic = match kind {
+            TableKind::Settings => config.settings_topic.clone(),
+            TableKind::Keys => config.keys_topic.clone(),
+        };
+        ensure_compacted_topic(config, &topic, kind)?;
         Ok(KafkaTable {
             config: config.clone(),
+            topic,
             producer,
         })
     }
 
     fn settings_topic(&self) -> &str {
-        &self.config.settings_topic
+        &self.topic
     }
-}
 
-impl SharedTable for KafkaTable {
-    fn put(&self, key: &str, value: Option<&[u8]>) -> Result<(), LogError> {
+    fn send(&self, key: &str, value: Option<&[u8]>) -> Result<DeliveryFuture, LogError> {
         let mut record = FutureRecord::<str, [u8]>::to(self.settings_topic())
             .partition(PARTITION)
             .key(key);
         if let Some(value) = value {
             record = record.payload(value);
         }
-        let delivery = self
-            .producer
+        self.producer
             .send_result(record)
-            .map_err(|(error, _)| unavailable("handing a setting to the producer", error))?;
-        match wait_for(delivery)? {
+            .map_err(|(error, _)| unavailable("handing a table entry to the producer", error))
+    }
+
+    /// What became of one entry handed to the producer.
+    fn stored<Canceled>(
+        &self,
+        delivered: Result<OwnedDeliveryResult, Canceled>,
+    ) -> Result<(), LogError> {
+        match delivered {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((error, _))) => Err(unavailable(
-                &format!("storing a setting in topic {}", self.settings_topic()),
+                &format!("storing an entry in topic {}", self.settings_topic()),
                 error,
             )),
             Err(_) => Err(LogError::Closed),
         }
+    }
+}
+
+impl SharedTable for KafkaTable {
+    fn put(&self, key: &str, value: Option<&[u8]>) -> Result<(), LogError> {
+        let delivery = self.send(key, value)?;
+        self.stored(wait_for(delivery)?)
+    }
+
+    /// Every entry handed to the producer at once, then each acknowledgement awaited:
+    /// one round trip for all rather than one each.
+    fn put_all(&self, entries: &[(&str, Option<&[u8]>)]) -> Result<(), LogError> {
+        let deliveries = entries
+            .iter()
+            .map(|(key, value)| self.send(key, *value))
+            .collect::<Result<Vec<_>, _>>()?;
+        let delivered = wait_for(async move {
+            let mut delivered = Vec::with_capacity(deliveries.len());
+            for delivery in deliveries {
+                delivered.push(delivery.await);
+            }
+            delivered
+        })?;
+        delivered
+            .into_iter()
+            .try_for_each(|result| self.stored(result))
     }
 
     fn follow(&self) -> Result<Box<dyn TableFollower>, LogError> {
@@ -88,6 +141,7 @@ impl SharedTable for KafkaTable {
             .map_err(|e| unavailable(&format!("reading topic {}", self.settings_topic()), e))?;
         Ok(Box::new(KafkaTableFollower {
             consumer,
+            topic: self.topic.clone(),
             next: 0,
             end_at_start: end.max(0),
             reached_end: false,
@@ -95,15 +149,13 @@ impl SharedTable for KafkaTable {
     }
 
     fn describe(&self) -> String {
-        format!(
-            "Kafka topic {} at {}",
-            self.config.settings_topic, self.config.brokers
-        )
+        format!("Kafka topic {} at {}", self.topic, self.config.brokers)
     }
 }
 
 struct KafkaTableFollower {
     consumer: BaseConsumer,
+    topic: String,
     /// The offset after the last record read (compaction leaves gaps: any offset at or
     /// past it is new).
     next: i64,
@@ -127,7 +179,7 @@ impl TableFollower for KafkaTableFollower {
                 // What was read is returned (the position moved past it); the error,
                 // if it lasts, comes back at the next call.
                 Err(_) if !changes.is_empty() => break,
-                Err(error) => return Err(unavailable("reading the settings topic", error)),
+                Err(error) => return Err(unavailable("reading a table's topic", error)),
             };
             timeout = Duration::ZERO;
             if message.offset() < self.next {
@@ -143,19 +195,54 @@ impl TableFollower for KafkaTableFollower {
         Ok(changes)
     }
 
+    fn read_to_end(&mut self) -> Result<Vec<TableChange>, LogError> {
+        let topic = self.topic.clone();
+        let (_, end) = self
+            .consumer
+            .fetch_watermarks(&topic, PARTITION, BROKER_TIMEOUT)
+            .map_err(|e| unavailable(&format!("the end of topic {topic}"), e))?;
+        let deadline = std::time::Instant::now() + BROKER_TIMEOUT;
+        let mut changes = Vec::new();
+        self.reached_end = false;
+        // Compaction may have taken the last offsets: the consumer's end-of-partition
+        // signal ends the read as well.
+        while self.next < end && !self.reached_end {
+            if std::time::Instant::now() > deadline {
+                return Err(LogError::Unavailable(format!(
+                    "topic {topic} was not read to its end (offset {end}) within {BROKER_TIMEOUT:?}"
+                )));
+            }
+            changes.extend(self.next_changes(Duration::from_millis(100))?);
+        }
+        Ok(changes)
+    }
+
     fn caught_up(&self) -> bool {
         self.reached_end || self.next >= self.end_at_start
     }
 }
 
-/// Creates the settings topic, compacted, when the broker does not have it; refuses one
-/// that would delete the settings after a time.
-fn ensure_compacted_topic(config: &KafkaConfig) -> Result<(), LogError> {
-    // Compaction keeps each key's latest value for ever: the settings, not their history.
-    let topic = NewTopic::new(&config.settings_topic, 1, TopicReplication::Fixed(-1))
+/// Creates a table's topic, compacted, when the broker does not have it; refuses one
+/// that would delete entries after a time.
+fn ensure_compacted_topic(
+    config: &KafkaConfig,
+    name: &str,
+    kind: TableKind,
+) -> Result<(), LogError> {
+    // Compaction keeps each key's latest value for ever: the table, not its history.
+    let mut topic = NewTopic::new(name, 1, TopicReplication::Fixed(-1))
         .set("cleanup.policy", "compact")
         .set("retention.ms", "-1")
         .set("retention.bytes", "-1");
+    if let TableKind::Keys = kind {
+        // A deleted key's bytes stay in the topic until its segment is compacted: a
+        // segment rolled every hour, compacted as soon as a little of it is stale, and
+        // tombstones kept a day (for nodes that were away) bound how long.
+        topic = topic
+            .set("segment.ms", "3600000")
+            .set("min.cleanable.dirty.ratio", "0.01")
+            .set("delete.retention.ms", "86400000");
+    }
     ensure(config, &topic, check_kept)
 }
 

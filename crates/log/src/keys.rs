@@ -1,0 +1,353 @@
+//! Keys by name, held in a [`SharedTable`] that every node follows: the keys a log that
+//! cannot be rewritten seals its records' personal parts with, one name per person's
+//! identifier (see `spoor_protocol::sealing`). Deleting a name's keys (tombstones in the
+//! table) is what erases: every record sealed with one of them is unreadable afterwards.
+//!
+//! An entry is `<name>/<generation>` -> 32 random bytes. A name may have several
+//! generations (two nodes meeting a new identifier at once each make one; both are kept,
+//! each record naming the one it was sealed with), so no node ever has to win a race.
+//! A key is made in memory, used at once, and stored before any record sealed with it is
+//! appended ([`Keyring::store_pending`]): a reader that finds a record finds its keys, and
+//! a key it cannot find after reading the table to its end was deleted.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use crate::{LogError, SharedTable, TableChange, TableFollower};
+
+pub const KEY_LEN: usize = 32;
+pub type Key = [u8; KEY_LEN];
+
+/// How long the follower thread waits for a change before looking again whether the
+/// keyring is still used.
+const FOLLOW_WAIT: Duration = Duration::from_millis(100);
+
+pub struct Keyring {
+    table: Arc<dyn SharedTable>,
+    held: RwLock<Held>,
+    follower: Mutex<Box<dyn TableFollower>>,
+    /// Made here and not yet known to be stored.
+    pending: Mutex<HashMap<String, Key>>,
+}
+
+#[derive(Default)]
+struct Held {
+    keys: HashMap<String, Key>,
+    /// The generations of each name held, the one to seal with first.
+    by_name: HashMap<String, Vec<String>>,
+    /// Ids found deleted: they never come back (a generation is never made twice).
+    gone: HashSet<String>,
+    /// Names whose keys were deleted, in the order the deletions were read (once per
+    /// key; a node that starts reads those the table still holds as tombstones).
+    deleted: Vec<String>,
+}
+
+impl Held {
+    fn take(&mut self, change: TableChange) {
+        let Some((name, _)) = change.key.split_once('/') else {
+            tracing::warn!(
+                key = change.key,
+                "a key table entry of another form; ignored"
+            );
+            return;
+        };
+        let name = name.to_string();
+        match change.value.as_deref().map(<Key>::try_from) {
+            Some(Ok(key)) => {
+                let ids = self.by_name.entry(name).or_default();
+                if !ids.contains(&change.key) {
+                    ids.push(change.key.clone());
+                }
+                self.keys.insert(change.key, key);
+            }
+            Some(Err(_)) => {
+                tracing::warn!(
+                    key = change.key,
+                    "a key table entry that is not a key; ignored"
+                )
+            }
+            None => self.forget(&name, change.key),
+        }
+    }
+
+    fn forget(&mut self, name: &str, id: String) {
+        if self.keys.remove(&id).is_some() || !self.gone.contains(&id) {
+            self.deleted.push(name.to_string());
+        }
+        if let Some(ids) = self.by_name.get_mut(name) {
+            ids.retain(|held| *held != id);
+            if ids.is_empty() {
+                self.by_name.remove(name);
+            }
+        }
+        self.gone.insert(id);
+    }
+}
+
+impl Keyring {
+    /// Reads the whole table, and follows it on a thread of its own for as long as the
+    /// keyring is used.
+    pub fn open(table: Arc<dyn SharedTable>) -> Result<Arc<Keyring>, LogError> {
+        let mut follower = table.follow()?;
+        let mut held = Held::default();
+        for change in follower.read_to_end()? {
+            held.take(change);
+        }
+        let keyring = Arc::new(Keyring {
+            table,
+            held: RwLock::new(held),
+            follower: Mutex::new(follower),
+            pending: Mutex::default(),
+        });
+        let weak = Arc::downgrade(&keyring);
+        std::thread::Builder::new()
+            .name("spoor-keys".into())
+            .spawn(move || follow(weak))
+            .map_err(|e| LogError::io("start the key table's follower", e))?;
+        Ok(keyring)
+    }
+
+    fn held(&self) -> std::sync::RwLockReadGuard<'_, Held> {
+        self.held.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn held_mut(&self) -> std::sync::RwLockWriteGuard<'_, Held> {
+        self.held.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Key>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads every change stored so far into the keys held.
+    pub fn refresh(&self) -> Result<(), LogError> {
+        self.take_changes(|follower| follower.read_to_end())
+    }
+
+    fn take_changes(
+        &self,
+        read: impl FnOnce(&mut dyn TableFollower) -> Result<Vec<TableChange>, LogError>,
+    ) -> Result<(), LogError> {
+        let mut follower = self.follower.lock().unwrap_or_else(PoisonError::into_inner);
+        let changes = read(&mut **follower)?;
+        if !changes.is_empty() {
+            let mut held = self.held_mut();
+            for change in changes {
+                held.take(change);
+            }
+        }
+        Ok(())
+    }
+
+    /// A key of `name` to seal with: one held, or a new one (stored by the next
+    /// [`Keyring::store_pending`], which must come before anything sealed with it is
+    /// appended).
+    pub fn key_for(&self, name: &str) -> (String, Key) {
+        if let Some(found) = self.first_of(name) {
+            return found;
+        }
+        let mut held = self.held_mut();
+        // Another thread may have made one meanwhile.
+        if let Some(id) = held.by_name.get(name).and_then(|ids| ids.first()) {
+            return (id.clone(), held.keys[id]);
+        }
+        let (id, key) = (format!("{name}/{}", generation()), random_key());
+        held.by_name.insert(name.to_string(), vec![id.clone()]);
+        held.keys.insert(id.clone(), key);
+        self.pending().insert(id.clone(), key);
+        (id, key)
+    }
+
+    fn first_of(&self, name: &str) -> Option<(String, Key)> {
+        let held = self.held();
+        let id = held.by_name.get(name)?.first()?;
+        Some((id.clone(), held.keys[id]))
+    }
+
+    /// Whether keys made here wait to be stored.
+    pub fn has_pending(&self) -> bool {
+        !self.pending().is_empty()
+    }
+
+    /// Stores the keys made here (blocking, until the table has them durably).
+    pub fn store_pending(&self) -> Result<(), LogError> {
+        let pending: Vec<(String, Key)> = self
+            .pending()
+            .iter()
+            .map(|(id, key)| (id.clone(), *key))
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<(&str, Option<&[u8]>)> = pending
+            .iter()
+            .map(|(id, key)| (id.as_str(), Some(key.as_slice())))
+            .collect();
+        self.table.put_all(&entries)?;
+        let mut still = self.pending();
+        for (id, _) in &pending {
+            still.remove(id);
+        }
+        Ok(())
+    }
+
+    /// The key `id` names: `None` once it is deleted. A key not held is looked for in
+    /// the table as far as it is written (a record is appended only after its keys are
+    /// stored, so one missing then was deleted).
+    pub fn key(&self, id: &str) -> Result<Option<Key>, LogError> {
+        if let Some(found) = self.lookup(id) {
+            return Ok(found);
+        }
+        self.refresh()?;
+        if let Some(found) = self.lookup(id) {
+            return Ok(found);
+        }
+        self.held_mut().gone.insert(id.to_string());
+        Ok(None)
+    }
+
+    fn lookup(&self, id: &str) -> Option<Option<Key>> {
+        let held = self.held();
+        match held.keys.get(id) {
+            Some(key) => Some(Some(*key)),
+            None => held.gone.contains(id).then_some(None),
+        }
+    }
+
+    /// Deletes every key of these names, durably; returns how many.
+    pub fn delete(&self, names: &[String]) -> Result<usize, LogError> {
+        self.refresh()?;
+        let ids: Vec<(String, String)> = {
+            let held = self.held();
+            names
+                .iter()
+                .flat_map(|name| {
+                    let ids = held.by_name.get(name).cloned().unwrap_or_default();
+                    ids.into_iter().map(move |id| (name.clone(), id))
+                })
+                .collect()
+        };
+        let tombstones: Vec<(&str, Option<&[u8]>)> =
+            ids.iter().map(|(_, id)| (id.as_str(), None)).collect();
+        self.table.put_all(&tombstones)?;
+        let mut held = self.held_mut();
+        let mut pending = self.pending();
+        for (name, id) in ids.iter().cloned() {
+            pending.remove(&id);
+            held.forget(&name, id);
+        }
+        Ok(ids.len())
+    }
+
+    /// The names whose keys were deleted since `from` (a count of deletions read, as this
+    /// returns it), and the count now.
+    pub fn deleted_since(&self, from: usize) -> (Vec<String>, usize) {
+        let held = self.held();
+        let names = held.deleted.get(from..).unwrap_or_default().to_vec();
+        (names, held.deleted.len())
+    }
+
+    /// Keys held, for `/metrics`.
+    pub fn len(&self) -> usize {
+        self.held().keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Keeps the keys held current (other nodes' new keys and deletions) until the keyring is
+/// dropped.
+fn follow(keyring: Weak<Keyring>) {
+    let mut failing = false;
+    while let Some(keyring) = keyring.upgrade() {
+        match keyring.take_changes(|follower| follower.next_changes(FOLLOW_WAIT)) {
+            Ok(()) => failing = false,
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "following the key table failed; retrying");
+                }
+                failing = true;
+                drop(keyring);
+                std::thread::sleep(FOLLOW_WAIT);
+            }
+        }
+    }
+}
+
+fn random_key() -> Key {
+    let mut key = [0u8; KEY_LEN];
+    getrandom::fill(&mut key).expect("the system's random source works");
+    key
+}
+
+/// Eight hex digits: two nodes making a name's key at once make two generations.
+fn generation() -> String {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).expect("the system's random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MemoryTable;
+
+    fn ring(table: &MemoryTable) -> Arc<Keyring> {
+        Keyring::open(Arc::new(table.clone())).unwrap()
+    }
+
+    #[test]
+    fn a_key_is_stored_before_use_elsewhere_and_found_by_another_node() {
+        let table = MemoryTable::default();
+        let (one, two) = (ring(&table), ring(&table));
+        let (id, key) = one.key_for("n1");
+        assert_eq!(
+            one.key_for("n1"),
+            (id.clone(), key),
+            "one key per name here"
+        );
+        assert!(one.has_pending());
+        assert!(table.stored().is_empty(), "not stored until asked");
+        one.store_pending().unwrap();
+        assert!(!one.has_pending());
+        assert_eq!(two.key(&id).unwrap(), Some(key));
+    }
+
+    #[test]
+    fn deleting_a_name_deletes_each_of_its_generations_everywhere() {
+        let table = MemoryTable::default();
+        let (one, two) = (ring(&table), ring(&table));
+        let (first, _) = one.key_for("n1");
+        let (second, _) = two.key_for("n1");
+        let (other, other_key) = one.key_for("n2");
+        assert_ne!(first, second);
+        one.store_pending().unwrap();
+        two.store_pending().unwrap();
+        assert_eq!(one.delete(&["n1".to_string()]).unwrap(), 2);
+        // Another node drops them once it has read the table that far.
+        two.refresh().unwrap();
+        for node in [&one, &two] {
+            assert_eq!(node.key(&first).unwrap(), None);
+            assert_eq!(node.key(&second).unwrap(), None);
+            assert_eq!(node.key(&other).unwrap(), Some(other_key));
+        }
+        let third = ring(&table);
+        assert_eq!(third.key(&first).unwrap(), None, "a node started later");
+        for node in [&two, &third] {
+            assert_eq!(node.deleted_since(0).0, ["n1", "n1"]);
+        }
+        assert_eq!(two.deleted_since(2), (Vec::new(), 2));
+        let (fresh, _) = third.key_for("n1");
+        assert_ne!(fresh, first, "a new key after the erasure");
+    }
+
+    #[test]
+    fn an_id_never_stored_is_gone() {
+        let table = MemoryTable::default();
+        let one = ring(&table);
+        assert_eq!(one.key("n9/00000000").unwrap(), None);
+    }
+}
