@@ -3,12 +3,14 @@
 //! `cargo run --release -p spoor-ingest --example parse_cost -- ../shared/spec/yespo-tracker-rest-api.md`
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use spoor_ingest::request_hash;
-use spoor_protocol::Incoming;
 use spoor_protocol::stored::{RecordContent, StoredRecord, hash_hex};
+use spoor_protocol::{Incoming, sealing};
 
 /// Counts allocations, to print how many each step makes per event (a figure the
 /// machine's noise does not move, unlike the times).
@@ -92,6 +94,68 @@ fn main() {
     }
     let per = started.elapsed().as_secs_f64() * 1e6 / (rounds * records.len()) as f64;
     println!("{:28} {per:6.2} us per event", "record JSON to typed");
+    sealed_costs(&bodies, now, rounds);
+}
+
+/// On a log that keeps personal parts sealed (Kafka): the record sealed before it is
+/// encoded, and opened after it is decoded, against the same steps without; every key
+/// already held, as for a returning visitor.
+fn sealed_costs(bodies: &[Vec<u8>], now: i64, rounds: usize) {
+    let keys = spoor_log::Keyring::open(Arc::new(spoor_log::MemoryTable::default())).unwrap();
+    let plain: Vec<StoredRecord> = bodies.iter().map(|b| record(b, now)).collect();
+    let seal = |record: &mut StoredRecord| {
+        sealing::seal(record, |name| Ok::<_, Infallible>(keys.key_for(name))).unwrap();
+    };
+    let sealed: Vec<Vec<u8>> = (plain.iter())
+        .map(|record| {
+            let mut record = record.clone();
+            seal(&mut record);
+            serde_json::to_vec(&record).unwrap()
+        })
+        .collect();
+    let encoded: Vec<Vec<u8>> = plain
+        .iter()
+        .map(|r| serde_json::to_vec(r).unwrap())
+        .collect();
+    let per_event =
+        |started: Instant| started.elapsed().as_secs_f64() * 1e6 / (rounds * plain.len()) as f64;
+    for (name, with_seal) in [
+        ("record to JSON (a copy)", false),
+        ("sealed, to JSON", true),
+    ] {
+        let started = Instant::now();
+        for _ in 0..rounds {
+            for record in &plain {
+                let mut record = record.clone();
+                if with_seal {
+                    seal(&mut record);
+                }
+                serde_json::to_vec(&record).unwrap();
+            }
+        }
+        println!("{name:28} {:6.2} us per event", per_event(started));
+    }
+    for (name, records, open) in [
+        ("record JSON to typed", &encoded, false),
+        ("sealed JSON to typed, opened", &sealed, true),
+    ] {
+        let started = Instant::now();
+        for _ in 0..rounds {
+            for bytes in records {
+                let mut record: StoredRecord = serde_json::from_slice(bytes).unwrap();
+                if open {
+                    sealing::open(&mut record, |id| keys.key(id)).unwrap();
+                }
+            }
+        }
+        println!("{name:28} {:6.2} us per event", per_event(started));
+    }
+    let sizes = |records: &[Vec<u8>]| records.iter().map(Vec::len).sum::<usize>() / records.len();
+    println!(
+        "record bytes: {} plain, {} sealed",
+        sizes(&encoded),
+        sizes(&sealed)
+    );
 }
 
 /// The log record ingest stores for `body`, as bytes.

@@ -10,7 +10,7 @@ use spoor_protocol::sealing::{self, OpenError};
 use crate::error::IngestError;
 use crate::scan::scan_from;
 use spoor_protocol::retries::Retries;
-use spoor_protocol::stored::{ExportedRecord, StoredRecord, parse_hash_hex};
+use spoor_protocol::stored::{ExportedRecord, RecordContent, StoredRecord, parse_hash_hex};
 
 /// Which records an export includes.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +48,10 @@ pub fn export(
     // Decided over every record, as the state does, whatever the filter keeps.
     let mut retries = log.several_writers().then(Retries::default);
     scan_from(log, 0, |position, mut record| {
+        // A mark asks this log's readers to read it again: nothing to another log.
+        if let RecordContent::Erasure(_) = record.content {
+            return Ok(());
+        }
         open_sealed(&mut record, keys)?;
         let retry = (retries.as_mut()).is_some_and(|retries| retries.is_retry(&record));
         if !filter.matches(&record) {

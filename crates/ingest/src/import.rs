@@ -30,6 +30,21 @@ impl Ingestor {
                     continue;
                 }
             };
+            // A mark asks the readers of its own log to read it again; in another log it
+            // names nothing.
+            if let stored::RecordContent::Erasure(_) = record.content {
+                summary.note_error(number + 1, "an erasure mark is not imported".into());
+                continue;
+            }
+            // An export is written opened; a sealed part given here would be sealed with
+            // keys this log never made (or none), out of reach of any erasure.
+            if record.sealed.is_some() {
+                summary.note_error(
+                    number + 1,
+                    "sealed: an exported record is opened; a sealed part is not imported".into(),
+                );
+                continue;
+            }
             let Some(identity) = export::identity(&record) else {
                 summary.note_error(number + 1, "requestHash: expected 32 hex digits".into());
                 continue;

@@ -197,6 +197,51 @@ async fn export_then_import_elsewhere_twice_stores_each_record_once() {
 }
 
 #[tokio::test]
+async fn a_sealing_ingestor_stores_no_one_in_the_clear_and_an_import_takes_no_sealed_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = spoor_log::Keyring::open(Arc::new(spoor_log::MemoryTable::default())).unwrap();
+    let ingestor = open(dir.path()).sealing_with(Some(keys.clone()));
+    for i in 0..3 {
+        let stored = ingestor
+            .ingest_one(&view("visitor-cookie", &i.to_string()), NOW + i)
+            .await
+            .unwrap();
+        assert!(matches!(stored.outcome, Outcome::Stored(_)));
+    }
+    assert!(!keys.has_pending(), "the key was stored before the records");
+    let mut reader = ingestor.log().reader(0).unwrap();
+    let records = reader.next_batch(10, std::time::Duration::ZERO).unwrap();
+    assert_eq!(records.len(), 3);
+    for record in &records {
+        let text = String::from_utf8_lossy(&record.payload);
+        assert!(!text.contains("visitor-cookie") && text.contains("sealed"), "{text}");
+    }
+    let exported = |keys: Option<&spoor_log::Keyring>| {
+        let mut out = Vec::new();
+        export(&**ingestor.log(), keys, &ExportFilter::default(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let opened = exported(Some(&keys));
+    assert_eq!(opened.matches("visitor-cookie").count(), 3, "{opened}");
+    assert!(!opened.contains("sealed"), "{opened}");
+    let keyless = exported(None);
+    assert!(!keyless.contains("visitor-cookie") && !keyless.contains("sealed"));
+
+    // A sealed part or an erasure mark given to an import is refused, line by line.
+    let line = opened.lines().next().unwrap();
+    let mut sealed: serde_json::Value = serde_json::from_str(line).unwrap();
+    sealed["requestHash"] = serde_json::json!("ab".repeat(16));
+    sealed["sealed"] = serde_json::json!({"keys": [], "box": "AAAA"});
+    let mark = serde_json::json!({"position": 9, "receivedAt": NOW, "requestHash": "cd".repeat(16),
+                                  "erasure": {"siteId": "S1"}});
+    let lines = [sealed.to_string(), mark.to_string()];
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let summary = ingestor.import(&lines, NOW).await.unwrap();
+    assert_eq!((summary.imported, summary.error_count), (0, 2), "{summary:?}");
+    assert!(summary.errors[0].1.starts_with("sealed: "), "{summary:?}");
+}
+
+#[tokio::test]
 async fn an_index_snapshot_from_an_earlier_clean_stop_plus_the_tail_misses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let snapshot = dir.path().join("dedup.snapshot");

@@ -51,7 +51,8 @@ pub enum PrivacyError {
     RebuildTimeout(Duration),
     #[error(
         "the person's keys are deleted, but the mark that tells the other nodes was not \
-         written ({0}); erase them again"
+         written ({0}); nodes running or started within a day drop them from the deleted \
+         keys; erase them again now to write it"
     )]
     MarkNotWritten(LogError),
 }
@@ -256,15 +257,30 @@ fn shred(
     let hold = live.erasing().map_err(PrivacyError::Snapshot)?;
     // Should the deletion fail, the hold's end asks for a rebuild: harmless.
     let deleted = keys.delete(&names)?;
+    if deleted == 0 && !live.mark_owed(site_id) {
+        // Deleted before (an erasure asked again): the state is read again, without a
+        // mark that would have every node do the same for nothing.
+        let ticket = hold.finish();
+        if !live.wait_rebuilt(ticket, REBUILD_WAIT) {
+            return Err(PrivacyError::RebuildTimeout(REBUILD_WAIT));
+        }
+        return Ok(Erasure {
+            contact_id: id,
+            records_redacted: 0,
+            keys_deleted: Some(0),
+        });
+    }
     let position = match append_mark(log, site_id) {
         Ok(position) => position,
         Err(error) => {
             // The state keeps the person, so that the erasure asked again finds them
             // and writes the mark the other nodes need.
+            live.owe_mark(site_id, true);
             hold.abandon();
             return Err(PrivacyError::MarkNotWritten(error));
         }
     };
+    live.owe_mark(site_id, false);
     live.mark_answered(position);
     let ticket = hold.finish();
     if !live.wait_rebuilt(ticket, REBUILD_WAIT) {

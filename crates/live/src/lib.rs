@@ -9,6 +9,7 @@ pub mod opening;
 pub mod records;
 pub mod snapshot;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -24,6 +25,12 @@ use spoor_engine::{Contact, Engine, SiteState};
 const STEP: usize = 1024;
 /// How long the follower sleeps on an idle log before checking whether to stop.
 const IDLE_WAIT: Duration = Duration::from_millis(200);
+/// How long deleted keys wait for the erasure mark that normally follows them at once
+/// (its answer rebuilds the state) before the follower answers them itself.
+#[cfg(not(test))]
+const MARK_GRACE: Duration = Duration::from_secs(10);
+#[cfg(test)]
+const MARK_GRACE: Duration = Duration::ZERO;
 /// Records applied between two snapshots.
 const SNAPSHOT_EVERY: u64 = 250_000;
 
@@ -134,6 +141,10 @@ pub struct LiveState {
     on_erasure: std::sync::OnceLock<ErasureHook>,
     /// How many key deletions [`LiveState::tell_erased`] has looked at.
     deletions_told: AtomicU64,
+    /// When deletions not yet told were first seen (see [`LiveState::answer_deletions`]).
+    deletions_seen_at: Mutex<Option<Instant>>,
+    /// Sites whose erasure deleted keys here but could not append its mark.
+    marks_owed: Mutex<HashSet<String>>,
     /// Erasure marks before this position need nothing more: the state was read from
     /// records opened after their keys were deleted (see [`LiveState::cover_marks`]).
     clean_through: AtomicU64,
@@ -355,32 +366,120 @@ impl LiveState {
         }
     }
 
-    /// Tells the erasure hook of the contacts holding an identifier whose keys were
-    /// deleted since it was last told, as the state holds them before its rebuild.
-    fn tell_erased(&self) {
-        let (Some(hook), Some(keys)) = (self.on_erasure.get(), &self.keys) else {
-            return;
-        };
-        let from = self.deletions_told.load(Ordering::Acquire) as usize;
-        let (names, now) = keys.deleted_since(from);
-        self.deletions_told.store(now as u64, Ordering::Release);
+    /// Calls `visit` with each site's contacts that hold an identifier of `names`.
+    fn each_named(&self, names: &HashSet<String>, mut visit: impl FnMut(&str, &[&Contact])) {
         if names.is_empty() {
             return;
         }
-        let names: std::collections::HashSet<String> = names.into_iter().collect();
         let engine = self.read();
         for (site_id, site) in engine.sites() {
-            let erased: Vec<&Contact> = site
+            let named: Vec<&Contact> = site
                 .live_contacts()
                 .filter(|contact| {
                     (contact.identifiers.all().iter())
                         .any(|id| names.contains(&spoor_protocol::sealing::key_name(site_id, id)))
                 })
                 .collect();
-            if !erased.is_empty() {
-                hook(site_id, &erased);
+            if !named.is_empty() {
+                visit(site_id, &named);
             }
         }
+    }
+
+    /// Names whose keys were deleted (since the `from`th deletion read) and that have
+    /// none now: a name with a key made after its erasure is a person who came back.
+    fn erased_names(&self, keys: &Keyring, from: usize) -> (HashSet<String>, usize) {
+        let (names, now) = keys.deleted_since(from);
+        let erased = names
+            .into_iter()
+            .filter(|name| !keys.has_key(name))
+            .collect();
+        (erased, now)
+    }
+
+    /// Whether the state holds someone whose keys were deleted.
+    fn holds_erased(&self) -> bool {
+        let Some(keys) = &self.keys else {
+            return false;
+        };
+        let (names, _) = self.erased_names(keys, 0);
+        let mut found = false;
+        self.each_named(&names, |_, _| found = true);
+        found
+    }
+
+    /// Tells the erasure hook of the contacts holding an identifier whose keys were
+    /// deleted since it was last told, as the state holds them before its rebuild;
+    /// answers whether there were any.
+    fn tell_erased(&self) -> bool {
+        let Some(keys) = &self.keys else {
+            return false;
+        };
+        let from = self.deletions_told.load(Ordering::Acquire) as usize;
+        let (names, now) = self.erased_names(keys, from);
+        self.deletions_told.store(now as u64, Ordering::Release);
+        let mut found = false;
+        self.each_named(&names, |site_id, contacts| {
+            found = true;
+            if let Some(hook) = self.on_erasure.get() {
+                hook(site_id, contacts);
+            }
+        });
+        found
+    }
+
+    /// Answers keys deleted that no mark answered within [`MARK_GRACE`] (its append
+    /// failed after the deletion, or this node started after it): if the state holds
+    /// one of those people, it is rebuilt, as a mark would have it.
+    fn answer_deletions(&self) {
+        let Some(keys) = &self.keys else {
+            return;
+        };
+        let told = self.deletions_told.load(Ordering::Acquire) as usize;
+        if keys.deleted_since(told).1 == told {
+            return;
+        }
+        {
+            let mut seen = self
+                .deletions_seen_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if seen.get_or_insert_with(Instant::now).elapsed() < MARK_GRACE {
+                return;
+            }
+            *seen = None;
+        }
+        if !self.tell_erased() {
+            return;
+        }
+        match self.erasing() {
+            Ok(hold) => {
+                hold.finish();
+                tracing::info!("keys of people this state holds were deleted; rebuilding it");
+            }
+            Err(error) => tracing::error!(%error, "removing the state snapshot failed; retrying"),
+        }
+    }
+
+    /// Whether an erasure of `site_id` here deleted keys and could not append its mark.
+    pub fn mark_owed(&self, site_id: &str) -> bool {
+        self.marks_owed().contains(site_id)
+    }
+
+    /// Notes that `site_id`'s erasure mark is owed, or (`false`) appended.
+    pub fn owe_mark(&self, site_id: &str, owed: bool) {
+        let mut marks = self.marks_owed();
+        if owed {
+            marks.insert(site_id.to_string());
+        } else {
+            marks.remove(site_id);
+        }
+    }
+
+    fn marks_owed(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.marks_owed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// An erasure of this process's own is answered by a rebuild that starts after its
@@ -513,19 +612,21 @@ impl LiveState {
             state.engine_mut().decide_retries(log.several_writers());
             state.cover_marks(log)?;
             let mut reader = log.reader(0)?;
-            let erasure = loop {
+            loop {
                 let caught = state.catch_up(&mut *reader, Duration::ZERO)?;
-                if caught.erasure.is_some() || caught.read == 0 {
-                    break caught.erasure;
+                if caught.erasure.is_some() {
+                    // Keys deleted after the read began: read on with the keys as they
+                    // are now; whoever they erased and was read before is found below.
+                    state.cover_marks(log)?;
+                    reader = log.reader(state.applied())?;
+                } else if caught.read == 0 {
+                    break;
                 }
-            };
-            match erasure {
-                Some(position) => tracing::info!(
-                    position,
-                    "a person was erased while the log was read; reading it again"
-                ),
-                None => return Ok(state),
             }
+            if !state.holds_erased() {
+                return Ok(state);
+            }
+            tracing::info!("a person was erased while the log was read; reading it again");
         }
     }
 
@@ -714,6 +815,10 @@ impl LiveState {
         // Nothing is applied past the mark until the rebuild; should reading the keys
         // fail, the mark is met again and answered then.
         self.cover_marks(log)?;
+        *self
+            .deletions_seen_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
         self.tell_erased();
         self.mark_answered(position);
         hold.finish();
@@ -743,6 +848,7 @@ fn follow_step(log: &dyn EventLog, state: &LiveState, following: &mut Following)
         std::thread::sleep(IDLE_WAIT);
         return;
     }
+    state.answer_deletions();
     state.answer_snapshot_requests();
     state.snapshot_if(|applied, saved| applied >= saved + SNAPSHOT_EVERY);
     // A rebuild moves the applied position under the reader: it reads on from there.
@@ -996,6 +1102,36 @@ mod tests {
         // Without keys, no one is read at all.
         let keyless = LiveState::replay(&*log, None).unwrap();
         assert!(!holds(&keyless, "bob@example.com") && holds(&keyless, "cy@example.com"));
+    }
+
+    #[tokio::test]
+    async fn deleted_keys_whose_mark_never_came_still_drop_the_person() {
+        let dir = tempfile::tempdir().unwrap();
+        let log: Arc<dyn EventLog> =
+            Arc::new(FileLog::open(dir.path(), FileLogConfig::default(), None).unwrap());
+        let table = Arc::new(spoor_log::MemoryTable::default());
+        let keys = Keyring::open(table.clone()).unwrap();
+        for (email, cookie) in [("ann@example.com", "c1"), ("bob@example.com", "c2")] {
+            log.append(vec![sealed(&customer(email, cookie), &keys)])
+                .await
+                .unwrap();
+        }
+        let state = Arc::new(
+            LiveState::default().with_keys(&*log, Some(Keyring::open(table.clone()).unwrap())),
+        );
+        let follower = follow(log.clone(), state.clone()).unwrap();
+        wait_until_applied(&state, 2);
+        let ann = spoor_engine::contacts::identity::Identifier::Email("ann@example.com".into());
+        keys.delete(&spoor_protocol::sealing::erased_key_names("S", [&ann]))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while holds(&state, "ann@example.com") {
+            assert!(Instant::now() < deadline, "Ann is still held");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(holds(&state, "bob@example.com"));
+        state.stop();
+        follower.join().unwrap();
     }
 
     #[tokio::test]

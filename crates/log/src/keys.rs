@@ -3,12 +3,13 @@
 //! identifier (see `spoor_protocol::sealing`). Deleting a name's keys (tombstones in the
 //! table) is what erases: every record sealed with one of them is unreadable afterwards.
 //!
-//! An entry is `<name>/<generation>` -> 32 random bytes. A name may have several
-//! generations (two nodes meeting a new identifier at once each make one; both are kept,
-//! each record naming the one it was sealed with), so no node ever has to win a race.
-//! A key is made in memory, used at once, and stored before any record sealed with it is
-//! appended ([`Keyring::store_pending`]): a reader that finds a record finds its keys, and
-//! a key it cannot find after reading the table to its end was deleted.
+//! An entry is `<name>/<id>` -> 32 random bytes, the id 128 random bits: a record names
+//! its keys by id alone, so nothing in the events says whose they are. A name may have
+//! several keys (two nodes meeting a new identifier at once each make one; both are
+//! kept, each record naming the one it was sealed with), so no node ever has to win a
+//! race. A key is made in memory, used at once, and stored before any record sealed
+//! with it is appended ([`Keyring::store_pending`]): a reader that finds a record finds
+//! its keys, and a key it cannot find after reading the table to its end was deleted.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
@@ -27,39 +28,46 @@ pub struct Keyring {
     table: Arc<dyn SharedTable>,
     held: RwLock<Held>,
     follower: Mutex<Box<dyn TableFollower>>,
-    /// Made here and not yet known to be stored.
-    pending: Mutex<HashMap<String, Key>>,
+    /// Made here and not yet known to be stored, by id: the name and the key.
+    pending: Mutex<HashMap<String, (String, Key)>>,
+    /// Held while keys are written to the table: a key stored after its name's deletion
+    /// would come back for good.
+    writing: Mutex<()>,
 }
 
 #[derive(Default)]
 struct Held {
     keys: HashMap<String, Key>,
-    /// The generations of each name held, the one to seal with first.
+    /// The ids of each name's keys held, the one to seal with first.
     by_name: HashMap<String, Vec<String>>,
-    /// Ids found deleted: they never come back (a generation is never made twice).
+    /// Ids found deleted: they never come back (an id is never made twice).
     gone: HashSet<String>,
     /// Names whose keys were deleted, in the order the deletions were read (once per
     /// key; a node that starts reads those the table still holds as tombstones).
     deleted: Vec<String>,
 }
 
+fn entry_key(name: &str, id: &str) -> String {
+    format!("{name}/{id}")
+}
+
 impl Held {
     fn take(&mut self, change: TableChange) {
-        let Some((name, _)) = change.key.split_once('/') else {
+        let Some((name, id)) = change.key.split_once('/') else {
             tracing::warn!(
                 key = change.key,
                 "a key table entry of another form; ignored"
             );
             return;
         };
-        let name = name.to_string();
+        let (name, id) = (name.to_string(), id.to_string());
         match change.value.as_deref().map(<Key>::try_from) {
             Some(Ok(key)) => {
                 let ids = self.by_name.entry(name).or_default();
-                if !ids.contains(&change.key) {
-                    ids.push(change.key.clone());
+                if !ids.contains(&id) {
+                    ids.push(id.clone());
                 }
-                self.keys.insert(change.key, key);
+                self.keys.insert(id, key);
             }
             Some(Err(_)) => {
                 tracing::warn!(
@@ -67,7 +75,7 @@ impl Held {
                     "a key table entry that is not a key; ignored"
                 )
             }
-            None => self.forget(&name, change.key),
+            None => self.forget(&name, id),
         }
     }
 
@@ -99,6 +107,7 @@ impl Keyring {
             held: RwLock::new(held),
             follower: Mutex::new(follower),
             pending: Mutex::default(),
+            writing: Mutex::default(),
         });
         let weak = Arc::downgrade(&keyring);
         std::thread::Builder::new()
@@ -116,8 +125,12 @@ impl Keyring {
         self.held.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Key>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Key)>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn writing(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Reads every change stored so far into the keys held.
@@ -140,8 +153,8 @@ impl Keyring {
         Ok(())
     }
 
-    /// A key of `name` to seal with: one held, or a new one (stored by the next
-    /// [`Keyring::store_pending`], which must come before anything sealed with it is
+    /// A key of `name` to seal with, and its id: one held, or a new one (stored by the
+    /// next [`Keyring::store_pending`], which must come before anything sealed with it is
     /// appended).
     pub fn key_for(&self, name: &str) -> (String, Key) {
         if let Some(found) = self.first_of(name) {
@@ -152,10 +165,10 @@ impl Keyring {
         if let Some(id) = held.by_name.get(name).and_then(|ids| ids.first()) {
             return (id.clone(), held.keys[id]);
         }
-        let (id, key) = (format!("{name}/{}", generation()), random_key());
+        let (id, key) = (new_id(), random_key());
         held.by_name.insert(name.to_string(), vec![id.clone()]);
         held.keys.insert(id.clone(), key);
-        self.pending().insert(id.clone(), key);
+        self.pending().insert(id.clone(), (name.to_string(), key));
         (id, key)
     }
 
@@ -165,29 +178,35 @@ impl Keyring {
         Some((id.clone(), held.keys[id]))
     }
 
+    /// Whether `name` has a key held (one made after an erasure of it included).
+    pub fn has_key(&self, name: &str) -> bool {
+        self.held().by_name.contains_key(name)
+    }
+
     /// Whether keys made here wait to be stored.
     pub fn has_pending(&self) -> bool {
         !self.pending().is_empty()
     }
 
-    /// Stores the keys made here (blocking, until the table has them durably).
+    /// Stores the keys made here (blocking, until the table has them durably). Callers
+    /// take turns: one that comes while another stores finds the keys stored.
     pub fn store_pending(&self) -> Result<(), LogError> {
-        let pending: Vec<(String, Key)> = self
-            .pending()
-            .iter()
-            .map(|(id, key)| (id.clone(), *key))
+        let _writing = self.writing();
+        let pending: Vec<(String, Key)> = (self.pending().iter())
+            .map(|(id, (name, key))| (entry_key(name, id), *key))
             .collect();
         if pending.is_empty() {
             return Ok(());
         }
-        let entries: Vec<(&str, Option<&[u8]>)> = pending
-            .iter()
-            .map(|(id, key)| (id.as_str(), Some(key.as_slice())))
+        let entries: Vec<(&str, Option<&[u8]>)> = (pending.iter())
+            .map(|(entry, key)| (entry.as_str(), Some(key.as_slice())))
             .collect();
         self.table.put_all(&entries)?;
         let mut still = self.pending();
-        for (id, _) in &pending {
-            still.remove(id);
+        for (entry, _) in &pending {
+            if let Some((_, id)) = entry.split_once('/') {
+                still.remove(id);
+            }
         }
         Ok(())
     }
@@ -217,8 +236,9 @@ impl Keyring {
 
     /// Deletes every key of these names, durably; returns how many.
     pub fn delete(&self, names: &[String]) -> Result<usize, LogError> {
+        let _writing = self.writing();
         self.refresh()?;
-        let ids: Vec<(String, String)> = {
+        let doomed: Vec<(String, String)> = {
             let held = self.held();
             names
                 .iter()
@@ -228,16 +248,19 @@ impl Keyring {
                 })
                 .collect()
         };
+        let entries: Vec<String> = (doomed.iter())
+            .map(|(name, id)| entry_key(name, id))
+            .collect();
         let tombstones: Vec<(&str, Option<&[u8]>)> =
-            ids.iter().map(|(_, id)| (id.as_str(), None)).collect();
+            entries.iter().map(|entry| (entry.as_str(), None)).collect();
         self.table.put_all(&tombstones)?;
         let mut held = self.held_mut();
         let mut pending = self.pending();
-        for (name, id) in ids.iter().cloned() {
+        for (name, id) in doomed {
             pending.remove(&id);
             held.forget(&name, id);
         }
-        Ok(ids.len())
+        Ok(entries.len())
     }
 
     /// The names whose keys were deleted since `from` (a count of deletions read, as this
@@ -283,9 +306,9 @@ fn random_key() -> Key {
     key
 }
 
-/// Eight hex digits: two nodes making a name's key at once make two generations.
-fn generation() -> String {
-    let mut bytes = [0u8; 4];
+/// 128 random bits, hex: never made twice, and saying nothing of the name.
+fn new_id() -> String {
+    let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the system's random source works");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -304,6 +327,7 @@ mod tests {
         let table = MemoryTable::default();
         let (one, two) = (ring(&table), ring(&table));
         let (id, key) = one.key_for("n1");
+        assert!(!id.contains("n1"), "an id says nothing of its name");
         assert_eq!(
             one.key_for("n1"),
             (id.clone(), key),
@@ -348,6 +372,6 @@ mod tests {
     fn an_id_never_stored_is_gone() {
         let table = MemoryTable::default();
         let one = ring(&table);
-        assert_eq!(one.key("n9/00000000").unwrap(), None);
+        assert_eq!(one.key("0123456789abcdef").unwrap(), None);
     }
 }

@@ -10,7 +10,7 @@
 //! person's email is unreadable once the email's keys are gone, although the cookie now
 //! names someone else. The record's key is derived (HKDF-SHA-256, salted with the
 //! record's nonce) from those keys; the box is ChaCha20-Poly1305, bound to the record's
-//! request hash. What the record says about products stays readable: a sealed record
+//! request hash, receive time and site. What the record says about products stays readable: a sealed record
 //! whose keys are gone counts as a view or a sale of nobody, as a redacted one does.
 
 use base64::Engine as _;
@@ -143,7 +143,7 @@ pub fn seal<E>(
     record_key(&keys, &nonce)
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(record.request_hash.as_bytes()),
+            Aad::from(bound_to(record)),
             &mut part,
         )
         .expect("sealing in memory cannot fail");
@@ -165,6 +165,9 @@ pub fn open<E>(
     let Some(sealed) = &record.sealed else {
         return Ok(Opening::Plain);
     };
+    if sealed.keys.is_empty() {
+        return Err(OpenError::Corrupt("it names no key"));
+    }
     let mut keys = Vec::with_capacity(sealed.keys.len());
     for id in &sealed.keys {
         match key(id).map_err(OpenError::Keys)? {
@@ -187,7 +190,7 @@ pub fn open<E>(
     let opened = record_key(&keys, &nonce)
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(record.request_hash.as_bytes()),
+            Aad::from(bound_to(record)),
             &mut part,
         )
         .map_err(|_| OpenError::Corrupt("its keys or its request hash do not match"))?;
@@ -208,6 +211,13 @@ pub fn open<E>(
     }
     record.sealed = None;
     Ok(Opening::Opened)
+}
+
+/// What a sealed part is bound to: its record's request hash, receive time and site, so
+/// that a box moved to another record does not open there.
+fn bound_to(record: &StoredRecord) -> Vec<u8> {
+    let site = record.site_id().unwrap_or_default();
+    format!("{}/{}/{site}", record.request_hash, record.received_at).into_bytes()
 }
 
 fn record_key(keys: &[Key], nonce: &[u8; NONCE_LEN]) -> LessSafeKey {
