@@ -103,7 +103,7 @@ SPOOR_LOG=warn target/release/spoor serve --listen "$FRESH_ADDR" --data "$work/f
   --site 8A412DC --admin-token bench "${kafka[@]}" 2>"$work/fresh.log" &
 pids+=($!)
 ADDR=$FRESH_ADDR
-wait_ready 300
+wait_ready 1200
 while :; do
   applied=$(curl -s -H "Authorization: Bearer bench" "http://$FRESH_ADDR/api/v1/sites/8A412DC" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["statePosition"])')

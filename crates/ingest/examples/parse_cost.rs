@@ -104,7 +104,11 @@ fn sealed_costs(bodies: &[Vec<u8>], now: i64, rounds: usize) {
     let keys = spoor_log::Keyring::open(Arc::new(spoor_log::MemoryTable::default())).unwrap();
     let plain: Vec<StoredRecord> = bodies.iter().map(|b| record(b, now)).collect();
     let seal = |record: &mut StoredRecord| {
-        sealing::seal(record, |name| Ok::<_, Infallible>(keys.key_for(name))).unwrap();
+        sealing::seal(record, |name| {
+            let key = keys.key_for(name);
+            Ok::<_, Infallible>((key.id, key.key))
+        })
+        .unwrap();
     };
     let sealed: Vec<Vec<u8>> = (plain.iter())
         .map(|record| {

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use spoor_log::keys::KeyStored;
 use spoor_log::{EventLog, Handoff, Keyed, Keyring, LogError, Position};
 use spoor_protocol::sealing;
 use spoor_protocol::stored::{RecordContent, StoredRecord, hash_hex};
@@ -43,6 +44,8 @@ pub(crate) struct Prepared {
     pub(crate) record: StoredRecord,
     pub(crate) keys: Keys,
     pub(crate) event: Option<EventKind>,
+    /// Keys made for sealing it that must be stored before it is appended.
+    pub(crate) storing: Vec<(String, KeyStored)>,
 }
 
 // Nearly every step appends: boxing the record would cost each an allocation.
@@ -223,11 +226,16 @@ impl Ingestor {
     /// about that size, it is not copied into larger ones as it grows.
     pub(crate) fn encode(&self, record: StoredRecord, size_hint: usize) -> Prepared {
         let mut bytes = Vec::with_capacity(size_hint + RECORD_OVERHEAD);
+        let mut storing = Vec::new();
         match &self.keys {
             Some(keys) => {
                 let mut sealed = record.clone();
                 let made: Result<(), std::convert::Infallible> =
-                    sealing::seal(&mut sealed, |name| Ok(keys.key_for(name)));
+                    sealing::seal(&mut sealed, |name| {
+                        let key = keys.key_for(name);
+                        storing.extend(key.storing.map(|s| (key.id.clone(), s)));
+                        Ok((key.id, key.key))
+                    });
                 made.expect("keys are made in memory");
                 serde_json::to_writer(&mut bytes, &sealed)
             }
@@ -239,6 +247,7 @@ impl Ingestor {
             keys: keys_of(&record).expect("a record made here has a valid hash"),
             event: record.event().map(TrackerEvent::kind),
             record,
+            storing,
         }
     }
 
@@ -249,6 +258,7 @@ impl Ingestor {
         &self,
         records: Vec<Keyed>,
         keys: Vec<Keys>,
+        storing: Vec<(String, KeyStored)>,
     ) -> Result<Position, LogError> {
         if records.is_empty() {
             return Ok(self.log.end());
@@ -258,7 +268,7 @@ impl Ingestor {
         let sealing_keys = self.keys.clone();
         let task = tokio::spawn(async move {
             let _unsettled = unsettled.begin(&*log);
-            let appended = match store_new_keys(sealing_keys).await {
+            let appended = match keys_stored(sealing_keys, storing).await {
                 Ok(()) => log.append_keyed(records).await,
                 Err(error) => Err(error),
             };
@@ -283,6 +293,7 @@ impl Ingestor {
             Waiting(Option<EventKind>, tokio::sync::oneshot::Receiver<bool>),
         }
         let mut to_append = Vec::new();
+        let mut storing = Vec::new();
         let pending: Vec<Pending> = steps
             .into_iter()
             .map(|step| match step {
@@ -298,6 +309,7 @@ impl Ingestor {
                             key,
                             payload: p.bytes,
                         });
+                        storing.extend(p.storing);
                         Pending::New(p.keys, p.event)
                     }
                     Claim::Duplicate => Pending::Done(Ok(Accepted {
@@ -315,7 +327,7 @@ impl Ingestor {
                 _ => None,
             })
             .collect();
-        let appended = self.append_and_settle(to_append, new_keys).await;
+        let appended = self.append_and_settle(to_append, new_keys, storing).await;
         let mut next = appended.as_ref().ok().copied();
         let mut results = Vec::with_capacity(pending.len());
         for p in pending {
@@ -351,15 +363,24 @@ impl Ingestor {
     }
 }
 
-/// Stores the keys records about to be appended were sealed with and the key table does
-/// not have yet: a reader that finds a record must find its keys.
-async fn store_new_keys(keys: Option<Arc<Keyring>>) -> Result<(), LogError> {
-    let Some(keys) = keys.filter(|keys| keys.has_pending()) else {
+/// Waits until the keys the records about to be appended were sealed with are stored: a
+/// reader that finds a record must find its keys.
+async fn keys_stored(
+    keys: Option<Arc<Keyring>>,
+    storing: Vec<(String, KeyStored)>,
+) -> Result<(), LogError> {
+    let Some(keys) = keys else {
         return Ok(());
     };
-    tokio::task::spawn_blocking(move || keys.store_pending())
-        .await
-        .unwrap_or(Err(LogError::Failed))
+    let mut outcome = Ok(());
+    for (id, stored) in storing {
+        let stored = stored.wait().await;
+        keys.settle(&id, stored.is_ok());
+        if outcome.is_ok() {
+            outcome = stored;
+        }
+    }
+    outcome
 }
 
 /// Whether a client may send a site another event of a kind: `Err` says why not.

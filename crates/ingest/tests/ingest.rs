@@ -214,7 +214,10 @@ async fn a_sealing_ingestor_stores_no_one_in_the_clear_and_an_import_takes_no_se
     assert_eq!(records.len(), 3);
     for record in &records {
         let text = String::from_utf8_lossy(&record.payload);
-        assert!(!text.contains("visitor-cookie") && text.contains("sealed"), "{text}");
+        assert!(
+            !text.contains("visitor-cookie") && text.contains("sealed"),
+            "{text}"
+        );
     }
     let exported = |keys: Option<&spoor_log::Keyring>| {
         let mut out = Vec::new();
@@ -237,7 +240,11 @@ async fn a_sealing_ingestor_stores_no_one_in_the_clear_and_an_import_takes_no_se
     let lines = [sealed.to_string(), mark.to_string()];
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
     let summary = ingestor.import(&lines, NOW).await.unwrap();
-    assert_eq!((summary.imported, summary.error_count), (0, 2), "{summary:?}");
+    assert_eq!(
+        (summary.imported, summary.error_count),
+        (0, 2),
+        "{summary:?}"
+    );
     assert!(summary.errors[0].1.starts_with("sealed: "), "{summary:?}");
 }
 

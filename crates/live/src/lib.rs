@@ -1017,7 +1017,8 @@ mod tests {
     fn sealed(body: &str, keys: &Keyring) -> Vec<u8> {
         let mut record: StoredRecord = serde_json::from_slice(&stored(body)).unwrap();
         spoor_protocol::sealing::seal(&mut record, |name| {
-            Ok::<_, std::convert::Infallible>(keys.key_for(name))
+            let key = keys.key_for(name);
+            Ok::<_, std::convert::Infallible>((key.id, key.key))
         })
         .unwrap();
         keys.store_pending().unwrap();

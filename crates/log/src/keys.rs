@@ -7,15 +7,22 @@
 //! its keys by id alone, so nothing in the events says whose they are. A name may have
 //! several keys (two nodes meeting a new identifier at once each make one; both are
 //! kept, each record naming the one it was sealed with), so no node ever has to win a
-//! race. A key is made in memory, used at once, and stored before any record sealed
-//! with it is appended ([`Keyring::store_pending`]): a reader that finds a record finds
-//! its keys, and a key it cannot find after reading the table to its end was deleted.
+//! race. A key is made in memory and handed to the table at once; a record sealed with
+//! it is appended only once it is stored ([`KeyStored`]): a reader that finds a record
+//! finds its keys, and a key it cannot find after reading the table to its end was
+//! deleted. Keys and deletions go through one producer, in order, so a key handed over
+//! before its name's deletion is deleted after it, never the other way round.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use crate::{LogError, SharedTable, TableChange, TableFollower};
+use futures_util::FutureExt;
+use futures_util::future::Shared;
+
+use crate::{LogError, SharedTable, TableChange, TableFollower, block_on};
 
 pub const KEY_LEN: usize = 32;
 pub type Key = [u8; KEY_LEN];
@@ -28,11 +35,32 @@ pub struct Keyring {
     table: Arc<dyn SharedTable>,
     held: RwLock<Held>,
     follower: Mutex<Box<dyn TableFollower>>,
-    /// Made here and not yet known to be stored, by id: the name and the key.
-    pending: Mutex<HashMap<String, (String, Key)>>,
-    /// Held while keys are written to the table: a key stored after its name's deletion
-    /// would come back for good.
-    writing: Mutex<()>,
+    /// Made here and not yet known to be stored, by id.
+    pending: Mutex<HashMap<String, KeyStored>>,
+}
+
+/// Resolves once a key made here is stored (see [`Keyring::key_for`]); every record
+/// sealed with it waits for the same.
+#[derive(Clone)]
+pub struct KeyStored(Shared<Storing>);
+
+/// Storing one key: its error as text, so that every waiter gets a copy.
+type Storing = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+impl KeyStored {
+    /// Waits until the key is stored; an error when it could not be (the key is then
+    /// dropped, see [`Keyring::settle`]).
+    pub async fn wait(self) -> Result<(), LogError> {
+        self.0.await.map_err(LogError::Unavailable)
+    }
+}
+
+/// A key to seal with: its id, its bytes, and, for one made here and not yet known to be
+/// stored, what to wait for before appending what it seals.
+pub struct SealingKey {
+    pub id: String,
+    pub key: Key,
+    pub storing: Option<KeyStored>,
 }
 
 #[derive(Default)]
@@ -107,7 +135,6 @@ impl Keyring {
             held: RwLock::new(held),
             follower: Mutex::new(follower),
             pending: Mutex::default(),
-            writing: Mutex::default(),
         });
         let weak = Arc::downgrade(&keyring);
         std::thread::Builder::new()
@@ -125,12 +152,8 @@ impl Keyring {
         self.held.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Key)>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, KeyStored>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn writing(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.writing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Reads every change stored so far into the keys held.
@@ -153,23 +176,80 @@ impl Keyring {
         Ok(())
     }
 
-    /// A key of `name` to seal with, and its id: one held, or a new one (stored by the
-    /// next [`Keyring::store_pending`], which must come before anything sealed with it is
-    /// appended).
-    pub fn key_for(&self, name: &str) -> (String, Key) {
-        if let Some(found) = self.first_of(name) {
-            return found;
+    /// A key of `name` to seal with: one held, or a new one, handed to the table now.
+    pub fn key_for(&self, name: &str) -> SealingKey {
+        if let Some((id, key)) = self.first_of(name) {
+            match self.still_storing(&id) {
+                Ok(storing) => return SealingKey { id, key, storing },
+                Err(()) => self.settle(&id, false),
+            }
         }
         let mut held = self.held_mut();
         // Another thread may have made one meanwhile.
-        if let Some(id) = held.by_name.get(name).and_then(|ids| ids.first()) {
-            return (id.clone(), held.keys[id]);
+        if let Some(id) = held.by_name.get(name).and_then(|ids| ids.first()).cloned() {
+            let key = held.keys[&id];
+            drop(held);
+            // Failed meanwhile too: the record waits for it, and is refused.
+            let storing = self
+                .still_storing(&id)
+                .unwrap_or_else(|()| self.pending().get(&id).cloned());
+            return SealingKey { id, key, storing };
         }
         let (id, key) = (new_id(), random_key());
         held.by_name.insert(name.to_string(), vec![id.clone()]);
         held.keys.insert(id.clone(), key);
-        self.pending().insert(id.clone(), (name.to_string(), key));
-        (id, key)
+        // Handed over under the lock a deletion reads the names' keys under: a key
+        // handed over before a deletion is deleted after it.
+        let entry = entry_key(name, &id);
+        let storing = self
+            .table
+            .put_all_later(&[(entry.as_str(), Some(key.as_slice()))]);
+        drop(held);
+        let storing = KeyStored(
+            storing
+                .map(|stored| stored.map_err(|e| e.to_string()))
+                .boxed()
+                .shared(),
+        );
+        self.pending().insert(id.clone(), storing.clone());
+        SealingKey {
+            id,
+            key,
+            storing: Some(storing),
+        }
+    }
+
+    /// What to wait for before a record sealed with key `id` is appended, if anything;
+    /// `Err` when storing it failed.
+    fn still_storing(&self, id: &str) -> Result<Option<KeyStored>, ()> {
+        let mut pending = self.pending();
+        let Some(storing) = pending.get(id) else {
+            return Ok(None);
+        };
+        match storing.0.peek() {
+            Some(Ok(())) => {
+                pending.remove(id);
+                Ok(None)
+            }
+            Some(Err(_)) => Err(()),
+            None => Ok(Some(storing.clone())),
+        }
+    }
+
+    /// Says how storing key `id` went, once waited for: stored, it is no longer waited
+    /// for; not stored, it is dropped (the records sealed with it were refused) and the
+    /// next record of its name gets a new one.
+    pub fn settle(&self, id: &str, stored: bool) {
+        if self.pending().remove(id).is_none() || stored {
+            return;
+        }
+        let mut held = self.held_mut();
+        held.keys.remove(id);
+        held.by_name.retain(|_, ids| {
+            ids.retain(|held_id| held_id != id);
+            !ids.is_empty()
+        });
+        held.gone.insert(id.to_string());
     }
 
     fn first_of(&self, name: &str) -> Option<(String, Key)> {
@@ -183,30 +263,21 @@ impl Keyring {
         self.held().by_name.contains_key(name)
     }
 
-    /// Whether keys made here wait to be stored.
+    /// Whether keys made here may not be stored yet.
     pub fn has_pending(&self) -> bool {
         !self.pending().is_empty()
     }
 
-    /// Stores the keys made here (blocking, until the table has them durably). Callers
-    /// take turns: one that comes while another stores finds the keys stored.
+    /// Waits (blocking) until every key made here is stored: for callers that seal
+    /// records outside a request (tests, tools).
     pub fn store_pending(&self) -> Result<(), LogError> {
-        let _writing = self.writing();
-        let pending: Vec<(String, Key)> = (self.pending().iter())
-            .map(|(id, (name, key))| (entry_key(name, id), *key))
+        let pending: Vec<(String, KeyStored)> = (self.pending().iter())
+            .map(|(id, storing)| (id.clone(), storing.clone()))
             .collect();
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let entries: Vec<(&str, Option<&[u8]>)> = (pending.iter())
-            .map(|(entry, key)| (entry.as_str(), Some(key.as_slice())))
-            .collect();
-        self.table.put_all(&entries)?;
-        let mut still = self.pending();
-        for (entry, _) in &pending {
-            if let Some((_, id)) = entry.split_once('/') {
-                still.remove(id);
-            }
+        for (id, storing) in pending {
+            let stored = block_on(storing.wait());
+            self.settle(&id, stored.is_ok());
+            stored?;
         }
         Ok(())
     }
@@ -236,7 +307,6 @@ impl Keyring {
 
     /// Deletes every key of these names, durably; returns how many.
     pub fn delete(&self, names: &[String]) -> Result<usize, LogError> {
-        let _writing = self.writing();
         self.refresh()?;
         let doomed: Vec<(String, String)> = {
             let held = self.held();
@@ -326,17 +396,19 @@ mod tests {
     fn a_key_is_stored_before_use_elsewhere_and_found_by_another_node() {
         let table = MemoryTable::default();
         let (one, two) = (ring(&table), ring(&table));
-        let (id, key) = one.key_for("n1");
+        let SealingKey { id, key, storing } = one.key_for("n1");
         assert!(!id.contains("n1"), "an id says nothing of its name");
-        assert_eq!(
-            one.key_for("n1"),
-            (id.clone(), key),
-            "one key per name here"
-        );
+        assert!(storing.is_some(), "a new key is to be waited for");
+        let again = one.key_for("n1");
+        assert_eq!((&again.id, again.key), (&id, key), "one key per name here");
         assert!(one.has_pending());
-        assert!(table.stored().is_empty(), "not stored until asked");
         one.store_pending().unwrap();
         assert!(!one.has_pending());
+        assert!(
+            one.key_for("n1").storing.is_none(),
+            "stored: nothing to wait for"
+        );
+        assert_eq!(table.stored().len(), 1);
         assert_eq!(two.key(&id).unwrap(), Some(key));
     }
 
@@ -344,9 +416,13 @@ mod tests {
     fn deleting_a_name_deletes_each_of_its_generations_everywhere() {
         let table = MemoryTable::default();
         let (one, two) = (ring(&table), ring(&table));
-        let (first, _) = one.key_for("n1");
-        let (second, _) = two.key_for("n1");
-        let (other, other_key) = one.key_for("n2");
+        let first = one.key_for("n1").id;
+        let second = two.key_for("n1").id;
+        let SealingKey {
+            id: other,
+            key: other_key,
+            ..
+        } = one.key_for("n2");
         assert_ne!(first, second);
         one.store_pending().unwrap();
         two.store_pending().unwrap();
@@ -364,8 +440,7 @@ mod tests {
             assert_eq!(node.deleted_since(0).0, ["n1", "n1"]);
         }
         assert_eq!(two.deleted_since(2), (Vec::new(), 2));
-        let (fresh, _) = third.key_for("n1");
-        assert_ne!(fresh, first, "a new key after the erasure");
+        assert_ne!(third.key_for("n1").id, first, "a new key after the erasure");
     }
 
     #[test]

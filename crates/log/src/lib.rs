@@ -279,6 +279,29 @@ pub fn open_keyring(spec: &LogSpec) -> Result<Option<Arc<Keyring>>, LogError> {
     }
 }
 
+/// Resolves once what [`SharedTable::put_all_later`] handed over is durable.
+pub type PutFuture = Pin<Box<dyn Future<Output = Result<(), LogError>> + Send>>;
+
+/// Waits for `future` on this thread, woken by whoever completes it: for blocking callers
+/// of futures that need no runtime (librdkafka's deliveries).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
 /// A small table of values by key that every node holds whole and follows, last write
 /// winning: what settings are shared through. Blocking: call it off the request runtimes.
 pub trait SharedTable: Send + Sync + 'static {
@@ -287,9 +310,16 @@ pub trait SharedTable: Send + Sync + 'static {
 
     /// [`SharedTable::put`] of several entries, in order; returns once all are durable.
     fn put_all(&self, entries: &[(&str, Option<&[u8]>)]) -> Result<(), LogError> {
-        entries
+        block_on(self.put_all_later(entries))
+    }
+
+    /// Hands `entries` over to be stored, in order after any handed over before, and
+    /// returns at once: the future resolves once all are durable. Needs no runtime.
+    fn put_all_later(&self, entries: &[(&str, Option<&[u8]>)]) -> PutFuture {
+        let stored = entries
             .iter()
-            .try_for_each(|(key, value)| self.put(key, *value))
+            .try_for_each(|(key, value)| self.put(key, *value));
+        Box::pin(std::future::ready(stored))
     }
 
     /// A follower that returns every change the table holds, oldest first, then each

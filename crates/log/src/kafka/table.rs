@@ -11,13 +11,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use super::{
-    BROKER_TIMEOUT, PARTITION, config_error, ensure, topic_settings, unavailable, wait_for,
-};
-use crate::{KafkaConfig, LogError, SharedTable, TableChange, TableFollower};
+use super::{BROKER_TIMEOUT, PARTITION, config_error, ensure, topic_settings, unavailable};
+use crate::{KafkaConfig, LogError, PutFuture, SharedTable, TableChange, TableFollower, block_on};
 
 pub struct KafkaTable {
     config: KafkaConfig,
@@ -76,46 +73,36 @@ impl KafkaTable {
             .send_result(record)
             .map_err(|(error, _)| unavailable("handing a table entry to the producer", error))
     }
-
-    /// What became of one entry handed to the producer.
-    fn stored<Canceled>(
-        &self,
-        delivered: Result<OwnedDeliveryResult, Canceled>,
-    ) -> Result<(), LogError> {
-        match delivered {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err((error, _))) => Err(unavailable(
-                &format!("storing an entry in topic {}", self.settings_topic()),
-                error,
-            )),
-            Err(_) => Err(LogError::Closed),
-        }
-    }
 }
 
 impl SharedTable for KafkaTable {
     fn put(&self, key: &str, value: Option<&[u8]>) -> Result<(), LogError> {
-        let delivery = self.send(key, value)?;
-        self.stored(wait_for(delivery)?)
+        block_on(self.put_all_later(&[(key, value)]))
     }
 
-    /// Every entry handed to the producer at once, then each acknowledgement awaited:
-    /// one round trip for all rather than one each.
-    fn put_all(&self, entries: &[(&str, Option<&[u8]>)]) -> Result<(), LogError> {
+    /// Every entry handed to the producer at once (its batching takes them with the
+    /// entries of other callers), then each acknowledgement awaited.
+    fn put_all_later(&self, entries: &[(&str, Option<&[u8]>)]) -> PutFuture {
         let deliveries = entries
             .iter()
             .map(|(key, value)| self.send(key, *value))
-            .collect::<Result<Vec<_>, _>>()?;
-        let delivered = wait_for(async move {
-            let mut delivered = Vec::with_capacity(deliveries.len());
-            for delivery in deliveries {
-                delivered.push(delivery.await);
+            .collect::<Result<Vec<_>, _>>();
+        let topic = self.topic.clone();
+        Box::pin(async move {
+            for delivery in deliveries? {
+                match delivery.await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((error, _))) => {
+                        return Err(unavailable(
+                            &format!("storing an entry in topic {topic}"),
+                            error,
+                        ));
+                    }
+                    Err(_) => return Err(LogError::Closed),
+                }
             }
-            delivered
-        })?;
-        delivered
-            .into_iter()
-            .try_for_each(|result| self.stored(result))
+            Ok(())
+        })
     }
 
     fn follow(&self) -> Result<Box<dyn TableFollower>, LogError> {
