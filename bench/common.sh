@@ -24,14 +24,24 @@ wait_ready() {
 }
 
 # product_page_load SPEC OUT: writes to OUT a wrk script that posts the spec's ProductPage
-# example, exactly as printed, with a unique sc cookie per request.
+# example, exactly as printed, with a unique sc cookie per request: every event a new
+# visitor. With VISITORS=N, the events come from N returning visitors per wrk thread
+# instead (the body is kept unique by a tag's value).
 product_page_load() {
-  python3 - "$1" "$2" <<'PY'
-import re, sys
+  VISITORS=${VISITORS:-0} python3 - "$1" "$2" <<'PY'
+import os, re, sys
 spec = open(sys.argv[1], encoding="utf-8").read()
 example = re.findall(r"```json\n(.*?)```", spec, re.S)[0]
 assert '"eventName": "ProductPage"' in example
-template = example.replace("CDA68358-94FB-4D83-9655-3FEB3C4114A3", "bench-%s-%d-%d")
+visitors = int(os.environ["VISITORS"])
+cookie = "CDA68358-94FB-4D83-9655-3FEB3C4114A3"
+if visitors:
+    assert example.count('"abc"') == 1
+    template = example.replace(cookie, "bench-visitor-%d-%d").replace('"abc"', '"abc-%s-%d-%d"')
+    arguments = "id, counter %% %d, run, id, counter" % visitors
+else:
+    template = example.replace(cookie, "bench-%s-%d-%d")
+    arguments = "run, id, counter"
 # Each run passes its own tag (wrk's script arguments), so no body repeats across runs:
 # a repeated body is a client retry to spoor, acknowledged without being stored again.
 lua = """
@@ -49,9 +59,9 @@ local template = [==[%s]==]
 local headers = { ["Content-Type"] = "application/json" }
 function request()
   counter = counter + 1
-  return wrk.format("POST", "/api/v2", headers, string.format(template, run, id, counter))
+  return wrk.format("POST", "/api/v2", headers, string.format(template, %s))
 end
-""" % template.replace("%", "%%").replace("bench-%%s-%%d-%%d", "bench-%s-%d-%d")
+""" % (re.sub(r"%(?![sd])", "%%", template), arguments)
 open(sys.argv[2], "w", encoding="utf-8").write(lua)
 PY
 }

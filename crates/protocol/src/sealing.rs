@@ -75,10 +75,13 @@ pub fn key_name(scope: &str, id: &Identifier) -> String {
         input.push(0);
     }
     let hash = digest(&SHA256, &input);
-    hash.as_ref()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut name = String::with_capacity(32);
+    for byte in &hash.as_ref()[..16] {
+        name.push(char::from(HEX[usize::from(byte >> 4)]));
+        name.push(char::from(HEX[usize::from(byte & 15)]));
+    }
+    name
 }
 
 /// The names of the keys a record is sealed under: one per identifier it carries.
