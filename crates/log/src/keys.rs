@@ -204,14 +204,16 @@ impl Keyring {
         let storing = self
             .table
             .put_all_later(&[(entry.as_str(), Some(key.as_slice()))]);
-        drop(held);
         let storing = KeyStored(
             storing
                 .map(|stored| stored.map_err(|e| e.to_string()))
                 .boxed()
                 .shared(),
         );
+        // Pending before the key is visible to other threads: one that finds the key
+        // must find what to wait for.
         self.pending().insert(id.clone(), storing.clone());
+        drop(held);
         SealingKey {
             id,
             key,
