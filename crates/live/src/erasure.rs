@@ -208,6 +208,13 @@ pub fn erase(
         )));
     }
     let Some(Found { id, ids, .. }) = find(live, site_id, who) else {
+        // The person may be gone from this node only: an earlier erasure's mark, owed,
+        // is what tells the others.
+        if !log.can_redact() && live.mark_owed(site_id) {
+            let position = append_mark(log, site_id).map_err(PrivacyError::MarkNotWritten)?;
+            live.owe_mark(site_id, false);
+            live.mark_answered(position);
+        }
         return Ok(None);
     };
     if let Some(keys) = live.keys().filter(|_| !log.can_redact()) {
