@@ -154,7 +154,7 @@ struct Found {
 fn find(live: &LiveState, site_id: &str, who: &Identifier) -> Option<Found> {
     let engine = live.read();
     let site = engine.site(site_id)?;
-    let contact = site.contact(who)?;
+    let contact = site.contact(who).filter(|c| !live.hides(site_id, c.id))?;
     Some(Found {
         id: contact.id,
         json: site.contact_json(contact),

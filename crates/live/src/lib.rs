@@ -9,7 +9,7 @@ pub mod opening;
 pub mod records;
 pub mod snapshot;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use spoor_log::{EventLog, Handoff, Keyring, LogReader, Position, Record};
 use spoor_protocol::stored::{RecordContent, StoredRecord};
 
-use spoor_engine::{Contact, Engine, SiteState};
+use spoor_engine::{Contact, ContactId, Engine, SiteState};
 
 /// Records applied per step: the write lock is held for one step at a time.
 const STEP: usize = 1024;
@@ -145,6 +145,9 @@ pub struct LiveState {
     deletions_seen_at: Mutex<Option<Instant>>,
     /// Sites whose erasure deleted keys here but could not append its mark.
     marks_owed: Mutex<HashSet<String>>,
+    /// Contacts erased on another node, by site, that this state holds until its
+    /// rebuild is in place: not answered meanwhile (see [`LiveState::hides`]).
+    hidden: RwLock<HashMap<String, HashSet<ContactId>>>,
     /// Erasure marks before this position need nothing more: the state was read from
     /// records opened after their keys were deleted (see [`LiveState::cover_marks`]).
     clean_through: AtomicU64,
@@ -419,13 +422,33 @@ impl LiveState {
         let (names, now) = self.erased_names(keys, from);
         self.deletions_told.store(now as u64, Ordering::Release);
         let mut found = false;
+        let mut hidden = Vec::new();
         self.each_named(&names, |site_id, contacts| {
             found = true;
+            hidden.push((
+                site_id.to_string(),
+                contacts.iter().map(|c| c.id).collect::<Vec<_>>(),
+            ));
             if let Some(hook) = self.on_erasure.get() {
                 hook(site_id, contacts);
             }
         });
+        let mut hiding = self.hidden.write().unwrap_or_else(PoisonError::into_inner);
+        for (site_id, contacts) in hidden {
+            hiding.entry(site_id).or_default().extend(contacts);
+        }
         found
+    }
+
+    /// Whether contact `contact` of `site_id` was erased on another node and is held
+    /// here only until this state's rebuild: what answers about a person asks this
+    /// first, so that no node answers with an erased person once their keys are gone.
+    pub fn hides(&self, site_id: &str, contact: ContactId) -> bool {
+        let hidden = self.hidden.read().unwrap_or_else(PoisonError::into_inner);
+        !hidden.is_empty()
+            && hidden
+                .get(site_id)
+                .is_some_and(|ids| ids.contains(&contact))
     }
 
     /// Answers keys deleted that no mark answered within [`MARK_GRACE`] (its append
@@ -710,6 +733,11 @@ impl LiveState {
         );
         let mut engine = self.engine.write().unwrap_or_else(PoisonError::into_inner);
         *engine = fresh.engine.into_inner().expect("engine lock");
+        // Contact numbers are the rebuilt state's now; the erased are not among them.
+        self.hidden
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.applied
             .store(fresh.applied.load(Ordering::Acquire), Ordering::Release);
         drop(engine);
@@ -1090,6 +1118,10 @@ mod tests {
         wait_until_applied(&state, 4);
         assert!(!holds(&state, "ann@example.com"), "the person is dropped");
         assert_eq!(*told.lock().unwrap(), ["S ann@example.com"]);
+        assert!(
+            state.hidden.read().unwrap().is_empty(),
+            "the rebuilt state holds no one hidden"
+        );
         assert!(holds(&state, "bob@example.com") && holds(&state, "cy@example.com"));
         let kept = state.read().site("S").unwrap().digest();
         state.stop();

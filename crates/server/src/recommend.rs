@@ -401,7 +401,8 @@ async fn recommend(state: &AppState, ask: Ask, links_trusted: bool) -> Result<Re
             .contact(&Identifier::Sc(sc.as_str().into()))
             .filter(|contact| links_trusted || contact.identifiers.only_cookie_is(sc)),
         (None, None) => None,
-    };
+    }
+    .filter(|contact| !state.live.hides(&ask.site_id, contact.id));
     let resolved = resolve(state, &ask, contact)?;
     let request = Request {
         algorithms: resolved.algorithms,

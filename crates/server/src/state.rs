@@ -191,6 +191,7 @@ fn identifier_of(state: &AppState, site_id: &str, who: Who) -> Result<Identifier
             engine
                 .site(site_id)
                 .and_then(|s| s.contact_by_id(number))
+                .filter(|c| !state.live.hides(site_id, c.id))
                 .and_then(|c| c.identifiers.all().into_iter().next())
                 .ok_or_else(|| not_found("no contact with this contactId".into()))
         }
@@ -212,7 +213,9 @@ pub async fn contact(
         Who::Number(number) => site.and_then(|s| s.contact_by_id(*number)),
         Who::Identifier(id) => site.and_then(|s| s.contact(id)),
     };
-    let contact = contact.ok_or_else(|| not_found("no such contact".into()))?;
+    let contact = contact
+        .filter(|c| !state.live.hides(&site_id, c.id))
+        .ok_or_else(|| not_found("no such contact".into()))?;
     let site = site.expect("a contact was found in it");
     Ok(Json(site.contact_json(contact)))
 }

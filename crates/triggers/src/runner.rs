@@ -213,7 +213,9 @@ impl Triggers {
         now: i64,
     ) -> Option<ToFire> {
         let due_at = pending.anchor + settings.delay_ms(pending.kind, pending.step)?;
-        let contact = site.contact_by_id(pending.contact)?;
+        let contact = site
+            .contact_by_id(pending.contact)
+            .filter(|c| !self.live.hides(site_id, c.id))?;
         // A merged contact's timer fires for the contact it was merged into.
         let pending = Pending {
             contact: contact.id,

@@ -609,7 +609,9 @@ async fn preview(
         let number = Identifier::from_query(by, who).and_then(|id| {
             let engine = state.live.read();
             let site = engine.site(site_id)?;
-            site.contact(&id).map(|c| c.id)
+            site.contact(&id)
+                .map(|c| c.id)
+                .filter(|number| !state.live.hides(site_id, *number))
         });
         match number {
             Some(number) => asked.push(("contactId".into(), number.to_string())),
