@@ -294,6 +294,7 @@ impl Ingestor {
         }
         let mut to_append = Vec::new();
         let mut storing = Vec::new();
+        let mut not_appended = Vec::new();
         let pending: Vec<Pending> = steps
             .into_iter()
             .map(|step| match step {
@@ -312,11 +313,17 @@ impl Ingestor {
                         storing.extend(p.storing);
                         Pending::New(p.keys, p.event)
                     }
-                    Claim::Duplicate => Pending::Done(Ok(Accepted {
-                        outcome: Outcome::Duplicate,
-                        event: p.event,
-                    })),
-                    Claim::InFlight(rx) => Pending::Waiting(p.event, rx),
+                    Claim::Duplicate => {
+                        not_appended.extend(p.storing);
+                        Pending::Done(Ok(Accepted {
+                            outcome: Outcome::Duplicate,
+                            event: p.event,
+                        }))
+                    }
+                    Claim::InFlight(rx) => {
+                        not_appended.extend(p.storing);
+                        Pending::Waiting(p.event, rx)
+                    }
                 },
             })
             .collect();
@@ -327,6 +334,11 @@ impl Ingestor {
                 _ => None,
             })
             .collect();
+        if !not_appended.is_empty() {
+            // Keys made for records not appended are still stored: settled once they are,
+            // so that none waits unnoticed and a failed one is never sealed with.
+            tokio::spawn(keys_stored(self.keys.clone(), not_appended));
+        }
         let appended = self.append_and_settle(to_append, new_keys, storing).await;
         let mut next = appended.as_ref().ok().copied();
         let mut results = Vec::with_capacity(pending.len());

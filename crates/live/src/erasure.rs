@@ -210,10 +210,9 @@ pub fn erase(
     let Some(Found { id, ids, .. }) = find(live, site_id, who) else {
         // The person may be gone from this node only: an earlier erasure's mark, owed,
         // is what tells the others.
-        if !log.can_redact() && live.mark_owed(site_id) {
-            let position = append_mark(log, site_id).map_err(PrivacyError::MarkNotWritten)?;
-            live.owe_mark(site_id, false);
-            live.mark_answered(position);
+        if let Some(debt) = live.mark_owed(site_id).filter(|_| !log.can_redact()) {
+            append_mark(log, site_id).map_err(PrivacyError::MarkNotWritten)?;
+            live.mark_paid(site_id, debt);
         }
         return Ok(None);
     };
@@ -262,9 +261,13 @@ fn shred(
 ) -> Result<Erasure, PrivacyError> {
     let names = spoor_protocol::sealing::erased_key_names(site_id, ids);
     let hold = live.erasing().map_err(PrivacyError::Snapshot)?;
-    // Should the deletion fail, the hold's end asks for a rebuild: harmless.
+    // Owed from before the deletion: one that fails midway may have stored tombstones.
+    // Should it fail, the hold's end asks for a rebuild, and the mark stays owed.
+    let earlier_debt = live.mark_owed(site_id).is_some();
+    let debt = live.owe_mark(site_id);
     let deleted = keys.delete(&names)?;
-    if deleted == 0 && !live.mark_owed(site_id) {
+    if deleted == 0 && !earlier_debt {
+        live.mark_paid(site_id, debt);
         // Deleted before (an erasure asked again): the state is read again, without a
         // mark that would have every node do the same for nothing.
         let ticket = hold.finish();
@@ -281,13 +284,12 @@ fn shred(
         Ok(position) => position,
         Err(error) => {
             // The state keeps the person, so that the erasure asked again finds them
-            // and writes the mark the other nodes need.
-            live.owe_mark(site_id, true);
+            // and writes the mark the other nodes need (still owed).
             hold.abandon();
             return Err(PrivacyError::MarkNotWritten(error));
         }
     };
-    live.owe_mark(site_id, false);
+    live.mark_paid(site_id, debt);
     live.mark_answered(position);
     let ticket = hold.finish();
     if !live.wait_rebuilt(ticket, REBUILD_WAIT) {

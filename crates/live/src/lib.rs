@@ -143,8 +143,11 @@ pub struct LiveState {
     deletions_told: AtomicU64,
     /// When deletions not yet told were first seen (see [`LiveState::answer_deletions`]).
     deletions_seen_at: Mutex<Option<Instant>>,
-    /// Sites whose erasure deleted keys here but could not append its mark.
-    marks_owed: Mutex<HashSet<String>>,
+    /// Sites whose erasure may have deleted keys here and has not appended its mark, with
+    /// the latest debt's number.
+    marks_owed: Mutex<HashMap<String, u64>>,
+    /// Numbers the debts above.
+    debts: AtomicU64,
     /// Contacts erased on another node, by site, that this state holds until its
     /// rebuild is in place: not answered meanwhile (see [`LiveState::hides`]).
     hidden: RwLock<HashMap<String, HashSet<ContactId>>>,
@@ -484,22 +487,30 @@ impl LiveState {
         }
     }
 
-    /// Whether an erasure of `site_id` here deleted keys and could not append its mark.
-    pub fn mark_owed(&self, site_id: &str) -> bool {
-        self.marks_owed().contains(site_id)
+    /// The latest debt of an erasure mark of `site_id`: an erasure here that may have
+    /// deleted keys and has not appended its mark yet.
+    pub fn mark_owed(&self, site_id: &str) -> Option<u64> {
+        self.marks_owed().get(site_id).copied()
     }
 
-    /// Notes that `site_id`'s erasure mark is owed, or (`false`) appended.
-    pub fn owe_mark(&self, site_id: &str, owed: bool) {
+    /// Notes that an erasure of `site_id` is about to delete keys: its mark is owed until
+    /// [`LiveState::mark_paid`]. Answers the debt's number.
+    pub fn owe_mark(&self, site_id: &str) -> u64 {
+        let debt = self.debts.fetch_add(1, Ordering::AcqRel) + 1;
+        self.marks_owed().insert(site_id.to_string(), debt);
+        debt
+    }
+
+    /// Notes that a mark of `site_id` was appended after debt `debt` was noted: that debt
+    /// and any before it are paid (a later one, a deletion after this mark, is not).
+    pub fn mark_paid(&self, site_id: &str, debt: u64) {
         let mut marks = self.marks_owed();
-        if owed {
-            marks.insert(site_id.to_string());
-        } else {
+        if marks.get(site_id).is_some_and(|latest| *latest <= debt) {
             marks.remove(site_id);
         }
     }
 
-    fn marks_owed(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn marks_owed(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
         self.marks_owed
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -73,6 +73,8 @@ struct Held {
     /// Names whose keys were deleted, in the order the deletions were read (once per
     /// key; a node that starts reads those the table still holds as tombstones).
     deleted: Vec<String>,
+    /// Keys made here whose storing failed: never sealed with again.
+    failed: HashSet<String>,
 }
 
 fn entry_key(name: &str, id: &str) -> String {
@@ -108,6 +110,7 @@ impl Held {
     }
 
     fn forget(&mut self, name: &str, id: String) {
+        self.failed.remove(&id);
         if self.keys.remove(&id).is_some() || !self.gone.contains(&id) {
             self.deleted.push(name.to_string());
         }
@@ -178,25 +181,21 @@ impl Keyring {
 
     /// A key of `name` to seal with: one held, or a new one, handed to the table now.
     pub fn key_for(&self, name: &str) -> SealingKey {
-        if let Some((id, key)) = self.first_of(name) {
-            match self.still_storing(&id) {
-                Ok(storing) => return SealingKey { id, key, storing },
-                Err(()) => self.settle(&id, false),
-            }
+        if let Some(found) = self.usable(&self.held(), name) {
+            return found;
         }
         let mut held = self.held_mut();
         // Another thread may have made one meanwhile.
-        if let Some(id) = held.by_name.get(name).and_then(|ids| ids.first()).cloned() {
-            let key = held.keys[&id];
-            drop(held);
-            // Failed meanwhile too: the record waits for it, and is refused.
-            let storing = self
-                .still_storing(&id)
-                .unwrap_or_else(|()| self.pending().get(&id).cloned());
-            return SealingKey { id, key, storing };
+        if let Some(found) = self.usable(&held, name) {
+            return found;
         }
         let (id, key) = (new_id(), random_key());
-        held.by_name.insert(name.to_string(), vec![id.clone()]);
+        // First: the one to seal with. A key whose storing failed stays behind it, so
+        // that a deletion of the name still takes it (it may have been stored after all).
+        held.by_name
+            .entry(name.to_string())
+            .or_default()
+            .insert(0, id.clone());
         held.keys.insert(id.clone(), key);
         // Handed over under the lock a deletion reads the names' keys under: a key
         // handed over before a deletion is deleted after it.
@@ -221,43 +220,63 @@ impl Keyring {
         }
     }
 
-    /// What to wait for before a record sealed with key `id` is appended, if anything;
-    /// `Err` when storing it failed.
-    fn still_storing(&self, id: &str) -> Result<Option<KeyStored>, ()> {
-        let mut pending = self.pending();
-        let Some(storing) = pending.get(id) else {
-            return Ok(None);
-        };
-        match storing.0.peek() {
-            Some(Ok(())) => {
-                pending.remove(id);
-                Ok(None)
-            }
-            Some(Err(_)) => Err(()),
-            None => Ok(Some(storing.clone())),
+    /// The key of `name` to seal with, if one is held and not known to have failed,
+    /// with what to wait for; read under `held`'s guard, so that its storing's outcome
+    /// and the key are seen together (a failure settles both under the write lock).
+    fn usable(&self, held: &Held, name: &str) -> Option<SealingKey> {
+        let id = held.by_name.get(name)?.first()?;
+        if held.failed.contains(id) {
+            return None;
         }
+        let mut pending = self.pending();
+        let storing = match pending.get(id) {
+            None => None,
+            Some(storing) => match storing.0.peek() {
+                Some(Ok(())) => {
+                    pending.remove(id);
+                    None
+                }
+                // Settled by whoever waited for it; until then it is not sealed with.
+                Some(Err(_)) => return None,
+                None => Some(storing.clone()),
+            },
+        };
+        Some(SealingKey {
+            id: id.clone(),
+            key: held.keys[id],
+            storing,
+        })
     }
 
     /// Says how storing key `id` went, once waited for: stored, it is no longer waited
-    /// for; not stored, it is dropped (the records sealed with it were refused) and the
-    /// next record of its name gets a new one.
+    /// for; not stored, it is never sealed with again (the records sealed with it were
+    /// refused) and the next record of its name gets a new one. It is kept with its name
+    /// and deleted with it, and deleted now: a timeout may be reported for a key that
+    /// was stored all the same.
     pub fn settle(&self, id: &str, stored: bool) {
-        if self.pending().remove(id).is_none() || stored {
+        let mut held = self.held_mut();
+        let Some(storing) = self.pending().remove(id) else {
+            return;
+        };
+        if stored || held.failed.contains(id) {
             return;
         }
-        let mut held = self.held_mut();
-        held.keys.remove(id);
-        held.by_name.retain(|_, ids| {
-            ids.retain(|held_id| held_id != id);
-            !ids.is_empty()
-        });
-        held.gone.insert(id.to_string());
-    }
-
-    fn first_of(&self, name: &str) -> Option<(String, Key)> {
-        let held = self.held();
-        let id = held.by_name.get(name)?.first()?;
-        Some((id.clone(), held.keys[id]))
+        drop(storing);
+        held.failed.insert(id.to_string());
+        let name = held
+            .by_name
+            .iter()
+            .find(|(_, ids)| ids.iter().any(|held_id| held_id == id))
+            .map(|(name, _)| name.clone());
+        if let Some(name) = name {
+            // After the put in the producer's order; if the brokers are away it fails
+            // too, and the name's deletion, should it come, sends it again.
+            // Sent now; its outcome is not waited for.
+            drop(
+                self.table
+                    .put_all_later(&[(entry_key(&name, id).as_str(), None)]),
+            );
+        }
     }
 
     /// Whether `name` has a key held (one made after an erasure of it included).
@@ -443,6 +462,53 @@ mod tests {
         }
         assert_eq!(two.deleted_since(2), (Vec::new(), 2));
         assert_ne!(third.key_for("n1").id, first, "a new key after the erasure");
+    }
+
+    /// A table whose writes fail while `failing` is set, as brokers out of reach do.
+    struct Flaky {
+        inner: MemoryTable,
+        failing: std::sync::atomic::AtomicBool,
+    }
+
+    impl SharedTable for Flaky {
+        fn put(&self, key: &str, value: Option<&[u8]>) -> Result<(), LogError> {
+            if self.failing.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(LogError::Unavailable("brokers out of reach".into()));
+            }
+            self.inner.put(key, value)
+        }
+
+        fn follow(&self) -> Result<Box<dyn TableFollower>, LogError> {
+            self.inner.follow()
+        }
+
+        fn describe(&self) -> String {
+            "a flaky table".into()
+        }
+    }
+
+    #[test]
+    fn a_key_not_stored_is_never_sealed_with_again_and_is_deleted_with_its_name() {
+        let table = Arc::new(Flaky {
+            inner: MemoryTable::default(),
+            failing: true.into(),
+        });
+        let keys = Keyring::open(table.clone()).unwrap();
+        let failed = keys.key_for("n1");
+        let storing = failed.storing.clone().expect("a new key");
+        assert!(block_on(storing.wait()).is_err());
+        keys.settle(&failed.id, false);
+        table
+            .failing
+            .store(false, std::sync::atomic::Ordering::Release);
+        let fresh = keys.key_for("n1");
+        assert_ne!(fresh.id, failed.id, "a new key after a failed one");
+        keys.store_pending().unwrap();
+        assert_eq!(
+            keys.delete(&["n1".to_string()]).unwrap(),
+            2,
+            "both, the failed one too"
+        );
     }
 
     #[test]

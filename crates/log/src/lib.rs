@@ -314,7 +314,9 @@ pub trait SharedTable: Send + Sync + 'static {
     }
 
     /// Hands `entries` over to be stored, in order after any handed over before, and
-    /// returns at once: the future resolves once all are durable. Needs no runtime.
+    /// returns at once: the future resolves once all are durable. Needs no runtime, and
+    /// must not block (it is called with a lock held on a request's thread): the default,
+    /// which stores at once, suits only tables in memory.
     fn put_all_later(&self, entries: &[(&str, Option<&[u8]>)]) -> PutFuture {
         let stored = entries
             .iter()

@@ -83,25 +83,36 @@ impl SharedTable for KafkaTable {
     /// Every entry handed to the producer at once (its batching takes them with the
     /// entries of other callers), then each acknowledgement awaited.
     fn put_all_later(&self, entries: &[(&str, Option<&[u8]>)]) -> PutFuture {
-        let deliveries = entries
-            .iter()
-            .map(|(key, value)| self.send(key, *value))
-            .collect::<Result<Vec<_>, _>>();
-        let topic = self.topic.clone();
-        Box::pin(async move {
-            for delivery in deliveries? {
-                match delivery.await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err((error, _))) => {
-                        return Err(unavailable(
-                            &format!("storing an entry in topic {topic}"),
-                            error,
-                        ));
-                    }
-                    Err(_) => return Err(LogError::Closed),
+        let mut deliveries = Vec::with_capacity(entries.len());
+        let mut refused = None;
+        for (key, value) in entries {
+            match self.send(key, *value) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err(error) => {
+                    refused = Some(error);
+                    break;
                 }
             }
-            Ok(())
+        }
+        let topic = self.topic.clone();
+        // Every entry handed over is waited for, also when a later one was refused: the
+        // caller learns of a failure only once nothing it sent is still on its way.
+        Box::pin(async move {
+            let mut outcome = refused.map_or(Ok(()), Err);
+            for delivery in deliveries {
+                let delivered = match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((error, _))) => Err(unavailable(
+                        &format!("storing an entry in topic {topic}"),
+                        error,
+                    )),
+                    Err(_) => Err(LogError::Closed),
+                };
+                if outcome.is_ok() {
+                    outcome = delivered;
+                }
+            }
+            outcome
         })
     }
 
