@@ -858,6 +858,16 @@ async fn an_erased_person_is_unreadable_on_every_node_and_in_the_topic() {
         let (status, answer) = post_json(&ingest.url("/api/v2"), body).await;
         assert_eq!(status, 200, "{answer}");
     }
+    // Each identifier has a key, held by the node in memory and shown in its metrics.
+    let metrics = common::metrics_text(&ingest.server).await;
+    let held = (metrics.lines())
+        .find_map(|line| line.strip_prefix("spoor_sealing_keys "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert_eq!(
+        held,
+        Some(4),
+        "Ann's and Bob's emails and cookies: {metrics}"
+    );
     for engine in &engines {
         eventually(&engine.server, ANN, "Ann on every engine node", |s, _| {
             s == 200

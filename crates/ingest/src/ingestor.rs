@@ -369,6 +369,11 @@ impl Ingestor {
         results
     }
 
+    /// The keys records are sealed with, on a log that keeps them.
+    pub fn sealing_keys(&self) -> Option<&Keyring> {
+        self.keys.as_deref()
+    }
+
     /// For `/metrics`: request hashes held for the retry window.
     pub fn dedup_size(&self) -> usize {
         self.dedup.len()

@@ -362,7 +362,7 @@ impl Keyring {
         (names, held.deleted.len())
     }
 
-    /// Keys held, for `/metrics`.
+    /// Keys held (in memory: each costs a few hundred bytes).
     pub fn len(&self) -> usize {
         self.held().keys.len()
     }

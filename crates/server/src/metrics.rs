@@ -57,6 +57,7 @@ pub struct Metrics {
     log_bytes: Gauge,
     log_records: Gauge,
     dedup_requests: Gauge,
+    sealing_keys: Gauge,
     state_lag: Gauge,
     state_dropped: Family<ReasonLabels, Counter>,
 }
@@ -124,6 +125,12 @@ impl Metrics {
             "Request hashes held to recognise client retries (kept 24 to 48 hours)",
             dedup_requests.clone(),
         );
+        let sealing_keys = Gauge::default();
+        registry.register(
+            "sealing_keys",
+            "Keys held in memory that records' personal parts are sealed with, one per identifier seen (a Kafka log)",
+            sealing_keys.clone(),
+        );
         let state_lag = Gauge::default();
         registry.register(
             "state_lag_records",
@@ -173,6 +180,7 @@ impl Metrics {
             log_bytes,
             log_records,
             dedup_requests,
+            sealing_keys,
         }
     }
 
@@ -244,6 +252,7 @@ impl Metrics {
         log_bytes: Option<u64>,
         log_records: u64,
         dedup: usize,
+        sealing_keys: usize,
         state_lag: u64,
     ) -> String {
         self.state_lag.set(state_lag as i64);
@@ -259,6 +268,7 @@ impl Metrics {
         }
         self.log_records.set(log_records as i64);
         self.dedup_requests.set(dedup as i64);
+        self.sealing_keys.set(sealing_keys as i64);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

@@ -49,6 +49,9 @@ pub async fn metrics_text(State(state): State<Shared>) -> Response {
         log.size_bytes(),
         log.end(),
         state.ingestor.dedup_size(),
+        (state.ingestor.sealing_keys())
+            .or_else(|| state.live.keys())
+            .map_or(0, |keys| keys.len()),
         lag,
     );
     let mut response = text.into_response();
