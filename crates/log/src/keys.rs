@@ -362,6 +362,11 @@ impl Keyring {
         (names, held.deleted.len())
     }
 
+    /// `Err` once keys can no longer be stored until a restart.
+    pub fn health(&self) -> Result<(), LogError> {
+        self.table.health()
+    }
+
     /// Keys held (in memory: each costs a few hundred bytes).
     pub fn len(&self) -> usize {
         self.held().keys.len()

@@ -330,6 +330,12 @@ pub trait SharedTable: Send + Sync + 'static {
 
     /// Where the table is, for messages.
     fn describe(&self) -> String;
+
+    /// `Err` once the table can no longer take writes until a restart (an idempotent
+    /// producer's fatal error): for `/readyz`.
+    fn health(&self) -> Result<(), LogError> {
+        Ok(())
+    }
 }
 
 /// A change of a [`SharedTable`]: `value` `None` for a removed key.

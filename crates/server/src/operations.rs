@@ -31,6 +31,11 @@ pub async fn readyz(State(state): State<Shared>) -> Response {
         ))
         .into_response();
     }
+    // Without its keys, no event with an identifier can be taken.
+    let keys = (state.ingestor.sealing_keys()).or_else(|| state.live.keys());
+    if let Some(Err(error)) = keys.map(|keys| keys.health()) {
+        return ApiError::unavailable(error.to_string()).into_response();
+    }
     match state.log.health() {
         Ok(()) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
         Err(error) => ApiError::unavailable(error.to_string()).into_response(),

@@ -11,7 +11,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::{BROKER_TIMEOUT, PARTITION, config_error, ensure, topic_settings, unavailable};
 use crate::{KafkaConfig, LogError, PutFuture, SharedTable, TableChange, TableFollower, block_on};
@@ -76,6 +76,17 @@ impl KafkaTable {
 }
 
 impl SharedTable for KafkaTable {
+    fn health(&self) -> Result<(), LogError> {
+        // An idempotent producer that hit a fatal error refuses every write from then on.
+        match self.producer.client().fatal_error() {
+            Some((code, reason)) => Err(LogError::Unavailable(format!(
+                "the producer of topic {} stopped for good ({code}: {reason}); restart spoor",
+                self.topic
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn put(&self, key: &str, value: Option<&[u8]>) -> Result<(), LogError> {
         block_on(self.put_all_later(&[(key, value)]))
     }
