@@ -74,10 +74,7 @@ pub fn export(
 /// Opens `record`'s sealed part with `keys`; without keys (or with one gone) the person
 /// is left out.
 fn open_sealed(record: &mut StoredRecord, keys: Option<&Keyring>) -> Result<(), IngestError> {
-    let opened = sealing::open(record, |id| match keys {
-        Some(keys) => keys.key(id),
-        None => Ok(None),
-    });
+    let opened = sealing::open(record, |id| keys.map_or(Ok(None), |keys| keys.key(id)));
     match opened {
         Ok(_) => Ok(()),
         Err(OpenError::Keys(error)) => Err(IngestError::Log(error)),

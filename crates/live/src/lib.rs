@@ -31,6 +31,8 @@ const IDLE_WAIT: Duration = Duration::from_millis(200);
 const MARK_GRACE: Duration = Duration::from_secs(10);
 #[cfg(test)]
 const MARK_GRACE: Duration = Duration::ZERO;
+/// How many times a replay reads the log when erasures come while it reads.
+const REPLAY_READS: u32 = 3;
 /// Records applied between two snapshots.
 const SNAPSHOT_EVERY: u64 = 250_000;
 
@@ -633,16 +635,18 @@ impl LiveState {
 
     /// Builds the state of the whole log, once, on this thread: `spoor state rebuild`.
     /// Records sealed with `keys` are opened with them; an erasure met on the way (its
-    /// keys deleted after the read began) starts the read again.
+    /// keys deleted after the read began) has the log read again if the state holds
+    /// someone it erased, a few times at most.
     pub fn replay(
         log: &dyn EventLog,
         keys: Option<Arc<Keyring>>,
     ) -> Result<LiveState, spoor_log::LogError> {
-        loop {
+        for read in 1.. {
             let mut state = LiveState {
                 keys: keys.clone(),
                 ..LiveState::default()
             };
+            let mut met_mark = false;
             state.engine_mut().decide_retries(log.several_writers());
             state.cover_marks(log)?;
             let mut reader = log.reader(0)?;
@@ -651,17 +655,21 @@ impl LiveState {
                 if caught.erasure.is_some() {
                     // Keys deleted after the read began: read on with the keys as they
                     // are now; whoever they erased and was read before is found below.
+                    met_mark = true;
                     state.cover_marks(log)?;
                     reader = log.reader(state.applied())?;
                 } else if caught.read == 0 {
                     break;
                 }
             }
-            if !state.holds_erased() {
+            // Records from before sealing name people no key reaches: held however
+            // often the log is read, so it is read again only a few times.
+            if !met_mark || read >= REPLAY_READS || !state.holds_erased() {
                 return Ok(state);
             }
             tracing::info!("a person was erased while the log was read; reading it again");
         }
+        unreachable!("the reads above end by returning")
     }
 
     fn rebuilds(&self) -> std::sync::MutexGuard<'_, Rebuilds> {

@@ -27,12 +27,10 @@ pub fn decode(payload: &[u8], keys: Option<&Keyring>) -> Result<StoredRecord, Un
 
 /// Opens `record`'s sealed part in place (see [`decode`]).
 pub fn open(record: &mut StoredRecord, keys: Option<&Keyring>) -> Result<Opening, Unreadable> {
-    let Some(keys) = keys else {
-        return sealing::open(record, |_| Ok::<_, LogError>(None))
-            .map_err(|_| Unreadable::Record("a sealed record was read without keys".into()));
-    };
-    sealing::open(record, |id| keys.key(id)).map_err(|error| match error {
-        OpenError::Keys(error) => Unreadable::Keys(error),
-        OpenError::Corrupt(reason) => Unreadable::Record(reason.to_string()),
+    sealing::open(record, |id| keys.map_or(Ok(None), |keys| keys.key(id))).map_err(|error| {
+        match error {
+            OpenError::Keys(error) => Unreadable::Keys(error),
+            OpenError::Corrupt(reason) => Unreadable::Record(reason.to_string()),
+        }
     })
 }

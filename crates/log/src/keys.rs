@@ -35,8 +35,8 @@ pub struct Keyring {
     table: Arc<dyn SharedTable>,
     held: RwLock<Held>,
     follower: Mutex<Box<dyn TableFollower>>,
-    /// Made here and not yet known to be stored, by id.
-    pending: Mutex<HashMap<String, KeyStored>>,
+    /// Made here and not yet known to be stored, by id: its name, and its storing.
+    pending: Mutex<HashMap<String, (String, KeyStored)>>,
 }
 
 /// Resolves once a key made here is stored (see [`Keyring::key_for`]); every record
@@ -155,7 +155,7 @@ impl Keyring {
         self.held.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, KeyStored>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, KeyStored)>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -211,7 +211,8 @@ impl Keyring {
         );
         // Pending before the key is visible to other threads: one that finds the key
         // must find what to wait for.
-        self.pending().insert(id.clone(), storing.clone());
+        self.pending()
+            .insert(id.clone(), (name.to_string(), storing.clone()));
         drop(held);
         SealingKey {
             id,
@@ -231,7 +232,7 @@ impl Keyring {
         let mut pending = self.pending();
         let storing = match pending.get(id) {
             None => None,
-            Some(storing) => match storing.0.peek() {
+            Some((_, storing)) => match storing.0.peek() {
                 Some(Ok(())) => {
                     pending.remove(id);
                     None
@@ -255,28 +256,20 @@ impl Keyring {
     /// was stored all the same.
     pub fn settle(&self, id: &str, stored: bool) {
         let mut held = self.held_mut();
-        let Some(storing) = self.pending().remove(id) else {
+        let Some((name, _)) = self.pending().remove(id) else {
             return;
         };
-        if stored || held.failed.contains(id) {
+        if stored || !held.keys.contains_key(id) {
             return;
         }
-        drop(storing);
         held.failed.insert(id.to_string());
-        let name = held
-            .by_name
-            .iter()
-            .find(|(_, ids)| ids.iter().any(|held_id| held_id == id))
-            .map(|(name, _)| name.clone());
-        if let Some(name) = name {
-            // After the put in the producer's order; if the brokers are away it fails
-            // too, and the name's deletion, should it come, sends it again.
-            // Sent now; its outcome is not waited for.
-            drop(
-                self.table
-                    .put_all_later(&[(entry_key(&name, id).as_str(), None)]),
-            );
-        }
+        // After the put in the producer's order, its outcome not waited for: if the
+        // brokers are away it fails too, and the name's deletion, should it come, sends
+        // it again.
+        drop(
+            self.table
+                .put_all_later(&[(entry_key(&name, id).as_str(), None)]),
+        );
     }
 
     /// Whether `name` has a key held (one made after an erasure of it included).
@@ -293,7 +286,7 @@ impl Keyring {
     /// records outside a request (tests, tools).
     pub fn store_pending(&self) -> Result<(), LogError> {
         let pending: Vec<(String, KeyStored)> = (self.pending().iter())
-            .map(|(id, storing)| (id.clone(), storing.clone()))
+            .map(|(id, (_, storing))| (id.clone(), storing.clone()))
             .collect();
         for (id, storing) in pending {
             let stored = block_on(storing.wait());

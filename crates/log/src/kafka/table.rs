@@ -58,12 +58,8 @@ impl KafkaTable {
         })
     }
 
-    fn settings_topic(&self) -> &str {
-        &self.topic
-    }
-
     fn send(&self, key: &str, value: Option<&[u8]>) -> Result<DeliveryFuture, LogError> {
-        let mut record = FutureRecord::<str, [u8]>::to(self.settings_topic())
+        let mut record = FutureRecord::<str, [u8]>::to(&self.topic)
             .partition(PARTITION)
             .key(key);
         if let Some(value) = value {
@@ -135,19 +131,17 @@ impl SharedTable for KafkaTable {
             .set("enable.partition.eof", "true")
             .set("auto.offset.reset", "earliest")
             .create()
-            .map_err(|e| config_error("settings consumer", e))?;
+            .map_err(|e| config_error("table consumer", e))?;
         let (_, end) = consumer
-            .fetch_watermarks(self.settings_topic(), PARTITION, BROKER_TIMEOUT)
-            .map_err(|e| unavailable(&format!("the end of topic {}", self.settings_topic()), e))?;
+            .fetch_watermarks(&self.topic, PARTITION, BROKER_TIMEOUT)
+            .map_err(|e| unavailable(&format!("the end of topic {}", &self.topic), e))?;
         let mut assignment = TopicPartitionList::new();
         assignment
-            .add_partition_offset(self.settings_topic(), PARTITION, Offset::Beginning)
-            .map_err(|e| {
-                LogError::Config(format!("reading topic {}: {e}", self.settings_topic()))
-            })?;
+            .add_partition_offset(&self.topic, PARTITION, Offset::Beginning)
+            .map_err(|e| LogError::Config(format!("reading topic {}: {e}", &self.topic)))?;
         consumer
             .assign(&assignment)
-            .map_err(|e| unavailable(&format!("reading topic {}", self.settings_topic()), e))?;
+            .map_err(|e| unavailable(&format!("reading topic {}", &self.topic), e))?;
         Ok(Box::new(KafkaTableFollower {
             consumer,
             topic: self.topic.clone(),
@@ -261,8 +255,9 @@ fn ensure_compacted_topic(
     ensure(config, &topic, check_kept)
 }
 
-/// Refuses a settings topic that is not compacted, or deletes records after a time: the
-/// sites (and their keys) would vanish from every node started afterwards.
+/// Refuses a table's topic that is not compacted, or deletes records after a time: the
+/// sites' settings, or the keys records are sealed with, would vanish from every node
+/// started afterwards.
 fn check_kept(
     admin: &AdminClient<DefaultClientContext>,
     options: &AdminOptions,
@@ -271,7 +266,7 @@ fn check_kept(
     let Some(settings) = topic_settings(admin, options, topic)? else {
         tracing::warn!(
             topic,
-            "the broker did not say the settings topic's policy: make sure it is compacted"
+            "the broker did not say the topic's policy: make sure it is compacted"
         );
         return Ok(());
     };
@@ -279,14 +274,14 @@ fn check_kept(
     let Some(policy) = setting("cleanup.policy") else {
         tracing::warn!(
             topic,
-            "the broker did not say the settings topic's cleanup.policy: make sure it is compact"
+            "the broker did not say the topic's cleanup.policy: make sure it is compact"
         );
         return Ok(());
     };
     if !policy.contains("compact") {
         return Err(LogError::Config(format!(
-            "settings topic {topic} has cleanup.policy={policy}: set cleanup.policy=compact \
-             on it (each site's latest settings kept for ever)"
+            "topic {topic} has cleanup.policy={policy}: set cleanup.policy=compact on it \
+             (each entry's latest value kept for ever)"
         )));
     }
     // With `compact,delete`, a retention would delete a site's settings left unchanged.
@@ -294,8 +289,8 @@ fn check_kept(
         match setting(name) {
             Some(value) if policy.contains("delete") && value.trim() != "-1" => {
                 return Err(LogError::Config(format!(
-                    "settings topic {topic} has cleanup.policy={policy} and {name}={value}: \
-                     settings left unchanged that long would be deleted; set {name}=-1 or \
+                    "topic {topic} has cleanup.policy={policy} and {name}={value}: entries \
+                     left unchanged that long would be deleted; set {name}=-1 or \
                      cleanup.policy=compact"
                 )));
             }
