@@ -54,6 +54,10 @@ pub struct LogChoice {
     /// sealed with (erasing a person deletes theirs); `<--kafka-topic>-keys` when not given.
     #[arg(long, env = "SPOOR_KAFKA_KEYS_TOPIC", value_name = "NAME")]
     pub kafka_keys_topic: Option<String>,
+    /// The Kafka topic of the trigger outbox, which every engine node follows and the one
+    /// that sends the triggers writes; `<--kafka-topic>-outbox` when not given.
+    #[arg(long, env = "SPOOR_KAFKA_OUTBOX_TOPIC", value_name = "NAME")]
+    pub kafka_outbox_topic: Option<String>,
     /// A librdkafka property passed through, `KEY=VALUE` (TLS, SASL, timeouts...);
     /// repeatable. Also taken from environment variables `SPOOR_KAFKA_PROPERTY_<KEY>`,
     /// the key upper-cased with `_` for `.` (`SPOOR_KAFKA_PROPERTY_SASL_PASSWORD`).
@@ -101,6 +105,8 @@ impl LogChoice {
                         .unwrap_or_else(|| format!("{}-settings", self.kafka_topic)),
                     keys_topic: (self.kafka_keys_topic.clone())
                         .unwrap_or_else(|| format!("{}-keys", self.kafka_topic)),
+                    outbox_topic: (self.kafka_outbox_topic.clone())
+                        .unwrap_or_else(|| format!("{}-outbox", self.kafka_topic)),
                     properties,
                 }))
             }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context;
 use spoor_ingest::Ingestor;
 use spoor_live::LiveState;
-use spoor_log::{CommitObserver, FileLogConfig, Handoff, LogSpec};
+use spoor_log::{CommitObserver, FileLogConfig, Handoff, Keyring, LogSpec};
 use spoor_outgoing::Targets;
 use spoor_server::auth::{self, TokenSource};
 use spoor_server::directory::RegisteredSites;
@@ -341,6 +341,34 @@ fn forget_in_outbox(outbox: Arc<Outbox>) -> spoor_live::ErasureHook {
     })
 }
 
+/// The trigger outbox: on a shared log, an engine node's is the topic every engine node
+/// follows; otherwise this node's own, in its data directory (an ingest node's stays
+/// empty).
+fn open_outbox(
+    log_spec: &LogSpec,
+    role: Role,
+    data_dir: &Path,
+    keys: Option<Arc<Keyring>>,
+) -> anyhow::Result<Outbox> {
+    let topic = match role.holds_state() {
+        true => spoor_log::open_outbox_log(log_spec).context("open the trigger outbox's topic")?,
+        false => None,
+    };
+    match (topic, keys) {
+        (Some(topic), Some(keys)) => {
+            let outbox =
+                Outbox::open_shared(topic, keys).context("read the trigger outbox's topic")?;
+            tracing::info!(
+                triggers = outbox.len(),
+                "trigger outbox read from its topic"
+            );
+            Ok(outbox)
+        }
+        (Some(_), None) => anyhow::bail!("a shared trigger outbox needs the log's key table"),
+        (None, _) => Outbox::open(&data_dir.join("outbox")).context("open the trigger outbox"),
+    }
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let http_limits = fitted_http_limits(&args);
     let data_dir = &args.data.path;
@@ -372,6 +400,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             tracing::info!(site_id = %site, "site registered");
         }
     }
+    let outbox_keys = keys.clone();
     let index_snapshot = data_dir.join("dedup.snapshot");
     let sites = Arc::new(RegisteredSites(settings.sites.clone()));
     let (ingestor, live, follower) = match role {
@@ -427,8 +456,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             "webhooks may reach private and loopback addresses (--allow-private-targets)"
         );
     }
-    let outbox =
-        Arc::new(Outbox::open(&data_dir.join("outbox")).context("open the trigger outbox")?);
+    let outbox = Arc::new(open_outbox(&log_spec, role, data_dir, outbox_keys)?);
     live.on_erasure(forget_in_outbox(outbox.clone()));
     let triggers = Arc::new(Triggers::new(
         live.clone(),
@@ -634,6 +662,7 @@ mod tests {
             topic: "events".into(),
             settings_topic: "events-settings".into(),
             keys_topic: "events-keys".into(),
+            outbox_topic: "events-outbox".into(),
             properties: Vec::new(),
         });
         caches();

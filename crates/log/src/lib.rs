@@ -154,6 +154,9 @@ pub struct KafkaConfig {
     pub settings_topic: String,
     /// The compacted topic that holds the keys personal data is sealed with.
     pub keys_topic: String,
+    /// The topic of the trigger outbox: what fired, each delivery attempt, and which
+    /// engine node sends.
+    pub outbox_topic: String,
     /// librdkafka properties passed through as they are (TLS, SASL, timeouts...). Their
     /// values (a SASL password among them) are never logged.
     pub properties: Vec<(String, String)>,
@@ -182,6 +185,7 @@ impl std::fmt::Debug for KafkaConfig {
             .field("topic", &self.topic)
             .field("settings_topic", &self.settings_topic)
             .field("keys_topic", &self.keys_topic)
+            .field("outbox_topic", &self.outbox_topic)
             .field("properties", &keys)
             .finish()
     }
@@ -271,6 +275,27 @@ pub fn open_keyring(spec: &LogSpec) -> Result<Option<Arc<Keyring>>, LogError> {
         LogSpec::Kafka(kafka) => {
             let table = kafka::KafkaTable::open(kafka, kafka::TableKind::Keys)?;
             Ok(Some(Keyring::open(Arc::new(table))?))
+        }
+        #[cfg(not(feature = "kafka"))]
+        LogSpec::Kafka(_) => Err(LogError::Unsupported(
+            "Kafka (built without the kafka feature)",
+        )),
+    }
+}
+
+/// Where the engine nodes of a shared log keep their one trigger outbox: on a Kafka log, a
+/// topic beside the events' one, which every engine node follows. `None` for the
+/// embedded log, whose one process keeps its outbox in its data directory.
+pub fn open_outbox_log(spec: &LogSpec) -> Result<Option<Arc<dyn EventLog>>, LogError> {
+    match spec {
+        LogSpec::File { .. } => Ok(None),
+        #[cfg(feature = "kafka")]
+        LogSpec::Kafka(kafka) => {
+            let config = KafkaConfig {
+                topic: kafka.outbox_topic.clone(),
+                ..kafka.clone()
+            };
+            Ok(Some(Arc::new(kafka::KafkaLog::open(config)?)))
         }
         #[cfg(not(feature = "kafka"))]
         LogSpec::Kafka(_) => Err(LogError::Unsupported(

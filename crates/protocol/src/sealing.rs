@@ -130,7 +130,7 @@ pub fn seal<E>(
         ids.push(id);
         keys.push(key);
     }
-    let mut part = match &mut record.content {
+    let part = match &mut record.content {
         RecordContent::Event(event) => {
             serde_json::to_vec(&std::mem::take(&mut event.visitor)).expect("visitors serialise")
         }
@@ -139,35 +139,39 @@ pub fn seal<E>(
         }
         RecordContent::Feed(_) | RecordContent::Erasure(_) => unreachable!("they carry no one"),
     };
+    record.sealed = Some(seal_part(part, ids, &keys, &bound_to(record)));
+    Ok(())
+}
+
+/// Seals `part` under `keys` (named by `ids`, in the same order), bound to `bound`: the
+/// same box as a record's, for other stores of personal data (the trigger outbox).
+pub fn seal_part(mut part: Vec<u8>, ids: Vec<String>, keys: &[Key], bound: &[u8]) -> Sealed {
     let mut nonce = [0u8; NONCE_LEN];
     SystemRandom::new()
         .fill(&mut nonce)
         .expect("the system's random source works");
-    record_key(&keys, &nonce)
+    record_key(keys, &nonce)
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(bound_to(record)),
+            Aad::from(bound),
             &mut part,
         )
         .expect("sealing in memory cannot fail");
     let mut data = nonce.to_vec();
     data.extend_from_slice(&part);
-    record.sealed = Some(Sealed {
+    Sealed {
         keys: ids,
         data: STANDARD.encode(data),
-    });
-    Ok(())
+    }
 }
 
-/// Opens `record`'s sealed part with the keys `key` gives by id (`None` for a key that is
-/// gone). A key's error leaves the record as it was, to be opened again.
-pub fn open<E>(
-    record: &mut StoredRecord,
+/// Opens what [`seal_part`] sealed with the keys `key` gives by id: `None` when one of
+/// them is gone.
+pub fn open_part<E>(
+    sealed: &Sealed,
     mut key: impl FnMut(&str) -> Result<Option<Key>, E>,
-) -> Result<Opening, OpenError<E>> {
-    let Some(sealed) = &record.sealed else {
-        return Ok(Opening::Plain);
-    };
+    bound: &[u8],
+) -> Result<Option<Vec<u8>>, OpenError<E>> {
     if sealed.keys.is_empty() {
         return Err(OpenError::Corrupt("it names no key"));
     }
@@ -175,10 +179,7 @@ pub fn open<E>(
     for id in &sealed.keys {
         match key(id).map_err(OpenError::Keys)? {
             Some(found) => keys.push(found),
-            None => {
-                record.sealed = None;
-                return Ok(Opening::Erased);
-            }
+            None => return Ok(None),
         }
     }
     let data = STANDARD
@@ -190,13 +191,32 @@ pub fn open<E>(
     let (nonce, sealed_part) = data.split_at(NONCE_LEN);
     let nonce: [u8; NONCE_LEN] = nonce.try_into().expect("split at the nonce's length");
     let mut part = sealed_part.to_vec();
-    let opened = record_key(&keys, &nonce)
+    let opened_len = record_key(&keys, &nonce)
         .open_in_place(
             Nonce::assume_unique_for_key(nonce),
-            Aad::from(bound_to(record)),
+            Aad::from(bound),
             &mut part,
         )
-        .map_err(|_| OpenError::Corrupt("its keys or its request hash do not match"))?;
+        .map_err(|_| OpenError::Corrupt("its keys or what it is bound to do not match"))?
+        .len();
+    part.truncate(opened_len);
+    Ok(Some(part))
+}
+
+/// Opens `record`'s sealed part with the keys `key` gives by id (`None` for a key that is
+/// gone). A key's error leaves the record as it was, to be opened again.
+pub fn open<E>(
+    record: &mut StoredRecord,
+    mut key: impl FnMut(&str) -> Result<Option<Key>, E>,
+) -> Result<Opening, OpenError<E>> {
+    let Some(sealed) = &record.sealed else {
+        return Ok(Opening::Plain);
+    };
+    let Some(opened) = open_part(sealed, &mut key, &bound_to(record))? else {
+        record.sealed = None;
+        return Ok(Opening::Erased);
+    };
+    let opened = opened.as_slice();
     match &mut record.content {
         RecordContent::Event(event) => {
             event.visitor = serde_json::from_slice::<Visitor>(opened)

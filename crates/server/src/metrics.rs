@@ -58,6 +58,7 @@ pub struct Metrics {
     log_records: Gauge,
     dedup_requests: Gauge,
     sealing_keys: Gauge,
+    trigger_sender: Gauge,
     state_lag: Gauge,
     state_dropped: Family<ReasonLabels, Counter>,
 }
@@ -131,6 +132,12 @@ impl Metrics {
             "Keys held in memory that records' personal parts are sealed with, one per identifier seen (a Kafka log)",
             sealing_keys.clone(),
         );
+        let trigger_sender = Gauge::default();
+        registry.register(
+            "trigger_sender",
+            "1 on the node that fires and sends the triggers (one engine node of a shared log; the one node of the embedded log), else 0",
+            trigger_sender.clone(),
+        );
         let state_lag = Gauge::default();
         registry.register(
             "state_lag_records",
@@ -181,6 +188,7 @@ impl Metrics {
             log_records,
             dedup_requests,
             sealing_keys,
+            trigger_sender,
         }
     }
 
@@ -253,8 +261,10 @@ impl Metrics {
         log_records: u64,
         dedup: usize,
         sealing_keys: usize,
+        trigger_sender: bool,
         state_lag: u64,
     ) -> String {
+        self.trigger_sender.set(i64::from(trigger_sender));
         self.state_lag.set(state_lag as i64);
         for reason in Dropped::ALL {
             let counter = self.state_dropped.get_or_create(&ReasonLabels {

@@ -57,6 +57,7 @@ pub async fn metrics_text(State(state): State<Shared>) -> Response {
         (state.ingestor.sealing_keys())
             .or_else(|| state.live.keys())
             .map_or(0, |keys| keys.len()),
+        state.role.holds_state() && state.triggers.outbox().sends(),
         lag,
     );
     let mut response = text.into_response();

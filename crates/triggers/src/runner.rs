@@ -156,6 +156,7 @@ impl Triggers {
                         .map(|quiet| quiet.not_before(now))
                         .filter(|at| *at > now),
                     webhooks,
+                    sealed: None,
                 });
             }
             fired.push(pending);
@@ -221,6 +222,17 @@ impl Triggers {
             contact: contact.id,
             ..pending
         };
+        // Fired already (by the node that sent before this one took over, or before a
+        // restart from an older snapshot): only followed up, whatever the rules say now.
+        if let Some(check) = contact_check(contact)
+            && self.outbox.contains(&trigger_id(site_id, &check, &pending))
+        {
+            return Some(ToFire {
+                pending,
+                check,
+                reach: reach(contact),
+            });
+        }
         if !pending.waited && now - due_at > settings.stale_after_ms() {
             return None;
         }
@@ -458,7 +470,7 @@ impl Triggers {
     }
 
     /// Runs the loop until `stop` is set: fires due triggers and sends owed deliveries
-    /// every quarter of a second.
+    /// every quarter of a second, while this node sends them (see [`Outbox::take_turn`]).
     pub async fn run(self: Arc<Self>, stop: Arc<AtomicBool>, clock: fn() -> i64) {
         let mut expired_at = i64::MIN;
         // A failed state (a panic left it part-changed) fires nothing more: what it would
@@ -471,14 +483,39 @@ impl Triggers {
                     tracing::error!(%error, "expiring settled triggers failed");
                 }
             }
-            if let Err(error) = self.fire_due(now).await {
-                tracing::error!(%error, "firing triggers failed");
-            }
-            if let Err(error) = self.deliver_due_until(now, &stop).await {
-                tracing::error!(%error, "delivering triggers failed");
+            if self.sends(now).await {
+                if let Err(error) = self.fire_due(now).await {
+                    tracing::error!(%error, "firing triggers failed");
+                }
+                self.deliver_while_sending(&stop, clock).await;
             }
             tokio::time::sleep(TICK).await;
         }
+    }
+
+    /// Sends the owed deliveries a batch at a time, each only while this node still sends
+    /// (a backlog to a slow receiver can take minutes), until none is owed or `stop`.
+    async fn deliver_while_sending(&self, stop: &AtomicBool, clock: fn() -> i64) {
+        while !stop.load(Ordering::Acquire) {
+            let now = clock();
+            if !self.sends(now).await {
+                return;
+            }
+            match self.deliver_some(now, IN_FLIGHT).await {
+                Ok(sent) if sent == IN_FLIGHT => continue,
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::error!(%error, "delivering triggers failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// This node's turn: whether it sends now. An outbox it cannot read or write sends
+    /// nothing (the outbox says so).
+    async fn sends(&self, now: i64) -> bool {
+        self.outbox.take_turn(now).await.unwrap_or(false)
     }
 }
 

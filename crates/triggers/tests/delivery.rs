@@ -109,16 +109,30 @@ impl Shop {
     }
 
     fn triggers_for(&self, targets: Targets) -> Triggers {
-        let outbox = Arc::new(Outbox::open(&self.dir.path().join("outbox")).unwrap());
+        let outbox = Outbox::open(&self.dir.path().join("outbox")).unwrap();
+        self.triggers_with(self.live.clone(), outbox, targets)
+    }
+
+    fn triggers_with(&self, live: Arc<LiveState>, outbox: Outbox, targets: Targets) -> Triggers {
         let tuning = Arc::new(TuningRegistry::open(self.dir.path()).unwrap());
         Triggers::new(
-            self.live.clone(),
+            live,
             self.settings.clone(),
             tuning,
-            outbox,
+            Arc::new(outbox),
             targets,
         )
         .unwrap()
+    }
+
+    /// Another engine node's state, following the same log, once it has every event.
+    async fn second_state(&self) -> Arc<LiveState> {
+        let live = Arc::new(LiveState::default());
+        spoor_live::follow(self.log.clone(), live.clone()).unwrap();
+        while live.applied() < self.records {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        live
     }
 
     /// Appends an event (tracker JSON) and waits until the state has it.
@@ -428,4 +442,65 @@ async fn a_stop_waits_for_the_batch_in_flight_not_for_the_backlog() {
         .outbox()
         .list("S", Some(DeliveryStatus::Pending), 1000);
     assert_eq!(owed.len(), carts - sent, "the rest still owed");
+}
+
+#[tokio::test]
+async fn a_node_taking_over_follows_up_what_the_last_sender_fired_and_fires_nothing_twice() {
+    let (url, receiver) = start_receiver(0, 200).await;
+    let mut shop = Shop::open(&url, json!({}));
+    shop.post(cart("ann", 0, Some("ann@example.com"))).await;
+    // Two engine nodes of one shared log: their own states, one outbox topic.
+    let topic: Arc<dyn EventLog> = Arc::new(
+        FileLog::open(
+            &shop.dir.path().join("outbox-topic"),
+            FileLogConfig::default(),
+            None,
+        )
+        .unwrap(),
+    );
+    let keys = spoor_log::Keyring::open(Arc::new(spoor_log::MemoryTable::default())).unwrap();
+    let node = |live: Arc<LiveState>| {
+        let outbox = Outbox::open_shared(topic.clone(), keys.clone()).unwrap();
+        shop.triggers_with(
+            live,
+            outbox,
+            Targets {
+                allow_private: true,
+            },
+        )
+    };
+    let first = node(shop.live.clone());
+    let second = node(shop.second_state().await);
+    let now = T0 + 60 * MINUTE;
+    assert!(first.outbox().take_turn(now).await.unwrap());
+    assert!(!second.outbox().take_turn(now).await.unwrap());
+    assert_eq!(first.fire_due(now).await.unwrap(), 1);
+    assert_eq!(first.deliver_due(now).await.unwrap(), 1);
+
+    // The first node dies; once its lease has lapsed the second sends. The cart's first
+    // message is not fired again (the frequency cap would also have held it back, and
+    // with it the follow-up): it is followed up, a day after the cart.
+    let later = now + 20_000;
+    assert!(second.outbox().take_turn(later).await.unwrap());
+    second.fire_due(later).await.unwrap();
+    assert_eq!(second.outbox().len(), 1, "fired once");
+    assert_eq!(
+        second.deliver_due(later).await.unwrap(),
+        0,
+        "delivered once"
+    );
+    let next_day = T0 + 24 * 60 * MINUTE;
+    assert!(second.outbox().take_turn(next_day).await.unwrap());
+    assert_eq!(second.fire_due(next_day).await.unwrap(), 1);
+    assert_eq!(second.deliver_due(next_day).await.unwrap(), 1);
+    let seen = &receiver.lock().unwrap().seen;
+    let steps: Vec<(String, String)> = (seen.iter())
+        .map(|(headers, body)| {
+            let body: Value = serde_json::from_slice(body).unwrap();
+            let key = headers["idempotency-key"].to_str().unwrap().to_string();
+            (key, body["step"].to_string())
+        })
+        .collect();
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    assert_ne!(steps[0].0, steps[1].0, "two triggers: {steps:?}");
 }

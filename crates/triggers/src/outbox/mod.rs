@@ -1,24 +1,31 @@
 //! The persistent outbox: every fired trigger, and every delivery attempt, appended to a
-//! log of its own (`<data>/outbox`, the same checksummed, fsynced log as the events) before
-//! anything is sent or acknowledged. A restart replays it: deliveries still owed are
-//! retried, and a trigger that fired is never fired again.
+//! log before anything is sent or acknowledged. A restart replays it: deliveries still
+//! owed are retried, and a trigger that fired is never fired again.
+//!
+//! Two stores: the embedded outbox (`<data>/outbox`, the same checksummed, fsynced log as
+//! the events), this process's alone; and on a shared log, one topic every engine node
+//! follows, where lease records decide which node sends (see [`shared`]).
 //!
 //! Records name a trigger by its identity only (site, type, step, contact number, anchor
 //! time, and a digest that checks the contact is still the same person); payloads are
 //! built from the state when sent, so an erased contact leaves nothing here to send.
 
+mod shared;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use spoor_engine::ContactId;
 use spoor_engine::timers::TriggerKind;
-use spoor_log::{EventLog, FileLog, FileLogConfig, Position};
+use spoor_log::{EventLog, FileLog, FileLogConfig, Keyring, Position};
 use spoor_protocol::dates::DAY_MS;
+use spoor_protocol::sealing::Sealed;
 
 use crate::error::TriggerError;
+use shared::{Lease, SharedOutbox};
 
 /// A trigger that fired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,6 +55,11 @@ pub struct Fired {
     pub not_before: Option<i64>,
     /// The webhooks it is owed to.
     pub webhooks: Vec<String>,
+    /// On a shared outbox, where it is stored: `reach` and `contact_check`, sealed under
+    /// the key of the contact's email or phone (erasing the contact deletes the key).
+    /// Never set on a record held in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<Sealed>,
 }
 
 /// The identifier a trigger's contact is found by.
@@ -90,6 +102,9 @@ enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         counted: Option<Counted>,
     },
+    /// An engine node of a shared outbox sends the triggers, or claims to (see
+    /// [`shared`]).
+    Lease(Lease),
 }
 
 /// A fired trigger as the tally counts it: nothing about its contact.
@@ -198,6 +213,8 @@ struct State {
     dead: BTreeSet<(String, Position, String)>,
     /// What fired, as counted of records already deleted (see [`FiredBefore`]).
     fired_before: FiredBefore,
+    /// On a shared outbox, the node that sends, as the lease records decide.
+    sender: Option<Lease>,
 }
 
 /// Days of fired triggers counted per site: the latest.
@@ -318,6 +335,7 @@ impl State {
                     self.count_fired(&counted);
                 }
             }
+            Record::Lease(lease) => self.lease(lease),
             Record::Replay { id, webhook, at } => {
                 self.unowe(&id, &webhook);
                 self.owe(&id, &webhook, at);
@@ -436,10 +454,20 @@ impl Entry {
 }
 
 pub struct Outbox {
-    log: Arc<FileLog>,
-    state: Mutex<State>,
-    /// Where [`FIRED_BEFORE_FILE`] is.
-    dir: std::path::PathBuf,
+    store: Store,
+    state: Arc<Mutex<State>>,
+}
+
+enum Store {
+    /// This process's own: records applied as they are appended, erased by overwriting.
+    File {
+        log: Arc<FileLog>,
+        /// Where [`FIRED_BEFORE_FILE`] is.
+        dir: PathBuf,
+    },
+    /// One for every engine node of a shared log: records applied as they are read back,
+    /// in the topic's order, whoever wrote them.
+    Shared(SharedOutbox),
 }
 
 impl Outbox {
@@ -488,27 +516,49 @@ impl Outbox {
             }
         }
         Ok(Outbox {
-            log: Arc::new(log),
-            state: Mutex::new(state),
-            dir: dir.to_path_buf(),
+            store: Store::File {
+                log: Arc::new(log),
+                dir: dir.to_path_buf(),
+            },
+            state: Arc::new(Mutex::new(state)),
+        })
+    }
+
+    /// Opens the outbox every engine node of a shared log follows, on `log`, and reads it
+    /// to its end: blocking. The contacts' identifiers in its records are sealed with
+    /// `keys`.
+    pub fn open_shared(log: Arc<dyn EventLog>, keys: Arc<Keyring>) -> Result<Outbox, TriggerError> {
+        let state = Arc::new(Mutex::new(State::default()));
+        let shared = SharedOutbox::open(log, keys)?;
+        shared.read_to(shared.end(), &state)?;
+        Ok(Outbox {
+            store: Store::Shared(shared),
+            state,
         })
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.state)
     }
 
-    /// Appends `records` durably (one group commit), then applies them.
+    /// Appends `records` durably (one group commit), then applies them: on a shared
+    /// outbox, with every record before them, as read back.
     async fn append(&self, records: Vec<Record>) -> Result<(), TriggerError> {
         if records.is_empty() {
             return Ok(());
         }
+        let log = match &self.store {
+            Store::File { log, .. } => log,
+            Store::Shared(shared) => {
+                let end = shared.append(records).await?;
+                return shared.read_to_later(end, &self.state).await;
+            }
+        };
         let bytes = records
             .iter()
             .map(|r| serde_json::to_vec(r).expect("outbox records serialise"))
             .collect();
-        let first = self
-            .log
+        let first = log
             .append(bytes)
             .await
             .map_err(|e| TriggerError::Storage(e.to_string()))?;
@@ -517,6 +567,44 @@ impl Outbox {
             state.apply(first + offset as Position, record);
         }
         Ok(())
+    }
+
+    /// Whether this node fires and sends triggers now. Always on the embedded outbox; on
+    /// a shared one, after reading what the other nodes wrote, when it holds the lease
+    /// (renewing or claiming it first when due: see [`shared`]).
+    pub async fn take_turn(&self, now: i64) -> Result<bool, TriggerError> {
+        let Store::Shared(shared) = &self.store else {
+            return Ok(true);
+        };
+        let turn = async {
+            shared.read_to_later(shared.end(), &self.state).await?;
+            let held = self.state().sender.clone();
+            if shared.claims(held.as_ref(), now) {
+                let lease = Lease {
+                    node: shared.node().to_string(),
+                    at: now,
+                };
+                self.append(vec![Record::Lease(lease)]).await?;
+            }
+            Ok::<_, TriggerError>(self.state().sender.clone())
+        };
+        match turn.await {
+            Ok(held) => Ok(shared.acts(held.as_ref(), now)),
+            Err(error) => {
+                shared.warn(&error, now);
+                shared.acts(None, now);
+                Err(error)
+            }
+        }
+    }
+
+    /// Whether this node sent the triggers at its last turn (on the embedded outbox,
+    /// always).
+    pub fn sends(&self) -> bool {
+        match &self.store {
+            Store::File { .. } => true,
+            Store::Shared(shared) => shared.sending(),
+        }
     }
 
     /// Whether the trigger with this id fired already.
@@ -544,53 +632,22 @@ impl Outbox {
     }
 
     /// Erases every trace of the contact whose check digest is `check`: its fired records
-    /// are overwritten in place (the log's redaction), its deliveries are no longer owed,
-    /// and its frequency caps are forgotten. Returns how many records were overwritten.
+    /// are overwritten in place (the log's redaction; on a shared outbox they are sealed
+    /// under the contact's keys, which the erasure deletes), its deliveries are no longer
+    /// owed, and its frequency caps are forgotten. Returns how many records were
+    /// overwritten (on a shared outbox, let go).
     pub fn forget(&self, check: &str) -> Result<usize, TriggerError> {
         let mut state = self.state();
         // Left in the index until all are overwritten: an erasure that fails midway
         // finds the rest when it is tried again.
         let positions = state.positions.get(check).cloned().unwrap_or_default();
-        let mut replacements = Vec::new();
-        let mut ids = Vec::new();
-        for position in &positions {
-            let original = self
-                .log
-                .read(*position, 1)
-                .map_err(|e| TriggerError::Storage(e.to_string()))?;
-            // A position whose record is gone reads as the next one: never overwritten.
-            let Some(record) = original.first().filter(|r| r.position == *position) else {
-                continue;
-            };
-            let (id, counted) = serde_json::from_slice::<Record>(&record.payload)
-                .ok()
-                .and_then(|r| match r {
-                    Record::Fired(fired) => Some((fired.id.clone(), Some(Counted::of(&fired)))),
-                    // Overwritten already by an erasure cut short: written again as it is.
-                    Record::Forgotten { id, counted } => Some((id, counted)),
-                    _ => None,
-                })
-                .unwrap_or_default();
-            let forgotten = Record::Forgotten {
-                id: id.clone(),
-                counted,
-            };
-            let mut bytes = serde_json::to_vec(&forgotten).expect("serialises");
-            if bytes.len() > record.payload.len() {
-                return Err(TriggerError::Storage(format!(
-                    "outbox record {position} cannot be overwritten by a shorter one"
-                )));
-            }
-            bytes.resize(record.payload.len(), b' ');
-            replacements.push(spoor_log::Record {
-                position: *position,
-                payload: bytes,
-            });
-            ids.push(id);
-        }
-        self.log
-            .redact(&replacements)
-            .map_err(|e| TriggerError::Storage(e.to_string()))?;
+        let ids = match &self.store {
+            Store::File { log, .. } => overwrite_fired(log, &positions)?,
+            Store::Shared(_) => (positions.iter())
+                .filter_map(|position| state.entries.get(position))
+                .map(|entry| entry.fired.id.clone())
+                .collect(),
+        };
         for id in &ids {
             if let Some(index) = state.by_id.get(id).copied()
                 && let Some(held) = state.entries.get(&index).cloned()
@@ -615,7 +672,7 @@ impl Outbox {
         for contacts in state.first_messages.values_mut() {
             contacts.remove(check);
         }
-        Ok(replacements.len())
+        Ok(ids.len())
     }
 
     /// Lets go of the triggers settled longer ago than their site keeps them (see
@@ -631,20 +688,23 @@ impl Outbox {
         // segment being deleted.
         let mut state = self.state();
         let left = state.expire(now, &retention);
-        // With no trigger held, every record written so far may go; one being appended
-        // meanwhile lands at or after the end, in the segment being written, which stays.
-        let oldest_needed =
-            (state.entries.keys().next().copied()).unwrap_or_else(|| self.log.end());
-        self.count_before(&mut state, oldest_needed)?;
-        if self.log.remove_before(oldest_needed).map_err(storage)? > 0 {
-            // Records of triggers gone but still on disk keep their positions: an
-            // erasure must still overwrite them.
-            let first_kept = (self.log.read(0, 1).map_err(storage)?.first())
-                .map_or(oldest_needed, |r| r.position);
-            state.positions.retain(|_, positions| {
-                positions.retain(|p| *p >= first_kept);
-                !positions.is_empty()
-            });
+        // A topic keeps its records: every node lets go of what it holds alone.
+        if let Store::File { log, dir } = &self.store {
+            // With no trigger held, every record written so far may go; one being appended
+            // meanwhile lands at or after the end, in the segment being written, which
+            // stays.
+            let oldest_needed = (state.entries.keys().next().copied()).unwrap_or_else(|| log.end());
+            count_before(log, dir, &mut state, oldest_needed)?;
+            if log.remove_before(oldest_needed).map_err(storage)? > 0 {
+                // Records of triggers gone but still on disk keep their positions: an
+                // erasure must still overwrite them.
+                let first_kept = (log.read(0, 1).map_err(storage)?.first())
+                    .map_or(oldest_needed, |r| r.position);
+                state.positions.retain(|_, positions| {
+                    positions.retain(|p| *p >= first_kept);
+                    !positions.is_empty()
+                });
+            }
         }
         if left > 0 {
             tracing::info!(
@@ -654,41 +714,6 @@ impl Outbox {
             );
         }
         Ok(left)
-    }
-
-    /// Counts what fired in the records before `end` into [`FIRED_BEFORE_FILE`], durably,
-    /// before they may be deleted: what fired stays counted after a restart.
-    fn count_before(&self, state: &mut State, end: Position) -> Result<(), TriggerError> {
-        let storage = |e: spoor_log::LogError| TriggerError::Storage(e.to_string());
-        let mut next = state.fired_before.before;
-        if next >= end {
-            return Ok(());
-        }
-        let mut counted = state.fired_before.clone();
-        while next < end {
-            let records = self.log.read(next, 4096).map_err(storage)?;
-            let Some(last) = records.last() else { break };
-            next = last.position + 1;
-            for record in records.iter().filter(|r| r.position < end) {
-                let fired = match serde_json::from_slice::<Record>(&record.payload) {
-                    Ok(Record::Fired(fired)) => Some(Counted::of(&fired)),
-                    Ok(Record::Forgotten { counted, .. }) => counted,
-                    _ => None,
-                };
-                if let Some(fired) = fired {
-                    add_fired(
-                        counted.sites.entry(fired.site_id.clone()).or_default(),
-                        &fired,
-                    );
-                }
-            }
-        }
-        counted.before = end;
-        let bytes = serde_json::to_vec(&counted).expect("counts serialise");
-        spoor_log::write_atomically(&self.dir.join(FIRED_BEFORE_FILE), &bytes)
-            .map_err(|e| TriggerError::Storage(format!("{FIRED_BEFORE_FILE}: {e}")))?;
-        state.fired_before = counted;
-        Ok(())
     }
 
     /// Sends a dead letter again from the first attempt; false when there is none.
@@ -788,6 +813,94 @@ impl Outbox {
     }
 }
 
+/// Counts what fired in the records before `end` into [`FIRED_BEFORE_FILE`], durably,
+/// before they may be deleted: what fired stays counted after a restart.
+fn count_before(
+    log: &FileLog,
+    dir: &Path,
+    state: &mut State,
+    end: Position,
+) -> Result<(), TriggerError> {
+    let storage = |e: spoor_log::LogError| TriggerError::Storage(e.to_string());
+    let mut next = state.fired_before.before;
+    if next >= end {
+        return Ok(());
+    }
+    let mut counted = state.fired_before.clone();
+    while next < end {
+        let records = log.read(next, 4096).map_err(storage)?;
+        let Some(last) = records.last() else { break };
+        next = last.position + 1;
+        for record in records.iter().filter(|r| r.position < end) {
+            let fired = match serde_json::from_slice::<Record>(&record.payload) {
+                Ok(Record::Fired(fired)) => Some(Counted::of(&fired)),
+                Ok(Record::Forgotten { counted, .. }) => counted,
+                _ => None,
+            };
+            if let Some(fired) = fired {
+                add_fired(
+                    counted.sites.entry(fired.site_id.clone()).or_default(),
+                    &fired,
+                );
+            }
+        }
+    }
+    counted.before = end;
+    let bytes = serde_json::to_vec(&counted).expect("counts serialise");
+    spoor_log::write_atomically(&dir.join(FIRED_BEFORE_FILE), &bytes)
+        .map_err(|e| TriggerError::Storage(format!("{FIRED_BEFORE_FILE}: {e}")))?;
+    state.fired_before = counted;
+    Ok(())
+}
+
+/// Overwrites the fired records at `positions` with what they leave when their contact
+/// is erased (the log's redaction); returns their triggers' ids.
+fn overwrite_fired(log: &FileLog, positions: &[Position]) -> Result<Vec<String>, TriggerError> {
+    let mut replacements = Vec::new();
+    let mut ids = Vec::new();
+    for position in positions {
+        let original = log
+            .read(*position, 1)
+            .map_err(|e| TriggerError::Storage(e.to_string()))?;
+        // A position whose record is gone reads as the next one: never overwritten.
+        let Some(record) = original.first().filter(|r| r.position == *position) else {
+            continue;
+        };
+        let (id, counted) = serde_json::from_slice::<Record>(&record.payload)
+            .ok()
+            .and_then(|r| match r {
+                Record::Fired(fired) => Some((fired.id.clone(), Some(Counted::of(&fired)))),
+                // Overwritten already by an erasure cut short: written again as it is.
+                Record::Forgotten { id, counted } => Some((id, counted)),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let forgotten = Record::Forgotten {
+            id: id.clone(),
+            counted,
+        };
+        let mut bytes = serde_json::to_vec(&forgotten).expect("serialises");
+        if bytes.len() > record.payload.len() {
+            return Err(TriggerError::Storage(format!(
+                "outbox record {position} cannot be overwritten by a shorter one"
+            )));
+        }
+        bytes.resize(record.payload.len(), b' ');
+        replacements.push(spoor_log::Record {
+            position: *position,
+            payload: bytes,
+        });
+        ids.push(id);
+    }
+    log.redact(&replacements)
+        .map_err(|e| TriggerError::Storage(e.to_string()))?;
+    Ok(ids)
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -806,6 +919,7 @@ mod tests {
             fired_at: 100,
             not_before: None,
             webhooks: vec!["crm".into()],
+            sealed: None,
         }
     }
 

@@ -1,0 +1,546 @@
+//! The outbox of a shared log: one topic that every engine node follows and the node that
+//! sends the triggers writes.
+//!
+//! Which node sends is decided by lease records in the topic itself, read in the topic's
+//! order, so every node that has read as far agrees: a lease lasts [`LEASE_MS`] from the
+//! time its writer put in it; the holder renews it every [`RENEW_MS`]; any other node
+//! claims it once it has lapsed, and the first claim after the lapse, in the topic's order,
+//! wins (a later one finds a fresh lease and counts for nothing). A holder fires and sends
+//! only while its last renewal it has read back is younger than [`ACT_WITHIN_MS`]: a batch
+//! of deliveries it starts then ends (the receivers' timeout) before another node may
+//! claim, with the nodes' clocks within a second of each other. A node whose lease lapsed
+//! while a delivery was on its way may send it again after the new holder: deliveries are
+//! at least once, each with its trigger's `Idempotency-Key`.
+//!
+//! A lease in the log rather than a consumer group: a group's member that dies is let go
+//! only by the broker's session timeout, and Tansu 0.6 never lets one go; records every
+//! node reads in one order work alike on every Kafka-protocol broker.
+//!
+//! Every record is applied as it is read back, in the topic's order, whoever wrote it: the
+//! nodes hold the same outbox, and the one that takes over continues the deliveries owed.
+//! A fired record's contact (`reach`, `contactCheck`) is sealed under the key of the
+//! contact's email or phone, the key its events are sealed with: erasing the contact
+//! deletes the key, and the record then counts as fired for nobody.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use spoor_log::{EventLog, Keyring, LogReader, Position};
+use spoor_protocol::identity::Identifier;
+use spoor_protocol::sealing::{OpenError, key_name, open_part, seal_part};
+
+use super::{Counted, Fired, Reach, Record, State, lock};
+use crate::error::TriggerError;
+use crate::payload::check_of;
+
+/// How long a lease lasts after its writer's time in it.
+pub(super) const LEASE_MS: i64 = 15_000;
+/// How often the holder renews its lease.
+const RENEW_MS: i64 = 3_000;
+/// How young the holder's last renewal must be for it to start firing or a batch of
+/// deliveries: [`LEASE_MS`] less a batch's longest time (the receivers' 10 s timeout)
+/// and a second for the nodes' clocks.
+const ACT_WITHIN_MS: i64 = 4_000;
+/// How long reading the topic to a position may go without a record before it fails.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a node that cannot read or write the topic says so.
+const WARN_EVERY_MS: i64 = 30_000;
+
+/// An engine node sends the triggers until `at` plus [`LEASE_MS`], or claims to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    /// The node, by a name it takes at each start.
+    pub node: String,
+    /// Its clock when it wrote this, milliseconds since the epoch.
+    pub at: i64,
+}
+
+impl State {
+    /// A lease record, in the topic's order: the holder's renewal, or a claim that takes
+    /// the lease when the one held has lapsed.
+    pub(super) fn lease(&mut self, lease: Lease) {
+        let takes = match &self.sender {
+            None => true,
+            Some(held) if held.node == lease.node => lease.at >= held.at,
+            Some(held) => lease.at > held.at.saturating_add(LEASE_MS),
+        };
+        if takes {
+            self.sender = Some(lease);
+        }
+    }
+}
+
+pub(super) struct SharedOutbox {
+    log: Arc<dyn EventLog>,
+    keys: Arc<Keyring>,
+    /// This node's name in its leases: new at each start, so a node restarted claims anew.
+    node: String,
+    reading: Arc<Mutex<Reading>>,
+    /// Whether this node sent at its last turn: to say when that changes.
+    sending: AtomicBool,
+    warned_at: AtomicI64,
+}
+
+/// Where this node has read the topic to.
+struct Reading {
+    reader: Box<dyn LogReader>,
+    /// Read but not yet applied: a record whose keys could not be read waits here.
+    unread: VecDeque<spoor_log::Record>,
+}
+
+impl SharedOutbox {
+    pub(super) fn open(
+        log: Arc<dyn EventLog>,
+        keys: Arc<Keyring>,
+    ) -> Result<SharedOutbox, TriggerError> {
+        let reader = log.reader(0).map_err(storage)?;
+        Ok(SharedOutbox {
+            log,
+            keys,
+            node: format!("{:032x}", fastrand::u128(..)),
+            reading: Arc::new(Mutex::new(Reading {
+                reader,
+                unread: VecDeque::new(),
+            })),
+            sending: AtomicBool::new(false),
+            warned_at: AtomicI64::new(i64::MIN),
+        })
+    }
+
+    /// The topic's end as this node last learnt it.
+    pub(super) fn end(&self) -> Position {
+        self.log.end()
+    }
+
+    pub(super) fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub(super) fn sending(&self) -> bool {
+        self.sending.load(Ordering::Acquire)
+    }
+
+    /// Appends `records`, their contacts sealed; returns the position after the last.
+    pub(super) async fn append(&self, records: Vec<Record>) -> Result<Position, TriggerError> {
+        let count = records.len() as Position;
+        let mut bytes = Vec::with_capacity(records.len());
+        for record in records {
+            let record = match record {
+                Record::Fired(fired) => Record::Fired(self.seal(fired).await?),
+                other => other,
+            };
+            bytes.push(serde_json::to_vec(&record).expect("outbox records serialise"));
+        }
+        let first = self.log.append(bytes).await.map_err(storage)?;
+        Ok(first + count)
+    }
+
+    /// `fired` as it is stored: its contact sealed under the key of its email or phone
+    /// (stored first when new, as an event's are).
+    async fn seal(&self, mut fired: Fired) -> Result<Fired, TriggerError> {
+        let Some(reach) = fired.reach.take() else {
+            return Ok(fired);
+        };
+        let identifier = match &reach {
+            Reach::Email(email) => Identifier::Email(email.as_str().into()),
+            Reach::Phone(phone) => Identifier::Phone(phone.as_str().into()),
+        };
+        let key = self.keys.key_for(&key_name(&fired.site_id, &identifier));
+        if let Some(storing) = key.storing {
+            let stored = storing.wait().await;
+            self.keys.settle(&key.id, stored.is_ok());
+            stored.map_err(|e| TriggerError::Storage(format!("storing a contact's key: {e}")))?;
+        }
+        let part = serde_json::to_vec(&reach).expect("reaches serialise");
+        fired.contact_check.clear();
+        fired.sealed = Some(seal_part(part, vec![key.id], &[key.key], &bound(&fired)));
+        Ok(fired)
+    }
+
+    /// Reads the topic up to `end` into `state`, on a blocking thread.
+    pub(super) async fn read_to_later(
+        &self,
+        end: Position,
+        state: &Arc<Mutex<State>>,
+    ) -> Result<(), TriggerError> {
+        let (reading, keys, state) = (self.reading.clone(), self.keys.clone(), state.clone());
+        tokio::task::spawn_blocking(move || read_to(&reading, &keys, &state, end))
+            .await
+            .map_err(|e| TriggerError::Storage(format!("reading the outbox topic: {e}")))?
+    }
+
+    /// Reads the topic up to `end` into `state`: blocking.
+    pub(super) fn read_to(&self, end: Position, state: &Mutex<State>) -> Result<(), TriggerError> {
+        read_to(&self.reading, &self.keys, state, end)
+    }
+
+    /// Whether this node writes a lease now, seeing `held`: its own renewal when due, a
+    /// claim when none is held or the one held has lapsed.
+    pub(super) fn claims(&self, held: Option<&Lease>, now: i64) -> bool {
+        match held {
+            None => true,
+            Some(lease) if lease.node == self.node => now - lease.at >= RENEW_MS,
+            Some(lease) => now > lease.at.saturating_add(LEASE_MS),
+        }
+    }
+
+    /// Whether this node sends now, seeing `held` after its turn; says so when it changes.
+    pub(super) fn acts(&self, held: Option<&Lease>, now: i64) -> bool {
+        let acts =
+            held.is_some_and(|lease| lease.node == self.node && now - lease.at < ACT_WITHIN_MS);
+        if self.sending.swap(acts, Ordering::AcqRel) != acts {
+            if acts {
+                tracing::info!(node = %self.node, "this node sends the triggers now");
+            } else {
+                tracing::info!(
+                    node = %self.node,
+                    sender = held.map(|lease| lease.node.as_str()),
+                    "this node no longer sends the triggers"
+                );
+            }
+        }
+        acts
+    }
+
+    /// Says why a turn failed, at most every [`WARN_EVERY_MS`].
+    pub(super) fn warn(&self, error: &TriggerError, now: i64) {
+        let last = self.warned_at.load(Ordering::Acquire);
+        if now.saturating_sub(last) >= WARN_EVERY_MS
+            && self
+                .warned_at
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            tracing::warn!(
+                %error,
+                "the trigger outbox topic cannot be read or written: this node sends no trigger until it can"
+            );
+        }
+    }
+}
+
+fn read_to(
+    reading: &Mutex<Reading>,
+    keys: &Keyring,
+    state: &Mutex<State>,
+    end: Position,
+) -> Result<(), TriggerError> {
+    let mut reading = reading.lock().unwrap_or_else(|p| p.into_inner());
+    let mut progress_at = Instant::now();
+    loop {
+        while let Some(record) = reading.unread.front() {
+            let decoded = decode(record, keys)?;
+            let position = record.position;
+            reading.unread.pop_front();
+            if let Some(decoded) = decoded {
+                lock(state).apply(position, decoded);
+            }
+        }
+        if reading.reader.position() >= end {
+            return Ok(());
+        }
+        let batch = (reading.reader)
+            .next_batch(4096, Duration::from_millis(200))
+            .map_err(storage)?;
+        if !batch.is_empty() {
+            progress_at = Instant::now();
+        } else if progress_at.elapsed() > READ_TIMEOUT {
+            return Err(TriggerError::Storage(format!(
+                "the outbox topic's records up to {end} did not come within {}s",
+                READ_TIMEOUT.as_secs()
+            )));
+        }
+        reading.unread.extend(batch);
+    }
+}
+
+/// A record as read from the topic, its contact opened; `None` for one to skip. A fired
+/// record whose key is gone (its contact erased) counts as fired, for nobody.
+fn decode(record: &spoor_log::Record, keys: &Keyring) -> Result<Option<Record>, TriggerError> {
+    let parsed = match serde_json::from_slice::<Record>(&record.payload) {
+        Ok(parsed) => parsed,
+        Err(error) => {
+            // serde's message quotes no more than the record's kind or a field's name:
+            // the contact is sealed.
+            tracing::error!(
+                position = record.position,
+                %error,
+                "an outbox record could not be read; skipped"
+            );
+            return Ok(None);
+        }
+    };
+    let Record::Fired(mut fired) = parsed else {
+        return Ok(Some(parsed));
+    };
+    let Some(sealed) = fired.sealed.take() else {
+        return Ok(Some(Record::Fired(fired)));
+    };
+    match open_part(&sealed, |id| keys.key(id), &bound(&fired)) {
+        Ok(Some(part)) => {
+            let Ok(reach) = serde_json::from_slice::<Reach>(&part) else {
+                tracing::error!(
+                    position = record.position,
+                    "an outbox record opened to no contact; skipped"
+                );
+                return Ok(None);
+            };
+            let (Reach::Email(value) | Reach::Phone(value)) = &reach;
+            fired.contact_check = check_of(value);
+            fired.reach = Some(reach);
+            Ok(Some(Record::Fired(fired)))
+        }
+        Ok(None) => Ok(Some(Record::Forgotten {
+            id: fired.id.clone(),
+            counted: Some(Counted::of(&fired)),
+        })),
+        Err(OpenError::Keys(error)) => Err(TriggerError::Storage(format!(
+            "the keys of outbox record {}: {error}",
+            record.position
+        ))),
+        Err(OpenError::Corrupt(why)) => {
+            tracing::error!(
+                position = record.position,
+                why,
+                "an outbox record does not open; skipped"
+            );
+            Ok(None)
+        }
+    }
+}
+
+/// What a fired record's sealed part is bound to: a box moved to another trigger does
+/// not open there.
+fn bound(fired: &Fired) -> Vec<u8> {
+    format!("spoor outbox/{}/{}", fired.site_id, fired.id).into_bytes()
+}
+
+fn storage(error: spoor_log::LogError) -> TriggerError {
+    TriggerError::Storage(error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use spoor_engine::timers::TriggerKind;
+    use spoor_log::{FileLog, FileLogConfig, MemoryTable};
+    use spoor_protocol::sealing::erased_key_names;
+
+    use super::super::{Attempt, DeliveryStatus, Outbox, Store};
+    use super::*;
+
+    const T: i64 = 1_700_000_000_000;
+
+    struct Topic {
+        _dir: tempfile::TempDir,
+        log: Arc<FileLog>,
+        keys: Arc<Keyring>,
+    }
+
+    impl Topic {
+        fn new() -> Topic {
+            let dir = tempfile::tempdir().unwrap();
+            let config = FileLogConfig {
+                commit_interval: Duration::ZERO,
+                ..FileLogConfig::default()
+            };
+            let log = Arc::new(FileLog::open(dir.path(), config, None).unwrap());
+            let keys = Keyring::open(Arc::new(MemoryTable::default())).unwrap();
+            Topic {
+                _dir: dir,
+                log,
+                keys,
+            }
+        }
+
+        /// An engine node's outbox on the topic.
+        fn node(&self) -> Outbox {
+            Outbox::open_shared(self.log.clone(), self.keys.clone()).unwrap()
+        }
+
+        fn bytes(&self) -> Vec<u8> {
+            let records = self.log.read(0, 10_000).unwrap();
+            records.into_iter().flat_map(|r| r.payload).collect()
+        }
+    }
+
+    fn fired(id: &str, email: &str) -> Fired {
+        Fired {
+            id: id.into(),
+            site_id: "S".into(),
+            kind: TriggerKind::AbandonedCart,
+            step: 0,
+            contact: 1,
+            contact_check: check_of(email),
+            reach: Some(Reach::Email(email.into())),
+            anchor: 10,
+            product: None,
+            fired_at: T,
+            not_before: None,
+            webhooks: vec!["crm".into()],
+            sealed: None,
+        }
+    }
+
+    fn holds(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn one_node_sends_and_another_takes_over_the_deliveries_owed_when_its_lease_lapses() {
+        let topic = Topic::new();
+        let (first, second) = (topic.node(), topic.node());
+        assert!(first.take_turn(T).await.unwrap(), "the first claim wins");
+        assert!(!second.take_turn(T).await.unwrap(), "a lease is held");
+        assert!(first.sends() && !second.sends());
+
+        first
+            .fired(vec![
+                fired("t1", "ann@example.com"),
+                fired("t2", "bob@example.com"),
+            ])
+            .await
+            .unwrap();
+        first
+            .attempted(vec![Attempt {
+                id: "t1".into(),
+                webhook: "crm".into(),
+                at: T,
+                delivered: true,
+                outcome: "HTTP 200".into(),
+                next_at: None,
+            }])
+            .await
+            .unwrap();
+        // The other node holds the same outbox once it has read the topic.
+        assert!(!second.take_turn(T + 1_000).await.unwrap());
+        assert!(second.contains("t1") && second.contains("t2"));
+        let owed: Vec<String> = (second.due(T + 1_000, 10).into_iter())
+            .map(|(fired, _, _)| fired.id)
+            .collect();
+        assert_eq!(owed, ["t2"]);
+        assert_eq!(
+            second.list("S", Some(DeliveryStatus::Pending), 10)[0]
+                .fired
+                .reach,
+            Some(Reach::Email("bob@example.com".into()))
+        );
+        assert_eq!(
+            second.last_first_message(
+                "S",
+                &check_of("ann@example.com"),
+                TriggerKind::AbandonedCart
+            ),
+            Some(T)
+        );
+        // Who they are is sealed in the topic; what fired is not.
+        let stored = topic.bytes();
+        assert!(holds(&stored, "\"t2\"") && holds(&stored, "abandoned-cart"));
+        for personal in ["bob@example.com", &check_of("bob@example.com")] {
+            assert!(!holds(&stored, personal), "{personal} in the clear");
+        }
+
+        // The sender renews while it lives; the other cannot claim meanwhile.
+        assert!(first.take_turn(T + 3_000).await.unwrap());
+        assert!(!second.take_turn(T + 3_000 + LEASE_MS).await.unwrap());
+        // The sender stops (killed): once its last lease lapsed, the other claims it and
+        // owes what it owed.
+        let lapsed = T + 3_000 + LEASE_MS + 1;
+        assert!(second.take_turn(lapsed).await.unwrap());
+        assert_eq!(second.due(lapsed, 10).len(), 1);
+        // The first comes back and finds it has lost the lease, whatever its clock says.
+        assert!(!first.take_turn(lapsed + 1).await.unwrap());
+        assert!(!first.sends());
+        // A node started later reads the same outbox and the same sender.
+        let third = topic.node();
+        assert!(!third.take_turn(lapsed + 2).await.unwrap());
+        assert_eq!(third.due(lapsed, 10).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_holder_acts_only_while_its_renewal_is_young_and_a_late_claim_counts_for_nothing() {
+        let topic = Topic::new();
+        let (first, second) = (topic.node(), topic.node());
+        assert!(first.take_turn(T).await.unwrap());
+        // The holder's renewal is due but not yet written back when it looks again much
+        // later: it renews first, and acts on the renewal.
+        assert!(first.take_turn(T + 10_000).await.unwrap());
+        // A claim written after a renewal it had not read counts for nothing.
+        second
+            .append(vec![Record::Lease(Lease {
+                node: "late".into(),
+                at: T + 10_000 + LEASE_MS,
+            })])
+            .await
+            .unwrap();
+        assert!(!second.take_turn(T + 10_001).await.unwrap());
+        assert!(first.take_turn(T + 10_002).await.unwrap());
+        // A holder whose renewal read back is too old to finish a batch before it lapses
+        // does not act, even before anyone claims.
+        let mut state = State::default();
+        state.lease(Lease {
+            node: "a".into(),
+            at: T,
+        });
+        state.lease(Lease {
+            node: "b".into(),
+            at: T + LEASE_MS,
+        });
+        assert_eq!(state.sender.as_ref().map(|l| l.node.as_str()), Some("a"));
+        state.lease(Lease {
+            node: "b".into(),
+            at: T + LEASE_MS + 1,
+        });
+        assert_eq!(state.sender.as_ref().map(|l| l.node.as_str()), Some("b"));
+        let Store::Shared(shared) = &first.store else {
+            unreachable!()
+        };
+        let mine = Lease {
+            node: shared.node().to_string(),
+            at: T,
+        };
+        assert!(shared.acts(Some(&mine), T + ACT_WITHIN_MS - 1));
+        assert!(!shared.acts(Some(&mine), T + ACT_WITHIN_MS));
+    }
+
+    #[tokio::test]
+    async fn an_erased_contacts_fired_records_count_for_nobody_on_every_node() {
+        let topic = Topic::new();
+        let sender = topic.node();
+        assert!(sender.take_turn(T).await.unwrap());
+        sender
+            .fired(vec![
+                fired("ann-1", "ann@example.com"),
+                fired("bob-1", "bob@example.com"),
+            ])
+            .await
+            .unwrap();
+        let other = topic.node();
+        assert!(other.contains("ann-1"));
+        // The erasure deletes the contact's keys; each running node lets go of its records.
+        let ann = Identifier::Email("ann@example.com".into());
+        topic.keys.delete(&erased_key_names("S", [&ann])).unwrap();
+        for node in [&sender, &other] {
+            assert_eq!(node.forget(&check_of("ann@example.com")).unwrap(), 1);
+        }
+        // A node that reads the topic afterwards finds a trigger fired for nobody.
+        let later = topic.node();
+        for node in [&sender, &other, &later] {
+            let listed: Vec<String> = (node.list("S", None, 10).into_iter())
+                .map(|entry| entry.fired.id)
+                .collect();
+            assert_eq!(listed, ["bob-1"]);
+            let owed: Vec<String> = (node.due(T, 10).into_iter())
+                .map(|(fired, _, _)| fired.id)
+                .collect();
+            assert_eq!(owed, ["bob-1"]);
+            let fired_today: u64 = node.tally("S").fired.values().flatten().sum();
+            assert_eq!(fired_today, 2, "what fired stays counted");
+        }
+    }
+}
