@@ -611,23 +611,35 @@ fn fetch(peer: &Node, data: &Path, broker: &str, topic: &str) -> Command {
     command
 }
 
-/// A shop's webhook receiver: each delivery's `Idempotency-Key`, and whether it was
-/// answered 200 (it answers 503 until told to accept).
+/// A shop's webhook receiver: each delivery's `Idempotency-Key`, whether it was answered
+/// 200 (it answers 503 until told to accept), and the engine node that sent it.
 #[derive(Clone, Default)]
 struct Receiver {
     accepting: Arc<AtomicBool>,
-    got: Arc<Mutex<Vec<(String, bool)>>>,
+    got: Arc<Mutex<Vec<Delivery>>>,
+}
+
+struct Delivery {
+    key: String,
+    accepted: bool,
+    sender: String,
 }
 
 impl Receiver {
     async fn start() -> (Receiver, String) {
         async fn receive(State(receiver): State<Receiver>, headers: HeaderMap) -> StatusCode {
-            let key = (headers.get("idempotency-key"))
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let header = |name: &str| {
+                (headers.get(name))
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string()
+            };
             let accepted = receiver.accepting.load(Ordering::SeqCst);
-            receiver.got.lock().unwrap().push((key, accepted));
+            receiver.got.lock().unwrap().push(Delivery {
+                key: header("idempotency-key"),
+                accepted,
+                sender: header("spoor-sender"),
+            });
             match accepted {
                 true => StatusCode::OK,
                 false => StatusCode::SERVICE_UNAVAILABLE,
@@ -643,13 +655,25 @@ impl Receiver {
         (receiver, url)
     }
 
-    /// The distinct keys answered 200, and how many deliveries came in all.
-    fn delivered(&self) -> (std::collections::BTreeSet<String>, usize) {
+    /// The keys answered 200 (once each, or more), and how many deliveries came in all.
+    fn delivered(&self) -> (Vec<String>, usize) {
         let got = self.got.lock().unwrap();
-        let keys = (got.iter().filter(|(_, accepted)| *accepted))
-            .map(|(key, _)| key.clone())
+        let keys = (got.iter().filter(|d| d.accepted))
+            .map(|d| d.key.clone())
             .collect();
         (keys, got.len())
+    }
+
+    /// The senders of the deliveries, in the order they came, each run of one sender
+    /// told once.
+    fn sender_runs(&self) -> Vec<String> {
+        let mut runs: Vec<String> = Vec::new();
+        for delivery in self.got.lock().unwrap().iter() {
+            if runs.last() != Some(&delivery.sender) {
+                runs.push(delivery.sender.clone());
+            }
+        }
+        runs
     }
 }
 
@@ -822,7 +846,9 @@ async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     ingest[0].kill_and_restart();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    engines[sender].kill_and_restart();
+    // The sender stays down until the other engine node has taken over.
+    engines[sender].server.kill();
+    let first_sender = receiver.sender_runs().pop().unwrap();
     receiver.accepting.store(true, Ordering::SeqCst);
     let later_carts = tokio::spawn(post_each(
         urls.clone(),
@@ -839,24 +865,41 @@ async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
     let acknowledged = load.await.unwrap();
     later_carts.await.unwrap();
 
-    // Another engine node took over: every trigger, fired before the kill or after, was
-    // delivered, and the outboxes of both nodes say so.
+    // The surviving engine node took over: every trigger, fired before the kill or
+    // after, was delivered, once, and the outboxes of both nodes say so. One node sent at
+    // a time: the first sender's deliveries, then the survivor's.
     let carts = CARTS_BEFORE + CARTS_AFTER;
     let deadline = Instant::now() + Duration::from_secs(90);
     let (keys, deliveries) = loop {
         let (keys, deliveries) = receiver.delivered();
-        if keys.len() >= carts {
+        let distinct: std::collections::BTreeSet<String> = keys.iter().cloned().collect();
+        if distinct.len() >= carts {
             break (keys, deliveries);
         }
         assert!(
             Instant::now() < deadline,
             "{} of {carts} triggers delivered",
-            keys.len()
+            distinct.len()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    let runs = receiver.sender_runs();
+    assert_eq!(runs.len(), 2, "one sender at a time: {runs:?}");
+    assert_eq!(runs[0], first_sender);
+    assert!(!runs[1].is_empty(), "deliveries name their sender");
+    let keys: std::collections::BTreeSet<String> = keys.into_iter().collect();
     assert_eq!(keys.len(), carts, "one trigger per cart: {keys:?}");
-    eprintln!("{carts} triggers delivered in {deliveries} deliveries");
+    let accepted = receiver.delivered().0.len();
+    eprintln!("{carts} triggers delivered in {deliveries} deliveries, {accepted} answered 200");
+    assert_eq!(accepted, carts, "each delivered once");
+    // The survivor sends (its metrics say so).
+    trigger_sender(&[&engines[1 - sender].server]).await;
+    engines[sender].server = Node::launch(
+        &engines[sender].data,
+        &[],
+        &engines[sender].listen,
+        &engines[sender].args,
+    );
     for engine in &engines {
         let delivered = eventually(
             &engine.server,

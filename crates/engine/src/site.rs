@@ -108,6 +108,22 @@ impl SiteState {
         self.timers.follow_up(fired);
     }
 
+    /// A due trigger taken but not recorded as fired (its record could not be stored):
+    /// due again at the next take.
+    pub fn retry_due(&mut self, pending: Pending) {
+        self.timers.due_now(pending);
+    }
+
+    /// Trigger timers that came due before `before`, those due at once included only
+    /// when their event is that old (see [`Timers::take_due_before`]).
+    pub fn take_due_before(
+        &mut self,
+        before: i64,
+        delay: impl Fn(TriggerKind, u8) -> Option<i64>,
+    ) -> Vec<Pending> {
+        self.timers.take_due_before(before, delay)
+    }
+
     /// Holds a due trigger until its contact can be reached (see
     /// [`Timers::await_identity`]).
     pub fn await_identity(&mut self, pending: Pending, deadline: i64) {

@@ -263,6 +263,23 @@ impl Timers {
         })
     }
 
+    /// [`Timers::take_due`] at `before`, but of the triggers due at once (price drops,
+    /// returns to stock) only those whose event came before `before`: what a node that
+    /// does not send lets go of, long after the node that sends has fired it.
+    pub fn take_due_before(
+        &mut self,
+        before: i64,
+        delay: impl Fn(TriggerKind, u8) -> Option<i64>,
+    ) -> Vec<Pending> {
+        let (old, recent) = std::mem::take(&mut self.ready)
+            .into_iter()
+            .partition(|pending| pending.anchor < before);
+        self.ready = old;
+        let taken = self.take_due(before, delay);
+        self.ready = recent;
+        taken
+    }
+
     /// Takes every timer due at `now`. `delay(kind, step)` is the wait after the anchor,
     /// in milliseconds, or `None` when that step is off (its timers are dropped).
     pub fn take_due(

@@ -221,6 +221,12 @@ impl Keyring {
         }
     }
 
+    /// A key of `name` to seal with when one is held; never a new one: for what is sealed
+    /// only about someone whose records already are (a deleted name stays deleted).
+    pub fn existing_key(&self, name: &str) -> Option<SealingKey> {
+        self.usable(&self.held(), name)
+    }
+
     /// The key of `name` to seal with, if one is held and not known to have failed,
     /// with what to wait for; read under `held`'s guard, so that its storing's outcome
     /// and the key are seen together (a failure settles both under the write lock).

@@ -165,7 +165,16 @@ impl Triggers {
         if !records.is_empty() {
             tracing::info!(site_id, fired = records.len(), "triggers fired");
         }
-        self.outbox.fired(records).await?;
+        if let Err(error) = self.outbox.fired(records).await {
+            // Not recorded: due again at the next tick, never lost.
+            self.change_site(site_id, |site| {
+                for pending in fired {
+                    site.retry_due(pending);
+                }
+            })
+            .await;
+            return Err(error);
+        }
         let count = fired.len();
         self.change_site(site_id, |site| {
             for pending in &fired {
@@ -224,9 +233,7 @@ impl Triggers {
         };
         // Fired already (by the node that sent before this one took over, or before a
         // restart from an older snapshot): only followed up, whatever the rules say now.
-        if let Some(check) = contact_check(contact)
-            && self.outbox.contains(&trigger_id(site_id, &check, &pending))
-        {
+        if let Some(check) = self.fired_before(site_id, contact, &pending) {
             return Some(ToFire {
                 pending,
                 check,
@@ -270,11 +277,64 @@ impl Triggers {
         {
             return None;
         }
+        let reach = reach(contact);
+        // On a shared outbox a contact is named only under the key their records are
+        // sealed with: none (erased a moment ago, not yet dropped from this state) fires
+        // nothing.
+        if !(reach.as_ref()).is_some_and(|reach| self.outbox.can_name(site_id, reach)) {
+            return None;
+        }
         Some(ToFire {
             pending,
             check,
-            reach: reach(contact),
+            reach,
         })
+    }
+
+    /// The contact's check when the outbox holds `pending`'s trigger (fired already).
+    fn fired_before(
+        &self,
+        site_id: &str,
+        contact: &spoor_engine::Contact,
+        pending: &Pending,
+    ) -> Option<String> {
+        let check = contact_check(contact)?;
+        (self.outbox)
+            .contains(&trigger_id(site_id, &check, pending))
+            .then_some(check)
+    }
+
+    /// On a node that does not send: lets go of the timers that came due before `before`
+    /// (the node that sends has handled them meanwhile), following up those whose
+    /// trigger fired, so that this node's state holds what the sender's does should it
+    /// take over, and not every due timer since it started.
+    async fn settle_behind(&self, before: i64) {
+        let sites: Vec<String> = (self.live.read().sites().into_iter())
+            .filter(|(id, site)| {
+                let settings = self.settings.get(id);
+                (site.timers()).any_due(before, |kind, step| settings.delay_ms(kind, step))
+            })
+            .map(|(id, _)| id.to_string())
+            .collect();
+        for site_id in sites {
+            let settings = self.settings.get(&site_id);
+            self.change_site(&site_id, |site| {
+                let due = site.take_due_before(before, |kind, step| settings.delay_ms(kind, step));
+                for pending in due {
+                    let Some(contact) = site.contact_by_id(pending.contact) else {
+                        continue;
+                    };
+                    let pending = Pending {
+                        contact: contact.id,
+                        ..pending
+                    };
+                    if self.fired_before(&site_id, contact, &pending).is_some() {
+                        site.follow_up(&pending);
+                    }
+                }
+            })
+            .await;
+        }
     }
 
     /// Lets go of the triggers settled longer ago than their site keeps them, on a
@@ -363,7 +423,7 @@ impl Triggers {
         if let Err(refusal) = refused {
             return outcome(false, format!("not sent: {refusal}"), None);
         }
-        let sent = self
+        let mut request = self
             .client
             .post(&hook.url)
             .header("content-type", "application/json")
@@ -372,10 +432,12 @@ impl Triggers {
                 signature::sign(&hook.secret, now / 1000, &body),
             )
             .header("idempotency-key", &fired.id)
-            .header("spoor-trigger", fired.kind.name())
-            .body(body)
-            .send()
-            .await;
+            .header("spoor-trigger", fired.kind.name());
+        // On several machines: which engine node sent it (its log names it too).
+        if let Some(node) = self.outbox.node_name() {
+            request = request.header("spoor-sender", node);
+        }
+        let sent = request.body(body).send().await;
         let (delivered, retryable, text) = match sent {
             Ok(response) => {
                 let status = response.status();
@@ -482,8 +544,13 @@ impl Triggers {
                 if let Err(error) = self.expire_settled(now).await {
                     tracing::error!(%error, "expiring settled triggers failed");
                 }
+                if let Some(before) = self.outbox.handled_elsewhere_before(now) {
+                    self.settle_behind(before).await;
+                }
             }
-            if self.sends(now).await {
+            // A state still replaying the log would fire from part of it: no turn (and no
+            // claim to send) until it is current.
+            if self.live.is_current() && self.sends(now).await {
                 if let Err(error) = self.fire_due(now).await {
                     tracing::error!(%error, "firing triggers failed");
                 }

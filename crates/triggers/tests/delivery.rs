@@ -459,6 +459,13 @@ async fn a_node_taking_over_follows_up_what_the_last_sender_fired_and_fires_noth
         .unwrap(),
     );
     let keys = spoor_log::Keyring::open(Arc::new(spoor_log::MemoryTable::default())).unwrap();
+    // Ann's events were sealed under her email's key.
+    let ann = spoor_protocol::identity::Identifier::Email("ann@example.com".into());
+    let key = keys.key_for(&spoor_protocol::sealing::key_name("S", &ann));
+    if let Some(storing) = key.storing {
+        storing.wait().await.unwrap();
+        keys.settle(&key.id, true);
+    }
     let node = |live: Arc<LiveState>| {
         let outbox = Outbox::open_shared(topic.clone(), keys.clone()).unwrap();
         shop.triggers_with(
@@ -503,4 +510,74 @@ async fn a_node_taking_over_follows_up_what_the_last_sender_fired_and_fires_noth
         .collect();
     assert_eq!(steps.len(), 2, "{steps:?}");
     assert_ne!(steps[0].0, steps[1].0, "two triggers: {steps:?}");
+}
+
+/// The real log, whose appends fail while `down` is set, as a topic's do while its
+/// brokers are out of reach.
+struct Unreachable {
+    log: FileLog,
+    down: AtomicBool,
+}
+
+impl EventLog for Unreachable {
+    fn append(&self, records: Vec<Vec<u8>>) -> spoor_log::AppendFuture {
+        if self.down.load(Ordering::SeqCst) {
+            let error = spoor_log::LogError::Unavailable("the brokers are down".into());
+            return Box::pin(std::future::ready(Err(error)));
+        }
+        self.log.append(records)
+    }
+
+    fn reader(
+        &self,
+        from: spoor_log::Position,
+    ) -> Result<Box<dyn spoor_log::LogReader>, spoor_log::LogError> {
+        self.log.reader(from)
+    }
+
+    fn end(&self) -> spoor_log::Position {
+        self.log.end()
+    }
+}
+
+#[tokio::test]
+async fn a_trigger_whose_record_cannot_be_stored_fires_at_a_later_turn() {
+    let (url, receiver) = start_receiver(0, 200).await;
+    let mut shop = Shop::open(&url, json!({}));
+    shop.post(cart("ann", 0, Some("ann@example.com"))).await;
+    let topic = Arc::new(Unreachable {
+        log: FileLog::open(
+            &shop.dir.path().join("outbox-topic"),
+            FileLogConfig::default(),
+            None,
+        )
+        .unwrap(),
+        down: AtomicBool::new(false),
+    });
+    let keys = spoor_log::Keyring::open(Arc::new(spoor_log::MemoryTable::default())).unwrap();
+    let ann = spoor_protocol::identity::Identifier::Email("ann@example.com".into());
+    let key = keys.key_for(&spoor_protocol::sealing::key_name("S", &ann));
+    if let Some(storing) = key.storing {
+        storing.wait().await.unwrap();
+        keys.settle(&key.id, true);
+    }
+    let outbox = Outbox::open_shared(topic.clone(), keys).unwrap();
+    let triggers = shop.triggers_with(
+        shop.live.clone(),
+        outbox,
+        Targets {
+            allow_private: true,
+        },
+    );
+    let now = T0 + 60 * MINUTE;
+    assert!(triggers.outbox().take_turn(now).await.unwrap());
+    topic.down.store(true, Ordering::SeqCst);
+    assert!(triggers.fire_due(now).await.is_err());
+    assert!(triggers.outbox().is_empty());
+    // The brokers are back: the trigger taken out of the state was put back, and fires.
+    topic.down.store(false, Ordering::SeqCst);
+    assert!(triggers.outbox().take_turn(now + 1_000).await.unwrap());
+    assert_eq!(triggers.fire_due(now + 1_000).await.unwrap(), 1);
+    assert_eq!(triggers.deliver_due(now + 1_000).await.unwrap(), 1);
+    assert_eq!(receiver.lock().unwrap().seen.len(), 1);
 }

@@ -507,9 +507,11 @@ impl Outbox {
             for record in records {
                 match serde_json::from_slice::<Record>(&record.payload) {
                     Ok(parsed) => state.apply(record.position, parsed),
+                    // Where and what kind of error only: serde's message may quote a value.
                     Err(error) => tracing::error!(
                         position = record.position,
-                        %error,
+                        category = ?error.classify(),
+                        column = error.column(),
                         "an outbox record could not be read; skipped"
                     ),
                 }
@@ -580,21 +582,47 @@ impl Outbox {
             shared.read_to_later(shared.end(), &self.state).await?;
             let held = self.state().sender.clone();
             if shared.claims(held.as_ref(), now) {
-                let lease = Lease {
-                    node: shared.node().to_string(),
-                    at: now,
-                };
+                let lease = shared.issue(now);
                 self.append(vec![Record::Lease(lease)]).await?;
             }
             Ok::<_, TriggerError>(self.state().sender.clone())
         };
         match turn.await {
-            Ok(held) => Ok(shared.acts(held.as_ref(), now)),
+            Ok(held) => {
+                shared.observe(held.as_ref(), now);
+                Ok(shared.acts(held.as_ref()))
+            }
             Err(error) => {
                 shared.warn(&error, now);
-                shared.acts(None, now);
+                shared.acts(None);
                 Err(error)
             }
+        }
+    }
+
+    /// On a shared outbox when another node has sent long enough: the time before which
+    /// that node has handled every due timer, which this one may let go of.
+    pub fn handled_elsewhere_before(&self, now: i64) -> Option<i64> {
+        match &self.store {
+            Store::File { .. } => None,
+            Store::Shared(shared) => shared.handled_before(now),
+        }
+    }
+
+    /// Whether a trigger of the contact reached by `reach` can be recorded: on a shared
+    /// outbox, whether the key that seals it is held (see [`shared`]).
+    pub fn can_name(&self, site_id: &str, reach: &Reach) -> bool {
+        match &self.store {
+            Store::File { .. } => true,
+            Store::Shared(shared) => shared.can_name(site_id, reach),
+        }
+    }
+
+    /// This node's name in the shared outbox's leases (none on the embedded one).
+    pub fn node_name(&self) -> Option<&str> {
+        match &self.store {
+            Store::File { .. } => None,
+            Store::Shared(shared) => Some(shared.node()),
         }
     }
 
@@ -705,6 +733,16 @@ impl Outbox {
                     !positions.is_empty()
                 });
             }
+        } else {
+            // Records on a topic are never overwritten: the erasure index keeps only the
+            // triggers held.
+            let State {
+                positions, entries, ..
+            } = &mut *state;
+            positions.retain(|_, held| {
+                held.retain(|p| entries.contains_key(p));
+                !held.is_empty()
+            });
         }
         if left > 0 {
             tracing::info!(

@@ -5,12 +5,14 @@
 //! order, so every node that has read as far agrees: a lease lasts [`LEASE_MS`] from the
 //! time its writer put in it; the holder renews it every [`RENEW_MS`]; any other node
 //! claims it once it has lapsed, and the first claim after the lapse, in the topic's order,
-//! wins (a later one finds a fresh lease and counts for nothing). A holder fires and sends
-//! only while its last renewal it has read back is younger than [`ACT_WITHIN_MS`]: a batch
-//! of deliveries it starts then ends (the receivers' timeout) before another node may
-//! claim, with the nodes' clocks within a second of each other. A node whose lease lapsed
-//! while a delivery was on its way may send it again after the new holder: deliveries are
-//! at least once, each with its trigger's `Idempotency-Key`.
+//! wins (a later one finds a fresh lease and counts for nothing). A holder fires and starts
+//! a batch of deliveries only while the renewal it has read back as the one in force was
+//! issued less than [`ACT_WITHIN`] ago by its monotonic clock, checked after every read and
+//! write (a stalled broker or a wall clock set back cannot stretch it): the batch then ends
+//! (the receivers' timeout) before another node may claim, with the nodes' wall clocks
+//! within a second of each other. Deliveries are at least once: a sender killed between a
+//! receiver's answer and its attempt's record is followed by one that sends again, with
+//! the trigger's `Idempotency-Key`.
 //!
 //! A lease in the log rather than a consumer group: a group's member that dies is let go
 //! only by the broker's session timeout, and Tansu 0.6 never lets one go; records every
@@ -38,12 +40,18 @@ use crate::payload::check_of;
 
 /// How long a lease lasts after its writer's time in it.
 pub(super) const LEASE_MS: i64 = 15_000;
-/// How often the holder renews its lease.
+/// How often the holder renews its lease (by either clock: the wall clock's dates the
+/// lease, the monotonic one's keeps a clock set back from holding renewals off).
 const RENEW_MS: i64 = 3_000;
-/// How young the holder's last renewal must be for it to start firing or a batch of
+const RENEW: Duration = Duration::from_millis(RENEW_MS as u64);
+/// How young the holder's renewal in force must be for it to start firing or a batch of
 /// deliveries: [`LEASE_MS`] less a batch's longest time (the receivers' 10 s timeout)
 /// and a second for the nodes' clocks.
-const ACT_WITHIN_MS: i64 = 4_000;
+const ACT_WITHIN: Duration = Duration::from_secs(4);
+/// How long another node must have held the lease before this one lets go of the timers
+/// that came due that long ago: the sender fires every due timer at each turn, and a new
+/// sender all that came due before it took over.
+const HANDLED_WITHIN_MS: i64 = 10 * 60_000;
 /// How long reading the topic to a position may go without a record before it fails.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a node that cannot read or write the topic says so.
@@ -65,7 +73,8 @@ impl State {
     pub(super) fn lease(&mut self, lease: Lease) {
         let takes = match &self.sender {
             None => true,
-            Some(held) if held.node == lease.node => lease.at >= held.at,
+            // Its own renewal, even one its clock dated earlier: that only shortens it.
+            Some(held) if held.node == lease.node => true,
             Some(held) => lease.at > held.at.saturating_add(LEASE_MS),
         };
         if takes {
@@ -83,6 +92,12 @@ pub(super) struct SharedOutbox {
     /// Whether this node sent at its last turn: to say when that changes.
     sending: AtomicBool,
     warned_at: AtomicI64,
+    /// This node's latest lease record: its time in it, and when it was issued by the
+    /// monotonic clock.
+    issued: Mutex<Option<(i64, Instant)>>,
+    /// Since when (wall clock) this node has seen another node hold the lease without a
+    /// lapse.
+    others_since: Mutex<Option<i64>>,
 }
 
 /// Where this node has read the topic to.
@@ -108,6 +123,8 @@ impl SharedOutbox {
             })),
             sending: AtomicBool::new(false),
             warned_at: AtomicI64::new(i64::MIN),
+            issued: Mutex::new(None),
+            others_since: Mutex::new(None),
         })
     }
 
@@ -118,6 +135,48 @@ impl SharedOutbox {
 
     pub(super) fn node(&self) -> &str {
         &self.node
+    }
+
+    /// A lease record of this node's, dated `now`, remembered as its latest.
+    pub(super) fn issue(&self, now: i64) -> Lease {
+        *self.issued.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, Instant::now()));
+        Lease {
+            node: self.node.clone(),
+            at: now,
+        }
+    }
+
+    fn issued(&self) -> Option<(i64, Instant)> {
+        *self.issued.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes who holds the lease as of `now`, for [`SharedOutbox::handled_before`].
+    pub(super) fn observe(&self, held: Option<&Lease>, now: i64) {
+        let other_holds = held.is_some_and(|lease| {
+            lease.node != self.node && now <= lease.at.saturating_add(LEASE_MS)
+        });
+        let mut since = self.others_since.lock().unwrap_or_else(|p| p.into_inner());
+        match (other_holds, *since) {
+            (true, None) => *since = Some(now),
+            (true, Some(_)) => {}
+            (false, _) => *since = None,
+        }
+    }
+
+    /// When another node has held the lease long enough: the time before which every
+    /// due timer has been handled by it.
+    pub(super) fn handled_before(&self, now: i64) -> Option<i64> {
+        let since = (*self.others_since.lock().unwrap_or_else(|p| p.into_inner()))?;
+        (now - since >= HANDLED_WITHIN_MS).then_some(now - HANDLED_WITHIN_MS)
+    }
+
+    /// Whether the contact reached by `reach` can be named in a record: whether their
+    /// key is held. A new one is never made here: a name whose keys were deleted (a
+    /// contact erased a moment ago, still in the state) stays without.
+    pub(super) fn can_name(&self, site_id: &str, reach: &Reach) -> bool {
+        self.keys
+            .existing_key(&reach_key_name(site_id, reach))
+            .is_some()
     }
 
     pub(super) fn sending(&self) -> bool {
@@ -140,16 +199,19 @@ impl SharedOutbox {
     }
 
     /// `fired` as it is stored: its contact sealed under the key of its email or phone
-    /// (stored first when new, as an event's are).
+    /// (the one their events are sealed with; a key still being stored is waited for).
     async fn seal(&self, mut fired: Fired) -> Result<Fired, TriggerError> {
         let Some(reach) = fired.reach.take() else {
             return Ok(fired);
         };
-        let identifier = match &reach {
-            Reach::Email(email) => Identifier::Email(email.as_str().into()),
-            Reach::Phone(phone) => Identifier::Phone(phone.as_str().into()),
-        };
-        let key = self.keys.key_for(&key_name(&fired.site_id, &identifier));
+        let key = (self
+            .keys
+            .existing_key(&reach_key_name(&fired.site_id, &reach)))
+        .ok_or_else(|| {
+            TriggerError::Storage(
+                "a fired trigger's contact has no key (erased meanwhile)".to_string(),
+            )
+        })?;
         if let Some(storing) = key.storing {
             let stored = storing.wait().await;
             self.keys.settle(&key.id, stored.is_ok());
@@ -183,15 +245,20 @@ impl SharedOutbox {
     pub(super) fn claims(&self, held: Option<&Lease>, now: i64) -> bool {
         match held {
             None => true,
-            Some(lease) if lease.node == self.node => now - lease.at >= RENEW_MS,
+            Some(lease) if lease.node == self.node => {
+                now - lease.at >= RENEW_MS
+                    || self
+                        .issued()
+                        .is_none_or(|(_, issued)| issued.elapsed() >= RENEW)
+            }
             Some(lease) => now > lease.at.saturating_add(LEASE_MS),
         }
     }
 
-    /// Whether this node sends now, seeing `held` after its turn; says so when it changes.
-    pub(super) fn acts(&self, held: Option<&Lease>, now: i64) -> bool {
-        let acts =
-            held.is_some_and(|lease| lease.node == self.node && now - lease.at < ACT_WITHIN_MS);
+    /// Whether this node sends now, seeing `held` after its turn: when the lease in force
+    /// is the latest it issued, less than [`ACT_WITHIN`] ago. Says so when that changes.
+    pub(super) fn acts(&self, held: Option<&Lease>) -> bool {
+        let acts = self.acts_at(held, Instant::now());
         if self.sending.swap(acts, Ordering::AcqRel) != acts {
             if acts {
                 tracing::info!(node = %self.node, "this node sends the triggers now");
@@ -204,6 +271,17 @@ impl SharedOutbox {
             }
         }
         acts
+    }
+
+    fn acts_at(&self, held: Option<&Lease>, at: Instant) -> bool {
+        match (held, self.issued()) {
+            (Some(lease), Some((dated, issued))) => {
+                lease.node == self.node
+                    && lease.at == dated
+                    && at.saturating_duration_since(issued) < ACT_WITHIN
+            }
+            _ => false,
+        }
     }
 
     /// Says why a turn failed, at most every [`WARN_EVERY_MS`].
@@ -264,11 +342,11 @@ fn decode(record: &spoor_log::Record, keys: &Keyring) -> Result<Option<Record>, 
     let parsed = match serde_json::from_slice::<Record>(&record.payload) {
         Ok(parsed) => parsed,
         Err(error) => {
-            // serde's message quotes no more than the record's kind or a field's name:
-            // the contact is sealed.
+            // Where and what kind of error only: serde's message may quote a value.
             tracing::error!(
                 position = record.position,
-                %error,
+                category = ?error.classify(),
+                column = error.column(),
                 "an outbox record could not be read; skipped"
             );
             return Ok(None);
@@ -311,6 +389,15 @@ fn decode(record: &spoor_log::Record, keys: &Keyring) -> Result<Option<Record>, 
             Ok(None)
         }
     }
+}
+
+/// The name of the key a contact reached by `reach` is sealed under in `site_id`.
+fn reach_key_name(site_id: &str, reach: &Reach) -> String {
+    let identifier = match reach {
+        Reach::Email(email) => Identifier::Email(email.as_str().into()),
+        Reach::Phone(phone) => Identifier::Phone(phone.as_str().into()),
+    };
+    key_name(site_id, &identifier)
 }
 
 /// What a fired record's sealed part is bound to: a box moved to another trigger does
@@ -361,6 +448,18 @@ mod tests {
             Outbox::open_shared(self.log.clone(), self.keys.clone()).unwrap()
         }
 
+        /// Contacts whose events were sealed: their emails' keys are held.
+        fn known(&self, emails: &[&str]) {
+            for email in emails {
+                let reach = Reach::Email(email.to_string());
+                let key = self.keys.key_for(&reach_key_name("S", &reach));
+                if let Some(storing) = key.storing {
+                    spoor_log::block_on(storing.wait()).unwrap();
+                    self.keys.settle(&key.id, true);
+                }
+            }
+        }
+
         fn bytes(&self) -> Vec<u8> {
             let records = self.log.read(0, 10_000).unwrap();
             records.into_iter().flat_map(|r| r.payload).collect()
@@ -394,6 +493,7 @@ mod tests {
     #[tokio::test]
     async fn one_node_sends_and_another_takes_over_the_deliveries_owed_when_its_lease_lapses() {
         let topic = Topic::new();
+        topic.known(&["ann@example.com", "bob@example.com"]);
         let (first, second) = (topic.node(), topic.node());
         assert!(first.take_turn(T).await.unwrap(), "the first claim wins");
         assert!(!second.take_turn(T).await.unwrap(), "a lease is held");
@@ -456,9 +556,29 @@ mod tests {
         // The first comes back and finds it has lost the lease, whatever its clock says.
         assert!(!first.take_turn(lapsed + 1).await.unwrap());
         assert!(!first.sends());
+        // Another node that has seen the sender hold the lease for long enough lets go of
+        // the timers that came due before (the sender has handled them).
+        let mut now = lapsed + 1;
+        while now < lapsed + 1 + HANDLED_WITHIN_MS {
+            assert!(second.take_turn(now).await.unwrap());
+            assert!(!first.take_turn(now).await.unwrap());
+            assert_eq!(first.handled_elsewhere_before(now), None, "not yet");
+            now += 10_000;
+        }
+        assert!(second.take_turn(now).await.unwrap());
+        assert!(!first.take_turn(now).await.unwrap());
+        assert_eq!(
+            first.handled_elsewhere_before(now),
+            Some(now - HANDLED_WITHIN_MS)
+        );
+        assert_eq!(
+            second.handled_elsewhere_before(now),
+            None,
+            "the sender's own"
+        );
         // A node started later reads the same outbox and the same sender.
         let third = topic.node();
-        assert!(!third.take_turn(lapsed + 2).await.unwrap());
+        assert!(!third.take_turn(now + 1).await.unwrap());
         assert_eq!(third.due(lapsed, 10).len(), 1);
     }
 
@@ -467,8 +587,7 @@ mod tests {
         let topic = Topic::new();
         let (first, second) = (topic.node(), topic.node());
         assert!(first.take_turn(T).await.unwrap());
-        // The holder's renewal is due but not yet written back when it looks again much
-        // later: it renews first, and acts on the renewal.
+        // The holder looks again much later: it renews first, and acts on the renewal.
         assert!(first.take_turn(T + 10_000).await.unwrap());
         // A claim written after a renewal it had not read counts for nothing.
         second
@@ -497,20 +616,31 @@ mod tests {
             at: T + LEASE_MS + 1,
         });
         assert_eq!(state.sender.as_ref().map(|l| l.node.as_str()), Some("b"));
+        // The holder acts on its latest lease only, and only while it is young by the
+        // monotonic clock, whatever the wall clock says.
         let Store::Shared(shared) = &first.store else {
             unreachable!()
         };
-        let mine = Lease {
-            node: shared.node().to_string(),
-            at: T,
+        let mine = shared.issue(T + 20_000);
+        let (_, issued) = shared.issued().unwrap();
+        assert!(shared.acts_at(Some(&mine), issued + ACT_WITHIN - Duration::from_millis(1)));
+        assert!(!shared.acts_at(Some(&mine), issued + ACT_WITHIN));
+        let older = Lease {
+            at: T + 10_000,
+            ..mine.clone()
         };
-        assert!(shared.acts(Some(&mine), T + ACT_WITHIN_MS - 1));
-        assert!(!shared.acts(Some(&mine), T + ACT_WITHIN_MS));
+        assert!(!shared.acts_at(Some(&older), issued), "not its latest");
+        let theirs = Lease {
+            node: "b".into(),
+            ..mine
+        };
+        assert!(!shared.acts_at(Some(&theirs), issued));
     }
 
     #[tokio::test]
     async fn an_erased_contacts_fired_records_count_for_nobody_on_every_node() {
         let topic = Topic::new();
+        topic.known(&["ann@example.com", "bob@example.com"]);
         let sender = topic.node();
         assert!(sender.take_turn(T).await.unwrap());
         sender
@@ -528,6 +658,17 @@ mod tests {
         for node in [&sender, &other] {
             assert_eq!(node.forget(&check_of("ann@example.com")).unwrap(), 1);
         }
+        // Nor is she named again, should a timer of hers come due before this node's
+        // state drops her: no new key is made for an erased name.
+        let ann_reach = Reach::Email("ann@example.com".into());
+        assert!(!sender.can_name("S", &ann_reach));
+        assert!(
+            sender
+                .fired(vec![fired("ann-2", "ann@example.com")])
+                .await
+                .is_err()
+        );
+        assert!(!topic.keys.has_key(&reach_key_name("S", &ann_reach)));
         // A node that reads the topic afterwards finds a trigger fired for nobody.
         let later = topic.node();
         for node in [&sender, &other, &later] {
