@@ -729,6 +729,26 @@ async fn trigger_sender(nodes: &[&Server]) -> usize {
 
 const TRIGGERS: &str = "/api/v1/sites/S1/triggers?limit=100";
 
+/// Stores site S1's trigger settings through the first engine node; returns once the
+/// second has them.
+async fn set_triggers(engines: &[Node; 2], settings: &Value) {
+    let (status, body) = call_json(
+        reqwest::Method::PUT,
+        &engines[0].server,
+        "/admin/v1/sites/S1/triggers",
+        settings,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    eventually(
+        &engines[1].server,
+        "/admin/v1/sites/S1/triggers",
+        "the trigger settings on the second engine node",
+        |s, b| s == 200 && b.to_string().contains("crm"),
+    )
+    .await;
+}
+
 #[tokio::test]
 #[ignore = "needs tansu; run by .ci/run"]
 async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
@@ -801,21 +821,7 @@ async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
     let settings = json!({"webhooks": [{"id": "crm", "url": hook, "secret": "shop-webhook-secret-42",
                                         "kinds": ["abandoned-cart"], "firstRetrySeconds": 0.5,
                                         "maxAttempts": 50}]});
-    let (status, body) = call_json(
-        reqwest::Method::PUT,
-        &engines[0].server,
-        "/admin/v1/sites/S1/triggers",
-        &settings,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    eventually(
-        &engines[1].server,
-        "/admin/v1/sites/S1/triggers",
-        "the trigger settings on the second engine node",
-        |s, b| s == 200 && b.to_string().contains("crm"),
-    )
-    .await;
+    set_triggers(&engines, &settings).await;
     const CARTS_BEFORE: usize = 12;
     const CARTS_AFTER: usize = 8;
     let urls = [ingest[0].url("/api/v2"), ingest[1].url("/api/v2")];
@@ -1114,21 +1120,7 @@ async fn an_erased_person_is_unreadable_on_every_node_and_in_the_topic() {
     drop(closed);
     let settings = json!({"webhooks": [{"id": "crm", "url": hook, "secret": "shop-webhook-secret-42",
                                         "kinds": ["abandoned-cart"]}]});
-    let (status, body) = call_json(
-        reqwest::Method::PUT,
-        &engines[0].server,
-        "/admin/v1/sites/S1/triggers",
-        &settings,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    eventually(
-        &engines[1].server,
-        "/admin/v1/sites/S1/triggers",
-        "the trigger settings on the second engine node",
-        |s, b| s == 200 && b.to_string().contains("crm"),
-    )
-    .await;
+    set_triggers(&engines, &settings).await;
     let two_hours_ago = now_ms() as i64 - 2 * 3_600_000;
     let cart = json!({"GeneralInfo": {"eventName": "StatusCart", "siteId": "S1",
                                        "datetime": two_hours_ago, "cookies": {"sc": "ann-cookie"},

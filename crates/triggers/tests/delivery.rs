@@ -458,14 +458,7 @@ async fn a_node_taking_over_follows_up_what_the_last_sender_fired_and_fires_noth
         )
         .unwrap(),
     );
-    let keys = spoor_log::Keyring::open(Arc::new(spoor_log::MemoryTable::default())).unwrap();
-    // Ann's events were sealed under her email's key.
-    let ann = spoor_protocol::identity::Identifier::Email("ann@example.com".into());
-    let key = keys.key_for(&spoor_protocol::sealing::key_name("S", &ann));
-    if let Some(storing) = key.storing {
-        storing.wait().await.unwrap();
-        keys.settle(&key.id, true);
-    }
+    let keys = keyring_knowing("ann@example.com").await;
     let node = |live: Arc<LiveState>| {
         let outbox = Outbox::open_shared(topic.clone(), keys.clone()).unwrap();
         shop.triggers_with(
@@ -512,6 +505,18 @@ async fn a_node_taking_over_follows_up_what_the_last_sender_fired_and_fires_noth
     assert_ne!(steps[0].0, steps[1].0, "two triggers: {steps:?}");
 }
 
+/// The keys of a shared log, with the key of `email` (whose events were sealed) held.
+async fn keyring_knowing(email: &str) -> Arc<spoor_log::Keyring> {
+    let keys = spoor_log::Keyring::open(Arc::new(spoor_log::MemoryTable::default())).unwrap();
+    let id = spoor_protocol::identity::Identifier::Email(email.into());
+    let key = keys.key_for(&spoor_protocol::sealing::key_name("S", &id));
+    if let Some(storing) = key.storing {
+        storing.wait().await.unwrap();
+        keys.settle(&key.id, true);
+    }
+    keys
+}
+
 /// The real log, whose appends fail while `down` is set, as a topic's do while its
 /// brokers are out of reach.
 struct Unreachable {
@@ -554,13 +559,7 @@ async fn a_trigger_whose_record_cannot_be_stored_fires_at_a_later_turn() {
         .unwrap(),
         down: AtomicBool::new(false),
     });
-    let keys = spoor_log::Keyring::open(Arc::new(spoor_log::MemoryTable::default())).unwrap();
-    let ann = spoor_protocol::identity::Identifier::Email("ann@example.com".into());
-    let key = keys.key_for(&spoor_protocol::sealing::key_name("S", &ann));
-    if let Some(storing) = key.storing {
-        storing.wait().await.unwrap();
-        keys.settle(&key.id, true);
-    }
+    let keys = keyring_knowing("ann@example.com").await;
     let outbox = Outbox::open_shared(topic.clone(), keys).unwrap();
     let triggers = shop.triggers_with(
         shop.live.clone(),

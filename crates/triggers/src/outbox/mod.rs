@@ -939,25 +939,35 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A fired abandoned cart of site S, its contact reached by `email`: for tests.
+#[cfg(test)]
+fn fired_for(id: &str, email: &str) -> Fired {
+    Fired {
+        id: id.into(),
+        site_id: "S".into(),
+        kind: TriggerKind::AbandonedCart,
+        step: 0,
+        contact: 1,
+        contact_check: crate::payload::check_of(email),
+        reach: Some(Reach::Email(email.into())),
+        anchor: 10,
+        product: None,
+        fired_at: 1_700_000_000_000,
+        not_before: None,
+        webhooks: vec!["crm".into()],
+        sealed: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn fired(id: &str) -> Fired {
         Fired {
-            id: id.into(),
-            site_id: "S".into(),
-            kind: TriggerKind::AbandonedCart,
-            step: 0,
-            contact: 1,
             contact_check: "c".into(),
-            reach: Some(Reach::Email("c@example.com".into())),
-            anchor: 10,
-            product: None,
             fired_at: 100,
-            not_before: None,
-            webhooks: vec!["crm".into()],
-            sealed: None,
+            ..fired_for(id, "c@example.com")
         }
     }
 

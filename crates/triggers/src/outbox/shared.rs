@@ -468,19 +468,8 @@ mod tests {
 
     fn fired(id: &str, email: &str) -> Fired {
         Fired {
-            id: id.into(),
-            site_id: "S".into(),
-            kind: TriggerKind::AbandonedCart,
-            step: 0,
-            contact: 1,
-            contact_check: check_of(email),
-            reach: Some(Reach::Email(email.into())),
-            anchor: 10,
-            product: None,
             fired_at: T,
-            not_before: None,
-            webhooks: vec!["crm".into()],
-            sealed: None,
+            ..super::super::fired_for(id, email)
         }
     }
 
