@@ -108,20 +108,9 @@ impl SiteState {
         self.timers.follow_up(fired);
     }
 
-    /// A due trigger taken but not recorded as fired (its record could not be stored):
-    /// due again at the next take.
-    pub fn retry_due(&mut self, pending: Pending) {
-        self.timers.due_now(pending);
-    }
-
-    /// Trigger timers that came due before `before`, those due at once included only
-    /// when their event is that old (see [`Timers::take_due_before`]).
-    pub fn take_due_before(
-        &mut self,
-        before: i64,
-        delay: impl Fn(TriggerKind, u8) -> Option<i64>,
-    ) -> Vec<Pending> {
-        self.timers.take_due_before(before, delay)
+    /// A due trigger taken but not fired (see [`Timers::put_back`]).
+    pub fn put_back(&mut self, pending: Pending) {
+        self.timers.put_back(pending);
     }
 
     /// Holds a due trigger until its contact can be reached (see

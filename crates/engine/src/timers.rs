@@ -263,21 +263,16 @@ impl Timers {
         })
     }
 
-    /// [`Timers::take_due`] at `before`, but of the triggers due at once (price drops,
-    /// returns to stock) only those whose event came before `before`: what a node that
-    /// does not send lets go of, long after the node that sends has fired it.
-    pub fn take_due_before(
-        &mut self,
-        before: i64,
-        delay: impl Fn(TriggerKind, u8) -> Option<i64>,
-    ) -> Vec<Pending> {
-        let (old, recent) = std::mem::take(&mut self.ready)
-            .into_iter()
-            .partition(|pending| pending.anchor < before);
-        self.ready = old;
-        let taken = self.take_due(before, delay);
-        self.ready = recent;
-        taken
+    /// A due trigger taken but not fired (its record could not be stored, or this node
+    /// does not send): back where it was taken from, still due. A timer goes back into
+    /// its queue, where a purchase or a newer event still reaches it, unless a newer
+    /// timer of its kind started meanwhile; one due at once goes back with those.
+    pub fn put_back(&mut self, pending: Pending) {
+        if pending.waited || pending.product.is_some() {
+            self.ready.push(pending);
+        } else if self.current.get(pending.contact, pending.kind).is_none() {
+            self.insert(pending);
+        }
     }
 
     /// Takes every timer due at `now`. `delay(kind, step)` is the wait after the anchor,
@@ -517,6 +512,31 @@ mod tests {
         let contacts: Vec<ContactId> = due.iter().map(|p| p.contact).collect();
         assert_eq!(contacts, vec![1, 3]);
         assert!(timers.is_empty());
+    }
+
+    #[test]
+    fn a_timer_put_back_is_due_again_where_a_purchase_or_a_newer_cart_still_reaches_it() {
+        let wait = |_, _| Some(30 * MINUTE);
+        let mut timers = Timers::default();
+        timers.start(1, TriggerKind::AbandonedCart, T0);
+        let taken = timers.take_due(T0 + 30 * MINUTE, wait);
+        timers.put_back(taken[0].clone());
+        assert_eq!(timers.take_due(T0 + 30 * MINUTE, wait), taken, "due again");
+        timers.put_back(taken[0].clone());
+        timers.stop(1, TriggerKind::AbandonedCart, T0 + 31 * MINUTE);
+        assert!(timers.is_empty(), "a purchase still stops it");
+        // A newer cart since it was taken wins over the one put back.
+        timers.start(1, TriggerKind::AbandonedCart, T0 + 40 * MINUTE);
+        timers.put_back(taken[0].clone());
+        assert_eq!(timers.all().len(), 1);
+        assert_eq!(timers.all()[0].anchor, T0 + 40 * MINUTE);
+        // One due at once goes back with those.
+        let drop = Pending {
+            product: Some("p".into()),
+            ..Pending::timer(2, TriggerKind::PriceDrop, 0, T0)
+        };
+        timers.put_back(drop.clone());
+        assert_eq!(timers.take_due(T0, wait), vec![drop]);
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl Triggers {
             // Not recorded: due again at the next tick, never lost.
             self.change_site(site_id, |site| {
                 for pending in fired {
-                    site.retry_due(pending);
+                    site.put_back(pending);
                 }
             })
             .await;
@@ -304,37 +304,75 @@ impl Triggers {
             .then_some(check)
     }
 
-    /// On a node that does not send: lets go of the timers that came due before `before`
-    /// (the node that sends has handled them meanwhile), following up those whose
-    /// trigger fired, so that this node's state holds what the sender's does should it
-    /// take over, and not every due timer since it started.
-    async fn settle_behind(&self, before: i64) {
+    /// On a node that does not send, once a minute: the due timers are taken and judged
+    /// as the sender judges them, without firing. Those the outbox says fired are followed
+    /// up; those the sender would let go of (stale, a step turned off, a contact gone) go;
+    /// those whose contact cannot be reached yet wait for them, as on the sender; the rest
+    /// are put back, due, for the sender to fire (or for this node, should it take over).
+    /// This node's state then holds what the sender's does, not every due timer since it
+    /// started.
+    async fn settle_behind(&self, now: i64) {
         let sites: Vec<String> = (self.live.read().sites().into_iter())
             .filter(|(id, site)| {
                 let settings = self.settings.get(id);
-                (site.timers()).any_due(before, |kind, step| settings.delay_ms(kind, step))
+                (site.timers()).any_due(now, |kind, step| settings.delay_ms(kind, step))
             })
             .map(|(id, _)| id.to_string())
             .collect();
         for site_id in sites {
             let settings = self.settings.get(&site_id);
             self.change_site(&site_id, |site| {
-                let due = site.take_due_before(before, |kind, step| settings.delay_ms(kind, step));
+                let due = site.take_due(now, |kind, step| settings.delay_ms(kind, step));
                 for pending in due {
-                    let Some(contact) = site.contact_by_id(pending.contact) else {
-                        continue;
-                    };
-                    let pending = Pending {
-                        contact: contact.id,
-                        ..pending
-                    };
-                    if self.fired_before(&site_id, contact, &pending).is_some() {
-                        site.follow_up(&pending);
-                    }
+                    self.settle_one(&site_id, site, &settings, pending, now);
                 }
             })
             .await;
         }
+    }
+
+    fn settle_one(
+        &self,
+        site_id: &str,
+        site: &mut spoor_engine::SiteState,
+        settings: &TriggerSettings,
+        pending: Pending,
+        now: i64,
+    ) {
+        let Some(due_at) = (settings.delay_ms(pending.kind, pending.step))
+            .map(|delay| pending.anchor.saturating_add(delay))
+        else {
+            return;
+        };
+        let Some(contact) = site.contact_by_id(pending.contact) else {
+            return;
+        };
+        let pending = Pending {
+            contact: contact.id,
+            ..pending
+        };
+        if self.fired_before(site_id, contact, &pending).is_some() {
+            site.follow_up(&pending);
+            return;
+        }
+        // Past the staleness limit the sender lets it go too; one that waited for its
+        // contact to be identified is late by design, and goes once the sender has had
+        // as long again to decide on it.
+        let kept_for = match pending.waited {
+            false => settings.stale_after_ms(),
+            true => settings.stale_after_ms() + settings.identify_within_ms(),
+        };
+        if now - due_at > kept_for {
+            return;
+        }
+        if contact_check(contact).is_none() {
+            let deadline = due_at + settings.identify_within_ms();
+            if deadline > now {
+                site.await_identity(pending, deadline);
+            }
+            return;
+        }
+        site.put_back(pending);
     }
 
     /// Lets go of the triggers settled longer ago than their site keeps them, on a
@@ -386,7 +424,20 @@ impl Triggers {
             let attempts = batch
                 .iter()
                 .map(|(fired, hook, attempts)| self.deliver(fired, hook, *attempts, now));
-            let attempts = futures_util::future::join_all(attempts).await;
+            // Within the deadline the lease's timing allows for: a batch cut short
+            // records nothing, and its deliveries are sent again (at least once).
+            let Ok(attempts) = tokio::time::timeout(
+                crate::outbox::BATCH_DEADLINE,
+                futures_util::future::join_all(attempts),
+            )
+            .await
+            else {
+                tracing::warn!(
+                    deliveries = batch.len(),
+                    "a batch of trigger deliveries outlasted its deadline; they are owed still"
+                );
+                continue;
+            };
             self.outbox.attempted(attempts).await?;
         }
         Ok(count)
@@ -534,7 +585,7 @@ impl Triggers {
     /// Runs the loop until `stop` is set: fires due triggers and sends owed deliveries
     /// every quarter of a second, while this node sends them (see [`Outbox::take_turn`]).
     pub async fn run(self: Arc<Self>, stop: Arc<AtomicBool>, clock: fn() -> i64) {
-        let mut expired_at = i64::MIN;
+        let (mut expired_at, mut settled_at) = (i64::MIN, i64::MIN);
         // A failed state (a panic left it part-changed) fires nothing more: what it would
         // fire could be wrong, and would be recorded as sent.
         while !stop.load(Ordering::Acquire) && !self.live.failed() {
@@ -544,17 +595,22 @@ impl Triggers {
                 if let Err(error) = self.expire_settled(now).await {
                     tracing::error!(%error, "expiring settled triggers failed");
                 }
-                if let Some(before) = self.outbox.handled_elsewhere_before(now) {
-                    self.settle_behind(before).await;
-                }
             }
             // A state still replaying the log would fire from part of it: no turn (and no
-            // claim to send) until it is current.
-            if self.live.is_current() && self.sends(now).await {
-                if let Err(error) = self.fire_due(now).await {
-                    tracing::error!(%error, "firing triggers failed");
+            // claim to send) until it is current. The clock is read again: the lease is
+            // acted on from the moment it is read.
+            if self.live.is_current() {
+                let now = clock();
+                if self.sends(now).await {
+                    if let Err(error) = self.fire_due(now).await {
+                        tracing::error!(%error, "firing triggers failed");
+                    }
+                    self.deliver_while_sending(&stop, clock).await;
+                } else if now.saturating_sub(settled_at) >= EXPIRE_EVERY_MS {
+                    // After the turn, which read what the sender recorded.
+                    settled_at = now;
+                    self.settle_behind(now).await;
                 }
-                self.deliver_while_sending(&stop, clock).await;
             }
             tokio::time::sleep(TICK).await;
         }

@@ -580,3 +580,74 @@ async fn a_trigger_whose_record_cannot_be_stored_fires_at_a_later_turn() {
     assert_eq!(triggers.deliver_due(now + 1_000).await.unwrap(), 1);
     assert_eq!(receiver.lock().unwrap().seen.len(), 1);
 }
+
+static SECOND_NODES_CLOCK: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+fn second_nodes_clock() -> i64 {
+    SECOND_NODES_CLOCK.load(Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn a_node_that_does_not_send_keeps_what_the_sender_keeps_of_its_due_timers() {
+    let (url, _receiver) = start_receiver(0, 200).await;
+    let mut shop = Shop::open(&url, json!({}));
+    shop.post(cart("ann", 0, Some("ann@example.com"))).await;
+    // Dan browses without being known.
+    shop.post(view("dan", 0, None)).await;
+    let topic: Arc<dyn EventLog> = Arc::new(
+        FileLog::open(
+            &shop.dir.path().join("outbox-topic"),
+            FileLogConfig::default(),
+            None,
+        )
+        .unwrap(),
+    );
+    let keys = keyring_knowing("ann@example.com").await;
+    let node = |live: Arc<LiveState>| {
+        let outbox = Outbox::open_shared(topic.clone(), keys.clone()).unwrap();
+        Arc::new(shop.triggers_with(
+            live,
+            outbox,
+            Targets {
+                allow_private: true,
+            },
+        ))
+    };
+    let sender = node(shop.live.clone());
+    let second_state = shop.second_state().await;
+    let second = node(second_state.clone());
+    let now = T0 + 60 * MINUTE;
+    assert!(sender.outbox().take_turn(now).await.unwrap());
+    assert_eq!(sender.fire_due(now).await.unwrap(), 1, "Ann's cart");
+
+    // The other node's loop, a minute on: it does not send, and settles its due timers
+    // as the sender did.
+    SECOND_NODES_CLOCK.store(now, Ordering::SeqCst);
+    let stop = Arc::new(AtomicBool::new(false));
+    let running = tokio::spawn(second.clone().run(stop.clone(), second_nodes_clock));
+    let delay = |kind, step| shop.settings.get("S").delay_ms(kind, step);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (second_state.read().site("S").unwrap().timers()).any_due(now, delay) {
+        assert!(std::time::Instant::now() < deadline, "never settled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    running.await.unwrap();
+    assert!(!second.outbox().sends());
+    let timers = second_state
+        .read()
+        .site("S")
+        .unwrap()
+        .timers()
+        .to_snapshot();
+    let waiting: Vec<(String, u8)> = (timers.pending.iter())
+        .map(|p| (p.kind.name().to_string(), p.step))
+        .collect();
+    assert_eq!(
+        waiting,
+        [("abandoned-cart".to_string(), 1)],
+        "Ann's follow-up"
+    );
+    assert_eq!(timers.awaiting.len(), 1, "Dan's browse waits for his email");
+    assert_eq!(second.outbox().len(), 1, "nothing fired by the other node");
+}

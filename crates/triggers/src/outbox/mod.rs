@@ -4,13 +4,15 @@
 //!
 //! Two stores: the embedded outbox (`<data>/outbox`, the same checksummed, fsynced log as
 //! the events), this process's alone; and on a shared log, one topic every engine node
-//! follows, where lease records decide which node sends (see [`shared`]).
+//! follows, where lease records decide which node sends (see `outbox::shared`).
 //!
 //! Records name a trigger by its identity only (site, type, step, contact number, anchor
 //! time, and a digest that checks the contact is still the same person); payloads are
 //! built from the state when sent, so an erased contact leaves nothing here to send.
 
 mod shared;
+
+pub use shared::BATCH_DEADLINE;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -103,7 +105,7 @@ enum Record {
         counted: Option<Counted>,
     },
     /// An engine node of a shared outbox sends the triggers, or claims to (see
-    /// [`shared`]).
+    /// `outbox::shared`).
     Lease(Lease),
 }
 
@@ -571,27 +573,26 @@ impl Outbox {
         Ok(())
     }
 
-    /// Whether this node fires and sends triggers now. Always on the embedded outbox; on
-    /// a shared one, after reading what the other nodes wrote, when it holds the lease
-    /// (renewing or claiming it first when due: see [`shared`]).
+    /// Whether this node fires and sends triggers now, `now` being the wall clock read
+    /// just before. Always on the embedded outbox; on a shared one, after reading what
+    /// the other nodes wrote, when it holds the lease (renewing or claiming it first when
+    /// due: see `outbox::shared`).
     pub async fn take_turn(&self, now: i64) -> Result<bool, TriggerError> {
         let Store::Shared(shared) = &self.store else {
             return Ok(true);
         };
+        let began = std::time::Instant::now();
         let turn = async {
             shared.read_to_later(shared.end(), &self.state).await?;
             let held = self.state().sender.clone();
             if shared.claims(held.as_ref(), now) {
-                let lease = shared.issue(now);
+                let lease = shared.issue(now, began);
                 self.append(vec![Record::Lease(lease)]).await?;
             }
             Ok::<_, TriggerError>(self.state().sender.clone())
         };
         match turn.await {
-            Ok(held) => {
-                shared.observe(held.as_ref(), now);
-                Ok(shared.acts(held.as_ref()))
-            }
+            Ok(held) => Ok(shared.acts(held.as_ref())),
             Err(error) => {
                 shared.warn(&error, now);
                 shared.acts(None);
@@ -600,17 +601,8 @@ impl Outbox {
         }
     }
 
-    /// On a shared outbox when another node has sent long enough: the time before which
-    /// that node has handled every due timer, which this one may let go of.
-    pub fn handled_elsewhere_before(&self, now: i64) -> Option<i64> {
-        match &self.store {
-            Store::File { .. } => None,
-            Store::Shared(shared) => shared.handled_before(now),
-        }
-    }
-
     /// Whether a trigger of the contact reached by `reach` can be recorded: on a shared
-    /// outbox, whether the key that seals it is held (see [`shared`]).
+    /// outbox, not when the contact's keys were deleted (see `outbox::shared`).
     pub fn can_name(&self, site_id: &str, reach: &Reach) -> bool {
         match &self.store {
             Store::File { .. } => true,

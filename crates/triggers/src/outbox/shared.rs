@@ -5,12 +5,13 @@
 //! order, so every node that has read as far agrees: a lease lasts [`LEASE_MS`] from the
 //! time its writer put in it; the holder renews it every [`RENEW_MS`]; any other node
 //! claims it once it has lapsed, and the first claim after the lapse, in the topic's order,
-//! wins (a later one finds a fresh lease and counts for nothing). A holder fires and starts
-//! a batch of deliveries only while the renewal it has read back as the one in force was
-//! issued less than [`ACT_WITHIN`] ago by its monotonic clock, checked after every read and
-//! write (a stalled broker or a wall clock set back cannot stretch it): the batch then ends
-//! (the receivers' timeout) before another node may claim, with the nodes' wall clocks
-//! within a second of each other. Deliveries are at least once: a sender killed between a
+//! wins (a later one finds a fresh lease and counts for nothing). A holder fires, and starts
+//! each batch of deliveries, only after a turn that read back the lease in force as the
+//! latest it issued, less than [`ACT_WITHIN`] after the start of the turn that issued it by
+//! the monotonic clock (the wall clock dating the lease is read at that start, so a stalled
+//! broker or a clock set back cannot stretch it); a batch is cut at [`BATCH_DEADLINE`], so it
+//! ends before another node may claim, with the nodes' wall clocks within a second of each
+//! other. Deliveries are at least once: a sender killed between a
 //! receiver's answer and its attempt's record is followed by one that sends again, with
 //! the trigger's `Idempotency-Key`.
 //!
@@ -30,6 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use spoor_log::keys::SealingKey;
 use spoor_log::{EventLog, Keyring, LogReader, Position};
 use spoor_protocol::identity::Identifier;
 use spoor_protocol::sealing::{OpenError, key_name, open_part, seal_part};
@@ -40,18 +42,17 @@ use crate::payload::check_of;
 
 /// How long a lease lasts after its writer's time in it.
 pub(super) const LEASE_MS: i64 = 15_000;
+/// The longest a batch of deliveries may take once started: the receivers' 10 s timeout
+/// and a second to build the payloads and record the attempts.
+pub const BATCH_DEADLINE: Duration = Duration::from_secs(11);
 /// How often the holder renews its lease (by either clock: the wall clock's dates the
 /// lease, the monotonic one's keeps a clock set back from holding renewals off).
 const RENEW_MS: i64 = 3_000;
 const RENEW: Duration = Duration::from_millis(RENEW_MS as u64);
 /// How young the holder's renewal in force must be for it to start firing or a batch of
-/// deliveries: [`LEASE_MS`] less a batch's longest time (the receivers' 10 s timeout)
-/// and a second for the nodes' clocks.
-const ACT_WITHIN: Duration = Duration::from_secs(4);
-/// How long another node must have held the lease before this one lets go of the timers
-/// that came due that long ago: the sender fires every due timer at each turn, and a new
-/// sender all that came due before it took over.
-const HANDLED_WITHIN_MS: i64 = 10 * 60_000;
+/// deliveries: [`LEASE_MS`] less a batch's longest time ([`BATCH_DEADLINE`]) and a
+/// second for the nodes' clocks.
+const ACT_WITHIN: Duration = Duration::from_secs(3);
 /// How long reading the topic to a position may go without a record before it fails.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a node that cannot read or write the topic says so.
@@ -65,6 +66,9 @@ pub struct Lease {
     pub node: String,
     /// Its clock when it wrote this, milliseconds since the epoch.
     pub at: i64,
+    /// Counts the node's leases: tells its renewals apart when its clock does not.
+    #[serde(default)]
+    pub seq: u64,
 }
 
 impl State {
@@ -92,12 +96,9 @@ pub(super) struct SharedOutbox {
     /// Whether this node sent at its last turn: to say when that changes.
     sending: AtomicBool,
     warned_at: AtomicI64,
-    /// This node's latest lease record: its time in it, and when it was issued by the
+    /// This node's latest lease record: its number, and when its turn began by the
     /// monotonic clock.
-    issued: Mutex<Option<(i64, Instant)>>,
-    /// Since when (wall clock) this node has seen another node hold the lease without a
-    /// lapse.
-    others_since: Mutex<Option<i64>>,
+    issued: Mutex<Option<(u64, Instant)>>,
 }
 
 /// Where this node has read the topic to.
@@ -124,7 +125,6 @@ impl SharedOutbox {
             sending: AtomicBool::new(false),
             warned_at: AtomicI64::new(i64::MIN),
             issued: Mutex::new(None),
-            others_since: Mutex::new(None),
         })
     }
 
@@ -137,46 +137,43 @@ impl SharedOutbox {
         &self.node
     }
 
-    /// A lease record of this node's, dated `now`, remembered as its latest.
-    pub(super) fn issue(&self, now: i64) -> Lease {
-        *self.issued.lock().unwrap_or_else(|p| p.into_inner()) = Some((now, Instant::now()));
+    /// A lease record of this node's, dated `now`, remembered as its latest, as of
+    /// `turn`: when the turn that read `now` began (a stalled read or write after it
+    /// must not stretch the time the lease is acted on).
+    pub(super) fn issue(&self, now: i64, turn: Instant) -> Lease {
+        let mut issued = self.issued.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = issued.map_or(0, |(seq, _)| seq + 1);
+        *issued = Some((seq, turn));
         Lease {
             node: self.node.clone(),
             at: now,
+            seq,
         }
     }
 
-    fn issued(&self) -> Option<(i64, Instant)> {
+    fn issued(&self) -> Option<(u64, Instant)> {
         *self.issued.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Notes who holds the lease as of `now`, for [`SharedOutbox::handled_before`].
-    pub(super) fn observe(&self, held: Option<&Lease>, now: i64) {
-        let other_holds = held.is_some_and(|lease| {
-            lease.node != self.node && now <= lease.at.saturating_add(LEASE_MS)
-        });
-        let mut since = self.others_since.lock().unwrap_or_else(|p| p.into_inner());
-        match (other_holds, *since) {
-            (true, None) => *since = Some(now),
-            (true, Some(_)) => {}
-            (false, _) => *since = None,
-        }
-    }
-
-    /// When another node has held the lease long enough: the time before which every
-    /// due timer has been handled by it.
-    pub(super) fn handled_before(&self, now: i64) -> Option<i64> {
-        let since = (*self.others_since.lock().unwrap_or_else(|p| p.into_inner()))?;
-        (now - since >= HANDLED_WITHIN_MS).then_some(now - HANDLED_WITHIN_MS)
-    }
-
-    /// Whether the contact reached by `reach` can be named in a record: whether their
-    /// key is held. A new one is never made here: a name whose keys were deleted (a
-    /// contact erased a moment ago, still in the state) stays without.
+    /// Whether the contact reached by `reach` can be named in a record (see
+    /// [`SharedOutbox::key_to_name`]).
     pub(super) fn can_name(&self, site_id: &str, reach: &Reach) -> bool {
-        self.keys
-            .existing_key(&reach_key_name(site_id, reach))
-            .is_some()
+        self.key_to_name(site_id, reach).is_some()
+    }
+
+    /// The key a fired record names the contact reached by `reach` under: one held of
+    /// their email's or phone's, in the site (its events') or across sites (contact
+    /// links'), else a new one; never one for a name whose keys were deleted (a contact
+    /// erased a moment ago and still in this node's state is not named again).
+    fn key_to_name(&self, site_id: &str, reach: &Reach) -> Option<SealingKey> {
+        let names = reach_key_names(site_id, reach);
+        if let Some(held) = names.iter().find_map(|name| self.keys.existing_key(name)) {
+            return Some(held);
+        }
+        if names.iter().any(|name| self.keys.was_deleted(name)) {
+            return None;
+        }
+        Some(self.keys.key_for(&names[0]))
     }
 
     pub(super) fn sending(&self) -> bool {
@@ -204,13 +201,8 @@ impl SharedOutbox {
         let Some(reach) = fired.reach.take() else {
             return Ok(fired);
         };
-        let key = (self
-            .keys
-            .existing_key(&reach_key_name(&fired.site_id, &reach)))
-        .ok_or_else(|| {
-            TriggerError::Storage(
-                "a fired trigger's contact has no key (erased meanwhile)".to_string(),
-            )
+        let key = (self.key_to_name(&fired.site_id, &reach)).ok_or_else(|| {
+            TriggerError::Storage("a fired trigger's contact was erased meanwhile".to_string())
         })?;
         if let Some(storing) = key.storing {
             let stored = storing.wait().await;
@@ -275,10 +267,10 @@ impl SharedOutbox {
 
     fn acts_at(&self, held: Option<&Lease>, at: Instant) -> bool {
         match (held, self.issued()) {
-            (Some(lease), Some((dated, issued))) => {
+            (Some(lease), Some((seq, turn))) => {
                 lease.node == self.node
-                    && lease.at == dated
-                    && at.saturating_duration_since(issued) < ACT_WITHIN
+                    && lease.seq == seq
+                    && at.saturating_duration_since(turn) < ACT_WITHIN
             }
             _ => false,
         }
@@ -391,13 +383,14 @@ fn decode(record: &spoor_log::Record, keys: &Keyring) -> Result<Option<Record>, 
     }
 }
 
-/// The name of the key a contact reached by `reach` is sealed under in `site_id`.
-fn reach_key_name(site_id: &str, reach: &Reach) -> String {
+/// The names of the keys of the contact reached by `reach`: in `site_id` (its events'),
+/// then across sites (contact links'). Erasing the contact deletes both.
+fn reach_key_names(site_id: &str, reach: &Reach) -> [String; 2] {
     let identifier = match reach {
         Reach::Email(email) => Identifier::Email(email.as_str().into()),
         Reach::Phone(phone) => Identifier::Phone(phone.as_str().into()),
     };
-    key_name(site_id, &identifier)
+    [key_name(site_id, &identifier), key_name("", &identifier)]
 }
 
 /// What a fired record's sealed part is bound to: a box moved to another trigger does
@@ -452,7 +445,7 @@ mod tests {
         fn known(&self, emails: &[&str]) {
             for email in emails {
                 let reach = Reach::Email(email.to_string());
-                let key = self.keys.key_for(&reach_key_name("S", &reach));
+                let key = self.keys.key_for(&reach_key_names("S", &reach)[0]);
                 if let Some(storing) = key.storing {
                     spoor_log::block_on(storing.wait()).unwrap();
                     self.keys.settle(&key.id, true);
@@ -545,29 +538,9 @@ mod tests {
         // The first comes back and finds it has lost the lease, whatever its clock says.
         assert!(!first.take_turn(lapsed + 1).await.unwrap());
         assert!(!first.sends());
-        // Another node that has seen the sender hold the lease for long enough lets go of
-        // the timers that came due before (the sender has handled them).
-        let mut now = lapsed + 1;
-        while now < lapsed + 1 + HANDLED_WITHIN_MS {
-            assert!(second.take_turn(now).await.unwrap());
-            assert!(!first.take_turn(now).await.unwrap());
-            assert_eq!(first.handled_elsewhere_before(now), None, "not yet");
-            now += 10_000;
-        }
-        assert!(second.take_turn(now).await.unwrap());
-        assert!(!first.take_turn(now).await.unwrap());
-        assert_eq!(
-            first.handled_elsewhere_before(now),
-            Some(now - HANDLED_WITHIN_MS)
-        );
-        assert_eq!(
-            second.handled_elsewhere_before(now),
-            None,
-            "the sender's own"
-        );
         // A node started later reads the same outbox and the same sender.
         let third = topic.node();
-        assert!(!third.take_turn(now + 1).await.unwrap());
+        assert!(!third.take_turn(lapsed + 2).await.unwrap());
         assert_eq!(third.due(lapsed, 10).len(), 1);
     }
 
@@ -583,6 +556,7 @@ mod tests {
             .append(vec![Record::Lease(Lease {
                 node: "late".into(),
                 at: T + 10_000 + LEASE_MS,
+                seq: 0,
             })])
             .await
             .unwrap();
@@ -594,15 +568,18 @@ mod tests {
         state.lease(Lease {
             node: "a".into(),
             at: T,
+            seq: 0,
         });
         state.lease(Lease {
             node: "b".into(),
             at: T + LEASE_MS,
+            seq: 0,
         });
         assert_eq!(state.sender.as_ref().map(|l| l.node.as_str()), Some("a"));
         state.lease(Lease {
             node: "b".into(),
             at: T + LEASE_MS + 1,
+            seq: 0,
         });
         assert_eq!(state.sender.as_ref().map(|l| l.node.as_str()), Some("b"));
         // The holder acts on its latest lease only, and only while it is young by the
@@ -610,20 +587,20 @@ mod tests {
         let Store::Shared(shared) = &first.store else {
             unreachable!()
         };
-        let mine = shared.issue(T + 20_000);
-        let (_, issued) = shared.issued().unwrap();
-        assert!(shared.acts_at(Some(&mine), issued + ACT_WITHIN - Duration::from_millis(1)));
-        assert!(!shared.acts_at(Some(&mine), issued + ACT_WITHIN));
-        let older = Lease {
-            at: T + 10_000,
-            ..mine.clone()
-        };
-        assert!(!shared.acts_at(Some(&older), issued), "not its latest");
+        let began = Instant::now();
+        let earlier = shared.issue(T + 20_000, began);
+        let mine = shared.issue(T + 20_000, began);
+        assert!(shared.acts_at(Some(&mine), began + ACT_WITHIN - Duration::from_millis(1)));
+        assert!(!shared.acts_at(Some(&mine), began + ACT_WITHIN));
+        assert!(
+            !shared.acts_at(Some(&earlier), began),
+            "not its latest, though dated alike"
+        );
         let theirs = Lease {
             node: "b".into(),
             ..mine
         };
-        assert!(!shared.acts_at(Some(&theirs), issued));
+        assert!(!shared.acts_at(Some(&theirs), began));
     }
 
     #[tokio::test]
@@ -657,7 +634,9 @@ mod tests {
                 .await
                 .is_err()
         );
-        assert!(!topic.keys.has_key(&reach_key_name("S", &ann_reach)));
+        for name in reach_key_names("S", &ann_reach) {
+            assert!(!topic.keys.has_key(&name), "no key made for an erased name");
+        }
         // A node that reads the topic afterwards finds a trigger fired for nobody.
         let later = topic.node();
         for node in [&sender, &other, &later] {
