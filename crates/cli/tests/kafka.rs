@@ -623,6 +623,7 @@ struct Delivery {
     key: String,
     accepted: bool,
     sender: String,
+    at: Instant,
 }
 
 impl Receiver {
@@ -639,6 +640,7 @@ impl Receiver {
                 key: header("idempotency-key"),
                 accepted,
                 sender: header("spoor-sender"),
+                at: Instant::now(),
             });
             match accepted {
                 true => StatusCode::OK,
@@ -854,6 +856,7 @@ async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     // The sender stays down until the other engine node has taken over.
     engines[sender].server.kill();
+    let killed_at = Instant::now();
     let first_sender = receiver.sender_runs().pop().unwrap();
     receiver.accepting.store(true, Ordering::SeqCst);
     let later_carts = tokio::spawn(post_each(
@@ -896,7 +899,13 @@ async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
     let keys: std::collections::BTreeSet<String> = keys.into_iter().collect();
     assert_eq!(keys.len(), carts, "one trigger per cart: {keys:?}");
     let accepted = receiver.delivered().0.len();
-    eprintln!("{carts} triggers delivered in {deliveries} deliveries, {accepted} answered 200");
+    let taken_over = (receiver.got.lock().unwrap().iter())
+        .find(|d| d.sender != first_sender)
+        .map(|d| d.at.duration_since(killed_at));
+    eprintln!(
+        "{carts} triggers delivered in {deliveries} deliveries, {accepted} answered 200; \
+         the survivor's first delivery {taken_over:?} after the sender was killed"
+    );
     assert_eq!(accepted, carts, "each delivered once");
     // The survivor sends (its metrics say so).
     trigger_sender(&[&engines[1 - sender].server]).await;

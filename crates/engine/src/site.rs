@@ -108,8 +108,18 @@ impl SiteState {
         self.timers.follow_up(fired);
     }
 
-    /// A due trigger taken but not fired (see [`Timers::put_back`]).
+    /// A due trigger taken but not fired (see [`Timers::put_back`]), unless what would
+    /// have stopped it came while it was out: a purchase since its anchor (which stops
+    /// every kind), or an emptied cart (an abandoned cart).
     pub fn put_back(&mut self, pending: Pending) {
+        if let Some(contact) = self.contacts.by_id(pending.contact) {
+            let bought_since = contact.orders.iter().any(|o| o.at >= pending.anchor);
+            let cart_emptied = pending.kind == TriggerKind::AbandonedCart
+                && contact.cart.as_ref().is_none_or(|c| c.lines.is_empty());
+            if bought_since || cart_emptied {
+                return;
+            }
+        }
         self.timers.put_back(pending);
     }
 
@@ -433,6 +443,46 @@ mod tests {
 
     fn general(name: &str, sc: &str) -> Value {
         json!({"eventName": name, "siteId": "S", "cookies": {"sc": sc}})
+    }
+
+    #[test]
+    fn a_timer_put_back_after_a_purchase_or_an_emptied_cart_stays_stopped() {
+        let cart = |products: Value| json!({"GUID": "g", "Products": products});
+        let mug = json!([{"productKey": "mug", "price": "5", "quantity": 1}]);
+        let wait = |_, _| Some(60 * MINUTE);
+        for stop in ["purchase", "empty cart", "nothing"] {
+            let mut site = SiteState::default();
+            apply(
+                &mut site,
+                general("StatusCart", "ann"),
+                Some(("StatusCart", cart(mug.clone()))),
+                0,
+            );
+            let taken = site.take_due(T0 + 60 * MINUTE, wait);
+            assert_eq!(taken.len(), 1, "{stop}");
+            // While it is out (its record being stored), the event that stops it comes.
+            match stop {
+                "purchase" => apply(
+                    &mut site,
+                    general("PurchasedItems", "ann"),
+                    Some((
+                        "PurchasedItems",
+                        json!({"OrderNumber": "o1", "Products": mug.clone()}),
+                    )),
+                    61 * MINUTE,
+                ),
+                "empty cart" => apply(
+                    &mut site,
+                    general("StatusCart", "ann"),
+                    Some(("StatusCart", cart(json!([])))),
+                    61 * MINUTE,
+                ),
+                _ => {}
+            }
+            site.put_back(taken[0].clone());
+            let again = site.take_due(T0 + 62 * MINUTE, wait).len();
+            assert_eq!(again, usize::from(stop == "nothing"), "{stop}");
+        }
     }
 
     /// What `counts` reads from counters, found by reading every contact.

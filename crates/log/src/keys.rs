@@ -73,8 +73,6 @@ struct Held {
     /// Names whose keys were deleted, in the order the deletions were read (once per
     /// key; a node that starts reads those the table still holds as tombstones).
     deleted: Vec<String>,
-    /// The names in `deleted`, to look one up.
-    deleted_names: HashSet<String>,
     /// Keys made here whose storing failed: never sealed with again.
     failed: HashSet<String>,
 }
@@ -115,7 +113,6 @@ impl Held {
         self.failed.remove(&id);
         if self.keys.remove(&id).is_some() || !self.gone.contains(&id) {
             self.deleted.push(name.to_string());
-            self.deleted_names.insert(name.to_string());
         }
         if let Some(ids) = self.by_name.get_mut(name) {
             ids.retain(|held| *held != id);
@@ -224,15 +221,10 @@ impl Keyring {
         }
     }
 
-    /// A key of `name` to seal with when one is held; never a new one.
+    /// A key of `name` to seal with when one is held; never a new one: for what names
+    /// someone only once their records do (a name whose keys were deleted stays without).
     pub fn existing_key(&self, name: &str) -> Option<SealingKey> {
         self.usable(&self.held(), name)
-    }
-
-    /// Whether keys of `name` were deleted, as far as this node has read (tombstones are
-    /// kept a day; a node started later knows only the deletions the table still holds).
-    pub fn was_deleted(&self, name: &str) -> bool {
-        self.held().deleted_names.contains(name)
     }
 
     /// The key of `name` to seal with, if one is held and not known to have failed,

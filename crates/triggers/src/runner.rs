@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use spoor_engine::timers::{Pending, TriggerKind};
@@ -282,6 +282,12 @@ impl Triggers {
         // sealed with: none (erased a moment ago, not yet dropped from this state) fires
         // nothing.
         if !(reach.as_ref()).is_some_and(|reach| self.outbox.can_name(site_id, reach)) {
+            tracing::info!(
+                site_id,
+                trigger = pending.kind.name(),
+                "a due trigger not fired: its contact has no key to be named under (erased \
+                 a moment ago, or known only from records written before sealing)"
+            );
             return None;
         }
         Some(ToFire {
@@ -305,12 +311,11 @@ impl Triggers {
     }
 
     /// On a node that does not send, once a minute: the due timers are taken and judged
-    /// as the sender judges them, without firing. Those the outbox says fired are followed
-    /// up; those the sender would let go of (stale, a step turned off, a contact gone) go;
-    /// those whose contact cannot be reached yet wait for them, as on the sender; the rest
-    /// are put back, due, for the sender to fire (or for this node, should it take over).
-    /// This node's state then holds what the sender's does, not every due timer since it
-    /// started.
+    /// as the sender judges them ([`Triggers::decide`]), without firing. Those the outbox
+    /// says fired are followed up; those the sender lets go of go, and those whose contact
+    /// cannot be reached yet wait for them, as on the sender; the rest are put back, due,
+    /// for the sender to fire (or this node, should it take over). This node's state then
+    /// holds what the sender's does, not every due timer since it started.
     async fn settle_behind(&self, now: i64) {
         let sites: Vec<String> = (self.live.read().sites().into_iter())
             .filter(|(id, site)| {
@@ -324,55 +329,23 @@ impl Triggers {
             self.change_site(&site_id, |site| {
                 let due = site.take_due(now, |kind, step| settings.delay_ms(kind, step));
                 for pending in due {
-                    self.settle_one(&site_id, site, &settings, pending, now);
+                    let Some(ToFire { pending, check, .. }) =
+                        self.decide(&site_id, site, &settings, pending, now)
+                    else {
+                        continue;
+                    };
+                    if self
+                        .outbox
+                        .contains(&trigger_id(&site_id, &check, &pending))
+                    {
+                        site.follow_up(&pending);
+                    } else {
+                        site.put_back(pending);
+                    }
                 }
             })
             .await;
         }
-    }
-
-    fn settle_one(
-        &self,
-        site_id: &str,
-        site: &mut spoor_engine::SiteState,
-        settings: &TriggerSettings,
-        pending: Pending,
-        now: i64,
-    ) {
-        let Some(due_at) = (settings.delay_ms(pending.kind, pending.step))
-            .map(|delay| pending.anchor.saturating_add(delay))
-        else {
-            return;
-        };
-        let Some(contact) = site.contact_by_id(pending.contact) else {
-            return;
-        };
-        let pending = Pending {
-            contact: contact.id,
-            ..pending
-        };
-        if self.fired_before(site_id, contact, &pending).is_some() {
-            site.follow_up(&pending);
-            return;
-        }
-        // Past the staleness limit the sender lets it go too; one that waited for its
-        // contact to be identified is late by design, and goes once the sender has had
-        // as long again to decide on it.
-        let kept_for = match pending.waited {
-            false => settings.stale_after_ms(),
-            true => settings.stale_after_ms() + settings.identify_within_ms(),
-        };
-        if now - due_at > kept_for {
-            return;
-        }
-        if contact_check(contact).is_none() {
-            let deadline = due_at + settings.identify_within_ms();
-            if deadline > now {
-                site.await_identity(pending, deadline);
-            }
-            return;
-        }
-        site.put_back(pending);
     }
 
     /// Lets go of the triggers settled longer ago than their site keeps them, on a
@@ -421,29 +394,26 @@ impl Triggers {
         let due = self.outbox.due(now, max);
         let count = due.len();
         for batch in due.chunks(IN_FLIGHT) {
-            let attempts = batch
-                .iter()
-                .map(|(fired, hook, attempts)| self.deliver(fired, hook, *attempts, now));
-            // Within the deadline the lease's timing allows for: a batch cut short
-            // records nothing, and its deliveries are sent again (at least once).
-            let Ok(attempts) = tokio::time::timeout(
-                crate::outbox::BATCH_DEADLINE,
-                futures_util::future::join_all(attempts),
-            )
-            .await
-            else {
-                tracing::warn!(
-                    deliveries = batch.len(),
-                    "a batch of trigger deliveries outlasted its deadline; they are owed still"
-                );
-                continue;
-            };
+            // On a shared outbox, within the time the lease's timing allows a batch.
+            let deadline = (self.outbox.batch_deadline()).map(|within| Instant::now() + within);
+            let attempts = (batch.iter())
+                .map(|(fired, hook, attempts)| self.deliver(fired, hook, *attempts, now, deadline));
+            let attempts = futures_util::future::join_all(attempts).await;
             self.outbox.attempted(attempts).await?;
         }
         Ok(count)
     }
 
-    async fn deliver(&self, fired: &Fired, hook_id: &str, attempts: u32, now: i64) -> Attempt {
+    /// One delivery attempt; its request cut at `deadline` when there is one (a request
+    /// cut short counts as timed out).
+    async fn deliver(
+        &self,
+        fired: &Fired,
+        hook_id: &str,
+        attempts: u32,
+        now: i64,
+        deadline: Option<Instant>,
+    ) -> Attempt {
         let settings = self.settings.get(&fired.site_id);
         let outcome = |delivered: bool, outcome: String, next_at: Option<i64>| Attempt {
             id: fired.id.clone(),
@@ -487,6 +457,10 @@ impl Triggers {
         // On several machines: which engine node sent it (its log names it too).
         if let Some(node) = self.outbox.node_name() {
             request = request.header("spoor-sender", node);
+        }
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            request = request.timeout(left.min(DELIVERY_TIMEOUT));
         }
         let sent = request.body(body).send().await;
         let (delivered, retryable, text) = match sent {

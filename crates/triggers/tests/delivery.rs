@@ -458,7 +458,7 @@ async fn a_node_taking_over_follows_up_what_the_last_sender_fired_and_fires_noth
         )
         .unwrap(),
     );
-    let keys = keyring_knowing("ann@example.com").await;
+    let keys = keyring_knowing(&["ann@example.com"]).await;
     let node = |live: Arc<LiveState>| {
         let outbox = Outbox::open_shared(topic.clone(), keys.clone()).unwrap();
         shop.triggers_with(
@@ -505,14 +505,16 @@ async fn a_node_taking_over_follows_up_what_the_last_sender_fired_and_fires_noth
     assert_ne!(steps[0].0, steps[1].0, "two triggers: {steps:?}");
 }
 
-/// The keys of a shared log, with the key of `email` (whose events were sealed) held.
-async fn keyring_knowing(email: &str) -> Arc<spoor_log::Keyring> {
+/// The keys of a shared log, with the keys of `emails` (whose events were sealed) held.
+async fn keyring_knowing(emails: &[&str]) -> Arc<spoor_log::Keyring> {
     let keys = spoor_log::Keyring::open(Arc::new(spoor_log::MemoryTable::default())).unwrap();
-    let id = spoor_protocol::identity::Identifier::Email(email.into());
-    let key = keys.key_for(&spoor_protocol::sealing::key_name("S", &id));
-    if let Some(storing) = key.storing {
-        storing.wait().await.unwrap();
-        keys.settle(&key.id, true);
+    for email in emails {
+        let id = spoor_protocol::identity::Identifier::Email((*email).into());
+        let key = keys.key_for(&spoor_protocol::sealing::key_name("S", &id));
+        if let Some(storing) = key.storing {
+            storing.wait().await.unwrap();
+            keys.settle(&key.id, true);
+        }
     }
     keys
 }
@@ -559,7 +561,7 @@ async fn a_trigger_whose_record_cannot_be_stored_fires_at_a_later_turn() {
         .unwrap(),
         down: AtomicBool::new(false),
     });
-    let keys = keyring_knowing("ann@example.com").await;
+    let keys = keyring_knowing(&["ann@example.com"]).await;
     let outbox = Outbox::open_shared(topic.clone(), keys).unwrap();
     let triggers = shop.triggers_with(
         shop.live.clone(),
@@ -592,8 +594,10 @@ async fn a_node_that_does_not_send_keeps_what_the_sender_keeps_of_its_due_timers
     let (url, _receiver) = start_receiver(0, 200).await;
     let mut shop = Shop::open(&url, json!({}));
     shop.post(cart("ann", 0, Some("ann@example.com"))).await;
-    // Dan browses without being known.
+    // Dan browses without being known; Bob's cart comes due after the sender's turn.
     shop.post(view("dan", 0, None)).await;
+    shop.post(cart("bob", 5 * MINUTE, Some("bob@example.com")))
+        .await;
     let topic: Arc<dyn EventLog> = Arc::new(
         FileLog::open(
             &shop.dir.path().join("outbox-topic"),
@@ -602,7 +606,7 @@ async fn a_node_that_does_not_send_keeps_what_the_sender_keeps_of_its_due_timers
         )
         .unwrap(),
     );
-    let keys = keyring_knowing("ann@example.com").await;
+    let keys = keyring_knowing(&["ann@example.com", "bob@example.com"]).await;
     let node = |live: Arc<LiveState>| {
         let outbox = Outbox::open_shared(topic.clone(), keys.clone()).unwrap();
         Arc::new(shop.triggers_with(
@@ -620,33 +624,42 @@ async fn a_node_that_does_not_send_keeps_what_the_sender_keeps_of_its_due_timers
     assert!(sender.outbox().take_turn(now).await.unwrap());
     assert_eq!(sender.fire_due(now).await.unwrap(), 1, "Ann's cart");
 
-    // The other node's loop, a minute on: it does not send, and settles its due timers
-    // as the sender did.
-    SECOND_NODES_CLOCK.store(now, Ordering::SeqCst);
+    // The other node's loop, ten minutes on (the sender renewed its lease, but has not
+    // fired since): it does not send, and settles its due timers as the sender judges
+    // them.
+    let later = now + 10 * MINUTE;
+    assert!(sender.outbox().take_turn(later).await.unwrap(), "renewed");
+    SECOND_NODES_CLOCK.store(later, Ordering::SeqCst);
     let stop = Arc::new(AtomicBool::new(false));
     let running = tokio::spawn(second.clone().run(stop.clone(), second_nodes_clock));
-    let delay = |kind, step| shop.settings.get("S").delay_ms(kind, step);
+    let timers = || {
+        second_state
+            .read()
+            .site("S")
+            .unwrap()
+            .timers()
+            .to_snapshot()
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while (second_state.read().site("S").unwrap().timers()).any_due(now, delay) {
+    while timers().awaiting.is_empty() {
         assert!(std::time::Instant::now() < deadline, "never settled");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.store(true, Ordering::SeqCst);
     running.await.unwrap();
     assert!(!second.outbox().sends());
-    let timers = second_state
-        .read()
-        .site("S")
-        .unwrap()
-        .timers()
-        .to_snapshot();
-    let waiting: Vec<(String, u8)> = (timers.pending.iter())
-        .map(|p| (p.kind.name().to_string(), p.step))
+    let timers = timers();
+    let mut waiting: Vec<(String, u8, i64)> = (timers.pending.iter())
+        .map(|p| (p.kind.name().to_string(), p.step, p.anchor))
         .collect();
+    waiting.sort();
     assert_eq!(
         waiting,
-        [("abandoned-cart".to_string(), 1)],
-        "Ann's follow-up"
+        [
+            ("abandoned-cart".to_string(), 0, T0 + 5 * MINUTE),
+            ("abandoned-cart".to_string(), 1, T0)
+        ],
+        "Bob's cart kept for the sender, Ann's followed up"
     );
     assert_eq!(timers.awaiting.len(), 1, "Dan's browse waits for his email");
     assert_eq!(second.outbox().len(), 1, "nothing fired by the other node");

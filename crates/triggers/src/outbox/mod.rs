@@ -610,6 +610,15 @@ impl Outbox {
         }
     }
 
+    /// How long a batch of deliveries may take once started: on a shared outbox, what the
+    /// lease's timing allows (none on the embedded one).
+    pub fn batch_deadline(&self) -> Option<Duration> {
+        match &self.store {
+            Store::File { .. } => None,
+            Store::Shared(_) => Some(BATCH_DEADLINE),
+        }
+    }
+
     /// This node's name in the shared outbox's leases (none on the embedded one).
     pub fn node_name(&self) -> Option<&str> {
         match &self.store {

@@ -42,16 +42,16 @@ use crate::payload::check_of;
 
 /// How long a lease lasts after its writer's time in it.
 pub(super) const LEASE_MS: i64 = 15_000;
-/// The longest a batch of deliveries may take once started: the receivers' 10 s timeout
-/// and a second to build the payloads and record the attempts.
-pub const BATCH_DEADLINE: Duration = Duration::from_secs(11);
+/// The longest a batch of deliveries may take once started, on a shared outbox: each
+/// request's timeout is cut to what is left of it (a cut one is recorded as timed out).
+pub const BATCH_DEADLINE: Duration = Duration::from_secs(10);
 /// How often the holder renews its lease (by either clock: the wall clock's dates the
 /// lease, the monotonic one's keeps a clock set back from holding renewals off).
 const RENEW_MS: i64 = 3_000;
 const RENEW: Duration = Duration::from_millis(RENEW_MS as u64);
 /// How young the holder's renewal in force must be for it to start firing or a batch of
-/// deliveries: [`LEASE_MS`] less a batch's longest time ([`BATCH_DEADLINE`]) and a
-/// second for the nodes' clocks.
+/// deliveries: [`LEASE_MS`] less a batch's longest time ([`BATCH_DEADLINE`]) and two
+/// seconds: one for the nodes' clocks, one to spare.
 const ACT_WITHIN: Duration = Duration::from_secs(3);
 /// How long reading the topic to a position may go without a record before it fails.
 const READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -163,17 +163,13 @@ impl SharedOutbox {
 
     /// The key a fired record names the contact reached by `reach` under: one held of
     /// their email's or phone's, in the site (its events') or across sites (contact
-    /// links'), else a new one; never one for a name whose keys were deleted (a contact
-    /// erased a moment ago and still in this node's state is not named again).
+    /// links'). Never a new one: a contact erased a moment ago and still in this node's
+    /// state (their keys deleted) is not named again, and a key made here could be stored
+    /// after an erasure's tombstones and outlive it. A contact whose records were never
+    /// sealed (a topic written before sealing) has no key either.
     fn key_to_name(&self, site_id: &str, reach: &Reach) -> Option<SealingKey> {
         let names = reach_key_names(site_id, reach);
-        if let Some(held) = names.iter().find_map(|name| self.keys.existing_key(name)) {
-            return Some(held);
-        }
-        if names.iter().any(|name| self.keys.was_deleted(name)) {
-            return None;
-        }
-        Some(self.keys.key_for(&names[0]))
+        names.iter().find_map(|name| self.keys.existing_key(name))
     }
 
     pub(super) fn sending(&self) -> bool {
