@@ -125,6 +125,12 @@ impl Shop {
         .unwrap()
     }
 
+    /// The topic a shared outbox is on, as the engine nodes of a Kafka log share one.
+    fn outbox_topic(&self) -> Arc<dyn EventLog> {
+        let dir = self.dir.path().join("outbox-topic");
+        Arc::new(FileLog::open(&dir, FileLogConfig::default(), None).unwrap())
+    }
+
     /// Another engine node's state, following the same log, once it has every event.
     async fn second_state(&self) -> Arc<LiveState> {
         let live = Arc::new(LiveState::default());
@@ -450,14 +456,7 @@ async fn a_node_taking_over_follows_up_what_the_last_sender_fired_and_fires_noth
     let mut shop = Shop::open(&url, json!({}));
     shop.post(cart("ann", 0, Some("ann@example.com"))).await;
     // Two engine nodes of one shared log: their own states, one outbox topic.
-    let topic: Arc<dyn EventLog> = Arc::new(
-        FileLog::open(
-            &shop.dir.path().join("outbox-topic"),
-            FileLogConfig::default(),
-            None,
-        )
-        .unwrap(),
-    );
+    let topic = shop.outbox_topic();
     let keys = keyring_knowing(&["ann@example.com"]).await;
     let node = |live: Arc<LiveState>| {
         let outbox = Outbox::open_shared(topic.clone(), keys.clone()).unwrap();
@@ -598,14 +597,7 @@ async fn a_node_that_does_not_send_keeps_what_the_sender_keeps_of_its_due_timers
     shop.post(view("dan", 0, None)).await;
     shop.post(cart("bob", 5 * MINUTE, Some("bob@example.com")))
         .await;
-    let topic: Arc<dyn EventLog> = Arc::new(
-        FileLog::open(
-            &shop.dir.path().join("outbox-topic"),
-            FileLogConfig::default(),
-            None,
-        )
-        .unwrap(),
-    );
+    let topic = shop.outbox_topic();
     let keys = keyring_knowing(&["ann@example.com", "bob@example.com"]).await;
     let node = |live: Arc<LiveState>| {
         let outbox = Outbox::open_shared(topic.clone(), keys.clone()).unwrap();
