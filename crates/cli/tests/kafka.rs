@@ -301,7 +301,8 @@ async fn events_live_on_the_topic_and_a_broker_out_of_reach_gives_503_never_200(
         }
         assert!(
             Instant::now() < deadline,
-            "not taken after the broker came back: {status} {body}"
+            "not taken after the broker came back: {status} {body}\n{}",
+            server.log_text()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -359,6 +359,15 @@ impl SiteRegistry {
         name: Option<&str>,
         now_ms: i64,
     ) -> Result<(Site, Registration), SettingsError> {
+        // A site registered already changes nothing, so nothing is written: a server
+        // started with `--site` on a full disk still starts.
+        let registered = site_id.and_then(|id| {
+            self.file
+                .read(|sites| sites.get(id).map(|s| s.site.clone()))
+        });
+        if let Some(site) = registered {
+            return Ok((site, Registration::Existing));
+        }
         self.file.change(|sites| {
             let site_id = match site_id {
                 Some(id) => {
