@@ -350,9 +350,10 @@ fn open_outbox(
     data_dir: &Path,
     keys: Option<Arc<Keyring>>,
 ) -> anyhow::Result<Outbox> {
-    let topic = match role.holds_state() {
-        true => spoor_log::open_outbox_log(log_spec).context("open the trigger outbox's topic")?,
-        false => None,
+    let topic = if role.holds_state() {
+        spoor_log::open_outbox_log(log_spec).context("open the trigger outbox's topic")?
+    } else {
+        None
     };
     match (topic, keys) {
         (Some(topic), Some(keys)) => {

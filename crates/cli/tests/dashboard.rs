@@ -10,15 +10,11 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
 use common::browser::{Demo, browser_at_hand, run_driver};
+use common::receiver::Receiver;
 use common::{ADMIN_TOKEN, Server, call, client, get, post_batch, post_json};
 use serde_json::{Value, json};
 
@@ -31,40 +27,6 @@ const DEAD_LETTER_EMAIL: &str = "dana@example.com";
 const ERASED_EMAIL: &str = "erin@example.com";
 /// Visitors shown each variant of the A/B block.
 const VISITORS_PER_VARIANT: usize = 200;
-
-/// What the webhook receiver got: each delivery's `Idempotency-Key` and `Spoor-Trigger`.
-#[derive(Clone, Default)]
-struct Receiver {
-    accepting: Arc<AtomicBool>,
-    got: Arc<Mutex<Vec<(String, String)>>>,
-}
-
-async fn receive(State(receiver): State<Receiver>, headers: HeaderMap) -> StatusCode {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string()
-    };
-    (receiver.got.lock().unwrap()).push((header("idempotency-key"), header("spoor-trigger")));
-    if receiver.accepting.load(Ordering::SeqCst) {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    }
-}
-
-async fn start_receiver() -> (Receiver, String) {
-    let receiver = Receiver::default();
-    let app = Router::new()
-        .route("/hook", post(receive))
-        .with_state(receiver.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (receiver, url)
-}
 
 /// The Online Retail data as the demo loads it (dates moved to end yesterday), in a data
 /// directory the test's server then opens.
@@ -212,7 +174,7 @@ async fn the_dashboard_shows_the_apis_figures_and_acts_through_it() {
 
     // A delivery that dies (the receiver fails, one attempt allowed), then a receiver
     // that takes deliveries again.
-    let (receiver, hook) = start_receiver().await;
+    let (receiver, hook) = Receiver::start().await;
     let settings = json!({"webhooks": [{"id": "crm", "url": hook, "secret": "dashboard-test-secret",
                                         "kinds": ["abandoned-cart"], "maxAttempts": 1}]});
     admin(
@@ -360,11 +322,11 @@ async fn the_dashboard_shows_the_apis_figures_and_acts_through_it() {
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let got = receiver.got.lock().unwrap().clone();
-        let replays = got.iter().filter(|(key, _)| *key == dead_id).count();
+        let got = receiver.deliveries();
+        let replays = got.iter().filter(|d| d.key == dead_id).count();
         if replays >= 2 {
             assert!(
-                got.iter().any(|(_, kind)| kind == "test"),
+                got.iter().any(|d| d.trigger == "test"),
                 "the test delivery: {got:?}"
             );
             break;

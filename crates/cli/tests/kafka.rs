@@ -11,16 +11,12 @@ mod common;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::routing::post;
+use common::receiver::Receiver;
 use common::{Server, call, call_json, client, get, ndjson, post_json, run_ok, spoor};
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 const T0: i64 = 1_700_000_000_000;
 
@@ -612,74 +608,6 @@ fn fetch(peer: &Node, data: &Path, broker: &str, topic: &str) -> Command {
     command
 }
 
-/// A shop's webhook receiver: each delivery's `Idempotency-Key`, whether it was answered
-/// 200 (it answers 503 until told to accept), and the engine node that sent it.
-#[derive(Clone, Default)]
-struct Receiver {
-    accepting: Arc<AtomicBool>,
-    got: Arc<Mutex<Vec<Delivery>>>,
-}
-
-struct Delivery {
-    key: String,
-    accepted: bool,
-    sender: String,
-    at: Instant,
-}
-
-impl Receiver {
-    async fn start() -> (Receiver, String) {
-        async fn receive(State(receiver): State<Receiver>, headers: HeaderMap) -> StatusCode {
-            let header = |name: &str| {
-                (headers.get(name))
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string()
-            };
-            let accepted = receiver.accepting.load(Ordering::SeqCst);
-            receiver.got.lock().unwrap().push(Delivery {
-                key: header("idempotency-key"),
-                accepted,
-                sender: header("spoor-sender"),
-                at: Instant::now(),
-            });
-            match accepted {
-                true => StatusCode::OK,
-                false => StatusCode::SERVICE_UNAVAILABLE,
-            }
-        }
-        let receiver = Receiver::default();
-        let app = Router::new()
-            .route("/hook", post(receive))
-            .with_state(receiver.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        (receiver, url)
-    }
-
-    /// The keys answered 200 (once each, or more), and how many deliveries came in all.
-    fn delivered(&self) -> (Vec<String>, usize) {
-        let got = self.got.lock().unwrap();
-        let keys = (got.iter().filter(|d| d.accepted))
-            .map(|d| d.key.clone())
-            .collect();
-        (keys, got.len())
-    }
-
-    /// The senders of the deliveries, in the order they came, each run of one sender
-    /// told once.
-    fn sender_runs(&self) -> Vec<String> {
-        let mut runs: Vec<String> = Vec::new();
-        for delivery in self.got.lock().unwrap().iter() {
-            if runs.last() != Some(&delivery.sender) {
-                runs.push(delivery.sender.clone());
-            }
-        }
-        runs
-    }
-}
-
 /// A cart left two hours ago by a contact with an email: its abandoned-cart trigger is due
 /// at once.
 fn left_cart(n: usize) -> Value {
@@ -900,7 +828,7 @@ async fn ingest_and_engine_nodes_keep_every_acknowledged_event_through_kills() {
     let keys: std::collections::BTreeSet<String> = keys.into_iter().collect();
     assert_eq!(keys.len(), carts, "one trigger per cart: {keys:?}");
     let accepted = receiver.delivered().0.len();
-    let taken_over = (receiver.got.lock().unwrap().iter())
+    let taken_over = (receiver.deliveries().into_iter())
         .find(|d| d.sender != first_sender)
         .map(|d| d.at.duration_since(killed_at));
     eprintln!(

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use spoor_engine::recommend::query::Filters;
 use spoor_engine::recommend::{Algorithm, Request};
 use spoor_engine::timers::TriggerKind;
-use spoor_engine::{Contact, Identifier, Product, SiteState};
+use spoor_engine::{Contact, Product, SiteState};
 use spoor_settings::SiteTuning;
 
 use crate::outbox::{Fired, Reach};
@@ -62,8 +62,7 @@ pub fn payload(
     tuned: Option<&SiteTuning>,
 ) -> Option<Value> {
     let contact = match &fired.reach {
-        Some(Reach::Email(email)) => site.contact(&Identifier::Email(email.as_str().into())),
-        Some(Reach::Phone(phone)) => site.contact(&Identifier::Phone(phone.as_str().into())),
+        Some(reach) => site.contact(&reach.identifier()),
         None => site.contact_by_id(fired.contact),
     }?;
     if contact_check(contact).as_deref() != Some(fired.contact_check.as_str()) {

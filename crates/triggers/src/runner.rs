@@ -85,21 +85,8 @@ impl Triggers {
 
     /// Fires every trigger due at `now`; how many fired.
     pub async fn fire_due(&self, now: i64) -> Result<usize, TriggerError> {
-        // Read first: the write lock (which holds up every reader) only when something is due.
-        let sites: Vec<String> = self
-            .live
-            .read()
-            .sites()
-            .into_iter()
-            .filter(|(id, site)| {
-                let settings = self.settings.get(id);
-                site.timers()
-                    .any_due(now, |kind, step| settings.delay_ms(kind, step))
-            })
-            .map(|(id, _)| id.to_string())
-            .collect();
         let mut fired = 0;
-        for site_id in sites {
+        for site_id in self.sites_with_due_timers(now) {
             fired += self.fire_site(&site_id, now).await?;
         }
         Ok(fired)
@@ -297,6 +284,18 @@ impl Triggers {
         })
     }
 
+    /// The sites with a timer due at `now`, found under the read lock: the write lock (which
+    /// holds up every reader) is taken only for a site with something due.
+    fn sites_with_due_timers(&self, now: i64) -> Vec<String> {
+        (self.live.read().sites().into_iter())
+            .filter(|(id, site)| {
+                let settings = self.settings.get(id);
+                (site.timers()).any_due(now, |kind, step| settings.delay_ms(kind, step))
+            })
+            .map(|(id, _)| id.to_string())
+            .collect()
+    }
+
     /// The contact's check when the outbox holds `pending`'s trigger (fired already).
     fn fired_before(
         &self,
@@ -317,14 +316,7 @@ impl Triggers {
     /// for the sender to fire (or this node, should it take over). This node's state then
     /// holds what the sender's does, not every due timer since it started.
     async fn settle_behind(&self, now: i64) {
-        let sites: Vec<String> = (self.live.read().sites().into_iter())
-            .filter(|(id, site)| {
-                let settings = self.settings.get(id);
-                (site.timers()).any_due(now, |kind, step| settings.delay_ms(kind, step))
-            })
-            .map(|(id, _)| id.to_string())
-            .collect();
-        for site_id in sites {
+        for site_id in self.sites_with_due_timers(now) {
             let settings = self.settings.get(&site_id);
             self.change_site(&site_id, |site| {
                 let due = site.take_due(now, |kind, step| settings.delay_ms(kind, step));
@@ -365,21 +357,10 @@ impl Triggers {
             .map_err(|e| TriggerError::Storage(format!("expiring settled triggers: {e}")))?
     }
 
-    /// Sends every delivery owed at `now`; how many were attempted.
+    /// Sends every delivery owed at `now`, a batch at a time; how many were attempted.
     pub async fn deliver_due(&self, now: i64) -> Result<usize, TriggerError> {
-        self.deliver_due_until(now, &AtomicBool::new(false)).await
-    }
-
-    /// Sends the deliveries owed at `now`, a batch at a time, until none is owed or `stop`
-    /// is set; how many were attempted. A backlog to a receiver that answers slowly can
-    /// take many minutes to send: a stop waits for the batch in flight only.
-    pub async fn deliver_due_until(
-        &self,
-        now: i64,
-        stop: &AtomicBool,
-    ) -> Result<usize, TriggerError> {
         let mut attempted = 0;
-        while !stop.load(Ordering::Acquire) {
+        loop {
             let sent = self.deliver_some(now, IN_FLIGHT).await?;
             attempted += sent;
             if sent < IN_FLIGHT {
@@ -591,7 +572,8 @@ impl Triggers {
     }
 
     /// Sends the owed deliveries a batch at a time, each only while this node still sends
-    /// (a backlog to a slow receiver can take minutes), until none is owed or `stop`.
+    /// (a backlog to a slow receiver can take minutes), until none is owed or `stop`: a
+    /// stop waits for the batch in flight only.
     async fn deliver_while_sending(&self, stop: &AtomicBool, clock: fn() -> i64) {
         while !stop.load(Ordering::Acquire) {
             let now = clock();

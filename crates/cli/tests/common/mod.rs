@@ -7,6 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod browser;
+pub mod receiver;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 const START_TIMEOUT: Duration = Duration::from_secs(30);

@@ -72,6 +72,15 @@ pub enum Reach {
     Phone(String),
 }
 
+impl Reach {
+    pub fn identifier(&self) -> spoor_engine::Identifier {
+        match self {
+            Reach::Email(email) => spoor_engine::Identifier::Email(email.as_str().into()),
+            Reach::Phone(phone) => spoor_engine::Identifier::Phone(phone.as_str().into()),
+        }
+    }
+}
+
 /// One delivery attempt and what it came to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use spoor_log::keys::SealingKey;
 use spoor_log::{EventLog, Keyring, LogReader, Position};
-use spoor_protocol::identity::Identifier;
 use spoor_protocol::sealing::{OpenError, key_name, open_part, seal_part};
 
 use super::{Counted, Fired, Reach, Record, State, lock};
@@ -382,10 +381,7 @@ fn decode(record: &spoor_log::Record, keys: &Keyring) -> Result<Option<Record>, 
 /// The names of the keys of the contact reached by `reach`: in `site_id` (its events'),
 /// then across sites (contact links'). Erasing the contact deletes both.
 fn reach_key_names(site_id: &str, reach: &Reach) -> [String; 2] {
-    let identifier = match reach {
-        Reach::Email(email) => Identifier::Email(email.as_str().into()),
-        Reach::Phone(phone) => Identifier::Phone(phone.as_str().into()),
-    };
+    let identifier = reach.identifier();
     [key_name(site_id, &identifier), key_name("", &identifier)]
 }
 
@@ -615,7 +611,7 @@ mod tests {
         let other = topic.node();
         assert!(other.contains("ann-1"));
         // The erasure deletes the contact's keys; each running node lets go of its records.
-        let ann = Identifier::Email("ann@example.com".into());
+        let ann = Reach::Email("ann@example.com".into()).identifier();
         topic.keys.delete(&erased_key_names("S", [&ann])).unwrap();
         for node in [&sender, &other] {
             assert_eq!(node.forget(&check_of("ann@example.com")).unwrap(), 1);
