@@ -430,9 +430,20 @@ fn candidate_settings() -> Vec<Knob> {
         }),
         (
             "idf_power",
-            vec![-0.6, -0.45, -0.3, -0.1, 0.0, 0.5],
+            vec![-0.8, -0.6, -0.45, -0.3, -0.1, 0.0, 0.5],
             |p, v| p.idf_power = v as f32,
         ),
+        (
+            "shared_idf_power",
+            vec![-0.5, -0.3, -0.1, 0.0, 0.5],
+            |p, v| p.shared_idf_power = v as f32,
+        ),
+        ("trend_power", vec![0.0, 0.1, 0.2, 0.3, 0.4], |p, v| {
+            p.trend_power = v as f32
+        }),
+        ("trend_days", vec![1.0, 3.0, 7.0, 14.0, 30.0], |p, v| {
+            p.trend_window_ms = v * 86_400_000.0
+        }),
     ]
 }
 

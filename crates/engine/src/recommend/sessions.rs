@@ -11,7 +11,8 @@
 //! - **Neighbours** (session-kNN in the manner of STAN): the recent sessions that share
 //!   items with `s`. A shared item counts more the later it is in `s` (`prefix_decay`), a
 //!   neighbour counts less the longer ago it was active (`recency_half_life_ms`) and is
-//!   divided by its length to a power (`length_power`); the best `neighbours` of them
+//!   divided by its length to a power (`length_power`), and a shared item counts more the
+//!   rarer it is (`shared_idf_power`); the best `neighbours` of them
 //!   vote for their items, each vote weaker the further the item is from the point where
 //!   the neighbour meets `s` (`neighbour_decay`).
 //! - **Successors** (sequential rules, computed at question time): in recent sessions
@@ -20,8 +21,13 @@
 //! - **Repeats** (session popularity with recency): the items of `s` itself, each view
 //!   counting less the further back it is (`repeat_decay`).
 //! - **Co-occurrence**: the items of the recent sessions that share an item with `s`,
-//!   each counted once per session and shared item (weighted as the neighbours weigh a
-//!   shared item), without the neighbours' similarity, ranking or positions.
+//!   each counted once per session and shared item (weighted by the shared item's place
+//!   in `s`, as the neighbours weigh it), without the neighbours' similarity, ranking or
+//!   positions.
+//!
+//! The blend is then scaled by what is in demand now (`trend_power`): an item's sessions
+//! active within `trend_window_ms`, so that of two products equally likely by the
+//! sessions, the one many visitors look at this week comes first.
 //!
 //! Each voice has its weight (`*_weight`), so a site's tuning can land on any one of them
 //! alone or on a blend: the simple methods a shop could run itself are all within reach
@@ -166,6 +172,16 @@ pub struct NextItemParams {
     pub repeat_decay: f32,
     /// The co-occurrence voice's weight in the blend.
     pub cooccurrence_weight: f32,
+    /// Rarity of a shared item in a neighbour's similarity: as `idf_power` does to the
+    /// votes, a shared item's weight is scaled by its session frequency (so that two
+    /// sessions meeting on a rarely viewed product are closer than two meeting on the
+    /// shop's best seller).
+    pub shared_idf_power: f32,
+    /// What is in demand now: the blend's score of an item is multiplied by
+    /// `(1 + its sessions active within trend_window_ms)` to this power.
+    pub trend_power: f32,
+    /// How far back the trend counts an item's sessions.
+    pub trend_window_ms: f64,
 }
 
 /// The voices of the next-item model, each of which a blend can be reduced to.
@@ -205,6 +221,7 @@ impl NextItemParams {
             repeat_weight: f32::from(voice == Voice::Repeats),
             cooccurrence_weight: f32::from(voice == Voice::Cooccurrence),
             seen_weight: 1.0,
+            trend_power: 0.0,
             ..self.clone()
         }
     }
@@ -228,6 +245,9 @@ impl Default for NextItemParams {
             repeat_weight: 0.0,
             repeat_decay: 3.0,
             cooccurrence_weight: 0.0,
+            shared_idf_power: 0.0,
+            trend_power: 0.0,
+            trend_window_ms: 7.0 * 86_400_000.0,
         }
     }
 }
@@ -415,6 +435,9 @@ impl Sessions {
                 self.cooccurrence_votes(s, own, params, voice);
                 voice.blend_into(scores, params.cooccurrence_weight);
             }
+            if params.trend_power != 0.0 {
+                self.follow_trend(now, params, scores);
+            }
             if params.seen_weight != 1.0 {
                 for item in &s[..s.len() - 1] {
                     if *item != last {
@@ -461,7 +484,8 @@ impl Sessions {
             let mut candidates: FxHashMap<SessionId, (f32, usize)> =
                 FxHashMap::with_capacity_and_hasher(expected, Default::default());
             for (item, age) in &distinct {
-                let weight = (-(*age as f32) / params.prefix_decay).exp();
+                let weight = (-(*age as f32) / params.prefix_decay).exp()
+                    * self.rarity(*item, params.shared_idf_power);
                 for session in self.recent_sessions(*item, params.sample) {
                     if Some(*session) == own {
                         continue;
@@ -505,15 +529,44 @@ impl Sessions {
         }
         // The popularity correction is the item's own: applied once per item, not per vote.
         if params.idf_power != 0.0 {
-            let total = self.sessions.len() as f32;
             for &item in &scores.touched {
-                let df = self.postings[item as usize].len() as f32;
-                scores.values[item as usize] *= if params.idf_power > 0.0 {
-                    (total / df).ln().powf(params.idf_power)
-                } else {
-                    df.powf(params.idf_power)
-                };
+                scores.values[item as usize] *= self.rarity(item, params.idf_power);
             }
+        }
+    }
+
+    /// A popularity correction of `item`: above 0, its log inverse session frequency to
+    /// this power; below 0, its session count to this power.
+    fn rarity(&self, item: ItemId, power: f32) -> f32 {
+        if power == 0.0 {
+            return 1.0;
+        }
+        let sessions = self.postings.get(item as usize).map_or(0, Vec::len).max(1) as f32;
+        if power > 0.0 {
+            (self.sessions.len() as f32 / sessions)
+                .ln()
+                .max(0.0)
+                .powf(power)
+        } else {
+            sessions.powf(power)
+        }
+    }
+
+    /// Scales each scored item by its sessions active lately (see `trend_power`).
+    fn follow_trend(&self, now: i64, params: &NextItemParams, scores: &mut ScoreBoard) {
+        let since = now
+            .min(self.newest)
+            .saturating_sub(params.trend_window_ms as i64);
+        for &item in &scores.touched {
+            let Some(list) = self.postings.get(item as usize) else {
+                continue;
+            };
+            // A posting list is in the order its sessions came to the item, which is
+            // their order of last activity but for sessions still going on elsewhere: a
+            // binary search counts the recent ones close enough, at log cost.
+            let older = list.partition_point(|id| self.sessions[*id as usize].last_at < since);
+            let recent = (list.len() - older) as f32;
+            scores.values[item as usize] *= (1.0 + recent).powf(params.trend_power);
         }
     }
 

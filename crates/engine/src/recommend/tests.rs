@@ -132,6 +132,72 @@ fn neighbours_vote_by_cosine_similarity() {
     assert_eq!(ranked, vec![1, 4]);
 }
 
+/// Sessions of `items`, each started at its time (ms).
+fn sessions_of(list: &[(&[u32], i64)]) -> Sessions {
+    let mut sessions = Sessions::default();
+    for (items, at) in list {
+        let s = sessions.start(*at, NO_VISITOR);
+        for item in *items {
+            sessions.push(s, *item, *at);
+        }
+    }
+    sessions
+}
+
+fn ranked(answer: Vec<(u32, f32)>) -> Vec<u32> {
+    answer.into_iter().map(|(item, _)| item).collect()
+}
+
+#[test]
+fn the_trend_puts_what_many_view_lately_first() {
+    const DAY: i64 = 86_400_000;
+    // 2 and 3 follow 1 once each; 3 was viewed by two other sessions in the last days,
+    // 2 by three sessions long ago.
+    let sessions = sessions_of(&[
+        (&[2, 9], 0),
+        (&[2, 8], 0),
+        (&[2, 7], 0),
+        (&[1, 2], 30 * DAY),
+        (&[1, 3], 30 * DAY),
+        (&[3, 6], 39 * DAY),
+        (&[3, 5], 39 * DAY),
+    ]);
+    let now = 40 * DAY;
+    let steady = ranked(sessions.next_items(&[1], now, None, &plain(), 2));
+    assert_eq!(steady, vec![1, 2], "ties go to the lower number without the trend");
+    let trending = NextItemParams {
+        trend_power: 0.5,
+        trend_window_ms: 7.0 * DAY as f64,
+        ..plain()
+    };
+    let answer = sessions.next_items(&[1], now, None, &trending, 3);
+    assert_eq!(ranked(answer.clone()), vec![1, 3, 2], "{answer:?}");
+    // 3: two sessions within the week (the one with 1, 10 days ago, is not): x sqrt 3.
+    assert!((answer[1].1 / answer[2].1 - 3f32.sqrt()).abs() < 1e-4, "{answer:?}");
+}
+
+#[test]
+fn neighbours_meeting_on_a_rare_item_are_closer() {
+    // `s` = [1, 2]: 1 is in every session, 2 in one; the neighbour through 2 votes for 4,
+    // the one through 1 alone for 3, two of them.
+    let sessions = sessions_of(&[
+        (&[1, 3], 0),
+        (&[1, 3], 0),
+        (&[1, 2, 4], 0),
+        (&[1, 5], 0),
+        (&[1, 6], 0),
+    ]);
+    let plain_votes = ranked(sessions.next_items(&[2, 1], 0, None, &plain(), 10));
+    let position = |list: &[u32], item| list.iter().position(|i| *i == item).unwrap();
+    assert!(position(&plain_votes, 3) < position(&plain_votes, 4), "{plain_votes:?}");
+    let rare_first = NextItemParams {
+        shared_idf_power: -1.0,
+        ..plain()
+    };
+    let weighed = ranked(sessions.next_items(&[2, 1], 0, None, &rare_first, 10));
+    assert!(position(&weighed, 4) < position(&weighed, 3), "{weighed:?}");
+}
+
 #[test]
 fn items_whose_weight_is_negligible_are_not_read() {
     let mut sessions = Sessions::default();
