@@ -444,6 +444,12 @@ fn candidate_settings() -> Vec<Knob> {
         ("trend_days", vec![1.0, 3.0, 7.0, 14.0, 30.0], |p, v| {
             p.trend_window_ms = v * 86_400_000.0
         }),
+        ("stale_days", vec![0.0, 30.0, 60.0, 120.0], |p, v| {
+            p.stale_half_life_ms = v * 86_400_000.0
+        }),
+        ("successor_depth", vec![0.0, 0.5, 1.0, 2.0], |p, v| {
+            p.successor_depth = v as f32
+        }),
     ]
 }
 

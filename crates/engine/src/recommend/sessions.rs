@@ -17,7 +17,8 @@
 //!   the neighbour meets `s` (`neighbour_decay`).
 //! - **Successors** (sequential rules, computed at question time): in recent sessions
 //!   that viewed the last item of `s`, the items viewed within `successor_steps` after it,
-//!   each counted `1 / distance`.
+//!   each counted `1 / distance`; the successors of earlier items of `s` count too, less
+//!   the further back the item is (`successor_depth`).
 //! - **Repeats** (session popularity with recency): the items of `s` itself, each view
 //!   counting less the further back it is (`repeat_decay`).
 //! - **Co-occurrence**: the items of the recent sessions that share an item with `s`,
@@ -27,7 +28,8 @@
 //!
 //! The blend is then scaled by what is in demand now (`trend_power`): an item's sessions
 //! active within `trend_window_ms`, so that of two products equally likely by the
-//! sessions, the one many visitors look at this week comes first.
+//! sessions, the one many visitors look at this week comes first; and one that no one has
+//! looked at for long counts less (`stale_half_life_ms`).
 //!
 //! Each voice has its weight (`*_weight`), so a site's tuning can land on any one of them
 //! alone or on a blend: the simple methods a shop could run itself are all within reach
@@ -157,6 +159,9 @@ pub struct NextItemParams {
     pub successor_sample: usize,
     /// The successor voice's weight in the blend (the neighbours' is 1).
     pub successor_weight: f32,
+    /// Positions over which the successors of an earlier item of `s` count 1/e less than
+    /// those of its last (0: the last item's alone).
+    pub successor_depth: f32,
     /// Popularity correction of the neighbours' votes: above 0, a vote is scaled by the
     /// item's log inverse session frequency to this power; below 0, by its session count
     /// to this power (so popular items stop crowding out the rest).
@@ -182,6 +187,9 @@ pub struct NextItemParams {
     pub trend_power: f32,
     /// How far back the trend counts an item's sessions.
     pub trend_window_ms: f64,
+    /// What no one has viewed lately (sold out, out of season): the blend's score of an
+    /// item halves for every `stale_half_life_ms` since its latest session (0: never).
+    pub stale_half_life_ms: f64,
 }
 
 /// The voices of the next-item model, each of which a blend can be reduced to.
@@ -222,6 +230,7 @@ impl NextItemParams {
             cooccurrence_weight: f32::from(voice == Voice::Cooccurrence),
             seen_weight: 1.0,
             trend_power: 0.0,
+            stale_half_life_ms: 0.0,
             ..self.clone()
         }
     }
@@ -239,6 +248,7 @@ impl Default for NextItemParams {
             successor_steps: 5,
             successor_sample: 2000,
             successor_weight: 0.1,
+            successor_depth: 0.0,
             idf_power: -0.3,
             seen_weight: 2.0,
             length_power: 0.5,
@@ -248,6 +258,7 @@ impl Default for NextItemParams {
             shared_idf_power: 0.0,
             trend_power: 0.0,
             trend_window_ms: 7.0 * 86_400_000.0,
+            stale_half_life_ms: 0.0,
         }
     }
 }
@@ -424,7 +435,7 @@ impl Sessions {
                 voice.blend_into(scores, params.neighbour_weight);
             }
             if params.successor_weight > 0.0 {
-                self.successor_votes(last, own, params, voice);
+                self.successor_votes(s, own, params, voice);
                 voice.blend_into(scores, params.successor_weight);
             }
             if params.repeat_weight > 0.0 {
@@ -435,8 +446,8 @@ impl Sessions {
                 self.cooccurrence_votes(s, own, params, voice);
                 voice.blend_into(scores, params.cooccurrence_weight);
             }
-            if params.trend_power != 0.0 {
-                self.follow_trend(now, params, scores);
+            if params.trend_power != 0.0 || params.stale_half_life_ms > 0.0 {
+                self.weigh_by_demand(now, params, scores);
             }
             if params.seen_weight != 1.0 {
                 for item in &s[..s.len() - 1] {
@@ -552,11 +563,11 @@ impl Sessions {
         }
     }
 
-    /// Scales each scored item by its sessions active lately (see `trend_power`).
-    fn follow_trend(&self, now: i64, params: &NextItemParams, scores: &mut ScoreBoard) {
-        let since = now
-            .min(self.newest)
-            .saturating_sub(params.trend_window_ms as i64);
+    /// Scales each scored item by its sessions active lately (`trend_power`) and by the
+    /// time since its latest one (`stale_half_life_ms`).
+    fn weigh_by_demand(&self, now: i64, params: &NextItemParams, scores: &mut ScoreBoard) {
+        let now = now.min(self.newest);
+        let since = now.saturating_sub(params.trend_window_ms as i64);
         for &item in &scores.touched {
             let Some(list) = self.postings.get(item as usize) else {
                 continue;
@@ -566,29 +577,59 @@ impl Sessions {
             // binary search counts the recent ones close enough, at log cost.
             let older = list.partition_point(|id| self.sessions[*id as usize].last_at < since);
             let recent = (list.len() - older) as f32;
-            scores.values[item as usize] *= (1.0 + recent).powf(params.trend_power);
+            let mut factor = (1.0 + recent).powf(params.trend_power);
+            if let (Some(latest), true) = (list.last(), params.stale_half_life_ms > 0.0) {
+                let idle = (now - self.sessions[*latest as usize].last_at).max(0) as f64;
+                factor *= ((-idle / params.stale_half_life_ms) as f32).exp2();
+            }
+            scores.values[item as usize] *= factor;
         }
     }
 
     fn successor_votes(
         &self,
-        last: ItemId,
+        s: &[ItemId],
         own: Option<SessionId>,
         params: &NextItemParams,
         scores: &mut ScoreBoard,
     ) {
-        for session in self.recent_sessions(last, params.successor_sample) {
+        for (item, age) in latest_positions(s, params.successor_depth) {
+            // (At a depth of 0, the last item alone, at full weight, not 0/0.)
+            let weight = match age {
+                0 => 1.0,
+                _ => (-(age as f32) / params.successor_depth).exp(),
+            };
+            // An earlier item's sessions are read in proportion to its weight, so that a
+            // question reads at most about `successor_sample * (1 + successor_depth)`
+            // sessions however long `s` is.
+            let sample = (params.successor_sample as f32 * weight).ceil() as usize;
+            self.successors_of(item, weight, sample, own, params, scores);
+        }
+    }
+
+    /// The successor votes of one item of the question, each worth `weight / distance`,
+    /// from its latest `sample` sessions.
+    fn successors_of(
+        &self,
+        earlier: ItemId,
+        weight: f32,
+        sample: usize,
+        own: Option<SessionId>,
+        params: &NextItemParams,
+        scores: &mut ScoreBoard,
+    ) {
+        for session in self.recent_sessions(earlier, sample) {
             if Some(*session) == own {
                 continue;
             }
             let items = &self.sessions[*session as usize].items;
             for (position, item) in items.iter().enumerate() {
-                if *item != last {
+                if *item != earlier {
                     continue;
                 }
                 let after = &items[position + 1..];
                 for (distance, next) in after.iter().take(params.successor_steps).enumerate() {
-                    scores.add(*next, 1.0 / (distance + 1) as f32);
+                    scores.add(*next, weight / (distance + 1) as f32);
                 }
             }
         }

@@ -164,7 +164,11 @@ fn the_trend_puts_what_many_view_lately_first() {
     ]);
     let now = 40 * DAY;
     let steady = ranked(sessions.next_items(&[1], now, None, &plain(), 2));
-    assert_eq!(steady, vec![1, 2], "ties go to the lower number without the trend");
+    assert_eq!(
+        steady,
+        vec![1, 2],
+        "ties go to the lower number without the trend"
+    );
     let trending = NextItemParams {
         trend_power: 0.5,
         trend_window_ms: 7.0 * DAY as f64,
@@ -173,7 +177,58 @@ fn the_trend_puts_what_many_view_lately_first() {
     let answer = sessions.next_items(&[1], now, None, &trending, 3);
     assert_eq!(ranked(answer.clone()), vec![1, 3, 2], "{answer:?}");
     // 3: two sessions within the week (the one with 1, 10 days ago, is not): x sqrt 3.
-    assert!((answer[1].1 / answer[2].1 - 3f32.sqrt()).abs() < 1e-4, "{answer:?}");
+    assert!(
+        (answer[1].1 / answer[2].1 - 3f32.sqrt()).abs() < 1e-4,
+        "{answer:?}"
+    );
+}
+
+#[test]
+fn what_no_one_viewed_lately_counts_less() {
+    const DAY: i64 = 86_400_000;
+    // 2 and 3 each follow 1 once; 2 was last viewed 60 days ago, 3 yesterday.
+    let sessions = sessions_of(&[
+        (&[1, 2], 40 * DAY),
+        (&[1, 3], 40 * DAY),
+        (&[3, 4], 99 * DAY),
+    ]);
+    let now = 100 * DAY;
+    let fading = NextItemParams {
+        stale_half_life_ms: 30.0 * DAY as f64,
+        ..plain()
+    };
+    let answer = sessions.next_items(&[1], now, None, &fading, 3);
+    assert_eq!(ranked(answer.clone()), vec![3, 1, 2], "{answer:?}");
+    // 2 idle 60 days: a quarter; 3 idle 1 day: 2^(-1/30).
+    let expected = 0.25 / (-1.0f32 / 30.0).exp2();
+    assert!(
+        (answer[2].1 / answer[0].1 - expected).abs() < 1e-4,
+        "{answer:?}"
+    );
+}
+
+#[test]
+fn the_successors_of_earlier_items_count_at_depth() {
+    // After 1 came 5 (twice), after 2 came 6 (once); a visitor viewed 1 then 2.
+    let sessions = sessions_of(&[(&[1, 5], 0), (&[1, 5], 0), (&[2, 6], 0)]);
+    let successors = NextItemParams {
+        neighbour_weight: 0.0,
+        successor_weight: 1.0,
+        ..plain()
+    };
+    let last_only = sessions.next_items(&[1, 2], 0, None, &successors, 5);
+    assert_eq!(ranked(last_only), vec![6]);
+    let deeper = NextItemParams {
+        successor_depth: 1.0,
+        ..successors
+    };
+    // 5: 2 votes x e^-1 = .74 of the top; 6: 1 vote.
+    let answer = sessions.next_items(&[1, 2], 0, None, &deeper, 5);
+    assert_eq!(ranked(answer.clone()), vec![6, 5], "{answer:?}");
+    assert!(
+        (answer[1].1 - 2.0 * (-1.0f32).exp()).abs() < 1e-4,
+        "{answer:?}"
+    );
 }
 
 #[test]
@@ -189,7 +244,10 @@ fn neighbours_meeting_on_a_rare_item_are_closer() {
     ]);
     let plain_votes = ranked(sessions.next_items(&[2, 1], 0, None, &plain(), 10));
     let position = |list: &[u32], item| list.iter().position(|i| *i == item).unwrap();
-    assert!(position(&plain_votes, 3) < position(&plain_votes, 4), "{plain_votes:?}");
+    assert!(
+        position(&plain_votes, 3) < position(&plain_votes, 4),
+        "{plain_votes:?}"
+    );
     let rare_first = NextItemParams {
         shared_idf_power: -1.0,
         ..plain()
