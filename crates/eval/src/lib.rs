@@ -520,7 +520,7 @@ pub fn tune_next_item_at(
             for value in values {
                 let mut trial = best.clone();
                 set(&mut trial, value);
-                if trial == best || silent(&trial) {
+                if answers_alike(&trial, &best) || silent(&trial) {
                     continue;
                 }
                 let report = score(&trial);
@@ -546,6 +546,31 @@ pub fn tune_next_item_at(
         seconds: started.elapsed().as_secs_f64(),
     };
     (best, tuning)
+}
+
+/// Whether `a` and `b` answer every question alike: the same settings but for those of a
+/// part that neither hears (a trend window at no trend power, the successors' depth with
+/// no successor voice...). Such a trial cannot score better, so the tuner skips it.
+fn answers_alike(a: &NextItemParams, b: &NextItemParams) -> bool {
+    heard(a) == heard(b)
+}
+
+/// `params` with the settings of the parts it does not hear set to the built-in ones.
+fn heard(params: &NextItemParams) -> NextItemParams {
+    let defaults = NextItemParams::default();
+    let mut heard = params.clone();
+    if heard.trend_power == 0.0 {
+        heard.trend_window_ms = defaults.trend_window_ms;
+    }
+    if heard.successor_weight <= 0.0 {
+        heard.successor_depth = defaults.successor_depth;
+        heard.successor_steps = defaults.successor_steps;
+        heard.successor_sample = defaults.successor_sample;
+    }
+    if heard.repeat_weight <= 0.0 {
+        heard.repeat_decay = defaults.repeat_decay;
+    }
+    heard
 }
 
 /// Whether no voice is heard in `params` (nothing would be recommended).
@@ -678,6 +703,41 @@ mod tests {
             assert!(tuned >= goal.of(report.default_hit_rate, report.default_mrr));
             assert!(!silent(&chosen));
         }
+    }
+
+    #[test]
+    fn a_trial_that_changes_only_a_part_not_heard_is_skipped() {
+        let quiet = NextItemParams::default();
+        let wider_window = NextItemParams {
+            trend_window_ms: 30.0 * 86_400_000.0,
+            ..quiet.clone()
+        };
+        assert!(answers_alike(&wider_window, &quiet));
+        let trending = NextItemParams {
+            trend_power: 0.2,
+            ..quiet.clone()
+        };
+        let trending_wider = NextItemParams {
+            trend_window_ms: 30.0 * 86_400_000.0,
+            ..trending.clone()
+        };
+        assert!(!answers_alike(&trending_wider, &trending));
+        let no_successors = NextItemParams {
+            successor_weight: 0.0,
+            ..quiet.clone()
+        };
+        let deeper = NextItemParams {
+            successor_depth: 1.0,
+            ..no_successors.clone()
+        };
+        assert!(answers_alike(&deeper, &no_successors));
+        assert!(!answers_alike(
+            &NextItemParams {
+                successor_depth: 1.0,
+                ..quiet.clone()
+            },
+            &quiet
+        ));
     }
 
     #[test]

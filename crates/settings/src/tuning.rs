@@ -110,6 +110,17 @@ mod tests {
         // Settings the older choice did not know keep their built-in values.
         assert_eq!(tuning.next_item.repeat_weight, 0.0);
         assert_eq!(tuning.next_item.neighbour_weight, 1.0);
+        let next = &tuning.next_item;
+        assert_eq!(
+            (
+                next.trend_power,
+                next.stale_half_life_ms,
+                next.successor_depth
+            ),
+            (0.0, 0.0, 0.0),
+            "weights added later are off for a choice made without them"
+        );
+        assert_eq!(next.shared_idf_power, 0.0);
         assert_eq!(tuning.report.unwrap().tries, 43);
         assert!(tuning.baskets.is_none());
     }

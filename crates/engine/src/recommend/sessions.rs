@@ -153,14 +153,15 @@ pub struct NextItemParams {
     pub recency_half_life_ms: f64,
     /// Positions over which a neighbour's vote for an item falls by 1/e.
     pub neighbour_decay: f32,
-    /// Items after the last item of `s` that the successor voice counts.
+    /// Items after an item of `s` that the successor voice counts.
     pub successor_steps: usize,
-    /// The most recent sessions of the last item that the successor voice reads.
+    /// The most recent sessions of the last item of `s` that the successor voice reads
+    /// (of an earlier item, this share by its weight: see `successor_depth`).
     pub successor_sample: usize,
     /// The successor voice's weight in the blend (the neighbours' is 1).
     pub successor_weight: f32,
     /// Positions over which the successors of an earlier item of `s` count 1/e less than
-    /// those of its last (0: the last item's alone).
+    /// those of its last (0: the last item's alone; at most [`MAX_SUCCESSOR_DEPTH`]).
     pub successor_depth: f32,
     /// Popularity correction of the neighbours' votes: above 0, a vote is scaled by the
     /// item's log inverse session frequency to this power; below 0, by its session count
@@ -221,7 +222,8 @@ impl Voice {
 
 impl NextItemParams {
     /// These settings with `voice` alone heard, and nothing else changed by the blend
-    /// (items of `s` scored as the voice scores them).
+    /// (items of `s` scored as the voice scores them, no demand weights); the voice keeps
+    /// its own settings (such as `successor_depth`).
     pub fn alone(&self, voice: Voice) -> NextItemParams {
         NextItemParams {
             neighbour_weight: f32::from(voice == Voice::Neighbours),
@@ -473,8 +475,7 @@ impl Sessions {
         let norm_s = (distinct.len() as f32).sqrt();
         let neighbour = |id: SessionId, shared: f32, age: usize| {
             let session = &self.sessions[id as usize];
-            let idle = (now - session.last_at).max(0) as f64;
-            let recency = ((-idle / params.recency_half_life_ms) as f32).exp2();
+            let recency = halved(now - session.last_at, params.recency_half_life_ms);
             let length = (session.distinct as f32).powf(params.length_power);
             let similarity = shared / (norm_s * length) * recency;
             (similarity, id, age)
@@ -572,15 +573,19 @@ impl Sessions {
             let Some(list) = self.postings.get(item as usize) else {
                 continue;
             };
-            // A posting list is in the order its sessions came to the item, which is
-            // their order of last activity but for sessions still going on elsewhere: a
-            // binary search counts the recent ones close enough, at log cost.
+            // A posting list is in the order its sessions first came to the item, and
+            // `last_at` is when each was last active: out of order only by how long a
+            // session goes on after viewing the item (a session ends after a gap of
+            // `SESSION_GAP_MS` and at `MAX_SESSION_ITEMS` views), so a binary search
+            // counts the recent ones up to that much at the window's edge, at log cost.
             let older = list.partition_point(|id| self.sessions[*id as usize].last_at < since);
             let recent = (list.len() - older) as f32;
             let mut factor = (1.0 + recent).powf(params.trend_power);
-            if let (Some(latest), true) = (list.last(), params.stale_half_life_ms > 0.0) {
-                let idle = (now - self.sessions[*latest as usize].last_at).max(0) as f64;
-                factor *= ((-idle / params.stale_half_life_ms) as f32).exp2();
+            if params.stale_half_life_ms > 0.0
+                && let Some(latest) = list.last()
+            {
+                let last_seen = self.sessions[*latest as usize].last_at;
+                factor *= halved(now - last_seen, params.stale_half_life_ms);
             }
             scores.values[item as usize] *= factor;
         }
@@ -593,11 +598,12 @@ impl Sessions {
         params: &NextItemParams,
         scores: &mut ScoreBoard,
     ) {
-        for (item, age) in latest_positions(s, params.successor_depth) {
+        let depth = params.successor_depth.min(MAX_SUCCESSOR_DEPTH);
+        for (item, age) in latest_positions(s, depth) {
             // (At a depth of 0, the last item alone, at full weight, not 0/0.)
             let weight = match age {
                 0 => 1.0,
-                _ => (-(age as f32) / params.successor_depth).exp(),
+                _ => (-(age as f32) / depth).exp(),
             };
             // An earlier item's sessions are read in proportion to its weight, so that a
             // question reads at most about `successor_sample * (1 + successor_depth)`
@@ -675,6 +681,19 @@ impl Sessions {
 
 /// Items of sessions read by the co-occurrence voice in one question at most.
 const COOCCURRENCE_READS: usize = 50_000;
+
+/// The deepest the successor voice hears into `s`, whatever a stored setting says: the
+/// items it reads the sessions of stay a few dozen at most.
+pub const MAX_SUCCESSOR_DEPTH: f32 = 8.0;
+
+/// A weight that halves every `half_life_ms` over `idle_ms` (1 for a time not yet past,
+/// and for a half-life of 0 or less, which stored settings use for "no decay").
+fn halved(idle_ms: i64, half_life_ms: f64) -> f32 {
+    if half_life_ms <= 0.0 {
+        return 1.0;
+    }
+    ((-(idle_ms.max(0) as f64) / half_life_ms) as f32).exp2()
+}
 
 impl Session {
     /// Each item of the session once (`scratch` holds them, sorted, when the session has

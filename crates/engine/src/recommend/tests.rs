@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 use spoor_protocol::{Incoming, parse_value};
 
 use super::query::{Algorithm, Filters, Request};
-use super::sessions::{NO_VISITOR, NextItemParams, Sessions};
+use super::sessions::{MAX_SUCCESSOR_DEPTH, NO_VISITOR, NextItemParams, Sessions, Voice};
 use crate::contacts::identity::Identifier;
 use crate::site::SiteState;
 
@@ -162,7 +162,7 @@ fn the_trend_puts_what_many_view_lately_first() {
         (&[3, 6], 39 * DAY),
         (&[3, 5], 39 * DAY),
     ]);
-    let now = 40 * DAY;
+    let now = 39 * DAY;
     let steady = ranked(sessions.next_items(&[1], now, None, &plain(), 2));
     assert_eq!(
         steady,
@@ -176,7 +176,7 @@ fn the_trend_puts_what_many_view_lately_first() {
     };
     let answer = sessions.next_items(&[1], now, None, &trending, 3);
     assert_eq!(ranked(answer.clone()), vec![1, 3, 2], "{answer:?}");
-    // 3: two sessions within the week (the one with 1, 10 days ago, is not): x sqrt 3.
+    // 3: two sessions within the week (the one with 1, 9 days ago, is not): x sqrt 3.
     assert!(
         (answer[1].1 / answer[2].1 - 3f32.sqrt()).abs() < 1e-4,
         "{answer:?}"
@@ -186,21 +186,21 @@ fn the_trend_puts_what_many_view_lately_first() {
 #[test]
 fn what_no_one_viewed_lately_counts_less() {
     const DAY: i64 = 86_400_000;
-    // 2 and 3 each follow 1 once; 2 was last viewed 60 days ago, 3 yesterday.
+    // 2 and 3 each follow 1 once; 2 was last viewed 59 days ago, 3 today.
     let sessions = sessions_of(&[
         (&[1, 2], 40 * DAY),
         (&[1, 3], 40 * DAY),
         (&[3, 4], 99 * DAY),
     ]);
-    let now = 100 * DAY;
+    let now = 99 * DAY;
     let fading = NextItemParams {
         stale_half_life_ms: 30.0 * DAY as f64,
         ..plain()
     };
     let answer = sessions.next_items(&[1], now, None, &fading, 3);
     assert_eq!(ranked(answer.clone()), vec![3, 1, 2], "{answer:?}");
-    // 2 idle 60 days: a quarter; 3 idle 1 day: 2^(-1/30).
-    let expected = 0.25 / (-1.0f32 / 30.0).exp2();
+    // 2 idle 59 days of a 30-day half-life; 3 not idle.
+    let expected = (-59.0f32 / 30.0).exp2();
     assert!(
         (answer[2].1 / answer[0].1 - expected).abs() < 1e-4,
         "{answer:?}"
@@ -232,8 +232,37 @@ fn the_successors_of_earlier_items_count_at_depth() {
 }
 
 #[test]
+fn a_voice_alone_hears_no_demand_weights_and_a_deep_setting_is_capped() {
+    let tuned = NextItemParams {
+        trend_power: 0.3,
+        stale_half_life_ms: 1.0,
+        successor_depth: 1e9,
+        ..NextItemParams::default()
+    };
+    for voice in Voice::ALL {
+        let alone = tuned.alone(voice);
+        assert_eq!((alone.trend_power, alone.stale_half_life_ms), (0.0, 0.0));
+    }
+    // 150 products in a row, 140 of them asked about (latest 1): a depth past the cap
+    // hears as far back as the cap (56 items), not all 140.
+    let chain: Vec<u32> = (1..=150).collect();
+    let sessions = sessions_of(&[(&chain, 0)]);
+    let successors = |depth: f32| NextItemParams {
+        neighbour_weight: 0.0,
+        successor_weight: 1.0,
+        successor_depth: depth,
+        ..plain()
+    };
+    let s: Vec<u32> = (1..=140).rev().collect();
+    let capped = sessions.next_items(&s, 0, None, &successors(MAX_SUCCESSOR_DEPTH), 200);
+    let asked = sessions.next_items(&s, 0, None, &successors(1e9), 200);
+    assert_eq!(asked, capped);
+    assert!(capped.len() < 100, "{} answers", capped.len());
+}
+
+#[test]
 fn neighbours_meeting_on_a_rare_item_are_closer() {
-    // `s` = [1, 2]: 1 is in every session, 2 in one; the neighbour through 2 votes for 4,
+    // `s` = [2, 1]: 1 is in every session, 2 in one; the neighbour through 2 votes for 4,
     // the one through 1 alone for 3, two of them.
     let sessions = sessions_of(&[
         (&[1, 3], 0),
