@@ -433,39 +433,60 @@ fn candidate_settings() -> Vec<Knob> {
             vec![-0.8, -0.6, -0.45, -0.3, -0.1, 0.0, 0.5],
             |p, v| p.idf_power = v as f32,
         ),
-        (
-            "shared_idf_power",
-            vec![-0.5, -0.3, -0.1, 0.0, 0.5],
-            |p, v| p.shared_idf_power = v as f32,
-        ),
-        ("trend_power", vec![0.0, 0.1, 0.2, 0.3, 0.4], |p, v| {
+        ("shared_idf_power", vec![-0.5, -0.3, 0.0], |p, v| {
+            p.shared_idf_power = v as f32
+        }),
+        ("trend_power", vec![0.0, 0.1, 0.2, 0.3], |p, v| {
             p.trend_power = v as f32
         }),
-        ("trend_days", vec![1.0, 3.0, 7.0, 14.0, 30.0], |p, v| {
+        ("trend_days", vec![3.0, 7.0, 14.0], |p, v| {
             p.trend_window_ms = v * 86_400_000.0
         }),
-        ("stale_days", vec![0.0, 30.0, 60.0, 120.0], |p, v| {
+        ("stale_days", vec![0.0, 60.0, 120.0], |p, v| {
             p.stale_half_life_ms = v * 86_400_000.0
         }),
-        ("successor_depth", vec![0.0, 0.5, 1.0, 2.0], |p, v| {
+        ("successor_depth", vec![0.0, 0.5, 1.0], |p, v| {
             p.successor_depth = v as f32
+        }),
+        (EMBEDDING_KNOB, vec![0.0, 0.1, 0.3], |p, v| {
+            p.embedding_weight = v as f32
         }),
     ]
 }
 
+/// The setting of the learned vectors' weight, tried only where vectors are learned.
+const EMBEDDING_KNOB: &str = "embedding_weight";
+
+/// Whether a tuning learns item vectors from its training sessions and tries weights of
+/// them ([`NextItemParams::embedding_weight`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemVectors {
+    Learn,
+    /// For a model that will answer without them (a running server does not learn them
+    /// yet).
+    Without,
+}
+
 /// Chooses next-item settings on the last tenth of `sessions` (in time order), trained on
-/// the rest, for `goal`: see [`tune_next_item_at`].
+/// the rest, for `goal`, item vectors learned: see [`tune_next_item_at`].
 pub fn tune_next_item(
     sessions: &[Vec<String>],
     k: usize,
     goal: TuningGoal,
 ) -> (NextItemParams, Tuning) {
     let times = paced(sessions.len());
-    tune_next_item_at(sessions, &times, k, goal, AnswerRule::Everything)
+    tune_next_item_at(
+        sessions,
+        &times,
+        k,
+        goal,
+        AnswerRule::Everything,
+        ItemVectors::Learn,
+    )
 }
 
 /// Held-out sessions used for tuning at most: beyond it, more barely moves the choice.
-const MAX_TUNING_SESSIONS: usize = 10_000;
+const MAX_TUNING_SESSIONS: usize = 8_000;
 
 /// Chooses next-item settings on sessions that started at `times` (a site's own, real
 /// times): the last tenth is held out and predicted from the rest. Each voice alone and
@@ -480,6 +501,7 @@ pub fn tune_next_item_at(
     k: usize,
     goal: TuningGoal,
     rule: AnswerRule,
+    vectors: ItemVectors,
 ) -> (NextItemParams, Tuning) {
     let started = Instant::now();
     let (train, cases) = carve_validation(sessions, VALIDATION_SHARE);
@@ -494,6 +516,9 @@ pub fn tune_next_item_at(
         .collect();
     let mut recommender = Recommender::default();
     train_on_at(&mut recommender, train, times);
+    if vectors == ItemVectors::Learn {
+        recommender.learn_embeddings();
+    }
     let now = times.get(train.len()).copied().unwrap_or(START_MS);
     let score =
         |params: &NextItemParams| score_cases_with(&recommender, params, &cases, now, k, rule);
@@ -516,7 +541,10 @@ pub fn tune_next_item_at(
     }
     let mut tries = 1 + components.len();
     for _round in 0..2 {
-        for (_name, values, set) in candidate_settings() {
+        for (name, values, set) in candidate_settings() {
+            if name == EMBEDDING_KNOB && vectors == ItemVectors::Without {
+                continue;
+            }
             for value in values {
                 let mut trial = best.clone();
                 set(&mut trial, value);

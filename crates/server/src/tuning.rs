@@ -11,7 +11,7 @@ use spoor_engine::recommend::{
     BasketGoal, BasketSettings, BasketTuning, NextItemParams, Tuning, TuningGoal,
 };
 use spoor_eval::baskets::{Basket, tune_baskets};
-use spoor_eval::{AnswerRule, tune_next_item_at};
+use spoor_eval::{AnswerRule, ItemVectors, tune_next_item_at};
 use spoor_settings::SiteTuning;
 
 use crate::app::{Shared, blocking, now_ms};
@@ -163,8 +163,16 @@ pub async fn tune(
     );
     let count = sessions.len();
     let (next_item, report, basket_choice) = tokio::task::spawn_blocking(move || {
-        let next_item = (count >= MIN_SESSIONS)
-            .then(|| tune_next_item_at(&sessions, &times, TUNING_K, goal, AnswerRule::AsServed));
+        let next_item = (count >= MIN_SESSIONS).then(|| {
+            tune_next_item_at(
+                &sessions,
+                &times,
+                TUNING_K,
+                goal,
+                AnswerRule::AsServed,
+                ItemVectors::Without,
+            )
+        });
         let baskets = (repeat_customers >= MIN_REPEAT_CUSTOMERS)
             .then(|| tune_baskets(&as_baskets(orders), TUNING_K, basket_goal));
         (next_item, baskets)

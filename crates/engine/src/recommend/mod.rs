@@ -12,6 +12,7 @@
 //!
 //! [`query`] turns them, with the catalogue and the contact, into answers.
 
+pub mod embeddings;
 pub mod popularity;
 pub mod query;
 pub mod rules;
@@ -325,6 +326,12 @@ impl Recommender {
 
     pub fn items(&self) -> &Items {
         &self.items
+    }
+
+    /// Learns item vectors from the view sessions as they are now, for the next-item
+    /// model's `embedding_weight` (not kept in snapshots: learned again when asked).
+    pub fn learn_embeddings(&mut self) {
+        self.sessions.learn_embeddings();
     }
 
     /// Every view session, oldest first, as product keys with the time of its last view:

@@ -45,9 +45,12 @@
 
 use std::cell::RefCell;
 
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
+use super::embeddings::{DIMENSIONS, ItemEmbeddings};
 use crate::items::ItemId;
 
 pub type SessionId = u32;
@@ -191,6 +194,11 @@ pub struct NextItemParams {
     /// What no one has viewed lately (sold out, out of season): the blend's score of an
     /// item halves for every `stale_half_life_ms` since its latest session (0: never).
     pub stale_half_life_ms: f64,
+    /// The learned vectors' say: the blend's best [`RESCORED`] answers are scored again,
+    /// each by its blend score (the best = 1) plus this weight times its closeness to the
+    /// session's vector (the closest = 1). Heard only where vectors were learned
+    /// ([`Sessions::learn_embeddings`]).
+    pub embedding_weight: f32,
 }
 
 /// The voices of the next-item model, each of which a blend can be reduced to.
@@ -233,6 +241,7 @@ impl NextItemParams {
             seen_weight: 1.0,
             trend_power: 0.0,
             stale_half_life_ms: 0.0,
+            embedding_weight: 0.0,
             ..self.clone()
         }
     }
@@ -261,6 +270,7 @@ impl Default for NextItemParams {
             trend_power: 0.0,
             trend_window_ms: 7.0 * 86_400_000.0,
             stale_half_life_ms: 0.0,
+            embedding_weight: 0.0,
         }
     }
 }
@@ -339,6 +349,10 @@ pub struct Sessions {
     /// The latest view: neighbours' ages are counted up to it at most, so that a site
     /// whose traffic stopped long ago (a data set loaded for a demo) still has neighbours.
     newest: i64,
+    /// Vectors learned from the sessions, when asked for: a model of its own, learned
+    /// again from the sessions rather than kept in snapshots.
+    #[serde(skip)]
+    embeddings: Option<Arc<ItemEmbeddings>>,
 }
 
 impl Sessions {
@@ -458,8 +472,25 @@ impl Sessions {
                     }
                 }
             }
-            top(scores.drain(), k)
+            match (&self.embeddings, params.embedding_weight > 0.0) {
+                (Some(learned), true) => {
+                    let best = top(scores.drain(), k.max(RESCORED));
+                    rescore(learned, s, best, params.embedding_weight, k)
+                }
+                _ => top(scores.drain(), k),
+            }
         })
+    }
+
+    /// Learns item vectors from the sessions as they are now (seconds for a shop of tens
+    /// of thousands of products), for `embedding_weight`.
+    pub fn learn_embeddings(&mut self) {
+        let learned = ItemEmbeddings::learn(
+            self.sessions.iter().map(|session| &session.items[..]),
+            self.postings.len(),
+            DIMENSIONS,
+        );
+        self.embeddings = Some(Arc::new(learned));
     }
 
     fn neighbour_votes(
@@ -679,6 +710,35 @@ impl Sessions {
     }
 }
 
+/// Answers of the blend that the learned vectors score again.
+pub const RESCORED: usize = 100;
+
+/// The blend's `best` scored again with the vectors' closeness to `s` (see
+/// `embedding_weight`), the `k` best of them.
+fn rescore(
+    learned: &ItemEmbeddings,
+    s: &[ItemId],
+    best: Vec<(ItemId, f32)>,
+    weight: f32,
+    k: usize,
+) -> Vec<(ItemId, f32)> {
+    let top_score = best
+        .first()
+        .map_or(1.0, |(_, score)| score.max(f32::MIN_POSITIVE));
+    let session = learned.session_vector(s, 1.0);
+    let closeness: Vec<f32> = best
+        .iter()
+        .map(|(item, _)| learned.closeness(&session, *item).max(0.0))
+        .collect();
+    let closest = closeness.iter().copied().fold(f32::MIN_POSITIVE, f32::max);
+    top(
+        best.iter()
+            .zip(&closeness)
+            .map(|((item, score), near)| (*item, score / top_score + weight * near / closest)),
+        k,
+    )
+}
+
 /// Items of sessions read by the co-occurrence voice in one question at most.
 const COOCCURRENCE_READS: usize = 50_000;
 
@@ -853,6 +913,31 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+
+    #[test]
+    fn the_vectors_raise_what_is_close_to_the_session() {
+        // 0 and 4 each come with 1 and 2; 12 is of another world.
+        let mut sessions = Sessions::default();
+        for _ in 0..20 {
+            for items in [[0, 1, 2], [4, 1, 2], [3, 1, 2], [10, 11, 12]] {
+                let id = sessions.start(0, NO_VISITOR);
+                for item in items {
+                    sessions.push(id, item, 0);
+                }
+            }
+        }
+        sessions.learn_embeddings();
+        let learned = sessions.embeddings.as_deref().unwrap();
+        let blend = vec![(12, 1.0), (4, 0.9)];
+        let ranked = |weight| -> Vec<ItemId> {
+            rescore(learned, &[0], blend.clone(), weight, 2)
+                .into_iter()
+                .map(|(item, _)| item)
+                .collect()
+        };
+        assert_eq!(ranked(0.0), vec![12, 4]);
+        assert_eq!(ranked(0.5), vec![4, 12]);
+    }
 
     #[test]
     fn latest_sessions_read_and_write_the_map_that_snapshots_hold() {
