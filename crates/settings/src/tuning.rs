@@ -120,7 +120,7 @@ mod tests {
             (0.0, 0.0, 0.0),
             "weights added later are off for a choice made without them"
         );
-        assert_eq!(next.shared_idf_power, 0.0);
+        assert_eq!((next.shared_idf_power, next.embedding_weight), (0.0, 0.0));
         assert_eq!(tuning.report.unwrap().tries, 43);
         assert!(tuning.baskets.is_none());
     }

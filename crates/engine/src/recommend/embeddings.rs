@@ -2,8 +2,8 @@
 //! neighbourhood voices only count: two products never viewed in one session are still
 //! close when the sessions around them are alike.
 //!
-//! The vectors are the leading eigenvectors of the products' shifted positive pointwise
-//! mutual information (how much more often two products share a session than their
+//! The vectors are the leading eigenvectors of the products' positive pointwise mutual
+//! information (how much more often two products share a session than their
 //! popularity predicts), scaled by the square root of their eigenvalues: the
 //! factorisation that word-embedding methods approximate, here computed exactly enough by
 //! subspace iteration over the sparse matrix, in seconds for tens of thousands of
@@ -26,9 +26,15 @@ const ROUNDS: usize = 6;
 pub struct ItemEmbeddings {
     dimensions: usize,
     vectors: Vec<f32>,
-    /// The sessions the vectors were learned from: when to learn them again.
-    pub sessions: usize,
 }
+
+/// A session's vector weighs its products less by 1/e a position back: the latest
+/// product says most of where the visitor is going.
+pub const SESSION_DECAY: f32 = 1.0;
+
+/// Products of a session that its vector reads, latest first: beyond them the weight is
+/// below 1e-27 of the latest's.
+const SESSION_READ: usize = 64;
 
 impl ItemEmbeddings {
     /// Learns vectors of `dimensions` from `sessions` (each a session's items) over
@@ -38,7 +44,7 @@ impl ItemEmbeddings {
         items: usize,
         dimensions: usize,
     ) -> ItemEmbeddings {
-        let (pmi, count) = shifted_pmi(sessions, items);
+        let pmi = positive_pmi(sessions, items);
         let width = (dimensions + OVERSAMPLE).min(items);
         let mut basis = random_basis(items, width);
         for _ in 0..ROUNDS {
@@ -72,7 +78,6 @@ impl ItemEmbeddings {
         ItemEmbeddings {
             dimensions: kept,
             vectors: flat,
-            sessions: count,
         }
     }
 
@@ -86,7 +91,7 @@ impl ItemEmbeddings {
     /// positions back (most recent last).
     pub fn session_vector(&self, s: &[ItemId], decay: f32) -> Vec<f32> {
         let mut sum = vec![0f32; self.dimensions];
-        for (age, item) in s.iter().rev().enumerate().take(64) {
+        for (age, item) in s.iter().rev().enumerate().take(SESSION_READ) {
             if let Some(vector) = self.of(*item) {
                 let weight = (-(age as f32) / decay).exp();
                 for (total, x) in sum.iter_mut().zip(vector) {
@@ -105,12 +110,12 @@ impl ItemEmbeddings {
     }
 }
 
-/// The products' shifted positive PMI as sparse rows, and the sessions counted.
-fn shifted_pmi<'s>(
+/// The products' positive PMI as sparse rows.
+fn positive_pmi<'s>(
     sessions: impl Iterator<Item = &'s [ItemId]>,
     items: usize,
-) -> (Vec<Vec<(u32, f32)>>, usize) {
-    let mut together: Vec<FxHashMap<ItemId, f32>> = vec![FxHashMap::default(); items];
+) -> Vec<Vec<(u32, f32)>> {
+    let mut together: Vec<FxHashMap<ItemId, u32>> = vec![FxHashMap::default(); items];
     let mut alone = vec![0f64; items];
     let mut count = 0usize;
     let mut distinct: Vec<ItemId> = Vec::new();
@@ -124,25 +129,24 @@ fn shifted_pmi<'s>(
             alone[a as usize] += 1.0;
             for &b in &distinct {
                 if a != b {
-                    *together[a as usize].entry(b).or_default() += 1.0;
+                    *together[a as usize].entry(b).or_default() += 1;
                 }
             }
         }
     }
     let total = count as f64;
-    let rows = together
+    together
         .into_iter()
         .enumerate()
         .map(|(a, row)| {
             row.into_iter()
                 .filter_map(|(b, both)| {
-                    let pmi = (both as f64 * total / (alone[a] * alone[b as usize])).ln();
+                    let pmi = (f64::from(both) * total / (alone[a] * alone[b as usize])).ln();
                     (pmi > 0.0).then_some((b, pmi as f32))
                 })
                 .collect()
         })
-        .collect();
-    (rows, count)
+        .collect()
 }
 
 /// `width` columns of `rows` pseudo-random numbers (a fixed seed: the same sessions give
@@ -284,13 +288,43 @@ mod tests {
             ]);
         }
         let learned = ItemEmbeddings::learn(sessions.iter().map(Vec::as_slice), 16, 8);
-        assert_eq!(learned.sessions, 80);
-        let near = learned.session_vector(&[0], 1.0);
+        let near = learned.session_vector(&[0], SESSION_DECAY);
         let (to_4, to_12) = (learned.closeness(&near, 4), learned.closeness(&near, 12));
         assert!(to_4 > 0.9 && to_12.abs() < 0.1, "4: {to_4}, 12: {to_12}");
         // No sessions, no vector.
         assert_eq!(learned.closeness(&near, 7), 0.0);
         assert_eq!(learned.closeness(&near, 99), 0.0);
+    }
+
+    #[test]
+    fn more_products_than_directions_keep_the_leading_ones() {
+        // Twelve worlds of five products each (60 products, 4 + 16 directions iterated):
+        // the kept directions still tell a product's world from the others.
+        let mut sessions: Vec<Vec<ItemId>> = Vec::new();
+        for world in 0..12u32 {
+            let base = world * 5;
+            for round in 0..(10 + world * 3) {
+                sessions.push(vec![
+                    base + round % 5,
+                    base + (round + 1) % 5,
+                    base + (round + 2) % 5,
+                ]);
+            }
+        }
+        let learned = ItemEmbeddings::learn(sessions.iter().map(Vec::as_slice), 60, 4);
+        // Products of a world seen in fewer sessions share them more than chance says
+        // by more: the four quietest worlds (0..4) hold the four leading directions.
+        let near = learned.session_vector(&[0], SESSION_DECAY);
+        assert!(
+            learned.closeness(&near, 2) > 0.5,
+            "{}",
+            learned.closeness(&near, 2)
+        );
+        assert!(
+            learned.closeness(&near, 42).abs() < 0.2,
+            "{}",
+            learned.closeness(&near, 42)
+        );
     }
 
     #[test]

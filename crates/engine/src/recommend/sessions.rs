@@ -44,13 +44,12 @@
 //! question, so a site hears them only once its own tuning chose them.
 
 use std::cell::RefCell;
-
 use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::embeddings::{DIMENSIONS, ItemEmbeddings};
+use super::embeddings::{DIMENSIONS, ItemEmbeddings, SESSION_DECAY};
 use crate::items::ItemId;
 
 pub type SessionId = u32;
@@ -725,7 +724,7 @@ fn rescore(
     let top_score = best
         .first()
         .map_or(1.0, |(_, score)| score.max(f32::MIN_POSITIVE));
-    let session = learned.session_vector(s, 1.0);
+    let session = learned.session_vector(s, SESSION_DECAY);
     let closeness: Vec<f32> = best
         .iter()
         .map(|(item, _)| learned.closeness(&session, *item).max(0.0))
