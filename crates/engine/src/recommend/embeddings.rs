@@ -30,7 +30,7 @@ pub struct ItemEmbeddings {
 
 /// A session's vector weighs its products less by 1/e a position back: the latest
 /// product says most of where the visitor is going.
-pub const SESSION_DECAY: f32 = 1.0;
+const SESSION_DECAY: f32 = 1.0;
 
 /// Products of a session that its vector reads, latest first: beyond them the weight is
 /// below 1e-27 of the latest's.
@@ -87,13 +87,13 @@ impl ItemEmbeddings {
         self.vectors.get(from..from + self.dimensions)
     }
 
-    /// The sum of the vectors of `s`'s items, each weaker by 1/e every `decay`
-    /// positions back (most recent last).
-    pub fn session_vector(&self, s: &[ItemId], decay: f32) -> Vec<f32> {
+    /// The sum of the vectors of `s`'s items (most recent last), each weaker by
+    /// [`SESSION_DECAY`] a position back.
+    pub fn session_vector(&self, s: &[ItemId]) -> Vec<f32> {
         let mut sum = vec![0f32; self.dimensions];
         for (age, item) in s.iter().rev().enumerate().take(SESSION_READ) {
             if let Some(vector) = self.of(*item) {
-                let weight = (-(age as f32) / decay).exp();
+                let weight = (-(age as f32) / SESSION_DECAY).exp();
                 for (total, x) in sum.iter_mut().zip(vector) {
                     *total += weight * x;
                 }
@@ -288,7 +288,7 @@ mod tests {
             ]);
         }
         let learned = ItemEmbeddings::learn(sessions.iter().map(Vec::as_slice), 16, 8);
-        let near = learned.session_vector(&[0], SESSION_DECAY);
+        let near = learned.session_vector(&[0]);
         let (to_4, to_12) = (learned.closeness(&near, 4), learned.closeness(&near, 12));
         assert!(to_4 > 0.9 && to_12.abs() < 0.1, "4: {to_4}, 12: {to_12}");
         // No sessions, no vector.
@@ -314,7 +314,7 @@ mod tests {
         let learned = ItemEmbeddings::learn(sessions.iter().map(Vec::as_slice), 60, 4);
         // Products of a world seen in fewer sessions share them more than chance says
         // by more: the four quietest worlds (0..4) hold the four leading directions.
-        let near = learned.session_vector(&[0], SESSION_DECAY);
+        let near = learned.session_vector(&[0]);
         assert!(
             learned.closeness(&near, 2) > 0.5,
             "{}",

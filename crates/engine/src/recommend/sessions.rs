@@ -49,7 +49,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::embeddings::{DIMENSIONS, ItemEmbeddings, SESSION_DECAY};
+use super::embeddings::{DIMENSIONS, ItemEmbeddings};
 use crate::items::ItemId;
 
 pub type SessionId = u32;
@@ -724,7 +724,7 @@ fn rescore(
     let top_score = best
         .first()
         .map_or(1.0, |(_, score)| score.max(f32::MIN_POSITIVE));
-    let session = learned.session_vector(s, SESSION_DECAY);
+    let session = learned.session_vector(s);
     let closeness: Vec<f32> = best
         .iter()
         .map(|(item, _)| learned.closeness(&session, *item).max(0.0))
