@@ -97,6 +97,21 @@ impl Broker {
         }
     }
 
+    /// What the broker wrote to its standard error, each run's in turn (warnings only).
+    fn log_text(&self) -> String {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|entries| entries.filter_map(|e| Some(e.ok()?.path())).collect())
+            .unwrap_or_default();
+        logs.retain(|path| path.extension().is_some_and(|e| e == "log"));
+        logs.sort();
+        logs.iter()
+            .map(|path| {
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                format!("--- {}\n{text}", path.display())
+            })
+            .collect()
+    }
+
     /// SIGKILL: whatever the broker acknowledged must be in its SQLite file.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -297,8 +312,9 @@ async fn events_live_on_the_topic_and_a_broker_out_of_reach_gives_503_never_200(
         }
         assert!(
             Instant::now() < deadline,
-            "not taken after the broker came back: {status} {body}\n{}",
-            server.log_text()
+            "not taken after the broker came back: {status} {body}\nthe node's log:\n{}\nthe broker's:\n{}",
+            server.log_text(),
+            broker.log_text()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -18,11 +18,14 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{Offset, TopicPartitionList};
 
+mod producing;
 mod table;
 pub use table::{KafkaTable, TableKind};
+
+use producing::Producing;
 
 use crate::{
     AppendFuture, EventLog, KafkaConfig, Keyed, LogError, LogReader, MAX_RECORD_BYTES, Position,
@@ -210,7 +213,7 @@ fn refused(context: &str, error: KafkaError, len: usize) -> LogError {
 /// The log on a Kafka-protocol topic.
 pub struct KafkaLog {
     config: KafkaConfig,
-    producer: Option<FutureProducer<Watch>>,
+    producer: Option<Arc<Producing<Watch>>>,
     /// Held while a batch's records are handed to the producer, so that they are
     /// contiguous in the partition (the idempotent producer keeps its own order).
     enqueue: Mutex<()>,
@@ -230,14 +233,18 @@ impl KafkaLog {
             ("message.max.bytes", &max_message_bytes()),
         ])?;
         client.set("acks", "all").set("enable.idempotence", "true");
-        let producer: FutureProducer<Watch> = client
-            .create_with_context(Watch {
-                reach: reach.clone(),
-                marks_reach: true,
-            })
-            .map_err(|e| config_error("producer", e))?;
+        let watch = Watch {
+            reach: reach.clone(),
+            marks_reach: true,
+        };
+        let producer = Producing::new(
+            format!("topic {}", config.topic),
+            Box::new(move || {
+                (client.create_with_context(watch.clone())).map_err(|e| config_error("producer", e))
+            }),
+        )?;
         ensure_topic(&config)?;
-        KafkaLog::start(config, Some(producer), reach)
+        KafkaLog::start(config, Some(Arc::new(producer)), reach)
     }
 
     /// Connects to the brokers for reading only.
@@ -247,7 +254,7 @@ impl KafkaLog {
 
     fn start(
         config: KafkaConfig,
-        producer: Option<FutureProducer<Watch>>,
+        producer: Option<Arc<Producing<Watch>>>,
         reach: Arc<Reach>,
     ) -> Result<KafkaLog, LogError> {
         let watcher = consumer(&config, &reach, true)?;
@@ -284,7 +291,7 @@ impl Drop for KafkaLog {
         self.reach.stop.store(true, Ordering::Release);
         if let Some(producer) = &self.producer {
             // Every append was answered only once acknowledged; this sends nothing new.
-            let _ = producer.flush(BROKER_TIMEOUT);
+            producer.flush(BROKER_TIMEOUT);
         }
         if let Some(poller) = self.poller.take() {
             let _ = poller.join();
@@ -481,7 +488,7 @@ impl EventLog for KafkaLog {
     }
 
     fn append_keyed(&self, records: Vec<Keyed>) -> AppendFuture {
-        let Some(producer) = self.producer.clone() else {
+        let Some(producing) = self.producer.clone() else {
             return Box::pin(async { Err(LogError::ReadOnly) });
         };
         if let Some(big) = records.iter().find(|r| r.payload.len() > MAX_RECORD_BYTES) {
@@ -491,6 +498,7 @@ impl EventLog for KafkaLog {
         if let Some(error) = self.reach.unavailable() {
             return Box::pin(async move { Err(error) });
         }
+        let (producer, generation) = producing.get();
         let deliveries = {
             let _contiguous = self.enqueue.lock().unwrap_or_else(PoisonError::into_inner);
             records
@@ -542,7 +550,11 @@ impl EventLog for KafkaLog {
                     }
                     Ok(Err((error, message))) => {
                         let len = message.payload().map_or(0, <[u8]>::len);
-                        failed.get_or_insert(refused("the broker's acknowledgement", error, len));
+                        let error = refused("the broker's acknowledgement", error, len);
+                        if !matches!(error, LogError::RecordTooLarge(_)) {
+                            producing.failed(generation);
+                        }
+                        failed.get_or_insert(error);
                     }
                     Err(_) => {
                         failed.get_or_insert(LogError::Closed);
@@ -600,11 +612,12 @@ impl EventLog for KafkaLog {
     }
 
     fn health(&self) -> Result<(), LogError> {
-        // An idempotent producer that hit a fatal error refuses every append from then on.
-        let fatal = (self.producer.as_ref()).and_then(|p| p.client().fatal_error());
-        if let Some((code, reason)) = fatal {
+        // An idempotent producer that hit a fatal error refuses every append from then on;
+        // it is replaced, and this says so only when that failed.
+        let fatal = (self.producer.as_ref()).and_then(|p| p.fatal_error());
+        if let Some(fatal) = fatal {
             return Err(LogError::Unavailable(format!(
-                "the producer stopped for good ({code}: {reason}); restart spoor"
+                "the producer stopped for good ({fatal}) and a new one could not be made"
             )));
         }
         self.reach.unavailable().map_or(Ok(()), Err)

@@ -2,6 +2,7 @@
 //! a record without payload (a tombstone) removes it. Every node reads the topic from its
 //! start and follows it, so all hold the same table once they have read the same records.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::Offset;
@@ -11,15 +12,16 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
+use super::producing::Producing;
 use super::{BROKER_TIMEOUT, PARTITION, config_error, ensure, topic_settings, unavailable};
 use crate::{KafkaConfig, LogError, PutFuture, SharedTable, TableChange, TableFollower, block_on};
 
 pub struct KafkaTable {
     config: KafkaConfig,
     topic: String,
-    producer: FutureProducer,
+    producer: Arc<Producing<DefaultClientContext>>,
 }
 
 /// What a table holds, for its topic's creation and messages.
@@ -43,29 +45,37 @@ impl KafkaTable {
     pub fn open(config: &KafkaConfig, kind: TableKind) -> Result<KafkaTable, LogError> {
         let mut client = config.client_config(&[("message.timeout.ms", "10000")])?;
         client.set("acks", "all").set("enable.idempotence", "true");
-        let producer: FutureProducer = client
-            .create()
-            .map_err(|e| config_error(&format!("{} producer", kind.what()), e))?;
         let topic = match kind {
             TableKind::Settings => config.settings_topic.clone(),
             TableKind::Keys => config.keys_topic.clone(),
         };
+        let producer = Producing::new(
+            format!("topic {topic}"),
+            Box::new(move || {
+                (client.create()).map_err(|e| config_error(&format!("{} producer", kind.what()), e))
+            }),
+        )?;
         ensure_compacted_topic(config, &topic, kind)?;
         Ok(KafkaTable {
             config: config.clone(),
             topic,
-            producer,
+            producer: Arc::new(producer),
         })
     }
 
-    fn send(&self, key: &str, value: Option<&[u8]>) -> Result<DeliveryFuture, LogError> {
+    fn send(
+        &self,
+        producer: &FutureProducer,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<DeliveryFuture, LogError> {
         let mut record = FutureRecord::<str, [u8]>::to(&self.topic)
             .partition(PARTITION)
             .key(key);
         if let Some(value) = value {
             record = record.payload(value);
         }
-        self.producer
+        producer
             .send_result(record)
             .map_err(|(error, _)| unavailable("handing a table entry to the producer", error))
     }
@@ -74,9 +84,11 @@ impl KafkaTable {
 impl SharedTable for KafkaTable {
     fn health(&self) -> Result<(), LogError> {
         // An idempotent producer that hit a fatal error refuses every write from then on.
-        match self.producer.client().fatal_error() {
-            Some((code, reason)) => Err(LogError::Unavailable(format!(
-                "the producer of topic {} stopped for good ({code}: {reason}); restart spoor",
+        // It is replaced, and this says so only when that failed.
+        match self.producer.fatal_error() {
+            Some(fatal) => Err(LogError::Unavailable(format!(
+                "the producer of topic {} stopped for good ({fatal}) and a new one could not \
+                 be made",
                 self.topic
             ))),
             None => Ok(()),
@@ -90,10 +102,11 @@ impl SharedTable for KafkaTable {
     /// Every entry handed to the producer at once (its batching takes them with the
     /// entries of other callers), then each acknowledgement awaited.
     fn put_all_later(&self, entries: &[(&str, Option<&[u8]>)]) -> PutFuture {
+        let (producer, generation) = self.producer.get();
         let mut deliveries = Vec::with_capacity(entries.len());
         let mut refused = None;
         for (key, value) in entries {
-            match self.send(key, *value) {
+            match self.send(&producer, key, *value) {
                 Ok(delivery) => deliveries.push(delivery),
                 Err(error) => {
                     refused = Some(error);
@@ -101,7 +114,7 @@ impl SharedTable for KafkaTable {
                 }
             }
         }
-        let topic = self.topic.clone();
+        let (topic, producing) = (self.topic.clone(), self.producer.clone());
         // Every entry handed over is waited for, also when a later one was refused: the
         // caller learns of a failure only once nothing it sent is still on its way.
         Box::pin(async move {
@@ -109,10 +122,13 @@ impl SharedTable for KafkaTable {
             for delivery in deliveries {
                 let delivered = match delivery.await {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err((error, _))) => Err(unavailable(
-                        &format!("storing an entry in topic {topic}"),
-                        error,
-                    )),
+                    Ok(Err((error, _))) => {
+                        producing.failed(generation);
+                        Err(unavailable(
+                            &format!("storing an entry in topic {topic}"),
+                            error,
+                        ))
+                    }
                     Err(_) => Err(LogError::Closed),
                 };
                 if outcome.is_ok() {
