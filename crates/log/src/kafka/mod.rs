@@ -498,10 +498,9 @@ impl EventLog for KafkaLog {
         if let Some(error) = self.reach.unavailable() {
             return Box::pin(async move { Err(error) });
         }
-        let (producer, generation) = producing.get();
-        let deliveries = {
+        let (deliveries, generation) = producing.with(|producer, generation| {
             let _contiguous = self.enqueue.lock().unwrap_or_else(PoisonError::into_inner);
-            records
+            let deliveries = records
                 .iter()
                 .map(|Keyed { key, payload }| {
                     let mut record = FutureRecord::<str, _>::to(&self.config.topic)
@@ -521,8 +520,9 @@ impl EventLog for KafkaLog {
                         handed
                     })
                 })
-                .collect::<Vec<_>>()
-        };
+                .collect::<Vec<_>>();
+            (deliveries, generation)
+        });
         let reach = self.reach.clone();
         Box::pin(async move {
             // Every record handed to the producer is awaited, so that the end seen counts

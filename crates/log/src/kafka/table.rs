@@ -10,7 +10,7 @@ use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
@@ -102,18 +102,20 @@ impl SharedTable for KafkaTable {
     /// Every entry handed to the producer at once (its batching takes them with the
     /// entries of other callers), then each acknowledgement awaited.
     fn put_all_later(&self, entries: &[(&str, Option<&[u8]>)]) -> PutFuture {
-        let (producer, generation) = self.producer.get();
-        let mut deliveries = Vec::with_capacity(entries.len());
-        let mut refused = None;
-        for (key, value) in entries {
-            match self.send(&producer, key, *value) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err(error) => {
-                    refused = Some(error);
-                    break;
+        let (deliveries, refused, generation) = self.producer.with(|producer, generation| {
+            let mut deliveries = Vec::with_capacity(entries.len());
+            let mut refused = None;
+            for (key, value) in entries {
+                match self.send(producer, key, *value) {
+                    Ok(delivery) => deliveries.push(delivery),
+                    Err(error) => {
+                        refused = Some(error);
+                        break;
+                    }
                 }
             }
-        }
+            (deliveries, refused, generation)
+        });
         let (topic, producing) = (self.topic.clone(), self.producer.clone());
         // Every entry handed over is waited for, also when a later one was refused: the
         // caller learns of a failure only once nothing it sent is still on its way.
@@ -123,7 +125,16 @@ impl SharedTable for KafkaTable {
                 let delivered = match delivery.await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err((error, _))) => {
-                        producing.failed(generation);
+                        let too_large = matches!(
+                            error.rdkafka_error_code(),
+                            Some(
+                                RDKafkaErrorCode::MessageSizeTooLarge
+                                    | RDKafkaErrorCode::MessageBatchTooLarge
+                            )
+                        );
+                        if !too_large {
+                            producing.failed(generation);
+                        }
                         Err(unavailable(
                             &format!("storing an entry in topic {topic}"),
                             error,
