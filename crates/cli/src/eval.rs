@@ -254,7 +254,7 @@ fn sessions(
     let trained = Instant::now();
     let now = train_on(&mut recommender, &sessions);
     if recommender.next_item.embedding_weight > 0.0 {
-        recommender.learn_embeddings();
+        recommender.learn_embeddings(spoor_engine::recommend::embeddings::all_threads());
     }
     let train_seconds = trained.elapsed().as_secs_f64();
     let report = score_algorithm(&recommender, algorithm, &cases, now, k);

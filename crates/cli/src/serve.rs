@@ -469,6 +469,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let stop_triggers = Arc::new(AtomicBool::new(false));
     let trigger_loop = (role.holds_state())
         .then(|| tokio::spawn(triggers.clone().run(stop_triggers.clone(), now_ms)));
+    let stop_vectors = Arc::new(AtomicBool::new(false));
+    if role.holds_state() {
+        spoor_server::vectors::start(live.clone(), settings.tuning.clone(), stop_vectors.clone())
+            .context("start the item vectors' thread")?;
+    }
     let state = AppState {
         role,
         log_identity: log_spec.identity().into(),
@@ -559,6 +564,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     // A delivery in flight finishes (its attempt recorded) before the loop ends.
     stop_triggers.store(true, Ordering::Release);
+    // A learning under way is not waited for: it only computes, and its result would be
+    // learned again at the next start.
+    stop_vectors.store(true, Ordering::Release);
     if let Some(trigger_loop) = trigger_loop {
         let _ = trigger_loop.await;
     }

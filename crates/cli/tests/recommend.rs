@@ -585,6 +585,113 @@ async fn a_site_is_tuned_on_its_own_sessions() {
     );
 }
 
+/// Posts `events` and waits until the state has applied them.
+async fn post_applied(server: &Server, events: &[Value]) {
+    let last = post_all(server, events).await;
+    let (status, _) = get(server, &format!("/api/v1/sites/S1?after={last}")).await;
+    assert_eq!(status, 200);
+}
+
+/// Sessions of one visitor each, from visitor number `first` on.
+fn sessions_of(first: usize, sessions: &[Vec<&str>]) -> Vec<Value> {
+    let mut events = Vec::new();
+    for (n, products) in sessions.iter().enumerate() {
+        let visitor = format!("v{}", first + n);
+        for (step, product) in products.iter().enumerate() {
+            events.push(view(&visitor, product, ((first + n) * 10 + step) as i64));
+        }
+    }
+    events
+}
+
+/// Polls the site's tuning answer until its vectors were learned from `sessions`.
+async fn vectors_learned_from(server: &Server, sessions: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, tuning) = get(server, "/admin/v1/sites/S1/tuning").await;
+        assert_eq!(status, 200);
+        if tuning["itemVectors"]["sessions"] == sessions {
+            return tuning;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no vectors learned from {sessions} sessions: {tuning}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_running_server_learns_item_vectors_for_a_site_that_weighs_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &["S1"]);
+    // q is viewed alone with each of a1..a4 ten times, with b0 fifteen times; b0 lives
+    // among b1..b4. Counts say b0 follows q; the products' company says q is of the a's.
+    let mut sessions: Vec<Vec<&str>> = Vec::new();
+    for round in 0..40 {
+        sessions.push(vec!["q", ["a1", "a2", "a3", "a4"][round % 4]]);
+    }
+    sessions.extend(std::iter::repeat_n(vec!["q", "b0"], 15));
+    for round in 0..40 {
+        let b = ["b1", "b2", "b3", "b4"];
+        sessions.push(vec!["b0", b[round % 4], b[(round + 1) % 4]]);
+    }
+    post_applied(&server, &sessions_of(0, &sessions)).await;
+    let similar = "siteId=S1&algorithm=similar&productKey=q";
+    let (_, _, counted) = recommend(&server, similar).await;
+    assert_eq!(keys(&counted)[0], "b0", "{counted}");
+    let (_, untuned) = get(&server, "/admin/v1/sites/S1/tuning").await;
+    assert_eq!(
+        untuned["itemVectors"],
+        Value::Null,
+        "no weight, none learned"
+    );
+
+    // Settings that give the vectors a say (as a tuning may choose, here written by hand
+    // while the server is stopped): learned once the restarted server is current (its
+    // snapshot does not hold them), and the answers follow them.
+    server.terminate();
+    std::fs::write(
+        data.join("tuning.json"),
+        json!({"S1": {"nextItem": {"embeddingWeight": 10.0}, "tunedAt": 1, "sessions": 95,
+                      "report": null}})
+        .to_string(),
+    )
+    .unwrap();
+    let server = Server::start(&data, &["S1"]);
+    let tuning = vectors_learned_from(&server, 95).await;
+    assert_eq!(tuning["itemVectors"]["products"], 10, "{tuning}");
+    let (_, _, close) = recommend(&server, similar).await;
+    let first = keys(&close)[0];
+    assert!(
+        first.starts_with('a'),
+        "the a's first once learned: {close}"
+    );
+
+    // A tenth more sessions: learned again from them all.
+    let more: Vec<Vec<&str>> = std::iter::repeat_n(vec!["b1", "n1"], 10).collect();
+    post_applied(&server, &sessions_of(1_000, &more)).await;
+    let tuning = vectors_learned_from(&server, 105).await;
+    assert_eq!(
+        tuning["itemVectors"]["products"], 11,
+        "the new product: {tuning}"
+    );
+
+    // Back to the built-in settings: counts answer again.
+    let (status, _) = common::call(
+        reqwest::Method::DELETE,
+        &server,
+        "/admin/v1/sites/S1/tuning",
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (_, _, counted) = recommend(&server, similar).await;
+    assert_eq!(keys(&counted)[0], "b0", "{counted}");
+    let (_, untuned) = get(&server, "/admin/v1/sites/S1/tuning").await;
+    assert_eq!(untuned["itemVectors"], Value::Null, "{untuned}");
+}
+
 /// `GET /api/v2/recommendations?<query>` with `Authorization: Bearer <key>`.
 async fn recommend_with_key(server: &Server, query: &str, key: &str) -> (u16, Value) {
     let response = client()

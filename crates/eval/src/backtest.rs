@@ -131,6 +131,7 @@ pub fn backtest(
     let mut pending: HashMap<Identifier, Rc<Pending>> = HashMap::new();
     let mut tallies: Vec<Tally> = variants.iter().map(|_| Tally::default()).collect();
     let mut report = BacktestReport::default();
+    let mut vectors_due = next_item.is_some_and(|params| params.embedding_weight > 0.0);
     for record in records {
         match &record.content {
             RecordContent::Event(event) if event.site_id == site_id => {}
@@ -154,6 +155,16 @@ pub fn backtest(
             .datetime
             .unwrap_or(record.received_at)
             .min(record.received_at);
+        if vectors_due && at >= from_ms {
+            // As a server learns them while it serves: from the sessions before the days
+            // replayed, never from those the answers are scored on.
+            vectors_due = false;
+            if let Some(site) = engine.site_mut(site_id) {
+                // Beside the serving (a server's backtest): on half the cores.
+                let threads = spoor_engine::recommend::embeddings::background_threads();
+                site.recommender_mut().learn_embeddings(threads);
+            }
+        }
         let moment = (at >= from_ms)
             .then(|| moment_products(event))
             .flatten()
@@ -351,5 +362,64 @@ mod tests {
         assert_eq!(new.scored, 1);
         assert_eq!(new.hit_rate, 0.0, "{new:?}");
         assert!(similar.coverage > 0.0 && similar.coverage <= 1.0);
+    }
+
+    #[test]
+    fn settings_that_weigh_the_vectors_are_replayed_with_vectors_learned_before_the_days() {
+        // q comes with b0 most often (15 sessions, each a 10), but its company is the
+        // a's; b0's is the b's.
+        let mut records = Vec::new();
+        let mut visit = |n: usize, products: &[&str]| {
+            for (step, product) in products.iter().enumerate() {
+                records.push(view(&format!("v{n}"), product, (n * 10 + step) as i64));
+            }
+        };
+        for n in 0..40 {
+            visit(n, &["q", ["a1", "a2", "a3", "a4"][n % 4]]);
+        }
+        for n in 40..55 {
+            visit(n, &["q", "b0"]);
+        }
+        for n in 55..95 {
+            let b = ["b1", "b2", "b3", "b4"];
+            visit(n, &["b0", b[n % 4], b[(n + 1) % 4]]);
+        }
+        // The last visitor views q, then puts the a's in the cart: any a answered hits.
+        visit(10_000, &["q"]);
+        let at = T0 + 100_010;
+        let lines: Vec<serde_json::Value> = ["a1", "a2", "a3", "a4"]
+            .iter()
+            .map(|key| json!({"productKey": key, "price": 1, "quantity": 1}))
+            .collect();
+        records.push(record(
+            json!({"GeneralInfo": {"eventName": "StatusCart", "siteId": "S", "datetime": at,
+                                   "cookies": {"sc": "v10000"}},
+                   "StatusCart": {"GUID": "c1", "Products": lines}}),
+            at,
+        ));
+        let variants = [Variant {
+            variant_id: "similar".into(),
+            algorithms: vec![Algorithm::Similar],
+            limit: 1,
+            filters: Filters::default(),
+        }];
+        let hit_rate = |weight: f32| {
+            let params = NextItemParams {
+                embedding_weight: weight,
+                ..NextItemParams::default()
+            };
+            let report = backtest(
+                "S",
+                records.clone(),
+                T0 + 100_000,
+                &variants,
+                Some(&params),
+                None,
+            );
+            assert_eq!(report.variants[0].scored, 1);
+            report.variants[0].hit_rate
+        };
+        assert_eq!(hit_rate(0.0), 0.0, "counts answer b0");
+        assert_eq!(hit_rate(10.0), 1.0, "the vectors answer an a");
     }
 }

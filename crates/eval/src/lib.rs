@@ -448,23 +448,10 @@ fn candidate_settings() -> Vec<Knob> {
         ("successor_depth", vec![0.0, 0.5, 1.0], |p, v| {
             p.successor_depth = v as f32
         }),
-        (EMBEDDING_KNOB, vec![0.0, 0.1, 0.3], |p, v| {
+        ("embedding_weight", vec![0.0, 0.1, 0.3], |p, v| {
             p.embedding_weight = v as f32
         }),
     ]
-}
-
-/// The setting of the learned vectors' weight, tried only where vectors are learned.
-const EMBEDDING_KNOB: &str = "embedding_weight";
-
-/// Whether a tuning learns item vectors from its training sessions and tries weights of
-/// them ([`NextItemParams::embedding_weight`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ItemVectors {
-    Learn,
-    /// For a model that will answer without them (a running server does not learn them
-    /// yet).
-    Without,
 }
 
 /// Chooses next-item settings on the last tenth of `sessions` (in time order), trained on
@@ -475,14 +462,8 @@ pub fn tune_next_item(
     goal: TuningGoal,
 ) -> (NextItemParams, Tuning) {
     let times = paced(sessions.len());
-    tune_next_item_at(
-        sessions,
-        &times,
-        k,
-        goal,
-        AnswerRule::Everything,
-        ItemVectors::Learn,
-    )
+    let threads = spoor_engine::recommend::embeddings::all_threads();
+    tune_next_item_at(sessions, &times, k, goal, AnswerRule::Everything, threads)
 }
 
 /// Held-out sessions a tuning scores at most: its time grows with them (on Diginetica,
@@ -496,14 +477,17 @@ const MAX_TUNING_SESSIONS: usize = 8_000;
 /// point of a coordinate ascent over a small grid (two rounds), which keeps a change only
 /// when it scores better. So the choice is never worse on the held-out sessions than any
 /// simple method alone, or than the built-in settings. The test data is never looked at.
-/// Answers are scored by `rule`: a site is tuned on the answers it serves.
+/// Item vectors are learned from the training part, so that their weight is tried too (a
+/// running server learns them for the sites whose settings give them weight), on
+/// `learning_threads` threads. Answers are scored by `rule`: a site is tuned on the
+/// answers it serves.
 pub fn tune_next_item_at(
     sessions: &[Vec<String>],
     times: &[i64],
     k: usize,
     goal: TuningGoal,
     rule: AnswerRule,
-    vectors: ItemVectors,
+    learning_threads: usize,
 ) -> (NextItemParams, Tuning) {
     let started = Instant::now();
     let (train, cases) = carve_validation(sessions, VALIDATION_SHARE);
@@ -518,9 +502,7 @@ pub fn tune_next_item_at(
         .collect();
     let mut recommender = Recommender::default();
     train_on_at(&mut recommender, train, times);
-    if vectors == ItemVectors::Learn {
-        recommender.learn_embeddings();
-    }
+    recommender.learn_embeddings(learning_threads);
     let now = times.get(train.len()).copied().unwrap_or(START_MS);
     let score =
         |params: &NextItemParams| score_cases_with(&recommender, params, &cases, now, k, rule);
@@ -543,10 +525,7 @@ pub fn tune_next_item_at(
     }
     let mut tries = 1 + components.len();
     for _round in 0..2 {
-        for (name, values, set) in candidate_settings() {
-            if name == EMBEDDING_KNOB && vectors == ItemVectors::Without {
-                continue;
-            }
+        for (_name, values, set) in candidate_settings() {
             for value in values {
                 let mut trial = best.clone();
                 set(&mut trial, value);

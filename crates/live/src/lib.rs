@@ -156,6 +156,8 @@ pub struct LiveState {
     /// Erasure marks before this position need nothing more: the state was read from
     /// records opened after their keys were deleted (see [`LiveState::cover_marks`]).
     clean_through: AtomicU64,
+    /// Counts the rebuilds swapped in, changed under the state's write lock.
+    generation: AtomicU64,
 }
 
 /// Called, before the state is rebuilt to answer another node's erasure, with each site's
@@ -260,6 +262,13 @@ impl LiveState {
                 std::panic::resume_unwind(panic)
             }
         }
+    }
+
+    /// Which state this is: it changes when a rebuild replaces the whole state, so that
+    /// what was computed off the lock from the state before (read under a lock, like
+    /// this) is not put into the one after.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// How many log records the state reflects: the position of the next one to apply.
@@ -752,6 +761,7 @@ impl LiveState {
         );
         let mut engine = self.engine.write().unwrap_or_else(PoisonError::into_inner);
         *engine = fresh.engine.into_inner().expect("engine lock");
+        self.generation.fetch_add(1, Ordering::AcqRel);
         // Contact numbers are the rebuilt state's now; the erased are not among them.
         self.hidden
             .write()

@@ -30,6 +30,7 @@ pub mod tracker;
 pub mod triggers;
 pub mod tuning;
 pub mod ui;
+pub mod vectors;
 
 pub use app::{AppState, now_ms};
 pub use metrics::Metrics;

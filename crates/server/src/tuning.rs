@@ -11,7 +11,7 @@ use spoor_engine::recommend::{
     BasketGoal, BasketSettings, BasketTuning, NextItemParams, Tuning, TuningGoal,
 };
 use spoor_eval::baskets::{Basket, tune_baskets};
-use spoor_eval::{AnswerRule, ItemVectors, tune_next_item_at};
+use spoor_eval::{AnswerRule, tune_next_item_at};
 use spoor_settings::SiteTuning;
 
 use crate::app::{Shared, blocking, now_ms};
@@ -47,9 +47,38 @@ pub struct TuningAnswer {
     repeat_customers: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     basket_report: Option<BasketTuning>,
+    /// The item vectors answers use now (learned while serving, for settings that give
+    /// them weight); `null` until they are learned.
+    item_vectors: Option<VectorsInUse>,
 }
 
-fn answer(site_id: String, tuning: Option<SiteTuning>) -> TuningAnswer {
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VectorsInUse {
+    /// The site's view sessions when they were learned.
+    sessions: usize,
+    /// Products with a vector.
+    products: usize,
+}
+
+/// The vectors the site's answers use now.
+fn vectors_in_use(state: &Shared, site_id: &str) -> Option<VectorsInUse> {
+    if !crate::vectors::weighted(&state.settings.tuning, site_id) {
+        return None;
+    }
+    let engine = state.live.read();
+    let (learned, from) = engine.site(site_id)?.recommender().embeddings()?;
+    Some(VectorsInUse {
+        sessions: from.sessions,
+        products: learned.products(),
+    })
+}
+
+fn answer(
+    site_id: String,
+    tuning: Option<SiteTuning>,
+    item_vectors: Option<VectorsInUse>,
+) -> TuningAnswer {
     let Some(tuning) = tuning else {
         return TuningAnswer {
             site_id,
@@ -61,6 +90,7 @@ fn answer(site_id: String, tuning: Option<SiteTuning>) -> TuningAnswer {
             report: None,
             repeat_customers: None,
             basket_report: None,
+            item_vectors,
         };
     };
     TuningAnswer {
@@ -73,6 +103,7 @@ fn answer(site_id: String, tuning: Option<SiteTuning>) -> TuningAnswer {
         report: tuning.report,
         repeat_customers: Some(tuning.repeat_customers),
         basket_report: tuning.basket_report,
+        item_vectors,
     }
 }
 
@@ -85,7 +116,8 @@ pub async fn get_tuning(
     auth::require_site(&headers, &state, &site_id)?;
     known_site(&state, &site_id)?;
     let tuning = state.settings.tuning.get(&site_id).map(|t| (*t).clone());
-    Ok(Json(answer(site_id, tuning)))
+    let vectors = vectors_in_use(&state, &site_id);
+    Ok(Json(answer(site_id, tuning, vectors)))
 }
 
 #[derive(serde::Deserialize)]
@@ -164,13 +196,14 @@ pub async fn tune(
     let count = sessions.len();
     let (next_item, report, basket_choice) = tokio::task::spawn_blocking(move || {
         let next_item = (count >= MIN_SESSIONS).then(|| {
+            let threads = spoor_engine::recommend::embeddings::background_threads();
             tune_next_item_at(
                 &sessions,
                 &times,
                 TUNING_K,
                 goal,
                 AnswerRule::AsServed,
-                ItemVectors::Without,
+                threads,
             )
         });
         let baskets = (repeat_customers >= MIN_REPEAT_CUSTOMERS)
@@ -218,7 +251,8 @@ pub async fn tune(
         next_basket_recall = tuning.basket_report.as_ref().map(|r| r.recall),
         "tuning chosen"
     );
-    Ok(Json(answer(site_id, Some(tuning))))
+    let vectors = vectors_in_use(&state, &site_id);
+    Ok(Json(answer(site_id, Some(tuning), vectors)))
 }
 
 /// The goal a query parameter names, the default when it names none.

@@ -21,10 +21,42 @@ pub const DIMENSIONS: usize = 128;
 const OVERSAMPLE: usize = 16;
 const ROUNDS: usize = 6;
 
+/// Products given a vector at most: the most viewed, when a site numbers more. The
+/// learning keeps 2.3 KB a product (two sets of the iterated directions), so this bounds
+/// that part near 230 MB whatever keys events name.
+pub const MAX_VECTOR_PRODUCTS: usize = 100_000;
+
+/// The latest distinct products of a session that count as shared with one another: a
+/// session's pairs grow with the square of its length, and a long one says little more
+/// of each pair.
+const MAX_PAIRED_ITEMS: usize = 30;
+
+/// Pairs counted at most (each session charged the square of its length, up to
+/// [`MAX_PAIRED_ITEMS`]): the latest sessions within it are read. It bounds the pair
+/// counts (near 400 MB if every pair were new) and the iteration's time; Diginetica's
+/// 186,670 training sessions are charged 6.8 million.
+const MAX_PAIR_CHARGE: usize = 20_000_000;
+
+/// Threads a learning beside the serving takes: half the cores, so that requests keep
+/// the rest.
+pub fn background_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+}
+
+/// Every core, for a learning nothing else waits beside (an evaluation).
+pub fn all_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Rows of products without a vector.
+const NO_ROW: u32 = u32::MAX;
+
 /// Products' vectors, by item number; an item numbered after the build has none.
 #[derive(Debug, Default)]
 pub struct ItemEmbeddings {
     dimensions: usize,
+    /// By item number: its row of `vectors`, or [`NO_ROW`].
+    rows: Vec<u32>,
     vectors: Vec<f32>,
 }
 
@@ -38,20 +70,25 @@ const SESSION_READ: usize = 64;
 
 impl ItemEmbeddings {
     /// Learns vectors of `dimensions` from `sessions` (each a session's items) over
-    /// `items` products.
+    /// `items` products, on `threads` threads.
     pub fn learn<'s>(
         sessions: impl Iterator<Item = &'s [ItemId]>,
         items: usize,
         dimensions: usize,
+        threads: usize,
     ) -> ItemEmbeddings {
-        let pmi = positive_pmi(sessions, items);
+        let sessions = latest_within_charge(sessions, MAX_PAIR_CHARGE);
+        let (mut rows, row_count) =
+            choose_rows(sessions.iter().copied(), items, MAX_VECTOR_PRODUCTS);
+        let pmi = positive_pmi(sessions.iter().copied(), &rows, row_count);
+        let items = row_count;
         let width = (dimensions + OVERSAMPLE).min(items);
         let mut basis = random_basis(items, width);
         for _ in 0..ROUNDS {
-            basis = multiply(&pmi, &basis);
+            basis = multiply(&pmi, &basis, threads);
             orthonormalise(&mut basis);
         }
-        let image = multiply(&pmi, &basis);
+        let image = multiply(&pmi, &basis, threads);
         let mut projected: Vec<Vec<f64>> = basis
             .iter()
             .map(|row_vector| image.iter().map(|column| dot(row_vector, column)).collect())
@@ -75,15 +112,30 @@ impl ItemEmbeddings {
                 row.iter_mut().for_each(|x| *x /= norm);
             }
         }
+        // A product that shares no session with another more than chance says has a
+        // vector of zeros: no evidence either way, so none.
+        for slot in rows.iter_mut().filter(|row| **row != NO_ROW) {
+            let from = *slot as usize * kept;
+            if flat[from..from + kept].iter().all(|x| *x == 0.0) {
+                *slot = NO_ROW;
+            }
+        }
         ItemEmbeddings {
             dimensions: kept,
+            rows,
             vectors: flat,
         }
     }
 
+    /// Products with a vector.
+    pub fn products(&self) -> usize {
+        self.rows.iter().filter(|row| **row != NO_ROW).count()
+    }
+
     /// The vector of `item`, when it had sessions at the build.
     fn of(&self, item: ItemId) -> Option<&[f32]> {
-        let from = item as usize * self.dimensions;
+        let row = *self.rows.get(item as usize)?;
+        let from = (row != NO_ROW).then_some(row as usize * self.dimensions)?;
         self.vectors.get(from..from + self.dimensions)
     }
 
@@ -104,27 +156,89 @@ impl ItemEmbeddings {
 
     /// How close `item` is to a session's vector (0 for an item without one).
     pub fn closeness(&self, session: &[f32], item: ItemId) -> f32 {
-        self.of(item).map_or(0.0, |vector| {
-            vector.iter().zip(session).map(|(a, b)| a * b).sum()
-        })
+        self.closeness_of(session, item).unwrap_or(0.0)
+    }
+
+    /// How close `item` is to a session's vector; `None` for an item without one.
+    pub fn closeness_of(&self, session: &[f32], item: ItemId) -> Option<f32> {
+        let vector = self.of(item)?;
+        Some(vector.iter().zip(session).map(|(a, b)| a * b).sum())
     }
 }
 
-/// The products' positive PMI as sparse rows.
-fn positive_pmi<'s>(
+/// The latest of `sessions` (oldest first) whose pairs' charge stays within `charge`,
+/// oldest first.
+fn latest_within_charge<'s>(
+    sessions: impl Iterator<Item = &'s [ItemId]>,
+    charge: usize,
+) -> Vec<&'s [ItemId]> {
+    let all: Vec<&[ItemId]> = sessions.collect();
+    let mut charged = 0usize;
+    let start = all
+        .iter()
+        .rposition(|session| {
+            charged += session.len().min(MAX_PAIRED_ITEMS).pow(2);
+            charged > charge
+        })
+        .map_or(0, |over| over + 1);
+    all[start..].to_vec()
+}
+
+/// Each item's row (or [`NO_ROW`]) and the number of rows: every item, or the `most`
+/// viewed (in item order; of equally viewed, the older).
+fn choose_rows<'s>(
     sessions: impl Iterator<Item = &'s [ItemId]>,
     items: usize,
+    most: usize,
+) -> (Vec<u32>, usize) {
+    if items <= most {
+        return ((0..items as u32).collect(), items);
+    }
+    let mut views = vec![0u32; items];
+    for session in sessions {
+        for &item in session {
+            if let Some(count) = views.get_mut(item as usize) {
+                *count = count.saturating_add(1);
+            }
+        }
+    }
+    let mut kept: Vec<u32> = (0..items as u32).collect();
+    kept.select_nth_unstable_by(most.saturating_sub(1), |a, b| {
+        views[*b as usize].cmp(&views[*a as usize]).then(a.cmp(b))
+    });
+    kept.truncate(most);
+    kept.sort_unstable();
+    let mut rows = vec![NO_ROW; items];
+    for (row, item) in kept.iter().enumerate() {
+        rows[*item as usize] = row as u32;
+    }
+    (rows, kept.len())
+}
+
+/// The products' positive PMI as sparse rows, over `rows` of the items.
+fn positive_pmi<'s>(
+    sessions: impl Iterator<Item = &'s [ItemId]>,
+    rows: &[u32],
+    row_count: usize,
 ) -> Vec<Vec<(u32, f32)>> {
-    let mut together: Vec<FxHashMap<ItemId, u32>> = vec![FxHashMap::default(); items];
-    let mut alone = vec![0f64; items];
+    let mut together: Vec<FxHashMap<u32, u32>> = vec![FxHashMap::default(); row_count];
+    let mut alone = vec![0f64; row_count];
     let mut count = 0usize;
-    let mut distinct: Vec<ItemId> = Vec::new();
+    let mut distinct: Vec<u32> = Vec::new();
     for session in sessions {
         count += 1;
         distinct.clear();
-        distinct.extend(session.iter().filter(|i| (**i as usize) < items));
+        for item in session.iter().rev() {
+            let row = rows.get(*item as usize).copied().unwrap_or(NO_ROW);
+            if row != NO_ROW && !distinct.contains(&row) {
+                distinct.push(row);
+                if distinct.len() == MAX_PAIRED_ITEMS {
+                    break;
+                }
+            }
+        }
+        // In a fixed order, so the same sessions sum in the same order on every node.
         distinct.sort_unstable();
-        distinct.dedup();
         for &a in &distinct {
             alone[a as usize] += 1.0;
             for &b in &distinct {
@@ -167,10 +281,9 @@ fn random_basis(rows: usize, width: usize) -> Vec<Vec<f64>> {
 }
 
 /// The sparse symmetric matrix `rows` times each column of `columns`, the columns shared
-/// among the machine's cores.
-fn multiply(rows: &[Vec<(u32, f32)>], columns: &[Vec<f64>]) -> Vec<Vec<f64>> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = columns.len().div_ceil(threads).max(1);
+/// among `threads` threads.
+fn multiply(rows: &[Vec<(u32, f32)>], columns: &[Vec<f64>], threads: usize) -> Vec<Vec<f64>> {
+    let chunk = columns.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
         let parts: Vec<_> = columns
             .chunks(chunk)
@@ -287,7 +400,7 @@ mod tests {
                 vec![10, 11, 12],
             ]);
         }
-        let learned = ItemEmbeddings::learn(sessions.iter().map(Vec::as_slice), 16, 8);
+        let learned = ItemEmbeddings::learn(sessions.iter().map(Vec::as_slice), 16, 8, 2);
         let near = learned.session_vector(&[0]);
         let (to_4, to_12) = (learned.closeness(&near, 4), learned.closeness(&near, 12));
         assert!(to_4 > 0.9 && to_12.abs() < 0.1, "4: {to_4}, 12: {to_12}");
@@ -311,7 +424,7 @@ mod tests {
                 ]);
             }
         }
-        let learned = ItemEmbeddings::learn(sessions.iter().map(Vec::as_slice), 60, 4);
+        let learned = ItemEmbeddings::learn(sessions.iter().map(Vec::as_slice), 60, 4, 1);
         // Products of a world seen in fewer sessions share them more than chance says
         // by more: the four quietest worlds (0..4) hold the four leading directions.
         let near = learned.session_vector(&[0]);
@@ -325,6 +438,53 @@ mod tests {
             "{}",
             learned.closeness(&near, 42)
         );
+    }
+
+    #[test]
+    fn a_site_of_more_products_than_the_bound_gives_vectors_to_the_most_viewed() {
+        let sessions: Vec<Vec<ItemId>> = vec![vec![0, 3, 5], vec![3, 5], vec![5, 1], vec![2]];
+        let (rows, count) = choose_rows(sessions.iter().map(Vec::as_slice), 6, 3);
+        // 5 (3 views), 3 (2), then 0 before 1 and 2 (one each): in item order.
+        assert_eq!(count, 3);
+        assert_eq!(rows, [0, NO_ROW, NO_ROW, 1, NO_ROW, 2]);
+        let (all, count) = choose_rows(sessions.iter().map(Vec::as_slice), 6, 6);
+        assert_eq!((all, count), ((0..6).collect(), 6));
+    }
+
+    #[test]
+    fn the_latest_sessions_within_the_charge_are_read() {
+        let sessions: Vec<Vec<ItemId>> = vec![vec![1, 2, 3], vec![4, 5], vec![6, 7]];
+        let latest = |charge| latest_within_charge(sessions.iter().map(Vec::as_slice), charge);
+        assert_eq!(latest(100).len(), 3);
+        assert_eq!(latest(8), [&[4, 5][..], &[6, 7]]);
+        assert_eq!(latest(7), [&[6, 7][..]]);
+        assert!(latest(3).is_empty());
+    }
+
+    #[test]
+    fn a_product_without_company_has_no_vector() {
+        // 7 is only ever viewed alone.
+        let mut sessions: Vec<Vec<ItemId>> = vec![vec![7]; 5];
+        sessions.extend(std::iter::repeat_n(vec![0, 1], 5));
+        sessions.extend(std::iter::repeat_n(vec![2, 3], 5));
+        let learned = ItemEmbeddings::learn(sessions.iter().map(Vec::as_slice), 8, 4, 1);
+        let near = learned.session_vector(&[0]);
+        assert_eq!(learned.closeness_of(&near, 7), None);
+        assert!(learned.closeness_of(&near, 1).is_some());
+        assert_eq!(learned.products(), 4);
+    }
+
+    #[test]
+    fn a_long_session_pairs_only_its_latest_products() {
+        let long: Vec<ItemId> = (0..40).collect();
+        let rows: Vec<u32> = (0..40).collect();
+        let pmi = positive_pmi([long.as_slice(), &[0, 1]].into_iter(), &rows, 40);
+        assert!(pmi[0].iter().any(|(b, _)| *b == 1), "0 and 1 met again");
+        assert!(
+            pmi[0].iter().all(|(b, _)| *b < 2),
+            "0 is too early in the long one"
+        );
+        assert_eq!(pmi[39].len(), MAX_PAIRED_ITEMS - 1);
     }
 
     #[test]

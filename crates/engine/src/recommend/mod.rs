@@ -18,15 +18,18 @@ pub mod query;
 pub mod rules;
 pub mod sessions;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::items::{ItemId, Items};
 
+pub use embeddings::ItemEmbeddings;
 pub use popularity::Popularity;
 pub use query::{Algorithm, Answer, Request};
 pub use sessions::{
-    ComponentFigures, LatestSessions, NO_VISITOR, NextItemParams, SessionId, Sessions, Tuning,
-    TuningGoal, Voice,
+    ComponentFigures, LatestSessions, LearnedFrom, LearningCopy, NO_VISITOR, NextItemParams,
+    SessionId, Sessions, Tuning, TuningGoal, Voice,
 };
 
 /// Who a session belongs to: the state's contact number.
@@ -328,10 +331,40 @@ impl Recommender {
         &self.items
     }
 
-    /// Learns item vectors from the view sessions as they are now, for the next-item
-    /// model's `embedding_weight` (not kept in snapshots: learned again when asked).
-    pub fn learn_embeddings(&mut self) {
-        self.sessions.learn_embeddings();
+    /// Learns item vectors from the view sessions as they are now, on `threads` threads,
+    /// for the next-item model's `embedding_weight` (not kept in snapshots: learned again
+    /// when asked).
+    pub fn learn_embeddings(&mut self, threads: usize) {
+        self.sessions.learn_embeddings(threads);
+    }
+
+    /// The latest view sessions, to learn vectors from off the state's lock.
+    pub fn learning_copy(&self) -> LearningCopy {
+        self.sessions.learning_copy()
+    }
+
+    /// Answers with `learned` from now on; hands back the vectors answered with before.
+    pub fn use_embeddings(
+        &mut self,
+        learned: Arc<ItemEmbeddings>,
+        from: LearnedFrom,
+    ) -> Option<Arc<ItemEmbeddings>> {
+        self.sessions.use_embeddings(learned, from)
+    }
+
+    /// Answers without vectors from now on; hands back those answered with before.
+    pub fn forget_embeddings(&mut self) -> Option<Arc<ItemEmbeddings>> {
+        self.sessions.forget_embeddings()
+    }
+
+    /// The vectors answered with, if any, and what they were learned from.
+    pub fn embeddings(&self) -> Option<(&ItemEmbeddings, LearnedFrom)> {
+        self.sessions.embeddings()
+    }
+
+    /// View sessions held.
+    pub fn view_sessions(&self) -> usize {
+        self.sessions.len()
     }
 
     /// Every view session, oldest first, as product keys with the time of its last view:

@@ -195,8 +195,11 @@ pub struct NextItemParams {
     pub stale_half_life_ms: f64,
     /// The learned vectors' say: the blend's best [`RESCORED`] answers are scored again,
     /// each by its blend score (the best = 1) plus this weight times its closeness to the
-    /// session's vector (the closest = 1). Heard only where vectors were learned
-    /// ([`Sessions::learn_embeddings`]).
+    /// session's vector (the closest = 1). Heard once vectors are learned: by an
+    /// evaluation from its training sessions, by a running server for each site whose
+    /// settings give them weight (a product newer than the vectors has none, and is
+    /// taken as close as the others answered are on average until they are learned
+    /// again).
     pub embedding_weight: f32,
 }
 
@@ -348,10 +351,52 @@ pub struct Sessions {
     /// The latest view: neighbours' ages are counted up to it at most, so that a site
     /// whose traffic stopped long ago (a data set loaded for a demo) still has neighbours.
     newest: i64,
-    /// Vectors learned from the sessions, when asked for: a model of its own, learned
-    /// again from the sessions rather than kept in snapshots.
+    /// Vectors learned from the sessions, when asked for, and from what: a model of its
+    /// own, learned again from the sessions rather than kept in snapshots.
     #[serde(skip)]
-    embeddings: Option<Arc<ItemEmbeddings>>,
+    embeddings: Option<(Arc<ItemEmbeddings>, LearnedFrom)>,
+}
+
+/// Views a learning of vectors copies at most: those of the latest sessions (20 MB).
+pub const MAX_LEARNED_VIEWS: usize = 5_000_000;
+
+/// What vectors were learned from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LearnedFrom {
+    /// The site's sessions then.
+    pub sessions: usize,
+    /// The latest of them copied to learn from.
+    pub read: usize,
+}
+
+/// The latest sessions, copied out of the state so that vectors are learned without
+/// holding its lock.
+pub struct LearningCopy {
+    items: Vec<ItemId>,
+    /// Where each session's items end in `items`.
+    ends: Vec<usize>,
+    products: usize,
+    sessions: usize,
+}
+
+impl LearningCopy {
+    /// What the vectors learned from this copy are learned from.
+    pub fn learned_from(&self) -> LearnedFrom {
+        LearnedFrom {
+            sessions: self.sessions,
+            read: self.ends.len(),
+        }
+    }
+
+    /// Learns the vectors on `threads` threads (seconds for a shop of tens of thousands
+    /// of products).
+    pub fn learn(&self, threads: usize) -> ItemEmbeddings {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        let sessions = starts
+            .zip(&self.ends)
+            .map(|(start, end)| &self.items[start..*end]);
+        ItemEmbeddings::learn(sessions, self.products, DIMENSIONS, threads)
+    }
 }
 
 impl Sessions {
@@ -472,7 +517,7 @@ impl Sessions {
                 }
             }
             match (&self.embeddings, params.embedding_weight > 0.0) {
-                (Some(learned), true) => {
+                (Some((learned, _)), true) => {
                     let best = top(scores.drain(), k.max(RESCORED));
                     rescore(learned, s, best, params.embedding_weight, k)
                 }
@@ -481,15 +526,59 @@ impl Sessions {
         })
     }
 
-    /// Learns item vectors from the sessions as they are now (seconds for a shop of tens
-    /// of thousands of products), for `embedding_weight`.
-    pub fn learn_embeddings(&mut self) {
-        let learned = ItemEmbeddings::learn(
-            self.sessions.iter().map(|session| &session.items[..]),
-            self.postings.len(),
-            DIMENSIONS,
-        );
-        self.embeddings = Some(Arc::new(learned));
+    /// Learns item vectors from the sessions as they are now, on `threads` threads, for
+    /// `embedding_weight`.
+    pub fn learn_embeddings(&mut self, threads: usize) {
+        let copy = self.learning_copy();
+        self.use_embeddings(Arc::new(copy.learn(threads)), copy.learned_from());
+    }
+
+    /// The latest sessions, up to [`MAX_LEARNED_VIEWS`] views, for
+    /// [`LearningCopy::learn`].
+    pub fn learning_copy(&self) -> LearningCopy {
+        let mut views = 0;
+        let first = self
+            .sessions
+            .iter()
+            .rposition(|session| {
+                views += session.items.len();
+                views > MAX_LEARNED_VIEWS
+            })
+            .map_or(0, |over| over + 1);
+        let latest = &self.sessions[first..];
+        let mut items = Vec::with_capacity(latest.iter().map(|s| s.items.len()).sum());
+        let mut ends = Vec::with_capacity(latest.len());
+        for session in latest {
+            items.extend_from_slice(&session.items);
+            ends.push(items.len());
+        }
+        LearningCopy {
+            items,
+            ends,
+            products: self.postings.len(),
+            sessions: self.sessions.len(),
+        }
+    }
+
+    /// Answers with `learned` from now on; hands back the vectors answered with before
+    /// (to be freed outside the state's lock).
+    pub fn use_embeddings(
+        &mut self,
+        learned: Arc<ItemEmbeddings>,
+        from: LearnedFrom,
+    ) -> Option<Arc<ItemEmbeddings>> {
+        let before = self.embeddings.replace((learned, from));
+        before.map(|(vectors, _)| vectors)
+    }
+
+    /// Answers without vectors from now on; hands back those answered with before.
+    pub fn forget_embeddings(&mut self) -> Option<Arc<ItemEmbeddings>> {
+        self.embeddings.take().map(|(vectors, _)| vectors)
+    }
+
+    /// The vectors answered with, if any, and what they were learned from.
+    pub fn embeddings(&self) -> Option<(&ItemEmbeddings, LearnedFrom)> {
+        (self.embeddings.as_ref()).map(|(learned, from)| (&**learned, *from))
     }
 
     fn neighbour_votes(
@@ -725,10 +814,15 @@ fn rescore(
         .first()
         .map_or(1.0, |(_, score)| score.max(f32::MIN_POSITIVE));
     let session = learned.session_vector(s);
-    let closeness: Vec<f32> = best
+    let known: Vec<Option<f32>> = best
         .iter()
-        .map(|(item, _)| learned.closeness(&session, *item).max(0.0))
+        .map(|(item, _)| Some(learned.closeness_of(&session, *item)?.max(0.0)))
         .collect();
+    // A product without a vector (newer than the vectors, or beyond the products they
+    // cover) is taken as close as the others are on average: neither raised nor sunk.
+    let (sum, count) = (known.iter().flatten()).fold((0.0, 0), |(sum, n), c| (sum + c, n + 1));
+    let neutral = if count > 0 { sum / count as f32 } else { 0.0 };
+    let closeness: Vec<f32> = known.iter().map(|c| c.unwrap_or(neutral)).collect();
     let closest = closeness.iter().copied().fold(f32::MIN_POSITIVE, f32::max);
     top(
         best.iter()
@@ -925,8 +1019,8 @@ mod tests {
                 }
             }
         }
-        sessions.learn_embeddings();
-        let learned = sessions.embeddings.as_deref().unwrap();
+        sessions.learn_embeddings(1);
+        let (learned, _) = sessions.embeddings().unwrap();
         let blend = vec![(12, 1.0), (4, 0.9)];
         let ranked = |weight| -> Vec<ItemId> {
             rescore(learned, &[0], blend.clone(), weight, 2)
@@ -936,6 +1030,14 @@ mod tests {
         };
         assert_eq!(ranked(0.0), vec![12, 4]);
         assert_eq!(ranked(0.5), vec![4, 12]);
+        // A product newer than the vectors (99) is neither raised nor sunk by them: as
+        // close as the others on average, so it keeps its place between 4 and 12.
+        let with_new = vec![(12, 1.0), (99, 0.95), (4, 0.9)];
+        let order: Vec<ItemId> = rescore(learned, &[0], with_new, 0.5, 3)
+            .into_iter()
+            .map(|(item, _)| item)
+            .collect();
+        assert_eq!(order, vec![4, 99, 12]);
     }
 
     #[test]
