@@ -604,13 +604,13 @@ fn sessions_of(first: usize, sessions: &[Vec<&str>]) -> Vec<Value> {
     events
 }
 
-/// Polls the site's tuning answer until its vectors were learned from `sessions`.
+/// Polls the site's tuning answer until its vectors were learned from `sessions` or more.
 async fn vectors_learned_from(server: &Server, sessions: u64) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let (status, tuning) = get(server, "/admin/v1/sites/S1/tuning").await;
         assert_eq!(status, 200);
-        if tuning["itemVectors"]["sessions"] == sessions {
+        if tuning["itemVectors"]["sessions"].as_u64() >= Some(sessions) {
             return tuning;
         }
         assert!(
@@ -669,10 +669,10 @@ async fn a_running_server_learns_item_vectors_for_a_site_that_weighs_them() {
         "the a's first once learned: {close}"
     );
 
-    // A tenth more sessions: learned again from them all.
+    // A tenth more sessions: learned again (once 104 are in, a tenth of the 95).
     let more: Vec<Vec<&str>> = std::iter::repeat_n(vec!["b1", "n1"], 10).collect();
     post_applied(&server, &sessions_of(1_000, &more)).await;
-    let tuning = vectors_learned_from(&server, 105).await;
+    let tuning = vectors_learned_from(&server, 104).await;
     assert_eq!(
         tuning["itemVectors"]["products"], 11,
         "the new product: {tuning}"

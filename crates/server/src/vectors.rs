@@ -6,9 +6,9 @@
 //! sessions grow by a tenth of those learned from. The sessions are copied under the
 //! state's read lock, learned from on a thread of their own with half the cores at most,
 //! so that requests go on meanwhile, and put in under the write lock in a moment. Between
-//! two learnings the thread rests nine times as long as the last one took: it learns a
-//! tenth of the time at most, however fast a site grows. A site whose settings no
-//! longer weigh them lets them go.
+//! two learnings again the thread rests nine times as long as the last one took: it
+//! learns a tenth of the time at most, however fast a site grows (a site without vectors
+//! does not wait). A site whose settings no longer weigh them lets them go.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,16 +41,21 @@ pub fn start(
             let mut rest_until = Instant::now();
             while !stop.load(Ordering::Acquire) {
                 std::thread::sleep(LOOK_EVERY);
-                if Instant::now() < rest_until || !live.is_current() || live.failed() {
+                if !live.is_current() || live.failed() {
                     continue;
                 }
                 let (due, unweighted) = look(&live, &tuning);
                 for site_id in unweighted {
                     forget(&live, &site_id);
                 }
-                let Some(site_id) = due else {
+                let Some((site_id, first)) = due else {
                     continue;
                 };
+                // A site without vectors (after a start, a rebuild, a new tuning) waits
+                // for no other's rest.
+                if !first && Instant::now() < rest_until {
+                    continue;
+                }
                 let started = Instant::now();
                 learn_site(&live, &site_id, background_threads());
                 rest_until = Instant::now() + started.elapsed() * REST_FACTOR;
@@ -76,8 +81,9 @@ pub fn due(sessions: usize, from: Option<LearnedFrom>) -> bool {
 }
 
 /// The site whose vectors are most overdue (never learned first, then the one that grew
-/// most), and the sites that hold vectors their settings no longer weigh.
-fn look(live: &LiveState, tuning: &TuningRegistry) -> (Option<String>, Vec<String>) {
+/// most) and whether it has none yet, and the sites that hold vectors their settings no
+/// longer weigh.
+fn look(live: &LiveState, tuning: &TuningRegistry) -> (Option<(String, bool)>, Vec<String>) {
     let engine = live.read();
     let mut candidates: Vec<(f64, &str)> = Vec::new();
     let mut unweighted = Vec::new();
@@ -101,7 +107,7 @@ fn look(live: &LiveState, tuning: &TuningRegistry) -> (Option<String>, Vec<Strin
     let most = candidates
         .into_iter()
         .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(a.1)))
-        .map(|(_, site_id)| site_id.to_string());
+        .map(|(growth, site_id)| (site_id.to_string(), growth.is_infinite()));
     (most, unweighted)
 }
 
@@ -138,10 +144,12 @@ fn learn_site(live: &LiveState, site_id: &str, threads: usize) {
     let from = copy.learned_from();
     drop(copy);
     let learned = Arc::new(learned);
+    // A clone goes in, so that vectors not put in are freed here, outside the lock.
     let put = live.with_site_mut(site_id, |site| {
         (live.generation() == generation)
-            .then(|| site.recommender_mut().use_embeddings(learned, from))
+            .then(|| site.recommender_mut().use_embeddings(learned.clone(), from))
     });
+    drop(learned);
     // What was answered with before is freed here, outside the lock.
     if let Some(Some(before)) = put {
         drop(before);

@@ -31,8 +31,8 @@ pub const MAX_VECTOR_PRODUCTS: usize = 100_000;
 /// of each pair.
 const MAX_PAIRED_ITEMS: usize = 30;
 
-/// Pairs counted at most (each session charged the square of its length, up to
-/// [`MAX_PAIRED_ITEMS`]): the latest sessions within it are read. It bounds the pair
+/// Pairs counted at most (each session charged the square of its length, or of
+/// [`MAX_PAIRED_ITEMS`] if shorter): the latest sessions within it are read. It bounds the pair
 /// counts (near 400 MB if every pair were new) and the iteration's time; Diginetica's
 /// 186,670 training sessions are charged 6.8 million.
 const MAX_PAIR_CHARGE: usize = 20_000_000;
@@ -172,7 +172,7 @@ fn latest_within_charge<'s>(
     sessions: impl Iterator<Item = &'s [ItemId]>,
     charge: usize,
 ) -> Vec<&'s [ItemId]> {
-    let all: Vec<&[ItemId]> = sessions.collect();
+    let mut all: Vec<&[ItemId]> = sessions.collect();
     let mut charged = 0usize;
     let start = all
         .iter()
@@ -181,7 +181,7 @@ fn latest_within_charge<'s>(
             charged > charge
         })
         .map_or(0, |over| over + 1);
-    all[start..].to_vec()
+    all.split_off(start)
 }
 
 /// Each item's row (or [`NO_ROW`]) and the number of rows: every item, or the `most`

@@ -357,7 +357,8 @@ pub struct Sessions {
     embeddings: Option<(Arc<ItemEmbeddings>, LearnedFrom)>,
 }
 
-/// Views a learning of vectors copies at most: those of the latest sessions (20 MB).
+/// Views a learning of vectors copies at most: those of the latest sessions (20 MB of
+/// product numbers, and 8 bytes a session).
 pub const MAX_LEARNED_VIEWS: usize = 5_000_000;
 
 /// What vectors were learned from.

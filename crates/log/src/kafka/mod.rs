@@ -498,7 +498,7 @@ impl EventLog for KafkaLog {
         if let Some(error) = self.reach.unavailable() {
             return Box::pin(async move { Err(error) });
         }
-        let (deliveries, generation) = producing.with(|producer, generation| {
+        let handed = producing.with(|producer, generation| {
             let _contiguous = self.enqueue.lock().unwrap_or_else(PoisonError::into_inner);
             let deliveries = records
                 .iter()
@@ -523,6 +523,10 @@ impl EventLog for KafkaLog {
                 .collect::<Vec<_>>();
             (deliveries, generation)
         });
+        let (deliveries, generation) = match handed {
+            Ok(handed) => handed,
+            Err(error) => return Box::pin(async move { Err(error) }),
+        };
         let reach = self.reach.clone();
         Box::pin(async move {
             // Every record handed to the producer is awaited, so that the end seen counts
@@ -612,12 +616,12 @@ impl EventLog for KafkaLog {
     }
 
     fn health(&self) -> Result<(), LogError> {
-        // An idempotent producer that hit a fatal error refuses every append from then on;
-        // it is replaced, and this says so only when that failed.
+        // An idempotent producer that hit a fatal error refuses every append from then on,
+        // until it is replaced (asking tries that too).
         let fatal = (self.producer.as_ref()).and_then(|p| p.fatal_error());
         if let Some(fatal) = fatal {
             return Err(LogError::Unavailable(format!(
-                "the producer stopped for good ({fatal}) and a new one could not be made"
+                "the producer stopped for good ({fatal}); a new one is being made"
             )));
         }
         self.reach.unavailable().map_or(Ok(()), Err)

@@ -19,9 +19,9 @@ use rdkafka::producer::{FutureProducer, Producer, PurgeConfig};
 
 use crate::LogError;
 
-/// The least time between two replacements: a failure that comes back at once (a topic
-/// the producer may not write to) makes a new producer this often at most, not on every
-/// request.
+/// The least time between two replacements (or tries): a failure that comes back at once
+/// (a topic the producer may not write to, a broker that refuses idempotence) makes a new
+/// producer this often at most, not on every request.
 const REPLACE_EVERY: Duration = Duration::from_secs(5);
 
 type Make<C> = Box<dyn Fn() -> Result<FutureProducer<C>, LogError> + Send + Sync>;
@@ -32,7 +32,17 @@ pub(super) type Generation = u64;
 struct Current<C: ClientContext + 'static> {
     producer: FutureProducer<C>,
     generation: Generation,
-    made_at: Instant,
+    /// When it was made, or a replacement of it last failed.
+    tried_at: Instant,
+    /// A delivery of it failed sooner than [`REPLACE_EVERY`] after `tried_at`: it takes
+    /// no more records and is replaced once that time has passed.
+    replace_due: AtomicBool,
+}
+
+impl<C: ClientContext + 'static> Current<C> {
+    fn to_replace(&self) -> bool {
+        self.replace_due.load(Ordering::Acquire) || self.producer.client().fatal_error().is_some()
+    }
 }
 
 pub(super) struct Producing<C: ClientContext + 'static> {
@@ -40,9 +50,6 @@ pub(super) struct Producing<C: ClientContext + 'static> {
     what: String,
     make: Make<C>,
     current: RwLock<Current<C>>,
-    /// A delivery of the current producer failed sooner than [`REPLACE_EVERY`] after it
-    /// was made: it is replaced once that time has passed.
-    replace_due: AtomicBool,
 }
 
 impl<C: ClientContext + 'static> Producing<C> {
@@ -50,58 +57,74 @@ impl<C: ClientContext + 'static> Producing<C> {
         let current = RwLock::new(Current {
             producer: make()?,
             generation: 0,
-            made_at: Instant::now(),
+            tried_at: Instant::now(),
+            replace_due: AtomicBool::new(false),
         });
         Ok(Producing {
             what,
             make,
             current,
-            replace_due: AtomicBool::new(false),
         })
     }
 
     /// Hands records to the producer through `hand_over`, which learns which producer it
-    /// is (for [`Producing::failed`]); a new one first if this one is to be replaced. It
-    /// is not replaced meanwhile, so a producer is never dropped on a caller's thread.
-    pub(super) fn with<R>(&self, hand_over: impl FnOnce(&FutureProducer<C>, Generation) -> R) -> R {
-        let (generation, due) = {
-            let current = self.current();
-            let fatal = current.producer.client().fatal_error().is_some();
-            let pending = self.replace_due.load(Ordering::Acquire)
-                && current.made_at.elapsed() >= REPLACE_EVERY;
-            (current.generation, fatal || pending)
-        };
-        if due {
-            self.replace(generation, "a delivery failed, or it stopped for good");
-        }
+    /// is (for [`Producing::failed`]); a new one first if this one is to be replaced.
+    /// While one waits to be replaced, nothing is handed to it: its epoch may be one the
+    /// broker does not know. It is not replaced meanwhile, so a producer is never dropped
+    /// on a caller's thread.
+    pub(super) fn with<R>(
+        &self,
+        hand_over: impl FnOnce(&FutureProducer<C>, Generation) -> R,
+    ) -> Result<R, LogError> {
+        self.replace_if_due();
         let current = self.current();
-        hand_over(&current.producer, current.generation)
+        if current.to_replace() {
+            return Err(LogError::Unavailable(format!(
+                "the Kafka producer of {} failed and is replaced within {} s",
+                self.what,
+                REPLACE_EVERY.as_secs()
+            )));
+        }
+        Ok(hand_over(&current.producer, current.generation))
     }
 
     fn current(&self) -> std::sync::RwLockReadGuard<'_, Current<C>> {
         self.current.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Replaces the producer if it is to be and [`REPLACE_EVERY`] has passed since it was
+    /// made or last tried.
+    fn replace_if_due(&self) {
+        let generation = {
+            let current = self.current();
+            if !current.to_replace() || current.tried_at.elapsed() < REPLACE_EVERY {
+                return;
+            }
+            current.generation
+        };
+        self.replace(generation, "a delivery failed, or it stopped for good");
+    }
+
     /// A delivery of producer `generation` failed (for another reason than the record's
     /// size): it is replaced, now or once [`REPLACE_EVERY`] has passed since it was made,
     /// unless that was done already.
     pub(super) fn failed(&self, generation: Generation) {
-        let made_at = {
+        {
             let current = self.current();
             if current.generation != generation {
                 return;
             }
-            current.made_at
-        };
-        if made_at.elapsed() >= REPLACE_EVERY {
-            self.replace(generation, "a delivery failed");
-        } else {
-            self.replace_due.store(true, Ordering::Release);
+            // Marked under the guard: a replacement meanwhile takes the mark with it.
+            current.replace_due.store(true, Ordering::Release);
         }
+        self.replace_if_due();
     }
 
-    /// The producer's fatal error, if it hit one (it is replaced at the next hand-over).
+    /// The producer's fatal error, if it hit one and was not replaced yet (a new one is
+    /// tried every [`REPLACE_EVERY`], also from here: a node that takes no appends still
+    /// recovers).
     pub(super) fn fatal_error(&self) -> Option<String> {
+        self.replace_if_due();
         let fatal = self.current().producer.client().fatal_error();
         fatal.map(|(code, reason)| format!("{code}: {reason}"))
     }
@@ -124,7 +147,9 @@ impl<C: ClientContext + 'static> Producing<C> {
         let fresh = match (self.make)() {
             Ok(fresh) => fresh,
             Err(error) => {
-                tracing::error!(producer = self.what, %error, "a new Kafka producer could not be made");
+                current.tried_at = Instant::now();
+                current.replace_due.store(true, Ordering::Release);
+                tracing::error!(producer = self.what, %error, "a new Kafka producer could not be made; tried again in a few seconds");
                 return;
             }
         };
@@ -133,10 +158,10 @@ impl<C: ClientContext + 'static> Producing<C> {
             Current {
                 producer: fresh,
                 generation: generation + 1,
-                made_at: Instant::now(),
+                tried_at: Instant::now(),
+                replace_due: AtomicBool::new(false),
             },
         );
-        self.replace_due.store(false, Ordering::Release);
         drop(current);
         tracing::warn!(
             producer = self.what,
@@ -177,12 +202,14 @@ mod tests {
 
     /// Which librdkafka client hands records over now, and its generation.
     fn handing(producing: &Producing<DefaultClientContext>) -> (usize, Generation) {
-        producing.with(|producer, generation| (producer.client().native_ptr() as usize, generation))
+        producing
+            .with(|producer, generation| (producer.client().native_ptr() as usize, generation))
+            .unwrap()
     }
 
     fn made_long_ago(producing: &Producing<DefaultClientContext>) {
         let mut current = producing.current.write().unwrap();
-        current.made_at = Instant::now() - REPLACE_EVERY;
+        current.tried_at = Instant::now() - REPLACE_EVERY;
     }
 
     #[test]
@@ -211,7 +238,11 @@ mod tests {
         let producing = producing();
         let (first, generation) = handing(&producing);
         producing.failed(generation);
-        assert_eq!(handing(&producing).0, first, "made a moment ago: not yet");
+        let refused = producing.with(|_, _| ()).unwrap_err();
+        assert!(
+            refused.to_string().contains("replaced within 5 s"),
+            "made a moment ago: not replaced yet, and handed nothing: {refused}"
+        );
         made_long_ago(&producing);
         let (second, next) = handing(&producing);
         assert_ne!(second, first, "replaced at the next hand-over");

@@ -83,12 +83,11 @@ impl KafkaTable {
 
 impl SharedTable for KafkaTable {
     fn health(&self) -> Result<(), LogError> {
-        // An idempotent producer that hit a fatal error refuses every write from then on.
-        // It is replaced, and this says so only when that failed.
+        // An idempotent producer that hit a fatal error refuses every write from then on,
+        // until it is replaced (asking tries that too).
         match self.producer.fatal_error() {
             Some(fatal) => Err(LogError::Unavailable(format!(
-                "the producer of topic {} stopped for good ({fatal}) and a new one could not \
-                 be made",
+                "the producer of topic {} stopped for good ({fatal}); a new one is being made",
                 self.topic
             ))),
             None => Ok(()),
@@ -102,7 +101,7 @@ impl SharedTable for KafkaTable {
     /// Every entry handed to the producer at once (its batching takes them with the
     /// entries of other callers), then each acknowledgement awaited.
     fn put_all_later(&self, entries: &[(&str, Option<&[u8]>)]) -> PutFuture {
-        let (deliveries, refused, generation) = self.producer.with(|producer, generation| {
+        let handed = self.producer.with(|producer, generation| {
             let mut deliveries = Vec::with_capacity(entries.len());
             let mut refused = None;
             for (key, value) in entries {
@@ -116,6 +115,10 @@ impl SharedTable for KafkaTable {
             }
             (deliveries, refused, generation)
         });
+        let (deliveries, refused, generation) = match handed {
+            Ok(handed) => handed,
+            Err(error) => return Box::pin(async move { Err(error) }),
+        };
         let (topic, producing) = (self.topic.clone(), self.producer.clone());
         // Every entry handed over is waited for, also when a later one was refused: the
         // caller learns of a failure only once nothing it sent is still on its way.
