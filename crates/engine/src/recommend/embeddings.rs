@@ -154,13 +154,8 @@ impl ItemEmbeddings {
         sum
     }
 
-    /// How close `item` is to a session's vector (0 for an item without one).
-    pub fn closeness(&self, session: &[f32], item: ItemId) -> f32 {
-        self.closeness_of(session, item).unwrap_or(0.0)
-    }
-
     /// How close `item` is to a session's vector; `None` for an item without one.
-    pub fn closeness_of(&self, session: &[f32], item: ItemId) -> Option<f32> {
+    pub fn closeness(&self, session: &[f32], item: ItemId) -> Option<f32> {
         let vector = self.of(item)?;
         Some(vector.iter().zip(session).map(|(a, b)| a * b).sum())
     }
@@ -402,11 +397,12 @@ mod tests {
         }
         let learned = ItemEmbeddings::learn(sessions.iter().map(Vec::as_slice), 16, 8, 2);
         let near = learned.session_vector(&[0]);
-        let (to_4, to_12) = (learned.closeness(&near, 4), learned.closeness(&near, 12));
+        let close = |item| learned.closeness(&near, item).unwrap_or(0.0);
+        let (to_4, to_12) = (close(4), close(12));
         assert!(to_4 > 0.9 && to_12.abs() < 0.1, "4: {to_4}, 12: {to_12}");
         // No sessions, no vector.
-        assert_eq!(learned.closeness(&near, 7), 0.0);
-        assert_eq!(learned.closeness(&near, 99), 0.0);
+        assert_eq!(learned.closeness(&near, 7), None);
+        assert_eq!(learned.closeness(&near, 99), None);
     }
 
     #[test]
@@ -429,14 +425,14 @@ mod tests {
         // by more: the four quietest worlds (0..4) hold the four leading directions.
         let near = learned.session_vector(&[0]);
         assert!(
-            learned.closeness(&near, 2) > 0.5,
+            learned.closeness(&near, 2).unwrap() > 0.5,
             "{}",
-            learned.closeness(&near, 2)
+            learned.closeness(&near, 2).unwrap()
         );
         assert!(
-            learned.closeness(&near, 42).abs() < 0.2,
+            learned.closeness(&near, 42).unwrap().abs() < 0.2,
             "{}",
-            learned.closeness(&near, 42)
+            learned.closeness(&near, 42).unwrap()
         );
     }
 
@@ -469,8 +465,8 @@ mod tests {
         sessions.extend(std::iter::repeat_n(vec![2, 3], 5));
         let learned = ItemEmbeddings::learn(sessions.iter().map(Vec::as_slice), 8, 4, 1);
         let near = learned.session_vector(&[0]);
-        assert_eq!(learned.closeness_of(&near, 7), None);
-        assert!(learned.closeness_of(&near, 1).is_some());
+        assert_eq!(learned.closeness(&near, 7), None);
+        assert!(learned.closeness(&near, 1).is_some());
         assert_eq!(learned.products(), 4);
     }
 

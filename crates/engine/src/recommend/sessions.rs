@@ -817,7 +817,7 @@ fn rescore(
     let session = learned.session_vector(s);
     let known: Vec<Option<f32>> = best
         .iter()
-        .map(|(item, _)| Some(learned.closeness_of(&session, *item)?.max(0.0)))
+        .map(|(item, _)| Some(learned.closeness(&session, *item)?.max(0.0)))
         .collect();
     // A product without a vector (newer than the vectors, or beyond the products they
     // cover) is taken as close as the others are on average: neither raised nor sunk.
